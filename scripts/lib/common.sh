@@ -1,0 +1,157 @@
+# Shared set-up for scripts/demo, scripts/test and scripts/bench. Source it; do not run it.
+# Everything it starts lives in one temp directory ($TP_RUN) and is stopped by pid on exit.
+set -euo pipefail
+
+TP_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# Debian's docker.io client matches its 20.10 daemon; another client earlier on PATH may not.
+if [ -x /usr/bin/docker ]; then TP_DOCKER=/usr/bin/docker; else TP_DOCKER=docker; fi
+export TP_ROOT TP_DOCKER
+
+tp_log() { printf '\033[1m[tarport]\033[0m %s\n' "$*" >&2; }
+
+# Debian packages the project needs at run time and in tests. Installed only when missing.
+TP_APT_PACKAGES=(docker.io busybox-static skopeo zstd gnupg ca-certificates)
+
+tp_install() {
+  local missing=()
+  for p in "${TP_APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    tp_log "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  # docker.io enables the system daemon's socket unit; we run daemons of our own and never need it.
+  cd "$TP_ROOT"
+  local stamp=node_modules/.tarport-lock-hash
+  local want; want=$(sha256sum package-lock.json | cut -d' ' -f1)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    tp_log "npm ci"
+    npm ci --no-fund --no-audit --loglevel=error >/dev/null
+    echo "$want" > "$stamp"
+  fi
+  tp_log "building"
+  npm run --silent build
+}
+
+# tp_rundir: one temp directory for this script run; everything below is removed on exit.
+tp_rundir() {
+  TP_RUN=$(mktemp -d /tmp/tarport-run.XXXXXX)
+  chmod 755 "$TP_RUN"
+  export TP_RUN
+  trap tp_cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+
+TP_PIDFILES=()
+
+# tp_start_dockerd NAME: starts a daemon with its own roots and socket; prints nothing, sets
+# TP_SOCK_<NAME>. Waits until it answers.
+tp_start_dockerd() {
+  local name=$1 d="$TP_RUN/docker-$1"
+  mkdir -p "$d/data" "$d/exec"
+  dockerd --storage-driver=vfs --iptables=false --ip6tables=false --bridge=none \
+    --data-root "$d/data" --exec-root "$d/exec" --pidfile "$d/dockerd.pid" \
+    -H "unix://$d/docker.sock" >"$d/dockerd.log" 2>&1 &
+  echo $! > "$d/launcher.pid"
+  TP_PIDFILES+=("$d/dockerd.pid" "$d/launcher.pid")
+  local i
+  for i in $(seq 1 120); do
+    if [ -S "$d/docker.sock" ] && DOCKER_HOST="unix://$d/docker.sock" "$TP_DOCKER" version >/dev/null 2>&1; then
+      printf -v "TP_SOCK_$name" '%s' "unix://$d/docker.sock"
+      export "TP_SOCK_$name"
+      return 0
+    fi
+    sleep 0.5
+  done
+  tp_log "dockerd ($name) did not start; its log:"; tail -n 30 "$d/dockerd.log" >&2
+  return 1
+}
+
+tp_cleanup() {
+  local rc=$?
+  local f pid
+  for f in "${TP_PIDFILES[@]}"; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f" 2>/dev/null || true)
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  done
+  # give daemons a moment to stop their containerd and unmount, then make sure
+  for i in $(seq 1 40); do
+    local alive=0
+    for f in "${TP_PIDFILES[@]}"; do
+      [ -f "$f" ] || continue
+      pid=$(cat "$f" 2>/dev/null || true)
+      [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && alive=1
+    done
+    [ $alive = 0 ] && break
+    sleep 0.25
+  done
+  for f in "${TP_PIDFILES[@]}"; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f" 2>/dev/null || true)
+    [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+  done
+  if [ -n "${TP_RUN:-}" ] && [ -d "$TP_RUN" ] && [ -z "${TP_KEEP_RUN:-}" ]; then
+    # vfs leaves plain directories; anything still mounted under the run dir is unmounted first
+    grep -o " $TP_RUN[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    rm -rf "$TP_RUN"
+  fi
+  exit $rc
+}
+
+# tp_docker NAME ARGS...: the docker CLI against one of our daemons.
+tp_docker() {
+  local name=$1; shift
+  local var="TP_SOCK_$name"
+  DOCKER_HOST="${!var}" "$TP_DOCKER" "$@"
+}
+
+# tp_build_fixtures DAEMON OUT: builds the fixture images in daemon DAEMON from a busybox-static
+# rootfs (nothing downloaded) and writes the archives the tests use into OUT:
+#   app-v1.tar, app-v2.tar            docker save, legacy layout; v2 = v1's layers + one
+#   app-v1.tar.gz, app-v1.tar.zst     compressed copies
+#   app-export.tar, app-export.tar.gz docker export of a v1 container (a rootfs)
+#   app-v1-oci.tar, app-v1-oci-gzip.tar  Docker 25+ style (OCI layout), plain and gzip layer blobs
+#   app-v2-oci-gzip.tar
+tp_build_fixtures() {
+  local d=$1 out=$2
+  local ctx; ctx=$(mktemp -d "$TP_RUN/fixture-ctx.XXXXXX")
+  mkdir -p "$out" "$ctx/rootfs/bin" "$ctx/rootfs/etc" "$ctx/rootfs/tmp" "$ctx/app"
+  cp "$(command -v busybox)" "$ctx/rootfs/bin/busybox"
+  local a
+  for a in sh ls cat readlink stat echo test find sha256sum wc rm ln mkdir head; do ln -s busybox "$ctx/rootfs/bin/$a"; done
+  echo "this file is deleted by a later layer" > "$ctx/rootfs/etc/deleted-in-upper"
+  echo "base 1" > "$ctx/rootfs/etc/base-version"
+  tar -C "$ctx/rootfs" -cf "$ctx/base.tar" .
+  tp_docker "$d" import "$ctx/base.tar" tarport-fixture/base:1 >/dev/null
+
+  head -c 12M /dev/urandom > "$ctx/app/random.bin"
+  echo "hello from v1" > "$ctx/app/hello.txt"
+  echo "hello from v2" > "$ctx/app/v2.txt"
+  cat > "$ctx/app/Dockerfile.v1" <<'DOCKERFILE'
+FROM tarport-fixture/base:1
+COPY random.bin hello.txt /app/
+RUN ln -s /app/hello.txt /app/link-to-hello && ln /app/random.bin /app/hardlink-to-random
+RUN rm /etc/deleted-in-upper
+CMD ["/bin/cat", "/app/hello.txt"]
+DOCKERFILE
+  { head -n 4 "$ctx/app/Dockerfile.v1"; echo 'COPY v2.txt /app/'; echo 'CMD ["/bin/cat", "/app/v2.txt"]'; } > "$ctx/app/Dockerfile.v2"
+  DOCKER_BUILDKIT=0 tp_docker "$d" build -q --network none -f "$ctx/app/Dockerfile.v1" -t tarport-fixture/app:1 "$ctx/app" >/dev/null
+  DOCKER_BUILDKIT=0 tp_docker "$d" build -q --network none -f "$ctx/app/Dockerfile.v2" -t tarport-fixture/app:2 "$ctx/app" >/dev/null
+
+  tp_docker "$d" save -o "$out/app-v1.tar" tarport-fixture/app:1
+  tp_docker "$d" save -o "$out/app-v2.tar" tarport-fixture/app:2
+  gzip -1 -c "$out/app-v1.tar" > "$out/app-v1.tar.gz"
+  zstd -q -3 -c "$out/app-v1.tar" > "$out/app-v1.tar.zst"
+  local cid; cid=$(tp_docker "$d" create tarport-fixture/app:1)
+  tp_docker "$d" export -o "$out/app-export.tar" "$cid"
+  tp_docker "$d" rm "$cid" >/dev/null
+  gzip -1 -c "$out/app-export.tar" > "$out/app-export.tar.gz"
+  node "$TP_ROOT/scripts/lib/oci-save.mjs" "$out/app-v1.tar" "$out/app-v1-oci.tar" none
+  node "$TP_ROOT/scripts/lib/oci-save.mjs" "$out/app-v1.tar" "$out/app-v1-oci-gzip.tar" gzip
+  node "$TP_ROOT/scripts/lib/oci-save.mjs" "$out/app-v2.tar" "$out/app-v2-oci-gzip.tar" gzip
+  rm -rf "$ctx"
+}

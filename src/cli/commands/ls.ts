@@ -1,0 +1,61 @@
+import { openRepository, type Context } from '../context.js';
+import { humanBytes, table } from '../output.js';
+
+export interface LsFlags {
+  latest?: boolean;
+}
+
+export interface ListedRelease {
+  name: string;
+  tag: string;
+  version: number;
+  kind: string;
+  size: number;
+  created: string;
+  signer: string | null;
+  encrypted: boolean;
+  current: boolean;
+}
+
+export async function lsCommand(ctx: Context, url: string, flags: LsFlags): Promise<number> {
+  const repo = await openRepository(url, 'URL');
+  const rows: ListedRelease[] = [];
+  try {
+    const catalog = (await repo.readCatalog(ctx.signal))?.catalog;
+    const current = new Set((catalog?.releases ?? []).map((e) => `${e.name}:${e.tag}:${e.record}`));
+    const tags = (await repo.listTags(ctx.signal)).sort((a, b) => (`${a.name}:${a.tag}` < `${b.name}:${b.tag}` ? -1 : 1));
+    for (const { name, tag } of tags) {
+      const refs = await repo.listReleases(name, tag, ctx.signal);
+      for (const ref of flags.latest ? refs.slice(-1) : refs) {
+        const { record } = await repo.readRecord(ref, undefined, ctx.signal);
+        rows.push({
+          name,
+          tag,
+          version: record.version,
+          kind: record.kind,
+          size: record.layers.reduce((n, l) => n + l.size, 0) + (record.config?.size ?? 0),
+          created: record.created,
+          signer: null,
+          encrypted: false,
+          current: current.has(`${name}:${tag}:${ref.record}`),
+        });
+      }
+    }
+  } finally {
+    await repo.transport.close();
+  }
+  if (ctx.out.json) {
+    ctx.out.document({ repository: repo.location, releases: rows });
+  } else if (rows.length === 0) {
+    ctx.out.info(`${repo.location}: no releases`);
+  } else {
+    const header = ['NAME', 'TAG', 'VERSION', 'KIND', 'SIZE', 'CREATED', 'SIGNER', 'ENCRYPTED'];
+    ctx.out.info(
+      table([
+        header,
+        ...rows.map((r) => [r.name, r.tag, String(r.version) + (r.current ? '' : ''), r.kind, humanBytes(r.size), r.created.replace(/\.\d+Z$/, 'Z'), r.signer ?? '-', r.encrypted ? 'yes' : 'no']),
+      ]),
+    );
+  }
+  return 0;
+}

@@ -1,0 +1,51 @@
+import { COMPRESSIONS, type Compression } from '../../archive/index.js';
+import { TarportError } from '../../errors.js';
+import { publishArchive, type PublishResult } from '../../producer/index.js';
+import { parseRef } from '../../repo/index.js';
+import { openRepository, parseDuration, type Context } from '../context.js';
+import { humanBytes } from '../output.js';
+
+export interface PushFlags {
+  to?: string;
+  name?: string;
+  compress?: string;
+  catalogTtl?: string;
+}
+
+export function compressionOf(v: string | undefined): Compression {
+  const c = (v ?? 'zstd') as Compression;
+  if (!COMPRESSIONS.includes(c)) throw new TarportError('USAGE', `--compress ${JSON.stringify(v)}: use zstd, gzip or none`);
+  return c;
+}
+
+export async function pushCommand(ctx: Context, archives: string[], flags: PushFlags): Promise<number> {
+  const compression = compressionOf(flags.compress);
+  const name = flags.name ? parseRef(flags.name, { what: '--name', defaultTag: 'latest' }) : undefined;
+  const catalogTtlMs = parseDuration(flags.catalogTtl ?? '90d', '--catalog-ttl');
+  if (name && archives.length > 1) throw new TarportError('USAGE', '--name applies to one archive; push the others separately');
+  const repo = await openRepository(flags.to, '--to');
+  const results: PublishResult[] = [];
+  try {
+    for (const a of archives) {
+      const r = await publishArchive(repo, a, {
+        compression,
+        ...(name ? { name } : {}),
+        catalogTtlMs,
+        signal: ctx.signal,
+      });
+      results.push(r);
+      for (const rel of r.releases) {
+        ctx.out.info(
+          rel.status === 'published'
+            ? `published ${rel.name}:${rel.tag} v${rel.version} (${rel.kind}) from ${a} to ${repo.location}`
+            : `unchanged ${rel.name}:${rel.tag}: identical to v${rel.version}, no new version`,
+        );
+      }
+      ctx.out.info(`  ${r.uploadedObjects} new object(s), ${humanBytes(r.uploadedBytes)} uploaded`);
+    }
+  } finally {
+    await repo.transport.close();
+  }
+  ctx.out.document({ pushed: results });
+  return 0;
+}

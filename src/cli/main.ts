@@ -1,0 +1,111 @@
+import { Command, CommanderError, Option } from 'commander';
+import { TarportError } from '../errors.js';
+import { VERSION } from '../version.js';
+import { applyConfig, configKey, envName, readConfigFile } from './config.js';
+import type { Context } from './context.js';
+import { Output, EXIT } from './output.js';
+import { demoCommand } from './commands/demo.js';
+import { lsCommand } from './commands/ls.js';
+import { pullCommand } from './commands/pull.js';
+import { pushCommand } from './commands/push.js';
+
+/** An option that can also come from TARPORT_<NAME> and from the config file. */
+function opt(flags: string, description: string): Option {
+  const o = new Option(flags, description);
+  if (o.long) o.env(envName(o.long));
+  return o;
+}
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): Command {
+  const program = new Command('tarport')
+    .description('Move Docker images without a registry: a directory, a USB stick, FTP, FTPS or SFTP.')
+    .version(VERSION)
+    .addOption(opt('--config <file>', 'read flags from a TOML or YAML file (flag names as keys)'))
+    .addOption(opt('--json', 'machine-readable output on stdout'))
+    .addOption(opt('-q, --quiet', 'only errors on stderr'))
+    .showHelpAfterError()
+    .exitOverride();
+
+  program
+    .command('push')
+    .description('publish docker save / docker export archives (plain, .gz or .zst)')
+    .argument('<archive...>', 'archives to publish')
+    .addOption(opt('--to <url>', 'repository to publish to'))
+    .addOption(opt('--name <name:tag>', 'publish under this name:tag (required for docker export archives)'))
+    .addOption(opt('--compress <kind>', 'compression of stored layers: zstd, gzip or none').default('zstd'))
+    .addOption(opt('--catalog-ttl <duration>', 'how long the catalog stays valid (consumers refuse it after)').default('90d'))
+    .action((archives: string[], flags, cmd: Command) => run((ctx) => pushCommand(ctx, archives, cmd.opts())));
+
+  program
+    .command('pull')
+    .description('load every followed release newer than what was loaded (one run, for cron)')
+    .argument('[name...]', 'NAME or NAME:TAG to follow (none: everything)')
+    .addOption(opt('--from <url>', 'repository to pull from'))
+    .addOption(opt('--state <dir>', 'state and cache folder (default /var/lib/tarport for root, else ~/.local/state/tarport)'))
+    .addOption(opt('--allow-expired', 'load from an expired catalog (a late delivery); loudly'))
+    .action((names: string[], _f, cmd: Command) => run((ctx) => pullCommand(ctx, names, cmd.opts())));
+
+  program
+    .command('ls')
+    .description('list releases: name, tag, version, size, created, signer, encrypted')
+    .argument('<url>', 'repository')
+    .addOption(opt('--latest', 'only the newest release per tag'))
+    .action((url: string, _f, cmd: Command) => run((ctx) => lsCommand(ctx, url, cmd.opts())));
+
+  program
+    .command('demo')
+    .description('the main job end to end: push to a local-directory repository, pull into DOCKER_HOST')
+    .addOption(opt('--archive <file>', 'archive to use (repeatable; default: two generated versions)').argParser(collect))
+    .addOption(opt('--repo <dir>', 'repository folder to use (default: a temporary one)'))
+    .addOption(opt('--state <dir>', 'consumer state folder (default: a temporary one)'))
+    .action((_f, cmd: Command) => run((ctx) => demoCommand(ctx, cmd.opts())));
+
+  return program;
+}
+
+/** Every flag name of every command: the keys a config file may hold. */
+function knownKeys(program: Command): Set<string> {
+  const keys = new Set<string>();
+  for (const c of [program, ...program.commands]) for (const o of c.options as readonly Option[]) keys.add(configKey(o));
+  return keys;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let code: number = EXIT.ok;
+  let out = new Output(false);
+  const abort = new AbortController();
+  const onSignal = () => abort.abort(new TarportError('ABORTED', 'interrupted'));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  let program: Command;
+  const run = async (fn: (ctx: Context) => Promise<number>) => {
+    const g = program.opts<{ json?: boolean; quiet?: boolean }>();
+    out = new Output(g.json ?? false, g.quiet ?? false);
+    code = await fn({ out, signal: abort.signal });
+  };
+  program = build(run);
+  program.hook('preAction', async (_root, action) => {
+    const file = program.opts<{ config?: string }>().config;
+    if (file) {
+      const cfg = await readConfigFile(file);
+      applyConfig(program, cfg, knownKeys(program), file);
+      applyConfig(action, cfg, knownKeys(program), file);
+    }
+  });
+  try {
+    await program.parseAsync(argv);
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return EXIT.ok;
+      return EXIT.usage;
+    }
+    code = out.error(e);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+  return code;
+}

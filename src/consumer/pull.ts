@@ -1,0 +1,201 @@
+import { pipeline } from 'node:stream/promises';
+import { Writable } from 'node:stream';
+import { decompressor, writeLoadArchive, type LoadFile } from '../archive/index.js';
+import { Digester, Verifier, hexOf } from '../crypto/index.js';
+import { chainIds, type DockerClient, type ImageStore } from '../docker/index.js';
+import { TarportError } from '../errors.js';
+import type { CatalogEntry, ReleaseRecord, Repository } from '../repo/index.js';
+import { ObjectCache } from './cache.js';
+import { StateStore, type State } from './state.js';
+
+export interface Subscription {
+  readonly name: string;
+  /** Undefined: every tag of the name. */
+  readonly tag?: string;
+}
+
+export interface PullOptions {
+  /** Empty: follow everything in the catalog. */
+  readonly subscriptions: readonly Subscription[];
+  readonly stateDir: string;
+  /** Accept a catalog whose expiry has passed (a late stick); loud in the log. */
+  readonly allowExpired?: boolean;
+  /** How long to wait for another run's lock before giving up. */
+  readonly lockWaitMs?: number;
+  readonly signal?: AbortSignal;
+  readonly onEvent?: (e: PullEvent) => void;
+  /** Overrides the daemon's own answer (tests of the containerd-store path). */
+  readonly imageStore?: ImageStore;
+}
+
+export type PullEvent =
+  | { kind: 'up-to-date'; ref: string; version: number }
+  | { kind: 'loading'; ref: string; version: number; layers: number; skipped: number }
+  | { kind: 'loaded'; ref: string; version: number; imageId: string; bytesFetched: number }
+  | { kind: 'warning'; message: string };
+
+export interface PullResult {
+  readonly loaded: { ref: string; version: number; imageId: string }[];
+  readonly upToDate: string[];
+  readonly bytesFetched: number;
+}
+
+function subscribed(subs: readonly Subscription[], e: CatalogEntry): boolean {
+  return subs.length === 0 || subs.some((s) => s.name === e.name && (s.tag === undefined || s.tag === e.tag));
+}
+
+/**
+ * One consumer run: read the catalog, pick the subscribed releases that are newer than what was
+ * loaded, fetch only missing objects into the cache (verified), and load them into the daemon.
+ */
+export async function pull(repo: Repository, docker: DockerClient, opts: PullOptions): Promise<PullResult> {
+  const store = new StateStore(opts.stateDir);
+  const unlock = await store.lock(opts.lockWaitMs ?? 10_000);
+  try {
+    return await pullLocked(repo, docker, store, opts);
+  } finally {
+    await unlock();
+  }
+}
+
+async function pullLocked(repo: Repository, docker: DockerClient, store: StateStore, opts: PullOptions): Promise<PullResult> {
+  const emit = opts.onEvent ?? (() => undefined);
+  const got = await repo.readCatalog(opts.signal);
+  if (!got) throw new TarportError('NOT_FOUND', `${repo.location} holds no catalog (tarport/catalog.json): not a tarport repository, or nothing was pushed yet`);
+  const { catalog } = got;
+  const state = await store.read();
+  const loc = repo.location;
+  const seen = state.catalogSequence[loc] ?? 0;
+  if (catalog.sequence < seen) {
+    throw new TarportError('ROLLBACK', `catalog of ${loc} has sequence ${catalog.sequence}, lower than ${seen} seen before: an old catalog was replayed; refusing`);
+  }
+  if (Date.parse(catalog.expires) < Date.now()) {
+    const msg = `catalog of ${loc} expired at ${catalog.expires}`;
+    if (!opts.allowExpired) throw new TarportError('EXPIRED', `${msg}; publish again to refresh it, or pass --allow-expired to load from it anyway`);
+    emit({ kind: 'warning', message: `${msg}; loading anyway because --allow-expired was given` });
+  }
+  for (const s of opts.subscriptions) {
+    if (!catalog.releases.some((e) => subscribed([s], e))) emit({ kind: 'warning', message: `${s.name}${s.tag ? ':' + s.tag : ''} is not in the catalog of ${loc}` });
+  }
+  const loadedHere = (state.loaded[loc] ??= {});
+  const result: PullResult = { loaded: [], upToDate: [], bytesFetched: 0 };
+  const cache = new ObjectCache(store.cacheDir);
+  let imageStore: ImageStore | undefined = opts.imageStore;
+  let failure: unknown;
+
+  for (const entry of catalog.releases.filter((e) => subscribed(opts.subscriptions, e))) {
+    opts.signal?.throwIfAborted();
+    const ref = `${entry.name}:${entry.tag}`;
+    const prev = loadedHere[ref];
+    if (prev && prev.digest === entry.digest) {
+      // still there? a removed image is loaded again
+      const present = await docker.inspectImage(ref, opts.signal);
+      if (present?.Id === prev.imageId) {
+        result.upToDate.push(ref);
+        emit({ kind: 'up-to-date', ref, version: entry.version });
+        continue;
+      }
+    } else if (prev && entry.version < prev.version) {
+      failure ??= new TarportError('ROLLBACK', `${ref}: the catalog offers v${entry.version}, older than v${prev.version} loaded before; refusing`);
+      continue;
+    }
+    try {
+      const { record } = await repo.readRecord(entry, { digest: entry.digest, size: entry.size }, opts.signal);
+      imageStore ??= await docker.imageStore(opts.signal);
+      const { imageId, bytesFetched } = record.kind === 'image'
+        ? await loadImage(repo, docker, cache, record, imageStore, (e) => emit(e), opts.signal)
+        : await importRootfs(repo, docker, cache, record, opts.signal);
+      (result as { bytesFetched: number }).bytesFetched += bytesFetched;
+      loadedHere[ref] = { version: record.version, record: entry.record, digest: entry.digest, imageId, loadedAt: new Date().toISOString() };
+      await store.write(state);
+      result.loaded.push({ ref, version: record.version, imageId });
+      emit({ kind: 'loaded', ref, version: record.version, imageId, bytesFetched });
+      if (imageStore === 'graphdriver') await cache.prune(new Set());
+    } catch (e) {
+      if ((e as { code?: string }).code === 'ABORTED' || opts.signal?.aborted) throw e;
+      failure ??= e;
+    }
+  }
+  state.catalogSequence[loc] = Math.max(seen, catalog.sequence);
+  await store.write(state);
+  if (failure) throw failure;
+  return result;
+}
+
+const layerPath = (diffId: string) => `${hexOf(diffId)}/layer.tar`;
+
+async function loadImage(
+  repo: Repository,
+  docker: DockerClient,
+  cache: ObjectCache,
+  record: ReleaseRecord,
+  store: ImageStore,
+  emit: (e: PullEvent) => void,
+  signal?: AbortSignal,
+): Promise<{ imageId: string; bytesFetched: number }> {
+  const ref = `${record.name}:${record.tag}`;
+  if (!record.config) throw new TarportError('INTEGRITY', `${ref} v${record.version}: image release without a config`);
+  const config = await repo.readSmallBlob(record.config, `config of ${ref}`, signal);
+  const diffIds = record.layers.map((l) => l.diffId);
+  const cfgDiffIds = (JSON.parse(config.toString('utf8')) as { rootfs?: { diff_ids?: string[] } }).rootfs?.diff_ids ?? [];
+  if (cfgDiffIds.length !== diffIds.length || cfgDiffIds.some((d, i) => d !== diffIds[i])) {
+    throw new TarportError('INTEGRITY', `${ref} v${record.version}: the record's layers do not match the image config's diff_ids`);
+  }
+  // On the graphdriver store a load archive may leave out the layers whose chain the daemon has
+  // (moby's partial load); the containerd store needs every layer.
+  let skip = 0;
+  if (store === 'graphdriver') {
+    const have = await docker.layerChainIds(signal);
+    const chains = chainIds(diffIds);
+    while (skip < chains.length && have.has(chains[skip]!)) skip++;
+  }
+  emit({ kind: 'loading', ref, version: record.version, layers: record.layers.length, skipped: skip });
+  // Everything the load needs is fetched and verified before the daemon sees a byte.
+  const files: LoadFile[] = [];
+  const included = new Set<string>();
+  let bytesFetched = config.length;
+  for (const l of record.layers.slice(skip)) {
+    if (included.has(l.diffId)) continue;
+    included.add(l.diffId);
+    bytesFetched += await cache.ensure(repo, l, signal);
+    files.push({
+      name: layerPath(l.diffId),
+      size: l.uncompressedSize,
+      open: async () => {
+        const v = new Verifier({ digest: l.diffId, size: l.uncompressedSize }, `layer ${l.diffId} of ${ref}`);
+        pipeline(cache.open(l.digest), decompressor(l.compression), v).catch((e: unknown) => v.destroy(e as Error));
+        return v;
+      },
+    });
+  }
+  // manifest.json is written last: if any layer fails its check, the daemon never sees a manifest
+  // and loads nothing.
+  const archive = writeLoadArchive({ configDigest: record.config.digest, config, repoTags: [ref], layerPaths: diffIds.map(layerPath), files });
+  await docker.load(archive, signal);
+  const loaded = await docker.inspectImage(ref, signal);
+  if (loaded?.Id !== record.config.digest) {
+    throw new TarportError('DAEMON', `${ref}: after the load the daemon has ${loaded?.Id ?? 'no image'} under this tag, expected ${record.config.digest}`);
+  }
+  return { imageId: loaded.Id, bytesFetched };
+}
+
+async function importRootfs(repo: Repository, docker: DockerClient, cache: ObjectCache, record: ReleaseRecord, signal?: AbortSignal): Promise<{ imageId: string; bytesFetched: number }> {
+  const ref = `${record.name}:${record.tag}`;
+  const l = record.layers[0]!;
+  if (record.layers.length !== 1) throw new TarportError('INTEGRITY', `${ref} v${record.version}: a rootfs release has exactly one object`);
+  const bytesFetched = await cache.ensure(repo, l, signal);
+  // docker import would create the image as soon as the tar ends, before a stream error at its very
+  // end could stop it: check the uncompressed digest in a pass of its own first.
+  const d = new Digester();
+  await pipeline(cache.open(l.digest), decompressor(l.compression), d, new Writable({ write: (_c, _e, cb) => cb() }), { signal });
+  if (d.digest() !== l.diffId || d.bytes !== l.uncompressedSize) {
+    throw new TarportError('DIGEST_MISMATCH', `${ref} v${record.version}: the root file system's digest is ${d.digest()}, the record says ${l.diffId}`);
+  }
+  const src = cache.open(l.digest);
+  const dec = decompressor(l.compression);
+  pipeline(src, dec).catch((e: unknown) => dec.destroy(e as Error));
+  const imageId = await docker.import(dec, record.name, record.tag, signal);
+  return { imageId, bytesFetched };
+}
+
+export type { State };

@@ -1,0 +1,112 @@
+import { mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { TarportError, wrapSystemError } from '../errors.js';
+
+const LoadedSchema = z.object({
+  version: z.number().int().positive(),
+  record: z.string(),
+  digest: z.string(),
+  imageId: z.string(),
+  loadedAt: z.string(),
+});
+export type Loaded = z.infer<typeof LoadedSchema>;
+
+const StateSchema = z.object({
+  schema: z.literal('tarport.consumer-state/v1'),
+  /** Per repository location: the highest catalog sequence accepted (rollback protection). */
+  catalogSequence: z.record(z.string(), z.number().int().nonnegative()),
+  /** Per repository location, per "name:tag": what was loaded last. */
+  loaded: z.record(z.string(), z.record(z.string(), LoadedSchema)),
+});
+export type State = z.infer<typeof StateSchema>;
+
+function emptyState(): State {
+  return { schema: 'tarport.consumer-state/v1', catalogSequence: {}, loaded: {} };
+}
+
+/** The consumer's local state: what was loaded, written atomically (temp file, fsync, rename). */
+export class StateStore {
+  constructor(readonly dir: string) {}
+
+  get cacheDir(): string {
+    return join(this.dir, 'cache');
+  }
+
+  async read(): Promise<State> {
+    const p = join(this.dir, 'state.json');
+    let text: string;
+    try {
+      text = await readFile(p, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return emptyState();
+      throw wrapSystemError(e, `read consumer state ${p}`);
+    }
+    let raw: unknown;
+    try {
+      raw = JSON.parse(text);
+    } catch (e) {
+      throw new TarportError('CONFIG', `consumer state ${p} is not valid JSON (${(e as Error).message}); move it away to start afresh (everything will be loaded again)`);
+    }
+    const r = StateSchema.safeParse(raw);
+    if (!r.success) throw new TarportError('CONFIG', `consumer state ${p} is not a tarport state file; move it away to start afresh`);
+    return r.data;
+  }
+
+  async write(state: State): Promise<void> {
+    await mkdir(this.dir, { recursive: true });
+    const p = join(this.dir, 'state.json');
+    const tmp = join(this.dir, `.state-${process.pid}.tmp`);
+    try {
+      const fh = await open(tmp, 'w');
+      await fh.writeFile(JSON.stringify(state, null, 2) + '\n');
+      await fh.sync();
+      await fh.close();
+      await rename(tmp, p);
+    } catch (e) {
+      await rm(tmp, { force: true });
+      throw wrapSystemError(e, `write consumer state ${p}`);
+    }
+  }
+
+  /**
+   * Takes the state directory's lock (one run per host and state). Waits up to `waitMs` for a run
+   * that holds it; a lock left by a dead process is taken over.
+   */
+  async lock(waitMs: number): Promise<() => Promise<void>> {
+    await mkdir(this.dir, { recursive: true }).catch((e: unknown) => {
+      throw wrapSystemError(e, `create state folder ${this.dir}`);
+    });
+    const p = join(this.dir, 'lock');
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      try {
+        await writeFile(p, `${process.pid}\n`, { flag: 'wx' });
+        return async () => {
+          await rm(p, { force: true });
+        };
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw wrapSystemError(e, `take lock ${p}`);
+      }
+      const holder = Number((await readFile(p, 'utf8').catch(() => '')).trim());
+      if (!Number.isInteger(holder) || holder <= 0 || !alive(holder)) {
+        await rm(p, { force: true });
+        continue;
+      }
+      if (Date.now() >= deadline) {
+        throw new TarportError('LOCKED', `another tarport run (pid ${holder}) holds the lock ${p}; it will pick up anything new`);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+}
+
+function alive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -1,0 +1,90 @@
+import { createHash, type Hash } from 'node:crypto';
+import { Transform, type TransformCallback } from 'node:stream';
+import { TarportError } from '../errors.js';
+
+export const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
+
+export function isDigest(s: string): boolean {
+  return DIGEST_RE.test(s);
+}
+
+export function hexOf(digest: string): string {
+  if (!isDigest(digest)) throw new TarportError('INTEGRITY', `not a sha256 digest: ${JSON.stringify(digest)}`);
+  return digest.slice('sha256:'.length);
+}
+
+export function sha256(data: Buffer | string): string {
+  return 'sha256:' + createHash('sha256').update(data).digest('hex');
+}
+
+/** A pass-through that hashes and counts what flows through it. Read `digest()` after the end. */
+export class Digester extends Transform {
+  private readonly hash: Hash = createHash('sha256');
+  private result: string | undefined;
+  bytes = 0;
+
+  constructor() {
+    super({ highWaterMark: 1 << 20 });
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.hash.update(chunk);
+    this.bytes += chunk.length;
+    cb(null, chunk);
+  }
+
+  override _flush(cb: TransformCallback): void {
+    this.result = 'sha256:' + this.hash.digest('hex');
+    cb();
+  }
+
+  digest(): string {
+    if (this.result === undefined) throw new TarportError('INTERNAL', 'internal error: digest read before the stream ended');
+    return this.result;
+  }
+}
+
+/**
+ * A pass-through that fails when the bytes do not match the expected digest and size: at once when
+ * more bytes arrive than expected (no endless data), at the end otherwise. `what` names the object.
+ */
+export class Verifier extends Transform {
+  private readonly hash = createHash('sha256');
+  private bytes = 0;
+
+  constructor(
+    private readonly expected: { digest: string; size: number },
+    private readonly what: string,
+  ) {
+    super({ highWaterMark: 1 << 20 });
+  }
+
+  /** Counts bytes that were verified-and-kept earlier (a resumed download) without passing them on. */
+  absorb(chunk: Buffer): void {
+    this.bytes += chunk.length;
+    this.hash.update(chunk);
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.bytes += chunk.length;
+    if (this.bytes > this.expected.size) {
+      cb(new TarportError('DIGEST_MISMATCH', `${this.what}: more bytes than the ${this.expected.size} declared`, { retryable: false }));
+      return;
+    }
+    this.hash.update(chunk);
+    cb(null, chunk);
+  }
+
+  override _flush(cb: TransformCallback): void {
+    if (this.bytes !== this.expected.size) {
+      cb(new TarportError('DIGEST_MISMATCH', `${this.what}: size mismatch, expected ${this.expected.size} bytes, got ${this.bytes}`, { retryable: false }));
+      return;
+    }
+    const got = 'sha256:' + this.hash.digest('hex');
+    if (got !== this.expected.digest) {
+      cb(new TarportError('DIGEST_MISMATCH', `${this.what}: digest mismatch, expected ${this.expected.digest}, got ${got}`, { retryable: false }));
+      return;
+    }
+    cb();
+  }
+}

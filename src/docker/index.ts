@@ -1,0 +1,1 @@
+export { DockerClient, chainIds, type ImageStore } from './client.js';

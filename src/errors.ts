@@ -1,0 +1,63 @@
+// One error type for the whole program. `code` says what kind of failure it is; the CLI maps codes to
+// exit codes (CLI.md) and `retryable` tells retry wrappers whether trying again can help.
+
+export type ErrorCode =
+  | 'USAGE' // bad flags or arguments
+  | 'CONFIG' // bad configuration file or value
+  | 'BAD_INPUT' // an input archive or file is unusable
+  | 'NOT_FOUND' // an object, record or repository is missing
+  | 'IO' // local or remote I/O failed
+  | 'CONNECTION' // a server could not be reached or dropped the connection
+  | 'DAEMON' // the Docker daemon refused or failed
+  | 'LOCKED' // another run holds the lock
+  | 'DIGEST_MISMATCH' // bytes do not match the digest that names or describes them
+  | 'INTEGRITY' // a record, catalog or object is malformed or inconsistent
+  | 'UNTRUSTED' // signature missing, bad, or by a key that is not trusted
+  | 'ROLLBACK' // an older catalog or release than one already seen
+  | 'EXPIRED' // the catalog's expiry has passed
+  | 'ABORTED' // cancelled by a signal
+  | 'INTERNAL'; // a bug in tarport
+
+export class TarportError extends Error {
+  readonly code: ErrorCode;
+  readonly retryable: boolean;
+
+  constructor(code: ErrorCode, message: string, opts: { cause?: unknown; retryable?: boolean } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'TarportError';
+    this.code = code;
+    this.retryable = opts.retryable ?? (code === 'CONNECTION' || code === 'IO');
+  }
+}
+
+export function isTarportError(e: unknown, code?: ErrorCode): e is TarportError {
+  return e instanceof TarportError && (code === undefined || e.code === code);
+}
+
+/** The message of any thrown value, for wrapping. */
+export function messageOf(e: unknown): string {
+  if (e instanceof Error) return e.message;
+  return String(e);
+}
+
+/** Wraps a Node system error (ENOENT, ENOSPC, …) with what we were doing. */
+export function wrapSystemError(e: unknown, what: string): TarportError {
+  if (e instanceof TarportError) return e;
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  const detail = messageOf(e);
+  switch (code) {
+    case 'ENOENT':
+      return new TarportError('NOT_FOUND', `${what}: not found`, { cause: e });
+    case 'ENOSPC':
+      return new TarportError('IO', `${what}: no space left on device; free space, then run again`, { cause: e, retryable: false });
+    case 'EACCES':
+    case 'EPERM':
+      return new TarportError('IO', `${what}: permission denied`, { cause: e, retryable: false });
+    case 'EROFS':
+      return new TarportError('IO', `${what}: read-only file system`, { cause: e, retryable: false });
+    case 'ABORT_ERR':
+      return new TarportError('ABORTED', `${what}: aborted`, { cause: e });
+    default:
+      return new TarportError('IO', `${what}: ${detail}`, { cause: e });
+  }
+}

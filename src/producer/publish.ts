@@ -1,0 +1,234 @@
+import { createReadStream } from 'node:fs';
+import { PassThrough, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import {
+  TarArchive,
+  compressor,
+  decompressor,
+  readArchiveContent,
+  sniffStream,
+  type ArchiveImage,
+  type Compression,
+} from '../archive/index.js';
+import { Digester, sha256 } from '../crypto/index.js';
+import { TarportError } from '../errors.js';
+import {
+  MEDIA_TYPES,
+  RECORD_SCHEMA,
+  catalogEntryOf,
+  formatRef,
+  parseRef,
+  serialize,
+  type CatalogEntry,
+  type Descriptor,
+  type ImageRef,
+  type LayerDescriptor,
+  type ReleaseRecord,
+  type Repository,
+  type StagedBlob,
+} from '../repo/index.js';
+import { VERSION } from '../version.js';
+
+export interface PublishOptions {
+  readonly compression: Compression;
+  /** Publish under this name:tag instead of the archive's own tags (required for rootfs archives). */
+  readonly name?: ImageRef;
+  /** How long the catalog stays valid. */
+  readonly catalogTtlMs: number;
+  readonly signal?: AbortSignal;
+  readonly onEvent?: (e: PublishEvent) => void;
+}
+
+export type PublishEvent =
+  | { kind: 'layer'; diffId: string; status: 'uploaded' | 'present'; bytes: number }
+  | { kind: 'release'; ref: string; status: 'published' | 'unchanged'; version: number };
+
+export interface PublishedRelease {
+  readonly name: string;
+  readonly tag: string;
+  readonly version: number;
+  readonly status: 'published' | 'unchanged';
+  readonly kind: 'image' | 'rootfs';
+  readonly record?: string;
+}
+
+export interface PublishResult {
+  readonly archive: string;
+  readonly releases: PublishedRelease[];
+  /** Bytes of new objects written to the repository. */
+  readonly uploadedBytes: number;
+  readonly uploadedObjects: number;
+}
+
+const DAY = 24 * 3600 * 1000;
+export const DEFAULT_CATALOG_TTL_MS = 90 * DAY;
+
+/**
+ * Publishes one archive: every image in it under each of its tags (or `name`), or a rootfs archive
+ * under `name`. Order (docs/repo-format.md): objects, then records, then the catalog. Objects go to
+ * temporary names first and are renamed into place only after every layer has been checked against
+ * its diff_id, so a bad archive leaves nothing in the repository.
+ */
+export async function publishArchive(repo: Repository, path: string, opts: PublishOptions): Promise<PublishResult> {
+  const tar = await TarArchive.open(path, opts.signal);
+  const content = await readArchiveContent(tar);
+  const staged: StagedBlob[] = [];
+  let uploadedBytes = 0;
+  const emit = opts.onEvent ?? (() => undefined);
+
+  /** Streams one layer: (decompress) → diff_id → compress → temporary object. */
+  const uploadLayer = async (stream: Readable, declared: Compression | undefined, what: string, expectDiffId?: string): Promise<LayerDescriptor> => {
+    const inComp = declared ?? (await sniffStream(stream));
+    const diff = new Digester();
+    const out = new PassThrough({ highWaterMark: 1 << 20 });
+    const feeding = pipeline(stream, decompressor(inComp), diff, compressor(opts.compression), out, { signal: opts.signal });
+    let blob: StagedBlob;
+    try {
+      [blob] = await Promise.all([repo.stageBlob(out, opts.signal), feeding]);
+    } catch (e) {
+      out.destroy();
+      stream.destroy();
+      if (e instanceof TarportError) throw e;
+      throw new TarportError('BAD_INPUT', `${path}: ${what}: ${(e as Error).message}`, { cause: e });
+    }
+    staged.push(blob);
+    uploadedBytes += blob.size;
+    const diffId = diff.digest();
+    if (expectDiffId && diffId !== expectDiffId) {
+      throw new TarportError('BAD_INPUT', `${path}: ${what} does not match its diff_id: the config says ${expectDiffId}, the layer's digest is ${diffId}`);
+    }
+    emit({ kind: 'layer', diffId, status: 'uploaded', bytes: blob.size });
+    return {
+      mediaType: MEDIA_TYPES.layer[opts.compression],
+      digest: blob.digest,
+      size: blob.size,
+      diffId,
+      uncompressedSize: diff.bytes,
+      compression: opts.compression,
+    };
+  };
+
+  try {
+    const catalog = (await repo.readCatalog(opts.signal))?.catalog;
+    const known = await knownLayers(repo, catalog?.releases ?? [], opts.signal);
+    const now = new Date().toISOString();
+    const producer = { tool: 'tarport', version: VERSION };
+    const plans: { ref: ImageRef; record: Omit<ReleaseRecord, 'version'> }[] = [];
+    const smallBlobs: Buffer[] = [];
+
+    if (content.kind === 'rootfs') {
+      if (!opts.name) {
+        throw new TarportError('BAD_INPUT', `${path}: this is a root file system archive (docker export) and carries no image name; give one with --name NAME:TAG`);
+      }
+      let layer = await uploadLayer(createReadStream(path, { highWaterMark: 1 << 20 }), tar.compression, 'root file system');
+      const reuse = known.get(layer.diffId);
+      if (reuse) {
+        // The same root file system is stored already: keep that object, drop ours.
+        await staged.pop()!.discard();
+        uploadedBytes -= layer.size;
+        layer = reuse;
+      }
+      plans.push({ ref: opts.name, record: { schema: RECORD_SCHEMA, name: opts.name.name, tag: opts.name.tag, created: now, kind: 'rootfs', contentKey: layer.diffId, layers: [layer], producer } });
+    } else {
+      if (opts.name && content.images.length > 1) {
+        throw new TarportError('BAD_INPUT', `${path}: holds ${content.images.length} images; --name applies to one; publish them by their own tags or one archive per image`);
+      }
+      const targets = content.images.map((im) => ({ im, refs: imageRefs(path, im, opts.name) }));
+      // Layers: what the repository does not hold yet, each diff_id once.
+      const need = new Map<string, { declared?: Compression; diffId: string }>();
+      for (const { im } of targets) {
+        for (const l of im.layers) {
+          if (!known.has(l.diffId) && !need.has(l.entry)) need.set(l.entry, { diffId: l.diffId, ...(l.declaredCompression ? { declared: l.declaredCompression } : {}) });
+        }
+      }
+      const fresh = new Map<string, LayerDescriptor>();
+      for await (const { entry, stream } of tar.streamEntries(need.keys(), opts.signal)) {
+        const n = need.get(entry.name)!;
+        if (fresh.has(n.diffId)) {
+          stream.resume();
+          continue;
+        }
+        fresh.set(n.diffId, await uploadLayer(stream, n.declared, `layer ${entry.name}`, n.diffId));
+      }
+      for (const { im, refs } of targets) {
+        const layers = im.layers.map((l) => known.get(l.diffId) ?? fresh.get(l.diffId)!);
+        const config: Descriptor = { mediaType: MEDIA_TYPES.config, digest: im.configDigest, size: im.config.length };
+        const manifestBytes = serialize({
+          schemaVersion: 2,
+          mediaType: MEDIA_TYPES.manifest,
+          config,
+          layers: layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
+        });
+        const manifest: Descriptor = { mediaType: MEDIA_TYPES.manifest, digest: sha256(manifestBytes), size: manifestBytes.length };
+        smallBlobs.push(im.config, manifestBytes);
+        for (const ref of refs) {
+          plans.push({
+            ref,
+            record: { schema: RECORD_SCHEMA, name: ref.name, tag: ref.tag, created: now, kind: 'image', contentKey: im.configDigest, config, manifest, layers, sourceTags: [...im.repoTags], producer },
+          });
+        }
+      }
+    }
+
+    // Every layer checked: make objects visible, then the small objects, then records, then the catalog.
+    for (const b of staged) await b.commit();
+    const uploadedObjects = staged.length;
+    staged.length = 0;
+    for (const b of smallBlobs) await repo.putSmallBlob(b, opts.signal);
+
+    const releases: PublishedRelease[] = [];
+    const entries: CatalogEntry[] = [];
+    for (const { ref, record } of plans) {
+      const last = (await repo.listReleases(ref.name, ref.tag, opts.signal)).at(-1);
+      if (last) {
+        const { record: prev } = await repo.readRecord(last, undefined, opts.signal);
+        if (prev.contentKey === record.contentKey && prev.kind === record.kind) {
+          releases.push({ name: ref.name, tag: ref.tag, version: prev.version, status: 'unchanged', kind: record.kind, record: last.record });
+          emit({ kind: 'release', ref: formatRef(ref), status: 'unchanged', version: prev.version });
+          continue;
+        }
+      }
+      const full: ReleaseRecord = { ...record, version: (last?.version ?? 0) + 1 };
+      const w = await repo.writeRecord(full, opts.signal);
+      entries.push(catalogEntryOf(full, w.file, w.digest, w.size));
+      releases.push({ name: ref.name, tag: ref.tag, version: full.version, status: 'published', kind: full.kind, record: w.file });
+      emit({ kind: 'release', ref: formatRef(ref), status: 'published', version: full.version });
+    }
+    if (entries.length > 0) await repo.updateCatalog(entries, opts.catalogTtlMs, opts.signal);
+    return { archive: path, releases, uploadedBytes, uploadedObjects };
+  } catch (e) {
+    for (const b of staged) await b.discard();
+    throw e;
+  }
+}
+
+/** The name:tag list an image is published under. */
+function imageRefs(path: string, im: ArchiveImage, name: ImageRef | undefined): ImageRef[] {
+  if (name) return [name];
+  if (im.repoTags.length === 0) {
+    throw new TarportError('BAD_INPUT', `${path}: the image ${im.configDigest.slice(0, 19)} carries no tag; give one with --name NAME:TAG (or save it with 'docker save NAME:TAG')`);
+  }
+  return im.repoTags.map((t) => parseRef(t, { what: `tag ${JSON.stringify(t)} in ${path}` }));
+}
+
+/**
+ * Layers the repository holds already, by diff_id, taken from the current release of every tag:
+ * a new version usually shares most layers with the one before it.
+ */
+async function knownLayers(repo: Repository, current: readonly CatalogEntry[], signal?: AbortSignal): Promise<Map<string, LayerDescriptor>> {
+  const out = new Map<string, LayerDescriptor>();
+  for (const e of current) {
+    let record: ReleaseRecord;
+    try {
+      ({ record } = await repo.readRecord(e, e, signal));
+    } catch {
+      continue; // a broken record only costs us deduplication; `tarport check` reports it
+    }
+    for (const l of record.layers) {
+      if (out.has(l.diffId)) continue;
+      const have = await repo.blobInfo(l.digest, signal);
+      if (have && have.size === l.size) out.set(l.diffId, l);
+    }
+  }
+  return out;
+}

@@ -1,0 +1,56 @@
+import { randomBytes } from 'node:crypto';
+import { hexOf } from '../crypto/index.js';
+import { TarportError } from '../errors.js';
+import { encodeSegment } from './names.js';
+
+// Every key the repository format uses, in one place (docs/repo-format.md describes them).
+
+export const OCI_LAYOUT_KEY = 'oci-layout';
+export const INDEX_KEY = 'index.json';
+export const BLOBS_FOLDER = 'blobs/sha256';
+export const TARPORT_FOLDER = 'tarport';
+export const RELEASES_FOLDER = 'tarport/releases';
+export const CATALOG_KEY = 'tarport/catalog.json';
+export const FORMAT_KEY = 'tarport/format.json';
+
+export function blobKey(digest: string): string {
+  return `${BLOBS_FOLDER}/${hexOf(digest)}`;
+}
+
+export function releaseFolder(name: string, tag: string): string {
+  return `${RELEASES_FOLDER}/${encodeSegment(name)}/${encodeSegment(tag)}`;
+}
+
+const RECORD_FILE_RE = /^(\d{8,})-([0-9a-f]{16})\.json$/;
+
+/**
+ * A release record's file name: the version, zero-padded so that names sort by version, and the
+ * first 16 hex digits of the record's own digest, so that two producers that pick the same next
+ * version still write two distinct files. Order: version, then this name (total and deterministic).
+ */
+export function recordFileName(version: number, recordDigest: string): string {
+  if (!Number.isSafeInteger(version) || version < 1) throw new TarportError('INTERNAL', `internal error: bad version ${version}`);
+  return `${String(version).padStart(8, '0')}-${hexOf(recordDigest).slice(0, 16)}.json`;
+}
+
+export function parseRecordFileName(file: string): { version: number; idPrefix: string } | undefined {
+  const m = RECORD_FILE_RE.exec(file);
+  if (!m) return undefined;
+  return { version: Number(m[1]), idPrefix: m[2]! };
+}
+
+export function recordKey(name: string, tag: string, file: string): string {
+  return `${releaseFolder(name, tag)}/${file}`;
+}
+
+/** A temporary key in the same folder as `key`: hidden on Unix, valid on FAT, never a final name. */
+export function tempKeyFor(key: string): string {
+  const i = key.lastIndexOf('/');
+  const folder = i < 0 ? '' : key.slice(0, i + 1);
+  const rand = randomBytes(8).toString('hex');
+  return `${folder}.tarport-${rand}.tmp`;
+}
+
+export function isTempName(file: string): boolean {
+  return file.startsWith('.tarport-') && file.endsWith('.tmp');
+}

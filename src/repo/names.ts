@@ -1,0 +1,83 @@
+import { TarportError } from '../errors.js';
+
+// Docker's reference grammar (distribution/reference), without digests.
+const PATH_COMPONENT = '[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*';
+const DOMAIN_COMPONENT = '(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])';
+const DOMAIN = `(?:${DOMAIN_COMPONENT}(?:\\.${DOMAIN_COMPONENT})*(?::[0-9]+)?|\\[[0-9a-fA-F:]+\\](?::[0-9]+)?)`;
+const NAME_RE = new RegExp(`^(?:${DOMAIN}/)?${PATH_COMPONENT}(?:/${PATH_COMPONENT})*$`);
+const TAG_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
+
+export interface ImageRef {
+  readonly name: string;
+  readonly tag: string;
+}
+
+export function validateName(name: string, what = 'image name'): string {
+  if (name.length > 255 || !NAME_RE.test(name)) {
+    throw new TarportError('BAD_INPUT', `invalid ${what} ${JSON.stringify(name)}: use lowercase letters, digits and . _ - separated by /, optionally after a registry host (host:port/)`);
+  }
+  return name;
+}
+
+export function validateTag(tag: string, what = 'tag'): string {
+  if (!TAG_RE.test(tag)) {
+    throw new TarportError('BAD_INPUT', `invalid ${what} ${JSON.stringify(tag)}: up to 128 letters, digits, _ . -, not starting with . or -`);
+  }
+  return tag;
+}
+
+/** Parses "name[:tag]" (tag defaults to "latest" when `defaultTag` is set). */
+export function parseRef(ref: string, opts: { defaultTag?: string; what?: string } = {}): ImageRef {
+  const what = opts.what ?? 'image reference';
+  if (ref.includes('@')) throw new TarportError('BAD_INPUT', `invalid ${what} ${JSON.stringify(ref)}: digests are not supported, give NAME:TAG`);
+  const slash = ref.lastIndexOf('/');
+  const colon = ref.lastIndexOf(':');
+  let name = ref;
+  let tag = opts.defaultTag;
+  if (colon > slash) {
+    name = ref.slice(0, colon);
+    tag = ref.slice(colon + 1);
+  }
+  if (tag === undefined) throw new TarportError('BAD_INPUT', `invalid ${what} ${JSON.stringify(ref)}: give NAME:TAG`);
+  return { name: validateName(name, `image name in ${JSON.stringify(ref)}`), tag: validateTag(tag, `tag in ${JSON.stringify(ref)}`) };
+}
+
+export function formatRef(r: ImageRef): string {
+  return `${r.name}:${r.tag}`;
+}
+
+const SAFE = /[a-z0-9._-]/;
+const RESERVED = /^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])$/i;
+
+/**
+ * One reversible encoding for every name that becomes a file or folder name: valid on FAT32, exFAT
+ * and NTFS and the same on case-insensitive file systems. Everything but [a-z0-9._-] becomes %XX
+ * (uppercase letters too, so "V1" and "v1" never collide), as do a leading or trailing dot and the
+ * first letter of a Windows device name (con, nul, com1, …).
+ */
+export function encodeSegment(s: string): string {
+  if (s === '') throw new TarportError('INTERNAL', 'internal error: empty name segment');
+  let out = '';
+  for (const ch of s) {
+    if (SAFE.test(ch)) out += ch;
+    else for (const b of Buffer.from(ch, 'utf8')) out += '%' + b.toString(16).toUpperCase().padStart(2, '0');
+  }
+  if (out.startsWith('.')) out = '%2E' + out.slice(1);
+  if (out.endsWith('.')) out = out.slice(0, -1) + '%2E';
+  const base = out.split('.')[0]!;
+  if (RESERVED.test(base)) out = '%' + out.charCodeAt(0).toString(16).toUpperCase() + out.slice(1);
+  return out;
+}
+
+export function decodeSegment(s: string): string {
+  if (!/^(?:[a-z0-9._-]|%[0-9A-F]{2})+$/.test(s)) throw new TarportError('INTEGRITY', `not an encoded name: ${JSON.stringify(s)}`);
+  return decodeURIComponent(s);
+}
+
+/** True when a file name is valid on FAT32/exFAT and NTFS. Used by tests and by `check`. */
+export function isPortableFileName(s: string): boolean {
+  if (s === '' || s.length > 255) return false;
+  if (/[\x00-\x1f:\\*?"<>|/]/.test(s)) return false;
+  if (s.endsWith('.') || s.endsWith(' ')) return false;
+  return !RESERVED.test(s.split('.')[0]!);
+}

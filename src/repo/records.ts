@@ -1,0 +1,105 @@
+import { z } from 'zod';
+import { DIGEST_RE } from '../crypto/index.js';
+import { TarportError } from '../errors.js';
+
+export const MEDIA_TYPES = {
+  manifest: 'application/vnd.oci.image.manifest.v1+json',
+  index: 'application/vnd.oci.image.index.v1+json',
+  config: 'application/vnd.oci.image.config.v1+json',
+  layer: {
+    none: 'application/vnd.oci.image.layer.v1.tar',
+    gzip: 'application/vnd.oci.image.layer.v1.tar+gzip',
+    zstd: 'application/vnd.oci.image.layer.v1.tar+zstd',
+  },
+} as const;
+
+const digest = z.string().regex(DIGEST_RE, 'expected sha256:<64 hex digits>');
+const size = z.number().int().nonnegative();
+
+export const DescriptorSchema = z.strictObject({ mediaType: z.string(), digest, size });
+export type Descriptor = z.infer<typeof DescriptorSchema>;
+
+export const LayerSchema = z.strictObject({
+  mediaType: z.string(),
+  digest,
+  size,
+  /** Digest of the uncompressed tar (the image config's diff_id). */
+  diffId: digest,
+  uncompressedSize: size,
+  compression: z.enum(['none', 'gzip', 'zstd']),
+});
+export type LayerDescriptor = z.infer<typeof LayerSchema>;
+
+export const RECORD_SCHEMA = 'tarport.release/v1';
+
+export const ReleaseRecordSchema = z.strictObject({
+  schema: z.literal(RECORD_SCHEMA),
+  name: z.string(),
+  tag: z.string(),
+  version: z.number().int().positive(),
+  created: z.string(),
+  /** image: loaded with `docker load`; rootfs: a `docker export` tar, loaded with `docker import`. */
+  kind: z.enum(['image', 'rootfs']),
+  /** What makes two releases the same: the image ID (config digest), or the rootfs tar's digest. */
+  contentKey: digest,
+  config: DescriptorSchema.optional(),
+  manifest: DescriptorSchema.optional(),
+  layers: z.array(LayerSchema).min(1),
+  /** The tags the source archive carried (informational). */
+  sourceTags: z.array(z.string()).optional(),
+  producer: z.strictObject({ tool: z.string(), version: z.string() }),
+});
+export type ReleaseRecord = z.infer<typeof ReleaseRecordSchema>;
+
+export const CATALOG_SCHEMA = 'tarport.catalog/v1';
+
+export const CatalogEntrySchema = z.strictObject({
+  name: z.string(),
+  tag: z.string(),
+  version: z.number().int().positive(),
+  kind: z.enum(['image', 'rootfs']),
+  created: z.string(),
+  /** The record's file name in releases/<name>/<tag>/. */
+  record: z.string(),
+  /** Digest and size of the record file: pins it against mix-and-match. */
+  digest,
+  size,
+  /** The OCI manifest (image releases), for index.json. */
+  manifest: DescriptorSchema.optional(),
+});
+export type CatalogEntry = z.infer<typeof CatalogEntrySchema>;
+
+export const CatalogSchema = z.strictObject({
+  schema: z.literal(CATALOG_SCHEMA),
+  /** Grows by one with every write; a consumer never goes back to a lower one. */
+  sequence: z.number().int().nonnegative(),
+  created: z.string(),
+  expires: z.string(),
+  releases: z.array(CatalogEntrySchema),
+});
+export type Catalog = z.infer<typeof CatalogSchema>;
+
+/** Records and catalogs are indented JSON, so a person can read and diff them. */
+export function serialize(value: unknown): Buffer {
+  return Buffer.from(JSON.stringify(value, null, 2) + '\n', 'utf8');
+}
+
+export function parseWith<T>(schema: z.ZodType<T>, bytes: Buffer, what: string): T {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(bytes.toString('utf8'));
+  } catch (e) {
+    throw new TarportError('INTEGRITY', `${what} is not valid JSON (${(e as Error).message})`);
+  }
+  const r = schema.safeParse(raw);
+  if (!r.success) {
+    const issues = r.error.issues.map((i) => `${i.path.join('.') || '(top)'}: ${i.message}`).join('; ');
+    throw new TarportError('INTEGRITY', `${what} is not a valid ${what.split(' ')[0]} (${issues})`);
+  }
+  return r.data;
+}
+
+/** Total order of releases of one tag: version, then record file name. */
+export function compareReleases(a: { version: number; record: string }, b: { version: number; record: string }): number {
+  return a.version - b.version || (a.record < b.record ? -1 : a.record > b.record ? 1 : 0);
+}

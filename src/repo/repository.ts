@@ -1,0 +1,315 @@
+import { PassThrough, Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { Digester, Verifier, sha256 } from '../crypto/index.js';
+import { TarportError, isTarportError } from '../errors.js';
+import type { Transport } from '../transport/index.js';
+import {
+  BLOBS_FOLDER,
+  CATALOG_KEY,
+  FORMAT_KEY,
+  INDEX_KEY,
+  OCI_LAYOUT_KEY,
+  RELEASES_FOLDER,
+  blobKey,
+  parseRecordFileName,
+  recordFileName,
+  recordKey,
+  releaseFolder,
+  tempKeyFor,
+} from './layout.js';
+import { decodeSegment } from './names.js';
+import {
+  CATALOG_SCHEMA,
+  CatalogSchema,
+  MEDIA_TYPES,
+  ReleaseRecordSchema,
+  compareReleases,
+  parseWith,
+  serialize,
+  type Catalog,
+  type CatalogEntry,
+  type ReleaseRecord,
+} from './records.js';
+
+/** Named limits for everything read into memory from a repository. */
+export const MAX_RECORD_BYTES = 4 << 20;
+export const MAX_CATALOG_BYTES = 64 << 20;
+export const MAX_SMALL_BLOB_BYTES = 16 << 20;
+
+export const FORMAT_VERSION = 1;
+
+/** A blob written under a temporary name; `commit` renames it into place, `discard` removes it. */
+export interface StagedBlob {
+  readonly digest: string;
+  readonly size: number;
+  commit(): Promise<void>;
+  discard(): Promise<void>;
+}
+
+export interface ReleaseRef {
+  readonly name: string;
+  readonly tag: string;
+  readonly version: number;
+  /** The record's file name. */
+  readonly record: string;
+}
+
+/**
+ * The repository format (docs/repo-format.md) over any transport. Knows paths, records, the catalog
+ * and the publish order; knows nothing of which transport carries it.
+ */
+export class Repository {
+  constructor(readonly transport: Transport) {}
+
+  get location(): string {
+    return this.transport.location;
+  }
+
+  // ---- reading ---------------------------------------------------------------------------------
+
+  async readSmall(key: string, limit: number, what: string, signal?: AbortSignal): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    let n = 0;
+    const stream = await this.transport.read(key, { signal });
+    for await (const c of stream) {
+      n += (c as Buffer).length;
+      if (n > limit) {
+        stream.destroy();
+        throw new TarportError('INTEGRITY', `${what} in ${this.location} is larger than the ${limit} bytes allowed`);
+      }
+      chunks.push(c as Buffer);
+    }
+    return Buffer.concat(chunks);
+  }
+
+  /** The catalog with its digest, or undefined when the repository has none yet. */
+  async readCatalog(signal?: AbortSignal): Promise<{ catalog: Catalog; bytes: Buffer } | undefined> {
+    let bytes: Buffer;
+    try {
+      bytes = await this.readSmall(CATALOG_KEY, MAX_CATALOG_BYTES, 'catalog', signal);
+    } catch (e) {
+      if (isTarportError(e, 'NOT_FOUND')) return undefined;
+      throw e;
+    }
+    return { catalog: parseWith(CatalogSchema, bytes, `catalog ${CATALOG_KEY} of ${this.location}`), bytes };
+  }
+
+  /**
+   * Reads a release record. With `expect`, the bytes must match the digest and size the catalog pins
+   * (read stops at the declared size). The record must describe the name, tag and version its path says.
+   */
+  async readRecord(ref: ReleaseRef, expect?: { digest: string; size: number }, signal?: AbortSignal): Promise<{ record: ReleaseRecord; bytes: Buffer; digest: string }> {
+    const key = recordKey(ref.name, ref.tag, ref.record);
+    const what = `release record ${ref.name}:${ref.tag} v${ref.version} (${key})`;
+    const bytes = await this.readSmall(key, expect ? expect.size : MAX_RECORD_BYTES, what, signal);
+    const digest = sha256(bytes);
+    if (expect && (digest !== expect.digest || bytes.length !== expect.size)) {
+      throw new TarportError('DIGEST_MISMATCH', `${what}: digest mismatch, the catalog pins ${expect.digest} (${expect.size} bytes), the file has ${digest} (${bytes.length} bytes)`);
+    }
+    const parsed = parseRecordFileName(ref.record);
+    if (!parsed || !digest.slice(7).startsWith(parsed.idPrefix)) {
+      throw new TarportError('INTEGRITY', `${what}: the file name does not match the record's digest ${digest}`);
+    }
+    const record = parseWith(ReleaseRecordSchema, bytes, `release record ${key}`);
+    if (record.name !== ref.name || record.tag !== ref.tag || record.version !== ref.version) {
+      throw new TarportError('INTEGRITY', `${what}: the record describes ${record.name}:${record.tag} v${record.version}, not what its path says`);
+    }
+    return { record, bytes, digest };
+  }
+
+  /** Every release of one tag, in order (oldest first), from the folder listing (the truth). */
+  async listReleases(name: string, tag: string, signal?: AbortSignal): Promise<ReleaseRef[]> {
+    const out: ReleaseRef[] = [];
+    for await (const e of this.transport.list(releaseFolder(name, tag), signal)) {
+      if (e.isDir) continue;
+      const p = parseRecordFileName(e.name);
+      if (p) out.push({ name, tag, version: p.version, record: e.name });
+    }
+    return out.sort(compareReleases);
+  }
+
+  /** Every name:tag that has releases, from the folder listing. */
+  async listTags(signal?: AbortSignal): Promise<{ name: string; tag: string }[]> {
+    const out: { name: string; tag: string }[] = [];
+    for await (const n of this.transport.list(RELEASES_FOLDER, signal)) {
+      if (!n.isDir) continue;
+      for await (const t of this.transport.list(`${RELEASES_FOLDER}/${n.name}`, signal)) {
+        if (t.isDir) out.push({ name: decodeSegment(n.name), tag: decodeSegment(t.name) });
+      }
+    }
+    return out;
+  }
+
+  async blobInfo(digest: string, signal?: AbortSignal): Promise<{ size: number } | undefined> {
+    const st = await this.transport.stat(blobKey(digest), signal);
+    return st && !st.isDir ? { size: st.size } : undefined;
+  }
+
+  /** A blob's bytes, from `offset`, verified against digest and size when read from the start. */
+  async readBlob(desc: { digest: string; size: number }, opts: { offset?: number; signal?: AbortSignal; verify?: boolean } = {}): Promise<Readable> {
+    const src = await this.transport.read(blobKey(desc.digest), { offset: opts.offset ?? 0, signal: opts.signal });
+    if (opts.verify === false || (opts.offset ?? 0) > 0) return src;
+    const v = new Verifier(desc, `object ${desc.digest} in ${this.location}`);
+    pipeline(src, v).catch(() => undefined);
+    return v;
+  }
+
+  async readSmallBlob(desc: { digest: string; size: number }, what: string, signal?: AbortSignal): Promise<Buffer> {
+    if (desc.size > MAX_SMALL_BLOB_BYTES) throw new TarportError('INTEGRITY', `${what} ${desc.digest} is ${desc.size} bytes, more than the ${MAX_SMALL_BLOB_BYTES} allowed`);
+    const chunks: Buffer[] = [];
+    for await (const c of await this.readBlob(desc, { signal })) chunks.push(c as Buffer);
+    return Buffer.concat(chunks);
+  }
+
+  // ---- writing ---------------------------------------------------------------------------------
+
+  /** Writes bytes to a key atomically: a temporary name in the same folder, then a rename. */
+  async putAtomic(key: string, bytes: Buffer, signal?: AbortSignal): Promise<void> {
+    const tmp = tempKeyFor(key);
+    try {
+      await this.transport.write(tmp, () => Readable.from([bytes]), { signal });
+      await this.transport.rename(tmp, key, signal);
+    } catch (e) {
+      await this.transport.remove(tmp).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /**
+   * Streams a blob to a temporary name in blobs/sha256/, hashing it on the way. Nothing is visible
+   * under a final name until `commit`.
+   */
+  async stageBlob(source: Readable, signal?: AbortSignal): Promise<StagedBlob> {
+    const tmp = tempKeyFor(`${BLOBS_FOLDER}/x`);
+    const digester = new Digester();
+    const out = new PassThrough({ highWaterMark: 1 << 20 });
+    let opened = false;
+    const feeding = pipeline(source, digester, out, { signal });
+    const writing = this.transport.write(
+      tmp,
+      () => {
+        if (opened) throw new TarportError('INTERNAL', 'internal error: a staged blob cannot be replayed');
+        opened = true;
+        return out;
+      },
+      { signal },
+    );
+    const [f, w] = await Promise.allSettled([feeding, writing]);
+    if (f.status === 'rejected' || w.status === 'rejected') {
+      out.destroy();
+      await this.transport.remove(tmp).catch(() => undefined);
+      throw f.status === 'rejected' ? f.reason : (w as PromiseRejectedResult).reason;
+    }
+    const digest = digester.digest();
+    const size = digester.bytes;
+    const transport = this.transport;
+    return {
+      digest,
+      size,
+      async commit() {
+        await transport.rename(tmp, blobKey(digest), signal);
+      },
+      async discard() {
+        await transport.remove(tmp).catch(() => undefined);
+      },
+    };
+  }
+
+  /** Writes a small blob unless it exists already. */
+  async putSmallBlob(bytes: Buffer, signal?: AbortSignal): Promise<{ digest: string; size: number }> {
+    const digest = sha256(bytes);
+    const have = await this.blobInfo(digest, signal);
+    if (!have || have.size !== bytes.length) await this.putAtomic(blobKey(digest), bytes, signal);
+    return { digest, size: bytes.length };
+  }
+
+  /** Writes an immutable release record; returns its file name, digest and size. */
+  async writeRecord(record: ReleaseRecord, signal?: AbortSignal): Promise<{ file: string; digest: string; size: number; bytes: Buffer }> {
+    const bytes = serialize(record);
+    const digest = sha256(bytes);
+    const file = recordFileName(record.version, digest);
+    await this.putAtomic(recordKey(record.name, record.tag, file), bytes, signal);
+    return { file, digest, size: bytes.length, bytes };
+  }
+
+  /**
+   * Merges entries into the catalog and writes it (sequence + 1). Per name:tag the later release in
+   * the total order wins, so a producer never replaces a newer release with an older one. FTP has no
+   * exclusive create, so two producers may race here: each re-reads after writing and merges again
+   * until its entries are in (bounded); the catalog can always be rebuilt from releases/ (`rebuild`).
+   */
+  async updateCatalog(entries: readonly CatalogEntry[], ttlMs: number, signal?: AbortSignal): Promise<Catalog> {
+    for (let attempt = 0; ; attempt++) {
+      const current = await this.readCatalog(signal);
+      const byRef = new Map<string, CatalogEntry>();
+      for (const e of current?.catalog.releases ?? []) byRef.set(`${e.name}:${e.tag}`, e);
+      for (const e of entries) {
+        const k = `${e.name}:${e.tag}`;
+        const old = byRef.get(k);
+        if (!old || compareReleases(old, e) < 0) byRef.set(k, e);
+      }
+      const now = new Date();
+      const catalog: Catalog = {
+        schema: CATALOG_SCHEMA,
+        sequence: (current?.catalog.sequence ?? 0) + 1,
+        created: now.toISOString(),
+        expires: new Date(now.getTime() + ttlMs).toISOString(),
+        releases: [...byRef.values()].sort((a, b) => (a.name + ':' + a.tag < b.name + ':' + b.tag ? -1 : 1)),
+      };
+      await this.putAtomic(CATALOG_KEY, serialize(catalog), signal);
+      const check = await this.readCatalog(signal);
+      const landed = entries.every((e) => {
+        const got = check?.catalog.releases.find((r) => r.name === e.name && r.tag === e.tag);
+        return got !== undefined && compareReleases(got, e) >= 0;
+      });
+      if (landed) {
+        await this.writeIndex(check!.catalog, signal);
+        return check!.catalog;
+      }
+      if (attempt >= 5) throw new TarportError('IO', `catalog of ${this.location} keeps changing under us (another producer?); run again, or run 'tarport check' to rebuild it`);
+      await new Promise((r) => setTimeout(r, 200 + Math.random() * 500));
+    }
+  }
+
+  /** index.json (the OCI view of the current image releases) and the format markers. */
+  async writeIndex(catalog: Catalog, signal?: AbortSignal): Promise<void> {
+    const manifests = catalog.releases
+      .filter((e) => e.manifest)
+      .map((e) => ({ ...e.manifest!, annotations: { 'org.opencontainers.image.ref.name': `${e.name}:${e.tag}` } }));
+    const index = { schemaVersion: 2, mediaType: MEDIA_TYPES.index, manifests };
+    await this.putAtomic(INDEX_KEY, serialize(index), signal);
+    if (!(await this.transport.stat(OCI_LAYOUT_KEY, signal))) {
+      await this.putAtomic(OCI_LAYOUT_KEY, Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })), signal);
+    }
+    if (!(await this.transport.stat(FORMAT_KEY, signal))) {
+      await this.putAtomic(FORMAT_KEY, serialize({ format: 'tarport', version: FORMAT_VERSION }), signal);
+    }
+  }
+
+  /** The current catalog entry of every tag, rebuilt from releases/ (the catalog is only a cache). */
+  async rebuildEntries(signal?: AbortSignal): Promise<CatalogEntry[]> {
+    const out: CatalogEntry[] = [];
+    for (const { name, tag } of await this.listTags(signal)) {
+      const refs = await this.listReleases(name, tag, signal);
+      const last = refs.at(-1);
+      if (!last) continue;
+      const { record, bytes, digest } = await this.readRecord(last, undefined, signal);
+      out.push(catalogEntryOf(record, last.record, digest, bytes.length));
+    }
+    return out;
+  }
+}
+
+export function catalogEntryOf(record: ReleaseRecord, file: string, digest: string, size: number): CatalogEntry {
+  return {
+    name: record.name,
+    tag: record.tag,
+    version: record.version,
+    kind: record.kind,
+    created: record.created,
+    record: file,
+    digest,
+    size,
+    ...(record.manifest ? { manifest: record.manifest } : {}),
+  };
+}

@@ -1,0 +1,4 @@
+export type { ObjectInfo, ReadOptions, Transport, WriteOptions } from './types.js';
+export { FileTransport } from './file.js';
+export { parseLocation, formatLocation, maskLocationString, type Location } from './location.js';
+export { openTransport, type TransportOptions } from './open.js';

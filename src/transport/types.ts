@@ -1,0 +1,49 @@
+import type { Readable } from 'node:stream';
+
+/** One entry of a folder listing. */
+export interface ObjectInfo {
+  /** The entry's name inside the listed folder (no slashes). */
+  readonly name: string;
+  readonly isDir: boolean;
+  readonly size: number;
+  readonly mtime?: Date;
+}
+
+export interface ReadOptions {
+  /** First byte to read (resume). */
+  readonly offset?: number;
+  readonly signal?: AbortSignal;
+}
+
+export interface WriteOptions {
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * A dumb store of files addressed by keys: '/'-separated paths relative to the location's root, never
+ * starting with '/' and never containing '.' or '..' segments. A transport knows nothing of images,
+ * repositories or crypto (DESIGN.md).
+ *
+ * Contract (every implementation passes test/transport-contract):
+ * - `write` MUST create missing parent folders. It writes under the key as given; callers that need
+ *   atomic visibility write to a temporary key in the same folder and `rename` it into place. A failed
+ *   `write` MUST remove what it wrote so far.
+ * - `open` is called again for every attempt (retries replay from the start), so it MUST return a fresh
+ *   stream each time.
+ * - `rename` MUST replace an existing target (FTP servers do; file systems do).
+ * - `stat` returns undefined for a missing key; it throws only when the store cannot answer.
+ * - `list` of a missing folder yields nothing.
+ * - `remove` of a missing key succeeds.
+ */
+export interface Transport {
+  /** The location as a URL that is safe to print (no password). */
+  readonly location: string;
+  readonly capabilities: Readonly<{ atomicRename: boolean; maxConnections: number }>;
+  stat(key: string, signal?: AbortSignal): Promise<ObjectInfo | undefined>;
+  list(folder: string, signal?: AbortSignal): AsyncIterable<ObjectInfo>;
+  read(key: string, opts?: ReadOptions): Promise<Readable>;
+  write(key: string, open: () => Readable, opts?: WriteOptions): Promise<{ size: number }>;
+  rename(from: string, to: string, signal?: AbortSignal): Promise<void>;
+  remove(key: string, signal?: AbortSignal): Promise<void>;
+  close(): Promise<void>;
+}
