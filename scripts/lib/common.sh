@@ -134,7 +134,7 @@ tp_build_fixtures() {
   cat > "$ctx/app/Dockerfile.v1" <<'DOCKERFILE'
 FROM tarport-fixture/base:1
 COPY random.bin hello.txt /app/
-RUN ln -s /app/hello.txt /app/link-to-hello && ln /app/random.bin /app/hardlink-to-random
+RUN ln -s /app/hello.txt /app/link-to-hello && echo "one file, two names" > /app/hl-a && ln /app/hl-a /app/hl-b
 RUN rm /etc/deleted-in-upper
 CMD ["/bin/cat", "/app/hello.txt"]
 DOCKERFILE

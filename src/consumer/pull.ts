@@ -2,7 +2,7 @@ import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
 import { decompressor, writeLoadArchive, type LoadFile } from '../archive/index.js';
 import { Digester, Verifier, hexOf } from '../crypto/index.js';
-import { chainIds, type DockerClient, type ImageStore } from '../docker/index.js';
+import { chainIds, type DockerApi, type ImageStore } from '../docker/index.js';
 import { TarportError } from '../errors.js';
 import type { CatalogEntry, ReleaseRecord, Repository } from '../repo/index.js';
 import { ObjectCache } from './cache.js';
@@ -48,7 +48,7 @@ function subscribed(subs: readonly Subscription[], e: CatalogEntry): boolean {
  * One consumer run: read the catalog, pick the subscribed releases that are newer than what was
  * loaded, fetch only missing objects into the cache (verified), and load them into the daemon.
  */
-export async function pull(repo: Repository, docker: DockerClient, opts: PullOptions): Promise<PullResult> {
+export async function pull(repo: Repository, docker: DockerApi, opts: PullOptions): Promise<PullResult> {
   const store = new StateStore(opts.stateDir);
   const unlock = await store.lock(opts.lockWaitMs ?? 10_000);
   try {
@@ -58,7 +58,7 @@ export async function pull(repo: Repository, docker: DockerClient, opts: PullOpt
   }
 }
 
-async function pullLocked(repo: Repository, docker: DockerClient, store: StateStore, opts: PullOptions): Promise<PullResult> {
+async function pullLocked(repo: Repository, docker: DockerApi, store: StateStore, opts: PullOptions): Promise<PullResult> {
   const emit = opts.onEvent ?? (() => undefined);
   const got = await repo.readCatalog(opts.signal);
   if (!got) throw new TarportError('NOT_FOUND', `${repo.location} holds no catalog (tarport/catalog.json): not a tarport repository, or nothing was pushed yet`);
@@ -126,7 +126,7 @@ const layerPath = (diffId: string) => `${hexOf(diffId)}/layer.tar`;
 
 async function loadImage(
   repo: Repository,
-  docker: DockerClient,
+  docker: DockerApi,
   cache: ObjectCache,
   record: ReleaseRecord,
   store: ImageStore,
@@ -179,7 +179,7 @@ async function loadImage(
   return { imageId: loaded.Id, bytesFetched };
 }
 
-async function importRootfs(repo: Repository, docker: DockerClient, cache: ObjectCache, record: ReleaseRecord, signal?: AbortSignal): Promise<{ imageId: string; bytesFetched: number }> {
+async function importRootfs(repo: Repository, docker: DockerApi, cache: ObjectCache, record: ReleaseRecord, signal?: AbortSignal): Promise<{ imageId: string; bytesFetched: number }> {
   const ref = `${record.name}:${record.tag}`;
   const l = record.layers[0]!;
   if (record.layers.length !== 1) throw new TarportError('INTEGRITY', `${ref} v${record.version}: a rootfs release has exactly one object`);

@@ -30,8 +30,18 @@ export function chainIds(diffIds: readonly string[]): string[] {
   return out;
 }
 
+/** What the consumer needs of a daemon (a fake implements it in tests). */
+export interface DockerApi {
+  readonly endpoint: string;
+  imageStore(signal?: AbortSignal): Promise<ImageStore>;
+  layerChainIds(signal?: AbortSignal): Promise<Set<string>>;
+  inspectImage(ref: string, signal?: AbortSignal): Promise<{ Id: string; RepoTags?: string[]; RootFS?: { Layers?: string[] } } | undefined>;
+  load(archive: Readable, signal?: AbortSignal): Promise<string[]>;
+  import(rootfs: Readable, repo: string, tag: string, signal?: AbortSignal): Promise<string>;
+}
+
 /** The Docker Engine API over its socket: only what tarport needs. */
-export class DockerClient {
+export class DockerClient implements DockerApi {
   private readonly ep: Endpoint;
 
   constructor(dockerHost: string | undefined = process.env.DOCKER_HOST) {

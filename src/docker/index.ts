@@ -1,1 +1,1 @@
-export { DockerClient, chainIds, type ImageStore } from './client.js';
+export { DockerClient, chainIds, type DockerApi, type ImageStore } from './client.js';

@@ -208,7 +208,13 @@ function imageRefs(path: string, im: ArchiveImage, name: ImageRef | undefined): 
   if (im.repoTags.length === 0) {
     throw new TarportError('BAD_INPUT', `${path}: the image ${im.configDigest.slice(0, 19)} carries no tag; give one with --name NAME:TAG (or save it with 'docker save NAME:TAG')`);
   }
-  return im.repoTags.map((t) => parseRef(t, { what: `tag ${JSON.stringify(t)} in ${path}` }));
+  return im.repoTags.map((t) => {
+    try {
+      return parseRef(t, { defaultTag: 'latest' });
+    } catch (e) {
+      throw new TarportError('BAD_INPUT', `${path}: the archive's tag ${JSON.stringify(t)}: ${(e as Error).message}; publish it under another with --name NAME:TAG`);
+    }
+  });
 }
 
 /**

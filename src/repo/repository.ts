@@ -101,7 +101,12 @@ export class Repository {
   async readRecord(ref: ReleaseRef, expect?: { digest: string; size: number }, signal?: AbortSignal): Promise<{ record: ReleaseRecord; bytes: Buffer; digest: string }> {
     const key = recordKey(ref.name, ref.tag, ref.record);
     const what = `release record ${ref.name}:${ref.tag} v${ref.version} (${key})`;
-    const bytes = await this.readSmall(key, expect ? expect.size : MAX_RECORD_BYTES, what, signal);
+    const bytes = await this.readSmall(key, expect ? expect.size : MAX_RECORD_BYTES, what, signal).catch((e: unknown) => {
+      if (expect && isTarportError(e, 'INTEGRITY')) {
+        throw new TarportError('DIGEST_MISMATCH', `${what}: digest mismatch, the file is larger than the ${expect.size} bytes the catalog pins`);
+      }
+      throw e;
+    });
     const digest = sha256(bytes);
     if (expect && (digest !== expect.digest || bytes.length !== expect.size)) {
       throw new TarportError('DIGEST_MISMATCH', `${what}: digest mismatch, the catalog pins ${expect.digest} (${expect.size} bytes), the file has ${digest} (${bytes.length} bytes)`);

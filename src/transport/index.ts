@@ -2,3 +2,5 @@ export type { ObjectInfo, ReadOptions, Transport, WriteOptions } from './types.j
 export { FileTransport } from './file.js';
 export { parseLocation, formatLocation, maskLocationString, type Location } from './location.js';
 export { openTransport, type TransportOptions } from './open.js';
+export { CountingTransport, type TransportCounters } from './counting.js';
+export { MemoryTransport } from './memory.js';

@@ -25,14 +25,26 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
   if (name && archives.length > 1) throw new TarportError('USAGE', '--name applies to one archive; push the others separately');
   const repo = await openRepository(flags.to, '--to');
   const results: PublishResult[] = [];
+  const failures: { archive: string; error: unknown }[] = [];
+  let code = 0;
   try {
     for (const a of archives) {
-      const r = await publishArchive(repo, a, {
-        compression,
-        ...(name ? { name } : {}),
-        catalogTtlMs,
-        signal: ctx.signal,
-      });
+      let r: PublishResult;
+      try {
+        r = await publishArchive(repo, a, {
+          compression,
+          ...(name ? { name } : {}),
+          catalogTtlMs,
+          signal: ctx.signal,
+        });
+      } catch (e) {
+        // one bad archive does not stop the others; the exit code reports the first fault
+        if (ctx.signal.aborted) throw e;
+        const c = ctx.out.error(e);
+        code ||= c;
+        failures.push({ archive: a, error: e instanceof Error ? e.message : String(e) });
+        continue;
+      }
       results.push(r);
       for (const rel of r.releases) {
         ctx.out.info(
@@ -46,6 +58,6 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
   } finally {
     await repo.transport.close();
   }
-  ctx.out.document({ pushed: results });
-  return 0;
+  ctx.out.document({ pushed: results, failed: failures });
+  return code;
 }

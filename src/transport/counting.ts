@@ -1,0 +1,72 @@
+import { Transform } from 'node:stream';
+import type { ObjectInfo, ReadOptions, Transport, WriteOptions } from './types.js';
+import type { Readable } from 'node:stream';
+
+/** Counts requests and bytes that cross a transport (tests, bench, and --json statistics). */
+export interface TransportCounters {
+  requests: number;
+  bytesRead: number;
+  bytesWritten: number;
+}
+
+/** A wrapper that is a Transport too: counts what passes through it. */
+export class CountingTransport implements Transport {
+  readonly counters: TransportCounters = { requests: 0, bytesRead: 0, bytesWritten: 0 };
+
+  constructor(private readonly inner: Transport) {}
+
+  get location(): string {
+    return this.inner.location;
+  }
+
+  get capabilities() {
+    return this.inner.capabilities;
+  }
+
+  stat(key: string, signal?: AbortSignal): Promise<ObjectInfo | undefined> {
+    this.counters.requests++;
+    return this.inner.stat(key, signal);
+  }
+
+  async *list(folder: string, signal?: AbortSignal): AsyncIterable<ObjectInfo> {
+    this.counters.requests++;
+    yield* this.inner.list(folder, signal);
+  }
+
+  async read(key: string, opts?: ReadOptions): Promise<Readable> {
+    this.counters.requests++;
+    const src = await this.inner.read(key, opts);
+    const c = this.counters;
+    const counter = new Transform({
+      highWaterMark: 1 << 20,
+      transform(chunk: Buffer, _e, cb) {
+        c.bytesRead += chunk.length;
+        cb(null, chunk);
+      },
+    });
+    src.on('error', (e) => counter.destroy(e));
+    return src.pipe(counter);
+  }
+
+  write(key: string, open: () => Readable, opts?: WriteOptions): Promise<{ size: number }> {
+    this.counters.requests++;
+    return this.inner.write(key, open, opts).then((r) => {
+      this.counters.bytesWritten += r.size;
+      return r;
+    });
+  }
+
+  rename(from: string, to: string, signal?: AbortSignal): Promise<void> {
+    this.counters.requests++;
+    return this.inner.rename(from, to, signal);
+  }
+
+  remove(key: string, signal?: AbortSignal): Promise<void> {
+    this.counters.requests++;
+    return this.inner.remove(key, signal);
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}

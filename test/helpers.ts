@@ -1,0 +1,122 @@
+import { execFile, spawn } from 'node:child_process';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdtemp, readdir, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { promisify } from 'node:util';
+import * as tar from 'tar-stream';
+
+const run = promisify(execFile);
+export const ROOT = new URL('..', import.meta.url).pathname;
+
+/**
+ * The real parts the integration tests need, started by scripts/test. A test that cannot reach them
+ * fails; it never skips.
+ */
+export function realEnv(): { producer: string; consumer: string; fixtures: string; docker: string } {
+  const producer = process.env.TP_SOCK_producer;
+  const consumer = process.env.TP_SOCK_consumer;
+  const fixtures = process.env.TP_FIXTURES;
+  if (!producer || !consumer || !fixtures) {
+    throw new Error('run the suite through scripts/test: it starts the two Docker daemons and builds the fixtures (TP_SOCK_producer, TP_SOCK_consumer, TP_FIXTURES)');
+  }
+  return { producer, consumer, fixtures, docker: process.env.TP_DOCKER ?? 'docker' };
+}
+
+export const fixture = (name: string) => join(realEnv().fixtures, name);
+
+export async function docker(which: 'producer' | 'consumer', ...args: string[]): Promise<string> {
+  const e = realEnv();
+  const { stdout } = await run(e.docker, args, { env: { ...process.env, DOCKER_HOST: e[which] }, maxBuffer: 64 << 20 });
+  return stdout.trim();
+}
+
+/** Removes every image from a daemon, so a test starts from an empty store. */
+export async function emptyDaemon(which: 'producer' | 'consumer'): Promise<void> {
+  const ids = (await docker(which, 'images', '-aq')).split('\n').filter(Boolean);
+  if (ids.length > 0) await docker(which, 'rmi', '-f', ...new Set(ids));
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the real CLI (bin/tarport.js) as a user would. */
+export function tarport(args: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), ...args], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c) => (stdout += c));
+    child.stderr.on('data', (c) => (stderr += c));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+export function tempDir(prefix = 'tarport-test-'): Promise<string> {
+  return mkdtemp(join(tmpdir(), prefix));
+}
+
+/** Every file below a folder, as relative paths. */
+export async function filesBelow(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (d: string) => {
+    let entries;
+    try {
+      entries = await readdir(d, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) await walk(p);
+      else out.push(relative(dir, p));
+    }
+  };
+  await walk(dir);
+  return out.sort();
+}
+
+export async function sizeOf(path: string): Promise<number> {
+  return (await stat(path)).size;
+}
+
+export interface TarItem {
+  header: tar.Headers;
+  data: Buffer;
+}
+
+/** Reads a (small) tar fully: fixtures only. */
+export async function readTar(path: string): Promise<TarItem[]> {
+  const items: TarItem[] = [];
+  const ex = tar.extract();
+  const reading = (async () => {
+    for await (const e of ex) {
+      const chunks: Buffer[] = [];
+      for await (const c of e) chunks.push(c as Buffer);
+      items.push({ header: e.header, data: Buffer.concat(chunks) });
+    }
+  })();
+  await pipeline(createReadStream(path), ex);
+  await reading;
+  return items;
+}
+
+export async function writeTar(path: string, items: TarItem[]): Promise<void> {
+  const pack = tar.pack();
+  const writing = pipeline(pack, createWriteStream(path));
+  for (const it of items) {
+    await new Promise<void>((res, rej) =>
+      pack.entry({ ...it.header, size: it.header.type === 'file' ? it.data.length : 0 }, it.header.type === 'file' ? it.data : undefined, (e) => (e ? rej(e) : res())),
+    );
+  }
+  pack.finalize();
+  await writing;
+}

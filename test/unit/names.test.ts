@@ -1,0 +1,53 @@
+import { describe, expect, it } from 'vitest';
+import { decodeSegment, encodeSegment, isPortableFileName, parseRef } from '../../src/repo/names.js';
+
+describe('portable name encoding', () => {
+  // each row: a name that would be unsafe or ambiguous on FAT32/exFAT/NTFS as it is
+  const rows: [string, string][] = [
+    ['app', 'plain lowercase passes through'],
+    ['registry.example:5000/team/app', 'colon and slashes of a registry name'],
+    ['V1', 'uppercase would collide with v1 on case-insensitive media'],
+    ['con', 'a Windows device name'],
+    ['nul.txt', 'a device name with an extension'],
+    ['1.0.', 'a trailing dot is dropped by Windows'],
+    ['.hidden', 'a leading dot'],
+    ['a%b', 'the escape character itself'],
+    ['x*y?"<>|\\', 'every character FAT forbids'],
+  ];
+  it.each(rows)('%s round-trips and is portable (%s)', (name) => {
+    const enc = encodeSegment(name);
+    expect(isPortableFileName(enc)).toBe(true);
+    // outside %XX escapes, only lowercase letters, digits and . _ -
+    expect(enc.replace(/%[0-9A-F]{2}/g, '')).toMatch(/^[a-z0-9._-]*$/);
+    expect(decodeSegment(enc)).toBe(name);
+  });
+
+  it('keeps distinct names distinct, also case-insensitively', () => {
+    const names = ['v1', 'V1', 'app', 'App', 'a:b', 'a%3Ab'];
+    const encoded = names.map((n) => encodeSegment(n).toLowerCase());
+    expect(new Set(encoded).size).toBe(names.length);
+  });
+
+  it('refuses to decode something it never encoded', () => {
+    expect(() => decodeSegment('a:b')).toThrow(/not an encoded name/);
+  });
+});
+
+describe('image references', () => {
+  it.each([
+    ['app:1', 'app', '1'],
+    ['registry.example:5000/team/app:v2.1', 'registry.example:5000/team/app', 'v2.1'],
+    ['localhost:5000/app', 'localhost:5000/app', 'latest'],
+  ])('%s parses', (ref, name, tag) => {
+    expect(parseRef(ref, { defaultTag: 'latest' })).toEqual({ name, tag });
+  });
+
+  it.each([
+    ['App:1', /invalid image name/],
+    ['app:-x', /invalid tag/],
+    ['app@sha256:00', /digests are not supported/],
+    ['bad name:1', /invalid image name/],
+  ])('%s is refused', (ref, msg) => {
+    expect(() => parseRef(ref, { defaultTag: 'latest' })).toThrow(msg);
+  });
+});

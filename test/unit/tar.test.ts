@@ -1,0 +1,128 @@
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { describe, expect, it } from 'vitest';
+import { compress as zstdCompress } from 'zstd-napi';
+import { TarArchive, readArchiveContent, writeDemoArchives, writeLoadArchive } from '../../src/archive/index.js';
+import { encodeFileHeader, padding } from '../../src/archive/tarheader.js';
+import { sha256 } from '../../src/crypto/index.js';
+import { tempDir } from '../helpers.js';
+
+function tarOf(files: [string, Buffer][], trailer = true): Buffer {
+  const parts: Buffer[] = [];
+  for (const [n, d] of files) parts.push(encodeFileHeader(n, d.length), d, padding(d.length));
+  if (trailer) parts.push(Buffer.alloc(1024));
+  return Buffer.concat(parts);
+}
+
+async function collect(s: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of s) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+describe('TarArchive', () => {
+  const files: [string, Buffer][] = [
+    ['a.txt', Buffer.from('alpha')],
+    ['dir/b.bin', Buffer.alloc(3000, 7)],
+    ['c.json', Buffer.from('{"x":1}')],
+  ];
+
+  it.each([
+    ['plain', (b: Buffer) => b],
+    ['gzip', (b: Buffer) => gzipSync(b)],
+    ['zstd', (b: Buffer) => zstdCompress(b)],
+  ])('indexes and reads a %s archive', async (kind, wrap) => {
+    const dir = await tempDir();
+    const p = join(dir, `x.tar`);
+    await writeFile(p, wrap(tarOf(files)));
+    const t = await TarArchive.open(p);
+    expect(t.compression).toBe(kind === 'plain' ? 'none' : kind);
+    expect([...t.order]).toEqual(files.map((f) => f[0]));
+    expect((await t.readEntry('c.json')).toString()).toBe('{"x":1}');
+    const seen: string[] = [];
+    for await (const { entry, stream } of t.streamEntries(['dir/b.bin', 'a.txt'])) {
+      seen.push(entry.name);
+      const data = await collect(stream);
+      expect(sha256(data)).toBe(sha256(files.find((f) => f[0] === entry.name)![1]));
+    }
+    expect(seen).toEqual(['a.txt', 'dir/b.bin']); // archive order
+  });
+
+  it.each([
+    ['an empty file', Buffer.alloc(0), /empty file/],
+    ['random bytes', Buffer.from('this is not a tar archive at all, just text'.repeat(40)), /not a tar archive/],
+    ['a tar cut inside an entry', tarOf(files).subarray(0, 1200), /truncated/],
+    ['a tar cut at an entry boundary', tarOf(files, false), /truncated/],
+    ['a gzip stream cut short', gzipSync(tarOf(files)).subarray(0, 60), /truncated|not a readable/],
+    ['a zstd stream cut short', zstdCompress(tarOf(files)).subarray(0, 40), /truncated|not a readable/],
+    ['gzip of something that is not a tar', gzipSync(Buffer.from('hello'.repeat(300))), /not a (readable|tar)/],
+  ])('refuses %s, naming the file', async (_what, bytes, msg) => {
+    const dir = await tempDir();
+    const p = join(dir, 'bad.tar');
+    await writeFile(p, bytes);
+    const err = await TarArchive.open(p).then(
+      () => undefined,
+      (e: Error & { code?: string }) => e,
+    );
+    expect(err?.message).toMatch(msg);
+    expect(err?.message).toContain(p);
+    expect(err?.code).toBe('BAD_INPUT');
+  });
+});
+
+describe('load archive writer', () => {
+  it('writes a docker-save layout that reads back, manifest last, partial layers allowed', async () => {
+    const layer = tarOf([['hello.txt', Buffer.from('hi')]]);
+    const config = Buffer.from(JSON.stringify({ rootfs: { type: 'layers', diff_ids: [sha256(layer), sha256(layer)] } }));
+    const stream = writeLoadArchive({
+      configDigest: sha256(config),
+      config,
+      repoTags: ['x/y:1'],
+      layerPaths: ['aaa/layer.tar', 'bbb/layer.tar'],
+      files: [{ name: 'bbb/layer.tar', size: layer.length, open: async () => (await import('node:stream')).Readable.from([layer]) }],
+    });
+    const dir = await tempDir();
+    const p = join(dir, 'load.tar');
+    await writeFile(p, await collect(stream));
+    const t = await TarArchive.open(p);
+    expect(t.order.at(-1)).toBe('manifest.json');
+    expect(t.entries.has('aaa/layer.tar')).toBe(false);
+    expect(sha256(await t.readEntry('bbb/layer.tar'))).toBe(sha256(layer));
+    const manifest = JSON.parse((await t.readEntry('manifest.json')).toString());
+    expect(manifest[0].RepoTags).toEqual(['x/y:1']);
+  });
+
+  it('fails the stream when a layer yields fewer bytes than declared', async () => {
+    const config = Buffer.from('{}');
+    const stream = writeLoadArchive({
+      configDigest: sha256(config),
+      config,
+      repoTags: [],
+      layerPaths: ['a/layer.tar'],
+      files: [{ name: 'a/layer.tar', size: 100, open: async () => (await import('node:stream')).Readable.from([Buffer.alloc(10)]) }],
+    });
+    await expect(collect(stream)).rejects.toThrow(/10 bytes, expected 100/);
+  });
+});
+
+describe('archive content', () => {
+  it('reads the images of a docker save archive from metadata only', async () => {
+    const dir = await tempDir();
+    const [v1] = await writeDemoArchives(dir);
+    const t = await TarArchive.open(v1!);
+    const c = await readArchiveContent(t);
+    expect(c.kind).toBe('images');
+    if (c.kind !== 'images') return;
+    expect(c.images).toHaveLength(1);
+    expect(c.images[0]!.repoTags).toEqual(['tarport-demo/hello:latest']);
+    expect(c.images[0]!.layers).toHaveLength(2);
+  });
+
+  it('takes a tar without manifest.json for a root file system', async () => {
+    const dir = await tempDir();
+    const p = join(dir, 'rootfs.tar');
+    await writeFile(p, tarOf([['etc/hostname', Buffer.from('x')]]));
+    expect((await readArchiveContent(await TarArchive.open(p))).kind).toBe('rootfs');
+  });
+});
