@@ -1,6 +1,6 @@
 import { posix } from 'node:path';
 import type { Readable } from 'node:stream';
-import { sha256, isDigest } from '../crypto/index.js';
+import { createHash } from 'node:crypto';
 import { TarportError } from '../errors.js';
 import { sniffCompression, type Compression } from './compression.js';
 import type { TarArchive, TarEntry } from './tar.js';
@@ -33,6 +33,9 @@ export type ArchiveContent =
   | { readonly kind: 'rootfs' };
 
 const MAX_LINK_DEPTH = 8;
+const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
+const isDigest = (s: string) => DIGEST_RE.test(s);
+const sha256 = (b: Buffer) => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
 /**
  * Reads what an archive holds, from its metadata only: no layer byte is read here. Every reference

@@ -2,7 +2,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { TarportError } from '../errors.js';
 import { Repository } from '../repo/index.js';
-import { openTransport, parseLocation } from '../transport/index.js';
+import { CountingTransport, openTransport, parseLocation, type TransportCounters } from '../transport/index.js';
 import type { Output } from './output.js';
 
 /** What every command gets: output, cancellation. */
@@ -11,10 +11,12 @@ export interface Context {
   readonly signal: AbortSignal;
 }
 
-export async function openRepository(url: string | undefined, flag: string): Promise<Repository> {
+/** Opens a repository; its transport counts requests and bytes for the --json report. */
+export async function openRepository(url: string | undefined, flag: string): Promise<Repository & { counters: TransportCounters }> {
   if (!url) throw new TarportError('USAGE', `no repository given: pass ${flag} URL (a path, file://, ftp://, ftps:// or sftp://)`);
   const loc = parseLocation(url);
-  return new Repository(await openTransport(loc, {}));
+  const counting = new CountingTransport(await openTransport(loc, {}));
+  return Object.assign(new Repository(counting), { counters: counting.counters });
 }
 
 export function defaultStateDir(): string {

@@ -48,7 +48,7 @@ export async function pullCommand(ctx: Context, names: string[], flags: PullFlag
         }
       },
     });
-    ctx.out.document(r);
+    ctx.out.document({ ...r, transport: repo.counters });
     return 0;
   } catch (e) {
     if (isTarportError(e, 'LOCKED')) {

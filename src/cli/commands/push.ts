@@ -58,6 +58,6 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
   } finally {
     await repo.transport.close();
   }
-  ctx.out.document({ pushed: results, failed: failures });
+  ctx.out.document({ pushed: results, failed: failures, transport: repo.counters });
   return code;
 }

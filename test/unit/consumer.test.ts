@@ -1,0 +1,110 @@
+import type { Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { TarArchive, writeDemoArchives } from '../../src/archive/index.js';
+import { pull } from '../../src/consumer/index.js';
+import { chainIds, type DockerApi, type ImageStore } from '../../src/docker/index.js';
+import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../src/producer/index.js';
+import { Repository } from '../../src/repo/index.js';
+import { MemoryTransport } from '../../src/transport/index.js';
+import { tempDir } from '../helpers.js';
+import { createWriteStream } from 'node:fs';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+
+/** A daemon that records what it is asked to load, and holds what it loaded. */
+class FakeDaemon implements DockerApi {
+  readonly endpoint = 'fake://daemon';
+  readonly loads: string[][] = [];
+  private readonly images = new Map<string, { Id: string; layers: string[] }>();
+
+  constructor(private readonly store: ImageStore) {}
+
+  async imageStore() {
+    return this.store;
+  }
+
+  async layerChainIds() {
+    const out = new Set<string>();
+    for (const im of this.images.values()) for (const c of chainIds(im.layers)) out.add(c);
+    return out;
+  }
+
+  async inspectImage(ref: string) {
+    const im = this.images.get(ref);
+    return im ? { Id: im.Id, RootFS: { Layers: im.layers } } : undefined;
+  }
+
+  async load(archive: Readable): Promise<string[]> {
+    const dir = await tempDir();
+    const p = join(dir, 'load.tar');
+    await pipeline(archive, createWriteStream(p));
+    const t = await TarArchive.open(p);
+    const m = JSON.parse((await t.readEntry('manifest.json')).toString())[0];
+    const cfg = JSON.parse((await t.readEntry(m.Config)).toString());
+    const have = await this.layerChainIds();
+    const chains = chainIds(cfg.rootfs.diff_ids);
+    // like moby: a missing layer file is fine only when the daemon has that chain already
+    m.Layers.forEach((l: string, i: number) => {
+      if (!t.entries.has(l) && (this.store === 'containerd' || !have.has(chains[i]!))) throw new Error(`layer ${l} missing from the load archive`);
+    });
+    this.loads.push(m.Layers.filter((l: string) => t.entries.has(l)));
+    for (const tag of m.RepoTags) this.images.set(tag, { Id: `sha256:${m.Config.replace('.json', '')}`, layers: cfg.rootfs.diff_ids });
+    return [];
+  }
+
+  async import(): Promise<string> {
+    throw new Error('not used');
+  }
+}
+
+async function repoWithDemo(): Promise<Repository> {
+  const repo = new Repository(new MemoryTransport());
+  const [v1, v2] = await writeDemoArchives(await tempDir());
+  await publishArchive(repo, v1!, { compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' } });
+  await publishArchive(repo, v2!, { compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '2' } });
+  return repo;
+}
+
+describe('consumer load archives per image store', () => {
+  it('graphdriver: the second load leaves out the layers the daemon has', async () => {
+    const repo = await repoWithDemo();
+    const d = new FakeDaemon('graphdriver');
+    const state = await tempDir();
+    await pull(repo, d, { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: state });
+    await pull(repo, d, { subscriptions: [{ name: 'demo/app', tag: '2' }], stateDir: state });
+    expect(d.loads.map((l) => l.length)).toEqual([2, 1]);
+  });
+
+  it('containerd: every load archive is complete, from the cache, without fetching again', async () => {
+    const repo = await repoWithDemo();
+    const d = new FakeDaemon('containerd');
+    const state = await tempDir();
+    const r1 = await pull(repo, d, { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: state });
+    const r2 = await pull(repo, d, { subscriptions: [{ name: 'demo/app', tag: '2' }], stateDir: state });
+    expect(d.loads.map((l) => l.length)).toEqual([2, 3]);
+    // v2's shared layers came from the cache: it fetched far less than v1 did
+    expect(r2.bytesFetched).toBeLessThan(r1.bytesFetched / 10);
+  });
+
+  it('a second run with nothing new loads nothing', async () => {
+    const repo = await repoWithDemo();
+    const d = new FakeDaemon('graphdriver');
+    const state = await tempDir();
+    await pull(repo, d, { subscriptions: [], stateDir: state });
+    const again = await pull(repo, d, { subscriptions: [], stateDir: state });
+    expect(again.loaded).toEqual([]);
+    expect(again.upToDate.sort()).toEqual(['demo/app:1', 'demo/app:2']);
+    expect(d.loads).toHaveLength(2);
+  });
+
+  it('a tampered object is refused before the daemon sees a byte', async () => {
+    const repo = await repoWithDemo();
+    const mem = repo.transport as MemoryTransport;
+    for (const [k, v] of mem.files) {
+      if (k.startsWith('blobs/') && v.length > 100_000) mem.files.set(k, Buffer.concat([v.subarray(0, 1000), Buffer.alloc(v.length - 1000)]));
+    }
+    const d = new FakeDaemon('graphdriver');
+    await expect(pull(repo, d, { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: await tempDir() })).rejects.toThrow(/digest mismatch/);
+    expect(d.loads).toHaveLength(0);
+  });
+});
