@@ -155,3 +155,26 @@ DOCKERFILE
   node "$TP_ROOT/scripts/lib/oci-save.mjs" "$out/app-v2.tar" "$out/app-v2-oci-gzip.tar" gzip
   rm -rf "$ctx"
 }
+
+# tp_build_bench_image DAEMON DIR MB: a >= MB megabyte image made of files already on this machine
+# (shared libraries and the like, which zstd -3 shrinks about 3x), saved as DIR/v1.tar, and v2 =
+# v1 + one 1 MiB layer, saved as DIR/v2.tar.
+tp_build_bench_image() {
+  local d=$1 W=$2 MB=$3
+  tp_log "building a ${MB} MB image from files on this machine"
+  local ctx="$W/ctx"; mkdir -p "$ctx/rootfs/bin"
+  cp "$(command -v busybox)" "$ctx/rootfs/bin/busybox"; ln -sf busybox "$ctx/rootfs/bin/sh"
+  tar -C "$ctx/rootfs" -cf "$ctx/base.tar" .
+  tp_docker "$d" import "$ctx/base.tar" tarport-bench/base:1 >/dev/null
+  find /usr/lib /usr/share /usr/bin /usr/local -xdev -type f -size +8k -printf '%s %p\n' 2>/dev/null | sort -k2 \
+    | awk -v max=$((MB * 1024 * 1024)) '{ if (t + $1 > max) exit; t += $1; sub(/^[0-9]+ /, ""); print }' > "$ctx/files.txt" || true
+  tar -cf "$ctx/big.tar" -T "$ctx/files.txt" 2>/dev/null || true
+  head -c 1048576 /dev/urandom > "$ctx/update.bin"
+  printf 'FROM tarport-bench/base:1\nADD big.tar /data/\n' > "$ctx/Dockerfile.v1"
+  printf 'FROM tarport-bench/base:1\nADD big.tar /data/\nCOPY update.bin /data/update.bin\n' > "$ctx/Dockerfile.v2"
+  DOCKER_BUILDKIT=0 tp_docker "$d" build -q --network none -f "$ctx/Dockerfile.v1" -t tarport-bench/app:1 "$ctx" >/dev/null
+  DOCKER_BUILDKIT=0 tp_docker "$d" build -q --network none -f "$ctx/Dockerfile.v2" -t tarport-bench/app:2 "$ctx" >/dev/null
+  tp_docker "$d" save -o "$W/v1.tar" tarport-bench/app:1
+  tp_docker "$d" save -o "$W/v2.tar" tarport-bench/app:2
+  rm -rf "$ctx"
+}

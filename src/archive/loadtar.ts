@@ -1,4 +1,6 @@
-import { Readable } from 'node:stream';
+import { once } from 'node:events';
+import { PassThrough, Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { TarportError } from '../errors.js';
 import { encodeFileHeader, padding } from './tarheader.js';
 
@@ -20,34 +22,49 @@ export interface LoadArchiveSpec {
   readonly files: readonly LoadFile[];
 }
 
+/** Fails when a file yields more or fewer bytes than its tar header declared. */
+function exactly(size: number, name: string): Transform {
+  let n = 0;
+  return new Transform({
+    highWaterMark: 1 << 20,
+    transform(chunk: Buffer, _e, cb) {
+      n += chunk.length;
+      if (n > size) cb(new TarportError('DIGEST_MISMATCH', `${name}: more than the ${size} bytes declared`));
+      else cb(null, chunk);
+    },
+    flush(cb) {
+      cb(n === size ? null : new TarportError('DIGEST_MISMATCH', `${name}: ${n} bytes, expected ${size}`));
+    },
+  });
+}
+
 /**
  * The legacy `docker save` layout that every `docker load` accepts, written as a stream with
- * back-pressure: each layer is opened only when the reader gets to it. A file that yields more or
- * fewer bytes than declared fails the stream.
+ * back-pressure: each layer is opened only when the reader gets to it. `manifest.json` comes last,
+ * so a stream that fails on the way leaves the daemon without a manifest: it loads nothing.
  */
 export function writeLoadArchive(spec: LoadArchiveSpec): Readable {
   const configName = `${spec.configDigest.slice('sha256:'.length)}.json`;
   const manifest = Buffer.from(JSON.stringify([{ Config: configName, RepoTags: spec.repoTags, Layers: spec.layerPaths }]));
-  async function* generate(): AsyncGenerator<Buffer> {
-    yield encodeFileHeader(configName, spec.config.length);
-    yield spec.config;
-    yield padding(spec.config.length);
+  const out = new PassThrough({ highWaterMark: 1 << 20 });
+  const put = async (buf: Buffer) => {
+    if (buf.length > 0 && !out.write(buf)) await once(out, 'drain');
+  };
+  const putFile = async (name: string, data: Buffer) => {
+    await put(encodeFileHeader(name, data.length));
+    await put(data);
+    await put(padding(data.length));
+  };
+  (async () => {
+    await putFile(configName, spec.config);
     for (const f of spec.files) {
-      yield encodeFileHeader(f.name, f.size);
-      let n = 0;
-      for await (const chunk of await f.open()) {
-        n += (chunk as Buffer).length;
-        if (n > f.size) throw new TarportError('DIGEST_MISMATCH', `${f.name}: more than the ${f.size} bytes declared`);
-        yield chunk as Buffer;
-      }
-      if (n !== f.size) throw new TarportError('DIGEST_MISMATCH', `${f.name}: ${n} bytes, expected ${f.size}`);
-      yield padding(f.size);
+      await put(encodeFileHeader(f.name, f.size));
+      await pipeline(await f.open(), exactly(f.size, f.name), out, { end: false });
+      await put(padding(f.size));
     }
-    // manifest.json last, as `docker save` writes it: it names only files already in the stream.
-    yield encodeFileHeader('manifest.json', manifest.length);
-    yield manifest;
-    yield padding(manifest.length);
-    yield Buffer.alloc(1024);
-  }
-  return Readable.from(generate(), { objectMode: false, highWaterMark: 1 << 20 });
+    await putFile('manifest.json', manifest);
+    await put(Buffer.alloc(1024));
+    out.end();
+  })().catch((e: unknown) => out.destroy(e as Error));
+  return out;
 }

@@ -11,7 +11,7 @@ const CHUNK = 1 << 20; // 1 MiB reads: the default 64 KiB halves hashing speed d
 
 /** A local directory or a mounted stick (file:// URLs and plain paths). */
 export class FileTransport implements Transport {
-  readonly capabilities = { atomicRename: true, maxConnections: 4 } as const;
+  readonly capabilities = { atomicRename: true, maxConnections: 4, local: true } as const;
   readonly location: string;
 
   constructor(readonly root: string) {

@@ -5,7 +5,7 @@ import type { ObjectInfo, ReadOptions, Transport, WriteOptions } from './types.j
 
 /** An in-process store for fast tests. Passes the same contract suite as the real transports. */
 export class MemoryTransport implements Transport {
-  readonly capabilities = { atomicRename: true, maxConnections: 8 } as const;
+  readonly capabilities = { atomicRename: true, maxConnections: 8, local: true } as const;
   readonly location: string;
   readonly files = new Map<string, Buffer>();
 

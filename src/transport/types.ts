@@ -38,7 +38,12 @@ export interface WriteOptions {
 export interface Transport {
   /** The location as a URL that is safe to print (no password). */
   readonly location: string;
-  readonly capabilities: Readonly<{ atomicRename: boolean; maxConnections: number }>;
+  /**
+   * atomicRename: rename replaces the target in one step. maxConnections: transfers that may run at
+   * once. local: the bytes are on this host (a directory or a mounted stick), so reading them again
+   * costs no more than reading a local cache.
+   */
+  readonly capabilities: Readonly<{ atomicRename: boolean; maxConnections: number; local: boolean }>;
   stat(key: string, signal?: AbortSignal): Promise<ObjectInfo | undefined>;
   list(folder: string, signal?: AbortSignal): AsyncIterable<ObjectInfo>;
   read(key: string, opts?: ReadOptions): Promise<Readable>;
