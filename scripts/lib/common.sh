@@ -72,6 +72,7 @@ tp_start_dockerd() {
 
 tp_cleanup() {
   local rc=$?
+  set +e +o pipefail
   local f pid
   for f in "${TP_PIDFILES[@]}"; do
     [ -f "$f" ] || continue
@@ -96,7 +97,7 @@ tp_cleanup() {
   done
   if [ -n "${TP_RUN:-}" ] && [ -d "$TP_RUN" ] && [ -z "${TP_KEEP_RUN:-}" ]; then
     # vfs leaves plain directories; anything still mounted under the run dir is unmounted first
-    grep -o " $TP_RUN[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    { grep -o " $TP_RUN[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done; } || true
     rm -rf "$TP_RUN"
   fi
   exit $rc
