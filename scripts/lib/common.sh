@@ -10,7 +10,8 @@ export TP_ROOT TP_DOCKER
 tp_log() { printf '\033[1m[tarport]\033[0m %s\n' "$*" >&2; }
 
 # Debian packages the project needs at run time and in tests. Installed only when missing.
-TP_APT_PACKAGES=(docker.io busybox-static skopeo zstd gnupg ca-certificates)
+TP_APT_PACKAGES=(docker.io busybox-static skopeo zstd gnupg ca-certificates vsftpd openssh-server openssh-client openssl curl
+  libsodium23 libcap2 libpam0g)
 
 tp_install() {
   local missing=()
@@ -21,7 +22,12 @@ tp_install() {
     tp_log "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
+    # the packages' own services (system dockerd, vsftpd on :21, sshd on :22) must not start:
+    # we run daemons of our own, on loopback and high ports
+    local policy=/usr/sbin/policy-rc.d made_policy=0
+    if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; made_policy=1; fi
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [ $made_policy = 1 ]; then rm -f "$policy"; fi
   fi
   # docker.io enables the system daemon's socket unit; we run daemons of our own and never need it.
   cd "$TP_ROOT"
@@ -34,6 +40,21 @@ tp_install() {
   fi
   tp_log "building"
   npm run --silent build
+}
+
+# pure-ftpd, the second FTP server implementation, conflicts with vsftpd as a Debian package
+# (both provide ftp-server), so its binary is unpacked from Debian's package into a cache instead.
+tp_pure_ftpd() {
+  local dir="${XDG_CACHE_HOME:-$HOME/.cache}/tarport-test/pure-ftpd"
+  if [ ! -x "$dir/usr/sbin/pure-ftpd" ]; then
+    local tmp; tmp=$(mktemp -d)
+    chmod 755 "$tmp"
+    (cd "$tmp" && apt-get download pure-ftpd >/dev/null 2>&1) || { apt-get update -qq && (cd "$tmp" && apt-get download pure-ftpd >/dev/null 2>&1); }
+    mkdir -p "$dir"
+    dpkg-deb -x "$tmp"/pure-ftpd_*.deb "$dir"
+    rm -rf "$tmp"
+  fi
+  echo "$dir/usr/sbin/pure-ftpd"
 }
 
 # tp_rundir: one temp directory for this script run; everything below is removed on exit.
@@ -178,4 +199,89 @@ tp_build_bench_image() {
   tp_docker "$d" save -o "$W/v1.tar" tarport-bench/app:1
   tp_docker "$d" save -o "$W/v2.tar" tarport-bench/app:2
   rm -rf "$ctx"
+}
+
+# tp_start_servers: FTP (vsftpd), FTPS (vsftpd, explicit TLS, a CA of our own), a second FTP server
+# (pure-ftpd) and SFTP (OpenSSH sshd, key auth, a host key of our own), all on loopback and random
+# high ports, for a local user of our own. Exports TP_FTP_URL, TP_FTPS_URL, TP_FTP2_URL, TP_SFTP_URL
+# (each pointing at a folder the user may write), TP_FTP_PASSWORD, TP_FTPS_CA, TP_SFTP_IDENTITY,
+# TP_SFTP_KNOWN_HOSTS and TP_SERVER_HOME.
+tp_start_servers() {
+  local s="$TP_RUN/servers" user=tarport-ftp
+  mkdir -p "$s/home" "$s/empty"
+  id -u "$user" >/dev/null 2>&1 || useradd -M -s /bin/bash "$user"
+  usermod -d "$s/home" "$user"
+  chown "$user" "$s/home"
+  TP_FTP_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+  echo "$user:$TP_FTP_PASSWORD" | chpasswd
+  local base=$((20000 + RANDOM % 30000))
+  local p_ftp=$base p_ftps=$((base + 1)) p_ftp2=$((base + 2)) p_sftp=$((base + 3)) pasv=$((base + 10))
+
+  # a CA of our own and a server certificate for 127.0.0.1 and localhost
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=tarport test CA" -keyout "$s/ca.key" -out "$s/ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$s/ftps.key" -out "$s/ftps.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$s/san.ext"
+  openssl x509 -req -in "$s/ftps.csr" -CA "$s/ca.crt" -CAkey "$s/ca.key" -CAcreateserial -days 2 -extfile "$s/san.ext" -out "$s/ftps.crt" 2>/dev/null
+
+  local common="listen=YES
+listen_ipv6=NO
+listen_address=127.0.0.1
+anonymous_enable=NO
+local_enable=YES
+write_enable=YES
+local_umask=022
+seccomp_sandbox=NO
+pasv_enable=YES
+pasv_address=127.0.0.1
+secure_chroot_dir=$s/empty
+pam_service_name=vsftpd
+userlist_enable=NO
+background=NO
+xferlog_enable=NO
+max_per_ip=0
+max_clients=0"
+  printf '%s\nlisten_port=%s\npasv_min_port=%s\npasv_max_port=%s\n' "$common" $p_ftp $pasv $((pasv + 39)) > "$s/vsftpd-ftp.conf"
+  printf '%s\nlisten_port=%s\npasv_min_port=%s\npasv_max_port=%s\nssl_enable=YES\nrsa_cert_file=%s\nrsa_private_key_file=%s\nforce_local_logins_ssl=YES\nforce_local_data_ssl=YES\nssl_sslv2=NO\nssl_sslv3=NO\nssl_tlsv1=YES\n' \
+    "$common" $p_ftps $((pasv + 40)) $((pasv + 79)) "$s/ftps.crt" "$s/ftps.key" > "$s/vsftpd-ftps.conf"
+  vsftpd "$s/vsftpd-ftp.conf" > "$s/vsftpd-ftp.log" 2>&1 & echo $! > "$s/vsftpd-ftp.pid"
+  vsftpd "$s/vsftpd-ftps.conf" > "$s/vsftpd-ftps.log" 2>&1 & echo $! > "$s/vsftpd-ftps.pid"
+  "$(tp_pure_ftpd)" -S "127.0.0.1,$p_ftp2" -l unix -E -p "$((pasv + 80)):$((pasv + 119))" -P 127.0.0.1 -u 100 -c 20 -C 20 > "$s/pure-ftpd.log" 2>&1 & echo $! > "$s/pure-ftpd.pid"
+  TP_PIDFILES+=("$s/vsftpd-ftp.pid" "$s/vsftpd-ftps.pid" "$s/pure-ftpd.pid")
+
+  ssh-keygen -q -t ed25519 -N '' -f "$s/ssh_host_ed25519_key"
+  ssh-keygen -q -t ed25519 -N '' -f "$s/client_key"
+  cp "$s/client_key.pub" "$s/authorized_keys"
+  printf '[127.0.0.1]:%s %s\n' $p_sftp "$(cut -d' ' -f1-2 "$s/ssh_host_ed25519_key.pub")" > "$s/known_hosts"
+  mkdir -p /run/sshd
+  cat > "$s/sshd_config" <<SSHD
+Port $p_sftp
+ListenAddress 127.0.0.1
+HostKey $s/ssh_host_ed25519_key
+PidFile $s/sshd.pid
+AuthorizedKeysFile $s/authorized_keys
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+StrictModes no
+UsePAM no
+PermitRootLogin no
+Subsystem sftp internal-sftp
+SSHD
+  /usr/sbin/sshd -D -e -f "$s/sshd_config" > "$s/sshd.log" 2>&1 & echo $! > "$s/sshd-launcher.pid"
+  TP_PIDFILES+=("$s/sshd-launcher.pid")
+
+  local port i
+  for port in $p_ftp $p_ftps $p_ftp2 $p_sftp; do
+    for i in $(seq 1 50); do
+      (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+      sleep 0.2
+    done
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { tp_log "server on port $port did not start:"; tail -n 20 "$s"/*.log >&2; return 1; }
+  done
+  export TP_FTP_PASSWORD TP_SERVER_HOME="$s/home"
+  export TP_FTP_URL="ftp://$user@127.0.0.1:$p_ftp$s/home"
+  export TP_FTPS_URL="ftps://$user@127.0.0.1:$p_ftps$s/home"
+  export TP_FTP2_URL="ftp://$user@127.0.0.1:$p_ftp2$s/home"
+  export TP_SFTP_URL="sftp://$user@127.0.0.1:$p_sftp$s/home"
+  export TP_FTPS_CA="$s/ca.crt" TP_SFTP_IDENTITY="$s/client_key" TP_SFTP_KNOWN_HOSTS="$s/known_hosts"
 }

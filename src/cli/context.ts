@@ -2,7 +2,8 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { TarportError } from '../errors.js';
 import { Repository } from '../repo/index.js';
-import { CountingTransport, openTransport, parseLocation, type TransportCounters } from '../transport/index.js';
+import { readFile } from 'node:fs/promises';
+import { CountingTransport, openTransport, parseLocation, type TransportCounters, type TransportOptions } from '../transport/index.js';
 import type { Output } from './output.js';
 
 /** What every command gets: output, cancellation. */
@@ -11,11 +12,48 @@ export interface Context {
   readonly signal: AbortSignal;
 }
 
+/** Flags that every command taking a repository URL accepts. */
+export interface ConnectionFlags {
+  passwordFile?: string;
+  ca?: string;
+  identity?: string;
+  knownHosts?: string;
+  connections?: string;
+}
+
+/** The password: TARPORT_PASSWORD or --password-file, never argv (CLI.md). */
+export async function readPassword(flags: ConnectionFlags): Promise<string | undefined> {
+  if (flags.passwordFile) {
+    try {
+      return (await readFile(flags.passwordFile, 'utf8')).replace(/\r?\n$/, '');
+    } catch (e) {
+      throw new TarportError('CONFIG', `--password-file ${flags.passwordFile}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : (e as Error).message}`);
+    }
+  }
+  return process.env.TARPORT_PASSWORD;
+}
+
+export async function transportOptions(flags: ConnectionFlags): Promise<TransportOptions> {
+  const password = await readPassword(flags);
+  let connections: number | undefined;
+  if (flags.connections !== undefined) {
+    connections = Number(flags.connections);
+    if (!Number.isInteger(connections) || connections < 1 || connections > 16) throw new TarportError('USAGE', `--connections ${JSON.stringify(flags.connections)}: a whole number from 1 to 16`);
+  }
+  return {
+    ...(password !== undefined ? { password } : {}),
+    ...(flags.ca ? { ca: flags.ca } : {}),
+    ...(flags.identity ? { identity: flags.identity } : {}),
+    ...(flags.knownHosts ? { knownHosts: flags.knownHosts } : {}),
+    ...(connections ? { connections } : {}),
+  };
+}
+
 /** Opens a repository; its transport counts requests and bytes for the --json report. */
-export async function openRepository(url: string | undefined, flag: string): Promise<Repository & { counters: TransportCounters }> {
+export async function openRepository(url: string | undefined, flag: string, flags: ConnectionFlags = {}): Promise<Repository & { counters: TransportCounters }> {
   if (!url) throw new TarportError('USAGE', `no repository given: pass ${flag} URL (a path, file://, ftp://, ftps:// or sftp://)`);
   const loc = parseLocation(url);
-  const counting = new CountingTransport(await openTransport(loc, {}));
+  const counting = new CountingTransport(await openTransport(loc, await transportOptions(flags)));
   return Object.assign(new Repository(counting), { counters: counting.counters });
 }
 

@@ -18,6 +18,16 @@ function opt(flags: string, description: string): Option {
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
+/** The flags of every command that takes a repository URL. */
+function withConnection(cmd: Command): Command {
+  return cmd
+    .addOption(opt('--password-file <file>', 'read the FTP/SFTP password from this file (or set TARPORT_PASSWORD)'))
+    .addOption(opt('--ca <file>', 'PEM file of a private CA that signed the FTPS server certificate'))
+    .addOption(opt('--identity <file>', 'SFTP private key (default ~/.ssh/id_ed25519, id_ecdsa or id_rsa)'))
+    .addOption(opt('--known-hosts <file>', 'SFTP known_hosts file that must list the server key (default ~/.ssh/known_hosts)'))
+    .addOption(opt('--connections <n>', 'transfers at once on FTP/FTPS (default 2)'));
+}
+
 function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): Command {
   const program = new Command('tarport')
     .description('Move Docker images without a registry: a directory, a USB stick, FTP, FTPS or SFTP.')
@@ -28,8 +38,8 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
     .showHelpAfterError()
     .exitOverride();
 
-  program
-    .command('push')
+  withConnection(program
+    .command('push'))
     .description('publish docker save / docker export archives (plain, .gz or .zst)')
     .argument('<archive...>', 'archives to publish')
     .addOption(opt('--to <url>', 'repository to publish to'))
@@ -38,8 +48,8 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
     .addOption(opt('--catalog-ttl <duration>', 'how long the catalog stays valid (consumers refuse it after)').default('90d'))
     .action((archives: string[], flags, cmd: Command) => run((ctx) => pushCommand(ctx, archives, cmd.opts())));
 
-  program
-    .command('pull')
+  withConnection(program
+    .command('pull'))
     .description('load every followed release newer than what was loaded (one run, for cron)')
     .argument('[name...]', 'NAME or NAME:TAG to follow (none: everything)')
     .addOption(opt('--from <url>', 'repository to pull from'))
@@ -47,8 +57,8 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
     .addOption(opt('--allow-expired', 'load from an expired catalog (a late delivery); loudly'))
     .action((names: string[], _f, cmd: Command) => run((ctx) => pullCommand(ctx, names, cmd.opts())));
 
-  program
-    .command('ls')
+  withConnection(program
+    .command('ls'))
     .description('list releases: name, tag, version, size, created, signer, encrypted')
     .argument('<url>', 'repository')
     .addOption(opt('--latest', 'only the newest release per tag'))

@@ -2,15 +2,17 @@ import { isAbsolute, resolve } from 'node:path';
 import { TarportError } from '../errors.js';
 
 /** A parsed repository location. Parsed once at the edge, immutable after. */
+interface Remote {
+  readonly host: string;
+  readonly port: number;
+  readonly user: string;
+  readonly path: string;
+}
+
 export type Location =
   | { readonly kind: 'file'; readonly path: string }
-  | {
-      readonly kind: 'ftp' | 'ftps' | 'sftp';
-      readonly host: string;
-      readonly port: number;
-      readonly user: string;
-      readonly path: string;
-    };
+  | (Remote & { readonly kind: 'ftp' | 'ftps' })
+  | (Remote & { readonly kind: 'sftp' });
 
 const DEFAULT_PORTS = { ftp: 21, ftps: 21, sftp: 22 } as const;
 

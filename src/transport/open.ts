@@ -1,24 +1,34 @@
-import { TarportError } from '../errors.js';
 import { FileTransport } from './file.js';
-import { formatLocation, type Location } from './location.js';
+import { FtpTransport } from './ftp.js';
+import type { Location } from './location.js';
+import { SftpTransport } from './sftp.js';
 import type { Transport } from './types.js';
 
 export interface TransportOptions {
   /** Password for FTP/FTPS/SFTP; never printed. */
   readonly password?: string;
+  /** PEM file of a private CA (FTPS). */
   readonly ca?: string;
+  /** Private key file (SFTP). */
   readonly identity?: string;
+  /** known_hosts file (SFTP). */
   readonly knownHosts?: string;
+  /** Connections at once (FTP/FTPS). */
+  readonly connections?: number;
+  /** Told the offset each time a transfer resumes. */
+  readonly onResume?: (at: number) => void;
 }
 
 /** Opens the transport for a parsed location. */
-export async function openTransport(loc: Location, _opts: TransportOptions = {}): Promise<Transport> {
+export async function openTransport(loc: Location, opts: TransportOptions = {}): Promise<Transport> {
+  const common = { ...(opts.password !== undefined ? { password: opts.password } : {}), ...(opts.onResume ? { onResume: opts.onResume } : {}) };
   switch (loc.kind) {
     case 'file':
       return new FileTransport(loc.path);
     case 'ftp':
     case 'ftps':
+      return new FtpTransport(loc, { ...common, ...(opts.ca ? { ca: opts.ca } : {}), ...(opts.connections ? { maxConnections: opts.connections } : {}) });
     case 'sftp':
-      throw new TarportError('USAGE', `${formatLocation(loc)}: ${loc.kind}:// repositories are not supported by this build yet; use a local directory`);
+      return new SftpTransport(loc, { ...common, ...(opts.identity ? { identity: opts.identity } : {}), ...(opts.knownHosts ? { knownHosts: opts.knownHosts } : {}) });
   }
 }

@@ -1,7 +1,7 @@
-import { openRepository, type Context } from '../context.js';
+import { openRepository, type ConnectionFlags, type Context } from '../context.js';
 import { humanBytes, table } from '../output.js';
 
-export interface LsFlags {
+export interface LsFlags extends ConnectionFlags {
   latest?: boolean;
 }
 
@@ -18,7 +18,7 @@ export interface ListedRelease {
 }
 
 export async function lsCommand(ctx: Context, url: string, flags: LsFlags): Promise<number> {
-  const repo = await openRepository(url, 'URL');
+  const repo = await openRepository(url, 'URL', flags);
   const rows: ListedRelease[] = [];
   try {
     const catalog = (await repo.readCatalog(ctx.signal))?.catalog;

@@ -2,10 +2,10 @@ import { pull, type Subscription } from '../../consumer/index.js';
 import { DockerClient } from '../../docker/index.js';
 import { TarportError, isTarportError } from '../../errors.js';
 import { validateName, validateTag } from '../../repo/index.js';
-import { defaultStateDir, openRepository, type Context } from '../context.js';
+import { defaultStateDir, openRepository, type ConnectionFlags, type Context } from '../context.js';
 import { humanBytes } from '../output.js';
 
-export interface PullFlags {
+export interface PullFlags extends ConnectionFlags {
   from?: string;
   state?: string;
   allowExpired?: boolean;
@@ -23,7 +23,7 @@ export function parseSubscriptions(args: string[]): Subscription[] {
 
 export async function pullCommand(ctx: Context, names: string[], flags: PullFlags): Promise<number> {
   const subscriptions = parseSubscriptions(names);
-  const repo = await openRepository(flags.from, '--from');
+  const repo = await openRepository(flags.from, '--from', flags);
   const docker = new DockerClient();
   try {
     const r = await pull(repo, docker, {

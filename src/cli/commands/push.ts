@@ -2,10 +2,10 @@ import { COMPRESSIONS, type Compression } from '../../archive/index.js';
 import { TarportError } from '../../errors.js';
 import { publishArchive, type PublishResult } from '../../producer/index.js';
 import { parseRef } from '../../repo/index.js';
-import { openRepository, parseDuration, type Context } from '../context.js';
+import { openRepository, type ConnectionFlags, parseDuration, type Context } from '../context.js';
 import { humanBytes } from '../output.js';
 
-export interface PushFlags {
+export interface PushFlags extends ConnectionFlags {
   to?: string;
   name?: string;
   compress?: string;
@@ -23,7 +23,7 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
   const name = flags.name ? parseRef(flags.name, { what: '--name', defaultTag: 'latest' }) : undefined;
   const catalogTtlMs = parseDuration(flags.catalogTtl ?? '90d', '--catalog-ttl');
   if (name && archives.length > 1) throw new TarportError('USAGE', '--name applies to one archive; push the others separately');
-  const repo = await openRepository(flags.to, '--to');
+  const repo = await openRepository(flags.to, '--to', flags);
   const results: PublishResult[] = [];
   const failures: { archive: string; error: unknown }[] = [];
   let code = 0;

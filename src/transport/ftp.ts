@@ -1,0 +1,274 @@
+import { readFileSync } from 'node:fs';
+import { PassThrough, Writable, type Readable } from 'node:stream';
+import { Client, FTPError, type FileInfo } from 'basic-ftp';
+import { TarportError, messageOf } from '../errors.js';
+import { keySegments, parentOf } from './keys.js';
+import { formatLocation, type Location } from './location.js';
+import { resumableRead, resumableWrite } from './resume.js';
+import type { ObjectInfo, ReadOptions, Transport, WriteOptions } from './types.js';
+
+export interface FtpOptions {
+  readonly password?: string;
+  /** PEM file of a private CA for FTPS. */
+  readonly ca?: string;
+  /**
+   * Connections at once. Low by default: many servers allow 3 per user (vsftpd's max_per_ip,
+   * pure-ftpd -c), and a consumer polling the same account must still get in.
+   */
+  readonly maxConnections?: number;
+  /** Reconnects per transfer before giving up. */
+  readonly retries?: number;
+  readonly timeoutMs?: number;
+  /** Told the offset each time a transfer resumes (tests, logs). */
+  readonly onResume?: (at: number) => void;
+}
+
+type FtpLocation = Exclude<Location, { kind: 'file' }> & { kind: 'ftp' | 'ftps' };
+
+/** FTP and FTPS (explicit TLS, certificate verified) on basic-ftp, with a small connection pool. */
+export class FtpTransport implements Transport {
+  readonly capabilities: Transport['capabilities'];
+  readonly location: string;
+  private readonly idle: Client[] = [];
+  private busy = 0;
+  private readonly waiters: (() => void)[] = [];
+  private readonly madeDirs = new Set<string>();
+  private readonly root: string;
+  private readonly retries: number;
+  private readonly ca: Buffer | undefined;
+
+  constructor(
+    private readonly loc: FtpLocation,
+    private readonly opts: FtpOptions = {},
+  ) {
+    this.location = formatLocation(loc);
+    this.capabilities = { atomicRename: true, maxConnections: opts.maxConnections ?? 2, local: false };
+    this.root = loc.path.replace(/\/+$/, '') || '';
+    this.retries = opts.retries ?? 5;
+    if (opts.ca) {
+      try {
+        this.ca = readFileSync(opts.ca);
+      } catch (e) {
+        throw new TarportError('CONFIG', `--ca ${opts.ca}: ${messageOf(e)}`);
+      }
+    }
+  }
+
+  private path(key: string): string {
+    return `${this.root}/${keySegments(key).join('/')}`;
+  }
+
+  // ---- connections -----------------------------------------------------------------------------
+
+  private async connect(): Promise<Client> {
+    const c = new Client(this.opts.timeoutMs ?? 30_000);
+    try {
+      await c.access({
+        host: this.loc.host,
+        port: this.loc.port,
+        user: this.loc.user,
+        password: this.opts.password ?? (this.loc.user === 'anonymous' ? 'anonymous@' : ''),
+        secure: this.loc.kind === 'ftps',
+        // Certificates are always verified; a private CA is added with --ca, never switched off.
+        secureOptions: this.loc.kind === 'ftps' ? { ...(this.ca ? { ca: this.ca } : {}), rejectUnauthorized: true, servername: this.loc.host } : undefined,
+      });
+    } catch (e) {
+      c.close();
+      throw this.classify(e, 'connect');
+    }
+    return c;
+  }
+
+  /** Runs `fn` on a pooled connection; a connection that broke is dropped, not returned. */
+  private async withClient<T>(fn: (c: Client) => Promise<T>): Promise<T> {
+    while (this.busy >= this.capabilities.maxConnections) await new Promise<void>((r) => this.waiters.push(r));
+    this.busy++;
+    let c: Client | undefined;
+    try {
+      c = this.idle.pop() ?? (await this.connect());
+      const r = await fn(c);
+      if (!c.closed) this.idle.push(c);
+      return r;
+    } catch (e) {
+      if (c && !c.closed && e instanceof FTPError) this.idle.push(c);
+      else c?.close();
+      throw e;
+    } finally {
+      this.busy--;
+      this.waiters.shift()?.();
+    }
+  }
+
+  /** Maps a basic-ftp or socket error to what the caller does next. */
+  private classify(e: unknown, op: string): TarportError {
+    if (e instanceof TarportError) return e;
+    const where = `${op} on ${this.location}`;
+    if (e instanceof FTPError) {
+      const code = e.code;
+      if (code === 530) return new TarportError('IO', `${where}: login refused (${e.message}); check the user and TARPORT_PASSWORD or --password-file`, { cause: e, retryable: false });
+      if (code === 552 || code === 452) return new TarportError('IO', `${where}: no space left on the server (${e.message}); free space, then run again`, { cause: e, retryable: false });
+      if (code === 550 || code === 553) return new TarportError('IO', `${where}: refused (${e.message}); check that the path exists and the user may write there`, { cause: e, retryable: false });
+      if (code >= 500) return new TarportError('IO', `${where}: ${e.message}`, { cause: e, retryable: false });
+      return new TarportError('CONNECTION', `${where}: ${e.message}`, { cause: e });
+    }
+    const sys = (e as NodeJS.ErrnoException | undefined)?.code ?? '';
+    const msg = messageOf(e);
+    if (/certificate|self[- ]signed|unable to verify|altnames|CERT_/i.test(msg + sys)) {
+      return new TarportError('UNTRUSTED', `${where}: the server's TLS certificate is not trusted (${msg}); give its CA with --ca FILE`, { cause: e, retryable: false });
+    }
+    if (sys === 'ECONNREFUSED' || sys === 'EHOSTUNREACH' || sys === 'ENOTFOUND') {
+      return new TarportError('CONNECTION', `${where}: cannot reach the server (${sys}); is it up, and are host and port right?`, { cause: e });
+    }
+    return new TarportError('CONNECTION', `${where}: ${msg}`, { cause: e });
+  }
+
+  private async retry<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await fn();
+      } catch (e) {
+        const err = this.classify(e, op);
+        if (!err.retryable || attempt >= this.retries) throw err;
+        await new Promise((r) => setTimeout(r, Math.min(200 * 2 ** attempt, 5000)));
+      }
+    }
+  }
+
+  // ---- operations ------------------------------------------------------------------------------
+
+  async stat(key: string): Promise<ObjectInfo | undefined> {
+    const p = this.path(key);
+    return this.retry(`stat ${key}`, () =>
+      this.withClient(async (c) => {
+        try {
+          const size = await c.size(p);
+          return { name: key.slice(key.lastIndexOf('/') + 1), isDir: false, size };
+        } catch (e) {
+          if (e instanceof FTPError && e.code >= 500) return undefined; // 550: no such file
+          throw e;
+        }
+      }),
+    );
+  }
+
+  async *list(folder: string): AsyncIterable<ObjectInfo> {
+    const p = folder === '' ? this.root || '/' : this.path(folder);
+    const items: FileInfo[] = await this.retry(`list ${folder || '/'}`, () =>
+      this.withClient(async (c) => {
+        try {
+          return await c.list(p);
+        } catch (e) {
+          if (e instanceof FTPError && (e.code === 550 || e.code === 450)) return [];
+          throw e;
+        }
+      }),
+    );
+    for (const f of items) {
+      if (f.name === '.' || f.name === '..') continue;
+      yield { name: f.name, isDir: f.isDirectory, size: f.size };
+    }
+  }
+
+  async read(key: string, opts: ReadOptions = {}): Promise<Readable> {
+    const p = this.path(key);
+    const first = await this.stat(key);
+    if (!first) throw new TarportError('NOT_FOUND', `read ${key} from ${this.location}: not found`);
+    return resumableRead((offset) => this.openDownload(p, offset), {
+      offset: opts.offset ?? 0,
+      retries: this.retries,
+      what: `read ${key} from ${this.location}`,
+      signal: opts.signal,
+      retryable: (e) => this.classify(e, 'read').retryable,
+      ...(this.opts.onResume ? { onResume: this.opts.onResume } : {}),
+    });
+  }
+
+  /**
+   * One download attempt. basic-ftp ends its destination even when the transfer failed, so it gets a
+   * sink of its own, and our stream ends only when the server confirmed the transfer (226).
+   */
+  private async openDownload(path: string, offset: number): Promise<Readable> {
+    const out = new PassThrough({ highWaterMark: 1 << 20 });
+    const sink = new Writable({
+      highWaterMark: 1 << 20,
+      write(chunk: Buffer, _e, cb) {
+        if (out.write(chunk)) cb();
+        else out.once('drain', () => cb());
+      },
+    });
+    void this.withClient((c) => c.downloadTo(sink, path, offset)).then(
+      () => out.end(),
+      (e: unknown) => out.destroy(e as Error),
+    );
+    return out;
+  }
+
+  private async ensureParent(key: string): Promise<void> {
+    const parent = parentOf(key);
+    const segs = [...this.root.split('/').filter(Boolean), ...(parent ? keySegments(parent) : [])];
+    let cur = '';
+    for (const s of segs) {
+      cur += `/${s}`;
+      if (this.madeDirs.has(cur)) continue;
+      await this.withClient(async (c) => {
+        // MKD of an existing folder answers 550 on every server: that is fine
+        await c.send(`MKD ${cur}`).catch((e: unknown) => {
+          if (!(e instanceof FTPError)) throw e;
+        });
+      });
+      this.madeDirs.add(cur);
+    }
+  }
+
+  /**
+   * Uploads; when the connection breaks, the upload resumes where the server's copy ends (SIZE,
+   * then APPE with the rest of a fresh source), so only the missing bytes are sent again.
+   */
+  async write(key: string, open: () => Readable, opts: WriteOptions = {}): Promise<{ size: number }> {
+    const p = this.path(key);
+    await this.retry(`create folder for ${key}`, () => this.ensureParent(key));
+    return resumableWrite(open, {
+      retries: this.retries,
+      what: `upload ${key} to ${this.location}`,
+      signal: opts.signal,
+      retryable: (e) => this.classify(e, 'upload').retryable,
+      upload: async (src, offset) => {
+        try {
+          await this.withClient((c) => (offset > 0 ? c.appendFrom(src, p) : c.uploadFrom(src, p)));
+        } catch (e) {
+          throw this.classify(e, `upload ${key}`);
+        }
+      },
+      remoteSize: async () => (await this.stat(key))?.size,
+      cleanup: () => this.remove(key),
+      ...(this.opts.onResume ? { onResume: this.opts.onResume } : {}),
+    });
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    const [a, b] = [this.path(from), this.path(to)];
+    await this.retry(`create folder for ${to}`, () => this.ensureParent(to));
+    await this.retry(`rename ${from} to ${to}`, () =>
+      this.withClient(async (c) => {
+        try {
+          await c.rename(a, b);
+        } catch (e) {
+          // Some servers (pure-ftpd) refuse to rename over an existing file: remove it, then rename.
+          if (!(e instanceof FTPError) || e.code < 500) throw e;
+          await c.remove(b, true);
+          await c.rename(a, b);
+        }
+      }),
+    );
+  }
+
+  async remove(key: string): Promise<void> {
+    const p = this.path(key);
+    await this.retry(`remove ${key}`, () => this.withClient((c) => c.remove(p, true).then(() => undefined)));
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.idle.splice(0)) c.close();
+  }
+}
+

@@ -1,0 +1,183 @@
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { afterAll, describe, expect, it } from 'vitest';
+import { openTransport, parseLocation, type Transport, type TransportOptions } from '../../src/transport/index.js';
+import { docker, fixture, realEnv, tarport, tempDir } from '../helpers.js';
+import { CuttingProxy } from '../proxy.js';
+import { transportContract } from '../transport-contract.js';
+
+// Every transport against real servers started by scripts/test: vsftpd (FTP and FTPS with a CA of
+// its own), pure-ftpd (a second FTP implementation) and OpenSSH (SFTP, key auth, own host key).
+
+function servers() {
+  const need = ['TP_FTP_URL', 'TP_FTPS_URL', 'TP_FTP2_URL', 'TP_SFTP_URL', 'TP_FTP_PASSWORD', 'TP_FTPS_CA', 'TP_SFTP_IDENTITY', 'TP_SFTP_KNOWN_HOSTS', 'TP_SERVER_HOME'] as const;
+  const missing = need.filter((k) => !process.env[k]);
+  if (missing.length > 0) throw new Error(`run the suite through scripts/test: it starts the FTP, FTPS and SFTP servers (${missing.join(', ')} not set)`);
+  const e = Object.fromEntries(need.map((k) => [k, process.env[k]!])) as Record<(typeof need)[number], string>;
+  return e;
+}
+
+const S = servers();
+const creds: TransportOptions = { password: S.TP_FTP_PASSWORD, ca: S.TP_FTPS_CA, identity: S.TP_SFTP_IDENTITY, knownHosts: S.TP_SFTP_KNOWN_HOSTS };
+const opened: Transport[] = [];
+
+/** A transport on a fresh folder of the server. */
+async function open(url: string, extra: TransportOptions = {}, sub = `t-${randomBytes(4).toString('hex')}`): Promise<Transport> {
+  const t = await openTransport(parseLocation(`${url}/${sub}`), { ...creds, ...extra });
+  opened.push(t);
+  return t;
+}
+
+afterAll(async () => {
+  for (const t of opened) await t.close().catch(() => undefined);
+});
+
+transportContract('ftp (vsftpd)', () => open(S.TP_FTP_URL));
+transportContract('ftps (vsftpd, explicit TLS)', () => open(S.TP_FTPS_URL));
+transportContract('ftp (pure-ftpd)', () => open(S.TP_FTP2_URL));
+transportContract('sftp (OpenSSH)', () => open(S.TP_SFTP_URL));
+
+async function readAll(t: Transport, key: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of await t.read(key)) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+function withPort(url: string, port: number): string {
+  return url.replace(/@127\.0\.0\.1:\d+/, `@127.0.0.1:${port}`);
+}
+
+const portOf = (url: string) => Number(/@127\.0\.0\.1:(\d+)/.exec(url)![1]);
+
+/** A known_hosts file that also names the server's key under the proxies' ports. */
+async function viaProxies(ports: number[]): Promise<string> {
+  const { readFile } = await import('node:fs/promises');
+  const line = (await readFile(S.TP_SFTP_KNOWN_HOSTS, 'utf8')).trim();
+  const key = line.split(/\s+/).slice(1).join(' ');
+  const f = join(await tempDir(), 'known_hosts');
+  await writeFile(f, [line, ...ports.map((p) => `[127.0.0.1]:${p} ${key}`)].join('\n') + '\n');
+  return f;
+}
+
+describe('resume: a transfer cut twice completes and re-sends little', () => {
+  // large enough that the requests in flight when a link drops (2 MiB for SFTP) stay a small part
+  const SIZE = 48 << 20;
+  const data = randomBytes(SIZE);
+  // each row: a protocol and how its connection is cut
+  it.each([
+    ['ftp (vsftpd)', S.TP_FTP_URL, 'ftp' as const],
+    ['sftp (OpenSSH)', S.TP_SFTP_URL, 'stream' as const],
+  ])('%s: upload and download', async (_name, url, mode) => {
+    const sub = `resume-${randomBytes(4).toString('hex')}`;
+    // upload through a proxy that cuts twice
+    const up = await new CuttingProxy({ host: '127.0.0.1', port: portOf(url) }, [SIZE * 0.3, SIZE * 0.65], mode).start();
+    const down = await new CuttingProxy({ host: '127.0.0.1', port: portOf(url) }, [SIZE * 0.25, SIZE * 0.7], mode).start();
+    const uncut = await new CuttingProxy({ host: '127.0.0.1', port: portOf(url) }, [], mode).start();
+    const knownHosts = await viaProxies([up.port, down.port, uncut.port]);
+    const resumes: number[] = [];
+    const tu = await open(withPort(url, up.port), { onResume: (at) => resumes.push(at), knownHosts }, sub);
+    await tu.write('blob', () => Readable.from([data]));
+    await tu.close();
+    await up.close();
+    expect(up.cuts).toBe(2);
+    expect(resumes.length).toBeGreaterThanOrEqual(2);
+    expect(resumes.every((r) => r > 0)).toBe(true); // resumed, not restarted
+    const direct = await open(url, {}, sub);
+    expect((await readAll(direct, 'blob')).equals(data)).toBe(true);
+    // download through a proxy that cuts twice
+    const td = await open(withPort(url, down.port), { knownHosts }, sub);
+    const got = await readAll(td, 'blob');
+    await td.close();
+    await down.close();
+    expect(down.cuts).toBe(2);
+    expect(got.equals(data)).toBe(true);
+    // bytes carried for both transfers, against what an uncut pair would carry
+    const tn = await open(withPort(url, uncut.port), { knownHosts }, sub);
+    await tn.write('blob2', () => Readable.from([data]));
+    await readAll(tn, 'blob2');
+    await tn.close();
+    await uncut.close();
+    expect(up.bytes + down.bytes).toBeLessThanOrEqual(uncut.bytes * 1.1);
+  });
+});
+
+describe('credentials and identity', () => {
+  const errorOf = (p: Promise<unknown>) => p.then(() => undefined, (e: Error & { code?: string; retryable?: boolean }) => e);
+
+  it('SFTP refuses an unknown host key, naming its fingerprint (exit 3 from the CLI)', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'empty_known_hosts'), '');
+    const t = await open(S.TP_SFTP_URL, { knownHosts: join(dir, 'empty_known_hosts') });
+    const e = await errorOf(t.stat('x'));
+    expect(e?.code).toBe('UNTRUSTED');
+    expect(e?.message).toMatch(/unknown host key SHA256:[A-Za-z0-9+/]{43}/);
+    expect(e?.message).toMatch(/ssh-keyscan/);
+    const cli = await tarport(['ls', S.TP_SFTP_URL, '--identity', S.TP_SFTP_IDENTITY, '--known-hosts', join(dir, 'empty_known_hosts')]);
+    expect(cli.code).toBe(3);
+  });
+
+  it('SFTP refuses a host key that changed', async () => {
+    const dir = await tempDir();
+    const port = portOf(S.TP_SFTP_URL);
+    // a known_hosts line for this host with some other key
+    await writeFile(join(dir, 'kh'), `[127.0.0.1]:${port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n`);
+    const e = await errorOf((await open(S.TP_SFTP_URL, { knownHosts: join(dir, 'kh') })).stat('x'));
+    expect(e?.code).toBe('UNTRUSTED');
+    expect(e?.message).toMatch(/host key .* changed/);
+  });
+
+  it('FTPS refuses a certificate it cannot verify: no silent insecure mode', async () => {
+    const e = await errorOf((await open(S.TP_FTPS_URL, { ca: undefined as unknown as string, ...{ ca: '' } })).stat('x'));
+    expect(e?.code).toBe('UNTRUSTED');
+    expect(e?.message).toMatch(/--ca/);
+  });
+
+  it('a wrong password is refused at once, not retried, and never printed', async () => {
+    const started = Date.now();
+    const e = await errorOf((await open(S.TP_FTP_URL, { password: 'wrong-password-123' })).stat('x'));
+    expect(e?.message).toMatch(/login refused/);
+    expect(e?.retryable).toBe(false);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    const cli = await tarport(['ls', S.TP_FTP_URL], { TARPORT_PASSWORD: 'wrong-password-123' });
+    expect(cli.code).toBe(1);
+    expect(cli.stderr).toMatch(/login refused/);
+    expect(cli.stderr + cli.stdout).not.toContain('wrong-password-123');
+  });
+
+  it('a server that is down gets a message naming the URL and what to check', async () => {
+    const e = await errorOf((await open(withPort(S.TP_FTP_URL, 1), {}, 'x')).stat('x').catch((x) => Promise.reject(x)));
+    expect(e?.message).toMatch(/cannot reach the server/);
+    expect(e?.message).toContain('ftp://tarport-ftp@127.0.0.1:1/');
+  }, 60_000);
+
+  it('a read-only folder: the upload fails, says so, and leaves nothing', async () => {
+    const ro = join(S.TP_SERVER_HOME, `ro-${randomBytes(3).toString('hex')}`);
+    await mkdir(ro);
+    await chmod(ro, 0o555);
+    for (const url of [S.TP_FTP_URL, S.TP_SFTP_URL]) {
+      const sub = ro.slice(S.TP_SERVER_HOME.length + 1);
+      const t = await open(url, {}, sub);
+      const e = await errorOf(t.write('f', () => Readable.from([Buffer.from('x')])));
+      expect(e?.message).toMatch(/refused|permission denied/);
+      expect(e?.retryable).toBe(false);
+    }
+  });
+});
+
+describe('end to end over the network', () => {
+  it('a push over SFTP and a pull over FTPS: the image runs in the consumer daemon', async () => {
+    const env = realEnv();
+    const sub = `e2e-${randomBytes(4).toString('hex')}`;
+    const push = await tarport(['push', fixture('app-v1.tar'), '--to', `${S.TP_SFTP_URL}/${sub}`, '--name', 'tarport-test/remote:1', '--identity', S.TP_SFTP_IDENTITY, '--known-hosts', S.TP_SFTP_KNOWN_HOSTS]);
+    expect(push.code, push.stderr).toBe(0);
+    const ls = await tarport(['ls', `${S.TP_FTP2_URL}/${sub}`, '--json'], { TARPORT_PASSWORD: S.TP_FTP_PASSWORD });
+    expect(ls.code, ls.stderr).toBe(0);
+    expect(JSON.parse(ls.stdout).releases[0]).toMatchObject({ name: 'tarport-test/remote', tag: '1', version: 1 });
+    const pull = await tarport(['pull', '--from', `${S.TP_FTPS_URL}/${sub}`, '--ca', S.TP_FTPS_CA, '--state', await tempDir()], { TARPORT_PASSWORD: S.TP_FTP_PASSWORD, DOCKER_HOST: env.consumer });
+    expect(pull.code, pull.stderr).toBe(0);
+    const out = await docker('consumer', 'run', '--rm', '--network', 'none', 'tarport-test/remote:1', '/bin/cat', '/app/hello.txt');
+    expect(out).toBe('hello from v1');
+  });
+});
