@@ -67,6 +67,7 @@ tp_rundir() {
 }
 
 TP_PIDFILES=()
+TP_USERS=()
 
 # tp_start_dockerd NAME: starts a daemon with its own roots and socket; prints nothing, sets
 # TP_SOCK_<NAME>. Waits until it answers.
@@ -116,6 +117,7 @@ tp_cleanup() {
     pid=$(cat "$f" 2>/dev/null || true)
     [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
   done
+  for u in "${TP_USERS[@]}"; do userdel "$u" 2>/dev/null; done
   if [ -n "${TP_RUN:-}" ] && [ -d "$TP_RUN" ] && [ -z "${TP_KEEP_RUN:-}" ]; then
     # vfs leaves plain directories; anything still mounted under the run dir is unmounted first
     { grep -o " $TP_RUN[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done; } || true
@@ -207,10 +209,13 @@ tp_build_bench_image() {
 # (each pointing at a folder the user may write), TP_FTP_PASSWORD, TP_FTPS_CA, TP_SFTP_IDENTITY,
 # TP_SFTP_KNOWN_HOSTS and TP_SERVER_HOME.
 tp_start_servers() {
-  local s="$TP_RUN/servers" user=tarport-ftp
+  local s="$TP_RUN/servers"
+  # a user of this run's own (removed on exit), so that runs side by side do not share a password
+  local user="tp-${TP_RUN##*.}"
+  user=$(echo "$user" | tr 'A-Z' 'a-z')
   mkdir -p "$s/home" "$s/empty"
-  id -u "$user" >/dev/null 2>&1 || useradd -M -s /bin/bash "$user"
-  usermod -d "$s/home" "$user"
+  useradd -M -s /bin/bash -d "$s/home" "$user"
+  TP_USERS+=("$user")
   chown "$user" "$s/home"
   TP_FTP_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
   echo "$user:$TP_FTP_PASSWORD" | chpasswd

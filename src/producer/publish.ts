@@ -92,7 +92,7 @@ export async function publishArchive(repo: Repository, path: string, opts: Publi
       throw new TarportError('BAD_INPUT', `${path}: ${what}: ${(e as Error).message}`, { cause: e });
     }
     staged.push(blob);
-    uploadedBytes += blob.size;
+    if (blob.uploaded) uploadedBytes += blob.size;
     const diffId = diff.digest();
     if (expectDiffId && diffId !== expectDiffId) {
       throw new TarportError('BAD_INPUT', `${path}: ${what} does not match its diff_id: the config says ${expectDiffId}, the layer's digest is ${diffId}`);
@@ -124,8 +124,9 @@ export async function publishArchive(repo: Repository, path: string, opts: Publi
       const reuse = known.get(layer.diffId);
       if (reuse) {
         // The same root file system is stored already: keep that object, drop ours.
-        await staged.pop()!.discard();
-        uploadedBytes -= layer.size;
+        const dropped = staged.pop()!;
+        await dropped.discard();
+        if (dropped.uploaded) uploadedBytes -= layer.size;
         layer = reuse;
       }
       plans.push({ ref: opts.name, record: { schema: RECORD_SCHEMA, name: opts.name.name, tag: opts.name.tag, created: now, kind: 'rootfs', contentKey: layer.diffId, layers: [layer], producer } });
@@ -172,7 +173,7 @@ export async function publishArchive(repo: Repository, path: string, opts: Publi
 
     // Every layer checked: make objects visible, then the small objects, then records, then the catalog.
     for (const b of staged) await b.commit();
-    const uploadedObjects = staged.length;
+    const uploadedObjects = staged.filter((b) => b.uploaded).length;
     staged.length = 0;
     for (const b of smallBlobs) await repo.putSmallBlob(b, opts.signal);
 

@@ -1,3 +1,7 @@
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Digester, Verifier, sha256 } from '../crypto/index.js';
@@ -42,6 +46,8 @@ export const FORMAT_VERSION = 1;
 export interface StagedBlob {
   readonly digest: string;
   readonly size: number;
+  /** False when the repository held the blob already and nothing was sent. */
+  readonly uploaded: boolean;
   commit(): Promise<void>;
   discard(): Promise<void>;
 }
@@ -182,9 +188,12 @@ export class Repository {
 
   /**
    * Streams a blob to a temporary name in blobs/sha256/, hashing it on the way. Nothing is visible
-   * under a final name until `commit`.
+   * under a final name until `commit`. For a remote repository the bytes are spooled to a local
+   * temporary file first: an upload that breaks can then resume or start over from the file, and a
+   * blob the server already holds is not sent at all.
    */
   async stageBlob(source: Readable, signal?: AbortSignal): Promise<StagedBlob> {
+    if (!this.transport.capabilities.local) return this.stageViaSpool(source, signal);
     const tmp = tempKeyFor(`${BLOBS_FOLDER}/x`);
     const digester = new Digester();
     const out = new PassThrough({ highWaterMark: 1 << 20 });
@@ -205,12 +214,41 @@ export class Repository {
       await this.transport.remove(tmp).catch(() => undefined);
       throw f.status === 'rejected' ? f.reason : (w as PromiseRejectedResult).reason;
     }
-    const digest = digester.digest();
-    const size = digester.bytes;
+    return this.staged(tmp, digester.digest(), digester.bytes, signal);
+  }
+
+  private async stageViaSpool(source: Readable, signal?: AbortSignal): Promise<StagedBlob> {
+    const dir = await mkdtemp(join(tmpdir(), 'tarport-spool-'));
+    const file = join(dir, 'blob');
+    try {
+      const digester = new Digester();
+      await pipeline(source, digester, createWriteStream(file, { highWaterMark: 1 << 20 }), { signal });
+      const digest = digester.digest();
+      const size = digester.bytes;
+      const have = await this.blobInfo(digest, signal);
+      if (have?.size === size) {
+        // stored already (another tag, an interrupted earlier run): nothing to send, nothing to rename
+        return { digest, size, uploaded: false, commit: async () => undefined, discard: async () => undefined };
+      }
+      const tmp = tempKeyFor(blobKey(digest));
+      try {
+        await this.transport.write(tmp, () => createReadStream(file, { highWaterMark: 1 << 20 }), { signal });
+      } catch (e) {
+        await this.transport.remove(tmp).catch(() => undefined);
+        throw e;
+      }
+      return this.staged(tmp, digest, size, signal);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  private staged(tmp: string, digest: string, size: number, signal?: AbortSignal): StagedBlob {
     const transport = this.transport;
     return {
       digest,
       size,
+      uploaded: true,
       async commit() {
         await transport.rename(tmp, blobKey(digest), signal);
       },

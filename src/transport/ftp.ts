@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import { Client, FTPError, type FileInfo } from 'basic-ftp';
 import { TarportError, messageOf } from '../errors.js';
@@ -70,7 +71,7 @@ export class FtpTransport implements Transport {
         password: this.opts.password ?? (this.loc.user === 'anonymous' ? 'anonymous@' : ''),
         secure: this.loc.kind === 'ftps',
         // Certificates are always verified; a private CA is added with --ca, never switched off.
-        secureOptions: this.loc.kind === 'ftps' ? { ...(this.ca ? { ca: this.ca } : {}), rejectUnauthorized: true, servername: this.loc.host } : undefined,
+        secureOptions: this.loc.kind === 'ftps' ? { ...(this.ca ? { ca: this.ca } : {}), rejectUnauthorized: true, ...(isIP(this.loc.host) ? {} : { servername: this.loc.host }) } : undefined,
       });
     } catch (e) {
       c.close();
