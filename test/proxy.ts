@@ -107,6 +107,20 @@ export class CuttingProxy {
     });
   }
 
+  /** The server "goes down": the listener closes and every connection drops. */
+  async pause(): Promise<void> {
+    const main = this.servers[0]!;
+    const closed = new Promise((r) => main.close(() => r(undefined)));
+    for (const s of this.sockets) s.destroy(); // close() waits for open connections: drop them first
+    await closed;
+  }
+
+  /** …and comes back on the same port. */
+  async resume(): Promise<void> {
+    const main = this.servers[0]!;
+    await new Promise<void>((r) => main.listen(this.port, '127.0.0.1', () => r()));
+  }
+
   async close(): Promise<void> {
     for (const s of this.sockets) s.destroy();
     await Promise.all(this.servers.map((s) => new Promise((r) => s.close(() => r(undefined)))));

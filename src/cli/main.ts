@@ -6,7 +6,7 @@ import type { Context } from './context.js';
 import { Output, EXIT } from './output.js';
 import { demoCommand } from './commands/demo.js';
 import { lsCommand } from './commands/ls.js';
-import { pullCommand } from './commands/pull.js';
+import { pollCommand, pullCommand } from './commands/pull.js';
 import { pushCommand } from './commands/push.js';
 
 /** An option that can also come from TARPORT_<NAME> and from the config file. */
@@ -48,14 +48,22 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
     .addOption(opt('--catalog-ttl <duration>', 'how long the catalog stays valid (consumers refuse it after)').default('90d'))
     .action((archives: string[], flags, cmd: Command) => run((ctx) => pushCommand(ctx, archives, cmd.opts())));
 
-  withConnection(program
-    .command('pull'))
-    .description('load every followed release newer than what was loaded (one run, for cron)')
-    .argument('[name...]', 'NAME or NAME:TAG to follow (none: everything)')
-    .addOption(opt('--from <url>', 'repository to pull from'))
-    .addOption(opt('--state <dir>', 'state and cache folder (default /var/lib/tarport for root, else ~/.local/state/tarport)'))
-    .addOption(opt('--allow-expired', 'load from an expired catalog (a late delivery); loudly'))
-    .action((names: string[], _f, cmd: Command) => run((ctx) => pullCommand(ctx, names, cmd.opts())));
+  const consumerFlags = (cmd: Command) =>
+    withConnection(cmd)
+      .argument('[name...]', 'NAME or NAME:TAG to follow (none: everything)')
+      .addOption(opt('--from <url>', 'repository to pull from'))
+      .addOption(opt('--state <dir>', 'state and cache folder (default /var/lib/tarport for root, else ~/.local/state/tarport)'))
+      .addOption(opt('--allow-expired', 'load from an expired catalog (a late delivery); loudly'))
+      .addOption(opt('--hook <cmd>', 'run CMD after each successful load, with NAME:TAG and the version as arguments'))
+      .addOption(opt('--keep-images <n>', 'keep N earlier images of each tag, remove older ones from the daemon'));
+
+  consumerFlags(program.command('pull').description('load every followed release newer than what was loaded (one run, for cron)')).action(
+    (names: string[], _f, cmd: Command) => run((ctx) => pullCommand(ctx, names, cmd.opts())),
+  );
+
+  consumerFlags(program.command('poll').description('the consumer agent: pull every --interval until SIGTERM or SIGINT'))
+    .addOption(opt('--interval <duration>', 'time between polls (e.g. 30s, 5m)').default('60s'))
+    .action((names: string[], _f, cmd: Command) => run((ctx) => pollCommand(ctx, names, cmd.opts())));
 
   withConnection(program
     .command('ls'))

@@ -26,18 +26,39 @@ export interface PullOptions {
   readonly onEvent?: (e: PullEvent) => void;
   /** Overrides the daemon's own answer (tests of the containerd-store path). */
   readonly imageStore?: ImageStore;
+  /**
+   * Skip the run when the catalog's size and modification time are what they were at the last read:
+   * an idle poll then costs one small request, however many releases the repository holds.
+   */
+  readonly cheap?: boolean;
+  /** Releases (by record digest) that failed before: skipped until the catalog offers another. */
+  readonly skip?: ReadonlyMap<string, string>;
+  /** Runs after each successful load with NAME:TAG and the version as arguments. */
+  readonly hook?: string;
+  /** Keep this many earlier images of each tag; older ones are removed from the daemon. */
+  readonly keepImages?: number;
+  /** false: report refused releases in the result instead of throwing (the poll daemon). */
+  readonly throwOnRefused?: boolean;
 }
 
 export type PullEvent =
   | { kind: 'up-to-date'; ref: string; version: number }
   | { kind: 'loading'; ref: string; version: number; layers: number; skipped: number }
   | { kind: 'loaded'; ref: string; version: number; imageId: string; bytesFetched: number }
-  | { kind: 'warning'; message: string };
+  | { kind: 'warning'; message: string }
+  | { kind: 'refused'; ref: string; version: number; digest: string; message: string; code: string }
+  | { kind: 'hook'; ref: string; version: number; ok: boolean; message: string }
+  | { kind: 'removed-image'; ref: string; imageId: string }
+  | { kind: 'idle' };
 
 export interface PullResult {
   readonly loaded: { ref: string; version: number; imageId: string }[];
   readonly upToDate: string[];
   readonly bytesFetched: number;
+  /** True when a cheap check found the catalog unchanged and nothing else was read. */
+  readonly idle: boolean;
+  /** Releases refused in this run, by name:tag, with their record digest. */
+  readonly refused: { ref: string; digest: string; code: string; message: string }[];
 }
 
 function subscribed(subs: readonly Subscription[], e: CatalogEntry): boolean {
@@ -50,7 +71,7 @@ function subscribed(subs: readonly Subscription[], e: CatalogEntry): boolean {
  */
 export async function pull(repo: Repository, docker: DockerApi, opts: PullOptions): Promise<PullResult> {
   const store = new StateStore(opts.stateDir);
-  const unlock = await store.lock(opts.lockWaitMs ?? 10_000);
+  const unlock = await store.lock(opts.lockWaitMs ?? 5_000);
   try {
     return await pullLocked(repo, docker, store, opts);
   } finally {
@@ -60,11 +81,19 @@ export async function pull(repo: Repository, docker: DockerApi, opts: PullOption
 
 async function pullLocked(repo: Repository, docker: DockerApi, store: StateStore, opts: PullOptions): Promise<PullResult> {
   const emit = opts.onEvent ?? (() => undefined);
+  const state = await store.read();
+  const loc = repo.location;
+  const result: PullResult = { loaded: [], upToDate: [], bytesFetched: 0, idle: false, refused: [] };
+  const stat = await repo.catalogStat(opts.signal);
+  if (!stat) throw new TarportError('NOT_FOUND', `${repo.location} holds no catalog (tarport/catalog.json): not a tarport repository, or nothing was pushed yet`);
+  const last = state.catalogStat[loc];
+  if (opts.cheap && last && last.size === stat.size && last.mtime === stat.mtime && stat.mtime !== 0) {
+    emit({ kind: 'idle' });
+    return { ...result, idle: true };
+  }
   const got = await repo.readCatalog(opts.signal);
   if (!got) throw new TarportError('NOT_FOUND', `${repo.location} holds no catalog (tarport/catalog.json): not a tarport repository, or nothing was pushed yet`);
   const { catalog } = got;
-  const state = await store.read();
-  const loc = repo.location;
   const seen = state.catalogSequence[loc] ?? 0;
   if (catalog.sequence < seen) {
     throw new TarportError('ROLLBACK', `catalog of ${loc} has sequence ${catalog.sequence}, lower than ${seen} seen before: an old catalog was replayed; refusing`);
@@ -78,10 +107,16 @@ async function pullLocked(repo: Repository, docker: DockerApi, store: StateStore
     if (!catalog.releases.some((e) => subscribed([s], e))) emit({ kind: 'warning', message: `${s.name}${s.tag ? ':' + s.tag : ''} is not in the catalog of ${loc}` });
   }
   const loadedHere = (state.loaded[loc] ??= {});
-  const result: PullResult = { loaded: [], upToDate: [], bytesFetched: 0 };
   const cache = new ObjectCache(store.cacheDir);
   let imageStore: ImageStore | undefined = opts.imageStore;
   let failure: unknown;
+  const refuse = (ref: string, entry: CatalogEntry, e: unknown) => {
+    const code = (e as { code?: string }).code ?? 'INTERNAL';
+    const message = e instanceof Error ? e.message : String(e);
+    result.refused.push({ ref, digest: entry.digest, code, message });
+    emit({ kind: 'refused', ref, version: entry.version, digest: entry.digest, message, code });
+    failure ??= e;
+  };
 
   for (const entry of catalog.releases.filter((e) => subscribed(opts.subscriptions, e))) {
     opts.signal?.throwIfAborted();
@@ -96,9 +131,10 @@ async function pullLocked(repo: Repository, docker: DockerApi, store: StateStore
         continue;
       }
     } else if (prev && entry.version < prev.version) {
-      failure ??= new TarportError('ROLLBACK', `${ref}: the catalog offers v${entry.version}, older than v${prev.version} loaded before; refusing`);
+      refuse(ref, entry, new TarportError('ROLLBACK', `${ref}: the catalog offers v${entry.version}, older than v${prev.version} loaded before; refusing`));
       continue;
     }
+    if (opts.skip?.get(ref) === entry.digest) continue; // refused before and unchanged since
     try {
       const { record } = await repo.readRecord(entry, { digest: entry.digest, size: entry.size }, opts.signal);
       imageStore ??= await docker.imageStore(opts.signal);
@@ -106,20 +142,71 @@ async function pullLocked(repo: Repository, docker: DockerApi, store: StateStore
         ? await loadImage(repo, docker, cache, record, imageStore, (e) => emit(e), opts.signal)
         : await importRootfs(repo, docker, cache, record, opts.signal);
       (result as { bytesFetched: number }).bytesFetched += bytesFetched;
-      loadedHere[ref] = { version: record.version, record: entry.record, digest: entry.digest, imageId, loadedAt: new Date().toISOString() };
+      const previous = prev && prev.imageId !== imageId ? [prev.imageId, ...prev.previous.filter((p) => p !== imageId)] : (prev?.previous ?? []);
+      loadedHere[ref] = { version: record.version, record: entry.record, digest: entry.digest, imageId, loadedAt: new Date().toISOString(), previous };
       await store.write(state);
       result.loaded.push({ ref, version: record.version, imageId });
       emit({ kind: 'loaded', ref, version: record.version, imageId, bytesFetched });
       if (imageStore === 'graphdriver') await cache.prune(new Set());
+      if (opts.keepImages !== undefined) await retire(docker, loadedHere[ref]!, ref, opts.keepImages, emit, () => store.write(state));
+      if (opts.hook) emit(await runHook(opts.hook, ref, record.version, opts.signal));
     } catch (e) {
       if ((e as { code?: string }).code === 'ABORTED' || opts.signal?.aborted) throw e;
-      failure ??= e;
+      refuse(ref, entry, e);
     }
   }
   state.catalogSequence[loc] = Math.max(seen, catalog.sequence);
+  state.catalogStat[loc] = stat;
   await store.write(state);
-  if (failure) throw failure;
+  if (failure && opts.throwOnRefused !== false) throw failure;
   return result;
+}
+
+/** Removes the images a tag had before, beyond the newest `keep`; an image in use stays. */
+async function retire(docker: DockerApi, loaded: { previous: string[] }, ref: string, keep: number, emit: (e: PullEvent) => void, save: () => Promise<void>): Promise<void> {
+  const old = loaded.previous.slice(keep);
+  if (old.length === 0) return;
+  const kept: string[] = loaded.previous.slice(0, keep);
+  for (const id of old) {
+    try {
+      await docker.removeImage(id);
+      emit({ kind: 'removed-image', ref, imageId: id });
+    } catch (e) {
+      const msg = e instanceof Error ? e.message : String(e);
+      if (/No such image/i.test(msg)) continue;
+      kept.push(id); // in use by a container, or shared: try again next time
+      emit({ kind: 'warning', message: `could not remove ${id.slice(0, 19)}, an earlier image of ${ref}: ${msg}` });
+    }
+  }
+  loaded.previous = kept;
+  await save();
+}
+
+/** Runs the hook with NAME:TAG and the version; its failure is reported, never fatal. */
+async function runHook(cmd: string, ref: string, version: number, signal?: AbortSignal): Promise<PullEvent> {
+  const { spawn } = await import('node:child_process');
+  return new Promise((resolve) => {
+    let out = '';
+    // CMD gets NAME:TAG and the version as arguments, and as TARPORT_REF and TARPORT_VERSION
+    const child = spawn('/bin/sh', ['-c', `${cmd} "$@"`, 'tarport-hook', ref, String(version)], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, TARPORT_REF: ref, TARPORT_VERSION: String(version) },
+      ...(signal ? { signal } : {}),
+      timeout: 300_000,
+    });
+    child.stdout.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-2000)));
+    child.stderr.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-2000)));
+    child.on('error', (e) => resolve({ kind: 'hook', ref, version, ok: false, message: `hook ${JSON.stringify(cmd)} could not run: ${e.message}` }));
+    child.on('close', (code, sig) =>
+      resolve({
+        kind: 'hook',
+        ref,
+        version,
+        ok: code === 0,
+        message: code === 0 ? `hook ${JSON.stringify(cmd)} done` : `hook ${JSON.stringify(cmd)} failed (${sig ?? `exit ${code}`}): ${out.trim().split('\n').slice(-3).join(' | ')}`,
+      }),
+    );
+  });
 }
 
 const layerPath = (diffId: string) => `${hexOf(diffId)}/layer.tar`;

@@ -9,6 +9,8 @@ const LoadedSchema = z.object({
   digest: z.string(),
   imageId: z.string(),
   loadedAt: z.string(),
+  /** Image IDs this tag had before, newest first (for --keep-images). */
+  previous: z.array(z.string()).default([]),
 });
 export type Loaded = z.infer<typeof LoadedSchema>;
 
@@ -18,11 +20,13 @@ const StateSchema = z.object({
   catalogSequence: z.record(z.string(), z.number().int().nonnegative()),
   /** Per repository location, per "name:tag": what was loaded last. */
   loaded: z.record(z.string(), z.record(z.string(), LoadedSchema)),
+  /** Per repository location: size and modification time of the catalog last read (cheap polls). */
+  catalogStat: z.record(z.string(), z.object({ size: z.number(), mtime: z.number() })).default({}),
 });
 export type State = z.infer<typeof StateSchema>;
 
 function emptyState(): State {
-  return { schema: 'tarport.consumer-state/v1', catalogSequence: {}, loaded: {} };
+  return { schema: 'tarport.consumer-state/v1', catalogSequence: {}, loaded: {}, catalogStat: {} };
 }
 
 /** The consumer's local state: what was loaded, written atomically (temp file, fsync, rename). */

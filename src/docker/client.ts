@@ -38,6 +38,7 @@ export interface DockerApi {
   inspectImage(ref: string, signal?: AbortSignal): Promise<{ Id: string; RepoTags?: string[]; RootFS?: { Layers?: string[] } } | undefined>;
   load(archive: Readable, signal?: AbortSignal): Promise<string[]>;
   import(rootfs: Readable, repo: string, tag: string, signal?: AbortSignal): Promise<string>;
+  removeImage(ref: string, signal?: AbortSignal): Promise<void>;
 }
 
 /** The Docker Engine API over its socket: only what tarport needs. */

@@ -88,6 +88,12 @@ export class Repository {
     return Buffer.concat(chunks);
   }
 
+  /** Size and modification time of the catalog: one small request, for cheap polling. */
+  async catalogStat(signal?: AbortSignal): Promise<{ size: number; mtime: number } | undefined> {
+    const st = await this.transport.stat(CATALOG_KEY, signal);
+    return st && !st.isDir ? { size: st.size, mtime: st.mtime?.getTime() ?? 0 } : undefined;
+  }
+
   /** The catalog with its digest, or undefined when the repository has none yet. */
   async readCatalog(signal?: AbortSignal): Promise<{ catalog: Catalog; bytes: Buffer } | undefined> {
     let bytes: Buffer;

@@ -143,7 +143,9 @@ export class FtpTransport implements Transport {
       this.withClient(async (c) => {
         try {
           const size = await c.size(p);
-          return { name: key.slice(key.lastIndexOf('/') + 1), isDir: false, size };
+          // MDTM: a second small command on the same control connection, no data connection
+          const mtime = await c.lastMod(p).catch(() => undefined);
+          return { name: key.slice(key.lastIndexOf('/') + 1), isDir: false, size, ...(mtime ? { mtime } : {}) };
         } catch (e) {
           if (e instanceof FTPError && e.code >= 500) return undefined; // 550: no such file
           throw e;

@@ -55,6 +55,10 @@ class FakeDaemon implements DockerApi {
   async import(): Promise<string> {
     throw new Error('not used');
   }
+
+  async removeImage(id: string): Promise<void> {
+    for (const [k, v] of this.images) if (v.Id === id) this.images.delete(k);
+  }
 }
 
 async function repoWithDemo(): Promise<Repository> {

@@ -1,14 +1,20 @@
-import { pull, type Subscription } from '../../consumer/index.js';
+import { poll, pull, type Subscription } from '../../consumer/index.js';
 import { DockerClient } from '../../docker/index.js';
 import { TarportError, isTarportError } from '../../errors.js';
 import { validateName, validateTag } from '../../repo/index.js';
-import { defaultStateDir, openRepository, type ConnectionFlags, type Context } from '../context.js';
-import { humanBytes } from '../output.js';
+import { defaultStateDir, openRepository, parseDuration, type ConnectionFlags, type Context } from '../context.js';
+import { describe, eventPrinter } from '../events.js';
 
 export interface PullFlags extends ConnectionFlags {
   from?: string;
   state?: string;
   allowExpired?: boolean;
+  hook?: string;
+  keepImages?: string;
+}
+
+export interface PollFlags extends PullFlags {
+  interval?: string;
 }
 
 export function parseSubscriptions(args: string[]): Subscription[] {
@@ -21,37 +27,38 @@ export function parseSubscriptions(args: string[]): Subscription[] {
   });
 }
 
+function consumerOptions(names: string[], flags: PullFlags) {
+  let keepImages: number | undefined;
+  if (flags.keepImages !== undefined) {
+    keepImages = Number(flags.keepImages);
+    if (!Number.isInteger(keepImages) || keepImages < 0) throw new TarportError('USAGE', `--keep-images ${JSON.stringify(flags.keepImages)}: a whole number, 0 or more`);
+  }
+  return {
+    subscriptions: parseSubscriptions(names),
+    stateDir: flags.state ?? defaultStateDir(),
+    allowExpired: flags.allowExpired ?? false,
+    ...(flags.hook ? { hook: flags.hook } : {}),
+    ...(keepImages !== undefined ? { keepImages } : {}),
+  };
+}
+
 export async function pullCommand(ctx: Context, names: string[], flags: PullFlags): Promise<number> {
-  const subscriptions = parseSubscriptions(names);
+  const options = consumerOptions(names, flags);
   const repo = await openRepository(flags.from, '--from', flags);
-  const docker = new DockerClient();
   try {
-    const r = await pull(repo, docker, {
-      subscriptions,
-      stateDir: flags.state ?? defaultStateDir(),
-      allowExpired: flags.allowExpired ?? false,
+    const r = await pull(repo, new DockerClient(), {
+      ...options,
       signal: ctx.signal,
       onEvent: (e) => {
-        switch (e.kind) {
-          case 'up-to-date':
-            ctx.out.info(`up to date ${e.ref} v${e.version}`);
-            break;
-          case 'loading':
-            ctx.out.info(`loading ${e.ref} v${e.version}: ${e.layers} layer(s), ${e.skipped} already in the daemon`);
-            break;
-          case 'loaded':
-            ctx.out.info(`loaded ${e.ref} v${e.version} as ${e.imageId.slice(0, 19)} (${humanBytes(e.bytesFetched)} fetched)`);
-            break;
-          case 'warning':
-            ctx.out.warn(e.message);
-            break;
-        }
+        if (e.kind === 'warning') ctx.out.warn(e.message);
+        else if (e.kind !== 'idle') ctx.out.info(describe(e));
       },
     });
     ctx.out.document({ ...r, transport: repo.counters });
     return 0;
   } catch (e) {
     if (isTarportError(e, 'LOCKED')) {
+      // an overlapping cron run: the one at work picks up anything new
       ctx.out.info(e.message);
       ctx.out.document({ locked: true, message: e.message });
       return 0;
@@ -60,4 +67,19 @@ export async function pullCommand(ctx: Context, names: string[], flags: PullFlag
   } finally {
     await repo.transport.close();
   }
+}
+
+/** The consumer agent: `pull` every --interval until SIGTERM or SIGINT. */
+export async function pollCommand(ctx: Context, names: string[], flags: PollFlags): Promise<number> {
+  const options = consumerOptions(names, flags);
+  const intervalMs = parseDuration(flags.interval ?? '60s', '--interval');
+  if (intervalMs < 100) throw new TarportError('USAGE', `--interval ${flags.interval}: at least 100ms`);
+  const repo = await openRepository(flags.from, '--from', flags);
+  const print = eventPrinter(ctx.out.json, ctx.out.quiet);
+  try {
+    await poll(repo, new DockerClient(), { ...options, intervalMs, signal: ctx.signal, onEvent: print });
+  } finally {
+    await repo.transport.close();
+  }
+  return 0;
 }
