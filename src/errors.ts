@@ -21,12 +21,15 @@ export type ErrorCode =
 export class TarportError extends Error {
   readonly code: ErrorCode;
   readonly retryable: boolean;
+  /** An input that ends early: maybe still being written (the producer agent waits for more). */
+  readonly truncated: boolean;
 
-  constructor(code: ErrorCode, message: string, opts: { cause?: unknown; retryable?: boolean } = {}) {
+  constructor(code: ErrorCode, message: string, opts: { cause?: unknown; retryable?: boolean; truncated?: boolean } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'TarportError';
     this.code = code;
     this.retryable = opts.retryable ?? (code === 'CONNECTION' || code === 'IO');
+    this.truncated = opts.truncated ?? false;
   }
 }
 

@@ -5,6 +5,7 @@ hostport() { echo "$1" | sed -E 's#^[a-z]+://[^@]+@([^/]+)(/.*)$#\1#'; }
 pathof() { echo "$1" | sed -E 's#^[a-z]+://[^@]+@[^/]+(/.*)$#\1#'; }
 ftpuser=$(echo "$TP_FTP_URL" | sed -E 's#^[a-z]+://([^@]+)@.*#\1#')
 tsecs() { /usr/bin/time -f %e -o "$W/t" "$@" >/dev/null 2>"$W/terr" || { cat "$W/terr" >&2; return 1; }; cat "$W/t"; }
+for round in 1 2 3; do
 for proto in ftp ftps ftp2; do
   case $proto in ftp) url=$TP_FTP_URL; extra=();; ftps) url=$TP_FTPS_URL; extra=(--ssl-reqd --cacert "$TP_FTPS_CA");; ftp2) url=$TP_FTP2_URL; extra=();; esac
   p=$(pathof "$url"); base="ftp://$(hostport "$url")/%2F${p#/}/bench-curl.bin"
@@ -20,3 +21,4 @@ su=$(echo "put $W/transfer.bin $spath/bench-sftp.bin" > "$W/b1"; /usr/bin/time -
 sd=$(echo "get $spath/bench-sftp.bin /dev/null" > "$W/b2"; /usr/bin/time -f %e -o "$W/t" "${sftpcmd[@]}" < "$W/b2" >/dev/null; cat "$W/t")
 read -r tu td < <(node scripts/lib/bench-transfer.mjs "$TP_SFTP_URL/bench" "$W/transfer.bin" | node -e 'const j=JSON.parse(require("fs").readFileSync(0));console.log(j.upload,j.download)')
 echo "sftp $tu $su $td $sd" >> "$W/transfers.txt"
+done

@@ -182,7 +182,7 @@ async function indexPlain(fh: FileHandle, fileSize: number, path: string) {
     const dataStart = pos + 512;
     const padded = Math.ceil(h.size / 512) * 512;
     if (dataStart + h.size > fileSize) {
-      throw new TarportError('BAD_INPUT', `${path}: truncated: entry ${JSON.stringify(h.name)} needs ${h.size} bytes at offset ${dataStart} but the file has ${fileSize}`);
+      throw new TarportError('BAD_INPUT', `${path}: truncated: entry ${JSON.stringify(h.name)} needs ${h.size} bytes at offset ${dataStart} but the file has ${fileSize}`, { truncated: true });
     }
     if (h.typeflag === 'x' || h.typeflag === 'L' || h.typeflag === 'K') {
       if (h.size > MAX_METADATA) throw new TarportError('BAD_INPUT', `${path}: extended header of ${h.size} bytes at offset ${pos}`);
@@ -198,7 +198,7 @@ async function indexPlain(fh: FileHandle, fileSize: number, path: string) {
       const linkname = pax.linkpath ?? longLink ?? h.linkname;
       const realPadded = Math.ceil(size / 512) * 512;
       if (dataStart + size > fileSize) {
-        throw new TarportError('BAD_INPUT', `${path}: truncated: entry ${JSON.stringify(name)} needs ${size} bytes at offset ${dataStart} but the file has ${fileSize}`);
+        throw new TarportError('BAD_INPUT', `${path}: truncated: entry ${JSON.stringify(name)} needs ${size} bytes at offset ${dataStart} but the file has ${fileSize}`, { truncated: true });
       }
       if (name !== '') {
         if (!entries.has(name)) order.push(name);
@@ -214,7 +214,7 @@ async function indexPlain(fh: FileHandle, fileSize: number, path: string) {
   }
   if (!sawEnd) {
     if (entries.size === 0 && pos === 0) throw new TarportError('BAD_INPUT', `${path}: not a tar archive (too short)`);
-    throw new TarportError('BAD_INPUT', `${path}: truncated: the archive ends without the tar end-of-archive marker`);
+    throw new TarportError('BAD_INPUT', `${path}: truncated: the archive ends without the tar end-of-archive marker`, { truncated: true });
   }
   return { entries, order };
 }
@@ -275,13 +275,13 @@ async function indexCompressed(path: string, compression: Compression, signal?: 
     if (e instanceof TarportError) throw e;
     const msg = messageOf(e);
     if (/unexpected end|ended in middle|Unexpected end of data/i.test(msg)) {
-      throw new TarportError('BAD_INPUT', `${path}: truncated ${compression} archive (${msg})`, { cause: e });
+      throw new TarportError('BAD_INPUT', `${path}: truncated ${compression} archive (${msg})`, { cause: e, truncated: true });
     }
     throw new TarportError('BAD_INPUT', `${path}: not a readable ${compression}-compressed tar archive (${msg})`, { cause: e });
   }
   if (entries.size === 0) throw new TarportError('BAD_INPUT', `${path}: ${compression}-compressed, but not a tar archive`);
   if (total < 1024 || !tail.every((b) => b === 0)) {
-    throw new TarportError('BAD_INPUT', `${path}: truncated: the archive ends without the tar end-of-archive marker`);
+    throw new TarportError('BAD_INPUT', `${path}: truncated: the archive ends without the tar end-of-archive marker`, { truncated: true });
   }
   return { entries, order, small };
 }

@@ -1,26 +1,32 @@
 import pino from 'pino';
 import type { PollEvent } from '../consumer/index.js';
+import type { WatchEvent } from '../producer/index.js';
 import { humanBytes } from './output.js';
+
+type Level = 'debug' | 'info' | 'warn' | 'error';
 
 /**
  * Where agent events go: with --json one JSON object per event on stdout; otherwise a line a person
  * reads on a terminal, or pino's JSON log lines on stderr when stderr is not a terminal (journald,
  * files, log shippers).
  */
-export function eventPrinter(json: boolean, quiet: boolean): (e: PollEvent) => void {
+export function eventPrinter<E extends { kind: string }>(json: boolean, quiet: boolean, text: (e: E) => string, levelOf: (e: E) => Level): (e: E) => void {
   if (json) return (e) => process.stdout.write(JSON.stringify({ time: new Date().toISOString(), ...e }) + '\n');
   if (!process.stderr.isTTY) {
     const log = pino({ base: undefined, level: quiet ? 'warn' : 'info' }, pino.destination(2));
-    return (e) => {
-      const level = e.kind === 'refused' || e.kind === 'poll-failed' ? 'error' : e.kind === 'warning' || (e.kind === 'hook' && !e.ok) ? 'warn' : e.kind === 'idle' ? 'debug' : 'info';
-      log[level]({ event: e.kind, ...e, kind: undefined }, describe(e));
-    };
+    return (e) => log[levelOf(e)]({ event: e.kind, ...e, kind: undefined } as Record<string, unknown>, text(e));
   }
   return (e) => {
-    if (quiet && !(e.kind === 'refused' || e.kind === 'poll-failed' || e.kind === 'warning')) return;
-    if (e.kind === 'idle') return;
-    process.stderr.write(describe(e) + '\n');
+    const level = levelOf(e);
+    if (level === 'debug' || (quiet && level === 'info')) return;
+    process.stderr.write(text(e) + '\n');
   };
+}
+
+export function pollLevel(e: PollEvent): Level {
+  if (e.kind === 'refused' || e.kind === 'poll-failed') return 'error';
+  if (e.kind === 'warning' || (e.kind === 'hook' && !e.ok)) return 'warn';
+  return e.kind === 'idle' ? 'debug' : 'info';
 }
 
 export function describe(e: PollEvent): string {
@@ -46,4 +52,27 @@ export function describe(e: PollEvent): string {
     case 'stopped':
       return 'stopped';
   }
+}
+
+export function describeWatch(e: WatchEvent): string {
+  switch (e.kind) {
+    case 'published':
+      return `${e.file}: ${e.releases.map((r) => `${r.status} ${r.ref} v${r.version}`).join(', ')} (${humanBytes(e.uploadedBytes)} uploaded); moved to done/`;
+    case 'failed':
+      return `${e.file}: failed: ${e.message}`;
+    case 'waiting':
+      return `${e.file}: waiting (${e.reason})`;
+    case 'retrying':
+      return `${e.file}: ${e.message}; trying again in ${Math.round(e.inMs / 1000)} s`;
+    case 'watching':
+      return `watching ${e.dir}`;
+    case 'stopped':
+      return 'stopped';
+  }
+}
+
+export function watchLevel(e: WatchEvent): Level {
+  if (e.kind === 'failed') return 'error';
+  if (e.kind === 'retrying') return 'warn';
+  return e.kind === 'waiting' ? 'debug' : 'info';
 }

@@ -8,6 +8,7 @@ import { demoCommand } from './commands/demo.js';
 import { lsCommand } from './commands/ls.js';
 import { pollCommand, pullCommand } from './commands/pull.js';
 import { pushCommand } from './commands/push.js';
+import { watchCommand } from './commands/watch.js';
 
 /** An option that can also come from TARPORT_<NAME> and from the config file. */
 function opt(flags: string, description: string): Option {
@@ -38,15 +39,24 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
     .showHelpAfterError()
     .exitOverride();
 
-  withConnection(program
-    .command('push'))
-    .description('publish docker save / docker export archives (plain, .gz or .zst)')
-    .argument('<archive...>', 'archives to publish')
-    .addOption(opt('--to <url>', 'repository to publish to'))
-    .addOption(opt('--name <name:tag>', 'publish under this name:tag (required for docker export archives)'))
-    .addOption(opt('--compress <kind>', 'compression of stored layers: zstd, gzip or none').default('zstd'))
-    .addOption(opt('--catalog-ttl <duration>', 'how long the catalog stays valid (consumers refuse it after)').default('90d'))
-    .action((archives: string[], flags, cmd: Command) => run((ctx) => pushCommand(ctx, archives, cmd.opts())));
+  const producerFlags = (cmd: Command) =>
+    withConnection(cmd)
+      .addOption(opt('--to <url>', 'repository to publish to'))
+      .addOption(opt('--name <name:tag>', 'publish under this name:tag (required for docker export archives)'))
+      .addOption(opt('--compress <kind>', 'compression of stored layers: zstd, gzip or none').default('zstd'))
+      .addOption(opt('--catalog-ttl <duration>', 'how long the catalog stays valid (consumers refuse it after)').default('90d'));
+
+  producerFlags(program.command('push').description('publish docker save / docker export archives (plain, .gz or .zst)').argument('<archive...>', 'archives to publish')).action(
+    (archives: string[], _f, cmd: Command) => run((ctx) => pushCommand(ctx, archives, cmd.opts())),
+  );
+
+  producerFlags(program.command('watch').description('the producer agent: publish what lands in DIR, then move it to done/ or failed/').argument('<dir>', 'folder to watch'))
+    .addOption(opt('--once', 'handle what is in the folder, then exit (cron)'))
+    .addOption(opt('--settle <duration>', 'a file is looked at once it has not changed for this long').default('5s'))
+    .addOption(opt('--give-up <duration>', 'an archive that stays incomplete this long goes to failed/').default('10m'))
+    .addOption(opt('--name-map <rule>', 'name files without tags: PATTERN=NAME:TAG, e.g. app-{version}.tar=app:{version} (repeatable)').argParser(collect))
+    .addOption(opt('--remove-done', 'remove published files instead of moving them to done/'))
+    .action((dir: string, _f, cmd: Command) => run((ctx) => watchCommand(ctx, dir, cmd.opts())));
 
   const consumerFlags = (cmd: Command) =>
     withConnection(cmd)

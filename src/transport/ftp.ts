@@ -174,14 +174,12 @@ export class FtpTransport implements Transport {
 
   async read(key: string, opts: ReadOptions = {}): Promise<Readable> {
     const p = this.path(key);
-    const first = await this.stat(key);
-    if (!first) throw new TarportError('NOT_FOUND', `read ${key} from ${this.location}: not found`);
     return resumableRead((offset) => this.openDownload(p, offset), {
       offset: opts.offset ?? 0,
       retries: this.retries,
       what: `read ${key} from ${this.location}`,
       signal: opts.signal,
-      retryable: (e) => this.classify(e, 'read').retryable,
+      retryable: (e) => !(e instanceof FTPError && e.code === 550) && this.classify(e, 'read').retryable,
       ...(this.opts.onResume ? { onResume: this.opts.onResume } : {}),
     });
   }
@@ -201,7 +199,8 @@ export class FtpTransport implements Transport {
     });
     void this.withClient((c) => c.downloadTo(sink, path, offset)).then(
       () => out.end(),
-      (e: unknown) => out.destroy(e as Error),
+      (e: unknown) =>
+        out.destroy(e instanceof FTPError && e.code === 550 ? new TarportError('NOT_FOUND', `read ${path} from ${this.location}: not found (${e.message})`, { cause: e, retryable: false }) : (e as Error)),
     );
     return out;
   }

@@ -54,6 +54,8 @@ export function resumableRead(open: (offset: number) => Promise<Readable>, opts:
   })().catch((e: unknown) => {
     out.destroy(e instanceof TarportError ? e : new TarportError('CONNECTION', `${opts.what}: ${messageOf(e)}`, { cause: e }));
   });
+  // a consumer that reads nothing yet must not miss an early failure (a missing file)
+  out.on('error', () => undefined);
   return out;
 }
 

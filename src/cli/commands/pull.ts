@@ -3,7 +3,7 @@ import { DockerClient } from '../../docker/index.js';
 import { TarportError, isTarportError } from '../../errors.js';
 import { validateName, validateTag } from '../../repo/index.js';
 import { defaultStateDir, openRepository, parseDuration, type ConnectionFlags, type Context } from '../context.js';
-import { describe, eventPrinter } from '../events.js';
+import { describe, eventPrinter, pollLevel } from '../events.js';
 
 export interface PullFlags extends ConnectionFlags {
   from?: string;
@@ -75,7 +75,7 @@ export async function pollCommand(ctx: Context, names: string[], flags: PollFlag
   const intervalMs = parseDuration(flags.interval ?? '60s', '--interval');
   if (intervalMs < 100) throw new TarportError('USAGE', `--interval ${flags.interval}: at least 100ms`);
   const repo = await openRepository(flags.from, '--from', flags);
-  const print = eventPrinter(ctx.out.json, ctx.out.quiet);
+  const print = eventPrinter(ctx.out.json, ctx.out.quiet, describe, pollLevel);
   try {
     await poll(repo, new DockerClient(), { ...options, intervalMs, signal: ctx.signal, onEvent: print });
   } finally {

@@ -1,0 +1,207 @@
+import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { watch as chokidar } from 'chokidar';
+import { TarportError } from '../errors.js';
+import type { ImageRef } from '../repo/index.js';
+import type { PublishResult } from './publish.js';
+
+export interface WatchOptions {
+  readonly dir: string;
+  /** Publishes one file (under `name`, or the archive's own tags). */
+  readonly publish: (path: string, name: ImageRef | undefined, signal: AbortSignal) => Promise<PublishResult>;
+  readonly nameFor: (path: string) => Promise<ImageRef | undefined>;
+  /** A file is looked at once its size and mtime have been still this long. */
+  readonly settleMs: number;
+  /** A file that stays truncated and still this long is given up on (moved to failed/). */
+  readonly giveUpMs: number;
+  /** Handle what is in the folder, then return (cron). */
+  readonly once: boolean;
+  /** Remove published files instead of moving them to done/. */
+  readonly removeDone: boolean;
+  readonly signal: AbortSignal;
+  readonly onEvent?: (e: WatchEvent) => void;
+}
+
+export type WatchEvent =
+  | { kind: 'published'; file: string; releases: { ref: string; version: number; status: string }[]; uploadedBytes: number }
+  | { kind: 'failed'; file: string; code: string; message: string }
+  | { kind: 'waiting'; file: string; reason: string }
+  | { kind: 'retrying'; file: string; inMs: number; message: string }
+  | { kind: 'watching'; dir: string }
+  | { kind: 'stopped' };
+
+export interface WatchSummary {
+  published: number;
+  failed: number;
+  /** Files left for later: still being written, or the server was down. */
+  pending: number;
+  /** The worst exit code among the failures (2 bad input, 1 run time). */
+  exitCode: number;
+}
+
+const OWN = new Set(['done', 'failed']);
+
+/** Files the agent never touches: dot files, partial uploads, its own folders and sidecars. */
+export function ignoredName(name: string): boolean {
+  return name.startsWith('.') || name.endsWith('.part') || name.endsWith('.tmp') || name.endsWith('.name') || name.endsWith('.reason') || OWN.has(name);
+}
+
+/**
+ * The producer agent: publishes what lands in a folder, once, then moves it to done/ or failed/
+ * (with a .reason file). The folder itself is the queue: a restart (even after kill -9) finds every
+ * file that was not moved yet and publishes it; a file published before a crash but not moved is
+ * identical content, which makes no new version, and goes to done/.
+ */
+export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
+  const emit = opts.onEvent ?? (() => undefined);
+  const summary: WatchSummary = { published: 0, failed: 0, pending: 0, exitCode: 0 };
+  await mkdir(join(opts.dir, 'done'), { recursive: true });
+  await mkdir(join(opts.dir, 'failed'), { recursive: true });
+  const queued = new Set<string>();
+  const retryAt = new Map<string, number>();
+  const attempts = new Map<string, number>();
+  const timers = new Set<NodeJS.Timeout>();
+  // one publish at a time: the catalog is written last by each, and a queue keeps order by arrival
+  let chain: Promise<void> = Promise.resolve();
+
+  const schedule = (path: string, delayMs: number) => {
+    if (opts.once || opts.signal.aborted) return;
+    const t = setTimeout(() => {
+      timers.delete(t);
+      enqueue(path);
+    }, delayMs);
+    timers.add(t);
+  };
+
+  const enqueue = (path: string) => {
+    if (queued.has(path) || opts.signal.aborted) return;
+    queued.add(path);
+    chain = chain.then(() => handle(path)).finally(() => queued.delete(path));
+  };
+
+  async function settled(path: string): Promise<{ size: number; mtimeMs: number } | undefined> {
+    let last = await stat(path).catch(() => undefined);
+    if (!last?.isFile()) return undefined;
+    // wait until the size and mtime hold still for settleMs (a slow copy, an FTP upload, a stick)
+    for (;;) {
+      const quietFor = Date.now() - last.mtimeMs;
+      if (quietFor >= opts.settleMs) return last;
+      if (opts.once) return undefined; // still being written: leave it for the next run
+      await new Promise((r) => setTimeout(r, Math.min(opts.settleMs - quietFor + 50, opts.settleMs)));
+      if (opts.signal.aborted) return undefined;
+      const now = await stat(path).catch(() => undefined);
+      if (!now?.isFile()) return undefined;
+      last = now;
+    }
+  }
+
+  async function moveTo(folder: 'done' | 'failed', path: string): Promise<string> {
+    const name = basename(path);
+    let target = join(opts.dir, folder, name);
+    if (await stat(target).catch(() => undefined)) target = join(opts.dir, folder, `${name}.${new Date().toISOString().replace(/[:.]/g, '-')}`);
+    await rename(path, target);
+    await rename(`${path}.name`, `${target}.name`).catch(() => undefined);
+    return target;
+  }
+
+  async function handle(path: string): Promise<void> {
+    if (opts.signal.aborted) return;
+    const wait = retryAt.get(path);
+    if (wait && wait > Date.now()) return;
+    const st = await settled(path);
+    if (!st) {
+      if (opts.once && (await stat(path).catch(() => undefined))) {
+        summary.pending++;
+        emit({ kind: 'waiting', file: path, reason: 'still being written' });
+      }
+      return;
+    }
+    let result: PublishResult;
+    try {
+      const name = await opts.nameFor(path);
+      result = await opts.publish(path, name, opts.signal);
+    } catch (e) {
+      if (opts.signal.aborted) return; // stopped: the file stays and is published next time
+      const err = e instanceof TarportError ? e : new TarportError('INTERNAL', `internal error: ${e instanceof Error ? e.message : String(e)}`);
+      if (err.truncated) {
+        // the size held still, but the archive does not end yet: a writer that pauses. Wait for more,
+        // and give up only when it stays like this for giveUpMs.
+        const quiet = Date.now() - st.mtimeMs;
+        if (!opts.once && quiet < opts.giveUpMs) {
+          emit({ kind: 'waiting', file: path, reason: err.message });
+          schedule(path, opts.settleMs);
+          return;
+        }
+        if (opts.once && quiet < opts.giveUpMs) {
+          summary.pending++;
+          emit({ kind: 'waiting', file: path, reason: err.message });
+          return;
+        }
+      }
+      if (err.retryable) {
+        // the server is down or the link broke: keep the file, try again with growing pauses
+        const n = (attempts.get(path) ?? 0) + 1;
+        attempts.set(path, n);
+        const inMs = Math.min(1000 * 2 ** n, 300_000);
+        if (opts.once) {
+          summary.pending++;
+          summary.exitCode ||= 1;
+          emit({ kind: 'failed', file: path, code: err.code, message: `${err.message} (left in place for the next run)` });
+          return;
+        }
+        retryAt.set(path, Date.now() + inMs);
+        emit({ kind: 'retrying', file: path, inMs, message: err.message });
+        schedule(path, inMs);
+        return;
+      }
+      const target = await moveTo('failed', path).catch(() => path);
+      await writeFile(`${target}.reason`, `${err.message}\n\n${advice(err)}\n`).catch(() => undefined);
+      summary.failed++;
+      summary.exitCode = summary.exitCode === 0 || summary.exitCode === 1 ? (err.code === 'BAD_INPUT' || err.code === 'USAGE' ? 2 : 1) : summary.exitCode;
+      emit({ kind: 'failed', file: path, code: err.code, message: err.message });
+      return;
+    }
+    attempts.delete(path);
+    retryAt.delete(path);
+    if (opts.removeDone) {
+      await rm(path, { force: true });
+      await rm(`${path}.name`, { force: true });
+    } else await moveTo('done', path);
+    summary.published++;
+    emit({ kind: 'published', file: path, releases: result.releases.map((r) => ({ ref: `${r.name}:${r.tag}`, version: r.version, status: r.status })), uploadedBytes: result.uploadedBytes });
+  }
+
+  const existing = async () => {
+    for (const name of (await readdir(opts.dir)).sort()) if (!ignoredName(name)) enqueue(join(opts.dir, name));
+  };
+
+  if (opts.once) {
+    await existing();
+    await chain;
+    return summary;
+  }
+
+  const watcher = chokidar(opts.dir, {
+    depth: 0,
+    ignoreInitial: true,
+    ignored: (p: string) => p !== opts.dir && ignoredName(basename(p)),
+  });
+  watcher.on('add', (p: string) => enqueue(p));
+  watcher.on('change', (p: string) => enqueue(p));
+  await new Promise<void>((r) => watcher.once('ready', () => r()));
+  emit({ kind: 'watching', dir: opts.dir });
+  await existing();
+  await new Promise<void>((r) => (opts.signal.aborted ? r() : opts.signal.addEventListener('abort', () => r(), { once: true })));
+  for (const t of timers) clearTimeout(t);
+  await watcher.close();
+  await chain.catch(() => undefined);
+  emit({ kind: 'stopped' });
+  return summary;
+}
+
+function advice(e: TarportError): string {
+  if (e.truncated) return 'The file stopped growing before the archive ended. Copy it again (write to NAME.part, then rename), or check the disk.';
+  if (/carries no (image name|tag)/.test(e.message)) return 'Name it: put NAME:TAG into a file beside it called <file>.name, or run the agent with --name-map PATTERN=NAME:TAG.';
+  if (e.code === 'BAD_INPUT') return 'Make the archive again with docker save (or docker export) and drop it into the folder again.';
+  return 'Fix the cause above, then move the file back into the watched folder.';
+}
