@@ -62,6 +62,8 @@ export function describeWatch(e: WatchEvent): string {
       return `${e.file}: failed: ${e.message}`;
     case 'waiting':
       return `${e.file}: waiting (${e.reason})`;
+    case 'publishing':
+      return `${e.file}: publishing`;
     case 'retrying':
       return `${e.file}: ${e.message}; trying again in ${Math.round(e.inMs / 1000)} s`;
     case 'watching':

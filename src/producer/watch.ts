@@ -26,6 +26,7 @@ export type WatchEvent =
   | { kind: 'published'; file: string; releases: { ref: string; version: number; status: string }[]; uploadedBytes: number }
   | { kind: 'failed'; file: string; code: string; message: string }
   | { kind: 'waiting'; file: string; reason: string }
+  | { kind: 'publishing'; file: string }
   | { kind: 'retrying'; file: string; inMs: number; message: string }
   | { kind: 'watching'; dir: string }
   | { kind: 'stopped' };
@@ -119,6 +120,7 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
     let result: PublishResult;
     try {
       const name = await opts.nameFor(path);
+      emit({ kind: 'publishing', file: path });
       result = await opts.publish(path, name, opts.signal);
     } catch (e) {
       if (opts.signal.aborted) return; // stopped: the file stays and is published next time
