@@ -1,6 +1,7 @@
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { TarportError } from '../errors.js';
+import { loadSigningKey, signDetached } from '../crypto/index.js';
 import { Repository } from '../repo/index.js';
 import { readFile } from 'node:fs/promises';
 import { CountingTransport, openTransport, parseLocation, type TransportCounters, type TransportOptions } from '../transport/index.js';
@@ -69,4 +70,17 @@ export function parseDuration(s: string, what: string): number {
   const n = Number(m[1]);
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h' | 'd'];
   return n * unit;
+}
+
+/** The signing function for --sign-key; the passphrase from a file or TARPORT_SIGN_KEY_PASSPHRASE. */
+export async function signerFrom(flags: { signKey?: string; signKeyPassphraseFile?: string }): Promise<((data: Buffer) => Promise<Buffer>) | undefined> {
+  if (!flags.signKey) return undefined;
+  let passphrase = process.env.TARPORT_SIGN_KEY_PASSPHRASE;
+  if (flags.signKeyPassphraseFile) {
+    passphrase = (await readFile(flags.signKeyPassphraseFile, 'utf8').catch((e: unknown) => {
+      throw new TarportError('CONFIG', `--sign-key-passphrase-file ${flags.signKeyPassphraseFile}: ${(e as Error).message}`);
+    })).replace(/\r?\n$/, '');
+  }
+  const key = await loadSigningKey(flags.signKey, passphrase);
+  return (data) => signDetached(data, key);
 }

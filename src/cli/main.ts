@@ -9,6 +9,7 @@ import { lsCommand } from './commands/ls.js';
 import { pollCommand, pullCommand } from './commands/pull.js';
 import { pushCommand } from './commands/push.js';
 import { watchCommand } from './commands/watch.js';
+import { keysGenerateCommand } from './commands/keys.js';
 
 /** An option that can also come from TARPORT_<NAME> and from the config file. */
 function opt(flags: string, description: string): Option {
@@ -44,7 +45,9 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
       .addOption(opt('--to <url>', 'repository to publish to'))
       .addOption(opt('--name <name:tag>', 'publish under this name:tag (required for docker export archives)'))
       .addOption(opt('--compress <kind>', 'compression of stored layers: zstd, gzip or none').default('zstd'))
-      .addOption(opt('--catalog-ttl <duration>', 'how long the catalog stays valid (consumers refuse it after)').default('90d'));
+      .addOption(opt('--catalog-ttl <duration>', 'how long the catalog stays valid (consumers refuse it after)').default('90d'))
+      .addOption(opt('--sign-key <file>', 'sign each release record and the catalog with this OpenPGP private key'))
+      .addOption(opt('--sign-key-passphrase-file <file>', "the signing key's passphrase (or set TARPORT_SIGN_KEY_PASSPHRASE)"));
 
   producerFlags(program.command('push').description('publish docker save / docker export archives (plain, .gz or .zst)').argument('<archive...>', 'archives to publish')).action(
     (archives: string[], _f, cmd: Command) => run((ctx) => pushCommand(ctx, archives, cmd.opts())),
@@ -65,7 +68,8 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
       .addOption(opt('--state <dir>', 'state and cache folder (default /var/lib/tarport for root, else ~/.local/state/tarport)'))
       .addOption(opt('--allow-expired', 'load from an expired catalog (a late delivery); loudly'))
       .addOption(opt('--hook <cmd>', 'run CMD after each successful load, with NAME:TAG and the version as arguments'))
-      .addOption(opt('--keep-images <n>', 'keep N earlier images of each tag, remove older ones from the daemon'));
+      .addOption(opt('--keep-images <n>', 'keep N earlier images of each tag, remove older ones from the daemon'))
+      .addOption(opt('--trust <keyfile>', 'accept only releases signed by this OpenPGP public key (repeatable)').argParser(collect));
 
   consumerFlags(program.command('pull').description('load every followed release newer than what was loaded (one run, for cron)')).action(
     (names: string[], _f, cmd: Command) => run((ctx) => pullCommand(ctx, names, cmd.opts())),
@@ -81,6 +85,16 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
     .argument('<url>', 'repository')
     .addOption(opt('--latest', 'only the newest release per tag'))
     .action((url: string, _f, cmd: Command) => run((ctx) => lsCommand(ctx, url, cmd.opts())));
+
+  const keys = program.command('keys').description('OpenPGP keys for signing releases');
+  keys
+    .command('generate')
+    .description('write PREFIX.pub.asc and PREFIX.sec.asc (OpenPGP, readable by gpg)')
+    .addOption(opt('--uid <uid>', 'the key\'s user ID, "NAME <EMAIL>"'))
+    .addOption(opt('--out <prefix>', 'where to write the key pair'))
+    .addOption(opt('--type <type>', 'rsa (3072 bits, for gpg 2.2 and ocicrypt) or ecc (ed25519)').default('rsa'))
+    .addOption(opt('--passphrase-file <file>', 'protect the private key with the passphrase in this file'))
+    .action((_f, cmd: Command) => run((ctx) => keysGenerateCommand(ctx, cmd.opts())));
 
   program
     .command('demo')

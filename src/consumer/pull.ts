@@ -1,10 +1,10 @@
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
 import { decompressor, writeLoadArchive, type LoadFile } from '../archive/index.js';
-import { Digester, hexOf } from '../crypto/index.js';
+import { Digester, hexOf, verifyDetached, type TrustedKey } from '../crypto/index.js';
 import { chainIds, type DockerApi, type ImageStore } from '../docker/index.js';
 import { TarportError } from '../errors.js';
-import type { CatalogEntry, ReleaseRecord, Repository } from '../repo/index.js';
+import { CATALOG_KEY, recordKey, type Catalog, type CatalogEntry, type ReleaseRecord, type Repository } from '../repo/index.js';
 import { ObjectCache } from './cache.js';
 import { StateStore, type State } from './state.js';
 
@@ -39,12 +39,17 @@ export interface PullOptions {
   readonly keepImages?: number;
   /** false: report refused releases in the result instead of throwing (the poll daemon). */
   readonly throwOnRefused?: boolean;
+  /**
+   * Pinned keys: when given, the catalog and every release record must carry a valid signature by
+   * one of them. Keys are never taken from the repository.
+   */
+  readonly trust?: readonly TrustedKey[];
 }
 
 export type PullEvent =
   | { kind: 'up-to-date'; ref: string; version: number }
   | { kind: 'loading'; ref: string; version: number; layers: number; skipped: number }
-  | { kind: 'loaded'; ref: string; version: number; imageId: string; bytesFetched: number }
+  | { kind: 'loaded'; ref: string; version: number; imageId: string; bytesFetched: number; signer?: string }
   | { kind: 'warning'; message: string }
   | { kind: 'refused'; ref: string; version: number; digest: string; message: string; code: string }
   | { kind: 'hook'; ref: string; version: number; ok: boolean; message: string }
@@ -91,8 +96,7 @@ async function pullLocked(repo: Repository, docker: DockerApi, store: StateStore
     emit({ kind: 'idle' });
     return { ...result, idle: true };
   }
-  const got = await repo.readCatalog(opts.signal);
-  if (!got) throw new TarportError('NOT_FOUND', `${repo.location} holds no catalog (tarport/catalog.json): not a tarport repository, or nothing was pushed yet`);
+  const got = await readTrustedCatalog(repo, opts);
   const { catalog } = got;
   const seen = state.catalogSequence[loc] ?? 0;
   if (catalog.sequence < seen) {
@@ -136,7 +140,10 @@ async function pullLocked(repo: Repository, docker: DockerApi, store: StateStore
     }
     if (opts.skip?.get(ref) === entry.digest) continue; // refused before and unchanged since
     try {
-      const { record } = await repo.readRecord(entry, { digest: entry.digest, size: entry.size }, opts.signal);
+      const { record, bytes } = await repo.readRecord(entry, { digest: entry.digest, size: entry.size }, opts.signal);
+      const signer = opts.trust?.length
+        ? await verifyDetached(bytes, await repo.readSignature(recordKey(entry.name, entry.tag, entry.record), opts.signal), opts.trust, `release ${ref} v${entry.version}`)
+        : undefined;
       imageStore ??= await docker.imageStore(opts.signal);
       const { imageId, bytesFetched } = record.kind === 'image'
         ? await loadImage(repo, docker, cache, record, imageStore, (e) => emit(e), opts.signal)
@@ -146,7 +153,7 @@ async function pullLocked(repo: Repository, docker: DockerApi, store: StateStore
       loadedHere[ref] = { version: record.version, record: entry.record, digest: entry.digest, imageId, loadedAt: new Date().toISOString(), previous };
       await store.write(state);
       result.loaded.push({ ref, version: record.version, imageId });
-      emit({ kind: 'loaded', ref, version: record.version, imageId, bytesFetched });
+      emit({ kind: 'loaded', ref, version: record.version, imageId, bytesFetched, ...(signer ? { signer } : {}) });
       if (imageStore === 'graphdriver') await cache.prune(new Set());
       if (opts.keepImages !== undefined) await retire(docker, loadedHere[ref]!, ref, opts.keepImages, emit, () => store.write(state));
       if (opts.hook) emit(await runHook(opts.hook, ref, record.version, opts.signal));
@@ -160,6 +167,25 @@ async function pullLocked(repo: Repository, docker: DockerApi, store: StateStore
   await store.write(state);
   if (failure && opts.throwOnRefused !== false) throw failure;
   return result;
+}
+
+/**
+ * The catalog, and with --trust its signature checked. A producer writes the catalog, then its
+ * signature: a reader in between sees a mismatch, so a mismatch is read again once before refusal.
+ */
+async function readTrustedCatalog(repo: Repository, opts: PullOptions): Promise<{ catalog: Catalog; bytes: Buffer }> {
+  for (let attempt = 0; ; attempt++) {
+    const got = await repo.readCatalog(opts.signal);
+    if (!got) throw new TarportError('NOT_FOUND', `${repo.location} holds no catalog (tarport/catalog.json): not a tarport repository, or nothing was pushed yet`);
+    if (!opts.trust?.length) return got;
+    try {
+      await verifyDetached(got.bytes, await repo.readSignature(CATALOG_KEY, opts.signal), opts.trust, `catalog of ${repo.location}`);
+      return got;
+    } catch (e) {
+      if (attempt >= 1) throw e;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
 }
 
 /** Removes the images a tag had before, beyond the newest `keep`; an image in use stays. */

@@ -1,1 +1,2 @@
 export { Digester, Verifier, sha256, isDigest, hexOf, DIGEST_RE } from './digest.js';
+export { generateKeyPair, loadSigningKey, loadTrustedKeys, signDetached, signatureIssuer, verifyDetached, type SigningKey, type TrustedKey } from './pgp.js';

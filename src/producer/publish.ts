@@ -26,6 +26,7 @@ import {
   type ReleaseRecord,
   type Repository,
   type StagedBlob,
+  type Sign,
 } from '../repo/index.js';
 import { VERSION } from '../version.js';
 
@@ -37,6 +38,8 @@ export interface PublishOptions {
   readonly catalogTtlMs: number;
   readonly signal?: AbortSignal;
   readonly onEvent?: (e: PublishEvent) => void;
+  /** Signs each release record and the catalog (detached, armored, beside the file). */
+  readonly sign?: Sign;
 }
 
 export type PublishEvent =
@@ -190,12 +193,12 @@ export async function publishArchive(repo: Repository, path: string, opts: Publi
         }
       }
       const full: ReleaseRecord = { ...record, version: (last?.version ?? 0) + 1 };
-      const w = await repo.writeRecord(full, opts.signal);
+      const w = await repo.writeRecord(full, opts.signal, opts.sign);
       entries.push(catalogEntryOf(full, w.file, w.digest, w.size));
       releases.push({ name: ref.name, tag: ref.tag, version: full.version, status: 'published', kind: full.kind, record: w.file });
       emit({ kind: 'release', ref: formatRef(ref), status: 'published', version: full.version });
     }
-    if (entries.length > 0) await repo.updateCatalog(entries, opts.catalogTtlMs, opts.signal);
+    if (entries.length > 0) await repo.updateCatalog(entries, opts.catalogTtlMs, opts.signal, opts.sign);
     return { archive: path, releases, uploadedBytes, uploadedObjects };
   } catch (e) {
     for (const b of staged) await b.discard();

@@ -35,6 +35,14 @@ import {
   type ReleaseRecord,
 } from './records.js';
 
+/** Signs bytes (a record, the catalog): returns a detached armored signature. Injected by the caller. */
+export type Sign = (data: Buffer) => Promise<Buffer>;
+
+export const MAX_SIGNATURE_BYTES = 64 << 10;
+
+/** The detached signature beside a file. */
+export const signatureKey = (key: string) => `${key}.asc`;
+
 /** Named limits for everything read into memory from a repository. */
 export const MAX_RECORD_BYTES = 4 << 20;
 export const MAX_CATALOG_BYTES = 64 << 20;
@@ -273,12 +281,25 @@ export class Repository {
   }
 
   /** Writes an immutable release record; returns its file name, digest and size. */
-  async writeRecord(record: ReleaseRecord, signal?: AbortSignal): Promise<{ file: string; digest: string; size: number; bytes: Buffer }> {
+  async writeRecord(record: ReleaseRecord, signal?: AbortSignal, sign?: Sign): Promise<{ file: string; digest: string; size: number; bytes: Buffer }> {
     const bytes = serialize(record);
     const digest = sha256(bytes);
     const file = recordFileName(record.version, digest);
-    await this.putAtomic(recordKey(record.name, record.tag, file), bytes, signal);
+    const key = recordKey(record.name, record.tag, file);
+    // the signature first: a reader that sees the record can always get its signature
+    if (sign) await this.putAtomic(signatureKey(key), await sign(bytes), signal);
+    await this.putAtomic(key, bytes, signal);
     return { file, digest, size: bytes.length, bytes };
+  }
+
+  /** The detached signature of a file, or undefined when there is none. */
+  async readSignature(key: string, signal?: AbortSignal): Promise<Buffer | undefined> {
+    try {
+      return await this.readSmall(signatureKey(key), MAX_SIGNATURE_BYTES, `signature of ${key}`, signal);
+    } catch (e) {
+      if (isTarportError(e, 'NOT_FOUND')) return undefined;
+      throw e;
+    }
   }
 
   /**
@@ -287,7 +308,7 @@ export class Repository {
    * exclusive create, so two producers may race here: each re-reads after writing and merges again
    * until its entries are in (bounded); the catalog can always be rebuilt from releases/ (`rebuild`).
    */
-  async updateCatalog(entries: readonly CatalogEntry[], ttlMs: number, signal?: AbortSignal): Promise<Catalog> {
+  async updateCatalog(entries: readonly CatalogEntry[], ttlMs: number, signal?: AbortSignal, sign?: Sign): Promise<Catalog> {
     for (let attempt = 0; ; attempt++) {
       const current = await this.readCatalog(signal);
       const byRef = new Map<string, CatalogEntry>();
@@ -305,7 +326,11 @@ export class Repository {
         expires: new Date(now.getTime() + ttlMs).toISOString(),
         releases: [...byRef.values()].sort((a, b) => (a.name + ':' + a.tag < b.name + ':' + b.tag ? -1 : 1)),
       };
-      await this.putAtomic(CATALOG_KEY, serialize(catalog), signal);
+      const bytes = serialize(catalog);
+      await this.putAtomic(CATALOG_KEY, bytes, signal);
+      // a reader between these two writes sees a signature that does not match: it reads again
+      if (sign) await this.putAtomic(signatureKey(CATALOG_KEY), await sign(bytes), signal);
+      else await this.transport.remove(signatureKey(CATALOG_KEY), signal);
       const check = await this.readCatalog(signal);
       const landed = entries.every((e) => {
         const got = check?.catalog.releases.find((r) => r.name === e.name && r.tag === e.tag);

@@ -1,3 +1,5 @@
+import { signatureIssuer } from '../../crypto/index.js';
+import { recordKey } from '../../repo/index.js';
 import { openRepository, type ConnectionFlags, type Context } from '../context.js';
 import { humanBytes, table } from '../output.js';
 
@@ -28,6 +30,7 @@ export async function lsCommand(ctx: Context, url: string, flags: LsFlags): Prom
       const refs = await repo.listReleases(name, tag, ctx.signal);
       for (const ref of flags.latest ? refs.slice(-1) : refs) {
         const { record } = await repo.readRecord(ref, undefined, ctx.signal);
+        const sig = await repo.readSignature(recordKey(name, tag, ref.record), ctx.signal);
         rows.push({
           name,
           tag,
@@ -35,7 +38,7 @@ export async function lsCommand(ctx: Context, url: string, flags: LsFlags): Prom
           kind: record.kind,
           size: record.layers.reduce((n, l) => n + l.size, 0) + (record.config?.size ?? 0),
           created: record.created,
-          signer: null,
+          signer: sig ? ((await signatureIssuer(sig)) ?? 'unreadable signature') : null,
           encrypted: false,
           current: current.has(`${name}:${tag}:${ref.record}`),
         });

@@ -1,4 +1,5 @@
 import { poll, pull, type Subscription } from '../../consumer/index.js';
+import { loadTrustedKeys } from '../../crypto/index.js';
 import { DockerClient } from '../../docker/index.js';
 import { TarportError, isTarportError } from '../../errors.js';
 import { validateName, validateTag } from '../../repo/index.js';
@@ -11,6 +12,7 @@ export interface PullFlags extends ConnectionFlags {
   allowExpired?: boolean;
   hook?: string;
   keepImages?: string;
+  trust?: string[];
 }
 
 export interface PollFlags extends PullFlags {
@@ -27,7 +29,7 @@ export function parseSubscriptions(args: string[]): Subscription[] {
   });
 }
 
-function consumerOptions(names: string[], flags: PullFlags) {
+async function consumerOptions(names: string[], flags: PullFlags) {
   let keepImages: number | undefined;
   if (flags.keepImages !== undefined) {
     keepImages = Number(flags.keepImages);
@@ -39,11 +41,12 @@ function consumerOptions(names: string[], flags: PullFlags) {
     allowExpired: flags.allowExpired ?? false,
     ...(flags.hook ? { hook: flags.hook } : {}),
     ...(keepImages !== undefined ? { keepImages } : {}),
+    ...(flags.trust?.length ? { trust: await loadTrustedKeys(flags.trust) } : {}),
   };
 }
 
 export async function pullCommand(ctx: Context, names: string[], flags: PullFlags): Promise<number> {
-  const options = consumerOptions(names, flags);
+  const options = await consumerOptions(names, flags);
   const repo = await openRepository(flags.from, '--from', flags);
   try {
     const r = await pull(repo, new DockerClient(), {
@@ -71,7 +74,7 @@ export async function pullCommand(ctx: Context, names: string[], flags: PullFlag
 
 /** The consumer agent: `pull` every --interval until SIGTERM or SIGINT. */
 export async function pollCommand(ctx: Context, names: string[], flags: PollFlags): Promise<number> {
-  const options = consumerOptions(names, flags);
+  const options = await consumerOptions(names, flags);
   const intervalMs = parseDuration(flags.interval ?? '60s', '--interval');
   if (intervalMs < 100) throw new TarportError('USAGE', `--interval ${flags.interval}: at least 100ms`);
   const repo = await openRepository(flags.from, '--from', flags);

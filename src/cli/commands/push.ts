@@ -2,10 +2,12 @@ import { COMPRESSIONS, type Compression } from '../../archive/index.js';
 import { TarportError } from '../../errors.js';
 import { publishArchive, type PublishResult } from '../../producer/index.js';
 import { parseRef } from '../../repo/index.js';
-import { openRepository, type ConnectionFlags, parseDuration, type Context } from '../context.js';
+import { openRepository, signerFrom, type ConnectionFlags, parseDuration, type Context } from '../context.js';
 import { humanBytes } from '../output.js';
 
 export interface PushFlags extends ConnectionFlags {
+  signKey?: string;
+  signKeyPassphraseFile?: string;
   to?: string;
   name?: string;
   compress?: string;
@@ -23,6 +25,7 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
   const name = flags.name ? parseRef(flags.name, { what: '--name', defaultTag: 'latest' }) : undefined;
   const catalogTtlMs = parseDuration(flags.catalogTtl ?? '90d', '--catalog-ttl');
   if (name && archives.length > 1) throw new TarportError('USAGE', '--name applies to one archive; push the others separately');
+  const sign = await signerFrom(flags);
   const repo = await openRepository(flags.to, '--to', flags);
   const results: PublishResult[] = [];
   const failures: { archive: string; error: unknown }[] = [];
@@ -36,6 +39,7 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
           ...(name ? { name } : {}),
           catalogTtlMs,
           signal: ctx.signal,
+          ...(sign ? { sign } : {}),
         });
       } catch (e) {
         // one bad archive does not stop the others; the exit code reports the first fault

@@ -3,7 +3,7 @@ import { stat } from 'node:fs/promises';
 import { TarportError } from '../../errors.js';
 import { nameFor, parseNameRule, publishArchive, watchFolder } from '../../producer/index.js';
 import { parseRef } from '../../repo/index.js';
-import { openRepository, parseDuration, type Context } from '../context.js';
+import { openRepository, parseDuration, signerFrom, type Context } from '../context.js';
 import { describeWatch, eventPrinter, watchLevel } from '../events.js';
 import { compressionOf, type PushFlags } from './push.js';
 
@@ -26,6 +26,7 @@ export async function watchCommand(ctx: Context, dirArg: string, flags: WatchFla
   const catalogTtlMs = parseDuration(flags.catalogTtl ?? '90d', '--catalog-ttl');
   const settleMs = parseDuration(flags.settle ?? '5s', '--settle');
   const giveUpMs = parseDuration(flags.giveUp ?? '10m', '--give-up');
+  const sign = await signerFrom(flags);
   const repo = await openRepository(flags.to, '--to', flags);
   const print = eventPrinter(ctx.out.json, ctx.out.quiet, describeWatch, watchLevel);
   try {
@@ -38,7 +39,7 @@ export async function watchCommand(ctx: Context, dirArg: string, flags: WatchFla
       signal: ctx.signal,
       onEvent: print,
       nameFor: async (p) => fixed ?? (await nameFor(p, rules)),
-      publish: (p, name, signal) => publishArchive(repo, p, { compression, catalogTtlMs, signal, ...(name ? { name } : {}) }),
+      publish: (p, name, signal) => publishArchive(repo, p, { compression, catalogTtlMs, signal, ...(name ? { name } : {}), ...(sign ? { sign } : {}) }),
     });
     return flags.once ? summary.exitCode : 0;
   } finally {

@@ -1,0 +1,34 @@
+import { readFile, writeFile } from 'node:fs/promises';
+import { generateKeyPair } from '../../crypto/index.js';
+import { TarportError } from '../../errors.js';
+import type { Context } from '../context.js';
+
+export interface KeysFlags {
+  uid?: string;
+  out?: string;
+  type?: string;
+  passphraseFile?: string;
+}
+
+/** `tarport keys generate`: an armored key pair that gpg imports. */
+export async function keysGenerateCommand(ctx: Context, flags: KeysFlags): Promise<number> {
+  if (!flags.uid) throw new TarportError('USAGE', 'keys generate needs --uid "NAME <EMAIL>"');
+  if (!flags.out) throw new TarportError('USAGE', 'keys generate needs --out PREFIX');
+  const type = flags.type ?? 'rsa';
+  if (type !== 'rsa' && type !== 'ecc') throw new TarportError('USAGE', `--type ${JSON.stringify(type)}: rsa or ecc`);
+  let passphrase: string | undefined;
+  if (flags.passphraseFile) passphrase = (await readFile(flags.passphraseFile, 'utf8')).replace(/\r?\n$/, '');
+  const pair = await generateKeyPair(flags.uid, { type, ...(passphrase ? { passphrase } : {}) });
+  const pub = `${flags.out}.pub.asc`;
+  const sec = `${flags.out}.sec.asc`;
+  // never overwrite a key: a lost private key cannot be made again
+  await writeFile(pub, pair.publicKey, { flag: 'wx', mode: 0o644 }).catch((e: NodeJS.ErrnoException) => {
+    throw new TarportError('USAGE', `${pub}: ${e.code === 'EEXIST' ? 'exists already; choose another --out' : e.message}`);
+  });
+  await writeFile(sec, pair.privateKey, { flag: 'wx', mode: 0o600 }).catch((e: NodeJS.ErrnoException) => {
+    throw new TarportError('USAGE', `${sec}: ${e.code === 'EEXIST' ? 'exists already; choose another --out' : e.message}`);
+  });
+  ctx.out.info(`wrote ${pub} and ${sec} (${type === 'rsa' ? 'RSA 3072' : 'ed25519'}), fingerprint ${pair.fingerprint}`);
+  ctx.out.document({ publicKey: pub, privateKey: sec, fingerprint: pair.fingerprint });
+  return 0;
+}

@@ -1,0 +1,134 @@
+import { readFile } from 'node:fs/promises';
+import * as openpgp from 'openpgp';
+import { TarportError } from '../errors.js';
+
+/** A public key we may trust, with the fingerprint every message shows. */
+export interface TrustedKey {
+  readonly key: openpgp.Key;
+  readonly fingerprint: string;
+  readonly file: string;
+}
+
+export interface SigningKey {
+  readonly key: openpgp.PrivateKey;
+  readonly fingerprint: string;
+}
+
+/** Key material is read into memory: refuse anything that cannot be a key file. */
+const MAX_KEY_FILE = 1 << 20;
+const MAX_SIGNATURE = 64 << 10;
+
+async function readKeyFile(file: string, what: string): Promise<string> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    throw new TarportError('CONFIG', `${what} ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : (e as Error).message}`);
+  }
+  if (text.length > MAX_KEY_FILE) throw new TarportError('CONFIG', `${what} ${file}: larger than a key file can be`);
+  return text;
+}
+
+export function formatFingerprint(fp: string): string {
+  return fp.toUpperCase();
+}
+
+/** Reads public keys to trust (armored, as `gpg --export --armor` or `tarport keys generate` write). */
+export async function loadTrustedKeys(files: readonly string[]): Promise<TrustedKey[]> {
+  const out: TrustedKey[] = [];
+  for (const f of files) {
+    const text = await readKeyFile(f, '--trust');
+    let keys: openpgp.Key[];
+    try {
+      keys = await openpgp.readKeys({ armoredKeys: text });
+    } catch (e) {
+      throw new TarportError('CONFIG', `--trust ${f}: not an OpenPGP public key (${(e as Error).message}); export one with gpg --export --armor KEYID`);
+    }
+    for (const key of keys) out.push({ key: key.toPublic(), fingerprint: formatFingerprint(key.getFingerprint()), file: f });
+  }
+  return out;
+}
+
+/** Reads a private key for signing; an encrypted one needs its passphrase (never from argv). */
+export async function loadSigningKey(file: string, passphrase?: string): Promise<SigningKey> {
+  const text = await readKeyFile(file, '--sign-key');
+  let key: openpgp.PrivateKey;
+  try {
+    key = await openpgp.readPrivateKey({ armoredKey: text });
+  } catch (e) {
+    throw new TarportError('CONFIG', `--sign-key ${file}: not an OpenPGP private key (${(e as Error).message}); export one with gpg --export-secret-keys --armor KEYID`);
+  }
+  if (!key.isDecrypted()) {
+    if (passphrase === undefined) throw new TarportError('CONFIG', `--sign-key ${file} (${formatFingerprint(key.getFingerprint())}) is protected by a passphrase: set TARPORT_SIGN_KEY_PASSPHRASE or --sign-key-passphrase-file`);
+    try {
+      key = await openpgp.decryptKey({ privateKey: key, passphrase });
+    } catch {
+      throw new TarportError('CONFIG', `--sign-key ${file} (${formatFingerprint(key.getFingerprint())}): wrong passphrase`);
+    }
+  }
+  return { key, fingerprint: formatFingerprint(key.getFingerprint()) };
+}
+
+/** A detached, armored signature of `data` that `gpg --verify sig data` checks. */
+export async function signDetached(data: Buffer, signer: SigningKey): Promise<Buffer> {
+  const message = await openpgp.createMessage({ binary: data });
+  const sig = await openpgp.sign({ message, signingKeys: signer.key, detached: true, format: 'armored' });
+  return Buffer.from(sig as string, 'utf8');
+}
+
+/** Who signed, as the signature claims (unverified): for listings and messages. */
+export async function signatureIssuer(armored: Buffer): Promise<string | undefined> {
+  try {
+    const sig = await openpgp.readSignature({ armoredSignature: armored.toString('utf8') });
+    const packet = sig.packets[0] as { issuerFingerprint?: Uint8Array | null } | undefined;
+    if (packet?.issuerFingerprint) return formatFingerprint(Buffer.from(packet.issuerFingerprint).toString('hex'));
+    return sig.getSigningKeyIDs()[0]?.toHex().toUpperCase();
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Checks a detached signature of `data` against the trusted keys only (never a key fetched from the
+ * repository). Returns the signer's fingerprint; throws UNTRUSTED naming `what` and the signer.
+ */
+export async function verifyDetached(data: Buffer, armored: Buffer | undefined, trusted: readonly TrustedKey[], what: string): Promise<string> {
+  if (!armored) throw new TarportError('UNTRUSTED', `${what} is not signed, and --trust requires a signature`, { retryable: false });
+  if (armored.length > MAX_SIGNATURE) throw new TarportError('UNTRUSTED', `${what}: the signature file is larger than a signature can be`, { retryable: false });
+  let sig: openpgp.Signature;
+  try {
+    sig = await openpgp.readSignature({ armoredSignature: armored.toString('utf8') });
+  } catch (e) {
+    throw new TarportError('UNTRUSTED', `${what}: unreadable signature (${(e as Error).message})`, { retryable: false });
+  }
+  const issuer = (await signatureIssuer(armored)) ?? 'an unknown key';
+  const match = trusted.filter((t) => sig.getSigningKeyIDs().some((id) => t.key.getKeys(id).length > 0));
+  if (match.length === 0) {
+    throw new TarportError('UNTRUSTED', `${what} is signed by ${issuer}, which is not among the trusted keys (${trusted.map((t) => t.fingerprint).join(', ')})`, { retryable: false });
+  }
+  const result = await openpgp.verify({ message: await openpgp.createMessage({ binary: data }), signature: sig, verificationKeys: match.map((m) => m.key), format: 'binary' });
+  for (const v of result.signatures) {
+    try {
+      await v.verified;
+      const signer = match.find((m) => m.key.getKeys(v.keyID).length > 0);
+      return signer?.fingerprint ?? issuer;
+    } catch {
+      /* try the next signature */
+    }
+  }
+  throw new TarportError('UNTRUSTED', `${what}: bad signature by ${issuer}: the file was changed after it was signed`, { retryable: false });
+}
+
+/** A new key pair, armored; gpg imports both (RSA 3072 by default, for gpg 2.2 and ocicrypt). */
+export async function generateKeyPair(uid: string, opts: { type: 'rsa' | 'ecc'; passphrase?: string }): Promise<{ publicKey: string; privateKey: string; fingerprint: string }> {
+  const m = /^\s*([^<]*?)\s*<([^>]+)>\s*$/.exec(uid);
+  const userIDs = m ? [{ name: m[1] || undefined, email: m[2] }] : [{ name: uid }];
+  const r = await openpgp.generateKey({
+    ...(opts.type === 'rsa' ? { type: 'rsa' as const, rsaBits: 3072 } : { type: 'ecc' as const, curve: 'curve25519Legacy' as const }),
+    userIDs,
+    format: 'armored',
+    ...(opts.passphrase ? { passphrase: opts.passphrase } : {}),
+  });
+  const key = await openpgp.readKey({ armoredKey: r.publicKey });
+  return { publicKey: r.publicKey, privateKey: r.privateKey, fingerprint: formatFingerprint(key.getFingerprint()) };
+}
