@@ -47,7 +47,8 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
       .addOption(opt('--compress <kind>', 'compression of stored layers: zstd, gzip or none').default('zstd'))
       .addOption(opt('--catalog-ttl <duration>', 'how long the catalog stays valid (consumers refuse it after)').default('90d'))
       .addOption(opt('--sign-key <file>', 'sign each release record and the catalog with this OpenPGP private key'))
-      .addOption(opt('--sign-key-passphrase-file <file>', "the signing key's passphrase (or set TARPORT_SIGN_KEY_PASSPHRASE)"));
+      .addOption(opt('--sign-key-passphrase-file <file>', "the signing key's passphrase (or set TARPORT_SIGN_KEY_PASSPHRASE)"))
+      .addOption(opt('--encrypt-to <keyfile>', 'encrypt layers and configs to this OpenPGP public key (repeatable)').argParser(collect));
 
   producerFlags(program.command('push').description('publish docker save / docker export archives (plain, .gz or .zst)').argument('<archive...>', 'archives to publish')).action(
     (archives: string[], _f, cmd: Command) => run((ctx) => pushCommand(ctx, archives, cmd.opts())),
@@ -69,7 +70,8 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
       .addOption(opt('--allow-expired', 'load from an expired catalog (a late delivery); loudly'))
       .addOption(opt('--hook <cmd>', 'run CMD after each successful load, with NAME:TAG and the version as arguments'))
       .addOption(opt('--keep-images <n>', 'keep N earlier images of each tag, remove older ones from the daemon'))
-      .addOption(opt('--trust <keyfile>', 'accept only releases signed by this OpenPGP public key (repeatable)').argParser(collect));
+      .addOption(opt('--trust <keyfile>', 'accept only releases signed by this OpenPGP public key (repeatable)').argParser(collect))
+      .addOption(opt('--decrypt-key <file>', 'OpenPGP private key for encrypted releases (passphrase: TARPORT_DECRYPT_KEY_PASSPHRASE)'));
 
   consumerFlags(program.command('pull').description('load every followed release newer than what was loaded (one run, for cron)')).action(
     (names: string[], _f, cmd: Command) => run((ctx) => pullCommand(ctx, names, cmd.opts())),

@@ -1,7 +1,7 @@
 import { pipeline } from 'node:stream/promises';
-import { Writable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { decompressor, writeLoadArchive, type LoadFile } from '../archive/index.js';
-import { Digester, hexOf, verifyDetached, type TrustedKey } from '../crypto/index.js';
+import { Digester, decryptStream, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
 import { chainIds, type DockerApi, type ImageStore } from '../docker/index.js';
 import { TarportError } from '../errors.js';
 import { CATALOG_KEY, recordKey, type Catalog, type CatalogEntry, type ReleaseRecord, type Repository } from '../repo/index.js';
@@ -44,6 +44,8 @@ export interface PullOptions {
    * one of them. Keys are never taken from the repository.
    */
   readonly trust?: readonly TrustedKey[];
+  /** Private key for encrypted releases. */
+  readonly decryptKey?: DecryptionKey;
 }
 
 export type PullEvent =
@@ -146,8 +148,8 @@ async function pullLocked(repo: Repository, docker: DockerApi, store: StateStore
         : undefined;
       imageStore ??= await docker.imageStore(opts.signal);
       const { imageId, bytesFetched } = record.kind === 'image'
-        ? await loadImage(repo, docker, cache, record, imageStore, (e) => emit(e), opts.signal)
-        : await importRootfs(repo, docker, cache, record, opts.signal);
+        ? await loadImage(repo, docker, cache, record, imageStore, (e) => emit(e), opts.decryptKey, opts.signal)
+        : await importRootfs(repo, docker, cache, record, opts.decryptKey, opts.signal);
       (result as { bytesFetched: number }).bytesFetched += bytesFetched;
       const previous = prev && prev.imageId !== imageId ? [prev.imageId, ...prev.previous.filter((p) => p !== imageId)] : (prev?.previous ?? []);
       loadedHere[ref] = { version: record.version, record: entry.record, digest: entry.digest, imageId, loadedAt: new Date().toISOString(), previous };
@@ -244,11 +246,16 @@ async function loadImage(
   record: ReleaseRecord,
   store: ImageStore,
   emit: (e: PullEvent) => void,
+  key: DecryptionKey | undefined,
   signal?: AbortSignal,
 ): Promise<{ imageId: string; bytesFetched: number }> {
   const ref = `${record.name}:${record.tag}`;
   if (!record.config) throw new TarportError('INTEGRITY', `${ref} v${record.version}: image release without a config`);
-  const config = await repo.readSmallBlob(record.config, `config of ${ref}`, signal);
+  const stored = await repo.readSmallBlob(record.config, `config of ${ref}`, signal);
+  const config = record.config.encryption ? await collect(await decryptStream(Readable.from([stored]), needKey(key, record), `config of ${ref}`)) : stored;
+  if (sha256(config) !== record.contentKey) {
+    throw new TarportError('INTEGRITY', `${ref} v${record.version}: the config's digest ${sha256(config)} is not the image ID ${record.contentKey} the record names`);
+  }
   const diffIds = record.layers.map((l) => l.diffId);
   const cfgDiffIds = (JSON.parse(config.toString('utf8')) as { rootfs?: { diff_ids?: string[] } }).rootfs?.diff_ids ?? [];
   if (cfgDiffIds.length !== diffIds.length || cfgDiffIds.some((d, i) => d !== diffIds[i])) {
@@ -267,7 +274,8 @@ async function loadImage(
   // local repository on the graphdriver store: there the object is read in place, its digest checked
   // on the way; a mismatch fails the stream before manifest.json, and the daemon loads nothing.
   // (The containerd store keeps every layer in the cache: a later stick may carry only a difference.)
-  const direct = store === 'graphdriver' && repo.transport.capabilities.local;
+  // encrypted objects always go through the cache: ciphertext is checked before it is decrypted
+  const direct = store === 'graphdriver' && repo.transport.capabilities.local && !record.layers.some((l) => l.encryption);
   const files: LoadFile[] = [];
   const included = new Set<string>();
   let bytesFetched = config.length;
@@ -282,7 +290,8 @@ async function loadImage(
       // The daemon checks each layer's diff_id itself as it applies it (moby's "invalid diffID for
       // layer"; containerd likewise), so we check the uncompressed size only and spare a hash pass.
       open: async () => {
-        const src = direct ? await repo.readBlob(l, { signal }) : cache.open(l.digest);
+        const raw = direct ? await repo.readBlob(l, { signal }) : cache.open(l.digest);
+        const src = l.encryption ? await decryptStream(raw, needKey(key, record), `layer ${l.diffId} of ${ref}`) : raw;
         const dec = decompressor(l.compression);
         pipeline(src, dec).catch((e: unknown) => dec.destroy(e as Error));
         return dec;
@@ -291,32 +300,45 @@ async function loadImage(
   }
   // manifest.json is written last: if any layer fails its check, the daemon never sees a manifest
   // and loads nothing.
-  const archive = writeLoadArchive({ configDigest: record.config.digest, config, repoTags: [ref], layerPaths: diffIds.map(layerPath), files });
+  const archive = writeLoadArchive({ configDigest: record.contentKey, config, repoTags: [ref], layerPaths: diffIds.map(layerPath), files });
   await docker.load(archive, signal);
   const loaded = await docker.inspectImage(ref, signal);
-  if (loaded?.Id !== record.config.digest) {
-    throw new TarportError('DAEMON', `${ref}: after the load the daemon has ${loaded?.Id ?? 'no image'} under this tag, expected ${record.config.digest}`);
+  if (loaded?.Id !== record.contentKey) {
+    throw new TarportError('DAEMON', `${ref}: after the load the daemon has ${loaded?.Id ?? 'no image'} under this tag, expected ${record.contentKey}`);
   }
   return { imageId: loaded.Id, bytesFetched };
 }
 
-async function importRootfs(repo: Repository, docker: DockerApi, cache: ObjectCache, record: ReleaseRecord, signal?: AbortSignal): Promise<{ imageId: string; bytesFetched: number }> {
+async function importRootfs(repo: Repository, docker: DockerApi, cache: ObjectCache, record: ReleaseRecord, key: DecryptionKey | undefined, signal?: AbortSignal): Promise<{ imageId: string; bytesFetched: number }> {
   const ref = `${record.name}:${record.tag}`;
   const l = record.layers[0]!;
   if (record.layers.length !== 1) throw new TarportError('INTEGRITY', `${ref} v${record.version}: a rootfs release has exactly one object`);
   const bytesFetched = await cache.ensure(repo, l, signal);
   // docker import would create the image as soon as the tar ends, before a stream error at its very
   // end could stop it: check the uncompressed digest in a pass of its own first.
+  const plain = async () => (l.encryption ? await decryptStream(cache.open(l.digest), needKey(key, record), `root file system of ${ref}`) : cache.open(l.digest));
   const d = new Digester();
-  await pipeline(cache.open(l.digest), decompressor(l.compression), d, new Writable({ write: (_c, _e, cb) => cb() }), { signal });
+  await pipeline(await plain(), decompressor(l.compression), d, new Writable({ write: (_c, _e, cb) => cb() }), { signal });
   if (d.digest() !== l.diffId || d.bytes !== l.uncompressedSize) {
     throw new TarportError('DIGEST_MISMATCH', `${ref} v${record.version}: the root file system's digest is ${d.digest()}, the record says ${l.diffId}`);
   }
-  const src = cache.open(l.digest);
+  const src = await plain();
   const dec = decompressor(l.compression);
   pipeline(src, dec).catch((e: unknown) => dec.destroy(e as Error));
   const imageId = await docker.import(dec, record.name, record.tag, signal);
   return { imageId, bytesFetched };
+}
+
+function needKey(key: DecryptionKey | undefined, record: ReleaseRecord): DecryptionKey {
+  if (key) return key;
+  const to = record.layers.find((l) => l.encryption)?.encryption?.recipients ?? record.config?.encryption?.recipients ?? [];
+  throw new TarportError('USAGE', `${record.name}:${record.tag} v${record.version} is encrypted (to ${to.join(', ')}): pass --decrypt-key FILE`);
+}
+
+async function collect(s: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of s) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
 }
 
 export type { State };

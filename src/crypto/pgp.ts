@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 import * as openpgp from 'openpgp';
 import { TarportError } from '../errors.js';
 
@@ -131,4 +132,68 @@ export async function generateKeyPair(uid: string, opts: { type: 'rsa' | 'ecc'; 
   });
   const key = await openpgp.readKey({ armoredKey: r.publicKey });
   return { publicKey: r.publicKey, privateKey: r.privateKey, fingerprint: formatFingerprint(key.getFingerprint()) };
+}
+
+/** Public keys to encrypt to (--encrypt-to). */
+export async function loadRecipients(files: readonly string[]): Promise<TrustedKey[]> {
+  const keys = await loadTrustedKeys(files).catch((e: unknown) => {
+    throw e instanceof TarportError ? new TarportError('CONFIG', e.message.replace('--trust', '--encrypt-to')) : e;
+  });
+  for (const k of keys) {
+    if (!(await k.key.getEncryptionKey().catch(() => undefined))) {
+      throw new TarportError('CONFIG', `--encrypt-to ${k.file} (${k.fingerprint}): this key cannot encrypt (no encryption subkey, or expired)`);
+    }
+  }
+  return keys;
+}
+
+export interface DecryptionKey {
+  readonly key: openpgp.PrivateKey;
+  readonly fingerprint: string;
+}
+
+export async function loadDecryptionKey(file: string, passphrase?: string): Promise<DecryptionKey> {
+  const k = await loadSigningKey(file, passphrase).catch((e: unknown) => {
+    throw e instanceof TarportError ? new TarportError('CONFIG', e.message.replace(/--sign-key/g, '--decrypt-key').replace('TARPORT_SIGN_KEY_PASSPHRASE or --sign-key-passphrase-file', 'TARPORT_DECRYPT_KEY_PASSPHRASE')) : e;
+  });
+  return k;
+}
+
+/**
+ * Encrypts a stream to every recipient as one OpenPGP message (SEIPD v1 with MDC: what gpg 2.2
+ * reads, so `gpg --decrypt` opens any object by hand). Streams: nothing is held whole in memory.
+ */
+export async function encryptStream(input: Readable, recipients: readonly TrustedKey[]): Promise<Readable> {
+  const message = await openpgp.createMessage({ binary: Readable.toWeb(input) as unknown as ReadableStream<Uint8Array> });
+  const out = await openpgp.encrypt({
+    message,
+    encryptionKeys: recipients.map((r) => r.key),
+    format: 'binary',
+    config: { aeadProtect: false, preferredCompressionAlgorithm: openpgp.enums.compression.uncompressed },
+  });
+  return Readable.fromWeb(out as unknown as import('node:stream/web').ReadableStream<Uint8Array>, { highWaterMark: 1 << 20 });
+}
+
+/**
+ * Decrypts a stream. Only ever called on bytes whose digest was checked against a signed record
+ * first, which is what makes streaming (allowUnauthenticatedStream) safe: openpgp.js then reports a
+ * bad MDC only at the end, and the caller must not use the plaintext before the stream ended cleanly
+ * (the load archive puts manifest.json last for that reason).
+ */
+export async function decryptStream(input: Readable, key: DecryptionKey, what: string): Promise<Readable> {
+  let message: openpgp.Message<ReadableStream<Uint8Array>>;
+  try {
+    message = await openpgp.readMessage({ binaryMessage: Readable.toWeb(input) as unknown as ReadableStream<Uint8Array> });
+  } catch (e) {
+    throw new TarportError('INTEGRITY', `${what}: not an OpenPGP message (${(e as Error).message})`);
+  }
+  let out;
+  try {
+    out = await openpgp.decrypt({ message, decryptionKeys: key.key, format: 'binary', config: { allowUnauthenticatedStream: true } });
+  } catch (e) {
+    const ids = message.getEncryptionKeyIDs().map((k) => k.toHex().toUpperCase());
+    throw new TarportError('UNTRUSTED', `${what}: cannot decrypt with --decrypt-key ${key.fingerprint} (${(e as Error).message}); it is encrypted to key IDs ${ids.join(', ')}`, { retryable: false });
+  }
+  const data = Readable.fromWeb(out.data as unknown as import('node:stream/web').ReadableStream<Uint8Array>, { highWaterMark: 1 << 20 });
+  return data;
 }

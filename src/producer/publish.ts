@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
   TarArchive,
@@ -10,7 +10,7 @@ import {
   type ArchiveImage,
   type Compression,
 } from '../archive/index.js';
-import { Digester, sha256 } from '../crypto/index.js';
+import { Digester, encryptStream, sha256, type TrustedKey } from '../crypto/index.js';
 import { TarportError } from '../errors.js';
 import {
   MEDIA_TYPES,
@@ -27,6 +27,7 @@ import {
   type Repository,
   type StagedBlob,
   type Sign,
+  type Encryption,
 } from '../repo/index.js';
 import { VERSION } from '../version.js';
 
@@ -40,6 +41,8 @@ export interface PublishOptions {
   readonly onEvent?: (e: PublishEvent) => void;
   /** Signs each release record and the catalog (detached, armored, beside the file). */
   readonly sign?: Sign;
+  /** Encrypts layers and configs to these public keys (OpenPGP, one message per object). */
+  readonly encryptTo?: readonly TrustedKey[];
 }
 
 export type PublishEvent =
@@ -78,6 +81,7 @@ export async function publishArchive(repo: Repository, path: string, opts: Publi
   const staged: StagedBlob[] = [];
   let uploadedBytes = 0;
   const emit = opts.onEvent ?? (() => undefined);
+  const encryption: Encryption | undefined = opts.encryptTo?.length ? { scheme: 'openpgp', recipients: opts.encryptTo.map((k) => k.fingerprint).sort() } : undefined;
 
   /** Streams one layer: (decompress) → diff_id → compress → temporary object. */
   const uploadLayer = async (stream: Readable, declared: Compression | undefined, what: string, expectDiffId?: string): Promise<LayerDescriptor> => {
@@ -87,7 +91,8 @@ export async function publishArchive(repo: Repository, path: string, opts: Publi
     const feeding = pipeline(stream, decompressor(inComp), diff, compressor(opts.compression), out, { signal: opts.signal });
     let blob: StagedBlob;
     try {
-      [blob] = await Promise.all([repo.stageBlob(out, opts.signal), feeding]);
+      const stored = encryption ? await encryptStream(out, opts.encryptTo!) : out;
+      [blob] = await Promise.all([repo.stageBlob(stored, opts.signal), feeding]);
     } catch (e) {
       out.destroy();
       stream.destroy();
@@ -102,18 +107,19 @@ export async function publishArchive(repo: Repository, path: string, opts: Publi
     }
     emit({ kind: 'layer', diffId, status: 'uploaded', bytes: blob.size });
     return {
-      mediaType: MEDIA_TYPES.layer[opts.compression],
+      mediaType: MEDIA_TYPES.layer[opts.compression] + (encryption ? '+encrypted' : ''),
       digest: blob.digest,
       size: blob.size,
       diffId,
       uncompressedSize: diff.bytes,
       compression: opts.compression,
+      ...(encryption ? { encryption } : {}),
     };
   };
 
   try {
     const catalog = (await repo.readCatalog(opts.signal))?.catalog;
-    const known = await knownLayers(repo, catalog?.releases ?? [], opts.signal);
+    const known = await knownLayers(repo, catalog?.releases ?? [], encryption, opts.signal);
     const now = new Date().toISOString();
     const producer = { tool: 'tarport', version: VERSION };
     const plans: { ref: ImageRef; record: Omit<ReleaseRecord, 'version'> }[] = [];
@@ -156,19 +162,29 @@ export async function publishArchive(repo: Repository, path: string, opts: Publi
       }
       for (const { im, refs } of targets) {
         const layers = im.layers.map((l) => known.get(l.diffId) ?? fresh.get(l.diffId)!);
-        const config: Descriptor = { mediaType: MEDIA_TYPES.config, digest: im.configDigest, size: im.config.length };
-        const manifestBytes = serialize({
-          schemaVersion: 2,
-          mediaType: MEDIA_TYPES.manifest,
-          config,
-          layers: layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
-        });
-        const manifest: Descriptor = { mediaType: MEDIA_TYPES.manifest, digest: sha256(manifestBytes), size: manifestBytes.length };
-        smallBlobs.push(im.config, manifestBytes);
+        let config: Descriptor;
+        let manifest: Descriptor | undefined;
+        if (encryption) {
+          // the config's values are secret too; an encrypted release has no OCI manifest (skopeo
+          // could not decrypt its layers anyway)
+          const sealed = await collect(await encryptStream(Readable.from([im.config]), opts.encryptTo!));
+          config = { mediaType: MEDIA_TYPES.config + '+encrypted', digest: sha256(sealed), size: sealed.length, encryption };
+          smallBlobs.push(sealed);
+        } else {
+          config = { mediaType: MEDIA_TYPES.config, digest: im.configDigest, size: im.config.length };
+          const manifestBytes = serialize({
+            schemaVersion: 2,
+            mediaType: MEDIA_TYPES.manifest,
+            config,
+            layers: layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
+          });
+          manifest = { mediaType: MEDIA_TYPES.manifest, digest: sha256(manifestBytes), size: manifestBytes.length };
+          smallBlobs.push(im.config, manifestBytes);
+        }
         for (const ref of refs) {
           plans.push({
             ref,
-            record: { schema: RECORD_SCHEMA, name: ref.name, tag: ref.tag, created: now, kind: 'image', contentKey: im.configDigest, config, manifest, layers, sourceTags: [...im.repoTags], producer },
+            record: { schema: RECORD_SCHEMA, name: ref.name, tag: ref.tag, created: now, kind: 'image', contentKey: im.configDigest, config, ...(manifest ? { manifest } : {}), layers, sourceTags: [...im.repoTags], producer },
           });
         }
       }
@@ -225,7 +241,9 @@ function imageRefs(path: string, im: ArchiveImage, name: ImageRef | undefined): 
  * Layers the repository holds already, by diff_id, taken from the current release of every tag:
  * a new version usually shares most layers with the one before it.
  */
-async function knownLayers(repo: Repository, current: readonly CatalogEntry[], signal?: AbortSignal): Promise<Map<string, LayerDescriptor>> {
+async function knownLayers(repo: Repository, current: readonly CatalogEntry[], encryption: Encryption | undefined, signal?: AbortSignal): Promise<Map<string, LayerDescriptor>> {
+  // an object can be reused only when the same keys can read it: the same recipients, or plaintext
+  const sameKeys = (e: Encryption | undefined) => (e?.recipients.join(',') ?? '') === (encryption?.recipients.join(',') ?? '');
   const out = new Map<string, LayerDescriptor>();
   for (const e of current) {
     let record: ReleaseRecord;
@@ -235,10 +253,16 @@ async function knownLayers(repo: Repository, current: readonly CatalogEntry[], s
       continue; // a broken record only costs us deduplication; `tarport check` reports it
     }
     for (const l of record.layers) {
-      if (out.has(l.diffId)) continue;
+      if (out.has(l.diffId) || !sameKeys(l.encryption)) continue;
       const have = await repo.blobInfo(l.digest, signal);
       if (have && have.size === l.size) out.set(l.diffId, l);
     }
   }
   return out;
+}
+
+async function collect(s: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of s) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
 }

@@ -16,7 +16,11 @@ export const MEDIA_TYPES = {
 const digest = z.string().regex(DIGEST_RE, 'expected sha256:<64 hex digits>');
 const size = z.number().int().nonnegative();
 
-export const DescriptorSchema = z.strictObject({ mediaType: z.string(), digest, size });
+/** How an object is encrypted: an OpenPGP message to these recipients (key fingerprints). */
+export const EncryptionSchema = z.strictObject({ scheme: z.literal('openpgp'), recipients: z.array(z.string()).min(1) });
+export type Encryption = z.infer<typeof EncryptionSchema>;
+
+export const DescriptorSchema = z.strictObject({ mediaType: z.string(), digest, size, encryption: EncryptionSchema.optional() });
 export type Descriptor = z.infer<typeof DescriptorSchema>;
 
 export const LayerSchema = z.strictObject({
@@ -27,6 +31,8 @@ export const LayerSchema = z.strictObject({
   diffId: digest,
   uncompressedSize: size,
   compression: z.enum(['none', 'gzip', 'zstd']),
+  /** When set, the object is the OpenPGP-encrypted compressed layer; digest and size are the ciphertext's. */
+  encryption: EncryptionSchema.optional(),
 });
 export type LayerDescriptor = z.infer<typeof LayerSchema>;
 

@@ -93,4 +93,73 @@ describe('trust: signed releases and pinned keys', () => {
     const withPass = await tarport(['push', fixture('app-v1.tar'), '--to', join(dir, 'r2'), '--name', 'x/y:1', '--sign-key', join(dir, 'locked.sec.asc')], { TARPORT_SIGN_KEY_PASSPHRASE: 'correct horse' });
     expect(withPass.code, withPass.stderr).toBe(0);
   });
+
+  it('encrypted and signed over SFTP: no plaintext in the repository, gpg opens any object, the image runs in the consumer daemon', async () => {
+    const sftp = process.env.TP_SFTP_URL;
+    const home = process.env.TP_SERVER_HOME;
+    if (!sftp || !home) throw new Error('run through scripts/test: TP_SFTP_URL is not set');
+    const dir = await tempDir();
+    const producer = await keys(dir, 'producer');
+    const site = await keys(dir, 'site');
+    const other = await keys(dir, 'other');
+    const sub = `enc-${randomBytes(3).toString('hex')}`;
+    const tag = `tarport-test/secret-${randomBytes(3).toString('hex')}:1`;
+    const ssh = ['--identity', process.env.TP_SFTP_IDENTITY!, '--known-hosts', process.env.TP_SFTP_KNOWN_HOSTS!];
+    // uncompressed, so that without encryption the image's bytes would be there to find
+    const push = await tarport(['push', fixture('app-v1.tar'), '--to', `${sftp}/${sub}`, '--name', tag, '--compress', 'none', '--sign-key', producer.sec, '--encrypt-to', site.pub, ...ssh]);
+    expect(push.code, push.stderr).toBe(0);
+    const repo = join(home, sub);
+    const secrets = ['hello from v1', 'deleted-in-upper', '/app/hello.txt', 'busybox'];
+    const control = join(dir, 'control');
+    expect((await tarport(['push', fixture('app-v1.tar'), '--to', control, '--name', tag, '--compress', 'none'])).code).toBe(0);
+    const found = async (root: string) => {
+      const hits = new Set<string>();
+      for (const f of await filesBelow(root)) {
+        const text = (await readFile(join(root, f))).toString('latin1');
+        for (const s of secrets) if (text.includes(s)) hits.add(s);
+      }
+      return [...hits].sort();
+    };
+    expect(await found(control)).toEqual([...secrets].sort()); // the check can find them
+    expect(await found(repo)).toEqual([]);
+    expect(JSON.parse((await tarport(['ls', control, '--json'])).stdout).releases[0].encrypted).toBe(false);
+
+    // gpg opens an object by hand: the biggest one is a layer, a tar once decrypted
+    const gh = await tempDir('tarport-gnupg-');
+    await gpg(gh, '--import', site.sec);
+    const blobs = (await filesBelow(join(repo, 'blobs/sha256'))).filter((b) => !b.startsWith('.'));
+    const { stat } = await import('node:fs/promises');
+    let biggest = blobs[0]!;
+    for (const b of blobs) if ((await stat(join(repo, 'blobs/sha256', b))).size > (await stat(join(repo, 'blobs/sha256', biggest))).size) biggest = b;
+    await gpg(gh, '--output', join(dir, 'layer.tar'), '--decrypt', join(repo, 'blobs/sha256', biggest));
+    const listing = (await run('tar', ['tf', join(dir, 'layer.tar')])).stdout;
+    expect(listing).toMatch(/app\//);
+
+    const from = ['--from', `${sftp}/${sub}`, ...ssh, '--trust', producer.pub];
+    const noKey = await tarport(['pull', ...from, '--state', join(dir, 's0')], { DOCKER_HOST: env.consumer });
+    expect(noKey.code).toBe(2);
+    expect(noKey.stderr).toMatch(/encrypted .*--decrypt-key/);
+    const wrongKey = await tarport(['pull', ...from, '--state', join(dir, 's1'), '--decrypt-key', other.sec], { DOCKER_HOST: env.consumer });
+    expect(wrongKey.code).toBe(3);
+    expect(wrongKey.stderr).toMatch(/cannot decrypt/);
+    await expect(docker('consumer', 'image', 'inspect', tag)).rejects.toThrow();
+    const ok = await tarport(['pull', ...from, '--state', join(dir, 's2'), '--decrypt-key', site.sec], { DOCKER_HOST: env.consumer });
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(await docker('consumer', 'run', '--rm', '--network', 'none', tag, '/bin/cat', '/app/hello.txt')).toBe('hello from v1');
+  });
+
+  it('reads what gpg encrypts', async () => {
+    const dir = await tempDir();
+    const site = await keys(dir, 'site');
+    const gh = await tempDir('tarport-gnupg-');
+    await gpg(gh, '--import', site.pub);
+    const data = randomBytes(3 << 20);
+    await writeFile(join(dir, 'plain'), data);
+    await gpg(gh, '--trust-model', 'always', '--compress-algo', 'none', '--cipher-algo', 'AES256', '--recipient', site.fpr, '--output', join(dir, 'sealed'), '--encrypt', join(dir, 'plain'));
+    const { decryptStream, loadDecryptionKey } = await import('../../src/crypto/index.js');
+    const { createReadStream } = await import('node:fs');
+    const out: Buffer[] = [];
+    for await (const c of await decryptStream(createReadStream(join(dir, 'sealed')), await loadDecryptionKey(site.sec), 'gpg message')) out.push(c as Buffer);
+    expect(Buffer.concat(out).equals(data)).toBe(true);
+  });
 });

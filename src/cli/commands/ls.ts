@@ -39,7 +39,7 @@ export async function lsCommand(ctx: Context, url: string, flags: LsFlags): Prom
           size: record.layers.reduce((n, l) => n + l.size, 0) + (record.config?.size ?? 0),
           created: record.created,
           signer: sig ? ((await signatureIssuer(sig)) ?? 'unreadable signature') : null,
-          encrypted: false,
+          encrypted: record.layers.some((l) => l.encryption !== undefined),
           current: current.has(`${name}:${tag}:${ref.record}`),
         });
       }

@@ -1,5 +1,5 @@
 import { poll, pull, type Subscription } from '../../consumer/index.js';
-import { loadTrustedKeys } from '../../crypto/index.js';
+import { loadDecryptionKey, loadTrustedKeys } from '../../crypto/index.js';
 import { DockerClient } from '../../docker/index.js';
 import { TarportError, isTarportError } from '../../errors.js';
 import { validateName, validateTag } from '../../repo/index.js';
@@ -13,6 +13,7 @@ export interface PullFlags extends ConnectionFlags {
   hook?: string;
   keepImages?: string;
   trust?: string[];
+  decryptKey?: string;
 }
 
 export interface PollFlags extends PullFlags {
@@ -42,6 +43,7 @@ async function consumerOptions(names: string[], flags: PullFlags) {
     ...(flags.hook ? { hook: flags.hook } : {}),
     ...(keepImages !== undefined ? { keepImages } : {}),
     ...(flags.trust?.length ? { trust: await loadTrustedKeys(flags.trust) } : {}),
+    ...(flags.decryptKey ? { decryptKey: await loadDecryptionKey(flags.decryptKey, process.env.TARPORT_DECRYPT_KEY_PASSPHRASE) } : {}),
   };
 }
 

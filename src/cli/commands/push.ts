@@ -1,4 +1,5 @@
 import { COMPRESSIONS, type Compression } from '../../archive/index.js';
+import { loadRecipients } from '../../crypto/index.js';
 import { TarportError } from '../../errors.js';
 import { publishArchive, type PublishResult } from '../../producer/index.js';
 import { parseRef } from '../../repo/index.js';
@@ -8,6 +9,7 @@ import { humanBytes } from '../output.js';
 export interface PushFlags extends ConnectionFlags {
   signKey?: string;
   signKeyPassphraseFile?: string;
+  encryptTo?: string[];
   to?: string;
   name?: string;
   compress?: string;
@@ -26,6 +28,7 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
   const catalogTtlMs = parseDuration(flags.catalogTtl ?? '90d', '--catalog-ttl');
   if (name && archives.length > 1) throw new TarportError('USAGE', '--name applies to one archive; push the others separately');
   const sign = await signerFrom(flags);
+  const encryptTo = flags.encryptTo?.length ? await loadRecipients(flags.encryptTo) : undefined;
   const repo = await openRepository(flags.to, '--to', flags);
   const results: PublishResult[] = [];
   const failures: { archive: string; error: unknown }[] = [];
@@ -40,6 +43,7 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
           catalogTtlMs,
           signal: ctx.signal,
           ...(sign ? { sign } : {}),
+          ...(encryptTo ? { encryptTo } : {}),
         });
       } catch (e) {
         // one bad archive does not stop the others; the exit code reports the first fault

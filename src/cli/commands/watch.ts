@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import { stat } from 'node:fs/promises';
+import { loadRecipients } from '../../crypto/index.js';
 import { TarportError } from '../../errors.js';
 import { nameFor, parseNameRule, publishArchive, watchFolder } from '../../producer/index.js';
 import { parseRef } from '../../repo/index.js';
@@ -27,6 +28,7 @@ export async function watchCommand(ctx: Context, dirArg: string, flags: WatchFla
   const settleMs = parseDuration(flags.settle ?? '5s', '--settle');
   const giveUpMs = parseDuration(flags.giveUp ?? '10m', '--give-up');
   const sign = await signerFrom(flags);
+  const encryptTo = flags.encryptTo?.length ? await loadRecipients(flags.encryptTo) : undefined;
   const repo = await openRepository(flags.to, '--to', flags);
   const print = eventPrinter(ctx.out.json, ctx.out.quiet, describeWatch, watchLevel);
   try {
@@ -39,7 +41,7 @@ export async function watchCommand(ctx: Context, dirArg: string, flags: WatchFla
       signal: ctx.signal,
       onEvent: print,
       nameFor: async (p) => fixed ?? (await nameFor(p, rules)),
-      publish: (p, name, signal) => publishArchive(repo, p, { compression, catalogTtlMs, signal, ...(name ? { name } : {}), ...(sign ? { sign } : {}) }),
+      publish: (p, name, signal) => publishArchive(repo, p, { compression, catalogTtlMs, signal, ...(name ? { name } : {}), ...(sign ? { sign } : {}), ...(encryptTo ? { encryptTo } : {}) }),
     });
     return flags.once ? summary.exitCode : 0;
   } finally {
