@@ -1,5 +1,7 @@
 import { readFile } from 'node:fs/promises';
-import { Readable } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { SeipdEncrypt, decryptSeipd, openMessage } from './seipd.js';
 import * as openpgp from 'openpgp';
 import { TarportError } from '../errors.js';
 
@@ -160,40 +162,36 @@ export async function loadDecryptionKey(file: string, passphrase?: string): Prom
 }
 
 /**
- * Encrypts a stream to every recipient as one OpenPGP message (SEIPD v1 with MDC: what gpg 2.2
- * reads, so `gpg --decrypt` opens any object by hand). Streams: nothing is held whole in memory.
+ * Encrypts a stream to every recipient as one OpenPGP message (SEIPD v1 with MDC, AES-256: what gpg
+ * 2.2 reads, so `gpg --decrypt` opens any object by hand). openpgp.js encrypts the session key to
+ * each recipient; the bulk runs in node:crypto (seipd.ts). Nothing is held whole in memory.
  */
 export async function encryptStream(input: Readable, recipients: readonly TrustedKey[]): Promise<Readable> {
-  const message = await openpgp.createMessage({ binary: Readable.toWeb(input) as unknown as ReadableStream<Uint8Array> });
-  const out = await openpgp.encrypt({
-    message,
-    encryptionKeys: recipients.map((r) => r.key),
-    format: 'binary',
-    config: { aeadProtect: false, preferredCompressionAlgorithm: openpgp.enums.compression.uncompressed },
-  });
-  return Readable.fromWeb(out as unknown as import('node:stream/web').ReadableStream<Uint8Array>, { highWaterMark: 1 << 20 });
+  const sessionKey = randomBytes(32);
+  const pkesk = Buffer.from(
+    await openpgp.encryptSessionKey({ data: sessionKey, algorithm: 'aes256', encryptionKeys: recipients.map((r) => r.key), format: 'binary' }),
+  );
+  const enc = new SeipdEncrypt(pkesk, sessionKey);
+  input.on('error', (e) => enc.destroy(e));
+  return input.pipe(enc);
 }
 
 /**
  * Decrypts a stream. Only ever called on bytes whose digest was checked against a signed record
- * first, which is what makes streaming (allowUnauthenticatedStream) safe: openpgp.js then reports a
- * bad MDC only at the end, and the caller must not use the plaintext before the stream ended cleanly
- * (the load archive puts manifest.json last for that reason).
+ * first; the modification detection code is checked at the end of the stream, which then fails, so
+ * the caller must not use the plaintext before the stream ended cleanly (the load archive puts
+ * manifest.json last for that reason).
  */
 export async function decryptStream(input: Readable, key: DecryptionKey, what: string): Promise<Readable> {
-  let message: openpgp.Message<ReadableStream<Uint8Array>>;
+  const { pkesk, reader, seipd } = await openMessage(input, what);
+  let sessions: { data: Uint8Array; algorithm: string | null }[];
   try {
-    message = await openpgp.readMessage({ binaryMessage: Readable.toWeb(input) as unknown as ReadableStream<Uint8Array> });
+    const message = await openpgp.readMessage({ binaryMessage: pkesk });
+    sessions = await openpgp.decryptSessionKeys({ message, decryptionKeys: key.key });
   } catch (e) {
-    throw new TarportError('INTEGRITY', `${what}: not an OpenPGP message (${(e as Error).message})`);
+    throw new TarportError('UNTRUSTED', `${what}: cannot decrypt with --decrypt-key ${key.fingerprint} (${(e as Error).message})`, { retryable: false });
   }
-  let out;
-  try {
-    out = await openpgp.decrypt({ message, decryptionKeys: key.key, format: 'binary', config: { allowUnauthenticatedStream: true } });
-  } catch (e) {
-    const ids = message.getEncryptionKeyIDs().map((k) => k.toHex().toUpperCase());
-    throw new TarportError('UNTRUSTED', `${what}: cannot decrypt with --decrypt-key ${key.fingerprint} (${(e as Error).message}); it is encrypted to key IDs ${ids.join(', ')}`, { retryable: false });
-  }
-  const data = Readable.fromWeb(out.data as unknown as import('node:stream/web').ReadableStream<Uint8Array>, { highWaterMark: 1 << 20 });
-  return data;
+  const session = sessions[0];
+  if (!session) throw new TarportError('UNTRUSTED', `${what}: cannot decrypt with --decrypt-key ${key.fingerprint}`, { retryable: false });
+  return decryptSeipd(reader, seipd, session, what);
 }
