@@ -10,6 +10,7 @@ import { pollCommand, pullCommand } from './commands/pull.js';
 import { pushCommand } from './commands/push.js';
 import { watchCommand } from './commands/watch.js';
 import { keysGenerateCommand } from './commands/keys.js';
+import { inventoryCommand, syncCommand } from './commands/sync.js';
 
 /** An option that can also come from TARPORT_<NAME> and from the config file. */
 function opt(flags: string, description: string): Option {
@@ -87,6 +88,24 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
     .argument('<url>', 'repository')
     .addOption(opt('--latest', 'only the newest release per tag'))
     .action((url: string, _f, cmd: Command) => run((ctx) => lsCommand(ctx, url, cmd.opts())));
+
+  withConnection(program.command('sync').description('copy what DST lacks from SRC (air gap): objects, records, then the catalog'))
+    .argument('<src>', 'repository to copy from')
+    .argument('<dst>', 'repository to copy to (a stick: a path)')
+    .addOption(opt('--only <name[:tag]>', 'only this name or name:tag (repeatable)').argParser(collect))
+    .addOption(opt('--have <file>', "an inventory of the receiving site (tarport inventory): carry only what it lacks"))
+    .addOption(opt('--sign-key <file>', 'sign the catalog when it has to be merged'))
+    .addOption(opt('--sign-key-passphrase-file <file>', "the signing key's passphrase (or set TARPORT_SIGN_KEY_PASSPHRASE)"))
+    .addOption(opt('--catalog-ttl <duration>', 'lifetime of a merged catalog').default('90d'))
+    .addOption(opt('--max-file-size <size>', 'store larger objects in parts (e.g. fat32 = 4 GiB - 1, or 700M)'))
+    .action((src: string, dst: string, _f, cmd: Command) => run((ctx) => syncCommand(ctx, src, dst, cmd.opts())));
+
+  withConnection(program.command('inventory').description('write what this site has, for sync --have'))
+    .addOption(opt('--docker', 'the layers of the daemon at DOCKER_HOST, and the releases this host loaded'))
+    .addOption(opt('--repo <url>', 'the objects and releases of a repository'))
+    .addOption(opt('-o, --output <file>', 'where to write the inventory'))
+    .addOption(opt('--state <dir>', 'consumer state folder (with --docker)'))
+    .action((_f, cmd: Command) => run((ctx) => inventoryCommand(ctx, cmd.opts())));
 
   const keys = program.command('keys').description('OpenPGP keys for signing releases');
   keys

@@ -109,6 +109,11 @@ export class DockerClient implements DockerApi {
     return 'graphdriver';
   }
 
+  /** Every image ID. */
+  async imageIds(signal?: AbortSignal): Promise<string[]> {
+    return (await this.json<{ Id: string }[]>('GET', '/images/json?all=1', signal)).map((i) => i.Id);
+  }
+
   /** The chain IDs of every layer the daemon holds (each prefix of each image's layers). */
   async layerChainIds(signal?: AbortSignal): Promise<Set<string>> {
     const images = await this.json<{ Id: string }[]>('GET', '/images/json?all=1', signal);

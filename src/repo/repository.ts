@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { z } from 'zod';
 import { Digester, Verifier, sha256 } from '../crypto/index.js';
 import { TarportError, isTarportError } from '../errors.js';
 import type { Transport } from '../transport/index.js';
@@ -39,6 +40,16 @@ import {
 export type Sign = (data: Buffer) => Promise<Buffer>;
 
 export const MAX_SIGNATURE_BYTES = 64 << 10;
+
+/** Objects stored in parts: `<hex>.parts` lists them, `<hex>.p0001`… hold them. */
+export const PartListSchema = z.strictObject({
+  digest: z.string(),
+  size: z.number().int().nonnegative(),
+  parts: z.array(z.strictObject({ digest: z.string(), size: z.number().int().nonnegative() })),
+});
+export type PartList = z.infer<typeof PartListSchema>;
+export const partsKey = (digest: string) => `${blobKey(digest)}.parts`;
+export const partKey = (digest: string, i: number) => `${blobKey(digest)}.p${String(i + 1).padStart(4, '0')}`;
 
 /** The detached signature beside a file. */
 export const signatureKey = (key: string) => `${key}.asc`;
@@ -165,18 +176,107 @@ export class Repository {
     return out;
   }
 
-  async blobInfo(digest: string, signal?: AbortSignal): Promise<{ size: number } | undefined> {
+  async blobInfo(digest: string, signal?: AbortSignal): Promise<{ size: number; split?: boolean } | undefined> {
     const st = await this.transport.stat(blobKey(digest), signal);
-    return st && !st.isDir ? { size: st.size } : undefined;
+    if (st && !st.isDir) return { size: st.size };
+    const parts = await this.readParts(digest, signal);
+    return parts ? { size: parts.size, split: true } : undefined;
+  }
+
+  /** The part list of an object stored in pieces (media with a file size limit), if it is. */
+  async readParts(digest: string, signal?: AbortSignal): Promise<PartList | undefined> {
+    const key = partsKey(digest);
+    if (!(await this.transport.stat(key, signal))) return undefined;
+    const list = parseWith(PartListSchema, await this.readSmall(key, MAX_RECORD_BYTES, `part list of ${digest}`, signal), `part list ${key}`);
+    if (list.digest !== digest || list.parts.reduce((n, p) => n + p.size, 0) !== list.size) {
+      throw new TarportError('INTEGRITY', `part list ${key} does not add up to ${digest}`);
+    }
+    return list;
   }
 
   /** A blob's bytes, from `offset`, verified against digest and size when read from the start. */
   async readBlob(desc: { digest: string; size: number }, opts: { offset?: number; signal?: AbortSignal; verify?: boolean } = {}): Promise<Readable> {
-    const src = await this.transport.read(blobKey(desc.digest), { offset: opts.offset ?? 0, signal: opts.signal });
+    const whole = await this.transport.stat(blobKey(desc.digest), opts.signal);
+    const src = whole ? await this.transport.read(blobKey(desc.digest), { offset: opts.offset ?? 0, signal: opts.signal }) : await this.readSplit(desc.digest, opts.offset ?? 0, opts.signal);
     if (opts.verify === false || (opts.offset ?? 0) > 0) return src;
     const v = new Verifier(desc, `object ${desc.digest} in ${this.location}`);
     pipeline(src, v).catch(() => undefined);
     return v;
+  }
+
+  /** Reassembles an object stored in parts, each part checked against its own digest. */
+  private async readSplit(digest: string, offset: number, signal?: AbortSignal): Promise<Readable> {
+    const list = await this.readParts(digest, signal);
+    if (!list) throw new TarportError('NOT_FOUND', `object ${digest} is not in ${this.location}`);
+    const out = new PassThrough({ highWaterMark: 1 << 20 });
+    (async () => {
+      let start = 0;
+      for (const [i, p] of list.parts.entries()) {
+        const end = start + p.size;
+        if (end > offset) {
+          const key = partKey(digest, i);
+          const skip = Math.max(0, offset - start);
+          const src = await this.transport.read(key, { offset: skip, signal });
+          const check = skip === 0 ? new Verifier(p, `part ${i + 1} of ${digest} in ${this.location}`) : new PassThrough();
+          await pipeline(src, check, out, { end: false, signal });
+        }
+        start = end;
+      }
+      out.end();
+    })().catch((e: unknown) => out.destroy(e as Error));
+    return out;
+  }
+
+  /**
+   * Stores an object in parts of at most `maxPart` bytes (FAT32 holds files below 4 GiB), each with
+   * its own digest, and a part list; every piece goes to a temporary name first.
+   */
+  async putSplit(desc: { digest: string; size: number }, open: () => Promise<Readable>, maxPart: number, signal?: AbortSignal): Promise<void> {
+    const parts: { digest: string; size: number }[] = [];
+    const src = await open();
+    const reader = src[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    let carry: Buffer = Buffer.alloc(0);
+    let done = false;
+    for (let i = 0; !done || carry.length > 0; i++) {
+      // one part: at most maxPart bytes, pulled from the stream as the transport asks for them
+      const dg = new Digester();
+      let sent = 0;
+      const piece = Readable.from(
+        (async function* () {
+          while (sent < maxPart) {
+            if (carry.length === 0) {
+              const r = await reader.next();
+              if (r.done) {
+                done = true;
+                return;
+              }
+              carry = r.value;
+            }
+            const take = carry.subarray(0, maxPart - sent);
+            carry = carry.subarray(take.length);
+            sent += take.length;
+            yield take;
+          }
+        })(),
+      );
+      const tmp = tempKeyFor(partKey(desc.digest, i));
+      try {
+        await this.transport.write(tmp, () => piece.pipe(dg), { signal });
+        if (sent === 0) {
+          await this.transport.remove(tmp);
+          break;
+        }
+        await this.transport.rename(tmp, partKey(desc.digest, i), signal);
+      } catch (e) {
+        await this.transport.remove(tmp).catch(() => undefined);
+        throw e;
+      }
+      parts.push({ digest: dg.digest(), size: sent });
+      if (carry.length === 0 && done) break;
+    }
+    const total = parts.reduce((n, p) => n + p.size, 0);
+    if (total !== desc.size) throw new TarportError('DIGEST_MISMATCH', `object ${desc.digest}: ${total} bytes arrived, ${desc.size} expected`);
+    await this.putAtomic(partsKey(desc.digest), serialize({ digest: desc.digest, size: desc.size, parts }), signal);
   }
 
   async readSmallBlob(desc: { digest: string; size: number }, what: string, signal?: AbortSignal): Promise<Buffer> {

@@ -1,0 +1,106 @@
+import { readFile, writeFile } from 'node:fs/promises';
+import { StateStore } from '../../consumer/index.js';
+import { DockerClient, chainIds } from '../../docker/index.js';
+import { TarportError } from '../../errors.js';
+import { BLOBS_FOLDER } from '../../repo/index.js';
+import { parseInventory, syncRepos, type Inventory } from '../../sync/index.js';
+import { defaultStateDir, openRepository, parseDuration, signerFrom, type ConnectionFlags, type Context } from '../context.js';
+import { humanBytes } from '../output.js';
+import { parseSubscriptions } from './pull.js';
+
+export interface SyncFlags extends ConnectionFlags {
+  only?: string[];
+  have?: string;
+  signKey?: string;
+  signKeyPassphraseFile?: string;
+  catalogTtl?: string;
+  maxFileSize?: string;
+}
+
+/** Sizes: bytes, or with K, M, G (powers of 1024; "Gi", "GiB" too); "fat32" is 4 GiB - 1. */
+export function parseSize(s: string, what: string): number {
+  if (s.toLowerCase() === 'fat32') return 4 * 1024 ** 3 - 1;
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b?)?(?:\s*-\s*(\d+))?$/i.exec(s.trim());
+  if (!m) throw new TarportError('USAGE', `${what} ${JSON.stringify(s)}: a size such as 4G, 700M, 4294967295 or fat32`);
+  const unit = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
+  const n = Math.floor(Number(m[1]) * unit) - Number(m[3] ?? 0);
+  if (n < 4096) throw new TarportError('USAGE', `${what} ${JSON.stringify(s)}: at least 4096 bytes`);
+  return n;
+}
+
+/** `tarport sync SRC DST`: copy what DST lacks (air gap). */
+export async function syncCommand(ctx: Context, srcUrl: string, dstUrl: string, flags: SyncFlags): Promise<number> {
+  const only = parseSubscriptions(flags.only ?? []);
+  const have = flags.have ? parseInventory(await readFile(flags.have, 'utf8').catch((e: unknown) => {
+    throw new TarportError('BAD_INPUT', `--have ${flags.have}: ${(e as Error).message}`);
+  }), flags.have) : undefined;
+  const sign = await signerFrom(flags);
+  const src = await openRepository(srcUrl, 'SRC', flags);
+  const dst = await openRepository(dstUrl, 'DST', flags);
+  try {
+    const r = await syncRepos(src, dst, {
+      ...(only.length ? { only } : {}),
+      ...(have ? { have } : {}),
+      ...(sign ? { sign } : {}),
+      catalogTtlMs: parseDuration(flags.catalogTtl ?? '90d', '--catalog-ttl'),
+      ...(flags.maxFileSize ? { maxFileSize: parseSize(flags.maxFileSize, '--max-file-size') } : {}),
+      signal: ctx.signal,
+      onEvent: (e) => {
+        if (e.kind === 'warning') ctx.out.warn(e.message);
+        else if (e.kind === 'object' && e.status !== 'present') ctx.out.info(`object ${e.digest.slice(0, 19)} ${humanBytes(e.size)}: ${e.status}`);
+        else if (e.kind === 'release') ctx.out.info(`release ${e.ref} v${e.version}: ${e.status}`);
+        else if (e.kind === 'catalog') ctx.out.info(`catalog: ${e.status}${e.signed ? ' (signed)' : ''}`);
+      },
+    });
+    ctx.out.info(`${r.objectsCopied} object(s), ${humanBytes(r.bytesCopied)} copied to ${dst.location}${r.objectsRepaired ? `, ${r.objectsRepaired} repaired` : ''}`);
+    ctx.out.document({ ...r, source: src.location, destination: dst.location });
+    return 0;
+  } finally {
+    await src.transport.close();
+    await dst.transport.close();
+  }
+}
+
+export interface InventoryFlags extends ConnectionFlags {
+  docker?: boolean;
+  repo?: string;
+  output?: string;
+  state?: string;
+}
+
+/** `tarport inventory`: what this site has, for `sync --have`. */
+export async function inventoryCommand(ctx: Context, flags: InventoryFlags): Promise<number> {
+  if (!flags.output) throw new TarportError('USAGE', 'inventory needs -o FILE');
+  if (!!flags.docker === !!flags.repo) throw new TarportError('USAGE', 'inventory takes one of --docker or --repo URL');
+  const inv: Inventory = { schema: 'tarport.inventory/v1', created: new Date().toISOString(), source: '', diffIds: [], chainIds: [], objects: [], releases: {} };
+  if (flags.docker) {
+    const d = new DockerClient();
+    inv.source = d.endpoint;
+    const diff = new Set<string>();
+    const chains = new Set<string>();
+    // diff IDs and chain IDs of every image: the layers a load can skip
+    for (const id of await d.imageIds(ctx.signal)) {
+      const layers = (await d.inspectImage(id, ctx.signal))?.RootFS?.Layers ?? [];
+      for (const l of layers) diff.add(l);
+      for (const c of chainIds(layers)) chains.add(c);
+    }
+    inv.chainIds = [...chains].sort();
+    inv.diffIds = [...diff].sort();
+    // the releases this host loaded, from the consumer state
+    const state = await new StateStore(flags.state ?? defaultStateDir()).read();
+    for (const byRef of Object.values(state.loaded)) for (const [ref, l] of Object.entries(byRef)) (inv.releases[ref] ??= []).push(l.digest);
+  } else {
+    const repo = await openRepository(flags.repo, '--repo', flags);
+    inv.source = repo.location;
+    try {
+      for await (const o of repo.transport.list(BLOBS_FOLDER, ctx.signal)) if (!o.isDir && /^[0-9a-f]{64}$/.test(o.name)) inv.objects.push(`sha256:${o.name}`);
+      for (const e of (await repo.readCatalog(ctx.signal))?.catalog.releases ?? []) (inv.releases[`${e.name}:${e.tag}`] ??= []).push(e.digest);
+    } finally {
+      await repo.transport.close();
+    }
+  }
+  await writeFile(flags.output, JSON.stringify(inv, null, 2) + '\n');
+  ctx.out.info(`wrote ${flags.output}: ${inv.diffIds.length} layer(s), ${inv.objects.length} object(s), ${Object.keys(inv.releases).length} release tag(s) from ${inv.source}`);
+  ctx.out.document(inv);
+  return 0;
+}

@@ -1,0 +1,122 @@
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFile, stat, truncate } from 'node:fs/promises';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { isPortableFileName } from '../../src/repo/index.js';
+import { ROOT, docker, filesBelow, fixture, realEnv, tarport, tempDir } from '../helpers.js';
+
+// Air gap: high side over SFTP → a stick (a directory) → low side over FTPS, and a stick that
+// carries only what the other side lacks.
+
+const env = realEnv();
+const S = {
+  sftp: process.env.TP_SFTP_URL!,
+  ftps: process.env.TP_FTPS_URL!,
+  password: process.env.TP_FTP_PASSWORD!,
+  ca: process.env.TP_FTPS_CA!,
+  identity: process.env.TP_SFTP_IDENTITY!,
+  knownHosts: process.env.TP_SFTP_KNOWN_HOSTS!,
+};
+const remote = ['--identity', S.identity, '--known-hosts', S.knownHosts, '--ca', S.ca];
+const withPw = { TARPORT_PASSWORD: S.password };
+let dir: string;
+let keyPub: string;
+let keySec: string;
+
+beforeAll(async () => {
+  if (!S.sftp || !S.ftps) throw new Error('run through scripts/test: the servers are not set up');
+  dir = await tempDir();
+  expect((await tarport(['keys', 'generate', '--uid', 'high side <high@example.invalid>', '--out', join(dir, 'high'), '--type', 'ecc'])).code).toBe(0);
+  keyPub = join(dir, 'high.pub.asc');
+  keySec = join(dir, 'high.sec.asc');
+});
+
+async function stickBytes(stick: string): Promise<number> {
+  let n = 0;
+  for (const f of await filesBelow(stick)) n += (await stat(join(stick, f))).size;
+  return n;
+}
+
+async function portable(stick: string): Promise<void> {
+  for (const f of await filesBelow(stick)) for (const seg of f.split('/')) expect(isPortableFileName(seg), f).toBe(true);
+}
+
+describe('air gap: tarport sync', () => {
+  it('high side (SFTP) → stick → low side (FTPS) → consumer; the next stick holds only the new layer', async () => {
+    const id = randomBytes(3).toString('hex');
+    const high = `${S.sftp}/high-${id}`;
+    const low = `${S.ftps}/low-${id}`;
+    const tag = `tarport-test/airgap-${id}:live`;
+    expect((await tarport(['push', fixture('app-v1.tar'), '--to', high, '--name', tag, '--sign-key', keySec, ...remote])).code).toBe(0);
+    const stick = join(dir, `stick1-${id}`);
+    const s1 = await tarport(['sync', high, stick, ...remote]);
+    expect(s1.code, s1.stderr).toBe(0);
+    await portable(stick);
+    const s2 = await tarport(['sync', stick, low, ...remote], withPw);
+    expect(s2.code, s2.stderr).toBe(0);
+    expect(s2.stderr).toMatch(/catalog: copied \(signed\)/);
+    const state = join(dir, `state-${id}`);
+    const p1 = await tarport(['pull', '--from', low, '--state', state, '--trust', keyPub, ...remote], { ...withPw, DOCKER_HOST: env.consumer });
+    expect(p1.code, p1.stderr).toBe(0);
+    expect(await docker('consumer', 'run', '--rm', '--network', 'none', tag, '/bin/cat', '/app/hello.txt')).toBe('hello from v1');
+
+    // the low side says what it has; the next stick carries the difference only
+    const inv = join(dir, `inv-${id}.json`);
+    const i = await tarport(['inventory', '--docker', '--state', state, '-o', inv], { DOCKER_HOST: env.consumer });
+    expect(i.code, i.stderr).toBe(0);
+    expect((await tarport(['push', fixture('app-v2.tar'), '--to', high, '--name', tag, '--sign-key', keySec, ...remote])).code).toBe(0);
+    const stick2 = join(dir, `stick2-${id}`);
+    const s3 = await tarport(['sync', high, stick2, '--have', inv, ...remote]);
+    expect(s3.code, s3.stderr).toBe(0);
+    const records = (await filesBelow(join(stick2, 'tarport/releases'))).filter((f) => f.endsWith('.json'));
+    const v2 = JSON.parse(await readFile(join(stick2, 'tarport/releases', records[0]!), 'utf8'));
+    const v1Diffs = new Set(JSON.parse(await readFile(inv, 'utf8')).diffIds);
+    const newLayer = v2.layers.filter((l: { diffId: string }) => !v1Diffs.has(l.diffId)).reduce((n: number, l: { size: number }) => n + l.size, 0);
+    expect(newLayer).toBeGreaterThan(0);
+    expect(await stickBytes(stick2)).toBeLessThanOrEqual(1.05 * newLayer + 64 * 1024);
+    await portable(stick2);
+    // the site loads from the difference stick plus what it has
+    const p2 = await tarport(['pull', '--from', stick2, '--state', state, '--trust', keyPub], { DOCKER_HOST: env.consumer });
+    expect(p2.code, p2.stderr).toBe(0);
+    expect(await docker('consumer', 'run', '--rm', '--network', 'none', tag, '/bin/cat', '/app/v2.txt')).toBe('hello from v2');
+  });
+
+  it('an interrupted sync resumes, a truncated object is repaired, and a small --max-file-size splits and reassembles', async () => {
+    const id = randomBytes(3).toString('hex');
+    const src = join(dir, `src-${id}`);
+    const tag = `tarport-test/stick-${id}:1`;
+    expect((await tarport(['push', fixture('app-v1.tar'), '--to', src, '--name', tag, '--compress', 'none'])).code).toBe(0);
+    const stick = join(dir, `stick-${id}`);
+    // interrupted: killed once the first object is on the stick
+    const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), 'sync', src, stick, '--max-file-size', '1M'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    await new Promise<void>((resolve) => {
+      let err = '';
+      child.stderr!.on('data', (d) => {
+        err += d;
+        if (/object .* copied/.test(err)) {
+          child.kill('SIGKILL');
+          resolve();
+        }
+      });
+      child.on('close', () => resolve());
+    });
+    const again = await tarport(['sync', src, stick, '--max-file-size', '1M']);
+    expect(again.code, again.stderr).toBe(0);
+    // split: no file on the stick above the limit, and parts with a list
+    for (const f of await filesBelow(stick)) expect((await stat(join(stick, f))).size, f).toBeLessThanOrEqual(1 << 20);
+    expect((await filesBelow(stick)).some((f) => f.endsWith('.parts'))).toBe(true);
+    await portable(stick);
+    // a truncated part is repaired by the next run
+    const part = (await filesBelow(stick)).find((f) => /\.p0002$/.test(f))!;
+    await truncate(join(stick, part), 1000);
+    const repair = await tarport(['sync', src, stick, '--max-file-size', '1M']);
+    expect(repair.code, repair.stderr).toBe(0);
+    expect(repair.stderr).toMatch(/repaired/);
+    // and what is on the stick loads
+    await docker('consumer', 'rmi', '-f', tag).catch(() => undefined);
+    const p = await tarport(['pull', '--from', stick, '--state', join(dir, `st-${id}`)], { DOCKER_HOST: env.consumer });
+    expect(p.code, p.stderr).toBe(0);
+    expect(await docker('consumer', 'run', '--rm', '--network', 'none', tag, '/bin/cat', '/app/hello.txt')).toBe('hello from v1');
+  });
+});
