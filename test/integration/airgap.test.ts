@@ -4,7 +4,7 @@ import { readFile, stat, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { isPortableFileName } from '../../src/repo/index.js';
-import { ROOT, docker, filesBelow, fixture, realEnv, tarport, tempDir } from '../helpers.js';
+import { ROOT, docker, emptyDaemon, filesBelow, fixture, realEnv, tarport, tempDir } from '../helpers.js';
 
 // Air gap: high side over SFTP → a stick (a directory) → low side over FTPS, and a stick that
 // carries only what the other side lacks.
@@ -25,6 +25,8 @@ let keyPub: string;
 let keySec: string;
 
 beforeAll(async () => {
+  // what the daemon holds decides which objects a pull reads: start from an empty one
+  await emptyDaemon('consumer');
   if (!S.sftp || !S.ftps) throw new Error('run through scripts/test: the servers are not set up');
   dir = await tempDir();
   expect((await tarport(['keys', 'generate', '--uid', 'high side <high@example.invalid>', '--out', join(dir, 'high'), '--type', 'ecc'])).code).toBe(0);

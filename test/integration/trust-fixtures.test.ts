@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { copyFile, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { docker, filesBelow, fixture, realEnv, tarport, tempDir } from '../helpers.js';
+import { docker, emptyDaemon, filesBelow, fixture, realEnv, tarport, tempDir } from '../helpers.js';
 
 // Repositories that lie, each named after the failure it shows, made from real pushes with real
 // keys; every one is refused with exit 3 and nothing reaches the consumer daemon.
@@ -14,6 +14,8 @@ let producerSec: string;
 let strangerSec: string;
 
 beforeAll(async () => {
+  // what the daemon holds decides which objects a pull reads: start from an empty one
+  await emptyDaemon('consumer');
   dir = await tempDir();
   for (const who of ['producer', 'stranger']) {
     const r = await tarport(['keys', 'generate', '--uid', `${who} <${who}@example.invalid>`, '--out', join(dir, who), '--type', 'ecc']);
