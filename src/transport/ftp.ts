@@ -6,6 +6,7 @@ import { TarportError, messageOf } from '../errors.js';
 import { keySegments, parentOf } from './keys.js';
 import { formatLocation, type Location } from './location.js';
 import { resumableRead, resumableWrite } from './resume.js';
+import { withRetries } from './retry.js';
 import type { ObjectInfo, ReadOptions, Transport, WriteOptions } from './types.js';
 
 export interface FtpOptions {
@@ -123,16 +124,8 @@ export class FtpTransport implements Transport {
     return new TarportError('CONNECTION', `${where}: ${msg}`, { cause: e });
   }
 
-  private async retry<T>(op: string, fn: () => Promise<T>): Promise<T> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await fn();
-      } catch (e) {
-        const err = this.classify(e, op);
-        if (!err.retryable || attempt >= this.retries) throw err;
-        await new Promise((r) => setTimeout(r, Math.min(200 * 2 ** attempt, 5000)));
-      }
-    }
+  private retry<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    return withRetries(fn, { retries: this.retries, classify: (e) => this.classify(e, op) });
   }
 
   // ---- operations ------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 import { PassThrough, Transform, type Readable } from 'node:stream';
 import { TarportError, messageOf } from '../errors.js';
+import { backoffMs } from './retry.js';
 
 export interface ResumeOptions {
   /** First byte to deliver. */
@@ -48,7 +49,7 @@ export function resumableRead(open: (offset: number) => Promise<Readable>, opts:
         if (out.destroyed) return;
         if (attempt >= opts.retries || !opts.retryable(e) || opts.signal?.aborted) throw e;
         opts.onResume?.(opts.offset + delivered);
-        await new Promise((r) => setTimeout(r, Math.min(200 * 2 ** attempt, 5000)));
+        await new Promise((r) => setTimeout(r, backoffMs(attempt)));
       }
     }
   })().catch((e: unknown) => {
@@ -101,7 +102,7 @@ export async function resumableWrite(open: () => Readable, opts: ResumableWriteO
         await opts.cleanup().catch(() => undefined);
         throw e;
       }
-      await new Promise((r) => setTimeout(r, Math.min(200 * 2 ** attempt, 5000)));
+      await new Promise((r) => setTimeout(r, backoffMs(attempt)));
     }
   }
   const got = await opts.remoteSize();

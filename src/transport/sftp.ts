@@ -11,6 +11,7 @@ import { checkHostKey, knownHostsName } from './knownhosts.js';
 import { keySegments, parentOf } from './keys.js';
 import { formatLocation, type Location } from './location.js';
 import { resumableRead, resumableWrite } from './resume.js';
+import { withRetries } from './retry.js';
 import type { ObjectInfo, ReadOptions, Transport, WriteOptions } from './types.js';
 
 export interface SftpOptions {
@@ -158,16 +159,8 @@ export class SftpTransport implements Transport {
     return new TarportError('CONNECTION', `${where}: ${msg}`, { cause: e });
   }
 
-  private async retry<T>(op: string, fn: (s: SFTPWrapper) => Promise<T>): Promise<T> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await fn(await this.sftp());
-      } catch (e) {
-        const err = this.classify(e, op);
-        if (!err.retryable || attempt >= this.retries) throw err;
-        await new Promise((r) => setTimeout(r, Math.min(200 * 2 ** attempt, 5000)));
-      }
-    }
+  private retry<T>(op: string, fn: (s: SFTPWrapper) => Promise<T>): Promise<T> {
+    return withRetries(async () => fn(await this.sftp()), { retries: this.retries, classify: (e) => this.classify(e, op) });
   }
 
   async stat(key: string): Promise<ObjectInfo | undefined> {
