@@ -211,3 +211,17 @@ describe('foundation: consumer safety', () => {
     await rm(dir, { recursive: true, force: true });
   });
 });
+
+describe('tarport demo', () => {
+  it('moves its two generated versions through a local repository into DOCKER_HOST, the second as one new layer', async () => {
+    const r = await tarport(['demo', '--json'], { DOCKER_HOST: env.consumer });
+    expect(r.code, r.stderr).toBe(0);
+    const doc = JSON.parse(r.stdout);
+    expect(doc.steps).toHaveLength(2);
+    const [first, second] = doc.steps;
+    expect(first.pull.loaded[0].ref).toBe('tarport-demo/hello:latest');
+    expect(second.pull.loaded[0].version).toBe(2);
+    expect(second.pull.bytesFetched).toBeLessThan(first.pull.bytesFetched / 10);
+    expect(await docker('consumer', 'image', 'inspect', '-f', '{{.Config.Cmd}}', 'tarport-demo/hello:latest')).toBe('[/hello.txt]');
+  });
+});
