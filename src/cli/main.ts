@@ -11,6 +11,7 @@ import { pushCommand } from './commands/push.js';
 import { watchCommand } from './commands/watch.js';
 import { keysGenerateCommand } from './commands/keys.js';
 import { inventoryCommand, syncCommand } from './commands/sync.js';
+import { checkCommand, gcCommand } from './commands/maintenance.js';
 
 /** An option that can also come from TARPORT_<NAME> and from the config file. */
 function opt(flags: string, description: string): Option {
@@ -106,6 +107,18 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
     .addOption(opt('-o, --output <file>', 'where to write the inventory'))
     .addOption(opt('--state <dir>', 'consumer state folder (with --docker)'))
     .action((_f, cmd: Command) => run((ctx) => inventoryCommand(ctx, cmd.opts())));
+
+  withConnection(program.command('check').description('verify a repository: every record, signature and object digest; non-zero on any fault'))
+    .argument('<url>', 'repository')
+    .addOption(opt('--trust <keyfile>', 'also verify signatures against this OpenPGP public key (repeatable)').argParser(collect))
+    .action((url: string, _f, cmd: Command) => run((ctx) => checkCommand(ctx, url, cmd.opts())));
+
+  withConnection(program.command('gc').description('remove versions beyond the newest N per tag, and objects nothing references'))
+    .argument('<url>', 'repository')
+    .addOption(opt('--keep <n>', 'versions to keep per tag'))
+    .addOption(opt('--dry-run', 'say what would be removed, remove nothing'))
+    .addOption(opt('--grace <duration>', 'leave objects and temporary files younger than this (a publish may be under way)').default('1h'))
+    .action((url: string, _f, cmd: Command) => run((ctx) => gcCommand(ctx, url, cmd.opts())));
 
   const keys = program.command('keys').description('OpenPGP keys for signing releases');
   keys

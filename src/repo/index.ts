@@ -2,3 +2,4 @@ export { Repository, catalogEntryOf, signatureKey, partKey, partsKey, type PartL
 export * from './records.js';
 export * from './layout.js';
 export * from './names.js';
+export { checkRepository, collectGarbage, type CheckResult, type Fault, type GcResult } from './maintenance.js';

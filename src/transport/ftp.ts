@@ -161,7 +161,7 @@ export class FtpTransport implements Transport {
     );
     for (const f of items) {
       if (f.name === '.' || f.name === '..') continue;
-      yield { name: f.name, isDir: f.isDirectory, size: f.size };
+      yield { name: f.name, isDir: f.isDirectory, size: f.size, ...(f.modifiedAt ? { mtime: f.modifiedAt } : {}) };
     }
   }
 

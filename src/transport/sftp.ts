@@ -178,13 +178,13 @@ export class SftpTransport implements Transport {
   async *list(folder: string): AsyncIterable<ObjectInfo> {
     const p = folder === '' ? this.root || '/' : this.path(folder);
     const items = await this.retry(`list ${folder || '/'}`, (s) =>
-      new Promise<{ filename: string; attrs: { size: number; mode: number } }[]>((resolve, reject) =>
+      new Promise<{ filename: string; attrs: { size: number; mode: number; mtime: number } }[]>((resolve, reject) =>
         s.readdir(p, (err, list) => (err ? (sftpCode(err) === NO_SUCH_FILE ? resolve([]) : reject(err)) : resolve(list))),
       ),
     );
     for (const f of items) {
       if (f.filename === '.' || f.filename === '..') continue;
-      yield { name: f.filename, isDir: (f.attrs.mode & 0o170000) === 0o040000, size: f.attrs.size };
+      yield { name: f.filename, isDir: (f.attrs.mode & 0o170000) === 0o040000, size: f.attrs.size, mtime: new Date(f.attrs.mtime * 1000) };
     }
   }
 

@@ -1,0 +1,52 @@
+import { loadTrustedKeys, verifyDetached } from '../../crypto/index.js';
+import { TarportError } from '../../errors.js';
+import { checkRepository, collectGarbage } from '../../repo/index.js';
+import { openRepository, parseDuration, type ConnectionFlags, type Context } from '../context.js';
+import { EXIT, humanBytes } from '../output.js';
+
+export interface CheckFlags extends ConnectionFlags {
+  trust?: string[];
+}
+
+/** `tarport check URL`: every record, signature and object digest; exit 3 on any fault. */
+export async function checkCommand(ctx: Context, url: string, flags: CheckFlags): Promise<number> {
+  const trust = flags.trust?.length ? await loadTrustedKeys(flags.trust) : undefined;
+  const repo = await openRepository(url, 'URL', flags);
+  try {
+    const r = await checkRepository(repo, {
+      signal: ctx.signal,
+      ...(trust ? { verify: (data: Buffer, sig: Buffer | undefined, what: string) => verifyDetached(data, sig, trust, what) } : {}),
+    });
+    for (const f of r.faults) ctx.out.info(`fault: ${f.what}: ${f.problem}`);
+    ctx.out.info(`${repo.location}: ${r.releases} release(s), ${r.objects} object(s), ${humanBytes(r.bytes)} checked${trust ? ', signatures verified' : ''}; ${r.faults.length} fault(s)`);
+    ctx.out.document({ repository: repo.location, ...r });
+    return r.faults.length > 0 ? EXIT.trust : EXIT.ok;
+  } finally {
+    await repo.transport.close();
+  }
+}
+
+export interface GcFlags extends ConnectionFlags {
+  keep?: string;
+  dryRun?: boolean;
+  grace?: string;
+}
+
+/** `tarport gc URL --keep N`: old versions and unreferenced objects go. */
+export async function gcCommand(ctx: Context, url: string, flags: GcFlags): Promise<number> {
+  const keep = Number(flags.keep);
+  if (flags.keep === undefined || !Number.isInteger(keep) || keep < 1) throw new TarportError('USAGE', `--keep ${JSON.stringify(flags.keep ?? '')}: how many versions per tag to keep, 1 or more`);
+  const graceMs = parseDuration(flags.grace ?? '1h', '--grace');
+  const repo = await openRepository(url, 'URL', flags);
+  try {
+    const r = await collectGarbage(repo, { keep, dryRun: flags.dryRun ?? false, graceMs, signal: ctx.signal });
+    const verb = flags.dryRun ? 'would remove' : 'removed';
+    for (const x of r.releasesRemoved) ctx.out.info(`${verb} release ${x}`);
+    for (const x of r.temporaryRemoved) ctx.out.info(`${verb} temporary file ${x}`);
+    ctx.out.info(`${verb} ${r.releasesRemoved.length} release(s) and ${r.objectsRemoved.length} object(s), ${humanBytes(r.bytesFreed)}`);
+    ctx.out.document({ repository: repo.location, dryRun: flags.dryRun ?? false, ...r });
+    return 0;
+  } finally {
+    await repo.transport.close();
+  }
+}
