@@ -23,29 +23,34 @@ function encodeLength(n: number): Buffer {
   return b;
 }
 
-/** Frames a body stream as one packet with partial body lengths (the length is not known up front). */
+/**
+ * Frames a body stream as one packet with partial body lengths (the length is not known up front).
+ * Chunks are passed on as they are, split only where a partial length ends: no copying.
+ */
 class PacketFramer {
   private parts: Buffer[] = [];
   private len = 0;
   constructor(private readonly emit: (b: Buffer) => void) {}
 
   write(b: Buffer): void {
-    if (b.length === 0) return;
-    this.parts.push(b);
-    this.len += b.length;
-    while (this.len >= CHUNK) {
-      const all = Buffer.concat(this.parts);
-      this.emit(Buffer.from([PARTIAL]));
-      this.emit(all.subarray(0, CHUNK));
-      this.parts = [all.subarray(CHUNK)];
-      this.len = all.length - CHUNK;
+    while (b.length > 0) {
+      const room = CHUNK - this.len;
+      const take = b.length <= room ? b : b.subarray(0, room);
+      this.parts.push(take);
+      this.len += take.length;
+      b = b.subarray(take.length);
+      if (this.len === CHUNK) {
+        this.emit(Buffer.from([PARTIAL]));
+        for (const p of this.parts) this.emit(p);
+        this.parts = [];
+        this.len = 0;
+      }
     }
   }
 
   end(): void {
-    const rest = Buffer.concat(this.parts);
-    this.emit(encodeLength(rest.length));
-    if (rest.length > 0) this.emit(rest);
+    this.emit(encodeLength(this.len));
+    for (const p of this.parts) this.emit(p);
     this.parts = [];
     this.len = 0;
   }
