@@ -4,14 +4,9 @@ import { VERSION } from '../version.js';
 import { applyConfig, configKey, envName, readConfigFile } from './config.js';
 import type { Context } from './context.js';
 import { Output, EXIT } from './output.js';
-import { demoCommand } from './commands/demo.js';
-import { lsCommand } from './commands/ls.js';
-import { pollCommand, pullCommand } from './commands/pull.js';
-import { pushCommand } from './commands/push.js';
-import { watchCommand } from './commands/watch.js';
-import { keysGenerateCommand } from './commands/keys.js';
-import { inventoryCommand, syncCommand } from './commands/sync.js';
-import { checkCommand, gcCommand } from './commands/maintenance.js';
+
+// Commands are loaded when they run: a consumer's cron line should not pay for OpenPGP, SSH and
+// FTP modules it does not use (start-up time counts in every poll and pull).
 
 /** An option that can also come from TARPORT_<NAME> and from the config file. */
 function opt(flags: string, description: string): Option {
@@ -53,7 +48,7 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
       .addOption(opt('--encrypt-to <keyfile>', 'encrypt layers and configs to this OpenPGP public key (repeatable)').argParser(collect));
 
   producerFlags(program.command('push').description('publish docker save / docker export archives (plain, .gz or .zst)').argument('<archive...>', 'archives to publish')).action(
-    (archives: string[], _f, cmd: Command) => run((ctx) => pushCommand(ctx, archives, cmd.opts())),
+    (archives: string[], _f, cmd: Command) => run(async (ctx) => (await import('./commands/push.js')).pushCommand(ctx, archives, cmd.opts())),
   );
 
   producerFlags(program.command('watch').description('the producer agent: publish what lands in DIR, then move it to done/ or failed/').argument('<dir>', 'folder to watch'))
@@ -62,7 +57,7 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
     .addOption(opt('--give-up <duration>', 'an archive that stays incomplete this long goes to failed/').default('10m'))
     .addOption(opt('--name-map <rule>', 'name files without tags: PATTERN=NAME:TAG, e.g. app-{version}.tar=app:{version} (repeatable)').argParser(collect))
     .addOption(opt('--remove-done', 'remove published files instead of moving them to done/'))
-    .action((dir: string, _f, cmd: Command) => run((ctx) => watchCommand(ctx, dir, cmd.opts())));
+    .action((dir: string, _f, cmd: Command) => run(async (ctx) => (await import('./commands/watch.js')).watchCommand(ctx, dir, cmd.opts())));
 
   const consumerFlags = (cmd: Command) =>
     withConnection(cmd)
@@ -76,19 +71,19 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
       .addOption(opt('--decrypt-key <file>', 'OpenPGP private key for encrypted releases (passphrase: TARPORT_DECRYPT_KEY_PASSPHRASE)'));
 
   consumerFlags(program.command('pull').description('load every followed release newer than what was loaded (one run, for cron)')).action(
-    (names: string[], _f, cmd: Command) => run((ctx) => pullCommand(ctx, names, cmd.opts())),
+    (names: string[], _f, cmd: Command) => run(async (ctx) => (await import('./commands/pull.js')).pullCommand(ctx, names, cmd.opts())),
   );
 
   consumerFlags(program.command('poll').description('the consumer agent: pull every --interval until SIGTERM or SIGINT'))
     .addOption(opt('--interval <duration>', 'time between polls (e.g. 30s, 5m)').default('60s'))
-    .action((names: string[], _f, cmd: Command) => run((ctx) => pollCommand(ctx, names, cmd.opts())));
+    .action((names: string[], _f, cmd: Command) => run(async (ctx) => (await import('./commands/pull.js')).pollCommand(ctx, names, cmd.opts())));
 
   withConnection(program
     .command('ls'))
     .description('list releases: name, tag, version, size, created, signer, encrypted')
     .argument('<url>', 'repository')
     .addOption(opt('--latest', 'only the newest release per tag'))
-    .action((url: string, _f, cmd: Command) => run((ctx) => lsCommand(ctx, url, cmd.opts())));
+    .action((url: string, _f, cmd: Command) => run(async (ctx) => (await import('./commands/ls.js')).lsCommand(ctx, url, cmd.opts())));
 
   withConnection(program.command('sync').description('copy what DST lacks from SRC (air gap): objects, records, then the catalog'))
     .argument('<src>', 'repository to copy from')
@@ -99,26 +94,26 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
     .addOption(opt('--sign-key-passphrase-file <file>', "the signing key's passphrase (or set TARPORT_SIGN_KEY_PASSPHRASE)"))
     .addOption(opt('--catalog-ttl <duration>', 'lifetime of a merged catalog').default('90d'))
     .addOption(opt('--max-file-size <size>', 'store larger objects in parts (e.g. fat32 = 4 GiB - 1, or 700M)'))
-    .action((src: string, dst: string, _f, cmd: Command) => run((ctx) => syncCommand(ctx, src, dst, cmd.opts())));
+    .action((src: string, dst: string, _f, cmd: Command) => run(async (ctx) => (await import('./commands/sync.js')).syncCommand(ctx, src, dst, cmd.opts())));
 
   withConnection(program.command('inventory').description('write what this site has, for sync --have'))
     .addOption(opt('--docker', 'the layers of the daemon at DOCKER_HOST, and the releases this host loaded'))
     .addOption(opt('--repo <url>', 'the objects and releases of a repository'))
     .addOption(opt('-o, --output <file>', 'where to write the inventory'))
     .addOption(opt('--state <dir>', 'consumer state folder (with --docker)'))
-    .action((_f, cmd: Command) => run((ctx) => inventoryCommand(ctx, cmd.opts())));
+    .action((_f, cmd: Command) => run(async (ctx) => (await import('./commands/sync.js')).inventoryCommand(ctx, cmd.opts())));
 
   withConnection(program.command('check').description('verify a repository: every record, signature and object digest; non-zero on any fault'))
     .argument('<url>', 'repository')
     .addOption(opt('--trust <keyfile>', 'also verify signatures against this OpenPGP public key (repeatable)').argParser(collect))
-    .action((url: string, _f, cmd: Command) => run((ctx) => checkCommand(ctx, url, cmd.opts())));
+    .action((url: string, _f, cmd: Command) => run(async (ctx) => (await import('./commands/maintenance.js')).checkCommand(ctx, url, cmd.opts())));
 
   withConnection(program.command('gc').description('remove versions beyond the newest N per tag, and objects nothing references'))
     .argument('<url>', 'repository')
     .addOption(opt('--keep <n>', 'versions to keep per tag'))
     .addOption(opt('--dry-run', 'say what would be removed, remove nothing'))
     .addOption(opt('--grace <duration>', 'leave objects and temporary files younger than this (a publish may be under way)').default('1h'))
-    .action((url: string, _f, cmd: Command) => run((ctx) => gcCommand(ctx, url, cmd.opts())));
+    .action((url: string, _f, cmd: Command) => run(async (ctx) => (await import('./commands/maintenance.js')).gcCommand(ctx, url, cmd.opts())));
 
   const keys = program.command('keys').description('OpenPGP keys for signing releases');
   keys
@@ -128,7 +123,7 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
     .addOption(opt('--out <prefix>', 'where to write the key pair'))
     .addOption(opt('--type <type>', 'rsa (3072 bits, for gpg 2.2 and ocicrypt) or ecc (ed25519)').default('rsa'))
     .addOption(opt('--passphrase-file <file>', 'protect the private key with the passphrase in this file'))
-    .action((_f, cmd: Command) => run((ctx) => keysGenerateCommand(ctx, cmd.opts())));
+    .action((_f, cmd: Command) => run(async (ctx) => (await import('./commands/keys.js')).keysGenerateCommand(ctx, cmd.opts())));
 
   program
     .command('demo')
@@ -136,7 +131,7 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
     .addOption(opt('--archive <file>', 'archive to use (repeatable; default: two generated versions)').argParser(collect))
     .addOption(opt('--repo <dir>', 'repository folder to use (default: a temporary one)'))
     .addOption(opt('--state <dir>', 'consumer state folder (default: a temporary one)'))
-    .action((_f, cmd: Command) => run((ctx) => demoCommand(ctx, cmd.opts())));
+    .action((_f, cmd: Command) => run(async (ctx) => (await import('./commands/demo.js')).demoCommand(ctx, cmd.opts())));
 
   return program;
 }

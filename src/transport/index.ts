@@ -4,6 +4,6 @@ export { parseLocation, formatLocation, maskLocationString, type Location } from
 export { openTransport, type TransportOptions } from './open.js';
 export { CountingTransport, type TransportCounters } from './counting.js';
 export { MemoryTransport } from './memory.js';
-export { FtpTransport, type FtpOptions } from './ftp.js';
-export { SftpTransport, type SftpOptions } from './sftp.js';
+export type { FtpOptions } from './ftp.js';
+export type { SftpOptions } from './sftp.js';
 export { checkHostKey, fingerprint } from './knownhosts.js';

@@ -1,7 +1,5 @@
 import { FileTransport } from './file.js';
-import { FtpTransport } from './ftp.js';
 import type { Location } from './location.js';
-import { SftpTransport } from './sftp.js';
 import type { Transport } from './types.js';
 
 export interface TransportOptions {
@@ -27,8 +25,8 @@ export async function openTransport(loc: Location, opts: TransportOptions = {}):
       return new FileTransport(loc.path);
     case 'ftp':
     case 'ftps':
-      return new FtpTransport(loc, { ...common, ...(opts.ca ? { ca: opts.ca } : {}), ...(opts.connections ? { maxConnections: opts.connections } : {}) });
+      return new (await import('./ftp.js')).FtpTransport(loc, { ...common, ...(opts.ca ? { ca: opts.ca } : {}), ...(opts.connections ? { maxConnections: opts.connections } : {}) });
     case 'sftp':
-      return new SftpTransport(loc, { ...common, ...(opts.identity ? { identity: opts.identity } : {}), ...(opts.knownHosts ? { knownHosts: opts.knownHosts } : {}) });
+      return new (await import('./sftp.js')).SftpTransport(loc, { ...common, ...(opts.identity ? { identity: opts.identity } : {}), ...(opts.knownHosts ? { knownHosts: opts.knownHosts } : {}) });
   }
 }
