@@ -153,13 +153,18 @@ describe('trust: signed releases and pinned keys', () => {
     const site = await keys(dir, 'site');
     const gh = await tempDir('tarport-gnupg-');
     await gpg(gh, '--import', site.pub);
-    const data = randomBytes(3 << 20);
+    // compressible, so that gpg's compression really compresses
+    const data = Buffer.concat([randomBytes(1 << 20), Buffer.alloc(2 << 20, 'tarport ')]);
     await writeFile(join(dir, 'plain'), data);
-    await gpg(gh, '--trust-model', 'always', '--compress-algo', 'none', '--cipher-algo', 'AES256', '--recipient', site.fpr, '--output', join(dir, 'sealed'), '--encrypt', join(dir, 'plain'));
     const { decryptStream, loadDecryptionKey } = await import('../../src/crypto/index.js');
     const { createReadStream } = await import('node:fs');
-    const out: Buffer[] = [];
-    for await (const c of await decryptStream(createReadStream(join(dir, 'sealed')), await loadDecryptionKey(site.sec), 'gpg message')) out.push(c as Buffer);
-    expect(Buffer.concat(out).equals(data)).toBe(true);
+    // uncompressed, and gpg's own defaults (ZLIB), and ZIP
+    for (const [name, compress] of [['none', ['--compress-algo', 'none']], ['zlib', ['--compress-algo', 'zlib']], ['zip', ['--compress-algo', 'zip']]] as const) {
+      const sealed = join(dir, `sealed-${name}`);
+      await gpg(gh, '--trust-model', 'always', ...compress, '--cipher-algo', 'AES256', '--recipient', site.fpr, '--output', sealed, '--encrypt', join(dir, 'plain'));
+      const out: Buffer[] = [];
+      for await (const c of await decryptStream(createReadStream(sealed), await loadDecryptionKey(site.sec), 'gpg message')) out.push(c as Buffer);
+      expect(Buffer.concat(out).equals(data), name).toBe(true);
+    }
   });
 });
