@@ -45,44 +45,66 @@ export class Digester extends Transform {
 }
 
 /**
- * A pass-through that fails when the bytes do not match the expected digest and size: at once when
- * more bytes arrive than expected (no endless data), at the end otherwise. `what` names the object.
+ * Checks bytes against an expected digest and size, chunk by chunk: `update` throws at once when more
+ * bytes arrive than expected (no endless data), `finish` at the end otherwise. `what` names the object.
  */
-export class Verifier extends Transform {
+export class DigestCheck {
   private readonly hash = createHash('sha256');
-  private bytes = 0;
+  bytes = 0;
 
   constructor(
     private readonly expected: { digest: string; size: number },
     private readonly what: string,
-  ) {
+  ) {}
+
+  update(chunk: Uint8Array): void {
+    this.bytes += chunk.length;
+    if (this.bytes > this.expected.size) {
+      throw new TarportError('DIGEST_MISMATCH', `${this.what}: more bytes than the ${this.expected.size} declared`, { retryable: false });
+    }
+    this.hash.update(chunk);
+  }
+
+  finish(): void {
+    if (this.bytes !== this.expected.size) {
+      throw new TarportError('DIGEST_MISMATCH', `${this.what}: size mismatch, expected ${this.expected.size} bytes, got ${this.bytes}`, { retryable: false });
+    }
+    const got = 'sha256:' + this.hash.digest('hex');
+    if (got !== this.expected.digest) {
+      throw new TarportError('DIGEST_MISMATCH', `${this.what}: digest mismatch, expected ${this.expected.digest}, got ${got}`, { retryable: false });
+    }
+  }
+}
+
+/** A pass-through that fails when the bytes do not match the expected digest and size (see DigestCheck). */
+export class Verifier extends Transform {
+  private readonly check: DigestCheck;
+
+  constructor(expected: { digest: string; size: number }, what: string) {
     super({ highWaterMark: 1 << 20 });
+    this.check = new DigestCheck(expected, what);
   }
 
   /** Counts bytes that were verified-and-kept earlier (a resumed download) without passing them on. */
   absorb(chunk: Buffer): void {
-    this.bytes += chunk.length;
-    this.hash.update(chunk);
+    this.check.update(chunk);
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.bytes += chunk.length;
-    if (this.bytes > this.expected.size) {
-      cb(new TarportError('DIGEST_MISMATCH', `${this.what}: more bytes than the ${this.expected.size} declared`, { retryable: false }));
+    try {
+      this.check.update(chunk);
+    } catch (e) {
+      cb(e as Error);
       return;
     }
-    this.hash.update(chunk);
     cb(null, chunk);
   }
 
   override _flush(cb: TransformCallback): void {
-    if (this.bytes !== this.expected.size) {
-      cb(new TarportError('DIGEST_MISMATCH', `${this.what}: size mismatch, expected ${this.expected.size} bytes, got ${this.bytes}`, { retryable: false }));
-      return;
-    }
-    const got = 'sha256:' + this.hash.digest('hex');
-    if (got !== this.expected.digest) {
-      cb(new TarportError('DIGEST_MISMATCH', `${this.what}: digest mismatch, expected ${this.expected.digest}, got ${got}`, { retryable: false }));
+    try {
+      this.check.finish();
+    } catch (e) {
+      cb(e as Error);
       return;
     }
     cb();

@@ -1,4 +1,4 @@
-export { Digester, Verifier, sha256, isDigest, hexOf, DIGEST_RE } from './digest.js';
+export { Digester, DigestCheck, Verifier, sha256, isDigest, hexOf, DIGEST_RE } from './digest.js';
 export type { DecryptionKey, SigningKey, TrustedKey } from './pgp.js';
 
 // OpenPGP (openpgp.js) loads on first use: commands that never sign, verify or decrypt start faster.

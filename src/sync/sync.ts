@@ -11,10 +11,12 @@ import {
   tempKeyFor,
   type CatalogEntry,
   type Descriptor,
+  type ReleaseRecord,
   type Repository,
   type Sign,
 } from '../repo/index.js';
 import type { Inventory } from './inventory.js';
+import { copyVerified } from './localcopy.js';
 
 export interface SyncOptions {
   /** Only these names (every tag) or name:tags. */
@@ -99,18 +101,24 @@ export async function syncRepos(src: Repository, dst: Repository, opts: SyncOpti
     }
     const tmp = tempKeyFor(blobKey(d.digest));
     try {
-      await dst.transport.write(
-        tmp,
-        () => {
-          const out = new PassThrough({ highWaterMark: 1 << 20 });
-          void src.readBlob(d, { signal: opts.signal }).then(
-            (s) => pipeline(s, new Verifier(d, `object ${d.digest} from ${src.location}`), out).catch((e: unknown) => out.destroy(e as Error)),
-            (e: unknown) => out.destroy(e as Error),
-          );
-          return out;
-        },
-        { signal: opts.signal },
-      );
+      const from = src.transport.localPath && (await src.transport.stat(blobKey(d.digest), opts.signal)) ? src.transport.localPath(blobKey(d.digest)) : undefined;
+      if (from && dst.transport.localPath) {
+        // both ends on this host: no stream per byte, the hash runs beside the copy
+        await copyVerified(from, dst.transport.localPath(tmp), d, `object ${d.digest} from ${src.location}`, opts.signal);
+      } else {
+        await dst.transport.write(
+          tmp,
+          () => {
+            const out = new PassThrough({ highWaterMark: 1 << 20 });
+            void src.readBlob(d, { signal: opts.signal, verify: false }).then(
+              (s) => pipeline(s, new Verifier(d, `object ${d.digest} from ${src.location}`), out).catch((e: unknown) => out.destroy(e as Error)),
+              (e: unknown) => out.destroy(e as Error),
+            );
+            return out;
+          },
+          { signal: opts.signal },
+        );
+      }
       await dst.transport.rename(tmp, blobKey(d.digest), opts.signal);
     } catch (e) {
       await dst.transport.remove(tmp).catch(() => undefined);
@@ -122,7 +130,9 @@ export async function syncRepos(src: Repository, dst: Repository, opts: SyncOpti
     emit({ kind: 'object', digest: d.digest, size: d.size, status: repairing ? 'repaired' : 'copied' });
   };
 
-  const copied: CatalogEntry[] = [];
+  // Records first (small), then every object they name, several at once, then the records
+  // themselves: a record is never written before all of its objects are in place.
+  const plan: { e: CatalogEntry; ref: string; record: ReleaseRecord; bytes: Buffer }[] = [];
   let siteHas = 0;
   for (const e of entries) {
     opts.signal?.throwIfAborted();
@@ -134,9 +144,16 @@ export async function syncRepos(src: Repository, dst: Repository, opts: SyncOpti
       continue;
     }
     const { record, bytes } = await src.readRecord(e, { digest: e.digest, size: e.size }, opts.signal);
-    for (const l of record.layers) await copyObject(l);
-    if (record.config) await copyObject(record.config);
-    if (record.manifest) await copyObject(record.manifest);
+    plan.push({ e, ref, record, bytes });
+  }
+  const objects = plan.flatMap(({ record }) => [...record.layers, record.config, record.manifest].filter((o): o is NonNullable<typeof o> => o !== undefined));
+  await allBounded(
+    objects.map((o) => () => copyObject(o)),
+    Math.max(1, Math.min(src.transport.capabilities.maxConnections, dst.transport.capabilities.maxConnections)),
+  );
+
+  const copied: CatalogEntry[] = [];
+  for (const { e, ref, bytes } of plan) {
     const key = recordKey(e.name, e.tag, e.record);
     const there = await dst.transport.stat(key, opts.signal);
     if (there?.size === bytes.length) {
@@ -174,6 +191,27 @@ export async function syncRepos(src: Repository, dst: Repository, opts: SyncOpti
     emit({ kind: 'catalog', status: 'unchanged', signed: false });
   }
   return result;
+}
+
+/**
+ * Runs the tasks, at most `n` at once. After the first failure no new task starts; the ones under
+ * way finish (each cleans up after itself) before the first error is thrown.
+ */
+async function allBounded(tasks: (() => Promise<void>)[], n: number): Promise<void> {
+  let next = 0;
+  let failure: { e: unknown } | undefined;
+  const worker = async () => {
+    while (!failure && next < tasks.length) {
+      const t = tasks[next++]!;
+      try {
+        await t();
+      } catch (e) {
+        failure ??= { e };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(n, tasks.length) }, worker));
+  if (failure) throw failure.e;
 }
 
 async function digestOk(repo: Repository, d: Descriptor, signal?: AbortSignal): Promise<boolean> {

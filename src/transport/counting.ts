@@ -13,7 +13,11 @@ export interface TransportCounters {
 export class CountingTransport implements Transport {
   readonly counters: TransportCounters = { requests: 0, bytesRead: 0, bytesWritten: 0 };
 
-  constructor(private readonly inner: Transport) {}
+  readonly localPath?: (key: string) => string;
+
+  constructor(private readonly inner: Transport) {
+    if (inner.localPath) this.localPath = (key) => inner.localPath!(key);
+  }
 
   get location(): string {
     return this.inner.location;

@@ -22,6 +22,10 @@ export class FileTransport implements Transport {
     return join(this.root, ...keySegments(key));
   }
 
+  localPath(key: string): string {
+    return this.path(key);
+  }
+
   private folderPath(key: string): string {
     const parent = parentOf(key);
     return parent === '' ? this.root : this.path(parent);

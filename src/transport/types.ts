@@ -51,4 +51,9 @@ export interface Transport {
   rename(from: string, to: string, signal?: AbortSignal): Promise<void>;
   remove(key: string, signal?: AbortSignal): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Local transports only: the file that holds `key` on this host, so that a copy between two local
+   * stores can run without a stream per byte (sync). Callers still go through `rename`/`remove`.
+   */
+  localPath?(key: string): string;
 }

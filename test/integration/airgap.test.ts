@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFile, stat, truncate } from 'node:fs/promises';
+import { readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { isPortableFileName } from '../../src/repo/index.js';
@@ -120,5 +120,46 @@ describe('air gap: tarport sync', () => {
     const p = await tarport(['pull', '--from', stick, '--state', join(dir, `st-${id}`)], { DOCKER_HOST: env.consumer });
     expect(p.code, p.stderr).toBe(0);
     expect(await docker('consumer', 'run', '--rm', '--network', 'none', tag, '/bin/cat', '/app/hello.txt')).toBe('hello from v1');
+  });
+
+  it('directory → directory: the copy checks every digest, a damaged source object stops it with nothing half-visible, a damaged stick object is repaired', async () => {
+    const id = randomBytes(3).toString('hex');
+    const src = join(dir, `lsrc-${id}`);
+    const tag = `tarport-test/local-${id}:1`;
+    expect((await tarport(['push', fixture('app-v1.tar'), '--to', src, '--name', tag])).code).toBe(0);
+    const objects = (await filesBelow(join(src, 'blobs'))).map((f) => join('blobs', f));
+    const big = (await Promise.all(objects.map(async (f) => ({ f, size: (await stat(join(src, f))).size })))).sort((a, b) => b.size - a.size)[0]!.f;
+
+    const stick = join(dir, `lstick-${id}`);
+    const ok = await tarport(['sync', src, stick]);
+    expect(ok.code, ok.stderr).toBe(0);
+    for (const f of objects) expect((await readFile(join(stick, f))).equals(await readFile(join(src, f))), f).toBe(true);
+    const checked = await tarport(['check', stick]);
+    expect(checked.code, checked.stderr + checked.stdout).toBe(0);
+
+    // the same size, one byte flipped: the source lies about this object
+    const bad = join(dir, `lbad-${id}`);
+    expect((await tarport(['sync', src, bad])).code).toBe(0);
+    const victim = join(bad, big);
+    const bytes = await readFile(victim);
+    bytes[bytes.length >> 1] ^= 0xff;
+    await writeFile(victim, bytes);
+    const stick2 = join(dir, `lstick2-${id}`);
+    const refused = await tarport(['sync', bad, stick2]);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toMatch(new RegExp(`${big.split('/').pop()}.*digest mismatch`));
+    const left = await filesBelow(stick2);
+    expect(left.filter((f) => f.endsWith(big.split('/').pop()!) || /tmp/.test(f))).toEqual([]);
+    expect(left.filter((f) => f.startsWith('tarport/'))).toEqual([]);
+
+    // damaged on the stick (same size): the next sync notices and copies it again
+    const onStick = join(stick, big);
+    const b2 = await readFile(onStick);
+    b2[0] ^= 0xff;
+    await writeFile(onStick, b2);
+    const repaired = await tarport(['sync', src, stick]);
+    expect(repaired.code, repaired.stderr).toBe(0);
+    expect(repaired.stderr).toMatch(/repaired/);
+    expect((await readFile(onStick)).equals(await readFile(join(src, big)))).toBe(true);
   });
 });
