@@ -16,7 +16,7 @@ import {
   type Sign,
 } from '../repo/index.js';
 import type { Inventory } from './inventory.js';
-import { copyVerified } from './localcopy.js';
+import { LocalCopier } from './localcopy.js';
 
 export interface SyncOptions {
   /** Only these names (every tag) or name:tags. */
@@ -67,7 +67,9 @@ export async function syncRepos(src: Repository, dst: Repository, opts: SyncOpti
   const siteHasObject = new Set(opts.have?.objects ?? []);
   const copiedObjects = new Set<string>();
 
-  const copyObject = async (d: Descriptor & { diffId?: string }) => {
+  const local = src.transport.localPath !== undefined && dst.transport.localPath !== undefined;
+  const copier = local ? new LocalCopier(opts.signal) : undefined;
+  const copyObject = async (d: Descriptor & { diffId?: string }, lane: number) => {
     if (copiedObjects.has(d.digest)) return;
     copiedObjects.add(d.digest);
     if (siteHasObject.has(d.digest) || (d.diffId && siteHasDiff.has(d.diffId))) {
@@ -77,7 +79,12 @@ export async function syncRepos(src: Repository, dst: Repository, opts: SyncOpti
     const have = await dst.blobInfo(d.digest, opts.signal);
     let repairing = false;
     if (have && have.size === d.size) {
-      if (!dst.transport.capabilities.local || (await digestOk(dst, d, opts.signal))) {
+      const intact = !dst.transport.capabilities.local
+        ? true
+        : copier && !have.split
+          ? await copier.check(lane, dst.transport.localPath!(blobKey(d.digest)), d, `object ${d.digest} in ${dst.location}`)
+          : await digestOk(dst, d, opts.signal);
+      if (intact) {
         emit({ kind: 'object', digest: d.digest, size: d.size, status: 'present' });
         return;
       }
@@ -101,10 +108,10 @@ export async function syncRepos(src: Repository, dst: Repository, opts: SyncOpti
     }
     const tmp = tempKeyFor(blobKey(d.digest));
     try {
-      const from = src.transport.localPath && (await src.transport.stat(blobKey(d.digest), opts.signal)) ? src.transport.localPath(blobKey(d.digest)) : undefined;
-      if (from && dst.transport.localPath) {
-        // both ends on this host: no stream per byte, the hash runs beside the copy
-        await copyVerified(from, dst.transport.localPath(tmp), d, `object ${d.digest} from ${src.location}`, opts.signal);
+      const from = copier && (await src.transport.stat(blobKey(d.digest), opts.signal)) ? src.transport.localPath!(blobKey(d.digest)) : undefined;
+      if (copier && from) {
+        // both ends on this host: no stream per byte, the hash runs beside the copy, one thread per lane
+        await copier.copy(lane, from, dst.transport.localPath!(tmp), d, `object ${d.digest} from ${src.location}`);
       } else {
         await dst.transport.write(
           tmp,
@@ -147,10 +154,17 @@ export async function syncRepos(src: Repository, dst: Repository, opts: SyncOpti
     plan.push({ e, ref, record, bytes });
   }
   const objects = plan.flatMap(({ record }) => [...record.layers, record.config, record.manifest].filter((o): o is NonNullable<typeof o> => o !== undefined));
-  await allBounded(
-    objects.map((o) => () => copyObject(o)),
-    Math.max(1, Math.min(src.transport.capabilities.maxConnections, dst.transport.capabilities.maxConnections)),
-  );
+  // largest first: the lanes end together
+  objects.sort((a, b) => b.size - a.size);
+  try {
+    await allBounded(
+      objects.map((o) => (lane: number) => copyObject(o, lane)),
+      // local → local: one lane per core (hashing is the bound); remote: the connections allowed
+      copier ? LocalCopier.lanes() : Math.max(1, Math.min(src.transport.capabilities.maxConnections, dst.transport.capabilities.maxConnections)),
+    );
+  } finally {
+    await copier?.close();
+  }
 
   const copied: CatalogEntry[] = [];
   for (const { e, ref, bytes } of plan) {
@@ -194,23 +208,23 @@ export async function syncRepos(src: Repository, dst: Repository, opts: SyncOpti
 }
 
 /**
- * Runs the tasks, at most `n` at once. After the first failure no new task starts; the ones under
+ * Runs the tasks on `n` lanes (a lane runs one task at a time and passes its number to it). After the first failure no new task starts; the ones under
  * way finish (each cleans up after itself) before the first error is thrown.
  */
-async function allBounded(tasks: (() => Promise<void>)[], n: number): Promise<void> {
+async function allBounded(tasks: ((lane: number) => Promise<void>)[], n: number): Promise<void> {
   let next = 0;
   let failure: { e: unknown } | undefined;
-  const worker = async () => {
+  const worker = async (lane: number) => {
     while (!failure && next < tasks.length) {
       const t = tasks[next++]!;
       try {
-        await t();
+        await t(lane);
       } catch (e) {
         failure ??= { e };
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.min(n, tasks.length) }, worker));
+  await Promise.all(Array.from({ length: Math.min(n, tasks.length) }, (_, lane) => worker(lane)));
   if (failure) throw failure.e;
 }
 
