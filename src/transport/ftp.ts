@@ -1,11 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { PassThrough, Writable, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { Client, FTPError, type FileInfo } from 'basic-ftp';
 import { TarportError, messageOf } from '../errors.js';
 import { keySegments, parentOf } from './keys.js';
 import { formatLocation, type Location } from './location.js';
-import { resumableRead, resumableWrite } from './resume.js';
+import { resumableDownload, resumableWrite } from './resume.js';
 import { withRetries } from './retry.js';
 import type { ObjectInfo, ReadOptions, Transport, WriteOptions } from './types.js';
 
@@ -165,37 +165,36 @@ export class FtpTransport implements Transport {
     }
   }
 
+  /**
+   * Downloads, resuming with REST where a cut connection broke. basic-ftp ends its destination even
+   * when a transfer failed, so each attempt gets a sink of its own; the stream ends only when the
+   * server confirmed the transfer (226).
+   */
   async read(key: string, opts: ReadOptions = {}): Promise<Readable> {
     const p = this.path(key);
-    return resumableRead((offset) => this.openDownload(p, offset), {
-      offset: opts.offset ?? 0,
-      retries: this.retries,
-      what: `read ${key} from ${this.location}`,
-      signal: opts.signal,
-      retryable: (e) => !(e instanceof FTPError && e.code === 550) && this.classify(e, 'read').retryable,
-      ...(this.opts.onResume ? { onResume: this.opts.onResume } : {}),
-    });
-  }
-
-  /**
-   * One download attempt. basic-ftp ends its destination even when the transfer failed, so it gets a
-   * sink of its own, and our stream ends only when the server confirmed the transfer (226).
-   */
-  private async openDownload(path: string, offset: number): Promise<Readable> {
-    const out = new PassThrough({ highWaterMark: 1 << 20 });
-    const sink = new Writable({
-      highWaterMark: 1 << 20,
-      write(chunk: Buffer, _e, cb) {
-        if (out.write(chunk)) cb();
-        else out.once('drain', () => cb());
+    return resumableDownload(
+      (offset, sink, signal) =>
+        this.withClient(async (c) => {
+          const stop = () => c.close();
+          signal.addEventListener('abort', stop, { once: true });
+          try {
+            await c.downloadTo(sink, p, offset);
+          } catch (e) {
+            if (e instanceof FTPError && e.code === 550) throw new TarportError('NOT_FOUND', `read ${key} from ${this.location}: not found (${e.message})`, { cause: e, retryable: false });
+            throw e;
+          } finally {
+            signal.removeEventListener('abort', stop);
+          }
+        }),
+      {
+        offset: opts.offset ?? 0,
+        retries: this.retries,
+        what: `read ${key} from ${this.location}`,
+        signal: opts.signal,
+        retryable: (e) => this.classify(e, 'read').retryable,
+        ...(this.opts.onResume ? { onResume: this.opts.onResume } : {}),
       },
-    });
-    void this.withClient((c) => c.downloadTo(sink, path, offset)).then(
-      () => out.end(),
-      (e: unknown) =>
-        out.destroy(e instanceof FTPError && e.code === 550 ? new TarportError('NOT_FOUND', `read ${path} from ${this.location}: not found (${e.message})`, { cause: e, retryable: false }) : (e as Error)),
     );
-    return out;
   }
 
   private async ensureParent(key: string): Promise<void> {
