@@ -1,8 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { extname } from 'node:path';
 import type { Command, Option } from 'commander';
-import { parse as parseToml } from 'smol-toml';
-import { parse as parseYaml } from 'yaml';
 import { TarportError } from '../errors.js';
 
 /**
@@ -20,7 +18,7 @@ export async function readConfigFile(path: string): Promise<Record<string, unkno
   let data: unknown;
   const ext = extname(path).toLowerCase();
   try {
-    data = ext === '.toml' ? parseToml(text) : ext === '.yaml' || ext === '.yml' ? parseYaml(text) : guess(text);
+    data = ext === '.toml' ? await parseToml(text) : ext === '.yaml' || ext === '.yml' ? await parseYaml(text) : await guess(text);
   } catch (e) {
     throw new TarportError('CONFIG', `config file ${path} is not valid ${ext === '.toml' ? 'TOML' : ext ? 'YAML' : 'TOML or YAML'}: ${(e as Error).message.split('\n')[0]}`);
   }
@@ -29,13 +27,17 @@ export async function readConfigFile(path: string): Promise<Record<string, unkno
   return data as Record<string, unknown>;
 }
 
-function guess(text: string): unknown {
+async function guess(text: string): Promise<unknown> {
   try {
-    return parseToml(text);
+    return await parseToml(text);
   } catch {
     return parseYaml(text);
   }
 }
+
+// The parsers load only when a config file is read: every command starts faster without them.
+const parseToml = async (text: string): Promise<unknown> => (await import('smol-toml')).parse(text);
+const parseYaml = async (text: string): Promise<unknown> => (await import('yaml')).parse(text);
 
 /** The environment variable that sets a flag: --sign-key → TARPORT_SIGN_KEY. */
 export function envName(long: string): string {

@@ -1,4 +1,3 @@
-import pino from 'pino';
 import type { PollEvent } from '../consumer/index.js';
 import type { WatchEvent } from '../producer/index.js';
 import { humanBytes } from './output.js';
@@ -10,9 +9,10 @@ type Level = 'debug' | 'info' | 'warn' | 'error';
  * reads on a terminal, or pino's JSON log lines on stderr when stderr is not a terminal (journald,
  * files, log shippers).
  */
-export function eventPrinter<E extends { kind: string }>(json: boolean, quiet: boolean, text: (e: E) => string, levelOf: (e: E) => Level): (e: E) => void {
+export async function eventPrinter<E extends { kind: string }>(json: boolean, quiet: boolean, text: (e: E) => string, levelOf: (e: E) => Level): Promise<(e: E) => void> {
   if (json) return (e) => process.stdout.write(JSON.stringify({ time: new Date().toISOString(), ...e }) + '\n');
   if (!process.stderr.isTTY) {
+    const { default: pino } = await import('pino');
     const log = pino({ base: undefined, level: quiet ? 'warn' : 'info' }, pino.destination(2));
     return (e) => log[levelOf(e)]({ event: e.kind, ...e, kind: undefined } as Record<string, unknown>, text(e));
   }

@@ -1,6 +1,6 @@
 import { pipeline } from 'node:stream/promises';
 import { Readable, Writable } from 'node:stream';
-import { decompressor, writeLoadArchive, type LoadFile } from '../archive/index.js';
+import { decompressor, threadedDecompressor, writeLoadArchive, type LoadFile } from '../archive/index.js';
 import { Digester, decryptStream, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
 import { chainIds, type DockerApi, type ImageStore } from '../docker/index.js';
 import { TarportError } from '../errors.js';
@@ -292,7 +292,7 @@ async function loadImage(
       open: async () => {
         const raw = direct ? await repo.readBlob(l, { signal }) : cache.open(l.digest);
         const src = l.encryption ? await decryptStream(raw, needKey(key, record), `layer ${l.diffId} of ${ref}`) : raw;
-        const dec = decompressor(l.compression);
+        const dec = await threadedDecompressor(l.compression);
         pipeline(src, dec).catch((e: unknown) => dec.destroy(e as Error));
         return dec;
       },

@@ -80,7 +80,7 @@ export async function pollCommand(ctx: Context, names: string[], flags: PollFlag
   const intervalMs = parseDuration(flags.interval ?? '60s', '--interval');
   if (intervalMs < 100) throw new TarportError('USAGE', `--interval ${flags.interval}: at least 100ms`);
   const repo = await openRepository(flags.from, '--from', flags);
-  const print = eventPrinter(ctx.out.json, ctx.out.quiet, describe, pollLevel);
+  const print = await eventPrinter(ctx.out.json, ctx.out.quiet, describe, pollLevel);
   try {
     await poll(repo, new DockerClient(), { ...options, intervalMs, signal: ctx.signal, onEvent: print });
   } finally {

@@ -30,7 +30,7 @@ export async function watchCommand(ctx: Context, dirArg: string, flags: WatchFla
   const sign = await signerFrom(flags);
   const encryptTo = flags.encryptTo?.length ? await loadRecipients(flags.encryptTo) : undefined;
   const repo = await openRepository(flags.to, '--to', flags);
-  const print = eventPrinter(ctx.out.json, ctx.out.quiet, describeWatch, watchLevel);
+  const print = await eventPrinter(ctx.out.json, ctx.out.quiet, describeWatch, watchLevel);
   try {
     const summary = await watchFolder({
       dir,

@@ -1,0 +1,45 @@
+import { randomBytes } from 'node:crypto';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { describe, expect, it } from 'vitest';
+// the built module: the worker thread runs dist/archive/zstdworker.js (scripts/test builds first)
+import { compressor, threadedDecompressor } from '../../dist/archive/compression.js';
+
+async function squeeze(data: Buffer): Promise<Buffer> {
+  const out: Buffer[] = [];
+  await pipeline(Readable.from([data]), compressor('zstd'), new Writable({ write: (c: Buffer, _e, cb) => (out.push(c), cb()) }));
+  return Buffer.concat(out);
+}
+
+async function expand(z: Buffer, chunk = 1 << 20, slow = false): Promise<Buffer> {
+  const dec = await threadedDecompressor('zstd');
+  expect(dec.constructor.name).toBe('ThreadedZstd');
+  const pieces = Array.from({ length: Math.ceil(z.length / chunk) }, (_, i) => z.subarray(i * chunk, (i + 1) * chunk));
+  const out: Buffer[] = [];
+  await pipeline(
+    Readable.from(pieces),
+    dec,
+    new Writable({ highWaterMark: 1, write: (c: Buffer, _e, cb) => (out.push(c), slow ? setTimeout(cb, 1) : cb()) }),
+  );
+  return Buffer.concat(out);
+}
+
+describe('zstd on a worker thread', () => {
+  // half random, half repetitive: output chunks of every size, frames across input chunks
+  const data = Buffer.concat([randomBytes(6 << 20), Buffer.alloc(10 << 20, 'tarport '), randomBytes(123_457)]);
+
+  it('gives back exactly what was compressed, whatever the input chunking and a slow reader', async () => {
+    const z = await squeeze(data);
+    expect((await expand(z)).equals(data)).toBe(true);
+    expect((await expand(z, 4099)).equals(data)).toBe(true);
+    expect((await expand(z, 1 << 20, true)).equals(data)).toBe(true);
+  });
+
+  it('fails on a cut stream and on bytes that are not zstd', async () => {
+    const z = await squeeze(data);
+    await expect(expand(z.subarray(0, z.length - 1000))).rejects.toThrow(/middle of compressed data frame/);
+    const bad = Buffer.from(z);
+    bad.fill(0x55, 20, 4000);
+    await expect(expand(bad)).rejects.toThrow();
+  });
+});
