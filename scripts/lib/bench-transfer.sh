@@ -5,7 +5,7 @@ hostport() { echo "$1" | sed -E 's#^[a-z]+://[^@]+@([^/]+)(/.*)$#\1#'; }
 pathof() { echo "$1" | sed -E 's#^[a-z]+://[^@]+@[^/]+(/.*)$#\1#'; }
 ftpuser=$(echo "$TP_FTP_URL" | sed -E 's#^[a-z]+://([^@]+)@.*#\1#')
 tsecs() { /usr/bin/time -f %e -o "$W/t" "$@" >/dev/null 2>"$W/terr" || { cat "$W/terr" >&2; return 1; }; cat "$W/t"; }
-for round in 1 2 3; do
+for round in $(seq 1 "${TRANSFER_ROUNDS:-5}"); do
 for proto in ftp ftps ftp2; do
   case $proto in ftp) url=$TP_FTP_URL; extra=();; ftps) url=$TP_FTPS_URL; extra=(--ssl-reqd --cacert "$TP_FTPS_CA");; ftp2) url=$TP_FTP2_URL; extra=();; esac
   p=$(pathof "$url"); base="ftp://$(hostport "$url")/%2F${p#/}/bench-curl.bin"
