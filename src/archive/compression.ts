@@ -32,14 +32,14 @@ export function compressor(kind: Compression): Transform {
  * synchronously, so in one thread the stream it feeds (the daemon's load socket) stands still
  * while it works. gzip already runs on libuv's pool.
  */
-export async function threadedDecompressor(kind: Compression): Promise<Transform | Duplex> {
+export async function threadedDecompressor(kind: Compression): Promise<Duplex> {
   if (kind !== 'zstd' || !existsSync(ZSTD_WORKER)) return decompressor(kind);
   const { Worker } = await import('node:worker_threads');
   return new ThreadedZstd(new Worker(ZSTD_WORKER));
 }
 
 /** A decompressor; both fail on truncated input ("unexpected end of file", "ended in middle of frame"). */
-export function decompressor(kind: Compression): Transform {
+export function decompressor(kind: Compression): Duplex {
   switch (kind) {
     case 'zstd':
       return new ZstdDecompress();
@@ -63,63 +63,90 @@ const OUT = 1 << 20;
 
 /**
  * zstd decompression into 1 MiB buffers, each filled across input chunks before it is passed on.
- * zstd-napi's own stream passes on 128 KiB pieces: eight times the chunks, each one more object for
- * every stream downstream and for the garbage collector (the load path moves ~0.5 GB per image).
+ * zstd-napi's own stream passes on 128 KiB pieces (eight times the chunks, each one more object for
+ * every stream downstream and for the garbage collector) and pushes all an input chunk holds at
+ * once: a megabyte of compressed zeros can hold gigabytes. This one stops when the reader is behind
+ * and goes on when it asks for more, so memory stays at a few buffers whatever the ratio.
  */
-export class ZstdDecompress extends Transform {
+export class ZstdDecompress extends Duplex {
   private readonly dctx = new binding.DCtx();
   private out = Buffer.allocUnsafe(OUT);
   private pos = 0;
   private inFrame = false;
+  /** Input not yet decompressed, and the callback that takes the next chunk once it is. */
+  private src: Buffer = Buffer.alloc(0);
+  private taken: ((e?: Error | null) => void) | undefined;
+  /** The reader is behind: push nothing more until it asks (_read). */
+  private behind = false;
 
   constructor() {
-    super({ highWaterMark: 1 << 20 });
+    super({ readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 });
   }
 
-  override _transform(chunk: Buffer, _e: BufferEncoding, done: (e?: Error | null) => void): void {
+  override _write(chunk: Buffer, _e: BufferEncoding, cb: (e?: Error | null) => void): void {
+    this.src = chunk;
+    this.taken = cb;
+    this.pump();
+  }
+
+  override _read(): void {
+    this.behind = false;
+    if (this.taken) this.pump();
+  }
+
+  /** Decompresses the current input until it is used up, or until the reader is behind. */
+  private pump(): void {
+    const take = (e?: Error) => {
+      const cb = this.taken;
+      this.taken = undefined;
+      cb?.(e);
+    };
     try {
-      let src: Buffer = chunk;
-      for (;;) {
+      while (!this.behind) {
         const room = OUT - this.pos;
-        const [ret, produced, consumed] = this.dctx.decompressStream(this.out.subarray(this.pos), src);
+        const [ret, produced, consumed] = this.dctx.decompressStream(this.out.subarray(this.pos), this.src);
         this.pos += produced;
-        this.inFrame = ret !== 0;
+        // 0: a frame ended. A call that moved nothing (the output had just filled up) says nothing
+        // about the frame: after one ends, zstd answers with the size it wants of the next one.
+        if (produced > 0 || consumed > 0) this.inFrame = ret !== 0;
+        this.src = this.src.subarray(consumed);
         if (this.pos === OUT) {
-          this.push(this.out);
+          if (!this.push(this.out)) this.behind = true;
           this.out = Buffer.allocUnsafe(OUT);
           this.pos = 0;
         }
-        src = src.subarray(consumed);
         // all input taken and the output not filled: zstd needs more input
-        if (src.length === 0 && produced < room) break;
+        if (this.src.length === 0 && produced < room) return take();
       }
     } catch (e) {
-      done(e as Error);
-      return;
+      take(e as Error);
     }
-    done();
   }
 
-  override _flush(done: (e?: Error | null) => void): void {
+  override _final(cb: (e?: Error | null) => void): void {
     if (this.inFrame) {
-      done(new Error('Stream ended in middle of compressed data frame'));
+      cb(new Error('Stream ended in middle of compressed data frame'));
       return;
     }
     if (this.pos > 0) this.push(this.out.subarray(0, this.pos));
-    done();
+    this.push(null);
+    cb();
   }
 }
 
 const ZSTD_WORKER = new URL('./zstdworker.js', import.meta.url);
+/** Compressed chunks handed to the thread at once. */
 const IN_FLIGHT = 2;
 
 /**
- * ZstdDecompress on a worker thread. At most IN_FLIGHT input chunks are out at once, and no more
- * input is taken while the reader is behind: memory stays bounded by a few MiB.
+ * ZstdDecompress on a worker thread. Both directions are bounded: at most IN_FLIGHT input chunks
+ * are out, and the thread sends a decompressed buffer only against a credit (zstdworker.ts), which
+ * this side returns once the reader took the buffer. Memory stays at a few MiB whatever the ratio.
  */
 class ThreadedZstd extends Duplex {
   private inFlight = 0;
   private readerBehind = false;
+  private owed = 0;
   private blockedWrite: (() => void) | undefined;
   private finishing: ((e?: Error | null) => void) | undefined;
 
@@ -127,7 +154,11 @@ class ThreadedZstd extends Duplex {
     super({ readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 });
     worker.on('message', (m: { out?: ArrayBuffer; took?: boolean; done?: boolean; error?: string }) => {
       if (m.out) {
-        if (!this.push(Buffer.from(m.out))) this.readerBehind = true;
+        if (this.push(Buffer.from(m.out))) worker.postMessage({ credit: 1 });
+        else {
+          this.owed++;
+          this.readerBehind = true;
+        }
       } else if (m.took) {
         this.inFlight--;
         this.release();
@@ -164,6 +195,10 @@ class ThreadedZstd extends Duplex {
 
   override _read(): void {
     this.readerBehind = false;
+    if (this.owed > 0) {
+      this.worker.postMessage({ credit: this.owed });
+      this.owed = 0;
+    }
     this.release();
   }
 

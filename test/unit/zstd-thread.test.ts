@@ -3,7 +3,7 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
 // the built module: the worker thread runs dist/archive/zstdworker.js (scripts/test builds first)
-import { compressor, threadedDecompressor } from '../../dist/archive/compression.js';
+import { ZstdDecompress, compressor, threadedDecompressor } from '../../dist/archive/compression.js';
 
 async function squeeze(data: Buffer): Promise<Buffer> {
   const out: Buffer[] = [];
@@ -41,5 +41,39 @@ describe('zstd on a worker thread', () => {
     const bad = Buffer.from(z);
     bad.fill(0x55, 20, 4000);
     await expect(expand(bad)).rejects.toThrow();
+  });
+
+  it('keeps memory flat on a stream of zeros (1 GiB from a few KiB) read slowly, on this thread and on its own', async () => {
+    const zero = Buffer.alloc(1 << 20);
+    const parts: Buffer[] = [];
+    await pipeline(
+      Readable.from((function* () {
+        for (let i = 0; i < 1024; i++) yield zero;
+      })()),
+      compressor('zstd'),
+      new Writable({ write: (c: Buffer, _e, cb) => (parts.push(c), cb()) }),
+    );
+    const z = Buffer.concat(parts);
+    expect(z.length).toBeLessThan(1 << 20); // one input chunk holds the whole gibibyte
+    for (const dec of [new ZstdDecompress(), await threadedDecompressor('zstd')]) {
+      const base = process.memoryUsage().rss;
+      let peak = 0;
+      let n = 0;
+      let i = 0;
+      await pipeline(
+        Readable.from([z]),
+        dec,
+        new Writable({
+          highWaterMark: 1,
+          write: (c: Buffer, _e, cb) => {
+            n += c.length;
+            if (++i % 16 === 0) peak = Math.max(peak, process.memoryUsage().rss - base);
+            setImmediate(cb);
+          },
+        }),
+      );
+      expect(n).toBe(1 << 30);
+      expect(peak, dec.constructor.name).toBeLessThan(256 << 20);
+    }
   });
 });
