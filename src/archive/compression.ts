@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { Duplex, Transform } from 'node:stream';
-import type { Worker } from 'node:worker_threads';
+import { Worker } from 'node:worker_threads';
 import { createGunzip, createGzip } from 'node:zlib';
 import { CompressStream } from 'zstd-napi';
 import binding from 'zstd-napi/binding.js';
@@ -34,8 +34,35 @@ export function compressor(kind: Compression): Transform {
  */
 export async function threadedDecompressor(kind: Compression): Promise<Duplex> {
   if (kind !== 'zstd' || !existsSync(ZSTD_WORKER)) return decompressor(kind);
-  const { Worker } = await import('node:worker_threads');
-  return new ThreadedZstd(new Worker(ZSTD_WORKER));
+  const worker = spare ?? spawnZstdWorker();
+  spare = undefined;
+  worker.ref();
+  // a thread takes ~45 ms to start: the next layer's starts now, while this one streams
+  prewarmDecompressors();
+  return new ThreadedZstd(worker);
+}
+
+let spare: Worker | undefined;
+
+/** Starts a decompression thread ahead of need; an idle one does not keep the process alive. */
+export function prewarmDecompressors(): void {
+  if (!spare && existsSync(ZSTD_WORKER)) spare = spawnZstdWorker();
+}
+
+/** Stops the thread kept ready (after a load: an agent between polls holds none). */
+export function releaseDecompressors(): void {
+  void spare?.terminate();
+  spare = undefined;
+}
+
+function spawnZstdWorker(): Worker {
+  const w = new Worker(ZSTD_WORKER);
+  w.unref();
+  // a spare that fails to start is dropped; the one that takes it reports the error itself
+  w.on('error', () => {
+    if (spare === w) spare = undefined;
+  });
+  return w;
 }
 
 /** A decompressor; both fail on truncated input ("unexpected end of file", "ended in middle of frame"). */

@@ -1,6 +1,6 @@
 import { pipeline } from 'node:stream/promises';
 import { Readable, Writable } from 'node:stream';
-import { decompressor, threadedDecompressor, writeLoadArchive, type LoadFile } from '../archive/index.js';
+import { decompressor, prewarmDecompressors, releaseDecompressors, threadedDecompressor, writeLoadArchive, type LoadFile } from '../archive/index.js';
 import { Digester, decryptStream, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
 import { chainIds, type DockerApi, type ImageStore } from '../docker/index.js';
 import { TarportError } from '../errors.js';
@@ -251,6 +251,25 @@ async function loadImage(
 ): Promise<{ imageId: string; bytesFetched: number }> {
   const ref = `${record.name}:${record.tag}`;
   if (!record.config) throw new TarportError('INTEGRITY', `${ref} v${record.version}: image release without a config`);
+  if (record.layers.some((l) => l.compression === 'zstd')) prewarmDecompressors();
+  try {
+    return await loadImageWith(repo, docker, cache, { ...record, config: record.config }, store, emit, key, signal);
+  } finally {
+    releaseDecompressors();
+  }
+}
+
+async function loadImageWith(
+  repo: Repository,
+  docker: DockerApi,
+  cache: ObjectCache,
+  record: ReleaseRecord & { config: NonNullable<ReleaseRecord['config']> },
+  store: ImageStore,
+  emit: (e: PullEvent) => void,
+  key: DecryptionKey | undefined,
+  signal?: AbortSignal,
+): Promise<{ imageId: string; bytesFetched: number }> {
+  const ref = `${record.name}:${record.tag}`;
   const stored = await repo.readSmallBlob(record.config, `config of ${ref}`, signal);
   const config = record.config.encryption ? await collect(await decryptStream(Readable.from([stored]), needKey(key, record), `config of ${ref}`)) : stored;
   if (sha256(config) !== record.contentKey) {
