@@ -121,4 +121,14 @@ describe('bad input is refused cleanly', () => {
     expect(r2.stderr).toMatch(/--compress "lz4"/);
     expect(await filesBelow(repo)).toEqual([]);
   });
+
+  it('a path that holds no repository (a typo, a stick not mounted) is an error for ls, pull and sync, not an empty list', async () => {
+    const missing = join(await tempDir(), 'not-mounted');
+    for (const args of [['ls', missing], ['pull', '--from', missing, '--state', join(missing, '..', 'state')], ['sync', missing, join(missing, '..', 'dst')]]) {
+      const r = await tarport(args);
+      expect(r.code, args.join(' ')).toBe(1);
+      expect(r.stderr).toContain(`file://${missing}`);
+      expect(r.stderr).toMatch(/no catalog/);
+    }
+  });
 });

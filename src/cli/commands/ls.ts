@@ -1,4 +1,5 @@
 import { signatureIssuer } from '../../crypto/index.js';
+import { TarportError } from '../../errors.js';
 import { recordKey } from '../../repo/index.js';
 import { openRepository, type ConnectionFlags, type Context } from '../context.js';
 import { humanBytes, table } from '../output.js';
@@ -26,6 +27,11 @@ export async function lsCommand(ctx: Context, url: string, flags: LsFlags): Prom
     const catalog = (await repo.readCatalog(ctx.signal))?.catalog;
     const current = new Set((catalog?.releases ?? []).map((e) => `${e.name}:${e.tag}:${e.record}`));
     const tags = (await repo.listTags(ctx.signal)).sort((a, b) => (`${a.name}:${a.tag}` < `${b.name}:${b.tag}` ? -1 : 1));
+    // a typo in the path, or a stick that is not mounted, must not read as an empty repository
+    if (!catalog && tags.length === 0) {
+      throw new TarportError('NOT_FOUND', `${repo.location} holds no catalog (tarport/catalog.json) and no releases: not a tarport repository, or nothing was pushed yet`);
+    }
+    if (!catalog) ctx.out.warn(`${repo.location} holds releases but no catalog: consumers see none of them until a push or sync writes one`);
     for (const { name, tag } of tags) {
       const refs = await repo.listReleases(name, tag, ctx.signal);
       for (const ref of flags.latest ? refs.slice(-1) : refs) {
