@@ -13,7 +13,14 @@ const FLUSH_EVERY = 16 << 20;
  * buffers in rotation (read n+1, hash n, write n-1), so a copy costs little more than the hash. The
  * target is made durable (fsync) before this returns; on any failure it is removed.
  */
-export async function copyVerified(from: string, to: string, expected: { digest: string; size: number }, what: string, signal?: AbortSignal): Promise<void> {
+export async function copyVerified(
+  from: string,
+  to: string,
+  expected: { digest: string; size: number },
+  what: string,
+  signal?: AbortSignal,
+  onBytes?: (n: number) => void,
+): Promise<void> {
   const check = new DigestCheck(expected, what);
   let src: FileHandle | undefined;
   let dst: FileHandle | undefined;
@@ -46,6 +53,7 @@ export async function copyVerified(from: string, to: string, expected: { digest:
       await writing;
       writing = writeAll(d, cur, at);
       writing.catch(() => undefined);
+      onBytes?.(cur.length);
       // start write-back early, one flush in flight at a time, so the final fsync finds little left
       if (pos - flushedAt >= FLUSH_EVERY && !flushing) {
         flushedAt = pos;
@@ -114,7 +122,7 @@ export async function checkFile(path: string, expected: { digest: string; size: 
 }
 
 type Job = { op: 'copy'; from: string; to: string } | { op: 'check'; path: string };
-type Reply = { id: number; ok?: boolean; error?: { code: string; message: string; retryable: boolean } };
+type Reply = { id: number; ok?: boolean; bytes?: number; error?: { code: string; message: string; retryable: boolean } };
 
 /**
  * Copies and checks on several threads: SHA-256 runs on the thread that calls `update`, so one
@@ -132,9 +140,9 @@ export class LocalCopier {
     return Math.max(1, Math.min(4, availableParallelism()));
   }
 
-  async copy(lane: number, from: string, to: string, expected: { digest: string; size: number }, what: string): Promise<void> {
-    const r = await this.run(lane, { op: 'copy', from, to }, expected, what);
-    if (r === undefined) return copyVerified(from, to, expected, what, this.signal);
+  async copy(lane: number, from: string, to: string, expected: { digest: string; size: number }, what: string, onBytes?: (n: number) => void): Promise<void> {
+    const r = await this.run(lane, { op: 'copy', from, to }, expected, what, onBytes);
+    if (r === undefined) return copyVerified(from, to, expected, what, this.signal, onBytes);
     if (r.error) throw new TarportError(r.error.code as TarportError['code'], r.error.message, { retryable: r.error.retryable });
   }
 
@@ -145,7 +153,7 @@ export class LocalCopier {
   }
 
   /** undefined: run it on this thread. */
-  private async run(lane: number, job: Job, expected: { digest: string; size: number }, what: string): Promise<Reply | undefined> {
+  private async run(lane: number, job: Job, expected: { digest: string; size: number }, what: string, onBytes?: (n: number) => void): Promise<Reply | undefined> {
     if (lane === 0) return undefined;
     const slot = await this.worker(lane);
     if (!slot) return undefined;
@@ -160,6 +168,11 @@ export class LocalCopier {
       };
       this.signal?.addEventListener('abort', onAbort, { once: true });
       slot.pending.set(id, (r) => {
+        if (r.bytes !== undefined) {
+          onBytes?.(r.bytes); // progress, not the answer
+          return;
+        }
+        slot.pending.delete(id);
         this.signal?.removeEventListener('abort', onAbort);
         if (slot.pending.size === 0) slot.w.unref();
         resolve(r);
@@ -178,11 +191,7 @@ export class LocalCopier {
     const { Worker } = await import('node:worker_threads');
     const w = new Worker(url);
     const slot = { w, pending: new Map<number, (r: Reply) => void>() };
-    w.on('message', (r: Reply) => {
-      const done = slot.pending.get(r.id);
-      slot.pending.delete(r.id);
-      done?.(r);
-    });
+    w.on('message', (r: Reply) => slot.pending.get(r.id)?.(r));
     w.on('error', (e) => {
       for (const done of slot.pending.values()) done({ id: -1, error: { code: 'INTERNAL', message: `copy thread failed: ${e.message}`, retryable: false } });
       slot.pending.clear();

@@ -1,4 +1,4 @@
-import { PassThrough } from 'node:stream';
+import { PassThrough, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Digester, Verifier } from '../crypto/index.js';
 import { TarportError } from '../errors.js';
@@ -33,6 +33,10 @@ export interface SyncOptions {
 }
 
 export type SyncEvent =
+  /** What the objects of the selected releases add up to (before anything is known to be there). */
+  | { kind: 'plan'; objects: number; bytes: number }
+  /** Progress: this many more bytes of objects are done (copied, or found in place). */
+  | { kind: 'bytes'; bytes: number }
   | { kind: 'object'; digest: string; size: number; status: 'copied' | 'present' | 'repaired' | 'site-has-it' }
   | { kind: 'release'; ref: string; version: number; status: 'copied' | 'present' | 'site-has-it' }
   | { kind: 'catalog'; status: 'copied' | 'merged' | 'unchanged'; signed: boolean }
@@ -67,12 +71,22 @@ export async function syncRepos(src: Repository, dst: Repository, opts: SyncOpti
   const siteHasObject = new Set(opts.have?.objects ?? []);
   const copiedObjects = new Set<string>();
 
+  /** A pass-through that reports the bytes it passes as progress. */
+  const counted = () =>
+    new Transform({
+      highWaterMark: 1 << 20,
+      transform(chunk: Buffer, _e, cb) {
+        emit({ kind: 'bytes', bytes: chunk.length });
+        cb(null, chunk);
+      },
+    });
   const local = src.transport.localPath !== undefined && dst.transport.localPath !== undefined;
   const copier = local ? new LocalCopier(opts.signal) : undefined;
   const copyObject = async (d: Descriptor & { diffId?: string }, lane: number) => {
     if (copiedObjects.has(d.digest)) return;
     copiedObjects.add(d.digest);
     if (siteHasObject.has(d.digest) || (d.diffId && siteHasDiff.has(d.diffId))) {
+      emit({ kind: 'bytes', bytes: d.size });
       emit({ kind: 'object', digest: d.digest, size: d.size, status: 'site-has-it' });
       return;
     }
@@ -85,6 +99,7 @@ export async function syncRepos(src: Repository, dst: Repository, opts: SyncOpti
           ? await copier.check(lane, dst.transport.localPath!(blobKey(d.digest)), d, `object ${d.digest} in ${dst.location}`)
           : await digestOk(dst, d, opts.signal);
       if (intact) {
+        emit({ kind: 'bytes', bytes: d.size });
         emit({ kind: 'object', digest: d.digest, size: d.size, status: 'present' });
         return;
       }
@@ -94,7 +109,7 @@ export async function syncRepos(src: Repository, dst: Repository, opts: SyncOpti
       const out = new PassThrough({ highWaterMark: 1 << 20 });
       // one check on the way (readBlob's own is off): the digest the record names
       const s = await src.readBlob(d, { signal: opts.signal, verify: false });
-      pipeline(s, new Verifier(d, `object ${d.digest} from ${src.location}`), out).catch((e: unknown) => out.destroy(e as Error));
+      pipeline(s, new Verifier(d, `object ${d.digest} from ${src.location}`), counted(), out).catch((e: unknown) => out.destroy(e as Error));
       return out;
     };
     if (opts.maxFileSize && d.size > opts.maxFileSize) {
@@ -111,14 +126,14 @@ export async function syncRepos(src: Repository, dst: Repository, opts: SyncOpti
       const from = copier && (await src.transport.stat(blobKey(d.digest), opts.signal)) ? src.transport.localPath!(blobKey(d.digest)) : undefined;
       if (copier && from) {
         // both ends on this host: no stream per byte, the hash runs beside the copy, one thread per lane
-        await copier.copy(lane, from, dst.transport.localPath!(tmp), d, `object ${d.digest} from ${src.location}`);
+        await copier.copy(lane, from, dst.transport.localPath!(tmp), d, `object ${d.digest} from ${src.location}`, (n) => emit({ kind: 'bytes', bytes: n }));
       } else {
         await dst.transport.write(
           tmp,
           () => {
             const out = new PassThrough({ highWaterMark: 1 << 20 });
             void src.readBlob(d, { signal: opts.signal, verify: false }).then(
-              (s) => pipeline(s, new Verifier(d, `object ${d.digest} from ${src.location}`), out).catch((e: unknown) => out.destroy(e as Error)),
+              (s) => pipeline(s, new Verifier(d, `object ${d.digest} from ${src.location}`), counted(), out).catch((e: unknown) => out.destroy(e as Error)),
               (e: unknown) => out.destroy(e as Error),
             );
             return out;
@@ -156,6 +171,8 @@ export async function syncRepos(src: Repository, dst: Repository, opts: SyncOpti
   const objects = plan.flatMap(({ record }) => [...record.layers, record.config, record.manifest].filter((o): o is NonNullable<typeof o> => o !== undefined));
   // largest first: the lanes end together
   objects.sort((a, b) => b.size - a.size);
+  const unique = new Map(objects.map((o) => [o.digest, o.size]));
+  emit({ kind: 'plan', objects: unique.size, bytes: [...unique.values()].reduce((a, b) => a + b, 0) });
   try {
     await allBounded(
       objects.map((o) => (lane: number) => copyObject(o, lane)),

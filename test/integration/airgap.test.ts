@@ -162,4 +162,26 @@ describe('air gap: tarport sync', () => {
     expect(repaired.stderr).toMatch(/repaired/);
     expect((await readFile(onStick)).equals(await readFile(join(src, big)))).toBe(true);
   });
+
+  it('on a terminal, sync shows one progress bar in place of the lines per object; a log keeps the lines', async () => {
+    const id = randomBytes(3).toString('hex');
+    const src = join(dir, `psrc-${id}`);
+    expect((await tarport(['push', fixture('app-v1.tar'), '--to', src, '--name', `tarport-test/progress-${id}:1`])).code).toBe(0);
+    // script(1) gives the command a pseudo-terminal
+    const tty = await new Promise<{ code: number | null; out: string }>((resolve) => {
+      const cmd = `${process.execPath} ${join(ROOT, 'bin/tarport.js')} sync ${src} ${join(dir, `ptty-${id}`)}`;
+      const child = spawn('script', ['-qec', cmd, '/dev/null'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      child.stdout!.on('data', (d) => (out += d));
+      child.on('close', (code) => resolve({ code, out }));
+    });
+    expect(tty.code, tty.out).toBe(0);
+    expect(tty.out).toMatch(/sync \[#+\] 100% 13\.\d MiB of 13\.\d MiB/);
+    expect(tty.out).not.toMatch(/object sha256:/);
+    expect(tty.out).toMatch(/object\(s\), 13\.\d MiB copied/);
+    const log = await tarport(['sync', src, join(dir, `plog-${id}`)]);
+    expect(log.code).toBe(0);
+    expect(log.stderr).toMatch(/object sha256:[0-9a-f]{12} .*: copied/);
+    expect(log.stderr).not.toMatch(/sync \[/);
+  });
 });

@@ -37,6 +37,8 @@ export async function syncCommand(ctx: Context, srcUrl: string, dstUrl: string, 
   const sign = await signerFrom(flags);
   const src = await openRepository(srcUrl, 'SRC', flags);
   const dst = await openRepository(dstUrl, 'DST', flags);
+  // a person at a terminal gets a progress bar instead of a line per object; logs keep the lines
+  const bar = process.stderr.isTTY && !ctx.out.quiet ? await progressBar() : undefined;
   try {
     const r = await syncRepos(src, dst, {
       ...(only.length ? { only } : {}),
@@ -46,16 +48,25 @@ export async function syncCommand(ctx: Context, srcUrl: string, dstUrl: string, 
       ...(flags.maxFileSize ? { maxFileSize: parseSize(flags.maxFileSize, '--max-file-size') } : {}),
       signal: ctx.signal,
       onEvent: (e) => {
-        if (e.kind === 'warning') ctx.out.warn(e.message);
-        else if (e.kind === 'object' && e.status !== 'present') ctx.out.info(`object ${e.digest.slice(0, 19)} ${humanBytes(e.size)}: ${e.status}`);
-        else if (e.kind === 'release') ctx.out.info(`release ${e.ref} v${e.version}: ${e.status}`);
-        else if (e.kind === 'catalog') ctx.out.info(`catalog: ${e.status}${e.signed ? ' (signed)' : ''}`);
+        if (e.kind === 'plan') bar?.start(e.bytes, 0);
+        else if (e.kind === 'bytes') bar?.increment(e.bytes);
+        else if (e.kind === 'object') {
+          if (!bar && e.status !== 'present') ctx.out.info(`object ${e.digest.slice(0, 19)} ${humanBytes(e.size)}: ${e.status}`);
+        } else {
+          // objects are done before releases and the catalog: the bar has said all it will
+          bar?.stop();
+          if (e.kind === 'warning') ctx.out.warn(e.message);
+          else if (e.kind === 'release') ctx.out.info(`release ${e.ref} v${e.version}: ${e.status}`);
+          else ctx.out.info(`catalog: ${e.status}${e.signed ? ' (signed)' : ''}`);
+        }
       },
     });
+    bar?.stop();
     ctx.out.info(`${r.objectsCopied} object(s), ${humanBytes(r.bytesCopied)} copied to ${dst.location}${r.objectsRepaired ? `, ${r.objectsRepaired} repaired` : ''}`);
     ctx.out.document({ ...r, source: src.location, destination: dst.location });
     return 0;
   } finally {
+    bar?.stop();
     await src.transport.close();
     await dst.transport.close();
   }
@@ -103,4 +114,21 @@ export async function inventoryCommand(ctx: Context, flags: InventoryFlags): Pro
   ctx.out.info(`wrote ${flags.output}: ${inv.diffIds.length} layer(s), ${inv.objects.length} object(s), ${Object.keys(inv.releases).length} release tag(s) from ${inv.source}`);
   ctx.out.document(inv);
   return 0;
+}
+
+/** Bytes done of bytes planned, with speed and time left, redrawn in place on stderr. */
+async function progressBar() {
+  const { SingleBar } = await import('cli-progress');
+  return new SingleBar({
+    stream: process.stderr,
+    hideCursor: true,
+    etaBuffer: 50,
+    format: (opts, p) => {
+      const width = opts.barsize ?? 30;
+      const filled = Math.round(Math.min(1, p.progress) * width);
+      const secs = Math.max(0.001, ((p.stopTime ?? Date.now()) - p.startTime) / 1000);
+      const left = p.value > 0 && p.value < p.total ? `, ${Math.ceil(((p.total - p.value) / p.value) * secs)} s left` : '';
+      return `sync [${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${Math.floor(p.progress * 100)}% ${humanBytes(p.value)} of ${humanBytes(p.total)}, ${humanBytes(p.value / secs)}/s${left}`;
+    },
+  });
 }
