@@ -7,6 +7,9 @@ import { TarportError, wrapSystemError } from '../errors.js';
 const CHUNK = 4 << 20;
 const FLUSH_EVERY = 16 << 20;
 
+/** Buffers as large as the object (one byte more, to see a file that grew), at most CHUNK. */
+const bufferFor = (size: number) => Math.min(CHUNK, size + 1);
+
 /**
  * Copies one local file to another and checks its digest on the way: the very bytes written are the
  * bytes hashed. Reads and writes run on libuv's thread pool while the main thread hashes, three
@@ -30,12 +33,12 @@ export async function copyVerified(
     });
     await mkdir(dirname(to), { recursive: true });
     dst = await open(to, 'w');
-    const bufs = [Buffer.allocUnsafe(CHUNK), Buffer.allocUnsafe(CHUNK), Buffer.allocUnsafe(CHUNK)];
+    const bufs = [0, 1, 2].map(() => Buffer.allocUnsafe(bufferFor(expected.size)));
     const s = src;
     const d = dst;
     let pos = 0;
     let i = 0;
-    let reading = s.read(bufs[0]!, 0, CHUNK, 0);
+    let reading = s.read(bufs[0]!, 0, bufs[0]!.length, 0);
     let writing: Promise<unknown> = Promise.resolve();
     let flushing: Promise<unknown> | undefined;
     let flushedAt = 0;
@@ -47,7 +50,7 @@ export async function copyVerified(
       const at = pos;
       pos += bytesRead;
       // the buffer this read fills was last written two rounds ago; that write has been awaited
-      reading = s.read(bufs[(i + 1) % 3]!, 0, CHUNK, pos);
+      reading = s.read(bufs[(i + 1) % 3]!, 0, bufs[0]!.length, pos);
       reading.catch(() => undefined); // awaited next round; an early exit must not leave it unhandled
       check.update(cur);
       await writing;
@@ -96,17 +99,17 @@ export async function checkFile(path: string, expected: { digest: string; size: 
   let fh: FileHandle | undefined;
   try {
     fh = await open(path, 'r');
-    const bufs = [Buffer.allocUnsafe(CHUNK), Buffer.allocUnsafe(CHUNK)];
+    const bufs = [0, 1].map(() => Buffer.allocUnsafe(bufferFor(expected.size)));
     let pos = 0;
     let i = 0;
-    let reading = fh.read(bufs[0]!, 0, CHUNK, 0);
+    let reading = fh.read(bufs[0]!, 0, bufs[0]!.length, 0);
     for (;;) {
       const { bytesRead } = await reading;
       if (bytesRead === 0) break;
       signal?.throwIfAborted();
       const cur = bufs[i % 2]!.subarray(0, bytesRead);
       pos += bytesRead;
-      reading = fh.read(bufs[(i + 1) % 2]!, 0, CHUNK, pos);
+      reading = fh.read(bufs[(i + 1) % 2]!, 0, bufs[0]!.length, pos);
       reading.catch(() => undefined);
       check.update(cur);
       i++;
