@@ -210,7 +210,11 @@ class ThreadedZstd extends Duplex {
 
   override _write(chunk: Buffer, _e: BufferEncoding, cb: (e?: Error | null) => void): void {
     this.inFlight++;
-    this.worker.postMessage({ data: chunk });
+    // A chunk that owns its whole memory (file reads do) moves to the thread instead of being
+    // copied: nothing reads it after this write, and the copies cost the collector ~0.2 s per image.
+    const own = chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength && chunk.buffer instanceof ArrayBuffer;
+    if (own) this.worker.postMessage({ data: chunk }, [chunk.buffer as ArrayBuffer]);
+    else this.worker.postMessage({ data: chunk });
     this.blockedWrite = () => cb();
     this.release();
   }

@@ -11,10 +11,11 @@ async function squeeze(data: Buffer): Promise<Buffer> {
   return Buffer.concat(out);
 }
 
-async function expand(z: Buffer, chunk = 1 << 20, slow = false): Promise<Buffer> {
+async function expand(z: Buffer, chunk = 1 << 20, slow = false, own = false): Promise<Buffer> {
   const dec = await threadedDecompressor('zstd');
   expect(dec.constructor.name).toBe('ThreadedZstd');
-  const pieces = Array.from({ length: Math.ceil(z.length / chunk) }, (_, i) => z.subarray(i * chunk, (i + 1) * chunk));
+  // own: each piece in memory of its own (as file reads are), which moves to the thread uncopied
+  const pieces = Array.from({ length: Math.ceil(z.length / chunk) }, (_, i) => z.subarray(i * chunk, (i + 1) * chunk)).map((p) => (own ? Buffer.from(p) : p));
   const out: Buffer[] = [];
   await pipeline(
     Readable.from(pieces),
@@ -33,6 +34,8 @@ describe('zstd on a worker thread', () => {
     expect((await expand(z)).equals(data)).toBe(true);
     expect((await expand(z, 4099)).equals(data)).toBe(true);
     expect((await expand(z, 1 << 20, true)).equals(data)).toBe(true);
+    expect((await expand(z, 1 << 20, false, true)).equals(data)).toBe(true);
+    expect((await expand(z, 64 << 10, true, true)).equals(data)).toBe(true);
   });
 
   it('fails on a cut stream and on bytes that are not zstd', async () => {
