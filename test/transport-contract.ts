@@ -1,7 +1,10 @@
 import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import type { Transport } from '../src/transport/index.js';
+import { tempDir } from './helpers.js';
 
 async function readAll(t: Transport, key: string, offset = 0): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -68,6 +71,62 @@ export function transportContract(name: string, make: () => Promise<Transport>):
         });
       await expect(t.write('f/broken', failing)).rejects.toThrow(/source broke/);
       expect(await t.stat('f/broken')).toBeUndefined();
+      await t.close();
+    });
+
+    it('readTo lends the same bytes as read, in order, through a slow sink and from an offset', async () => {
+      const t = await make();
+      // several MiB: the lending transports rotate their buffers and pause while the sink has both
+      const data = randomBytes(8 * 1024 * 1024 + 12_345);
+      await t.write('lend/x.bin', () => Readable.from([data]));
+      const got: Buffer[] = [];
+      let calls = 0;
+      const n = await t.readTo('lend/x.bin', async (chunk) => {
+        got.push(Buffer.from(chunk)); // a copy: the chunk goes back to the transport after this call
+        // always asynchronous, sometimes slow: the transport must hold back while the sink has a chunk
+        await new Promise((r) => (++calls % 3 === 0 ? setTimeout(r, 3) : setImmediate(r)));
+      });
+      expect(n).toBe(data.length);
+      expect(Buffer.concat(got).equals(data)).toBe(true);
+      const tail: Buffer[] = [];
+      await t.readTo('lend/x.bin', (chunk) => void tail.push(Buffer.from(chunk)), { offset: 4_000_000 });
+      expect(Buffer.concat(tail).equals(data.subarray(4_000_000))).toBe(true);
+      await expect(t.readTo('lend/missing', () => undefined)).rejects.toMatchObject({ code: 'NOT_FOUND' });
+      await t.close();
+    });
+
+    it('readTo stops at once when the sink fails, and the transport goes on working', async () => {
+      const t = await make();
+      const data = randomBytes(3 * 1024 * 1024);
+      await t.write('sink/x.bin', () => Readable.from([data]));
+      let seen = 0;
+      let afterFailure = 0;
+      await expect(
+        t.readTo('sink/x.bin', (chunk) => {
+          if (seen > 1024 * 1024) afterFailure++;
+          seen += chunk.length;
+          if (seen > 1024 * 1024) throw new Error('disk full here');
+        }),
+      ).rejects.toThrow(/disk full here/);
+      expect(afterFailure).toBe(0);
+      expect((await readAll(t, 'sink/x.bin')).equals(data)).toBe(true);
+      await t.close();
+    });
+
+    it('uploads a local file source; a missing file fails as the source, not retried, and leaves nothing', async () => {
+      const t = await make();
+      const dir = await tempDir();
+      const data = randomBytes(2 * 1024 * 1024 + 7);
+      await writeFile(join(dir, 'f.bin'), data);
+      expect((await t.write('file/f.bin', { file: join(dir, 'f.bin') })).size).toBe(data.length);
+      expect((await readAll(t, 'file/f.bin')).equals(data)).toBe(true);
+      await writeFile(join(dir, 'empty'), '');
+      expect((await t.write('file/empty', { file: join(dir, 'empty') })).size).toBe(0);
+      expect((await t.stat('file/empty'))?.size).toBe(0);
+      const started = Date.now();
+      await expect(t.write('file/gone', { file: join(dir, 'missing.bin') })).rejects.toThrow(/missing\.bin.*|reading the source failed/);
+      expect(Date.now() - started).toBeLessThan(2000); // no backoff: a missing file is not the server's fault
+      expect(await t.stat('file/gone')).toBeUndefined();
       await t.close();
     });
 

@@ -1,9 +1,8 @@
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { Verifier, hexOf } from '../crypto/index.js';
+import { DigestCheck, hexOf } from '../crypto/index.js';
 import { wrapSystemError } from '../errors.js';
 import type { Repository } from '../repo/index.js';
 
@@ -35,17 +34,30 @@ export class ObjectCache {
       await rm(part, { force: true });
       offset = 0;
     }
-    const verifier = new Verifier(desc, `object ${desc.digest} from ${repo.location}`);
+    const check = new DigestCheck(desc, `object ${desc.digest} from ${repo.location}`);
+    let fh: FileHandle | undefined;
     try {
-      // the bytes we already have go through the verifier first, then the rest from the repository
-      if (offset > 0) for await (const c of createReadStream(part, { highWaterMark: 1 << 20 })) verifier.absorb(c as Buffer);
-      const remote = await repo.readBlob(desc, { offset, signal, verify: false });
-      let fetched = 0;
-      remote.on('data', (c: Buffer) => (fetched += c.length));
-      await pipeline(remote, verifier, createWriteStream(part, { flags: offset > 0 ? 'a' : 'w', highWaterMark: 1 << 20 }), { signal });
+      // the bytes we already have go through the check first, then the rest from the repository
+      if (offset > 0) for await (const c of createReadStream(part, { highWaterMark: 1 << 20 })) check.update(c as Buffer);
+      fh = await open(part, offset > 0 ? 'a' : 'w');
+      const out = fh;
+      // the repository lends its buffers (FTP reads into two of its own): each is hashed and
+      // written before it goes back
+      const fetched = await repo.readBlobTo(
+        desc,
+        async (chunk) => {
+          check.update(chunk);
+          await writeAll(out, chunk);
+        },
+        { offset, ...(signal ? { signal } : {}) },
+      );
+      check.finish();
+      await fh.close();
+      fh = undefined;
       await rename(part, this.final(desc.digest));
       return fetched;
     } catch (e) {
+      await fh?.close().catch(() => undefined);
       // a digest mismatch means the partial file is poison: drop it; a cut connection keeps it
       if ((e as { code?: string }).code === 'DIGEST_MISMATCH') await rm(part, { force: true });
       throw wrapSystemError(e, `download ${desc.digest} from ${repo.location}`);
@@ -64,4 +76,9 @@ export class ObjectCache {
       if (!keep.has(`sha256:${n}`)) await rm(join(dir, n), { force: true }).catch((e: unknown) => wrapSystemError(e, 'prune cache'));
     }
   }
+}
+
+/** Writes all of `buf` at the file's position (a write may take only part of it). */
+async function writeAll(fh: FileHandle, buf: Buffer): Promise<void> {
+  for (let off = 0; off < buf.length; ) off += (await fh.write(buf, off, buf.length - off)).bytesWritten;
 }

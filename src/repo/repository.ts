@@ -1,4 +1,4 @@
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,7 +7,8 @@ import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import { Digester, Verifier, sha256 } from '../crypto/index.js';
 import { TarportError, isTarportError } from '../errors.js';
-import type { Transport } from '../transport/index.js';
+import type { ByteSink, Transport } from '../transport/index.js';
+import { drainInto } from '../transport/source.js';
 import {
   BLOBS_FOLDER,
   CATALOG_KEY,
@@ -204,6 +205,17 @@ export class Repository {
     return v;
   }
 
+  /**
+   * A blob's bytes from `offset` into `sink` (see ByteSink: the chunks are lent), unverified: the
+   * caller checks them, as it hashes them anyway on their way to disk. An object stored whole is
+   * read without a stream in between (FTP lends its socket buffers); parts go through readSplit.
+   */
+  async readBlobTo(desc: { digest: string; size: number }, sink: ByteSink, opts: { offset?: number; signal?: AbortSignal } = {}): Promise<number> {
+    const key = blobKey(desc.digest);
+    if (await this.transport.stat(key, opts.signal)) return this.transport.readTo(key, sink, { offset: opts.offset ?? 0, ...(opts.signal ? { signal: opts.signal } : {}) });
+    return drainInto(await this.readSplit(desc.digest, opts.offset ?? 0, opts.signal), sink);
+  }
+
   /** Reassembles an object stored in parts, each part checked against its own digest. */
   private async readSplit(digest: string, offset: number, signal?: AbortSignal): Promise<Readable> {
     const list = await this.readParts(digest, signal);
@@ -346,7 +358,7 @@ export class Repository {
       }
       const tmp = tempKeyFor(blobKey(digest));
       try {
-        await this.transport.write(tmp, () => createReadStream(file, { highWaterMark: 1 << 20 }), { signal });
+        await this.transport.write(tmp, { file }, { signal });
       } catch (e) {
         await this.transport.remove(tmp).catch(() => undefined);
         throw e;

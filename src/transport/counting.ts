@@ -1,4 +1,4 @@
-import type { ObjectInfo, ReadOptions, Transport, WriteOptions } from './types.js';
+import type { ByteSink, ObjectInfo, ReadOptions, Source, Transport, WriteOptions } from './types.js';
 import type { Readable } from 'node:stream';
 
 /** Counts requests and bytes that cross a transport (tests, bench, and --json statistics). */
@@ -51,9 +51,22 @@ export class CountingTransport implements Transport {
     return src;
   }
 
-  write(key: string, open: () => Readable, opts?: WriteOptions): Promise<{ size: number }> {
+  readTo(key: string, sink: ByteSink, opts?: ReadOptions): Promise<number> {
     this.counters.requests++;
-    return this.inner.write(key, open, opts).then((r) => {
+    const c = this.counters;
+    return this.inner.readTo(
+      key,
+      (chunk) => {
+        c.bytesRead += chunk.length;
+        return sink(chunk);
+      },
+      opts,
+    );
+  }
+
+  write(key: string, source: Source, opts?: WriteOptions): Promise<{ size: number }> {
+    this.counters.requests++;
+    return this.inner.write(key, source, opts).then((r) => {
       this.counters.bytesWritten += r.size;
       return r;
     });

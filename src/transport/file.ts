@@ -5,7 +5,8 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TarportError, wrapSystemError } from '../errors.js';
 import { keySegments, parentOf } from './keys.js';
-import type { ObjectInfo, ReadOptions, Transport, WriteOptions } from './types.js';
+import { readFileInto, readableFrom } from './source.js';
+import type { ByteSink, ObjectInfo, ReadOptions, Source, Transport, WriteOptions } from './types.js';
 
 const CHUNK = 1 << 20; // 1 MiB reads: the default 64 KiB halves hashing speed downstream (LIMITS.md)
 
@@ -68,7 +69,11 @@ export class FileTransport implements Transport {
     return fh.createReadStream({ start: opts.offset ?? 0, highWaterMark: CHUNK, signal: opts.signal, autoClose: true });
   }
 
-  async write(key: string, openSource: () => Readable, opts: WriteOptions = {}): Promise<{ size: number }> {
+  readTo(key: string, sink: ByteSink, opts: ReadOptions = {}): Promise<number> {
+    return readFileInto(this.path(key), opts.offset ?? 0, sink, opts.signal, `read ${key} from ${this.location}`);
+  }
+
+  async write(key: string, source: Source, opts: WriteOptions = {}): Promise<{ size: number }> {
     const p = this.path(key);
     try {
       await mkdir(this.folderPath(key), { recursive: true });
@@ -80,7 +85,7 @@ export class FileTransport implements Transport {
     });
     const out = createWriteStream('', { fd: fh.fd, highWaterMark: CHUNK, autoClose: false, flush: false });
     try {
-      await pipeline(openSource(), out, { signal: opts.signal });
+      await pipeline(readableFrom(source, 0, `write ${key} to ${this.location}`), out, { signal: opts.signal });
       // Durable before it can be renamed into place: a stick pulled right after a publish must not
       // hold a catalog that names objects whose bytes never reached the medium.
       await fh.sync();

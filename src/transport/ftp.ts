@@ -5,9 +5,10 @@ import { Client, FTPError, type FileInfo } from 'basic-ftp';
 import { TarportError, messageOf } from '../errors.js';
 import { keySegments, parentOf } from './keys.js';
 import { formatLocation, type Location } from './location.js';
-import { resumableDownload, resumableWrite } from './resume.js';
+import { retrieve, store } from './ftpdata.js';
+import { resumableInto, resumableWrite, sinkStream } from './resume.js';
 import { withRetries } from './retry.js';
-import type { ObjectInfo, ReadOptions, Transport, WriteOptions } from './types.js';
+import type { ByteSink, ObjectInfo, ReadOptions, Source, Transport, WriteOptions } from './types.js';
 
 export interface FtpOptions {
   readonly password?: string;
@@ -38,6 +39,9 @@ export class FtpTransport implements Transport {
   private readonly root: string;
   private readonly retries: number;
   private readonly ca: Buffer | undefined;
+  private readonly timeoutMs: number;
+  /** What this server taught us about passive mode (EPSV refused). */
+  private readonly passive: { epsvRefused?: boolean } = {};
 
   constructor(
     private readonly loc: FtpLocation,
@@ -47,6 +51,7 @@ export class FtpTransport implements Transport {
     this.capabilities = { atomicRename: true, maxConnections: opts.maxConnections ?? 2, local: false };
     this.root = loc.path.replace(/\/+$/, '') || '';
     this.retries = opts.retries ?? 5;
+    this.timeoutMs = opts.timeoutMs ?? 30_000;
     if (opts.ca) {
       try {
         this.ca = readFileSync(opts.ca);
@@ -63,7 +68,7 @@ export class FtpTransport implements Transport {
   // ---- connections -----------------------------------------------------------------------------
 
   private async connect(): Promise<Client> {
-    const c = new Client(this.opts.timeoutMs ?? 30_000);
+    const c = new Client(this.timeoutMs);
     try {
       await c.access({
         host: this.loc.host,
@@ -166,35 +171,44 @@ export class FtpTransport implements Transport {
   }
 
   /**
-   * Downloads, resuming with REST where a cut connection broke. basic-ftp ends its destination even
-   * when a transfer failed, so each attempt gets a sink of its own; the stream ends only when the
-   * server confirmed the transfer (226).
+   * Downloads on a data connection of our own (ftpdata.ts), resuming with REST where a cut
+   * connection broke; a download ends only when the server confirmed the transfer (226).
    */
-  async read(key: string, opts: ReadOptions = {}): Promise<Readable> {
+  private download(key: string, sink: ByteSink, offset: number, lend: boolean, signal?: AbortSignal): Promise<number> {
     const p = this.path(key);
-    return resumableDownload(
-      (offset, sink, signal) =>
+    return resumableInto(
+      (from, deliver, sig) =>
         this.withClient(async (c) => {
           const stop = () => c.close();
-          signal.addEventListener('abort', stop, { once: true });
+          sig.addEventListener('abort', stop, { once: true });
           try {
-            await c.downloadTo(sink, p, offset);
+            await retrieve(c.ftp, p, from, deliver, { lend, signal: sig, timeoutMs: this.timeoutMs, passive: this.passive });
           } catch (e) {
             if (e instanceof FTPError && e.code === 550) throw new TarportError('NOT_FOUND', `read ${key} from ${this.location}: not found (${e.message})`, { cause: e, retryable: false });
             throw e;
           } finally {
-            signal.removeEventListener('abort', stop);
+            sig.removeEventListener('abort', stop);
           }
         }),
+      sink,
       {
-        offset: opts.offset ?? 0,
+        offset,
         retries: this.retries,
         what: `read ${key} from ${this.location}`,
-        signal: opts.signal,
+        ...(signal ? { signal } : {}),
         retryable: (e) => this.classify(e, 'read').retryable,
         ...(this.opts.onResume ? { onResume: this.opts.onResume } : {}),
       },
     );
+  }
+
+  async read(key: string, opts: ReadOptions = {}): Promise<Readable> {
+    // the stream keeps its chunks: the socket's own fresh buffers go in, not lent ones
+    return sinkStream((sink, signal) => this.download(key, sink, opts.offset ?? 0, false, signal), `read ${key} from ${this.location}`, opts.signal);
+  }
+
+  readTo(key: string, sink: ByteSink, opts: ReadOptions = {}): Promise<number> {
+    return this.download(key, sink, opts.offset ?? 0, true, opts.signal);
   }
 
   private async ensureParent(key: string): Promise<void> {
@@ -215,20 +229,23 @@ export class FtpTransport implements Transport {
   }
 
   /**
-   * Uploads; when the connection breaks, the upload resumes where the server's copy ends (SIZE,
-   * then APPE with the rest of a fresh source), so only the missing bytes are sent again.
+   * Uploads on a data connection of our own; when the connection breaks, the upload resumes where
+   * the server's copy ends (SIZE, then APPE with the rest of the source), so only the missing bytes
+   * are sent again.
    */
-  async write(key: string, open: () => Readable, opts: WriteOptions = {}): Promise<{ size: number }> {
+  async write(key: string, source: Source, opts: WriteOptions = {}): Promise<{ size: number }> {
     const p = this.path(key);
+    const what = `upload ${key} to ${this.location}`;
     await this.retry(`create folder for ${key}`, () => this.ensureParent(key));
-    return resumableWrite(open, {
+    return resumableWrite({
       retries: this.retries,
-      what: `upload ${key} to ${this.location}`,
-      signal: opts.signal,
+      what,
+      ...(opts.signal ? { signal: opts.signal } : {}),
       retryable: (e) => this.classify(e, 'upload').retryable,
-      upload: async (src, offset) => {
+      upload: async (offset) => {
         try {
-          await this.withClient((c) => (offset > 0 ? c.appendFrom(src, p) : c.uploadFrom(src, p)));
+          const signal = opts.signal ?? new AbortController().signal;
+          return await this.withClient((c) => store(c.ftp, offset > 0 ? 'APPE' : 'STOR', p, source, offset, what, { signal, timeoutMs: this.timeoutMs, passive: this.passive }));
         } catch (e) {
           throw this.classify(e, `upload ${key}`);
         }

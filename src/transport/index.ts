@@ -1,4 +1,4 @@
-export type { ObjectInfo, ReadOptions, Transport, WriteOptions } from './types.js';
+export type { ByteSink, ObjectInfo, ReadOptions, Source, Transport, WriteOptions } from './types.js';
 export { FileTransport } from './file.js';
 export { parseLocation, formatLocation, maskLocationString, type Location } from './location.js';
 export { openTransport, type TransportOptions } from './open.js';
@@ -7,3 +7,4 @@ export { MemoryTransport } from './memory.js';
 export type { FtpOptions } from './ftp.js';
 export type { SftpOptions } from './sftp.js';
 export { checkHostKey, fingerprint } from './knownhosts.js';
+export { drainInto } from './source.js';

@@ -1,7 +1,8 @@
 import { Readable } from 'node:stream';
 import { TarportError } from '../errors.js';
 import { keySegments, parentOf } from './keys.js';
-import type { ObjectInfo, ReadOptions, Transport, WriteOptions } from './types.js';
+import { drainInto, readableFrom } from './source.js';
+import type { ByteSink, ObjectInfo, ReadOptions, Source, Transport, WriteOptions } from './types.js';
 
 /** An in-process store for fast tests. Passes the same contract suite as the real transports. */
 export class MemoryTransport implements Transport {
@@ -43,11 +44,15 @@ export class MemoryTransport implements Transport {
     return Readable.from([f.subarray(opts.offset ?? 0)]);
   }
 
-  async write(key: string, open: () => Readable, opts: WriteOptions = {}): Promise<{ size: number }> {
+  async readTo(key: string, sink: ByteSink, opts: ReadOptions = {}): Promise<number> {
+    return drainInto(await this.read(key, opts), sink);
+  }
+
+  async write(key: string, source: Source, opts: WriteOptions = {}): Promise<{ size: number }> {
     keySegments(key);
     if (parentOf(key) !== '' && this.files.has(parentOf(key))) throw new TarportError('IO', `write ${key}: parent is a file`);
     const chunks: Buffer[] = [];
-    for await (const c of open()) {
+    for await (const c of readableFrom(source, 0, `write ${key} to ${this.location}`)) {
       opts.signal?.throwIfAborted();
       chunks.push(c as Buffer);
     }

@@ -1,7 +1,8 @@
-import { Readable, Transform, Writable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TarportError, messageOf } from '../errors.js';
 import { backoffMs } from './retry.js';
+import type { ByteSink } from './types.js';
 
 export interface ResumeOptions {
   /** First byte to deliver. */
@@ -17,23 +18,77 @@ export interface ResumeOptions {
 }
 
 /**
- * One download attempt: write the bytes from `offset` on into `sink` (end it or not: it is this
- * attempt's own), resolve once the server confirmed the whole transfer, stop when `signal` aborts.
+ * One download attempt: deliver the bytes from `offset` on into `sink`, in order; resolve once the
+ * server confirmed the whole transfer, stop when `signal` aborts.
+ */
+export type SinkAttempt = (offset: number, sink: ByteSink, signal: AbortSignal) => Promise<void>;
+
+/**
+ * A download into a sink that survives cut connections: when an attempt fails, another starts at
+ * the byte where it broke (FTP REST, SFTP read offset) with growing pauses, up to `retries` times.
+ * A byte counts as delivered once the sink took it, so a resumed attempt neither repeats nor skips
+ * one. A failing sink is not the server's fault: its error ends the download at once.
+ * Resolves with the bytes delivered.
+ */
+export async function resumableInto(attempt: SinkAttempt, sink: ByteSink, opts: ResumeOptions): Promise<number> {
+  let delivered = 0;
+  let sinkFailed: { e: unknown } | undefined;
+  const counted: ByteSink = (chunk) => {
+    let r: void | Promise<void>;
+    try {
+      r = sink(chunk);
+    } catch (e) {
+      sinkFailed = { e };
+      throw e;
+    }
+    if (!r) {
+      delivered += chunk.length;
+      return;
+    }
+    return r.then(
+      () => void (delivered += chunk.length),
+      (e: unknown) => {
+        sinkFailed = { e };
+        throw e;
+      },
+    );
+  };
+  for (let n = 0; ; n++) {
+    opts.signal?.throwIfAborted();
+    const ac = new AbortController();
+    const stop = () => ac.abort(opts.signal?.reason);
+    opts.signal?.addEventListener('abort', stop, { once: true });
+    try {
+      await attempt(opts.offset + delivered, counted, ac.signal);
+      return delivered;
+    } catch (e) {
+      if (sinkFailed) throw sinkFailed.e;
+      if (n >= opts.retries || !opts.retryable(e) || opts.signal?.aborted) {
+        throw e instanceof TarportError ? e : new TarportError('CONNECTION', `${opts.what}: ${messageOf(e)}`, { cause: e });
+      }
+      opts.onResume?.(opts.offset + delivered);
+      await new Promise((r) => setTimeout(r, backoffMs(n)));
+    } finally {
+      opts.signal?.removeEventListener('abort', stop);
+    }
+  }
+}
+
+/**
+ * One download attempt for clients that write into a Writable (end it or not: it is this attempt's
+ * own); resolve once the server confirmed the whole transfer.
  */
 export type DownloadAttempt = (offset: number, sink: Writable, signal: AbortSignal) => Promise<void>;
 
 /**
- * A download that survives cut connections: when an attempt fails, another starts at the byte where
- * it broke (FTP REST, SFTP read offset) with growing pauses, up to `retries` times. The returned
- * stream ends only when an attempt succeeded; it fails with the last error otherwise.
- *
- * Each attempt writes into a sink that pushes straight into the returned stream: one hop between
- * the socket and the reader, which matters at loopback speeds with 64 KiB socket reads.
+ * A stream fed by `run`, which delivers into the sink it is given and resolves when all is there.
+ * Chunks are kept as they come, not copied: `run` must hand over buffers of their own (a socket's
+ * fresh reads), never lent ones. Reading nothing for a while holds `run` back; destroying the stream
+ * aborts the signal `run` got, so its connection is not left hanging.
  */
-export function resumableDownload(attempt: DownloadAttempt, opts: ResumeOptions): Readable {
-  let delivered = 0;
+export function sinkStream(run: (sink: ByteSink, signal: AbortSignal) => Promise<unknown>, what: string, signal?: AbortSignal): Readable {
   let wake: (() => void) | undefined;
-  let current: AbortController | undefined;
+  const stopper = new AbortController();
   const out = new Readable({
     highWaterMark: 1 << 20,
     read() {
@@ -42,46 +97,52 @@ export function resumableDownload(attempt: DownloadAttempt, opts: ResumeOptions)
       w?.();
     },
     destroy(err, cb) {
-      // the reader gave up: stop the attempt under way, so its connection is not left hanging
-      current?.abort();
+      stopper.abort(new TarportError('ABORTED', `${what}: the reader stopped`, { retryable: false }));
       wake = undefined;
       cb(err);
     },
   });
-  (async () => {
-    for (let n = 0; ; n++) {
-      opts.signal?.throwIfAborted();
-      const ac = new AbortController();
-      current = ac;
-      const sink = new Writable({
-        highWaterMark: 1 << 20,
-        write(chunk: Buffer, _e, cb) {
-          if (out.destroyed) {
-            cb(new TarportError('ABORTED', `${opts.what}: the reader stopped`, { retryable: false }));
-            return;
-          }
-          delivered += chunk.length;
-          if (out.push(chunk)) cb();
-          else wake = cb;
-        },
-      });
-      try {
-        await attempt(opts.offset + delivered, sink, ac.signal);
-        if (!out.destroyed) out.push(null);
-        return;
-      } catch (e) {
-        if (out.destroyed) return;
-        if (n >= opts.retries || !opts.retryable(e) || opts.signal?.aborted) throw e;
-        opts.onResume?.(opts.offset + delivered);
-        await new Promise((r) => setTimeout(r, backoffMs(n)));
-      }
-    }
-  })().catch((e: unknown) => {
-    out.destroy(e instanceof TarportError ? e : new TarportError('CONNECTION', `${opts.what}: ${messageOf(e)}`, { cause: e }));
-  });
+  const push: ByteSink = (chunk) => {
+    if (out.destroyed) throw new TarportError('ABORTED', `${what}: the reader stopped`, { retryable: false });
+    if (!out.push(chunk)) return new Promise<void>((r) => (wake = r));
+  };
+  run(push, signal ? AbortSignal.any([signal, stopper.signal]) : stopper.signal).then(
+    () => {
+      if (!out.destroyed) out.push(null);
+    },
+    (e: unknown) => {
+      if (!out.destroyed) out.destroy(e instanceof TarportError ? e : new TarportError('CONNECTION', `${what}: ${messageOf(e)}`, { cause: e }));
+    },
+  );
   // a consumer that reads nothing yet must not miss an early failure (a missing file)
   out.on('error', () => undefined);
   return out;
+}
+
+/**
+ * resumableInto for clients that write into a Writable, as a stream: it ends only when an attempt
+ * succeeded, and fails with the last error otherwise.
+ */
+export function resumableDownload(attempt: DownloadAttempt, opts: ResumeOptions): Readable {
+  return sinkStream((sink, signal) => resumableInto((offset, deliver, sig) => attempt(offset, writableInto(deliver), sig), sink, { ...opts, signal }), opts.what, opts.signal);
+}
+
+/** A Writable that hands each chunk to `sink` and takes the next once the sink is done with it. */
+function writableInto(sink: ByteSink): Writable {
+  return new Writable({
+    highWaterMark: 1 << 20,
+    write(chunk: Buffer, _e, cb) {
+      let r: void | Promise<void>;
+      try {
+        r = sink(chunk);
+      } catch (e) {
+        cb(e as Error);
+        return;
+      }
+      if (r) r.then(() => cb(), cb);
+      else cb();
+    },
+  });
 }
 
 /** resumableDownload for sources that are streams: each attempt opens one at the offset. */
@@ -97,8 +158,11 @@ export interface ResumableWriteOptions {
   readonly what: string;
   readonly signal?: AbortSignal;
   readonly retryable: (e: unknown) => boolean;
-  /** One upload attempt: `src` holds the bytes from `offset` on (APPE, or a write at an offset). */
-  readonly upload: (src: Readable, offset: number) => Promise<void>;
+  /**
+   * One upload attempt: send the source's bytes from `offset` on (APPE, or a write at an offset);
+   * resolve with the bytes sent. A source that fails rejects with a source error (not retryable).
+   */
+  readonly upload: (offset: number) => Promise<number>;
   /** How many bytes the server holds now (undefined: nothing). */
   readonly remoteSize: () => Promise<number | undefined>;
   /** Removes what a failed upload left. */
@@ -108,29 +172,21 @@ export interface ResumableWriteOptions {
 
 /**
  * An upload that survives cut connections: after a failure it asks the server how much arrived and
- * sends only the rest, from a fresh source that skips what is there. The final size is checked; a
- * failed upload is removed, so nothing half-written stays.
+ * sends only the rest (see readableFrom and sendFrom for the views of the source). The final size is
+ * checked; a failed upload is removed, so nothing half-written stays.
  */
-export async function resumableWrite(open: () => Readable, opts: ResumableWriteOptions): Promise<{ size: number }> {
+export async function resumableWrite(opts: ResumableWriteOptions): Promise<{ size: number }> {
   let total = 0;
   for (let attempt = 0; ; attempt++) {
     opts.signal?.throwIfAborted();
     const have = attempt === 0 ? 0 : ((await opts.remoteSize().catch(() => 0)) ?? 0);
     if (attempt > 0) opts.onResume?.(have);
-    let n = 0;
-    let sourceFailed = false;
-    const raw = open();
-    raw.once('error', () => (sourceFailed = true));
-    const src = skipAndCount(raw, have, (k) => (n = k));
     try {
-      await opts.upload(src, have);
-      if (sourceFailed) throw new TarportError('IO', `${opts.what}: the source failed`, { retryable: false });
-      total = have + n;
+      total = have + (await opts.upload(have));
       break;
     } catch (e) {
-      src.destroy();
-      // a failing source is not the server's fault: trying again cannot help
-      if (sourceFailed || attempt >= opts.retries || !opts.retryable(e) || opts.signal?.aborted) {
+      // a failing source is not the server's fault: it is not retryable, so this gives up at once
+      if (attempt >= opts.retries || !opts.retryable(e) || opts.signal?.aborted) {
         await opts.cleanup().catch(() => undefined);
         throw e;
       }
@@ -143,27 +199,4 @@ export async function resumableWrite(open: () => Readable, opts: ResumableWriteO
     throw new TarportError('IO', `${opts.what}: the server holds ${got ?? 'no'} bytes, ${total} were sent`, { retryable: true });
   }
   return { size: total };
-}
-
-/** Drops the first `skip` bytes of a stream and reports how many bytes came after them. */
-export function skipAndCount(src: Readable, skip: number, onCount: (n: number) => void): Readable {
-  let seen = 0;
-  let passed = 0;
-  const t = new Transform({
-    highWaterMark: 1 << 20,
-    transform(chunk: Buffer, _e, cb) {
-      const start = Math.max(0, Math.min(chunk.length, skip - seen));
-      seen += chunk.length;
-      if (start < chunk.length) {
-        passed += chunk.length - start;
-        onCount(passed);
-        cb(null, start === 0 ? chunk : chunk.subarray(start));
-      } else cb();
-    },
-  });
-  src.on('error', (e) => t.destroy(e));
-  // the upload may attach its own listeners only after connecting: until then an early source
-  // error must not go unhandled (resumableWrite notices it through the source itself)
-  t.on('error', () => undefined);
-  return src.pipe(t);
 }

@@ -12,7 +12,8 @@ import { keySegments, parentOf } from './keys.js';
 import { formatLocation, type Location } from './location.js';
 import { resumableRead, resumableWrite } from './resume.js';
 import { withRetries } from './retry.js';
-import type { ObjectInfo, ReadOptions, Transport, WriteOptions } from './types.js';
+import { drainInto, readableFrom } from './source.js';
+import type { ByteSink, ObjectInfo, ReadOptions, Source, Transport, WriteOptions } from './types.js';
 
 export interface SftpOptions {
   readonly password?: string;
@@ -217,15 +218,22 @@ export class SftpTransport implements Transport {
     }
   }
 
-  async write(key: string, open: () => Readable, opts: WriteOptions = {}): Promise<{ size: number }> {
+  async readTo(key: string, sink: ByteSink, opts: ReadOptions = {}): Promise<number> {
+    return drainInto(await this.read(key, opts), sink);
+  }
+
+  async write(key: string, source: Source, opts: WriteOptions = {}): Promise<{ size: number }> {
     const p = this.path(key);
+    const what = `upload ${key} to ${this.location}`;
     await this.retry(`create folder for ${key}`, () => this.mkdirs(key));
-    return resumableWrite(open, {
+    return resumableWrite({
       retries: this.retries,
-      what: `upload ${key} to ${this.location}`,
-      signal: opts.signal,
+      what,
+      ...(opts.signal ? { signal: opts.signal } : {}),
       retryable: (e) => this.classify(e, 'upload').retryable,
-      upload: async (src, offset) => {
+      upload: async (offset) => {
+        let sent = 0;
+        const src = readableFrom(source, offset, what, (n) => (sent = n));
         const s = await this.sftp().catch((e: unknown) => {
           throw this.classify(e, `upload ${key}`);
         });
@@ -235,6 +243,7 @@ export class SftpTransport implements Transport {
         const sink = new PipelinedWriter(s, handle, offset);
         try {
           await pipeline(src, sink);
+          return sent;
         } catch (e) {
           throw this.classify(e, `upload ${key}`);
         } finally {

@@ -1,0 +1,273 @@
+import { once } from 'node:events';
+import { connect as netConnect, type OnReadOpts, type Socket } from 'node:net';
+import { TLSSocket, connect as tlsConnect } from 'node:tls';
+import { FTPError, type FTPContext, type FTPResponse } from 'basic-ftp';
+import { TarportError } from '../errors.js';
+import { sendFrom } from './source.js';
+import type { ByteSink, Source } from './types.js';
+
+// FTP data connections of our own, on basic-ftp's control connection. basic-ftp moves data through
+// streams: every socket read is a fresh 64 KiB buffer, which at loopback speed costs more in page
+// faults than the transfer itself (~120,000 per GiB downloaded on this kind of VM). Here a download
+// is read into two 1 MiB buffers that are lent to the sink in turn, and an upload from a file is
+// sent from three buffers of its own.
+
+const SLAB = 1 << 20;
+/** A slab is handed on when less than this is left: reads stay large. */
+const MIN_READ = 64 << 10;
+
+export interface DataOptions {
+  readonly timeoutMs: number;
+  readonly signal: AbortSignal;
+  /** Remembers, per server, that EPSV was refused, so later transfers go straight to PASV. */
+  readonly passive: { epsvRefused?: boolean };
+}
+
+/**
+ * The port of a passive data connection: EPSV, or PASV where the server refuses EPSV. The data
+ * connection always goes to the control connection's host. For PASV that ignores the address the
+ * server names: that defeats FTP bounce, and it fixes servers behind NAT that name an inner address
+ * (as curl's --ftp-skip-pasv-ip does).
+ */
+async function passivePort(ftp: FTPContext, state: DataOptions['passive']): Promise<number> {
+  if (!state.epsvRefused) {
+    try {
+      const res = await ftp.request('EPSV');
+      const m = /[|!]{3}(\d+)[|!]/.exec(res.message);
+      if (!m) throw new Error(`cannot read the server's answer to EPSV: ${res.message}`);
+      return Number(m[1]);
+    } catch (e) {
+      if (!(e instanceof FTPError) || e.code < 500) throw e;
+      state.epsvRefused = true;
+    }
+  }
+  const res = await ftp.request('PASV');
+  const m = /(\d+),(\d+),(\d+),(\d+),(\d+),(\d+)/.exec(res.message);
+  if (!m) throw new Error(`cannot read the server's answer to PASV: ${res.message}`);
+  return (Number(m[5]) & 255) * 256 + (Number(m[6]) & 255);
+}
+
+/**
+ * Connects the data connection. Over FTPS it is TLS with the control connection's options (the
+ * certificate is verified the same way) and its session, which servers require (vsftpd's
+ * require_ssl_reuse). The handshake completes only once the server has the transfer command.
+ */
+async function openData(ftp: FTPContext, opts: DataOptions, onread?: OnReadOpts): Promise<Socket> {
+  const port = await passivePort(ftp, opts.passive);
+  const host = (ftp.socket.remoteAddress ?? '').replace(/^::ffff:/i, '');
+  let s: Socket;
+  if (ftp.socket instanceof TLSSocket) {
+    const t = tlsConnect({ ...ftp.tlsOptions, host, port, session: ftp.tlsSessionStore ?? ftp.socket.getSession(), ...(onread ? { onread } : {}) });
+    // TLS 1.3 tickets are single-use: keep the newest for the next data connection
+    t.on('session', (sess: Buffer) => (ftp.tlsSessionStore = sess));
+    s = t;
+  } else {
+    s = netConnect({ host, port, ...(onread ? { onread } : {}) });
+  }
+  s.setTimeout(opts.timeoutMs, () => s.destroy(new Error(`timeout: the data connection to ${host}:${port} stalled for ${opts.timeoutMs / 1000} s`)));
+  try {
+    await once(s, 'connect', { signal: opts.signal });
+  } catch (e) {
+    s.destroy();
+    throw e;
+  }
+  return s;
+}
+
+/** Sends a transfer command; `onStart` hears the preliminary reply (150/125). */
+function transferCommand(ftp: FTPContext, command: string, onStart?: () => void): Promise<FTPResponse> {
+  const p = ftp.handle(command, (res, task) => {
+    if (res instanceof Error) task.reject(res);
+    else if (res.code < 200) onStart?.();
+    else if (res.code < 300) task.resolve(res);
+    else task.reject(new FTPError(res)); // a 3xx here asks for something a transfer cannot give
+  }) as Promise<FTPResponse>;
+  p.catch(() => undefined); // awaited later; a failure before that must not go unhandled
+  return p;
+}
+
+/** The control connection sleeps during a transfer: its own timeout must not fire meanwhile. */
+async function duringTransfer<T>(ftp: FTPContext, fn: () => Promise<T>): Promise<T> {
+  ftp.socket.setTimeout(0);
+  try {
+    return await fn();
+  } finally {
+    ftp.socket.setTimeout(ftp.timeout);
+  }
+}
+
+/**
+ * When a data connection fails, the server's reply on the control connection usually says why (552
+ * disk full, 426 aborted): prefer it to the bare socket error, waiting for it a moment.
+ */
+async function preferReply(control: Promise<FTPResponse>, e: unknown): Promise<never> {
+  const reply = await Promise.race([control.then(() => undefined, (r: unknown) => r), new Promise((r) => setTimeout(r, 1000, undefined))]);
+  throw reply instanceof FTPError ? reply : e;
+}
+
+/**
+ * RETR `path` from byte `offset` into `sink`. With `lend` (plain FTP), bytes arrive in two 1 MiB
+ * slabs of this transfer's own: while the sink has one, the socket fills the other; when both are out, reading
+ * pauses until the sink gives one back. Without `lend`, the sink gets the socket's own fresh chunks
+ * (for consumers that keep them, such as a stream). Resolves when the data connection ended and the
+ * server confirmed the transfer.
+ */
+export async function retrieve(ftp: FTPContext, path: string, offset: number, sink: ByteSink, opts: DataOptions & { readonly lend: boolean }): Promise<void> {
+  // Over TLS, Node decrypts every record it has in one go, even after the read callback asked for
+  // a pause: those bytes would land in a slab the sink still has. FTPS gets fresh chunks instead
+  // (16 KiB each; the decryption dominates there anyway).
+  const lending = opts.lend && !(ftp.socket instanceof TLSSocket);
+  let fail: (e: unknown) => void = () => undefined;
+  const failed = new Promise<never>((_, reject) => (fail = reject));
+  failed.catch(() => undefined);
+  const slabs = lending ? [Buffer.allocUnsafe(SLAB), Buffer.allocUnsafe(SLAB)] : [];
+  let cur = 0;
+  let pos = 0;
+  let lent: Promise<void> | undefined; // the other slab, while the sink has it
+  let full = false; // this slab is full and waits for the other one to come back
+  let data: Socket | undefined;
+  let broken: unknown; // a failure of the connection itself, where the server's reply says more
+  const lend = (): void => {
+    const chunk = slabs[cur]!.subarray(0, pos);
+    cur ^= 1;
+    pos = 0;
+    let r: void | Promise<void>;
+    try {
+      r = sink(chunk);
+    } catch (e) {
+      fail(e);
+      return;
+    }
+    if (!r) return;
+    lent = r.then(() => {
+      lent = undefined;
+      if (full) {
+        full = false;
+        lend();
+        data?.setTimeout(opts.timeoutMs);
+        data?.resume();
+      }
+    }, fail);
+  };
+  const onread: OnReadOpts = {
+    // after a pause, the next read goes into the slab that is out now: it is back before reading resumes
+    buffer: () => (full ? slabs[cur ^ 1]! : slabs[cur]!.subarray(pos)),
+    callback: (n) => {
+      if (full) {
+        // reading was stopped: bytes now would land in the slab the sink has (TLS decrypts a batch
+        // of records past a stop, which is why TLS never lends)
+        fail(new TarportError('INTERNAL', `internal error: ${path}: the data connection delivered after it was paused`));
+        return false;
+      }
+      pos += n;
+      if (SLAB - pos >= MIN_READ) return true;
+      if (lent) {
+        full = true;
+        data?.setTimeout(0); // waiting for the sink is not a stalled server
+        return false;
+      }
+      lend();
+      return true;
+    },
+  };
+  const onAbort = () => fail(opts.signal.reason);
+  opts.signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    data = await openData(ftp, opts, lending ? onread : undefined);
+    data.on('error', (e) => {
+      broken ??= e;
+      fail(e);
+    });
+    if (!lending) {
+      const d = data;
+      d.on('data', (chunk: Buffer) => {
+        let r: void | Promise<void>;
+        try {
+          r = sink(chunk);
+        } catch (e) {
+          fail(e);
+          return;
+        }
+        if (r) {
+          d.pause();
+          lent = r.then(() => {
+            lent = undefined;
+            d.resume();
+          }, fail);
+        }
+      });
+    }
+    const ended = once(data, 'end');
+    ended.catch(() => undefined);
+    if (offset > 0) await ftp.request(`REST ${offset}`);
+    const control = transferCommand(ftp, `RETR ${path}`);
+    await duringTransfer(ftp, async () => {
+      try {
+        await Promise.race([Promise.all([ended, control]), failed]);
+      } catch (e) {
+        data?.destroy();
+        // a sink's or our own failure stands; a broken connection is better told by the server
+        if (e !== broken && !(e instanceof FTPError)) throw e;
+        await preferReply(control, e);
+      }
+      // the last slab: what the sink still has, then what the socket left
+      while (lent) await Promise.race([lent, failed]);
+      if (pos > 0) lend();
+      if (lent) await Promise.race([lent, failed]);
+    });
+  } finally {
+    opts.signal.removeEventListener('abort', onAbort);
+    data?.destroy();
+  }
+}
+
+/**
+ * STOR (or APPE, to resume) `path` with the source's bytes from `from` on. Resolves with the bytes
+ * sent once the server confirmed the transfer.
+ */
+export async function store(ftp: FTPContext, verb: 'STOR' | 'APPE', path: string, source: Source, from: number, what: string, opts: DataOptions): Promise<number> {
+  let data: Socket | undefined;
+  const onAbort = () => data?.destroy(opts.signal.reason instanceof Error ? opts.signal.reason : new TarportError('ABORTED', `${what}: stopped`));
+  opts.signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    data = await openData(ftp, opts);
+    const d = data;
+    let failure: unknown;
+    d.on('error', (e) => (failure ??= e));
+    let start: () => void = () => undefined;
+    const started = new Promise<void>((r) => (start = r));
+    const control = transferCommand(ftp, `${verb} ${path}`, () => start());
+    return await duringTransfer(ftp, async () => {
+      try {
+        await Promise.race([started, control]);
+        if (d instanceof TLSSocket && d.getCipher() === undefined) await once(d, 'secureConnect');
+        // the inactivity timeout runs only while a write waits on the server: a slow source is
+        // not a stalled server
+        let writing = 0;
+        d.setTimeout(0);
+        const sent = await sendFrom(source, from, what, (chunk) => {
+          if (writing++ === 0) d.setTimeout(opts.timeoutMs);
+          return new Promise<void>((resolve, reject) =>
+            d.write(chunk, (e) => {
+              if (--writing === 0) d.setTimeout(0);
+              if (e) reject(e);
+              else if (failure) reject(failure);
+              else resolve();
+            }),
+          );
+        });
+        d.setTimeout(opts.timeoutMs);
+        d.end();
+        await Promise.all([once(d, 'finish'), control]);
+        return sent;
+      } catch (e) {
+        d.destroy();
+        if (e instanceof TarportError && !e.retryable) throw e; // the source failed, not the server
+        return await preferReply(control, failure ?? e);
+      }
+    });
+  } finally {
+    opts.signal.removeEventListener('abort', onAbort);
+    data?.destroy();
+  }
+}

@@ -1,0 +1,145 @@
+import { createReadStream } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { Transform, type Readable } from 'node:stream';
+import { TarportError, messageOf } from '../errors.js';
+import type { ByteSink, Source } from './types.js';
+
+const CHUNK = 1 << 20; // 1 MiB: the default 64 KiB halves hashing speed downstream (LIMITS.md)
+
+/**
+ * A failure of what an upload reads, not of the server: trying the upload again cannot help, so it
+ * is never retried. The message keeps the source's own words.
+ */
+export function sourceError(e: unknown, what: string): TarportError {
+  if (e instanceof TarportError && !e.retryable) return e;
+  return new TarportError('IO', `${what}: reading the source failed: ${messageOf(e)}`, { cause: e, retryable: false });
+}
+
+/**
+ * The source's bytes from `from` on, as a stream whose failures are source errors (see sourceError).
+ * `onCount` hears how many bytes passed so far.
+ */
+export function readableFrom(source: Source, from: number, what: string, onCount?: (n: number) => void): Readable {
+  const raw = typeof source === 'function' ? source() : createReadStream(source.file, { start: from, highWaterMark: CHUNK });
+  const skip = typeof source === 'function' ? from : 0;
+  let seen = 0;
+  let passed = 0;
+  const t = new Transform({
+    highWaterMark: CHUNK,
+    transform(chunk: Buffer, _e, cb) {
+      const start = Math.max(0, Math.min(chunk.length, skip - seen));
+      seen += chunk.length;
+      if (start < chunk.length) {
+        passed += chunk.length - start;
+        onCount?.(passed);
+        cb(null, start === 0 ? chunk : chunk.subarray(start));
+      } else cb();
+    },
+  });
+  raw.on('error', (e: Error) => t.destroy(sourceError(e, what)));
+  // an upload may attach its listeners only after it connected: until then an early source error
+  // must not go unhandled (the attempt sees it through the stream itself)
+  t.on('error', () => undefined);
+  return raw.pipe(t);
+}
+
+/** Runs `p` without leaving its rejection unhandled while nobody awaits it yet. */
+function held<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
+}
+
+/**
+ * Sends the source's bytes from `from` on through `send`, which resolves once the chunk's memory may
+ * be reused. A file is read into three buffers of its own, in rotation, with two sends in flight:
+ * no fresh memory per chunk, and the next read overlaps the sends. A stream's chunks go as they come,
+ * four in flight. Resolves with the bytes sent; a source that fails rejects with a source error.
+ */
+export async function sendFrom(source: Source, from: number, what: string, send: (chunk: Buffer) => Promise<void>): Promise<number> {
+  const inflight: Promise<void>[] = [];
+  let sent = 0;
+  try {
+    if (typeof source === 'function') {
+      for await (const chunk of readableFrom(source, from, what)) {
+        if (inflight.length >= 4) await inflight.shift();
+        inflight.push(held(send(chunk as Buffer)));
+        sent += (chunk as Buffer).length;
+      }
+    } else {
+      const fh = await open(source.file, 'r').catch((e: unknown) => {
+        throw sourceError(e, what);
+      });
+      try {
+        const size = (await fh.stat()).size;
+        // one byte more than the file holds, so that a small file takes one read, and a file that
+        // grew is still read to its end
+        const len = Math.max(1, Math.min(CHUNK, size - from + 1));
+        const bufs = [Buffer.allocUnsafe(len), Buffer.allocUnsafe(len), Buffer.allocUnsafe(len)];
+        for (let i = 0, pos = from; ; i++) {
+          const b = bufs[i % bufs.length]!;
+          if (inflight.length >= bufs.length - 1) await inflight.shift();
+          const { bytesRead } = await fh.read(b, 0, b.length, pos).catch((e: unknown) => {
+            throw sourceError(e, what);
+          });
+          if (bytesRead === 0) break;
+          pos += bytesRead;
+          sent += bytesRead;
+          inflight.push(held(send(bytesRead === b.length ? b : b.subarray(0, bytesRead))));
+        }
+        await Promise.all(inflight.splice(0));
+      } finally {
+        // no buffer goes back to the file's reads while a send may still hold it
+        await Promise.allSettled(inflight);
+        await fh.close();
+      }
+    }
+    await Promise.all(inflight.splice(0));
+  } finally {
+    await Promise.allSettled(inflight);
+  }
+  return sent;
+}
+
+/** readTo for transports whose reads are streams: their chunks are fresh, so lending them costs nothing. */
+export async function drainInto(src: Readable, sink: ByteSink): Promise<number> {
+  let n = 0;
+  for await (const c of src) {
+    const r = sink(c as Buffer);
+    if (r) await r;
+    n += (c as Buffer).length;
+  }
+  return n;
+}
+
+/**
+ * readTo for a local file: two buffers of its own in rotation, the next read running while the sink
+ * has the current one.
+ */
+export async function readFileInto(path: string, offset: number, sink: ByteSink, signal: AbortSignal | undefined, what: string): Promise<number> {
+  const fh = await open(path, 'r').catch((e: unknown) => {
+    throw new TarportError((e as NodeJS.ErrnoException).code === 'ENOENT' ? 'NOT_FOUND' : 'IO', `${what}: ${messageOf(e)}`, { cause: e });
+  });
+  let reading: Promise<{ bytesRead: number }> | undefined;
+  try {
+    const size = (await fh.stat()).size;
+    const len = Math.max(1, Math.min(CHUNK, size - offset + 1));
+    const bufs = [Buffer.allocUnsafe(len), Buffer.allocUnsafe(len)];
+    let pos = offset;
+    let n = 0;
+    reading = fh.read(bufs[0]!, 0, len, pos);
+    for (let i = 0; ; i++) {
+      const { bytesRead } = await reading;
+      reading = undefined;
+      if (bytesRead === 0) return n;
+      signal?.throwIfAborted();
+      pos += bytesRead;
+      n += bytesRead;
+      reading = fh.read(bufs[(i + 1) % 2]!, 0, len, pos);
+      const r = sink(bufs[i % 2]!.subarray(0, bytesRead));
+      if (r) await r;
+    }
+  } finally {
+    await reading?.catch(() => undefined);
+    await fh.close();
+  }
+}
