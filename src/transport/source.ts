@@ -20,7 +20,12 @@ export function sourceError(e: unknown, what: string): TarportError {
  * `onCount` hears how many bytes passed so far.
  */
 export function readableFrom(source: Source, from: number, what: string, onCount?: (n: number) => void): Readable {
-  const raw = typeof source === 'function' ? source() : createReadStream(source.file, { start: from, highWaterMark: CHUNK });
+  let raw: Readable;
+  try {
+    raw = typeof source === 'function' ? source() : createReadStream(source.file, { start: from, highWaterMark: CHUNK });
+  } catch (e) {
+    throw sourceError(e, what); // a source that cannot even open is no reason to retry either
+  }
   const skip = typeof source === 'function' ? from : 0;
   let seen = 0;
   let passed = 0;
