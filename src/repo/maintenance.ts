@@ -1,6 +1,4 @@
-import { PassThrough } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { Digester } from '../crypto/index.js';
+import { DigestCheck } from '../crypto/index.js';
 import { messageOf } from '../errors.js';
 import { BLOBS_FOLDER, CATALOG_KEY, isTempName, recordKey, releaseFolder } from './layout.js';
 import type { ReleaseRecord } from './records.js';
@@ -66,9 +64,11 @@ export async function checkRepository(repo: Repository, opts: { verify?: CheckSi
     opts.signal?.throwIfAborted();
     result.objects++;
     try {
-      const dg = new Digester();
-      await pipeline(await repo.readBlob({ digest, size }, { signal: opts.signal }), dg, new PassThrough().resume(), { signal: opts.signal });
-      result.bytes += dg.bytes;
+      // one hash on the way, over buffers the transport lends (no stream per chunk)
+      const check = new DigestCheck({ digest, size }, `object ${digest} in ${repo.location}`);
+      await repo.readBlobTo({ digest, size }, (c) => check.update(c), opts.signal ? { signal: opts.signal } : {});
+      check.finish();
+      result.bytes += check.bytes;
     } catch (e) {
       fault(`object ${digest} (named by ${where})`, messageOf(e));
     }

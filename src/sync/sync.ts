@@ -1,6 +1,6 @@
 import { PassThrough, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { Digester, Verifier } from '../crypto/index.js';
+import { DigestCheck, Verifier } from '../crypto/index.js';
 import { TarportError } from '../errors.js';
 import {
   CATALOG_KEY,
@@ -246,11 +246,12 @@ async function allBounded(tasks: ((lane: number) => Promise<void>)[], n: number)
 }
 
 async function digestOk(repo: Repository, d: Descriptor, signal?: AbortSignal): Promise<boolean> {
-  const dg = new Digester();
+  const check = new DigestCheck(d, `object ${d.digest} in ${repo.location}`);
   try {
-    await pipeline(await repo.readBlob(d, { signal, verify: false }), dg, new PassThrough().resume(), { signal });
+    await repo.readBlobTo(d, (c) => check.update(c), signal ? { signal } : {});
+    check.finish();
   } catch {
     return false;
   }
-  return dg.digest() === d.digest;
+  return true;
 }

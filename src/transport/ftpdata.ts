@@ -117,17 +117,25 @@ export async function retrieve(ftp: FTPContext, path: string, offset: number, si
   // a pause: those bytes would land in a slab the sink still has. FTPS gets fresh chunks instead
   // (16 KiB each; the decryption dominates there anyway).
   const lending = opts.lend && !(ftp.socket instanceof TLSSocket);
-  let fail: (e: unknown) => void = () => undefined;
-  const failed = new Promise<never>((_, reject) => (fail = reject));
+  let data: Socket | undefined;
+  let reject: (e: unknown) => void = () => undefined;
+  const failed = new Promise<never>((_, r) => (reject = r));
   failed.catch(() => undefined);
+  let dead = false; // failed: the sink hears nothing more, the data connection is closed
+  const fail = (e: unknown): void => {
+    if (dead) return;
+    dead = true;
+    data?.destroy();
+    reject(e);
+  };
   const slabs = lending ? [Buffer.allocUnsafe(SLAB), Buffer.allocUnsafe(SLAB)] : [];
   let cur = 0;
   let pos = 0;
   let lent: Promise<void> | undefined; // the other slab, while the sink has it
   let full = false; // this slab is full and waits for the other one to come back
-  let data: Socket | undefined;
   let broken: unknown; // a failure of the connection itself, where the server's reply says more
   const lend = (): void => {
+    if (dead) return;
     const chunk = slabs[cur]!.subarray(0, pos);
     cur ^= 1;
     pos = 0;
@@ -153,6 +161,7 @@ export async function retrieve(ftp: FTPContext, path: string, offset: number, si
     // after a pause, the next read goes into the slab that is out now: it is back before reading resumes
     buffer: () => (full ? slabs[cur ^ 1]! : slabs[cur]!.subarray(pos)),
     callback: (n) => {
+      if (dead) return false;
       if (full) {
         // reading was stopped: bytes now would land in the slab the sink has (TLS decrypts a batch
         // of records past a stop, which is why TLS never lends)
@@ -175,12 +184,13 @@ export async function retrieve(ftp: FTPContext, path: string, offset: number, si
   try {
     data = await openData(ftp, opts, lending ? onread : undefined);
     data.on('error', (e) => {
-      broken ??= e;
+      if (!dead) broken = e;
       fail(e);
     });
     if (!lending) {
       const d = data;
       d.on('data', (chunk: Buffer) => {
+        if (dead) return;
         let r: void | Promise<void>;
         try {
           r = sink(chunk);

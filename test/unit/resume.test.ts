@@ -1,0 +1,98 @@
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { TarportError } from '../../src/errors.js';
+import { resumableInto, sinkStream } from '../../src/transport/resume.js';
+
+const data = randomBytes(100_000);
+const opts = { offset: 0, retries: 3, what: 'read x', retryable: () => true };
+
+/** An attempt that delivers from `offset` in 10,000-byte chunks and breaks after `cutAfter` bytes of this attempt. */
+function flaky(cuts: number[]) {
+  const offsets: number[] = [];
+  let n = 0;
+  const attempt = async (offset: number, sink: (c: Buffer) => void | Promise<void>) => {
+    offsets.push(offset);
+    const cut = cuts[n++];
+    for (let at = offset, sent = 0; at < data.length; at += 10_000) {
+      if (cut !== undefined && sent >= cut) throw Object.assign(new Error('connection reset'), { code: 'ECONNRESET' });
+      const chunk = data.subarray(at, Math.min(data.length, at + 10_000));
+      await sink(chunk);
+      sent += chunk.length;
+    }
+  };
+  return { attempt, offsets };
+}
+
+describe('resumableInto', () => {
+  it('resumes each attempt at the byte the sink took last, and delivers every byte once', async () => {
+    const { attempt, offsets } = flaky([30_000, 20_000]);
+    const got: Buffer[] = [];
+    const resumes: number[] = [];
+    const n = await resumableInto(attempt, (c) => void got.push(Buffer.from(c)), { ...opts, onResume: (at) => resumes.push(at) });
+    expect(n).toBe(data.length);
+    expect(Buffer.concat(got).equals(data)).toBe(true);
+    expect(offsets).toEqual([0, 30_000, 50_000]);
+    expect(resumes).toEqual([30_000, 50_000]);
+  });
+
+  it('gives up after its retries with the error, named', async () => {
+    const { attempt, offsets } = flaky([10_000, 10_000, 10_000, 10_000, 10_000]);
+    await expect(resumableInto(attempt, () => undefined, opts)).rejects.toMatchObject({ code: 'CONNECTION', message: expect.stringMatching(/read x: connection reset/) });
+    expect(offsets).toHaveLength(4); // the first try and three retries
+  });
+
+  it('a failing sink ends the download at once: no retry, its own error', async () => {
+    const { attempt, offsets } = flaky([]);
+    let calls = 0;
+    const sinkError = new Error('no space left for the cache');
+    await expect(
+      resumableInto(
+        attempt,
+        async () => {
+          if (++calls === 3) throw sinkError;
+        },
+        opts,
+      ),
+    ).rejects.toBe(sinkError);
+    expect(offsets).toEqual([0]);
+    expect(calls).toBe(3);
+  });
+
+  it('an error that is not retryable is not retried', async () => {
+    const { attempt, offsets } = flaky([10_000]);
+    await expect(resumableInto(attempt, () => undefined, { ...opts, retryable: () => false })).rejects.toThrow(/connection reset/);
+    expect(offsets).toEqual([0]);
+  });
+});
+
+describe('sinkStream', () => {
+  it('streams what the run delivers, holds the run back while nobody reads, and aborts it when destroyed', async () => {
+    let delivered = 0;
+    let aborted = false;
+    const s = sinkStream(async (sink, signal) => {
+      signal.addEventListener('abort', () => (aborted = true));
+      for (let i = 0; i < 100 && !signal.aborted; i++) {
+        await sink(Buffer.alloc(256 * 1024, i));
+        delivered++;
+      }
+    }, 'read y');
+    await new Promise((r) => setTimeout(r, 50));
+    // nobody read: the stream holds about its high-water mark (1 MiB), not all 25 MiB
+    expect(delivered).toBeLessThan(10);
+    const first = (await s[Symbol.asyncIterator]().next()).value as Buffer;
+    expect(first[0]).toBe(0);
+    s.destroy();
+    await new Promise((r) => setTimeout(r, 20));
+    expect(aborted).toBe(true);
+    expect(delivered).toBeLessThan(20);
+  });
+
+  it('fails the stream with the run’s error, as a TarportError naming the read', async () => {
+    const s = sinkStream(async () => {
+      throw new Error('550 gone');
+    }, 'read z');
+    const err = await new Promise<unknown>((r) => s.on('error', r).resume());
+    expect(err).toBeInstanceOf(TarportError);
+    expect((err as Error).message).toMatch(/read z: 550 gone/);
+  });
+});
