@@ -1,0 +1,139 @@
+import { createServer, connect } from 'node:net';
+
+/**
+ * A TCP proxy for resume tests: it forwards to a server and cuts the connection when the bytes it
+ * carried cross each of `cutAt` (counted over the data it forwards). In `ftp` mode it rewrites the
+ * server's passive-mode answers (227/229) so that data connections pass through it as well, and
+ * counts and cuts only those. Used by the tests and by scripts/bench (plain JavaScript for both).
+ */
+export class CuttingProxy {
+  bytes = 0;
+  cuts = 0;
+  port = 0;
+  /** @type {import('node:net').Server[]} */
+  servers = [];
+  /** @type {Set<import('node:net').Socket>} */
+  sockets = new Set();
+
+  /**
+   * @param {{ host: string, port: number }} target
+   * @param {number[]} cutAt
+   * @param {'ftp' | 'stream'} mode
+   */
+  constructor(target, cutAt, mode) {
+    this.target = target;
+    this.cutAt = cutAt;
+    this.mode = mode;
+  }
+
+  async start() {
+    this.port = await this.listen((client) => {
+      const upstream = connect(this.target.port, this.target.host);
+      this.track(client, upstream);
+      if (this.mode === 'stream') {
+        this.pipeCounting(client, upstream);
+        this.pipeCounting(upstream, client);
+      } else {
+        client.pipe(upstream);
+        let buf = '';
+        upstream.on('data', (d) => {
+          buf += d.toString('latin1');
+          let i;
+          while ((i = buf.indexOf('\n')) >= 0) {
+            const line = buf.slice(0, i + 1);
+            buf = buf.slice(i + 1);
+            void this.rewrite(line).then((l) => client.write(Buffer.from(l, 'latin1')));
+          }
+        });
+        upstream.on('end', () => client.end());
+      }
+    });
+    return this;
+  }
+
+  /** Passive-mode answers point at a forwarder of ours. Lines keep their order (one awaits the other). */
+  chain = Promise.resolve('');
+  /** @param {string} line */
+  rewrite(line) {
+    const next = this.chain.then(async () => {
+      const m227 = /^227 .*\((\d+),(\d+),(\d+),(\d+),(\d+),(\d+)\)/.exec(line);
+      const m229 = /^229 .*\(\|\|\|(\d+)\|\)/.exec(line);
+      if (!m227 && !m229) return line;
+      const realPort = m227 ? Number(m227[5]) * 256 + Number(m227[6]) : Number(m229[1]);
+      const p = await this.listen((client) => {
+        const upstream = connect(realPort, this.target.host);
+        this.track(client, upstream);
+        this.pipeCounting(client, upstream);
+        this.pipeCounting(upstream, client);
+      }, true);
+      return m227 ? `227 Entering Passive Mode (127,0,0,1,${Math.floor(p / 256)},${p % 256}).\r\n` : `229 Entering Extended Passive Mode (|||${p}|)\r\n`;
+    });
+    this.chain = next.catch(() => '');
+    return next;
+  }
+
+  /** @param {import('node:net').Socket} from @param {import('node:net').Socket} to */
+  pipeCounting(from, to) {
+    from.on('data', (d) => {
+      const before = this.bytes;
+      this.bytes += d.length;
+      const cut = this.cutAt.find((c) => before < c && this.bytes >= c);
+      if (cut !== undefined) {
+        this.cuts++;
+        // forward up to the cut, then break both sides as a dropped link would
+        to.write(d.subarray(0, cut - before));
+        from.destroy();
+        to.destroy();
+        return;
+      }
+      if (!to.write(d)) {
+        from.pause();
+        to.once('drain', () => from.resume());
+      }
+    });
+    from.on('end', () => to.end());
+  }
+
+  /** @param {import('node:net').Socket[]} s */
+  track(...s) {
+    for (const x of s) {
+      this.sockets.add(x);
+      x.on('error', () => x.destroy());
+      x.on('close', () => {
+        this.sockets.delete(x);
+        for (const y of s) y.destroy();
+      });
+    }
+  }
+
+  /** @param {(s: import('node:net').Socket) => void} onConn @returns {Promise<number>} */
+  listen(onConn, once = false) {
+    return new Promise((resolve) => {
+      const srv = createServer((s) => {
+        onConn(s);
+        if (once) srv.close();
+      });
+      this.servers.push(srv);
+      srv.listen(0, '127.0.0.1', () => resolve(srv.address().port));
+    });
+  }
+
+  /** The server "goes down": the listener closes and every connection drops. */
+  async pause() {
+    const main = this.servers[0];
+    const closed = new Promise((r) => main.close(() => r(undefined)));
+    for (const s of this.sockets) s.destroy(); // close() waits for open connections: drop them first
+    await closed;
+  }
+
+  /** …and comes back on the same port. */
+  async resume() {
+    const main = this.servers[0];
+    await new Promise((r) => main.listen(this.port, '127.0.0.1', () => r()));
+  }
+
+  async close() {
+    for (const s of this.sockets) s.destroy();
+    await Promise.all(this.servers.map((s) => new Promise((r) => s.close(() => r(undefined)))));
+  }
+}
