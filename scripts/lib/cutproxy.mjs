@@ -19,11 +19,17 @@ export class CuttingProxy {
    * @param {{ host: string, port: number }} target
    * @param {number[]} cutAt
    * @param {'ftp' | 'stream'} mode
+   * @param {{ refuseEpsv?: boolean }} [opts] refuseEpsv: answer EPSV with 500 itself, as servers
+   *   without EPSV do (ftp mode), so that clients must fall back to PASV
    */
-  constructor(target, cutAt, mode) {
+  constructor(target, cutAt, mode, opts = {}) {
     this.target = target;
     this.cutAt = cutAt;
     this.mode = mode;
+    this.refuseEpsv = opts.refuseEpsv ?? false;
+    /** EPSV commands refused, PASV commands passed on */
+    this.epsvRefused = 0;
+    this.pasv = 0;
   }
 
   async start() {
@@ -34,7 +40,25 @@ export class CuttingProxy {
         this.pipeCounting(client, upstream);
         this.pipeCounting(upstream, client);
       } else {
-        client.pipe(upstream);
+        let cmds = '';
+        client.on('data', (d) => {
+          cmds += d.toString('latin1');
+          let i;
+          while ((i = cmds.indexOf('\n')) >= 0) {
+            const line = cmds.slice(0, i + 1);
+            cmds = cmds.slice(i + 1);
+            if (/^PASV\b/i.test(line)) this.pasv++;
+            if (this.refuseEpsv && /^EPSV\b/i.test(line)) {
+              this.epsvRefused++;
+              // in line with the server's replies: after every reply to earlier commands
+              this.chain = this.chain.then(() => {
+                client.write('500 EPSV not understood.\r\n');
+                return '';
+              });
+            } else upstream.write(Buffer.from(line, 'latin1'));
+          }
+        });
+        client.on('end', () => upstream.end());
         let buf = '';
         upstream.on('data', (d) => {
           buf += d.toString('latin1');

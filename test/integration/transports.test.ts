@@ -123,6 +123,28 @@ describe('resume: a transfer cut twice completes and re-sends little', () => {
   });
 });
 
+describe('passive mode', () => {
+  it('a server without EPSV: every transfer falls back to PASV, and EPSV is asked once per server', async () => {
+    const proxy = await new CuttingProxy({ host: '127.0.0.1', port: portOf(S.TP_FTP_URL) }, [], 'ftp', { refuseEpsv: true }).start();
+    const t = await open(withPort(S.TP_FTP_URL, proxy.port), { connections: 1 });
+    const data = randomBytes(3 * 1024 * 1024);
+    const dir = await tempDir();
+    await writeFile(join(dir, 'f'), data);
+    await t.write('p/file', { file: join(dir, 'f') });
+    await t.write('p/stream', () => Readable.from([data]));
+    expect((await readAll(t, 'p/file')).equals(data)).toBe(true);
+    const parts: Buffer[] = [];
+    await t.readTo('p/stream', (c) => void parts.push(Buffer.from(c)));
+    expect(Buffer.concat(parts).equals(data)).toBe(true);
+    expect((await t.stat('p/file'))?.size).toBe(data.length);
+    await t.close();
+    await proxy.close();
+    expect(proxy.epsvRefused).toBe(1);
+    expect(proxy.pasv).toBeGreaterThanOrEqual(4);
+    expect(proxy.bytes).toBeGreaterThanOrEqual(4 * data.length); // the data went through the proxy's forwarders
+  });
+});
+
 describe('credentials and identity', () => {
   const errorOf = (p: Promise<unknown>) => p.then(() => undefined, (e: Error & { code?: string; retryable?: boolean }) => e);
 
