@@ -1,5 +1,18 @@
 import { createServer, connect } from 'node:net';
 
+/** Calls `fn` with each line (newline included) that arrives on a control connection. */
+function eachLine(socket, fn) {
+  let buf = '';
+  socket.on('data', (d) => {
+    buf += d.toString('latin1');
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      fn(buf.slice(0, i + 1));
+      buf = buf.slice(i + 1);
+    }
+  });
+}
+
 /**
  * A TCP proxy for resume tests: it forwards to a server and cuts the connection when the bytes it
  * carried cross each of `cutAt` (counted over the data it forwards). In `ftp` mode it rewrites the
@@ -40,35 +53,19 @@ export class CuttingProxy {
         this.pipeCounting(client, upstream);
         this.pipeCounting(upstream, client);
       } else {
-        let cmds = '';
-        client.on('data', (d) => {
-          cmds += d.toString('latin1');
-          let i;
-          while ((i = cmds.indexOf('\n')) >= 0) {
-            const line = cmds.slice(0, i + 1);
-            cmds = cmds.slice(i + 1);
-            if (/^PASV\b/i.test(line)) this.pasv++;
-            if (this.refuseEpsv && /^EPSV\b/i.test(line)) {
-              this.epsvRefused++;
-              // in line with the server's replies: after every reply to earlier commands
-              this.chain = this.chain.then(() => {
-                client.write('500 EPSV not understood.\r\n');
-                return '';
-              });
-            } else upstream.write(Buffer.from(line, 'latin1'));
-          }
+        eachLine(client, (line) => {
+          if (/^PASV\b/i.test(line)) this.pasv++;
+          if (this.refuseEpsv && /^EPSV\b/i.test(line)) {
+            this.epsvRefused++;
+            // in line with the server's replies: after every reply to earlier commands
+            this.chain = this.chain.then(() => {
+              client.write('500 EPSV not understood.\r\n');
+              return '';
+            });
+          } else upstream.write(Buffer.from(line, 'latin1'));
         });
         client.on('end', () => upstream.end());
-        let buf = '';
-        upstream.on('data', (d) => {
-          buf += d.toString('latin1');
-          let i;
-          while ((i = buf.indexOf('\n')) >= 0) {
-            const line = buf.slice(0, i + 1);
-            buf = buf.slice(i + 1);
-            void this.rewrite(line).then((l) => client.write(Buffer.from(l, 'latin1')));
-          }
-        });
+        eachLine(upstream, (line) => void this.rewrite(line).then((l) => client.write(Buffer.from(l, 'latin1'))));
         upstream.on('end', () => client.end());
       }
     });

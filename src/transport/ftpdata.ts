@@ -134,28 +134,34 @@ export async function retrieve(ftp: FTPContext, path: string, offset: number, si
   let lent: Promise<void> | undefined; // the other slab, while the sink has it
   let full = false; // this slab is full and waits for the other one to come back
   let broken: unknown; // a failure of the connection itself, where the server's reply says more
-  const lend = (): void => {
-    if (dead) return;
-    const chunk = slabs[cur]!.subarray(0, pos);
-    cur ^= 1;
-    pos = 0;
+  /** Hands `chunk` to the sink; says whether the sink keeps it for a while (then `after` follows). */
+  const give = (chunk: Buffer, after: () => void): boolean => {
+    if (dead) return false;
     let r: void | Promise<void>;
     try {
       r = sink(chunk);
     } catch (e) {
       fail(e);
-      return;
+      return false;
     }
-    if (!r) return;
+    if (!r) return false;
     lent = r.then(() => {
       lent = undefined;
-      if (full) {
-        full = false;
-        lend();
-        data?.setTimeout(opts.timeoutMs);
-        data?.resume();
-      }
+      after();
     }, fail);
+    return true;
+  };
+  const lend = (): void => {
+    const chunk = slabs[cur]!.subarray(0, pos);
+    cur ^= 1;
+    pos = 0;
+    give(chunk, () => {
+      if (!full) return;
+      full = false;
+      lend();
+      data?.setTimeout(opts.timeoutMs);
+      data?.resume();
+    });
   };
   const onread: OnReadOpts = {
     // after a pause, the next read goes into the slab that is out now: it is back before reading resumes
@@ -190,21 +196,7 @@ export async function retrieve(ftp: FTPContext, path: string, offset: number, si
     if (!lending) {
       const d = data;
       d.on('data', (chunk: Buffer) => {
-        if (dead) return;
-        let r: void | Promise<void>;
-        try {
-          r = sink(chunk);
-        } catch (e) {
-          fail(e);
-          return;
-        }
-        if (r) {
-          d.pause();
-          lent = r.then(() => {
-            lent = undefined;
-            d.resume();
-          }, fail);
-        }
+        if (give(chunk, () => d.resume())) d.pause();
       });
     }
     const ended = once(data, 'end');
