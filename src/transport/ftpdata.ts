@@ -195,8 +195,14 @@ export async function retrieve(ftp: FTPContext, path: string, offset: number, si
     });
     if (!lending) {
       const d = data;
+      const resume = () => {
+        d.setTimeout(opts.timeoutMs);
+        d.resume();
+      };
       d.on('data', (chunk: Buffer) => {
-        if (give(chunk, () => d.resume())) d.pause();
+        if (!give(chunk, resume)) return;
+        d.pause();
+        d.setTimeout(0); // a reader that takes its time is not a stalled server
       });
     }
     const ended = once(data, 'end');

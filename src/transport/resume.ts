@@ -26,14 +26,18 @@ export type SinkAttempt = (offset: number, sink: ByteSink, signal: AbortSignal) 
 /**
  * A download into a sink that survives cut connections: when an attempt fails, another starts at
  * the byte where it broke (FTP REST, SFTP read offset) with growing pauses, up to `retries` times.
- * A byte counts as delivered once the sink took it, so a resumed attempt neither repeats nor skips
- * one. A failing sink is not the server's fault: its error ends the download at once.
+ * A byte counts as delivered once the sink was handed it (a stream has it from that moment, a
+ * hashing sink has hashed it), so a resumed attempt neither repeats nor skips one; and the next
+ * attempt starts only after the sink finished with the last chunk, so its calls never overlap.
+ * A failing sink is not the server's fault: its error ends the download at once.
  * Resolves with the bytes delivered.
  */
 export async function resumableInto(attempt: SinkAttempt, sink: ByteSink, opts: ResumeOptions): Promise<number> {
   let delivered = 0;
   let sinkFailed: { e: unknown } | undefined;
+  let pending: Promise<void> | undefined;
   const counted: ByteSink = (chunk) => {
+    delivered += chunk.length;
     let r: void | Promise<void>;
     try {
       r = sink(chunk);
@@ -41,17 +45,12 @@ export async function resumableInto(attempt: SinkAttempt, sink: ByteSink, opts: 
       sinkFailed = { e };
       throw e;
     }
-    if (!r) {
-      delivered += chunk.length;
-      return;
-    }
-    return r.then(
-      () => void (delivered += chunk.length),
-      (e: unknown) => {
-        sinkFailed = { e };
-        throw e;
-      },
-    );
+    if (!r) return;
+    pending = r.catch((e: unknown) => {
+      sinkFailed = { e };
+      throw e;
+    });
+    return pending;
   };
   for (let n = 0; ; n++) {
     opts.signal?.throwIfAborted();
@@ -62,6 +61,7 @@ export async function resumableInto(attempt: SinkAttempt, sink: ByteSink, opts: 
       await attempt(opts.offset + delivered, counted, ac.signal);
       return delivered;
     } catch (e) {
+      await pending?.catch(() => undefined); // the sink finishes its chunk before anything else
       if (sinkFailed) throw sinkFailed.e;
       if (n >= opts.retries || !opts.retryable(e) || opts.signal?.aborted) {
         throw e instanceof TarportError ? e : new TarportError('CONNECTION', `${opts.what}: ${messageOf(e)}`, { cause: e });
@@ -98,7 +98,10 @@ export function sinkStream(run: (sink: ByteSink, signal: AbortSignal) => Promise
     },
     destroy(err, cb) {
       stopper.abort(new TarportError('ABORTED', `${what}: the reader stopped`, { retryable: false }));
+      // a delivery waiting for room ends too: nobody will read
+      const w = wake;
       wake = undefined;
+      w?.();
       cb(err);
     },
   });

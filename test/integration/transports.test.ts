@@ -123,6 +123,41 @@ describe('resume: a transfer cut twice completes and re-sends little', () => {
   });
 });
 
+describe('timeouts', () => {
+  it('a reader slower than the timeout is not a stalled server: FTP and FTPS reads and readTo complete', async () => {
+    const { FtpTransport } = await import('../../src/transport/ftp.js');
+    const data = randomBytes(6 * 1024 * 1024);
+    for (const url of [S.TP_FTP_URL, S.TP_FTPS_URL]) {
+      const sub = `slow-${randomBytes(4).toString('hex')}`;
+      await (await open(url, {}, sub)).write('x', () => Readable.from([data]));
+      const resumes: number[] = [];
+      const t = new FtpTransport(parseLocation(`${url}/${sub}`) as never, { password: S.TP_FTP_PASSWORD, ca: S.TP_FTPS_CA, timeoutMs: 400, onResume: (at) => resumes.push(at) });
+      opened.push(t);
+      // the stream: nobody reads for longer than the timeout, twice
+      const s = await t.read('x');
+      const chunks: Buffer[] = [];
+      let pauses = 0;
+      for await (const c of s) {
+        chunks.push(c as Buffer);
+        if (chunks.length === 3 || chunks.length === 40) {
+          pauses++;
+          await new Promise((r) => setTimeout(r, 900));
+        }
+      }
+      expect(pauses).toBe(2);
+      expect(Buffer.concat(chunks).equals(data)).toBe(true);
+      // the sink: holds a chunk longer than the timeout
+      const got: Buffer[] = [];
+      await t.readTo('x', async (c) => {
+        got.push(Buffer.from(c));
+        if (got.length === 2) await new Promise((r) => setTimeout(r, 900));
+      });
+      expect(Buffer.concat(got).equals(data)).toBe(true);
+      expect(resumes).toEqual([]); // no connection was dropped for taking its time
+    }
+  });
+});
+
 describe('passive mode', () => {
   it('a server without EPSV: every transfer falls back to PASV, and EPSV is asked once per server', async () => {
     const proxy = await new CuttingProxy({ host: '127.0.0.1', port: portOf(S.TP_FTP_URL) }, [], 'ftp', { refuseEpsv: true }).start();

@@ -35,6 +35,35 @@ describe('resumableInto', () => {
     expect(resumes).toEqual([30_000, 50_000]);
   });
 
+  it('an attempt that breaks while the sink still has a chunk: the next one waits for the sink and starts after that chunk', async () => {
+    const offsets: number[] = [];
+    let busy = false;
+    let overlapped = false;
+    const got: Buffer[] = [];
+    const sink = async (c: Buffer) => {
+      if (busy) overlapped = true;
+      busy = true;
+      got.push(Buffer.from(c));
+      await new Promise((r) => setTimeout(r, 30));
+      busy = false;
+    };
+    await resumableInto(
+      async (offset, deliver) => {
+        offsets.push(offset);
+        if (offsets.length === 1) {
+          void deliver(data.subarray(0, 40_000)); // handed over, as a socket event does, not awaited
+          throw new Error('connection reset');
+        }
+        await deliver(data.subarray(offset));
+      },
+      sink,
+      opts,
+    );
+    expect(offsets).toEqual([0, 40_000]);
+    expect(overlapped).toBe(false);
+    expect(Buffer.concat(got).equals(data)).toBe(true);
+  });
+
   it('gives up after its retries with the error, named', async () => {
     const { attempt, offsets } = flaky([10_000, 10_000, 10_000, 10_000, 10_000]);
     await expect(resumableInto(attempt, () => undefined, opts)).rejects.toMatchObject({ code: 'CONNECTION', message: expect.stringMatching(/read x: connection reset/) });
