@@ -1,10 +1,12 @@
-import { createReadStream } from 'node:fs';
+import { createReadStream, readSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { Transform, type Readable } from 'node:stream';
 import { TarportError, messageOf } from '../errors.js';
 import type { ByteSink, Source } from './types.js';
 
 const CHUNK = 1 << 20; // 1 MiB: the default 64 KiB halves hashing speed downstream (LIMITS.md)
+/** A read of 1 MiB from the page cache takes ~0.1-0.3 ms; one slower than this came from a device. */
+const SLOW_READ_MS = 4;
 
 /**
  * A failure of what an upload reads, not of the server: trying the upload again cannot help, so it
@@ -60,7 +62,7 @@ function held<T>(p: Promise<T>): Promise<T> {
  * no fresh memory per chunk, and the next read overlaps the sends. A stream's chunks go as they come,
  * four in flight. Resolves with the bytes sent; a source that fails rejects with a source error.
  */
-export async function sendFrom(source: Source, from: number, what: string, send: (chunk: Buffer) => Promise<void>): Promise<number> {
+export async function sendFrom(source: Source, from: number, what: string, send: (chunk: Buffer) => Promise<void>, slowReadMs = SLOW_READ_MS): Promise<number> {
   const inflight: Promise<void>[] = [];
   let sent = 0;
   try {
@@ -80,12 +82,24 @@ export async function sendFrom(source: Source, from: number, what: string, send:
         // grew is still read to its end
         const len = Math.max(1, Math.min(CHUNK, size - from + 1));
         const bufs = [Buffer.allocUnsafe(len), Buffer.allocUnsafe(len), Buffer.allocUnsafe(len)];
+        // Reads run on this thread while they are fast (a file in the page cache, as the spool file
+        // just written is): on two cores a thread-pool read per MiB competes with the server and
+        // cost up to a third of an upload's speed. The first slow read (a cold disk, a stick)
+        // sends the rest to the thread pool, so the event loop never waits on a device.
+        let inline = true;
         for (let i = 0, pos = from; ; i++) {
           const b = bufs[i % bufs.length]!;
           if (inflight.length >= bufs.length - 1) await inflight.shift();
-          const { bytesRead } = await fh.read(b, 0, b.length, pos).catch((e: unknown) => {
+          let bytesRead: number;
+          try {
+            if (inline) {
+              const t0 = performance.now();
+              bytesRead = readSync(fh.fd, b, 0, b.length, pos);
+              if (performance.now() - t0 > slowReadMs) inline = false;
+            } else bytesRead = (await fh.read(b, 0, b.length, pos)).bytesRead;
+          } catch (e) {
             throw sourceError(e, what);
-          });
+          }
           if (bytesRead === 0) break;
           pos += bytesRead;
           sent += bytesRead;

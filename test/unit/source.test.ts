@@ -1,0 +1,54 @@
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { sendFrom } from '../../src/transport/source.js';
+import { tempDir } from '../helpers.js';
+
+describe('sendFrom', () => {
+  const data = randomBytes(3 * 1024 * 1024 + 99);
+
+  /** Collects what is sent, holding each chunk a moment as a socket would, copying it before the send settles. */
+  async function collect(src: Parameters<typeof sendFrom>[0], from: number, slowReadMs?: number) {
+    const got: Buffer[] = [];
+    let inflight = 0;
+    let most = 0;
+    const n = await sendFrom(
+      src,
+      from,
+      'upload x',
+      async (chunk) => {
+        most = Math.max(most, ++inflight);
+        const copy = Buffer.from(chunk);
+        await new Promise((r) => setTimeout(r, 2));
+        // the buffer must not have been refilled while this send held it
+        expect(chunk.equals(copy)).toBe(true);
+        got.push(copy);
+        inflight--;
+      },
+      slowReadMs,
+    );
+    return { n, bytes: Buffer.concat(got), most };
+  }
+
+  it('sends a file from an offset, reads inline or (after a slow read) in the thread pool, never reusing a buffer in flight', async () => {
+    const f = join(await tempDir(), 'f');
+    await writeFile(f, data);
+    for (const slow of [undefined, -1]) {
+      const r = await collect({ file: f }, 1000, slow);
+      expect(r.n).toBe(data.length - 1000);
+      expect(r.bytes.equals(data.subarray(1000))).toBe(true);
+      expect(r.most).toBeLessThanOrEqual(2);
+    }
+  });
+
+  it('sends a stream from an offset, skipping what came before', async () => {
+    const r = await collect(() => Readable.from([data.subarray(0, 500_000), data.subarray(500_000)]), 600_000);
+    expect(r.bytes.equals(data.subarray(600_000))).toBe(true);
+  });
+
+  it('a file that cannot be read fails as the source, not retryable', async () => {
+    await expect(sendFrom({ file: '/nonexistent/tarport-x' }, 0, 'upload y', async () => undefined)).rejects.toMatchObject({ code: 'IO', retryable: false, message: expect.stringMatching(/upload y: reading the source failed: .*tarport-x/) });
+  });
+});
