@@ -48,6 +48,13 @@ async function passivePort(ftp: FTPContext, state: DataOptions['passive']): Prom
 }
 
 /**
+ * The TLS handshake of a data connection. Many servers (vsftpd) complete it only after their 150,
+ * and getCipher() cannot tell: with a resumed session it names the session's cipher before the
+ * handshake is done.
+ */
+const secured = new WeakMap<Socket, Promise<void>>();
+
+/**
  * Connects the data connection. Over FTPS it is TLS with the control connection's options (the
  * certificate is verified the same way) and its session, which servers require (vsftpd's
  * require_ssl_reuse). The handshake completes only once the server has the transfer command.
@@ -60,6 +67,9 @@ async function openData(ftp: FTPContext, opts: DataOptions, onread?: OnReadOpts)
     const t = tlsConnect({ ...ftp.tlsOptions, host, port, session: ftp.tlsSessionStore ?? ftp.socket.getSession(), ...(onread ? { onread } : {}) });
     // TLS 1.3 tickets are single-use: keep the newest for the next data connection
     t.on('session', (sess: Buffer) => (ftp.tlsSessionStore = sess));
+    const done = once(t, 'secureConnect').then(() => undefined);
+    done.catch(() => undefined); // the socket's own error is heard elsewhere
+    secured.set(t, done);
     s = t;
   } else {
     s = netConnect({ host, port, ...(onread ? { onread } : {}) });
@@ -248,7 +258,8 @@ export async function store(ftp: FTPContext, verb: 'STOR' | 'APPE', path: string
     return await duringTransfer(ftp, async () => {
       try {
         await Promise.race([started, control]);
-        if (d instanceof TLSSocket && d.getCipher() === undefined) await once(d, 'secureConnect');
+        // ending the connection (an empty source) before the handshake is done would cut it
+        await secured.get(d);
         // the inactivity timeout runs only while a write waits on the server: a slow source is
         // not a stalled server
         let writing = 0;
