@@ -123,6 +123,10 @@ export class FtpTransport implements Transport {
     if (/certificate|self[- ]signed|unable to verify|altnames|CERT_/i.test(msg + sys)) {
       return new TarportError('UNTRUSTED', `${where}: the server's TLS certificate is not trusted (${msg}); give its CA with --ca FILE`, { cause: e, retryable: false });
     }
+    if (sys === 'ERR_SSL_WRONG_VERSION_NUMBER') {
+      // vsftpd, for one, reports a fatal error of its own as plain text ("500 OOPS: ...") inside TLS
+      return new TarportError('CONNECTION', `${where}: the server broke off TLS and sent plain text, which is how some servers (vsftpd: "500 OOPS") report their own failure; see the server's log (${msg.trim()})`, { cause: e });
+    }
     if (sys === 'ECONNREFUSED' || sys === 'EHOSTUNREACH' || sys === 'ENOTFOUND') {
       return new TarportError('CONNECTION', `${where}: cannot reach the server (${sys}); is it up, and are host and port right?`, { cause: e });
     }

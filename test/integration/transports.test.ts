@@ -1,8 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { once } from 'node:events';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
+import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
+import { TLSSocket } from 'node:tls';
 import { afterAll, describe, expect, it } from 'vitest';
+import { FtpTransport } from '../../src/transport/ftp.js';
 import { openTransport, parseLocation, type Transport, type TransportOptions } from '../../src/transport/index.js';
 import { docker, fixture, realEnv, tarport, tempDir } from '../helpers.js';
 import { CuttingProxy } from '../proxy.js';
@@ -125,7 +129,6 @@ describe('resume: a transfer cut twice completes and re-sends little', () => {
 
 describe('timeouts', () => {
   it('a reader slower than the timeout is not a stalled server: FTP and FTPS reads and readTo complete', async () => {
-    const { FtpTransport } = await import('../../src/transport/ftp.js');
     const data = randomBytes(6 * 1024 * 1024);
     for (const url of [S.TP_FTP_URL, S.TP_FTPS_URL]) {
       const sub = `slow-${randomBytes(4).toString('hex')}`;
@@ -209,6 +212,34 @@ describe('credentials and identity', () => {
     const e = await errorOf((await open(S.TP_FTPS_URL, { ca: undefined as unknown as string, ...{ ca: '' } })).stat('x'));
     expect(e?.code).toBe('UNTRUSTED');
     expect(e?.message).toMatch(/--ca/);
+  });
+
+  it('an FTPS server that breaks off TLS with plain text (vsftpd\'s "500 OOPS") is named as such, not as a bare OpenSSL error', async () => {
+    // a fake server: the real certificate, then plain text inside the TLS connection
+    const dir = dirname(S.TP_FTPS_CA);
+    const [key, cert] = await Promise.all([readFile(join(dir, 'ftps.key')), readFile(join(dir, 'ftps.crt'))]);
+    const server = createServer((sock) => {
+      sock.write('220 fake\r\n');
+      sock.once('data', () => {
+        sock.write('234 AUTH TLS ok\r\n');
+        const tls = new TLSSocket(sock, { isServer: true, key, cert });
+        tls.on('error', () => undefined);
+        tls.once('data', () => sock.end('500 OOPS: priv_sock_get_cmd\r\n'));
+      });
+      sock.on('error', () => undefined);
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const port = (server.address() as AddressInfo).port;
+      const t = new FtpTransport(parseLocation(`${withPort(S.TP_FTPS_URL, port)}/x`) as never, { password: 'p', ca: S.TP_FTPS_CA, retries: 0 });
+      const e = await errorOf(t.stat('x'));
+      await t.close();
+      expect(e?.message).toMatch(/broke off TLS and sent plain text.*500 OOPS.*server's log/);
+      expect(e?.message).toContain(`127.0.0.1:${port}`);
+    } finally {
+      server.close();
+    }
   });
 
   it('a wrong password is refused at once, not retried, and never printed', async () => {
