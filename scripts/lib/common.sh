@@ -219,15 +219,41 @@ tp_start_servers() {
   chown "$user" "$s/home"
   TP_FTP_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
   echo "$user:$TP_FTP_PASSWORD" | chpasswd
-  local base=$((20000 + RANDOM % 30000))
-  local p_ftp=$base p_ftps=$((base + 1)) p_ftp2=$((base + 2)) p_sftp=$((base + 3)) pasv=$((base + 10))
-
   # a CA of our own and a server certificate for 127.0.0.1 and localhost
   openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=tarport test CA" -keyout "$s/ca.key" -out "$s/ca.crt" 2>/dev/null
   openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$s/ftps.key" -out "$s/ftps.csr" 2>/dev/null
   printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$s/san.ext"
   openssl x509 -req -in "$s/ftps.csr" -CA "$s/ca.crt" -CAkey "$s/ca.key" -CAcreateserial -days 2 -extfile "$s/san.ext" -out "$s/ftps.crt" 2>/dev/null
 
+  ssh-keygen -q -t ed25519 -N '' -f "$s/ssh_host_ed25519_key"
+  ssh-keygen -q -t ed25519 -N '' -f "$s/client_key"
+  cp "$s/client_key.pub" "$s/authorized_keys"
+  mkdir -p /run/sshd
+  # ports below the ephemeral range, where a connection of this machine's own cannot hold them;
+  # another listener can, so a failed start tries other ports
+  local attempt
+  for attempt in 1 2 3 4 5; do
+    tp_launch_servers "$s" "$user" "$(tp_server_base)" && break
+    [ $attempt = 5 ] && { tp_log "the servers did not start on five sets of ports"; return 1; }
+    tp_log "starting the servers again on other ports"
+  done
+  export TP_FTP_PASSWORD TP_SERVER_HOME="$s/home"
+  export TP_FTPS_CA="$s/ca.crt" TP_SFTP_IDENTITY="$s/client_key" TP_SFTP_KNOWN_HOSTS="$s/known_hosts"
+}
+
+# tp_server_base: a random first port for the servers (they use it and the next 129), below the
+# kernel's ephemeral range.
+tp_server_base() {
+  local lo
+  lo=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  if [ "$lo" -gt 10200 ]; then echo $((10000 + RANDOM % (lo - 10000 - 130))); else echo $((lo + 1000 + RANDOM % 20000)); fi
+}
+
+# tp_launch_servers DIR USER BASE: writes the configs for ports BASE.., starts the servers and
+# waits for them; exports the URLs. On failure stops what it started and returns 1.
+tp_launch_servers() {
+  local s=$1 user=$2 base=$3
+  local p_ftp=$base p_ftps=$((base + 1)) p_ftp2=$((base + 2)) p_sftp=$((base + 3)) pasv=$((base + 10))
   local common="listen=YES
 listen_ipv6=NO
 listen_address=127.0.0.1
@@ -251,13 +277,8 @@ max_clients=0"
   vsftpd "$s/vsftpd-ftp.conf" > "$s/vsftpd-ftp.log" 2>&1 & echo $! > "$s/vsftpd-ftp.pid"
   vsftpd "$s/vsftpd-ftps.conf" > "$s/vsftpd-ftps.log" 2>&1 & echo $! > "$s/vsftpd-ftps.pid"
   "$(tp_pure_ftpd)" -S "127.0.0.1,$p_ftp2" -l unix -E -p "$((pasv + 80)):$((pasv + 119))" -P 127.0.0.1 -u 100 -c 20 -C 20 > "$s/pure-ftpd.log" 2>&1 & echo $! > "$s/pure-ftpd.pid"
-  TP_PIDFILES+=("$s/vsftpd-ftp.pid" "$s/vsftpd-ftps.pid" "$s/pure-ftpd.pid")
 
-  ssh-keygen -q -t ed25519 -N '' -f "$s/ssh_host_ed25519_key"
-  ssh-keygen -q -t ed25519 -N '' -f "$s/client_key"
-  cp "$s/client_key.pub" "$s/authorized_keys"
   printf '[127.0.0.1]:%s %s\n' $p_sftp "$(cut -d' ' -f1-2 "$s/ssh_host_ed25519_key.pub")" > "$s/known_hosts"
-  mkdir -p /run/sshd
   cat > "$s/sshd_config" <<SSHD
 Port $p_sftp
 ListenAddress 127.0.0.1
@@ -273,20 +294,30 @@ PermitRootLogin no
 Subsystem sftp internal-sftp
 SSHD
   /usr/sbin/sshd -D -e -f "$s/sshd_config" > "$s/sshd.log" 2>&1 & echo $! > "$s/sshd-launcher.pid"
-  TP_PIDFILES+=("$s/sshd-launcher.pid")
 
-  local port i
+  local pidfiles=("$s/vsftpd-ftp.pid" "$s/vsftpd-ftps.pid" "$s/pure-ftpd.pid" "$s/sshd-launcher.pid")
+  TP_PIDFILES+=("${pidfiles[@]}")
+  local port i f ok=1
   for port in $p_ftp $p_ftps $p_ftp2 $p_sftp; do
     for i in $(seq 1 50); do
       (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
       sleep 0.2
     done
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { tp_log "server on port $port did not start:"; tail -n 20 "$s"/*.log >&2; return 1; }
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { tp_log "server on port $port did not start"; ok=0; break; }
   done
-  export TP_FTP_PASSWORD TP_SERVER_HOME="$s/home"
+  # a server that could not bind its port exits (vsftpd silently): the port may answer for
+  # something else, so every server must still be running
+  sleep 0.3
+  for f in "${pidfiles[@]}"; do
+    kill -0 "$(cat "$f")" 2>/dev/null || { [ $ok = 0 ] || tp_log "the server of $(basename "$f" .pid) exited"; ok=0; }
+  done
+  if [ $ok = 0 ]; then
+    tail -n 20 "$s"/*.log >&2
+    for f in "${pidfiles[@]}"; do kill "$(cat "$f")" 2>/dev/null || true; done
+    return 1
+  fi
   export TP_FTP_URL="ftp://$user@127.0.0.1:$p_ftp$s/home"
   export TP_FTPS_URL="ftps://$user@127.0.0.1:$p_ftps$s/home"
   export TP_FTP2_URL="ftp://$user@127.0.0.1:$p_ftp2$s/home"
   export TP_SFTP_URL="sftp://$user@127.0.0.1:$p_sftp$s/home"
-  export TP_FTPS_CA="$s/ca.crt" TP_SFTP_IDENTITY="$s/client_key" TP_SFTP_KNOWN_HOSTS="$s/known_hosts"
 }
