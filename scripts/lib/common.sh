@@ -69,12 +69,28 @@ tp_rundir() {
 TP_PIDFILES=()
 TP_USERS=()
 
+# tp_storage_driver: overlay2 (what users run) where this kernel has overlay and the run dir's file
+# system can carry it, vfs otherwise; TP_STORAGE_DRIVER chooses. Printed by the scripts that measure.
+tp_storage_driver() {
+  if [ -n "${TP_STORAGE_DRIVER:-}" ]; then echo "$TP_STORAGE_DRIVER"; return; fi
+  local t; t=$(mktemp -d "$TP_RUN/overlay-probe.XXXXXX")
+  mkdir -p "$t/l" "$t/u" "$t/w" "$t/m"
+  if grep -qw overlay /proc/filesystems 2>/dev/null || modprobe overlay 2>/dev/null; then
+    if mount -t overlay overlay -o "lowerdir=$t/l,upperdir=$t/u,workdir=$t/w" "$t/m" 2>/dev/null; then
+      umount "$t/m"; rm -rf "$t"; TP_STORAGE_DRIVER=overlay2; export TP_STORAGE_DRIVER; echo overlay2; return
+    fi
+  fi
+  rm -rf "$t"; TP_STORAGE_DRIVER=vfs; export TP_STORAGE_DRIVER; echo vfs
+}
+
 # tp_start_dockerd NAME: starts a daemon with its own roots and socket; prints nothing, sets
 # TP_SOCK_<NAME>. Waits until it answers.
 tp_start_dockerd() {
   local name=$1 d="$TP_RUN/docker-$1"
   mkdir -p "$d/data" "$d/exec"
-  dockerd --storage-driver=vfs --iptables=false --ip6tables=false --bridge=none \
+  local driver; driver=$(tp_storage_driver)
+  tp_log "dockerd ($name): storage driver $driver"
+  dockerd --storage-driver="$driver" --iptables=false --ip6tables=false --bridge=none \
     --data-root "$d/data" --exec-root "$d/exec" --pidfile "$d/dockerd.pid" \
     -H "unix://$d/docker.sock" >"$d/dockerd.log" 2>&1 &
   echo $! > "$d/launcher.pid"
