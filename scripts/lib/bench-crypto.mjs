@@ -8,4 +8,4 @@ const [op, input, output, key] = process.argv.slice(2);
 const src = createReadStream(input, { highWaterMark: 1 << 20 });
 const out = createWriteStream(output, { highWaterMark: 1 << 20 });
 if (op === 'encrypt') await pipeline(await encryptStream(src, await loadRecipients([key])), out);
-else await pipeline(await decryptStream(src, await loadDecryptionKey(key), input), out);
+else await pipeline(await decryptStream(src, await loadDecryptionKey(key), input, { maxBytes: Number.MAX_SAFE_INTEGER }), out);

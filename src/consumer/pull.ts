@@ -1,11 +1,12 @@
 import { pipeline } from 'node:stream/promises';
-import { Readable, Writable } from 'node:stream';
+import { Writable } from 'node:stream';
 import { decompressor, prewarmDecompressors, releaseDecompressors, threadedDecompressor, writeLoadArchive, type LoadFile } from '../archive/index.js';
-import { Digester, decryptStream, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
+import { Digester, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
 import { chainIds, type DockerApi, type ImageStore } from '../docker/index.js';
 import { TarportError } from '../errors.js';
 import { CATALOG_KEY, recordKey, type Catalog, type CatalogEntry, type ReleaseRecord, type Repository } from '../repo/index.js';
 import { ObjectCache } from './cache.js';
+import { checkEncrypted, decryptConfig, openLayer } from './encryption.js';
 import { StateStore, type State } from './state.js';
 
 export interface Subscription {
@@ -46,6 +47,8 @@ export interface PullOptions {
   readonly trust?: readonly TrustedKey[];
   /** Private key for encrypted releases. */
   readonly decryptKey?: DecryptionKey;
+  /** With decryptKey: load releases whose layers or config are not encrypted too (refused otherwise). */
+  readonly allowUnencrypted?: boolean;
 }
 
 export type PullEvent =
@@ -147,6 +150,7 @@ async function pullLocked(repo: Repository, docker: DockerApi, store: StateStore
       const signer = opts.trust?.length
         ? await verifyDetached(bytes, await repo.readSignature(recordKey(entry.name, entry.tag, entry.record), opts.signal), opts.trust, `release ${ref} v${entry.version}`)
         : undefined;
+      checkEncrypted(record, opts);
       imageStore ??= await docker.imageStore(opts.signal);
       const { imageId, bytesFetched } = record.kind === 'image'
         ? await loadImage(repo, docker, cache, record, imageStore, (e) => emit(e), opts.decryptKey, opts.signal)
@@ -255,7 +259,7 @@ async function loadImage(
   // decompression threads take ~45 ms to start: the first starts now (pull() stops the spare)
   if (record.layers.some((l) => l.compression === 'zstd')) prewarmDecompressors();
   const stored = await repo.readSmallBlob(record.config, `config of ${ref}`, signal);
-  const config = record.config.encryption ? await collect(await decryptStream(Readable.from([stored]), needKey(key, record), `config of ${ref}`)) : stored;
+  const config = record.config.encryption ? await decryptConfig(stored, needKey(key, record), `config of ${ref}`) : stored;
   if (sha256(config) !== record.contentKey) {
     throw new TarportError('INTEGRITY', `${ref} v${record.version}: the config's digest ${sha256(config)} is not the image ID ${record.contentKey} the record names`);
   }
@@ -294,10 +298,7 @@ async function loadImage(
       // layer"; containerd likewise), so we check the uncompressed size only and spare a hash pass.
       open: async () => {
         const raw = direct ? await repo.readBlob(l, { signal }) : cache.open(l.digest);
-        const src = l.encryption ? await decryptStream(raw, needKey(key, record), `layer ${l.diffId} of ${ref}`) : raw;
-        const dec = await threadedDecompressor(l.compression);
-        pipeline(src, dec).catch((e: unknown) => dec.destroy(e as Error));
-        return dec;
+        return openLayer(raw, l, l.encryption ? needKey(key, record) : undefined, `layer ${l.diffId} of ${ref}`, threadedDecompressor);
       },
     });
   }
@@ -319,16 +320,13 @@ async function importRootfs(repo: Repository, docker: DockerApi, cache: ObjectCa
   const bytesFetched = await cache.ensure(repo, l, signal);
   // docker import would create the image as soon as the tar ends, before a stream error at its very
   // end could stop it: check the uncompressed digest in a pass of its own first.
-  const plain = async () => (l.encryption ? await decryptStream(cache.open(l.digest), needKey(key, record), `root file system of ${ref}`) : cache.open(l.digest));
+  const plain = () => openLayer(cache.open(l.digest), l, l.encryption ? needKey(key, record) : undefined, `root file system of ${ref}`, async (c) => decompressor(c));
   const d = new Digester();
-  await pipeline(await plain(), decompressor(l.compression), d, new Writable({ write: (_c, _e, cb) => cb() }), { signal });
+  await pipeline(await plain(), d, new Writable({ write: (_c, _e, cb) => cb() }), { signal });
   if (d.digest() !== l.diffId || d.bytes !== l.uncompressedSize) {
     throw new TarportError('DIGEST_MISMATCH', `${ref} v${record.version}: the root file system's digest is ${d.digest()}, the record says ${l.diffId}`);
   }
-  const src = await plain();
-  const dec = decompressor(l.compression);
-  pipeline(src, dec).catch((e: unknown) => dec.destroy(e as Error));
-  const imageId = await docker.import(dec, record.name, record.tag, signal);
+  const imageId = await docker.import(await plain(), record.name, record.tag, signal);
   return { imageId, bytesFetched };
 }
 
@@ -336,12 +334,6 @@ function needKey(key: DecryptionKey | undefined, record: ReleaseRecord): Decrypt
   if (key) return key;
   const to = record.layers.find((l) => l.encryption)?.encryption?.recipients ?? record.config?.encryption?.recipients ?? [];
   throw new TarportError('USAGE', `${record.name}:${record.tag} v${record.version} is encrypted (to ${to.join(', ')}): pass --decrypt-key FILE`);
-}
-
-async function collect(s: NodeJS.ReadableStream): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of s) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
 }
 
 export type { State };

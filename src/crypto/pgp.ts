@@ -177,12 +177,14 @@ export async function encryptStream(input: Readable, recipients: readonly Truste
 }
 
 /**
- * Decrypts a stream. Only ever called on bytes whose digest was checked against a signed record
- * first; the modification detection code is checked at the end of the stream, which then fails, so
- * the caller must not use the plaintext before the stream ended cleanly (the load archive puts
- * manifest.json last for that reason).
+ * Decrypts a stream into at most `maxBytes` of plaintext (a compressed message cannot inflate past
+ * it). Callers check the ciphertext's digest against the release record first; that record is
+ * authenticated only when it is signed and the consumer pins the key (--trust): without that, the
+ * record is whatever the repository says, and the MDC proves only that the message is whole, not who
+ * made it (anyone with the recipient's public key can make a valid one). The stream ends only after
+ * the MDC was verified, and fails instead when it does not match.
  */
-export async function decryptStream(input: Readable, key: DecryptionKey, what: string): Promise<Readable> {
+export async function decryptStream(input: Readable, key: DecryptionKey, what: string, limits: { maxBytes: number }): Promise<Readable> {
   const { pkesk, reader, seipd } = await openMessage(input, what);
   let sessions: { data: Uint8Array; algorithm: string | null }[];
   try {
@@ -193,5 +195,5 @@ export async function decryptStream(input: Readable, key: DecryptionKey, what: s
   }
   const session = sessions[0];
   if (!session) throw new TarportError('UNTRUSTED', `${what}: cannot decrypt with --decrypt-key ${key.fingerprint}`, { retryable: false });
-  return decryptSeipd(reader, seipd, session, what);
+  return decryptSeipd(reader, seipd, session, what, limits.maxBytes);
 }

@@ -4,10 +4,12 @@
 // encrypted session keys — while AES-CFB and SHA-1 run in OpenSSL at several hundred MB/s
 // (openpgp.js's own streaming decryption reaches a third of gpg's speed on this machine).
 
-import { createCipheriv, createHash, randomBytes, type Cipher, type Hash } from 'node:crypto';
+import { createCipheriv, createHash, randomBytes, timingSafeEqual, type Cipher, type Hash } from 'node:crypto';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import { createInflate, createInflateRaw } from 'node:zlib';
 import { TarportError } from '../errors.js';
+import { BodyParser, ByteReader, PacketStream, readHeader, type Header, type Len, type PacketSink } from './packets.js';
 
 const CHUNK_LOG = 20; // partial body lengths of 1 MiB
 const CHUNK = 1 << CHUNK_LOG;
@@ -154,102 +156,6 @@ function xorInto(out: Buffer, ks: Buffer): void {
   for (let i = 0; i < n; i++) out[i]! ^= ks[i]!;
 }
 
-/** Pulls exact byte counts out of an async stream of chunks. */
-class ByteReader {
-  private buf: Buffer = Buffer.alloc(0);
-  private done = false;
-  constructor(private readonly it: AsyncIterator<Buffer>) {}
-
-  private async fill(n: number): Promise<boolean> {
-    while (this.buf.length < n && !this.done) {
-      const r = await this.it.next();
-      if (r.done) this.done = true;
-      else this.buf = this.buf.length === 0 ? r.value : Buffer.concat([this.buf, r.value]);
-    }
-    return this.buf.length >= n;
-  }
-
-  async exact(n: number, what: string): Promise<Buffer> {
-    if (!(await this.fill(n))) throw new TarportError('INTEGRITY', `OpenPGP message ends inside ${what}`);
-    const out = this.buf.subarray(0, n);
-    this.buf = this.buf.subarray(n);
-    return out;
-  }
-
-  /** Up to `n` bytes (at least one), or undefined at the end. */
-  async some(n: number): Promise<Buffer | undefined> {
-    if (this.buf.length === 0) await this.fill(1);
-    if (this.buf.length === 0) return undefined;
-    const out = this.buf.subarray(0, Math.min(n, this.buf.length));
-    this.buf = this.buf.subarray(out.length);
-    return out;
-  }
-
-  async atEnd(): Promise<boolean> {
-    return !(await this.fill(1));
-  }
-}
-
-type Len = { kind: 'definite'; n: number } | { kind: 'partial'; n: number } | { kind: 'rest' };
-
-interface Header {
-  tag: number;
-  len: Len;
-  raw: Buffer;
-}
-
-async function readNewLength(r: ByteReader, allowPartial: boolean): Promise<{ len: Len; raw: Buffer }> {
-  const a = (await r.exact(1, 'a packet length'))[0]!;
-  if (a < 192) return { len: { kind: 'definite', n: a }, raw: Buffer.from([a]) };
-  if (a < 224) {
-    const b = (await r.exact(1, 'a packet length'))[0]!;
-    return { len: { kind: 'definite', n: ((a - 192) << 8) + b + 192 }, raw: Buffer.from([a, b]) };
-  }
-  if (a === 255) {
-    const b = await r.exact(4, 'a packet length');
-    return { len: { kind: 'definite', n: b.readUInt32BE(0) }, raw: Buffer.concat([Buffer.from([a]), b]) };
-  }
-  if (!allowPartial) throw new TarportError('INTEGRITY', 'OpenPGP packet with a partial length where none may be');
-  return { len: { kind: 'partial', n: 1 << (a & 0x1f) }, raw: Buffer.from([a]) };
-}
-
-async function readHeader(r: ByteReader): Promise<Header | undefined> {
-  if (await r.atEnd()) return undefined;
-  const first = (await r.exact(1, 'a packet header'))[0]!;
-  if ((first & 0x80) === 0) throw new TarportError('INTEGRITY', 'not an OpenPGP message (bad packet header)');
-  if (first & 0x40) {
-    const tag = first & 0x3f;
-    const { len, raw } = await readNewLength(r, true);
-    return { tag, len, raw: Buffer.concat([Buffer.from([first]), raw]) };
-  }
-  const tag = (first >> 2) & 0x0f;
-  const lt = first & 3;
-  if (lt === 3) return { tag, len: { kind: 'rest' }, raw: Buffer.from([first]) };
-  const b = await r.exact(1 << lt, 'a packet length');
-  const n = lt === 0 ? b[0]! : lt === 1 ? b.readUInt16BE(0) : b.readUInt32BE(0);
-  return { tag, len: { kind: 'definite', n }, raw: Buffer.concat([Buffer.from([first]), b]) };
-}
-
-/** The body of a packet, following partial lengths. */
-async function* bodyOf(r: ByteReader, len: Len, what: string): AsyncGenerator<Buffer> {
-  let cur = len;
-  for (;;) {
-    if (cur.kind === 'rest') {
-      for (let b = await r.some(CHUNK); b; b = await r.some(CHUNK)) yield b;
-      return;
-    }
-    let left = cur.n;
-    while (left > 0) {
-      const b = await r.some(left);
-      if (!b) throw new TarportError('INTEGRITY', `${what}: the OpenPGP message is cut short`);
-      left -= b.length;
-      yield b;
-    }
-    if (cur.kind === 'definite') return;
-    cur = (await readNewLength(r, true)).len;
-  }
-}
-
 /** Splits a message into its session-key packets and a reader positioned at the SEIPD body. */
 export async function openMessage(input: Readable, what: string): Promise<{ pkesk: Buffer; reader: ByteReader; seipd: Header }> {
   const r = new ByteReader(input[Symbol.asyncIterator]() as AsyncIterator<Buffer>);
@@ -269,105 +175,327 @@ export async function openMessage(input: Readable, what: string): Promise<{ pkes
 }
 
 /**
- * Decrypts the SEIPDv1 body with the session key and yields the literal data: the MDC is checked at
- * the very end, and a mismatch fails the stream there (callers never use the plaintext before the
- * stream ended cleanly). Compressed data packets (ZIP, ZLIB: gpg's defaults) are inflated.
+ * The one outcome of every failed integrity check on decrypted data: a wrong quick check, a wrong or
+ * missing MDC. RFC 4880 §14 (and RFC 9580 §13.4): a quick check that answers differently from the
+ * MDC is an oracle; so it answers the same, at the same time (after the whole message), and no
+ * message shows a decrypted byte.
  */
-export function decryptSeipd(reader: ByteReader, seipd: Header, session: { data: Uint8Array; algorithm: string | null }, what: string): Readable {
-  async function* plaintext(): AsyncGenerator<Buffer> {
-    const spec = SYMMETRIC[session.algorithm ?? ''];
-    if (!spec || session.data.length !== spec.bytes) throw new TarportError('INTEGRITY', `${what}: session key algorithm ${session.algorithm} is not supported (AES only)`);
-    const body = bodyOf(reader, seipd.len, what);
-    const decipher = new CfbDecipher(spec.cipher, Buffer.from(session.data));
-    const mdc = createHash('sha1');
-    let prefixSeen = false;
-    let version = -1;
-    let hold: Buffer = Buffer.alloc(0); // the last 22 bytes (MDC packet) are held back until the end
-    const take = function* (p: Buffer): Generator<Buffer> {
-      if (p.length === 0) return;
-      if (!prefixSeen) {
-        const buf: Buffer = hold.length ? Buffer.concat([hold, p]) : p;
-        if (buf.length < 18) {
-          hold = buf;
-          return;
-        }
-        if (buf[14] !== buf[16] || buf[15] !== buf[17]) throw new TarportError('UNTRUSTED', `${what}: the session key does not fit (quick check failed)`, { retryable: false });
-        mdc.update(buf.subarray(0, 18));
-        prefixSeen = true;
-        hold = Buffer.alloc(0);
-        p = buf.subarray(18);
-      }
-      if (hold.length + p.length <= 22) {
-        hold = Buffer.concat([hold, p]);
-        return;
-      }
-      if (p.length < 22) {
-        // a small chunk: shift the held bytes
-        const all = Buffer.concat([hold, p]);
-        const out = all.subarray(0, all.length - 22);
-        hold = Buffer.from(all.subarray(all.length - 22));
-        mdc.update(out);
-        yield out;
-        return;
-      }
-      // the held bytes go out as they are; the new chunk's last 22 bytes are held (no big copy)
-      if (hold.length > 0) {
-        mdc.update(hold);
-        yield hold;
-      }
-      const out = p.subarray(0, p.length - 22);
-      hold = Buffer.from(p.subarray(p.length - 22));
-      mdc.update(out);
-      yield out;
-    };
-    for await (const c of body) {
-      let chunk = c;
-      if (version < 0) {
-        version = chunk[0]!;
-        if (version !== 1) throw new TarportError('INTEGRITY', `${what}: SEIPD version ${version} is not supported`);
-        chunk = chunk.subarray(1);
-      }
-      yield* take(decipher.update(chunk));
-    }
-    yield* take(decipher.final());
-    if (!prefixSeen || hold.length !== 22 || hold[0] !== 0xd3 || hold[1] !== 0x14) throw new TarportError('DIGEST_MISMATCH', `${what}: the OpenPGP message has no modification detection code`, { retryable: false });
-    mdc.update(hold.subarray(0, 2));
-    if (!mdc.digest().equals(hold.subarray(2))) throw new TarportError('DIGEST_MISMATCH', `${what}: modification detected: the OpenPGP message was changed`, { retryable: false });
-  }
-  return Readable.from(literalData(plaintext(), what, 0), { objectMode: false, highWaterMark: CHUNK });
+export function modified(what: string): TarportError {
+  return new TarportError('DIGEST_MISMATCH', `${what}: the encrypted message was changed or damaged (OpenPGP modification detection failed)`, { retryable: false });
 }
 
-/** The data of the literal packet inside decrypted (or inflated) packets. */
-async function* literalData(packets: AsyncGenerator<Buffer>, what: string, depth: number): AsyncGenerator<Buffer> {
-  const r = new ByteReader(packets);
-  const h = await readHeader(r);
-  if (!h) throw new TarportError('INTEGRITY', `${what}: empty encrypted message`);
-  if (h.tag === 8 && depth === 0) {
-    const body = bodyOf(r, h.len, what);
-    const first = await body.next();
-    if (first.done) throw new TarportError('INTEGRITY', `${what}: empty compressed packet`);
-    const algo = first.value[0]!;
-    if (algo !== 1 && algo !== 2) throw new TarportError('INTEGRITY', `${what}: compression algorithm ${algo} is not supported (ZIP and ZLIB are)`);
-    const inflate = algo === 1 ? createInflateRaw() : createInflate();
-    const src = Readable.from(
-      (async function* () {
-        yield first.value.subarray(1);
-        yield* body;
-      })(),
-    );
-    src.on('error', (e) => inflate.destroy(e));
-    src.pipe(inflate);
-    yield* literalData(inflate[Symbol.asyncIterator]() as AsyncGenerator<Buffer>, what, depth + 1);
-    return;
+const MDC_HEADER = Buffer.from([0xd3, 0x14]); // MDC packet, new format, 20 bytes
+const MDC_PACKET = 22;
+
+/**
+ * The decrypted bytes of a SEIPDv1 packet, between the random prefix and the MDC packet, in order;
+ * the verdict (quick check and MDC, in constant time) comes with the end. Reads are serialized, so
+ * that whoever drains the rest after a fault in the content waits for a read in flight.
+ */
+class Plaintext implements AsyncIterable<Buffer> {
+  private readonly body: BodyParser;
+  private readonly decipher: CfbDecipher;
+  private readonly mdc: Hash = createHash('sha1');
+  private version = -1;
+  private prefix: Buffer | undefined = Buffer.alloc(0);
+  private quickOk = true;
+  private hold: Buffer = Buffer.alloc(0);
+  private readonly ready: Buffer[] = [];
+  private ended = false;
+  private failure: { error: unknown } | undefined;
+  private tail: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly input: ByteReader,
+    len: Len,
+    cipher: string,
+    key: Buffer,
+    private readonly what: string,
+  ) {
+    this.body = new BodyParser(len, what);
+    this.decipher = new CfbDecipher(cipher, key);
   }
-  if (h.tag !== 11) throw new TarportError('INTEGRITY', `${what}: expected literal data, found OpenPGP packet tag ${h.tag}`);
-  const body = bodyOf(r, h.len, what);
-  // literal header: format, file name length, file name, date
-  const lr = new ByteReader(body);
-  await lr.exact(1, 'the literal packet');
-  const nameLen = (await lr.exact(1, 'the literal packet'))[0]!;
-  await lr.exact(nameLen + 4, 'the literal packet');
-  for (let b = await lr.some(CHUNK); b; b = await lr.some(CHUNK)) yield b;
-  // anything after the literal packet (a signature, say) is read so that the MDC covers it all
-  while (!(await r.atEnd())) await r.some(CHUNK);
+
+  /** The next decrypted piece, undefined once the whole message is read and its MDC verified. */
+  next(): Promise<Buffer | undefined> {
+    const p = this.tail.then(() => this.step());
+    this.tail = p.catch(() => undefined);
+    return p;
+  }
+
+  /** Reads the rest of the message for its verdict: throws what `next` would. */
+  async drain(): Promise<void> {
+    while ((await this.next()) !== undefined);
+  }
+
+  /** Ending a loop over it does not close it: a fault in the content still drains for the verdict. */
+  [Symbol.asyncIterator](): AsyncIterator<Buffer> {
+    return { next: async () => {
+      const value = await this.next();
+      return value === undefined ? { done: true, value: undefined } : { done: false, value };
+    } };
+  }
+
+  private async step(): Promise<Buffer | undefined> {
+    if (this.failure) throw this.failure.error;
+    try {
+      for (;;) {
+        const b = this.ready.shift();
+        if (b) return b;
+        if (this.ended) return undefined;
+        await this.advance();
+      }
+    } catch (e) {
+      this.failure = { error: e };
+      throw e;
+    }
+  }
+
+  private async advance(): Promise<void> {
+    const raw = await this.input.some(1 << 20);
+    if (!raw) return this.finish();
+    const pieces: Buffer[] = [];
+    const used = this.body.push(raw, pieces);
+    for (const p of pieces) this.decrypt(p);
+    if (!this.body.done) return;
+    if (used < raw.length || !(await this.input.atEnd())) throw new TarportError('INTEGRITY', `${this.what}: data after the end of the encrypted OpenPGP packet`);
+    this.finish();
+  }
+
+  private decrypt(p: Buffer): void {
+    if (this.version < 0) {
+      this.version = p[0]!;
+      if (this.version !== 1) throw new TarportError('INTEGRITY', `${this.what}: SEIPD version ${this.version} is not supported`);
+      p = p.subarray(1);
+    }
+    this.take(this.decipher.update(p));
+  }
+
+  private take(d: Buffer): void {
+    if (this.prefix) {
+      // the 16 random bytes and the two that repeat their last two (the quick check)
+      const buf = Buffer.concat([this.prefix, d]);
+      if (buf.length < 18) {
+        this.prefix = buf;
+        return;
+      }
+      this.quickOk = buf[14] === buf[16] && buf[15] === buf[17];
+      this.mdc.update(buf.subarray(0, 18));
+      this.prefix = undefined;
+      d = buf.subarray(18);
+    }
+    // the last 22 bytes (the MDC packet) are held back until the end
+    if (d.length >= MDC_PACKET) {
+      this.emit(this.hold);
+      this.emit(d.subarray(0, d.length - MDC_PACKET));
+      this.hold = Buffer.from(d.subarray(d.length - MDC_PACKET));
+      return;
+    }
+    const all = Buffer.concat([this.hold, d]);
+    const cut = Math.max(0, all.length - MDC_PACKET);
+    this.emit(all.subarray(0, cut));
+    this.hold = all.subarray(cut);
+  }
+
+  private emit(b: Buffer): void {
+    if (b.length === 0) return;
+    this.mdc.update(b);
+    if (this.quickOk) this.ready.push(b);
+  }
+
+  private finish(): void {
+    const pieces: Buffer[] = [];
+    this.body.end(pieces, this.what);
+    for (const p of pieces) this.decrypt(p);
+    this.take(this.decipher.final());
+    // the hash covers the MDC packet's own header: hash the header it must have, compare all 22
+    const expected = Buffer.concat([MDC_HEADER, this.mdc.update(MDC_HEADER).digest()]);
+    const match = this.hold.length === MDC_PACKET && timingSafeEqual(this.hold, expected);
+    if (!this.quickOk || this.prefix || !match) throw modified(this.what);
+    this.ended = true;
+  }
+}
+
+/** Packets that may stand beside the literal data (signatures, markers, padding): read, not used. */
+const IGNORED = new Set([2, 4, 10, 21]);
+
+/**
+ * What the packets of decrypted (depth 0) or inflated (depth 1) data hold: exactly one literal data
+ * packet, or at depth 0 exactly one compressed packet. Literal data and compressed bytes queue up
+ * for the reader; literal data beyond `max` bytes is refused (a decompression bomb).
+ */
+class ContentSink implements PacketSink {
+  readonly literal: Buffer[] = [];
+  readonly compressed: Buffer[] = [];
+  algorithm: number | undefined;
+  private tag = -1;
+  private contents = 0;
+  private skip = -1; // literal header bytes still to skip; -1: not yet known
+  private head: number[] = [];
+  private bytes = 0;
+
+  constructor(
+    private readonly depth: number,
+    private readonly max: number,
+    private readonly what: string,
+  ) {}
+
+  packet(tag: number): void {
+    this.tag = tag;
+    if (tag === 11 || (tag === 8 && this.depth === 0)) {
+      if (++this.contents > 1) throw new TarportError('INTEGRITY', `${this.what}: the encrypted message holds more than one content packet`);
+      this.skip = -1;
+      this.head = [];
+      return;
+    }
+    if (tag === 8) throw new TarportError('INTEGRITY', `${this.what}: the encrypted message nests compressed data`);
+    if (!IGNORED.has(tag)) throw new TarportError('INTEGRITY', `${this.what}: the encrypted message holds an OpenPGP packet other than literal or compressed data`);
+  }
+
+  data(piece: Buffer): void {
+    if (this.tag === 11) return this.literalData(piece);
+    if (this.tag !== 8) return;
+    if (this.algorithm === undefined) {
+      this.algorithm = piece[0]!;
+      if (this.algorithm !== 1 && this.algorithm !== 2) throw new TarportError('INTEGRITY', `${this.what}: the encrypted message is compressed with an algorithm other than ZIP or ZLIB`);
+      piece = piece.subarray(1);
+    }
+    if (piece.length > 0) this.compressed.push(piece);
+  }
+
+  close(): void {
+    if (this.tag === 11 && this.skip !== 0) throw new TarportError('INTEGRITY', `${this.what}: the literal data packet ends inside its header`);
+    if (this.tag === 8 && this.algorithm === undefined) throw new TarportError('INTEGRITY', `${this.what}: an empty compressed packet`);
+    this.tag = -1;
+  }
+
+  /** The data ended: there must have been content. */
+  finish(): void {
+    if (this.tag !== -1) throw new TarportError('INTEGRITY', `${this.what}: the OpenPGP message is cut short`);
+    if (this.contents === 0) throw new TarportError('INTEGRITY', `${this.what}: the encrypted message holds no literal data`);
+  }
+
+  // literal header: format, file name length, file name, date (RFC 4880 §5.9)
+  private literalData(piece: Buffer): void {
+    while (this.skip < 0 && piece.length > 0) {
+      this.head.push(piece[0]!);
+      piece = piece.subarray(1);
+      if (this.head.length === 2) this.skip = this.head[1]! + 4;
+    }
+    if (this.skip > 0) {
+      const k = Math.min(this.skip, piece.length);
+      this.skip -= k;
+      piece = piece.subarray(k);
+    }
+    if (piece.length === 0) return;
+    this.bytes += piece.length;
+    if (this.bytes > this.max) throw new TarportError('INTEGRITY', `${this.what}: decrypts to more than the ${this.max} bytes allowed`);
+    this.literal.push(piece);
+  }
+}
+
+/** What depth 0 holds, literal or (through `inflated`) compressed. */
+async function* contentOf(pt: Plaintext, what: string, max: number): AsyncGenerator<Buffer> {
+  const sink = new ContentSink(0, max, what);
+  const packets = new PacketStream(sink, what);
+  for (let b = await pt.next(); b; b = await pt.next()) {
+    packets.push(b);
+    yield* sink.literal.splice(0);
+    if (sink.algorithm !== undefined) return yield* inflated(pt, packets, sink, what, max);
+  }
+  packets.end();
+  // a compressed packet of indeterminate length (gpg's) is whole only now
+  if (sink.algorithm !== undefined) return yield* inflated(pt, packets, sink, what, max);
+  sink.finish();
+  yield* sink.literal.splice(0);
+}
+
+/** Room for packet headers and ignored packets beside the literal data, in inflated bytes. */
+const INFLATE_SLACK = 1 << 20;
+
+/**
+ * The literal data inside a compressed packet (gpg's default). The inflater must consume every
+ * compressed byte (zlib stops at the end of its stream and would ignore what follows), and yields
+ * at most `max` bytes plus some slack: the literal data is capped again at `max`.
+ */
+async function* inflated(pt: Plaintext, packets: PacketStream, top: ContentSink, what: string, max: number): AsyncGenerator<Buffer> {
+  const inflate = top.algorithm === 1 ? createInflateRaw() : createInflate();
+  let fed = 0;
+  const src = Readable.from(
+    (async function* () {
+      for (;;) {
+        for (const c of top.compressed.splice(0)) {
+          fed += c.length;
+          yield c;
+        }
+        const b = await pt.next();
+        if (!b) break;
+        packets.push(b);
+      }
+      packets.end();
+      top.finish();
+      for (const c of top.compressed.splice(0)) {
+        fed += c.length;
+        yield c;
+      }
+    })(),
+    { objectMode: false },
+  );
+  src.on('error', (e) => inflate.destroy(e));
+  src.pipe(inflate);
+  try {
+    const sink = new ContentSink(1, max, what);
+    const inner = new PacketStream(sink, what);
+    let out = 0;
+    // the inflater stays open when its output ends: it must still take the rest of its input
+    for await (const c of inflate.iterator({ destroyOnReturn: false })) {
+      out += (c as Buffer).length;
+      if (out > max + INFLATE_SLACK) throw new TarportError('INTEGRITY', `${what}: decompresses to more than the ${max} bytes allowed`);
+      inner.push(c as Buffer);
+      yield* sink.literal.splice(0);
+    }
+    // the inflater's output ended: wait until it has been given (and has taken) every byte
+    await finished(inflate);
+    if (inflate.bytesWritten !== fed) throw new TarportError('INTEGRITY', `${what}: data after the end of the compressed stream`);
+    inner.end();
+    sink.finish();
+    yield* sink.literal.splice(0);
+  } finally {
+    src.destroy();
+    inflate.destroy();
+  }
+}
+
+/**
+ * The literal data, released so that no reader sees all of it before the verdict: the last piece is
+ * held back until the whole message is read and its MDC verified, and the stream ends only then. A
+ * fault in the content (a packet we do not read, a bomb, bytes after the deflate stream) waits for
+ * the verdict too: a changed message is reported as changed, whatever its content says.
+ */
+async function* verified(pt: Plaintext, what: string, max: number): AsyncGenerator<Buffer> {
+  let held: Buffer | undefined;
+  try {
+    for await (const b of contentOf(pt, what, max)) {
+      if (held) yield held;
+      held = b;
+    }
+    await pt.drain();
+  } catch (e) {
+    await pt.drain();
+    throw e;
+  }
+  if (held) yield held;
+}
+
+/**
+ * Decrypts the SEIPDv1 body with the session key and yields the literal data (inflating ZIP and ZLIB
+ * compressed packets, gpg's defaults), at most `maxBytes` of it. The stream ends only after the
+ * whole message was read and its MDC verified, and holds its last bytes until then; any failure
+ * fails the stream instead.
+ */
+export function decryptSeipd(reader: ByteReader, seipd: Header, session: { data: Uint8Array; algorithm: string | null }, what: string, maxBytes: number): Readable {
+  const spec = SYMMETRIC[session.algorithm ?? ''];
+  if (!spec || session.data.length !== spec.bytes) throw new TarportError('INTEGRITY', `${what}: session key algorithm ${session.algorithm} is not supported (AES only)`);
+  const pt = new Plaintext(reader, seipd.len, spec.cipher, Buffer.from(session.data), what);
+  return Readable.from(verified(pt, what, maxBytes), { objectMode: false, highWaterMark: CHUNK });
 }

@@ -163,7 +163,7 @@ describe('trust: signed releases and pinned keys', () => {
       const sealed = join(dir, `sealed-${name}`);
       await gpg(gh, '--trust-model', 'always', ...compress, '--cipher-algo', 'AES256', '--recipient', site.fpr, '--output', sealed, '--encrypt', join(dir, 'plain'));
       const out: Buffer[] = [];
-      for await (const c of await decryptStream(createReadStream(sealed), await loadDecryptionKey(site.sec), 'gpg message')) out.push(c as Buffer);
+      for await (const c of await decryptStream(createReadStream(sealed), await loadDecryptionKey(site.sec), 'gpg message', { maxBytes: 1 << 30 })) out.push(c as Buffer);
       expect(Buffer.concat(out).equals(data), name).toBe(true);
     }
   });

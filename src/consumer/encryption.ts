@@ -1,0 +1,102 @@
+// The consumer's side of encrypted releases: what it expects to be encrypted, how much a decrypted
+// object may hold, and how decrypted bytes reach the daemon only once their MDC is verified.
+
+import { Readable, Transform, type Duplex } from 'node:stream';
+import { finished, pipeline } from 'node:stream/promises';
+import type { Compression } from '../archive/index.js';
+import { decryptStream, type DecryptionKey } from '../crypto/index.js';
+import { TarportError } from '../errors.js';
+import { MAX_SMALL_BLOB_BYTES, type LayerDescriptor, type ReleaseRecord } from '../repo/index.js';
+
+/** The record does not say how large a config is once decrypted: as large as a plain one may be. */
+export const MAX_CONFIG_BYTES = MAX_SMALL_BLOB_BYTES;
+
+/**
+ * What decrypting a layer may yield: its compressed form, which no compression makes much larger
+ * than the uncompressed size the record declares (gzip and zstd add well under 1/64 to data they
+ * cannot compress), plus room for headers.
+ */
+export function layerPlaintextLimit(l: LayerDescriptor): number {
+  return l.uncompressedSize + Math.ceil(l.uncompressedSize / 64) + (1 << 20);
+}
+
+/** The warning every run of pull and poll prints when releases are decrypted but not authenticated. */
+export function unauthenticatedWarning(opts: { decryptKey?: unknown; trust?: readonly unknown[] }): string | undefined {
+  if (!opts.decryptKey || opts.trust?.length) return undefined;
+  return (
+    '--decrypt-key without --trust: releases are NOT authenticated. Anyone who can write to the ' +
+    "repository and has the recipient's public key can publish an image this host will load; " +
+    'pin the producer key with --trust (docs/trust.md)'
+  );
+}
+
+/**
+ * With --decrypt-key, every layer and config of a release must be encrypted: a record that drops
+ * `encryption` from an object would otherwise have the consumer load plaintext that nobody
+ * encrypted to it. --allow-unencrypted lifts this (a repository that mixes both).
+ */
+export function checkEncrypted(record: ReleaseRecord, opts: { decryptKey?: unknown; allowUnencrypted?: boolean }): void {
+  if (!opts.decryptKey || opts.allowUnencrypted) return;
+  const ref = `${record.name}:${record.tag} v${record.version}`;
+  const plain = [...(record.config && !record.config.encryption ? [`its config ${record.config.digest}`] : []), ...record.layers.filter((l) => !l.encryption).map((l) => `layer ${l.diffId}`)];
+  if (plain.length === 0) return;
+  throw new TarportError(
+    'UNTRUSTED',
+    `${ref}: ${plain.join(', ')} ${plain.length > 1 ? 'are' : 'is'} not encrypted, and --decrypt-key expects encrypted releases; refusing (pass --allow-unencrypted to load unencrypted releases as well)`,
+    { retryable: false },
+  );
+}
+
+/** A decrypted config: whole in memory, so capped (its MDC is verified before this returns). */
+export async function decryptConfig(stored: Buffer, key: DecryptionKey, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of await decryptStream(Readable.from([stored]), key, what, { maxBytes: MAX_CONFIG_BYTES })) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/**
+ * A layer's uncompressed tar, from its stored object, refused as soon as it yields more than the
+ * record declares. For an encrypted layer the last bytes wait for the decryptor's verdict: a
+ * decompressor that stops at the end of its frame, or a reader that stops at the size it expects,
+ * cannot see the layer end cleanly over a message whose MDC then fails.
+ */
+export async function openLayer(raw: Readable, l: LayerDescriptor, key: DecryptionKey | undefined, what: string, decompressor: (c: Compression) => Promise<Duplex>): Promise<Readable> {
+  let src: Readable = raw;
+  let verdict: Promise<void> = Promise.resolve();
+  if (l.encryption) {
+    if (!key) throw new TarportError('INTERNAL', `internal error: ${what} is encrypted and no key was passed`);
+    src = await decryptStream(raw, key, what, { maxBytes: layerPlaintextLimit(l) });
+    verdict = finished(src);
+    verdict.catch(() => undefined); // seen through the gate
+  }
+  const dec = await decompressor(l.compression);
+  pipeline(src, dec).catch((e: unknown) => dec.destroy(e as Error));
+  const out = gate(l.uncompressedSize, verdict, what);
+  pipeline(dec, out).catch((e: unknown) => out.destroy(e as Error));
+  return out;
+}
+
+/**
+ * Passes chunks on one behind, failing past `limit` bytes; the last chunk goes out (and the stream
+ * ends) once `verdict` resolves.
+ */
+function gate(limit: number, verdict: Promise<void>, what: string): Transform {
+  let held: Buffer | undefined;
+  let n = 0;
+  return new Transform({
+    highWaterMark: 1 << 20,
+    transform(chunk: Buffer, _e, cb) {
+      n += chunk.length;
+      if (n > limit) return cb(new TarportError('DIGEST_MISMATCH', `${what}: decompresses to more than the ${limit} bytes the record declares`));
+      const out = held;
+      held = chunk;
+      cb(null, out);
+    },
+    flush(cb) {
+      verdict.then(
+        () => cb(null, held),
+        (e: unknown) => cb(e as Error),
+      );
+    },
+  });
+}
