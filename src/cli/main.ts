@@ -68,7 +68,8 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
       .addOption(opt('--hook <cmd>', 'run CMD after each successful load, with NAME:TAG and the version as arguments'))
       .addOption(opt('--keep-images <n>', 'keep N earlier images of each tag, remove older ones from the daemon'))
       .addOption(opt('--trust <keyfile>', 'accept only releases signed by this OpenPGP public key (repeatable)').argParser(collect))
-      .addOption(opt('--decrypt-key <file>', 'OpenPGP private key for encrypted releases (passphrase: TARPORT_DECRYPT_KEY_PASSPHRASE)'));
+      .addOption(opt('--decrypt-key <file>', 'OpenPGP private key for encrypted releases (passphrase: TARPORT_DECRYPT_KEY_PASSPHRASE)'))
+      .addOption(opt('--allow-unencrypted', 'with --decrypt-key, load releases whose layers or config are not encrypted too (refused by default)'));
 
   consumerFlags(program.command('pull').description('load every followed release newer than what was loaded (one run, for cron)')).action(
     (names: string[], _f, cmd: Command) => run(async (ctx) => (await import('./commands/pull.js')).pullCommand(ctx, names, cmd.opts())),

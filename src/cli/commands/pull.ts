@@ -1,4 +1,4 @@
-import { poll, pull, type Subscription } from '../../consumer/index.js';
+import { poll, pull, unauthenticatedWarning, type Subscription } from '../../consumer/index.js';
 import { loadDecryptionKey, loadTrustedKeys } from '../../crypto/index.js';
 import { DockerClient } from '../../docker/index.js';
 import { TarportError, isTarportError } from '../../errors.js';
@@ -14,6 +14,7 @@ export interface PullFlags extends ConnectionFlags {
   keepImages?: string;
   trust?: string[];
   decryptKey?: string;
+  allowUnencrypted?: boolean;
 }
 
 export interface PollFlags extends PullFlags {
@@ -44,11 +45,14 @@ async function consumerOptions(names: string[], flags: PullFlags) {
     ...(keepImages !== undefined ? { keepImages } : {}),
     ...(flags.trust?.length ? { trust: await loadTrustedKeys(flags.trust) } : {}),
     ...(flags.decryptKey ? { decryptKey: await loadDecryptionKey(flags.decryptKey, process.env.TARPORT_DECRYPT_KEY_PASSPHRASE) } : {}),
+    allowUnencrypted: flags.allowUnencrypted ?? false,
   };
 }
 
 export async function pullCommand(ctx: Context, names: string[], flags: PullFlags): Promise<number> {
   const options = await consumerOptions(names, flags);
+  const warnings = [unauthenticatedWarning(options)].filter((w) => w !== undefined);
+  for (const w of warnings) ctx.out.warn(w);
   const repo = await openRepository(flags.from, '--from', flags);
   try {
     const r = await pull(repo, new DockerClient(), {
@@ -59,7 +63,7 @@ export async function pullCommand(ctx: Context, names: string[], flags: PullFlag
         else if (e.kind !== 'idle') ctx.out.info(describe(e));
       },
     });
-    ctx.out.document({ ...r, transport: repo.counters });
+    ctx.out.document({ ...r, transport: repo.counters, ...(warnings.length ? { warnings } : {}) });
     return 0;
   } catch (e) {
     if (isTarportError(e, 'LOCKED')) {
@@ -81,6 +85,8 @@ export async function pollCommand(ctx: Context, names: string[], flags: PollFlag
   if (intervalMs < 100) throw new TarportError('USAGE', `--interval ${flags.interval}: at least 100ms`);
   const repo = await openRepository(flags.from, '--from', flags);
   const print = await eventPrinter(ctx.out.json, ctx.out.quiet, describe, pollLevel);
+  const warning = unauthenticatedWarning(options);
+  if (warning) print({ kind: 'warning', message: warning });
   try {
     await poll(repo, new DockerClient(), { ...options, intervalMs, signal: ctx.signal, onEvent: print });
   } finally {
