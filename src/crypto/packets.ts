@@ -118,7 +118,8 @@ export class BodyParser {
     let i = 0;
     while (i < n && !this.done) {
       if (this.left === 0) {
-        i = this.header(buf, i);
+        const j = this.hdr.length === 0 ? this.tinyParts(buf, i, out) : i;
+        i = j > i ? j : this.header(buf, i);
         continue;
       }
       const take = Math.min(this.left, n - i);
@@ -141,6 +142,32 @@ export class BodyParser {
     if (!this.done && !this.rest) throw new TarportError('INTEGRITY', `${what}: the OpenPGP message is cut short`);
     this.done = true;
     this.flush(out);
+  }
+
+  /**
+   * A run of whole partial parts of at most 16 bytes, copied in one tight loop: the framing a
+   * hostile (or odd) writer can choose to make every byte cost a header (RFC 4880 allows it after
+   * the first part). Returns the position after the run.
+   */
+  private tinyParts(buf: Buffer, i: number, out: Buffer[]): number {
+    const n = buf.length;
+    for (;;) {
+      if (this.accN > GATHER - 16) this.flush(out);
+      const acc = this.acc;
+      let k = this.accN;
+      const stop = GATHER - 16;
+      while (i < n && k <= stop) {
+        const a = buf[i]!;
+        if (a < 224 || a > 228) break; // not a partial length of 1 to 16 bytes
+        const size = 1 << (a & 0x1f);
+        if (i + 1 + size > n) break;
+        i++;
+        for (let e = i + size; i < e; i++) acc[k++] = buf[i]!;
+      }
+      const filled = k > stop;
+      this.accN = k;
+      if (!filled) return i;
+    }
   }
 
   private copy(buf: Buffer, i: number, take: number, out: Buffer[]): void {
