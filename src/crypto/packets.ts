@@ -98,7 +98,8 @@ export class BodyParser {
   private readonly rest: boolean;
   /** A length header split between two chunks. */
   private hdr: number[] = [];
-  private acc: Buffer = Buffer.allocUnsafe(GATHER);
+  /** Made on first use: a packet of a few bytes (a marker, a header) should not cost 64 KiB. */
+  private acc: Buffer | undefined;
   private accN = 0;
   done: boolean;
 
@@ -153,7 +154,7 @@ export class BodyParser {
     const n = buf.length;
     for (;;) {
       if (this.accN > GATHER - 16) this.flush(out);
-      const acc = this.acc;
+      const acc = (this.acc ??= Buffer.allocUnsafe(GATHER));
       let k = this.accN;
       const stop = GATHER - 16;
       while (i < n && k <= stop) {
@@ -173,12 +174,13 @@ export class BodyParser {
   private copy(buf: Buffer, i: number, take: number, out: Buffer[]): void {
     while (take > 0) {
       if (this.accN === GATHER) this.flush(out);
+      const acc = (this.acc ??= Buffer.allocUnsafe(GATHER));
       const k = Math.min(take, GATHER - this.accN);
       if (k < 16) {
         // tiny parts: a loop beats a call into C++
-        for (let j = 0; j < k; j++) this.acc[this.accN + j] = buf[i + j]!;
+        for (let j = 0; j < k; j++) acc[this.accN + j] = buf[i + j]!;
       } else {
-        buf.copy(this.acc, this.accN, i, i + k);
+        buf.copy(acc, this.accN, i, i + k);
       }
       this.accN += k;
       i += k;
@@ -187,9 +189,9 @@ export class BodyParser {
   }
 
   private flush(out: Buffer[]): void {
-    if (this.accN === 0) return;
+    if (this.accN === 0 || !this.acc) return;
     out.push(this.acc.subarray(0, this.accN));
-    this.acc = Buffer.allocUnsafe(GATHER);
+    this.acc = undefined;
     this.accN = 0;
   }
 

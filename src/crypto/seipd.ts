@@ -7,7 +7,7 @@
 import { createCipheriv, createHash, randomBytes, timingSafeEqual, type Cipher, type Hash } from 'node:crypto';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { finished } from 'node:stream/promises';
-import { createInflate, createInflateRaw } from 'node:zlib';
+import { createInflate, createInflateRaw, type Inflate, type InflateRaw } from 'node:zlib';
 import { TarportError } from '../errors.js';
 import { BodyParser, ByteReader, PacketStream, readHeader, type Header, type Len, type PacketSink } from './packets.js';
 
@@ -444,26 +444,34 @@ async function* inflated(pt: Plaintext, packets: PacketStream, top: ContentSink,
   src.on('error', (e) => inflate.destroy(e));
   src.pipe(inflate);
   try {
-    const sink = new ContentSink(1, max, what);
-    const inner = new PacketStream(sink, what);
-    let out = 0;
-    // the inflater stays open when its output ends: it must still take the rest of its input
-    for await (const c of inflate.iterator({ destroyOnReturn: false })) {
-      out += (c as Buffer).length;
-      if (out > max + INFLATE_SLACK) throw new TarportError('INTEGRITY', `${what}: decompresses to more than the ${max} bytes allowed`);
-      inner.push(c as Buffer);
-      yield* sink.literal.splice(0);
-    }
-    // the inflater's output ended: wait until it has been given (and has taken) every byte
-    await finished(inflate);
-    if (inflate.bytesWritten !== fed) throw new TarportError('INTEGRITY', `${what}: data after the end of the compressed stream`);
-    inner.end();
-    sink.finish();
-    yield* sink.literal.splice(0);
+    yield* inflatedLiteral(inflate, () => fed, what, max);
+  } catch (e) {
+    // zlib's own errors (a damaged deflate stream) in our terms; the verdict still comes first
+    throw e instanceof TarportError ? e : new TarportError('INTEGRITY', `${what}: the compressed data inside the encrypted message is damaged`, { cause: e });
   } finally {
     src.destroy();
     inflate.destroy();
   }
+}
+
+/** The literal data among the inflated packets; the inflater must have taken all `fed()` bytes. */
+async function* inflatedLiteral(inflate: Inflate | InflateRaw, fed: () => number, what: string, max: number): AsyncGenerator<Buffer> {
+  const sink = new ContentSink(1, max, what);
+  const inner = new PacketStream(sink, what);
+  let out = 0;
+  // the inflater stays open when its output ends: it must still take the rest of its input
+  for await (const c of inflate.iterator({ destroyOnReturn: false })) {
+    out += (c as Buffer).length;
+    if (out > max + INFLATE_SLACK) throw new TarportError('INTEGRITY', `${what}: decompresses to more than the ${max} bytes allowed`);
+    inner.push(c as Buffer);
+    yield* sink.literal.splice(0);
+  }
+  // the inflater's output ended: wait until it has been given (and has taken) every byte
+  await finished(inflate);
+  if (inflate.bytesWritten !== fed()) throw new TarportError('INTEGRITY', `${what}: data after the end of the compressed stream`);
+  inner.end();
+  sink.finish();
+  yield* sink.literal.splice(0);
 }
 
 /**

@@ -121,6 +121,17 @@ describe('forged messages: 0 accepted', () => {
     expect((await refusal(await forge(publicKey, definite), key)).message).toBe('test: data after the end of the compressed stream');
   });
 
+  it('a damaged deflate stream: refused as damaged with a good MDC, as modified with a wrong one', async () => {
+    const { publicKey, key } = await keyFiles();
+    const good = compressed(literalToEnd(randomBytes(5000)), { framing: 'indefinite' });
+    const damaged = Buffer.concat([good.subarray(0, 2), Buffer.from([0xff, 0xff, 0xff]), good.subarray(5)]);
+    const e = await refusal(await forge(publicKey, damaged), key);
+    expect([e.code, e.message]).toEqual(['INTEGRITY', 'test: the compressed data inside the encrypted message is damaged']);
+    expect((await refusal(await forge(publicKey, damaged, { mdc: 'wrong' }), key)).message).toBe(MODIFIED);
+    const cut = good.subarray(0, good.length - 100);
+    expect((await refusal(await forge(publicKey, cut), key)).message).toBe('test: the compressed data inside the encrypted message is damaged');
+  });
+
   it('no MDC packet at all, and content that is not literal data: refused as modified unless the MDC holds', async () => {
     const { publicKey, key } = await keyFiles();
     expect((await refusal(await forge(publicKey, literal(Buffer.from('x')), { mdc: 'none' }), key)).message).toBe(MODIFIED);

@@ -1,0 +1,114 @@
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable, Transform, type Duplex } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { checkEncrypted, decryptConfig, MAX_CONFIG_BYTES, openLayer, unauthenticatedWarning } from '../../src/consumer/encryption.js';
+import { encryptStream, generateKeyPair, loadDecryptionKey, loadRecipients } from '../../src/crypto/index.js';
+import type { LayerDescriptor, ReleaseRecord } from '../../src/repo/index.js';
+import { compressed, forge, literalToEnd } from '../forge.js';
+import { tempDir } from '../helpers.js';
+
+async function keys() {
+  const dir = await tempDir();
+  const pair = await generateKeyPair('unit <u@example.invalid>', { type: 'ecc' });
+  await writeFile(join(dir, 'pub'), pair.publicKey);
+  await writeFile(join(dir, 'sec'), pair.privateKey);
+  return { publicKey: pair.publicKey, recipients: await loadRecipients([join(dir, 'pub')]), key: await loadDecryptionKey(join(dir, 'sec')) };
+}
+
+async function collect(s: Readable): Promise<Buffer> {
+  const out: Buffer[] = [];
+  for await (const c of s) out.push(c as Buffer);
+  return Buffer.concat(out);
+}
+
+const D = `sha256:${'a'.repeat(64)}`;
+const ENC = { scheme: 'openpgp' as const, recipients: ['F'] };
+
+function layer(extra: Partial<LayerDescriptor> = {}): LayerDescriptor {
+  return { mediaType: 'x', digest: D, size: 1, diffId: D, uncompressedSize: 1 << 20, compression: 'none', ...extra };
+}
+
+function record(layers: LayerDescriptor[], configEncrypted: boolean): ReleaseRecord {
+  return {
+    schema: 'tarport.release/v1', name: 'app', tag: '1', version: 3, created: '', kind: 'image', contentKey: D,
+    config: { mediaType: 'c', digest: D, size: 1, ...(configEncrypted ? { encryption: ENC } : {}) },
+    layers, producer: { tool: 'tarport', version: '0' },
+  };
+}
+
+/** A decompressor that ends its output after `n` bytes but goes on taking input (as zlib does at the end of its stream). */
+function endsEarly(n: number): Duplex {
+  let seen = 0;
+  let ended = false;
+  return new Transform({
+    transform(chunk: Buffer, _e, cb) {
+      if (!ended) {
+        const take = chunk.subarray(0, Math.max(0, n - seen));
+        seen += chunk.length;
+        if (take.length) this.push(take);
+        if (seen >= n) {
+          ended = true;
+          this.push(null);
+        }
+      }
+      cb();
+    },
+  });
+}
+
+describe('consumer encryption policy', () => {
+  it('with --decrypt-key, a release with an unencrypted layer or config is refused (UNTRUSTED), naming each; --allow-unencrypted and no key let it pass', () => {
+    const mixed = record([layer({ encryption: ENC }), layer({ diffId: `sha256:${'b'.repeat(64)}` })], false);
+    expect(() => checkEncrypted(mixed, { decryptKey: {} })).toThrow(`app:1 v3: its config ${D}, layer sha256:${'b'.repeat(64)} are not encrypted, and --decrypt-key expects encrypted releases`);
+    const refusal = (() => {
+      try {
+        checkEncrypted(mixed, { decryptKey: {} });
+      } catch (e) {
+        return e;
+      }
+      return undefined;
+    })();
+    expect((refusal as { code?: string } | undefined)?.code).toBe('UNTRUSTED');
+    expect(() => checkEncrypted(mixed, { decryptKey: {}, allowUnencrypted: true })).not.toThrow();
+    expect(() => checkEncrypted(mixed, {})).not.toThrow();
+    expect(() => checkEncrypted(record([layer({ encryption: ENC })], true), { decryptKey: {} })).not.toThrow();
+  });
+
+  it('warns when releases are decrypted but not authenticated, not when a key is pinned', () => {
+    expect(unauthenticatedWarning({ decryptKey: {} })).toMatch(/^--decrypt-key without --trust: releases are NOT authenticated/);
+    expect(unauthenticatedWarning({ decryptKey: {}, trust: [{}] })).toBeUndefined();
+    expect(unauthenticatedWarning({})).toBeUndefined();
+  });
+});
+
+describe('decrypted objects reach the load only after the verdict', () => {
+  it('a decompressor that ends early cannot end the layer before a failing MDC: the layer fails', async () => {
+    const { recipients, key } = await keys();
+    const data = randomBytes(3 << 20);
+    const sealed = await collect(await encryptStream(Readable.from([data]), recipients));
+    const l = layer({ encryption: ENC, uncompressedSize: data.length });
+    // the control: a good message through the same decompressor ends cleanly
+    const good = await collect(await openLayer(Readable.from([sealed]), l, key, 'layer', async () => endsEarly(1 << 20)));
+    expect(good.length).toBe(1 << 20);
+    const bad = Buffer.from(sealed);
+    bad[bad.length - 1]! ^= 1;
+    await expect(collect(await openLayer(Readable.from([bad]), l, key, 'layer', async () => endsEarly(1 << 20)))).rejects.toThrow('layer: the encrypted message was changed or damaged');
+  });
+
+  it('a layer that decompresses past its declared size is refused as it streams', async () => {
+    const l = layer({ uncompressedSize: 1000 });
+    await expect(collect(await openLayer(Readable.from([randomBytes(5000)]), l, undefined, 'layer x', async () => new Transform({ transform: (c, _e, cb) => cb(null, c) })))).rejects.toThrow(
+      'layer x: decompresses to more than the 1000 bytes the record declares',
+    );
+  });
+
+  it('a config that inflates past 16 MiB is refused', async () => {
+    const { publicKey, key } = await keys();
+    const bomb = await forge(publicKey, compressed(literalToEnd(Buffer.alloc(MAX_CONFIG_BYTES + 1)), { framing: 'indefinite' }));
+    await expect(decryptConfig(bomb, key, 'config of app:1')).rejects.toThrow(`config of app:1: decrypts to more than the ${MAX_CONFIG_BYTES} bytes allowed`);
+    const fine = await forge(publicKey, compressed(literalToEnd(Buffer.from('{"a":1}')), { framing: 'indefinite' }));
+    expect((await decryptConfig(fine, key, 'config')).toString()).toBe('{"a":1}');
+  });
+});
