@@ -158,6 +158,12 @@ export class BodyParser {
       let k = this.accN;
       const stop = GATHER - 16;
       while (i < n && k <= stop) {
+        // 1-byte parts, the worst case, without the general loop's shift and inner loop
+        while (buf[i] === 0xe0 && i + 1 < n && k <= stop) {
+          acc[k++] = buf[i + 1]!;
+          i += 2;
+        }
+        if (i >= n || k > stop) break;
         const a = buf[i]!;
         if (a < 224 || a > 228) break; // not a partial length of 1 to 16 bytes
         const size = 1 << (a & 0x1f);

@@ -9,7 +9,7 @@ import { constants, createDeflateRaw } from 'node:zlib';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { decryptStream, encryptStream, loadDecryptionKey, loadRecipients } from '../../src/crypto/index.js';
 import { compressed, flipBlock2, forge, literal, literalToEnd, packet, seipd, pkesk, ciphertextOffset, injectedCompressedLiteral } from '../forge.js';
-import { docker, fixture, realEnv, tarport, tempDir } from '../helpers.js';
+import { docker, emptyDaemon, fixture, realEnv, tarport, tempDir } from '../helpers.js';
 
 // Forged encrypted messages, refused by tarport and, as a second opinion, by gpg; and forged
 // releases (a plaintext layer in place of an encrypted one, a config that inflates to 500 MB)
@@ -220,6 +220,40 @@ describe('forged encrypted releases: the consumer refuses (exit 3)', () => {
     const doc = JSON.parse(allowed.stdout) as { loaded: unknown[]; warnings: string[] };
     expect(doc.loaded).toHaveLength(1);
     expect(doc.warnings).toEqual([expect.stringMatching(/^--decrypt-key without --trust: releases are NOT authenticated/)]);
+    await docker('consumer', 'rmi', tag);
+  });
+
+  it('layers whose content is right but whose MDC is wrong: refused (exit 3), nothing loaded; the same layers with a valid MDC load (encryption alone does not authenticate)', async () => {
+    // the daemon must lack these layers, or the load would not read them at all
+    await emptyDaemon('consumer');
+    const tag = `tarport-test/forged-mdc-${randomBytes(3).toString('hex')}:1`;
+    const repo = await encryptedRepo('wrong-mdc', tag);
+    const plain = join(dir, `plain-${randomBytes(3).toString('hex')}`);
+    expect((await tarport(['push', fixture('app-v1.tar'), '--to', plain, '--name', tag])).code).toBe(0);
+    const plainLayers = new Map<string, string>(); // diffId → the plain repository's stored layer
+    const pcat = JSON.parse(await readFile(join(plain, 'tarport/catalog.json'), 'utf8')) as { releases: { name: string; tag: string; record: string }[] };
+    const pe = pcat.releases[0]!;
+    const prec = JSON.parse(await readFile(join(plain, 'tarport/releases', encodeURIComponent(pe.name), pe.tag, pe.record), 'utf8')) as { layers: (Desc & { diffId: string })[] };
+    for (const l of prec.layers) plainLayers.set(l.diffId, join(plain, 'blobs/sha256', l.digest.slice(7)));
+    const forgeLayers = async (mdc: 'good' | 'wrong') => {
+      const descs = new Map<string, Desc>();
+      for (const [diffId, file] of plainLayers) descs.set(diffId, await putBlob(repo, await forge(site.armored, literal(await readFile(file)), { mdc })));
+      await editRecord(repo, (r) => {
+        r.layers = (r.layers as (Desc & { diffId: string })[]).map((l) => ({ ...l, ...descs.get(l.diffId)! }));
+      });
+      return descs;
+    };
+    const wrong = await forgeLayers('wrong');
+    expect((await gpgDecrypt(join(repo, 'blobs/sha256', [...wrong.values()][0]!.digest.slice(7)))).code).not.toBe(0);
+    const refused = await tarport(['pull', '--from', repo, '--state', join(dir, `s-${randomBytes(3).toString('hex')}`), '--decrypt-key', site.sec], { DOCKER_HOST: env.consumer });
+    expect(refused.code, refused.stderr).toBe(3);
+    expect(refused.stderr).toMatch(/layer sha256:[0-9a-f]{64} of tarport-test\/forged-mdc-[0-9a-f]+:1: the encrypted message was changed or damaged \(OpenPGP modification detection failed\)/);
+    await expect(docker('consumer', 'image', 'inspect', tag)).rejects.toThrow();
+
+    await forgeLayers('good');
+    const loaded = await tarport(['pull', '--from', repo, '--state', join(dir, `s-${randomBytes(3).toString('hex')}`), '--decrypt-key', site.sec], { DOCKER_HOST: env.consumer });
+    expect(loaded.code, loaded.stderr).toBe(0);
+    expect(loaded.stderr).toMatch(/NOT authenticated/);
     await docker('consumer', 'rmi', tag);
   });
 

@@ -145,6 +145,7 @@ describe('trust: signed releases and pinned keys', () => {
     await expect(docker('consumer', 'image', 'inspect', tag)).rejects.toThrow();
     const ok = await tarport(['pull', ...from, '--state', join(dir, 's2'), '--decrypt-key', site.sec], { DOCKER_HOST: env.consumer });
     expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stderr).not.toMatch(/NOT authenticated/); // --trust is given: no warning
     expect(await docker('consumer', 'run', '--rm', '--network', 'none', tag, '/bin/cat', '/app/hello.txt')).toBe('hello from v1');
   });
 
