@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { copyFile, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
@@ -9,7 +9,7 @@ import { constants, createDeflateRaw } from 'node:zlib';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { decryptStream, encryptStream, loadDecryptionKey, loadRecipients } from '../../src/crypto/index.js';
 import { compressed, flipBlock2, forge, literal, literalToEnd, packet, seipd, pkesk, ciphertextOffset, injectedCompressedLiteral } from '../forge.js';
-import { docker, emptyDaemon, fixture, realEnv, tarport, tempDir } from '../helpers.js';
+import { ROOT, docker, emptyDaemon, fixture, realEnv, tarport, tempDir } from '../helpers.js';
 
 // Forged encrypted messages, refused by tarport and, as a second opinion, by gpg; and forged
 // releases (a plaintext layer in place of an encrypted one, a config that inflates to 500 MB)
@@ -255,6 +255,29 @@ describe('forged encrypted releases: the consumer refuses (exit 3)', () => {
     expect(loaded.code, loaded.stderr).toBe(0);
     expect(loaded.stderr).toMatch(/NOT authenticated/);
     await docker('consumer', 'rmi', tag);
+  });
+
+  it('poll with --decrypt-key and no --trust starts with a warning event', async () => {
+    const repo = await encryptedRepo('poll-warning', `tarport-test/poll-warning-${randomBytes(3).toString('hex')}:1`);
+    const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), 'poll', 'nothing/followed', '--from', repo, '--state', join(dir, `s-${randomBytes(3).toString('hex')}`), '--decrypt-key', site.sec, '--interval', '1h', '--json'], {
+      env: { ...process.env, DOCKER_HOST: env.consumer },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    const first = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no event within 60 s: ${out}`)), 60_000);
+      child.stdout.on('data', (c: Buffer) => {
+        out += c.toString();
+        if (out.includes('\n')) {
+          clearTimeout(timer);
+          resolve(out.split('\n')[0]!);
+        }
+      });
+    });
+    child.kill('SIGTERM');
+    expect(await Promise.race([exited, new Promise((r) => setTimeout(() => r('still running after 30 s'), 30_000))])).toBe(0);
+    expect(JSON.parse(first)).toMatchObject({ kind: 'warning', message: expect.stringMatching(/^--decrypt-key without --trust: releases are NOT authenticated/) });
   });
 
   it('a config that inflates to 500 MB (a 0.5 MB message made with the public key only): refused at 16 MiB, peak RSS under 256 MiB', async () => {
