@@ -273,7 +273,7 @@ async function loadImage(
   // runtime never sees it and loads nothing.
   const archive = plan.format === 'oci-layout'
     ? writeOciLoadArchive({ configDigest: record.contentKey, config, imageName: name.qualified, tag: record.tag, layers: record.layers.map((l) => ({ diffId: l.diffId, size: l.uncompressedSize })), files }).stream
-    : writeLoadArchive({ configDigest: record.contentKey, config, repoTags: [name.familiar], layerPaths: diffIds.map(layerPath), files });
+    : writeLoadArchive({ configDigest: record.contentKey, config, repoTags: [plan.qualifiedNames ? name.qualified : name.familiar], layerPaths: diffIds.map(layerPath), files });
   await docker.load(archive, name, signal);
   const imageId = await docker.verify({ name, configDigest: record.contentKey, diffIds }, signal);
   return { imageId, bytesFetched: bytesFetched + config.length, thin: plan.thin };

@@ -32,6 +32,11 @@ export interface LoadPlan {
    * cache keeps them, and an update need not fetch them again.
    */
   readonly thin: boolean;
+  /**
+   * True when the archive must name the image in the qualified form: Podman reads a familiar
+   * `team/app:1` in a docker-save archive as `localhost/team/app:1`, another image than Docker's.
+   */
+  readonly qualifiedNames: boolean;
 }
 
 /**

@@ -36,7 +36,7 @@ export class ContainerdRuntime implements Runtime {
 
   async plan(diffIds: readonly string[], signal?: AbortSignal): Promise<LoadPlan> {
     const have = new Set((await ctr(this.o, ['content', 'ls', '-q'], { signal })).split('\n').map((l) => l.trim()));
-    return { format: 'oci-layout', omit: new Set(diffIds.filter((d) => have.has(d))), thin: true };
+    return { format: 'oci-layout', omit: new Set(diffIds.filter((d) => have.has(d))), thin: true, qualifiedNames: true };
   }
 
   async load(archive: Readable, _name: ImageName, signal?: AbortSignal): Promise<void> {

@@ -34,13 +34,13 @@ export class DockerRuntime implements Runtime {
   }
 
   async plan(diffIds: readonly string[], signal?: AbortSignal): Promise<LoadPlan> {
-    if ((await this.imageStore(signal)) === 'containerd') return { format: 'docker-save', omit: new Set(), thin: false };
+    if ((await this.imageStore(signal)) === 'containerd') return { format: 'docker-save', omit: new Set(), thin: false, qualifiedNames: false };
     // on the classic store a prefix of layers whose chains exist may be left out
     const have = await this.api.layerChainIds(signal);
     const chains = chainIds(diffIds);
     let skip = 0;
     while (skip < chains.length && have.has(chains[skip]!)) skip++;
-    return { format: 'docker-save', omit: new Set(diffIds.slice(0, skip)), thin: true };
+    return { format: 'docker-save', omit: new Set(diffIds.slice(0, skip)), thin: true, qualifiedNames: false };
   }
 
   async load(archive: Readable, name: ImageName, signal?: AbortSignal): Promise<void> {

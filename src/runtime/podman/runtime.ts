@@ -29,7 +29,7 @@ export class PodmanRuntime implements Runtime {
   }
 
   async plan(): Promise<LoadPlan> {
-    return { format: 'docker-save', omit: new Set(), thin: false };
+    return { format: 'docker-save', omit: new Set(), thin: false, qualifiedNames: true };
   }
 
   async load(archive: Readable, _name: ImageName, signal?: AbortSignal): Promise<void> {
