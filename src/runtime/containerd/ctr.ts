@@ -27,6 +27,8 @@ export function ctr(o: CtrOptions, args: readonly string[], opts: { input?: Read
   const bin = o.ctr ?? 'ctr';
   const full = ['-a', o.socket, '-n', o.namespace, ...args];
   const what = `ctr ${args.slice(0, 2).join(' ')} (containerd at ${o.socket}, namespace ${o.namespace})`;
+  // ctr waits up to its dial timeout for a socket that is not there: say so at once
+  if (!existsSync(o.socket)) return Promise.reject(new TarportError('DAEMON', `${what}: no socket at ${o.socket}: is containerd running, and is --containerd-socket right?`));
   return new Promise((resolve, reject) => {
     const child = spawn(bin, full, { stdio: [opts.input ? 'pipe' : 'ignore', 'pipe', 'pipe'], ...(opts.signal ? { signal: opts.signal } : {}) });
     let out = '';
