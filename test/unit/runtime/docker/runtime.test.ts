@@ -50,7 +50,7 @@ async function fakeEngine(answers: Answers): Promise<string> {
       const files = new Map<string, Buffer>();
       ex.on('entry', (h, s, next) => {
         const chunks: Buffer[] = [];
-        s.on('data', (c: Buffer) => h.name.endsWith('.json') && chunks.push(c));
+        s.on('data', (c: unknown) => { if (h.name.endsWith('.json')) chunks.push(c as Buffer); });
         s.on('end', () => (files.set(h.name, Buffer.concat(chunks)), next()));
       });
       ex.on('finish', () => {
