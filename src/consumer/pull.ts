@@ -271,11 +271,12 @@ async function loadImage(
   const { files, bytesFetched } = await layerFiles(repo, cache, record, plan, key, signal);
   // The index (manifest.json, index.json) is written last: if any layer fails its check, the
   // runtime never sees it and loads nothing.
-  const archive = plan.format === 'oci-layout'
-    ? writeOciLoadArchive({ configDigest: record.contentKey, config, imageName: name.qualified, tag: record.tag, layers: record.layers.map((l) => ({ diffId: l.diffId, size: l.uncompressedSize })), files }).stream
-    : writeLoadArchive({ configDigest: record.contentKey, config, repoTags: [plan.qualifiedNames ? name.qualified : name.familiar], layerPaths: diffIds.map(layerPath), files });
+  const oci = plan.format === 'oci-layout'
+    ? writeOciLoadArchive({ configDigest: record.contentKey, config, imageName: name.qualified, tag: record.tag, layers: record.layers.map((l) => ({ diffId: l.diffId, size: l.uncompressedSize })), files })
+    : undefined;
+  const archive = oci?.stream ?? writeLoadArchive({ configDigest: record.contentKey, config, repoTags: [plan.qualifiedNames ? name.qualified : name.familiar], layerPaths: diffIds.map(layerPath), files });
   await docker.load(archive, name, signal);
-  const imageId = await docker.verify({ name, configDigest: record.contentKey, diffIds }, signal);
+  const imageId = await docker.verify({ name, configDigest: record.contentKey, diffIds, ...(oci ? { manifestDigest: oci.manifestDigest } : {}) }, signal);
   return { imageId, bytesFetched: bytesFetched + config.length, thin: plan.thin };
 }
 
@@ -360,7 +361,7 @@ async function importRootfs(repo: Repository, docker: Runtime, cache: ObjectCach
   const files = plan.omit.has(l.diffId) ? [] : [{ name: ociBlobPath(l.diffId), size: l.uncompressedSize, open: rootfs }];
   const archive = writeOciLoadArchive({ configDigest: sha256(config), config, imageName: name.qualified, tag: record.tag, layers: [{ diffId: l.diffId, size: l.uncompressedSize }], files });
   await docker.importRootfs(archive.stream, name, signal);
-  const imageId = await docker.verify({ name, configDigest: sha256(config), diffIds: [l.diffId] }, signal);
+  const imageId = await docker.verify({ name, configDigest: sha256(config), diffIds: [l.diffId], manifestDigest: archive.manifestDigest }, signal);
   return { imageId, bytesFetched, thin: plan.thin };
 }
 

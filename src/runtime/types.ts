@@ -55,6 +55,8 @@ export interface ExpectedImage {
   /** The config digest: the image ID on Docker's classic store and Podman. */
   readonly configDigest: string;
   readonly diffIds: readonly string[];
+  /** The digest of the manifest an OCI-layout load archive carried (it names the config and layers). */
+  readonly manifestDigest?: string;
 }
 
 /**

@@ -63,18 +63,27 @@ export class ContainerdRuntime implements Runtime {
     return (await this.images(signal)).find((r) => r.name === name.qualified)?.digest;
   }
 
-  /** The name points at a manifest whose config is the release's, every blob is there, and it is unpacked. */
+  /**
+   * The name points at the manifest the load archive carried (content-addressed: it names the
+   * release's config and layers) or, without one, at a manifest whose config is the release's; every
+   * blob is there, and it is unpacked.
+   */
   async verify(expected: ExpectedImage, signal?: AbortSignal): Promise<string> {
     const ref = expected.name.qualified;
-    const id = await this.imageId(expected.name, signal);
-    if (!id) throw new TarportError('DAEMON', `${ref}: after the import containerd at ${this.endpoint} has no image under this name`);
-    const manifest = JSON.parse(await ctr(this.o, ['content', 'get', id], { signal })) as { config?: { digest?: string }; layers?: { digest?: string }[] };
-    if (manifest.config?.digest !== expected.configDigest) {
-      throw new TarportError('DAEMON', `${ref}: after the import containerd's image ${id} has config ${manifest.config?.digest ?? 'none'}, expected ${expected.configDigest}`);
-    }
     // `ctr images check`: REF TYPE DIGEST STATUS SIZE UNPACKED, STATUS "complete (n/n)"
     const row = (await ctr(this.o, ['images', 'check', `name==${ref}`], { signal })).split('\n').slice(1).find((l) => l.startsWith(ref + ' '));
     const cols = row?.trim().split(/\s+/) ?? [];
+    const id = cols[2];
+    if (!row || !id?.startsWith('sha256:')) throw new TarportError('DAEMON', `${ref}: after the import containerd at ${this.endpoint} has no image under this name`);
+    if (expected.manifestDigest !== undefined && id !== expected.manifestDigest) {
+      throw new TarportError('DAEMON', `${ref}: after the import containerd's name points at ${id}, not at the manifest ${expected.manifestDigest} that was imported`);
+    }
+    if (expected.manifestDigest === undefined) {
+      const manifest = JSON.parse(await ctr(this.o, ['content', 'get', id], { signal })) as { config?: { digest?: string } };
+      if (manifest.config?.digest !== expected.configDigest) {
+        throw new TarportError('DAEMON', `${ref}: after the import containerd's image ${id} has config ${manifest.config?.digest ?? 'none'}, expected ${expected.configDigest}`);
+      }
+    }
     if (!row || !row.includes(' complete ')) throw new TarportError('DAEMON', `${ref}: containerd at ${this.endpoint} says its content is incomplete: ${row?.trim() ?? 'not listed by ctr images check'}`);
     if (cols.at(-1) !== 'true') throw new TarportError('DAEMON', `${ref}: containerd at ${this.endpoint} holds the image but did not unpack it (${row.trim()})`);
     return id;
