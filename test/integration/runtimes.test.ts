@@ -79,6 +79,16 @@ describe('containerd: --runtime containerd through ctr', () => {
     expect(p.doc.loaded).toEqual([]);
   });
 
+  it('an export release (a root file system) becomes a one-layer image and runs', async () => {
+    const exp = join(await tempDir(), 'repo');
+    expect((await tarport(['push', fixture('app-export.tar'), '--to', exp, '--name', 'tarport-fixture/exported:1'])).code).toBe(0);
+    const p = await pullJson(['--from', exp, '--state', await tempDir(), '--runtime', 'containerd', '--containerd-socket', sock]);
+    expect(p.code).toBe(0);
+    expect(p.doc.loaded.map((l) => l.ref)).toEqual(['tarport-fixture/exported:1']);
+    const out = await ctr('run', '--rm', 'docker.io/tarport-fixture/exported:1', `tarport-test3-${process.pid}`, '/bin/cat', '/app/hello.txt');
+    expect(out.trim()).toBe('hello from v1');
+  });
+
   it('a containerd that does not answer fails with the socket named, exit 1', async () => {
     const r = await tarport(['pull', '--from', repo, '--state', await tempDir(), '--runtime', 'containerd', '--containerd-socket', '/nonexistent/containerd.sock']);
     expect(r.stderr).toContain('no socket at /nonexistent/containerd.sock');
