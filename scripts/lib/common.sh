@@ -11,7 +11,7 @@ tp_log() { printf '\033[1m[tarport]\033[0m %s\n' "$*" >&2; }
 
 # Debian packages the project needs at run time and in tests. Installed only when missing.
 TP_APT_PACKAGES=(docker.io busybox-static skopeo zstd gnupg ca-certificates vsftpd openssh-server openssh-client openssl curl
-  libsodium23 libcap2 libpam0g)
+  libsodium23 libcap2 libpam0g containerd podman)
 
 tp_install() {
   local missing=()
@@ -107,6 +107,77 @@ tp_start_dockerd() {
   tp_log "dockerd ($name) did not start; its log:"; tail -n 30 "$d/dockerd.log" >&2
   return 1
 }
+
+# tp_start_containerd: a containerd of its own (root, state and socket in the run dir, a config of
+# this script's own, no CRI plugin) beside the Docker daemons; the snapshotter follows the storage
+# driver (overlayfs where the kernel has overlay, native otherwise). Exports TP_CONTAINERD_SOCK and
+# TP_CONTAINERD_SNAPSHOTTER (ctr and tarport read CONTAINERD_SNAPSHOTTER too). Waits until it answers.
+tp_start_containerd() {
+  local d="$TP_RUN/containerd"
+  mkdir -p "$d/root" "$d/state"
+  local snap=native
+  [ "$(tp_storage_driver)" = overlay2 ] && snap=overlayfs
+  cat > "$d/config.toml" <<TOML
+version = 2
+root = "$d/root"
+state = "$d/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$d/containerd.sock"
+[ttrpc]
+  address = "$d/containerd.sock.ttrpc"
+[debug]
+  address = ""
+TOML
+  tp_log "containerd: snapshotter $snap"
+  containerd --config "$d/config.toml" >"$d/containerd.log" 2>&1 &
+  echo $! > "$d/containerd.pid"
+  TP_PIDFILES+=("$d/containerd.pid")
+  local i
+  for i in $(seq 1 120); do
+    if [ -S "$d/containerd.sock" ] && ctr -a "$d/containerd.sock" version >/dev/null 2>&1; then
+      export TP_CONTAINERD_SOCK="$d/containerd.sock" TP_CONTAINERD_SNAPSHOTTER=$snap CONTAINERD_SNAPSHOTTER=$snap
+      return 0
+    fi
+    sleep 0.5
+  done
+  tp_log "containerd did not start; its log:"; tail -n 30 "$d/containerd.log" >&2
+  return 1
+}
+
+# tp_ctr ARGS...: ctr against our containerd.
+tp_ctr() { ctr -a "$TP_CONTAINERD_SOCK" "$@"; }
+
+# tp_start_podman: podman's API service (Docker-compatible and libpod endpoints) with its storage in
+# the run dir (vfs: no overlay mounts to clean up, cgroupfs, a file event log) and a containers.conf
+# of its own: this sandbox refuses to set rlimits, so default_ulimits is empty. Exports
+# TP_PODMAN_SOCK (unix://...), TP_PODMAN_ARGS (the same storage flags for the podman CLI) and
+# CONTAINERS_CONF. Waits until it answers.
+tp_start_podman() {
+  local d="$TP_RUN/podman"
+  mkdir -p "$d/root" "$d/runroot" "$d/tmp"
+  printf '[containers]\ndefault_ulimits = []\n[engine]\ntmp_dir = "%s"\n' "$d/tmp" > "$d/containers.conf"
+  export CONTAINERS_CONF="$d/containers.conf" TP_CONTAINERS_CONF="$d/containers.conf"
+  TP_PODMAN_ARGS="--root $d/root --runroot $d/runroot --storage-driver vfs --cgroup-manager cgroupfs --events-backend file"
+  # shellcheck disable=SC2086
+  podman $TP_PODMAN_ARGS system service --time=0 "unix://$d/podman.sock" >"$d/podman.log" 2>&1 &
+  echo $! > "$d/podman.pid"
+  TP_PIDFILES+=("$d/podman.pid")
+  local i
+  for i in $(seq 1 120); do
+    if [ -S "$d/podman.sock" ] && curl -sf --unix-socket "$d/podman.sock" http://d/_ping >/dev/null 2>&1; then
+      export TP_PODMAN_SOCK="unix://$d/podman.sock" TP_PODMAN_ARGS
+      return 0
+    fi
+    sleep 0.5
+  done
+  tp_log "podman system service did not start; its log:"; tail -n 30 "$d/podman.log" >&2
+  return 1
+}
+
+# tp_podman ARGS...: the podman CLI on the service's storage.
+# shellcheck disable=SC2086
+tp_podman() { podman $TP_PODMAN_ARGS "$@"; }
 
 tp_cleanup() {
   local rc=$?

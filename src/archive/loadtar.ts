@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { PassThrough, Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -38,14 +39,66 @@ function exactly(size: number, name: string): Transform {
   });
 }
 
+/** What an OCI-layout load archive holds: one image, its layers uncompressed. */
+export interface OciLoadArchiveSpec {
+  readonly configDigest: string;
+  readonly config: Buffer;
+  /** The full name the runtime stores (`docker.io/library/app:1`) and its tag. */
+  readonly imageName: string;
+  readonly tag: string;
+  /** Every layer of the image, in order: its diff ID (the digest of the uncompressed tar) and size. */
+  readonly layers: readonly { readonly diffId: string; readonly size: number }[];
+  /** The layer blobs to include (name `blobs/sha256/<diff hex>`); the runtime has the others. */
+  readonly files: readonly LoadFile[];
+}
+
+/** The manifest of an OCI-layout load archive: uncompressed layers, so each blob's digest is its diff ID. */
+export function ociLoadManifest(spec: Pick<OciLoadArchiveSpec, 'configDigest' | 'config' | 'layers'>): Buffer {
+  return Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: spec.configDigest, size: spec.config.length },
+      layers: spec.layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: l.diffId, size: l.size })),
+    }),
+  );
+}
+
+export const ociBlobPath = (digest: string) => `blobs/sha256/${digest.slice('sha256:'.length)}`;
+
 /**
- * The legacy `docker save` layout that every `docker load` accepts, written as a stream with
- * back-pressure: each layer is opened only when the reader gets to it. `manifest.json` comes last,
- * so a stream that fails on the way leaves the daemon without a manifest: it loads nothing.
+ * An OCI image layout that containerd's importer (`ctr images import`) accepts, as a stream.
+ * Unlike a `docker save` archive, its manifest names layers by digest, so a blob the runtime's
+ * content store already holds may be left out. `index.json` comes last: a stream that fails on the
+ * way leaves the importer without an index, and it creates no image.
  */
-export function writeLoadArchive(spec: LoadArchiveSpec): Readable {
-  const configName = `${spec.configDigest.slice('sha256:'.length)}.json`;
-  const manifest = Buffer.from(JSON.stringify([{ Config: configName, RepoTags: spec.repoTags, Layers: spec.layerPaths }]));
+export function writeOciLoadArchive(spec: OciLoadArchiveSpec): { stream: Readable; manifestDigest: string } {
+  const manifest = ociLoadManifest(spec);
+  const manifestDigest = 'sha256:' + createHash('sha256').update(manifest).digest('hex');
+  const index = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.index.v1+json',
+      manifests: [
+        {
+          mediaType: 'application/vnd.oci.image.manifest.v1+json',
+          digest: manifestDigest,
+          size: manifest.length,
+          annotations: { 'io.containerd.image.name': spec.imageName, 'org.opencontainers.image.ref.name': spec.tag },
+        },
+      ],
+    }),
+  );
+  const head: [string, Buffer][] = [
+    ['oci-layout', Buffer.from('{"imageLayoutVersion":"1.0.0"}')],
+    [ociBlobPath(spec.configDigest), spec.config],
+    [ociBlobPath(manifestDigest), manifest],
+  ];
+  return { stream: tarStream(head, spec.files, [['index.json', index]]), manifestDigest };
+}
+
+/** Small files first, then the streamed files, then the small files that must come last. */
+function tarStream(head: readonly [string, Buffer][], files: readonly LoadFile[], tail: readonly [string, Buffer][]): Readable {
   const out = new PassThrough({ highWaterMark: 1 << 20 });
   const put = async (buf: Buffer) => {
     if (buf.length > 0 && !out.write(buf)) await once(out, 'drain');
@@ -56,15 +109,26 @@ export function writeLoadArchive(spec: LoadArchiveSpec): Readable {
     await put(padding(data.length));
   };
   (async () => {
-    await putFile(configName, spec.config);
-    for (const f of spec.files) {
+    for (const [name, data] of head) await putFile(name, data);
+    for (const f of files) {
       await put(encodeFileHeader(f.name, f.size));
       await pipeline(await f.open(), exactly(f.size, f.name), out, { end: false });
       await put(padding(f.size));
     }
-    await putFile('manifest.json', manifest);
+    for (const [name, data] of tail) await putFile(name, data);
     await put(Buffer.alloc(1024));
     out.end();
   })().catch((e: unknown) => out.destroy(e as Error));
   return out;
+}
+
+/**
+ * The legacy `docker save` layout that every `docker load` accepts, written as a stream with
+ * back-pressure: each layer is opened only when the reader gets to it. `manifest.json` comes last,
+ * so a stream that fails on the way leaves the daemon without a manifest: it loads nothing.
+ */
+export function writeLoadArchive(spec: LoadArchiveSpec): Readable {
+  const configName = `${spec.configDigest.slice('sha256:'.length)}.json`;
+  const manifest = Buffer.from(JSON.stringify([{ Config: configName, RepoTags: spec.repoTags, Layers: spec.layerPaths }]));
+  return tarStream([[configName, spec.config]], spec.files, [['manifest.json', manifest]]);
 }

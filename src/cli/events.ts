@@ -36,7 +36,7 @@ export function describe(e: PollEvent): string {
     case 'loading':
       return `loading ${e.ref} v${e.version}: ${e.layers} layer(s), ${e.skipped} already in the daemon`;
     case 'loaded':
-      return `loaded ${e.ref} v${e.version} as ${e.imageId.slice(0, 19)} (${humanBytes(e.bytesFetched)} fetched${e.signer ? `, signed by ${e.signer}` : ''})`;
+      return `loaded ${e.ref} v${e.version} as ${e.imageId.slice(0, 19)} into ${e.runtime} (${e.platform}) (${humanBytes(e.bytesFetched)} fetched${e.signer ? `, signed by ${e.signer}` : ''})`;
     case 'warning':
       return `warning: ${e.message}`;
     case 'refused':

@@ -69,7 +69,12 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
       .addOption(opt('--keep-images <n>', 'keep N earlier images of each tag, remove older ones from the daemon'))
       .addOption(opt('--trust <keyfile>', 'accept only releases signed by this OpenPGP public key (repeatable)').argParser(collect))
       .addOption(opt('--decrypt-key <file>', 'OpenPGP private key for encrypted releases (passphrase: TARPORT_DECRYPT_KEY_PASSPHRASE)'))
-      .addOption(opt('--allow-unencrypted', 'with --decrypt-key, load releases whose layers or config are not encrypted too (refused by default)'));
+      .addOption(opt('--allow-unencrypted', 'with --decrypt-key, load releases whose layers or config are not encrypted too (refused by default)'))
+      .addOption(opt('--runtime <kind>', 'load into: auto, docker, containerd or podman (auto: Docker when DOCKER_HOST is set or its socket exists)').default('auto'))
+      .addOption(opt('--containerd-socket <path>', "containerd's socket (--runtime containerd)").default('/run/containerd/containerd.sock'))
+      .addOption(opt('--namespace <ns>', 'containerd namespace to load into (k8s.io: kubelet, k3s and RKE2 see the image)').default('k8s.io'))
+      .addOption(opt('--snapshotter <name>', "containerd snapshotter to unpack into (default: containerd's own, or CONTAINERD_SNAPSHOTTER)"))
+      .addOption(opt('--podman-socket <url>', "Podman's API socket (--runtime podman; default: the root or rootless service's socket)"));
 
   consumerFlags(program.command('pull').description('load every followed release newer than what was loaded (one run, for cron)')).action(
     (names: string[], _f, cmd: Command) => run(async (ctx) => (await import('./commands/pull.js')).pullCommand(ctx, names, cmd.opts())),

@@ -1,5 +1,5 @@
 import { TarportError, isTarportError } from '../errors.js';
-import type { DockerApi } from '../docker/index.js';
+import type { Runtime } from '../runtime/index.js';
 import type { Repository } from '../repo/index.js';
 import { pull, type PullEvent, type PullOptions } from './pull.js';
 
@@ -20,7 +20,7 @@ export type PollEvent = PullEvent | { kind: 'poll-failed'; message: string; code
  * A server that is down is tried again at the next interval. Abort stops at once: a load in flight
  * is cut before the daemon sees its manifest, so no tag ever points at half an image.
  */
-export async function poll(repo: Repository, docker: DockerApi, opts: PollOptions): Promise<void> {
+export async function poll(repo: Repository, docker: Runtime, opts: PollOptions): Promise<void> {
   const emit = opts.onEvent ?? (() => undefined);
   const skip = new Map<string, string>();
   const fullEvery = opts.fullEvery ?? 10;

@@ -1,10 +1,10 @@
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
-import { decompressor, prewarmDecompressors, releaseDecompressors, threadedDecompressor, writeLoadArchive, type LoadFile } from '../archive/index.js';
+import { decompressor, ociBlobPath, prewarmDecompressors, releaseDecompressors, threadedDecompressor, writeLoadArchive, writeOciLoadArchive, type LoadFile } from '../archive/index.js';
 import { Digester, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
-import { chainIds, type DockerApi, type ImageStore } from '../docker/index.js';
+import { formatPlatform, type ImageName, type LoadPlan, type Platform, type Runtime } from '../runtime/index.js';
 import { TarportError } from '../errors.js';
-import { CATALOG_KEY, recordKey, type Catalog, type CatalogEntry, type ReleaseRecord, type Repository } from '../repo/index.js';
+import { CATALOG_KEY, familiarName, qualifiedName, recordKey, sameName, type Catalog, type CatalogEntry, type ReleaseRecord, type Repository } from '../repo/index.js';
 import { ObjectCache } from './cache.js';
 import { checkEncrypted, decryptConfig, openLayer } from './encryption.js';
 import { StateStore, type State } from './state.js';
@@ -25,8 +25,6 @@ export interface PullOptions {
   readonly lockWaitMs?: number;
   readonly signal?: AbortSignal;
   readonly onEvent?: (e: PullEvent) => void;
-  /** Overrides the daemon's own answer (tests of the containerd-store path). */
-  readonly imageStore?: ImageStore;
   /**
    * Skip the run when the catalog's size and modification time are what they were at the last read:
    * an idle poll then costs one small request, however many releases the repository holds.
@@ -54,7 +52,7 @@ export interface PullOptions {
 export type PullEvent =
   | { kind: 'up-to-date'; ref: string; version: number }
   | { kind: 'loading'; ref: string; version: number; layers: number; skipped: number }
-  | { kind: 'loaded'; ref: string; version: number; imageId: string; bytesFetched: number; signer?: string }
+  | { kind: 'loaded'; ref: string; version: number; imageId: string; bytesFetched: number; signer?: string; runtime: string; platform: string }
   | { kind: 'warning'; message: string }
   | { kind: 'refused'; ref: string; version: number; digest: string; message: string; code: string }
   | { kind: 'hook'; ref: string; version: number; ok: boolean; message: string }
@@ -72,14 +70,19 @@ export interface PullResult {
 }
 
 function subscribed(subs: readonly Subscription[], e: CatalogEntry): boolean {
-  return subs.length === 0 || subs.some((s) => s.name === e.name && (s.tag === undefined || s.tag === e.tag));
+  return subs.length === 0 || subs.some((s) => sameName(s.name, e.name) && (s.tag === undefined || s.tag === e.tag));
+}
+
+/** A release's name as the runtime is told it: familiar for Docker, qualified for containerd and Podman. */
+function imageName(name: string, tag: string): ImageName {
+  return { familiar: `${familiarName(name)}:${tag}`, qualified: `${qualifiedName(name)}:${tag}` };
 }
 
 /**
  * One consumer run: read the catalog, pick the subscribed releases that are newer than what was
- * loaded, fetch only missing objects into the cache (verified), and load them into the daemon.
+ * loaded, fetch only missing objects into the cache (verified), and load them into the runtime.
  */
-export async function pull(repo: Repository, docker: DockerApi, opts: PullOptions): Promise<PullResult> {
+export async function pull(repo: Repository, docker: Runtime, opts: PullOptions): Promise<PullResult> {
   const store = new StateStore(opts.stateDir);
   const unlock = await store.lock(opts.lockWaitMs ?? 5_000);
   try {
@@ -90,7 +93,7 @@ export async function pull(repo: Repository, docker: DockerApi, opts: PullOption
   }
 }
 
-async function pullLocked(repo: Repository, docker: DockerApi, store: StateStore, opts: PullOptions): Promise<PullResult> {
+async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, opts: PullOptions): Promise<PullResult> {
   const emit = opts.onEvent ?? (() => undefined);
   const state = await store.read();
   const loc = repo.location;
@@ -118,7 +121,7 @@ async function pullLocked(repo: Repository, docker: DockerApi, store: StateStore
   }
   const loadedHere = (state.loaded[loc] ??= {});
   const cache = new ObjectCache(store.cacheDir);
-  let imageStore: ImageStore | undefined = opts.imageStore;
+  let platform: Platform | undefined;
   let failure: unknown;
   const refuse = (ref: string, entry: CatalogEntry, e: unknown) => {
     const code = (e as { code?: string }).code ?? 'INTERNAL';
@@ -134,8 +137,8 @@ async function pullLocked(repo: Repository, docker: DockerApi, store: StateStore
     const prev = loadedHere[ref];
     if (prev && prev.digest === entry.digest) {
       // still there? a removed image is loaded again
-      const present = await docker.inspectImage(ref, opts.signal);
-      if (present?.Id === prev.imageId) {
+      const present = await docker.imageId(imageName(entry.name, entry.tag), opts.signal);
+      if (present === prev.imageId) {
         result.upToDate.push(ref);
         emit({ kind: 'up-to-date', ref, version: entry.version });
         continue;
@@ -151,17 +154,18 @@ async function pullLocked(repo: Repository, docker: DockerApi, store: StateStore
         ? await verifyDetached(bytes, await repo.readSignature(recordKey(entry.name, entry.tag, entry.record), opts.signal), opts.trust, `release ${ref} v${entry.version}`)
         : undefined;
       checkEncrypted(record, opts);
-      imageStore ??= await docker.imageStore(opts.signal);
-      const { imageId, bytesFetched } = record.kind === 'image'
-        ? await loadImage(repo, docker, cache, record, imageStore, (e) => emit(e), opts.decryptKey, opts.signal)
-        : await importRootfs(repo, docker, cache, record, opts.decryptKey, opts.signal);
+      platform ??= await docker.platform(opts.signal);
+      const { imageId, bytesFetched, thin } = record.kind === 'image'
+        ? await loadImage(repo, docker, cache, record, (e) => emit(e), opts.decryptKey, opts.signal)
+        : await importRootfs(repo, docker, cache, record, platform, opts.decryptKey, opts.signal);
       (result as { bytesFetched: number }).bytesFetched += bytesFetched;
       const previous = prev && prev.imageId !== imageId ? [prev.imageId, ...prev.previous.filter((p) => p !== imageId)] : (prev?.previous ?? []);
       loadedHere[ref] = { version: record.version, record: entry.record, digest: entry.digest, imageId, loadedAt: new Date().toISOString(), previous };
       await store.write(state);
       result.loaded.push({ ref, version: record.version, imageId });
-      emit({ kind: 'loaded', ref, version: record.version, imageId, bytesFetched, ...(signer ? { signer } : {}) });
-      if (imageStore === 'graphdriver') await cache.prune(new Set());
+      emit({ kind: 'loaded', ref, version: record.version, imageId, bytesFetched, ...(signer ? { signer } : {}), runtime: docker.kind, platform: formatPlatform(platform) });
+      // a runtime that takes thin archives keeps what it loaded: the cache need not
+      if (thin) await cache.prune(new Set());
       if (opts.keepImages !== undefined) await retire(docker, loadedHere[ref]!, ref, opts.keepImages, emit, () => store.write(state));
       if (opts.hook) emit(await runHook(opts.hook, ref, record.version, opts.signal));
     } catch (e) {
@@ -196,17 +200,15 @@ async function readTrustedCatalog(repo: Repository, opts: PullOptions): Promise<
 }
 
 /** Removes the images a tag had before, beyond the newest `keep`; an image in use stays. */
-async function retire(docker: DockerApi, loaded: { previous: string[] }, ref: string, keep: number, emit: (e: PullEvent) => void, save: () => Promise<void>): Promise<void> {
+async function retire(docker: Runtime, loaded: { previous: string[] }, ref: string, keep: number, emit: (e: PullEvent) => void, save: () => Promise<void>): Promise<void> {
   const old = loaded.previous.slice(keep);
   if (old.length === 0) return;
   const kept: string[] = loaded.previous.slice(0, keep);
   for (const id of old) {
     try {
-      await docker.removeImage(id);
-      emit({ kind: 'removed-image', ref, imageId: id });
+      if (await docker.removeImage(id)) emit({ kind: 'removed-image', ref, imageId: id });
     } catch (e) {
       const msg = e instanceof Error ? e.message : String(e);
-      if (/No such image/i.test(msg)) continue;
       kept.push(id); // in use by a container, or shared: try again next time
       emit({ kind: 'warning', message: `could not remove ${id.slice(0, 19)}, an earlier image of ${ref}: ${msg}` });
     }
@@ -244,20 +246,48 @@ async function runHook(cmd: string, ref: string, version: number, signal?: Abort
 
 const layerPath = (diffId: string) => `${hexOf(diffId)}/layer.tar`;
 
+interface Loaded {
+  readonly imageId: string;
+  readonly bytesFetched: number;
+  /** The runtime took a thin archive (it keeps layers itself). */
+  readonly thin: boolean;
+}
+
 async function loadImage(
   repo: Repository,
-  docker: DockerApi,
+  docker: Runtime,
   cache: ObjectCache,
   record: ReleaseRecord,
-  store: ImageStore,
   emit: (e: PullEvent) => void,
   key: DecryptionKey | undefined,
   signal?: AbortSignal,
-): Promise<{ imageId: string; bytesFetched: number }> {
+): Promise<Loaded> {
   const ref = `${record.name}:${record.tag}`;
-  if (!record.config) throw new TarportError('INTEGRITY', `${ref} v${record.version}: image release without a config`);
+  const name = imageName(record.name, record.tag);
   // decompression threads take ~45 ms to start: the first starts now (pull() stops the spare)
   if (record.layers.some((l) => l.compression === 'zstd')) prewarmDecompressors();
+  const config = await readConfig(repo, record, key, signal);
+  const diffIds = record.layers.map((l) => l.diffId);
+  // The runtime says which layers it has (Docker's classic store: chains; containerd: blobs in its
+  // content store) and which archive shape it reads; Docker's containerd store and Podman need all.
+  const plan = await docker.plan(diffIds, signal);
+  emit({ kind: 'loading', ref, version: record.version, layers: record.layers.length, skipped: new Set(diffIds.filter((d) => plan.omit.has(d))).size });
+  const { files, bytesFetched } = await layerFiles(repo, cache, record, plan, key, signal);
+  // The index (manifest.json, index.json) is written last: if any layer fails its check, the
+  // runtime never sees it and loads nothing.
+  const oci = plan.format === 'oci-layout'
+    ? writeOciLoadArchive({ configDigest: record.contentKey, config, imageName: name.qualified, tag: record.tag, layers: record.layers.map((l) => ({ diffId: l.diffId, size: l.uncompressedSize })), files })
+    : undefined;
+  const archive = oci?.stream ?? writeLoadArchive({ configDigest: record.contentKey, config, repoTags: [plan.qualifiedNames ? name.qualified : name.familiar], layerPaths: diffIds.map(layerPath), files });
+  await docker.load(archive, name, signal);
+  const imageId = await docker.verify({ name, configDigest: record.contentKey, diffIds, ...(oci ? { manifestDigest: oci.manifestDigest } : {}) }, signal);
+  return { imageId, bytesFetched: bytesFetched + config.length, thin: plan.thin };
+}
+
+/** The image config, decrypted, checked against the record's image ID and layers. */
+async function readConfig(repo: Repository, record: ReleaseRecord, key: DecryptionKey | undefined, signal?: AbortSignal): Promise<Buffer> {
+  const ref = `${record.name}:${record.tag}`;
+  if (!record.config) throw new TarportError('INTEGRITY', `${ref} v${record.version}: image release without a config`);
   const stored = await repo.readSmallBlob(record.config, `config of ${ref}`, signal);
   const config = record.config.encryption ? await decryptConfig(stored, needKey(key, record), `config of ${ref}`) : stored;
   if (sha256(config) !== record.contentKey) {
@@ -268,66 +298,83 @@ async function loadImage(
   if (cfgDiffIds.length !== diffIds.length || cfgDiffIds.some((d, i) => d !== diffIds[i])) {
     throw new TarportError('INTEGRITY', `${ref} v${record.version}: the record's layers do not match the image config's diff_ids`);
   }
-  // On the graphdriver store a load archive may leave out the layers whose chain the daemon has
-  // (moby's partial load); the containerd store needs every layer.
-  let skip = 0;
-  if (store === 'graphdriver') {
-    const have = await docker.layerChainIds(signal);
-    const chains = chainIds(diffIds);
-    while (skip < chains.length && have.has(chains[skip]!)) skip++;
-  }
-  emit({ kind: 'loading', ref, version: record.version, layers: record.layers.length, skipped: skip });
-  // Everything the load needs is fetched and verified before the daemon sees a byte, except from a
-  // local repository on the graphdriver store: there the object is read in place, its digest checked
-  // on the way; a mismatch fails the stream before manifest.json, and the daemon loads nothing.
-  // (The containerd store keeps every layer in the cache: a later stick may carry only a difference.)
-  // encrypted objects always go through the cache: ciphertext is checked before it is decrypted
-  const direct = store === 'graphdriver' && repo.transport.capabilities.local && !record.layers.some((l) => l.encryption);
+  return config;
+}
+
+/**
+ * The layer files of a load archive: each layer the plan does not leave out, once, fetched into the
+ * cache and verified before the runtime sees a byte, except from a local repository when the runtime
+ * takes thin archives: there the object is read in place, its digest checked on the way; a mismatch
+ * fails the stream before the archive's index, and the runtime loads nothing. (A runtime that needs
+ * every layer keeps them in the cache: a later stick may carry only a difference.) Encrypted objects
+ * always go through the cache: ciphertext is checked before it is decrypted.
+ */
+async function layerFiles(repo: Repository, cache: ObjectCache, record: ReleaseRecord, plan: LoadPlan, key: DecryptionKey | undefined, signal?: AbortSignal): Promise<{ files: LoadFile[]; bytesFetched: number }> {
+  const ref = `${record.name}:${record.tag}`;
+  const direct = plan.thin && repo.transport.capabilities.local && !record.layers.some((l) => l.encryption);
   const files: LoadFile[] = [];
   const included = new Set<string>();
-  let bytesFetched = config.length;
-  for (const l of record.layers.slice(skip)) {
-    if (included.has(l.diffId)) continue;
+  let bytesFetched = 0;
+  for (const l of record.layers) {
+    if (plan.omit.has(l.diffId) || included.has(l.diffId)) continue;
     included.add(l.diffId);
     if (!direct) bytesFetched += await cache.ensure(repo, l, signal);
     else bytesFetched += l.size;
     files.push({
-      name: layerPath(l.diffId),
+      name: plan.format === 'oci-layout' ? ociBlobPath(l.diffId) : layerPath(l.diffId),
       size: l.uncompressedSize,
-      // The daemon checks each layer's diff_id itself as it applies it (moby's "invalid diffID for
-      // layer"; containerd likewise), so we check the uncompressed size only and spare a hash pass.
+      // The runtime checks each layer's diff_id itself as it applies it (moby's "invalid diffID for
+      // layer"; containerd's content store checks each blob's digest), so we check the uncompressed
+      // size only and spare a hash pass.
       open: async () => {
         const raw = direct ? await repo.readBlob(l, { signal }) : cache.open(l.digest);
         return openLayer(raw, l, l.encryption ? needKey(key, record) : undefined, `layer ${l.diffId} of ${ref}`, threadedDecompressor);
       },
     });
   }
-  // manifest.json is written last: if any layer fails its check, the daemon never sees a manifest
-  // and loads nothing.
-  const archive = writeLoadArchive({ configDigest: record.contentKey, config, repoTags: [ref], layerPaths: diffIds.map(layerPath), files });
-  await docker.load(archive, signal);
-  const loaded = await docker.inspectImage(ref, signal);
-  if (loaded?.Id !== record.contentKey) {
-    throw new TarportError('DAEMON', `${ref}: after the load the daemon has ${loaded?.Id ?? 'no image'} under this tag, expected ${record.contentKey}`);
-  }
-  return { imageId: loaded.Id, bytesFetched };
+  return { files, bytesFetched };
 }
 
-async function importRootfs(repo: Repository, docker: DockerApi, cache: ObjectCache, record: ReleaseRecord, key: DecryptionKey | undefined, signal?: AbortSignal): Promise<{ imageId: string; bytesFetched: number }> {
+async function importRootfs(repo: Repository, docker: Runtime, cache: ObjectCache, record: ReleaseRecord, platform: Platform, key: DecryptionKey | undefined, signal?: AbortSignal): Promise<Loaded> {
   const ref = `${record.name}:${record.tag}`;
   const l = record.layers[0]!;
   if (record.layers.length !== 1) throw new TarportError('INTEGRITY', `${ref} v${record.version}: a rootfs release has exactly one object`);
   const bytesFetched = await cache.ensure(repo, l, signal);
   // docker import would create the image as soon as the tar ends, before a stream error at its very
   // end could stop it: check the uncompressed digest in a pass of its own first.
+  // decrypted (the MDC checked before the end) and decompressed, capped at the declared size
   const plain = () => openLayer(cache.open(l.digest), l, l.encryption ? needKey(key, record) : undefined, `root file system of ${ref}`, async (c) => decompressor(c));
   const d = new Digester();
   await pipeline(await plain(), d, new Writable({ write: (_c, _e, cb) => cb() }), { signal });
   if (d.digest() !== l.diffId || d.bytes !== l.uncompressedSize) {
     throw new TarportError('DIGEST_MISMATCH', `${ref} v${record.version}: the root file system's digest is ${d.digest()}, the record says ${l.diffId}`);
   }
-  const imageId = await docker.import(await plain(), record.name, record.tag, signal);
-  return { imageId, bytesFetched };
+  const rootfs = plain;
+  const name = imageName(record.name, record.tag);
+  const plan = await docker.plan([l.diffId], signal);
+  if (plan.format !== 'oci-layout') return { imageId: await docker.importRootfs(await rootfs(), name, signal), bytesFetched, thin: false };
+  // a runtime without an import of its own (containerd) gets the image docker import would make:
+  // one layer and a config for this platform
+  const config = rootfsConfig(l.diffId, platform);
+  const files = plan.omit.has(l.diffId) ? [] : [{ name: ociBlobPath(l.diffId), size: l.uncompressedSize, open: rootfs }];
+  const archive = writeOciLoadArchive({ configDigest: sha256(config), config, imageName: name.qualified, tag: record.tag, layers: [{ diffId: l.diffId, size: l.uncompressedSize }], files });
+  await docker.importRootfs(archive.stream, name, signal);
+  const imageId = await docker.verify({ name, configDigest: sha256(config), diffIds: [l.diffId], manifestDigest: archive.manifestDigest }, signal);
+  return { imageId, bytesFetched, thin: plan.thin };
+}
+
+/** The config `docker import` writes for a root file system, without the time (so it is the same each time). */
+function rootfsConfig(diffId: string, platform: Platform): Buffer {
+  return Buffer.from(
+    JSON.stringify({
+      architecture: platform.architecture,
+      os: platform.os,
+      ...(platform.variant ? { variant: platform.variant } : {}),
+      config: {},
+      rootfs: { type: 'layers', diff_ids: [diffId] },
+      history: [{ created_by: 'tarport: imported root file system' }],
+    }),
+  );
 }
 
 function needKey(key: DecryptionKey | undefined, record: ReleaseRecord): DecryptionKey {
@@ -335,5 +382,6 @@ function needKey(key: DecryptionKey | undefined, record: ReleaseRecord): Decrypt
   const to = record.layers.find((l) => l.encryption)?.encryption?.recipients ?? record.config?.encryption?.recipients ?? [];
   throw new TarportError('USAGE', `${record.name}:${record.tag} v${record.version} is encrypted (to ${to.join(', ')}): pass --decrypt-key FILE`);
 }
+
 
 export type { State };

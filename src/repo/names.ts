@@ -12,11 +12,58 @@ export interface ImageRef {
   readonly tag: string;
 }
 
+/**
+ * Checks a name against Docker's reference grammar and returns its familiar form (see
+ * familiarName): every name that enters tarport (push, archive tags, subscriptions) goes through
+ * here, so `docker.io/library/x`, `index.docker.io/library/x`, `library/x` and `x` are one name.
+ */
 export function validateName(name: string, what = 'image name'): string {
   if (name.length > 255 || !NAME_RE.test(name)) {
     throw new TarportError('BAD_INPUT', `invalid ${what} ${JSON.stringify(name)}: use lowercase letters, digits and . _ - separated by /, optionally after a registry host (host:port/)`);
   }
-  return name;
+  return familiarName(name);
+}
+
+const DEFAULT_DOMAIN = 'docker.io';
+const LEGACY_DEFAULT_DOMAIN = 'index.docker.io';
+const OFFICIAL_REPO_PREFIX = 'library/';
+
+/** Splits a name into its registry host (Docker's rule: a first segment with . or : or = localhost) and path. */
+function splitDomain(name: string): { domain: string; path: string } {
+  const slash = name.indexOf('/');
+  const first = slash < 0 ? '' : name.slice(0, slash);
+  if (slash < 0 || (!first.includes('.') && !first.includes(':') && first !== 'localhost' && first.toLowerCase() === first)) {
+    return { domain: DEFAULT_DOMAIN, path: name };
+  }
+  const domain = first === LEGACY_DEFAULT_DOMAIN ? DEFAULT_DOMAIN : first;
+  return { domain, path: name.slice(slash + 1) };
+}
+
+/**
+ * Docker's familiar form of a name (distribution/reference FamiliarName): Docker Hub's host and the
+ * `library/` of official images dropped. This is the form the repository stores and shows, the one
+ * `docker save` writes and `docker images` prints: `x`, `a/b`, `registry.example:5000/a/b`.
+ */
+export function familiarName(name: string): string {
+  const { domain, path } = splitDomain(name);
+  if (domain !== DEFAULT_DOMAIN) return name;
+  return path.startsWith(OFFICIAL_REPO_PREFIX) && !path.slice(OFFICIAL_REPO_PREFIX.length).includes('/') ? path.slice(OFFICIAL_REPO_PREFIX.length) : path;
+}
+
+/**
+ * Docker's fully qualified form of a name (ParseNormalizedNamed): `docker.io/library/x`,
+ * `docker.io/a/b`, other registries as they are. containerd (kubelet, k3s, RKE2) and Podman
+ * store names in this form.
+ */
+export function qualifiedName(name: string): string {
+  const { domain, path } = splitDomain(name);
+  if (domain !== DEFAULT_DOMAIN) return name;
+  return `${DEFAULT_DOMAIN}/${path.includes('/') ? path : OFFICIAL_REPO_PREFIX + path}`;
+}
+
+/** True when two names are one image name under Docker's rules. */
+export function sameName(a: string, b: string): boolean {
+  return familiarName(a) === familiarName(b);
 }
 
 export function validateTag(tag: string, what = 'tag'): string {

@@ -4,7 +4,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { poll, pull, type PollEvent } from '../../src/consumer/index.js';
-import { DockerClient } from '../../src/docker/index.js';
+import { DockerClient, DockerRuntime } from '../../src/runtime/index.js';
 import { Repository } from '../../src/repo/index.js';
 import { CountingTransport, FileTransport, openTransport, parseLocation } from '../../src/transport/index.js';
 import { ROOT, docker, filesBelow, fixture, realEnv, tarport, tempDir } from '../helpers.js';
@@ -80,7 +80,7 @@ describe('consumer agent: tarport poll', () => {
       await manyReleases(repoDir, n);
       const counting = new CountingTransport(new FileTransport(repoDir));
       const repo = new Repository(counting);
-      const d = new DockerClient(env.consumer);
+      const d = new DockerRuntime(new DockerClient(env.consumer));
       const state = join(dir, 'state');
       await pull(repo, d, { subscriptions: [{ name: 'tarport-test/many', tag: 't0' }], stateDir: state });
       const before = { ...counting.counters };
@@ -108,7 +108,7 @@ describe('consumer agent: tarport poll', () => {
     const events: PollEvent[] = [];
     const ac = new AbortController();
     const dir = await tempDir();
-    const running = poll(repo, new DockerClient(env.consumer), { subscriptions: [], stateDir: join(dir, 'state'), intervalMs: 300, signal: ac.signal, onEvent: (e) => { events.push(e); if (process.env.TP_DEBUG) console.log(JSON.stringify(e).slice(0, 200)); } });
+    const running = poll(repo, new DockerRuntime(new DockerClient(env.consumer)), { subscriptions: [], stateDir: join(dir, 'state'), intervalMs: 300, signal: ac.signal, onEvent: (e) => { events.push(e); if (process.env.TP_DEBUG) console.log(JSON.stringify(e).slice(0, 200)); } });
     const until = async (p: () => boolean, ms = 60_000) => {
       const end = Date.now() + ms;
       while (!p()) {

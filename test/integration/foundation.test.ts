@@ -2,7 +2,7 @@ import { copyFile, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { pull } from '../../src/consumer/index.js';
-import { DockerClient } from '../../src/docker/index.js';
+import { DockerClient, DockerRuntime } from '../../src/runtime/index.js';
 import { Repository, isPortableFileName, type ReleaseRecord } from '../../src/repo/index.js';
 import { CountingTransport, FileTransport } from '../../src/transport/index.js';
 import { docker, emptyDaemon, filesBelow, fixture, realEnv, tarport, tempDir } from '../helpers.js';
@@ -57,7 +57,7 @@ describe('foundation: push, pull, load, run', () => {
   it('v2 after v1 reads from the repository only the new objects', async () => {
     expect((await tarport(['push', fixture('app-v2.tar'), '--to', repo])).code).toBe(0);
     const counting = new CountingTransport(new FileTransport(repo));
-    const r = await pull(new Repository(counting), new DockerClient(env.consumer), { subscriptions: [{ name: 'tarport-fixture/app', tag: '2' }], stateDir: state });
+    const r = await pull(new Repository(counting), new DockerRuntime(new DockerClient(env.consumer)), { subscriptions: [{ name: 'tarport-fixture/app', tag: '2' }], stateDir: state });
     expect(r.loaded.map((l) => l.ref)).toEqual(['tarport-fixture/app:2']);
     // what is new in v2: the objects of layers v1 does not have
     const records = await readRecords(repo);

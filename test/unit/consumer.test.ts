@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { TarArchive, writeDemoArchives } from '../../src/archive/index.js';
 import { pull } from '../../src/consumer/index.js';
-import { chainIds, type DockerApi, type ImageStore } from '../../src/docker/index.js';
+import { DockerRuntime, chainIds, type DockerApi, type ImageStore } from '../../src/runtime/index.js';
 import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../src/producer/index.js';
 import { Repository } from '../../src/repo/index.js';
 import { MemoryTransport } from '../../src/transport/index.js';
@@ -21,6 +21,10 @@ class FakeDaemon implements DockerApi {
 
   async imageStore() {
     return this.store;
+  }
+
+  async version() {
+    return { Os: 'linux', Arch: 'amd64' };
   }
 
   async layerChainIds() {
@@ -56,8 +60,10 @@ class FakeDaemon implements DockerApi {
     throw new Error('not used');
   }
 
-  async removeImage(id: string): Promise<void> {
-    for (const [k, v] of this.images) if (v.Id === id) this.images.delete(k);
+  async removeImage(id: string): Promise<boolean> {
+    let found = false;
+    for (const [k, v] of this.images) if (v.Id === id) found = this.images.delete(k);
+    return found;
   }
 }
 
@@ -73,18 +79,20 @@ describe('consumer load archives per image store', () => {
   it('graphdriver: the second load leaves out the layers the daemon has', async () => {
     const repo = await repoWithDemo();
     const d = new FakeDaemon('graphdriver');
+    const rt = new DockerRuntime(d);
     const state = await tempDir();
-    await pull(repo, d, { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: state });
-    await pull(repo, d, { subscriptions: [{ name: 'demo/app', tag: '2' }], stateDir: state });
+    await pull(repo, rt, { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: state });
+    await pull(repo, rt, { subscriptions: [{ name: 'demo/app', tag: '2' }], stateDir: state });
     expect(d.loads.map((l) => l.length)).toEqual([2, 1]);
   });
 
   it('containerd: every load archive is complete, from the cache, without fetching again', async () => {
     const repo = await repoWithDemo();
     const d = new FakeDaemon('containerd');
+    const rt = new DockerRuntime(d);
     const state = await tempDir();
-    const r1 = await pull(repo, d, { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: state });
-    const r2 = await pull(repo, d, { subscriptions: [{ name: 'demo/app', tag: '2' }], stateDir: state });
+    const r1 = await pull(repo, rt, { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: state });
+    const r2 = await pull(repo, rt, { subscriptions: [{ name: 'demo/app', tag: '2' }], stateDir: state });
     expect(d.loads.map((l) => l.length)).toEqual([2, 3]);
     // v2's shared layers came from the cache: it fetched far less than v1 did
     expect(r2.bytesFetched).toBeLessThan(r1.bytesFetched / 10);
@@ -93,9 +101,10 @@ describe('consumer load archives per image store', () => {
   it('a second run with nothing new loads nothing', async () => {
     const repo = await repoWithDemo();
     const d = new FakeDaemon('graphdriver');
+    const rt = new DockerRuntime(d);
     const state = await tempDir();
-    await pull(repo, d, { subscriptions: [], stateDir: state });
-    const again = await pull(repo, d, { subscriptions: [], stateDir: state });
+    await pull(repo, rt, { subscriptions: [], stateDir: state });
+    const again = await pull(repo, rt, { subscriptions: [], stateDir: state });
     expect(again.loaded).toEqual([]);
     expect(again.upToDate.sort()).toEqual(['demo/app:1', 'demo/app:2']);
     expect(d.loads).toHaveLength(2);
@@ -108,7 +117,8 @@ describe('consumer load archives per image store', () => {
       if (k.startsWith('blobs/') && v.length > 100_000) mem.files.set(k, Buffer.concat([v.subarray(0, 1000), Buffer.alloc(v.length - 1000)]));
     }
     const d = new FakeDaemon('graphdriver');
-    await expect(pull(repo, d, { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: await tempDir() })).rejects.toThrow(/digest mismatch/);
+    const rt = new DockerRuntime(d);
+    await expect(pull(repo, rt, { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: await tempDir() })).rejects.toThrow(/digest mismatch/);
     expect(d.loads).toHaveLength(0);
   });
 });

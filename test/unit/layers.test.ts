@@ -3,18 +3,18 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ROOT } from '../helpers.js';
 
-// DESIGN.md: dependencies point down the table and never up; transport, archive, crypto and docker
+// DESIGN.md: dependencies point down the table and never up; transport, archive, crypto and runtime
 // know nothing of each other. errors.ts and version.ts sit below everything.
 const ALLOWED: Record<string, string[]> = {
   transport: [],
   archive: [],
   crypto: [],
-  docker: [],
+  runtime: [],
   repo: ['transport', 'crypto'],
   producer: ['archive', 'crypto', 'repo', 'transport'],
-  consumer: ['archive', 'crypto', 'repo', 'docker', 'transport'],
+  consumer: ['archive', 'crypto', 'repo', 'runtime', 'transport'],
   sync: ['crypto', 'repo', 'transport'],
-  cli: ['transport', 'archive', 'crypto', 'repo', 'docker', 'producer', 'consumer', 'sync'],
+  cli: ['transport', 'archive', 'crypto', 'repo', 'runtime', 'producer', 'consumer', 'sync'],
 };
 
 async function sources(dir: string): Promise<string[]> {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeSegment, encodeSegment, isPortableFileName, parseRef } from '../../src/repo/names.js';
+import { decodeSegment, encodeSegment, familiarName, isPortableFileName, parseRef, qualifiedName, sameName, validateName } from '../../src/repo/names.js';
 
 describe('portable name encoding', () => {
   // each row: a name that would be unsafe or ambiguous on FAT32/exFAT/NTFS as it is
@@ -49,5 +49,38 @@ describe('image references', () => {
     ['bad name:1', /invalid image name/],
   ])('%s is refused', (ref, msg) => {
     expect(() => parseRef(ref, { defaultTag: 'latest' })).toThrow(msg);
+  });
+});
+
+describe("Docker's reference rules: one name, however it is spelled", () => {
+  it.each([
+    ['docker.io/library/x', 'x', 'docker.io/library/x'],
+    ['index.docker.io/library/x', 'x', 'docker.io/library/x'],
+    ['library/x', 'x', 'docker.io/library/x'],
+    ['x', 'x', 'docker.io/library/x'],
+    ['docker.io/x', 'x', 'docker.io/library/x'],
+    ['docker.io/a/b', 'a/b', 'docker.io/a/b'],
+    ['index.docker.io/a/b', 'a/b', 'docker.io/a/b'],
+    ['a/b', 'a/b', 'docker.io/a/b'],
+    // library/ stays where it is not an official image's single segment
+    ['docker.io/library/a/b', 'library/a/b', 'docker.io/library/a/b'],
+    ['registry.example:5000/team/app', 'registry.example:5000/team/app', 'registry.example:5000/team/app'],
+    ['localhost/app', 'localhost/app', 'localhost/app'],
+    ['ghcr.io/library/x', 'ghcr.io/library/x', 'ghcr.io/library/x'],
+  ])('%s → familiar %s, qualified %s', (name, familiar, qualified) => {
+    expect(familiarName(name)).toBe(familiar);
+    expect(qualifiedName(name)).toBe(qualified);
+    expect(sameName(name, familiar)).toBe(true);
+  });
+
+  it('parseRef and validateName hand out the familiar form', () => {
+    expect(parseRef('docker.io/library/x:1')).toEqual({ name: 'x', tag: '1' });
+    expect(parseRef('index.docker.io/acc/multi:1')).toEqual({ name: 'acc/multi', tag: '1' });
+    expect(validateName('docker.io/acc/multi')).toBe('acc/multi');
+  });
+
+  it('keeps other registries apart', () => {
+    expect(sameName('ghcr.io/a/b', 'a/b')).toBe(false);
+    expect(sameName('docker.io/a/b', 'a/c')).toBe(false);
   });
 });

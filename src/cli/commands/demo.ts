@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeDemoArchives } from '../../archive/index.js';
 import { pull } from '../../consumer/index.js';
-import { DockerClient } from '../../docker/index.js';
+import { DockerClient, DockerRuntime } from '../../runtime/index.js';
 import { TarportError } from '../../errors.js';
 import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../producer/index.js';
 import { Repository } from '../../repo/index.js';
@@ -39,7 +39,7 @@ export async function demoCommand(ctx: Context, flags: DemoFlags): Promise<numbe
     for (const a of archives) {
       const p = await publishArchive(repo, a, { compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, signal: ctx.signal });
       for (const r of p.releases) ctx.out.info(`push  ${a}: ${r.status} ${r.name}:${r.tag} v${r.version}, ${p.uploadedObjects} new object(s), ${humanBytes(p.uploadedBytes)} written`);
-      const l = await pull(repo, docker, { subscriptions: [], stateDir, signal: ctx.signal });
+      const l = await pull(repo, new DockerRuntime(docker), { subscriptions: [], stateDir, signal: ctx.signal });
       for (const r of l.loaded) ctx.out.info(`pull  ${r.ref} v${r.version} loaded as ${r.imageId.slice(0, 19)}, ${humanBytes(l.bytesFetched)} read from the repository`);
       for (const r of l.upToDate) ctx.out.info(`pull  ${r} already up to date`);
       steps.push({ archive: a, push: p, pull: l });

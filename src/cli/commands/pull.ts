@@ -1,12 +1,12 @@
 import { poll, pull, unauthenticatedWarning, type Subscription } from '../../consumer/index.js';
 import { loadDecryptionKey, loadTrustedKeys } from '../../crypto/index.js';
-import { DockerClient } from '../../docker/index.js';
 import { TarportError, isTarportError } from '../../errors.js';
 import { validateName, validateTag } from '../../repo/index.js';
 import { defaultStateDir, openRepository, parseDuration, type ConnectionFlags, type Context } from '../context.js';
 import { describe, eventPrinter, pollLevel } from '../events.js';
+import { openRuntime, type RuntimeFlags } from '../runtime.js';
 
-export interface PullFlags extends ConnectionFlags {
+export interface PullFlags extends ConnectionFlags, RuntimeFlags {
   from?: string;
   state?: string;
   allowExpired?: boolean;
@@ -55,7 +55,7 @@ export async function pullCommand(ctx: Context, names: string[], flags: PullFlag
   for (const w of warnings) ctx.out.warn(w);
   const repo = await openRepository(flags.from, '--from', flags);
   try {
-    const r = await pull(repo, new DockerClient(), {
+    const r = await pull(repo, openRuntime(flags), {
       ...options,
       signal: ctx.signal,
       onEvent: (e) => {
@@ -88,7 +88,7 @@ export async function pollCommand(ctx: Context, names: string[], flags: PollFlag
   const warning = unauthenticatedWarning(options);
   if (warning) print({ kind: 'warning', message: warning });
   try {
-    await poll(repo, new DockerClient(), { ...options, intervalMs, signal: ctx.signal, onEvent: print });
+    await poll(repo, openRuntime(flags), { ...options, intervalMs, signal: ctx.signal, onEvent: print });
   } finally {
     await repo.transport.close();
   }

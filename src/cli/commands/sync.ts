@@ -1,6 +1,6 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { StateStore } from '../../consumer/index.js';
-import { DockerClient, chainIds } from '../../docker/index.js';
+import { DockerClient, chainIds } from '../../runtime/index.js';
 import { TarportError } from '../../errors.js';
 import { BLOBS_FOLDER } from '../../repo/index.js';
 import { parseInventory, syncRepos, type Inventory } from '../../sync/index.js';

@@ -1,7 +1,7 @@
 import { request, type IncomingMessage } from 'node:http';
-import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { TarportError, messageOf } from '../errors.js';
+import { TarportError, messageOf } from '../../errors.js';
+import { chainIds } from '../types.js';
 
 export type ImageStore = 'graphdriver' | 'containerd';
 
@@ -20,32 +20,49 @@ function parseDockerHost(value: string | undefined): Endpoint {
   throw new TarportError('USAGE', `DOCKER_HOST=${v}: use unix:///path/to/docker.sock or tcp://host:port`);
 }
 
-/** The chain ID of each prefix of a list of diff IDs (OCI image spec). */
-export function chainIds(diffIds: readonly string[]): string[] {
-  const out: string[] = [];
-  for (const d of diffIds) {
-    const prev = out.at(-1);
-    out.push(prev === undefined ? d : 'sha256:' + createHash('sha256').update(`${prev} ${d}`).digest('hex'));
-  }
-  return out;
+/**
+ * What `GET /images/{name}/json` answers, as far as tarport reads it. `Manifests` comes only from
+ * the containerd image store and only when asked with `manifests=1` (Engine API 1.48, Docker 28.0+).
+ */
+export interface ImageInspect {
+  Id: string;
+  RepoTags?: string[];
+  RootFS?: { Layers?: string[] };
+  Manifests?: {
+    ID: string;
+    Available: boolean;
+    Kind: 'image' | 'attestation' | 'unknown';
+    ImageData?: { Platform?: { os?: string; architecture?: string; variant?: string }; Size?: { Unpacked?: number } };
+  }[];
 }
 
-/** What the consumer needs of a daemon (a fake implements it in tests). */
+/** `GET /version`, as far as tarport reads it. */
+export interface EngineVersion {
+  Os?: string;
+  Arch?: string;
+  ApiVersion?: string;
+  Version?: string;
+}
+
+/** What the Docker runtime needs of an Engine API (Docker, or Podman's compatible one; a fake in tests). */
 export interface DockerApi {
   readonly endpoint: string;
   imageStore(signal?: AbortSignal): Promise<ImageStore>;
+  version(signal?: AbortSignal): Promise<EngineVersion>;
   layerChainIds(signal?: AbortSignal): Promise<Set<string>>;
-  inspectImage(ref: string, signal?: AbortSignal): Promise<{ Id: string; RepoTags?: string[]; RootFS?: { Layers?: string[] } } | undefined>;
+  inspectImage(ref: string, signal?: AbortSignal, opts?: { manifests?: boolean }): Promise<ImageInspect | undefined>;
   load(archive: Readable, signal?: AbortSignal): Promise<string[]>;
   import(rootfs: Readable, repo: string, tag: string, signal?: AbortSignal): Promise<string>;
-  removeImage(ref: string, signal?: AbortSignal): Promise<void>;
+  /** Resolves false when there is no such image. */
+  removeImage(ref: string, signal?: AbortSignal): Promise<boolean>;
 }
 
 /** The Docker Engine API over its socket: only what tarport needs. */
 export class DockerClient implements DockerApi {
   private readonly ep: Endpoint;
 
-  constructor(dockerHost: string | undefined = process.env.DOCKER_HOST) {
+  /** `label` names the service in messages (Podman's API service answers the same API). */
+  constructor(dockerHost: string | undefined = process.env.DOCKER_HOST, private readonly label: { service: string; setting: string } = { service: 'Docker daemon', setting: 'DOCKER_HOST' }) {
     this.ep = parseDockerHost(dockerHost);
   }
 
@@ -71,7 +88,7 @@ export class DockerClient implements DockerApi {
       req.on('error', (e) =>
         reject(
           bodyError ??
-          new TarportError('DAEMON', `Docker daemon at ${this.ep.display}: ${messageOf(e)}; is it running, and is DOCKER_HOST right?`, {
+          new TarportError('DAEMON', `${this.label.service} at ${this.ep.display}: ${messageOf(e)}; is it running, and is ${this.label.setting} right?`, {
             cause: e,
             retryable: true,
           }),
@@ -90,7 +107,7 @@ export class DockerClient implements DockerApi {
   private async json<T>(method: string, path: string, signal?: AbortSignal): Promise<T> {
     const res = await this.call(method, path, undefined, {}, signal);
     const text = await readAll(res);
-    if ((res.statusCode ?? 500) >= 300) throw apiError(this.ep.display, method, path, res.statusCode, text);
+    if ((res.statusCode ?? 500) >= 300) throw apiError(this.label.service, this.ep.display, method, path, res.statusCode, text);
     return (text === '' ? undefined : JSON.parse(text)) as T;
   }
 
@@ -125,27 +142,33 @@ export class DockerClient implements DockerApi {
     return out;
   }
 
-  async inspectImage(ref: string, signal?: AbortSignal): Promise<{ Id: string; RepoTags?: string[]; RootFS?: { Layers?: string[] } } | undefined> {
-    const res = await this.call('GET', `/images/${encodeURIComponent(ref)}/json`, undefined, {}, signal);
+  async version(signal?: AbortSignal): Promise<EngineVersion> {
+    return this.json<EngineVersion>('GET', '/version', signal);
+  }
+
+  async inspectImage(ref: string, signal?: AbortSignal, opts: { manifests?: boolean } = {}): Promise<ImageInspect | undefined> {
+    // daemons before API 1.48 ignore the manifests parameter
+    const query = opts.manifests ? '?manifests=1' : '';
+    const res = await this.call('GET', `/images/${encodeURIComponent(ref)}/json${query}`, undefined, {}, signal);
     const text = await readAll(res);
     if (res.statusCode === 404) return undefined;
-    if ((res.statusCode ?? 500) >= 300) throw apiError(this.ep.display, 'GET', `/images/${ref}/json`, res.statusCode, text);
-    return JSON.parse(text) as { Id: string; RepoTags?: string[]; RootFS?: { Layers?: string[] } };
+    if ((res.statusCode ?? 500) >= 300) throw apiError(this.label.service, this.ep.display, 'GET', `/images/${ref}/json`, res.statusCode, text);
+    return JSON.parse(text) as ImageInspect;
   }
 
   /** `docker load` from a stream; returns what the daemon reported. Fails on any error message. */
   async load(archive: Readable, signal?: AbortSignal): Promise<string[]> {
     const res = await this.call('POST', '/images/load?quiet=1', archive, {}, signal);
-    return progressLines(this.ep.display, 'load', res);
+    return progressLines(this.label.service, this.ep.display, 'load', res);
   }
 
   /** `docker import` of a root file system tar under repo:tag; returns the new image ID. */
   async import(rootfs: Readable, repo: string, tag: string, signal?: AbortSignal): Promise<string> {
     const q = new URLSearchParams({ fromSrc: '-', repo, tag });
     const res = await this.call('POST', `/images/create?${q}`, rootfs, {}, signal);
-    const lines = await progressLines(this.ep.display, 'import', res);
+    const lines = await progressLines(this.label.service, this.ep.display, 'import', res);
     const id = lines.map((l) => /sha256:[0-9a-f]{64}/.exec(l)?.[0]).find(Boolean);
-    if (!id) throw new TarportError('DAEMON', `docker import into ${this.ep.display} reported no image ID (${lines.join(' ')})`);
+    if (!id) throw new TarportError('DAEMON', `import into the ${this.label.service} at ${this.ep.display} reported no image ID (${lines.join(' ')})`);
     return id;
   }
 
@@ -154,8 +177,12 @@ export class DockerClient implements DockerApi {
     await this.json('POST', `/images/${encodeURIComponent(image)}/tag?${q}`, signal);
   }
 
-  async removeImage(ref: string, signal?: AbortSignal): Promise<void> {
-    await this.json('DELETE', `/images/${encodeURIComponent(ref)}?noprune=0`, signal);
+  async removeImage(ref: string, signal?: AbortSignal): Promise<boolean> {
+    const res = await this.call('DELETE', `/images/${encodeURIComponent(ref)}?noprune=0`, undefined, {}, signal);
+    const text = await readAll(res);
+    if (res.statusCode === 404) return false;
+    if ((res.statusCode ?? 500) >= 300) throw apiError(this.label.service, this.ep.display, 'DELETE', `/images/${ref}`, res.statusCode, text);
+    return true;
   }
 }
 
@@ -165,20 +192,20 @@ async function readAll(res: IncomingMessage): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-function apiError(endpoint: string, method: string, path: string, status: number | undefined, text: string): TarportError {
+function apiError(service: string, endpoint: string, method: string, path: string, status: number | undefined, text: string): TarportError {
   let msg = text.trim();
   try {
     msg = (JSON.parse(text) as { message?: string }).message ?? msg;
   } catch {
     /* plain text */
   }
-  return new TarportError('DAEMON', `Docker daemon at ${endpoint}: ${method} ${path} failed (${status}): ${msg}`, { retryable: (status ?? 500) >= 500 });
+  return new TarportError('DAEMON', `${service} at ${endpoint}: ${method} ${path} failed (${status}): ${msg}`, { retryable: (status ?? 500) >= 500 });
 }
 
 /** Reads a JSON-lines progress stream; an `error`/`errorDetail` line fails the call. */
-async function progressLines(endpoint: string, op: string, res: IncomingMessage): Promise<string[]> {
+async function progressLines(service: string, endpoint: string, op: string, res: IncomingMessage): Promise<string[]> {
   const text = await readAll(res);
-  if ((res.statusCode ?? 500) >= 300) throw apiError(endpoint, 'POST', op, res.statusCode, text);
+  if ((res.statusCode ?? 500) >= 300) throw apiError(service, endpoint, 'POST', op, res.statusCode, text);
   const out: string[] = [];
   for (const line of text.split('\n')) {
     if (line.trim() === '') continue;
@@ -189,7 +216,7 @@ async function progressLines(endpoint: string, op: string, res: IncomingMessage)
       out.push(line);
       continue;
     }
-    if (m.error || m.errorDetail) throw new TarportError('DAEMON', `docker ${op} into ${endpoint} failed: ${m.errorDetail?.message ?? m.error}`);
+    if (m.error || m.errorDetail) throw new TarportError('DAEMON', `${op} into the ${service} at ${endpoint} failed: ${m.errorDetail?.message ?? m.error}`);
     const s = (m.stream ?? m.status ?? '').trim();
     if (s) out.push(s);
   }

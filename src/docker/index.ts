@@ -1,1 +1,0 @@
-export { DockerClient, chainIds, type DockerApi, type ImageStore } from './client.js';

@@ -1,0 +1,72 @@
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import type { Readable } from 'node:stream';
+import { TarportError } from '../../errors.js';
+
+export interface CtrOptions {
+  /** containerd's gRPC socket (ctr -a). */
+  readonly socket: string;
+  /** The namespace images go into (ctr -n); kubelet, k3s and RKE2 read k8s.io. */
+  readonly namespace: string;
+  /** The ctr binary; `ctr` on PATH by default. */
+  readonly ctr?: string;
+  /** The snapshotter to unpack into; empty: containerd's default (or CONTAINERD_SNAPSHOTTER). */
+  readonly snapshotter?: string;
+}
+
+/** How long a ctr call that only reads metadata may take, and an import after its input ended. */
+export const CTR_QUERY_TIMEOUT_MS = 60_000;
+export const CTR_IMPORT_TAIL_TIMEOUT_MS = 600_000;
+
+/**
+ * Runs `ctr -a SOCKET -n NAMESPACE ARGS…` and returns its stdout. A non-zero exit fails with ctr's
+ * own last lines of stderr. With `input`, the stream is ctr's stdin; the bound on the call then
+ * starts when the input has ended (an import takes as long as its input takes to arrive).
+ */
+export function ctr(o: CtrOptions, args: readonly string[], opts: { input?: Readable; signal?: AbortSignal; timeoutMs?: number } = {}): Promise<string> {
+  const bin = o.ctr ?? 'ctr';
+  const full = ['-a', o.socket, '-n', o.namespace, ...args];
+  const what = `ctr ${args.slice(0, 2).join(' ')} (containerd at ${o.socket}, namespace ${o.namespace})`;
+  // ctr waits up to its dial timeout for a socket that is not there: say so at once
+  if (!existsSync(o.socket)) return Promise.reject(new TarportError('DAEMON', `${what}: no socket at ${o.socket}: is containerd running, and is --containerd-socket right?`));
+  return new Promise((resolve, reject) => {
+    const child = spawn(bin, full, { stdio: [opts.input ? 'pipe' : 'ignore', 'pipe', 'pipe'], ...(opts.signal ? { signal: opts.signal } : {}) });
+    let out = '';
+    let err = '';
+    let inputError: Error | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const arm = (ms: number) => {
+      timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new TarportError('DAEMON', `${what} did not finish within ${Math.round(ms / 1000)} s`, { retryable: true }));
+      }, ms);
+    };
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      if (e.code === 'ENOENT') reject(new TarportError('CONFIG', `${bin} not found: the containerd runtime drives containerd's own ctr; install containerd (it ships ctr) or pass --ctr PATH`));
+      else if (e.name === 'AbortError') reject(new TarportError('ABORTED', `${what}: cancelled`));
+      else reject(new TarportError('DAEMON', `${what}: ${e.message}`, { cause: e }));
+    });
+    child.on('close', (code, sig) => {
+      clearTimeout(timer);
+      if (inputError) return reject(inputError);
+      if (code === 0) return resolve(out);
+      const last = err.trim().split('\n').slice(-3).join(' | ');
+      // a missing socket is the usual cause of a failure on the first call: say so
+      const hint = existsSync(o.socket) ? '' : `; no socket at ${o.socket}: is containerd running, and is --containerd-socket right?`;
+      reject(new TarportError('DAEMON', `${what} failed (${sig ?? `exit ${code}`}): ${last}${hint}`));
+    });
+    if (opts.input) {
+      const input = opts.input;
+      input.on('error', (e) => {
+        inputError = e;
+        child.kill('SIGKILL');
+      });
+      input.on('end', () => arm(opts.timeoutMs ?? CTR_IMPORT_TAIL_TIMEOUT_MS));
+      child.stdin!.on('error', () => undefined); // ctr exiting early shows as its exit status
+      input.pipe(child.stdin!);
+    } else arm(opts.timeoutMs ?? CTR_QUERY_TIMEOUT_MS);
+  });
+}

@@ -1,0 +1,2 @@
+export { ContainerdRuntime, parsePlatform } from './runtime.js';
+export { ctr, type CtrOptions } from './ctr.js';

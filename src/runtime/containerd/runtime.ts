@@ -1,0 +1,104 @@
+import type { Readable } from 'node:stream';
+import { TarportError } from '../../errors.js';
+import type { ExpectedImage, ImageName, LoadPlan, Platform, Runtime } from '../types.js';
+import { ctr, type CtrOptions } from './ctr.js';
+
+/** One row of `ctr images ls`: the name and the digest of its target (the image ID tarport records). */
+interface ImageRow {
+  readonly name: string;
+  readonly digest: string;
+}
+
+/**
+ * containerd directly, driven through its own client `ctr` (shipped with every containerd): no
+ * gRPC code generation, and what tarport does is what an operator would type. Loads are OCI image
+ * layouts with uncompressed layers, so a layer's blob digest is its diff ID and any layer whose blob
+ * the content store already holds is left out of the archive; containerd's importer takes the
+ * manifest's other blobs from the content store (measured with containerd 1.6, docs/consumer.md).
+ */
+export class ContainerdRuntime implements Runtime {
+  readonly kind = 'containerd' as const;
+
+  constructor(private readonly o: CtrOptions) {}
+
+  get endpoint(): string {
+    return `${this.o.socket} (namespace ${this.o.namespace})`;
+  }
+
+  /** The platform of containerd's runtime plugin (`ctr plugins ls`: linux/amd64, linux/arm64/v8). */
+  async platform(signal?: AbortSignal): Promise<Platform> {
+    const rows = (await ctr(this.o, ['plugins', 'ls'], { signal })).split('\n').slice(1).map((l) => l.trim().split(/\s+/));
+    const withPlatform = rows.filter((r) => r.length >= 4 && r[2] !== '-' && r[2]!.includes('/'));
+    const row = withPlatform.find((r) => r[0]!.startsWith('io.containerd.runtime')) ?? withPlatform[0];
+    if (!row) throw new TarportError('DAEMON', `containerd at ${this.endpoint}: ctr plugins ls names no platform`);
+    return parsePlatform(row[2]!.split(',')[0]!);
+  }
+
+  async plan(diffIds: readonly string[], signal?: AbortSignal): Promise<LoadPlan> {
+    const have = new Set((await ctr(this.o, ['content', 'ls', '-q'], { signal })).split('\n').map((l) => l.trim()));
+    return { format: 'oci-layout', omit: new Set(diffIds.filter((d) => have.has(d))), thin: true, qualifiedNames: true };
+  }
+
+  async load(archive: Readable, _name: ImageName, signal?: AbortSignal): Promise<void> {
+    await ctr(this.o, ['images', 'import', ...(this.o.snapshotter ? ['--snapshotter', this.o.snapshotter] : []), '-'], { input: archive, signal });
+  }
+
+  /**
+   * containerd has no import of a root file system: the consumer hands it an OCI layout of one
+   * layer (see consumer/pull.ts), so this is a load.
+   */
+  async importRootfs(rootfs: Readable, name: ImageName, signal?: AbortSignal): Promise<string> {
+    await this.load(rootfs, name, signal);
+    const id = await this.imageId(name, signal);
+    if (!id) throw new TarportError('DAEMON', `${name.qualified}: containerd at ${this.endpoint} has no such image after the import`);
+    return id;
+  }
+
+  private async images(signal?: AbortSignal): Promise<ImageRow[]> {
+    const lines = (await ctr(this.o, ['images', 'ls'], { signal })).split('\n').slice(1);
+    return lines.map((l) => l.trim().split(/\s+/)).filter((c) => c.length >= 3 && c[2]!.startsWith('sha256:')).map((c) => ({ name: c[0]!, digest: c[2]! }));
+  }
+
+  async imageId(name: ImageName, signal?: AbortSignal): Promise<string | undefined> {
+    return (await this.images(signal)).find((r) => r.name === name.qualified)?.digest;
+  }
+
+  /**
+   * The name points at the manifest the load archive carried (content-addressed: it names the
+   * release's config and layers) or, without one, at a manifest whose config is the release's; every
+   * blob is there, and it is unpacked.
+   */
+  async verify(expected: ExpectedImage, signal?: AbortSignal): Promise<string> {
+    const ref = expected.name.qualified;
+    // `ctr images check`: REF TYPE DIGEST STATUS SIZE UNPACKED, STATUS "complete (n/n)"
+    const row = (await ctr(this.o, ['images', 'check', `name==${ref}`], { signal })).split('\n').slice(1).find((l) => l.startsWith(ref + ' '));
+    const cols = row?.trim().split(/\s+/) ?? [];
+    const id = cols[2];
+    if (!row || !id?.startsWith('sha256:')) throw new TarportError('DAEMON', `${ref}: after the import containerd at ${this.endpoint} has no image under this name`);
+    if (expected.manifestDigest !== undefined && id !== expected.manifestDigest) {
+      throw new TarportError('DAEMON', `${ref}: after the import containerd's name points at ${id}, not at the manifest ${expected.manifestDigest} that was imported`);
+    }
+    if (expected.manifestDigest === undefined) {
+      const manifest = JSON.parse(await ctr(this.o, ['content', 'get', id], { signal })) as { config?: { digest?: string } };
+      if (manifest.config?.digest !== expected.configDigest) {
+        throw new TarportError('DAEMON', `${ref}: after the import containerd's image ${id} has config ${manifest.config?.digest ?? 'none'}, expected ${expected.configDigest}`);
+      }
+    }
+    if (!row || !row.includes(' complete ')) throw new TarportError('DAEMON', `${ref}: containerd at ${this.endpoint} says its content is incomplete: ${row?.trim() ?? 'not listed by ctr images check'}`);
+    if (cols.at(-1) !== 'true') throw new TarportError('DAEMON', `${ref}: containerd at ${this.endpoint} holds the image but did not unpack it (${row.trim()})`);
+    return id;
+  }
+
+  async removeImage(id: string, signal?: AbortSignal): Promise<boolean> {
+    const names = (await this.images(signal)).filter((r) => r.digest === id).map((r) => r.name);
+    if (names.length === 0) return false;
+    await ctr(this.o, ['images', 'rm', ...names], { signal });
+    return true;
+  }
+}
+
+export function parsePlatform(s: string): Platform {
+  const [os, architecture, variant] = s.split('/');
+  if (!os || !architecture) throw new TarportError('DAEMON', `not a platform: ${JSON.stringify(s)}`);
+  return { os, architecture, ...(variant ? { variant } : {}) };
+}

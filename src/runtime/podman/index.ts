@@ -1,0 +1,1 @@
+export { PodmanRuntime } from './runtime.js';

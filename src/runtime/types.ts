@@ -1,0 +1,109 @@
+import { createHash } from 'node:crypto';
+import type { Readable } from 'node:stream';
+
+/** The runtimes tarport loads into; `auto` picks Docker as before (see cli/runtime). */
+export type RuntimeKind = 'docker' | 'containerd' | 'podman';
+
+/** An OCI platform as the runtime reports it (GOOS/GOARCH names, e.g. linux/arm64/v8). */
+export interface Platform {
+  readonly os: string;
+  readonly architecture: string;
+  readonly variant?: string;
+}
+
+export function formatPlatform(p: Platform): string {
+  return [p.os, p.architecture, ...(p.variant ? [p.variant] : [])].join('/');
+}
+
+/**
+ * The archive shape a runtime's load accepts: `docker-save` is the legacy `docker save` layout
+ * (manifest.json), `oci-layout` an OCI image layout (index.json, blobs/sha256/).
+ */
+export type LoadFormat = 'docker-save' | 'oci-layout';
+
+/** How the consumer builds the load archive of one image for this runtime. */
+export interface LoadPlan {
+  readonly format: LoadFormat;
+  /** Diff IDs whose layer the archive may leave out: the runtime has them already. */
+  readonly omit: ReadonlySet<string>;
+  /**
+   * True when the runtime can take thin archives (it keeps what it loaded and reuses it): the
+   * consumer's cache then need not keep layers. False: every load carries every layer, so the
+   * cache keeps them, and an update need not fetch them again.
+   */
+  readonly thin: boolean;
+  /**
+   * True when the archive must name the image in the qualified form: Podman reads a familiar
+   * `team/app:1` in a docker-save archive as `localhost/team/app:1`, another image than Docker's.
+   */
+  readonly qualifiedNames: boolean;
+}
+
+/**
+ * One image name in both of Docker's spellings: `familiar` (`app:1`, `team/app:1`, what Docker
+ * shows and the repository stores) and `qualified` (`docker.io/library/app:1`, what containerd,
+ * kubelet and Podman store).
+ */
+export interface ImageName {
+  readonly familiar: string;
+  readonly qualified: string;
+}
+
+/** What the consumer expects to find after a load. */
+export interface ExpectedImage {
+  readonly name: ImageName;
+  /** The config digest: the image ID on Docker's classic store and Podman. */
+  readonly configDigest: string;
+  readonly diffIds: readonly string[];
+  /** The digest of the manifest an OCI-layout load archive carried (it names the config and layers). */
+  readonly manifestDigest?: string;
+}
+
+/**
+ * The local container runtime, one implementation per folder (docker/, containerd/, podman/).
+ * The consumer talks to this interface only.
+ */
+export interface Runtime {
+  readonly kind: RuntimeKind;
+  /** Where it answers (a socket or URL), for messages. */
+  readonly endpoint: string;
+  /** The platform images must be built for to run here. */
+  platform(signal?: AbortSignal): Promise<Platform>;
+  /** Which layers an archive of an image with these diff IDs may leave out, and in which shape. */
+  plan(diffIds: readonly string[], signal?: AbortSignal): Promise<LoadPlan>;
+  /** Loads an archive of the planned shape that holds the image `name`. */
+  load(archive: Readable, name: ImageName, signal?: AbortSignal): Promise<void>;
+  /** Imports a root file system tar under `name`; returns the image ID. */
+  importRootfs(rootfs: Readable, name: ImageName, signal?: AbortSignal): Promise<string>;
+  /** The ID of the image under `name`, or undefined when there is none. */
+  imageId(name: ImageName, signal?: AbortSignal): Promise<string | undefined>;
+  /**
+   * Checks that the image arrived whole: it exists under its name, its config is the expected one,
+   * and it is usable (unpacked). Throws a DAEMON error naming what is wrong; returns the image ID.
+   */
+  verify(expected: ExpectedImage, signal?: AbortSignal): Promise<string>;
+  /** Removes an image by ID; resolves with false when there was no such image. */
+  removeImage(id: string, signal?: AbortSignal): Promise<boolean>;
+}
+
+/** The chain ID of each prefix of a list of diff IDs (OCI image spec). */
+export function chainIds(diffIds: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const d of diffIds) {
+    const prev = out.at(-1);
+    out.push(prev === undefined ? d : 'sha256:' + createHash('sha256').update(`${prev} ${d}`).digest('hex'));
+  }
+  return out;
+}
+
+/** GOARCH and variant from a kernel's machine name (uname -m), for runtimes that report only that. */
+export function platformOfMachine(os: string, machine: string): Platform {
+  const m = machine.toLowerCase();
+  const table: Record<string, [string, string?]> = {
+    x86_64: ['amd64'], amd64: ['amd64'], aarch64: ['arm64', 'v8'], arm64: ['arm64', 'v8'],
+    armv7l: ['arm', 'v7'], armv6l: ['arm', 'v6'], armv5tel: ['arm', 'v5'], i386: ['386'], i686: ['386'],
+    ppc64le: ['ppc64le'], s390x: ['s390x'], riscv64: ['riscv64'], mips64: ['mips64'], loongarch64: ['loong64'],
+  };
+  const [architecture, variant] = table[m] ?? [m];
+  return { os: os.toLowerCase(), architecture, ...(variant ? { variant } : {}) };
+}

@@ -1,0 +1,119 @@
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { fixture, realEnv, tarport, tempDir } from '../helpers.js';
+
+// Releases load into containerd (driven through ctr) and into Podman (through its API service),
+// the real daemons scripts/test starts beside the two dockerds.
+
+const run = promisify(execFile);
+realEnv();
+
+function need(name: string): string {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set: run the suite through scripts/test (it starts containerd and Podman's API service)`);
+  return v;
+}
+
+const sock = need('TP_CONTAINERD_SOCK');
+const podmanSock = need('TP_PODMAN_SOCK');
+const podmanArgs = need('TP_PODMAN_ARGS').split(' ');
+const podmanEnv = { ...process.env, CONTAINERS_CONF: need('TP_CONTAINERS_CONF') };
+const NS = 'k8s.io';
+
+async function ctr(...args: string[]): Promise<string> {
+  return (await run('ctr', ['-a', sock, '-n', NS, ...args], { maxBuffer: 16 << 20, timeout: 120_000 })).stdout;
+}
+
+async function podman(...args: string[]): Promise<string> {
+  return (await run('podman', [...podmanArgs, ...args], { env: podmanEnv, maxBuffer: 16 << 20, timeout: 120_000 })).stdout.trim();
+}
+
+/** A pull as a user types it, with the --json document parsed. */
+async function pullJson(args: string[]): Promise<{ code: number; stderr: string; doc: { bytesFetched: number; loaded: { ref: string; imageId: string }[] } }> {
+  const r = await tarport(['pull', '--json', ...args]);
+  return { code: r.code, stderr: r.stderr, doc: JSON.parse(r.stdout || '{}') };
+}
+
+describe('containerd: --runtime containerd through ctr', () => {
+  let repo: string;
+  let state: string;
+  const flags = () => ['--from', repo, '--state', state, '--runtime', 'containerd', '--containerd-socket', sock];
+
+  beforeAll(async () => {
+    for (const name of (await ctr('images', 'ls', '-q')).split('\n').filter((n) => n.includes('tarport-fixture/'))) await ctr('images', 'rm', name);
+    repo = join(await tempDir(), 'repo');
+    state = await tempDir();
+    expect((await tarport(['push', fixture('app-v1.tar'), '--to', repo])).code).toBe(0);
+  });
+
+  it('a release loads into the k8s.io namespace under its qualified name, complete and unpacked, and runs', async () => {
+    const p = await pullJson(flags());
+    expect(p.stderr).toMatch(/loaded tarport-fixture\/app:1 v1 as sha256:[0-9a-f]{12} into containerd \(linux\/[a-z0-9]+/);
+    expect(p.code).toBe(0);
+    const check = await ctr('images', 'check', 'name==docker.io/tarport-fixture/app:1');
+    expect(check).toContain('complete (5/5)');
+    expect(check.trim().split(/\s+/).at(-1)).toBe('true');
+    // the ID tarport records is the manifest containerd holds for the name
+    expect(check).toContain(p.doc.loaded[0]!.imageId);
+    const out = await ctr('run', '--rm', 'docker.io/tarport-fixture/app:1', `tarport-test-${process.pid}`, '/bin/cat', '/app/hello.txt');
+    expect(out.trim()).toBe('hello from v1');
+  });
+
+  it('an update reads only the new layer from the repository, and its archive leaves out what the content store has', async () => {
+    expect((await tarport(['push', fixture('app-v2.tar'), '--to', repo])).code).toBe(0);
+    const p = await pullJson([...flags(), 'tarport-fixture/app:2']);
+    expect(p.code).toBe(0);
+    expect(p.stderr).toContain('loading tarport-fixture/app:2 v1: 5 layer(s), 4 already in the daemon');
+    // the new layer (a 14-byte file in a tar) and the config: a few KiB, not the 12 MiB base
+    expect(p.doc.bytesFetched).toBeGreaterThan(0);
+    expect(p.doc.bytesFetched).toBeLessThan(16 * 1024);
+    const out = await ctr('run', '--rm', 'docker.io/tarport-fixture/app:2', `tarport-test2-${process.pid}`, '/bin/cat', '/app/v2.txt');
+    expect(out.trim()).toBe('hello from v2');
+  });
+
+  it('a second pull finds the image there and loads nothing', async () => {
+    const p = await pullJson(flags());
+    expect(p.code).toBe(0);
+    expect(p.doc.loaded).toEqual([]);
+  });
+
+  it('an export release (a root file system) becomes a one-layer image and runs', async () => {
+    const exp = join(await tempDir(), 'repo');
+    expect((await tarport(['push', fixture('app-export.tar'), '--to', exp, '--name', 'tarport-fixture/exported:1'])).code).toBe(0);
+    const p = await pullJson(['--from', exp, '--state', await tempDir(), '--runtime', 'containerd', '--containerd-socket', sock]);
+    expect(p.code).toBe(0);
+    expect(p.doc.loaded.map((l) => l.ref)).toEqual(['tarport-fixture/exported:1']);
+    const out = await ctr('run', '--rm', 'docker.io/tarport-fixture/exported:1', `tarport-test3-${process.pid}`, '/bin/cat', '/app/hello.txt');
+    expect(out.trim()).toBe('hello from v1');
+  });
+
+  it('a containerd that does not answer fails with the socket named, exit 1', async () => {
+    const r = await tarport(['pull', '--from', repo, '--state', await tempDir(), '--runtime', 'containerd', '--containerd-socket', '/nonexistent/containerd.sock']);
+    expect(r.stderr).toContain('no socket at /nonexistent/containerd.sock');
+    expect(r.code).toBe(1);
+  });
+});
+
+describe('Podman: --runtime podman through its API service', () => {
+  let repo: string;
+  let state: string;
+
+  beforeAll(async () => {
+    const ids = (await podman('images', '-q')).split('\n').filter(Boolean);
+    if (ids.length > 0) await podman('rmi', '-f', ...new Set(ids));
+    repo = join(await tempDir(), 'repo');
+    state = await tempDir();
+    expect((await tarport(['push', fixture('app-v1.tar'), fixture('app-v2.tar'), '--to', repo])).code).toBe(0);
+  });
+
+  it('releases load under Docker Hub names with the config digest as ID, and run', async () => {
+    const p = await pullJson(['--from', repo, '--state', state, '--runtime', 'podman', '--podman-socket', podmanSock]);
+    expect(p.code).toBe(0);
+    expect(p.stderr).toMatch(/loaded tarport-fixture\/app:2 v1 as sha256:[0-9a-f]{12} into podman \(linux\//);
+    const ids = await podman('images', '--no-trunc', '--format', '{{.Repository}}:{{.Tag}} {{.ID}}');
+    for (const l of p.doc.loaded) expect(ids).toContain(`docker.io/${l.ref} ${l.imageId}`);
+    expect(await podman('run', '--rm', '--network', 'none', 'tarport-fixture/app:2')).toBe('hello from v2');
+  });
+});

@@ -1,0 +1,56 @@
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import * as tar from 'tar-stream';
+import { describe, expect, it } from 'vitest';
+import { writeOciLoadArchive } from '../../src/archive/index.js';
+
+const sha = (b: Buffer) => 'sha256:' + createHash('sha256').update(b).digest('hex');
+
+async function entries(stream: Readable, out: [string, Buffer][] = []): Promise<[string, Buffer][]> {
+  const ex = tar.extract();
+  const done = (async () => {
+    for await (const e of ex) {
+      const chunks: Buffer[] = [];
+      for await (const c of e) chunks.push(c as Buffer);
+      out.push([e.header.name, Buffer.concat(chunks)]);
+    }
+  })();
+  await Promise.all([pipeline(stream, ex), done]);
+  return out;
+}
+
+describe('OCI-layout load archive (containerd)', () => {
+  const l1 = Buffer.from('layer one');
+  const l2 = Buffer.from('layer two, new');
+  const config = Buffer.from(JSON.stringify({ rootfs: { type: 'layers', diff_ids: [sha(l1), sha(l2)] } }));
+  const spec = {
+    configDigest: sha(config),
+    config,
+    imageName: 'docker.io/library/app:2',
+    tag: '2',
+    layers: [{ diffId: sha(l1), size: l1.length }, { diffId: sha(l2), size: l2.length }],
+    // the runtime has layer one: only layer two is in the archive
+    files: [{ name: `blobs/sha256/${sha(l2).slice(7)}`, size: l2.length, open: async () => Readable.from([l2]) }],
+  };
+
+  it('names every layer in its manifest, carries only the missing blobs, and ends with index.json', async () => {
+    const { stream, manifestDigest } = writeOciLoadArchive(spec);
+    const got = await entries(stream);
+    expect(got.map(([n]) => n)).toEqual(['oci-layout', `blobs/sha256/${spec.configDigest.slice(7)}`, `blobs/sha256/${manifestDigest.slice(7)}`, `blobs/sha256/${sha(l2).slice(7)}`, 'index.json']);
+    const files = new Map(got);
+    const manifest = files.get(`blobs/sha256/${manifestDigest.slice(7)}`)!;
+    expect(sha(manifest)).toBe(manifestDigest);
+    expect(JSON.parse(manifest.toString()).layers.map((l: { digest: string }) => l.digest)).toEqual([sha(l1), sha(l2)]);
+    const index = JSON.parse(files.get('index.json')!.toString());
+    expect(index.manifests[0].annotations['io.containerd.image.name']).toBe('docker.io/library/app:2');
+    expect(index.manifests[0].digest).toBe(manifestDigest);
+  });
+
+  it('a layer shorter than declared fails the stream before index.json', async () => {
+    const bad = { ...spec, files: [{ ...spec.files[0]!, open: async () => Readable.from([l2.subarray(0, 3)]) }] };
+    const seen: [string, Buffer][] = [];
+    await expect(entries(writeOciLoadArchive(bad).stream, seen)).rejects.toThrow(/3 bytes, expected 14/);
+    expect(seen.map(([n]) => n)).not.toContain('index.json');
+  });
+});
