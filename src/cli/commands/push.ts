@@ -4,9 +4,10 @@ import { TarportError } from '../../errors.js';
 import { publishArchive, type PublishResult } from '../../producer/index.js';
 import { parseRef } from '../../repo/index.js';
 import { openRepository, signerFrom, type ConnectionFlags, parseDuration, type Context } from '../context.js';
-import { humanBytes } from '../output.js';
+import { humanBytes, type ErrorDocument } from '../output.js';
+import { openMetrics, type MetricsFlags } from '../metrics.js';
 
-export interface PushFlags extends ConnectionFlags {
+export interface PushFlags extends ConnectionFlags, MetricsFlags {
   signKey?: string;
   signKeyPassphraseFile?: string;
   encryptTo?: string[];
@@ -30,8 +31,9 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
   const sign = await signerFrom(flags);
   const encryptTo = flags.encryptTo?.length ? await loadRecipients(flags.encryptTo) : undefined;
   const repo = await openRepository(flags.to, '--to', flags);
+  const sink = await openMetrics(flags, (e) => ctx.out.warn(`metrics not written: ${(e as Error).message}`));
   const results: PublishResult[] = [];
-  const failures: { archive: string; error: unknown }[] = [];
+  const failures: { archive: string; error: ErrorDocument }[] = [];
   let code = 0;
   try {
     for (const a of archives) {
@@ -48,12 +50,14 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
       } catch (e) {
         // one bad archive does not stop the others; the exit code reports the first fault
         if (ctx.signal.aborted) throw e;
-        const c = ctx.out.error(e);
-        code ||= c;
-        failures.push({ archive: a, error: e instanceof Error ? e.message : String(e) });
+        const { exitCode, error } = ctx.out.failure(e);
+        sink.metrics.failure(error.code);
+        code ||= exitCode;
+        failures.push({ archive: a, error });
         continue;
       }
       results.push(r);
+      sink.metrics.observeWatch({ kind: 'published', file: a, releases: r.releases.map((x) => ({ ref: `${x.name}:${x.tag}`, version: x.version, status: x.status })), uploadedBytes: r.uploadedBytes });
       for (const rel of r.releases) {
         ctx.out.info(
           rel.status === 'published'
@@ -64,6 +68,8 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
       ctx.out.info(`  ${r.uploadedObjects} new object(s), ${humanBytes(r.uploadedBytes)} uploaded`);
     }
   } finally {
+    sink.metrics.finished(code === 0 && !ctx.signal.aborted);
+    await sink.close();
     await repo.transport.close();
   }
   ctx.out.document({ pushed: results, failed: failures, transport: repo.counters });
