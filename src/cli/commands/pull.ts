@@ -4,6 +4,7 @@ import { DockerClient } from '../../docker/index.js';
 import { TarportError, isTarportError, type ErrorCode } from '../../errors.js';
 import { exitCodeOf } from '../output.js';
 import { openMetrics, type MetricsFlags } from '../metrics.js';
+import { progressLine } from '../progress.js';
 import { VERSION } from '../../version.js';
 import { validateName, validateTag } from '../../repo/index.js';
 import { defaultStateDir, openRepository, parseDuration, type ConnectionFlags, type Context } from '../context.js';
@@ -54,6 +55,7 @@ export async function pullCommand(ctx: Context, names: string[], flags: PullFlag
   const options = await consumerOptions(names, flags);
   const repo = await openRepository(flags.from, '--from', flags);
   const sink = await openMetrics(flags, (e) => ctx.out.warn(`metrics not written: ${(e as Error).message}`));
+  const progress = await progressLine(ctx.out, 'pull', () => repo.counters.bytesRead);
   let ok = false;
   try {
     // a refused release does not hide the ones that loaded: both go into the one report
@@ -63,6 +65,11 @@ export async function pullCommand(ctx: Context, names: string[], flags: PullFlag
       signal: ctx.signal,
       onEvent: (e) => {
         sink.metrics.observePoll(e);
+        if (e.kind === 'loading') {
+          ctx.out.info(describe(e));
+          return progress.begin(`${e.ref} v${e.version}`);
+        }
+        progress.end();
         if (e.kind === 'warning') ctx.out.warn(e.message);
         else if (e.kind === 'refused') ctx.out.failure(new TarportError(e.code as ErrorCode, `refused ${e.ref} v${e.version}: ${e.message}`));
         else if (e.kind !== 'idle') ctx.out.info(describe(e));
@@ -82,6 +89,7 @@ export async function pullCommand(ctx: Context, names: string[], flags: PullFlag
     sink.metrics.failure(e instanceof TarportError ? e.code : 'INTERNAL');
     throw e;
   } finally {
+    progress.end();
     sink.metrics.finished(ok);
     await sink.close();
     await repo.transport.close();
