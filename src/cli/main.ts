@@ -146,6 +146,11 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
   return program;
 }
 
+/** The command tree alone, for the man page and the shell completions (scripts/gen-manual). */
+export function commandTree(): Command {
+  return build(async () => undefined);
+}
+
 /** Every option of every command: what a config file may set. */
 function allOptions(program: Command): Option[] {
   const out: Option[] = [];
