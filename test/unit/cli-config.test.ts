@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { writeDemoArchives } from '../../src/archive/index.js';
 import { applyConfig, applyEnvBooleans, collect, configSchema, parseEnvBoolean, validateConfig } from '../../src/cli/config.js';
 import { isTarportError } from '../../src/errors.js';
-import { filesBelow, tarport, tempDir } from '../helpers.js';
+import { ROOT, filesBelow, tarport, tempDir } from '../helpers.js';
 
 async function compressionUsed(repo: string): Promise<string> {
   const [rec] = (await filesBelow(join(repo, 'tarport/releases')));
@@ -193,5 +193,30 @@ describe('through the command line', () => {
     const clash = await tarport(['inventory', '--from', repo, '--repo', join(dir, 'other'), '-o', join(dir, 'c.json')]);
     expect(clash.code).toBe(2);
     expect(clash.stderr).toContain('disagree');
+  });
+});
+
+describe('the config examples in the docs', () => {
+  it('every TOML and YAML block of docs/*.md passes the schema', async () => {
+    const { parse: toml } = await import('smol-toml');
+    const { parse: yaml } = await import('yaml');
+    const { commandTree } = await import('../../src/cli/main.js');
+    const all: Option[] = [];
+    const walk = (c: Command) => {
+      all.push(...(c.options as readonly Option[]));
+      c.commands.forEach(walk);
+    };
+    walk(commandTree());
+    const schema = configSchema(all);
+    let blocks = 0;
+    for (const doc of ['operations.md', 'producer.md', 'consumer.md', 'trust.md', 'airgap.md']) {
+      const text = await readFile(join(ROOT, 'docs', doc), 'utf8');
+      for (const m of text.matchAll(/```(toml|yaml)\n([\s\S]*?)```/g)) {
+        blocks++;
+        const data = (m[1] === 'toml' ? toml(m[2]!) : yaml(m[2]!)) as Record<string, unknown>;
+        expect(() => validateConfig(schema, data, `docs/${doc}`)).not.toThrow();
+      }
+    }
+    expect(blocks).toBeGreaterThanOrEqual(4);
   });
 });

@@ -11,7 +11,7 @@ const UNITS = join(ROOT, 'contrib/systemd');
 /** systemd-analyze verify of unit files, with ExecStart pointing at this checkout's tarport. */
 async function verify(files: Record<string, string>): Promise<{ code: number; output: string }> {
   const dir = await tempDir();
-  for (const [name, text] of Object.entries(files)) await writeFile(join(dir, name), text.replaceAll('/usr/bin/tarport', join(ROOT, 'bin/tarport.js')));
+  for (const [name, text] of Object.entries(files)) await writeFile(join(dir, name), text.replaceAll('/usr/local/bin/tarport', join(ROOT, 'bin/tarport.js')));
   try {
     const r = await run('systemd-analyze', ['verify', '--man=no', ...Object.keys(files).map((f) => join(dir, f))], { cwd: dir });
     return { code: 0, output: r.stdout + r.stderr };
@@ -35,7 +35,7 @@ describe('shipped operations files', () => {
     const watch = await readFile(join(UNITS, 'tarport-watch.service'), 'utf8');
     const typo = await verify({ 'tarport-watch.service': watch.replace('Restart=on-failure', 'Restrat=on-failure') });
     expect(typo.output).toContain("Unknown key 'Restrat'");
-    const missing = await verify({ 'tarport-watch.service': watch.replace('/usr/bin/tarport', '/nonexistent/tarport') });
+    const missing = await verify({ 'tarport-watch.service': watch.replace('/usr/local/bin/tarport', '/nonexistent/tarport') });
     expect(missing.code).not.toBe(0);
   });
 
