@@ -144,4 +144,16 @@ describe('log lines', () => {
     expect(jl.find((l) => l.includes('poll failed'))).toMatch(/^<3>poll failed: /);
     expect(jl.at(-1)).toBe('<6>stopped');
   });
+
+  it('the watch agent logs its start line too, and --once with --metrics-file leaves the metrics', async () => {
+    const dir = await tempDir();
+    const { mkdir, readFile } = await import('node:fs/promises');
+    await mkdir(join(dir, 'outbox'));
+    const prom = join(dir, 'watch.prom');
+    const r = await stderrOf(false, '', ['watch', join(dir, 'outbox'), '--once', '--to', join(dir, 'repo'), '--settle', '100ms', '--metrics-file', prom]);
+    expect(r.code).toBe(0);
+    const first = JSON.parse(r.stderr.split('\n')[0]!) as Record<string, unknown>;
+    expect(first).toMatchObject({ level: 'info', event: 'started', agent: 'watch', interval: '100ms', subscriptions: [join(dir, 'outbox')] });
+    expect(await readFile(prom, 'utf8')).toMatch(/^tarport_last_success_timestamp_seconds \d+/m);
+  });
 });

@@ -51,7 +51,10 @@ export async function watchCommand(ctx: Context, dirArg: string, flags: WatchFla
       nameFor: async (p) => fixed ?? (await nameFor(p, rules)),
       publish: (p, name, signal) => publishArchive(repo, p, { compression, catalogTtlMs, signal, ...(name ? { name } : {}), ...(sign ? { sign } : {}), ...(encryptTo ? { encryptTo } : {}) }),
     });
-    return flags.once ? summary.exitCode : 0;
+    if (!flags.once) return 0;
+    // a pass over the folder is a run of its own: its end counts as a poll, a clean one as a success
+    sink.metrics.finished(summary.exitCode === 0);
+    return summary.exitCode;
   } finally {
     await sink.close();
     await repo.transport.close();
