@@ -3,7 +3,7 @@ import { TarportError } from '../errors.js';
 import { VERSION } from '../version.js';
 import { applyConfig, applyEnvBooleans, collect, configSchema, envName, parseEnvBoolean, readConfigFile, validateConfig } from './config.js';
 import type { Context } from './context.js';
-import { Output, EXIT } from './output.js';
+import { Output, EXIT, lineStyle, styleLine } from './output.js';
 
 // Commands are loaded when they run: a consumer's cron line should not pay for OpenPGP, SSH and
 // FTP modules it does not use (start-up time counts in every poll and pull).
@@ -33,6 +33,8 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
     .addOption(opt('--json', 'machine-readable output on stdout'))
     .addOption(opt('-q, --quiet', 'only errors on stderr'))
     .showHelpAfterError()
+    // commander's own error lines get the same marks as ours (journald priority, or the time)
+    .configureOutput({ outputError: (str, write) => write(styleLine(lineStyle(), 'error', str.trimEnd())) })
     .exitOverride();
 
   const producerFlags = (cmd: Command) =>

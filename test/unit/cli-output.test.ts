@@ -125,6 +125,9 @@ describe('log lines', () => {
     expect(journal.stderr).toMatch(/^<3>tarport: error: .*holds no catalog/);
     const cron = await stderrOf(false, '', args);
     expect(cron.stderr).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z tarport: error: .*holds no catalog/);
+    const usage = await stderrOf(true, '', ['push']);
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toMatch(/^<3>error: missing required argument 'archive'\n/);
   });
 
   it('the poll agent logs a start line and level names; under systemd, priorities', async () => {
