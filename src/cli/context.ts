@@ -6,6 +6,7 @@ import { Repository } from '../repo/index.js';
 import { readFile } from 'node:fs/promises';
 import { CountingTransport, openTransport, parseLocation, type TransportCounters, type TransportOptions } from '../transport/index.js';
 import type { Output } from './output.js';
+import { envName } from './config.js';
 
 /** What every command gets: output, cancellation. */
 export interface Context {
@@ -83,4 +84,17 @@ export async function signerFrom(flags: { signKey?: string; signKeyPassphraseFil
   }
   const key = await loadSigningKey(flags.signKey, passphrase);
   return (data) => signDetached(data, key);
+}
+
+/**
+ * A flag under its new name or its deprecated one (docs/cli.md keeps the old one working): the old one
+ * says so on stderr; both at once with different values is a usage error.
+ */
+export function deprecatedAlias(ctx: Context, current: { name: string; value: string | undefined }, old: { name: string; env: string; value: string | undefined }): string | undefined {
+  if (old.value === undefined) return current.value;
+  if (current.value !== undefined && current.value !== old.value) {
+    throw new TarportError('USAGE', `${current.name} ${JSON.stringify(current.value)} and ${old.name} ${JSON.stringify(old.value)} disagree; ${old.name} is the deprecated name of ${current.name}: give only ${current.name}`);
+  }
+  ctx.out.warn(`${old.name} (and ${old.env}) is deprecated: use ${current.name} (${envName(current.name)}), which means the same thing for every command`);
+  return old.value;
 }

@@ -1,25 +1,45 @@
 import type { PollEvent } from '../consumer/index.js';
 import type { WatchEvent } from '../producer/index.js';
-import { humanBytes } from './output.js';
+import { humanBytes, styleLine, type Level, type LineStyle, type Output } from './output.js';
 
-type Level = 'debug' | 'info' | 'warn' | 'error';
+/** The first line an agent logs: what runs, against what, how often, for what. */
+export interface StartEvent {
+  kind: 'started';
+  agent: 'poll' | 'watch';
+  version: string;
+  repository: string;
+  /** poll: time between polls; watch: the settle time. */
+  interval: string;
+  /** poll: NAME[:TAG] followed (empty: everything); watch: the folder. */
+  subscriptions: string[];
+}
+
+export function describeStart(e: StartEvent): string {
+  const what = e.agent === 'poll' ? `following ${e.subscriptions.length ? e.subscriptions.join(', ') : 'everything'}` : `watching ${e.subscriptions.join(', ')}`;
+  return `tarport ${e.version} ${e.agent} started: repository ${e.repository}, ${e.agent === 'poll' ? 'every' : 'settle'} ${e.interval}, ${what}`;
+}
 
 /**
- * Where agent events go: with --json one JSON object per event on stdout; otherwise a line a person
- * reads on a terminal, or pino's JSON log lines on stderr when stderr is not a terminal (journald,
- * files, log shippers).
+ * Where agent events go: with --json one JSON object per event on stdout (a line each); on a
+ * terminal a line a person reads; under systemd the same line with its journald priority; elsewhere
+ * (files, log shippers) pino's JSON lines with the level's name and an ISO time.
  */
-export async function eventPrinter<E extends { kind: string }>(json: boolean, quiet: boolean, text: (e: E) => string, levelOf: (e: E) => Level): Promise<(e: E) => void> {
-  if (json) return (e) => process.stdout.write(JSON.stringify({ time: new Date().toISOString(), ...e }) + '\n');
-  if (!process.stderr.isTTY) {
+export async function eventPrinter<E extends { kind: string }>(out: Output, text: (e: E) => string, levelOf: (e: E) => Level): Promise<(e: E | StartEvent) => void> {
+  const textOf = (e: E | StartEvent) => (e.kind === 'started' ? describeStart(e as StartEvent) : text(e as E));
+  const levelOfAny = (e: E | StartEvent): Level => (e.kind === 'started' ? 'info' : levelOf(e as E));
+  if (out.json) return (e) => process.stdout.write(JSON.stringify({ time: new Date().toISOString(), ...e }) + '\n');
+  if (out.style === 'timestamped') {
     const { default: pino } = await import('pino');
-    const log = pino({ base: undefined, level: quiet ? 'warn' : 'info' }, pino.destination(2));
-    return (e) => log[levelOf(e)]({ event: e.kind, ...e, kind: undefined } as Record<string, unknown>, text(e));
+    const log = pino(
+      { base: undefined, level: out.quiet ? 'warn' : 'info', timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } },
+      pino.destination({ fd: 2, sync: true }),
+    );
+    return (e) => log[levelOfAny(e)]({ event: e.kind, ...e, kind: undefined } as Record<string, unknown>, textOf(e));
   }
   return (e) => {
-    const level = levelOf(e);
-    if (level === 'debug' || (quiet && level === 'info')) return;
-    process.stderr.write(text(e) + '\n');
+    const level = levelOfAny(e);
+    if (level === 'debug' || (out.quiet && level === 'info')) return;
+    process.stderr.write(styleLine(out.style as LineStyle, level, textOf(e)));
   };
 }
 

@@ -1,9 +1,9 @@
 import { Command, CommanderError, Option } from 'commander';
 import { TarportError } from '../errors.js';
 import { VERSION } from '../version.js';
-import { applyConfig, configKey, envName, readConfigFile } from './config.js';
+import { applyConfig, applyEnvBooleans, collect, configSchema, envName, parseEnvBoolean, readConfigFile, validateConfig } from './config.js';
 import type { Context } from './context.js';
-import { Output, EXIT } from './output.js';
+import { Output, EXIT, lineStyle, styleLine } from './output.js';
 
 // Commands are loaded when they run: a consumer's cron line should not pay for OpenPGP, SSH and
 // FTP modules it does not use (start-up time counts in every poll and pull).
@@ -14,8 +14,6 @@ function opt(flags: string, description: string): Option {
   if (o.long) o.env(envName(o.long));
   return o;
 }
-
-const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 /** The flags of every command that takes a repository URL. */
 function withConnection(cmd: Command): Command {
@@ -35,6 +33,8 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
     .addOption(opt('--json', 'machine-readable output on stdout'))
     .addOption(opt('-q, --quiet', 'only errors on stderr'))
     .showHelpAfterError()
+    // commander's own error lines get the same marks as ours (journald priority, or the time)
+    .configureOutput({ outputError: (str, write) => write(styleLine(lineStyle(), 'error', str.trimEnd())) })
     .exitOverride();
 
   const producerFlags = (cmd: Command) =>
@@ -45,7 +45,8 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
       .addOption(opt('--catalog-ttl <duration>', 'how long the catalog stays valid (consumers refuse it after)').default('90d'))
       .addOption(opt('--sign-key <file>', 'sign each release record and the catalog with this OpenPGP private key'))
       .addOption(opt('--sign-key-passphrase-file <file>', "the signing key's passphrase (or set TARPORT_SIGN_KEY_PASSPHRASE)"))
-      .addOption(opt('--encrypt-to <keyfile>', 'encrypt layers and configs to this OpenPGP public key (repeatable)').argParser(collect));
+      .addOption(opt('--encrypt-to <keyfile>', 'encrypt layers and configs to this OpenPGP public key (repeatable)').argParser(collect))
+      .addOption(opt('--metrics-file <file>', "write Prometheus metrics to FILE (node_exporter's textfile collector), atomically"));
 
   producerFlags(program.command('push').description('publish docker save / docker export archives (plain, .gz or .zst)').argument('<archive...>', 'archives to publish')).action(
     (archives: string[], _f, cmd: Command) => run(async (ctx) => (await import('./commands/push.js')).pushCommand(ctx, archives, cmd.opts())),
@@ -57,6 +58,7 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
     .addOption(opt('--give-up <duration>', 'an archive that stays incomplete this long goes to failed/').default('10m'))
     .addOption(opt('--name-map <rule>', 'name files without tags: PATTERN=NAME:TAG, e.g. app-{version}.tar=app:{version} (repeatable)').argParser(collect))
     .addOption(opt('--remove-done', 'remove published files instead of moving them to done/'))
+    .addOption(opt('--metrics-listen <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (loopback only)'))
     .action((dir: string, _f, cmd: Command) => run(async (ctx) => (await import('./commands/watch.js')).watchCommand(ctx, dir, cmd.opts())));
 
   const consumerFlags = (cmd: Command) =>
@@ -74,7 +76,8 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
       .addOption(opt('--containerd-socket <path>', "containerd's socket (--runtime containerd)").default('/run/containerd/containerd.sock'))
       .addOption(opt('--namespace <ns>', 'containerd namespace to load into (k8s.io: kubelet, k3s and RKE2 see the image)').default('k8s.io'))
       .addOption(opt('--snapshotter <name>', "containerd snapshotter to unpack into (default: containerd's own, or CONTAINERD_SNAPSHOTTER)"))
-      .addOption(opt('--podman-socket <url>', "Podman's API socket (--runtime podman; default: the root or rootless service's socket)"));
+      .addOption(opt('--podman-socket <url>', "Podman's API socket (--runtime podman; default: the root or rootless service's socket)"))
+      .addOption(opt('--metrics-file <file>', "write Prometheus metrics to FILE (node_exporter's textfile collector), atomically"));
 
   consumerFlags(program.command('pull').description('load every followed release newer than what was loaded (one run, for cron)')).action(
     (names: string[], _f, cmd: Command) => run(async (ctx) => (await import('./commands/pull.js')).pullCommand(ctx, names, cmd.opts())),
@@ -82,6 +85,7 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
 
   consumerFlags(program.command('poll').description('the consumer agent: pull every --interval until SIGTERM or SIGINT'))
     .addOption(opt('--interval <duration>', 'time between polls (e.g. 30s, 5m)').default('60s'))
+    .addOption(opt('--metrics-listen <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (loopback only)'))
     .action((names: string[], _f, cmd: Command) => run(async (ctx) => (await import('./commands/pull.js')).pollCommand(ctx, names, cmd.opts())));
 
   withConnection(program
@@ -90,6 +94,12 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
     .argument('<url>', 'repository')
     .addOption(opt('--latest', 'only the newest release per tag'))
     .action((url: string, _f, cmd: Command) => run(async (ctx) => (await import('./commands/ls.js')).lsCommand(ctx, url, cmd.opts())));
+
+  withConnection(program.command('log'))
+    .description('the history of a tag: every version with date, size, signer, encryption and record digest')
+    .argument('<name:tag>', 'the tag (NAME alone: NAME:latest)')
+    .addOption(opt('--from <url>', 'repository to read'))
+    .action((ref: string, _f, cmd: Command) => run(async (ctx) => (await import('./commands/log.js')).logCommand(ctx, ref, cmd.opts())));
 
   withConnection(program.command('sync').description('copy what DST lacks from SRC (air gap): objects, records, then the catalog'))
     .argument('<src>', 'repository to copy from')
@@ -104,7 +114,8 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
 
   withConnection(program.command('inventory').description('write what this site has, for sync --have'))
     .addOption(opt('--docker', 'the layers of the daemon at DOCKER_HOST, and the releases this host loaded'))
-    .addOption(opt('--repo <url>', 'the objects and releases of a repository'))
+    .addOption(opt('--from <url>', 'the objects and releases of this repository'))
+    .addOption(opt('--repo <url>', 'deprecated: use --from (TARPORT_FROM)'))
     .addOption(opt('-o, --output <file>', 'where to write the inventory'))
     .addOption(opt('--state <dir>', 'consumer state folder (with --docker)'))
     .action((_f, cmd: Command) => run(async (ctx) => (await import('./commands/sync.js')).inventoryCommand(ctx, cmd.opts())));
@@ -135,23 +146,44 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
     .command('demo')
     .description('the main job end to end: push to a local-directory repository, pull into DOCKER_HOST')
     .addOption(opt('--archive <file>', 'archive to use (repeatable; default: two generated versions)').argParser(collect))
-    .addOption(opt('--repo <dir>', 'repository folder to use (default: a temporary one)'))
+    .addOption(opt('--repo-dir <dir>', 'repository folder to use (default: a temporary one)'))
+    .addOption(opt('--repo <dir>', 'deprecated: use --repo-dir (TARPORT_REPO_DIR)'))
     .addOption(opt('--state <dir>', 'consumer state folder (default: a temporary one)'))
     .action((_f, cmd: Command) => run(async (ctx) => (await import('./commands/demo.js')).demoCommand(ctx, cmd.opts())));
 
   return program;
 }
 
-/** Every flag name of every command: the keys a config file may hold. */
-function knownKeys(program: Command): Set<string> {
-  const keys = new Set<string>();
-  for (const c of [program, ...program.commands]) for (const o of c.options as readonly Option[]) keys.add(configKey(o));
-  return keys;
+/** The command tree alone, for the man page and the shell completions (scripts/gen-manual). */
+export function commandTree(): Command {
+  return build(async () => undefined);
+}
+
+/** Every option of every command: what a config file may set. */
+function allOptions(program: Command): Option[] {
+  const out: Option[] = [];
+  const walk = (c: Command) => {
+    out.push(...(c.options as readonly Option[]));
+    c.commands.forEach(walk);
+  };
+  walk(program);
+  return out;
+}
+
+/** --json as the command line or TARPORT_JSON asks, for errors that come before the command runs. */
+function jsonWanted(argv: string[]): boolean {
+  const end = argv.indexOf('--');
+  if ((end < 0 ? argv : argv.slice(0, end)).includes('--json')) return true;
+  try {
+    return process.env.TARPORT_JSON !== undefined && parseEnvBoolean('TARPORT_JSON', process.env.TARPORT_JSON);
+  } catch {
+    return false;
+  }
 }
 
 export async function main(argv: string[]): Promise<number> {
   let code: number = EXIT.ok;
-  let out = new Output(false);
+  let out: Output | undefined;
   const abort = new AbortController();
   const onSignal = () => abort.abort(new TarportError('ABORTED', 'interrupted'));
   process.once('SIGINT', onSignal);
@@ -165,11 +197,14 @@ export async function main(argv: string[]): Promise<number> {
   };
   program = build(run);
   program.hook('preAction', async (_root, action) => {
+    // environment first: a bad TARPORT_ boolean is refused even where a config file sets the flag
+    applyEnvBooleans(program);
+    applyEnvBooleans(action);
     const file = program.opts<{ config?: string }>().config;
     if (file) {
-      const cfg = await readConfigFile(file);
-      applyConfig(program, cfg, knownKeys(program), file);
-      applyConfig(action, cfg, knownKeys(program), file);
+      const cfg = validateConfig(configSchema(allOptions(program)), await readConfigFile(file), file);
+      applyConfig(program, cfg);
+      applyConfig(action, cfg);
     }
   });
   try {
@@ -177,8 +212,11 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof CommanderError) {
       if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return EXIT.ok;
+      // commander printed the message on stderr; a script under --json still gets its one document
+      if (jsonWanted(argv)) new Output(true).document({ error: { code: 'USAGE', message: e.message.replace(/^error: /, '') } });
       return EXIT.usage;
     }
+    out ??= new Output(program.opts<{ json?: boolean }>().json ?? jsonWanted(argv));
     code = out.error(e);
   } finally {
     process.off('SIGINT', onSignal);

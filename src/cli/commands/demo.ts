@@ -8,11 +8,13 @@ import { TarportError } from '../../errors.js';
 import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../producer/index.js';
 import { Repository } from '../../repo/index.js';
 import { FileTransport } from '../../transport/index.js';
-import type { Context } from '../context.js';
+import { deprecatedAlias, type Context } from '../context.js';
 import { humanBytes } from '../output.js';
 
 export interface DemoFlags {
   archive?: string[];
+  repoDir?: string;
+  /** Deprecated spelling of --repo-dir (TARPORT_REPO meant a URL for inventory). */
   repo?: string;
   state?: string;
 }
@@ -31,7 +33,7 @@ export async function demoCommand(ctx: Context, flags: DemoFlags): Promise<numbe
       throw new TarportError('DAEMON', `the demo loads into a Docker daemon and none answers at ${docker.endpoint} (${(e as Error).message}); start one or set DOCKER_HOST`);
     });
     const archives = flags.archive && flags.archive.length > 0 ? flags.archive : await writeDemoArchives(work);
-    const repoDir = flags.repo ?? join(work, 'repo');
+    const repoDir = deprecatedAlias(ctx, { name: '--repo-dir', value: flags.repoDir }, { name: '--repo', env: 'TARPORT_REPO', value: flags.repo }) ?? join(work, 'repo');
     const repo = new Repository(new FileTransport(repoDir));
     const stateDir = flags.state ?? join(work, 'state');
     ctx.out.info(`repository: ${repoDir} (a local directory; a USB stick works the same)`);

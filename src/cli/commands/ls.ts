@@ -1,6 +1,6 @@
 import { signatureIssuer } from '../../crypto/index.js';
 import { TarportError } from '../../errors.js';
-import { recordKey } from '../../repo/index.js';
+import { recordKey, type ReleaseRef, type Repository } from '../../repo/index.js';
 import { openRepository, type ConnectionFlags, type Context } from '../context.js';
 import { humanBytes, table } from '../output.js';
 
@@ -18,53 +18,63 @@ export interface ListedRelease {
   signer: string | null;
   encrypted: boolean;
   current: boolean;
+  /** The release record's digest: what the catalog names and a consumer checks. */
+  digest: string;
 }
+
+/** One release as ls and log show it, read through the repository's public readers. */
+export async function describeRelease(repo: Repository, ref: ReleaseRef, current: ReadonlySet<string>, signal: AbortSignal): Promise<ListedRelease> {
+  const { record, digest } = await repo.readRecord(ref, undefined, signal);
+  const sig = await repo.readSignature(recordKey(ref.name, ref.tag, ref.record), signal);
+  return {
+    name: ref.name,
+    tag: ref.tag,
+    version: record.version,
+    kind: record.kind,
+    size: record.layers.reduce((n, l) => n + l.size, 0) + (record.config?.size ?? 0),
+    created: record.created,
+    signer: sig ? ((await signatureIssuer(sig)) ?? 'unreadable signature') : null,
+    encrypted: record.layers.some((l) => l.encryption !== undefined),
+    current: current.has(`${ref.name}:${ref.tag}:${ref.record}`),
+    digest,
+  };
+}
+
+/** The catalog's current record of every tag (name:tag:record), and whether there is a catalog at all. */
+export async function currentRecords(repo: Repository, signal: AbortSignal): Promise<{ current: Set<string>; hasCatalog: boolean }> {
+  const catalog = (await repo.readCatalog(signal))?.catalog;
+  return { current: new Set((catalog?.releases ?? []).map((e) => `${e.name}:${e.tag}:${e.record}`)), hasCatalog: catalog !== undefined };
+}
+
+export const shortTime = (iso: string) => iso.replace(/\.\d+Z$/, 'Z');
 
 export async function lsCommand(ctx: Context, url: string, flags: LsFlags): Promise<number> {
   const repo = await openRepository(url, 'URL', flags);
   const rows: ListedRelease[] = [];
   try {
-    const catalog = (await repo.readCatalog(ctx.signal))?.catalog;
-    const current = new Set((catalog?.releases ?? []).map((e) => `${e.name}:${e.tag}:${e.record}`));
+    const { current, hasCatalog } = await currentRecords(repo, ctx.signal);
     const tags = (await repo.listTags(ctx.signal)).sort((a, b) => (`${a.name}:${a.tag}` < `${b.name}:${b.tag}` ? -1 : 1));
     // a typo in the path, or a stick that is not mounted, must not read as an empty repository
-    if (!catalog && tags.length === 0) {
+    if (!hasCatalog && tags.length === 0) {
       throw new TarportError('NOT_FOUND', `${repo.location} holds no catalog (tarport/catalog.json) and no releases: not a tarport repository, or nothing was pushed yet`);
     }
-    if (!catalog) ctx.out.warn(`${repo.location} holds releases but no catalog: consumers see none of them until a push or sync writes one`);
+    if (!hasCatalog) ctx.out.warn(`${repo.location} holds releases but no catalog: consumers see none of them until a push or sync writes one`);
     for (const { name, tag } of tags) {
       const refs = await repo.listReleases(name, tag, ctx.signal);
-      for (const ref of flags.latest ? refs.slice(-1) : refs) {
-        const { record } = await repo.readRecord(ref, undefined, ctx.signal);
-        const sig = await repo.readSignature(recordKey(name, tag, ref.record), ctx.signal);
-        rows.push({
-          name,
-          tag,
-          version: record.version,
-          kind: record.kind,
-          size: record.layers.reduce((n, l) => n + l.size, 0) + (record.config?.size ?? 0),
-          created: record.created,
-          signer: sig ? ((await signatureIssuer(sig)) ?? 'unreadable signature') : null,
-          encrypted: record.layers.some((l) => l.encryption !== undefined),
-          current: current.has(`${name}:${tag}:${ref.record}`),
-        });
-      }
+      for (const ref of flags.latest ? refs.slice(-1) : refs) rows.push(await describeRelease(repo, ref, current, ctx.signal));
     }
   } finally {
     await repo.transport.close();
   }
-  if (ctx.out.json) {
-    ctx.out.document({ repository: repo.location, releases: rows });
-  } else if (rows.length === 0) {
+  ctx.out.document({ repository: repo.location, releases: rows });
+  if (rows.length === 0) {
     ctx.out.info(`${repo.location}: no releases`);
-  } else {
-    const header = ['NAME', 'TAG', 'VERSION', 'KIND', 'SIZE', 'CREATED', 'SIGNER', 'ENCRYPTED'];
-    ctx.out.info(
-      table([
-        header,
-        ...rows.map((r) => [r.name, r.tag, String(r.version) + (r.current ? '' : ''), r.kind, humanBytes(r.size), r.created.replace(/\.\d+Z$/, 'Z'), r.signer ?? '-', r.encrypted ? 'yes' : 'no']),
-      ]),
-    );
+    return 0;
   }
+  // the table is data (`tarport ls REPO | grep app`): stdout
+  const header = ['NAME', 'TAG', 'VERSION', 'KIND', 'SIZE', 'CREATED', 'SIGNER', 'ENCRYPTED'];
+  ctx.out.data(
+    table([header, ...rows.map((r) => [r.name, r.tag, String(r.version), r.kind, humanBytes(r.size), shortTime(r.created), r.signer ?? '-', r.encrypted ? 'yes' : 'no'])]),
+  );
   return 0;
 }

@@ -1,12 +1,16 @@
 import { poll, pull, unauthenticatedWarning, type Subscription } from '../../consumer/index.js';
 import { loadDecryptionKey, loadTrustedKeys } from '../../crypto/index.js';
-import { TarportError, isTarportError } from '../../errors.js';
+import { TarportError, isTarportError, type ErrorCode } from '../../errors.js';
+import { exitCodeOf } from '../output.js';
+import { openMetrics, type MetricsFlags } from '../metrics.js';
+import { progressLine } from '../progress.js';
+import { VERSION } from '../../version.js';
 import { validateName, validateTag } from '../../repo/index.js';
 import { defaultStateDir, openRepository, parseDuration, type ConnectionFlags, type Context } from '../context.js';
 import { describe, eventPrinter, pollLevel } from '../events.js';
 import { openRuntime, type RuntimeFlags } from '../runtime.js';
 
-export interface PullFlags extends ConnectionFlags, RuntimeFlags {
+export interface PullFlags extends ConnectionFlags, RuntimeFlags, MetricsFlags {
   from?: string;
   state?: string;
   allowExpired?: boolean;
@@ -54,17 +58,31 @@ export async function pullCommand(ctx: Context, names: string[], flags: PullFlag
   const warnings = [unauthenticatedWarning(options)].filter((w) => w !== undefined);
   for (const w of warnings) ctx.out.warn(w);
   const repo = await openRepository(flags.from, '--from', flags);
+  const sink = await openMetrics(flags, (e) => ctx.out.warn(`metrics not written: ${(e as Error).message}`));
+  const progress = await progressLine(ctx.out, 'pull', () => repo.counters.bytesRead);
+  let ok = false;
   try {
+    // a refused release does not hide the ones that loaded: both go into the one report
     const r = await pull(repo, openRuntime(flags), {
       ...options,
+      throwOnRefused: false,
       signal: ctx.signal,
       onEvent: (e) => {
+        sink.metrics.observePoll(e);
+        if (e.kind === 'loading') {
+          ctx.out.info(describe(e));
+          return progress.begin(`${e.ref} v${e.version}`);
+        }
+        progress.end();
         if (e.kind === 'warning') ctx.out.warn(e.message);
+        else if (e.kind === 'refused') ctx.out.failure(new TarportError(e.code as ErrorCode, `refused ${e.ref} v${e.version}: ${e.message}`));
         else if (e.kind !== 'idle') ctx.out.info(describe(e));
       },
     });
     ctx.out.document({ ...r, transport: repo.counters, ...(warnings.length ? { warnings } : {}) });
-    return 0;
+    const first = r.refused[0];
+    ok = !first;
+    return first ? exitCodeOf(first.code as ErrorCode) : 0;
   } catch (e) {
     if (isTarportError(e, 'LOCKED')) {
       // an overlapping cron run: the one at work picks up anything new
@@ -72,8 +90,12 @@ export async function pullCommand(ctx: Context, names: string[], flags: PullFlag
       ctx.out.document({ locked: true, message: e.message });
       return 0;
     }
+    sink.metrics.failure(e instanceof TarportError ? e.code : 'INTERNAL');
     throw e;
   } finally {
+    progress.end();
+    sink.metrics.finished(ok);
+    await sink.close();
     await repo.transport.close();
   }
 }
@@ -81,15 +103,28 @@ export async function pullCommand(ctx: Context, names: string[], flags: PullFlag
 /** The consumer agent: `pull` every --interval until SIGTERM or SIGINT. */
 export async function pollCommand(ctx: Context, names: string[], flags: PollFlags): Promise<number> {
   const options = await consumerOptions(names, flags);
-  const intervalMs = parseDuration(flags.interval ?? '60s', '--interval');
+  const interval = flags.interval ?? '60s';
+  const intervalMs = parseDuration(interval, '--interval');
   if (intervalMs < 100) throw new TarportError('USAGE', `--interval ${flags.interval}: at least 100ms`);
   const repo = await openRepository(flags.from, '--from', flags);
-  const print = await eventPrinter(ctx.out.json, ctx.out.quiet, describe, pollLevel);
-  const warning = unauthenticatedWarning(options);
-  if (warning) print({ kind: 'warning', message: warning });
+  const print = await eventPrinter(ctx.out, describe, pollLevel);
+  const sink = await openMetrics(flags, (e) => ctx.out.warn(`metrics not written: ${(e as Error).message}`));
   try {
-    await poll(repo, openRuntime(flags), { ...options, intervalMs, signal: ctx.signal, onEvent: print });
+    print({ kind: 'started', agent: 'poll', version: VERSION, repository: repo.location, interval, subscriptions: names });
+    const warning = unauthenticatedWarning(options);
+    if (warning) print({ kind: 'warning', message: warning });
+    await poll(repo, openRuntime(flags), {
+      ...options,
+      intervalMs,
+      signal: ctx.signal,
+      onEvent: (e) => {
+        print(e);
+        sink.metrics.observePoll(e);
+        void sink.update();
+      },
+    });
   } finally {
+    await sink.close();
     await repo.transport.close();
   }
   return 0;

@@ -4,9 +4,11 @@ import { TarportError } from '../../errors.js';
 import { publishArchive, type PublishResult } from '../../producer/index.js';
 import { parseRef } from '../../repo/index.js';
 import { openRepository, signerFrom, type ConnectionFlags, parseDuration, type Context } from '../context.js';
-import { humanBytes } from '../output.js';
+import { humanBytes, type ErrorDocument } from '../output.js';
+import { openMetrics, type MetricsFlags } from '../metrics.js';
+import { progressLine } from '../progress.js';
 
-export interface PushFlags extends ConnectionFlags {
+export interface PushFlags extends ConnectionFlags, MetricsFlags {
   signKey?: string;
   signKeyPassphraseFile?: string;
   encryptTo?: string[];
@@ -30,15 +32,23 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
   const sign = await signerFrom(flags);
   const encryptTo = flags.encryptTo?.length ? await loadRecipients(flags.encryptTo) : undefined;
   const repo = await openRepository(flags.to, '--to', flags);
+  const sink = await openMetrics(flags, (e) => ctx.out.warn(`metrics not written: ${(e as Error).message}`));
+  // the transport counts an object's bytes when its write ends: the line also counts layers and time
+  const progress = await progressLine(ctx.out, 'push', () => repo.counters.bytesWritten);
   const results: PublishResult[] = [];
-  const failures: { archive: string; error: unknown }[] = [];
+  const failures: { archive: string; error: ErrorDocument }[] = [];
   let code = 0;
   try {
     for (const a of archives) {
       let r: PublishResult;
+      let layers = 0;
+      progress.begin(a);
       try {
         r = await publishArchive(repo, a, {
           compression,
+          onEvent: (e) => {
+            if (e.kind === 'layer') progress.note(`${++layers} layer(s) stored`);
+          },
           ...(name ? { name } : {}),
           catalogTtlMs,
           signal: ctx.signal,
@@ -46,14 +56,18 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
           ...(encryptTo ? { encryptTo } : {}),
         });
       } catch (e) {
+        progress.end();
         // one bad archive does not stop the others; the exit code reports the first fault
         if (ctx.signal.aborted) throw e;
-        const c = ctx.out.error(e);
-        code ||= c;
-        failures.push({ archive: a, error: e instanceof Error ? e.message : String(e) });
+        const { exitCode, error } = ctx.out.failure(e);
+        sink.metrics.failure(error.code);
+        code ||= exitCode;
+        failures.push({ archive: a, error });
         continue;
       }
+      progress.end();
       results.push(r);
+      sink.metrics.observeWatch({ kind: 'published', file: a, releases: r.releases.map((x) => ({ ref: `${x.name}:${x.tag}`, version: x.version, status: x.status })), uploadedBytes: r.uploadedBytes });
       for (const rel of r.releases) {
         ctx.out.info(
           rel.status === 'published'
@@ -64,6 +78,9 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
       ctx.out.info(`  ${r.uploadedObjects} new object(s), ${humanBytes(r.uploadedBytes)} uploaded`);
     }
   } finally {
+    progress.end();
+    sink.metrics.finished(code === 0 && !ctx.signal.aborted);
+    await sink.close();
     await repo.transport.close();
   }
   ctx.out.document({ pushed: results, failed: failures, transport: repo.counters });

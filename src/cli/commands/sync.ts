@@ -4,7 +4,7 @@ import { DockerClient, chainIds } from '../../runtime/index.js';
 import { TarportError } from '../../errors.js';
 import { BLOBS_FOLDER } from '../../repo/index.js';
 import { parseInventory, syncRepos, type Inventory } from '../../sync/index.js';
-import { defaultStateDir, openRepository, parseDuration, signerFrom, type ConnectionFlags, type Context } from '../context.js';
+import { defaultStateDir, deprecatedAlias, openRepository, parseDuration, signerFrom, type ConnectionFlags, type Context } from '../context.js';
 import { humanBytes } from '../output.js';
 import { parseSubscriptions } from './pull.js';
 
@@ -74,6 +74,8 @@ export async function syncCommand(ctx: Context, srcUrl: string, dstUrl: string, 
 
 export interface InventoryFlags extends ConnectionFlags {
   docker?: boolean;
+  from?: string;
+  /** Deprecated spelling of --from (TARPORT_REPO meant a folder for demo). */
   repo?: string;
   output?: string;
   state?: string;
@@ -82,7 +84,8 @@ export interface InventoryFlags extends ConnectionFlags {
 /** `tarport inventory`: what this site has, for `sync --have`. */
 export async function inventoryCommand(ctx: Context, flags: InventoryFlags): Promise<number> {
   if (!flags.output) throw new TarportError('USAGE', 'inventory needs -o FILE');
-  if (!!flags.docker === !!flags.repo) throw new TarportError('USAGE', 'inventory takes one of --docker or --repo URL');
+  const from = deprecatedAlias(ctx, { name: '--from', value: flags.from }, { name: '--repo', env: 'TARPORT_REPO', value: flags.repo });
+  if (!!flags.docker === !!from) throw new TarportError('USAGE', 'inventory takes one of --docker or --from URL');
   const inv: Inventory = { schema: 'tarport.inventory/v1', created: new Date().toISOString(), source: '', diffIds: [], chainIds: [], objects: [], releases: {} };
   if (flags.docker) {
     const d = new DockerClient();
@@ -101,7 +104,7 @@ export async function inventoryCommand(ctx: Context, flags: InventoryFlags): Pro
     const state = await new StateStore(flags.state ?? defaultStateDir()).read();
     for (const byRef of Object.values(state.loaded)) for (const [ref, l] of Object.entries(byRef)) (inv.releases[ref] ??= []).push(l.digest);
   } else {
-    const repo = await openRepository(flags.repo, '--repo', flags);
+    const repo = await openRepository(from, '--from', flags);
     inv.source = repo.location;
     try {
       for await (const o of repo.transport.list(BLOBS_FOLDER, ctx.signal)) if (!o.isDir && /^[0-9a-f]{64}$/.test(o.name)) inv.objects.push(`sha256:${o.name}`);

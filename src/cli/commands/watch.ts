@@ -7,8 +7,10 @@ import { parseRef } from '../../repo/index.js';
 import { openRepository, parseDuration, signerFrom, type Context } from '../context.js';
 import { describeWatch, eventPrinter, watchLevel } from '../events.js';
 import { compressionOf, type PushFlags } from './push.js';
+import { openMetrics, type MetricsFlags } from '../metrics.js';
+import { VERSION } from '../../version.js';
 
-export interface WatchFlags extends PushFlags {
+export interface WatchFlags extends PushFlags, MetricsFlags {
   once?: boolean;
   settle?: string;
   giveUp?: string;
@@ -30,8 +32,10 @@ export async function watchCommand(ctx: Context, dirArg: string, flags: WatchFla
   const sign = await signerFrom(flags);
   const encryptTo = flags.encryptTo?.length ? await loadRecipients(flags.encryptTo) : undefined;
   const repo = await openRepository(flags.to, '--to', flags);
-  const print = await eventPrinter(ctx.out.json, ctx.out.quiet, describeWatch, watchLevel);
+  const print = await eventPrinter(ctx.out, describeWatch, watchLevel);
+  const sink = await openMetrics(flags, (e) => ctx.out.warn(`metrics not written: ${(e as Error).message}`));
   try {
+    print({ kind: 'started', agent: 'watch', version: VERSION, repository: repo.location, interval: flags.settle ?? '5s', subscriptions: [dir] });
     const summary = await watchFolder({
       dir,
       settleMs,
@@ -39,12 +43,20 @@ export async function watchCommand(ctx: Context, dirArg: string, flags: WatchFla
       once: flags.once ?? false,
       removeDone: flags.removeDone ?? false,
       signal: ctx.signal,
-      onEvent: print,
+      onEvent: (e) => {
+        print(e);
+        sink.metrics.observeWatch(e);
+        void sink.update();
+      },
       nameFor: async (p) => fixed ?? (await nameFor(p, rules)),
       publish: (p, name, signal) => publishArchive(repo, p, { compression, catalogTtlMs, signal, ...(name ? { name } : {}), ...(sign ? { sign } : {}), ...(encryptTo ? { encryptTo } : {}) }),
     });
-    return flags.once ? summary.exitCode : 0;
+    if (!flags.once) return 0;
+    // a pass over the folder is a run of its own: its end counts as a poll, a clean one as a success
+    sink.metrics.finished(summary.exitCode === 0);
+    return summary.exitCode;
   } finally {
+    await sink.close();
     await repo.transport.close();
   }
 }

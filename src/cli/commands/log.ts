@@ -1,0 +1,32 @@
+import { TarportError } from '../../errors.js';
+import { parseRef } from '../../repo/index.js';
+import { openRepository, type ConnectionFlags, type Context } from '../context.js';
+import { humanBytes, table } from '../output.js';
+import { currentRecords, describeRelease, shortTime, type ListedRelease } from './ls.js';
+
+export interface LogFlags extends ConnectionFlags {
+  from?: string;
+}
+
+/** `tarport log NAME:TAG --from URL`: every version of one tag, oldest first, the current one marked. */
+export async function logCommand(ctx: Context, refArg: string, flags: LogFlags): Promise<number> {
+  const { name, tag } = parseRef(refArg, { what: 'NAME:TAG', defaultTag: 'latest' });
+  const repo = await openRepository(flags.from, '--from', flags);
+  const versions: ListedRelease[] = [];
+  try {
+    const { current } = await currentRecords(repo, ctx.signal);
+    for (const ref of await repo.listReleases(name, tag, ctx.signal)) versions.push(await describeRelease(repo, ref, current, ctx.signal));
+  } finally {
+    await repo.transport.close();
+  }
+  if (versions.length === 0) throw new TarportError('NOT_FOUND', `${repo.location} holds no release of ${name}:${tag}; tarport ls ${repo.location} lists what it holds`);
+  ctx.out.document({ repository: repo.location, name, tag, versions });
+  const header = ['VERSION', 'CREATED', 'SIZE', 'SIGNER', 'ENCRYPTED', 'RECORD', ''];
+  ctx.out.data(
+    table([
+      header,
+      ...versions.map((v) => [String(v.version), shortTime(v.created), humanBytes(v.size), v.signer ?? '-', v.encrypted ? 'yes' : 'no', v.digest, v.current ? 'current' : '']),
+    ]),
+  );
+  return 0;
+}

@@ -1,0 +1,162 @@
+import { spawn } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { writeDemoArchives } from '../../src/archive/index.js';
+import { lineStyle, styleLine } from '../../src/cli/output.js';
+import { ROOT, tarport, tempDir } from '../helpers.js';
+
+/** Every stdout line must be one JSON document, and there must be exactly one. */
+function oneDocument(stdout: string): Record<string, unknown> {
+  const lines = stdout.split('\n').filter((l) => l.trim() !== '');
+  expect(lines).toHaveLength(1);
+  return JSON.parse(lines[0]!) as Record<string, unknown>;
+}
+
+async function twoVersions(): Promise<{ dir: string; repo: string; v1: string; v2: string }> {
+  const dir = await tempDir();
+  const [v1, v2] = await writeDemoArchives(dir);
+  const repo = join(dir, 'repo');
+  expect((await tarport(['push', v1!, '--to', repo])).code).toBe(0);
+  expect((await tarport(['push', v2!, '--to', repo])).code).toBe(0);
+  return { dir, repo, v1: v1!, v2: v2! };
+}
+
+describe('data on stdout, messages on stderr', () => {
+  it('the ls table goes to stdout, so grep finds it', async () => {
+    const { repo } = await twoVersions();
+    const r = await tarport(['ls', repo]);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines[0]).toMatch(/^NAME\s+TAG\s+VERSION/);
+    expect(lines.slice(1).map((l) => l.split(/\s+/).slice(0, 3).join(' '))).toEqual(['tarport-demo/hello latest 1', 'tarport-demo/hello latest 2']);
+    expect(r.stderr).not.toContain('tarport-demo/hello');
+  });
+
+  it('tarport log NAME:TAG lists every version with date, size, signer, encryption and record digest', async () => {
+    const { repo } = await twoVersions();
+    const r = await tarport(['log', 'tarport-demo/hello:latest', '--from', repo]);
+    expect(r.code).toBe(0);
+    const rows = r.stdout.trim().split('\n');
+    expect(rows[0]).toMatch(/^VERSION\s+CREATED\s+SIZE\s+SIGNER\s+ENCRYPTED\s+RECORD/);
+    expect(rows[1]).toMatch(/^1\s+\d{4}-\d\d-\d\dT\S+Z\s+[\d.]+ \S+\s+-\s+no\s+sha256:[0-9a-f]{64}$/);
+    expect(rows[2]).toMatch(/^2\s.*sha256:[0-9a-f]{64}\s+current$/);
+    const j = oneDocument((await tarport(['log', 'tarport-demo/hello:latest', '--from', repo, '--json'])).stdout);
+    const versions = j.versions as { version: number; digest: string; current: boolean; signer: string | null; encrypted: boolean }[];
+    expect(versions.map((v) => [v.version, v.current, v.signer, v.encrypted])).toEqual([
+      [1, false, null, false],
+      [2, true, null, false],
+    ]);
+    expect(versions[0]!.digest).not.toBe(versions[1]!.digest);
+  });
+
+  it('log of a tag the repository does not hold says so and exits 1', async () => {
+    const { repo } = await twoVersions();
+    const r = await tarport(['log', 'tarport-demo/hello:9', '--from', repo, '--json']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('holds no release of tarport-demo/hello:9');
+    expect(oneDocument(r.stdout)).toEqual({ error: { code: 'NOT_FOUND', message: expect.stringContaining('tarport-demo/hello:9') } });
+  });
+});
+
+describe('--json prints exactly one document', () => {
+  it('push of a bad and a good archive: both side by side, exit code of the failure', async () => {
+    const dir = await tempDir();
+    const [v1] = await writeDemoArchives(dir);
+    const bad = join(dir, 'bad.tar');
+    await writeFile(bad, 'not a tar archive at all'.repeat(100));
+    const r = await tarport(['push', bad, v1!, '--to', join(dir, 'repo'), '--json']);
+    expect(r.code).toBe(2);
+    const doc = oneDocument(r.stdout) as { pushed: { archive: string }[]; failed: { archive: string; error: { code: string } }[] };
+    expect(doc.pushed.map((p) => p.archive)).toEqual([v1]);
+    expect(doc.failed.map((f) => [f.archive, f.error.code])).toEqual([[bad, 'BAD_INPUT']]);
+  });
+
+  it('a usage error, a bad config value and a bad environment value each give one error document', async () => {
+    const dir = await tempDir();
+    const usage = await tarport(['push', '--json']);
+    expect(usage.code).toBe(2);
+    expect(oneDocument(usage.stdout)).toEqual({ error: { code: 'USAGE', message: "missing required argument 'archive'" } });
+    const unknownFlag = await tarport(['ls', dir, '--bogus'], { TARPORT_JSON: '1' });
+    expect(unknownFlag.code).toBe(2);
+    expect((oneDocument(unknownFlag.stdout).error as { code: string }).code).toBe('USAGE');
+    const cfg = join(dir, 'c.toml');
+    await writeFile(cfg, 'keep = ["a"]\n');
+    const config = await tarport(['--json', '--config', cfg, 'ls', dir]);
+    expect(config.code).toBe(2);
+    expect(oneDocument(config.stdout)).toEqual({ error: { code: 'CONFIG', message: `config file ${cfg}: key "keep": expected a string, not a list` } });
+    const env = await tarport(['--json', 'ls', dir], { TARPORT_LATEST: 'sometimes' });
+    expect(env.code).toBe(2);
+    expect((oneDocument(env.stdout).error as { message: string }).message).toContain('TARPORT_LATEST="sometimes"');
+  });
+});
+
+/** Runs the CLI under sh with stderr to a file, as systemd or cron would, and returns that file's text. */
+async function stderrOf(journal: boolean, wrapper: string, args: string[]): Promise<{ code: number; stderr: string }> {
+  const dir = await tempDir();
+  const errFile = join(dir, 'stderr');
+  // systemd's JOURNAL_STREAM names the device and inode of the stream it gave the service as stderr
+  const setup = journal ? 'export JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2); ' : 'unset JOURNAL_STREAM; ';
+  const cmd = `${setup}exec ${wrapper} "${process.execPath}" "${join(ROOT, 'bin/tarport.js')}" ${args.map((a) => `'${a}'`).join(' ')}`;
+  const code = await new Promise<number>((res) => spawn('sh', ['-c', `exec 2>"${errFile}"; ${cmd}`], { stdio: 'ignore' }).on('close', (c) => res(c ?? -1)));
+  const { readFile } = await import('node:fs/promises');
+  return { code, stderr: await readFile(errFile, 'utf8') };
+}
+
+describe('log lines', () => {
+  it('styleLine marks every line: journald priorities, or an ISO time', () => {
+    const t = new Date('2026-12-01T10:00:00.000Z');
+    expect(styleLine('journal', 'error', 'a\nb', t)).toBe('<3>a\n<3>b\n');
+    expect(styleLine('journal', 'warn', 'w', t)).toBe('<4>w\n');
+    expect(styleLine('journal', 'info', 'i', t)).toBe('<6>i\n');
+    expect(styleLine('timestamped', 'info', 'i', t)).toBe('2026-12-01T10:00:00.000Z i\n');
+    expect(styleLine('terminal', 'error', 'e', t)).toBe('e\n');
+  });
+
+  it('JOURNAL_STREAM counts only while stderr is the stream it names', () => {
+    expect(lineStyle({ JOURNAL_STREAM: '1:1' })).not.toBe('journal');
+  });
+
+  it('a one-shot run under systemd writes <3> errors; from cron, timestamped lines', async () => {
+    const dir = await tempDir();
+    const args = ['pull', '--from', join(dir, 'no-repo'), '--state', join(dir, 'st')];
+    const journal = await stderrOf(true, '', args);
+    expect(journal.code).toBe(1);
+    expect(journal.stderr).toMatch(/^<3>tarport: error: .*holds no catalog/);
+    const cron = await stderrOf(false, '', args);
+    expect(cron.stderr).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z tarport: error: .*holds no catalog/);
+    const usage = await stderrOf(true, '', ['push']);
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toMatch(/^<3>error: missing required argument 'archive'\n/);
+  });
+
+  it('the poll agent logs a start line and level names; under systemd, priorities', async () => {
+    const dir = await tempDir();
+    const args = ['poll', 'team/app:1', '--from', join(dir, 'no-repo'), '--state', join(dir, 'st'), '--interval', '100ms'];
+    const run = (journal: boolean) => stderrOf(journal, 'timeout --preserve-status -s TERM 3', args);
+    const plain = await run(false);
+    expect(plain.code).toBe(0);
+    const lines = plain.stderr.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines[0]).toMatchObject({ level: 'info', event: 'started', agent: 'poll', interval: '100ms', subscriptions: ['team/app:1'] });
+    expect(lines[0]!.msg).toMatch(/^tarport \d+\.\d+\.\d+ poll started: repository file:\/\/.*no-repo, every 100ms, following team\/app:1$/);
+    expect(lines[0]!.time).toMatch(/^\d{4}-\d\d-\d\dT/);
+    expect(lines.find((l) => l.event === 'poll-failed')).toMatchObject({ level: 'error' });
+    const journal = await run(true);
+    const jl = journal.stderr.trim().split('\n');
+    expect(jl[0]).toMatch(/^<6>tarport \S+ poll started: /);
+    expect(jl.find((l) => l.includes('poll failed'))).toMatch(/^<3>poll failed: /);
+    expect(jl.at(-1)).toBe('<6>stopped');
+  });
+
+  it('the watch agent logs its start line too, and --once with --metrics-file leaves the metrics', async () => {
+    const dir = await tempDir();
+    const { mkdir, readFile } = await import('node:fs/promises');
+    await mkdir(join(dir, 'outbox'));
+    const prom = join(dir, 'watch.prom');
+    const r = await stderrOf(false, '', ['watch', join(dir, 'outbox'), '--once', '--to', join(dir, 'repo'), '--settle', '100ms', '--metrics-file', prom]);
+    expect(r.code).toBe(0);
+    const first = JSON.parse(r.stderr.split('\n')[0]!) as Record<string, unknown>;
+    expect(first).toMatchObject({ level: 'info', event: 'started', agent: 'watch', interval: '100ms', subscriptions: [join(dir, 'outbox')] });
+    expect(await readFile(prom, 'utf8')).toMatch(/^tarport_last_success_timestamp_seconds \d+/m);
+  });
+});
