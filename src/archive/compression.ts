@@ -18,13 +18,16 @@ export function sniffCompression(head: Buffer): Compression {
 
 /**
  * Where zstd comes from. Node's own zlib has it from 22.15 / 23.8 (native, streams on libuv's pool,
- * nothing to install: what the single executable uses); zstd-napi is an optional dependency for older
- * Nodes, as it needs a download or a compiler at install time. scripts/bench measures both against
- * the zstd CLI.
+ * nothing to install: what the single executable uses). zstd-napi is used where it is installed
+ * (a dev dependency; users of older Nodes add it by hand): it needs a download or a compiler at
+ * install time, so the npm package does not carry it. scripts/bench measures both against the CLI.
  */
 export type ZstdCodec = 'node-zlib' | 'zstd-napi';
 
-/** The zstd codecs this process can use, fastest first (the order scripts/bench measured). */
+/**
+ * The zstd codecs this process can use, the preferred first: Node's own (no addon, no thread of ours;
+ * within ~20% of zstd-napi's CPU time in scripts/bench), then zstd-napi.
+ */
 export function zstdCodecs(): ZstdCodec[] {
   const have: ZstdCodec[] = [];
   if (nodeZstd()) have.push('node-zlib');
@@ -47,13 +50,13 @@ export function zstdCodec(): ZstdCodec {
     throw new TarportError(
       'CONFIG',
       `zstd is not available in Node ${process.versions.node}: it is built into Node >= 22.15 (or use the single executable, docs/install.md), ` +
-        'or install the optional dependency zstd-napi; --compress gzip works without it',
+        'or install zstd-napi beside tarport (npm install -g zstd-napi); --compress gzip works without it',
     );
   }
   return c;
 }
 
-/** zstd level 3 with a checksum; zstd-napi on both cores (the speed LIMITS.md measured). */
+/** zstd level 3 with a frame checksum (zstd-napi on both cores, as LIMITS.md measured). */
 export function compressor(kind: Compression): Transform {
   switch (kind) {
     case 'zstd':
@@ -164,7 +167,7 @@ interface Napi {
 }
 let napiModule: Napi | null | undefined;
 
-/** zstd-napi when it is installed and its binary loads (an optional dependency); null otherwise. */
+/** zstd-napi when it is installed and its binary loads; null otherwise. */
 function napi(): Napi | null {
   if (napiModule === undefined) {
     try {
@@ -275,7 +278,7 @@ export class ZstdDecompress extends Duplex {
 
 function napiOrRefuse(): Napi {
   const n = napi();
-  if (!n) throw new TarportError('CONFIG', 'zstd-napi is not installed (an optional dependency)');
+  if (!n) throw new TarportError('CONFIG', 'zstd-napi is not installed beside tarport');
   return n;
 }
 
