@@ -22,7 +22,7 @@ _tarport() {
     "poll") flags="--password-file --ca --identity --known-hosts --connections --from --state --allow-expired --hook --keep-images --trust --decrypt-key --allow-unencrypted --runtime --containerd-socket --namespace --snapshotter --podman-socket --metrics-file --interval --metrics-listen --help --version -V --config --json --quiet -q --help" ;;
     "ls") flags="--password-file --ca --identity --known-hosts --connections --latest --help --version -V --config --json --quiet -q --help" ;;
     "log") flags="--password-file --ca --identity --known-hosts --connections --from --help --version -V --config --json --quiet -q --help" ;;
-    "sync") flags="--password-file --ca --identity --known-hosts --connections --only --have --sign-key --sign-key-passphrase-file --catalog-ttl --max-file-size --help --version -V --config --json --quiet -q --help" ;;
+    "sync") flags="--password-file --ca --identity --known-hosts --connections --only --have --sign-key --sign-key-passphrase-file --catalog-ttl --max-file-size --with-tool --help --version -V --config --json --quiet -q --help" ;;
     "inventory") flags="--password-file --ca --identity --known-hosts --connections --docker --from --repo --output -o --state --help --version -V --config --json --quiet -q --help" ;;
     "check") flags="--password-file --ca --identity --known-hosts --connections --trust --help --version -V --config --json --quiet -q --help" ;;
     "gc") flags="--password-file --ca --identity --known-hosts --connections --keep --dry-run --grace --help --version -V --config --json --quiet -q --help" ;;

@@ -1,9 +1,10 @@
 import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { Duplex, Transform } from 'node:stream';
 import { Worker } from 'node:worker_threads';
+import * as zlib from 'node:zlib';
 import { createGunzip, createGzip } from 'node:zlib';
-import { CompressStream } from 'zstd-napi';
-import binding from 'zstd-napi/binding.js';
+import { TarportError } from '../errors.js';
 
 export type Compression = 'none' | 'gzip' | 'zstd';
 export const COMPRESSIONS: readonly Compression[] = ['zstd', 'gzip', 'none'];
@@ -15,11 +16,51 @@ export function sniffCompression(head: Buffer): Compression {
   return 'none';
 }
 
-/** zstd level 3 on both cores: the speed the design budget assumes (LIMITS.md). */
+/**
+ * Where zstd comes from. Node's own zlib has it from 22.15 / 23.8 (native, streams on libuv's pool,
+ * nothing to install: what the single executable uses). zstd-napi is used where it is installed
+ * (a dev dependency; users of older Nodes add it by hand): it needs a download or a compiler at
+ * install time, so the npm package does not carry it. scripts/bench measures both against the CLI.
+ */
+export type ZstdCodec = 'node-zlib' | 'zstd-napi';
+
+/**
+ * The zstd codecs this process can use, the preferred first: Node's own (no addon, no thread of ours;
+ * within ~20% of zstd-napi's CPU time in scripts/bench), then zstd-napi.
+ */
+export function zstdCodecs(): ZstdCodec[] {
+  const have: ZstdCodec[] = [];
+  if (nodeZstd()) have.push('node-zlib');
+  if (napi()) have.push('zstd-napi');
+  return have;
+}
+
+let preferred: ZstdCodec | undefined;
+
+/** Makes zstd streams use this codec while it is available (tests and scripts/bench compare them). */
+export function preferZstdCodec(codec: ZstdCodec | undefined): void {
+  preferred = codec;
+}
+
+/** The codec zstd streams use here; a clear refusal where there is none. */
+export function zstdCodec(): ZstdCodec {
+  const have = zstdCodecs();
+  const c = preferred && have.includes(preferred) ? preferred : have[0];
+  if (!c) {
+    throw new TarportError(
+      'CONFIG',
+      `zstd is not available in Node ${process.versions.node}: it is built into Node >= 22.15 (or use the single executable, docs/install.md), ` +
+        'or install zstd-napi beside tarport (npm install -g zstd-napi); --compress gzip works without it',
+    );
+  }
+  return c;
+}
+
+/** zstd level 3 with a frame checksum (zstd-napi on both cores, as LIMITS.md measured). */
 export function compressor(kind: Compression): Transform {
   switch (kind) {
     case 'zstd':
-      return new CompressStream({ compressionLevel: 3, nbWorkers: 2, checksumFlag: true });
+      return zstdCompressor(zstdCodec());
     case 'gzip':
       return createGzip({ level: 6, chunkSize: 1 << 20 });
     case 'none':
@@ -33,7 +74,8 @@ export function compressor(kind: Compression): Transform {
  * while it works. gzip already runs on libuv's pool.
  */
 export async function threadedDecompressor(kind: Compression): Promise<Duplex> {
-  if (kind !== 'zstd' || !existsSync(ZSTD_WORKER)) return decompressor(kind);
+  // Node's zlib already decompresses on libuv's pool
+  if (kind !== 'zstd' || zstdCodec() !== 'zstd-napi' || !workerFile()) return decompressor(kind);
   const worker = spare ?? spawnZstdWorker();
   spare = undefined;
   worker.ref();
@@ -46,7 +88,7 @@ let spare: Worker | undefined;
 
 /** Starts a decompression thread ahead of need; an idle one does not keep the process alive. */
 export function prewarmDecompressors(): void {
-  if (!spare && existsSync(ZSTD_WORKER)) spare = spawnZstdWorker();
+  if (!spare && zstdCodecs().length > 0 && zstdCodec() === 'zstd-napi' && workerFile()) spare = spawnZstdWorker();
 }
 
 /** Stops the thread kept ready (after a load: an agent between polls holds none). */
@@ -56,7 +98,7 @@ export function releaseDecompressors(): void {
 }
 
 function spawnZstdWorker(): Worker {
-  const w = new Worker(ZSTD_WORKER);
+  const w = new Worker(workerFile()!);
   w.unref();
   // a spare that fails to start is dropped; the one that takes it reports the error itself
   w.on('error', () => {
@@ -65,11 +107,14 @@ function spawnZstdWorker(): Worker {
   return w;
 }
 
-/** A decompressor; both fail on truncated input ("unexpected end of file", "ended in middle of frame"). */
+/**
+ * A decompressor. Both fail on truncated input; zstd's failures are TarportErrors (BAD_INPUT, with
+ * `truncated` set when the stream ends inside a frame).
+ */
 export function decompressor(kind: Compression): Duplex {
   switch (kind) {
     case 'zstd':
-      return new ZstdDecompress();
+      return zstdDecompressor(zstdCodec());
     case 'gzip':
       return createGunzip({ chunkSize: 1 << 20 });
     case 'none':
@@ -88,6 +133,76 @@ function passThrough(): Transform {
 
 const OUT = 1 << 20;
 
+/** A zstd compressor (level 3, with a frame checksum) from the given codec. */
+export function zstdCompressor(codec: ZstdCodec): Transform {
+  if (codec === 'node-zlib') {
+    const z = nodeZstd()!;
+    const c = zlib.constants as Record<string, number>;
+    const params = { [c.ZSTD_c_compressionLevel!]: 3, [c.ZSTD_c_checksumFlag!]: 1 };
+    return typedErrors(z.createZstdCompress({ params, chunkSize: OUT }));
+  }
+  return new (napi()!.CompressStream)({ compressionLevel: 3, nbWorkers: 2, checksumFlag: true });
+}
+
+/** A zstd decompressor from the given codec; it stops while its reader is behind (see ZstdDecompress). */
+export function zstdDecompressor(codec: ZstdCodec): Duplex {
+  if (codec === 'node-zlib') return typedErrors(nodeZstd()!.createZstdDecompress({ chunkSize: OUT }));
+  return new ZstdDecompress();
+}
+
+interface NodeZstd {
+  createZstdCompress(o: { params: Record<number, number>; chunkSize: number }): Transform;
+  createZstdDecompress(o: { chunkSize: number }): Transform;
+}
+
+/** Node's own zstd (22.15+, 23.8+), or undefined on Nodes without it. */
+function nodeZstd(): NodeZstd | undefined {
+  const z = zlib as unknown as Partial<NodeZstd>;
+  return typeof z.createZstdCompress === 'function' && typeof z.createZstdDecompress === 'function' ? (z as NodeZstd) : undefined;
+}
+
+interface Napi {
+  CompressStream: new (o: { compressionLevel: number; nbWorkers: number; checksumFlag: boolean }) => Transform;
+  DCtx: new () => { decompressStream(out: Buffer, src: Buffer): [number, number, number] };
+}
+let napiModule: Napi | null | undefined;
+
+/** zstd-napi when it is installed and its binary loads; null otherwise. */
+function napi(): Napi | null {
+  if (napiModule === undefined) {
+    try {
+      const req = createRequire(import.meta.url);
+      const m = req('zstd-napi') as { CompressStream: Napi['CompressStream'] };
+      const b = req('zstd-napi/binding.js') as { DCtx: Napi['DCtx'] };
+      napiModule = { CompressStream: m.CompressStream, DCtx: b.DCtx };
+    } catch {
+      napiModule = null; // not installed, or its binary was never built: Node's zlib or a clear refusal
+    }
+  }
+  return napiModule;
+}
+
+/**
+ * Node's zlib reports zstd failures as errors with a code: Z_BUF_ERROR when the input ends inside a
+ * frame, ZSTD_error_* for bytes that are not zstd. They reach the stream's reader as TarportErrors.
+ */
+function typedErrors<T extends Transform>(z: T): T {
+  const destroy = z._destroy.bind(z);
+  z._destroy = (e, cb) => destroy(e && zstdError(e), cb);
+  return z;
+}
+
+function zstdError(e: Error): TarportError {
+  if (e instanceof TarportError) return e;
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'Z_BUF_ERROR') return truncatedFrame(e);
+  return new TarportError('BAD_INPUT', `zstd: not valid zstd data (${e.message})`, { cause: e });
+}
+
+function truncatedFrame(cause?: Error): TarportError {
+  return new TarportError('BAD_INPUT', 'zstd: truncated: the stream ends in the middle of a compressed data frame', { truncated: true, ...(cause ? { cause } : {}) });
+}
+
 /**
  * zstd decompression into 1 MiB buffers, each filled across input chunks before it is passed on.
  * zstd-napi's own stream passes on 128 KiB pieces (eight times the chunks, each one more object for
@@ -96,7 +211,7 @@ const OUT = 1 << 20;
  * and goes on when it asks for more, so memory stays at a few buffers whatever the ratio.
  */
 export class ZstdDecompress extends Duplex {
-  private readonly dctx = new binding.DCtx();
+  private readonly dctx = new (napiOrRefuse().DCtx)();
   private out = Buffer.allocUnsafe(OUT);
   private pos = 0;
   private inFrame = false;
@@ -146,13 +261,13 @@ export class ZstdDecompress extends Duplex {
         if (this.src.length === 0 && produced < room) return take();
       }
     } catch (e) {
-      take(e as Error);
+      take(zstdError(e as Error));
     }
   }
 
   override _final(cb: (e?: Error | null) => void): void {
     if (this.inFrame) {
-      cb(new Error('Stream ended in middle of compressed data frame'));
+      cb(truncatedFrame());
       return;
     }
     if (this.pos > 0) this.push(this.out.subarray(0, this.pos));
@@ -161,7 +276,21 @@ export class ZstdDecompress extends Duplex {
   }
 }
 
-const ZSTD_WORKER = new URL('./zstdworker.js', import.meta.url);
+function napiOrRefuse(): Napi {
+  const n = napi();
+  if (!n) throw new TarportError('CONFIG', 'zstd-napi is not installed beside tarport');
+  return n;
+}
+
+/** The worker's file beside this module; none in a bundle (the single executable). */
+function workerFile(): URL | undefined {
+  try {
+    const u = new URL('./zstdworker.js', import.meta.url);
+    return u.protocol === 'file:' && existsSync(u) ? u : undefined;
+  } catch {
+    return undefined;
+  }
+}
 /** Compressed chunks handed to the thread at once. */
 const IN_FLIGHT = 2;
 
@@ -179,7 +308,7 @@ class ThreadedZstd extends Duplex {
 
   constructor(private readonly worker: Worker) {
     super({ readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 });
-    worker.on('message', (m: { out?: ArrayBuffer; took?: boolean; done?: boolean; error?: string }) => {
+    worker.on('message', (m: { out?: ArrayBuffer; took?: boolean; done?: boolean; error?: string; truncated?: boolean }) => {
       if (m.out) {
         if (this.push(Buffer.from(m.out))) worker.postMessage({ credit: 1 });
         else {
@@ -194,7 +323,8 @@ class ThreadedZstd extends Duplex {
         this.finishing?.();
         void worker.terminate();
       } else if (m.error !== undefined) {
-        this.destroy(new Error(m.error));
+        // the thread sends what its TarportError said; the type is rebuilt here
+        this.destroy(new TarportError('BAD_INPUT', m.error, { truncated: m.truncated ?? false }));
       }
     });
     worker.on('error', (e) => this.destroy(e));

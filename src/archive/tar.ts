@@ -272,6 +272,10 @@ async function indexCompressed(path: string, compression: Compression, signal?: 
     })();
     await Promise.all([done, iterate]);
   } catch (e) {
+    // the zstd codec's errors are typed (BAD_INPUT, `truncated`): they get the file's name here
+    if (e instanceof TarportError && e.code === 'BAD_INPUT') {
+      throw new TarportError('BAD_INPUT', `${path}: ${e.truncated ? 'truncated' : 'not a readable'} ${compression} archive (${e.message})`, { cause: e, truncated: e.truncated });
+    }
     if (e instanceof TarportError) throw e;
     const msg = messageOf(e);
     if (/unexpected end|ended in middle|Unexpected end of data/i.test(msg)) {

@@ -1,9 +1,10 @@
 // The thread of ThreadedZstd: decompresses what it is sent into 1 MiB buffers and sends them back
 // (transferred, not copied). In: { data: Uint8Array } | { end: true } | { credit: n }. Out: { out }
-// per full buffer, { took: true } once an input chunk is used up, then { done: true } or { error }.
+// per full buffer, { took: true } once an input chunk is used up, then { done: true } or { error, truncated }.
 // At most CREDITS buffers are out unanswered: without credit the decompressor pauses, and a paused
 // ZstdDecompress stops decompressing, so a tiny input of zeros cannot fill memory.
 import { parentPort } from 'node:worker_threads';
+import { isTarportError } from '../errors.js';
 import { ZstdDecompress } from './compression.js';
 
 const CREDITS = 4;
@@ -16,7 +17,7 @@ z.on('data', (b: Buffer) => {
   port.postMessage({ out: ab }, [ab as ArrayBuffer]);
   if (++out >= CREDITS) z.pause();
 });
-z.on('error', (e) => port.postMessage({ error: e.message }));
+z.on('error', (e) => port.postMessage({ error: e.message, truncated: isTarportError(e) && e.truncated }));
 z.on('end', () => port.postMessage({ done: true }));
 port.on('message', (m: { data?: Uint8Array; end?: boolean; credit?: number }) => {
   if (m.credit) {

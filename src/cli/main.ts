@@ -106,10 +106,11 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
     .argument('<dst>', 'repository to copy to (a stick: a path)')
     .addOption(opt('--only <name[:tag]>', 'only this name or name:tag (repeatable)').argParser(collect))
     .addOption(opt('--have <file>', "an inventory of the receiving site (tarport inventory): carry only what it lacks"))
-    .addOption(opt('--sign-key <file>', 'sign the catalog when it has to be merged'))
+    .addOption(opt('--sign-key <file>', 'sign the catalog when it has to be merged, and the SHA256SUMS of --with-tool'))
     .addOption(opt('--sign-key-passphrase-file <file>', "the signing key's passphrase (or set TARPORT_SIGN_KEY_PASSPHRASE)"))
     .addOption(opt('--catalog-ttl <duration>', 'lifetime of a merged catalog').default('90d'))
     .addOption(opt('--max-file-size <size>', 'store larger objects in parts (e.g. fat32 = 4 GiB - 1, or 700M)'))
+    .addOption(opt('--with-tool <file>', 'also carry this file (tarport itself) into DST/tarport-tool/ with SHA256SUMS, signed with --sign-key (repeatable)').argParser(collect))
     .action((src: string, dst: string, _f, cmd: Command) => run(async (ctx) => (await import('./commands/sync.js')).syncCommand(ctx, src, dst, cmd.opts())));
 
   withConnection(program.command('inventory').description('write what this site has, for sync --have'))

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 // the built module: the worker thread runs dist/archive/zstdworker.js (scripts/test builds first)
-import { ZstdDecompress, compressor, threadedDecompressor } from '../../dist/archive/compression.js';
+import { ZstdDecompress, compressor, preferZstdCodec, threadedDecompressor } from '../../dist/archive/compression.js';
 
 async function squeeze(data: Buffer): Promise<Buffer> {
   const out: Buffer[] = [];
@@ -26,6 +26,9 @@ async function expand(z: Buffer, chunk = 1 << 20, slow = false, own = false): Pr
 }
 
 describe('zstd on a worker thread', () => {
+  // the thread serves zstd-napi (a dev dependency); Node's own zstd runs on libuv's pool instead
+  beforeAll(() => preferZstdCodec('zstd-napi'));
+  afterAll(() => preferZstdCodec(undefined));
   // half random, half repetitive: output chunks of every size, frames across input chunks
   const data = Buffer.concat([randomBytes(6 << 20), Buffer.alloc(10 << 20, 'tarport '), randomBytes(123_457)]);
 
@@ -40,10 +43,10 @@ describe('zstd on a worker thread', () => {
 
   it('fails on a cut stream and on bytes that are not zstd', async () => {
     const z = await squeeze(data);
-    await expect(expand(z.subarray(0, z.length - 1000))).rejects.toThrow(/middle of compressed data frame/);
+    await expect(expand(z.subarray(0, z.length - 1000))).rejects.toMatchObject({ code: 'BAD_INPUT', truncated: true });
     const bad = Buffer.from(z);
     bad.fill(0x55, 20, 4000);
-    await expect(expand(bad)).rejects.toThrow();
+    await expect(expand(bad)).rejects.toMatchObject({ code: 'BAD_INPUT', truncated: false });
   });
 
   it('keeps memory flat on a stream of zeros (1 GiB from a few KiB) read slowly, on this thread and on its own', async () => {

@@ -3,7 +3,7 @@ import { StateStore } from '../../consumer/index.js';
 import { DockerClient, chainIds } from '../../runtime/index.js';
 import { TarportError } from '../../errors.js';
 import { BLOBS_FOLDER } from '../../repo/index.js';
-import { parseInventory, syncRepos, type Inventory } from '../../sync/index.js';
+import { parseInventory, putTool, readToolFiles, syncRepos, type Inventory, type ToolResult } from '../../sync/index.js';
 import { defaultStateDir, deprecatedAlias, openRepository, parseDuration, signerFrom, type ConnectionFlags, type Context } from '../context.js';
 import { humanBytes } from '../output.js';
 import { parseSubscriptions } from './pull.js';
@@ -15,6 +15,7 @@ export interface SyncFlags extends ConnectionFlags {
   signKeyPassphraseFile?: string;
   catalogTtl?: string;
   maxFileSize?: string;
+  withTool?: string[];
 }
 
 /** Sizes: bytes, or with K, M, G (powers of 1024; "Gi", "GiB" too); "fat32" is 4 GiB - 1. */
@@ -35,6 +36,8 @@ export async function syncCommand(ctx: Context, srcUrl: string, dstUrl: string, 
     throw new TarportError('BAD_INPUT', `--have ${flags.have}: ${(e as Error).message}`);
   }), flags.have) : undefined;
   const sign = await signerFrom(flags);
+  // the tool's files are read before anything is copied: a wrong path stops the run at once
+  const tool = flags.withTool?.length ? await readToolFiles(flags.withTool, ctx.signal) : undefined;
   const src = await openRepository(srcUrl, 'SRC', flags);
   const dst = await openRepository(dstUrl, 'DST', flags);
   // a person at a terminal gets a progress bar instead of a line per object; logs keep the lines
@@ -63,7 +66,20 @@ export async function syncCommand(ctx: Context, srcUrl: string, dstUrl: string, 
     });
     bar?.stop();
     ctx.out.info(`${r.objectsCopied} object(s), ${humanBytes(r.bytesCopied)} copied to ${dst.location}${r.objectsRepaired ? `, ${r.objectsRepaired} repaired` : ''}`);
-    ctx.out.document({ ...r, source: src.location, destination: dst.location });
+    let carried: ToolResult | undefined;
+    if (tool) {
+      carried = await putTool(dst.transport, tool, {
+        ...(sign ? { sign } : {}),
+        signal: ctx.signal,
+        onEvent: (e) => {
+          if (e.kind === 'tool') ctx.out.info(`tool ${e.name} ${humanBytes(e.size)} sha256:${e.sha256.slice(0, 12)}: copied`);
+          else if (e.kind === 'tool-removed') ctx.out.info(`tool ${e.name}: removed (an earlier delivery's, not carried this time)`);
+          else if (e.signed) ctx.out.info('tool: SHA256SUMS written and signed');
+          else ctx.out.warn('tool: SHA256SUMS written but not signed (no --sign-key): the low side can only compare it with a copy it trusts');
+        },
+      });
+    }
+    ctx.out.document({ ...r, source: src.location, destination: dst.location, ...(carried ? { tool: carried } : {}) });
     return 0;
   } finally {
     bar?.stop();

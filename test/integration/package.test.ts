@@ -1,0 +1,86 @@
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, readdir, symlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ROOT, docker, emptyDaemon, fixture, realEnv, tempDir } from '../helpers.js';
+
+// docs/install.md: `npm pack` builds first and ships what runs; the tarball installs with
+// `npm install -g` on a host with no network and no compiler, and the installed copy works.
+const run = promisify(execFile);
+const env = realEnv();
+const netns = `tp-pkg-${randomBytes(3).toString('hex')}`;
+let dir: string;
+let tgz: string;
+
+beforeAll(async () => {
+  dir = await tempDir();
+  // pack a copy of the working tree: prepack cleans and rebuilds dist/, which the other test files
+  // run from meanwhile (node_modules hard-linked: pack leaves out parts of the copy's only)
+  const copy = join(dir, 'src');
+  await mkdir(copy);
+  for (const f of ['package.json', 'package-lock.json', 'tsconfig.json', 'LICENSE', 'README.md', 'bin', 'src', 'docs', 'scripts']) await run('cp', ['-a', join(ROOT, f), copy]);
+  await run('cp', ['-al', join(ROOT, 'node_modules'), copy]);
+  const { stdout } = await run('npm', ['pack', '--json', '--pack-destination', dir], { cwd: copy, timeout: 600_000, maxBuffer: 64 << 20 });
+  tgz = join(dir, (JSON.parse(stdout) as { filename: string }[])[0]!.filename);
+  await run('ip', ['netns', 'add', netns]);
+}, 660_000);
+
+afterAll(async () => {
+  await run('ip', ['netns', 'del', netns]).catch(() => undefined);
+});
+
+describe('the npm package', () => {
+  it('ships dist, bin, docs, LICENSE and its dependencies; no source maps, no sources, no compiled-at-install helpers', async () => {
+    const { stdout } = await run('tar', ['tzf', tgz], { maxBuffer: 64 << 20 });
+    const files = stdout.split('\n').filter(Boolean);
+    for (const f of ['bin/tarport.js', 'dist/cli/main.js', 'dist/archive/zstdworker.js', 'LICENSE', 'README.md', 'docs/install.md', 'docs/cli.md', 'node_modules/openpgp/package.json', 'node_modules/ssh2/package.json']) {
+      expect(files, f).toContain(`package/${f}`);
+    }
+    expect(files.filter((f) => /^package\/(dist|bin)\/.*\.map$/.test(f))).toEqual([]);
+    expect(files.filter((f) => f.startsWith('package/src/') || f.startsWith('package/test/'))).toEqual([]);
+    expect(files.filter((f) => /^package\/node_modules\/(cpu-features|buildcheck|zstd-napi|typescript|vitest)\//.test(f))).toEqual([]);
+    const { stdout: license } = await run('tar', ['xzf', tgz, '-O', 'package/LICENSE']);
+    expect(license).toContain('Apache License\n                           Version 2.0, January 2004');
+    const pkg = JSON.parse((await run('tar', ['xzf', tgz, '-O', 'package/package.json'])).stdout) as { repository?: unknown; engines?: { node?: string } };
+    expect(pkg.repository).toBeTruthy();
+    expect(pkg.engines?.node).toBe('>=20.19');
+  });
+
+  it('installs with no network, no compiler and a fresh npm cache, then pushes and pulls', async () => {
+    // a PATH of node, npm and sh only: no cc, make or python for node-gyp to find
+    const bin = join(dir, 'bin');
+    await mkdir(bin);
+    await symlink(process.execPath, join(bin, 'node'));
+    await symlink((await run('sh', ['-c', 'readlink -f "$(command -v npm)"'])).stdout.trim(), join(bin, 'npm'));
+    await symlink('/bin/sh', join(bin, 'sh'));
+    for (const tool of ['cc', 'gcc', 'make', 'python3', 'python']) await expect(run('sh', ['-c', `command -v ${tool}`], { env: { PATH: bin } })).rejects.toMatchObject({ code: 127 });
+    const prefix = join(dir, 'prefix');
+    const home = join(dir, 'home');
+    await mkdir(home);
+    const base = { PATH: bin, HOME: home };
+    const inNs = (cmd: string, args: string[], extra: Record<string, string> = {}) =>
+      run('ip', ['netns', 'exec', netns, 'env', '-i', ...Object.entries({ ...base, ...extra }).map(([k, v]) => `${k}=${v}`), cmd, ...args], { timeout: 300_000, maxBuffer: 64 << 20 });
+    // the namespace has no route out: the registry cannot be reached from it
+    await expect(inNs('node', ['-e', "require('https').get('https://registry.npmjs.org/', () => process.exit(0)).on('error', () => process.exit(7))"])).rejects.toMatchObject({ code: 7 });
+
+    const t0 = Date.now();
+    await inNs(join(bin, 'npm'), ['install', '-g', '--prefix', prefix, '--cache', join(dir, 'cache'), '--no-fund', '--no-audit', tgz]);
+    const seconds = (Date.now() - t0) / 1000;
+    expect(seconds).toBeLessThan(240);
+    const tp = join(prefix, 'bin', 'tarport');
+    expect((await inNs(tp, ['--help'])).stdout).toContain('Usage: tarport');
+    expect(await readdir(join(prefix, 'lib', 'node_modules', 'tarport', 'node_modules'))).not.toContain('zstd-napi');
+
+    // zstd from Node's own zlib where it has it (>= 22.15); on older Nodes, without zstd-napi, a clear refusal
+    const repo = join(dir, 'repo');
+    const zstd = await inNs(tp, ['push', fixture('app-v1.tar'), '--to', repo, '--name', 'pkg/app:zstd']).then(() => 0, (e: { code: number; stderr: string }) => e);
+    const nodeZstd = typeof (await import('node:zlib') as { createZstdCompress?: unknown }).createZstdCompress === 'function';
+    expect(zstd === 0 ? 'pushed' : (zstd as { stderr: string }).stderr.includes('zstd-napi') && (zstd as { code: number }).code === 2 ? 'refused' : zstd).toBe(nodeZstd ? 'pushed' : 'refused');
+    await inNs(tp, ['push', fixture('app-v1.tar'), '--to', repo, '--name', 'pkg/app:1', '--compress', 'gzip']);
+    await emptyDaemon('consumer');
+    await inNs(tp, ['pull', 'pkg/app:1', '--from', repo, '--state', join(dir, 'state')], { DOCKER_HOST: env.consumer });
+    expect(await docker('consumer', 'images', '-q', 'pkg/app:1')).not.toBe('');
+  }, 600_000);
+});

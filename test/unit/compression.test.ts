@@ -1,0 +1,73 @@
+import { randomBytes } from 'node:crypto';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { describe, expect, it } from 'vitest';
+// the built module, as zstd-thread.test.ts: its worker thread runs from dist/
+import { decompressor, zstdCodec, zstdCodecs, zstdCompressor, zstdDecompressor, type ZstdCodec } from '../../dist/archive/compression.js';
+
+const nodeHasZstd = Number(process.versions.node.split('.')[0]) >= 24 || /^(22\.(1[5-9]|[2-9]\d)|23\.([89]|\d\d))\./.test(process.versions.node);
+
+async function through(input: Buffer, t: NodeJS.ReadWriteStream, chunk = 1 << 20): Promise<Buffer> {
+  const pieces = Array.from({ length: Math.ceil(input.length / chunk) }, (_, i) => input.subarray(i * chunk, (i + 1) * chunk));
+  const out: Buffer[] = [];
+  await pipeline(Readable.from(pieces), t, new Writable({ write: (c: Buffer, _e, cb) => (out.push(c), cb()) }));
+  return Buffer.concat(out);
+}
+
+describe('zstd codecs', () => {
+  // every codec this process has: Node's own where the Node version has it, zstd-napi (a dev dependency)
+  const codecs = zstdCodecs();
+  const data = Buffer.concat([randomBytes(3 << 20), Buffer.alloc(5 << 20, 'tarport layer '), randomBytes(77_777)]);
+
+  it("uses Node's own zstd where the Node version has it, else zstd-napi", () => {
+    expect(codecs).toEqual(nodeHasZstd ? ['node-zlib', 'zstd-napi'] : ['zstd-napi']);
+    expect(zstdCodec()).toBe(codecs[0]);
+  });
+
+  it.each(codecs)('%s: what one codec compresses, every codec gives back byte for byte', async (c: ZstdCodec) => {
+    const z = await through(data, zstdCompressor(c));
+    expect(z.readUInt32LE(0)).toBe(0xfd2fb528);
+    // a frame checksum (frame header descriptor bit 2): corruption that keeps the frame parseable is caught
+    expect(z[4]! & 0x04).toBe(0x04);
+    for (const d of codecs) expect((await through(z, zstdDecompressor(d), 4099)).equals(data), `${c} → ${d}`).toBe(true);
+  });
+
+  it.each(codecs)('%s: a cut stream fails as truncated input, garbage as bad input (typed, not by message)', async (c: ZstdCodec) => {
+    const z = await through(data, zstdCompressor(c));
+    await expect(through(z.subarray(0, z.length - 1000), zstdDecompressor(c))).rejects.toMatchObject({ name: 'TarportError', code: 'BAD_INPUT', truncated: true });
+    const bad = Buffer.from(z);
+    bad.fill(0x55, 6, 4000);
+    await expect(through(bad, zstdDecompressor(c))).rejects.toMatchObject({ name: 'TarportError', code: 'BAD_INPUT', truncated: false });
+  });
+
+  it.each(codecs)('%s: 1 GiB of zeros from a few KiB, read slowly, keeps memory flat', async (c: ZstdCodec) => {
+    const z = await through(Buffer.alloc(256 << 20), zstdCompressor(c));
+    // four frames of 256 MiB: 1 GiB out of ~40 KiB in
+    const bomb = Buffer.concat([z, z, z, z]);
+    expect(bomb.length).toBeLessThan(1 << 20);
+    const base = process.memoryUsage().rss;
+    let peak = 0;
+    let n = 0;
+    let i = 0;
+    await pipeline(
+      Readable.from([bomb]),
+      zstdDecompressor(c),
+      new Writable({
+        highWaterMark: 1,
+        write: (b: Buffer, _e, cb) => {
+          n += b.length;
+          if (++i % 16 === 0) peak = Math.max(peak, process.memoryUsage().rss - base);
+          setImmediate(cb);
+        },
+      }),
+    );
+    expect(n).toBe(1 << 30);
+    expect(peak).toBeLessThan(256 << 20);
+  });
+
+  it('decompressor("zstd") is the chosen codec; gzip and none are untouched by the choice', async () => {
+    const z = await through(data, zstdCompressor(codecs[0]!));
+    expect((await through(z, decompressor('zstd'))).equals(data)).toBe(true);
+    expect((await through(data, decompressor('none'))).equals(data)).toBe(true);
+  });
+});
