@@ -36,7 +36,7 @@ export async function syncCommand(ctx: Context, srcUrl: string, dstUrl: string, 
   }), flags.have) : undefined;
   const sign = await signerFrom(flags);
   const src = await openRepository(srcUrl, 'SRC', flags);
-  const dst = await openRepository(dstUrl, 'DST', flags);
+  const dst = await openRepository(dstUrl, 'DST', flags, 'write');
   // a person at a terminal gets a progress bar instead of a line per object; logs keep the lines
   const bar = process.stderr.isTTY && !ctx.out.quiet ? await progressBar() : undefined;
   try {
