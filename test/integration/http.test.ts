@@ -243,6 +243,28 @@ describe('a repository served by a web mirror', () => {
     for (const l of idle) expect(l.trim().split(' ').at(-2)).toBe('0'); // body bytes sent
   });
 
+  it('ls, check and sync read a mirror (check and sync through the JSON listing); the copy checks clean', async () => {
+    const sub = `repo-${randomBytes(4).toString('hex')}`;
+    const push = await tarport(['push', fixture('app-v1.tar'), fixture('app-v2.tar'), '--to', join(E.TP_WWW_ROOT, sub)]);
+    expect(push.code, push.stderr).toBe(0);
+    const url = `${E.TP_HTTP_CACHE_URL}/${sub}`;
+    const ls = await tarport(['ls', url, '--json']);
+    expect(ls.code, ls.stderr).toBe(0);
+    expect(ls.stdout).toContain('tarport-fixture/app');
+    const check = await tarport(['check', url]);
+    expect(check.code, check.stderr).toBe(0);
+    const stick = join(await tempDir(), 'stick');
+    const sync = await tarport(['sync', url, stick]);
+    expect(sync.code, sync.stderr).toBe(0);
+    const checkCopy = await tarport(['check', stick]);
+    expect(checkCopy.code, checkCopy.stderr).toBe(0);
+    const lsCopy = await tarport(['ls', stick, '--json']);
+    const { repository: _a, ...copied } = JSON.parse(lsCopy.stdout) as Record<string, unknown>;
+    const { repository: _b, ...served } = JSON.parse(ls.stdout) as Record<string, unknown>;
+    expect(copied).toEqual(served);
+    expect(JSON.stringify(served)).toContain('tarport-fixture/app');
+  });
+
   it('push, watch, gc and sync to an http(s) location are refused before they start (exit 2)', async () => {
     const sub = await seeded({ 'tarport/catalog.json': small });
     const url = `${E.TP_HTTPS_URL}/${sub}`;
