@@ -70,7 +70,9 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
       .addOption(opt('--trust <keyfile>', 'accept only releases signed by this OpenPGP public key (repeatable)').argParser(collect))
       .addOption(opt('--decrypt-key <file>', 'OpenPGP private key for encrypted releases (passphrase: TARPORT_DECRYPT_KEY_PASSPHRASE)'));
 
-  consumerFlags(program.command('pull').description('load every followed release newer than what was loaded (one run, for cron)')).action(
+  consumerFlags(program.command('pull').description('load every followed release newer than what was loaded (one run, for cron)'))
+    .addOption(opt('--fetch-only', 'fill the verified cache with what the releases need and load nothing (prefetch ahead of a maintenance window)'))
+    .action(
     (names: string[], _f, cmd: Command) => run(async (ctx) => (await import('./commands/pull.js')).pullCommand(ctx, names, cmd.opts())),
   );
 

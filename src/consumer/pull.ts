@@ -4,7 +4,7 @@ import { decompressor, prewarmDecompressors, releaseDecompressors, threadedDecom
 import { Digester, decryptStream, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
 import { chainIds, type DockerApi, type ImageStore } from '../docker/index.js';
 import { TarportError } from '../errors.js';
-import { CATALOG_KEY, recordKey, type Catalog, type CatalogEntry, type ReleaseRecord, type Repository } from '../repo/index.js';
+import { CATALOG_KEY, MAX_SMALL_BLOB_BYTES, recordKey, type Catalog, type CatalogEntry, type ReleaseRecord, type Repository } from '../repo/index.js';
 import { ObjectCache } from './cache.js';
 import { StateStore, type State } from './state.js';
 
@@ -46,12 +46,18 @@ export interface PullOptions {
   readonly trust?: readonly TrustedKey[];
   /** Private key for encrypted releases. */
   readonly decryptKey?: DecryptionKey;
+  /**
+   * Fill the verified cache with every object the releases need, and load nothing (fleets prefetch
+   * ahead of a maintenance window; a later pull loads from the cache). Needs no runtime.
+   */
+  readonly fetchOnly?: boolean;
 }
 
 export type PullEvent =
   | { kind: 'up-to-date'; ref: string; version: number }
   | { kind: 'loading'; ref: string; version: number; layers: number; skipped: number }
   | { kind: 'loaded'; ref: string; version: number; imageId: string; bytesFetched: number; signer?: string }
+  | { kind: 'fetched'; ref: string; version: number; objects: number; bytesFetched: number }
   | { kind: 'warning'; message: string }
   | { kind: 'refused'; ref: string; version: number; digest: string; message: string; code: string }
   | { kind: 'hook'; ref: string; version: number; ok: boolean; message: string }
@@ -66,6 +72,8 @@ export interface PullResult {
   readonly idle: boolean;
   /** Releases refused in this run, by name:tag, with their record digest. */
   readonly refused: { ref: string; digest: string; code: string; message: string }[];
+  /** With fetchOnly: the releases whose objects are now all in the cache. */
+  readonly fetched?: { ref: string; version: number }[];
 }
 
 function subscribed(subs: readonly Subscription[], e: CatalogEntry): boolean {
@@ -91,7 +99,7 @@ async function pullLocked(repo: Repository, docker: DockerApi, store: StateStore
   const emit = opts.onEvent ?? (() => undefined);
   const state = await store.read();
   const loc = repo.location;
-  const result: PullResult = { loaded: [], upToDate: [], bytesFetched: 0, idle: false, refused: [] };
+  const result: PullResult = { loaded: [], upToDate: [], bytesFetched: 0, idle: false, refused: [], ...(opts.fetchOnly ? { fetched: [] } : {}) };
   const stat = await repo.catalogStat(opts.signal);
   if (!stat) throw new TarportError('NOT_FOUND', `${repo.location} holds no catalog (tarport/catalog.json): not a tarport repository, or nothing was pushed yet`);
   const last = state.catalogStat[loc];
@@ -129,6 +137,11 @@ async function pullLocked(repo: Repository, docker: DockerApi, store: StateStore
     opts.signal?.throwIfAborted();
     const ref = `${entry.name}:${entry.tag}`;
     const prev = loadedHere[ref];
+    if (opts.fetchOnly && prev?.digest === entry.digest) {
+      result.upToDate.push(ref);
+      emit({ kind: 'up-to-date', ref, version: entry.version });
+      continue;
+    }
     if (prev && prev.digest === entry.digest) {
       // still there? a removed image is loaded again
       const present = await docker.inspectImage(ref, opts.signal);
@@ -147,6 +160,13 @@ async function pullLocked(repo: Repository, docker: DockerApi, store: StateStore
       const signer = opts.trust?.length
         ? await verifyDetached(bytes, await repo.readSignature(recordKey(entry.name, entry.tag, entry.record), opts.signal), opts.trust, `release ${ref} v${entry.version}`)
         : undefined;
+      if (opts.fetchOnly) {
+        const f = await fetchRelease(repo, cache, record, opts.signal);
+        (result as { bytesFetched: number }).bytesFetched += f.bytesFetched;
+        result.fetched!.push({ ref, version: record.version });
+        emit({ kind: 'fetched', ref, version: record.version, ...f });
+        continue;
+      }
       imageStore ??= await docker.imageStore(opts.signal);
       const { imageId, bytesFetched } = record.kind === 'image'
         ? await loadImage(repo, docker, cache, record, imageStore, (e) => emit(e), opts.decryptKey, opts.signal)
@@ -157,7 +177,6 @@ async function pullLocked(repo: Repository, docker: DockerApi, store: StateStore
       await store.write(state);
       result.loaded.push({ ref, version: record.version, imageId });
       emit({ kind: 'loaded', ref, version: record.version, imageId, bytesFetched, ...(signer ? { signer } : {}) });
-      if (imageStore === 'graphdriver') await cache.prune(new Set());
       if (opts.keepImages !== undefined) await retire(docker, loadedHere[ref]!, ref, opts.keepImages, emit, () => store.write(state));
       if (opts.hook) emit(await runHook(opts.hook, ref, record.version, opts.signal));
     } catch (e) {
@@ -165,8 +184,11 @@ async function pullLocked(repo: Repository, docker: DockerApi, store: StateStore
       refuse(ref, entry, e);
     }
   }
+  // the daemon holds what was loaded; objects of releases that failed stay for the next try
+  if (imageStore === 'graphdriver' && result.refused.length === 0) await cache.prune(new Set());
   state.catalogSequence[loc] = Math.max(seen, catalog.sequence);
-  state.catalogStat[loc] = stat;
+  // a prefetch loads nothing: the next poll must not take an unchanged catalog for done
+  if (!opts.fetchOnly) state.catalogStat[loc] = stat;
   await store.write(state);
   if (failure && opts.throwOnRefused !== false) throw failure;
   return result;
@@ -254,7 +276,8 @@ async function loadImage(
   if (!record.config) throw new TarportError('INTEGRITY', `${ref} v${record.version}: image release without a config`);
   // decompression threads take ~45 ms to start: the first starts now (pull() stops the spare)
   if (record.layers.some((l) => l.compression === 'zstd')) prewarmDecompressors();
-  const stored = await repo.readSmallBlob(record.config, `config of ${ref}`, signal);
+  // a prefetch (fetchOnly) left the config in the cache, verified: no request for it then
+  const stored = record.config.size <= MAX_SMALL_BLOB_BYTES && (await cache.has(record.config)) ? await collect(cache.open(record.config.digest)) : await repo.readSmallBlob(record.config, `config of ${ref}`, signal);
   const config = record.config.encryption ? await collect(await decryptStream(Readable.from([stored]), needKey(key, record), `config of ${ref}`)) : stored;
   if (sha256(config) !== record.contentKey) {
     throw new TarportError('INTEGRITY', `${ref} v${record.version}: the config's digest ${sha256(config)} is not the image ID ${record.contentKey} the record names`);
@@ -330,6 +353,18 @@ async function importRootfs(repo: Repository, docker: DockerApi, cache: ObjectCa
   pipeline(src, dec).catch((e: unknown) => dec.destroy(e as Error));
   const imageId = await docker.import(dec, record.name, record.tag, signal);
   return { imageId, bytesFetched };
+}
+
+/** Every object a release needs, into the cache (each verified on the way); nothing is decrypted. */
+async function fetchRelease(repo: Repository, cache: ObjectCache, record: ReleaseRecord, signal?: AbortSignal): Promise<{ objects: number; bytesFetched: number }> {
+  if (record.config && record.config.size > MAX_SMALL_BLOB_BYTES) {
+    throw new TarportError('INTEGRITY', `${record.name}:${record.tag} v${record.version}: its config is ${record.config.size} bytes, more than the ${MAX_SMALL_BLOB_BYTES} allowed`);
+  }
+  const objects = [...(record.config ? [record.config] : []), ...record.layers];
+  const unique = [...new Map(objects.map((o) => [o.digest, o])).values()];
+  let bytesFetched = 0;
+  for (const o of unique) bytesFetched += await cache.ensure(repo, o, signal);
+  return { objects: unique.length, bytesFetched };
 }
 
 function needKey(key: DecryptionKey | undefined, record: ReleaseRecord): DecryptionKey {

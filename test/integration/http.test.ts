@@ -1,12 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { pull } from '../../src/consumer/index.js';
+import type { DockerApi } from '../../src/docker/index.js';
 import { isTarportError } from '../../src/errors.js';
+import { Repository } from '../../src/repo/index.js';
 import { HttpTransport } from '../../src/transport/http.js';
 import { openTransport, parseLocation, type Transport } from '../../src/transport/index.js';
 import { docker, emptyDaemon, fixture, tarport, tempDir } from '../helpers.js';
@@ -277,6 +280,68 @@ describe('a repository served by a web mirror', () => {
     expect(sync.code).toBe(2);
   });
 });
+
+describe('a fleet behind the caching tier', () => {
+  it('100 hosts prefetch an update at once (--fetch-only): each verified, the origin serves each object at most twice, idle rounds fetch no object', async () => {
+    const sub = `fleet-${randomBytes(4).toString('hex')}`;
+    const dir = join(E.TP_WWW_ROOT, sub);
+    const url = `${E.TP_HTTP_CACHE_URL}/${sub}`;
+    expect((await tarport(['push', fixture('app-v1.tar'), '--to', dir])).code).toBe(0);
+    // every host has v1's objects already (one prefetch, copied): the update is what is new in v2
+    const seed = await tempDir();
+    const first = await tarport(['pull', '--fetch-only', '--from', url, '--state', seed]);
+    expect(first.code, first.stderr).toBe(0);
+    const hosts = await Promise.all(Array.from({ length: 100 }, async () => {
+      const d = await tempDir();
+      await cp(seed, d, { recursive: true });
+      return d;
+    }));
+    expect((await tarport(['push', fixture('app-v2.tar'), '--to', dir])).code).toBe(0);
+    const objectsOf = async (file: string) => (await readFile(file, 'utf8')).split('\n').filter((l) => l.includes(`/${sub}/blobs/`));
+    const originBefore = (await objectsOf(E.TP_NGINX_ORIGIN_LOG)).length;
+
+    // a hundred hosts at once, each with its own connections and cache: in one process, since a
+    // hundred Node start-ups would measure the machine, not the fleet (the CLI ran the seed above)
+    const docs = await Promise.all(hosts.map((state) => fleetHost(url, state)));
+    // v1's objects were in every cache already: listed as complete, none of their bytes fetched
+    for (const d of docs) expect(d.fetched).toEqual([{ ref: 'tarport-fixture/app:1', version: 1 }, { ref: 'tarport-fixture/app:2', version: 1 }]);
+    // what an update costs one host: the objects v2 has and v1 had not
+    const update = docs[0]!.bytesFetched;
+    expect(update).toBeGreaterThan(0);
+    for (const d of docs) expect(d.bytesFetched).toBe(update);
+
+    const originLines = (await objectsOf(E.TP_NGINX_ORIGIN_LOG)).slice(originBefore);
+    const perObject = new Map<string, number>();
+    let originBytes = 0;
+    for (const l of originLines) {
+      const path = / (\/\S+) HTTP/.exec(l)![1]!;
+      perObject.set(path, (perObject.get(path) ?? 0) + 1);
+      originBytes += Number(l.trim().split(' ').at(-2));
+    }
+    expect(perObject.size).toBeGreaterThan(0);
+    for (const [path, n] of perObject) expect(n, path).toBeLessThanOrEqual(2);
+    expect(originBytes).toBeLessThanOrEqual(2 * update);
+
+    // an idle round of the whole fleet: the origin sees no object body
+    const idleBefore = (await objectsOf(E.TP_NGINX_ORIGIN_LOG)).length;
+    const again = await Promise.all(hosts.map((state) => fleetHost(url, state)));
+    for (const d of again) expect(d.bytesFetched).toBe(0);
+    expect((await objectsOf(E.TP_NGINX_ORIGIN_LOG)).length).toBe(idleBefore);
+  }, 600_000);
+});
+
+/** One host of a fleet: a prefetch with a transport and a state folder of its own, no runtime. */
+async function fleetHost(url: string, stateDir: string) {
+  const transport = await openTransport(parseLocation(url));
+  try {
+    const noRuntime = new Proxy({} as DockerApi, {
+      get: () => () => Promise.reject(new Error('a prefetch must not touch the container runtime')),
+    });
+    return await pull(new Repository(transport), noRuntime, { subscriptions: [], stateDir, fetchOnly: true, lockWaitMs: 30_000 });
+  } finally {
+    await transport.close();
+  }
+}
 
 /** An HTTP server of the test's own on loopback; returns its port. */
 async function fakeServer(handler: (req: IncomingMessage, res: ServerResponse) => void, tls?: { key: Buffer; cert: Buffer }): Promise<number> {

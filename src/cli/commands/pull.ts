@@ -14,6 +14,7 @@ export interface PullFlags extends ConnectionFlags {
   keepImages?: string;
   trust?: string[];
   decryptKey?: string;
+  fetchOnly?: boolean;
 }
 
 export interface PollFlags extends PullFlags {
@@ -43,6 +44,7 @@ async function consumerOptions(names: string[], flags: PullFlags) {
     ...(flags.hook ? { hook: flags.hook } : {}),
     ...(keepImages !== undefined ? { keepImages } : {}),
     ...(flags.trust?.length ? { trust: await loadTrustedKeys(flags.trust) } : {}),
+    ...(flags.fetchOnly ? { fetchOnly: true } : {}),
     ...(flags.decryptKey ? { decryptKey: await loadDecryptionKey(flags.decryptKey, process.env.TARPORT_DECRYPT_KEY_PASSPHRASE) } : {}),
   };
 }
