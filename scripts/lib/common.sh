@@ -10,7 +10,7 @@ export TP_ROOT TP_DOCKER
 tp_log() { printf '\033[1m[tarport]\033[0m %s\n' "$*" >&2; }
 
 # Debian packages the project needs at run time and in tests. Installed only when missing.
-TP_APT_PACKAGES=(docker.io busybox-static skopeo zstd gnupg ca-certificates vsftpd openssh-server openssh-client openssl curl
+TP_APT_PACKAGES=(docker.io busybox-static skopeo zstd gnupg ca-certificates vsftpd openssh-server openssh-client openssl curl nginx
   libsodium23 libcap2 libpam0g containerd podman
   prometheus systemd groff-base man-db bsdutils)  # promtool checks metrics; systemd-analyze the units; groff/man the man page; script(1) a TTY
 
@@ -408,4 +408,80 @@ SSHD
   export TP_FTPS_URL="ftps://$user@127.0.0.1:$p_ftps$s/home"
   export TP_FTP2_URL="ftp://$user@127.0.0.1:$p_ftp2$s/home"
   export TP_SFTP_URL="sftp://$user@127.0.0.1:$p_sftp$s/home"
+}
+
+# tp_nginx_conf TEMPLATE OUT NAME=VALUE...: renders one of contrib/nginx/*.conf (the files docs/mirror.md
+# gives users) with the @NAME@ placeholders replaced.
+tp_nginx_conf() {
+  local tpl=$1 out=$2; shift 2
+  cp "$tpl" "$out"
+  local kv
+  for kv in "$@"; do
+    local k=${kv%%=*} v=${kv#*=}
+    sed -i "s|@$k@|$v|g" "$out"
+  done
+  if grep -v '^ *#' "$out" | grep -q '@[A-Z_]*@'; then tp_log "unreplaced placeholders in $out"; return 1; fi
+}
+
+# tp_run_nginx NAME SERVERCONF: one nginx of our own around a server block, in the run dir.
+tp_run_nginx() {
+  local name=$1 server=$2 d="$TP_RUN/nginx-$1"
+  mkdir -p "$d/tmp"
+  cat > "$d/nginx.conf" <<NGINX
+daemon off;
+master_process on;
+worker_processes 2;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 4096; }
+http {
+  log_format tarport '\$remote_addr "\$request" \$status \$body_bytes_sent \$bytes_sent';
+  access_log $d/access.log tarport;
+  sendfile on;
+  client_body_temp_path $d/tmp/client;
+  proxy_temp_path $d/tmp/proxy;
+  fastcgi_temp_path $d/tmp/fastcgi;
+  uwsgi_temp_path $d/tmp/uwsgi;
+  scgi_temp_path $d/tmp/scgi;
+  include $server;
+}
+NGINX
+  nginx -t -q -c "$d/nginx.conf" -p "$d" 2>"$d/check.log" || { tp_log "nginx ($name) config refused:"; cat "$d/check.log" >&2; return 1; }
+  nginx -c "$d/nginx.conf" -p "$d" >"$d/stdout.log" 2>&1 & echo $! > "$d/launcher.pid"
+  TP_PIDFILES+=("$d/launcher.pid")
+}
+
+# tp_start_nginx: an HTTPS origin serving $TP_WWW_ROOT (repositories go into folders of it) with the
+# servers' CA (run tp_start_servers first), and a caching tier in front of it over plain HTTP; both
+# from the configs docs/mirror.md gives. Exports TP_WWW_ROOT, TP_HTTPS_URL, TP_HTTP_CACHE_URL,
+# TP_NGINX_ORIGIN_LOG, TP_NGINX_CACHE_LOG.
+tp_start_nginx() {
+  local s="$TP_RUN/servers" attempt base
+  mkdir -p "$TP_RUN/www" "$TP_RUN/nginx-cache-data"
+  chmod 755 "$TP_RUN/www"
+  for attempt in 1 2 3 4 5; do
+    base=$(tp_server_base)
+    tp_nginx_conf "$TP_ROOT/contrib/nginx/origin.conf" "$TP_RUN/origin-server.conf" \
+      "LISTEN=127.0.0.1:$base" SERVER_NAME=localhost "CERT=$s/ftps.crt" "KEY=$s/ftps.key" "ROOT=$TP_RUN/www"
+    tp_nginx_conf "$TP_ROOT/contrib/nginx/cache.conf" "$TP_RUN/cache-server.conf" \
+      "LISTEN=127.0.0.1:$((base + 1))" SERVER_NAME=localhost "CACHE_DIR=$TP_RUN/nginx-cache-data" \
+      "ORIGIN=127.0.0.1:$base" ORIGIN_NAME=localhost "CA=$s/ca.crt"
+    tp_run_nginx origin "$TP_RUN/origin-server.conf" && tp_run_nginx cache "$TP_RUN/cache-server.conf" || return 1
+    local port i ok=1
+    for port in $base $((base + 1)); do
+      for i in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done
+      (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || ok=0
+    done
+    sleep 0.3
+    for n in origin cache; do kill -0 "$(cat "$TP_RUN/nginx-$n/launcher.pid")" 2>/dev/null || ok=0; done
+    if [ $ok = 1 ]; then
+      export TP_WWW_ROOT="$TP_RUN/www" TP_HTTPS_URL="https://127.0.0.1:$base" TP_HTTP_CACHE_URL="http://127.0.0.1:$((base + 1))"
+      export TP_NGINX_ORIGIN_LOG="$TP_RUN/nginx-origin/access.log" TP_NGINX_CACHE_LOG="$TP_RUN/nginx-cache/access.log"
+      return 0
+    fi
+    tail -n 5 "$TP_RUN"/nginx-*/error.log "$TP_RUN"/nginx-*/stdout.log >&2 2>/dev/null
+    for n in origin cache; do kill "$(cat "$TP_RUN/nginx-$n/launcher.pid")" 2>/dev/null || true; done
+    tp_log "starting nginx again on other ports"
+  done
+  tp_log "nginx did not start on five sets of ports"; return 1
 }

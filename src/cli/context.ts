@@ -51,11 +51,19 @@ export async function transportOptions(flags: ConnectionFlags): Promise<Transpor
   };
 }
 
-/** Opens a repository; its transport counts requests and bytes for the --json report. */
-export async function openRepository(url: string | undefined, flag: string, flags: ConnectionFlags = {}): Promise<Repository & { counters: TransportCounters }> {
-  if (!url) throw new TarportError('USAGE', `no repository given: pass ${flag} URL (a path, file://, ftp://, ftps:// or sftp://)`);
+/**
+ * Opens a repository; its transport counts requests and bytes for the --json report. A command that
+ * writes (`access: 'write'`) is refused before it starts when the location is read-only (a web mirror).
+ */
+export async function openRepository(url: string | undefined, flag: string, flags: ConnectionFlags = {}, access: 'read' | 'write' = 'read'): Promise<Repository & { counters: TransportCounters }> {
+  if (!url) throw new TarportError('USAGE', `no repository given: pass ${flag} URL (a path, file://, ftp://, ftps://, sftp://, http:// or https://)`);
   const loc = parseLocation(url);
-  const counting = new CountingTransport(await openTransport(loc, await transportOptions(flags)));
+  const transport = await openTransport(loc, await transportOptions(flags));
+  if (access === 'write' && transport.capabilities.readOnly) {
+    await transport.close();
+    throw new TarportError('USAGE', `${flag} ${transport.location}: ${loc.kind}:// locations are read-only (a web mirror serves what an origin publishes); write to the origin instead`);
+  }
+  const counting = new CountingTransport(transport);
   return Object.assign(new Repository(counting), { counters: counting.counters });
 }
 

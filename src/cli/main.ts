@@ -79,7 +79,9 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
       .addOption(opt('--podman-socket <url>', "Podman's API socket (--runtime podman; default: the root or rootless service's socket)"))
       .addOption(opt('--metrics-file <file>', "write Prometheus metrics to FILE (node_exporter's textfile collector), atomically"));
 
-  consumerFlags(program.command('pull').description('load every followed release newer than what was loaded (one run, for cron)')).action(
+  consumerFlags(program.command('pull').description('load every followed release newer than what was loaded (one run, for cron)'))
+    .addOption(opt('--fetch-only', 'fill the verified cache with what the releases need and load nothing (prefetch ahead of a maintenance window)'))
+    .action(
     (names: string[], _f, cmd: Command) => run(async (ctx) => (await import('./commands/pull.js')).pullCommand(ctx, names, cmd.opts())),
   );
 

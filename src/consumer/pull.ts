@@ -4,7 +4,7 @@ import { decompressor, ociBlobPath, prewarmDecompressors, releaseDecompressors, 
 import { Digester, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
 import { formatPlatform, type ImageName, type LoadPlan, type Platform, type Runtime } from '../runtime/index.js';
 import { TarportError } from '../errors.js';
-import { CATALOG_KEY, familiarName, qualifiedName, recordKey, sameName, type Catalog, type CatalogEntry, type ReleaseRecord, type Repository } from '../repo/index.js';
+import { CATALOG_KEY, MAX_SMALL_BLOB_BYTES, familiarName, qualifiedName, recordKey, sameName, type Catalog, type CatalogEntry, type ReleaseRecord, type Repository } from '../repo/index.js';
 import { ObjectCache } from './cache.js';
 import { checkEncrypted, decryptConfig, openLayer } from './encryption.js';
 import { StateStore, type State } from './state.js';
@@ -47,12 +47,18 @@ export interface PullOptions {
   readonly decryptKey?: DecryptionKey;
   /** With decryptKey: load releases whose layers or config are not encrypted too (refused otherwise). */
   readonly allowUnencrypted?: boolean;
+  /**
+   * Fill the verified cache with every object the releases need, and load nothing (fleets prefetch
+   * ahead of a maintenance window; a later pull loads from the cache). Needs no runtime.
+   */
+  readonly fetchOnly?: boolean;
 }
 
 export type PullEvent =
   | { kind: 'up-to-date'; ref: string; version: number }
   | { kind: 'loading'; ref: string; version: number; layers: number; skipped: number }
   | { kind: 'loaded'; ref: string; version: number; imageId: string; bytesFetched: number; signer?: string; runtime: string; platform: string }
+  | { kind: 'fetched'; ref: string; version: number; objects: number; bytesFetched: number }
   | { kind: 'warning'; message: string }
   | { kind: 'refused'; ref: string; version: number; digest: string; message: string; code: string }
   | { kind: 'hook'; ref: string; version: number; ok: boolean; message: string }
@@ -67,6 +73,8 @@ export interface PullResult {
   readonly idle: boolean;
   /** Releases refused in this run, by name:tag, with their record digest. */
   readonly refused: { ref: string; digest: string; code: string; message: string }[];
+  /** With fetchOnly: the releases whose objects are now all in the cache. */
+  readonly fetched?: { ref: string; version: number }[];
 }
 
 function subscribed(subs: readonly Subscription[], e: CatalogEntry): boolean {
@@ -97,7 +105,7 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
   const emit = opts.onEvent ?? (() => undefined);
   const state = await store.read();
   const loc = repo.location;
-  const result: PullResult = { loaded: [], upToDate: [], bytesFetched: 0, idle: false, refused: [] };
+  const result: PullResult = { loaded: [], upToDate: [], bytesFetched: 0, idle: false, refused: [], ...(opts.fetchOnly ? { fetched: [] } : {}) };
   const stat = await repo.catalogStat(opts.signal);
   if (!stat) throw new TarportError('NOT_FOUND', `${repo.location} holds no catalog (tarport/catalog.json): not a tarport repository, or nothing was pushed yet`);
   const last = state.catalogStat[loc];
@@ -122,6 +130,7 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
   const loadedHere = (state.loaded[loc] ??= {});
   const cache = new ObjectCache(store.cacheDir);
   let platform: Platform | undefined;
+  let anyThin = false;
   let failure: unknown;
   const refuse = (ref: string, entry: CatalogEntry, e: unknown) => {
     const code = (e as { code?: string }).code ?? 'INTERNAL';
@@ -135,6 +144,11 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
     opts.signal?.throwIfAborted();
     const ref = `${entry.name}:${entry.tag}`;
     const prev = loadedHere[ref];
+    if (opts.fetchOnly && prev?.digest === entry.digest) {
+      result.upToDate.push(ref);
+      emit({ kind: 'up-to-date', ref, version: entry.version });
+      continue;
+    }
     if (prev && prev.digest === entry.digest) {
       // still there? a removed image is loaded again
       const present = await docker.imageId(imageName(entry.name, entry.tag), opts.signal);
@@ -154,6 +168,13 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
         ? await verifyDetached(bytes, await repo.readSignature(recordKey(entry.name, entry.tag, entry.record), opts.signal), opts.trust, `release ${ref} v${entry.version}`)
         : undefined;
       checkEncrypted(record, opts);
+      if (opts.fetchOnly) {
+        const f = await fetchRelease(repo, cache, record, opts.signal);
+        (result as { bytesFetched: number }).bytesFetched += f.bytesFetched;
+        result.fetched!.push({ ref, version: record.version });
+        emit({ kind: 'fetched', ref, version: record.version, ...f });
+        continue;
+      }
       platform ??= await docker.platform(opts.signal);
       const { imageId, bytesFetched, thin } = record.kind === 'image'
         ? await loadImage(repo, docker, cache, record, (e) => emit(e), opts.decryptKey, opts.signal)
@@ -164,8 +185,7 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
       await store.write(state);
       result.loaded.push({ ref, version: record.version, imageId });
       emit({ kind: 'loaded', ref, version: record.version, imageId, bytesFetched, ...(signer ? { signer } : {}), runtime: docker.kind, platform: formatPlatform(platform) });
-      // a runtime that takes thin archives keeps what it loaded: the cache need not
-      if (thin) await cache.prune(new Set());
+      anyThin ||= thin;
       if (opts.keepImages !== undefined) await retire(docker, loadedHere[ref]!, ref, opts.keepImages, emit, () => store.write(state));
       if (opts.hook) emit(await runHook(opts.hook, ref, record.version, opts.signal));
     } catch (e) {
@@ -173,8 +193,12 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
       refuse(ref, entry, e);
     }
   }
+  // a runtime that takes thin archives keeps what it loaded: the cache need not; once per run, so
+  // that objects prefetched for later releases, and those of a release that failed, stay
+  if (anyThin && result.refused.length === 0) await cache.prune(new Set());
   state.catalogSequence[loc] = Math.max(seen, catalog.sequence);
-  state.catalogStat[loc] = stat;
+  // a prefetch loads nothing: the next poll must not take an unchanged catalog for done
+  if (!opts.fetchOnly) state.catalogStat[loc] = stat;
   await store.write(state);
   if (failure && opts.throwOnRefused !== false) throw failure;
   return result;
@@ -266,7 +290,7 @@ async function loadImage(
   const name = imageName(record.name, record.tag);
   // decompression threads take ~45 ms to start: the first starts now (pull() stops the spare)
   if (record.layers.some((l) => l.compression === 'zstd')) prewarmDecompressors();
-  const config = await readConfig(repo, record, key, signal);
+  const config = await readConfig(repo, cache, record, key, signal);
   const diffIds = record.layers.map((l) => l.diffId);
   // The runtime says which layers it has (Docker's classic store: chains; containerd: blobs in its
   // content store) and which archive shape it reads; Docker's containerd store and Podman need all.
@@ -285,10 +309,11 @@ async function loadImage(
 }
 
 /** The image config, decrypted, checked against the record's image ID and layers. */
-async function readConfig(repo: Repository, record: ReleaseRecord, key: DecryptionKey | undefined, signal?: AbortSignal): Promise<Buffer> {
+async function readConfig(repo: Repository, cache: ObjectCache, record: ReleaseRecord, key: DecryptionKey | undefined, signal?: AbortSignal): Promise<Buffer> {
   const ref = `${record.name}:${record.tag}`;
   if (!record.config) throw new TarportError('INTEGRITY', `${ref} v${record.version}: image release without a config`);
-  const stored = await repo.readSmallBlob(record.config, `config of ${ref}`, signal);
+  // a prefetch (fetchOnly) left the config in the cache, verified: no request for it then
+  const stored = record.config.size <= MAX_SMALL_BLOB_BYTES && (await cache.has(record.config)) ? await readAll(cache.open(record.config.digest)) : await repo.readSmallBlob(record.config, `config of ${ref}`, signal);
   const config = record.config.encryption ? await decryptConfig(stored, needKey(key, record), `config of ${ref}`) : stored;
   if (sha256(config) !== record.contentKey) {
     throw new TarportError('INTEGRITY', `${ref} v${record.version}: the config's digest ${sha256(config)} is not the image ID ${record.contentKey} the record names`);
@@ -375,6 +400,24 @@ function rootfsConfig(diffId: string, platform: Platform): Buffer {
       history: [{ created_by: 'tarport: imported root file system' }],
     }),
   );
+}
+
+/** Every object a release needs, into the cache (each verified on the way); nothing is decrypted. */
+async function fetchRelease(repo: Repository, cache: ObjectCache, record: ReleaseRecord, signal?: AbortSignal): Promise<{ objects: number; bytesFetched: number }> {
+  if (record.config && record.config.size > MAX_SMALL_BLOB_BYTES) {
+    throw new TarportError('INTEGRITY', `${record.name}:${record.tag} v${record.version}: its config is ${record.config.size} bytes, more than the ${MAX_SMALL_BLOB_BYTES} allowed`);
+  }
+  const objects = [...(record.config ? [record.config] : []), ...record.layers];
+  const unique = [...new Map(objects.map((o) => [o.digest, o])).values()];
+  let bytesFetched = 0;
+  for (const o of unique) bytesFetched += await cache.ensure(repo, o, signal);
+  return { objects: unique.length, bytesFetched };
+}
+
+async function readAll(s: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of s) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
 }
 
 function needKey(key: DecryptionKey | undefined, record: ReleaseRecord): DecryptionKey {

@@ -12,9 +12,12 @@ interface Remote {
 export type Location =
   | { readonly kind: 'file'; readonly path: string }
   | (Remote & { readonly kind: 'ftp' | 'ftps' })
-  | (Remote & { readonly kind: 'sftp' });
+  | (Remote & { readonly kind: 'sftp' })
+  | (Remote & { readonly kind: 'http' | 'https' });
 
-const DEFAULT_PORTS = { ftp: 21, ftps: 21, sftp: 22 } as const;
+const DEFAULT_PORTS = { ftp: 21, ftps: 21, sftp: 22, http: 80, https: 443 } as const;
+const SCHEMES = ['ftp', 'ftps', 'sftp', 'http', 'https'] as const;
+type Scheme = (typeof SCHEMES)[number];
 
 /**
  * Parses a repository URL (CLI.md "Repository URLs"). A plain path is a local directory. Passwords in
@@ -27,7 +30,7 @@ export function parseLocation(input: string): Location {
     if (/^[a-zA-Z][a-zA-Z0-9+.-]*:/.test(input) && !isAbsolute(input) && !input.startsWith('./')) {
       // "ftp:host/path" and the like are typos, not relative paths
       const scheme = input.slice(0, input.indexOf(':'));
-      if (['ftp', 'ftps', 'sftp', 'file'].includes(scheme.toLowerCase())) {
+      if ([...SCHEMES, 'file', 's3'].includes(scheme.toLowerCase())) {
         throw new TarportError('USAGE', `repository location ${JSON.stringify(input)}: write ${scheme}://…`);
       }
     }
@@ -46,23 +49,25 @@ export function parseLocation(input: string): Location {
     }
     return { kind: 'file', path: decodeURIComponent(url.pathname) };
   }
-  if (scheme !== 'ftp' && scheme !== 'ftps' && scheme !== 'sftp') {
-    throw new TarportError('USAGE', `repository location ${maskLocationString(input)}: unknown scheme ${scheme}:// (use a path, file://, ftp://, ftps:// or sftp://)`);
+  if (!(SCHEMES as readonly string[]).includes(scheme)) {
+    throw new TarportError('USAGE', `repository location ${maskLocationString(input)}: unknown scheme ${scheme}:// (use a path, file://, ftp://, ftps://, sftp://, http:// or https://)`);
   }
+  const kind = scheme as Scheme;
   if (url.password !== '') {
     throw new TarportError('USAGE', `repository location ${maskLocationString(input)}: a password does not belong in the URL; use TARPORT_PASSWORD or --password-file`);
   }
   if (url.hostname === '') throw new TarportError('USAGE', `repository location ${input}: no host`);
-  const user = decodeURIComponent(url.username) || (scheme === 'sftp' ? process.env.USER ?? 'root' : 'anonymous');
-  const port = url.port ? Number(url.port) : DEFAULT_PORTS[scheme];
+  // http(s) sends no user unless one is named; FTP logs in as anonymous, SFTP as the local user
+  const user = decodeURIComponent(url.username) || (kind === 'sftp' ? process.env.USER ?? 'root' : kind === 'http' || kind === 'https' ? '' : 'anonymous');
+  const port = url.port ? Number(url.port) : DEFAULT_PORTS[kind];
   const path = decodeURIComponent(url.pathname) || '/';
-  return { kind: scheme, host: url.hostname, port, user, path };
+  return { kind, host: url.hostname, port, user, path };
 }
 
 /** The location as a URL that is safe to print. */
 export function formatLocation(loc: Location): string {
   if (loc.kind === 'file') return loc.path;
-  return `${loc.kind}://${encodeURIComponent(loc.user)}@${loc.host}:${loc.port}${loc.path}`;
+  return `${loc.kind}://${loc.user ? `${encodeURIComponent(loc.user)}@` : ''}${loc.host}:${loc.port}${loc.path}`;
 }
 
 /** Removes any password from a URL-like string before it is printed. */

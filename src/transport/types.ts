@@ -58,9 +58,10 @@ export interface Transport {
   /**
    * atomicRename: rename replaces the target in one step. maxConnections: transfers that may run at
    * once. local: the bytes are on this host (a directory or a mounted stick), so reading them again
-   * costs no more than reading a local cache.
+   * costs no more than reading a local cache. readOnly: every write, rename and remove is refused
+   * (a web mirror); commands that write say so before they start.
    */
-  readonly capabilities: Readonly<{ atomicRename: boolean; maxConnections: number; local: boolean }>;
+  readonly capabilities: Readonly<{ atomicRename: boolean; maxConnections: number; local: boolean; readOnly?: boolean }>;
   stat(key: string, signal?: AbortSignal): Promise<ObjectInfo | undefined>;
   list(folder: string, signal?: AbortSignal): AsyncIterable<ObjectInfo>;
   read(key: string, opts?: ReadOptions): Promise<Readable>;

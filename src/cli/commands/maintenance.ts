@@ -37,7 +37,7 @@ export async function gcCommand(ctx: Context, url: string, flags: GcFlags): Prom
   const keep = Number(flags.keep);
   if (flags.keep === undefined || !Number.isInteger(keep) || keep < 1) throw new TarportError('USAGE', `--keep ${JSON.stringify(flags.keep ?? '')}: how many versions per tag to keep, 1 or more`);
   const graceMs = parseDuration(flags.grace ?? '1h', '--grace');
-  const repo = await openRepository(url, 'URL', flags);
+  const repo = await openRepository(url, 'URL', flags, flags.dryRun ? 'read' : 'write');
   try {
     const r = await collectGarbage(repo, { keep, dryRun: flags.dryRun ?? false, graceMs, signal: ctx.signal });
     const verb = flags.dryRun ? 'would remove' : 'removed';

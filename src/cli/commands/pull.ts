@@ -19,6 +19,7 @@ export interface PullFlags extends ConnectionFlags, RuntimeFlags, MetricsFlags {
   trust?: string[];
   decryptKey?: string;
   allowUnencrypted?: boolean;
+  fetchOnly?: boolean;
 }
 
 export interface PollFlags extends PullFlags {
@@ -48,6 +49,7 @@ async function consumerOptions(names: string[], flags: PullFlags) {
     ...(flags.hook ? { hook: flags.hook } : {}),
     ...(keepImages !== undefined ? { keepImages } : {}),
     ...(flags.trust?.length ? { trust: await loadTrustedKeys(flags.trust) } : {}),
+    ...(flags.fetchOnly ? { fetchOnly: true } : {}),
     ...(flags.decryptKey ? { decryptKey: await loadDecryptionKey(flags.decryptKey, process.env.TARPORT_DECRYPT_KEY_PASSPHRASE) } : {}),
     allowUnencrypted: flags.allowUnencrypted ?? false,
   };
