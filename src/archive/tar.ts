@@ -196,7 +196,7 @@ class FileBlocks implements BlockReader {
     if (this.pos + n > this.size) return undefined;
     if (this.pos < this.winStart || this.pos + n > this.winStart + this.win.length) {
       // headers of small files sit close together: one read serves many of them
-      const buf = Buffer.allocUnsafe(Math.min(Math.max(n, 256 << 10), this.size - this.pos));
+      const buf = Buffer.allocUnsafe(Math.min(Math.max(n, CHUNK), this.size - this.pos));
       const { bytesRead } = await this.fh.read(buf, 0, buf.length, this.pos);
       if (bytesRead < n) return undefined;
       this.winStart = this.pos;
@@ -286,6 +286,8 @@ const LANDMARKS = new Set(['manifest.json', 'index.json', 'oci-layout', 'reposit
 /** Bytes of a compressed stream accepted after the tar end-of-archive marker (tools pad to 10 KiB). */
 const MAX_TRAILER = 1 << 20;
 
+const PLAIN_TYPES: ReadonlySet<EntryType> = new Set(['file', 'dir', 'symlink', 'hardlink']);
+
 /** Builds the index while the archive is scanned; refuses entries beneath a symbolic link. */
 class IndexBuilder {
   readonly entries = new Map<string, TarEntry>();
@@ -305,7 +307,7 @@ class IndexBuilder {
       if (this.links.size >= MAX_LINKS) throw new TarFormatError(`more than ${MAX_LINKS} symbolic links`);
       this.links.add(e.name);
     }
-    if (!this.unusual && (sparse || !['file', 'dir', 'symlink', 'hardlink'].includes(e.type))) {
+    if (!this.unusual && (sparse || !PLAIN_TYPES.has(e.type))) {
       this.unusual = { name: e.name, what: sparse ? 'a sparse file' : `a ${e.type === 'other' ? 'special entry' : e.type}` };
     }
     const prev = this.entries.get(e.name);
@@ -323,6 +325,7 @@ class IndexBuilder {
   }
 
   private beneathLink(name: string, what: string): void {
+    if (this.links.size === 0) return;
     for (let i = name.indexOf('/'); i > 0; i = name.indexOf('/', i + 1)) {
       const parent = name.slice(0, i);
       if (this.links.has(parent)) throw new TarFormatError(`${what} ${JSON.stringify(name)} lies beneath the symbolic link ${JSON.stringify(parent)}: it would be written wherever that link points`);

@@ -38,10 +38,23 @@ function numeric(buf: Buffer, start: number, len: number): number {
     if (!Number.isSafeInteger(v)) throw new TarFormatError('number too large in a header field');
     return v;
   }
-  const s = buf.toString('latin1', start, start + len).replace(/\0.*$/s, '').trim();
-  if (s === '') return 0;
-  if (!/^[0-7]+$/.test(s)) throw new TarFormatError(`invalid octal number ${JSON.stringify(s)}`);
-  return parseInt(s, 8);
+  // octal digits, maybe with leading spaces, ended by a space or NUL (parsed by hand: this runs twice
+  // per header, and an archive may hold a million headers)
+  let i = start;
+  const end = start + len;
+  while (i < end && buf[i] === 0x20) i++;
+  let v = 0;
+  let digits = 0;
+  for (; i < end; i++, digits++) {
+    const c = buf[i]!;
+    if (c === 0 || c === 0x20) break;
+    if (c < 0x30 || c > 0x37) throw new TarFormatError(`invalid octal number ${JSON.stringify(buf.toString('latin1', start, end).replace(/\0.*$/s, ''))}`);
+    v = v * 8 + (c - 0x30);
+  }
+  for (; i < end; i++) {
+    if (buf[i] !== 0 && buf[i] !== 0x20) throw new TarFormatError(`invalid octal number ${JSON.stringify(buf.toString('latin1', start, end).replace(/\0.*$/s, ''))}`);
+  }
+  return digits === 0 ? 0 : v;
 }
 
 export function isZeroBlock(buf: Buffer): boolean {
@@ -111,6 +124,7 @@ export function entryType(typeflag: string): EntryType {
 
 /** Normalizes an entry name: no leading './' or '/', no trailing '/'. */
 export function normalizeName(name: string): string {
+  if (name.charCodeAt(0) !== 0x2e && name.charCodeAt(0) !== 0x2f && !name.endsWith('/')) return name;
   let n = name.replace(/^(\.\/)+/, '').replace(/^\/+/, '');
   n = n.replace(/\/+$/, '');
   return n;
@@ -119,7 +133,7 @@ export function normalizeName(name: string): string {
 /** Why a path (an entry's name, a hard link's target) would leave the archive's root, or undefined. */
 export function leavesRoot(raw: string): string | undefined {
   if (raw.startsWith('/')) return 'is an absolute path';
-  if (raw.split('/').includes('..')) return "has a '..' component";
+  if (raw.includes('..') && raw.split('/').includes('..')) return "has a '..' component";
   return undefined;
 }
 
@@ -139,13 +153,15 @@ export type Step =
   | { readonly meta: true; readonly size: number }
   | { readonly meta: false; readonly entry: DecodedEntry };
 
+const NO_PAX: Readonly<Record<string, string>> = Object.freeze({});
+
 /**
  * Turns header blocks into entries. Extended headers (pax, GNU long name and link) apply to the entry
  * that follows them; their sizes, their number in a row and every size they declare are checked
  * before a byte of them is read.
  */
 export class HeaderDecoder {
-  private pax: Record<string, string> = {};
+  private pax: Record<string, string> = NO_PAX;
   private longName: string | undefined;
   private longLink: string | undefined;
   private pending: string | undefined;
@@ -169,7 +185,7 @@ export class HeaderDecoder {
   meta(data: Buffer): void {
     const t = this.pending;
     this.pending = undefined;
-    if (t === 'x') Object.assign(this.pax, decodePax(data));
+    if (t === 'x') this.pax = { ...this.pax, ...decodePax(data) };
     else if (t === 'L') this.longName = data.toString('utf8').replace(/\0.*$/s, '');
     else if (t === 'K') this.longLink = data.toString('utf8').replace(/\0.*$/s, '');
     // 'g' (global pax) carries nothing tarport uses; its size was checked
@@ -179,7 +195,7 @@ export class HeaderDecoder {
     const pax = this.pax;
     const raw = pax.path ?? this.longName ?? h.name;
     const linkname = pax.linkpath ?? this.longLink ?? h.linkname;
-    this.pax = {};
+    this.pax = NO_PAX;
     this.longName = this.longLink = undefined;
     this.chain = 0;
     if (raw.length > HEADER_LIMITS.longName || linkname.length > HEADER_LIMITS.longName) {
@@ -193,7 +209,7 @@ export class HeaderDecoder {
       const outLink = leavesRoot(linkname);
       if (outLink) throw new TarFormatError(`hard link ${JSON.stringify(raw)} -> ${JSON.stringify(linkname)}: the target ${outLink}`);
     }
-    const sparse = h.typeflag === 'S' || Object.keys(pax).some((k) => k.startsWith('GNU.sparse.'));
+    const sparse = h.typeflag === 'S' || (pax !== NO_PAX && Object.keys(pax).some((k) => k.startsWith('GNU.sparse.')));
     return { name: normalizeName(raw), type, size, linkname, sparse };
   }
 }
