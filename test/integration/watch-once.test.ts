@@ -1,8 +1,9 @@
+import { spawn } from 'node:child_process';
 import { appendFile, mkdir, readdir, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { dockerSave, tarBytes } from '../corpus/tarwriter.js';
-import { tarport, tempDir } from '../helpers.js';
+import { ROOT, tarport, tempDir } from '../helpers.js';
 
 // `watch --once` tells cron the truth: it waits (bounded by --settle and --give-up) for files still
 // being written, and names what it leaves for the next run, with exit 75 apart from 0 "all published".
@@ -67,11 +68,14 @@ describe('watch --once', () => {
     const { drop, repo } = await setup();
     const archive = tarBytes(dockerSave('corpus/cut:1').items);
     await writeFile(join(drop, 'cut.tar'), archive.subarray(0, 1024));
-    const run = tarport(['watch', drop, '--to', repo, '--once', '--settle', '300ms', '--give-up', '6s']);
-    // grows once more after the run started, then stops short of its end
-    await sleep(2500);
+    const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), 'watch', drop, '--to', repo, '--once', '--settle', '300ms', '--give-up', '6s'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const code = new Promise<number>((res) => child.on('close', (c) => res(c ?? -1)));
+    // grows once more after the run found it incomplete (its first attempt), then stops short of its end
+    for (let i = 0; i < 600 && !stderr.includes('publishing'); i++) await sleep(50);
     await appendFile(join(drop, 'cut.tar'), archive.subarray(1024, 2048));
-    const r = await run;
+    const r = { code: await code, stderr };
     expect(r.code, r.stderr).toBe(75);
     expect(r.stderr).toContain(join(drop, 'cut.tar'));
     expect(r.stderr).toMatch(/left for the next run: the archive does not end yet \(.*truncated/);
