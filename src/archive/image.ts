@@ -3,7 +3,7 @@ import type { Readable } from 'node:stream';
 import { createHash } from 'node:crypto';
 import { TarportError } from '../errors.js';
 import { sniffCompression, type Compression } from './compression.js';
-import type { TarArchive, TarEntry } from './tar.js';
+import { MAX_INDEXED, type TarArchive, type TarEntry } from './tar.js';
 
 /** One layer of an image inside an archive, not yet read. */
 export interface ArchiveLayer {
@@ -42,9 +42,23 @@ const sha256 = (b: Buffer) => 'sha256:' + createHash('sha256').update(b).digest(
  * is checked to stay inside the archive and to name a regular file.
  */
 export async function readArchiveContent(tar: TarArchive): Promise<ArchiveContent> {
+  const oci = tar.entries.has('index.json') && tar.entries.has('oci-layout');
+  if (!tar.entries.has('manifest.json') && !oci) return { kind: 'rootfs' };
+  checkImageShape(tar);
   if (tar.entries.has('manifest.json')) return { kind: 'images', images: await readDockerSave(tar) };
-  if (tar.entries.has('index.json') && tar.entries.has('oci-layout')) return { kind: 'images', images: await readOciLayout(tar) };
-  return { kind: 'rootfs' };
+  return { kind: 'images', images: await readOciLayout(tar) };
+}
+
+/**
+ * What no tool that saves images writes, refused even where no manifest names it: a root file system
+ * is imported whole by the runtime, but an image archive is read entry by entry, and a second entry
+ * of one name, a device or a sparse file there means the archive is not what it claims.
+ */
+function checkImageShape(tar: TarArchive): void {
+  const s = tar.shape;
+  if (s.overflow) throw bad(tar, `an image archive with more than ${MAX_INDEXED} entries: no image tool writes one (a root file system of that size must carry no manifest.json)`);
+  if (s.duplicate !== undefined) throw bad(tar, `two entries are named ${JSON.stringify(s.duplicate)}: an image archive must name each entry once`);
+  if (s.unusual) throw bad(tar, `entry ${JSON.stringify(s.unusual.name)} is ${s.unusual.what}: an image archive holds only files, folders and links`);
 }
 
 function bad(tar: TarArchive, msg: string): TarportError {
@@ -151,7 +165,13 @@ async function readDockerSave(tar: TarArchive): Promise<ArchiveImage[]> {
 interface Descriptor {
   mediaType?: unknown;
   digest?: unknown;
+  size?: unknown;
   annotations?: Record<string, unknown>;
+}
+
+/** A descriptor's size is the blob's: a layer declared tiny that is huge is refused before it is read. */
+function checkDeclaredSize(tar: TarArchive, d: Descriptor, e: TarEntry, what: string): void {
+  if (d.size !== e.size) throw bad(tar, `${what}: the descriptor declares ${JSON.stringify(d.size)} bytes, but ${e.name} holds ${e.size}`);
 }
 
 function blobEntryName(tar: TarArchive, d: Descriptor, what: string): string {
@@ -163,7 +183,9 @@ function blobEntryName(tar: TarArchive, d: Descriptor, what: string): string {
 async function ociMediaTypes(tar: TarArchive): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   for (const { manifest } of await ociManifests(tar)) {
-    for (const l of (manifest.layers as Descriptor[] | undefined) ?? []) {
+    for (const [j, l] of ((manifest.layers as Descriptor[] | undefined) ?? []).entries()) {
+      const blob = typeof l.digest === 'string' && isDigest(l.digest) ? tar.entries.get(`blobs/sha256/${l.digest.slice(7)}`) : undefined;
+      if (blob?.type === 'file') checkDeclaredSize(tar, l, blob, `index.json layer ${j}`);
       if (typeof l.digest === 'string' && typeof l.mediaType === 'string') out.set(l.digest, l.mediaType);
     }
   }
@@ -178,6 +200,7 @@ async function ociManifests(tar: TarArchive): Promise<{ manifest: Record<string,
     for (const [i, d] of (manifests as Descriptor[]).entries()) {
       const w = `${what}.manifests[${i}]`;
       const entry = resolveEntry(tar, blobEntryName(tar, d, w), w);
+      checkDeclaredSize(tar, d, entry, w);
       const refName = ociRefName(d.annotations) ?? name;
       const body = (await readJson(tar, entry.name)) as Record<string, unknown>;
       checkDigestName(tar, entry, await tar.readEntry(entry.name), w);
@@ -209,6 +232,7 @@ async function readOciLayout(tar: TarArchive): Promise<ArchiveImage[]> {
     const cfgDesc = manifest.config as Descriptor | undefined;
     if (!cfgDesc) throw bad(tar, `${what}: manifest has no config`);
     const cfgEntry = resolveEntry(tar, blobEntryName(tar, cfgDesc, `${what} config`), `${what} config`);
+    checkDeclaredSize(tar, cfgDesc, cfgEntry, `${what} config`);
     const config = await tar.readEntry(cfgEntry.name);
     const configDigest = checkDigestName(tar, cfgEntry, config, 'image config');
     const diffIds = parseConfig(tar, cfgEntry.name, config);
@@ -216,6 +240,7 @@ async function readOciLayout(tar: TarArchive): Promise<ArchiveImage[]> {
     if (descs.length !== diffIds.length) throw bad(tar, `${what}: ${descs.length} layers but ${diffIds.length} diff_ids in the config`);
     const layers = descs.map((d, j): ArchiveLayer => {
       const e = resolveEntry(tar, blobEntryName(tar, d, `${what} layer ${j}`), `${what} layer ${j}`);
+      checkDeclaredSize(tar, d, e, `${what} layer ${j}`);
       const declared = compressionOfMediaType(d.mediaType);
       return { entry: e.name, diffId: diffIds[j]!, size: e.size, ...(declared ? { declaredCompression: declared } : {}) };
     });

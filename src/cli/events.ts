@@ -84,6 +84,8 @@ export function describeWatch(e: WatchEvent): string {
       return `${e.file}: failed: ${e.message}`;
     case 'waiting':
       return `${e.file}: waiting (${e.reason})`;
+    case 'left':
+      return `${e.file}: left for the next run: ${e.reason}`;
     case 'publishing':
       return `${e.file}: publishing`;
     case 'retrying':
@@ -97,6 +99,6 @@ export function describeWatch(e: WatchEvent): string {
 
 export function watchLevel(e: WatchEvent): Level {
   if (e.kind === 'failed') return 'error';
-  if (e.kind === 'retrying') return 'warn';
+  if (e.kind === 'retrying' || e.kind === 'left') return 'warn';
   return e.kind === 'waiting' ? 'debug' : 'info';
 }

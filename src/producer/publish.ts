@@ -3,6 +3,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
   TarArchive,
+  bombGuard,
   compressor,
   decompressor,
   readArchiveContent,
@@ -88,7 +89,8 @@ export async function publishArchive(repo: Repository, path: string, opts: Publi
     const inComp = declared ?? (await sniffStream(stream));
     const diff = new Digester();
     const out = new PassThrough({ highWaterMark: 1 << 20 });
-    const feeding = pipeline(stream, decompressor(inComp), diff, compressor(opts.compression), out, { signal: opts.signal });
+    const guard = bombGuard(); // a compressed layer that expands without end is refused, not read for hours
+    const feeding = pipeline(stream, guard.input, decompressor(inComp), guard.output, diff, compressor(opts.compression), out, { signal: opts.signal });
     let blob: StagedBlob;
     try {
       const stored = encryption ? await encryptStream(out, opts.encryptTo!) : out;

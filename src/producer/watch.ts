@@ -12,7 +12,10 @@ export interface WatchOptions {
   readonly nameFor: (path: string) => Promise<ImageRef | undefined>;
   /** A file is looked at once its size and mtime have been still this long. */
   readonly settleMs: number;
-  /** A file that stays truncated and still this long is given up on (moved to failed/). */
+  /**
+   * A file that stays truncated and still this long is given up on (moved to failed/). With `once`,
+   * also the longest the run waits for files still being written before it leaves them.
+   */
   readonly giveUpMs: number;
   /** Handle what is in the folder, then return (cron). */
   readonly once: boolean;
@@ -26,6 +29,8 @@ export type WatchEvent =
   | { kind: 'published'; file: string; releases: { ref: string; version: number; status: string }[]; uploadedBytes: number }
   | { kind: 'failed'; file: string; code: string; message: string }
   | { kind: 'waiting'; file: string; reason: string }
+  /** --once: left in the folder for the next run, and why. */
+  | { kind: 'left'; file: string; reason: string }
   | { kind: 'publishing'; file: string }
   | { kind: 'retrying'; file: string; inMs: number; message: string }
   | { kind: 'watching'; dir: string }
@@ -36,9 +41,15 @@ export interface WatchSummary {
   failed: number;
   /** Files left for later: still being written, or the server was down. */
   pending: number;
-  /** The worst exit code among the failures (2 bad input, 1 run time). */
+  /** The worst exit code among the failures (2 bad input, 1 run time); 0 when none failed. */
   exitCode: number;
 }
+
+/**
+ * `watch --once` left files that were still being written for the next run, and nothing failed
+ * (sysexits' EX_TEMPFAIL: run again later). Collides with none of 0-3.
+ */
+export const EXIT_LEFT_FOR_NEXT_RUN = 75;
 
 const OWN = new Set(['done', 'failed']);
 
@@ -62,6 +73,7 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
   const retryAt = new Map<string, number>();
   const attempts = new Map<string, number>();
   const timers = new Set<NodeJS.Timeout>();
+  let left = 0;
   // one publish at a time: the catalog is written last by each, and a queue keeps order by arrival
   let chain: Promise<void> = Promise.resolve();
 
@@ -87,7 +99,6 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
     for (;;) {
       const quietFor = Date.now() - last.mtimeMs;
       if (quietFor >= opts.settleMs) return last;
-      if (opts.once) return undefined; // still being written: leave it for the next run
       await new Promise((r) => setTimeout(r, Math.min(opts.settleMs - quietFor + 50, opts.settleMs)));
       if (opts.signal.aborted) return undefined;
       const now = await stat(path).catch(() => undefined);
@@ -110,58 +121,89 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
     const wait = retryAt.get(path);
     if (wait && wait > Date.now()) return;
     const st = await settled(path);
-    if (!st) {
-      if (opts.once && (await stat(path).catch(() => undefined))) {
-        summary.pending++;
-        emit({ kind: 'waiting', file: path, reason: 'still being written' });
-      }
+    if (!st) return;
+    const outcome = await attempt(path);
+    if (outcome.kind !== 'truncated') return;
+    // the size held still, but the archive does not end yet: a writer that pauses. Wait for more,
+    // and give up only when it stays like this for giveUpMs.
+    if (Date.now() - st.mtimeMs < opts.giveUpMs) {
+      emit({ kind: 'waiting', file: path, reason: outcome.error.message });
+      schedule(path, opts.settleMs);
       return;
     }
+    await fail(path, outcome.error);
+  }
+
+  /**
+   * --once: waits for a file still being written (each wait bounded by the run's deadline), then
+   * publishes it; what cannot be finished by the deadline is left, with its reason, for the next run.
+   */
+  async function handleOnce(path: string, deadline: number): Promise<void> {
+    for (;;) {
+      const still = await stillBy(path, deadline);
+      if (still.kind !== 'still') {
+        if (still.kind === 'left') leave(path, still.reason);
+        return;
+      }
+      const outcome = await attempt(path);
+      if (outcome.kind !== 'truncated') return;
+      // complete archives end: this one may grow again. Wait for that, until it has been still for
+      // --give-up (then it is given up on) or the run's time is up (then it is left)
+      const giveUpAt = still.mtimeMs + opts.giveUpMs;
+      if (await changedBy(path, still.mtimeMs, Math.min(deadline, giveUpAt))) continue;
+      if (opts.signal.aborted) return;
+      if (Date.now() >= giveUpAt) return fail(path, outcome.error);
+      return leave(path, `the archive does not end yet (${outcome.error.message}), and the file did not grow before the run's --give-up time ran out`);
+    }
+  }
+
+  /** Waits until the file has held still for settleMs, or says why it is left. */
+  async function stillBy(path: string, deadline: number): Promise<{ kind: 'still'; mtimeMs: number } | { kind: 'left'; reason: string } | { kind: 'gone' }> {
+    for (;;) {
+      if (opts.signal.aborted) return { kind: 'gone' };
+      const st = await stat(path).catch(() => undefined);
+      if (!st?.isFile()) return { kind: 'gone' };
+      const quiet = Date.now() - st.mtimeMs;
+      if (quiet >= opts.settleMs) return { kind: 'still', mtimeMs: st.mtimeMs };
+      const pause = opts.settleMs - quiet + 50;
+      if (Date.now() + pause > deadline) {
+        return { kind: 'left', reason: `still being written: it changed ${Math.max(0, Math.round(quiet))} ms ago, and --settle ${opts.settleMs} ms of stillness would end after the run's --give-up time` };
+      }
+      await sleep(pause, opts.signal);
+    }
+  }
+
+  /** True when the file's mtime moves past `mtimeMs` before `until`. */
+  async function changedBy(path: string, mtimeMs: number, until: number): Promise<boolean> {
+    while (Date.now() < until && !opts.signal.aborted) {
+      await sleep(Math.min(Math.max(opts.settleMs, 100), 1000, until - Date.now()), opts.signal);
+      const st = await stat(path).catch(() => undefined);
+      if (!st?.isFile()) return false;
+      if (st.mtimeMs !== mtimeMs) return true;
+    }
+    return false;
+  }
+
+  function leave(path: string, reason: string): void {
+    summary.pending++;
+    left++;
+    emit({ kind: 'left', file: path, reason });
+  }
+
+  /** Publishes a file that held still; moves it to done/ or failed/, or keeps it for a retry. */
+  async function attempt(path: string): Promise<{ kind: 'done' } | { kind: 'truncated'; error: TarportError }> {
     let result: PublishResult;
     try {
       const name = await opts.nameFor(path);
       emit({ kind: 'publishing', file: path });
       result = await opts.publish(path, name, opts.signal);
     } catch (e) {
-      if (opts.signal.aborted) return; // stopped: the file stays and is published next time
+      if (opts.signal.aborted) return { kind: 'done' }; // stopped: the file stays and is published next time
       const err = e instanceof TarportError ? e : new TarportError('INTERNAL', `internal error: ${e instanceof Error ? e.message : String(e)}`);
-      if (err.truncated) {
-        // the size held still, but the archive does not end yet: a writer that pauses. Wait for more,
-        // and give up only when it stays like this for giveUpMs.
-        const quiet = Date.now() - st.mtimeMs;
-        if (!opts.once && quiet < opts.giveUpMs) {
-          emit({ kind: 'waiting', file: path, reason: err.message });
-          schedule(path, opts.settleMs);
-          return;
-        }
-        if (opts.once && quiet < opts.giveUpMs) {
-          summary.pending++;
-          emit({ kind: 'waiting', file: path, reason: err.message });
-          return;
-        }
-      }
-      if (err.retryable) {
-        // the server is down or the link broke: keep the file, try again with growing pauses
-        const n = (attempts.get(path) ?? 0) + 1;
-        attempts.set(path, n);
-        const inMs = Math.min(1000 * 2 ** n, 300_000);
-        if (opts.once) {
-          summary.pending++;
-          summary.exitCode ||= 1;
-          emit({ kind: 'failed', file: path, code: err.code, message: `${err.message} (left in place for the next run)` });
-          return;
-        }
-        retryAt.set(path, Date.now() + inMs);
-        emit({ kind: 'retrying', file: path, inMs, message: err.message });
-        schedule(path, inMs);
-        return;
-      }
-      const target = await moveTo('failed', path).catch(() => path);
-      await writeFile(`${target}.reason`, `${err.message}\n\n${advice(err)}\n`).catch(() => undefined);
-      summary.failed++;
-      summary.exitCode = summary.exitCode === 0 || summary.exitCode === 1 ? (err.code === 'BAD_INPUT' || err.code === 'USAGE' ? 2 : 1) : summary.exitCode;
-      emit({ kind: 'failed', file: path, code: err.code, message: err.message });
-      return;
+      if (err.truncated) return { kind: 'truncated', error: err };
+      if (err.retryable) retryLater(path, err);
+      else await fail(path, err);
+      return { kind: 'done' };
     }
     attempts.delete(path);
     retryAt.delete(path);
@@ -171,6 +213,47 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
     } else await moveTo('done', path);
     summary.published++;
     emit({ kind: 'published', file: path, releases: result.releases.map((r) => ({ ref: `${r.name}:${r.tag}`, version: r.version, status: r.status })), uploadedBytes: result.uploadedBytes });
+    return { kind: 'done' };
+  }
+
+  /** The server is down or the link broke: keep the file, try again with growing pauses. */
+  function retryLater(path: string, err: TarportError): void {
+    const n = (attempts.get(path) ?? 0) + 1;
+    attempts.set(path, n);
+    const inMs = Math.min(1000 * 2 ** n, 300_000);
+    if (opts.once) {
+      summary.pending++;
+      summary.exitCode ||= 1;
+      emit({ kind: 'failed', file: path, code: err.code, message: `${err.message} (left in place for the next run)` });
+      return;
+    }
+    retryAt.set(path, Date.now() + inMs);
+    emit({ kind: 'retrying', file: path, inMs, message: err.message });
+    schedule(path, inMs);
+  }
+
+  async function fail(path: string, err: TarportError): Promise<void> {
+    const target = await moveTo('failed', path).catch(() => path);
+    await writeFile(`${target}.reason`, `${err.message}\n\n${advice(err)}\n`).catch(() => undefined);
+    summary.failed++;
+    summary.exitCode = summary.exitCode === 0 || summary.exitCode === 1 ? (err.code === 'BAD_INPUT' || err.code === 'USAGE' ? 2 : 1) : summary.exitCode;
+    emit({ kind: 'failed', file: path, code: err.code, message: err.message });
+  }
+
+  /** --once: files that held still first, then those still being written, all by one deadline. */
+  async function runOnce(): Promise<void> {
+    const deadline = Date.now() + opts.giveUpMs;
+    const files: { path: string; quiet: boolean }[] = [];
+    for (const name of (await readdir(opts.dir)).sort()) {
+      if (ignoredName(name)) continue;
+      const path = join(opts.dir, name);
+      const st = await stat(path).catch(() => undefined);
+      if (st?.isFile()) files.push({ path, quiet: Date.now() - st.mtimeMs >= opts.settleMs });
+    }
+    for (const f of [...files.filter((f) => f.quiet), ...files.filter((f) => !f.quiet)]) {
+      if (opts.signal.aborted) return;
+      await handleOnce(f.path, deadline);
+    }
   }
 
   const existing = async () => {
@@ -178,8 +261,8 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
   };
 
   if (opts.once) {
-    await existing();
-    await chain;
+    await runOnce();
+    if (summary.exitCode === 0 && left > 0) summary.exitCode = EXIT_LEFT_FOR_NEXT_RUN;
     return summary;
   }
 
@@ -199,6 +282,19 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
   await chain.catch(() => undefined);
   emit({ kind: 'stopped' });
   return summary;
+}
+
+/** Sleeps, or returns early when the signal fires. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const t = setTimeout(done, Math.max(0, ms));
+    signal.addEventListener('abort', done, { once: true });
+  });
 }
 
 function advice(e: TarportError): string {

@@ -133,6 +133,8 @@ export class Repository {
   async readRecord(ref: ReleaseRef, expect?: { digest: string; size: number }, signal?: AbortSignal): Promise<{ record: ReleaseRecord; bytes: Buffer; digest: string }> {
     const key = recordKey(ref.name, ref.tag, ref.record);
     const what = `release record ${ref.name}:${ref.tag} v${ref.version} (${key})`;
+    // the read limit is the record cap, whatever size the catalog claims
+    if (expect && expect.size > MAX_RECORD_BYTES) throw new TarportError('INTEGRITY', `${what}: the catalog pins ${expect.size} bytes, more than the ${MAX_RECORD_BYTES} a release record may have`);
     const bytes = await this.readSmall(key, expect ? expect.size : MAX_RECORD_BYTES, what, signal).catch((e: unknown) => {
       if (expect && isTarportError(e, 'INTEGRITY')) {
         throw new TarportError('DIGEST_MISMATCH', `${what}: digest mismatch, the file is larger than the ${expect.size} bytes the catalog pins`);

@@ -6,6 +6,7 @@ import { compress as zstdCompress } from 'zstd-napi';
 import { TarArchive, readArchiveContent, writeDemoArchives, writeLoadArchive } from '../../src/archive/index.js';
 import { encodeFileHeader, padding } from '../../src/archive/tarheader.js';
 import { sha256 } from '../../src/crypto/index.js';
+import { tarBytes } from '../corpus/tarwriter.js';
 import { tempDir } from '../helpers.js';
 
 function tarOf(files: [string, Buffer][], trailer = true): Buffer {
@@ -124,5 +125,51 @@ describe('archive content', () => {
     const p = join(dir, 'rootfs.tar');
     await writeFile(p, tarOf([['etc/hostname', Buffer.from('x')]]));
     expect((await readArchiveContent(await TarArchive.open(p))).kind).toBe('rootfs');
+  });
+});
+
+describe('the one tar decoder: what a root file system may hold and an image archive may not', () => {
+  const rootfs = () =>
+    tarBytes([
+      { name: 'etc/', type: '5' },
+      { name: 'etc/hostname', data: Buffer.from('box\n') },
+      { name: 'dev/null', type: '3' },
+      { name: 'lib', type: '2', linkname: 'usr/lib' },
+      { name: 'etc/hostname', data: Buffer.from('box, again\n') },
+    ]);
+
+  it.each([
+    ['plain', (b: Buffer) => b],
+    ['gzip', (b: Buffer) => gzipSync(b)],
+  ])('a %s root file system with a device, a symlink and a name written twice is a rootfs (imported whole)', async (_k, wrap) => {
+    const dir = await tempDir();
+    const p = join(dir, 'rootfs.tar');
+    await writeFile(p, wrap(rootfs()));
+    const t = await TarArchive.open(p);
+    expect(t.shape.unusual).toEqual({ name: 'dev/null', what: 'a device' });
+    expect(t.shape.duplicate).toBe('etc/hostname');
+    expect((await readArchiveContent(t)).kind).toBe('rootfs');
+  });
+
+  it('refuses an entry beneath a symbolic link in any archive, naming both', async () => {
+    const dir = await tempDir();
+    const p = join(dir, 'x.tar');
+    await writeFile(p, tarBytes([{ name: 'lib', type: '2', linkname: '/etc' }, { name: 'lib/cron.d/x', data: Buffer.from('* * * * * root sh\n') }]));
+    await expect(TarArchive.open(p)).rejects.toThrow(/entry "lib\/cron\.d\/x" lies beneath the symbolic link "lib"/);
+  });
+
+  it('reads entries of a compressed archive by their offsets in one pass, in archive order', async () => {
+    const dir = await tempDir();
+    const p = join(dir, 'x.tar.zst');
+    const big = Buffer.alloc(3 << 20, 9);
+    await writeFile(p, zstdCompress(tarBytes([{ name: 'a', data: Buffer.from('A') }, { name: 'deep/er/than/three/big', data: big }, { name: 'empty', data: Buffer.alloc(0) }, { name: 'z', data: Buffer.from('Z') }])));
+    const t = await TarArchive.open(p);
+    const got: [string, string][] = [];
+    for await (const { entry, stream } of t.streamEntries(['z', 'deep/er/than/three/big', 'empty'])) got.push([entry.name, sha256(await collect(stream))]);
+    expect(got).toEqual([
+      ['deep/er/than/three/big', sha256(big)],
+      ['empty', sha256(Buffer.alloc(0))],
+      ['z', sha256(Buffer.from('Z'))],
+    ]);
   });
 });
