@@ -61,8 +61,11 @@ class FakeDaemon implements DockerApi {
   }
 }
 
+let mem: MemoryTransport;
+
 async function repoWithDemo(): Promise<Repository> {
-  const repo = new Repository(new MemoryTransport());
+  mem = new MemoryTransport();
+  const repo = new Repository(mem);
   const [v1, v2] = await writeDemoArchives(await tempDir());
   await publishArchive(repo, v1!, { compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' } });
   await publishArchive(repo, v2!, { compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '2' } });
@@ -103,7 +106,6 @@ describe('consumer load archives per image store', () => {
 
   it('a tampered object is refused before the daemon sees a byte', async () => {
     const repo = await repoWithDemo();
-    const mem = repo.transport as MemoryTransport;
     for (const [k, v] of mem.files) {
       if (k.startsWith('blobs/') && v.length > 100_000) mem.files.set(k, Buffer.concat([v.subarray(0, 1000), Buffer.alloc(v.length - 1000)]));
     }

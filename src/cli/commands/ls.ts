@@ -1,6 +1,5 @@
 import { signatureIssuer } from '../../crypto/index.js';
 import { TarportError } from '../../errors.js';
-import { recordKey } from '../../repo/index.js';
 import { openRepository, type ConnectionFlags, type Context } from '../context.js';
 import { humanBytes, table } from '../output.js';
 
@@ -35,8 +34,8 @@ export async function lsCommand(ctx: Context, url: string, flags: LsFlags): Prom
     for (const { name, tag } of tags) {
       const refs = await repo.listReleases(name, tag, ctx.signal);
       for (const ref of flags.latest ? refs.slice(-1) : refs) {
-        const { record } = await repo.readRecord(ref, undefined, ctx.signal);
-        const sig = await repo.readSignature(recordKey(name, tag, ref.record), ctx.signal);
+        const { record } = await repo.readRecord(ref, undefined, { signal: ctx.signal });
+        const sig = await repo.readRecordSignature(ref, ctx.signal);
         rows.push({
           name,
           tag,
@@ -51,7 +50,7 @@ export async function lsCommand(ctx: Context, url: string, flags: LsFlags): Prom
       }
     }
   } finally {
-    await repo.transport.close();
+    await repo.close();
   }
   if (ctx.out.json) {
     ctx.out.document({ repository: repo.location, releases: rows });

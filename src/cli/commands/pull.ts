@@ -70,7 +70,7 @@ export async function pullCommand(ctx: Context, names: string[], flags: PullFlag
     }
     throw e;
   } finally {
-    await repo.transport.close();
+    await repo.close();
   }
 }
 
@@ -84,7 +84,7 @@ export async function pollCommand(ctx: Context, names: string[], flags: PollFlag
   try {
     await poll(repo, new DockerClient(), { ...options, intervalMs, signal: ctx.signal, onEvent: print });
   } finally {
-    await repo.transport.close();
+    await repo.close();
   }
   return 0;
 }

@@ -64,7 +64,7 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
       ctx.out.info(`  ${r.uploadedObjects} new object(s), ${humanBytes(r.uploadedBytes)} uploaded`);
     }
   } finally {
-    await repo.transport.close();
+    await repo.close();
   }
   ctx.out.document({ pushed: results, failed: failures, transport: repo.counters });
   return code;

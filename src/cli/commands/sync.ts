@@ -2,7 +2,6 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { StateStore } from '../../consumer/index.js';
 import { DockerClient, chainIds } from '../../docker/index.js';
 import { TarportError } from '../../errors.js';
-import { BLOBS_FOLDER } from '../../repo/index.js';
 import { parseInventory, syncRepos, type Inventory } from '../../sync/index.js';
 import { defaultStateDir, openRepository, parseDuration, signerFrom, type ConnectionFlags, type Context } from '../context.js';
 import { humanBytes } from '../output.js';
@@ -67,8 +66,8 @@ export async function syncCommand(ctx: Context, srcUrl: string, dstUrl: string, 
     return 0;
   } finally {
     bar?.stop();
-    await src.transport.close();
-    await dst.transport.close();
+    await src.close();
+    await dst.close();
   }
 }
 
@@ -104,10 +103,10 @@ export async function inventoryCommand(ctx: Context, flags: InventoryFlags): Pro
     const repo = await openRepository(flags.repo, '--repo', flags);
     inv.source = repo.location;
     try {
-      for await (const o of repo.transport.list(BLOBS_FOLDER, ctx.signal)) if (!o.isDir && /^[0-9a-f]{64}$/.test(o.name)) inv.objects.push(`sha256:${o.name}`);
+      inv.objects.push(...(await repo.listObjects(ctx.signal)));
       for (const e of (await repo.readCatalog(ctx.signal))?.catalog.releases ?? []) (inv.releases[`${e.name}:${e.tag}`] ??= []).push(e.digest);
     } finally {
-      await repo.transport.close();
+      await repo.close();
     }
   }
   await writeFile(flags.output, JSON.stringify(inv, null, 2) + '\n');

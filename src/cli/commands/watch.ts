@@ -45,6 +45,6 @@ export async function watchCommand(ctx: Context, dirArg: string, flags: WatchFla
     });
     return flags.once ? summary.exitCode : 0;
   } finally {
-    await repo.transport.close();
+    await repo.close();
   }
 }
