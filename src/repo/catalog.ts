@@ -1,6 +1,7 @@
 import { sha256 } from '../crypto/index.js';
 import { TarportError } from '../errors.js';
 import { CATALOGS_FOLDER, CATALOG_KEY, LEGACY_CATALOG_SIGNATURE_KEY, catalogFileName, parseCatalogFileName } from './layout.js';
+import { readFormat } from './format.js';
 import { listReleases, listTags, readRecord } from './read.js';
 import { CATALOG_SCHEMA, CATALOG_SCHEMA_V1, CatalogSchema, compareReleases, parseWith, serialize, type Catalog, type CatalogEntry, type ReleaseRecord } from './records.js';
 import type { Store } from './store.js';
@@ -176,16 +177,18 @@ const MAX_CONVERGE_ROUNDS = 12;
 export async function convergeCatalog(store: Store, opts: ConvergeOptions): Promise<{ catalog: Catalog; wrote: boolean }> {
   let wrote = false;
   for (let round = 0; round < MAX_CONVERGE_ROUNDS; round++) {
+    // two writers that created an id at once on a new repository: format.json's survivor wins
+    const id = (await readFormat(store, opts.signal))?.id ?? opts.id;
     const current = await readCatalog(store, opts.signal);
     const truth = await rebuildEntries(store, current?.catalog, opts.signal);
     const seqOk = (current?.catalog.sequence ?? 0) > (opts.minSequence ?? -1);
-    if (current && current.catalog.repository === opts.id && seqOk && catalogLag(current.catalog, truth).length === 0) {
+    if (current && current.catalog.repository === id && seqOk && catalogLag(current.catalog, truth).length === 0) {
       return { catalog: current.catalog, wrote };
     }
     const now = new Date();
     const catalog: Catalog = {
       schema: CATALOG_SCHEMA,
-      repository: opts.id,
+      repository: id,
       sequence: Math.max(current?.catalog.sequence ?? 0, opts.minSequence ?? 0) + 1,
       created: now.toISOString(),
       expires: new Date(now.getTime() + opts.ttlMs).toISOString(),
