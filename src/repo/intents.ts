@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
-import { TarportError } from '../errors.js';
 import { blobInfo } from './objects.js';
 import { PENDING_FOLDER } from './layout.js';
 import { parseWith, serialize } from './records.js';
@@ -130,8 +129,4 @@ export async function announceGc(store: Store, objects: readonly string[], signa
   const body = { schema: 'tarport.gc-notice/v1', created: new Date(now).toISOString(), deadline: new Date(deadline).toISOString(), objects: [...objects].sort() };
   await store.putAtomic(key, serialize(body), signal);
   return { key, deadline };
-}
-
-export function assertBefore(deadline: number, what: string): void {
-  if (Date.now() >= deadline) throw new TarportError('IO', `${what}: the gc window of ${GC_WINDOW_MS / 60_000} minutes ended; run gc again for the rest`);
 }

@@ -46,6 +46,7 @@ export async function gcCommand(ctx: Context, url: string, flags: GcFlags): Prom
     for (const x of r.temporaryRemoved) ctx.out.info(`${verb} temporary file ${x}`);
     for (const x of r.housekeeping) ctx.out.info(`${verb} ${x}`);
     if (r.objectsSpared.length) ctx.out.info(`kept ${r.objectsSpared.length} unreferenced object(s): a publish under way named them`);
+    if (r.objectsLeft) ctx.out.warn(`${r.objectsLeft} unreferenced object(s) left for the next gc: its deletion window ended`);
     ctx.out.info(`${verb} ${r.releasesRemoved.length} release(s) and ${r.objectsRemoved.length} object(s), ${humanBytes(r.bytesFreed)}`);
     ctx.out.document({ repository: repo.location, dryRun: flags.dryRun ?? false, ...r });
     return 0;
