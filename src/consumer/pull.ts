@@ -201,7 +201,7 @@ function olderCopy(state: State, key: string, catalog: Catalog, seen: number, lo
   const differs = catalog.releases.filter((e) => subscribed(opts.subscriptions, e) && loaded[`${e.name}:${e.tag}`]?.digest !== e.digest);
   if (differs.length > 0) {
     const what = differs.map((e) => `${e.name}:${e.tag} v${e.version}${loaded[`${e.name}:${e.tag}`] ? ` (v${loaded[`${e.name}:${e.tag}`]!.version} loaded)` : ''}`).join(', ');
-    throw new TarportError('ROLLBACK', `catalog of ${loc} has sequence ${catalog.sequence}, lower than ${seen} accepted before from the same repository (${catalog.repository ?? loc}): an older copy; refusing ${what}; nothing loaded, what is loaded stays`);
+    throw new TarportError('ROLLBACK', `catalog of ${loc} has sequence ${catalog.sequence}, lower than ${seen} accepted before from the same repository (${catalog.repository ?? loc}): an older copy (a replayed catalog, an old stick or mirror); refusing ${what}; nothing loaded, what is loaded stays`);
   }
   emit({ kind: 'warning', message: `catalog of ${loc} has sequence ${catalog.sequence}, lower than ${seen} accepted before from the same repository: an older copy carrying nothing new` });
   for (const e of catalog.releases.filter((x) => subscribed(opts.subscriptions, x))) {

@@ -29,7 +29,7 @@ export interface CheckResult {
 type Report = (what: string, problem: string) => void;
 
 /** The catalog: present, signed when asked, not expired, naming this repository. */
-async function checkCatalog(store: Store, verify: CheckSignature | undefined, fault: Report, signal?: AbortSignal): Promise<CatalogCopy | undefined> {
+async function checkCatalog(repo: Repository, store: Store, verify: CheckSignature | undefined, fault: Report, signal?: AbortSignal): Promise<CatalogCopy | undefined> {
   let got: CatalogCopy | undefined;
   try {
     got = await readCatalog(store, signal);
@@ -38,7 +38,7 @@ async function checkCatalog(store: Store, verify: CheckSignature | undefined, fa
       const why = store.atomicRename ? 'removed by hand?' : 'a write stopped between removing the old one and renaming the new one into place';
       fault(CATALOG_KEY, `missing (${why}); readers use ${got.from} meanwhile; run 'tarport repair'`);
     }
-    if (verify) await verify(got.bytes, await store.readOptional(got.signatureKey, 64 << 10, 'catalog signature', signal), 'catalog').catch((e: unknown) => fault(CATALOG_KEY, messageOf(e)));
+    if (verify) await verify(got.bytes, await repo.readCatalogSignature(got, signal), 'catalog').catch((e: unknown) => fault(CATALOG_KEY, messageOf(e)));
     if (Date.parse(got.catalog.expires) < Date.now()) fault(CATALOG_KEY, `expired at ${got.catalog.expires}`);
     const id = (await readFormat(store, signal))?.id;
     if (got.catalog.repository && id && got.catalog.repository !== id) fault(CATALOG_KEY, `names repository ${got.catalog.repository}, but tarport/format.json says ${id}`);
@@ -73,7 +73,7 @@ export async function checkRepository(repo: Repository, opts: { verify?: CheckSi
   const result: CheckResult = { releases: 0, objects: 0, bytes: 0, faults: [], warnings: [] };
   const fault: Report = (what, problem) => result.faults.push({ what, problem });
   const warn: Report = (what, problem) => result.warnings.push({ what, problem });
-  const got = await checkCatalog(store, opts.verify, fault, opts.signal);
+  const got = await checkCatalog(repo, store, opts.verify, fault, opts.signal);
   await checkConvergence(store, got, fault, opts.signal);
   const objects = new Map<string, { size: number; where: string }>();
   for (const { name, tag } of await listTags(store, opts.signal)) {

@@ -2,9 +2,10 @@ import type { Readable } from 'node:stream';
 import type { ByteSink, Transport } from '../transport/index.js';
 import { catalogStat, readCatalog, type CatalogCopy } from './catalog.js';
 import { readFormat } from './format.js';
-import { recordKey } from './layout.js';
+import { CATALOGS_FOLDER, recordKey } from './layout.js';
+import { CATALOG_SCHEMA_V1 } from './records.js';
 import { blobInfo, listObjects, localObjectFile, readBlob, readBlobTo, readParts, readSmallBlob, type PartList } from './objects.js';
-import { listReleases, listTags, readRecord, readSignature, type CheckSignature, type PinnedRecord, type ReleaseRef, type VerifiedRecord } from './read.js';
+import { MAX_SIGNATURE_BYTES, listReleases, listTags, readRecord, readSignature, type CheckSignature, type PinnedRecord, type ReleaseRef, type VerifiedRecord } from './read.js';
 import { Store } from './store.js';
 import { WriteTransaction } from './transaction.js';
 
@@ -62,9 +63,18 @@ export class Repository {
     return readCatalog(storeOf(this), signal);
   }
 
-  /** The signature of the catalog that was read (named by its content). */
+  /**
+   * The signature of the catalog that was read (named by its content). When there is none under
+   * that name but one for the same sequence, that one is returned: the catalog was changed after it
+   * was signed, and the check of that signature says so ("bad signature", not "not signed").
+   */
   async readCatalogSignature(copy: CatalogCopy, signal?: AbortSignal): Promise<Buffer | undefined> {
-    return storeOf(this).readOptional(copy.signatureKey, 64 << 10, `signature of the catalog`, signal);
+    const store = storeOf(this);
+    const sig = await store.readOptional(copy.signatureKey, MAX_SIGNATURE_BYTES, 'signature of the catalog', signal);
+    if (sig || copy.catalog.schema === CATALOG_SCHEMA_V1) return sig;
+    const prefix = `${String(copy.catalog.sequence).padStart(12, '0')}-`;
+    const other = (await store.list(CATALOGS_FOLDER, signal)).find((e) => e.name.startsWith(prefix) && e.name.endsWith('.json.asc'));
+    return other ? store.readOptional(`${CATALOGS_FOLDER}/${other.name}`, MAX_SIGNATURE_BYTES, 'signature of the catalog', signal) : undefined;
   }
 
   // ---- records ---------------------------------------------------------------------------------
