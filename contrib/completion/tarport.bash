@@ -8,7 +8,7 @@ _tarport() {
   done
   if [[ -z $cmd ]]; then
     if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--version -V --config --json --quiet -q --help" -- "$cur"))
-    else COMPREPLY=($(compgen -W "push watch pull poll ls log sync inventory check gc keys demo" -- "$cur")); fi
+    else COMPREPLY=($(compgen -W "push watch pull poll ls log sync inventory check gc init repair keys demo" -- "$cur")); fi
     return
   fi
   case "$cmd" in
@@ -26,6 +26,8 @@ _tarport() {
     "inventory") flags="--password-file --ca --identity --known-hosts --connections --docker --from --repo --output -o --state --help --version -V --config --json --quiet -q --help" ;;
     "check") flags="--password-file --ca --identity --known-hosts --connections --trust --help --version -V --config --json --quiet -q --help" ;;
     "gc") flags="--password-file --ca --identity --known-hosts --connections --keep --dry-run --grace --help --version -V --config --json --quiet -q --help" ;;
+    "init") flags="--password-file --ca --identity --known-hosts --connections --help --version -V --config --json --quiet -q --help" ;;
+    "repair") flags="--password-file --ca --identity --known-hosts --connections --sign-key --sign-key-passphrase-file --catalog-ttl --help --version -V --config --json --quiet -q --help" ;;
     "keys generate") flags="--uid --out --type --passphrase-file --help --version -V --config --json --quiet -q --help" ;;
     "demo") flags="--archive --repo-dir --repo --state --help --version -V --config --json --quiet -q --help" ;;
   esac

@@ -4,7 +4,7 @@ import { TarportError } from '../errors.js';
 import { loadSigningKey, signDetached } from '../crypto/index.js';
 import { Repository } from '../repo/index.js';
 import { readFile } from 'node:fs/promises';
-import { CountingTransport, openTransport, parseLocation, type TransportCounters, type TransportOptions } from '../transport/index.js';
+import { CountingTransport, openTransport, parseLocation, type Transport, type TransportCounters, type TransportOptions } from '../transport/index.js';
 import type { Output } from './output.js';
 import { envName } from './config.js';
 
@@ -55,7 +55,7 @@ export async function transportOptions(flags: ConnectionFlags): Promise<Transpor
  * Opens a repository; its transport counts requests and bytes for the --json report. A command that
  * writes (`access: 'write'`) is refused before it starts when the location is read-only (a web mirror).
  */
-export async function openRepository(url: string | undefined, flag: string, flags: ConnectionFlags = {}, access: 'read' | 'write' = 'read'): Promise<Repository & { counters: TransportCounters }> {
+export async function openRepository(url: string | undefined, flag: string, flags: ConnectionFlags = {}, access: 'read' | 'write' = 'read'): Promise<Repository & { counters: TransportCounters; beside: Transport }> {
   if (!url) throw new TarportError('USAGE', `no repository given: pass ${flag} URL (a path, file://, ftp://, ftps://, sftp://, http:// or https://)`);
   const loc = parseLocation(url);
   const transport = await openTransport(loc, await transportOptions(flags));
@@ -64,7 +64,9 @@ export async function openRepository(url: string | undefined, flag: string, flag
     throw new TarportError('USAGE', `${flag} ${transport.location}: ${loc.kind}:// locations are read-only (a web mirror serves what an origin publishes); write to the origin instead`);
   }
   const counting = new CountingTransport(transport);
-  return Object.assign(new Repository(counting), { counters: counting.counters });
+  // `beside`: the same location for files that are not the repository's own (the tool that
+  // `sync --with-tool` carries, src/sync/tool.ts); repo/ never reads or writes them
+  return Object.assign(new Repository(counting), { counters: counting.counters, beside: counting as Transport });
 }
 
 export function defaultStateDir(): string {

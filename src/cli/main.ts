@@ -135,6 +135,17 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
     .addOption(opt('--grace <duration>', 'leave objects and temporary files younger than this (a publish may be under way)').default('1h'))
     .action((url: string, _f, cmd: Command) => run(async (ctx) => (await import('./commands/maintenance.js')).gcCommand(ctx, url, cmd.opts())));
 
+  withConnection(program.command('init').description('create a repository with its identity (tarport/format.json); an existing one is left as it is'))
+    .argument('<url>', 'repository')
+    .action((url: string, _f, cmd: Command) => run(async (ctx) => (await import('./commands/maintenance.js')).initCommand(ctx, url, cmd.opts())));
+
+  withConnection(program.command('repair').description('rebuild a catalog that is missing or behind releases/; say what needs the signing key'))
+    .argument('<url>', 'repository')
+    .addOption(opt('--sign-key <file>', 'OpenPGP private key: sign the rebuilt catalog (needed when the catalog is signed)'))
+    .addOption(opt('--sign-key-passphrase-file <file>', 'file holding the passphrase of --sign-key'))
+    .addOption(opt('--catalog-ttl <duration>', 'how long the rebuilt catalog stays valid').default('90d'))
+    .action((url: string, _f, cmd: Command) => run(async (ctx) => (await import('./commands/maintenance.js')).repairCommand(ctx, url, cmd.opts())));
+
   const keys = program.command('keys').description('OpenPGP keys for signing releases');
   keys
     .command('generate')

@@ -4,7 +4,7 @@ import { decompressor, ociBlobPath, prewarmDecompressors, releaseDecompressors, 
 import { Digester, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
 import { formatPlatform, type ImageName, type LoadPlan, type Platform, type Runtime } from '../runtime/index.js';
 import { TarportError } from '../errors.js';
-import { CATALOG_KEY, MAX_SMALL_BLOB_BYTES, familiarName, qualifiedName, recordKey, sameName, type Catalog, type CatalogEntry, type ReleaseRecord, type Repository } from '../repo/index.js';
+import { MAX_SMALL_BLOB_BYTES, familiarName, qualifiedName, sameName, type Catalog, type CatalogEntry, type PinnedRecord, type ReleaseRecord, type Repository } from '../repo/index.js';
 import { ObjectCache } from './cache.js';
 import { checkEncrypted, decryptConfig, openLayer } from './encryption.js';
 import { StateStore, type State } from './state.js';
@@ -115,10 +115,10 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
   }
   const got = await readTrustedCatalog(repo, opts);
   const { catalog } = got;
-  const seen = state.catalogSequence[loc] ?? 0;
-  if (catalog.sequence < seen) {
-    throw new TarportError('ROLLBACK', `catalog of ${loc} has sequence ${catalog.sequence}, lower than ${seen} seen before: an old catalog was replayed; refusing`);
-  }
+  // rollback state follows the repository (its id, covered by the catalog's signature), not the path
+  const key = stateKey(state, catalog, loc);
+  const seen = state.catalogSequence[key] ?? 0;
+  if (catalog.sequence < seen) return olderCopy(state, key, catalog, seen, loc, opts, emit, result);
   if (Date.parse(catalog.expires) < Date.now()) {
     const msg = `catalog of ${loc} expired at ${catalog.expires}`;
     if (!opts.allowExpired) throw new TarportError('EXPIRED', `${msg}; publish again to refresh it, or pass --allow-expired to load from it anyway`);
@@ -127,7 +127,7 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
   for (const s of opts.subscriptions) {
     if (!catalog.releases.some((e) => subscribed([s], e))) emit({ kind: 'warning', message: `${s.name}${s.tag ? ':' + s.tag : ''} is not in the catalog of ${loc}` });
   }
-  const loadedHere = (state.loaded[loc] ??= {});
+  const loadedHere = (state.loaded[key] ??= {});
   const cache = new ObjectCache(store.cacheDir);
   let platform: Platform | undefined;
   let anyThin = false;
@@ -163,10 +163,13 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
     }
     if (opts.skip?.get(ref) === entry.digest) continue; // refused before and unchanged since
     try {
-      const { record, bytes } = await repo.readRecord(entry, { digest: entry.digest, size: entry.size }, opts.signal);
-      const signer = opts.trust?.length
-        ? await verifyDetached(bytes, await repo.readSignature(recordKey(entry.name, entry.tag, entry.record), opts.signal), opts.trust, `release ${ref} v${entry.version}`)
-        : undefined;
+      const trust = opts.trust?.length ? opts.trust : undefined;
+      const verified = await repo.readRecord(entry, { digest: entry.digest, size: entry.size }, {
+        ...(trust ? { verify: (data: Buffer, sig: Buffer | undefined, what: string) => verifyDetached(data, sig, trust, what) } : {}),
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
+      const record = verified.record;
+      const signer = verified.signedBy as string | undefined;
       checkEncrypted(record, opts);
       if (opts.fetchOnly) {
         const f = await fetchRelease(repo, cache, record, opts.signal);
@@ -177,8 +180,8 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
       }
       platform ??= await docker.platform(opts.signal);
       const { imageId, bytesFetched, thin } = record.kind === 'image'
-        ? await loadImage(repo, docker, cache, record, (e) => emit(e), opts.decryptKey, opts.signal)
-        : await importRootfs(repo, docker, cache, record, platform, opts.decryptKey, opts.signal);
+        ? await loadImage(repo, docker, cache, verified, (e) => emit(e), opts.decryptKey, opts.signal)
+        : await importRootfs(repo, docker, cache, verified, platform, opts.decryptKey, opts.signal);
       (result as { bytesFetched: number }).bytesFetched += bytesFetched;
       const previous = prev && prev.imageId !== imageId ? [prev.imageId, ...prev.previous.filter((p) => p !== imageId)] : (prev?.previous ?? []);
       loadedHere[ref] = { version: record.version, record: entry.record, digest: entry.digest, imageId, loadedAt: new Date().toISOString(), previous };
@@ -196,11 +199,47 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
   // a runtime that takes thin archives keeps what it loaded: the cache need not; once per run, so
   // that objects prefetched for later releases, and those of a release that failed, stay
   if (anyThin && result.refused.length === 0) await cache.prune(new Set());
-  state.catalogSequence[loc] = Math.max(seen, catalog.sequence);
+  state.catalogSequence[key] = Math.max(seen, catalog.sequence);
   // a prefetch loads nothing: the next poll must not take an unchanged catalog for done
   if (!opts.fetchOnly) state.catalogStat[loc] = stat;
   await store.write(state);
   if (failure && opts.throwOnRefused !== false) throw failure;
+  return result;
+}
+
+/**
+ * The key of a repository in the consumer state: its id when the catalog names one, else (a
+ * tarport 0.1 repository) its location. What was kept under the location moves to the id the
+ * first time the repository shows one, so nothing loaded before the migration is forgotten.
+ */
+function stateKey(state: State, catalog: Catalog, loc: string): string {
+  if (!catalog.repository) return loc;
+  const key = `repository:${catalog.repository}`;
+  if (state.catalogSequence[key] === undefined && state.catalogSequence[loc] !== undefined) {
+    state.catalogSequence[key] = state.catalogSequence[loc]!;
+    state.loaded[key] = { ...state.loaded[loc] };
+  }
+  return key;
+}
+
+/**
+ * A catalog older than one accepted before from the same repository (another stick, an old copy at
+ * another path): nothing is loaded from it. When it would take a loaded tag back to another release
+ * it is refused (ROLLBACK, exit 3); when it carries nothing but what was loaded, the run is up to
+ * date. Either way the state is left as it was, so the next, newer delivery is accepted.
+ */
+function olderCopy(state: State, key: string, catalog: Catalog, seen: number, loc: string, opts: PullOptions, emit: (e: PullEvent) => void, result: PullResult): PullResult {
+  const loaded = state.loaded[key] ?? {};
+  const differs = catalog.releases.filter((e) => subscribed(opts.subscriptions, e) && loaded[`${e.name}:${e.tag}`]?.digest !== e.digest);
+  if (differs.length > 0) {
+    const what = differs.map((e) => `${e.name}:${e.tag} v${e.version}${loaded[`${e.name}:${e.tag}`] ? ` (v${loaded[`${e.name}:${e.tag}`]!.version} loaded)` : ''}`).join(', ');
+    throw new TarportError('ROLLBACK', `catalog of ${loc} has sequence ${catalog.sequence}, lower than ${seen} accepted before from the same repository (${catalog.repository ?? loc}): an older copy (a replayed catalog, an old stick or mirror); refusing ${what}; nothing loaded, what is loaded stays`);
+  }
+  emit({ kind: 'warning', message: `catalog of ${loc} has sequence ${catalog.sequence}, lower than ${seen} accepted before from the same repository: an older copy carrying nothing new` });
+  for (const e of catalog.releases.filter((x) => subscribed(opts.subscriptions, x))) {
+    result.upToDate.push(`${e.name}:${e.tag}`);
+    emit({ kind: 'up-to-date', ref: `${e.name}:${e.tag}`, version: e.version });
+  }
   return result;
 }
 
@@ -214,7 +253,7 @@ async function readTrustedCatalog(repo: Repository, opts: PullOptions): Promise<
     if (!got) throw new TarportError('NOT_FOUND', `${repo.location} holds no catalog (tarport/catalog.json): not a tarport repository, or nothing was pushed yet`);
     if (!opts.trust?.length) return got;
     try {
-      await verifyDetached(got.bytes, await repo.readSignature(CATALOG_KEY, opts.signal), opts.trust, `catalog of ${repo.location}`);
+      await verifyDetached(got.bytes, await repo.readCatalogSignature(got, opts.signal), opts.trust, `catalog of ${repo.location}`);
       return got;
     } catch (e) {
       if (attempt >= 1) throw e;
@@ -281,11 +320,12 @@ async function loadImage(
   repo: Repository,
   docker: Runtime,
   cache: ObjectCache,
-  record: ReleaseRecord,
+  verified: PinnedRecord,
   emit: (e: PullEvent) => void,
   key: DecryptionKey | undefined,
   signal?: AbortSignal,
 ): Promise<Loaded> {
+  const record = verified.record;
   const ref = `${record.name}:${record.tag}`;
   const name = imageName(record.name, record.tag);
   // decompression threads take ~45 ms to start: the first starts now (pull() stops the spare)
@@ -336,7 +376,7 @@ async function readConfig(repo: Repository, cache: ObjectCache, record: ReleaseR
  */
 async function layerFiles(repo: Repository, cache: ObjectCache, record: ReleaseRecord, plan: LoadPlan, key: DecryptionKey | undefined, signal?: AbortSignal): Promise<{ files: LoadFile[]; bytesFetched: number }> {
   const ref = `${record.name}:${record.tag}`;
-  const direct = plan.thin && repo.transport.capabilities.local && !record.layers.some((l) => l.encryption);
+  const direct = plan.thin && repo.isLocal && !record.layers.some((l) => l.encryption);
   const files: LoadFile[] = [];
   const included = new Set<string>();
   let bytesFetched = 0;
@@ -360,7 +400,8 @@ async function layerFiles(repo: Repository, cache: ObjectCache, record: ReleaseR
   return { files, bytesFetched };
 }
 
-async function importRootfs(repo: Repository, docker: Runtime, cache: ObjectCache, record: ReleaseRecord, platform: Platform, key: DecryptionKey | undefined, signal?: AbortSignal): Promise<Loaded> {
+async function importRootfs(repo: Repository, docker: Runtime, cache: ObjectCache, verified: PinnedRecord, platform: Platform, key: DecryptionKey | undefined, signal?: AbortSignal): Promise<Loaded> {
+  const record = verified.record;
   const ref = `${record.name}:${record.tag}`;
   const l = record.layers[0]!;
   if (record.layers.length !== 1) throw new TarportError('INTEGRITY', `${ref} v${record.version}: a rootfs release has exactly one object`);

@@ -16,7 +16,6 @@ import { TarportError } from '../errors.js';
 import {
   MEDIA_TYPES,
   RECORD_SCHEMA,
-  catalogEntryOf,
   formatRef,
   parseRef,
   serialize,
@@ -29,6 +28,7 @@ import {
   type StagedBlob,
   type Sign,
   type Encryption,
+  type WriteTransaction,
 } from '../repo/index.js';
 import { VERSION } from '../version.js';
 
@@ -72,13 +72,22 @@ export const DEFAULT_CATALOG_TTL_MS = 90 * DAY;
 
 /**
  * Publishes one archive: every image in it under each of its tags (or `name`), or a rootfs archive
- * under `name`. Order (docs/repo-format.md): objects, then records, then the catalog. Objects go to
- * temporary names first and are renamed into place only after every layer has been checked against
- * its diff_id, so a bad archive leaves nothing in the repository.
+ * under `name`, through one write transaction (repo/transaction.ts: objects, then records, then the
+ * catalog). Objects go to temporary names first and are renamed into place only after every layer
+ * has been checked against its diff_id, so a bad archive leaves nothing in the repository.
  */
 export async function publishArchive(repo: Repository, path: string, opts: PublishOptions): Promise<PublishResult> {
   const tar = await TarArchive.open(path, opts.signal);
   const content = await readArchiveContent(tar);
+  const tx = await repo.begin(opts.signal ? { signal: opts.signal } : {});
+  try {
+    return await publishIn(tx, repo, tar, content, path, opts);
+  } finally {
+    await tx.end();
+  }
+}
+
+async function publishIn(tx: WriteTransaction, repo: Repository, tar: TarArchive, content: Awaited<ReturnType<typeof readArchiveContent>>, path: string, opts: PublishOptions): Promise<PublishResult> {
   const staged: StagedBlob[] = [];
   let uploadedBytes = 0;
   const emit = opts.onEvent ?? (() => undefined);
@@ -94,7 +103,7 @@ export async function publishArchive(repo: Repository, path: string, opts: Publi
     let blob: StagedBlob;
     try {
       const stored = encryption ? await encryptStream(out, opts.encryptTo!) : out;
-      [blob] = await Promise.all([repo.stageBlob(stored, opts.signal), feeding]);
+      [blob] = await Promise.all([tx.stageBlob(stored), feeding]);
     } catch (e) {
       out.destroy();
       stream.destroy();
@@ -121,7 +130,7 @@ export async function publishArchive(repo: Repository, path: string, opts: Publi
 
   try {
     const catalog = (await repo.readCatalog(opts.signal))?.catalog;
-    const known = await knownLayers(repo, catalog?.releases ?? [], encryption, opts.signal);
+    const known = await knownLayers(tx, repo, catalog?.releases ?? [], encryption, opts.signal);
     const now = new Date().toISOString();
     const producer = { tool: 'tarport', version: VERSION };
     const plans: { ref: ImageRef; record: Omit<ReleaseRecord, 'version'> }[] = [];
@@ -136,7 +145,7 @@ export async function publishArchive(repo: Repository, path: string, opts: Publi
       if (reuse) {
         // The same root file system is stored already: keep that object, drop ours.
         const dropped = staged.pop()!;
-        await dropped.discard();
+        await tx.discard(dropped);
         if (dropped.uploaded) uploadedBytes -= layer.size;
         layer = reuse;
       }
@@ -193,17 +202,15 @@ export async function publishArchive(repo: Repository, path: string, opts: Publi
     }
 
     // Every layer checked: make objects visible, then the small objects, then records, then the catalog.
-    for (const b of staged) await b.commit();
     const uploadedObjects = staged.filter((b) => b.uploaded).length;
+    await tx.commitObjects(smallBlobs);
     staged.length = 0;
-    for (const b of smallBlobs) await repo.putSmallBlob(b, opts.signal);
 
     const releases: PublishedRelease[] = [];
-    const entries: CatalogEntry[] = [];
     for (const { ref, record } of plans) {
       const last = (await repo.listReleases(ref.name, ref.tag, opts.signal)).at(-1);
       if (last) {
-        const { record: prev } = await repo.readRecord(last, undefined, opts.signal);
+        const { record: prev } = await repo.readRecord(last, undefined, opts.signal ? { signal: opts.signal } : {});
         if (prev.contentKey === record.contentKey && prev.kind === record.kind) {
           releases.push({ name: ref.name, tag: ref.tag, version: prev.version, status: 'unchanged', kind: record.kind, record: last.record });
           emit({ kind: 'release', ref: formatRef(ref), status: 'unchanged', version: prev.version });
@@ -211,15 +218,15 @@ export async function publishArchive(repo: Repository, path: string, opts: Publi
         }
       }
       const full: ReleaseRecord = { ...record, version: (last?.version ?? 0) + 1 };
-      const w = await repo.writeRecord(full, opts.signal, opts.sign);
-      entries.push(catalogEntryOf(full, w.file, w.digest, w.size));
+      const w = await tx.writeRecord(full, opts.sign);
       releases.push({ name: ref.name, tag: ref.tag, version: full.version, status: 'published', kind: full.kind, record: w.file });
       emit({ kind: 'release', ref: formatRef(ref), status: 'published', version: full.version });
     }
-    if (entries.length > 0) await repo.updateCatalog(entries, opts.catalogTtlMs, opts.signal, opts.sign);
+    // Always, also when nothing was new: a catalog left behind by a crash or a lost race converges here.
+    await tx.publishCatalog({ ttlMs: opts.catalogTtlMs, ...(opts.sign ? { sign: opts.sign } : {}) });
     return { archive: path, releases, uploadedBytes, uploadedObjects };
   } catch (e) {
-    for (const b of staged) await b.discard();
+    for (const b of staged) await tx.discard(b);
     throw e;
   }
 }
@@ -243,22 +250,26 @@ function imageRefs(path: string, im: ArchiveImage, name: ImageRef | undefined): 
  * Layers the repository holds already, by diff_id, taken from the current release of every tag:
  * a new version usually shares most layers with the one before it.
  */
-async function knownLayers(repo: Repository, current: readonly CatalogEntry[], encryption: Encryption | undefined, signal?: AbortSignal): Promise<Map<string, LayerDescriptor>> {
+async function knownLayers(tx: WriteTransaction, repo: Repository, current: readonly CatalogEntry[], encryption: Encryption | undefined, signal?: AbortSignal): Promise<Map<string, LayerDescriptor>> {
   // an object can be reused only when the same keys can read it: the same recipients, or plaintext
   const sameKeys = (e: Encryption | undefined) => (e?.recipients.join(',') ?? '') === (encryption?.recipients.join(',') ?? '');
-  const out = new Map<string, LayerDescriptor>();
+  const candidates = new Map<string, LayerDescriptor>();
   for (const e of current) {
     let record: ReleaseRecord;
     try {
-      ({ record } = await repo.readRecord(e, e, signal));
+      ({ record } = await repo.readRecord(e, { digest: e.digest, size: e.size }, signal ? { signal } : {}));
     } catch {
       continue; // a broken record only costs us deduplication; `tarport check` reports it
     }
-    for (const l of record.layers) {
-      if (out.has(l.diffId) || !sameKeys(l.encryption)) continue;
-      const have = await repo.blobInfo(l.digest, signal);
-      if (have && have.size === l.size) out.set(l.diffId, l);
-    }
+    for (const l of record.layers) if (!candidates.has(l.diffId) && sameKeys(l.encryption)) candidates.set(l.diffId, l);
+  }
+  // named in our intent before we look: gc spares them from now on (docs/repo-format.md)
+  const missing = await tx.protect([...candidates.values()].map((l) => l.digest));
+  const out = new Map<string, LayerDescriptor>();
+  for (const [diffId, l] of candidates) {
+    if (missing.has(l.digest)) continue;
+    const have = await repo.blobInfo(l.digest, signal);
+    if (have && have.size === l.size) out.set(diffId, l);
   }
   return out;
 }

@@ -1,5 +1,12 @@
-export { Repository, catalogEntryOf, signatureKey, partKey, partsKey, type PartList, MAX_RECORD_BYTES, MAX_SMALL_BLOB_BYTES, FORMAT_VERSION, type StagedBlob, type ReleaseRef, type Sign } from './repository.js';
+export { Repository } from './repository.js';
+export type { WriteTransaction } from './transaction.js';
+export { catalogEntryOf, catalogLag, type CatalogCopy, type CatalogLag, type Sign } from './catalog.js';
+export { FORMAT_VERSION, REPOSITORY_ID_RE } from './format.js';
+export { MAX_RECORD_BYTES, MAX_SMALL_BLOB_BYTES, partKey, partsKey, type ObjectSource, type PartList, type StagedBlob } from './objects.js';
+export { signatureKey, type CheckSignature, type PinnedRecord, type ReleaseRef, type VerifiedRecord } from './read.js';
 export * from './records.js';
 export * from './layout.js';
 export * from './names.js';
-export { checkRepository, collectGarbage, type CheckResult, type Fault, type GcResult } from './maintenance.js';
+export { checkRepository, type CheckResult, type Fault } from './check.js';
+export { repairRepository, type RepairResult } from './repair.js';
+export { collectGarbage, type GcResult } from './gc.js';

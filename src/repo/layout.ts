@@ -12,6 +12,12 @@ export const TARPORT_FOLDER = 'tarport';
 export const RELEASES_FOLDER = 'tarport/releases';
 export const CATALOG_KEY = 'tarport/catalog.json';
 export const FORMAT_KEY = 'tarport/format.json';
+/** Every catalog ever written, named by sequence and digest, with its signature beside it. */
+export const CATALOGS_FOLDER = 'tarport/catalogs';
+/** Publish intents and gc announcements (docs/repo-format.md, "Garbage collection"). */
+export const PENDING_FOLDER = 'tarport/pending';
+/** The detached signature of a tarport 0.1 catalog (format version 1). */
+export const LEGACY_CATALOG_SIGNATURE_KEY = 'tarport/catalog.json.asc';
 
 export function blobKey(digest: string): string {
   return `${BLOBS_FOLDER}/${hexOf(digest)}`;
@@ -37,6 +43,18 @@ export function parseRecordFileName(file: string): { version: number; idPrefix: 
   const m = RECORD_FILE_RE.exec(file);
   if (!m) return undefined;
   return { version: Number(m[1]), idPrefix: m[2]! };
+}
+
+const CATALOG_FILE_RE = /^(\d{12})-([0-9a-f]{16})\.json$/;
+
+/** The immutable copy of a catalog: its sequence, zero-padded so that names sort by it, and its digest. */
+export function catalogFileName(sequence: number, catalogDigest: string): string {
+  return `${String(sequence).padStart(12, '0')}-${hexOf(catalogDigest).slice(0, 16)}.json`;
+}
+
+export function parseCatalogFileName(file: string): { sequence: number; idPrefix: string } | undefined {
+  const m = CATALOG_FILE_RE.exec(file);
+  return m ? { sequence: Number(m[1]), idPrefix: m[2]! } : undefined;
 }
 
 export function recordKey(name: string, tag: string, file: string): string {

@@ -57,7 +57,9 @@ export const ReleaseRecordSchema = z.strictObject({
 });
 export type ReleaseRecord = z.infer<typeof ReleaseRecordSchema>;
 
-export const CATALOG_SCHEMA = 'tarport.catalog/v1';
+/** tarport 0.1 wrote v1 (no repository id); v2 names the repository, covered by the signature. */
+export const CATALOG_SCHEMA_V1 = 'tarport.catalog/v1';
+export const CATALOG_SCHEMA = 'tarport.catalog/v2';
 
 export const CatalogEntrySchema = z.strictObject({
   name: z.string(),
@@ -76,7 +78,9 @@ export const CatalogEntrySchema = z.strictObject({
 export type CatalogEntry = z.infer<typeof CatalogEntrySchema>;
 
 export const CatalogSchema = z.strictObject({
-  schema: z.literal(CATALOG_SCHEMA),
+  schema: z.enum([CATALOG_SCHEMA_V1, CATALOG_SCHEMA]),
+  /** The repository's id (tarport/format.json); absent in v1 catalogs. */
+  repository: z.string().regex(/^[0-9a-f]{32}$/).optional(),
   /** Grows by one with every write; a consumer never goes back to a lower one. */
   sequence: z.number().int().nonnegative(),
   created: z.string(),

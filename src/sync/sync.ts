@@ -1,19 +1,17 @@
-import { PassThrough, Transform } from 'node:stream';
+import { PassThrough, Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DigestCheck, Verifier } from '../crypto/index.js';
 import { TarportError } from '../errors.js';
 import {
-  CATALOG_KEY,
-  blobKey,
   compareReleases,
-  recordKey,
-  signatureKey,
-  tempKeyFor,
+  type Catalog,
+  type CatalogCopy,
   type CatalogEntry,
   type Descriptor,
   type ReleaseRecord,
   type Repository,
   type Sign,
+  type WriteTransaction,
 } from '../repo/index.js';
 import type { Inventory } from './inventory.js';
 import { LocalCopier } from './localcopy.js';
@@ -59,102 +57,27 @@ const selected = (only: SyncOptions['only'], e: { name: string; tag: string }) =
  * size — or, on a local DST, digest — is wrong.
  */
 export async function syncRepos(src: Repository, dst: Repository, opts: SyncOptions): Promise<SyncResult> {
-  const emit = opts.onEvent ?? (() => undefined);
-  const result: SyncResult = { objectsCopied: 0, bytesCopied: 0, objectsRepaired: 0, releasesCopied: 0 };
   const got = await src.readCatalog(opts.signal);
   if (!got) throw new TarportError('NOT_FOUND', `${src.location} holds no catalog: nothing to sync`);
-  const srcCatalog = got.catalog;
-  const srcCatalogSig = await src.readSignature(CATALOG_KEY, opts.signal);
-  const dstCatalog = (await dst.readCatalog(opts.signal))?.catalog;
-  const entries = srcCatalog.releases.filter((e) => selected(opts.only, e));
-  const siteHasDiff = new Set(opts.have?.diffIds ?? []);
-  const siteHasObject = new Set(opts.have?.objects ?? []);
-  const copiedObjects = new Set<string>();
+  // a destination with no identity yet takes its source's: a stick carries the repository it copies
+  const tx = await dst.begin({ ...(opts.signal ? { signal: opts.signal } : {}), ...(got.catalog.repository ? { adoptId: got.catalog.repository } : {}) });
+  try {
+    return await syncIn(tx, src, dst, got, opts);
+  } finally {
+    await tx.end();
+  }
+}
 
-  /** A pass-through that reports the bytes it passes as progress. */
-  const counted = () =>
-    new Transform({
-      highWaterMark: 1 << 20,
-      transform(chunk: Buffer, _e, cb) {
-        emit({ kind: 'bytes', bytes: chunk.length });
-        cb(null, chunk);
-      },
-    });
-  const local = src.transport.localPath !== undefined && dst.transport.localPath !== undefined;
-  const copier = local ? new LocalCopier(opts.signal) : undefined;
-  const copyObject = async (d: Descriptor & { diffId?: string }, lane: number) => {
-    if (copiedObjects.has(d.digest)) return;
-    copiedObjects.add(d.digest);
-    if (siteHasObject.has(d.digest) || (d.diffId && siteHasDiff.has(d.diffId))) {
-      emit({ kind: 'bytes', bytes: d.size });
-      emit({ kind: 'object', digest: d.digest, size: d.size, status: 'site-has-it' });
-      return;
-    }
-    const have = await dst.blobInfo(d.digest, opts.signal);
-    let repairing = false;
-    if (have && have.size === d.size) {
-      const intact = !dst.transport.capabilities.local
-        ? true
-        : copier && !have.split
-          ? await copier.check(lane, dst.transport.localPath!(blobKey(d.digest)), d, `object ${d.digest} in ${dst.location}`)
-          : await digestOk(dst, d, opts.signal);
-      if (intact) {
-        emit({ kind: 'bytes', bytes: d.size });
-        emit({ kind: 'object', digest: d.digest, size: d.size, status: 'present' });
-        return;
-      }
-      repairing = true;
-    } else if (have) repairing = true;
-    const verified = async () => {
-      const out = new PassThrough({ highWaterMark: 1 << 20 });
-      // one check on the way (readBlob's own is off): the digest the record names
-      const s = await src.readBlob(d, { signal: opts.signal, verify: false });
-      pipeline(s, new Verifier(d, `object ${d.digest} from ${src.location}`), counted(), out).catch((e: unknown) => out.destroy(e as Error));
-      return out;
-    };
-    if (opts.maxFileSize && d.size > opts.maxFileSize) {
-      if (have && !have.split) await dst.transport.remove(blobKey(d.digest), opts.signal);
-      await dst.putSplit(d, verified, opts.maxFileSize, opts.signal);
-      result.objectsCopied++;
-      result.bytesCopied += d.size;
-      if (repairing) result.objectsRepaired++;
-      emit({ kind: 'object', digest: d.digest, size: d.size, status: repairing ? 'repaired' : 'copied' });
-      return;
-    }
-    const tmp = tempKeyFor(blobKey(d.digest));
-    try {
-      const from = copier && (await src.transport.stat(blobKey(d.digest), opts.signal)) ? src.transport.localPath!(blobKey(d.digest)) : undefined;
-      if (copier && from) {
-        // both ends on this host: no stream per byte, the hash runs beside the copy, one thread per lane
-        await copier.copy(lane, from, dst.transport.localPath!(tmp), d, `object ${d.digest} from ${src.location}`, (n) => emit({ kind: 'bytes', bytes: n }));
-      } else {
-        await dst.transport.write(
-          tmp,
-          () => {
-            const out = new PassThrough({ highWaterMark: 1 << 20 });
-            void src.readBlob(d, { signal: opts.signal, verify: false }).then(
-              (s) => pipeline(s, new Verifier(d, `object ${d.digest} from ${src.location}`), counted(), out).catch((e: unknown) => out.destroy(e as Error)),
-              (e: unknown) => out.destroy(e as Error),
-            );
-            return out;
-          },
-          { signal: opts.signal },
-        );
-      }
-      await dst.transport.rename(tmp, blobKey(d.digest), opts.signal);
-    } catch (e) {
-      await dst.transport.remove(tmp).catch(() => undefined);
-      throw e;
-    }
-    result.objectsCopied++;
-    result.bytesCopied += d.size;
-    if (repairing) result.objectsRepaired++;
-    emit({ kind: 'object', digest: d.digest, size: d.size, status: repairing ? 'repaired' : 'copied' });
-  };
+interface Planned {
+  readonly e: CatalogEntry;
+  readonly ref: string;
+  readonly record: ReleaseRecord;
+  readonly bytes: Buffer;
+}
 
-  // Records first (small), then every object they name, several at once, then the records
-  // themselves: a record is never written before all of its objects are in place.
-  const plan: { e: CatalogEntry; ref: string; record: ReleaseRecord; bytes: Buffer }[] = [];
+/** Stage 1: the records of the selected releases (small), each checked against the source catalog's pin. */
+async function planReleases(src: Repository, entries: readonly CatalogEntry[], opts: SyncOptions, emit: (e: SyncEvent) => void): Promise<{ plan: Planned[]; siteHas: number }> {
+  const plan: Planned[] = [];
   let siteHas = 0;
   for (const e of entries) {
     opts.signal?.throwIfAborted();
@@ -165,63 +88,194 @@ export async function syncRepos(src: Repository, dst: Repository, opts: SyncOpti
       emit({ kind: 'release', ref, version: e.version, status: 'site-has-it' });
       continue;
     }
-    const { record, bytes } = await src.readRecord(e, { digest: e.digest, size: e.size }, opts.signal);
+    const { record, bytes } = await src.readRecord(e, { digest: e.digest, size: e.size }, opts.signal ? { signal: opts.signal } : {});
     plan.push({ e, ref, record, bytes });
   }
-  const objects = plan.flatMap(({ record }) => [...record.layers, record.config, record.manifest].filter((o): o is NonNullable<typeof o> => o !== undefined));
-  // largest first: the lanes end together
-  objects.sort((a, b) => b.size - a.size);
-  const unique = new Map(objects.map((o) => [o.digest, o.size]));
-  emit({ kind: 'plan', objects: unique.size, bytes: [...unique.values()].reduce((a, b) => a + b, 0) });
-  try {
-    await allBounded(
-      objects.map((o) => (lane: number) => copyObject(o, lane)),
-      // local → local: one lane per core (hashing is the bound); remote: the connections allowed
-      copier ? LocalCopier.lanes() : Math.max(1, Math.min(src.transport.capabilities.maxConnections, dst.transport.capabilities.maxConnections)),
-    );
-  } finally {
-    await copier?.close();
-  }
+  return { plan, siteHas };
+}
 
+async function syncIn(tx: WriteTransaction, src: Repository, dst: Repository, got: CatalogCopy, opts: SyncOptions): Promise<SyncResult> {
+  const emit = opts.onEvent ?? (() => undefined);
+  const result: SyncResult = { objectsCopied: 0, bytesCopied: 0, objectsRepaired: 0, releasesCopied: 0 };
+  const srcCatalog = got.catalog;
+  const srcCatalogSig = await src.readCatalogSignature(got, opts.signal);
+  const entries = srcCatalog.releases.filter((e) => selected(opts.only, e));
+  const { plan, siteHas } = await planReleases(src, entries, opts, emit);
+  await copyObjects(tx, src, dst, plan, opts, emit, result);
+
+  // Records, once every object they name is in place.
   const copied: CatalogEntry[] = [];
   for (const { e, ref, bytes } of plan) {
-    const key = recordKey(e.name, e.tag, e.record);
-    const there = await dst.transport.stat(key, opts.signal);
-    if (there?.size === bytes.length) {
+    const there = (await dst.listReleases(e.name, e.tag, opts.signal)).some((r) => r.record === e.record);
+    if (there) {
       emit({ kind: 'release', ref, version: e.version, status: 'present' });
     } else {
-      const sig = await src.readSignature(key, opts.signal);
-      if (sig) await dst.putAtomic(signatureKey(key), sig, opts.signal);
-      await dst.putAtomic(key, bytes, opts.signal);
+      await tx.copyRecord(e, bytes, await src.readRecordSignature(e, opts.signal));
       result.releasesCopied++;
       emit({ kind: 'release', ref, version: e.version, status: 'copied' });
     }
     copied.push(e);
   }
-
-  // The catalog: the source's own (signature and all) when it covers everything DST had; a merge
-  // otherwise, signed with --sign-key when given.
-  const dstEntries = dstCatalog?.releases ?? [];
-  const covers =
-    copied.length + siteHas === srcCatalog.releases.length &&
-    dstEntries.every((d) => srcCatalog.releases.some((s) => s.name === d.name && s.tag === d.tag && compareReleases(s, d) >= 0)) &&
-    (dstCatalog?.sequence ?? 0) <= srcCatalog.sequence;
-  if (covers) {
-    await dst.putAtomic(CATALOG_KEY, got.bytes, opts.signal);
-    if (srcCatalogSig) await dst.putAtomic(signatureKey(CATALOG_KEY), srcCatalogSig, opts.signal);
-    else await dst.transport.remove(signatureKey(CATALOG_KEY), opts.signal);
-    await dst.writeIndex(srcCatalog, opts.signal);
-    emit({ kind: 'catalog', status: 'copied', signed: srcCatalogSig !== undefined });
-  } else if (copied.length > 0) {
-    await dst.updateCatalog(copied, opts.catalogTtlMs, opts.signal, opts.sign);
-    if (!opts.sign && srcCatalogSig) {
-      emit({ kind: 'warning', message: `the catalog of ${dst.location} was merged and is not signed: consumers that pin keys (--trust) refuse it; sync with --sign-key, or carry every release (no --only)` });
-    }
-    emit({ kind: 'catalog', status: 'merged', signed: opts.sign !== undefined });
-  } else {
-    emit({ kind: 'catalog', status: 'unchanged', signed: false });
-  }
+  await syncCatalog(tx, dst, got, srcCatalogSig, copied.length + siteHas === srcCatalog.releases.length, copied.length > 0, opts, emit);
   return result;
+}
+
+/**
+ * The catalog: the source's own (signature and all) when DST is the same repository and it names
+ * every tag's newest release in DST; otherwise rebuilt from DST's releases/, signed with --sign-key
+ * when given, at a sequence above the source's.
+ */
+async function syncCatalog(tx: WriteTransaction, dst: Repository, got: CatalogCopy, sig: Buffer | undefined, everything: boolean, _anyCopied: boolean, opts: SyncOptions, emit: (e: SyncEvent) => void): Promise<void> {
+  const src = got.catalog;
+  const dstCatalog = (await dst.readCatalog(opts.signal))?.catalog;
+  const sameRepository = src.repository === undefined || src.repository === tx.repositoryId;
+  const truthCovered = everything && sameRepository && (dstCatalog?.sequence ?? 0) <= src.sequence && (await coversDestination(dst, src, opts.signal));
+  if (truthCovered) {
+    if (dstCatalog && dstCatalog.sequence === src.sequence && sameEntries(dstCatalog.releases, src.releases)) {
+      emit({ kind: 'catalog', status: 'unchanged', signed: sig !== undefined });
+      return;
+    }
+    await tx.adoptCatalog(got, sig);
+    emit({ kind: 'catalog', status: 'copied', signed: sig !== undefined });
+    return;
+  }
+  const r = await tx.publishCatalog({ ttlMs: opts.catalogTtlMs, ...(opts.sign ? { sign: opts.sign } : {}), minSequence: sameRepository ? src.sequence : 0 });
+  if (!r.wrote) {
+    emit({ kind: 'catalog', status: 'unchanged', signed: false });
+    return;
+  }
+  if (!opts.sign && sig) {
+    emit({ kind: 'warning', message: `the catalog of ${dst.location} was merged and is not signed: consumers that pin keys (--trust) refuse it; sync with --sign-key, or carry every release (no --only)` });
+  }
+  emit({ kind: 'catalog', status: 'merged', signed: opts.sign !== undefined });
+}
+
+/** True when every tag's newest release in DST's releases/ is what the source catalog names. */
+async function coversDestination(dst: Repository, src: Catalog, signal?: AbortSignal): Promise<boolean> {
+  for (const { name, tag } of await dst.listTags(signal)) {
+    const newest = (await dst.listReleases(name, tag, signal)).at(-1);
+    if (!newest) continue;
+    const e = src.releases.find((r) => r.name === name && r.tag === tag);
+    if (!e || compareReleases(e, newest) < 0) return false;
+  }
+  return true;
+}
+
+const sameEntries = (a: readonly CatalogEntry[], b: readonly CatalogEntry[]) =>
+  a.length === b.length && a.every((x) => b.some((y) => y.name === x.name && y.tag === x.tag && y.record === x.record));
+
+/** Stage 2: every object the planned records name, several at once, largest first. */
+async function copyObjects(tx: WriteTransaction, src: Repository, dst: Repository, plan: readonly Planned[], opts: SyncOptions, emit: (e: SyncEvent) => void, result: SyncResult): Promise<void> {
+  const objects = plan.flatMap(({ record }) => [...record.layers, record.config, record.manifest].filter((o): o is NonNullable<typeof o> => o !== undefined));
+  objects.sort((a, b) => b.size - a.size); // largest first: the lanes end together
+  const unique = new Map(objects.map((o) => [o.digest, o.size]));
+  emit({ kind: 'plan', objects: unique.size, bytes: [...unique.values()].reduce((a, b) => a + b, 0) });
+  // named in DST's intent before we look at what DST holds: gc spares them while we copy
+  await tx.protect(unique.keys());
+  const local = src.writesLocalFiles && dst.writesLocalFiles;
+  const copier = local ? new LocalCopier(opts.signal) : undefined;
+  const copy = new ObjectCopy(tx, src, dst, copier, opts, emit, result);
+  try {
+    await allBounded(
+      objects.map((o) => (lane: number) => copy.one(o, lane)),
+      // local → local: one lane per core (hashing is the bound); remote: the connections allowed
+      copier ? LocalCopier.lanes() : Math.max(1, Math.min(src.maxConnections, dst.maxConnections)),
+    );
+  } finally {
+    await copier?.close();
+  }
+}
+
+/** Copies one object at a time per lane: checks what DST holds, then copies or repairs it. */
+class ObjectCopy {
+  private readonly done = new Set<string>();
+  private readonly siteHasDiff: Set<string>;
+  private readonly siteHasObject: Set<string>;
+
+  constructor(
+    private readonly tx: WriteTransaction,
+    private readonly src: Repository,
+    private readonly dst: Repository,
+    private readonly copier: LocalCopier | undefined,
+    private readonly opts: SyncOptions,
+    private readonly emit: (e: SyncEvent) => void,
+    private readonly result: SyncResult,
+  ) {
+    this.siteHasDiff = new Set(opts.have?.diffIds ?? []);
+    this.siteHasObject = new Set(opts.have?.objects ?? []);
+  }
+
+  /** A pass-through that reports the bytes it passes as progress. */
+  private counted(): Transform {
+    const emit = this.emit;
+    return new Transform({
+      highWaterMark: 1 << 20,
+      transform(chunk: Buffer, _e, cb) {
+        emit({ kind: 'bytes', bytes: chunk.length });
+        cb(null, chunk);
+      },
+    });
+  }
+
+  /** The source's bytes, checked against the digest the record names on the way. */
+  private async verified(d: Descriptor): Promise<Readable> {
+    const out = new PassThrough({ highWaterMark: 1 << 20 });
+    const s = await this.src.readBlob(d, { signal: this.opts.signal, verify: false });
+    pipeline(s, new Verifier(d, `object ${d.digest} from ${this.src.location}`), this.counted(), out).catch((e: unknown) => out.destroy(e as Error));
+    return out;
+  }
+
+  /** 'present' when DST holds it intact (size, and on a local DST its digest), else whether it is there at all. */
+  private async state(d: Descriptor, lane: number): Promise<'present' | 'missing' | 'damaged'> {
+    const have = await this.dst.blobInfo(d.digest, this.opts.signal);
+    if (!have) return 'missing';
+    if (have.size !== d.size) return 'damaged';
+    if (!this.dst.isLocal) return 'present';
+    const file = this.copier && !have.split ? await this.dst.localObjectFile(d.digest, this.opts.signal) : undefined;
+    const intact = file ? await this.copier!.check(lane, file, d, `object ${d.digest} in ${this.dst.location}`) : await digestOk(this.dst, d, this.opts.signal);
+    return intact ? 'present' : 'damaged';
+  }
+
+  async one(d: Descriptor & { diffId?: string }, lane: number): Promise<void> {
+    if (this.done.has(d.digest)) return;
+    this.done.add(d.digest);
+    if (this.siteHasObject.has(d.digest) || (d.diffId && this.siteHasDiff.has(d.diffId))) {
+      this.emit({ kind: 'bytes', bytes: d.size });
+      this.emit({ kind: 'object', digest: d.digest, size: d.size, status: 'site-has-it' });
+      return;
+    }
+    const state = await this.state(d, lane);
+    if (state === 'present') {
+      this.emit({ kind: 'bytes', bytes: d.size });
+      this.emit({ kind: 'object', digest: d.digest, size: d.size, status: 'present' });
+      return;
+    }
+    if (this.opts.maxFileSize && d.size > this.opts.maxFileSize) {
+      await this.tx.putSplit(d, () => this.verified(d), this.opts.maxFileSize);
+    } else {
+      const from = this.copier ? await this.src.localObjectFile(d.digest, this.opts.signal) : undefined;
+      await this.tx.putObject(
+        d.digest,
+        this.copier && from
+          ? // both ends on this host: no stream per byte, the hash runs beside the copy, one thread per lane
+            { toLocalFile: (to) => this.copier!.copy(lane, from, to, d, `object ${d.digest} from ${this.src.location}`, (n) => this.emit({ kind: 'bytes', bytes: n })) }
+          : {
+              stream: () => {
+                const out = new PassThrough({ highWaterMark: 1 << 20 });
+                this.verified(d).then(
+                  (s) => pipeline(s, out).catch((e: unknown) => out.destroy(e as Error)),
+                  (e: unknown) => out.destroy(e as Error),
+                );
+                return out;
+              },
+            },
+      );
+    }
+    this.result.objectsCopied++;
+    this.result.bytesCopied += d.size;
+    if (state === 'damaged') this.result.objectsRepaired++;
+    this.emit({ kind: 'object', digest: d.digest, size: d.size, status: state === 'damaged' ? 'repaired' : 'copied' });
+  }
 }
 
 /**

@@ -48,7 +48,9 @@ export class FtpTransport implements Transport {
     private readonly opts: FtpOptions = {},
   ) {
     this.location = formatLocation(loc);
-    this.capabilities = { atomicRename: true, maxConnections: opts.maxConnections ?? 2, local: false };
+    // RNFR/RNTO replaces the target in one step on vsftpd and proftpd, but pure-ftpd refuses to
+    // rename over a file and rename() then removes the target first: not guaranteed.
+    this.capabilities = { atomicRename: false, maxConnections: opts.maxConnections ?? 2, local: false };
     this.root = loc.path.replace(/\/+$/, '') || '';
     this.retries = opts.retries ?? 5;
     this.timeoutMs = opts.timeoutMs ?? 30_000;

@@ -43,7 +43,9 @@ function sftpCode(e: unknown): number | undefined {
  * ~40 ms), and the server's host key checked against known_hosts before anything is sent.
  */
 export class SftpTransport implements Transport {
-  readonly capabilities = { atomicRename: true, maxConnections: 4, local: false } as const;
+  // posix-rename@openssh.com replaces in one step; a server without it gets unlink then rename
+  // (see rename): not guaranteed.
+  readonly capabilities = { atomicRename: false, maxConnections: 4, local: false } as const;
   readonly location: string;
   private session: Promise<{ client: Client; sftp: SFTPWrapper }> | undefined;
   private readonly root: string;

@@ -56,7 +56,9 @@ export interface Transport {
   /** The location as a URL that is safe to print (no password). */
   readonly location: string;
   /**
-   * atomicRename: rename replaces the target in one step. maxConnections: transfers that may run at
+   * atomicRename: rename replaces the target in one step, always (file systems; false where a
+   * server may make it delete-then-rename, so that for a moment the target does not exist: FTP,
+   * SFTP without posix-rename). repo/ reads it (docs/repo-format.md, "Renames"). maxConnections: transfers that may run at
    * once. local: the bytes are on this host (a directory or a mounted stick), so reading them again
    * costs no more than reading a local cache. readOnly: every write, rename and remove is refused
    * (a web mirror); commands that write say so before they start.

@@ -133,7 +133,7 @@ describe('consumer agent: tarport poll', () => {
     await until(() => events.some((e) => e.kind === 'loaded' && e.version === 2));
     ac.abort();
     await running;
-    await repo.transport.close();
+    await repo.close();
     await proxy.close();
   });
 
@@ -221,16 +221,16 @@ describe('consumer agent: tarport poll', () => {
 async function manyReleases(dir: string, n: number): Promise<void> {
   const { writeDemoArchives } = await import('../../src/archive/index.js');
   const { publishArchive, DEFAULT_CATALOG_TTL_MS } = await import('../../src/producer/index.js');
-  const { catalogEntryOf } = await import('../../src/repo/index.js');
   const repo = new Repository(new FileTransport(dir));
   const [v1] = await writeDemoArchives(await tempDir());
   await publishArchive(repo, v1!, { compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'tarport-test/many', tag: 't0' } });
   const first = (await repo.readCatalog())!.catalog.releases[0]!;
   const { record } = await repo.readRecord(first, first);
-  const entries = [];
-  for (let i = 1; i < n; i++) {
-    const w = await repo.writeRecord({ ...record, tag: `t${i}` });
-    entries.push(catalogEntryOf({ ...record, tag: `t${i}` }, w.file, w.digest, w.size));
+  const tx = await repo.begin();
+  try {
+    for (let i = 1; i < n; i++) await tx.writeRecord({ ...record, tag: `t${i}` });
+    await tx.publishCatalog({ ttlMs: DEFAULT_CATALOG_TTL_MS });
+  } finally {
+    await tx.end();
   }
-  await repo.updateCatalog(entries, DEFAULT_CATALOG_TTL_MS);
 }

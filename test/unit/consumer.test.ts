@@ -67,8 +67,11 @@ class FakeDaemon implements DockerApi {
   }
 }
 
+let mem: MemoryTransport;
+
 async function repoWithDemo(): Promise<Repository> {
-  const repo = new Repository(new MemoryTransport());
+  mem = new MemoryTransport();
+  const repo = new Repository(mem);
   const [v1, v2] = await writeDemoArchives(await tempDir());
   await publishArchive(repo, v1!, { compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' } });
   await publishArchive(repo, v2!, { compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '2' } });
@@ -112,7 +115,6 @@ describe('consumer load archives per image store', () => {
 
   it('a tampered object is refused before the daemon sees a byte', async () => {
     const repo = await repoWithDemo();
-    const mem = repo.transport as MemoryTransport;
     for (const [k, v] of mem.files) {
       if (k.startsWith('blobs/') && v.length > 100_000) mem.files.set(k, Buffer.concat([v.subarray(0, 1000), Buffer.alloc(v.length - 1000)]));
     }
@@ -120,5 +122,51 @@ describe('consumer load archives per image store', () => {
     const rt = new DockerRuntime(d);
     await expect(pull(repo, rt, { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: await tempDir() })).rejects.toThrow(/digest mismatch/);
     expect(d.loads).toHaveLength(0);
+  });
+});
+
+describe('rollback state follows the repository, not its location', () => {
+  const copy = (t: MemoryTransport, name: string) => {
+    const c = new MemoryTransport(name);
+    for (const [k, v] of t.files) c.files.set(k, v);
+    return c;
+  };
+  const push = async (t: MemoryTransport, which: number, tag: string) => {
+    const archives = await writeDemoArchives(await tempDir());
+    await publishArchive(new Repository(t), archives[which]!, { compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag } });
+  };
+
+  it('an older copy at another location is refused (ROLLBACK) and leaves the state; a newer one is loaded next', async () => {
+    const origin = new MemoryTransport('origin');
+    await push(origin, 0, '1');
+    const oldStick = copy(origin, 'stick-old');
+    await push(origin, 1, '1');
+    const newStick = copy(origin, 'stick-new');
+    const d = new FakeDaemon('graphdriver');
+    const state = await tempDir();
+    const follow = [{ name: 'demo/app', tag: '1' }];
+    expect((await pull(new Repository(newStick), new DockerRuntime(d), { subscriptions: follow, stateDir: state })).loaded.map((l) => l.version)).toEqual([2]);
+    await expect(pull(new Repository(oldStick), new DockerRuntime(d), { subscriptions: follow, stateDir: state })).rejects.toMatchObject({ code: 'ROLLBACK' });
+    expect(d.loads.length).toBe(1);
+    await push(origin, 0, '1'); // v3
+    const r = await pull(new Repository(copy(origin, 'stick-next')), new DockerRuntime(d), { subscriptions: follow, stateDir: state });
+    expect(r.loaded.map((l) => l.version)).toEqual([3]);
+  });
+
+  it('an older stick that carries nothing but what was loaded is up to date, in either order', async () => {
+    const origin = new MemoryTransport('origin');
+    await push(origin, 0, '1');
+    const a = copy(origin, 'stick-a');
+    await push(origin, 1, 'other'); // only another tag changes: sequence grows
+    const b = copy(origin, 'stick-b');
+    const follow = [{ name: 'demo/app', tag: '1' }];
+    for (const order of [[a, b], [b, a]]) {
+      const d = new FakeDaemon('graphdriver');
+      const state = await tempDir();
+      const first = await pull(new Repository(order[0]!), new DockerRuntime(d), { subscriptions: follow, stateDir: state });
+      const second = await pull(new Repository(order[1]!), new DockerRuntime(d), { subscriptions: follow, stateDir: state });
+      expect(first.loaded.map((l) => l.ref)).toEqual(['demo/app:1']);
+      expect(second.upToDate).toEqual(['demo/app:1']);
+    }
   });
 });

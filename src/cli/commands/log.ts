@@ -17,7 +17,7 @@ export async function logCommand(ctx: Context, refArg: string, flags: LogFlags):
     const { current } = await currentRecords(repo, ctx.signal);
     for (const ref of await repo.listReleases(name, tag, ctx.signal)) versions.push(await describeRelease(repo, ref, current, ctx.signal));
   } finally {
-    await repo.transport.close();
+    await repo.close();
   }
   if (versions.length === 0) throw new TarportError('NOT_FOUND', `${repo.location} holds no release of ${name}:${tag}; tarport ls ${repo.location} lists what it holds`);
   ctx.out.document({ repository: repo.location, name, tag, versions });

@@ -1,6 +1,6 @@
 import { signatureIssuer } from '../../crypto/index.js';
 import { TarportError } from '../../errors.js';
-import { recordKey, type ReleaseRef, type Repository } from '../../repo/index.js';
+import { type ReleaseRef, type Repository } from '../../repo/index.js';
 import { openRepository, type ConnectionFlags, type Context } from '../context.js';
 import { humanBytes, table } from '../output.js';
 
@@ -24,8 +24,8 @@ export interface ListedRelease {
 
 /** One release as ls and log show it, read through the repository's public readers. */
 export async function describeRelease(repo: Repository, ref: ReleaseRef, current: ReadonlySet<string>, signal: AbortSignal): Promise<ListedRelease> {
-  const { record, digest } = await repo.readRecord(ref, undefined, signal);
-  const sig = await repo.readSignature(recordKey(ref.name, ref.tag, ref.record), signal);
+  const { record, digest } = await repo.readRecord(ref, undefined, { signal });
+  const sig = await repo.readRecordSignature(ref, signal);
   return {
     name: ref.name,
     tag: ref.tag,
@@ -64,7 +64,7 @@ export async function lsCommand(ctx: Context, url: string, flags: LsFlags): Prom
       for (const ref of flags.latest ? refs.slice(-1) : refs) rows.push(await describeRelease(repo, ref, current, ctx.signal));
     }
   } finally {
-    await repo.transport.close();
+    await repo.close();
   }
   ctx.out.document({ repository: repo.location, releases: rows });
   if (rows.length === 0) {

@@ -1,7 +1,7 @@
 import { loadTrustedKeys, verifyDetached } from '../../crypto/index.js';
 import { TarportError } from '../../errors.js';
-import { checkRepository, collectGarbage } from '../../repo/index.js';
-import { openRepository, parseDuration, type ConnectionFlags, type Context } from '../context.js';
+import { checkRepository, collectGarbage, repairRepository } from '../../repo/index.js';
+import { openRepository, parseDuration, signerFrom, type ConnectionFlags, type Context } from '../context.js';
 import { EXIT, humanBytes } from '../output.js';
 
 export interface CheckFlags extends ConnectionFlags {
@@ -18,11 +18,12 @@ export async function checkCommand(ctx: Context, url: string, flags: CheckFlags)
       ...(trust ? { verify: (data: Buffer, sig: Buffer | undefined, what: string) => verifyDetached(data, sig, trust, what) } : {}),
     });
     for (const f of r.faults) ctx.out.info(`fault: ${f.what}: ${f.problem}`);
+    for (const w of r.warnings) ctx.out.warn(`${w.what}: ${w.problem}`);
     ctx.out.info(`${repo.location}: ${r.releases} release(s), ${r.objects} object(s), ${humanBytes(r.bytes)} checked${trust ? ', signatures verified' : ''}; ${r.faults.length} fault(s)`);
     ctx.out.document({ repository: repo.location, ...r });
     return r.faults.length > 0 ? EXIT.trust : EXIT.ok;
   } finally {
-    await repo.transport.close();
+    await repo.close();
   }
 }
 
@@ -43,10 +44,52 @@ export async function gcCommand(ctx: Context, url: string, flags: GcFlags): Prom
     const verb = flags.dryRun ? 'would remove' : 'removed';
     for (const x of r.releasesRemoved) ctx.out.info(`${verb} release ${x}`);
     for (const x of r.temporaryRemoved) ctx.out.info(`${verb} temporary file ${x}`);
+    for (const x of r.housekeeping) ctx.out.info(`${verb} ${x}`);
+    if (r.objectsSpared.length) ctx.out.info(`kept ${r.objectsSpared.length} unreferenced object(s): a publish under way named them`);
+    if (r.objectsLeft) ctx.out.warn(`${r.objectsLeft} unreferenced object(s) left for the next gc: its deletion window ended`);
     ctx.out.info(`${verb} ${r.releasesRemoved.length} release(s) and ${r.objectsRemoved.length} object(s), ${humanBytes(r.bytesFreed)}`);
     ctx.out.document({ repository: repo.location, dryRun: flags.dryRun ?? false, ...r });
     return 0;
   } finally {
-    await repo.transport.close();
+    await repo.close();
+  }
+}
+
+/** `tarport init URL`: a repository with its identity. */
+export async function initCommand(ctx: Context, url: string, flags: ConnectionFlags): Promise<number> {
+  const repo = await openRepository(url, 'URL', flags);
+  try {
+    const before = await repo.identity(ctx.signal);
+    const tx = await repo.begin({ signal: ctx.signal });
+    await tx.end();
+    const id = tx.repositoryId;
+    ctx.out.info(before ? `${repo.location} is a tarport repository already (id ${id})` : `created tarport repository ${repo.location} (id ${id})`);
+    ctx.out.document({ repository: repo.location, id, created: before === undefined });
+    return EXIT.ok;
+  } finally {
+    await repo.close();
+  }
+}
+
+export interface RepairFlags extends ConnectionFlags {
+  signKey?: string;
+  signKeyPassphraseFile?: string;
+  catalogTtl?: string;
+}
+
+/** `tarport repair URL`: the catalog rebuilt from releases/; exit 3 when something needs the signing key. */
+export async function repairCommand(ctx: Context, url: string, flags: RepairFlags): Promise<number> {
+  const sign = await signerFrom(flags);
+  const ttlMs = parseDuration(flags.catalogTtl ?? '90d', '--catalog-ttl');
+  const repo = await openRepository(url, 'URL', flags);
+  try {
+    const r = await repairRepository(repo, { ttlMs, ...(sign ? { sign } : {}), signal: ctx.signal });
+    for (const x of r.repaired) ctx.out.info(`repaired: ${x}`);
+    for (const x of r.needsKey) ctx.out.info(`needs the signing key: ${x}`);
+    if (r.repaired.length === 0 && r.needsKey.length === 0) ctx.out.info(`${repo.location}: nothing to repair`);
+    ctx.out.document({ repository: repo.location, ...r });
+    return r.needsKey.length > 0 ? EXIT.trust : EXIT.ok;
+  } finally {
+    await repo.close();
   }
 }

@@ -98,7 +98,7 @@ export async function pullCommand(ctx: Context, names: string[], flags: PullFlag
     progress.end();
     sink.metrics.finished(ok);
     await sink.close();
-    await repo.transport.close();
+    await repo.close();
   }
 }
 
@@ -127,7 +127,7 @@ export async function pollCommand(ctx: Context, names: string[], flags: PollFlag
     });
   } finally {
     await sink.close();
-    await repo.transport.close();
+    await repo.close();
   }
   return 0;
 }

@@ -81,7 +81,7 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
     progress.end();
     sink.metrics.finished(code === 0 && !ctx.signal.aborted);
     await sink.close();
-    await repo.transport.close();
+    await repo.close();
   }
   ctx.out.document({ pushed: results, failed: failures, transport: repo.counters });
   return code;

@@ -68,7 +68,7 @@ export async function syncCommand(ctx: Context, srcUrl: string, dstUrl: string, 
     ctx.out.info(`${r.objectsCopied} object(s), ${humanBytes(r.bytesCopied)} copied to ${dst.location}${r.objectsRepaired ? `, ${r.objectsRepaired} repaired` : ''}`);
     let carried: ToolResult | undefined;
     if (tool) {
-      carried = await putTool(dst.transport, tool, {
+      carried = await putTool(dst.beside, tool, {
         ...(sign ? { sign } : {}),
         signal: ctx.signal,
         onEvent: (e) => {
@@ -83,8 +83,8 @@ export async function syncCommand(ctx: Context, srcUrl: string, dstUrl: string, 
     return 0;
   } finally {
     bar?.stop();
-    await src.transport.close();
-    await dst.transport.close();
+    await src.close();
+    await dst.close();
   }
 }
 
@@ -123,10 +123,10 @@ export async function inventoryCommand(ctx: Context, flags: InventoryFlags): Pro
     const repo = await openRepository(from, '--from', flags);
     inv.source = repo.location;
     try {
-      for await (const o of repo.transport.list(BLOBS_FOLDER, ctx.signal)) if (!o.isDir && /^[0-9a-f]{64}$/.test(o.name)) inv.objects.push(`sha256:${o.name}`);
+      inv.objects.push(...(await repo.listObjects(ctx.signal)));
       for (const e of (await repo.readCatalog(ctx.signal))?.catalog.releases ?? []) (inv.releases[`${e.name}:${e.tag}`] ??= []).push(e.digest);
     } finally {
-      await repo.transport.close();
+      await repo.close();
     }
   }
   await writeFile(flags.output, JSON.stringify(inv, null, 2) + '\n');

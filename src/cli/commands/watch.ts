@@ -57,6 +57,6 @@ export async function watchCommand(ctx: Context, dirArg: string, flags: WatchFla
     return summary.exitCode;
   } finally {
     await sink.close();
-    await repo.transport.close();
+    await repo.close();
   }
 }

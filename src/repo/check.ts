@@ -1,0 +1,127 @@
+import { DigestCheck } from '../crypto/index.js';
+import { messageOf } from '../errors.js';
+import { catalogLag, rebuildEntries, readCatalog, type CatalogCopy } from './catalog.js';
+import { readFormat } from './format.js';
+import { findTempFiles } from './gc.js';
+import { holds, listPending } from './intents.js';
+import { CATALOG_KEY, recordKey } from './layout.js';
+import { readBlobTo } from './objects.js';
+import { listReleases, listTags, readRecord, type CheckSignature } from './read.js';
+import type { ReleaseRecord } from './records.js';
+import { storeOf, type Repository } from './repository.js';
+import type { Store } from './store.js';
+
+export interface Fault {
+  readonly what: string;
+  readonly problem: string;
+}
+
+export interface CheckResult {
+  releases: number;
+  objects: number;
+  bytes: number;
+  /** What a consumer would trip over, or what hides a release from it (exit 3). */
+  faults: Fault[];
+  /** What costs space or time but hides and breaks nothing (temporary files, expired intents). */
+  warnings: Fault[];
+}
+
+type Report = (what: string, problem: string) => void;
+
+/** The catalog: present, signed when asked, not expired, naming this repository. */
+async function checkCatalog(repo: Repository, store: Store, verify: CheckSignature | undefined, fault: Report, signal?: AbortSignal): Promise<CatalogCopy | undefined> {
+  let got: CatalogCopy | undefined;
+  try {
+    got = await readCatalog(store, signal);
+    if (!got) return undefined;
+    if (got.from !== CATALOG_KEY) {
+      const why = store.atomicRename ? 'removed by hand?' : 'a write stopped between removing the old one and renaming the new one into place';
+      fault(CATALOG_KEY, `missing (${why}); readers use ${got.from} meanwhile; run 'tarport repair'`);
+    }
+    if (verify) await verify(got.bytes, await repo.readCatalogSignature(got, signal), 'catalog').catch((e: unknown) => fault(CATALOG_KEY, messageOf(e)));
+    if (Date.parse(got.catalog.expires) < Date.now()) fault(CATALOG_KEY, `expired at ${got.catalog.expires}`);
+    const id = (await readFormat(store, signal))?.id;
+    if (got.catalog.repository && id && got.catalog.repository !== id) fault(CATALOG_KEY, `names repository ${got.catalog.repository}, but tarport/format.json says ${id}`);
+  } catch (e) {
+    fault(CATALOG_KEY, messageOf(e));
+  }
+  return got;
+}
+
+/** Every tag's newest release must be what the catalog names; every entry's record must exist. */
+async function checkConvergence(store: Store, got: CatalogCopy | undefined, fault: Report, signal?: AbortSignal): Promise<void> {
+  const truth = await rebuildEntries(store, got?.catalog, signal);
+  if (!got && truth.length > 0) fault(CATALOG_KEY, `missing while releases/ holds ${truth.length} tag(s); run 'tarport repair'`);
+  if (!got) return;
+  for (const lag of catalogLag(got.catalog, truth)) {
+    const t = lag.truth;
+    const c = lag.catalog;
+    if (lag.problem === 'missing') fault(lag.ref, `v${t!.version} (${t!.record}) is in releases/ but not in the catalog: consumers do not see it; run 'tarport repair'`);
+    else if (lag.problem === 'behind') fault(lag.ref, `the catalog names v${c!.version}, releases/ holds the newer v${t!.version} (${t!.record}): consumers do not see it; run 'tarport repair'`);
+    else if (lag.problem === 'record-missing') fault(lag.ref, `the catalog names v${c!.version} (${c!.record}), whose record is missing; run 'tarport repair'`);
+    else fault(lag.ref, `the catalog names v${c!.version} (${c!.record}), but the newest readable record is v${t!.version}`);
+  }
+}
+
+/**
+ * Verifies a whole repository: the catalog and its pins, that it names every tag's newest release,
+ * every record (name, path, digest, and its signature when `verify` is given), and every object a
+ * record names (present, right size, right digest, parts included). Reads every byte once.
+ */
+export async function checkRepository(repo: Repository, opts: { verify?: CheckSignature; signal?: AbortSignal } = {}): Promise<CheckResult> {
+  const store = storeOf(repo);
+  const result: CheckResult = { releases: 0, objects: 0, bytes: 0, faults: [], warnings: [] };
+  const fault: Report = (what, problem) => result.faults.push({ what, problem });
+  const warn: Report = (what, problem) => result.warnings.push({ what, problem });
+  const got = await checkCatalog(repo, store, opts.verify, fault, opts.signal);
+  await checkConvergence(store, got, fault, opts.signal);
+  const objects = new Map<string, { size: number; where: string }>();
+  for (const { name, tag } of await listTags(store, opts.signal)) {
+    const pinned = got?.catalog.releases.find((e) => e.name === name && e.tag === tag);
+    for (const ref of await listReleases(store, name, tag, opts.signal)) {
+      result.releases++;
+      const where = `${name}:${tag} v${ref.version} (${recordKey(name, tag, ref.record)})`;
+      let record: ReleaseRecord;
+      try {
+        const pin = pinned?.record === ref.record ? { digest: pinned.digest, size: pinned.size } : undefined;
+        const sig = opts.signal ? { signal: opts.signal } : {};
+        record = (pin ? await readRecord(store, ref, pin, sig) : await readRecord(store, ref, undefined, sig)).record;
+        if (opts.verify) await readRecord(store, ref, undefined, { ...sig, verify: opts.verify }).catch((e: unknown) => fault(where, messageOf(e)));
+      } catch (e) {
+        fault(where, messageOf(e));
+        continue;
+      }
+      for (const d of [...record.layers, ...(record.config ? [record.config] : []), ...(record.manifest ? [record.manifest] : [])]) {
+        if (!objects.has(d.digest)) objects.set(d.digest, { size: d.size, where });
+      }
+    }
+  }
+  await checkObjects(store, objects, result, fault, opts.signal);
+  await housekeepingWarnings(store, warn, opts.signal);
+  return result;
+}
+
+async function checkObjects(store: Store, objects: Map<string, { size: number; where: string }>, result: CheckResult, fault: Report, signal?: AbortSignal): Promise<void> {
+  for (const [digest, { size, where }] of objects) {
+    signal?.throwIfAborted();
+    result.objects++;
+    try {
+      // one hash on the way, over buffers the transport lends (no stream per chunk)
+      const check = new DigestCheck({ digest, size }, `object ${digest} in ${store.location}`);
+      await readBlobTo(store, { digest, size }, (c) => check.update(c), signal ? { signal } : {});
+      check.finish();
+      result.bytes += check.bytes;
+    } catch (e) {
+      fault(`object ${digest} (named by ${where})`, messageOf(e));
+    }
+  }
+}
+
+async function housekeepingWarnings(store: Store, warn: Report, signal?: AbortSignal): Promise<void> {
+  for (const t of await findTempFiles(store, signal)) warn(t.key, `temporary file left by an interrupted write${t.mtime ? ` (${t.mtime.toISOString()})` : ''}; 'tarport gc' removes it once no publish runs`);
+  for (const kind of ['intent', 'gc'] as const) {
+    for (const p of await listPending(store, kind, signal, (key, why) => warn(key, `unreadable: ${why}`))) {
+      if (!holds(p)) warn(p.key, `${kind === 'intent' ? 'publish intent' : 'gc notice'} expired at ${new Date(p.until).toISOString()} (its writer stopped); 'tarport gc' removes it`);
+    }
+  }
+}

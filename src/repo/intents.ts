@@ -1,0 +1,132 @@
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import { blobInfo } from './objects.js';
+import { PENDING_FOLDER } from './layout.js';
+import { parseWith, serialize } from './records.js';
+import type { Store } from './store.js';
+
+// Publish intents and gc notices: how gc and publishes stay out of each other's way on a server
+// with no locks (docs/repo-format.md, "Garbage collection and concurrent publishes").
+
+/** How long an intent holds without a refresh; a publish refreshes it every INTENT_REFRESH_MS. */
+export const INTENT_TTL_MS = 30 * 60_000;
+export const INTENT_REFRESH_MS = 5 * 60_000;
+/** How long a gc may delete after announcing what it will delete. */
+export const GC_WINDOW_MS = 10 * 60_000;
+/** Clocks of producer and gc hosts may differ by this much. */
+export const CLOCK_SKEW_MS = 60_000;
+
+const digestList = z.array(z.string().regex(/^sha256:[0-9a-f]{64}$/));
+const IntentSchema = z.strictObject({ schema: z.literal('tarport.intent/v1'), created: z.string(), expires: z.string(), objects: digestList });
+const GcNoticeSchema = z.strictObject({ schema: z.literal('tarport.gc-notice/v1'), created: z.string(), deadline: z.string(), objects: digestList });
+
+const INTENT_RE = /^intent-[0-9a-f]{16}\.json$/;
+const NOTICE_RE = /^gc-[0-9a-f]{16}\.json$/;
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve, reject) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => (clearTimeout(t), reject(signal.reason)), { once: true });
+  });
+
+/**
+ * A publish's announcement of the objects it is about to reference. Written before the publish
+ * looks at which objects the repository holds; gc spares every object a live intent names.
+ */
+export class PublishIntent {
+  private readonly objects = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private readonly key = `${PENDING_FOLDER}/intent-${randomBytes(8).toString('hex')}.json`;
+
+  private constructor(private readonly store: Store) {}
+
+  static async open(store: Store, signal?: AbortSignal): Promise<PublishIntent> {
+    const intent = new PublishIntent(store);
+    await intent.write(signal);
+    intent.timer = setInterval(() => void intent.write().catch(() => undefined), INTENT_REFRESH_MS);
+    intent.timer.unref();
+    return intent;
+  }
+
+  private async write(signal?: AbortSignal): Promise<void> {
+    const now = Date.now();
+    const body = { schema: 'tarport.intent/v1', created: new Date(now).toISOString(), expires: new Date(now + INTENT_TTL_MS).toISOString(), objects: [...this.objects].sort() };
+    await this.store.putAtomic(this.key, serialize(body), signal);
+  }
+
+  /**
+   * Adds objects to the intent, then waits out any gc that announced it would delete one of them,
+   * then looks them up: returns those the repository does not hold (any more). Only after this may
+   * a publish count on an object it did not write itself.
+   */
+  async protect(digests: Iterable<string>, signal?: AbortSignal): Promise<Set<string>> {
+    const added = [...digests].filter((d) => !this.objects.has(d));
+    for (const d of added) this.objects.add(d);
+    if (added.length > 0) await this.write(signal);
+    await waitForGc(this.store, new Set(added), signal);
+    const missing = new Set<string>();
+    for (const d of added) if (!(await blobInfo(this.store, d, signal))) missing.add(d);
+    return missing;
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    await this.store.remove(this.key).catch(() => undefined);
+  }
+}
+
+interface Pending {
+  readonly key: string;
+  readonly objects: readonly string[];
+  /** Until when it holds (intent: expires; gc notice: deadline), by its writer's clock. */
+  readonly until: number;
+}
+
+/** Every intent or gc notice in tarport/pending/ (an unreadable one is reported through `bad`). */
+export async function listPending(store: Store, kind: 'intent' | 'gc', signal?: AbortSignal, bad?: (key: string, why: string) => void): Promise<Pending[]> {
+  const out: Pending[] = [];
+  for (const e of await store.list(PENDING_FOLDER, signal)) {
+    if (e.isDir || !(kind === 'intent' ? INTENT_RE : NOTICE_RE).test(e.name)) continue;
+    const key = `${PENDING_FOLDER}/${e.name}`;
+    try {
+      const bytes = await store.readOptional(key, 16 << 20, kind, signal);
+      if (!bytes) continue; // ended between list and read
+      if (kind === 'intent') {
+        const i = parseWith(IntentSchema, bytes, `intent ${key}`);
+        out.push({ key, objects: i.objects, until: Date.parse(i.expires) });
+      } else {
+        const n = parseWith(GcNoticeSchema, bytes, `gc notice ${key}`);
+        out.push({ key, objects: n.objects, until: Date.parse(n.deadline) });
+      }
+    } catch (e) {
+      if (signal?.aborted) throw e;
+      bad?.(key, (e as Error).message);
+    }
+  }
+  return out;
+}
+
+/** True while an intent or notice still holds by this host's clock, allowing for skew. */
+export const holds = (p: Pending, now = Date.now()) => now < p.until + CLOCK_SKEW_MS;
+
+/** Waits (bounded by the notices' deadlines) until no gc that announced one of `objects` runs. */
+async function waitForGc(store: Store, objects: ReadonlySet<string>, signal?: AbortSignal): Promise<void> {
+  if (objects.size === 0) return;
+  for (;;) {
+    const notices = (await listPending(store, 'gc', signal)).filter((n) => holds(n) && n.objects.some((o) => objects.has(o)));
+    if (notices.length === 0) return;
+    const until = Math.max(...notices.map((n) => n.until + CLOCK_SKEW_MS));
+    if (Date.now() >= until) return;
+    await sleep(Math.min(500, until - Date.now()), signal);
+  }
+}
+
+/** A gc's announcement of what it is about to delete; it deletes only before `deadline`. */
+export async function announceGc(store: Store, objects: readonly string[], signal?: AbortSignal): Promise<{ key: string; deadline: number }> {
+  const now = Date.now();
+  const key = `${PENDING_FOLDER}/gc-${randomBytes(8).toString('hex')}.json`;
+  const deadline = now + GC_WINDOW_MS;
+  const body = { schema: 'tarport.gc-notice/v1', created: new Date(now).toISOString(), deadline: new Date(deadline).toISOString(), objects: [...objects].sort() };
+  await store.putAtomic(key, serialize(body), signal);
+  return { key, deadline };
+}

@@ -1,0 +1,107 @@
+import { sha256 } from '../crypto/index.js';
+import { TarportError, isTarportError } from '../errors.js';
+import { RELEASES_FOLDER, parseRecordFileName, recordKey, releaseFolder } from './layout.js';
+import { decodeSegment } from './names.js';
+import { MAX_RECORD_BYTES } from './objects.js';
+import { ReleaseRecordSchema, compareReleases, parseWith, type ReleaseRecord } from './records.js';
+import type { Store } from './store.js';
+
+// Verified readers: what they hand out says what was checked, and only they can make it.
+
+export const MAX_SIGNATURE_BYTES = 64 << 10;
+
+/** The detached signature beside a file. */
+export const signatureKey = (key: string) => `${key}.asc`;
+
+/** Checks a signature (injected: repo/ knows no OpenPGP); throws when it does not hold. */
+export type CheckSignature = (data: Buffer, signature: Buffer | undefined, what: string) => Promise<unknown>;
+
+export interface ReleaseRef {
+  readonly name: string;
+  readonly tag: string;
+  readonly version: number;
+  /** The record's file name. */
+  readonly record: string;
+}
+
+declare const verifiedBrand: unique symbol;
+
+/**
+ * A release record read and checked by readRecord: it parsed, its path, name, tag and version
+ * agree, and its file name carries its digest. `pinned` says whether its bytes also matched the
+ * digest and size a catalog pins (mix-and-match refused); `signedBy` what a signature check
+ * returned, when one was asked for. The brand makes it impossible to build one elsewhere.
+ */
+export interface VerifiedRecord<P extends boolean = boolean> {
+  readonly ref: ReleaseRef;
+  readonly record: ReleaseRecord;
+  readonly bytes: Buffer;
+  readonly digest: string;
+  readonly pinned: P;
+  readonly signedBy?: unknown;
+  readonly [verifiedBrand]: true;
+}
+
+/** A record whose bytes match what the catalog pins: what a consumer may load. */
+export type PinnedRecord = VerifiedRecord<true>;
+
+export function readRecord(store: Store, ref: ReleaseRef, pin: { digest: string; size: number }, opts?: { verify?: CheckSignature; signal?: AbortSignal }): Promise<PinnedRecord>;
+export function readRecord(store: Store, ref: ReleaseRef, pin?: undefined, opts?: { verify?: CheckSignature; signal?: AbortSignal }): Promise<VerifiedRecord>;
+/**
+ * Reads a release record. With `pin`, the bytes must match the digest and size the catalog pins
+ * (read stops at the pinned size). With `verify`, its detached signature must hold.
+ */
+export async function readRecord(store: Store, ref: ReleaseRef, pin?: { digest: string; size: number }, opts: { verify?: CheckSignature; signal?: AbortSignal } = {}): Promise<VerifiedRecord> {
+  const key = recordKey(ref.name, ref.tag, ref.record);
+  const what = `release record ${ref.name}:${ref.tag} v${ref.version} (${key})`;
+  // the read limit is the record cap, whatever size the catalog claims
+  if (pin && pin.size > MAX_RECORD_BYTES) throw new TarportError('INTEGRITY', `${what}: the catalog pins ${pin.size} bytes, more than the ${MAX_RECORD_BYTES} a release record may have`);
+  const bytes = await store.readSmall(key, pin ? pin.size : MAX_RECORD_BYTES, what, opts.signal).catch((e: unknown) => {
+    if (pin && isTarportError(e, 'INTEGRITY')) {
+      throw new TarportError('DIGEST_MISMATCH', `${what}: digest mismatch, the file is larger than the ${pin.size} bytes the catalog pins`);
+    }
+    throw e;
+  });
+  const digest = sha256(bytes);
+  if (pin && (digest !== pin.digest || bytes.length !== pin.size)) {
+    throw new TarportError('DIGEST_MISMATCH', `${what}: digest mismatch, the catalog pins ${pin.digest} (${pin.size} bytes), the file has ${digest} (${bytes.length} bytes)`);
+  }
+  const parsed = parseRecordFileName(ref.record);
+  if (!parsed || !digest.slice(7).startsWith(parsed.idPrefix)) {
+    throw new TarportError('INTEGRITY', `${what}: the file name does not match the record's digest ${digest}`);
+  }
+  const record = parseWith(ReleaseRecordSchema, bytes, `release record ${key}`);
+  if (record.name !== ref.name || record.tag !== ref.tag || record.version !== ref.version) {
+    throw new TarportError('INTEGRITY', `${what}: the record describes ${record.name}:${record.tag} v${record.version}, not what its path says`);
+  }
+  const signedBy = opts.verify ? await opts.verify(bytes, await readSignature(store, key, opts.signal), `release ${ref.name}:${ref.tag} v${ref.version}`) : undefined;
+  return { ref, record, bytes, digest, pinned: pin !== undefined, ...(opts.verify ? { signedBy } : {}) } as VerifiedRecord;
+}
+
+/** The detached signature of a file, or undefined when there is none. */
+export async function readSignature(store: Store, key: string, signal?: AbortSignal): Promise<Buffer | undefined> {
+  return store.readOptional(signatureKey(key), MAX_SIGNATURE_BYTES, `signature of ${key}`, signal);
+}
+
+/** Every release of one tag, in order (oldest first), from the folder listing (the truth). */
+export async function listReleases(store: Store, name: string, tag: string, signal?: AbortSignal): Promise<ReleaseRef[]> {
+  const out: ReleaseRef[] = [];
+  for (const e of await store.list(releaseFolder(name, tag), signal)) {
+    if (e.isDir) continue;
+    const p = parseRecordFileName(e.name);
+    if (p) out.push({ name, tag, version: p.version, record: e.name });
+  }
+  return out.sort(compareReleases);
+}
+
+/** Every name:tag that has a release folder, from the folder listing. */
+export async function listTags(store: Store, signal?: AbortSignal): Promise<{ name: string; tag: string }[]> {
+  const out: { name: string; tag: string }[] = [];
+  for (const n of await store.list(RELEASES_FOLDER, signal)) {
+    if (!n.isDir) continue;
+    for (const t of await store.list(`${RELEASES_FOLDER}/${n.name}`, signal)) {
+      if (t.isDir) out.push({ name: decodeSegment(n.name), tag: decodeSegment(t.name) });
+    }
+  }
+  return out;
+}

@@ -1,0 +1,26 @@
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { writeDemoArchives } from '../../../src/archive/index.js';
+import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../../src/producer/index.js';
+import { Repository, checkRepository } from '../../../src/repo/index.js';
+import type { Transport } from '../../../src/transport/index.js';
+
+let archives: Promise<string[]> | undefined;
+
+/** Two small docker save archives (v1, v2 of one image; they share their base layer). */
+export function demoArchives(): Promise<string[]> {
+  archives ??= mkdtemp(join(tmpdir(), 'tarport-repo-test-')).then((d) => writeDemoArchives(d));
+  return archives;
+}
+
+export async function publish(t: Transport, which: 0 | 1, tag: string, name = 'demo/app'): Promise<void> {
+  const a = (await demoArchives())[which]!;
+  await publishArchive(new Repository(t), a, { compression: 'none', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name, tag } });
+}
+
+/** The faults `check` finds, as "what: problem" lines (an empty list: clean). */
+export async function faults(t: Transport): Promise<string[]> {
+  const r = await checkRepository(new Repository(t));
+  return r.faults.map((f) => `${f.what}: ${f.problem}`);
+}

@@ -1,0 +1,67 @@
+import { describe, expect, it } from 'vitest';
+import { Repository, collectGarbage } from '../../../src/repo/index.js';
+import { MemoryTransport } from '../../../src/transport/index.js';
+import { FaultyTransport } from './faulty.js';
+import { faults, publish } from './fixtures.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** demo/app:a at v1 (image X) and v2 (image Y): gc --keep 1 would delete X's own objects. */
+async function repoWithGarbage(): Promise<MemoryTransport> {
+  const base = new MemoryTransport();
+  await publish(base, 0, 'a');
+  await publish(base, 1, 'a');
+  return base;
+}
+
+// remote-like (no local writes: a blob the server holds is not sent again), every file old
+const remote = (t: MemoryTransport) => new FaultyTransport(t, 2, true, false);
+
+describe('gc', () => {
+  it('removes old releases, unreferenced objects and stale temporary files, and leaves the repository clean', async () => {
+    const base = await repoWithGarbage();
+    base.files.set('blobs/sha256/.tarport-0011223344556677.tmp', Buffer.from('left over'));
+    const r = await collectGarbage(new Repository(remote(base)), { keep: 1, dryRun: false, graceMs: 0 });
+    expect(r.releasesRemoved).toEqual(['demo/app:a v1']);
+    expect(r.objectsRemoved.length).toBeGreaterThan(0);
+    expect(r.temporaryRemoved).toEqual(['blobs/sha256/.tarport-0011223344556677.tmp']);
+    expect(await faults(base)).toEqual([]);
+  });
+
+  it('spares what a publish under way announced, whatever its age', async () => {
+    const base = await repoWithGarbage();
+    const repo = new Repository(remote(base));
+    const tx = await repo.begin();
+    const doomed = (await collectGarbage(new Repository(remote(base)), { keep: 1, dryRun: true, graceMs: 0 })).objectsRemoved;
+    expect(doomed.length).toBeGreaterThan(0);
+    await tx.protect(doomed);
+    const r = await collectGarbage(new Repository(remote(base)), { keep: 1, dryRun: false, graceMs: 0 });
+    expect(r.objectsRemoved).toEqual([]);
+    expect(r.objectsSpared.sort()).toEqual([...doomed].sort());
+    await tx.end();
+    const after = await collectGarbage(new Repository(remote(base)), { keep: 1, dryRun: false, graceMs: 0 });
+    expect(after.objectsRemoved.sort()).toEqual([...doomed].sort());
+  });
+
+  it('raced against a publish that reuses the objects it is deleting, at 36 offsets: 0 broken releases', async () => {
+    // how long a publish of tag b takes here, to spread gc's start over it
+    const probe = await repoWithGarbage();
+    const t0 = Date.now();
+    await publish(remote(probe), 0, 'b');
+    const span = Math.max(36, (Date.now() - t0) * 1.2);
+    let broken = 0;
+    let failed = 0;
+    for (let k = 0; k < 36; k++) {
+      const base = await repoWithGarbage();
+      const pushing = publish(remote(base), 0, 'b').catch(() => failed++);
+      const collecting = sleep((k * span) / 36).then(() => collectGarbage(new Repository(remote(base)), { keep: 1, dryRun: false, graceMs: 0 }));
+      await Promise.all([pushing, collecting]);
+      const f = await faults(base);
+      if (f.length > 0) broken++;
+      expect(f, `gc started ${Math.round((k * span) / 36)} ms into the publish`).toEqual([]);
+    }
+    console.log(`gc/publish race: 36 offsets over ${Math.round(span)} ms, ${broken} broken, ${failed} publishes failed`);
+    expect(broken).toBe(0);
+    expect(failed).toBe(0);
+  }, 300_000);
+});

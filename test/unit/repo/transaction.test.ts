@@ -1,0 +1,155 @@
+import { describe, expect, it } from 'vitest';
+import { sha256 } from '../../../src/crypto/index.js';
+import { Repository, repairRepository, type PinnedRecord, type ReleaseRecord } from '../../../src/repo/index.js';
+import { MemoryTransport } from '../../../src/transport/index.js';
+import { FaultyTransport } from './faulty.js';
+import { faults, publish } from './fixtures.js';
+
+const TTL = 90 * 24 * 3600 * 1000;
+const fakeSign = async (b: Buffer) => Buffer.from(`signature of ${sha256(b)}`);
+
+/** A repository holding demo/app:1 at v1, and how many changes a publish of v2 over it makes. */
+async function withV1(): Promise<MemoryTransport> {
+  const base = new MemoryTransport();
+  await publish(base, 0, '1');
+  return base;
+}
+
+async function newestListed(t: MemoryTransport, tag: string): Promise<string | undefined> {
+  return (await new Repository(t).listReleases('demo/app', tag)).at(-1)?.record;
+}
+
+async function catalogRecord(t: MemoryTransport, tag: string): Promise<string | undefined> {
+  return (await new Repository(t).readCatalog())?.catalog.releases.find((e) => e.tag === tag)?.record;
+}
+
+describe('write transaction under faults', () => {
+  it('a publish killed at each of its changes: check names only catalog lag, repair and the next publish leave it clean', async () => {
+    const probe = new FaultyTransport(await withV1());
+    await publish(probe, 1, '1');
+    const changes = probe.mutations;
+    expect(changes).toBeGreaterThan(8);
+    let failed = 0;
+    for (let n = 1; n <= changes; n++) {
+      const base = await withV1();
+      const f = new FaultyTransport(base);
+      f.failAt = n;
+      // the last change withdraws the intent: a failure there is not the publish's
+      await publish(f, 1, '1').then(() => undefined, () => failed++);
+      // nothing broken: what the catalog names reads, and every object of every record is there
+      const before = await faults(base);
+      expect(before.filter((x) => !x.includes("run 'tarport repair'")), `killed at change ${n}`).toEqual([]);
+      await repairRepository(new Repository(base), { ttlMs: TTL });
+      expect(await faults(base), `after repair, killed at change ${n}`).toEqual([]);
+      expect(await catalogRecord(base, '1')).toBe(await newestListed(base, '1'));
+      await publish(base, 1, '1');
+      expect(await faults(base), `after the next publish, killed at change ${n}`).toEqual([]);
+      const cat = (await new Repository(base).readCatalog())!.catalog;
+      expect(cat.releases.find((e) => e.tag === '1')!.version).toBe(2);
+    }
+    expect(failed).toBe(changes - 1);
+    console.log(`publish killed at each of its ${changes} changes: 0 lost, 0 hidden after repair, 0 broken`);
+  }, 120_000);
+
+  it('a failed write (the process goes on) at each change: the next publish alone makes check clean', async () => {
+    const probe = new FaultyTransport(await withV1());
+    await publish(probe, 1, '1');
+    for (let n = 1; n <= probe.mutations; n++) {
+      const base = await withV1();
+      const f = new FaultyTransport(base);
+      f.failAt = n;
+      f.once = true;
+      await publish(f, 1, '1').catch(() => undefined);
+      await publish(base, 1, '1');
+      expect(await faults(base), `write ${n} failed`).toEqual([]);
+      expect(await catalogRecord(base, '1')).toBe(await newestListed(base, '1'));
+    }
+  }, 120_000);
+
+  it('delete-then-rename killed between the two steps: readers still find a catalog; repair puts catalog.json back', async () => {
+    const probe = new FaultyTransport(await withV1(), 0, false);
+    await publish(probe, 1, '2');
+    let sawGap = 0;
+    for (let n = 1; n <= probe.mutations; n++) {
+      const base = await withV1();
+      const f = new FaultyTransport(base, 0, false);
+      f.failAt = n;
+      await publish(f, 1, '2').catch(() => undefined);
+      if (!base.files.has('tarport/catalog.json')) sawGap++;
+      expect(await new Repository(base).readCatalog(), `killed at change ${n}`).toBeDefined();
+      await repairRepository(new Repository(base), { ttlMs: TTL });
+      expect(base.files.has('tarport/catalog.json')).toBe(true);
+      expect(await faults(base)).toEqual([]);
+    }
+    expect(sawGap).toBeGreaterThan(0);
+  }, 120_000);
+
+  it('a signed catalog is never found beside the signature of another catalog, at any kill point', async () => {
+    const base0 = new MemoryTransport();
+    await publish(base0, 0, '1');
+    const probe = new FaultyTransport(base0, 0, false);
+    const { publishArchive, DEFAULT_CATALOG_TTL_MS } = await import('../../../src/producer/index.js');
+    const { demoArchives } = await import('./fixtures.js');
+    const [, v2] = await demoArchives();
+    const signedPush = (t: FaultyTransport) => publishArchive(new Repository(t), v2!, { compression: 'none', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' }, sign: fakeSign });
+    await signedPush(probe);
+    for (let n = 1; n <= probe.mutations; n++) {
+      const base = new MemoryTransport();
+      await publish(base, 0, '1');
+      const f = new FaultyTransport(base, 0, false);
+      f.failAt = n;
+      await signedPush(f).catch(() => undefined);
+      const repo = new Repository(base);
+      const got = (await repo.readCatalog())!;
+      const sig = await repo.readCatalogSignature(got);
+      // the unsigned first catalog still current, or a signed one with its own signature
+      const expected = got.catalog.sequence === 1 ? undefined : `signature of ${sha256(got.bytes)}`;
+      expect(sig?.toString(), `killed at change ${n}`).toBe(expected);
+    }
+  }, 120_000);
+});
+
+describe('racing publishes', () => {
+  it('8 producers of 8 tags at once: every tag is in the catalog when they end (3 trials)', async () => {
+    for (let trial = 0; trial < 3; trial++) {
+      const base = new MemoryTransport();
+      const tags = Array.from({ length: 8 }, (_, i) => `t${i}`);
+      await Promise.all(tags.map((tag, i) => publish(new FaultyTransport(base, 4), (i % 2) as 0 | 1, tag)));
+      const cat = (await new Repository(base).readCatalog())!.catalog;
+      expect(cat.releases.map((e) => e.tag).sort(), `trial ${trial}`).toEqual(tags);
+      expect(await faults(base)).toEqual([]);
+    }
+  }, 120_000);
+
+  it('re-pushing identical content repairs a catalog left behind (no hidden release)', async () => {
+    const probe = new FaultyTransport(await withV1());
+    await publish(probe, 1, '1');
+    // killed right after the record was renamed into place: releases/ has v2, the catalog v1
+    const record = probe.log.findIndex((l) => /^rename \S+ tarport\/releases\/\S+\.json$/.test(l));
+    expect(record).toBeGreaterThan(0);
+    const base = await withV1();
+    const f = new FaultyTransport(base);
+    f.failAt = record + 2;
+    await expect(publish(f, 1, '1')).rejects.toThrow(/injected fault/);
+    expect((await new Repository(base).readCatalog())!.catalog.releases[0]!.version).toBe(1);
+    expect((await faults(base)).some((x) => x.includes('releases/ holds the newer v2'))).toBe(true);
+    await publish(base, 1, '1'); // identical content: "unchanged", and the catalog catches up
+    expect(await catalogRecord(base, '1')).toBe(await newestListed(base, '1'));
+    expect((await new Repository(base).readCatalog())!.catalog.releases[0]!.version).toBe(2);
+    expect(await faults(base)).toEqual([]);
+  }, 60_000);
+});
+
+describe('verified types', () => {
+  it('only the verifying reader makes a PinnedRecord', async () => {
+    const base = await withV1();
+    const repo = new Repository(base);
+    const e = (await repo.readCatalog())!.catalog.releases[0]!;
+    const pinned: PinnedRecord = await repo.readRecord(e, { digest: e.digest, size: e.size });
+    expect(pinned.pinned).toBe(true);
+    const fake = { ref: e, record: {} as ReleaseRecord, bytes: Buffer.alloc(0), digest: e.digest, pinned: true as const };
+    // @ts-expect-error an object that did not come from readRecord is not a PinnedRecord
+    const refused: PinnedRecord = fake;
+    expect(refused.pinned).toBe(true);
+  });
+});
