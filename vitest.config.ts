@@ -2,11 +2,26 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
-    // the integration tests share two Docker daemons: one file at a time
-    fileParallelism: false,
     testTimeout: 120_000,
     hookTimeout: 180_000,
     pool: 'forks',
+    projects: [
+      {
+        // no daemon, no server: files run in parallel (`npm run test:unit`)
+        extends: true,
+        test: { name: 'unit', include: ['test/unit/**/*.test.ts'], sequence: { groupOrder: 0 } },
+      },
+      {
+        // the integration tests share two Docker daemons and the test servers: one file at a time,
+        // after the unit project has finished
+        extends: true,
+        test: {
+          name: 'integration',
+          include: ['test/integration/**/*.test.ts'],
+          poolOptions: { forks: { singleFork: true } },
+          sequence: { groupOrder: 1 },
+        },
+      },
+    ],
   },
 });
