@@ -2,11 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
-import type * as Compression from '../../src/archive/compression.js';
+import type * as Compression from '../../../src/archive/compression.js';
 
 // the built module: the worker thread runs dist/archive/zstdworker.js (scripts/test builds first).
 // Typed by its source, so that the type-check of test/ needs no build.
-const built = '../../dist/archive/compression.js';
+const built = '../../../dist/archive/compression.js';
 const { ZstdDecompress, compressor, threadedDecompressor } = (await import(built)) as typeof Compression;
 
 async function squeeze(data: Buffer): Promise<Buffer> {
