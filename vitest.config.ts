@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
@@ -5,6 +6,9 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 180_000,
     pool: 'forks',
+    // vitest's default is one worker less than the cores: a single worker on a 2-core machine, which
+    // would run the unit files one after another. Many of them wait on child processes and timers.
+    maxWorkers: Math.max(2, availableParallelism()),
     projects: [
       {
         // no daemon, no server: files run in parallel (`npm run test:unit`)
