@@ -7,7 +7,9 @@ import type * as Compression from '../../../src/archive/compression.js';
 // the built module: the worker thread runs dist/archive/zstdworker.js (scripts/test builds first).
 // Typed by its source, so that the type-check of test/ needs no build.
 const built = '../../../dist/archive/compression.js';
-const { ZstdDecompress, compressor, threadedDecompressor } = (await import(built)) as typeof Compression;
+const { ZstdDecompress, compressor, threadedDecompressor } = (await import(built).catch((e: unknown) => {
+  throw new Error(`${built} is not there: run npm run build first (${String(e)})`);
+})) as typeof Compression;
 
 async function squeeze(data: Buffer): Promise<Buffer> {
   const out: Buffer[] = [];
