@@ -1,4 +1,4 @@
-import { readFile, readdir, utimes, writeFile } from 'node:fs/promises';
+import { readFile, readdir, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { TarportError } from '../../../src/errors.js';
@@ -191,7 +191,6 @@ describe('watchFolder (watching)', () => {
     const stop = new AbortController();
     const events: WatchEvent[] = [];
     let publishedAt = 0;
-    let writtenAt = 0;
     let onPublished = () => undefined as void;
     const publishedOnce = new Promise<void>((r) => (onPublished = r));
     const run = watchFolder({
@@ -208,12 +207,13 @@ describe('watchFolder (watching)', () => {
       signal: stop.signal,
       onEvent: (e) => {
         events.push(e);
-        if (e.kind === 'watching') void writeFile(join(dir, 'late.tar'), 'archive').then(() => (writtenAt = Date.now()));
+        if (e.kind === 'watching') void writeFile(join(dir, 'late.tar'), 'archive');
         if (e.kind === 'published') onPublished();
       },
     });
     await within(publishedOnce, 60_000, 'publish of a new file');
-    expect(publishedAt - writtenAt).toBeGreaterThanOrEqual(250); // it waited for the file to settle
+    // it waited for the file to hold still for settleMs (a rename keeps the modification time)
+    expect(publishedAt - (await stat(join(dir, 'done', 'late.tar'))).mtimeMs).toBeGreaterThanOrEqual(290);
     stop.abort();
     expect(await within(run, 30_000, 'stop')).toEqual({ published: 1, failed: 0, pending: 0, exitCode: 0 });
     expect(events.map((e) => e.kind)).toEqual(['watching', 'publishing', 'published', 'stopped']);
