@@ -112,7 +112,7 @@ describe('StateStore: the lock', () => {
 
   it('two runs that find the same stale lock: exactly one takes it over', async () => {
     const dead = await deadPid();
-    for (let round = 0; round < 20; round++) {
+    for (let round = 0; round < 40; round++) {
       const store = new StateStore(await tempDir());
       await writeFile(join(store.dir, 'lock'), `${dead}\n`);
       const [a, b] = await Promise.allSettled([store.lock(0), store.lock(0)]);
