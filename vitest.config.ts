@@ -1,12 +1,31 @@
+import { availableParallelism } from 'node:os';
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
-    // the integration tests share two Docker daemons: one file at a time
-    fileParallelism: false,
     testTimeout: 120_000,
     hookTimeout: 180_000,
     pool: 'forks',
+    // vitest's default is one worker less than the cores: a single worker on a 2-core machine, which
+    // would run the unit files one after another. Many of them wait on child processes and timers.
+    maxWorkers: Math.max(2, availableParallelism()),
+    projects: [
+      {
+        // no daemon, no server: files run in parallel (`npm run test:unit`)
+        extends: true,
+        test: { name: 'unit', include: ['test/unit/**/*.test.ts'], sequence: { groupOrder: 0 } },
+      },
+      {
+        // the integration tests share two Docker daemons and the test servers: one file at a time,
+        // after the unit project has finished
+        extends: true,
+        test: {
+          name: 'integration',
+          include: ['test/integration/**/*.test.ts'],
+          poolOptions: { forks: { singleFork: true } },
+          sequence: { groupOrder: 1 },
+        },
+      },
+    ],
   },
 });

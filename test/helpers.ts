@@ -89,7 +89,7 @@ export async function sizeOf(path: string): Promise<number> {
 }
 
 export interface TarItem {
-  header: tar.Headers;
+  header: tar.Header;
   data: Buffer;
 }
 
@@ -113,9 +113,11 @@ export async function writeTar(path: string, items: TarItem[]): Promise<void> {
   const pack = tar.pack();
   const writing = pipeline(pack, createWriteStream(path));
   for (const it of items) {
-    await new Promise<void>((res, rej) =>
-      pack.entry({ ...it.header, size: it.header.type === 'file' ? it.data.length : 0 }, it.header.type === 'file' ? it.data : undefined, (e) => (e ? rej(e) : res())),
-    );
+    await new Promise<void>((res, rej) => {
+      const done = (e?: Error | null) => (e ? rej(e) : res());
+      if (it.header.type === 'file') pack.entry({ ...it.header, size: it.data.length }, it.data, done);
+      else pack.entry({ ...it.header, size: 0 }, done);
+    });
   }
   pack.finalize();
   await writing;

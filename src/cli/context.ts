@@ -42,7 +42,12 @@ export async function transportOptions(flags: ConnectionFlags): Promise<Transpor
     connections = Number(flags.connections);
     if (!Number.isInteger(connections) || connections < 1 || connections > 16) throw new TarportError('USAGE', `--connections ${JSON.stringify(flags.connections)}: a whole number from 1 to 16`);
   }
+  const env = process.env;
+  const httpsProxy = env.HTTPS_PROXY ?? env.https_proxy;
+  const httpProxy = env.HTTP_PROXY ?? env.http_proxy;
+  const noProxy = env.NO_PROXY ?? env.no_proxy;
   return {
+    ...(httpsProxy || httpProxy ? { proxy: { ...(httpsProxy ? { httpsProxy } : {}), ...(httpProxy ? { httpProxy } : {}), ...(noProxy ? { noProxy } : {}) } } : {}),
     ...(password !== undefined ? { password } : {}),
     ...(flags.ca ? { ca: flags.ca } : {}),
     ...(flags.identity ? { identity: flags.identity } : {}),

@@ -1,4 +1,5 @@
-import { mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { link, mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { TarportError, wrapSystemError } from '../errors.js';
@@ -84,17 +85,24 @@ export class StateStore {
     const p = join(this.dir, 'lock');
     const deadline = Date.now() + waitMs;
     for (;;) {
+      // the lock appears with its pid in it (a link of a written file): an empty lock file would
+      // look stale to another run in the moment between creating and writing it
+      const mine = `${p}.new-${process.pid}-${randomUUID()}`;
       try {
-        await writeFile(p, `${process.pid}\n`, { flag: 'wx' });
+        await writeFile(mine, `${process.pid}\n`);
+        await link(mine, p);
         return async () => {
           await rm(p, { force: true });
         };
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw wrapSystemError(e, `take lock ${p}`);
+      } finally {
+        await rm(mine, { force: true });
       }
-      const holder = Number((await readFile(p, 'utf8').catch(() => '')).trim());
+      const seen = await readFile(p, 'utf8').catch(() => '');
+      const holder = Number(seen.trim());
       if (!Number.isInteger(holder) || holder <= 0 || !alive(holder)) {
-        await rm(p, { force: true });
+        await takeOverStale(p, seen);
         continue;
       }
       if (Date.now() >= deadline) {
@@ -103,6 +111,25 @@ export class StateStore {
       await new Promise((r) => setTimeout(r, 200));
     }
   }
+}
+
+/**
+ * Removes a stale lock without removing a fresh one: two runs that both judged the same stale lock
+ * must not both take it (the second `rm` would delete the first one's new lock). The lock is moved
+ * aside under a name of our own; if what was moved is not the stale content we judged, another run
+ * took over first, and its lock is put back (link fails if yet another lock appeared meanwhile).
+ */
+async function takeOverStale(p: string, seen: string): Promise<void> {
+  const aside = `${p}.stale-${process.pid}-${randomUUID()}`;
+  try {
+    await rename(p, aside);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return; // gone already: try to take it
+    throw wrapSystemError(e, `take over stale lock ${p}`);
+  }
+  const moved = await readFile(aside, 'utf8').catch(() => seen);
+  if (moved !== seen) await link(aside, p).catch(() => undefined);
+  await rm(aside, { force: true });
 }
 
 function alive(pid: number): boolean {

@@ -3,6 +3,16 @@ import { readFile } from 'node:fs/promises';
 import { TarportError } from '../errors.js';
 import { parseRef, type ImageRef } from '../repo/index.js';
 
+/**
+ * An archive that names no image (a docker export, or an image saved by ID): bad input that the
+ * agent's user fixes by naming the file, which is the advice it gets.
+ */
+export class UnnamedArchiveError extends TarportError {
+  constructor(message: string) {
+    super('BAD_INPUT', message);
+  }
+}
+
 /** One rule of a file-name mapping: `app-{version}.tar=app:{version}`. */
 export interface NameRule {
   readonly pattern: RegExp;

@@ -31,6 +31,7 @@ import {
   type WriteTransaction,
 } from '../repo/index.js';
 import { VERSION } from '../version.js';
+import { UnnamedArchiveError } from './naming.js';
 
 export interface PublishOptions {
   readonly compression: Compression;
@@ -138,7 +139,7 @@ async function publishIn(tx: WriteTransaction, repo: Repository, tar: TarArchive
 
     if (content.kind === 'rootfs') {
       if (!opts.name) {
-        throw new TarportError('BAD_INPUT', `${path}: this is a root file system archive (docker export) and carries no image name; give one with --name NAME:TAG`);
+        throw new UnnamedArchiveError(`${path}: this is a root file system archive (docker export) and carries no image name; give one with --name NAME:TAG`);
       }
       let layer = await uploadLayer(createReadStream(path, { highWaterMark: 1 << 20 }), tar.compression, 'root file system');
       const reuse = known.get(layer.diffId);
@@ -235,7 +236,7 @@ async function publishIn(tx: WriteTransaction, repo: Repository, tar: TarArchive
 function imageRefs(path: string, im: ArchiveImage, name: ImageRef | undefined): ImageRef[] {
   if (name) return [name];
   if (im.repoTags.length === 0) {
-    throw new TarportError('BAD_INPUT', `${path}: the image ${im.configDigest.slice(0, 19)} carries no tag; give one with --name NAME:TAG (or save it with 'docker save NAME:TAG')`);
+    throw new UnnamedArchiveError(`${path}: the image ${im.configDigest.slice(0, 19)} carries no tag; give one with --name NAME:TAG (or save it with 'docker save NAME:TAG')`);
   }
   return im.repoTags.map((t) => {
     try {

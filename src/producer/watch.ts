@@ -3,6 +3,7 @@ import { basename, join } from 'node:path';
 import { watch as chokidar } from 'chokidar';
 import { TarportError } from '../errors.js';
 import type { ImageRef } from '../repo/index.js';
+import { UnnamedArchiveError } from './naming.js';
 import type { PublishResult } from './publish.js';
 
 export interface WatchOptions {
@@ -299,7 +300,7 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 
 function advice(e: TarportError): string {
   if (e.truncated) return 'The file stopped growing before the archive ended. Copy it again (write to NAME.part, then rename), or check the disk.';
-  if (/carries no (image name|tag)/.test(e.message)) return 'Name it: put NAME:TAG into a file beside it called <file>.name, or run the agent with --name-map PATTERN=NAME:TAG.';
+  if (e instanceof UnnamedArchiveError) return 'Name it: put NAME:TAG into a file beside it called <file>.name, or run the agent with --name-map PATTERN=NAME:TAG.';
   if (e.code === 'BAD_INPUT') return 'Make the archive again with docker save (or docker export) and drop it into the folder again.';
   return 'Fix the cause above, then move the file back into the watched folder.';
 }

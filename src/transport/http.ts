@@ -17,6 +17,14 @@ export interface HttpOptions {
   readonly idleTimeoutMs?: number;
   readonly retries?: number;
   readonly onResume?: (at: number) => void;
+  /** Proxies as HTTPS_PROXY, HTTP_PROXY and NO_PROXY give them (read by cli/, the only reader of the environment). */
+  readonly proxy?: HttpProxies;
+}
+
+export interface HttpProxies {
+  readonly httpsProxy?: string;
+  readonly httpProxy?: string;
+  readonly noProxy?: string;
 }
 
 interface HttpLocation {
@@ -103,7 +111,7 @@ export class HttpTransport implements Transport {
       throw new TarportError('USAGE', `${this.location}: basic auth over plain http would send the password in clear; use https://`);
     }
     this.auth = loc.user ? `Basic ${Buffer.from(`${loc.user}:${opts.password ?? ''}`).toString('base64')}` : undefined;
-    this.dispatcher = makeDispatcher(opts.ca, this.idleMs);
+    this.dispatcher = makeDispatcher(opts.ca, this.idleMs, opts.proxy);
   }
 
   private urlOf(key: string): URL {
@@ -271,7 +279,7 @@ export class HttpTransport implements Transport {
   }
 }
 
-function makeDispatcher(caFile: string | undefined, idleMs: number): Dispatcher {
+function makeDispatcher(caFile: string | undefined, idleMs: number, proxy: HttpProxies | undefined): Dispatcher {
   let ca: string[] | undefined;
   if (caFile) {
     try {
@@ -282,10 +290,10 @@ function makeDispatcher(caFile: string | undefined, idleMs: number): Dispatcher 
   }
   const tls = ca ? { ca } : {};
   const timeouts = { headersTimeout: idleMs, bodyTimeout: idleMs, connectTimeout: idleMs };
-  const env = process.env;
-  const proxied = ['HTTPS_PROXY', 'https_proxy', 'HTTP_PROXY', 'http_proxy'].some((k) => env[k]);
-  // EnvHttpProxyAgent reads HTTP(S)_PROXY and NO_PROXY itself; the CA applies through the tunnel too
-  return proxied ? new EnvHttpProxyAgent({ ...timeouts, connect: tls, requestTls: tls }) : new Agent({ ...timeouts, connect: tls });
+  // the CA applies through a proxy's tunnel too; NO_PROXY hosts are reached directly
+  return proxy?.httpsProxy || proxy?.httpProxy
+    ? new EnvHttpProxyAgent({ ...timeouts, connect: tls, requestTls: tls, ...(proxy.httpsProxy ? { httpsProxy: proxy.httpsProxy } : {}), ...(proxy.httpProxy ? { httpProxy: proxy.httpProxy } : {}), ...(proxy.noProxy ? { noProxy: proxy.noProxy } : {}) })
+    : new Agent({ ...timeouts, connect: tls });
 }
 
 /** Hands the body to the sink from byte `skip` on; fails when it ends before Content-Length. */

@@ -18,15 +18,25 @@ function matches(pattern: string, name: string): boolean {
     if (!salt || !hash) return false;
     return createHmac('sha1', Buffer.from(salt, 'base64')).update(name).digest('base64') === hash;
   }
-  const re = new RegExp('^' + pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.') + '$');
+  // OpenSSH compares host patterns without regard to case (match_pattern_list with dolower)
+  const re = new RegExp('^' + pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.') + '$', 'i');
   return re.test(name);
 }
 
 export type HostKeyVerdict = { ok: true } | { ok: false; reason: 'unknown' | 'changed'; offered: string; known: string[] };
 
+/** The key type named inside an SSH public key blob (its first string, e.g. "ssh-ed25519"). */
+function blobType(blob: Buffer): string | undefined {
+  if (blob.length < 4) return undefined;
+  const n = blob.readUInt32BE(0);
+  return n > 0 && n <= 64 && blob.length >= 4 + n ? blob.subarray(4, 4 + n).toString('latin1') : undefined;
+}
+
 /**
  * Checks a server's host key against a known_hosts file: the key must be listed for this host
  * (plain or hashed names, [host]:port for other ports); negated patterns and @revoked are honoured.
+ * As in OpenSSH, a key counts as changed only when a key of the same type is listed for the host;
+ * a host known by keys of other types only is unknown for this one.
  */
 export function checkHostKey(file: string, host: string, port: number, key: Buffer): HostKeyVerdict {
   let text: string;
@@ -37,6 +47,7 @@ export function checkHostKey(file: string, host: string, port: number, key: Buff
   }
   const name = knownHostsName(host, port);
   const offered = key.toString('base64');
+  const offeredType = blobType(key);
   const known: string[] = [];
   for (const raw of text.split('\n')) {
     const line = raw.trim();
@@ -58,7 +69,8 @@ export function checkHostKey(file: string, host: string, port: number, key: Buff
     }
     if (marker === '@cert-authority') continue;
     if (b64 === offered) return { ok: true };
-    known.push(fingerprint(Buffer.from(b64, 'base64')));
+    const listed = Buffer.from(b64, 'base64');
+    if (blobType(listed) === offeredType) known.push(fingerprint(listed));
   }
   return { ok: false, reason: known.length > 0 ? 'changed' : 'unknown', offered: fingerprint(key), known };
 }

@@ -43,11 +43,12 @@ export function parseLocation(input: string): Location {
   } catch {
     throw new TarportError('USAGE', `repository location ${JSON.stringify(maskLocationString(input))} is not a valid URL`);
   }
+  const shown = maskLocationString(input);
   if (scheme === 'file') {
     if (url.host !== '' && url.host !== 'localhost') {
-      throw new TarportError('USAGE', `repository location ${input}: file:// URLs take an absolute path (file:///path)`);
+      throw new TarportError('USAGE', `repository location ${shown}: file:// URLs take an absolute path (file:///path)`);
     }
-    return { kind: 'file', path: decodeURIComponent(url.pathname) };
+    return { kind: 'file', path: decoded(url.pathname, 'path', shown) };
   }
   if (!(SCHEMES as readonly string[]).includes(scheme)) {
     throw new TarportError('USAGE', `repository location ${maskLocationString(input)}: unknown scheme ${scheme}:// (use a path, file://, ftp://, ftps://, sftp://, http:// or https://)`);
@@ -56,21 +57,42 @@ export function parseLocation(input: string): Location {
   if (url.password !== '') {
     throw new TarportError('USAGE', `repository location ${maskLocationString(input)}: a password does not belong in the URL; use TARPORT_PASSWORD or --password-file`);
   }
-  if (url.hostname === '') throw new TarportError('USAGE', `repository location ${input}: no host`);
+  // ftp and ftps are "special" URL schemes: new URL('ftp:///srv/repo') skips the empty host and
+  // takes "srv" for one, so an empty authority is caught on the text itself
+  if (url.hostname === '' || /^[^:]+:\/\/\//.test(input)) throw new TarportError('USAGE', `repository location ${shown}: no host (write ${scheme}://HOST/PATH)`);
+  if (url.port === '0') throw new TarportError('USAGE', `repository location ${shown}: port 0 is not a port a server listens on`);
   // http(s) sends no user unless one is named; FTP logs in as anonymous, SFTP as the local user
-  const user = decodeURIComponent(url.username) || (kind === 'sftp' ? process.env.USER ?? 'root' : kind === 'http' || kind === 'https' ? '' : 'anonymous');
+  const user = decoded(url.username, 'user name', shown) || (kind === 'sftp' ? process.env.USER ?? 'root' : kind === 'http' || kind === 'https' ? '' : 'anonymous');
   const port = url.port ? Number(url.port) : DEFAULT_PORTS[kind];
-  const path = decodeURIComponent(url.pathname) || '/';
-  return { kind, host: url.hostname, port, user, path };
+  const path = decoded(url.pathname, 'path', shown) || '/';
+  // an IPv6 address keeps its brackets in url.hostname; sockets and known_hosts want it bare
+  const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+  return { kind, host, port, user, path };
+}
+
+/** %-decodes one part of a URL; a bad escape is the user's input, named, not an internal error. */
+function decoded(part: string, what: string, shown: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    // a % without two hex digits, else the first escape (its bytes are then no UTF-8)
+    const bad = /%(?![0-9a-fA-F]{2}).{0,2}/.exec(part)?.[0] ?? /%[0-9a-fA-F]{2}/.exec(part)?.[0] ?? part;
+    throw new TarportError('USAGE', `repository location ${shown}: the ${what} ${JSON.stringify(part)} has a bad %-escape near ${JSON.stringify(bad)} (write %25 for a literal %)`);
+  }
 }
 
 /** The location as a URL that is safe to print. */
 export function formatLocation(loc: Location): string {
   if (loc.kind === 'file') return loc.path;
-  return `${loc.kind}://${loc.user ? `${encodeURIComponent(loc.user)}@` : ''}${loc.host}:${loc.port}${loc.path}`;
+  const host = loc.host.includes(':') ? `[${loc.host}]` : loc.host;
+  return `${loc.kind}://${loc.user ? `${encodeURIComponent(loc.user)}@` : ''}${host}:${loc.port}${loc.path}`;
 }
 
-/** Removes any password from a URL-like string before it is printed. */
+/**
+ * Removes the password from every URL in a text before it is printed. A password may hold "@" or
+ * "/" (then the text is no valid URL): everything up to the last "@" before a blank is masked,
+ * unless what follows the colon is a port ("ftp://host:21/path@2").
+ */
 export function maskLocationString(s: string): string {
-  return s.replace(/^([a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^:@/]*):[^@/]*@/, '$1:***@');
+  return s.replace(/(?<![a-zA-Z0-9+.-])([a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^:@/\s]*):(?!\d*(?:\/|$))\S*@/g, '$1:***@');
 }

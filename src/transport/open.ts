@@ -13,6 +13,8 @@ export interface TransportOptions {
   readonly knownHosts?: string;
   /** Connections at once (FTP/FTPS). */
   readonly connections?: number;
+  /** HTTP(S) proxies (from HTTPS_PROXY, HTTP_PROXY, NO_PROXY). */
+  readonly proxy?: import('./http.js').HttpProxies;
   /** A connection silent for this long is dropped (HTTP(S)). */
   readonly idleTimeoutMs?: number;
   /** Told the offset each time a transfer resumes. */
@@ -30,7 +32,7 @@ export async function openTransport(loc: Location, opts: TransportOptions = {}):
       return new (await import('./ftp.js')).FtpTransport(loc, { ...common, ...(opts.ca ? { ca: opts.ca } : {}), ...(opts.connections ? { maxConnections: opts.connections } : {}) });
     case 'http':
     case 'https':
-      return new (await import('./http.js')).HttpTransport(loc, { ...common, ...(opts.ca ? { ca: opts.ca } : {}), ...(opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {}) });
+      return new (await import('./http.js')).HttpTransport(loc, { ...common, ...(opts.ca ? { ca: opts.ca } : {}), ...(opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {}), ...(opts.proxy ? { proxy: opts.proxy } : {}) });
     case 'sftp':
       return new (await import('./sftp.js')).SftpTransport(loc, { ...common, ...(opts.identity ? { identity: opts.identity } : {}), ...(opts.knownHosts ? { knownHosts: opts.knownHosts } : {}) });
   }

@@ -142,7 +142,7 @@ describe('air gap: tarport sync', () => {
     expect((await tarport(['sync', src, bad])).code).toBe(0);
     const victim = join(bad, big);
     const bytes = await readFile(victim);
-    bytes[bytes.length >> 1] ^= 0xff;
+    bytes[bytes.length >> 1]! ^= 0xff;
     await writeFile(victim, bytes);
     const stick2 = join(dir, `lstick2-${id}`);
     const refused = await tarport(['sync', bad, stick2]);
@@ -155,7 +155,7 @@ describe('air gap: tarport sync', () => {
     // damaged on the stick (same size): the next sync notices and copies it again
     const onStick = join(stick, big);
     const b2 = await readFile(onStick);
-    b2[0] ^= 0xff;
+    b2[0]! ^= 0xff;
     await writeFile(onStick, b2);
     const repaired = await tarport(['sync', src, stick]);
     expect(repaired.code, repaired.stderr).toBe(0);

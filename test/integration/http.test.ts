@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { pull } from '../../src/consumer/index.js';
-import type { DockerApi } from '../../src/docker/index.js';
+import type { Runtime } from '../../src/runtime/index.js';
 import { isTarportError } from '../../src/errors.js';
 import { Repository } from '../../src/repo/index.js';
 import { HttpTransport } from '../../src/transport/http.js';
@@ -334,7 +334,7 @@ describe('a fleet behind the caching tier', () => {
 async function fleetHost(url: string, stateDir: string) {
   const transport = await openTransport(parseLocation(url));
   try {
-    const noRuntime = new Proxy({} as DockerApi, {
+    const noRuntime = new Proxy({} as Runtime, {
       get: () => () => Promise.reject(new Error('a prefetch must not touch the container runtime')),
     });
     return await pull(new Repository(transport), noRuntime, { subscriptions: [], stateDir, fetchOnly: true, lockWaitMs: 30_000 });

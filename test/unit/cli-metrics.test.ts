@@ -38,7 +38,7 @@ describe('Metrics', () => {
   it('turns agent events into Prometheus text that promtool accepts, names escaped', async () => {
     let now = 1_700_000_000_000;
     const m = new Metrics(() => now);
-    m.observePoll({ kind: 'loaded', ref: 'registry.example:5000/team/app:1.4', version: 3, imageId: 'sha256:x', bytesFetched: 1000 });
+    m.observePoll({ kind: 'loaded', ref: 'registry.example:5000/team/app:1.4', version: 3, imageId: 'sha256:x', bytesFetched: 1000, runtime: 'docker', platform: 'linux/amd64' });
     now += 5000;
     m.observePoll({ kind: 'refused', ref: 'we"ird\\name:t', version: 2, digest: 'sha256:y', message: 'no', code: 'UNTRUSTED' });
     m.observeWatch({ kind: 'published', file: 'a.tar', releases: [{ ref: 'team/db:2', version: 7, status: 'published' }], uploadedBytes: 500 });
@@ -61,7 +61,7 @@ describe('Metrics', () => {
 
   it('an earlier file seeds counters and the last success, so cron runs add up', () => {
     const a = new Metrics(() => 1000_000);
-    a.observePoll({ kind: 'loaded', ref: 'a/b:c', version: 2, imageId: 'i', bytesFetched: 10 });
+    a.observePoll({ kind: 'loaded', ref: 'a/b:c', version: 2, imageId: 'i', bytesFetched: 10, runtime: 'docker', platform: 'linux/amd64' });
     a.failure('CONNECTION');
     const b = new Metrics(() => 2000_000);
     b.seed(a.render());

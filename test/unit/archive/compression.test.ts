@@ -2,8 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-// the built module: the worker thread runs dist/archive/zstdworker.js (scripts/test builds first)
-import { ZstdDecompress, compressor, preferZstdCodec, threadedDecompressor } from '../../dist/archive/compression.js';
+import type * as Compression from '../../../src/archive/compression.js';
+
+// the built module: the worker thread runs dist/archive/zstdworker.js (scripts/test builds first).
+// Typed by its source, so that the type-check of test/ needs no build.
+const built = '../../../dist/archive/compression.js';
+const { ZstdDecompress, compressor, preferZstdCodec, threadedDecompressor } = (await import(built).catch((e: unknown) => {
+  throw new Error(`${built} is not there: run npm run build first (${String(e)})`);
+})) as typeof Compression;
 
 async function squeeze(data: Buffer): Promise<Buffer> {
   const out: Buffer[] = [];

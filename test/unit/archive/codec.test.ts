@@ -2,8 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
-// the built module, as zstd-thread.test.ts: its worker thread runs from dist/
-import { decompressor, zstdCodec, zstdCodecs, zstdCompressor, zstdDecompressor, type ZstdCodec } from '../../dist/archive/compression.js';
+import type * as Compression from '../../../src/archive/compression.js';
+import type { ZstdCodec } from '../../../src/archive/compression.js';
+
+// the built module, as compression.test.ts: its worker thread runs from dist/; typed by its source
+const built = '../../../dist/archive/compression.js';
+const { decompressor, zstdCodec, zstdCodecs, zstdCompressor, zstdDecompressor } = (await import(built).catch((e: unknown) => {
+  throw new Error(`${built} is not there: run npm run build first (${String(e)})`);
+})) as typeof Compression;
 
 const nodeHasZstd = Number(process.versions.node.split('.')[0]) >= 24 || /^(22\.(1[5-9]|[2-9]\d)|23\.([89]|\d\d))\./.test(process.versions.node);
 

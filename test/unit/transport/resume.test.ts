@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { TarportError } from '../../src/errors.js';
-import { resumableInto, sinkStream } from '../../src/transport/resume.js';
+import { TarportError } from '../../../src/errors.js';
+import { resumableInto, sinkStream } from '../../../src/transport/resume.js';
 
 const data = randomBytes(100_000);
 const opts = { offset: 0, retries: 3, what: 'read x', retryable: () => true };

@@ -3,8 +3,8 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { sendFrom } from '../../src/transport/source.js';
-import { tempDir } from '../helpers.js';
+import { sendFrom } from '../../../src/transport/source.js';
+import { tempDir } from '../../helpers.js';
 
 describe('sendFrom', () => {
   const data = randomBytes(3 * 1024 * 1024 + 99);

@@ -3,11 +3,11 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { compress as zstdCompress } from 'zstd-napi';
-import { TarArchive, readArchiveContent, writeDemoArchives, writeLoadArchive } from '../../src/archive/index.js';
-import { encodeFileHeader, padding } from '../../src/archive/tarheader.js';
-import { sha256 } from '../../src/crypto/index.js';
-import { tarBytes } from '../corpus/tarwriter.js';
-import { tempDir } from '../helpers.js';
+import { TarArchive, readArchiveContent, writeDemoArchives, writeLoadArchive } from '../../../src/archive/index.js';
+import { encodeFileHeader, padding } from '../../../src/archive/tarheader.js';
+import { sha256 } from '../../../src/crypto/index.js';
+import { tarBytes } from '../../corpus/tarwriter.js';
+import { tempDir } from '../../helpers.js';
 
 function tarOf(files: [string, Buffer][], trailer = true): Buffer {
   const parts: Buffer[] = [];

@@ -1,0 +1,23 @@
+// Types of cutproxy.mjs (plain JavaScript, shared with scripts/bench), for the type-checked tests.
+import type { Server, Socket } from 'node:net';
+
+/** A TCP proxy in front of a server that cuts connections at given byte counts and counts bytes. */
+export declare class CuttingProxy {
+  /** Bytes passed on (data connections in ftp mode, everything in stream mode). */
+  bytes: number;
+  cuts: number;
+  /** The port it listens on (after start). */
+  port: number;
+  servers: Server[];
+  sockets: Set<Socket>;
+  /** EPSV commands refused (refuseEpsv), PASV commands passed on. */
+  epsvRefused: number;
+  pasv: number;
+  constructor(target: { host: string; port: number }, cutAt: number[], mode: 'ftp' | 'stream', opts?: { refuseEpsv?: boolean });
+  start(): Promise<this>;
+  /** The server "goes down": the listener closes and every connection drops. */
+  pause(): Promise<void>;
+  /** …and comes back on the same port. */
+  resume(): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,137 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { ObjectCache } from '../../../src/consumer/cache.js';
+import { TarportError } from '../../../src/errors.js';
+import { Repository, blobKey } from '../../../src/repo/index.js';
+import { MemoryTransport, type ByteSink, type ReadOptions } from '../../../src/transport/index.js';
+import { tempDir } from '../../helpers.js';
+
+const hex = (d: string) => d.slice('sha256:'.length);
+const descOf = (b: Buffer) => ({ digest: `sha256:${createHash('sha256').update(b).digest('hex')}`, size: b.length });
+
+/** A memory store whose reads break off (a cut connection) after `cutAfter` bytes, once. */
+class CutOnce extends MemoryTransport {
+  cutAfter: number | undefined;
+  readonly offsets: number[] = [];
+
+  override async readTo(key: string, sink: ByteSink, opts: ReadOptions = {}): Promise<number> {
+    this.offsets.push(opts.offset ?? 0);
+    const cut = this.cutAfter;
+    if (cut === undefined) return super.readTo(key, sink, opts);
+    this.cutAfter = undefined;
+    let sent = 0;
+    await super
+      .readTo(
+        key,
+        async (c) => {
+          const room = cut - sent;
+          if (room <= 0) throw new TarportError('CONNECTION', 'connection lost (test)');
+          const part = c.subarray(0, room);
+          sent += part.length;
+          await sink(part);
+          if (part.length < c.length) throw new TarportError('CONNECTION', 'connection lost (test)');
+        },
+        opts,
+      );
+    return sent;
+  }
+}
+
+async function setup(data = randomBytes(300_000)) {
+  const transport = new CutOnce();
+  const repo = new Repository(transport);
+  const desc = descOf(data);
+  await transport.write(blobKey(desc.digest), () => Readable.from([data]));
+  const dir = await tempDir();
+  return { transport, repo, desc, data, dir, cache: new ObjectCache(dir) };
+}
+
+async function errorOf(p: Promise<unknown>): Promise<TarportError> {
+  const e = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  if (!(e instanceof TarportError)) throw new Error(`expected a TarportError, got ${String(e)}`);
+  return e;
+}
+
+describe('ObjectCache', () => {
+  it('downloads an object into blobs/ under its hex digest, once', async () => {
+    const { repo, desc, data, dir, cache } = await setup();
+    expect(await cache.has(desc)).toBe(false);
+    expect(await cache.ensure(repo, desc)).toBe(data.length);
+    expect((await readFile(join(dir, 'blobs', hex(desc.digest)))).equals(data)).toBe(true);
+    expect(await readdir(join(dir, 'partial'))).toEqual([]);
+    expect(await cache.has(desc)).toBe(true);
+    expect(await cache.ensure(repo, desc)).toBe(0); // already there: nothing read
+    const back: Buffer[] = [];
+    for await (const c of cache.open(desc.digest)) back.push(c as Buffer);
+    expect(Buffer.concat(back).equals(data)).toBe(true);
+  });
+
+  it('a cut download keeps its partial file, and the next attempt fetches only the rest', async () => {
+    const { transport, repo, desc, data, dir, cache } = await setup();
+    transport.cutAfter = 100_000;
+    const cut = await errorOf(cache.ensure(repo, desc));
+    expect(cut.code).toBe('CONNECTION');
+    expect(cut.retryable).toBe(true);
+    const part = join(dir, 'partial', hex(desc.digest));
+    expect((await stat(part)).size).toBe(100_000);
+    expect(await cache.has(desc)).toBe(false);
+    expect(await cache.ensure(repo, desc)).toBe(data.length - 100_000);
+    expect(transport.offsets).toEqual([0, 100_000]);
+    expect((await readFile(join(dir, 'blobs', hex(desc.digest)))).equals(data)).toBe(true);
+    await expect(stat(part)).rejects.toThrow(/ENOENT/);
+  });
+
+  it('a partial file with wrong bytes fails the digest check and is removed; the next attempt starts afresh', async () => {
+    const { transport, repo, desc, data, dir, cache } = await setup();
+    const part = join(dir, 'partial', hex(desc.digest));
+    await mkdir(join(dir, 'partial'), { recursive: true });
+    const poisoned = Buffer.from(data.subarray(0, 50_000));
+    poisoned[1234]! ^= 0x01; // one flipped bit
+    await writeFile(part, poisoned);
+    const e = await errorOf(cache.ensure(repo, desc));
+    expect(e.code).toBe('DIGEST_MISMATCH');
+    expect(e.message).toContain(desc.digest);
+    await expect(stat(part)).rejects.toThrow(/ENOENT/);
+    expect(await readdir(join(dir, 'blobs'))).toEqual([]);
+    expect(await cache.ensure(repo, desc)).toBe(data.length);
+    expect(transport.offsets).toEqual([50_000, 0]);
+  });
+
+  it('a partial file longer than the object is dropped and the object fetched whole', async () => {
+    const { repo, desc, data, dir, cache } = await setup();
+    await mkdir(join(dir, 'partial'), { recursive: true });
+    await writeFile(join(dir, 'partial', hex(desc.digest)), Buffer.concat([data, Buffer.from('x')]));
+    expect(await cache.ensure(repo, desc)).toBe(data.length);
+    expect((await readFile(join(dir, 'blobs', hex(desc.digest)))).equals(data)).toBe(true);
+  });
+
+  it('an object the repository serves wrong (same size) never lands in blobs/', async () => {
+    const { transport, repo, desc, data, dir, cache } = await setup();
+    const bad = Buffer.from(data);
+    bad[bad.length - 1]! ^= 0xff;
+    await transport.write(blobKey(desc.digest), () => Readable.from([bad]));
+    const e = await errorOf(cache.ensure(repo, desc));
+    expect(e.code).toBe('DIGEST_MISMATCH');
+    expect(e.message).toMatch(/digest mismatch, expected sha256:/);
+    expect(await readdir(join(dir, 'blobs'))).toEqual([]);
+    expect(await readdir(join(dir, 'partial'))).toEqual([]);
+  });
+
+  it('prune keeps exactly the objects named', async () => {
+    const { transport, repo, desc, cache, dir } = await setup();
+    const otherData = randomBytes(1000);
+    const other = descOf(otherData);
+    await transport.write(blobKey(other.digest), () => Readable.from([otherData]));
+    await cache.ensure(repo, desc);
+    await cache.ensure(repo, other);
+    await cache.prune(new Set([other.digest]));
+    expect(await readdir(join(dir, 'blobs'))).toEqual([hex(other.digest)]);
+    await new ObjectCache(join(dir, 'never-used')).prune(new Set()); // nothing cached yet: no error
+  });
+});

@@ -1,0 +1,234 @@
+import { readFile, readdir, stat, utimes, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { TarportError } from '../../../src/errors.js';
+import { UnnamedArchiveError } from '../../../src/producer/naming.js';
+import type { PublishResult } from '../../../src/producer/publish.js';
+import { EXIT_LEFT_FOR_NEXT_RUN, ignoredName, watchFolder, type WatchEvent, type WatchOptions } from '../../../src/producer/watch.js';
+import type { ImageRef } from '../../../src/repo/index.js';
+import { tempDir } from '../../helpers.js';
+
+const published = (path: string, name?: ImageRef): PublishResult => ({
+  archive: path,
+  releases: [{ name: name?.name ?? 'app', tag: name?.tag ?? 'latest', version: 1, status: 'published', kind: 'image' }],
+  uploadedBytes: 10,
+  uploadedObjects: 1,
+});
+
+/** A file written long enough ago to have settled. */
+async function settledFile(path: string, text = 'archive'): Promise<void> {
+  await writeFile(path, text);
+  const past = new Date(Date.now() - 60_000);
+  await utimes(path, past, past);
+}
+
+function once(dir: string, publish: WatchOptions['publish'], extra: Partial<WatchOptions> = {}) {
+  const events: WatchEvent[] = [];
+  const run = watchFolder({
+    dir,
+    publish,
+    nameFor: async () => undefined,
+    settleMs: 5_000,
+    giveUpMs: 3_600_000,
+    once: true,
+    removeDone: false,
+    signal: new AbortController().signal,
+    onEvent: (e) => events.push(e),
+    ...extra,
+  });
+  return { run, events };
+}
+
+describe('ignoredName', () => {
+  const rows: [string, boolean][] = [
+    ['app.tar', false],
+    ['.app.tar', true], // dot file: an upload in progress by rsync and the like
+    ['app.tar.part', true],
+    ['app.tar.tmp', true],
+    ['app.tar.name', true], // a sidecar, published with its archive
+    ['app.tar.reason', true],
+    ['done', true],
+    ['failed', true],
+    ['done.tar', false],
+  ];
+  it.each(rows)('%s → %s', (name, ignored) => expect(ignoredName(name)).toBe(ignored));
+});
+
+describe('watchFolder --once', () => {
+  it('publishes every settled file in name order, with its name, and moves it (and its sidecar) to done/', async () => {
+    const dir = await tempDir();
+    await settledFile(join(dir, 'b.tar'));
+    await settledFile(join(dir, 'a.tar'));
+    await writeFile(join(dir, 'a.tar.name'), 'web:1');
+    await settledFile(join(dir, 'c.tar.part'));
+    const calls: [string, ImageRef | undefined][] = [];
+    const { run, events } = once(
+      dir,
+      async (p, name) => {
+        calls.push([p, name]);
+        return published(p, name);
+      },
+      { nameFor: async (p) => (p.endsWith('a.tar') ? { name: 'web', tag: '1' } : undefined) },
+    );
+    expect(await run).toEqual({ published: 2, failed: 0, pending: 0, exitCode: 0 });
+    expect(calls).toEqual([
+      [join(dir, 'a.tar'), { name: 'web', tag: '1' }],
+      [join(dir, 'b.tar'), undefined],
+    ]);
+    expect((await readdir(dir)).sort()).toEqual(['c.tar.part', 'done', 'failed']);
+    expect((await readdir(join(dir, 'done'))).sort()).toEqual(['a.tar', 'a.tar.name', 'b.tar']);
+    expect(events.filter((e) => e.kind === 'published')).toEqual([
+      { kind: 'published', file: join(dir, 'a.tar'), releases: [{ ref: 'web:1', version: 1, status: 'published' }], uploadedBytes: 10 },
+      { kind: 'published', file: join(dir, 'b.tar'), releases: [{ ref: 'app:latest', version: 1, status: 'published' }], uploadedBytes: 10 },
+    ]);
+  });
+
+  it('a file of the same name already in done/ is kept: the new one gets a time suffix', async () => {
+    const dir = await tempDir();
+    await settledFile(join(dir, 'a.tar'), 'first');
+    expect((await once(dir, async (p) => published(p)).run).published).toBe(1);
+    await settledFile(join(dir, 'a.tar'), 'second');
+    expect((await once(dir, async (p) => published(p)).run).published).toBe(1);
+    const done = (await readdir(join(dir, 'done'))).sort();
+    expect(done).toHaveLength(2);
+    expect(done[0]).toBe('a.tar');
+    expect(done[1]).toMatch(/^a\.tar\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d-\d{3}Z$/);
+    expect(await readFile(join(dir, 'done', 'a.tar'), 'utf8')).toBe('first');
+    expect(await readFile(join(dir, 'done', done[1]!), 'utf8')).toBe('second');
+  });
+
+  it('removeDone removes a published file and its sidecar instead of moving them', async () => {
+    const dir = await tempDir();
+    await settledFile(join(dir, 'a.tar'));
+    await writeFile(join(dir, 'a.tar.name'), 'web:1');
+    expect((await once(dir, async (p) => published(p), { removeDone: true }).run).published).toBe(1);
+    expect((await readdir(dir)).sort()).toEqual(['done', 'failed']);
+    expect(await readdir(join(dir, 'done'))).toEqual([]);
+  });
+
+  it('a file still being written is waited for (bounded by giveUpMs), then published once it settles', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'fresh.tar'), 'half');
+    let calls = 0;
+    const started = Date.now();
+    const { run } = once(dir, async (p) => (calls++, published(p)), { settleMs: 1_000, giveUpMs: 20_000 });
+    expect(await run).toEqual({ published: 1, failed: 0, pending: 0, exitCode: 0 });
+    expect(calls).toBe(1);
+    // it waited for the file to be still for settleMs before it published
+    expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+  });
+
+  it('a file that keeps changing past giveUpMs is left for the next run, named, with exit 75', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'growing.tar');
+    await writeFile(file, 'x');
+    const grow = setInterval(() => void writeFile(file, `x${Date.now()}`), 200);
+    try {
+      const { run, events } = once(dir, async (p) => published(p), { settleMs: 1_000, giveUpMs: 2_500 });
+      expect(await run).toMatchObject({ published: 0, failed: 0, pending: 1, exitCode: EXIT_LEFT_FOR_NEXT_RUN });
+      expect(events.some((e) => e.kind === 'left' && e.file === file)).toBe(true);
+    } finally {
+      clearInterval(grow);
+    }
+  });
+
+  it('bad input goes to failed/ with a .reason that says what is wrong and what to do; exit code 2', async () => {
+    const dir = await tempDir();
+    await settledFile(join(dir, 'export.tar'));
+    await settledFile(join(dir, 'junk.tar'));
+    const { run, events } = once(dir, async (p) => {
+      if (p.endsWith('export.tar')) throw new UnnamedArchiveError(`${p}: this is a root file system archive (docker export) and carries no image name`);
+      throw new TarportError('BAD_INPUT', `${p}: not a tar archive`);
+    });
+    expect(await run).toEqual({ published: 0, failed: 2, pending: 0, exitCode: 2 });
+    expect((await readdir(join(dir, 'failed'))).sort()).toEqual(['export.tar', 'export.tar.reason', 'junk.tar', 'junk.tar.reason']);
+    const unnamed = await readFile(join(dir, 'failed', 'export.tar.reason'), 'utf8');
+    expect(unnamed).toContain('carries no image name');
+    expect(unnamed).toContain('Name it: put NAME:TAG into a file beside it called <file>.name');
+    const junk = await readFile(join(dir, 'failed', 'junk.tar.reason'), 'utf8');
+    expect(junk).toContain('not a tar archive');
+    expect(junk).toContain('Make the archive again with docker save');
+    expect(events.filter((e) => e.kind === 'failed').map((e) => e.kind === 'failed' && e.code)).toEqual(['BAD_INPUT', 'BAD_INPUT']);
+  });
+
+  it('the advice follows the error type, not its wording', async () => {
+    const dir = await tempDir();
+    await settledFile(join(dir, 'a.tar'));
+    await once(dir, async () => {
+      throw new TarportError('BAD_INPUT', 'this archive carries no tag (but is not an unnamed-archive error)');
+    }).run;
+    expect(await readFile(join(dir, 'failed', 'a.tar.reason'), 'utf8')).not.toContain('Name it');
+  });
+
+  it('a server that is down leaves the file in place for the next run; exit code 1', async () => {
+    const dir = await tempDir();
+    await settledFile(join(dir, 'a.tar'));
+    const { run, events } = once(dir, async () => {
+      throw new TarportError('CONNECTION', 'ftp://host: connection refused');
+    });
+    expect(await run).toEqual({ published: 0, failed: 0, pending: 1, exitCode: 1 });
+    expect((await readdir(dir)).sort()).toEqual(['a.tar', 'done', 'failed']);
+    expect(events).toContainEqual({ kind: 'failed', file: join(dir, 'a.tar'), code: 'CONNECTION', message: 'ftp://host: connection refused (left in place for the next run)' });
+  });
+
+  it('an archive that ends early and stays quiet for giveUpMs is given up on (failed/)', async () => {
+    const dir = await tempDir();
+    await settledFile(join(dir, 'a.tar'));
+    const cut = async (): Promise<PublishResult> => {
+      throw new TarportError('BAD_INPUT', 'the archive ends in the middle of a layer', { truncated: true });
+    };
+    // giving up after 30 s: failed, with the truncation advice
+    expect(await once(dir, cut, { giveUpMs: 30_000 }).run).toEqual({ published: 0, failed: 1, pending: 0, exitCode: 2 });
+    expect(await readFile(join(dir, 'failed', 'a.tar.reason'), 'utf8')).toContain('The file stopped growing before the archive ended');
+  });
+
+  it('an unexpected exception is reported as an internal error and the file goes to failed/ (exit 1)', async () => {
+    const dir = await tempDir();
+    await settledFile(join(dir, 'a.tar'));
+    const { run, events } = once(dir, async () => {
+      throw new RangeError('boom');
+    });
+    expect(await run).toEqual({ published: 0, failed: 1, pending: 0, exitCode: 1 });
+    expect(events).toContainEqual({ kind: 'failed', file: join(dir, 'a.tar'), code: 'INTERNAL', message: 'internal error: boom' });
+  });
+});
+
+/** Rejects after `ms`: every wait in a test has a bound. */
+const within = <T>(p: Promise<T>, ms: number, what: string) =>
+  Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms))]);
+
+describe('watchFolder (watching)', () => {
+  it('publishes a file that arrives once it has settled, and stops on abort', async () => {
+    const dir = await tempDir();
+    const stop = new AbortController();
+    const events: WatchEvent[] = [];
+    let publishedAt = 0;
+    let onPublished = () => undefined as void;
+    const publishedOnce = new Promise<void>((r) => (onPublished = r));
+    const run = watchFolder({
+      dir,
+      publish: async (p) => {
+        publishedAt = Date.now();
+        return published(p);
+      },
+      nameFor: async () => undefined,
+      settleMs: 300,
+      giveUpMs: 60_000,
+      once: false,
+      removeDone: false,
+      signal: stop.signal,
+      onEvent: (e) => {
+        events.push(e);
+        if (e.kind === 'watching') void writeFile(join(dir, 'late.tar'), 'archive');
+        if (e.kind === 'published') onPublished();
+      },
+    });
+    await within(publishedOnce, 60_000, 'publish of a new file');
+    // it waited for the file to hold still for settleMs (a rename keeps the modification time)
+    expect(publishedAt - (await stat(join(dir, 'done', 'late.tar'))).mtimeMs).toBeGreaterThanOrEqual(290);
+    stop.abort();
+    expect(await within(run, 30_000, 'stop')).toEqual({ published: 1, failed: 0, pending: 0, exitCode: 0 });
+    expect(events.map((e) => e.kind)).toEqual(['watching', 'publishing', 'published', 'stopped']);
+    expect(await readdir(join(dir, 'done'))).toEqual(['late.tar']);
+  });
+});

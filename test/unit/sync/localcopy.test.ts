@@ -1,0 +1,124 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { TarportError } from '../../../src/errors.js';
+import { LocalCopier, checkFile, copyVerified } from '../../../src/sync/localcopy.js';
+import { tempDir } from '../../helpers.js';
+
+const descOf = (b: Buffer) => ({ digest: `sha256:${createHash('sha256').update(b).digest('hex')}`, size: b.length });
+
+async function rejection(p: Promise<unknown>): Promise<TarportError> {
+  const e = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  if (!(e instanceof TarportError)) throw new Error(`expected a TarportError, got ${String(e)}`);
+  return e;
+}
+
+// sizes around the copy's 4 MiB buffers: empty, one byte, exactly one buffer, a buffer and a byte,
+// and enough to pass a 16 MiB flush
+const SIZES = [0, 1, 4 << 20, (4 << 20) + 1, (17 << 20) + 12345];
+
+describe('copyVerified', () => {
+  it.each(SIZES)('copies %i bytes exactly and reports every byte as progress', async (size) => {
+    const dir = await tempDir();
+    const data = randomBytes(size);
+    await writeFile(join(dir, 'src'), data);
+    let reported = 0;
+    await copyVerified(join(dir, 'src'), join(dir, 'sub', 'dst'), descOf(data), 'object x', undefined, (n) => (reported += n));
+    expect((await readFile(join(dir, 'sub', 'dst'))).equals(data)).toBe(true);
+    expect(reported).toBe(size);
+  });
+
+  it('a flipped byte fails the copy with a digest mismatch and leaves no target behind', async () => {
+    const dir = await tempDir();
+    const data = randomBytes((5 << 20) + 3);
+    const desc = descOf(data);
+    data[data.length >> 1]! ^= 0x01;
+    await writeFile(join(dir, 'src'), data);
+    const e = await rejection(copyVerified(join(dir, 'src'), join(dir, 'dst'), desc, `object ${desc.digest}`));
+    expect(e.code).toBe('DIGEST_MISMATCH');
+    expect(e.message).toContain(`object ${desc.digest}: digest mismatch, expected ${desc.digest}, got sha256:`);
+    expect(await readdir(dir)).toEqual(['src']);
+  });
+
+  it('a source shorter or longer than declared fails by size and leaves no target', async () => {
+    const dir = await tempDir();
+    const data = randomBytes(100_000);
+    await writeFile(join(dir, 'src'), data);
+    const short = await rejection(copyVerified(join(dir, 'src'), join(dir, 'dst'), { ...descOf(data), size: data.length + 1 }, 'object s'));
+    expect(short.code).toBe('DIGEST_MISMATCH');
+    expect(short.message).toBe(`object s: size mismatch, expected ${data.length + 1} bytes, got ${data.length}`);
+    const long = await rejection(copyVerified(join(dir, 'src'), join(dir, 'dst'), { ...descOf(data), size: data.length - 1 }, 'object l'));
+    expect(long.code).toBe('DIGEST_MISMATCH');
+    expect(long.message).toBe(`object l: more bytes than the ${data.length - 1} declared`);
+    expect(await readdir(dir)).toEqual(['src']);
+  });
+
+  it('a missing source is named, and nothing is created', async () => {
+    const dir = await tempDir();
+    const e = await rejection(copyVerified(join(dir, 'nope'), join(dir, 'dst'), { digest: `sha256:${'0'.repeat(64)}`, size: 1 }, 'object n'));
+    expect(e.code).toBe('NOT_FOUND');
+    expect(e.message).toContain('read object n');
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('stops on abort and removes the partial target', async () => {
+    const dir = await tempDir();
+    const data = randomBytes(12 << 20);
+    await writeFile(join(dir, 'src'), data);
+    const ac = new AbortController();
+    const copy = copyVerified(join(dir, 'src'), join(dir, 'dst'), descOf(data), 'object a', ac.signal, () => ac.abort());
+    await expect(copy).rejects.toThrow();
+    expect(await readdir(dir)).toEqual(['src']);
+  });
+});
+
+describe('checkFile', () => {
+  it('says whether a file holds exactly the object: intact, a flipped byte, cut, missing', async () => {
+    const dir = await tempDir();
+    const data = randomBytes((4 << 20) + 17);
+    const desc = descOf(data);
+    const p = join(dir, 'obj');
+    await writeFile(p, data);
+    expect(await checkFile(p, desc, 'object')).toBe(true);
+    const flipped = Buffer.from(data);
+    flipped[0]! ^= 0x80;
+    await writeFile(p, flipped);
+    expect(await checkFile(p, desc, 'object')).toBe(false);
+    await writeFile(p, data.subarray(0, data.length - 1));
+    expect(await checkFile(p, desc, 'object')).toBe(false);
+    expect(await checkFile(join(dir, 'missing'), desc, 'object')).toBe(false);
+    await writeFile(p, Buffer.alloc(0));
+    expect(await checkFile(p, descOf(Buffer.alloc(0)), 'object')).toBe(true);
+  });
+});
+
+describe('LocalCopier', () => {
+  it('copies and checks on every lane (from sources the lanes run on this thread)', async () => {
+    const dir = await tempDir();
+    const data = randomBytes(1 << 20);
+    const desc = descOf(data);
+    await writeFile(join(dir, 'src'), data);
+    const copier = new LocalCopier();
+    try {
+      expect(LocalCopier.lanes()).toBeGreaterThanOrEqual(1);
+      expect(LocalCopier.lanes()).toBeLessThanOrEqual(4);
+      for (const lane of [0, 1]) {
+        await copier.copy(lane, join(dir, 'src'), join(dir, `dst${lane}`), desc, 'object');
+        expect((await readFile(join(dir, `dst${lane}`))).equals(data)).toBe(true);
+        expect(await copier.check(lane, join(dir, `dst${lane}`), desc, 'object')).toBe(true);
+      }
+      const bad = Buffer.from(data);
+      bad[7]! ^= 1;
+      await writeFile(join(dir, 'bad'), bad);
+      expect(await copier.check(1, join(dir, 'bad'), desc, 'object')).toBe(false);
+      expect((await rejection(copier.copy(1, join(dir, 'bad'), join(dir, 'dst-bad'), desc, 'object'))).code).toBe('DIGEST_MISMATCH');
+      expect((await readdir(dir)).sort()).toEqual(['bad', 'dst0', 'dst1', 'src']);
+    } finally {
+      await copier.close();
+    }
+  });
+});

@@ -1,0 +1,119 @@
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { writeDemoArchives } from '../../../src/archive/index.js';
+import { TarportError } from '../../../src/errors.js';
+import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../../src/producer/index.js';
+import { CATALOG_KEY, Repository, checkRepository } from '../../../src/repo/index.js';
+import { syncRepos, type SyncEvent } from '../../../src/sync/sync.js';
+import { FileTransport, MemoryTransport, type Transport } from '../../../src/transport/index.js';
+import { filesBelow, tempDir } from '../../helpers.js';
+
+/** A repository holding demo/app:1 and demo/app:2 (v2 shares two of its three layers with v1). */
+async function demoRepo(transport: Transport): Promise<Repository> {
+  const repo = new Repository(transport);
+  const [v1, v2] = await writeDemoArchives(await tempDir());
+  await publishArchive(repo, v1!, { compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' } });
+  await publishArchive(repo, v2!, { compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '2' } });
+  return repo;
+}
+
+const blobs = (m: MemoryTransport) => [...m.files.keys()].filter((k) => k.startsWith('blobs/')).sort();
+const opts = (events: SyncEvent[] = []) => ({ catalogTtlMs: DEFAULT_CATALOG_TTL_MS, onEvent: (e: SyncEvent) => events.push(e) });
+
+describe('syncRepos between two memory repositories', () => {
+  // published once (the slow part); every test syncs from it, and none changes it
+  let srcT: MemoryTransport;
+  let src: Repository;
+  beforeAll(async () => {
+    srcT = new MemoryTransport('src');
+    src = await demoRepo(srcT);
+  });
+
+  it('carries every object, record and the catalog itself; a second run copies nothing', async () => {
+    const dstT = new MemoryTransport('dst');
+    const dst = new Repository(dstT);
+    const events: SyncEvent[] = [];
+    const r = await syncRepos(src, dst, opts(events));
+    expect(r.releasesCopied).toBe(2);
+    expect(r.objectsCopied).toBe(blobs(srcT).length);
+    expect(r.objectsRepaired).toBe(0);
+    expect(blobs(dstT)).toEqual(blobs(srcT));
+    for (const k of blobs(srcT)) expect(dstT.files.get(k)!.equals(srcT.files.get(k)!), k).toBe(true);
+    expect(dstT.files.get(CATALOG_KEY)!.equals(srcT.files.get(CATALOG_KEY)!)).toBe(true);
+    expect(events).toContainEqual({ kind: 'catalog', status: 'copied', signed: false });
+    const checked = await checkRepository(dst);
+    expect(checked.faults).toEqual([]);
+    expect(checked.releases).toBe(2);
+    expect([...dstT.files.keys()].filter((k) => /tmp/.test(k))).toEqual([]);
+
+    const again = await syncRepos(src, dst, opts());
+    expect(again).toEqual({ objectsCopied: 0, bytesCopied: 0, objectsRepaired: 0, releasesCopied: 0 });
+  });
+
+  it('--only one tag: only its objects and record, and a merged catalog that names just it', async () => {
+    const dstT = new MemoryTransport('dst');
+    const dst = new Repository(dstT);
+    const events: SyncEvent[] = [];
+    const r = await syncRepos(src, dst, { ...opts(events), only: [{ name: 'demo/app', tag: '1' }] });
+    expect(r.releasesCopied).toBe(1);
+    expect(blobs(dstT).length).toBeLessThan(blobs(srcT).length);
+    expect(events).toContainEqual({ kind: 'catalog', status: 'merged', signed: false });
+    const cat = (await dst.readCatalog())!.catalog;
+    expect(cat.releases.map((e) => `${e.name}:${e.tag}`)).toEqual(['demo/app:1']);
+    expect((await checkRepository(dst)).faults).toEqual([]);
+  });
+
+  it('objects the site already has (inventory) are not carried', async () => {
+    const dst = new Repository(new MemoryTransport('dst'));
+    const have = blobs(srcT).map((k) => `sha256:${k.split('/').pop()}`);
+    const events: SyncEvent[] = [];
+    const r = await syncRepos(src, dst, { ...opts(events), have: { schema: 'tarport.inventory/v1', created: '', source: 'site', diffIds: [], chainIds: [], objects: have, releases: {} } });
+    expect(r.objectsCopied).toBe(0);
+    expect(events.filter((e) => e.kind === 'object').every((e) => e.kind === 'object' && e.status === 'site-has-it')).toBe(true);
+    expect(r.releasesCopied).toBe(2);
+  });
+
+  it('an object the source serves wrong (same size) stops the sync: nothing of it, no record, no catalog on DST', async () => {
+    const liarT = new MemoryTransport('liar');
+    for (const [k, v] of srcT.files) liarT.files.set(k, v);
+    const liar = new Repository(liarT);
+    const biggest = blobs(liarT).sort((a, b) => liarT.files.get(b)!.length - liarT.files.get(a)!.length)[0]!;
+    const bad = Buffer.from(liarT.files.get(biggest)!);
+    bad[bad.length >> 1]! ^= 0xff;
+    liarT.files.set(biggest, bad);
+    const dstT = new MemoryTransport('dst');
+    const e = await syncRepos(liar, new Repository(dstT), opts()).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(e).toBeInstanceOf(TarportError);
+    expect((e as TarportError).code).toBe('DIGEST_MISMATCH');
+    expect((e as TarportError).message).toContain(`object sha256:${biggest.split('/').pop()} from ${liar.location}`);
+    const left = [...dstT.files.keys()];
+    // the destination took its source's identity at the start (tarport/format.json); nothing else
+    expect(left.filter((k) => k === biggest || /tmp/.test(k) || (k.startsWith('tarport/') && k !== 'tarport/format.json') || k.startsWith('releases/'))).toEqual([]);
+  });
+});
+
+describe('syncRepos between two directories', () => {
+  it('an object damaged on DST (same size) is noticed by its digest and copied again', async () => {
+    const srcDir = await tempDir();
+    const dstDir = await tempDir();
+    const src = await demoRepo(new FileTransport(srcDir));
+    const dst = new Repository(new FileTransport(dstDir));
+    await syncRepos(src, dst, opts());
+    const objects = (await filesBelow(dstDir)).filter((f) => f.startsWith('blobs/'));
+    const victim = join(dstDir, objects[0]!);
+    const bytes = await readFile(victim);
+    bytes[0]! ^= 0xff;
+    await writeFile(victim, bytes);
+    const events: SyncEvent[] = [];
+    const r = await syncRepos(src, dst, opts(events));
+    expect(r.objectsRepaired).toBe(1);
+    expect(r.objectsCopied).toBe(1);
+    expect((await readFile(victim)).equals(await readFile(join(srcDir, objects[0]!)))).toBe(true);
+    expect((await filesBelow(dstDir)).filter((f) => /tmp/.test(f))).toEqual([]);
+    expect((await checkRepository(dst)).faults).toEqual([]);
+  });
+});
