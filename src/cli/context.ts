@@ -20,6 +20,7 @@ export interface ConnectionFlags {
   identity?: string;
   knownHosts?: string;
   connections?: string;
+  idleTimeout?: string;
 }
 
 /** The password: TARPORT_PASSWORD or --password-file, never argv (CLI.md). */
@@ -41,7 +42,13 @@ export async function transportOptions(flags: ConnectionFlags): Promise<Transpor
     connections = Number(flags.connections);
     if (!Number.isInteger(connections) || connections < 1 || connections > 16) throw new TarportError('USAGE', `--connections ${JSON.stringify(flags.connections)}: a whole number from 1 to 16`);
   }
+  let idleTimeoutMs: number | undefined;
+  if (flags.idleTimeout !== undefined) {
+    idleTimeoutMs = parseDuration(flags.idleTimeout, '--idle-timeout');
+    if (!(idleTimeoutMs >= 100 && idleTimeoutMs <= 3_600_000)) throw new TarportError('USAGE', `--idle-timeout ${JSON.stringify(flags.idleTimeout)}: between 100ms and 1h`);
+  }
   return {
+    ...(idleTimeoutMs !== undefined ? { idleTimeoutMs } : {}),
     ...(password !== undefined ? { password } : {}),
     ...(flags.ca ? { ca: flags.ca } : {}),
     ...(flags.identity ? { identity: flags.identity } : {}),

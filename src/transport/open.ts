@@ -13,13 +13,22 @@ export interface TransportOptions {
   readonly knownHosts?: string;
   /** Connections at once (FTP/FTPS). */
   readonly connections?: number;
+  /**
+   * How long a connection may stay silent while an answer or data is due before it counts as
+   * stalled: it is dropped and the transfer resumes on a new one, as after a cut (default 30 s).
+   */
+  readonly idleTimeoutMs?: number;
   /** Told the offset each time a transfer resumes. */
   readonly onResume?: (at: number) => void;
 }
 
 /** Opens the transport for a parsed location. */
 export async function openTransport(loc: Location, opts: TransportOptions = {}): Promise<Transport> {
-  const common = { ...(opts.password !== undefined ? { password: opts.password } : {}), ...(opts.onResume ? { onResume: opts.onResume } : {}) };
+  const common = {
+    ...(opts.password !== undefined ? { password: opts.password } : {}),
+    ...(opts.onResume ? { onResume: opts.onResume } : {}),
+    ...(opts.idleTimeoutMs !== undefined ? { timeoutMs: opts.idleTimeoutMs } : {}),
+  };
   switch (loc.kind) {
     case 'file':
       return new FileTransport(loc.path);
