@@ -58,10 +58,10 @@ export async function transportOptions(flags: ConnectionFlags): Promise<Transpor
 }
 
 /** Opens a repository; its transport counts requests and bytes for the --json report. */
-export async function openRepository(url: string | undefined, flag: string, flags: ConnectionFlags = {}): Promise<Repository & { counters: TransportCounters }> {
+export async function openRepository(url: string | undefined, flag: string, flags: ConnectionFlags = {}, signal?: AbortSignal): Promise<Repository & { counters: TransportCounters }> {
   if (!url) throw new TarportError('USAGE', `no repository given: pass ${flag} URL (a path, file://, ftp://, ftps:// or sftp://)`);
   const loc = parseLocation(url);
-  const counting = new CountingTransport(await openTransport(loc, await transportOptions(flags)));
+  const counting = new CountingTransport(await openTransport(loc, { ...(await transportOptions(flags)), ...(signal ? { signal } : {}) }));
   return Object.assign(new Repository(counting), { counters: counting.counters });
 }
 

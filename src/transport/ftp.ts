@@ -22,6 +22,8 @@ export interface FtpOptions {
   /** Reconnects per transfer before giving up. */
   readonly retries?: number;
   readonly timeoutMs?: number;
+  /** Aborting closes every connection: any wait on the server ends at once (SIGTERM, SIGINT). */
+  readonly signal?: AbortSignal;
   /** Told the offset each time a transfer resumes (tests, logs). */
   readonly onResume?: (at: number) => void;
 }
@@ -33,6 +35,8 @@ export class FtpTransport implements Transport {
   readonly capabilities: Transport['capabilities'];
   readonly location: string;
   private readonly idle: Client[] = [];
+  /** Every connection open now, idle or busy. */
+  private readonly all = new Set<Client>();
   private busy = 0;
   private readonly waiters: (() => void)[] = [];
   private readonly madeDirs = new Set<string>();
@@ -52,6 +56,9 @@ export class FtpTransport implements Transport {
     this.root = loc.path.replace(/\/+$/, '') || '';
     this.retries = opts.retries ?? 5;
     this.timeoutMs = opts.timeoutMs ?? 30_000;
+    opts.signal?.addEventListener('abort', () => {
+      for (const c of this.all) c.close();
+    }, { once: true });
     if (opts.ca) {
       try {
         this.ca = readFileSync(opts.ca);
@@ -68,7 +75,10 @@ export class FtpTransport implements Transport {
   // ---- connections -----------------------------------------------------------------------------
 
   private async connect(): Promise<Client> {
+    if (this.opts.signal?.aborted) throw new TarportError('ABORTED', `${this.location}: stopped`, { retryable: false });
     const c = new Client(this.timeoutMs);
+    this.all.add(c);
+    c.ftp.socket.once('close', () => this.all.delete(c));
     try {
       await c.access({
         host: this.loc.host,
@@ -81,6 +91,7 @@ export class FtpTransport implements Transport {
       });
     } catch (e) {
       c.close();
+      this.all.delete(c);
       throw this.classify(e, 'connect');
     }
     return c;
@@ -89,6 +100,10 @@ export class FtpTransport implements Transport {
   /** Runs `fn` on a pooled connection; a connection that broke is dropped, not returned. */
   private async withClient<T>(fn: (c: Client) => Promise<T>): Promise<T> {
     while (this.busy >= this.capabilities.maxConnections) await new Promise<void>((r) => this.waiters.push(r));
+    if (this.opts.signal?.aborted) {
+      this.waiters.shift()?.();
+      throw new TarportError('ABORTED', `${this.location}: stopped`, { retryable: false });
+    }
     this.busy++;
     let c: Client | undefined;
     try {
@@ -283,7 +298,10 @@ export class FtpTransport implements Transport {
   }
 
   async close(): Promise<void> {
-    for (const c of this.idle.splice(0)) c.close();
+    for (const c of this.idle.splice(0)) {
+      c.close();
+      this.all.delete(c);
+    }
   }
 }
 

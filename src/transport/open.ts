@@ -18,6 +18,11 @@ export interface TransportOptions {
    * stalled: it is dropped and the transfer resumes on a new one, as after a cut (default 30 s).
    */
   readonly idleTimeoutMs?: number;
+  /**
+   * Ends the transport for good: every connection is dropped at once, so that any wait on a server
+   * (a silent one included) ends with an error; the command's signal (SIGTERM, SIGINT).
+   */
+  readonly signal?: AbortSignal;
   /** Told the offset each time a transfer resumes. */
   readonly onResume?: (at: number) => void;
 }
@@ -28,6 +33,7 @@ export async function openTransport(loc: Location, opts: TransportOptions = {}):
     ...(opts.password !== undefined ? { password: opts.password } : {}),
     ...(opts.onResume ? { onResume: opts.onResume } : {}),
     ...(opts.idleTimeoutMs !== undefined ? { timeoutMs: opts.idleTimeoutMs } : {}),
+    ...(opts.signal ? { signal: opts.signal } : {}),
   };
   switch (loc.kind) {
     case 'file':

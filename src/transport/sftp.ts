@@ -23,6 +23,8 @@ export interface SftpOptions {
   /** known_hosts file (default ~/.ssh/known_hosts). The host key must be listed: no silent trust. */
   readonly knownHosts?: string;
   readonly retries?: number;
+  /** Aborting drops the connection: every request in flight fails at once (SIGTERM, SIGINT). */
+  readonly signal?: AbortSignal;
   /** A silent connection counts as stalled after this long (ssh2 has no timeout of its own). */
   readonly timeoutMs?: number;
   readonly onResume?: (at: number) => void;
@@ -99,6 +101,7 @@ export class SftpTransport implements Transport {
     this.retries = opts.retries ?? 5;
     this.knownHostsFile = opts.knownHosts ?? join(homedir(), '.ssh', 'known_hosts');
     this.timeoutMs = opts.timeoutMs ?? 30_000;
+    opts.signal?.addEventListener('abort', () => this.dropAll(), { once: true });
   }
 
   private path(key: string): string {
@@ -130,6 +133,8 @@ export class SftpTransport implements Transport {
     let current: Promise<Session>;
     current = (async () => {
       const sock = netConnect({ host: this.loc.host, port: this.loc.port });
+      this.sockets.add(sock);
+      sock.once('close', () => this.sockets.delete(sock));
       sock.setNoDelay(true);
       try {
         await once(sock, 'connect', { signal: AbortSignal.timeout(this.timeoutMs) });
@@ -201,7 +206,16 @@ export class SftpTransport implements Transport {
     return this.sess().then((s) => s.sftp);
   }
 
+  /** Every socket this transport opened and that is still open. */
+  private readonly sockets = new Set<Socket>();
+
+  private dropAll(): void {
+    for (const s of this.sockets) s.destroy();
+    this.session = undefined;
+  }
+
   private sess(): Promise<Session> {
+    if (this.opts.signal?.aborted) return Promise.reject(new TarportError('ABORTED', `${this.location}: stopped`, { retryable: false }));
     if (!this.session) {
       const s = this.connectOnce();
       this.session = s;

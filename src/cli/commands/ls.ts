@@ -21,7 +21,7 @@ export interface ListedRelease {
 }
 
 export async function lsCommand(ctx: Context, url: string, flags: LsFlags): Promise<number> {
-  const repo = await openRepository(url, 'URL', flags);
+  const repo = await openRepository(url, 'URL', flags, ctx.signal);
   const rows: ListedRelease[] = [];
   try {
     const catalog = (await repo.readCatalog(ctx.signal))?.catalog;

@@ -11,7 +11,7 @@ export interface CheckFlags extends ConnectionFlags {
 /** `tarport check URL`: every record, signature and object digest; exit 3 on any fault. */
 export async function checkCommand(ctx: Context, url: string, flags: CheckFlags): Promise<number> {
   const trust = flags.trust?.length ? await loadTrustedKeys(flags.trust) : undefined;
-  const repo = await openRepository(url, 'URL', flags);
+  const repo = await openRepository(url, 'URL', flags, ctx.signal);
   try {
     const r = await checkRepository(repo, {
       signal: ctx.signal,
@@ -37,7 +37,7 @@ export async function gcCommand(ctx: Context, url: string, flags: GcFlags): Prom
   const keep = Number(flags.keep);
   if (flags.keep === undefined || !Number.isInteger(keep) || keep < 1) throw new TarportError('USAGE', `--keep ${JSON.stringify(flags.keep ?? '')}: how many versions per tag to keep, 1 or more`);
   const graceMs = parseDuration(flags.grace ?? '1h', '--grace');
-  const repo = await openRepository(url, 'URL', flags);
+  const repo = await openRepository(url, 'URL', flags, ctx.signal);
   try {
     const r = await collectGarbage(repo, { keep, dryRun: flags.dryRun ?? false, graceMs, signal: ctx.signal });
     const verb = flags.dryRun ? 'would remove' : 'removed';

@@ -49,7 +49,7 @@ async function consumerOptions(names: string[], flags: PullFlags) {
 
 export async function pullCommand(ctx: Context, names: string[], flags: PullFlags): Promise<number> {
   const options = await consumerOptions(names, flags);
-  const repo = await openRepository(flags.from, '--from', flags);
+  const repo = await openRepository(flags.from, '--from', flags, ctx.signal);
   try {
     const r = await pull(repo, new DockerClient(), {
       ...options,
@@ -79,7 +79,7 @@ export async function pollCommand(ctx: Context, names: string[], flags: PollFlag
   const options = await consumerOptions(names, flags);
   const intervalMs = parseDuration(flags.interval ?? '60s', '--interval');
   if (intervalMs < 100) throw new TarportError('USAGE', `--interval ${flags.interval}: at least 100ms`);
-  const repo = await openRepository(flags.from, '--from', flags);
+  const repo = await openRepository(flags.from, '--from', flags, ctx.signal);
   const print = await eventPrinter(ctx.out.json, ctx.out.quiet, describe, pollLevel);
   try {
     await poll(repo, new DockerClient(), { ...options, intervalMs, signal: ctx.signal, onEvent: print });

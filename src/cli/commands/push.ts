@@ -29,7 +29,7 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
   if (name && archives.length > 1) throw new TarportError('USAGE', '--name applies to one archive; push the others separately');
   const sign = await signerFrom(flags);
   const encryptTo = flags.encryptTo?.length ? await loadRecipients(flags.encryptTo) : undefined;
-  const repo = await openRepository(flags.to, '--to', flags);
+  const repo = await openRepository(flags.to, '--to', flags, ctx.signal);
   const results: PublishResult[] = [];
   const failures: { archive: string; error: unknown }[] = [];
   let code = 0;

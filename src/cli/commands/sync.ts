@@ -35,8 +35,8 @@ export async function syncCommand(ctx: Context, srcUrl: string, dstUrl: string, 
     throw new TarportError('BAD_INPUT', `--have ${flags.have}: ${(e as Error).message}`);
   }), flags.have) : undefined;
   const sign = await signerFrom(flags);
-  const src = await openRepository(srcUrl, 'SRC', flags);
-  const dst = await openRepository(dstUrl, 'DST', flags);
+  const src = await openRepository(srcUrl, 'SRC', flags, ctx.signal);
+  const dst = await openRepository(dstUrl, 'DST', flags, ctx.signal);
   // a person at a terminal gets a progress bar instead of a line per object; logs keep the lines
   const bar = process.stderr.isTTY && !ctx.out.quiet ? await progressBar() : undefined;
   try {
@@ -101,7 +101,7 @@ export async function inventoryCommand(ctx: Context, flags: InventoryFlags): Pro
     const state = await new StateStore(flags.state ?? defaultStateDir()).read();
     for (const byRef of Object.values(state.loaded)) for (const [ref, l] of Object.entries(byRef)) (inv.releases[ref] ??= []).push(l.digest);
   } else {
-    const repo = await openRepository(flags.repo, '--repo', flags);
+    const repo = await openRepository(flags.repo, '--repo', flags, ctx.signal);
     inv.source = repo.location;
     try {
       for await (const o of repo.transport.list(BLOBS_FOLDER, ctx.signal)) if (!o.isDir && /^[0-9a-f]{64}$/.test(o.name)) inv.objects.push(`sha256:${o.name}`);

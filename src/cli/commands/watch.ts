@@ -29,7 +29,7 @@ export async function watchCommand(ctx: Context, dirArg: string, flags: WatchFla
   const giveUpMs = parseDuration(flags.giveUp ?? '10m', '--give-up');
   const sign = await signerFrom(flags);
   const encryptTo = flags.encryptTo?.length ? await loadRecipients(flags.encryptTo) : undefined;
-  const repo = await openRepository(flags.to, '--to', flags);
+  const repo = await openRepository(flags.to, '--to', flags, ctx.signal);
   const print = await eventPrinter(ctx.out.json, ctx.out.quiet, describeWatch, watchLevel);
   try {
     const summary = await watchFolder({
