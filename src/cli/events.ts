@@ -25,7 +25,7 @@ export async function eventPrinter<E extends { kind: string }>(json: boolean, qu
 
 export function pollLevel(e: PollEvent): Level {
   if (e.kind === 'refused' || e.kind === 'poll-failed') return 'error';
-  if (e.kind === 'warning' || (e.kind === 'hook' && !e.ok)) return 'warn';
+  if (e.kind === 'warning' || e.kind === 'retrying' || e.kind === 'skipping' || (e.kind === 'hook' && !e.ok)) return 'warn';
   return e.kind === 'idle' ? 'debug' : 'info';
 }
 
@@ -48,7 +48,11 @@ export function describe(e: PollEvent): string {
     case 'idle':
       return 'nothing new';
     case 'poll-failed':
-      return `poll failed: ${e.message}; trying again at the next interval`;
+      return `poll failed: ${e.message}; trying again in ${e.retryInMs / 1000} s`;
+    case 'skipping':
+      return `skipping ${e.ref} (${e.code}): refused for integrity or trust; tried again when the catalog offers another record for it`;
+    case 'retrying':
+      return `retrying ${e.ref} in ${e.retryInMs / 1000} s: ${e.message} (${e.code}: transient, not skipped)`;
     case 'stopped':
       return 'stopped';
   }

@@ -3,7 +3,7 @@ import { Readable, Writable } from 'node:stream';
 import { decompressor, prewarmDecompressors, releaseDecompressors, threadedDecompressor, writeLoadArchive, type LoadFile } from '../archive/index.js';
 import { Digester, decryptStream, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
 import { chainIds, type DockerApi, type ImageStore } from '../docker/index.js';
-import { TarportError } from '../errors.js';
+import { isRefusalCode, TarportError } from '../errors.js';
 import { CATALOG_KEY, recordKey, type Catalog, type CatalogEntry, type ReleaseRecord, type Repository } from '../repo/index.js';
 import { ObjectCache } from './cache.js';
 import { StateStore, type State } from './state.js';
@@ -166,7 +166,9 @@ async function pullLocked(repo: Repository, docker: DockerApi, store: StateStore
     }
   }
   state.catalogSequence[loc] = Math.max(seen, catalog.sequence);
-  state.catalogStat[loc] = stat;
+  // a release that failed for a transient reason must be tried again: a cheap poll that saw this
+  // stat would take the catalog as handled
+  if (result.refused.every((f) => isRefusalCode(f.code))) state.catalogStat[loc] = stat;
   await store.write(state);
   if (failure && opts.throwOnRefused !== false) throw failure;
   return result;
