@@ -28,6 +28,26 @@ export interface FtpOptions {
   readonly onResume?: (at: number) => void;
 }
 
+/** Node's codes for a certificate that could not be verified (OpenSSL's X509 errors, and the name check). */
+const TLS_TRUST_CODES: ReadonlySet<string> = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_REVOKED',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_SIGNATURE_FAILURE',
+  'INVALID_CA',
+  'INVALID_PURPOSE',
+  'PATH_LENGTH_EXCEEDED',
+  'HOSTNAME_MISMATCH',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
 type FtpLocation = Exclude<Location, { kind: 'file' }> & { kind: 'ftp' | 'ftps' };
 
 /** FTP and FTPS (explicit TLS, certificate verified) on basic-ftp, with a small connection pool. */
@@ -135,7 +155,7 @@ export class FtpTransport implements Transport {
     }
     const sys = (e as NodeJS.ErrnoException | undefined)?.code ?? '';
     const msg = messageOf(e);
-    if (/certificate|self[- ]signed|unable to verify|altnames|CERT_/i.test(msg + sys)) {
+    if (TLS_TRUST_CODES.has(sys)) {
       return new TarportError('UNTRUSTED', `${where}: the server's TLS certificate is not trusted (${msg}); give its CA with --ca FILE`, { cause: e, retryable: false });
     }
     if (sys === 'ERR_SSL_WRONG_VERSION_NUMBER') {

@@ -72,7 +72,9 @@ function stalled(what: string, ms: number): TarportError {
 const CHUNK = 64 << 10; // below every server's packet limit (OpenSSH: 255 KiB)
 const DEPTH = 32; // requests in flight per transfer: 2 MiB, enough to fill a fast link
 
-const NO_SUCH_FILE = 2;
+/** SFTP status codes (draft-ietf-secsh-filexfer; 14 and 15 from version 5 on). */
+const SFTP_STATUS = { NO_SUCH_FILE: 2, PERMISSION_DENIED: 3, FAILURE: 4, BAD_MESSAGE: 5, NO_CONNECTION: 6, CONNECTION_LOST: 7, OP_UNSUPPORTED: 8, NO_SPACE: 14, QUOTA_EXCEEDED: 15 } as const;
+const NO_SUCH_FILE = SFTP_STATUS.NO_SUCH_FILE;
 
 function sftpCode(e: unknown): number | undefined {
   return (e as { code?: number } | undefined)?.code;
@@ -235,10 +237,12 @@ export class SftpTransport implements Transport {
     if (level === 'client-authentication') return new TarportError('IO', `${where}: login refused (${msg}); check the user, --identity, or TARPORT_PASSWORD`, { cause: e, retryable: false });
     if (sys === 'ECONNREFUSED' || sys === 'EHOSTUNREACH' || sys === 'ENOTFOUND') return new TarportError('CONNECTION', `${where}: cannot reach the server (${sys}); is it up, and are host and port right?`, { cause: e });
     const code = sftpCode(e);
-    if (code === 3) return new TarportError('IO', `${where}: permission denied; check that the user may write there`, { cause: e, retryable: false });
-    if (code === NO_SUCH_FILE) return new TarportError('NOT_FOUND', `${where}: not found`, { cause: e, retryable: false });
-    if (/no space|quota/i.test(msg)) return new TarportError('IO', `${where}: no space left on the server (${msg}); free space, then run again`, { cause: e, retryable: false });
-    if (code === 4) return new TarportError('IO', `${where}: the server refused (${msg})`, { cause: e, retryable: false });
+    if (code === SFTP_STATUS.PERMISSION_DENIED) return new TarportError('IO', `${where}: permission denied; check that the user may write there`, { cause: e, retryable: false });
+    if (code === SFTP_STATUS.NO_SUCH_FILE) return new TarportError('NOT_FOUND', `${where}: not found`, { cause: e, retryable: false });
+    if (code === SFTP_STATUS.NO_SPACE || code === SFTP_STATUS.QUOTA_EXCEEDED) return new TarportError('IO', `${where}: no space left on the server (${msg}); free space, then run again`, { cause: e, retryable: false });
+    // SFTP version 3 (OpenSSH) has no status for a full disk or a quota: it answers FAILURE
+    if (code === SFTP_STATUS.FAILURE) return new TarportError('IO', `${where}: the server refused (${msg}); a full disk or a quota is reported this way too`, { cause: e, retryable: false });
+    if (code === SFTP_STATUS.OP_UNSUPPORTED || code === SFTP_STATUS.BAD_MESSAGE) return new TarportError('IO', `${where}: the server cannot do this (${msg})`, { cause: e, retryable: false });
     return new TarportError('CONNECTION', `${where}: ${msg}`, { cause: e });
   }
 
