@@ -1,6 +1,6 @@
 import type { PollEvent } from '../consumer/index.js';
 import type { WatchEvent } from '../producer/index.js';
-import { humanBytes } from './output.js';
+import { forTerminal, humanBytes } from './output.js';
 
 type Level = 'debug' | 'info' | 'warn' | 'error';
 
@@ -19,7 +19,7 @@ export async function eventPrinter<E extends { kind: string }>(json: boolean, qu
   return (e) => {
     const level = levelOf(e);
     if (level === 'debug' || (quiet && level === 'info')) return;
-    process.stderr.write(text(e) + '\n');
+    process.stderr.write(forTerminal(text(e)) + '\n');
   };
 }
 

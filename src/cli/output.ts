@@ -1,6 +1,15 @@
 import { TarportError, type ErrorCode } from '../errors.js';
 import { maskLocationString } from '../transport/index.js';
 
+/**
+ * Names read from a repository (folders, tags, messages quoting them) reach the terminal: control
+ * characters in them (escape sequences that move the cursor, retitle the window, or hide text) are
+ * shown as \xNN instead of acting. Newlines and tabs of tarport's own messages stay.
+ */
+export function forTerminal(s: string): string {
+  return s.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
 /** Exit codes (CLI.md). */
 export const EXIT = { ok: 0, failed: 1, usage: 2, trust: 3 } as const;
 
@@ -29,11 +38,11 @@ export class Output {
   ) {}
 
   info(line: string): void {
-    if (!this.quiet) process.stderr.write(line + '\n');
+    if (!this.quiet) process.stderr.write(forTerminal(line) + '\n');
   }
 
   warn(line: string): void {
-    process.stderr.write(`tarport: warning: ${line}\n`);
+    process.stderr.write(`tarport: warning: ${forTerminal(line)}\n`);
   }
 
   document(doc: unknown): void {
@@ -47,7 +56,7 @@ export class Output {
         ? e
         : new TarportError('INTERNAL', `internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
     const message = maskLocationString(err.message);
-    process.stderr.write(`tarport: error: ${message}\n`);
+    process.stderr.write(`tarport: error: ${forTerminal(message)}\n`);
     if (this.json) process.stdout.write(JSON.stringify({ error: { code: err.code, message } }) + '\n');
     return exitCodeOf(err.code);
   }

@@ -67,5 +67,6 @@ export function formatLocation(loc: Location): string {
 
 /** Removes any password from a URL-like string before it is printed. */
 export function maskLocationString(s: string): string {
-  return s.replace(/^([a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^:@/]*):[^@/]*@/, '$1:***@');
+  // up to the last '@': a password may hold '/' and '@' itself (masking part of a path is harmless)
+  return s.replace(/^([a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^:@/]*):.*@/, '$1:***@');
 }
