@@ -33,6 +33,17 @@ export class TarportError extends Error {
   }
 }
 
+/**
+ * Refusals: what the repository holds is wrong or untrusted (exit 3). Trying again cannot help until
+ * it changes, so an agent skips such a release until its record changes; every other failure (a
+ * daemon or server that is down, a network fault) is transient and tried again.
+ */
+const REFUSALS: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['DIGEST_MISMATCH', 'INTEGRITY', 'UNTRUSTED', 'ROLLBACK', 'EXPIRED']);
+
+export function isRefusalCode(code: string): boolean {
+  return REFUSALS.has(code as ErrorCode);
+}
+
 export function isTarportError(e: unknown, code?: ErrorCode): e is TarportError {
   return e instanceof TarportError && (code === undefined || e.code === code);
 }

@@ -16,18 +16,18 @@ _tarport() {
   esac
   if [[ -n $subs && $cmd != *" "* ]]; then COMPREPLY=($(compgen -W "$subs" -- "$cur")); return; fi
   case "$cmd" in
-    "push") flags="--password-file --ca --identity --known-hosts --connections --to --name --compress --catalog-ttl --sign-key --sign-key-passphrase-file --encrypt-to --metrics-file --help --version -V --config --json --quiet -q --help" ;;
-    "watch") flags="--password-file --ca --identity --known-hosts --connections --to --name --compress --catalog-ttl --sign-key --sign-key-passphrase-file --encrypt-to --metrics-file --once --settle --give-up --name-map --remove-done --metrics-listen --help --version -V --config --json --quiet -q --help" ;;
-    "pull") flags="--password-file --ca --identity --known-hosts --connections --from --state --allow-expired --hook --keep-images --trust --decrypt-key --allow-unencrypted --runtime --containerd-socket --namespace --snapshotter --podman-socket --metrics-file --fetch-only --help --version -V --config --json --quiet -q --help" ;;
-    "poll") flags="--password-file --ca --identity --known-hosts --connections --from --state --allow-expired --hook --keep-images --trust --decrypt-key --allow-unencrypted --runtime --containerd-socket --namespace --snapshotter --podman-socket --metrics-file --interval --metrics-listen --help --version -V --config --json --quiet -q --help" ;;
-    "ls") flags="--password-file --ca --identity --known-hosts --connections --latest --help --version -V --config --json --quiet -q --help" ;;
-    "log") flags="--password-file --ca --identity --known-hosts --connections --from --help --version -V --config --json --quiet -q --help" ;;
-    "sync") flags="--password-file --ca --identity --known-hosts --connections --only --have --sign-key --sign-key-passphrase-file --catalog-ttl --max-file-size --with-tool --help --version -V --config --json --quiet -q --help" ;;
-    "inventory") flags="--password-file --ca --identity --known-hosts --connections --docker --from --repo --output -o --state --help --version -V --config --json --quiet -q --help" ;;
-    "check") flags="--password-file --ca --identity --known-hosts --connections --trust --help --version -V --config --json --quiet -q --help" ;;
-    "gc") flags="--password-file --ca --identity --known-hosts --connections --keep --dry-run --grace --help --version -V --config --json --quiet -q --help" ;;
-    "init") flags="--password-file --ca --identity --known-hosts --connections --help --version -V --config --json --quiet -q --help" ;;
-    "repair") flags="--password-file --ca --identity --known-hosts --connections --sign-key --sign-key-passphrase-file --catalog-ttl --help --version -V --config --json --quiet -q --help" ;;
+    "push") flags="--password-file --ca --identity --known-hosts --connections --idle-timeout --to --name --compress --catalog-ttl --sign-key --sign-key-passphrase-file --encrypt-to --metrics-file --help --version -V --config --json --quiet -q --help" ;;
+    "watch") flags="--password-file --ca --identity --known-hosts --connections --idle-timeout --to --name --compress --catalog-ttl --sign-key --sign-key-passphrase-file --encrypt-to --metrics-file --once --settle --give-up --name-map --remove-done --metrics-listen --help --version -V --config --json --quiet -q --help" ;;
+    "pull") flags="--password-file --ca --identity --known-hosts --connections --idle-timeout --from --state --allow-expired --hook --keep-images --trust --decrypt-key --allow-unencrypted --runtime --containerd-socket --namespace --snapshotter --podman-socket --metrics-file --fetch-only --help --version -V --config --json --quiet -q --help" ;;
+    "poll") flags="--password-file --ca --identity --known-hosts --connections --idle-timeout --from --state --allow-expired --hook --keep-images --trust --decrypt-key --allow-unencrypted --runtime --containerd-socket --namespace --snapshotter --podman-socket --metrics-file --interval --metrics-listen --help --version -V --config --json --quiet -q --help" ;;
+    "ls") flags="--password-file --ca --identity --known-hosts --connections --idle-timeout --latest --help --version -V --config --json --quiet -q --help" ;;
+    "log") flags="--password-file --ca --identity --known-hosts --connections --idle-timeout --from --help --version -V --config --json --quiet -q --help" ;;
+    "sync") flags="--password-file --ca --identity --known-hosts --connections --idle-timeout --only --have --sign-key --sign-key-passphrase-file --catalog-ttl --max-file-size --with-tool --help --version -V --config --json --quiet -q --help" ;;
+    "inventory") flags="--password-file --ca --identity --known-hosts --connections --idle-timeout --docker --from --repo --output -o --state --help --version -V --config --json --quiet -q --help" ;;
+    "check") flags="--password-file --ca --identity --known-hosts --connections --idle-timeout --trust --help --version -V --config --json --quiet -q --help" ;;
+    "gc") flags="--password-file --ca --identity --known-hosts --connections --idle-timeout --keep --dry-run --grace --help --version -V --config --json --quiet -q --help" ;;
+    "init") flags="--password-file --ca --identity --known-hosts --connections --idle-timeout --help --version -V --config --json --quiet -q --help" ;;
+    "repair") flags="--password-file --ca --identity --known-hosts --connections --idle-timeout --sign-key --sign-key-passphrase-file --catalog-ttl --help --version -V --config --json --quiet -q --help" ;;
     "keys generate") flags="--uid --out --type --passphrase-file --help --version -V --config --json --quiet -q --help" ;;
     "demo") flags="--archive --repo-dir --repo --state --help --version -V --config --json --quiet -q --help" ;;
   esac

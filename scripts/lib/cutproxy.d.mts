@@ -13,7 +13,15 @@ export declare class CuttingProxy {
   /** EPSV commands refused (refuseEpsv), PASV commands passed on. */
   epsvRefused: number;
   pasv: number;
-  constructor(target: { host: string; port: number }, cutAt: number[], mode: 'ftp' | 'stream', opts?: { refuseEpsv?: boolean });
+  /** The time (ms since the epoch) of each stall (stallAt, stallAll). */
+  stalls: number[];
+  /**
+   * stallAt: where the carried bytes cross one of these, the connection goes silent instead of
+   * being cut (both sockets stay open, nothing is forwarded), as a dead NAT entry leaves it.
+   */
+  constructor(target: { host: string; port: number }, cutAt: number[], mode: 'ftp' | 'stream', opts?: { refuseEpsv?: boolean; stallAt?: number[] });
+  /** Every connection open now goes silent. */
+  stallAll(): void;
   start(): Promise<this>;
   /** The server "goes down": the listener closes and every connection drops. */
   pause(): Promise<void>;

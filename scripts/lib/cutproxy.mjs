@@ -32,14 +32,22 @@ export class CuttingProxy {
    * @param {{ host: string, port: number }} target
    * @param {number[]} cutAt
    * @param {'ftp' | 'stream'} mode
-   * @param {{ refuseEpsv?: boolean }} [opts] refuseEpsv: answer EPSV with 500 itself, as servers
-   *   without EPSV do (ftp mode), so that clients must fall back to PASV
+   * @param {{ refuseEpsv?: boolean, stallAt?: number[] }} [opts] refuseEpsv: answer EPSV with 500
+   *   itself, as servers without EPSV do (ftp mode), so that clients must fall back to PASV.
+   *   stallAt: where the carried bytes cross one of these, the connection goes silent instead of
+   *   being cut (both sockets stay open, nothing more is forwarded either way), as a dead NAT entry
+   *   or a hung server leaves it; `stalls` holds the time of each
    */
   constructor(target, cutAt, mode, opts = {}) {
     this.target = target;
     this.cutAt = cutAt;
     this.mode = mode;
     this.refuseEpsv = opts.refuseEpsv ?? false;
+    this.stallAt = opts.stallAt ?? [];
+    /** @type {number[]} Date.now() of each stall */
+    this.stalls = [];
+    /** every connection open now is silent (stallAll) */
+    this.silenced = new WeakSet();
     /** EPSV commands refused, PASV commands passed on */
     this.epsvRefused = 0;
     this.pasv = 0;
@@ -54,6 +62,7 @@ export class CuttingProxy {
         this.pipeCounting(upstream, client);
       } else {
         eachLine(client, (line) => {
+          if (this.silenced.has(client)) return;
           if (/^PASV\b/i.test(line)) this.pasv++;
           if (this.refuseEpsv && /^EPSV\b/i.test(line)) {
             this.epsvRefused++;
@@ -64,9 +73,15 @@ export class CuttingProxy {
             });
           } else upstream.write(Buffer.from(line, 'latin1'));
         });
-        client.on('end', () => upstream.end());
-        eachLine(upstream, (line) => void this.rewrite(line).then((l) => client.write(Buffer.from(l, 'latin1'))));
-        upstream.on('end', () => client.end());
+        client.on('end', () => {
+          if (!this.silenced.has(client)) upstream.end();
+        });
+        eachLine(upstream, (line) => {
+          if (!this.silenced.has(upstream)) void this.rewrite(line).then((l) => client.write(Buffer.from(l, 'latin1')));
+        });
+        upstream.on('end', () => {
+          if (!this.silenced.has(upstream)) client.end();
+        });
       }
     });
     return this;
@@ -96,8 +111,16 @@ export class CuttingProxy {
   /** @param {import('node:net').Socket} from @param {import('node:net').Socket} to */
   pipeCounting(from, to) {
     from.on('data', (d) => {
+      if (this.silenced.has(from)) return; // stalled: what arrives is swallowed, nothing answers
       const before = this.bytes;
       this.bytes += d.length;
+      const stall = this.stallAt.find((c) => before < c && this.bytes >= c);
+      if (stall !== undefined) {
+        to.write(d.subarray(0, stall - before));
+        this.stalls.push(Date.now());
+        this.silence(from, to);
+        return;
+      }
       const cut = this.cutAt.find((c) => before < c && this.bytes >= c);
       if (cut !== undefined) {
         this.cuts++;
@@ -112,7 +135,24 @@ export class CuttingProxy {
         to.once('drain', () => from.resume());
       }
     });
-    from.on('end', () => to.end());
+    from.on('end', () => {
+      if (!this.silenced.has(from)) to.end();
+    });
+  }
+
+  /** Both sockets stay open and nothing more crosses, either way. @param {import('node:net').Socket[]} s */
+  silence(...s) {
+    for (const x of s) {
+      this.silenced.add(x);
+      // read nothing more: the sender's buffers fill and its writes wait, as on a real silent link
+      x.pause();
+    }
+  }
+
+  /** Every connection open now goes silent (control and data); new ones work. */
+  stallAll() {
+    this.stalls.push(Date.now());
+    this.silence(...this.sockets);
   }
 
   /** @param {import('node:net').Socket[]} s */

@@ -21,6 +21,7 @@ export interface ConnectionFlags {
   identity?: string;
   knownHosts?: string;
   connections?: string;
+  idleTimeout?: string;
 }
 
 /** The password: TARPORT_PASSWORD or --password-file, never argv (CLI.md). */
@@ -46,8 +47,14 @@ export async function transportOptions(flags: ConnectionFlags): Promise<Transpor
   const httpsProxy = env.HTTPS_PROXY ?? env.https_proxy;
   const httpProxy = env.HTTP_PROXY ?? env.http_proxy;
   const noProxy = env.NO_PROXY ?? env.no_proxy;
+  let idleTimeoutMs: number | undefined;
+  if (flags.idleTimeout !== undefined) {
+    idleTimeoutMs = parseDuration(flags.idleTimeout, '--idle-timeout');
+    if (!(idleTimeoutMs >= 100 && idleTimeoutMs <= 3_600_000)) throw new TarportError('USAGE', `--idle-timeout ${JSON.stringify(flags.idleTimeout)}: between 100ms and 1h`);
+  }
   return {
     ...(httpsProxy || httpProxy ? { proxy: { ...(httpsProxy ? { httpsProxy } : {}), ...(httpProxy ? { httpProxy } : {}), ...(noProxy ? { noProxy } : {}) } } : {}),
+    ...(idleTimeoutMs !== undefined ? { idleTimeoutMs } : {}),
     ...(password !== undefined ? { password } : {}),
     ...(flags.ca ? { ca: flags.ca } : {}),
     ...(flags.identity ? { identity: flags.identity } : {}),
@@ -58,13 +65,14 @@ export async function transportOptions(flags: ConnectionFlags): Promise<Transpor
 
 /**
  * Opens a repository; its transport counts requests and bytes for the --json report. A command that
- * writes (`access: 'write'`) is refused before it starts when the location is read-only (a web mirror).
+ * writes (`write: true`) is refused before it starts when the location is read-only (a web mirror).
+ * `signal` (the command's: SIGTERM, SIGINT) drops every connection at once when it fires.
  */
-export async function openRepository(url: string | undefined, flag: string, flags: ConnectionFlags = {}, access: 'read' | 'write' = 'read'): Promise<Repository & { counters: TransportCounters; beside: Transport }> {
+export async function openRepository(url: string | undefined, flag: string, flags: ConnectionFlags = {}, opts: { write?: boolean; signal?: AbortSignal } = {}): Promise<Repository & { counters: TransportCounters; beside: Transport }> {
   if (!url) throw new TarportError('USAGE', `no repository given: pass ${flag} URL (a path, file://, ftp://, ftps://, sftp://, http:// or https://)`);
   const loc = parseLocation(url);
-  const transport = await openTransport(loc, await transportOptions(flags));
-  if (access === 'write' && transport.capabilities.readOnly) {
+  const transport = await openTransport(loc, { ...(await transportOptions(flags)), ...(opts.signal ? { signal: opts.signal } : {}) });
+  if (opts.write && transport.capabilities.readOnly) {
     await transport.close();
     throw new TarportError('USAGE', `${flag} ${transport.location}: ${loc.kind}:// locations are read-only (a web mirror serves what an origin publishes); write to the origin instead`);
   }

@@ -1,6 +1,6 @@
 import type { PollEvent } from '../consumer/index.js';
 import type { WatchEvent } from '../producer/index.js';
-import { humanBytes, styleLine, type Level, type LineStyle, type Output } from './output.js';
+import { forTerminal, humanBytes, styleLine, type Level, type LineStyle, type Output } from './output.js';
 
 /** The first line an agent logs: what runs, against what, how often, for what. */
 export interface StartEvent {
@@ -39,13 +39,13 @@ export async function eventPrinter<E extends { kind: string }>(out: Output, text
   return (e) => {
     const level = levelOfAny(e);
     if (level === 'debug' || (out.quiet && level === 'info')) return;
-    process.stderr.write(styleLine(out.style as LineStyle, level, textOf(e)));
+    process.stderr.write(styleLine(out.style as LineStyle, level, forTerminal(textOf(e))));
   };
 }
 
 export function pollLevel(e: PollEvent): Level {
   if (e.kind === 'refused' || e.kind === 'poll-failed') return 'error';
-  if (e.kind === 'warning' || (e.kind === 'hook' && !e.ok)) return 'warn';
+  if (e.kind === 'warning' || e.kind === 'retrying' || e.kind === 'skipping' || (e.kind === 'hook' && !e.ok)) return 'warn';
   return e.kind === 'idle' ? 'debug' : 'info';
 }
 
@@ -70,7 +70,11 @@ export function describe(e: PollEvent): string {
     case 'idle':
       return 'nothing new';
     case 'poll-failed':
-      return `poll failed: ${e.message}; trying again at the next interval`;
+      return `poll failed: ${e.message}; trying again in ${e.retryInMs / 1000} s`;
+    case 'skipping':
+      return `skipping ${e.ref} (${e.code}): refused for integrity or trust; tried again when the catalog offers another record for it`;
+    case 'retrying':
+      return `retrying ${e.ref} in ${e.retryInMs / 1000} s: ${e.message} (${e.code}: transient, not skipped)`;
     case 'stopped':
       return 'stopped';
   }

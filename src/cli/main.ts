@@ -1,3 +1,4 @@
+import { constants as osConstants } from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
 import { TarportError } from '../errors.js';
 import { VERSION } from '../version.js';
@@ -22,7 +23,8 @@ function withConnection(cmd: Command): Command {
     .addOption(opt('--ca <file>', 'PEM file of a private CA that signed the FTPS server certificate'))
     .addOption(opt('--identity <file>', 'SFTP private key (default ~/.ssh/id_ed25519, id_ecdsa or id_rsa)'))
     .addOption(opt('--known-hosts <file>', 'SFTP known_hosts file that must list the server key (default ~/.ssh/known_hosts)'))
-    .addOption(opt('--connections <n>', 'transfers at once on FTP/FTPS (default 2)'));
+    .addOption(opt('--connections <n>', 'transfers at once on FTP/FTPS (default 2)'))
+    .addOption(opt('--idle-timeout <duration>', 'a connection silent this long while an answer or data is due counts as stalled: it is dropped and the transfer resumes on a new one').default('30s'));
 }
 
 function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): Command {
@@ -195,13 +197,23 @@ function jsonWanted(argv: string[]): boolean {
   }
 }
 
+/** The exit code of a command a signal stopped: 128 + the signal's number, as a shell reports it. */
+export function interruptedExitCode(sig: NodeJS.Signals): number {
+  return 128 + (osConstants.signals[sig] ?? 0);
+}
+
 export async function main(argv: string[]): Promise<number> {
   let code: number = EXIT.ok;
   let out: Output | undefined;
   const abort = new AbortController();
-  const onSignal = () => abort.abort(new TarportError('ABORTED', 'interrupted'));
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  let signalled: NodeJS.Signals | undefined;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (signalled) return; // a second signal: bin/tarport.js ends the process at once
+    signalled = sig;
+    abort.abort(new TarportError('ABORTED', `interrupted by ${sig}`, { retryable: false }));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
 
   let program: Command;
   const run = async (fn: (ctx: Context) => Promise<number>) => {
@@ -231,7 +243,11 @@ export async function main(argv: string[]): Promise<number> {
       return EXIT.usage;
     }
     out ??= new Output(program.opts<{ json?: boolean }>().json ?? jsonWanted(argv));
-    code = out.error(e);
+    if (signalled && abort.signal.aborted) {
+      // an interrupted command: what it left is as a crash leaves it (invisible, resumable)
+      out.error(new TarportError('ABORTED', `interrupted by ${signalled}: stopped; nothing half-done is visible, and the next run resumes`));
+      code = interruptedExitCode(signalled);
+    } else code = out.error(e);
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

@@ -39,6 +39,15 @@ export function styleLine(style: LineStyle, level: Level, text: string, now = ne
   return text.split('\n').map((l) => prefix + l + '\n').join('');
 }
 
+/**
+ * Names read from a repository (folders, tags, messages quoting them) reach the terminal: control
+ * characters in them (escape sequences that move the cursor, retitle the window, or hide text) are
+ * shown as \xNN instead of acting. Newlines and tabs of tarport's own messages stay.
+ */
+export function forTerminal(s: string): string {
+  return s.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
 /** Exit codes (CLI.md). */
 export const EXIT = { ok: 0, failed: 1, usage: 2, trust: 3 } as const;
 
@@ -87,7 +96,7 @@ export class Output {
   /** A message on stderr, marked as its style asks. */
   line(level: Level, text: string): void {
     if (this.quiet && (level === 'info' || level === 'debug')) return;
-    process.stderr.write(styleLine(this.style, level, text));
+    process.stderr.write(styleLine(this.style, level, forTerminal(text)));
   }
 
   info(line: string): void {

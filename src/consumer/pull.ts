@@ -3,7 +3,7 @@ import { Writable } from 'node:stream';
 import { decompressor, ociBlobPath, prewarmDecompressors, releaseDecompressors, threadedDecompressor, writeLoadArchive, writeOciLoadArchive, type LoadFile } from '../archive/index.js';
 import { Digester, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
 import { formatPlatform, type ImageName, type LoadPlan, type Platform, type Runtime } from '../runtime/index.js';
-import { TarportError } from '../errors.js';
+import { isRefusalCode, TarportError } from '../errors.js';
 import { MAX_SMALL_BLOB_BYTES, familiarName, qualifiedName, sameName, type Catalog, type CatalogEntry, type PinnedRecord, type ReleaseRecord, type Repository } from '../repo/index.js';
 import { ObjectCache } from './cache.js';
 import { checkEncrypted, decryptConfig, openLayer } from './encryption.js';
@@ -200,8 +200,9 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
   // that objects prefetched for later releases, and those of a release that failed, stay
   if (anyThin && result.refused.length === 0) await cache.prune(new Set());
   state.catalogSequence[key] = Math.max(seen, catalog.sequence);
-  // a prefetch loads nothing: the next poll must not take an unchanged catalog for done
-  if (!opts.fetchOnly) state.catalogStat[loc] = stat;
+  // a prefetch loads nothing, and a release that failed for a transient reason must be tried again:
+  // in both cases a cheap poll that saw this stat would take the catalog as handled
+  if (!opts.fetchOnly && result.refused.every((f) => isRefusalCode(f.code))) state.catalogStat[loc] = stat;
   await store.write(state);
   if (failure && opts.throwOnRefused !== false) throw failure;
   return result;

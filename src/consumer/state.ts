@@ -1,6 +1,6 @@
-import { randomUUID } from 'node:crypto';
-import { link, mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { link, mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import { TarportError, wrapSystemError } from '../errors.js';
 
@@ -76,60 +76,127 @@ export class StateStore {
 
   /**
    * Takes the state directory's lock (one run per host and state). Waits up to `waitMs` for a run
-   * that holds it; a lock left by a dead process is taken over.
+   * that holds it; a lock left by a dead process is taken over. See takeLock for why no two runs can
+   * ever hold it at once.
    */
   async lock(waitMs: number): Promise<() => Promise<void>> {
     await mkdir(this.dir, { recursive: true }).catch((e: unknown) => {
       throw wrapSystemError(e, `create state folder ${this.dir}`);
     });
-    const p = join(this.dir, 'lock');
-    const deadline = Date.now() + waitMs;
-    for (;;) {
-      // the lock appears with its pid in it (a link of a written file): an empty lock file would
-      // look stale to another run in the moment between creating and writing it
-      const mine = `${p}.new-${process.pid}-${randomUUID()}`;
-      try {
-        await writeFile(mine, `${process.pid}\n`);
-        await link(mine, p);
-        return async () => {
-          await rm(p, { force: true });
-        };
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw wrapSystemError(e, `take lock ${p}`);
-      } finally {
-        await rm(mine, { force: true });
-      }
-      const seen = await readFile(p, 'utf8').catch(() => '');
-      const holder = Number(seen.trim());
-      if (!Number.isInteger(holder) || holder <= 0 || !alive(holder)) {
-        await takeOverStale(p, seen);
-        continue;
-      }
-      if (Date.now() >= deadline) {
-        throw new TarportError('LOCKED', `another tarport run (pid ${holder}) holds the lock ${p}; it will pick up anything new`);
-      }
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    return takeLock(join(this.dir, 'lock'), waitMs);
   }
 }
 
 /**
- * Removes a stale lock without removing a fresh one: two runs that both judged the same stale lock
- * must not both take it (the second `rm` would delete the first one's new lock). The lock is moved
- * aside under a name of our own; if what was moved is not the stale content we judged, another run
- * took over first, and its lock is put back (link fails if yet another lock appeared meanwhile).
+ * The lock is a file that names its holder's pid, and it never exists without that name in it: the
+ * holder writes a file of its own, then link()s it into place, which fails when a lock exists (an
+ * exclusive create that cannot be seen half-written, unlike create-then-write).
+ *
+ * A lock whose holder is dead is broken by exactly one process: breaking needs a marker created
+ * exclusively (`wx`) whose name is the stale lock file's identity (inode and modification time, which a rename keeps), so the
+ * processes that all saw the same stale lock race for one marker, and only its winner moves the lock
+ * away (rename to a unique name, then checked to be that very file). A late process that saw the old
+ * lock finds its marker taken and cannot break the new holder's lock. Markers are tidied by holders
+ * after a minute, far beyond the few system calls between a look at the lock and its marker.
  */
-async function takeOverStale(p: string, seen: string): Promise<void> {
-  const aside = `${p}.stale-${process.pid}-${randomUUID()}`;
-  try {
-    await rename(p, aside);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return; // gone already: try to take it
-    throw wrapSystemError(e, `take over stale lock ${p}`);
+export async function takeLock(p: string, waitMs: number): Promise<() => Promise<void>> {
+  const deadline = Date.now() + waitMs;
+  const unique = `${process.pid}-${randomBytes(6).toString('hex')}`;
+  const mine = `${p}.${unique}.new`;
+  for (;;) {
+    if (await linkInto(mine, p)) {
+      await tidyMarkers(p);
+      return async () => {
+        await rm(p, { force: true });
+      };
+    }
+    const seen = await lockHolder(p);
+    if (!seen) continue; // released meanwhile: try again at once
+    if (seen.pid <= 0 || !alive(seen.pid)) {
+      await breakStale(p, seen, unique);
+      continue;
+    }
+    if (Date.now() >= deadline) {
+      throw new TarportError('LOCKED', `another tarport run (pid ${seen.pid}) holds the lock ${p}; it will pick up anything new`);
+    }
+    await new Promise((r) => setTimeout(r, 100 + Math.random() * 100));
   }
-  const moved = await readFile(aside, 'utf8').catch(() => seen);
-  if (moved !== seen) await link(aside, p).catch(() => undefined);
-  await rm(aside, { force: true });
+}
+
+/** Writes this process's pid to `tmp` and links it to `p`; false when a lock is there. */
+async function linkInto(tmp: string, p: string): Promise<boolean> {
+  try {
+    await writeFile(tmp, `${process.pid}\n`, { flag: 'w' });
+    await link(tmp, p);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw wrapSystemError(e, `take lock ${p}`);
+  } finally {
+    await rm(tmp, { force: true }).catch(() => undefined);
+  }
+}
+
+interface Holder {
+  readonly pid: number;
+  /** The lock file's identity: a new lock at the same path is another file. */
+  readonly id: string;
+}
+
+/** Who holds the lock at `p`, or undefined when there is none. */
+async function lockHolder(p: string): Promise<Holder | undefined> {
+  let fh;
+  try {
+    fh = await open(p, 'r');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw wrapSystemError(e, `read lock ${p}`);
+  }
+  try {
+    const st = await fh.stat({ bigint: true });
+    const text = (await fh.readFile('utf8')).trim();
+    // a lock is never written empty or in parts (linkInto); anything else was not made by tarport
+    const pid = /^\d{1,10}$/.test(text) ? Number(text) : 0;
+    return { pid, id: `${st.ino}-${st.mtimeNs}` };
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Moves the stale lock `seen` away, if this process wins the right to; else does nothing. */
+async function breakStale(p: string, seen: Holder, unique: string): Promise<void> {
+  try {
+    await writeFile(`${p}.break-${seen.id}`, `${process.pid}\n`, { flag: 'wx' });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return; // another process breaks it
+    throw wrapSystemError(e, `break stale lock ${p}`);
+  }
+  const moved = `${p}.${unique}.stale`;
+  try {
+    await rename(p, moved);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw wrapSystemError(e, `break stale lock ${p}`);
+  }
+  const got = await lockHolder(moved);
+  if (got && got.id !== seen.id) {
+    // not the lock judged stale (cannot happen while markers are exclusive): put it back untouched
+    await link(moved, p).catch(() => undefined);
+  }
+  await rm(moved, { force: true });
+}
+
+/** Removes break markers and leftovers older than a minute (a holder does this; see takeLock). */
+async function tidyMarkers(p: string): Promise<void> {
+  const dir = dirname(p);
+  const base = basename(p);
+  const names = await readdir(dir).catch(() => [] as string[]);
+  for (const n of names) {
+    if (!n.startsWith(`${base}.`)) continue;
+    const f = join(dir, n);
+    const st = await stat(f).catch(() => undefined);
+    if (st && Date.now() - st.mtimeMs > 60_000) await rm(f, { force: true }).catch(() => undefined);
+  }
 }
 
 function alive(pid: number): boolean {

@@ -118,7 +118,12 @@ export function encodeSegment(s: string): string {
 
 export function decodeSegment(s: string): string {
   if (!/^(?:[a-z0-9._-]|%[0-9A-F]{2})+$/.test(s)) throw new TarportError('INTEGRITY', `not an encoded name: ${JSON.stringify(s)}`);
-  return decodeURIComponent(s);
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    // %-escapes that are not UTF-8 (%FF): no tarport wrote this name
+    throw new TarportError('INTEGRITY', `not an encoded name: ${JSON.stringify(s)} (its %-escapes are not UTF-8)`);
+  }
 }
 
 /** True when a file name is valid on FAT32/exFAT and NTFS. Used by tests and by `check`. */

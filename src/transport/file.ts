@@ -1,5 +1,5 @@
-import { createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { constants as fsc, createWriteStream } from 'node:fs';
+import { lstat, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -23,6 +23,35 @@ export class FileTransport implements Transport {
     return join(this.root, ...keySegments(key));
   }
 
+  /**
+   * Refuses a key whose path, below the root, passes a symbolic link or ends at anything but a
+   * file or folder (a FIFO would block a reader forever; a device or socket is no repository file).
+   * A repository is plain files: a link in it can only lead out of it, and gc must never delete,
+   * nor sync write, outside the repository. The root itself may be a link (a mount point, a stick).
+   * Nothing of what lies behind the link is read or printed.
+   */
+  private async checked(key: string, op: string): Promise<string> {
+    const segs = keySegments(key);
+    let cur = this.root;
+    for (let i = 0; i < segs.length; i++) {
+      cur = join(cur, segs[i]!);
+      let st;
+      try {
+        st = await lstat(cur);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' || code === 'ENOTDIR') return this.path(key);
+        throw wrapSystemError(e, `${op} ${key} in ${this.location}`);
+      }
+      const at = segs.slice(0, i + 1).join('/');
+      if (st.isSymbolicLink()) throw new TarportError('INTEGRITY', `${op} ${key} in ${this.location}: ${at} is a symbolic link; a repository holds plain files only, and tarport does not follow links out of it`, { retryable: false });
+      if (i < segs.length - 1 ? !st.isDirectory() : !st.isFile() && !st.isDirectory()) {
+        throw new TarportError('INTEGRITY', `${op} ${key} in ${this.location}: ${at} is ${kindOf(st)}, not a plain ${i < segs.length - 1 ? 'folder' : 'file'}; refusing`, { retryable: false });
+      }
+    }
+    return this.path(key);
+  }
+
   localPath(key: string): string {
     return this.path(key);
   }
@@ -33,8 +62,9 @@ export class FileTransport implements Transport {
   }
 
   async stat(key: string): Promise<ObjectInfo | undefined> {
+    const p = await this.checked(key, 'stat');
     try {
-      const st = await stat(this.path(key));
+      const st = await stat(p);
       return { name: key.slice(key.lastIndexOf('/') + 1), isDir: st.isDirectory(), size: st.size, mtime: st.mtime };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
@@ -43,7 +73,7 @@ export class FileTransport implements Transport {
   }
 
   async *list(folder: string): AsyncIterable<ObjectInfo> {
-    const dir = folder === '' ? this.root : this.path(folder);
+    const dir = folder === '' ? this.root : await this.checked(folder, 'list');
     let names: import('node:fs').Dirent[];
     try {
       names = await readdir(dir, { withFileTypes: true });
@@ -55,32 +85,38 @@ export class FileTransport implements Transport {
       if (d.isDirectory()) {
         yield { name: d.name, isDir: true, size: 0 };
       } else if (d.isFile()) {
-        const st = await stat(join(dir, d.name)).catch(() => undefined);
+        const st = await lstat(join(dir, d.name)).catch(() => undefined);
         if (st) yield { name: d.name, isDir: false, size: st.size, mtime: st.mtime };
       }
     }
   }
 
   async read(key: string, opts: ReadOptions = {}): Promise<Readable> {
-    const p = this.path(key);
-    const fh = await open(p, 'r').catch((e: unknown) => {
+    const p = await this.checked(key, 'read');
+    // no link followed, and a FIFO put in place since the check does not block the open
+    const fh = await open(p, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK).catch((e: unknown) => {
       throw wrapSystemError(e, `read ${key} from ${this.location}`);
     });
+    if (!(await fh.stat()).isFile()) {
+      await fh.close();
+      throw new TarportError('INTEGRITY', `read ${key} from ${this.location}: not a plain file; refusing`, { retryable: false });
+    }
     return fh.createReadStream({ start: opts.offset ?? 0, highWaterMark: CHUNK, signal: opts.signal, autoClose: true });
   }
 
-  readTo(key: string, sink: ByteSink, opts: ReadOptions = {}): Promise<number> {
-    return readFileInto(this.path(key), opts.offset ?? 0, sink, opts.signal, `read ${key} from ${this.location}`);
+  async readTo(key: string, sink: ByteSink, opts: ReadOptions = {}): Promise<number> {
+    return readFileInto(await this.checked(key, 'read'), opts.offset ?? 0, sink, opts.signal, `read ${key} from ${this.location}`);
   }
 
   async write(key: string, source: Source, opts: WriteOptions = {}): Promise<{ size: number }> {
-    const p = this.path(key);
+    const p = await this.checked(key, 'write');
     try {
       await mkdir(this.folderPath(key), { recursive: true });
     } catch (e) {
       throw wrapSystemError(e, `create folder for ${key} in ${this.location}`);
     }
-    const fh = await open(p, 'w').catch((e: unknown) => {
+    await this.checked(key, 'write'); // the folders just made, or found
+    const fh = await open(p, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o666).catch((e: unknown) => {
       throw wrapSystemError(e, `write ${key} to ${this.location}`);
     });
     const out = createWriteStream('', { fd: fh.fd, highWaterMark: CHUNK, autoClose: false, flush: false });
@@ -101,16 +137,19 @@ export class FileTransport implements Transport {
 
   async rename(from: string, to: string): Promise<void> {
     try {
+      const [a, b] = [await this.checked(from, 'rename'), await this.checked(to, 'rename')];
       await mkdir(this.folderPath(to), { recursive: true });
-      await rename(this.path(from), this.path(to));
+      await this.checked(to, 'rename');
+      await rename(a, b);
     } catch (e) {
       throw wrapSystemError(e, `rename ${from} to ${to} in ${this.location}`);
     }
   }
 
   async remove(key: string): Promise<void> {
+    const p = await this.checked(key, 'remove');
     try {
-      await rm(this.path(key), { force: true });
+      await rm(p, { force: true });
     } catch (e) {
       throw wrapSystemError(e, `remove ${key} from ${this.location}`);
     }
@@ -119,3 +158,9 @@ export class FileTransport implements Transport {
   async close(): Promise<void> {}
 }
 
+function kindOf(st: import('node:fs').Stats): string {
+  if (st.isFIFO()) return 'a FIFO';
+  if (st.isSocket()) return 'a socket';
+  if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device';
+  return 'not a file';
+}

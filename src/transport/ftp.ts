@@ -22,9 +22,31 @@ export interface FtpOptions {
   /** Reconnects per transfer before giving up. */
   readonly retries?: number;
   readonly timeoutMs?: number;
+  /** Aborting closes every connection: any wait on the server ends at once (SIGTERM, SIGINT). */
+  readonly signal?: AbortSignal;
   /** Told the offset each time a transfer resumes (tests, logs). */
   readonly onResume?: (at: number) => void;
 }
+
+/** Node's codes for a certificate that could not be verified (OpenSSL's X509 errors, and the name check). */
+const TLS_TRUST_CODES: ReadonlySet<string> = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_REVOKED',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_SIGNATURE_FAILURE',
+  'INVALID_CA',
+  'INVALID_PURPOSE',
+  'PATH_LENGTH_EXCEEDED',
+  'HOSTNAME_MISMATCH',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
 
 type FtpLocation = Exclude<Location, { kind: 'file' }> & { kind: 'ftp' | 'ftps' };
 
@@ -33,6 +55,8 @@ export class FtpTransport implements Transport {
   readonly capabilities: Transport['capabilities'];
   readonly location: string;
   private readonly idle: Client[] = [];
+  /** Every connection open now, idle or busy. */
+  private readonly all = new Set<Client>();
   private busy = 0;
   private readonly waiters: (() => void)[] = [];
   private readonly madeDirs = new Set<string>();
@@ -54,6 +78,9 @@ export class FtpTransport implements Transport {
     this.root = loc.path.replace(/\/+$/, '') || '';
     this.retries = opts.retries ?? 5;
     this.timeoutMs = opts.timeoutMs ?? 30_000;
+    opts.signal?.addEventListener('abort', () => {
+      for (const c of this.all) c.close();
+    }, { once: true });
     if (opts.ca) {
       try {
         this.ca = readFileSync(opts.ca);
@@ -70,7 +97,10 @@ export class FtpTransport implements Transport {
   // ---- connections -----------------------------------------------------------------------------
 
   private async connect(): Promise<Client> {
+    if (this.opts.signal?.aborted) throw new TarportError('ABORTED', `${this.location}: stopped`, { retryable: false });
     const c = new Client(this.timeoutMs);
+    this.all.add(c);
+    c.ftp.socket.once('close', () => this.all.delete(c));
     try {
       await c.access({
         host: this.loc.host,
@@ -83,6 +113,7 @@ export class FtpTransport implements Transport {
       });
     } catch (e) {
       c.close();
+      this.all.delete(c);
       throw this.classify(e, 'connect');
     }
     return c;
@@ -91,6 +122,10 @@ export class FtpTransport implements Transport {
   /** Runs `fn` on a pooled connection; a connection that broke is dropped, not returned. */
   private async withClient<T>(fn: (c: Client) => Promise<T>): Promise<T> {
     while (this.busy >= this.capabilities.maxConnections) await new Promise<void>((r) => this.waiters.push(r));
+    if (this.opts.signal?.aborted) {
+      this.waiters.shift()?.();
+      throw new TarportError('ABORTED', `${this.location}: stopped`, { retryable: false });
+    }
     this.busy++;
     let c: Client | undefined;
     try {
@@ -122,7 +157,7 @@ export class FtpTransport implements Transport {
     }
     const sys = (e as NodeJS.ErrnoException | undefined)?.code ?? '';
     const msg = messageOf(e);
-    if (/certificate|self[- ]signed|unable to verify|altnames|CERT_/i.test(msg + sys)) {
+    if (TLS_TRUST_CODES.has(sys)) {
       return new TarportError('UNTRUSTED', `${where}: the server's TLS certificate is not trusted (${msg}); give its CA with --ca FILE`, { cause: e, retryable: false });
     }
     if (sys === 'ERR_SSL_WRONG_VERSION_NUMBER') {
@@ -285,7 +320,10 @@ export class FtpTransport implements Transport {
   }
 
   async close(): Promise<void> {
-    for (const c of this.idle.splice(0)) c.close();
+    for (const c of this.idle.splice(0)) {
+      c.close();
+      this.all.delete(c);
+    }
   }
 }
 

@@ -23,6 +23,13 @@ export interface DataOptions {
   readonly passive: { epsvRefused?: boolean };
 }
 
+/** A data connection that went silent for the idle timeout: dropped, the transfer resumes. */
+export class StalledError extends TarportError {
+  constructor(message: string) {
+    super('CONNECTION', message, { retryable: true });
+  }
+}
+
 /**
  * The port of a passive data connection: EPSV, or PASV where the server refuses EPSV. The data
  * connection always goes to the control connection's host. For PASV that ignores the address the
@@ -74,7 +81,7 @@ async function openData(ftp: FTPContext, opts: DataOptions, onread?: OnReadOpts)
   } else {
     s = netConnect({ host, port, ...(onread ? { onread } : {}) });
   }
-  s.setTimeout(opts.timeoutMs, () => s.destroy(new Error(`timeout: the data connection to ${host}:${port} stalled for ${opts.timeoutMs / 1000} s`)));
+  s.setTimeout(opts.timeoutMs, () => s.destroy(new StalledError(`the data connection to ${host}:${port} stalled: nothing crossed it for ${opts.timeoutMs / 1000} s`)));
   try {
     await once(s, 'connect', { signal: opts.signal });
   } catch (e) {
@@ -96,13 +103,37 @@ function transferCommand(ftp: FTPContext, command: string, onStart?: () => void)
   return p;
 }
 
-/** The control connection sleeps during a transfer: its own timeout must not fire meanwhile. */
-async function duringTransfer<T>(ftp: FTPContext, fn: () => Promise<T>): Promise<T> {
-  ftp.socket.setTimeout(0);
+/**
+ * Which connection's silence counts as a stall. The control connection is watched while a reply is
+ * due: up to the transfer's preliminary reply (150), and again from the end of the data until the
+ * final one (226); between the two it may sleep for as long as the data flows, and the data
+ * connection's own timeout watches the transfer. basic-ftp arms the control timeout for every
+ * command it sends and disarms it when no command is open; this keeps to that rule.
+ */
+class ControlWatch {
+  private dataDone = false;
+  constructor(private readonly ftp: FTPContext) {}
+  /** The preliminary reply came: the data connection is watched now. */
+  started(): void {
+    if (!this.dataDone) this.ftp.socket.setTimeout(0);
+  }
+  /** The data connection is done: the final reply is due within the idle timeout. */
+  dataEnded(): void {
+    this.dataDone = true;
+    this.ftp.socket.setTimeout(this.ftp.timeout);
+  }
+  /** No command open any more. */
+  done(): void {
+    this.ftp.socket.setTimeout(0);
+  }
+}
+
+async function watched<T>(ftp: FTPContext, fn: (w: ControlWatch) => Promise<T>): Promise<T> {
+  const w = new ControlWatch(ftp);
   try {
-    return await fn();
+    return await fn(w);
   } finally {
-    ftp.socket.setTimeout(ftp.timeout);
+    w.done();
   }
 }
 
@@ -111,6 +142,7 @@ async function duringTransfer<T>(ftp: FTPContext, fn: () => Promise<T>): Promise
  * disk full, 426 aborted): prefer it to the bare socket error, waiting for it a moment.
  */
 async function preferReply(control: Promise<FTPResponse>, e: unknown): Promise<never> {
+  if (e instanceof StalledError) throw e; // a silent link: the server has nothing to say either
   const reply = await Promise.race([control.then(() => undefined, (r: unknown) => r), new Promise((r) => setTimeout(r, 1000, undefined))]);
   throw reply instanceof FTPError ? reply : e;
 }
@@ -218,8 +250,9 @@ export async function retrieve(ftp: FTPContext, path: string, offset: number, si
     const ended = once(data, 'end');
     ended.catch(() => undefined);
     if (offset > 0) await ftp.request(`REST ${offset}`);
-    const control = transferCommand(ftp, `RETR ${path}`);
-    await duringTransfer(ftp, async () => {
+    await watched(ftp, async (watch) => {
+      void ended.then(() => watch.dataEnded(), () => undefined);
+      const control = transferCommand(ftp, `RETR ${path}`, () => watch.started());
       try {
         await Promise.race([Promise.all([ended, control]), failed]);
       } catch (e) {
@@ -254,10 +287,18 @@ export async function store(ftp: FTPContext, verb: 'STOR' | 'APPE', path: string
     d.on('error', (e) => (failure ??= e));
     let start: () => void = () => undefined;
     const started = new Promise<void>((r) => (start = r));
-    const control = transferCommand(ftp, `${verb} ${path}`, () => start());
-    return await duringTransfer(ftp, async () => {
+    // a data connection that times out before the transfer began ends the wait for it
+    const dataFailed = once(d, 'close').then(() => {
+      throw failure ?? new TarportError('CONNECTION', `${what}: the data connection closed before the transfer began`);
+    });
+    dataFailed.catch(() => undefined);
+    return await watched(ftp, async (watch) => {
+      const control = transferCommand(ftp, `${verb} ${path}`, () => {
+        watch.started();
+        start();
+      });
       try {
-        await Promise.race([started, control]);
+        await Promise.race([started, control, dataFailed]);
         // ending the connection (an empty source) before the handshake is done would cut it
         await secured.get(d);
         // the inactivity timeout runs only while a write waits on the server: a slow source is
@@ -277,7 +318,9 @@ export async function store(ftp: FTPContext, verb: 'STOR' | 'APPE', path: string
         });
         d.setTimeout(opts.timeoutMs);
         d.end();
-        await Promise.all([once(d, 'finish'), control]);
+        await once(d, 'finish');
+        watch.dataEnded();
+        await control;
         return sent;
       } catch (e) {
         d.destroy();

@@ -17,6 +17,8 @@ export interface HttpOptions {
   readonly idleTimeoutMs?: number;
   readonly retries?: number;
   readonly onResume?: (at: number) => void;
+  /** Ends the transport for good (the command's SIGTERM, SIGINT): every connection is dropped at once. */
+  readonly signal?: AbortSignal;
   /** Proxies as HTTPS_PROXY, HTTP_PROXY and NO_PROXY give them (read by cli/, the only reader of the environment). */
   readonly proxy?: HttpProxies;
 }
@@ -112,6 +114,7 @@ export class HttpTransport implements Transport {
     }
     this.auth = loc.user ? `Basic ${Buffer.from(`${loc.user}:${opts.password ?? ''}`).toString('base64')}` : undefined;
     this.dispatcher = makeDispatcher(opts.ca, this.idleMs, opts.proxy);
+    opts.signal?.addEventListener('abort', () => void this.dispatcher.destroy().catch(() => undefined), { once: true });
   }
 
   private urlOf(key: string): URL {

@@ -15,15 +15,28 @@ export interface TransportOptions {
   readonly connections?: number;
   /** HTTP(S) proxies (from HTTPS_PROXY, HTTP_PROXY, NO_PROXY). */
   readonly proxy?: import('./http.js').HttpProxies;
-  /** A connection silent for this long is dropped (HTTP(S)). */
+  /**
+   * How long a connection may stay silent while an answer or data is due before it counts as
+   * stalled: it is dropped and the transfer resumes on a new one, as after a cut (default 30 s).
+   */
   readonly idleTimeoutMs?: number;
+  /**
+   * Ends the transport for good: every connection is dropped at once, so that any wait on a server
+   * (a silent one included) ends with an error; the command's signal (SIGTERM, SIGINT).
+   */
+  readonly signal?: AbortSignal;
   /** Told the offset each time a transfer resumes. */
   readonly onResume?: (at: number) => void;
 }
 
 /** Opens the transport for a parsed location. */
 export async function openTransport(loc: Location, opts: TransportOptions = {}): Promise<Transport> {
-  const common = { ...(opts.password !== undefined ? { password: opts.password } : {}), ...(opts.onResume ? { onResume: opts.onResume } : {}) };
+  const common = {
+    ...(opts.password !== undefined ? { password: opts.password } : {}),
+    ...(opts.onResume ? { onResume: opts.onResume } : {}),
+    ...(opts.idleTimeoutMs !== undefined ? { timeoutMs: opts.idleTimeoutMs } : {}),
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  };
   switch (loc.kind) {
     case 'file':
       return new FileTransport(loc.path);

@@ -1,12 +1,12 @@
 import { once } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
-import { connect as netConnect } from 'node:net';
+import { connect as netConnect, type Socket } from 'node:net';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Client, type SFTPWrapper } from 'ssh2';
-import { TarportError, messageOf } from '../errors.js';
+import { TarportError, isTarportError, messageOf } from '../errors.js';
 import { checkHostKey, knownHostsName } from './knownhosts.js';
 import { keySegments, parentOf } from './keys.js';
 import { formatLocation, type Location } from './location.js';
@@ -23,15 +23,58 @@ export interface SftpOptions {
   /** known_hosts file (default ~/.ssh/known_hosts). The host key must be listed: no silent trust. */
   readonly knownHosts?: string;
   readonly retries?: number;
+  /** Aborting drops the connection: every request in flight fails at once (SIGTERM, SIGINT). */
+  readonly signal?: AbortSignal;
+  /** A silent connection counts as stalled after this long (ssh2 has no timeout of its own). */
+  readonly timeoutMs?: number;
   readonly onResume?: (at: number) => void;
 }
 
 type SftpLocation = Exclude<Location, { kind: 'file' }>;
 
+/** One SSH session; `fault` is why its connection ended, when it did with an error. */
+interface Session {
+  readonly client: Client;
+  sftp: SFTPWrapper;
+  fault?: unknown;
+}
+
+/**
+ * A silent link (a dead NAT entry, a hung server) leaves ssh2 waiting forever: it has no idle
+ * timeout. A session whose server sent nothing at all for `ms` is stalled, since a live one always
+ * answers something in that time: data, write acknowledgements, or the keepalive's replies. Its
+ * socket is destroyed, which fails every request in flight, and the transfer resumes on a new
+ * session as after a cut. Silence is measured on the bytes received, not on replies counted, so a
+ * busy server that answers a keepalive late behind a queue of writes is not taken for a dead one.
+ */
+function watchSilence(sock: Socket, ms: number, session: Session, client: Client): void {
+  let heard = Date.now();
+  sock.on('data', () => (heard = Date.now()));
+  const timer = setInterval(() => {
+    if (Date.now() - heard < ms) return;
+    clearInterval(timer);
+    session.fault ??= new TarportError('CONNECTION', `stalled: nothing came from the server for ${ms / 1000} s`, { retryable: true });
+    sock.destroy();
+  }, Math.max(25, Math.floor(ms / 8)));
+  timer.unref();
+  client.once('close', () => clearInterval(timer));
+  sock.once('close', () => clearInterval(timer));
+}
+
+function isTimeout(e: unknown): boolean {
+  return (e as { name?: string } | undefined)?.name === 'TimeoutError';
+}
+
+function stalled(what: string, ms: number): TarportError {
+  return new TarportError('CONNECTION', `${what}: no answer for ${ms / 1000} s (the link stalled)`, { retryable: true });
+}
+
 const CHUNK = 64 << 10; // below every server's packet limit (OpenSSH: 255 KiB)
 const DEPTH = 32; // requests in flight per transfer: 2 MiB, enough to fill a fast link
 
-const NO_SUCH_FILE = 2;
+/** SFTP status codes (draft-ietf-secsh-filexfer; 14 and 15 from version 5 on). */
+const SFTP_STATUS = { NO_SUCH_FILE: 2, PERMISSION_DENIED: 3, FAILURE: 4, BAD_MESSAGE: 5, NO_CONNECTION: 6, CONNECTION_LOST: 7, OP_UNSUPPORTED: 8, NO_SPACE: 14, QUOTA_EXCEEDED: 15 } as const;
+const NO_SUCH_FILE = SFTP_STATUS.NO_SUCH_FILE;
 
 function sftpCode(e: unknown): number | undefined {
   return (e as { code?: number } | undefined)?.code;
@@ -47,10 +90,11 @@ export class SftpTransport implements Transport {
   // (see rename): not guaranteed.
   readonly capabilities = { atomicRename: false, maxConnections: 4, local: false } as const;
   readonly location: string;
-  private session: Promise<{ client: Client; sftp: SFTPWrapper }> | undefined;
+  private session: Promise<Session> | undefined;
   private readonly root: string;
   private readonly retries: number;
   private readonly knownHostsFile: string;
+  private readonly timeoutMs: number;
 
   constructor(
     private readonly loc: SftpLocation,
@@ -60,6 +104,8 @@ export class SftpTransport implements Transport {
     this.root = loc.path.replace(/\/+$/, '');
     this.retries = opts.retries ?? 5;
     this.knownHostsFile = opts.knownHosts ?? join(homedir(), '.ssh', 'known_hosts');
+    this.timeoutMs = opts.timeoutMs ?? 30_000;
+    opts.signal?.addEventListener('abort', () => this.dropAll(), { once: true });
   }
 
   private path(key: string): string {
@@ -79,14 +125,26 @@ export class SftpTransport implements Transport {
     return undefined;
   }
 
-  private connectOnce(): Promise<{ client: Client; sftp: SFTPWrapper }> {
-    return (async () => {
+  /** Why a session's requests will never be answered: its connection stalled or dropped. */
+  private lost(session: Session, op: string): TarportError {
+    const f = session.fault;
+    const why = isTarportError(f) ? f.message : `the connection was lost${f ? ` (${messageOf(f)})` : ''}`;
+    return new TarportError('CONNECTION', `${op} on ${this.location}: ${why}`, { cause: f, retryable: true });
+  }
+
+  private connectOnce(): Promise<Session> {
+    // eslint-disable-next-line prefer-const
+    let current: Promise<Session>;
+    current = (async () => {
       const sock = netConnect({ host: this.loc.host, port: this.loc.port });
+      this.sockets.add(sock);
+      sock.once('close', () => this.sockets.delete(sock));
       sock.setNoDelay(true);
       try {
-        await once(sock, 'connect');
+        await once(sock, 'connect', { signal: AbortSignal.timeout(this.timeoutMs) });
       } catch (e) {
-        throw this.classify(e, 'connect');
+        sock.destroy();
+        throw this.classify(isTimeout(e) ? stalled(`connect to ${this.loc.host}:${this.loc.port}`, this.timeoutMs) : e, 'connect');
       }
       const client = new Client();
       let hostKeyFault: TarportError | undefined;
@@ -103,7 +161,11 @@ export class SftpTransport implements Transport {
         ...(privateKey ? { privateKey } : {}),
         ...(this.opts.passphrase ? { passphrase: this.opts.passphrase } : {}),
         ...(this.opts.password ? { password: this.opts.password } : {}),
-        readyTimeout: 20_000,
+        readyTimeout: this.timeoutMs,
+        // ssh2 has no idle timeout (see watchSilence); its keepalive makes an idle session answer
+        // something three times per timeout, and never ends a session itself
+        keepaliveInterval: Math.max(1, Math.floor(this.timeoutMs / 3)),
+        keepaliveCountMax: Number.MAX_SAFE_INTEGER,
         hostVerifier: (key: Buffer) => {
           try {
             const v = checkHostKey(this.knownHostsFile, this.loc.host, this.loc.port, key);
@@ -125,17 +187,39 @@ export class SftpTransport implements Transport {
         client.end();
         throw hostKeyFault ?? this.classify(e, 'connect');
       }
-      const sftp = await new Promise<SFTPWrapper>((resolve, reject) => client.sftp((err, s) => (err ? reject(this.classify(err, 'open SFTP')) : resolve(s))));
+      const session: Session = { client, sftp: undefined as unknown as SFTPWrapper };
+      client.on('error', (e: unknown) => (session.fault ??= e));
+      watchSilence(sock, this.timeoutMs, session, client);
+      const sftp = await new Promise<SFTPWrapper>((resolve, reject) => {
+        // a session that dies before the SFTP channel opened (a stall found by the keepalive)
+        client.once('close', () => reject(this.lost(session, 'open SFTP')));
+        client.sftp((err, s) => (err ? reject(this.classify(err, 'open SFTP')) : resolve(s)));
+      });
+      session.sftp = sftp;
       const drop = () => {
-        this.session = undefined;
+        if (this.session === current) this.session = undefined;
       };
       client.on('close', drop);
       client.on('error', drop);
-      return { client, sftp };
+      return session;
     })();
+    return current;
   }
 
   private sftp(): Promise<SFTPWrapper> {
+    return this.sess().then((s) => s.sftp);
+  }
+
+  /** Every socket this transport opened and that is still open. */
+  private readonly sockets = new Set<Socket>();
+
+  private dropAll(): void {
+    for (const s of this.sockets) s.destroy();
+    this.session = undefined;
+  }
+
+  private sess(): Promise<Session> {
+    if (this.opts.signal?.aborted) return Promise.reject(new TarportError('ABORTED', `${this.location}: stopped`, { retryable: false }));
     if (!this.session) {
       const s = this.connectOnce();
       this.session = s;
@@ -143,7 +227,7 @@ export class SftpTransport implements Transport {
         if (this.session === s) this.session = undefined;
       });
     }
-    return this.session.then((s) => s.sftp);
+    return this.session;
   }
 
   private classify(e: unknown, op: string): TarportError {
@@ -155,10 +239,12 @@ export class SftpTransport implements Transport {
     if (level === 'client-authentication') return new TarportError('IO', `${where}: login refused (${msg}); check the user, --identity, or TARPORT_PASSWORD`, { cause: e, retryable: false });
     if (sys === 'ECONNREFUSED' || sys === 'EHOSTUNREACH' || sys === 'ENOTFOUND') return new TarportError('CONNECTION', `${where}: cannot reach the server (${sys}); is it up, and are host and port right?`, { cause: e });
     const code = sftpCode(e);
-    if (code === 3) return new TarportError('IO', `${where}: permission denied; check that the user may write there`, { cause: e, retryable: false });
-    if (code === NO_SUCH_FILE) return new TarportError('NOT_FOUND', `${where}: not found`, { cause: e, retryable: false });
-    if (/no space|quota/i.test(msg)) return new TarportError('IO', `${where}: no space left on the server (${msg}); free space, then run again`, { cause: e, retryable: false });
-    if (code === 4) return new TarportError('IO', `${where}: the server refused (${msg})`, { cause: e, retryable: false });
+    if (code === SFTP_STATUS.PERMISSION_DENIED) return new TarportError('IO', `${where}: permission denied; check that the user may write there`, { cause: e, retryable: false });
+    if (code === SFTP_STATUS.NO_SUCH_FILE) return new TarportError('NOT_FOUND', `${where}: not found`, { cause: e, retryable: false });
+    if (code === SFTP_STATUS.NO_SPACE || code === SFTP_STATUS.QUOTA_EXCEEDED) return new TarportError('IO', `${where}: no space left on the server (${msg}); free space, then run again`, { cause: e, retryable: false });
+    // SFTP version 3 (OpenSSH) has no status for a full disk or a quota: it answers FAILURE
+    if (code === SFTP_STATUS.FAILURE) return new TarportError('IO', `${where}: the server refused (${msg}); a full disk or a quota is reported this way too`, { cause: e, retryable: false });
+    if (code === SFTP_STATUS.OP_UNSUPPORTED || code === SFTP_STATUS.BAD_MESSAGE) return new TarportError('IO', `${where}: the server cannot do this (${msg})`, { cause: e, retryable: false });
     return new TarportError('CONNECTION', `${where}: ${msg}`, { cause: e });
   }
 
@@ -195,7 +281,10 @@ export class SftpTransport implements Transport {
     const p = this.path(key);
     const st = await this.stat(key);
     if (!st || st.isDir) throw new TarportError('NOT_FOUND', `read ${key} from ${this.location}: not found`);
-    return resumableRead(async (offset) => new PipelinedReader(await this.sftp(), p, offset, st.size), {
+    return resumableRead(async (offset) => {
+      const sess = await this.sess();
+      return new PipelinedReader(sess.sftp, p, offset, st.size, () => this.lost(sess, `read ${key}`));
+    }, {
       offset: opts.offset ?? 0,
       retries: this.retries,
       what: `read ${key} from ${this.location}`,
@@ -236,13 +325,14 @@ export class SftpTransport implements Transport {
       upload: async (offset) => {
         let sent = 0;
         const src = readableFrom(source, offset, what, (n) => (sent = n));
-        const s = await this.sftp().catch((e: unknown) => {
+        const sess = await this.sess().catch((e: unknown) => {
           throw this.classify(e, `upload ${key}`);
         });
+        const s = sess.sftp;
         const handle = await new Promise<Buffer>((resolve, reject) =>
           s.open(p, offset > 0 ? 'r+' : 'w', (err, h) => (err ? reject(this.classify(err, `upload ${key}`)) : resolve(h))),
         );
-        const sink = new PipelinedWriter(s, handle, offset);
+        const sink = new PipelinedWriter(s, handle, offset, () => this.lost(sess, `upload ${key}`));
         try {
           await pipeline(src, sink);
           return sent;
@@ -314,6 +404,8 @@ class PipelinedReader extends Readable {
     private readonly path: string,
     start: number,
     private readonly size: number,
+    /** Why nothing more will come: the session's connection ended. */
+    private readonly lost: () => Error,
   ) {
     super({ highWaterMark: 1 << 20 });
     this.next = start;
@@ -322,7 +414,7 @@ class PipelinedReader extends Readable {
 
   private cursor: number;
 
-  private readonly onClose = () => this.destroy(Object.assign(new Error('connection lost during the download'), { code: 'ECONNRESET' }));
+  private readonly onClose = () => this.destroy(this.lost());
 
   override _construct(cb: (e?: Error | null) => void): void {
     this.sftp.once('close', this.onClose);
@@ -397,7 +489,7 @@ class PipelinedWriter extends Writable {
 
   private readonly onClose = () => {
     // ssh2 does not answer requests still in flight when the connection drops: fail them here
-    if (!this.failed) this.failed = Object.assign(new Error('connection lost during the upload'), { code: 'ECONNRESET' });
+    if (!this.failed) this.failed = this.lost();
     this.settle();
   };
 
@@ -405,6 +497,7 @@ class PipelinedWriter extends Writable {
     private readonly sftp: SFTPWrapper,
     private readonly handle: Buffer,
     private pos: number,
+    private readonly lost: () => Error,
   ) {
     super({ highWaterMark: 1 << 20 });
     sftp.once('close', this.onClose);

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { connect, createServer, type Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -15,8 +16,8 @@ import { CuttingProxy } from '../proxy.js';
 const env = realEnv();
 
 /** Starts `tarport poll …` and collects its JSON events. */
-function startPoll(args: string[]): { child: ChildProcess; events: PollEvent[]; waitFor: (p: (e: PollEvent) => boolean, ms?: number) => Promise<PollEvent>; exited: Promise<number> } {
-  const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), 'poll', '--json', ...args], { env: { ...process.env, DOCKER_HOST: env.consumer }, stdio: ['ignore', 'pipe', 'pipe'] });
+function startPoll(args: string[], dockerHost = env.consumer): { child: ChildProcess; events: PollEvent[]; waitFor: (p: (e: PollEvent) => boolean, ms?: number) => Promise<PollEvent>; exited: Promise<number> } {
+  const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), 'poll', '--json', ...args], { env: { ...process.env, DOCKER_HOST: dockerHost }, stdio: ['ignore', 'pipe', 'pipe'] });
   const events: PollEvent[] = [];
   const waiters: { p: (e: PollEvent) => boolean; resolve: (e: PollEvent) => void }[] = [];
   let buf = '';
@@ -234,3 +235,41 @@ async function manyReleases(dir: string, n: number): Promise<void> {
     await tx.end();
   }
 }
+
+describe('consumer agent: transient failures are retried, never skipped', () => {
+  it('a daemon that is down for a few seconds: each failure logged as a retry, never skipped; the release loads once it is back', async () => {
+    const dir = await tempDir();
+    const repo = join(dir, 'repo');
+    const tag = `tarport-test/outage-${randomBytes(3).toString('hex')}`;
+    expect((await tarport(['push', fixture('app-v1.tar'), '--to', repo, '--name', `${tag}:1`])).code).toBe(0);
+    // the daemon as poll sees it: a socket of the test's own, forwarded to the real one while "up"
+    const sock = join(dir, 'docker.sock');
+    const conns = new Set<Socket>();
+    const proxy = createServer((c) => {
+      const up = connect(env.consumer.replace(/^unix:\/\//, ''));
+      conns.add(c).add(up);
+      c.pipe(up).pipe(c);
+      for (const x of [c, up]) x.on('error', () => undefined).on('close', () => (c.destroy(), up.destroy()));
+    });
+    const p = startPoll([tag, '--from', repo, '--state', join(dir, 'state'), '--interval', '30s'], `unix://${sock}`);
+    try {
+      // down: nothing listens at the socket
+      await p.waitFor((e) => e.kind === 'retrying' && e.ref === `${tag}:1` && e.code === 'DAEMON');
+      await new Promise((r) => setTimeout(r, 4000));
+      const upAt = Date.now();
+      await new Promise<void>((r) => proxy.listen(sock, r));
+      await p.waitFor(loaded(`${tag}:1`, 1), 60_000);
+      // the pause after failures grows from 1 s, but stays far below the 30 s interval
+      expect(Date.now() - upAt).toBeLessThan(20_000);
+      const retries = p.events.filter((e) => e.kind === 'retrying');
+      expect(retries.length).toBeGreaterThanOrEqual(2);
+      expect(retries.every((e) => e.kind === 'retrying' && e.message.includes('Docker daemon'))).toBe(true);
+      expect(p.events.filter((e) => e.kind === 'skipping')).toEqual([]);
+    } finally {
+      p.child.kill('SIGTERM');
+      await p.exited;
+      for (const c of conns) c.destroy();
+      proxy.close();
+    }
+  });
+});

@@ -161,6 +161,83 @@ describe('timeouts', () => {
   });
 });
 
+describe('idle timeout: a silent link is found and the transfer resumes on a new connection', () => {
+  const IDLE = 4000;
+  const SIZE = 16 << 20;
+  const data = randomBytes(SIZE);
+  /** Time from each stall to the resume that followed it. */
+  const delays = (stalls: number[], resumes: number[]) => stalls.map((t) => Math.min(...resumes.filter((r) => r >= t)) - t);
+
+  // vsftpd locks a file while an upload to it runs (lock_upload_files), and a session whose data
+  // connection went silent holds that lock until the server's own timeout (5 min): a resumed upload
+  // to vsftpd waits for it. pure-ftpd does not lock, so the FTP row runs there.
+  // The bound is 2x the timeout: the stall is found after one timeout, and a new connection (TCP,
+  // TLS or SSH handshake, login: 0.5-3 s on a loaded 2-core machine) must fit in the second. The
+  // timeouts are long enough for that; the default (30 s) leaves far more room.
+  it.each([
+    ['ftp (pure-ftpd): the data connection stalls', S.TP_FTP2_URL, 'ftp' as const, IDLE],
+    ['sftp (OpenSSH): the SSH connection stalls', S.TP_SFTP_URL, 'stream' as const, 5000],
+  ])('%s, in an upload and in a download', async (_name, url, mode, idle) => {
+    const sub = `stall-${randomBytes(4).toString('hex')}`;
+    const up = await new CuttingProxy({ host: '127.0.0.1', port: portOf(url) }, [], mode, { stallAt: [SIZE * 0.4] }).start();
+    const down = await new CuttingProxy({ host: '127.0.0.1', port: portOf(url) }, [], mode, { stallAt: [SIZE * 0.5] }).start();
+    const knownHosts = await viaProxies([up.port, down.port]);
+    const upResumes: number[] = [];
+    const tu = await open(withPort(url, up.port), { knownHosts, idleTimeoutMs: idle, onResume: () => upResumes.push(Date.now()) }, sub);
+    await tu.write('blob', () => Readable.from([data]));
+    await tu.close();
+    await up.close();
+    expect(up.stalls.length).toBe(1);
+    const direct = await open(url, {}, sub);
+    expect((await readAll(direct, 'blob')).equals(data)).toBe(true);
+    const downResumes: number[] = [];
+    const td = await open(withPort(url, down.port), { knownHosts, idleTimeoutMs: idle, onResume: () => downResumes.push(Date.now()) }, sub);
+    expect((await readAll(td, 'blob')).equals(data)).toBe(true);
+    await td.close();
+    await down.close();
+    expect(down.stalls.length).toBe(1);
+    const [upDelay, downDelay] = [...delays(up.stalls, upResumes), ...delays(down.stalls, downResumes)];
+    console.log(`${_name}: stall to resume: upload ${upDelay} ms, download ${downDelay} ms (idle timeout ${idle} ms)`);
+    expect(downDelay).toBeLessThan(2 * idle);
+    // an upload goes on writing into the socket buffers (megabytes on loopback) after the link went
+    // silent, and the timeout runs from the last byte the kernel took: filling them takes seconds here
+    expect(upDelay).toBeLessThan(3 * idle);
+  }, 120_000);
+
+  it('ftps (vsftpd): the control connection stalls while the final reply is due, in an upload and in a download', { timeout: 60_000 }, async () => {
+    const url = S.TP_FTPS_URL;
+    const sub = `stall-${randomBytes(4).toString('hex')}`;
+    // over TLS the proxy cannot steer data connections: they go straight to the server, and the
+    // control connection, which passes the proxy, goes silent
+    const proxy = await new CuttingProxy({ host: '127.0.0.1', port: portOf(url) }, [], 'stream').start();
+    const resumes: number[] = [];
+    const t = await open(withPort(url, proxy.port), { idleTimeoutMs: IDLE, onResume: () => resumes.push(Date.now()), connections: 1 }, sub);
+    // the source is replayed on the resume: only the first attempt meets the stall
+    async function* silencedAtEnd() {
+      yield data;
+      if (proxy.stalls.length === 0) proxy.stallAll();
+    }
+    await t.write('blob', () => Readable.from(silencedAtEnd()));
+    expect(proxy.stalls.length).toBe(1);
+    const direct = await open(url, {}, sub);
+    expect((await readAll(direct, 'blob')).equals(data)).toBe(true);
+    const parts: Buffer[] = [];
+    let got = 0;
+    await t.readTo('blob', (c) => {
+      parts.push(Buffer.from(c));
+      got += c.length;
+      if (got === SIZE && proxy.stalls.length === 1) proxy.stallAll(); // the data is all there; the 226 will never come through
+    });
+    expect(Buffer.concat(parts).subarray(0, SIZE).equals(data)).toBe(true);
+    expect(proxy.stalls.length).toBe(2);
+    await t.close();
+    await proxy.close();
+    const measured = delays(proxy.stalls, resumes);
+    console.log(`ftps control stall to resume ${measured.join(' ms, ')} ms (idle timeout ${IDLE} ms)`);
+    for (const d of measured) expect(d).toBeLessThan(2 * IDLE);
+  });
+});
+
 describe('passive mode', () => {
   it('a server without EPSV: every transfer falls back to PASV, and EPSV is asked once per server', async () => {
     const proxy = await new CuttingProxy({ host: '127.0.0.1', port: portOf(S.TP_FTP_URL) }, [], 'ftp', { refuseEpsv: true }).start();

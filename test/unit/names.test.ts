@@ -31,6 +31,10 @@ describe('portable name encoding', () => {
   it('refuses to decode something it never encoded', () => {
     expect(() => decodeSegment('a:b')).toThrow(/not an encoded name/);
   });
+
+  it('a %-escape that is not UTF-8 is a named INTEGRITY refusal, not a crash', () => {
+    expect(() => decodeSegment('app%FF')).toThrow(expect.objectContaining({ code: 'INTEGRITY', message: expect.stringContaining('"app%FF"') }));
+  });
 });
 
 describe('image references', () => {

@@ -13,6 +13,11 @@ export interface KeysFlags {
 /** `tarport keys generate`: an armored key pair that gpg imports. */
 export async function keysGenerateCommand(ctx: Context, flags: KeysFlags): Promise<number> {
   if (!flags.uid) throw new TarportError('USAGE', 'keys generate needs --uid "NAME <EMAIL>"');
+  const email = /<([^>]*)>\s*$/.exec(flags.uid)?.[1];
+  // OpenPGP.js takes an e-mail address only with a domain that has a dot (ci@example.org)
+  if (email !== undefined && !/^[^\s@<>]+@[^\s@<>.]+(\.[^\s@<>.]+)+$/.test(email)) {
+    throw new TarportError('USAGE', `--uid ${JSON.stringify(flags.uid)}: ${JSON.stringify(email)} is not an e-mail address OpenPGP tools accept; write NAME <USER@DOMAIN.TLD>, e.g. "CI <ci@example.org>", or a name alone`);
+  }
   if (!flags.out) throw new TarportError('USAGE', 'keys generate needs --out PREFIX');
   const type = flags.type ?? 'rsa';
   if (type !== 'rsa' && type !== 'ecc') throw new TarportError('USAGE', `--type ${JSON.stringify(type)}: rsa or ecc`);

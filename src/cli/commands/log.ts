@@ -11,7 +11,7 @@ export interface LogFlags extends ConnectionFlags {
 /** `tarport log NAME:TAG --from URL`: every version of one tag, oldest first, the current one marked. */
 export async function logCommand(ctx: Context, refArg: string, flags: LogFlags): Promise<number> {
   const { name, tag } = parseRef(refArg, { what: 'NAME:TAG', defaultTag: 'latest' });
-  const repo = await openRepository(flags.from, '--from', flags);
+  const repo = await openRepository(flags.from, '--from', flags, { signal: ctx.signal });
   const versions: ListedRelease[] = [];
   try {
     const { current } = await currentRecords(repo, ctx.signal);

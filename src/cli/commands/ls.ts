@@ -49,7 +49,7 @@ export async function currentRecords(repo: Repository, signal: AbortSignal): Pro
 export const shortTime = (iso: string) => iso.replace(/\.\d+Z$/, 'Z');
 
 export async function lsCommand(ctx: Context, url: string, flags: LsFlags): Promise<number> {
-  const repo = await openRepository(url, 'URL', flags);
+  const repo = await openRepository(url, 'URL', flags, { signal: ctx.signal });
   const rows: ListedRelease[] = [];
   try {
     const { current, hasCatalog } = await currentRecords(repo, ctx.signal);

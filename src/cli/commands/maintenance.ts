@@ -11,7 +11,7 @@ export interface CheckFlags extends ConnectionFlags {
 /** `tarport check URL`: every record, signature and object digest; exit 3 on any fault. */
 export async function checkCommand(ctx: Context, url: string, flags: CheckFlags): Promise<number> {
   const trust = flags.trust?.length ? await loadTrustedKeys(flags.trust) : undefined;
-  const repo = await openRepository(url, 'URL', flags);
+  const repo = await openRepository(url, 'URL', flags, { signal: ctx.signal });
   try {
     const r = await checkRepository(repo, {
       signal: ctx.signal,
@@ -38,7 +38,7 @@ export async function gcCommand(ctx: Context, url: string, flags: GcFlags): Prom
   const keep = Number(flags.keep);
   if (flags.keep === undefined || !Number.isInteger(keep) || keep < 1) throw new TarportError('USAGE', `--keep ${JSON.stringify(flags.keep ?? '')}: how many versions per tag to keep, 1 or more`);
   const graceMs = parseDuration(flags.grace ?? '1h', '--grace');
-  const repo = await openRepository(url, 'URL', flags, flags.dryRun ? 'read' : 'write');
+  const repo = await openRepository(url, 'URL', flags, { write: !flags.dryRun, signal: ctx.signal });
   try {
     const r = await collectGarbage(repo, { keep, dryRun: flags.dryRun ?? false, graceMs, signal: ctx.signal });
     const verb = flags.dryRun ? 'would remove' : 'removed';
@@ -57,7 +57,7 @@ export async function gcCommand(ctx: Context, url: string, flags: GcFlags): Prom
 
 /** `tarport init URL`: a repository with its identity. */
 export async function initCommand(ctx: Context, url: string, flags: ConnectionFlags): Promise<number> {
-  const repo = await openRepository(url, 'URL', flags);
+  const repo = await openRepository(url, 'URL', flags, { write: true, signal: ctx.signal });
   try {
     const before = await repo.identity(ctx.signal);
     const tx = await repo.begin({ signal: ctx.signal });
@@ -81,7 +81,7 @@ export interface RepairFlags extends ConnectionFlags {
 export async function repairCommand(ctx: Context, url: string, flags: RepairFlags): Promise<number> {
   const sign = await signerFrom(flags);
   const ttlMs = parseDuration(flags.catalogTtl ?? '90d', '--catalog-ttl');
-  const repo = await openRepository(url, 'URL', flags);
+  const repo = await openRepository(url, 'URL', flags, { write: true, signal: ctx.signal });
   try {
     const r = await repairRepository(repo, { ttlMs, ...(sign ? { sign } : {}), signal: ctx.signal });
     for (const x of r.repaired) ctx.out.info(`repaired: ${x}`);

@@ -59,7 +59,7 @@ export async function pullCommand(ctx: Context, names: string[], flags: PullFlag
   const options = await consumerOptions(names, flags);
   const warnings = [unauthenticatedWarning(options)].filter((w) => w !== undefined);
   for (const w of warnings) ctx.out.warn(w);
-  const repo = await openRepository(flags.from, '--from', flags);
+  const repo = await openRepository(flags.from, '--from', flags, { signal: ctx.signal });
   const sink = await openMetrics(flags, (e) => ctx.out.warn(`metrics not written: ${(e as Error).message}`));
   const progress = await progressLine(ctx.out, 'pull', () => repo.counters.bytesRead);
   let ok = false;
@@ -108,7 +108,7 @@ export async function pollCommand(ctx: Context, names: string[], flags: PollFlag
   const interval = flags.interval ?? '60s';
   const intervalMs = parseDuration(interval, '--interval');
   if (intervalMs < 100) throw new TarportError('USAGE', `--interval ${flags.interval}: at least 100ms`);
-  const repo = await openRepository(flags.from, '--from', flags);
+  const repo = await openRepository(flags.from, '--from', flags, { signal: ctx.signal });
   const print = await eventPrinter(ctx.out, describe, pollLevel);
   const sink = await openMetrics(flags, (e) => ctx.out.warn(`metrics not written: ${(e as Error).message}`));
   try {

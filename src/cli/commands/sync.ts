@@ -38,8 +38,8 @@ export async function syncCommand(ctx: Context, srcUrl: string, dstUrl: string, 
   const sign = await signerFrom(flags);
   // the tool's files are read before anything is copied: a wrong path stops the run at once
   const tool = flags.withTool?.length ? await readToolFiles(flags.withTool, ctx.signal) : undefined;
-  const src = await openRepository(srcUrl, 'SRC', flags);
-  const dst = await openRepository(dstUrl, 'DST', flags, 'write');
+  const src = await openRepository(srcUrl, 'SRC', flags, { signal: ctx.signal });
+  const dst = await openRepository(dstUrl, 'DST', flags, { write: true, signal: ctx.signal });
   // a person at a terminal gets a progress bar instead of a line per object; logs keep the lines
   const bar = process.stderr.isTTY && !ctx.out.quiet ? await progressBar() : undefined;
   try {
@@ -120,7 +120,7 @@ export async function inventoryCommand(ctx: Context, flags: InventoryFlags): Pro
     const state = await new StateStore(flags.state ?? defaultStateDir()).read();
     for (const byRef of Object.values(state.loaded)) for (const [ref, l] of Object.entries(byRef)) (inv.releases[ref] ??= []).push(l.digest);
   } else {
-    const repo = await openRepository(from, '--from', flags);
+    const repo = await openRepository(from, '--from', flags, { signal: ctx.signal });
     inv.source = repo.location;
     try {
       inv.objects.push(...(await repo.listObjects(ctx.signal)));

@@ -1,0 +1,162 @@
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ROOT, docker, emptyDaemon, filesBelow, fixture, realEnv, tarport, tempDir } from '../helpers.js';
+import { CuttingProxy } from '../proxy.js';
+
+// SIGTERM to every command that moves bytes, mid-transfer and while its link is silent (the stall
+// proxy): each ends within 10 s with the documented code (143 for a one-shot command, 0 for the
+// agents, whose normal end is a stop), and what it left is invisible, as after a crash.
+
+const S = {
+  url: process.env.TP_SFTP_URL ?? '',
+  identity: process.env.TP_SFTP_IDENTITY ?? '',
+  knownHosts: process.env.TP_SFTP_KNOWN_HOSTS ?? '',
+};
+if (!S.url) throw new Error('run the suite through scripts/test: it starts the SFTP server (TP_SFTP_URL not set)');
+const port = Number(/@127\.0\.0\.1:(\d+)/.exec(S.url)![1]);
+
+async function viaProxy(): Promise<{ proxy: CuttingProxy; url: (sub: string) => string; flags: string[] }> {
+  const proxy = await new CuttingProxy({ host: '127.0.0.1', port }, [], 'stream').start();
+  const line = (await readFile(S.knownHosts, 'utf8')).trim();
+  const kh = join(await tempDir(), 'known_hosts');
+  await writeFile(kh, `${line}\n[127.0.0.1]:${proxy.port} ${line.split(/\s+/).slice(1).join(' ')}\n`);
+  return { proxy, url: (sub) => `${S.url.replace(/:\d+\//, `:${proxy.port}/`)}/${sub}`, flags: ['--identity', S.identity, '--known-hosts', kh] };
+}
+
+interface Run {
+  code: number | null;
+  ms: number;
+  stderr: string;
+}
+
+/** Starts the CLI; once `ready()` holds, optionally stalls the link, then sends SIGTERM and times the exit. */
+async function interrupt(args: string[], env: Record<string, string>, ready: () => boolean, stall: CuttingProxy | undefined): Promise<Run> {
+  const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+  let done = false;
+  void exited.then(() => (done = true));
+  const t0 = Date.now();
+  while (!ready() && !done && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 20));
+  if (done) throw new Error(`${args[0]} ended before it could be interrupted: ${stderr}`);
+  if (stall) {
+    stall.stallAll();
+    await new Promise((r) => setTimeout(r, 500)); // it waits on the silent link now
+  }
+  const sent = Date.now();
+  child.kill('SIGTERM');
+  const code = await exited;
+  return { code, ms: Date.now() - sent, stderr };
+}
+
+const SIZE_STEP = 512 << 10; // the transfer is under way once this much crossed the link
+
+describe('SIGTERM ends every command within 10 s, leaving nothing half-visible', () => {
+  const times: string[] = [];
+  for (const stalled of [false, true]) {
+    const when = stalled ? 'while its link is silent' : 'mid-transfer';
+
+    it(`push ${when}: exit 143, no release visible`, async () => {
+      const { proxy, url, flags } = await viaProxy();
+      const sub = `sig-${randomBytes(4).toString('hex')}`;
+      const r = await interrupt(['push', fixture('app-v1.tar'), '--to', url(sub), '--name', 'tarport-test/sig:1', '--compress', 'none', ...flags], {}, () => proxy.bytes > SIZE_STEP, stalled ? proxy : undefined);
+      await proxy.close();
+      times.push(`push ${when}: ${r.ms} ms`);
+      expect(r.code, r.stderr).toBe(143);
+      expect(r.ms).toBeLessThan(10_000);
+      expect(r.stderr).toContain('interrupted by SIGTERM');
+      const ls = await tarport(['ls', `${S.url}/${sub}`, '--json', '--identity', S.identity, '--known-hosts', S.knownHosts]);
+      expect(ls.stdout + ls.stderr).not.toContain('tarport-test/sig');
+    });
+
+    it(`pull ${when}: exit 143, no image loaded, the next pull loads it`, async () => {
+      const env = realEnv();
+      const sub = `sig-${randomBytes(4).toString('hex')}`;
+      const up = await tarport(['push', fixture('app-v1.tar'), '--to', `${S.url}/${sub}`, '--name', 'tarport-test/sigpull:1', '--compress', 'none', '--identity', S.identity, '--known-hosts', S.knownHosts]);
+      expect(up.code, up.stderr).toBe(0);
+      await emptyDaemon('consumer');
+      const { proxy, url, flags } = await viaProxy();
+      const state = await tempDir();
+      const r = await interrupt(['pull', '--from', url(sub), '--state', state, ...flags], { DOCKER_HOST: env.consumer }, () => proxy.bytes > SIZE_STEP, stalled ? proxy : undefined);
+      await proxy.close();
+      times.push(`pull ${when}: ${r.ms} ms`);
+      expect(r.code, r.stderr).toBe(143);
+      expect(r.ms).toBeLessThan(10_000);
+      expect(await docker('consumer', 'images', '-q', 'tarport-test/sigpull')).toBe('');
+      const again = await tarport(['pull', '--from', `${S.url}/${sub}`, '--state', state, '--identity', S.identity, '--known-hosts', S.knownHosts], { DOCKER_HOST: env.consumer });
+      expect(again.code, again.stderr).toBe(0);
+      expect(await docker('consumer', 'images', '-q', 'tarport-test/sigpull')).not.toBe('');
+    });
+
+    it(`sync ${when}: exit 143, no catalog at the destination`, async () => {
+      const sub = `sig-${randomBytes(4).toString('hex')}`;
+      const up = await tarport(['push', fixture('app-v1.tar'), '--to', `${S.url}/${sub}`, '--name', 'tarport-test/sigsync:1', '--compress', 'none', '--identity', S.identity, '--known-hosts', S.knownHosts]);
+      expect(up.code, up.stderr).toBe(0);
+      const { proxy, url, flags } = await viaProxy();
+      const dst = join(await tempDir(), 'stick');
+      const r = await interrupt(['sync', url(sub), dst, ...flags], {}, () => proxy.bytes > SIZE_STEP, stalled ? proxy : undefined);
+      await proxy.close();
+      times.push(`sync ${when}: ${r.ms} ms`);
+      expect(r.code, r.stderr).toBe(143);
+      expect(r.ms).toBeLessThan(10_000);
+      expect((await filesBelow(dst)).filter((f) => f.startsWith('tarport/'))).toEqual([]);
+    });
+
+    it(`poll ${when}: stops with exit 0, no image loaded`, async () => {
+      const env = realEnv();
+      const sub = `sig-${randomBytes(4).toString('hex')}`;
+      const up = await tarport(['push', fixture('app-v1.tar'), '--to', `${S.url}/${sub}`, '--name', 'tarport-test/sigpoll:1', '--compress', 'none', '--identity', S.identity, '--known-hosts', S.knownHosts]);
+      expect(up.code, up.stderr).toBe(0);
+      await emptyDaemon('consumer');
+      const { proxy, url, flags } = await viaProxy();
+      const r = await interrupt(['poll', '--from', url(sub), '--state', await tempDir(), '--interval', '1s', ...flags], { DOCKER_HOST: env.consumer }, () => proxy.bytes > SIZE_STEP, stalled ? proxy : undefined);
+      await proxy.close();
+      times.push(`poll ${when}: ${r.ms} ms`);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.ms).toBeLessThan(10_000);
+      expect(await docker('consumer', 'images', '-q', 'tarport-test/sigpoll')).toBe('');
+    });
+
+    it(`watch ${when}: stops with exit 0, the archive stays in the folder, no release visible`, async () => {
+      const { proxy, url, flags } = await viaProxy();
+      const sub = `sig-${randomBytes(4).toString('hex')}`;
+      const drop = await tempDir();
+      await mkdir(drop, { recursive: true });
+      await copyFile(fixture('app-v1.tar'), join(drop, 'app.tar'));
+      const r = await interrupt(['watch', drop, '--to', url(sub), '--settle', '100ms', '--name', 'tarport-test/sigwatch:1', '--compress', 'none', ...flags], {}, () => proxy.bytes > SIZE_STEP, stalled ? proxy : undefined);
+      await proxy.close();
+      times.push(`watch ${when}: ${r.ms} ms`);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.ms).toBeLessThan(10_000);
+      expect(await filesBelow(drop)).toEqual(['app.tar']);
+      const ls = await tarport(['ls', `${S.url}/${sub}`, '--json', '--identity', S.identity, '--known-hosts', S.knownHosts]);
+      expect(ls.stdout + ls.stderr).not.toContain('tarport-test/sigwatch');
+    });
+  }
+
+  it('a second SIGTERM ends a command at once', async () => {
+    const { proxy, url, flags } = await viaProxy();
+    const sub = `sig-${randomBytes(4).toString('hex')}`;
+    const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), 'push', fixture('app-v1.tar'), '--to', url(sub), '--name', 'tarport-test/sig2:1', '--compress', 'none', ...flags], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+    while (proxy.bytes <= SIZE_STEP) await new Promise((r) => setTimeout(r, 20));
+    proxy.stallAll();
+    // SIGKILL-free: the first signal asks, the second insists
+    child.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 50));
+    const sent = Date.now();
+    child.kill('SIGTERM');
+    const code = await exited;
+    await proxy.close();
+    times.push(`push, second SIGTERM: ${Date.now() - sent} ms`);
+    expect(code, stderr).toBe(143);
+    expect(Date.now() - sent).toBeLessThan(3000); // the hard exit after one signal would take 5 s
+    console.log(`SIGTERM to exit: ${times.join('; ')}`);
+  });
+});

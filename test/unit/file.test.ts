@@ -1,0 +1,68 @@
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { FileTransport } from '../../src/transport/file.js';
+
+// The directory transport never leaves its root: no link is followed below it, no FIFO, device or
+// socket is opened, and nothing behind a link reaches a message.
+
+async function setup() {
+  const base = await mkdtemp(join(tmpdir(), 'tarport-file-'));
+  const root = join(base, 'repo');
+  const outside = join(base, 'outside');
+  await mkdir(join(root, 'tarport'), { recursive: true });
+  await mkdir(outside);
+  await writeFile(join(outside, 'secret'), 'TOP-SECRET-BYTES');
+  return { root, outside, t: new FileTransport(root) };
+}
+
+describe('FileTransport stays inside the repository', () => {
+  it('a folder linked out of the root: remove, write, rename, list and read refuse; nothing outside changes', async () => {
+    const { root, outside, t } = await setup();
+    await symlink(outside, join(root, 'blobs'));
+    await expect(t.remove('blobs/secret')).rejects.toMatchObject({ code: 'INTEGRITY', message: expect.stringContaining('blobs is a symbolic link') });
+    await expect(t.write('blobs/new', () => Readable.from([Buffer.from('x')]))).rejects.toMatchObject({ code: 'INTEGRITY' });
+    await writeFile(join(root, 'tarport', 'tmp'), 'y');
+    await expect(t.rename('tarport/tmp', 'blobs/moved')).rejects.toMatchObject({ code: 'INTEGRITY' });
+    await expect(async () => {
+      for await (const _ of t.list('blobs')) void _;
+    }).rejects.toMatchObject({ code: 'INTEGRITY' });
+    await expect(t.read('blobs/secret')).rejects.toMatchObject({ code: 'INTEGRITY' });
+    await expect(t.readTo('blobs/secret', () => undefined)).rejects.toMatchObject({ code: 'INTEGRITY' });
+    expect((await readdir(outside)).sort()).toEqual(['secret']);
+    expect(await readFile(join(outside, 'secret'), 'utf8')).toBe('TOP-SECRET-BYTES');
+  });
+
+  it('a file linked to a host file is refused, and no byte of it is in the message', async () => {
+    const { root, outside, t } = await setup();
+    await symlink(join(outside, 'secret'), join(root, 'tarport', 'catalog.json'));
+    const err = (await t.read('tarport/catalog.json').then(() => new Error('read a linked catalog'), (e: unknown) => e as Error));
+    expect(err).toMatchObject({ code: 'INTEGRITY' });
+    expect(err.message).not.toContain('SECRET');
+    await expect(t.stat('tarport/catalog.json')).rejects.toMatchObject({ code: 'INTEGRITY' });
+  });
+
+  it('a FIFO as a file is refused at once, not opened (a reader would block forever)', async () => {
+    const { root, t } = await setup();
+    execFileSync('mkfifo', [join(root, 'tarport', 'catalog.json')]);
+    const t0 = Date.now();
+    await expect(t.read('tarport/catalog.json')).rejects.toMatchObject({ code: 'INTEGRITY', message: expect.stringContaining('a FIFO') });
+    await expect(t.readTo('tarport/catalog.json', () => undefined)).rejects.toMatchObject({ code: 'INTEGRITY' });
+    expect(Date.now() - t0).toBeLessThan(5000);
+    const names: string[] = [];
+    for await (const e of t.list('tarport')) names.push(e.name);
+    expect(names).toEqual([]); // listings show plain files and folders only
+  });
+
+  it('plain files and folders work as before', async () => {
+    const { t } = await setup();
+    await t.write('a/b/c', () => Readable.from([Buffer.from('hello')]));
+    await t.rename('a/b/c', 'a/d');
+    expect((await t.stat('a/d'))?.size).toBe(5);
+    await t.remove('a/d');
+    expect(await t.stat('a/d')).toBeUndefined();
+  });
+});

@@ -1,0 +1,24 @@
+import { describe, expect, it } from 'vitest';
+import { forTerminal } from '../../src/cli/output.js';
+import { maskLocationString, parseLocation } from '../../src/transport/location.js';
+
+describe('what reaches the terminal', () => {
+  it('control characters from a repository are shown, not acted on; newlines and tabs stay', () => {
+    expect(forTerminal('app\x1b]0;pwned\x07:1\x1b[2J')).toBe('app\\x1b]0;pwned\\x07:1\\x1b[2J');
+    expect(forTerminal('a\x9bb')).toBe('a\\x9bb');
+    expect(forTerminal('line one\n\tline two')).toBe('line one\n\tline two');
+  });
+
+  it.each(['ftp://u:pa/ss@host/dir', 'ftp://u:p@ss@host/dir', 'sftp://u:s3cr3t@host:22/x@y'])('a refused URL never echoes its password: %s', (url) => {
+    const pw = /^[a-z]+:\/\/u:(.*)@host/.exec(url)![1]!;
+    let message = '';
+    try {
+      parseLocation(url);
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).not.toBe('');
+    expect(message).not.toContain(pw);
+    expect(maskLocationString(url)).not.toContain(pw);
+  });
+});

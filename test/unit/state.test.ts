@@ -1,0 +1,70 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, readdir, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { StateStore, takeLock } from '../../src/consumer/state.js';
+import { ROOT } from '../helpers.js';
+
+/** A pid that is certainly not running: a child that already exited. */
+function deadPid(): number {
+  const r = spawnSync(process.execPath, ['-e', '']);
+  return r.pid!;
+}
+
+function child(dir: string, rounds: number, dead: number, crashEvery: number): Promise<{ overlaps: number; held: number }> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(process.execPath, [join(ROOT, 'test/lockholder.mjs'), dir, String(rounds), String(dead), String(crashEvery)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    c.stdout.on('data', (d) => (out += d));
+    c.on('error', reject);
+    c.on('close', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`lock holder exited ${code}`))));
+  });
+}
+
+describe('the consumer lock', () => {
+  it('is exclusive: 6 processes started together, many rounds, dead holders taken over, never two holders', async () => {
+    if (!existsSync(join(ROOT, 'dist/consumer/state.js'))) throw new Error('npm run build first: the lock holders run the built code');
+    const dead = deadPid();
+    for (let trial = 0; trial < 3; trial++) {
+      const dir = await mkdtemp(join(tmpdir(), 'tarport-lock-'));
+      // every trial starts with a stale lock: all of them race to take it over
+      await writeFile(join(dir, 'lock'), `${dead}\n`);
+      const results = await Promise.all(Array.from({ length: 6 }, () => child(dir, 20, dead, 5)));
+      expect(results.map((r) => r.overlaps)).toEqual(Array(6).fill(0));
+      expect(results.reduce((a, r) => a + r.held, 0)).toBe(6 * 20);
+    }
+  }, 120_000);
+
+  it('never exists empty, names its holder, and is gone after release', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tarport-lock-'));
+    const release = await new StateStore(dir).lock(0);
+    expect(await readFile(join(dir, 'lock'), 'utf8')).toBe(`${process.pid}\n`);
+    await release();
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('a live holder is waited for, then refused as LOCKED naming its pid', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tarport-lock-'));
+    const c = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 30000)']);
+    try {
+      await writeFile(join(dir, 'lock'), `${c.pid}\n`);
+      const t0 = Date.now();
+      await expect(takeLock(join(dir, 'lock'), 300)).rejects.toMatchObject({ code: 'LOCKED', message: expect.stringContaining(`pid ${c.pid}`) });
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(300);
+    } finally {
+      c.kill();
+    }
+  });
+
+  it('a lock with content tarport never writes (empty, or not a pid) is taken as stale', async () => {
+    for (const content of ['', 'garbage\n', '0\n']) {
+      const dir = await mkdtemp(join(tmpdir(), 'tarport-lock-'));
+      await writeFile(join(dir, 'lock'), content);
+      const release = await takeLock(join(dir, 'lock'), 0);
+      expect(await readFile(join(dir, 'lock'), 'utf8')).toBe(`${process.pid}\n`);
+      await release();
+    }
+  });
+});
