@@ -7,6 +7,7 @@ import { keySegments, parentOf } from './keys.js';
 import { formatLocation, type Location } from './location.js';
 import { retrieve, store } from './ftpdata.js';
 import { resumableInto, resumableWrite, sinkStream } from './resume.js';
+import { TLS_TRUST_CODES } from './tls.js';
 import { withRetries } from './retry.js';
 import type { ByteSink, ObjectInfo, ReadOptions, Source, Transport, WriteOptions } from './types.js';
 
@@ -28,25 +29,6 @@ export interface FtpOptions {
   readonly onResume?: (at: number) => void;
 }
 
-/** Node's codes for a certificate that could not be verified (OpenSSL's X509 errors, and the name check). */
-const TLS_TRUST_CODES: ReadonlySet<string> = new Set([
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'CERT_HAS_EXPIRED',
-  'CERT_NOT_YET_VALID',
-  'CERT_REVOKED',
-  'CERT_UNTRUSTED',
-  'CERT_REJECTED',
-  'CERT_SIGNATURE_FAILURE',
-  'INVALID_CA',
-  'INVALID_PURPOSE',
-  'PATH_LENGTH_EXCEEDED',
-  'HOSTNAME_MISMATCH',
-  'ERR_TLS_CERT_ALTNAME_INVALID',
-]);
 
 type FtpLocation = Exclude<Location, { kind: 'file' }> & { kind: 'ftp' | 'ftps' };
 

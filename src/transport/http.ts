@@ -4,6 +4,7 @@ import type { Readable } from 'node:stream';
 import { Agent, EnvHttpProxyAgent, request, type Dispatcher } from 'undici';
 import { TarportError, messageOf } from '../errors.js';
 import { keySegments } from './keys.js';
+import { TLS_TRUST_CODES } from './tls.js';
 import { resumableInto, sinkStream, type SinkAttempt } from './resume.js';
 import { withRetries } from './retry.js';
 import type { ByteSink, ObjectInfo, ReadOptions, Source, Transport } from './types.js';
@@ -59,17 +60,6 @@ const TRANSIENT_CODES = new Set([
   'EAI_AGAIN',
 ]);
 
-/** Node's codes for a certificate that does not verify: never retried, never switched off. */
-const TLS_TRUST_CODES = new Set([
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'CERT_HAS_EXPIRED',
-  'CERT_NOT_YET_VALID',
-  'ERR_TLS_CERT_ALTNAME_INVALID',
-]);
 
 /** The first `code` along an error's cause chain. */
 function errorCode(e: unknown): string | undefined {
