@@ -234,7 +234,7 @@ describe('a repository served by a web mirror', () => {
 
     // idle polls over https: each one request for the catalog, no body
     const before = (await readFile(E.TP_NGINX_ORIGIN_LOG, 'utf8')).split('\n').length;
-    const poll = await tarportFor(8_000, ['poll', '--from', `${E.TP_HTTPS_URL}/${sub}`, '--ca', E.TP_FTPS_CA, '--state', state, '--interval', '1s']);
+    const poll = await tarportFor(8_000, ['poll', '--from', `${E.TP_HTTPS_URL}/${sub}`, '--ca', E.TP_FTPS_CA, '--state', state, '--interval', '1s'], { DOCKER_HOST: process.env.TP_SOCK_consumer });
     expect(poll.code, poll.stderr).toBe(0);
     const lines = (await readFile(E.TP_NGINX_ORIGIN_LOG, 'utf8')).split('\n').slice(before - 1).filter((l) => l.includes(`/${sub}/`));
     // every line is the catalog: the first round of a poll reads it whole (as every tenth does),
@@ -353,10 +353,10 @@ async function fakeServer(handler: (req: IncomingMessage, res: ServerResponse) =
 }
 
 /** Runs the CLI and stops it with SIGTERM after `ms` (an agent's run). */
-async function tarportFor(ms: number, args: string[]) {
+async function tarportFor(ms: number, args: string[], env: Record<string, string | undefined> = {}) {
   const { spawn } = await import('node:child_process');
   const { ROOT } = await import('../helpers.js');
-  const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (c) => (stdout += c));

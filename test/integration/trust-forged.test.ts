@@ -212,7 +212,10 @@ describe('forged encrypted releases: the consumer refuses (exit 3)', () => {
     expect(refused.code, refused.stderr).toBe(3);
     expect(refused.stderr).toMatch(/its config sha256:[0-9a-f]{64}(, layer sha256:[0-9a-f]{64})+ are not encrypted, and --decrypt-key expects encrypted releases/);
     expect(refused.stderr).toMatch(/warning: --decrypt-key without --trust: releases are NOT authenticated/);
-    expect(JSON.parse(refused.stdout.trim().split('\n').pop()!).error.code).toBe('UNTRUSTED');
+    // one document: what loaded and what was refused, side by side
+    const report = JSON.parse(refused.stdout) as { refused: { code: string }[]; warnings: string[] };
+    expect(report.refused.map((r) => r.code)).toEqual(['UNTRUSTED']);
+    expect(report.warnings).toEqual([expect.stringMatching(/^--decrypt-key without --trust: releases are NOT authenticated/)]);
     await expect(docker('consumer', 'image', 'inspect', tag)).rejects.toThrow();
 
     const allowed = await tarport(['pull', '--from', repo, '--state', join(dir, `s-${randomBytes(3).toString('hex')}`), '--decrypt-key', site.sec, '--allow-unencrypted', '--json'], { DOCKER_HOST: env.consumer });
@@ -265,13 +268,15 @@ describe('forged encrypted releases: the consumer refuses (exit 3)', () => {
     });
     let out = '';
     const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    // the start line comes first (what runs, from where), the warning right after it
     const first = await new Promise<string>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no event within 60 s: ${out}`)), 60_000);
+      const timer = setTimeout(() => reject(new Error(`no warning event within 60 s: ${out}`)), 60_000);
       child.stdout.on('data', (c: Buffer) => {
         out += c.toString();
-        if (out.includes('\n')) {
+        const lines = out.split('\n').filter((l) => l.includes('"warning"'));
+        if (lines.length > 0) {
           clearTimeout(timer);
-          resolve(out.split('\n')[0]!);
+          resolve(lines[0]!);
         }
       });
     });
