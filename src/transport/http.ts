@@ -268,6 +268,8 @@ export class HttpTransport implements Transport {
   }
 
   async close(): Promise<void> {
+    // the command's signal destroyed every connection already (a destroyed pool refuses close)
+    if (this.opts.signal?.aborted) return;
     await this.dispatcher.close();
   }
 }
