@@ -186,10 +186,15 @@ export async function convergeCatalog(store: Store, opts: ConvergeOptions): Prom
       return { catalog: current.catalog, wrote };
     }
     const now = new Date();
+    const sequence = Math.max(current?.catalog.sequence ?? 0, opts.minSequence ?? 0) + 1;
+    if (!Number.isSafeInteger(sequence)) {
+      // past 2^53 - 1 a sequence no longer grows by one in JSON numbers: no reader could order it
+      throw new TarportError('INTEGRITY', `the catalog of ${store.location} is at sequence ${current?.catalog.sequence}, the largest a catalog can count to; nothing was written (a repository that got there was written by something other than tarport)`);
+    }
     const catalog: Catalog = {
       schema: CATALOG_SCHEMA,
       repository: id,
-      sequence: Math.max(current?.catalog.sequence ?? 0, opts.minSequence ?? 0) + 1,
+      sequence,
       created: now.toISOString(),
       expires: new Date(now.getTime() + opts.ttlMs).toISOString(),
       releases: truth,

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { DIGEST_RE } from '../crypto/index.js';
 import { TarportError } from '../errors.js';
+import { NAME_RE, TAG_RE } from './names.js';
 
 export const MEDIA_TYPES = {
   manifest: 'application/vnd.oci.image.manifest.v1+json',
@@ -14,6 +15,12 @@ export const MEDIA_TYPES = {
 } as const;
 
 const digest = z.string().regex(DIGEST_RE, 'expected sha256:<64 hex digits>');
+/**
+ * Names and tags read from a repository are printed and used as file names: anything outside
+ * Docker's reference grammar (control characters, terminal escapes, slashes in tags) is refused.
+ */
+const imageName = z.string().max(255).regex(NAME_RE, 'not an image name (Docker reference grammar)');
+const imageTag = z.string().regex(TAG_RE, 'not a tag (Docker reference grammar)');
 const size = z.number().int().nonnegative();
 
 /** How an object is encrypted: an OpenPGP message to these recipients (key fingerprints). */
@@ -40,8 +47,8 @@ export const RECORD_SCHEMA = 'tarport.release/v1';
 
 export const ReleaseRecordSchema = z.strictObject({
   schema: z.literal(RECORD_SCHEMA),
-  name: z.string(),
-  tag: z.string(),
+  name: imageName,
+  tag: imageTag,
   version: z.number().int().positive(),
   created: z.string(),
   /** image: loaded with `docker load`; rootfs: a `docker export` tar, loaded with `docker import`. */
@@ -62,8 +69,8 @@ export const CATALOG_SCHEMA_V1 = 'tarport.catalog/v1';
 export const CATALOG_SCHEMA = 'tarport.catalog/v2';
 
 export const CatalogEntrySchema = z.strictObject({
-  name: z.string(),
-  tag: z.string(),
+  name: imageName,
+  tag: imageTag,
   version: z.number().int().positive(),
   kind: z.enum(['image', 'rootfs']),
   created: z.string(),
@@ -82,7 +89,7 @@ export const CatalogSchema = z.strictObject({
   /** The repository's id (tarport/format.json); absent in v1 catalogs. */
   repository: z.string().regex(/^[0-9a-f]{32}$/).optional(),
   /** Grows by one with every write; a consumer never goes back to a lower one. */
-  sequence: z.number().int().nonnegative(),
+  sequence: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
   created: z.string(),
   expires: z.string(),
   releases: z.array(CatalogEntrySchema),
