@@ -1,5 +1,5 @@
 import { sha256 } from '../crypto/index.js';
-import { TarportError } from '../errors.js';
+import { TarportError, isTarportError } from '../errors.js';
 import { CATALOGS_FOLDER, CATALOG_KEY, LEGACY_CATALOG_SIGNATURE_KEY, catalogFileName, parseCatalogFileName } from './layout.js';
 import { readFormat } from './format.js';
 import { listReleases, listTags, readRecord } from './read.js';
@@ -50,6 +50,19 @@ export async function listCatalogFiles(store: Store, signal?: AbortSignal): Prom
  * stopped between the two steps — the newest immutable copy in tarport/catalogs/ stands in for it.
  */
 export async function readCatalog(store: Store, signal?: AbortSignal): Promise<CatalogCopy | undefined> {
+  // catalog.json is replaced while others read it; a read that straddled a replacement (a resumed
+  // remote read reopens the path) parses as garbage: read it again before calling it broken
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await readCatalogOnce(store, signal);
+    } catch (e) {
+      if (attempt >= 2 || !isTarportError(e, 'INTEGRITY')) throw e;
+      await new Promise((r) => setTimeout(r, 150 + Math.random() * 300));
+    }
+  }
+}
+
+async function readCatalogOnce(store: Store, signal?: AbortSignal): Promise<CatalogCopy | undefined> {
   let from = CATALOG_KEY;
   let bytes = await store.readOptional(CATALOG_KEY, MAX_CATALOG_BYTES, 'catalog', signal);
   if (!bytes) {
