@@ -142,11 +142,17 @@ export async function collectGarbage(repo: Repository, opts: GcOptions): Promise
   return result;
 }
 
+/** How long a temporary file in tarport/pending/ stays whatever --grace says (see removeTemporary). */
+const PENDING_TEMP_FLOOR_MS = 10 * 60_000;
+
 /** Temporary files of interrupted writes; none while a publish runs (its staged objects are temporary files). */
 async function removeTemporary(store: Store, publishing: boolean, old: (m: Date | undefined) => boolean, opts: GcOptions, result: GcResult): Promise<void> {
   if (publishing) return;
   for (const t of await findTempFiles(store, opts.signal)) {
     if (!old(t.mtime)) continue;
+    // an intent being written is not visible yet, so no intent protects its own temporary file:
+    // those stay for a while whatever the grace (they are a few hundred bytes)
+    if (t.key.startsWith(`${PENDING_FOLDER}/`) && !(t.mtime && Date.now() - t.mtime.getTime() > PENDING_TEMP_FLOOR_MS)) continue;
     result.temporaryRemoved.push(t.key);
     if (!opts.dryRun) await store.remove(t.key, opts.signal);
   }
