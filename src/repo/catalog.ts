@@ -51,27 +51,31 @@ export async function listCatalogFiles(store: Store, signal?: AbortSignal): Prom
  */
 export async function readCatalog(store: Store, signal?: AbortSignal): Promise<CatalogCopy | undefined> {
   // catalog.json is replaced while others read it; a read that straddled a replacement (a resumed
-  // remote read reopens the path) parses as garbage: read it again before calling it broken
+  // remote read reopens the path) parses as garbage: it is read again before it counts as broken.
+  // Only a parse failure is retried: an oversized or endless catalog fails at once, at the cap.
   for (let attempt = 0; ; attempt++) {
+    const got = await readCatalogBytes(store, signal);
+    if (!got) return undefined;
     try {
-      return await readCatalogOnce(store, signal);
+      return parseCatalog(store, got.bytes, got.from);
     } catch (e) {
-      if (attempt >= 2 || !isTarportError(e, 'INTEGRITY')) throw e;
+      if (attempt >= 2 || !isTarportError(e, 'INTEGRITY') || got.from !== CATALOG_KEY) throw e;
       await new Promise((r) => setTimeout(r, 150 + Math.random() * 300));
     }
   }
 }
 
-async function readCatalogOnce(store: Store, signal?: AbortSignal): Promise<CatalogCopy | undefined> {
-  let from = CATALOG_KEY;
-  let bytes = await store.readOptional(CATALOG_KEY, MAX_CATALOG_BYTES, 'catalog', signal);
-  if (!bytes) {
-    const newest = (await listCatalogFiles(store, signal)).at(-1);
-    if (!newest) return undefined;
-    from = `${CATALOGS_FOLDER}/${newest}`;
-    bytes = await store.readOptional(from, MAX_CATALOG_BYTES, 'catalog', signal);
-    if (!bytes) return undefined;
-  }
+async function readCatalogBytes(store: Store, signal?: AbortSignal): Promise<{ bytes: Buffer; from: string } | undefined> {
+  const bytes = await store.readOptional(CATALOG_KEY, MAX_CATALOG_BYTES, 'catalog', signal);
+  if (bytes) return { bytes, from: CATALOG_KEY };
+  const newest = (await listCatalogFiles(store, signal)).at(-1);
+  if (!newest) return undefined;
+  const from = `${CATALOGS_FOLDER}/${newest}`;
+  const copy = await store.readOptional(from, MAX_CATALOG_BYTES, 'catalog', signal);
+  return copy ? { bytes: copy, from } : undefined;
+}
+
+function parseCatalog(store: Store, bytes: Buffer, from: string): CatalogCopy {
   const catalog = parseWith(CatalogSchema, bytes, `catalog ${from} of ${store.location}`);
   if (catalog.schema === CATALOG_SCHEMA && !catalog.repository) throw new TarportError('INTEGRITY', `catalog ${from} of ${store.location} names no repository`);
   const signatureKey = catalog.schema === CATALOG_SCHEMA_V1 ? LEGACY_CATALOG_SIGNATURE_KEY : `${CATALOGS_FOLDER}/${catalogFileName(catalog.sequence, sha256(bytes))}.asc`;

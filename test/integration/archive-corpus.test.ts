@@ -49,7 +49,7 @@ describe('hostile archive corpus: push refuses each case', () => {
     expect(r.code, r.stderr).toBe(2);
     expect(r.stderr).toContain(file);
     expect(r.stderr).toMatch(c.fault);
-    expect(await filesBelow(repo)).toEqual([]);
+    expect(await archiveFilesBelow(repo)).toEqual([]);
     expect(await filesBelow(dir)).toEqual(before);
     expect(r.peakMiB).toBeLessThan(PEAK_MIB);
     expect(r.ms).toBeLessThan(TIME_MS);
@@ -79,9 +79,15 @@ describe('SIGTERM while the worst archive is indexed', () => {
       expect(code).not.toBe(0);
       expect(code).not.toBeNull(); // ended by itself, not by the signal's default action
       expect(stderr).toMatch(/interrupted/);
-      expect(await filesBelow(repo)).toEqual([]);
+      expect(await archiveFilesBelow(repo)).toEqual([]);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
   });
 });
+
+/** What a refused push left in the repository, beyond the empty repository's own identity (the
+ * write transaction begins with it, as `tarport init` would make it): nothing may be there. */
+async function archiveFilesBelow(repo: string): Promise<string[]> {
+  return (await filesBelow(repo)).filter((f) => f !== 'oci-layout' && f !== 'tarport/format.json');
+}
