@@ -451,6 +451,20 @@ NGINX
   TP_PIDFILES+=("$d/launcher.pid")
 }
 
+# tp_nginx_registry BASE: the registry mapping (contrib/nginx/registry.conf) for the repository
+# $TP_RUN/www/registry, included in the origin's server block (so the caching tier passes it on) and
+# in a plain-HTTP server of the origin's nginx on BASE+2 (docker accepts plain HTTP on loopback).
+tp_nginx_registry() {
+  local base=$1 conf="$TP_RUN/origin-server.conf" loc="$TP_RUN/registry-locations.conf"
+  mkdir -p "$TP_RUN/www/registry"
+  tp_nginx_conf "$TP_ROOT/contrib/nginx/registry.conf" "$loc" "REPO=$TP_RUN/www/registry" || return 1
+  # the rendered origin.conf ends with its server block's closing brace: the include goes before it
+  local body; body=$(cat "$conf")
+  [ "${body##*$'\n'}" = "}" ] || { tp_log "$conf does not end with its server block's closing brace"; return 1; }
+  printf '%s\n    include %s;\n}\n\nserver {\n    listen 127.0.0.1:%s;\n    server_name localhost;\n    include %s;\n}\n' \
+    "${body%$'\n'*}" "$loc" "$((base + 2))" "$loc" > "$conf"
+}
+
 # tp_start_nginx: an HTTPS origin serving $TP_WWW_ROOT (repositories go into folders of it) with the
 # servers' CA (run tp_start_servers first), and a caching tier in front of it over plain HTTP; both
 # from the configs docs/mirror.md gives. Exports TP_WWW_ROOT, TP_HTTPS_URL, TP_HTTP_CACHE_URL,
@@ -466,9 +480,10 @@ tp_start_nginx() {
     tp_nginx_conf "$TP_ROOT/contrib/nginx/cache.conf" "$TP_RUN/cache-server.conf" \
       "LISTEN=127.0.0.1:$((base + 1))" SERVER_NAME=localhost "CACHE_DIR=$TP_RUN/nginx-cache-data" \
       "ORIGIN=127.0.0.1:$base" ORIGIN_NAME=localhost "CA=$s/ca.crt"
+    tp_nginx_registry "$base" || return 1
     tp_run_nginx origin "$TP_RUN/origin-server.conf" && tp_run_nginx cache "$TP_RUN/cache-server.conf" || return 1
     local port i ok=1
-    for port in $base $((base + 1)); do
+    for port in $base $((base + 1)) $((base + 2)); do
       for i in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done
       (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || ok=0
     done
@@ -477,6 +492,7 @@ tp_start_nginx() {
     if [ $ok = 1 ]; then
       export TP_WWW_ROOT="$TP_RUN/www" TP_HTTPS_URL="https://127.0.0.1:$base" TP_HTTP_CACHE_URL="http://127.0.0.1:$((base + 1))"
       export TP_NGINX_ORIGIN_LOG="$TP_RUN/nginx-origin/access.log" TP_NGINX_CACHE_LOG="$TP_RUN/nginx-cache/access.log"
+      export TP_REGISTRY_REPO="$TP_RUN/www/registry" TP_REGISTRY_ORIGIN="127.0.0.1:$((base + 2))" TP_REGISTRY_CACHE="127.0.0.1:$((base + 1))"
       return 0
     fi
     tail -n 5 "$TP_RUN"/nginx-*/error.log "$TP_RUN"/nginx-*/stdout.log >&2 2>/dev/null

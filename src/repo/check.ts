@@ -6,6 +6,7 @@ import { findTempFiles } from './gc.js';
 import { holds, listPending } from './intents.js';
 import { CATALOG_KEY, recordKey } from './layout.js';
 import { readBlobTo } from './objects.js';
+import { checkRegistryView } from './registry.js';
 import { listReleases, listTags, readRecord, type CheckSignature } from './read.js';
 import type { ReleaseRecord } from './records.js';
 import { storeOf, type Repository } from './repository.js';
@@ -98,6 +99,11 @@ export async function checkRepository(repo: Repository, opts: { verify?: CheckSi
   }
   await checkObjects(store, objects, result, fault, opts.signal);
   await housekeepingWarnings(store, warn, opts.signal);
+  if (got) {
+    // warnings: the registry path is an extra that consumers running tarport never read
+    const view = await checkRegistryView(store, got.catalog, opts.signal);
+    for (const f of [...view.off, ...view.skipped]) warn(f.what, f.problem);
+  }
   return result;
 }
 

@@ -2,6 +2,7 @@ import { catalogFileName, BLOBS_FOLDER, CATALOGS_FOLDER, PENDING_FOLDER, RELEASE
 import { listCatalogFiles, readCatalog } from './catalog.js';
 import { CLOCK_SKEW_MS, announceGc, holds, listPending } from './intents.js';
 import { objectOfFile } from './objects.js';
+import { removeDigestCopies } from './registry.js';
 import { listReleases, listTags, readRecord, signatureKey, type ReleaseRef } from './read.js';
 import type { ReleaseRecord } from './records.js';
 import { storeOf, type Repository } from './repository.js';
@@ -133,6 +134,8 @@ export async function collectGarbage(repo: Repository, opts: GcOptions): Promise
         if (f.whole) result.objectsRemoved.push(digest);
       }
     }
+    // the registry view's copies of manifests gone: a client asking for them gets a 404
+    result.housekeeping.push(...(await removeDigestCopies(store, new Set(result.objectsRemoved), opts.dryRun, opts.signal)));
     await removeTemporary(store, intents.some((i) => holds(i)), old, opts, result);
     await removeStalePending(store, opts, result);
     await removeOldCatalogs(store, old, opts, result);

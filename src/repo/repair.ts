@@ -1,6 +1,9 @@
 import { catalogLag, rebuildEntries, readCatalog, writeCatalogBytes, type Sign } from './catalog.js';
 import { CATALOG_KEY } from './layout.js';
+import { checkRegistryView, writeRegistryView } from './registry.js';
+import type { Catalog } from './records.js';
 import { storeOf, type Repository } from './repository.js';
+import type { Store } from './store.js';
 
 export interface RepairResult {
   /** What was done. */
@@ -28,7 +31,10 @@ export async function repairRepository(repo: Repository, opts: { ttlMs: number; 
     await writeCatalogBytes(store, current.catalog, current.bytes, sig, opts.signal);
     result.repaired.push(`${CATALOG_KEY} put back from ${current.from}`);
   }
-  if (lag.length === 0 && current?.catalog.repository) return result;
+  if (lag.length === 0 && current?.catalog.repository) {
+    await repairRegistryView(store, current.catalog, result, opts.signal);
+    return result;
+  }
   if (!current && truth.length === 0) return result;
   const signed = current ? (await repo.readCatalogSignature(current, opts.signal)) !== undefined : false;
   if (signed && !opts.sign) {
@@ -43,4 +49,12 @@ export async function repairRepository(repo: Repository, opts: { ttlMs: number; 
     await tx.end();
   }
   return result;
+}
+
+/** The registry view of a current catalog, written again in whole when check finds it off (a derived file: no key needed). */
+async function repairRegistryView(store: Store, catalog: Catalog, result: RepairResult, signal?: AbortSignal): Promise<void> {
+  const { off } = await checkRegistryView(store, catalog, signal);
+  if (off.length === 0) return;
+  await writeRegistryView(store, catalog, signal, { rebuild: true });
+  result.repaired.push(`registry view written again (${off.length} file${off.length === 1 ? '' : 's'} did not match the catalog)`);
 }

@@ -7,6 +7,7 @@ import { PublishIntent } from './intents.js';
 import { recordFileName, recordKey } from './layout.js';
 import { putObject, putSmallBlob, putSplit, stageBlob, type ObjectSource, type StagedBlob } from './objects.js';
 import { writeOciIndex } from './oci-index.js';
+import { writeRegistryView } from './registry.js';
 import { signatureKey } from './read.js';
 import { serialize, type Catalog, type CatalogEntry, type ReleaseRecord } from './records.js';
 import type { Store } from './store.js';
@@ -22,7 +23,7 @@ import type { Store } from './store.js';
  * 2. records: `writeRecord` (signature first, then the record) or `copyRecord`.
  * 3. the catalog: `publishCatalog` (rebuilt from releases/ until a read-back agrees) or, for a
  *    sync that carries its source's catalog unchanged, `adoptCatalog`.
- * 4. derived files: index.json, then every `derived` step (index.html and the like); they are
+ * 4. derived files: index.json, the registry view (registry.ts), then every `derived` step (index.html and the like); they are
  *    rebuilt from the catalog and may lag it, never lead it.
  * 5. `end` (always, also after a failure: it withdraws the intent and removes staged objects).
  *
@@ -145,6 +146,7 @@ export class WriteTransaction {
   private async writeDerived(catalog: Catalog): Promise<void> {
     this.enter(4, 'derived files');
     await writeOciIndex(this.store, catalog, this.signal);
+    await writeRegistryView(this.store, catalog, this.signal);
     for (const step of this.derived) await step(catalog, this.signal);
   }
 
