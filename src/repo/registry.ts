@@ -136,13 +136,18 @@ export async function writeRegistryView(store: Store, catalog: Catalog, signal?:
   for (const [key, t] of tags) {
     const old = before?.tags[key];
     const digest = t.entry.manifest!.digest;
+    if (opts.rebuild || !old || old.digest !== digest || old.kind !== t.kind) {
+      if (!(await writeTag(store, t, signal))) {
+        // a sync that left out what the site already has (--have) carries no manifest object
+        skipped.push({ ref: `${t.entry.name}:${t.entry.tag}`, why: `its manifest ${digest} is not in this repository (a sync with --have leaves out what the site holds)` });
+        continue;
+      }
+      if (old && old.kind !== t.kind) await store.remove(tagFileKey(t.path, t.entry.tag, old.kind), signal);
+    }
     view.tags[key] = { digest, kind: t.kind };
-    if (!opts.rebuild && old && old.digest === digest && old.kind === t.kind) continue;
-    await writeTag(store, t, signal);
-    if (old && old.kind !== t.kind) await store.remove(tagFileKey(t.path, t.entry.tag, old.kind), signal);
   }
   for (const [key, old] of Object.entries(before?.tags ?? {})) {
-    if (tags.has(key)) continue;
+    if (view.tags[key]) continue;
     const colon = key.lastIndexOf(':');
     await store.remove(tagFileKey(key.slice(0, colon), key.slice(colon + 1), old.kind), signal);
   }
@@ -152,12 +157,19 @@ export async function writeRegistryView(store: Store, catalog: Catalog, signal?:
 }
 
 /** The digest copy first (a tag file never names a manifest the view cannot serve by digest), then the tag file. */
-async function writeTag(store: Store, t: PlannedTag, signal?: AbortSignal): Promise<void> {
-  const m = await topManifest(store, t.entry, signal);
-  if (!m) return;
+async function writeTag(store: Store, t: PlannedTag, signal?: AbortSignal): Promise<boolean> {
+  let m: TopManifest | undefined;
+  try {
+    m = await topManifest(store, t.entry, signal);
+  } catch (e) {
+    if (isTarportError(e, 'NOT_FOUND')) return false;
+    throw e;
+  }
+  if (!m) return false;
   const byDigest = digestFileKey(m.digest, t.kind);
   if ((await store.stat(byDigest, signal))?.size !== m.bytes.length) await store.putAtomic(byDigest, m.bytes, signal);
   await store.putAtomic(tagFileKey(t.path, t.entry.tag, t.kind), m.bytes, signal);
+  return true;
 }
 
 /** gc: the digest copies of manifests gc removed (a registry client asking for them gets a 404, as for any release gone). */

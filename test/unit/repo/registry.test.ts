@@ -1,0 +1,113 @@
+import { describe, expect, it } from 'vitest';
+import { sha256 } from '../../../src/crypto/index.js';
+import { Repository, checkRepository, collectGarbage, repairRepository, type Catalog, type CatalogEntry } from '../../../src/repo/index.js';
+import { REGISTRY_VIEW_KEY, digestFileKey, planView, registryPath, tagFileKey } from '../../../src/repo/registry.js';
+import { MemoryTransport } from '../../../src/transport/index.js';
+import { FaultyTransport } from './faulty.js';
+import { publish } from './fixtures.js';
+
+const TTL = 90 * 24 * 3600 * 1000;
+
+/** A memory repository that notes every key renamed into place (what a write made visible). */
+class Noting extends MemoryTransport {
+  readonly placed: string[] = [];
+  override async rename(from: string, to: string): Promise<void> {
+    await super.rename(from, to);
+    this.placed.push(to);
+  }
+}
+
+async function current(t: MemoryTransport, tag: string): Promise<CatalogEntry> {
+  return (await new Repository(t).readCatalog())!.catalog.releases.find((e) => e.tag === tag)!;
+}
+
+const entry = (name: string, tag: string, mediaType?: string): CatalogEntry => ({
+  name, tag, version: 1, kind: 'image', created: '2026-12-01T00:00:00.000Z', record: '00000001-0000000000000000.json',
+  digest: `sha256:${'1'.repeat(64)}`, size: 10,
+  ...(mediaType ? { manifest: { mediaType, digest: `sha256:${'2'.repeat(64)}`, size: 100 } } : {}),
+});
+const catalogOf = (releases: CatalogEntry[]): Catalog => ({ schema: 'tarport.catalog/v2', repository: '0'.repeat(32), sequence: 1, created: '', expires: '', releases });
+const OCI = 'application/vnd.oci.image.manifest.v1+json';
+
+describe('registry view', () => {
+  it('registry paths follow Docker reference rules: Docker Hub names get library/, a registry host is dropped', () => {
+    expect(registryPath('x')).toBe('library/x');
+    expect(registryPath('a/b')).toBe('a/b');
+    expect(registryPath('registry.example:5000/team/app')).toBe('team/app');
+    expect(registryPath('localhost/app')).toBe('app');
+  });
+
+  it('a publish writes the tag file and the digest copy of the top manifest, byte for byte', async () => {
+    const t = new MemoryTransport();
+    await publish(t, 0, '1');
+    const e = await current(t, '1');
+    const manifest = t.files.get(`blobs/sha256/${e.manifest!.digest.slice(7)}`)!;
+    expect(sha256(manifest)).toBe(e.manifest!.digest);
+    expect(t.files.get(tagFileKey('demo/app', '1', 'oci-manifest'))).toEqual(manifest);
+    expect(t.files.get(digestFileKey(e.manifest!.digest, 'oci-manifest'))).toEqual(manifest);
+    const view = JSON.parse(t.files.get(REGISTRY_VIEW_KEY)!.toString()) as { tags: Record<string, unknown> };
+    expect(view.tags).toEqual({ 'demo/app:1': { digest: e.manifest!.digest, kind: 'oci-manifest' } });
+  });
+
+  it('an update rewrites only the tag that moved; the old version stays pullable by digest', async () => {
+    const t = new Noting();
+    await publish(t, 0, '1');
+    await publish(t, 0, 'stable');
+    const v1 = (await current(t, '1')).manifest!.digest;
+    t.placed.length = 0;
+    await publish(t, 1, '1');
+    const v2 = (await current(t, '1')).manifest!.digest;
+    expect(v2).not.toBe(v1);
+    const registryWrites = t.placed.filter((k) => k.startsWith('tarport/registry/'));
+    expect(registryWrites.sort()).toEqual([REGISTRY_VIEW_KEY, digestFileKey(v2, 'oci-manifest'), tagFileKey('demo/app', '1', 'oci-manifest')].sort());
+    expect(sha256(t.files.get(tagFileKey('demo/app', '1', 'oci-manifest'))!)).toBe(v2);
+    expect(sha256(t.files.get(tagFileKey('demo/app', 'stable', 'oci-manifest'))!)).toBe(v1);
+    expect(t.files.has(digestFileKey(v1, 'oci-manifest'))).toBe(true);
+  });
+
+  it('leaves out, with the reason, releases without a manifest, unknown media types and clashing paths', () => {
+    const { tags, skipped } = planView(catalogOf([
+      entry('a.example/team/app', '1', OCI),
+      entry('b.example/team/app', '1', OCI),
+      entry('team/app', 'V1', OCI),
+      entry('team/app', 'v1', OCI),
+      entry('secret', '1'),
+      entry('odd', '1', 'application/x-unknown'),
+    ]));
+    expect([...tags.keys()]).toEqual(['team/app:1', 'team/app:V1']);
+    expect(skipped).toEqual([
+      { ref: 'b.example/team/app:1', why: 'a.example/team/app:1 is served as team/app:1 already' },
+      { ref: 'team/app:v1', why: 'team/app:V1 is served as team/app:v1 already' },
+      { ref: 'secret:1', why: 'encrypted releases are not served as a registry' },
+      { ref: 'odd:1', why: 'media type application/x-unknown is not one a registry serves' },
+    ]);
+  });
+
+  it('gc removes the digest copies of the manifests it removes, and keeps the current ones', async () => {
+    const t = new MemoryTransport();
+    await publish(t, 0, '1');
+    const v1 = (await current(t, '1')).manifest!.digest;
+    await publish(t, 1, '1');
+    const v2 = (await current(t, '1')).manifest!.digest;
+    const r = await collectGarbage(new Repository(new FaultyTransport(t, 2, true, false)), { keep: 1, dryRun: false, graceMs: 0 });
+    expect(r.objectsRemoved).toContain(v1);
+    expect(r.housekeeping).toContain(digestFileKey(v1, 'oci-manifest'));
+    expect(t.files.has(digestFileKey(v1, 'oci-manifest'))).toBe(false);
+    expect(t.files.has(digestFileKey(v2, 'oci-manifest'))).toBe(true);
+  });
+
+  it('check warns of a tag file that does not hold the current manifest; repair writes it again', async () => {
+    const t = new MemoryTransport();
+    await publish(t, 0, '1');
+    expect((await checkRepository(new Repository(t))).warnings).toEqual([]);
+    const file = tagFileKey('demo/app', '1', 'oci-manifest');
+    t.files.set(file, Buffer.from('{}'));
+    const c = await checkRepository(new Repository(t));
+    expect(c.faults).toEqual([]);
+    expect(c.warnings.map((w) => w.what)).toEqual([file]);
+    const r = await repairRepository(new Repository(t), { ttlMs: TTL });
+    expect(r.repaired).toEqual(['registry view written again (1 file did not match the catalog)']);
+    expect(sha256(t.files.get(file)!)).toBe((await current(t, '1')).manifest!.digest);
+    expect((await checkRepository(new Repository(t))).warnings).toEqual([]);
+  });
+});
