@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { sha256 } from '../../../src/crypto/index.js';
 import { Repository, checkRepository, collectGarbage, repairRepository, type Catalog, type CatalogEntry } from '../../../src/repo/index.js';
 import { REGISTRY_VIEW_KEY, digestFileKey, planView, registryPath, tagFileKey } from '../../../src/repo/registry.js';
+import { DEFAULT_CATALOG_TTL_MS } from '../../../src/producer/index.js';
+import { syncRepos } from '../../../src/sync/sync.js';
 import { MemoryTransport } from '../../../src/transport/index.js';
 import { FaultyTransport } from './faulty.js';
 import { publish } from './fixtures.js';
@@ -109,5 +111,17 @@ describe('registry view', () => {
     expect(r.repaired).toEqual(['registry view written again (1 file did not match the catalog)']);
     expect(sha256(t.files.get(file)!)).toBe((await current(t, '1')).manifest!.digest);
     expect((await checkRepository(new Repository(t))).warnings).toEqual([]);
+  });
+
+  it('sync writes the view at its destination from the catalog it carries', async () => {
+    const src = new MemoryTransport('src');
+    await publish(src, 0, '1');
+    await publish(src, 1, '2');
+    const dst = new MemoryTransport('dst');
+    await syncRepos(new Repository(src), new Repository(dst), { catalogTtlMs: DEFAULT_CATALOG_TTL_MS });
+    const registryFiles = (t: MemoryTransport) => [...t.files.entries()].filter(([k]) => k.startsWith('tarport/registry/')).sort(([a], [b]) => a.localeCompare(b));
+    expect(registryFiles(dst).map(([k]) => k)).toEqual(registryFiles(src).map(([k]) => k));
+    for (const [k, v] of registryFiles(src)) expect(dst.files.get(k), k).toEqual(v);
+    expect((await checkRepository(new Repository(dst))).warnings).toEqual([]);
   });
 });
