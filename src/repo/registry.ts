@@ -3,7 +3,7 @@ import { hexOf, sha256 } from '../crypto/index.js';
 import { TarportError, isTarportError } from '../errors.js';
 import { blobKey } from './layout.js';
 import { qualifiedName } from './names.js';
-import { MAX_RECORD_BYTES } from './objects.js';
+import { MAX_RECORD_BYTES, partsKey } from './objects.js';
 import { serialize, type Catalog, type CatalogEntry } from './records.js';
 import type { Store } from './store.js';
 
@@ -208,7 +208,23 @@ export async function checkRegistryView(store: Store, catalog: Catalog, signal?:
     const file = tagFileKey(t.path, t.entry.tag, t.kind);
     const held = await store.readOptional(file, MAX_RECORD_BYTES, `registry tag file ${file}`, signal).catch((e: unknown) => (isTarportError(e, 'INTEGRITY') ? Buffer.alloc(0) : Promise.reject(e)));
     if (!held || sha256(held) !== digest) found.off.push({ what: file, problem: `registry clients asking for ${key} do not get the catalog's ${digest}; the next publish or 'tarport repair' rewrites it` });
+    else for (const blob of await blobsNotWhole(store, held, signal)) found.skipped.push({ what: `${t.entry.name}:${t.entry.tag}`, problem: `not served as a registry: object ${blob} is stored in parts (sync --max-file-size), which a web server cannot join; sync the repository to the mirror without --max-file-size` });
     if (!(await store.stat(digestFileKey(digest, t.kind), signal))) found.off.push({ what: digestFileKey(digest, t.kind), problem: `missing: ${key} cannot be pulled by digest; 'tarport repair' writes it` });
   }
   return found;
+}
+
+/** The blobs a manifest names that are not stored as one file (objects split for FAT media). */
+async function blobsNotWhole(store: Store, manifest: Buffer, signal?: AbortSignal): Promise<string[]> {
+  let parsed: { config?: { digest?: unknown }; layers?: { digest?: unknown }[] };
+  try {
+    parsed = JSON.parse(manifest.toString('utf8')) as typeof parsed;
+  } catch {
+    return [];
+  }
+  const digests = [parsed.config?.digest, ...(parsed.layers ?? []).map((l) => l.digest)].filter((d): d is string => typeof d === 'string' && /^sha256:[0-9a-f]{64}$/.test(d));
+  const out: string[] = [];
+  // a missing object is a fault check reports already; only parts are the registry's own concern
+  for (const d of digests) if (!(await store.stat(blobKey(d), signal)) && (await store.stat(partsKey(d), signal))) out.push(d);
+  return out;
 }

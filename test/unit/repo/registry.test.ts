@@ -124,4 +124,19 @@ describe('registry view', () => {
     for (const [k, v] of registryFiles(src)) expect(dst.files.get(k), k).toEqual(v);
     expect((await checkRepository(new Repository(dst))).warnings).toEqual([]);
   });
+
+  it('check names a served release whose objects are stored in parts (which a web server cannot join)', async () => {
+    const t = new MemoryTransport();
+    await publish(t, 0, '1');
+    const e = await current(t, '1');
+    const layer = (JSON.parse(t.files.get(tagFileKey('demo/app', '1', 'oci-manifest'))!.toString()) as { layers: { digest: string }[] }).layers[0]!.digest;
+    // split it as sync --max-file-size stores it: one part and its list
+    const bytes = t.files.get(`blobs/sha256/${layer.slice(7)}`)!;
+    t.files.delete(`blobs/sha256/${layer.slice(7)}`);
+    t.files.set(`blobs/sha256/${layer.slice(7)}.p0001`, bytes);
+    t.files.set(`blobs/sha256/${layer.slice(7)}.parts`, Buffer.from(JSON.stringify({ digest: layer, size: bytes.length, parts: [{ digest: layer, size: bytes.length }] })));
+    const c = await checkRepository(new Repository(t));
+    expect(c.faults).toEqual([]);
+    expect(c.warnings).toEqual([{ what: `${e.name}:${e.tag}`, problem: expect.stringContaining(`object ${layer} is stored in parts`) as string }]);
+  });
 });
