@@ -24,6 +24,7 @@ import {
   type ImageRef,
   type LayerDescriptor,
   type ReleaseRecord,
+  type RegistryView,
   type Repository,
   type StagedBlob,
   type Sign,
@@ -58,6 +59,8 @@ export interface PublishedRelease {
   readonly status: 'published' | 'unchanged';
   readonly kind: 'image' | 'rootfs';
   readonly record?: string;
+  /** Why a registry client cannot pull this release from a web mirror (docs/mirror.md), when that is not by design (encrypted, root file system). */
+  readonly notServedAsRegistry?: string;
 }
 
 export interface PublishResult {
@@ -225,7 +228,7 @@ async function publishIn(tx: WriteTransaction, repo: Repository, tar: TarArchive
     }
     // Always, also when nothing was new: a catalog left behind by a crash or a lost race converges here.
     await tx.publishCatalog({ ttlMs: opts.catalogTtlMs, ...(opts.sign ? { sign: opts.sign } : {}) });
-    return { archive: path, releases, uploadedBytes, uploadedObjects };
+    return { archive: path, releases: withRegistryNotes(releases, tx.registryView), uploadedBytes, uploadedObjects };
   } catch (e) {
     for (const b of staged) await tx.discard(b);
     throw e;
@@ -279,4 +282,12 @@ async function collect(s: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of s) chunks.push(c as Buffer);
   return Buffer.concat(chunks);
+}
+
+/** Notes on the releases the registry view left out for a reason the producer may not expect (a clash of paths, say). */
+function withRegistryNotes(releases: PublishedRelease[], view: RegistryView | undefined): PublishedRelease[] {
+  return releases.map((r) => {
+    const s = view?.skipped.find((x) => x.ref === `${r.name}:${r.tag}` && x.reason !== 'no-manifest');
+    return s ? { ...r, notServedAsRegistry: s.why } : r;
+  });
 }

@@ -68,9 +68,11 @@ const ViewSchema = z.strictObject({
   schema: z.literal('tarport.registry-view/v1'),
   tags: z.record(z.string(), z.strictObject({ digest: z.string(), kind: z.string() })),
   /** Releases the view leaves out, and why (check reports them). */
-  skipped: z.array(z.strictObject({ ref: z.string(), why: z.string() })),
+  skipped: z.array(z.strictObject({ ref: z.string(), reason: z.enum(['no-manifest', 'media-type', 'clash', 'manifest-missing']), why: z.string() })),
 });
 export type RegistryView = z.infer<typeof ViewSchema>;
+/** A release the view leaves out: `no-manifest` (encrypted, root file system) is by design, the rest a user may want to know of. */
+export type Skipped = RegistryView['skipped'][number];
 
 export interface PlannedTag {
   readonly entry: CatalogEntry;
@@ -85,26 +87,26 @@ export interface PlannedTag {
  * registry hosts with one path; the first in the catalog's order is served) or to a tag that
  * differs only in case (one file on case-insensitive storage).
  */
-export function planView(catalog: Catalog): { tags: Map<string, PlannedTag>; skipped: { ref: string; why: string }[] } {
+export function planView(catalog: Catalog): { tags: Map<string, PlannedTag>; skipped: Skipped[] } {
   const tags = new Map<string, PlannedTag>();
   const folded = new Map<string, string>();
-  const skipped: { ref: string; why: string }[] = [];
+  const skipped: Skipped[] = [];
   for (const entry of catalog.releases) {
     const ref = `${entry.name}:${entry.tag}`;
     if (!entry.manifest) {
-      skipped.push({ ref, why: entry.kind === 'image' ? 'encrypted releases are not served as a registry' : 'a root file system has no image manifest' });
+      skipped.push({ ref, reason: 'no-manifest', why: entry.kind === 'image' ? 'encrypted releases are not served as a registry' : 'a root file system has no image manifest' });
       continue;
     }
     const kind = MANIFEST_KINDS[entry.manifest.mediaType];
     if (!kind) {
-      skipped.push({ ref, why: `media type ${entry.manifest.mediaType} is not one a registry serves` });
+      skipped.push({ ref, reason: 'media-type', why: `media type ${entry.manifest.mediaType} is not one a registry serves` });
       continue;
     }
     const path = registryPath(entry.name);
     const key = `${path}:${entry.tag}`;
     const clash = folded.get(key.toLowerCase());
     if (clash) {
-      skipped.push({ ref, why: `${clash} is served as ${key} already` });
+      skipped.push({ ref, reason: 'clash', why: `${clash} is served as ${key} already` });
       continue;
     }
     folded.set(key.toLowerCase(), ref);
@@ -139,7 +141,7 @@ export async function writeRegistryView(store: Store, catalog: Catalog, signal?:
     if (opts.rebuild || !old || old.digest !== digest || old.kind !== t.kind) {
       if (!(await writeTag(store, t, signal))) {
         // a sync that left out what the site already has (--have) carries no manifest object
-        skipped.push({ ref: `${t.entry.name}:${t.entry.tag}`, why: `its manifest ${digest} is not in this repository (a sync with --have leaves out what the site holds)` });
+        skipped.push({ ref: `${t.entry.name}:${t.entry.tag}`, reason: 'manifest-missing', why: `its manifest ${digest} is not in this repository (a sync with --have leaves out what the site holds)` });
         continue;
       }
       if (old && old.kind !== t.kind) await store.remove(tagFileKey(t.path, t.entry.tag, old.kind), signal);

@@ -7,7 +7,7 @@ import { PublishIntent } from './intents.js';
 import { recordFileName, recordKey } from './layout.js';
 import { putObject, putSmallBlob, putSplit, stageBlob, type ObjectSource, type StagedBlob } from './objects.js';
 import { writeOciIndex } from './oci-index.js';
-import { writeRegistryView } from './registry.js';
+import { writeRegistryView, type RegistryView } from './registry.js';
 import { signatureKey } from './read.js';
 import { serialize, type Catalog, type CatalogEntry, type ReleaseRecord } from './records.js';
 import type { Store } from './store.js';
@@ -34,6 +34,8 @@ export class WriteTransaction {
   private readonly staged: StagedBlob[] = [];
   /** Extra derived files (step 4), written from the final catalog. */
   readonly derived: ((catalog: Catalog, signal?: AbortSignal) => Promise<void>)[] = [];
+  /** The registry view the derived step wrote (what it serves and leaves out), when it ran. */
+  registryView: RegistryView | undefined;
 
   private constructor(
     private readonly store: Store,
@@ -146,7 +148,7 @@ export class WriteTransaction {
   private async writeDerived(catalog: Catalog): Promise<void> {
     this.enter(4, 'derived files');
     await writeOciIndex(this.store, catalog, this.signal);
-    await writeRegistryView(this.store, catalog, this.signal);
+    this.registryView = await writeRegistryView(this.store, catalog, this.signal);
     for (const step of this.derived) await step(catalog, this.signal);
   }
 

@@ -74,6 +74,7 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
             ? `published ${rel.name}:${rel.tag} v${rel.version} (${rel.kind}) from ${a} to ${repo.location}`
             : `unchanged ${rel.name}:${rel.tag}: identical to v${rel.version}, no new version`,
         );
+        if (rel.notServedAsRegistry) ctx.out.warn(`${rel.name}:${rel.tag} is not served to registry clients (docs/mirror.md): ${rel.notServedAsRegistry}`);
       }
       ctx.out.info(`  ${r.uploadedObjects} new object(s), ${humanBytes(r.uploadedBytes)} uploaded`);
     }

@@ -2,11 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { sha256 } from '../../../src/crypto/index.js';
 import { Repository, checkRepository, collectGarbage, repairRepository, type Catalog, type CatalogEntry } from '../../../src/repo/index.js';
 import { REGISTRY_VIEW_KEY, digestFileKey, planView, registryPath, tagFileKey } from '../../../src/repo/registry.js';
-import { DEFAULT_CATALOG_TTL_MS } from '../../../src/producer/index.js';
+import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../../src/producer/index.js';
 import { syncRepos } from '../../../src/sync/sync.js';
 import { MemoryTransport } from '../../../src/transport/index.js';
 import { FaultyTransport } from './faulty.js';
-import { publish } from './fixtures.js';
+import { demoArchives, publish } from './fixtures.js';
 
 const TTL = 90 * 24 * 3600 * 1000;
 
@@ -78,10 +78,10 @@ describe('registry view', () => {
     ]));
     expect([...tags.keys()]).toEqual(['team/app:1', 'team/app:V1']);
     expect(skipped).toEqual([
-      { ref: 'b.example/team/app:1', why: 'a.example/team/app:1 is served as team/app:1 already' },
-      { ref: 'team/app:v1', why: 'team/app:V1 is served as team/app:v1 already' },
-      { ref: 'secret:1', why: 'encrypted releases are not served as a registry' },
-      { ref: 'odd:1', why: 'media type application/x-unknown is not one a registry serves' },
+      { ref: 'b.example/team/app:1', reason: 'clash', why: 'a.example/team/app:1 is served as team/app:1 already' },
+      { ref: 'team/app:v1', reason: 'clash', why: 'team/app:V1 is served as team/app:v1 already' },
+      { ref: 'secret:1', reason: 'no-manifest', why: 'encrypted releases are not served as a registry' },
+      { ref: 'odd:1', reason: 'media-type', why: 'media type application/x-unknown is not one a registry serves' },
     ]);
   });
 
@@ -138,5 +138,13 @@ describe('registry view', () => {
     const c = await checkRepository(new Repository(t));
     expect(c.faults).toEqual([]);
     expect(c.warnings).toEqual([{ what: `${e.name}:${e.tag}`, problem: expect.stringContaining(`object ${layer} is stored in parts`) as string }]);
+  });
+
+  it('a publish whose release clashes with a served path says so; one that is served has no note', async () => {
+    const t = new MemoryTransport();
+    const [v1] = await demoArchives();
+    const as = (name: string) => publishArchive(new Repository(t), v1!, { compression: 'none', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name, tag: '1' } });
+    expect((await as('a.example/team/app')).releases[0]!.notServedAsRegistry).toBeUndefined();
+    expect((await as('b.example/team/app')).releases[0]!.notServedAsRegistry).toBe('a.example/team/app:1 is served as team/app:1 already');
   });
 });
