@@ -468,7 +468,8 @@ tp_nginx_registry() {
 # tp_start_nginx: an HTTPS origin serving $TP_WWW_ROOT (repositories go into folders of it) with the
 # servers' CA (run tp_start_servers first), and a caching tier in front of it over plain HTTP; both
 # from the configs docs/mirror.md gives. Exports TP_WWW_ROOT, TP_HTTPS_URL, TP_HTTP_CACHE_URL,
-# TP_NGINX_ORIGIN_LOG, TP_NGINX_CACHE_LOG.
+# TP_NGINX_ORIGIN_LOG, TP_NGINX_CACHE_LOG, and for the registry mapping TP_REGISTRY_REPO, TP_REGISTRY_ORIGIN
+# (plain HTTP) and TP_REGISTRY_CACHE (the caching tier).
 tp_start_nginx() {
   local s="$TP_RUN/servers" attempt base
   mkdir -p "$TP_RUN/www" "$TP_RUN/nginx-cache-data"
