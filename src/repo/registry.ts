@@ -47,11 +47,7 @@ export interface TopManifest {
 export async function topManifest(store: Store, entry: CatalogEntry, signal?: AbortSignal): Promise<TopManifest | undefined> {
   const desc = entry.manifest;
   if (!desc) return undefined;
-  const bytes = await store.readSmall(blobKey(desc.digest), Math.min(desc.size, MAX_RECORD_BYTES), `manifest ${desc.digest}`, signal);
-  if (bytes.length !== desc.size || sha256(bytes) !== desc.digest) {
-    throw new TarportError('INTEGRITY', `manifest object ${blobKey(desc.digest)} in ${store.location} does not match its digest ${desc.digest} (${entry.name}:${entry.tag}); run 'tarport check'`);
-  }
-  return { digest: desc.digest, mediaType: desc.mediaType, bytes };
+  return { digest: desc.digest, mediaType: desc.mediaType, bytes: await readManifestObject(store, desc, signal) };
 }
 
 /** The path a registry client asks for under /v2/ (Docker's reference rules, the registry host dropped). */
@@ -168,10 +164,37 @@ async function writeTag(store: Store, t: PlannedTag, signal?: AbortSignal): Prom
     throw e;
   }
   if (!m) return false;
-  const byDigest = digestFileKey(m.digest, t.kind);
-  if ((await store.stat(byDigest, signal))?.size !== m.bytes.length) await store.putAtomic(byDigest, m.bytes, signal);
+  // an index (multi-platform release): clients then ask for each platform's manifest by digest
+  for (const child of childManifests(m)) await writeDigestCopy(store, child.digest, child.kind, await readManifestObject(store, child, signal), signal);
+  await writeDigestCopy(store, m.digest, t.kind, m.bytes, signal);
   await store.putAtomic(tagFileKey(t.path, t.entry.tag, t.kind), m.bytes, signal);
   return true;
+}
+
+async function writeDigestCopy(store: Store, digest: string, kind: string, bytes: Buffer, signal?: AbortSignal): Promise<void> {
+  const key = digestFileKey(digest, kind);
+  if ((await store.stat(key, signal))?.size !== bytes.length) await store.putAtomic(key, bytes, signal);
+}
+
+/** The manifests an index names, with a media type a registry serves. */
+function childManifests(m: TopManifest): { digest: string; size: number; kind: string }[] {
+  if (MANIFEST_KINDS[m.mediaType] !== 'oci-index' && MANIFEST_KINDS[m.mediaType] !== 'docker-list') return [];
+  let parsed: { manifests?: { mediaType?: string; digest?: string; size?: number }[] };
+  try {
+    parsed = JSON.parse(m.bytes.toString('utf8')) as typeof parsed;
+  } catch {
+    return []; // not JSON: the index is served as it is, and its clients find nothing more
+  }
+  return (parsed.manifests ?? []).flatMap((c) => {
+    const kind = c.mediaType ? MANIFEST_KINDS[c.mediaType] : undefined;
+    return kind && typeof c.digest === 'string' && /^sha256:[0-9a-f]{64}$/.test(c.digest) && typeof c.size === 'number' ? [{ digest: c.digest, size: c.size, kind }] : [];
+  });
+}
+
+async function readManifestObject(store: Store, desc: { digest: string; size: number }, signal?: AbortSignal): Promise<Buffer> {
+  const bytes = await store.readSmall(blobKey(desc.digest), Math.min(desc.size, MAX_RECORD_BYTES), `manifest ${desc.digest}`, signal);
+  if (bytes.length !== desc.size || sha256(bytes) !== desc.digest) throw new TarportError('INTEGRITY', `manifest object ${blobKey(desc.digest)} in ${store.location} does not match its digest ${desc.digest}; run 'tarport check'`);
+  return bytes;
 }
 
 /** gc: the digest copies of manifests gc removed (a registry client asking for them gets a 404, as for any release gone). */

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { sha256 } from '../../../src/crypto/index.js';
 import { Repository, checkRepository, collectGarbage, repairRepository, type Catalog, type CatalogEntry } from '../../../src/repo/index.js';
-import { REGISTRY_VIEW_KEY, digestFileKey, planView, registryPath, tagFileKey } from '../../../src/repo/registry.js';
+import { REGISTRY_VIEW_KEY, digestFileKey, planView, registryPath, tagFileKey, writeRegistryView } from '../../../src/repo/registry.js';
+import { Store } from '../../../src/repo/store.js';
 import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../../src/producer/index.js';
 import { syncRepos } from '../../../src/sync/sync.js';
 import { MemoryTransport } from '../../../src/transport/index.js';
@@ -146,5 +147,19 @@ describe('registry view', () => {
     const as = (name: string) => publishArchive(new Repository(t), v1!, { compression: 'none', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name, tag: '1' } });
     expect((await as('a.example/team/app')).releases[0]!.notServedAsRegistry).toBeUndefined();
     expect((await as('b.example/team/app')).releases[0]!.notServedAsRegistry).toBe('a.example/team/app:1 is served as team/app:1 already');
+  });
+
+  it('a release whose top manifest is an index: the tag serves the index, each platform manifest is served by digest', async () => {
+    const t = new MemoryTransport();
+    const child = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI, config: {}, layers: [] }));
+    const childDigest = sha256(child);
+    const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [{ mediaType: OCI, digest: childDigest, size: child.length, platform: { os: 'linux', architecture: 'arm64' } }] }));
+    t.files.set(`blobs/sha256/${childDigest.slice(7)}`, child);
+    t.files.set(`blobs/sha256/${sha256(index).slice(7)}`, index);
+    const e: CatalogEntry = { ...entry('multi', '1'), manifest: { mediaType: 'application/vnd.oci.image.index.v1+json', digest: sha256(index), size: index.length } };
+    await writeRegistryView(new Store(t), catalogOf([e]));
+    expect(t.files.get(tagFileKey('library/multi', '1', 'oci-index'))).toEqual(index);
+    expect(t.files.get(digestFileKey(sha256(index), 'oci-index'))).toEqual(index);
+    expect(t.files.get(digestFileKey(childDigest, 'oci-manifest'))).toEqual(child);
   });
 });
