@@ -10,3 +10,4 @@ export * from './names.js';
 export { checkRepository, type CheckResult, type Fault } from './check.js';
 export { repairRepository, type RepairResult } from './repair.js';
 export { collectGarbage, type GcResult } from './gc.js';
+export * from './platforms.js';
