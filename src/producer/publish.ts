@@ -15,6 +15,7 @@ import { TarportError } from '../errors.js';
 import {
   MEDIA_TYPES,
   RECORD_SCHEMA,
+  RECORD_SCHEMA_INDEX,
   formatRef,
   parseRef,
   type CatalogEntry,
@@ -189,7 +190,7 @@ async function publishIn(tx: WriteTransaction, repo: Repository, tar: TarArchive
         },
         plain: (bytes) => void smallBlobs.push(bytes),
       };
-      const base = { schema: RECORD_SCHEMA as typeof RECORD_SCHEMA, created: now, kind: 'image' as const, producer };
+      const base = { schema: RECORD_SCHEMA as typeof RECORD_SCHEMA | typeof RECORD_SCHEMA_INDEX, created: now, kind: 'image' as const, producer };
       for (const { im, refs } of targets) {
         const { config, manifest, layers } = await imageParts(im, ctx);
         for (const ref of refs) {
@@ -199,7 +200,7 @@ async function publishIn(tx: WriteTransaction, repo: Repository, tar: TarArchive
       for (const { ix, refs } of indexTargets) {
         const { contentKey, manifest, layers, index } = await indexParts(tar, ix, ctx);
         for (const ref of refs) {
-          plans.push({ ref, record: { ...base, name: ref.name, tag: ref.tag, contentKey, ...(manifest ? { manifest } : {}), layers, sourceTags: [...ix.repoTags], index } });
+          plans.push({ ref, record: { ...base, schema: RECORD_SCHEMA_INDEX, name: ref.name, tag: ref.tag, contentKey, ...(manifest ? { manifest } : {}), layers, sourceTags: [...ix.repoTags], index } });
         }
       }
     }

@@ -44,6 +44,8 @@ export const LayerSchema = z.strictObject({
 export type LayerDescriptor = z.infer<typeof LayerSchema>;
 
 export const RECORD_SCHEMA = 'tarport.release/v1';
+/** A release of a multi-platform image (it has `index`): format version 3. */
+export const RECORD_SCHEMA_INDEX = 'tarport.release/v2';
 
 /** Printed by ls and the page: short names only (no control characters, no terminal escapes). */
 const platformPart = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'not a platform name');
@@ -99,7 +101,7 @@ export const IndexContentSchema = z.strictObject({
 export type IndexContent = z.infer<typeof IndexContentSchema>;
 
 export const ReleaseRecordSchema = z.strictObject({
-  schema: z.literal(RECORD_SCHEMA),
+  schema: z.enum([RECORD_SCHEMA, RECORD_SCHEMA_INDEX]),
   name: imageName,
   tag: imageTag,
   version: z.number().int().positive(),
@@ -116,7 +118,7 @@ export const ReleaseRecordSchema = z.strictObject({
   /** Set when the archive held an image index: every platform, artifact and absent member. */
   index: IndexContentSchema.optional(),
   producer: z.strictObject({ tool: z.string(), version: z.string() }),
-});
+}).refine((r) => (r.schema === RECORD_SCHEMA_INDEX) === (r.index !== undefined), { message: `a ${RECORD_SCHEMA_INDEX} record, and only one, has an index`, path: ['index'] });
 export type ReleaseRecord = z.infer<typeof ReleaseRecordSchema>;
 
 /** tarport 0.1 wrote v1 (no repository id); v2 names the repository, covered by the signature. */
