@@ -1,4 +1,5 @@
 import { TarportError } from '../errors.js';
+import { blobKey } from './layout.js';
 import { MEDIA_TYPES, type Descriptor, type PlatformImage, type RecordPlatform, type ReleaseRecord } from './records.js';
 
 /** `os/architecture[/variant]`, as Docker and `--platform` write it. */
@@ -54,12 +55,13 @@ export function recordObjects(record: ReleaseRecord): Descriptor[] {
 }
 
 /**
- * The release's top manifest in the repository's OCI view: an image manifest, or (a multi-platform
- * release) the image index tarport wrote. Undefined for encrypted and rootfs releases. Its bytes are
- * the object `blobs/sha256/<hex>` (Repository.readSmallBlob).
+ * The release's top manifest in the repository's OCI view (what a registry serves for name:tag): an
+ * image manifest, or (a multi-platform release) the image index tarport wrote. Undefined for
+ * encrypted and rootfs releases. Its bytes are the object at `key` (read them with
+ * Repository.readSmallBlob(descriptor, …), which checks the digest).
  */
-export function topManifest(record: ReleaseRecord): Descriptor | undefined {
-  return record.manifest && !record.manifest.encryption ? record.manifest : undefined;
+export function topManifest(record: ReleaseRecord): (Descriptor & { key: string }) | undefined {
+  return record.manifest && !record.manifest.encryption ? { ...record.manifest, key: blobKey(record.manifest.digest) } : undefined;
 }
 
 export const isIndexRecord = (record: ReleaseRecord) => record.index !== undefined || record.manifest?.mediaType === MEDIA_TYPES.index;

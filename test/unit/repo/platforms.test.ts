@@ -46,7 +46,8 @@ describe('multi-platform releases', () => {
     expect(record.index!.artifacts[0]!.annotations!['vnd.docker.reference.digest']).toBe(record.index!.platforms[0]!.manifest!.digest);
     const top = topManifest(record)!;
     expect(top.mediaType).toBe(MEDIA_TYPES.index);
-    const index = JSON.parse(t.files.get(`blobs/sha256/${top.digest.slice(7)}`)!.toString()) as { manifests: { digest: string }[] };
+    expect(top.key).toBe(`blobs/sha256/${top.digest.slice(7)}`);
+    const index = JSON.parse(t.files.get(top.key)!.toString()) as { manifests: { digest: string }[] };
     expect(index.manifests.map((m) => m.digest)).toEqual([record.index!.platforms[0]!.manifest!.digest, record.index!.platforms[1]!.manifest!.digest, mp.attestation]);
     // every object the record names is in the repository (what gc keeps and sync carries)
     for (const d of recordObjects(record)) expect(t.files.has(`blobs/sha256/${d.digest.slice(7)}`), d.digest).toBe(true);
