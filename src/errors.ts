@@ -15,6 +15,7 @@ export type ErrorCode =
   | 'UNTRUSTED' // signature missing, bad, or by a key that is not trusted
   | 'ROLLBACK' // an older catalog or release than one already seen
   | 'EXPIRED' // the catalog's expiry has passed
+  | 'PLATFORM' // a release holds no image for the consumer's platform (exit 2)
   | 'ABORTED' // cancelled by a signal
   | 'INTERNAL'; // a bug in tarport
 
@@ -34,11 +35,12 @@ export class TarportError extends Error {
 }
 
 /**
- * Refusals: what the repository holds is wrong or untrusted (exit 3). Trying again cannot help until
+ * Refusals: what the repository holds is wrong or untrusted (exit 3), or holds no image for this
+ * host's platform (PLATFORM, exit 2). Trying again cannot help until
  * it changes, so an agent skips such a release until its record changes; every other failure (a
  * daemon or server that is down, a network fault) is transient and tried again.
  */
-const REFUSALS: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['DIGEST_MISMATCH', 'INTEGRITY', 'UNTRUSTED', 'ROLLBACK', 'EXPIRED']);
+const REFUSALS: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['DIGEST_MISMATCH', 'INTEGRITY', 'UNTRUSTED', 'ROLLBACK', 'EXPIRED', 'PLATFORM']);
 
 export function isRefusalCode(code: string): boolean {
   return REFUSALS.has(code as ErrorCode);

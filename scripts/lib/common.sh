@@ -265,6 +265,12 @@ DOCKERFILE
   node "$TP_ROOT/scripts/lib/oci-save.mjs" "$out/app-v1.tar" "$out/app-v1-oci.tar" none
   node "$TP_ROOT/scripts/lib/oci-save.mjs" "$out/app-v1.tar" "$out/app-v1-oci-gzip.tar" gzip
   node "$TP_ROOT/scripts/lib/oci-save.mjs" "$out/app-v2.tar" "$out/app-v2-oci-gzip.tar" gzip
+  # a multi-platform image (amd64, arm64 made by editing a config, an attestation): a buildx-like OCI
+  # layout, index.json listing platforms flat, a Docker 25+ save with a platform's blobs missing, and
+  # what skopeo copy --all writes from the layout
+  node "$TP_ROOT/scripts/lib/oci-multi.mjs" "$out/app-v1.tar" "$ctx/multi" tarport-fixture/multi:1 >/dev/null
+  mv "$ctx/multi/multi-layout.tar" "$ctx/multi/multi-flat.tar" "$ctx/multi/multi-docker25.tar" "$out/"
+  skopeo copy -q --all "oci:$ctx/multi/layout:1" "oci-archive:$out/multi-skopeo-all.tar:tarport-fixture/multi:1"
   rm -rf "$ctx"
 }
 

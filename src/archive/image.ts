@@ -27,8 +27,51 @@ export interface ArchiveImage {
   readonly repoTags: readonly string[];
 }
 
+/** An OCI platform (GOOS/GOARCH names), as an index descriptor or an image config declares it. */
+export interface ArchivePlatform {
+  readonly os: string;
+  readonly architecture: string;
+  readonly variant?: string;
+}
+
+/** An index descriptor as the archive holds it. */
+export interface IndexDescriptor {
+  readonly mediaType: string;
+  readonly digest: string;
+  readonly size: number;
+  readonly platform?: ArchivePlatform;
+  readonly annotations?: Readonly<Record<string, string>>;
+  readonly artifactType?: string;
+}
+
+/** A blob of the archive kept as it is (the objects of an attestation or other artifact). */
+export interface ArchiveBlob {
+  readonly entry: string;
+  readonly digest: string;
+  readonly size: number;
+  readonly mediaType: string;
+}
+
+/**
+ * One member of an image index: a runnable image of one platform, an artifact that is not an image
+ * (a BuildKit attestation: kept, never loaded), or a member whose blobs the archive lacks (Docker 25+
+ * `docker save` of an image pulled for one platform lists the others without their blobs).
+ */
+export type IndexMember =
+  | { readonly kind: 'image'; readonly descriptor: IndexDescriptor; readonly platform: ArchivePlatform; readonly image: ArchiveImage }
+  | { readonly kind: 'artifact'; readonly descriptor: IndexDescriptor; readonly manifest: Buffer; readonly blobs: readonly ArchiveBlob[] }
+  | { readonly kind: 'absent'; readonly descriptor: IndexDescriptor; readonly missing: string };
+
+/** A multi-platform image: an OCI image index (nested indexes flattened), published as one release. */
+export interface ArchiveIndex {
+  /** The index's digest in the archive ("" for platforms listed in index.json itself). */
+  readonly digest: string;
+  readonly members: readonly IndexMember[];
+  readonly repoTags: readonly string[];
+}
+
 export type ArchiveContent =
-  | { readonly kind: 'images'; readonly images: readonly ArchiveImage[] }
+  | { readonly kind: 'images'; readonly images: readonly ArchiveImage[]; readonly indexes: readonly ArchiveIndex[] }
   /** A `docker export` (or any) root file system tar: imported, not loaded. */
   | { readonly kind: 'rootfs' };
 
@@ -45,8 +88,10 @@ export async function readArchiveContent(tar: TarArchive): Promise<ArchiveConten
   const oci = tar.entries.has('index.json') && tar.entries.has('oci-layout');
   if (!tar.entries.has('manifest.json') && !oci) return { kind: 'rootfs' };
   checkImageShape(tar);
-  if (tar.entries.has('manifest.json')) return { kind: 'images', images: await readDockerSave(tar) };
-  return { kind: 'images', images: await readOciLayout(tar) };
+  // an index in index.json is the whole truth: Docker 25+ lists only the local platform in manifest.json
+  if (oci && (await holdsIndex(tar))) return { kind: 'images', ...(await readOciContent(tar)) };
+  if (tar.entries.has('manifest.json')) return { kind: 'images', images: await readDockerSave(tar), indexes: [] };
+  return { kind: 'images', images: await readOciLayout(tar), indexes: [] };
 }
 
 /**
@@ -228,25 +273,196 @@ function ociRefName(a: Record<string, unknown> | undefined): string | undefined 
 async function readOciLayout(tar: TarArchive): Promise<ArchiveImage[]> {
   const images: ArchiveImage[] = [];
   for (const [i, { manifest, name }] of (await ociManifests(tar)).entries()) {
-    const what = `index.json image ${i}`;
-    const cfgDesc = manifest.config as Descriptor | undefined;
-    if (!cfgDesc) throw bad(tar, `${what}: manifest has no config`);
-    const cfgEntry = resolveEntry(tar, blobEntryName(tar, cfgDesc, `${what} config`), `${what} config`);
-    checkDeclaredSize(tar, cfgDesc, cfgEntry, `${what} config`);
-    const config = await tar.readEntry(cfgEntry.name);
-    const configDigest = checkDigestName(tar, cfgEntry, config, 'image config');
-    const diffIds = parseConfig(tar, cfgEntry.name, config);
-    const descs = (manifest.layers as Descriptor[] | undefined) ?? [];
-    if (descs.length !== diffIds.length) throw bad(tar, `${what}: ${descs.length} layers but ${diffIds.length} diff_ids in the config`);
-    const layers = descs.map((d, j): ArchiveLayer => {
-      const e = resolveEntry(tar, blobEntryName(tar, d, `${what} layer ${j}`), `${what} layer ${j}`);
-      checkDeclaredSize(tar, d, e, `${what} layer ${j}`);
-      const declared = compressionOfMediaType(d.mediaType);
-      return { entry: e.name, diffId: diffIds[j]!, size: e.size, ...(declared ? { declaredCompression: declared } : {}) };
-    });
-    images.push({ format: 'oci-layout', config, configDigest, layers, repoTags: name ? [name] : [] });
+    images.push(await readOciImage(tar, manifest, `index.json image ${i}`, name ? [name] : []));
   }
   return images;
+}
+
+/** One image of an OCI layout from its manifest: config and layers, each checked against its descriptor. */
+async function readOciImage(tar: TarArchive, manifest: Record<string, unknown>, what: string, repoTags: string[]): Promise<ArchiveImage> {
+  const cfgDesc = manifest.config as Descriptor | undefined;
+  if (!cfgDesc) throw bad(tar, `${what}: manifest has no config`);
+  const cfgEntry = resolveEntry(tar, blobEntryName(tar, cfgDesc, `${what} config`), `${what} config`);
+  checkDeclaredSize(tar, cfgDesc, cfgEntry, `${what} config`);
+  const config = await tar.readEntry(cfgEntry.name);
+  const configDigest = checkDigestName(tar, cfgEntry, config, 'image config');
+  const diffIds = parseConfig(tar, cfgEntry.name, config);
+  const descs = (manifest.layers as Descriptor[] | undefined) ?? [];
+  if (descs.length !== diffIds.length) throw bad(tar, `${what}: ${descs.length} layers but ${diffIds.length} diff_ids in the config`);
+  const layers = descs.map((d, j): ArchiveLayer => {
+    const e = resolveEntry(tar, blobEntryName(tar, d, `${what} layer ${j}`), `${what} layer ${j}`);
+    checkDeclaredSize(tar, d, e, `${what} layer ${j}`);
+    const declared = compressionOfMediaType(d.mediaType);
+    return { entry: e.name, diffId: diffIds[j]!, size: e.size, ...(declared ? { declaredCompression: declared } : {}) };
+  });
+  return { format: 'oci-layout', config, configDigest, layers, repoTags };
+}
+
+// ---- image indexes ---------------------------------------------------------------------------
+
+const INDEX_TYPES = new Set(['application/vnd.oci.image.index.v1+json', 'application/vnd.docker.distribution.manifest.list.v2+json']);
+const IMAGE_CONFIG_TYPES = new Set(['application/vnd.oci.image.config.v1+json', 'application/vnd.docker.container.image.v1+json']);
+/** BuildKit marks attestation manifests so (docs: buildkit attestation-storage.md). */
+export const REFERENCE_TYPE = 'vnd.docker.reference.type';
+export const REFERENCE_DIGEST = 'vnd.docker.reference.digest';
+const MAX_INDEX_DEPTH = 4;
+
+const isIndexType = (mt: unknown) => typeof mt === 'string' && INDEX_TYPES.has(mt);
+const isAttestation = (d: Descriptor) => d.annotations?.[REFERENCE_TYPE] !== undefined;
+
+/** True when index.json holds an image index, or lists one name's platforms side by side. */
+async function holdsIndex(tar: TarArchive): Promise<boolean> {
+  const list = descriptorsOf(tar, await readJson(tar, 'index.json'), 'index.json');
+  if (list.some((d) => isIndexType(d.mediaType))) return true;
+  return [...groupPlatformDescriptors(list).values()].some((g) => isPlatformGroup(g.map(([d]) => d)));
+}
+
+function descriptorsOf(tar: TarArchive, index: unknown, what: string): Descriptor[] {
+  const manifests = (index as { manifests?: unknown } | null)?.manifests;
+  if (!Array.isArray(manifests)) throw bad(tar, `${what} has no manifests list`);
+  for (const [i, d] of manifests.entries()) {
+    if (d === null || typeof d !== 'object' || Array.isArray(d)) throw bad(tar, `${what}.manifests[${i}] is not a descriptor`);
+  }
+  return manifests as Descriptor[];
+}
+
+/** Manifests listed in index.json with a platform (or as an attestation), by the name they carry. */
+function groupPlatformDescriptors(list: readonly Descriptor[]): Map<string, [Descriptor, number][]> {
+  const groups = new Map<string, [Descriptor, number][]>();
+  for (const [i, d] of list.entries()) {
+    if (isIndexType(d.mediaType) || ((d as { platform?: unknown }).platform === undefined && !isAttestation(d))) continue;
+    const name = ociRefName(d.annotations) ?? '';
+    groups.set(name, [...(groups.get(name) ?? []), [d, i]]);
+  }
+  return groups;
+}
+
+/** A group of index.json entries is one multi-platform image when it has two or more members, or an attestation. */
+const isPlatformGroup = (g: readonly Descriptor[]) => g.length > 1 || g.some(isAttestation);
+
+/**
+ * What an OCI layout holds when it holds an index: single images as before, and each index (or each
+ * group of platform manifests listed side by side in index.json under one name) as one ArchiveIndex.
+ */
+async function readOciContent(tar: TarArchive): Promise<{ images: ArchiveImage[]; indexes: ArchiveIndex[] }> {
+  const list = descriptorsOf(tar, await readJson(tar, 'index.json'), 'index.json');
+  const images: ArchiveImage[] = [];
+  const indexes: ArchiveIndex[] = [];
+  const groups = groupPlatformDescriptors(list);
+  const grouped = new Set([...groups.values()].filter((g) => isPlatformGroup(g.map(([d]) => d))).flat().map(([, i]) => i));
+  for (const [i, d] of list.entries()) {
+    const w = `index.json.manifests[${i}]`;
+    const name = ociRefName(d.annotations);
+    if (grouped.has(i)) continue;
+    const { body } = await readBlobJson(tar, d, w);
+    if (isIndexType(d.mediaType) || isIndexType(body.mediaType)) {
+      indexes.push({ digest: d.digest as string, members: await indexMembers(tar, body, w, 1), repoTags: name ? [name] : [] });
+    } else {
+      images.push(await readOciImage(tar, body, `index.json image ${i}`, name ? [name] : []));
+    }
+  }
+  for (const [name, g] of groups) {
+    if (!g.every(([, i]) => grouped.has(i))) continue;
+    const members: IndexMember[] = [];
+    for (const [d, i] of g) members.push(...(await indexMember(tar, d, `index.json.manifests[${i}]`, 1)));
+    indexes.push({ digest: '', members, repoTags: name ? [name] : [] });
+  }
+  return { images, indexes };
+}
+
+async function readBlobJson(tar: TarArchive, d: Descriptor, what: string): Promise<{ bytes: Buffer; body: Record<string, unknown> }> {
+  const entry = resolveEntry(tar, blobEntryName(tar, d, what), what);
+  checkDeclaredSize(tar, d, entry, what);
+  const bytes = await tar.readEntry(entry.name);
+  checkDigestName(tar, entry, bytes, what);
+  let body: unknown;
+  try {
+    body = JSON.parse(bytes.toString('utf8'));
+  } catch (e) {
+    throw bad(tar, `${what}: ${entry.name} is not valid JSON (${(e as Error).message})`);
+  }
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw bad(tar, `${what}: ${entry.name} is not a JSON object`);
+  return { bytes, body: body as Record<string, unknown> };
+}
+
+async function indexMembers(tar: TarArchive, index: Record<string, unknown>, what: string, depth: number): Promise<IndexMember[]> {
+  const out: IndexMember[] = [];
+  for (const [i, d] of descriptorsOf(tar, index, what).entries()) out.push(...(await indexMember(tar, d, `${what}.manifests[${i}]`, depth)));
+  return out;
+}
+
+/** A blob's entry when the archive holds it (links resolved), undefined when it does not. */
+function presentBlob(tar: TarArchive, d: Descriptor, what: string): TarEntry | undefined {
+  const name = blobEntryName(tar, d, what);
+  if (!tar.entries.has(name)) return undefined;
+  const e = resolveEntry(tar, name, what);
+  checkDeclaredSize(tar, d, e, what);
+  return e;
+}
+
+/** One member of an index (several when it is itself an index: nested indexes are flattened). */
+async function indexMember(tar: TarArchive, d: Descriptor, what: string, depth: number): Promise<IndexMember[]> {
+  const descriptor = indexDescriptor(tar, d, what);
+  if (!presentBlob(tar, d, what)) return [{ kind: 'absent', descriptor, missing: `its manifest ${descriptor.digest}` }];
+  const { bytes, body } = await readBlobJson(tar, d, what);
+  if (isIndexType(descriptor.mediaType) || isIndexType(body.mediaType)) {
+    if (depth > MAX_INDEX_DEPTH) throw bad(tar, `${what}: indexes nested too deep`);
+    return indexMembers(tar, body, what, depth + 1);
+  }
+  const cfg = body.config as Descriptor | undefined;
+  const layers = Array.isArray(body.layers) ? (body.layers as Descriptor[]) : [];
+  if (!cfg || typeof cfg !== 'object') throw bad(tar, `${what}: manifest has no config`);
+  const parts: [Descriptor, string][] = [[cfg, `${what} config`], ...layers.map((l, j): [Descriptor, string] => [l, `${what} layer ${j}`])];
+  const missing = parts.find(([p, w]) => !presentBlob(tar, p, w));
+  if (missing) return [{ kind: 'absent', descriptor, missing: `its ${missing[1].slice(what.length + 1)} ${missing[0].digest as string}` }];
+  if (isArtifactManifest(descriptor, body, cfg)) {
+    const blobs = parts.map(([p, w]): ArchiveBlob => ({ entry: presentBlob(tar, p, w)!.name, digest: p.digest as string, size: p.size as number, mediaType: typeof p.mediaType === 'string' ? p.mediaType : 'application/octet-stream' }));
+    return [{ kind: 'artifact', descriptor, manifest: bytes, blobs }];
+  }
+  const image = await readOciImage(tar, body, what, []);
+  return [{ kind: 'image', descriptor, image, platform: descriptor.platform ?? platformOfConfig(tar, image.config, what) }];
+}
+
+/**
+ * Not a runnable image: a BuildKit attestation (annotated, platform unknown/unknown), an OCI artifact
+ * (artifactType), or a manifest whose config is not an image config (Helm charts, signatures).
+ */
+function isArtifactManifest(d: IndexDescriptor, body: Record<string, unknown>, cfg: Descriptor): boolean {
+  if (d.annotations?.[REFERENCE_TYPE] !== undefined || typeof body.artifactType === 'string') return true;
+  if (d.platform && (d.platform.os === 'unknown' || d.platform.architecture === 'unknown')) return true;
+  return !IMAGE_CONFIG_TYPES.has(cfg.mediaType as string);
+}
+
+function indexDescriptor(tar: TarArchive, d: Descriptor, what: string): IndexDescriptor {
+  blobEntryName(tar, d, what); // checks the digest
+  if (typeof d.mediaType !== 'string') throw bad(tar, `${what}: descriptor without a mediaType`);
+  if (typeof d.size !== 'number' || !Number.isSafeInteger(d.size) || d.size < 0) throw bad(tar, `${what}: invalid size ${JSON.stringify(d.size)}`);
+  const p = (d as { platform?: unknown }).platform;
+  const annotations = d.annotations && typeof d.annotations === 'object' ? Object.fromEntries(Object.entries(d.annotations).filter((e): e is [string, string] => typeof e[1] === 'string')) : undefined;
+  const artifactType = (d as { artifactType?: unknown }).artifactType;
+  return {
+    mediaType: d.mediaType,
+    digest: d.digest as string,
+    size: d.size,
+    ...(p !== undefined ? { platform: platformOf(tar, p, what) } : {}),
+    ...(annotations && Object.keys(annotations).length ? { annotations } : {}),
+    ...(typeof artifactType === 'string' ? { artifactType } : {}),
+  };
+}
+
+const PLATFORM_PART = /^[A-Za-z0-9_.-]{1,64}$/;
+
+function platformOf(tar: TarArchive, p: unknown, what: string): ArchivePlatform {
+  const o = (p ?? {}) as { os?: unknown; architecture?: unknown; variant?: unknown };
+  const ok = (v: unknown) => typeof v === 'string' && PLATFORM_PART.test(v);
+  if (!ok(o.os) || !ok(o.architecture) || (o.variant !== undefined && o.variant !== '' && !ok(o.variant))) {
+    throw bad(tar, `${what}: invalid platform ${JSON.stringify(p)} (os, architecture and variant are short names such as linux, arm64, v8)`);
+  }
+  return { os: o.os as string, architecture: o.architecture as string, ...(typeof o.variant === 'string' && o.variant !== '' ? { variant: o.variant } : {}) };
+}
+
+function platformOfConfig(tar: TarArchive, config: Buffer, what: string): ArchivePlatform {
+  return platformOf(tar, JSON.parse(config.toString('utf8')), `${what} config`);
 }
 
 /** Reads the first bytes of a stream to tell its compression, then puts them back. */

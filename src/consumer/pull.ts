@@ -4,7 +4,7 @@ import { decompressor, ociBlobPath, prewarmDecompressors, releaseDecompressors, 
 import { Digester, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
 import { formatPlatform, type ImageName, type LoadPlan, type Platform, type Runtime } from '../runtime/index.js';
 import { isRefusalCode, TarportError } from '../errors.js';
-import { MAX_SMALL_BLOB_BYTES, familiarName, qualifiedName, sameName, type Catalog, type CatalogEntry, type PinnedRecord, type ReleaseRecord, type Repository } from '../repo/index.js';
+import { MAX_SMALL_BLOB_BYTES, platformView, familiarName, qualifiedName, sameName, type Catalog, type CatalogEntry, type PinnedRecord, type ReleaseRecord, type Repository } from '../repo/index.js';
 import { ObjectCache } from './cache.js';
 import { checkEncrypted, decryptConfig, openLayer } from './encryption.js';
 import { StateStore, type State } from './state.js';
@@ -52,6 +52,11 @@ export interface PullOptions {
    * ahead of a maintenance window; a later pull loads from the cache). Needs no runtime.
    */
   readonly fetchOnly?: boolean;
+  /**
+   * The platform to load from multi-platform releases; default: the runtime's own. A release that has
+   * no image for it is refused (PLATFORM, exit 2), naming the platforms it has.
+   */
+  readonly platform?: Platform;
 }
 
 export type PullEvent =
@@ -172,15 +177,17 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
       const signer = verified.signedBy as string | undefined;
       checkEncrypted(record, opts);
       if (opts.fetchOnly) {
-        const f = await fetchRelease(repo, cache, record, opts.signal);
+        const f = await fetchRelease(repo, cache, opts.platform && record.kind === 'image' ? platformView(record, opts.platform) : record, opts.signal);
         (result as { bytesFetched: number }).bytesFetched += f.bytesFetched;
         result.fetched!.push({ ref, version: record.version });
         emit({ kind: 'fetched', ref, version: record.version, ...f });
         continue;
       }
-      platform ??= await docker.platform(opts.signal);
+      platform ??= opts.platform ?? (await docker.platform(opts.signal));
+      // a multi-platform release: this platform's image only (its config and layers); never an attestation
+      const view = record.kind === 'image' ? { ...verified, record: platformView(record, platform) } : verified;
       const { imageId, bytesFetched, thin } = record.kind === 'image'
-        ? await loadImage(repo, docker, cache, verified, (e) => emit(e), opts.decryptKey, opts.signal)
+        ? await loadImage(repo, docker, cache, view, (e) => emit(e), opts.decryptKey, opts.signal)
         : await importRootfs(repo, docker, cache, verified, platform, opts.decryptKey, opts.signal);
       (result as { bytesFetched: number }).bytesFetched += bytesFetched;
       const previous = prev && prev.imageId !== imageId ? [prev.imageId, ...prev.previous.filter((p) => p !== imageId)] : (prev?.previous ?? []);
@@ -446,10 +453,14 @@ function rootfsConfig(diffId: string, platform: Platform): Buffer {
 
 /** Every object a release needs, into the cache (each verified on the way); nothing is decrypted. */
 async function fetchRelease(repo: Repository, cache: ObjectCache, record: ReleaseRecord, signal?: AbortSignal): Promise<{ objects: number; bytesFetched: number }> {
-  if (record.config && record.config.size > MAX_SMALL_BLOB_BYTES) {
-    throw new TarportError('INTEGRITY', `${record.name}:${record.tag} v${record.version}: its config is ${record.config.size} bytes, more than the ${MAX_SMALL_BLOB_BYTES} allowed`);
+  for (const c of [record.config, ...(record.index?.platforms.map((p) => p.config) ?? [])]) {
+    if (c && c.size > MAX_SMALL_BLOB_BYTES) {
+      throw new TarportError('INTEGRITY', `${record.name}:${record.tag} v${record.version}: its config is ${c.size} bytes, more than the ${MAX_SMALL_BLOB_BYTES} allowed`);
+    }
   }
-  const objects = [...(record.config ? [record.config] : []), ...record.layers];
+  // a multi-platform release without a chosen platform: every platform's config and layers
+  const configs = [...(record.config ? [record.config] : []), ...(record.index?.platforms.map((p) => p.config) ?? [])];
+  const objects = [...configs, ...record.layers];
   const unique = [...new Map(objects.map((o) => [o.digest, o])).values()];
   let bytesFetched = 0;
   for (const o of unique) bytesFetched += await cache.ensure(repo, o, signal);

@@ -8,7 +8,6 @@ import {
   decompressor,
   readArchiveContent,
   sniffStream,
-  type ArchiveImage,
   type Compression,
 } from '../archive/index.js';
 import { Digester, encryptStream, sha256, type TrustedKey } from '../crypto/index.js';
@@ -16,9 +15,9 @@ import { TarportError } from '../errors.js';
 import {
   MEDIA_TYPES,
   RECORD_SCHEMA,
+  RECORD_SCHEMA_INDEX,
   formatRef,
   parseRef,
-  serialize,
   type CatalogEntry,
   type Descriptor,
   type ImageRef,
@@ -32,6 +31,7 @@ import {
   type WriteTransaction,
 } from '../repo/index.js';
 import { VERSION } from '../version.js';
+import { indexParts, imageParts, type ImageContext } from './multiplatform.js';
 import { UnnamedArchiveError } from './naming.js';
 
 export interface PublishOptions {
@@ -155,13 +155,16 @@ async function publishIn(tx: WriteTransaction, repo: Repository, tar: TarArchive
       }
       plans.push({ ref: opts.name, record: { schema: RECORD_SCHEMA, name: opts.name.name, tag: opts.name.tag, created: now, kind: 'rootfs', contentKey: layer.diffId, layers: [layer], producer } });
     } else {
-      if (opts.name && content.images.length > 1) {
-        throw new TarportError('BAD_INPUT', `${path}: holds ${content.images.length} images; --name applies to one; publish them by their own tags or one archive per image`);
+      const count = content.images.length + content.indexes.length;
+      if (opts.name && count > 1) {
+        throw new TarportError('BAD_INPUT', `${path}: holds ${count} images; --name applies to one; publish them by their own tags or one archive per image`);
       }
-      const targets = content.images.map((im) => ({ im, refs: imageRefs(path, im, opts.name) }));
+      const targets = content.images.map((im) => ({ im, refs: imageRefs(path, im.repoTags, im.configDigest, opts.name) }));
+      const indexTargets = content.indexes.map((ix) => ({ ix, refs: imageRefs(path, ix.repoTags, ix.digest || 'index', opts.name) }));
+      const allImages = [...content.images, ...content.indexes.flatMap((ix) => ix.members.flatMap((m) => (m.kind === 'image' ? [m.image] : [])))];
       // Layers: what the repository does not hold yet, each diff_id once.
       const need = new Map<string, { declared?: Compression; diffId: string }>();
-      for (const { im } of targets) {
+      for (const im of allImages) {
         for (const l of im.layers) {
           if (!known.has(l.diffId) && !need.has(l.entry)) need.set(l.entry, { diffId: l.diffId, ...(l.declaredCompression ? { declared: l.declaredCompression } : {}) });
         }
@@ -175,32 +178,32 @@ async function publishIn(tx: WriteTransaction, repo: Repository, tar: TarArchive
         }
         fresh.set(n.diffId, await uploadLayer(stream, n.declared, `layer ${entry.name}`, n.diffId));
       }
-      for (const { im, refs } of targets) {
-        const layers = im.layers.map((l) => known.get(l.diffId) ?? fresh.get(l.diffId)!);
-        let config: Descriptor;
-        let manifest: Descriptor | undefined;
-        if (encryption) {
-          // the config's values are secret too; an encrypted release has no OCI manifest (skopeo
-          // could not decrypt its layers anyway)
-          const sealed = await collect(await encryptStream(Readable.from([im.config]), opts.encryptTo!));
-          config = { mediaType: MEDIA_TYPES.config + '+encrypted', digest: sha256(sealed), size: sealed.length, encryption };
+      const ctx: ImageContext = {
+        path,
+        encrypted: encryption !== undefined,
+        layer: (diffId) => known.get(diffId) ?? fresh.get(diffId)!,
+        small: async (bytes, mediaType) => {
+          if (!encryption) {
+            smallBlobs.push(bytes);
+            return { mediaType, digest: sha256(bytes), size: bytes.length };
+          }
+          const sealed = await collect(await encryptStream(Readable.from([bytes]), opts.encryptTo!));
           smallBlobs.push(sealed);
-        } else {
-          config = { mediaType: MEDIA_TYPES.config, digest: im.configDigest, size: im.config.length };
-          const manifestBytes = serialize({
-            schemaVersion: 2,
-            mediaType: MEDIA_TYPES.manifest,
-            config,
-            layers: layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
-          });
-          manifest = { mediaType: MEDIA_TYPES.manifest, digest: sha256(manifestBytes), size: manifestBytes.length };
-          smallBlobs.push(im.config, manifestBytes);
-        }
+          return { mediaType: mediaType + '+encrypted', digest: sha256(sealed), size: sealed.length, encryption };
+        },
+        plain: (bytes) => void smallBlobs.push(bytes),
+      };
+      const base = { schema: RECORD_SCHEMA as typeof RECORD_SCHEMA | typeof RECORD_SCHEMA_INDEX, created: now, kind: 'image' as const, producer };
+      for (const { im, refs } of targets) {
+        const { config, manifest, layers } = await imageParts(im, ctx);
         for (const ref of refs) {
-          plans.push({
-            ref,
-            record: { schema: RECORD_SCHEMA, name: ref.name, tag: ref.tag, created: now, kind: 'image', contentKey: im.configDigest, config, ...(manifest ? { manifest } : {}), layers, sourceTags: [...im.repoTags], producer },
-          });
+          plans.push({ ref, record: { ...base, name: ref.name, tag: ref.tag, contentKey: im.configDigest, config, ...(manifest ? { manifest } : {}), layers, sourceTags: [...im.repoTags] } });
+        }
+      }
+      for (const { ix, refs } of indexTargets) {
+        const { contentKey, manifest, layers, index } = await indexParts(tar, ix, ctx);
+        for (const ref of refs) {
+          plans.push({ ref, record: { ...base, schema: RECORD_SCHEMA_INDEX, name: ref.name, tag: ref.tag, contentKey, ...(manifest ? { manifest } : {}), layers, sourceTags: [...ix.repoTags], index } });
         }
       }
     }
@@ -236,12 +239,12 @@ async function publishIn(tx: WriteTransaction, repo: Repository, tar: TarArchive
 }
 
 /** The name:tag list an image is published under. */
-function imageRefs(path: string, im: ArchiveImage, name: ImageRef | undefined): ImageRef[] {
+function imageRefs(path: string, repoTags: readonly string[], id: string, name: ImageRef | undefined): ImageRef[] {
   if (name) return [name];
-  if (im.repoTags.length === 0) {
-    throw new UnnamedArchiveError(`${path}: the image ${im.configDigest.slice(0, 19)} carries no tag; give one with --name NAME:TAG (or save it with 'docker save NAME:TAG')`);
+  if (repoTags.length === 0) {
+    throw new UnnamedArchiveError(`${path}: the image ${id.slice(0, 19)} carries no tag; give one with --name NAME:TAG (or save it with 'docker save NAME:TAG')`);
   }
-  return im.repoTags.map((t) => {
+  return repoTags.map((t) => {
     try {
       return parseRef(t, { defaultTag: 'latest' });
     } catch (e) {

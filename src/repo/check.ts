@@ -9,6 +9,7 @@ import { readBlobTo } from './objects.js';
 import { checkRegistryView } from './registry.js';
 import { listReleases, listTags, readRecord, type CheckSignature } from './read.js';
 import type { ReleaseRecord } from './records.js';
+import { recordObjects } from './platforms.js';
 import { storeOf, type Repository } from './repository.js';
 import type { Store } from './store.js';
 
@@ -92,7 +93,7 @@ export async function checkRepository(repo: Repository, opts: { verify?: CheckSi
         fault(where, messageOf(e));
         continue;
       }
-      for (const d of [...record.layers, ...(record.config ? [record.config] : []), ...(record.manifest ? [record.manifest] : [])]) {
+      for (const d of recordObjects(record)) {
         if (!objects.has(d.digest)) objects.set(d.digest, { size: d.size, where });
       }
     }

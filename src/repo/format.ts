@@ -7,9 +7,15 @@ import type { Store } from './store.js';
 
 /**
  * Version 2 (tarport 0.2): repository identity, sequence-named catalogs with their signatures named
- * by content, publish intents (docs/repo-format.md, "Changes"). Version 1 repositories stay readable.
+ * by content, publish intents. Version 3: release records of multi-platform images (`index`), which
+ * a version-2 reader would refuse as malformed (docs/repo-format.md, "Versioning", "Changes").
+ * Version 1 and 2 repositories stay readable. FORMAT_VERSION is the newest this tarport reads.
  */
-export const FORMAT_VERSION = 2;
+export const FORMAT_VERSION = 3;
+/** What a writer declares until it writes a record that needs more: version-2 readers read the rest. */
+export const BASE_FORMAT_VERSION = 2;
+/** A repository that holds a multi-platform record declares at least this. */
+export const INDEX_FORMAT_VERSION = 3;
 
 export const REPOSITORY_ID_RE = /^[0-9a-f]{32}$/;
 
@@ -39,13 +45,15 @@ export function newRepositoryId(): string {
  * The repository's id, created when it has none (a new repository, or one written by tarport 0.1:
  * the migration is "the next writer gives it an id"). `adopt` is the id a sync destination takes
  * over from its source when it has none yet, so that a stick carries its source's identity.
+ * `version`: the format the writer needs (INDEX_FORMAT_VERSION before it writes a multi-platform record).
  * Two writers that create an id at once: the later rename wins and both re-read it.
  */
-export async function ensureIdentity(store: Store, signal?: AbortSignal, adopt?: string): Promise<string> {
+export async function ensureIdentity(store: Store, signal?: AbortSignal, adopt?: string, version = BASE_FORMAT_VERSION): Promise<string> {
   const have = await readFormat(store, signal);
-  if (have?.id && have.version >= FORMAT_VERSION) return have.id;
+  if (have?.id && have.version >= version) return have.id;
   const id = have?.id ?? adopt ?? newRepositoryId();
-  await store.putAtomic(FORMAT_KEY, serialize({ format: 'tarport', version: FORMAT_VERSION, id }), signal);
+  // never lowered: a repository that holds version-3 records stays version 3
+  await store.putAtomic(FORMAT_KEY, serialize({ format: 'tarport', version: Math.max(version, have?.version ?? 0), id }), signal);
   if (!(await store.stat(OCI_LAYOUT_KEY, signal))) {
     await store.putAtomic(OCI_LAYOUT_KEY, Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })), signal);
   }

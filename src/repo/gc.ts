@@ -5,6 +5,7 @@ import { objectOfFile } from './objects.js';
 import { removeDigestCopies } from './registry.js';
 import { listReleases, listTags, readRecord, signatureKey, type ReleaseRef } from './read.js';
 import type { ReleaseRecord } from './records.js';
+import { recordObjects } from './platforms.js';
 import { storeOf, type Repository } from './repository.js';
 import type { Store } from './store.js';
 import { sha256 } from '../crypto/index.js';
@@ -22,7 +23,7 @@ export interface GcResult {
   objectsLeft: number;
 }
 
-const objectsOf = (r: ReleaseRecord) => [...r.layers, ...(r.config ? [r.config] : []), ...(r.manifest ? [r.manifest] : [])].map((d) => d.digest);
+const objectsOf = (r: ReleaseRecord) => recordObjects(r).map((d) => d.digest);
 
 /** Every temporary file in the repository's folders (left by interrupted writes), with its age. */
 export async function findTempFiles(store: Store, signal?: AbortSignal): Promise<{ key: string; mtime?: Date }[]> {

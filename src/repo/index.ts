@@ -11,3 +11,4 @@ export { checkRepository, type CheckResult, type Fault } from './check.js';
 export { repairRepository, type RepairResult } from './repair.js';
 export { collectGarbage, type GcResult } from './gc.js';
 export { topManifest, type RegistryView, type TopManifest } from './registry.js';
+export * from './platforms.js';

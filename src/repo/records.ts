@@ -44,9 +44,64 @@ export const LayerSchema = z.strictObject({
 export type LayerDescriptor = z.infer<typeof LayerSchema>;
 
 export const RECORD_SCHEMA = 'tarport.release/v1';
+/** A release of a multi-platform image (it has `index`): format version 3. */
+export const RECORD_SCHEMA_INDEX = 'tarport.release/v2';
+
+/** Printed by ls and the page: short names only (no control characters, no terminal escapes). */
+const platformPart = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'not a platform name');
+const printable = z.string().max(1024).regex(/^[^\x00-\x1f\x7f]*$/, 'holds control characters');
+export const PlatformSchema = z.strictObject({ os: platformPart, architecture: platformPart, variant: platformPart.optional() });
+export type RecordPlatform = z.infer<typeof PlatformSchema>;
+
+/** One runnable platform of a multi-platform release: what a single-platform record holds at its top. */
+export const PlatformImageSchema = z.strictObject({
+  platform: PlatformSchema,
+  /** The image ID (config digest) of this platform. */
+  contentKey: digest,
+  config: DescriptorSchema,
+  /** Absent when the release is encrypted (as for single-platform releases). */
+  manifest: DescriptorSchema.optional(),
+  layers: z.array(LayerSchema),
+});
+export type PlatformImage = z.infer<typeof PlatformImageSchema>;
+
+/** A member that is not a runnable image (an attestation, an artifact): kept, carried, never loaded. */
+export const ArtifactSchema = z.strictObject({
+  /** The artifact's manifest as the archive held it (encrypted: its ciphertext). */
+  manifest: DescriptorSchema,
+  platform: PlatformSchema.optional(),
+  annotations: z.record(z.string().max(256), printable).optional(),
+  artifactType: printable.optional(),
+  /** Its config and layers, stored as they were (encrypted when the release is). */
+  objects: z.array(DescriptorSchema),
+});
+export type Artifact = z.infer<typeof ArtifactSchema>;
+
+/** A member the source archive listed without its blobs (not an error: recorded, never loaded). */
+export const AbsentSchema = z.strictObject({
+  mediaType: printable,
+  digest,
+  size,
+  platform: PlatformSchema.optional(),
+  annotations: z.record(z.string().max(256), printable).optional(),
+  /** What was missing, for people. */
+  missing: printable,
+});
+export type AbsentMember = z.infer<typeof AbsentSchema>;
+
+/**
+ * A release made from an OCI image index (format version 3). The record's top `manifest` is then the
+ * index tarport wrote (unencrypted releases), its `layers` every platform's layers, and `config` absent.
+ */
+export const IndexContentSchema = z.strictObject({
+  platforms: z.array(PlatformImageSchema).min(1),
+  artifacts: z.array(ArtifactSchema),
+  absent: z.array(AbsentSchema),
+});
+export type IndexContent = z.infer<typeof IndexContentSchema>;
 
 export const ReleaseRecordSchema = z.strictObject({
-  schema: z.literal(RECORD_SCHEMA),
+  schema: z.enum([RECORD_SCHEMA, RECORD_SCHEMA_INDEX]),
   name: imageName,
   tag: imageTag,
   version: z.number().int().positive(),
@@ -60,8 +115,10 @@ export const ReleaseRecordSchema = z.strictObject({
   layers: z.array(LayerSchema).min(1),
   /** The tags the source archive carried (informational). */
   sourceTags: z.array(z.string()).optional(),
+  /** Set when the archive held an image index: every platform, artifact and absent member. */
+  index: IndexContentSchema.optional(),
   producer: z.strictObject({ tool: z.string(), version: z.string() }),
-});
+}).refine((r) => (r.schema === RECORD_SCHEMA_INDEX) === (r.index !== undefined), { message: `a ${RECORD_SCHEMA_INDEX} record, and only one, has an index`, path: ['index'] });
 export type ReleaseRecord = z.infer<typeof ReleaseRecordSchema>;
 
 /** tarport 0.1 wrote v1 (no repository id); v2 names the repository, covered by the signature. */

@@ -2,14 +2,15 @@ import type { Readable } from 'node:stream';
 import { sha256 } from '../crypto/index.js';
 import { TarportError } from '../errors.js';
 import { convergeCatalog, writeCatalogBytes, type CatalogCopy, type Sign } from './catalog.js';
-import { ensureIdentity } from './format.js';
+import { INDEX_FORMAT_VERSION, ensureIdentity } from './format.js';
 import { PublishIntent } from './intents.js';
 import { recordFileName, recordKey } from './layout.js';
 import { putObject, putSmallBlob, putSplit, stageBlob, type ObjectSource, type StagedBlob } from './objects.js';
 import { writeOciIndex } from './oci-index.js';
 import { writeRegistryView, type RegistryView } from './registry.js';
+import { isIndexRecord } from './platforms.js';
 import { signatureKey } from './read.js';
-import { serialize, type Catalog, type CatalogEntry, type ReleaseRecord } from './records.js';
+import { MEDIA_TYPES, serialize, type Catalog, type CatalogEntry, type ReleaseRecord } from './records.js';
 import type { Store } from './store.js';
 
 /**
@@ -115,6 +116,8 @@ export class WriteTransaction {
     const digest = sha256(bytes);
     const file = recordFileName(record.version, digest);
     const key = recordKey(record.name, record.tag, file);
+    // before the record: a version-2 reader is told to update, not shown a record it calls malformed
+    if (isIndexRecord(record)) await this.raiseFormat();
     if (sign) await this.store.putAtomic(signatureKey(key), await sign(bytes), this.signal);
     await this.store.putAtomic(key, bytes, this.signal);
     return { file, digest, size: bytes.length, bytes };
@@ -124,8 +127,14 @@ export class WriteTransaction {
   async copyRecord(entry: CatalogEntry, bytes: Buffer, signature: Buffer | undefined): Promise<void> {
     this.enter(2, 'copyRecord');
     const key = recordKey(entry.name, entry.tag, entry.record);
+    if (entry.manifest?.mediaType === MEDIA_TYPES.index) await this.raiseFormat();
     if (signature) await this.store.putAtomic(signatureKey(key), signature, this.signal);
     await this.store.putAtomic(key, bytes, this.signal);
+  }
+
+  /** Declares format version 3 (multi-platform records) before the first such record is written. */
+  private async raiseFormat(): Promise<void> {
+    await ensureIdentity(this.store, this.signal, undefined, INDEX_FORMAT_VERSION);
   }
 
   // ---- 3. catalog, 4. derived files ------------------------------------------------------------

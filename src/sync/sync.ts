@@ -3,6 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import { DigestCheck, Verifier } from '../crypto/index.js';
 import { TarportError } from '../errors.js';
 import {
+  recordObjects,
   compareReleases,
   type Catalog,
   type CatalogCopy,
@@ -166,7 +167,7 @@ const sameEntries = (a: readonly CatalogEntry[], b: readonly CatalogEntry[]) =>
 
 /** Stage 2: every object the planned records name, several at once, largest first. */
 async function copyObjects(tx: WriteTransaction, src: Repository, dst: Repository, plan: readonly Planned[], opts: SyncOptions, emit: (e: SyncEvent) => void, result: SyncResult): Promise<void> {
-  const objects = plan.flatMap(({ record }) => [...record.layers, record.config, record.manifest].filter((o): o is NonNullable<typeof o> => o !== undefined));
+  const objects = plan.flatMap(({ record }) => recordObjects(record));
   objects.sort((a, b) => b.size - a.size); // largest first: the lanes end together
   const unique = new Map(objects.map((o) => [o.digest, o.size]));
   emit({ kind: 'plan', objects: unique.size, bytes: [...unique.values()].reduce((a, b) => a + b, 0) });

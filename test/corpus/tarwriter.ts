@@ -103,3 +103,52 @@ export function ociLayout(layer: Buffer, diffId: string, mediaType: string, decl
     { name: 'index.json', data: Buffer.from(JSON.stringify(index)) },
   ];
 }
+
+/** The parts of a small multi-platform OCI layout (see multiPlatform). */
+export interface MultiPlatform {
+  readonly items: Item[];
+  readonly amd64: { manifest: string; config: string };
+  readonly arm64: { manifest: string; config: string };
+  readonly attestation: string;
+}
+
+/**
+ * A multi-platform OCI layout of one name: linux/amd64 and linux/arm64/v8 (the same layer under two
+ * configs), a BuildKit attestation for amd64 and, with `absent`, linux/s390x listed without blobs.
+ * `shape`: `nested` (index.json names one image index, as buildx and skopeo --all write) or `flat`
+ * (index.json lists the platforms itself).
+ */
+export function multiPlatform(opts: { shape: 'nested' | 'flat'; absent?: boolean; ref?: string }): MultiPlatform {
+  const ref = opts.ref ?? 'corpus/multi:1';
+  const blobs = new Map<string, Buffer>();
+  const put = (b: Buffer) => (blobs.set(sha(b), b), { digest: `sha256:${sha(b)}`, size: b.length });
+  const json = (v: unknown) => Buffer.from(JSON.stringify(v));
+  const layer = tarBytes([{ name: 'hello.txt', data: Buffer.from('hello\n') }]);
+  const layerDesc = { mediaType: 'application/vnd.oci.image.layer.v1.tar', ...put(layer) };
+  const image = (architecture: string, variant?: string) => {
+    const config = { mediaType: 'application/vnd.oci.image.config.v1+json', ...put(json({ architecture, os: 'linux', ...(variant ? { variant } : {}), rootfs: { type: 'layers', diff_ids: [`sha256:${sha(layer)}`] } })) };
+    const m = put(json({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config, layers: [layerDesc] }));
+    return { desc: { mediaType: 'application/vnd.oci.image.manifest.v1+json', ...m, platform: { architecture, os: 'linux', ...(variant ? { variant } : {}) } }, config: config.digest };
+  };
+  const amd64 = image('amd64');
+  const arm64 = image('arm64', 'v8');
+  const statement = json({ _type: 'https://in-toto.io/Statement/v0.1', subject: [{ digest: { sha256: amd64.desc.digest.slice(7) } }] });
+  const attCfg = { mediaType: 'application/vnd.oci.image.config.v1+json', ...put(json({ architecture: 'unknown', os: 'unknown', rootfs: { type: 'layers', diff_ids: [`sha256:${sha(statement)}`] } })) };
+  const att = {
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    ...put(json({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: attCfg, layers: [{ mediaType: 'application/vnd.in-toto+json', ...put(statement) }] })),
+    platform: { architecture: 'unknown', os: 'unknown' },
+    annotations: { 'vnd.docker.reference.digest': amd64.desc.digest, 'vnd.docker.reference.type': 'attestation-manifest' },
+  };
+  const s390x = { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: `sha256:${sha(Buffer.from('absent'))}`, size: 999, platform: { architecture: 's390x', os: 'linux' } };
+  const members = [amd64.desc, arm64.desc, att, ...(opts.absent ? [s390x] : [])];
+  const named = (d: object) => ({ ...d, annotations: { ...((d as { annotations?: object }).annotations ?? {}), 'org.opencontainers.image.ref.name': ref } });
+  const top =
+    opts.shape === 'nested'
+      ? [named({ mediaType: 'application/vnd.oci.image.index.v1+json', ...put(json({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: members })) })]
+      : members.map(named);
+  const items: Item[] = [{ name: 'oci-layout', data: Buffer.from('{"imageLayoutVersion":"1.0.0"}') }];
+  for (const [hex, b] of blobs) items.push({ name: `blobs/sha256/${hex}`, data: b });
+  items.push({ name: 'index.json', data: json({ schemaVersion: 2, manifests: top }) });
+  return { items, amd64: { manifest: amd64.desc.digest, config: amd64.config }, arm64: { manifest: arm64.desc.digest, config: arm64.config }, attestation: att.digest };
+}

@@ -1,6 +1,6 @@
 import { signatureIssuer } from '../../crypto/index.js';
 import { TarportError } from '../../errors.js';
-import { type ReleaseRef, type Repository } from '../../repo/index.js';
+import { recordMembers, type ReleaseMember, type ReleaseRef, type Repository } from '../../repo/index.js';
 import { openRepository, type ConnectionFlags, type Context } from '../context.js';
 import { humanBytes, table } from '../output.js';
 
@@ -20,6 +20,8 @@ export interface ListedRelease {
   current: boolean;
   /** The release record's digest: what the catalog names and a consumer checks. */
   digest: string;
+  /** A multi-platform release's members (platform images, attestations, absent platforms); empty otherwise. */
+  platforms: ReleaseMember[];
 }
 
 /** One release as ls and log show it, read through the repository's public readers. */
@@ -34,10 +36,20 @@ export async function describeRelease(repo: Repository, ref: ReleaseRef, current
     size: record.layers.reduce((n, l) => n + l.size, 0) + (record.config?.size ?? 0),
     created: record.created,
     signer: sig ? ((await signatureIssuer(sig)) ?? 'unreadable signature') : null,
-    encrypted: record.layers.some((l) => l.encryption !== undefined),
+    encrypted: record.layers.some((l) => l.encryption !== undefined) || (record.index?.platforms.some((p) => p.config.encryption !== undefined) ?? false),
     current: current.has(`${ref.name}:${ref.tag}:${ref.record}`),
     digest,
+    platforms: recordMembers(record),
   };
+}
+
+/** The PLATFORMS column: `linux/amd64,linux/arm64 +1 attestation-manifest +1 absent`, or `-`. */
+export function membersColumn(members: readonly ReleaseMember[]): string {
+  if (members.length === 0) return '-';
+  const images = members.filter((m) => m.state === 'image').map((m) => m.platform);
+  const counts = new Map<string, number>();
+  for (const m of members) if (m.state !== 'image') counts.set(m.state === 'absent' ? 'absent' : (m.type ?? 'artifact'), (counts.get(m.state === 'absent' ? 'absent' : (m.type ?? 'artifact')) ?? 0) + 1);
+  return [images.join(','), ...[...counts].map(([k, n]) => `+${n} ${k}`)].join(' ');
 }
 
 /** The catalog's current record of every tag (name:tag:record), and whether there is a catalog at all. */
@@ -72,9 +84,9 @@ export async function lsCommand(ctx: Context, url: string, flags: LsFlags): Prom
     return 0;
   }
   // the table is data (`tarport ls REPO | grep app`): stdout
-  const header = ['NAME', 'TAG', 'VERSION', 'KIND', 'SIZE', 'CREATED', 'SIGNER', 'ENCRYPTED'];
+  const header = ['NAME', 'TAG', 'VERSION', 'KIND', 'SIZE', 'CREATED', 'SIGNER', 'ENCRYPTED', 'PLATFORMS'];
   ctx.out.data(
-    table([header, ...rows.map((r) => [r.name, r.tag, String(r.version), r.kind, humanBytes(r.size), shortTime(r.created), r.signer ?? '-', r.encrypted ? 'yes' : 'no'])]),
+    table([header, ...rows.map((r) => [r.name, r.tag, String(r.version), r.kind, humanBytes(r.size), shortTime(r.created), r.signer ?? '-', r.encrypted ? 'yes' : 'no', membersColumn(r.platforms)])]),
   );
   return 0;
 }

@@ -5,7 +5,7 @@ import { exitCodeOf } from '../output.js';
 import { openMetrics, type MetricsFlags } from '../metrics.js';
 import { progressLine } from '../progress.js';
 import { VERSION } from '../../version.js';
-import { validateName, validateTag } from '../../repo/index.js';
+import { parsePlatform, validateName, validateTag } from '../../repo/index.js';
 import { defaultStateDir, openRepository, parseDuration, type ConnectionFlags, type Context } from '../context.js';
 import { describe, eventPrinter, pollLevel } from '../events.js';
 import { openRuntime, type RuntimeFlags } from '../runtime.js';
@@ -20,6 +20,7 @@ export interface PullFlags extends ConnectionFlags, RuntimeFlags, MetricsFlags {
   decryptKey?: string;
   allowUnencrypted?: boolean;
   fetchOnly?: boolean;
+  platform?: string;
 }
 
 export interface PollFlags extends PullFlags {
@@ -50,6 +51,7 @@ async function consumerOptions(names: string[], flags: PullFlags) {
     ...(keepImages !== undefined ? { keepImages } : {}),
     ...(flags.trust?.length ? { trust: await loadTrustedKeys(flags.trust) } : {}),
     ...(flags.fetchOnly ? { fetchOnly: true } : {}),
+    ...(flags.platform ? { platform: parsePlatform(flags.platform) } : {}),
     ...(flags.decryptKey ? { decryptKey: await loadDecryptionKey(flags.decryptKey, process.env.TARPORT_DECRYPT_KEY_PASSPHRASE) } : {}),
     allowUnencrypted: flags.allowUnencrypted ?? false,
   };
