@@ -155,6 +155,36 @@ async function preferReply(control: Promise<FTPResponse>, e: unknown): Promise<n
  * server confirmed the transfer.
  */
 export async function retrieve(ftp: FTPContext, path: string, offset: number, sink: ByteSink, opts: DataOptions & { readonly lend: boolean }): Promise<void> {
+  await transferIn(ftp, `RETR ${path}`, offset, sink, opts);
+}
+
+/**
+ * A folder listing (`command` is LIST or MLSD with its path) on a data connection of our own, read
+ * up to `maxBytes` and `maxEntries` lines: a listing is names and sizes, and a server that sends
+ * more is not an honest repository. basic-ftp would gather any listing whole in memory.
+ */
+export async function listing(ftp: FTPContext, command: string, what: string, limits: { readonly maxBytes: number; readonly maxEntries: number }, opts: DataOptions): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  let lines = 0;
+  await transferIn(ftp, command, 0, (chunk) => {
+    bytes += chunk.length;
+    for (let i = chunk.indexOf(0x0a); i >= 0; i = chunk.indexOf(0x0a, i + 1)) lines++;
+    if (bytes > limits.maxBytes) throw new ListingTooLargeError(`${what}: the server sent more than the ${limits.maxBytes} bytes a folder listing may have; it is not an honest repository`);
+    if (lines > limits.maxEntries) throw new ListingTooLargeError(`${what}: the server listed more than the ${limits.maxEntries} entries a folder may have; it is not an honest repository`);
+    chunks.push(chunk);
+  }, { ...opts, lend: false });
+  return Buffer.concat(chunks);
+}
+
+/** A listing past its caps: the server lies (exit 3); asking again cannot help. */
+export class ListingTooLargeError extends TarportError {
+  constructor(message: string) {
+    super('INTEGRITY', message, { retryable: false });
+  }
+}
+
+async function transferIn(ftp: FTPContext, command: string, offset: number, sink: ByteSink, opts: DataOptions & { readonly lend: boolean }): Promise<void> {
   // Over TLS, Node decrypts every record it has in one go, even after the read callback asked for
   // a pause: those bytes would land in a slab the sink still has. FTPS gets fresh chunks instead
   // (16 KiB each; the decryption dominates there anyway).
@@ -213,7 +243,7 @@ export async function retrieve(ftp: FTPContext, path: string, offset: number, si
       if (full) {
         // reading was stopped: bytes now would land in the slab the sink has (TLS decrypts a batch
         // of records past a stop, which is why TLS never lends)
-        fail(new TarportError('INTERNAL', `internal error: ${path}: the data connection delivered after it was paused`));
+        fail(new TarportError('INTERNAL', `internal error: ${command}: the data connection delivered after it was paused`));
         return false;
       }
       pos += n;
@@ -252,7 +282,7 @@ export async function retrieve(ftp: FTPContext, path: string, offset: number, si
     if (offset > 0) await ftp.request(`REST ${offset}`);
     await watched(ftp, async (watch) => {
       void ended.then(() => watch.dataEnded(), () => undefined);
-      const control = transferCommand(ftp, `RETR ${path}`, () => watch.started());
+      const control = transferCommand(ftp, command, () => watch.started());
       try {
         await Promise.race([Promise.all([ended, control]), failed]);
       } catch (e) {
