@@ -302,6 +302,75 @@ async function transferIn(ftp: FTPContext, command: string, offset: number, sink
   }
 }
 
+/** The most an upload hands the socket at once: each completed piece is progress on the link. */
+const PIECE = 128 << 10;
+
+/**
+ * The idle timeout of an upload's data connection. Node's own socket timeout lets its first expiry
+ * pass when a queued write made partial progress since it was queued (net.js `_onTimeout`), and the
+ * kernel keeps taking a trickle for seconds after the far end stopped reading: a silent link was
+ * found only after up to twice the timeout. Here the data goes out in pieces of PIECE bytes, in
+ * order, at most two queued at once, and the timeout runs from the last piece the kernel took,
+ * only while a piece waits (a slow source is not a stalled server).
+ */
+class WriteWatch {
+  private timer: NodeJS.Timeout | undefined;
+  private writing = 0;
+  /** Chunks go out one after another: a chunk's pieces never interleave with the next one's. */
+  private tail: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly d: Socket,
+    private readonly ms: number,
+  ) {}
+
+  /** Sends `chunk`; resolves when the kernel took all of it. `failed` is the connection's error so far. */
+  send(chunk: Buffer, failed: () => unknown): Promise<void> {
+    const p = this.tail.then(() => this.pieces(chunk, failed));
+    this.tail = p.catch(() => undefined);
+    return p;
+  }
+
+  private async pieces(chunk: Buffer, failed: () => unknown): Promise<void> {
+    const queued: Promise<void>[] = [];
+    for (let at = 0; at < chunk.length; at += PIECE) {
+      if (queued.length >= 2) await queued.shift();
+      const q = this.piece(chunk.subarray(at, at + PIECE), failed);
+      q.catch(() => undefined); // heard through Promise.all, or by the shift that awaits it
+      queued.push(q);
+    }
+    await Promise.all(queued);
+  }
+
+  private piece(buf: Buffer, failed: () => unknown): Promise<void> {
+    if (this.writing++ === 0) this.arm();
+    return new Promise<void>((resolve, reject) =>
+      this.d.write(buf, (e) => {
+        if (--this.writing === 0) this.stop();
+        else this.arm(); // progress: the clock starts again for the piece still queued
+        const f = e ?? failed();
+        if (f) reject(f);
+        else resolve();
+      }),
+    );
+  }
+
+  /** The end of the data is sent and must be taken within the timeout too. */
+  ending(): void {
+    this.arm();
+  }
+
+  private arm(): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.d.destroy(new StalledError(`the data connection to ${this.d.remoteAddress ?? '?'}:${this.d.remotePort ?? '?'} stalled: the server took nothing for ${this.ms / 1000} s`)), this.ms);
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}
+
 /**
  * STOR (or APPE, to resume) `path` with the source's bytes from `from` on. Resolves with the bytes
  * sent once the server confirmed the transfer.
@@ -322,6 +391,7 @@ export async function store(ftp: FTPContext, verb: 'STOR' | 'APPE', path: string
       throw failure ?? new TarportError('CONNECTION', `${what}: the data connection closed before the transfer began`);
     });
     dataFailed.catch(() => undefined);
+    const writes = new WriteWatch(d, opts.timeoutMs);
     return await watched(ftp, async (watch) => {
       const control = transferCommand(ftp, `${verb} ${path}`, () => {
         watch.started();
@@ -331,28 +401,18 @@ export async function store(ftp: FTPContext, verb: 'STOR' | 'APPE', path: string
         await Promise.race([started, control, dataFailed]);
         // ending the connection (an empty source) before the handshake is done would cut it
         await secured.get(d);
-        // the inactivity timeout runs only while a write waits on the server: a slow source is
-        // not a stalled server
-        let writing = 0;
-        d.setTimeout(0);
-        const sent = await sendFrom(source, from, what, (chunk) => {
-          if (writing++ === 0) d.setTimeout(opts.timeoutMs);
-          return new Promise<void>((resolve, reject) =>
-            d.write(chunk, (e) => {
-              if (--writing === 0) d.setTimeout(0);
-              if (e) reject(e);
-              else if (failure) reject(failure);
-              else resolve();
-            }),
-          );
-        });
-        d.setTimeout(opts.timeoutMs);
+        d.setTimeout(0); // the upload watches its writes itself
+        const sent = await sendFrom(source, from, what, (chunk) => writes.send(chunk, () => failure));
+        writes.ending();
         d.end();
         await once(d, 'finish');
+        writes.stop();
+        d.setTimeout(opts.timeoutMs);
         watch.dataEnded();
         await control;
         return sent;
       } catch (e) {
+        writes.stop();
         d.destroy();
         if (e instanceof TarportError && !e.retryable) throw e; // the source failed, not the server
         return await preferReply(control, failure ?? e);

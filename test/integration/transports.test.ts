@@ -199,9 +199,10 @@ describe('idle timeout: a silent link is found and the transfer resumes on a new
     const [upDelay, downDelay] = [...delays(up.stalls, upResumes), ...delays(down.stalls, downResumes)];
     console.log(`${_name}: stall to resume: upload ${upDelay} ms, download ${downDelay} ms (idle timeout ${idle} ms)`);
     expect(downDelay).toBeLessThan(2 * idle);
-    // an upload goes on writing into the socket buffers (megabytes on loopback) after the link went
-    // silent, and the timeout runs from the last byte the kernel took: filling them takes seconds here
-    expect(upDelay).toBeLessThan(3 * idle);
+    // the kernel goes on taking a trickle of an upload for seconds after the far end went silent;
+    // the timeout runs from the last piece it took, and Node's own socket timeout (which lets its
+    // first expiry pass after such progress) no longer decides
+    expect(upDelay).toBeLessThan(2 * idle);
   }, 120_000);
 
   it('ftps (vsftpd): the control connection stalls while the final reply is due, in an upload and in a download', { timeout: 60_000 }, async () => {
