@@ -176,7 +176,8 @@ describe('idle timeout: a silent link is found and the transfer resumes on a new
   // timeouts are long enough for that; the default (30 s) leaves far more room.
   it.each([
     ['ftp (pure-ftpd): the data connection stalls', S.TP_FTP2_URL, 'ftp' as const, IDLE],
-    ['sftp (OpenSSH): the SSH connection stalls', S.TP_SFTP_URL, 'stream' as const, 5000],
+    // an SSH handshake and login take up to 3 s here under load: a longer timeout keeps the 2x bound meaningful
+    ['sftp (OpenSSH): the SSH connection stalls', S.TP_SFTP_URL, 'stream' as const, 6000],
   ])('%s, in an upload and in a download', async (_name, url, mode, idle) => {
     const sub = `stall-${randomBytes(4).toString('hex')}`;
     const up = await new CuttingProxy({ host: '127.0.0.1', port: portOf(url) }, [], mode, { stallAt: [SIZE * 0.4] }).start();
