@@ -192,15 +192,25 @@ function typedErrors<T extends Transform>(z: T): T {
   return z;
 }
 
+/**
+ * A fault of the zstd codec itself: bytes that are not zstd, or a stream that ends inside a frame
+ * (`truncated`). The codec knows no file; the reader that does names it (tar.ts).
+ */
+export class CodecError extends TarportError {
+  constructor(message: string, opts: { cause?: unknown; truncated?: boolean } = {}) {
+    super('BAD_INPUT', message, opts);
+  }
+}
+
 function zstdError(e: Error): TarportError {
   if (e instanceof TarportError) return e;
   const code = (e as NodeJS.ErrnoException).code;
   if (code === 'Z_BUF_ERROR') return truncatedFrame(e);
-  return new TarportError('BAD_INPUT', `zstd: not valid zstd data (${e.message})`, { cause: e });
+  return new CodecError(`zstd: not valid zstd data (${e.message})`, { cause: e });
 }
 
 function truncatedFrame(cause?: Error): TarportError {
-  return new TarportError('BAD_INPUT', 'zstd: truncated: the stream ends in the middle of a compressed data frame', { truncated: true, ...(cause ? { cause } : {}) });
+  return new CodecError('zstd: truncated: the stream ends in the middle of a compressed data frame', { truncated: true, ...(cause ? { cause } : {}) });
 }
 
 /**
@@ -324,7 +334,7 @@ class ThreadedZstd extends Duplex {
         void worker.terminate();
       } else if (m.error !== undefined) {
         // the thread sends what its TarportError said; the type is rebuilt here
-        this.destroy(new TarportError('BAD_INPUT', m.error, { truncated: m.truncated ?? false }));
+        this.destroy(new CodecError(m.error, { truncated: m.truncated ?? false }));
       }
     });
     worker.on('error', (e) => this.destroy(e));

@@ -4,7 +4,7 @@ import { PassThrough, type Duplex, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TarportError, messageOf, wrapSystemError } from '../errors.js';
 import { DecompressionBombError, bombGuard } from './bomb.js';
-import { decompressor, sniffCompression, type Compression } from './compression.js';
+import { CodecError, decompressor, sniffCompression, type Compression } from './compression.js';
 import { HeaderDecoder, TarFormatError, isZeroBlock, type EntryType } from './tarheader.js';
 
 export interface TarEntry {
@@ -447,8 +447,8 @@ async function indexCompressed(path: string, compression: Compression, signal?: 
 
 /** Names what went wrong while a compressed archive was read. */
 function compressedFault(e: unknown, path: string, compression: Compression, dec: Duplex): TarportError {
-  // the zstd codec's errors are typed (BAD_INPUT, `truncated`) but know no file: they get its name here
-  if (e instanceof TarportError && e.code === 'BAD_INPUT' && !e.message.startsWith(path)) {
+  // the zstd codec's errors are typed (CodecError, `truncated`) but know no file: they get its name here
+  if (e instanceof CodecError) {
     return new TarportError('BAD_INPUT', `${path}: ${e.truncated ? 'truncated' : 'not a readable'} ${compression} archive (${e.message})`, { cause: e, truncated: e.truncated });
   }
   if (e instanceof TarportError) return e;

@@ -261,7 +261,7 @@ export async function putObject(store: Store, digest: string, source: ObjectSour
     else {
       const local = store.transport.localPath;
       if (!local) throw new TarportError('INTERNAL', `internal error: ${store.location} is not on this host`);
-      await source.toLocalFile(local.call(store.transport, tmp));
+      await source.toLocalFile(await local.call(store.transport, tmp, 'write'));
     }
     await store.transport.rename(tmp, blobKey(digest), signal);
   } catch (e) {
@@ -274,7 +274,7 @@ export async function putObject(store: Store, digest: string, source: ObjectSour
 export async function localObjectFile(store: Store, digest: string, signal?: AbortSignal): Promise<string | undefined> {
   const local = store.transport.localPath;
   if (!local || !(await store.stat(blobKey(digest), signal))) return undefined;
-  return local.call(store.transport, blobKey(digest));
+  return local.call(store.transport, blobKey(digest), 'read');
 }
 
 /** The digest of every object stored whole. */

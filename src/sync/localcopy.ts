@@ -1,3 +1,4 @@
+import { constants as fsc } from 'node:fs';
 import { access, mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { dirname } from 'node:path';
@@ -9,6 +10,25 @@ const FLUSH_EVERY = 16 << 20;
 
 /** Buffers as large as the object (one byte more, to see a file that grew), at most CHUNK. */
 const bufferFor = (size: number) => Math.min(CHUNK, size + 1);
+
+/**
+ * Opens a repository file to read it as the directory transport does: a symbolic link is not
+ * followed (the transport checked the path; this closes the race with a link put in place since),
+ * a FIFO does not block the open, and anything but a plain file is refused (exit 3).
+ */
+async function openPlain(path: string, what: string): Promise<FileHandle> {
+  const fh = await open(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK).catch((e: unknown) => {
+    throw (e as NodeJS.ErrnoException).code === 'ELOOP' ? notPlain(what, e) : wrapSystemError(e, `read ${what}`);
+  });
+  if (!(await fh.stat()).isFile()) {
+    await fh.close();
+    throw notPlain(what);
+  }
+  return fh;
+}
+
+const notPlain = (what: string, cause?: unknown) =>
+  new TarportError('INTEGRITY', `read ${what}: not a plain file (a link or a FIFO put in the repository); refusing`, { ...(cause ? { cause } : {}), retryable: false });
 
 /**
  * Copies one local file to another and checks its digest on the way: the very bytes written are the
@@ -28,11 +48,10 @@ export async function copyVerified(
   let src: FileHandle | undefined;
   let dst: FileHandle | undefined;
   try {
-    src = await open(from, 'r').catch((e: unknown) => {
-      throw wrapSystemError(e, `read ${what}`);
-    });
+    src = await openPlain(from, what);
     await mkdir(dirname(to), { recursive: true });
-    dst = await open(to, 'w');
+    // a temporary name of its own: never there before, and never a link followed
+    dst = await open(to, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o666);
     const bufs = [0, 1, 2].map(() => Buffer.allocUnsafe(bufferFor(expected.size)));
     const s = src;
     const d = dst;
@@ -98,7 +117,7 @@ export async function checkFile(path: string, expected: { digest: string; size: 
   const check = new DigestCheck(expected, what);
   let fh: FileHandle | undefined;
   try {
-    fh = await open(path, 'r');
+    fh = await openPlain(path, what);
     const bufs = [0, 1].map(() => Buffer.allocUnsafe(bufferFor(expected.size)));
     let pos = 0;
     let i = 0;

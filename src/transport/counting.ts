@@ -12,10 +12,10 @@ export interface TransportCounters {
 export class CountingTransport implements Transport {
   readonly counters: TransportCounters = { requests: 0, bytesRead: 0, bytesWritten: 0 };
 
-  readonly localPath?: (key: string) => string;
+  readonly localPath?: (key: string, op: 'read' | 'write') => Promise<string>;
 
   constructor(private readonly inner: Transport) {
-    if (inner.localPath) this.localPath = (key) => inner.localPath!(key);
+    if (inner.localPath) this.localPath = (key, op) => inner.localPath!(key, op);
   }
 
   get location(): string {

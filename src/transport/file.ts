@@ -52,8 +52,20 @@ export class FileTransport implements Transport {
     return this.path(key);
   }
 
-  localPath(key: string): string {
-    return this.path(key);
+  /**
+   * The file of `key` on this host, for a copy between two local stores that runs without a stream
+   * (sync): checked as every other operation is (no link, no FIFO on the way), and for 'write' with
+   * its folders made and checked again. The caller opens it without following a link.
+   */
+  async localPath(key: string, op: 'read' | 'write'): Promise<string> {
+    const p = await this.checked(key, op);
+    if (op === 'read') return p;
+    try {
+      await mkdir(this.folderPath(key), { recursive: true });
+    } catch (e) {
+      throw wrapSystemError(e, `create folder for ${key} in ${this.location}`);
+    }
+    return this.checked(key, op); // the folders just made, or found
   }
 
   private folderPath(key: string): string {

@@ -5,7 +5,7 @@ import { Client, FTPError, type FileInfo } from 'basic-ftp';
 import { TarportError, messageOf } from '../errors.js';
 import { keySegments, parentOf } from './keys.js';
 import { formatLocation, type Location } from './location.js';
-import { retrieve, store } from './ftpdata.js';
+import { listing, retrieve, store } from './ftpdata.js';
 import { resumableInto, resumableWrite, sinkStream } from './resume.js';
 import { TLS_TRUST_CODES } from './tls.js';
 import { withRetries } from './retry.js';
@@ -29,6 +29,11 @@ export interface FtpOptions {
   readonly onResume?: (at: number) => void;
 }
 
+/**
+ * The most a folder listing may hold. A repository's largest folder is blobs/sha256, one line of
+ * ~100 bytes per layer: 250,000 layers fit; an endless listing stops here (exit 3).
+ */
+const LISTING_LIMITS = { maxBytes: 32 << 20, maxEntries: 250_000 } as const;
 
 type FtpLocation = Exclude<Location, { kind: 'file' }> & { kind: 'ftp' | 'ftps' };
 
@@ -180,7 +185,7 @@ export class FtpTransport implements Transport {
     const items: FileInfo[] = await this.retry(`list ${folder || '/'}`, () =>
       this.withClient(async (c) => {
         try {
-          return await c.list(p);
+          return await this.listOn(c, p, `list ${folder || '/'} on ${this.location}`);
         } catch (e) {
           if (e instanceof FTPError && (e.code === 550 || e.code === 450)) return [];
           throw e;
@@ -191,6 +196,26 @@ export class FtpTransport implements Transport {
       if (f.name === '.' || f.name === '..') continue;
       yield { name: f.name, isDir: f.isDirectory, size: f.size, ...(f.modifiedAt ? { mtime: f.modifiedAt } : {}) };
     }
+  }
+
+  /**
+   * LIST (or MLSD, where the server offers it) on a data connection of our own, capped, parsed by
+   * basic-ftp. Like basic-ftp's own list(), each command the server knows is tried in turn and the
+   * first that works is kept for this connection.
+   */
+  private async listOn(c: Client, path: string, what: string): Promise<FileInfo[]> {
+    let refused: unknown;
+    for (const candidate of c.availableListCommands) {
+      try {
+        const raw = await listing(c.ftp, `${candidate} ${path}`, what, LISTING_LIMITS, { timeoutMs: this.timeoutMs, passive: this.passive, signal: this.opts.signal ?? new AbortController().signal });
+        c.availableListCommands = [candidate];
+        return c.parseList(raw.toString(c.ftp.encoding));
+      } catch (e) {
+        if (!(e instanceof FTPError)) throw e;
+        refused = e;
+      }
+    }
+    throw refused;
   }
 
   /**

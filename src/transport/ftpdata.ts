@@ -155,6 +155,36 @@ async function preferReply(control: Promise<FTPResponse>, e: unknown): Promise<n
  * server confirmed the transfer.
  */
 export async function retrieve(ftp: FTPContext, path: string, offset: number, sink: ByteSink, opts: DataOptions & { readonly lend: boolean }): Promise<void> {
+  await transferIn(ftp, `RETR ${path}`, offset, sink, opts);
+}
+
+/**
+ * A folder listing (`command` is LIST or MLSD with its path) on a data connection of our own, read
+ * up to `maxBytes` and `maxEntries` lines: a listing is names and sizes, and a server that sends
+ * more is not an honest repository. basic-ftp would gather any listing whole in memory.
+ */
+export async function listing(ftp: FTPContext, command: string, what: string, limits: { readonly maxBytes: number; readonly maxEntries: number }, opts: DataOptions): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  let lines = 0;
+  await transferIn(ftp, command, 0, (chunk) => {
+    bytes += chunk.length;
+    for (let i = chunk.indexOf(0x0a); i >= 0; i = chunk.indexOf(0x0a, i + 1)) lines++;
+    if (bytes > limits.maxBytes) throw new ListingTooLargeError(`${what}: the server sent more than the ${limits.maxBytes} bytes a folder listing may have; it is not an honest repository`);
+    if (lines > limits.maxEntries) throw new ListingTooLargeError(`${what}: the server listed more than the ${limits.maxEntries} entries a folder may have; it is not an honest repository`);
+    chunks.push(chunk);
+  }, { ...opts, lend: false });
+  return Buffer.concat(chunks);
+}
+
+/** A listing past its caps: the server lies (exit 3); asking again cannot help. */
+export class ListingTooLargeError extends TarportError {
+  constructor(message: string) {
+    super('INTEGRITY', message, { retryable: false });
+  }
+}
+
+async function transferIn(ftp: FTPContext, command: string, offset: number, sink: ByteSink, opts: DataOptions & { readonly lend: boolean }): Promise<void> {
   // Over TLS, Node decrypts every record it has in one go, even after the read callback asked for
   // a pause: those bytes would land in a slab the sink still has. FTPS gets fresh chunks instead
   // (16 KiB each; the decryption dominates there anyway).
@@ -213,7 +243,7 @@ export async function retrieve(ftp: FTPContext, path: string, offset: number, si
       if (full) {
         // reading was stopped: bytes now would land in the slab the sink has (TLS decrypts a batch
         // of records past a stop, which is why TLS never lends)
-        fail(new TarportError('INTERNAL', `internal error: ${path}: the data connection delivered after it was paused`));
+        fail(new TarportError('INTERNAL', `internal error: ${command}: the data connection delivered after it was paused`));
         return false;
       }
       pos += n;
@@ -252,7 +282,7 @@ export async function retrieve(ftp: FTPContext, path: string, offset: number, si
     if (offset > 0) await ftp.request(`REST ${offset}`);
     await watched(ftp, async (watch) => {
       void ended.then(() => watch.dataEnded(), () => undefined);
-      const control = transferCommand(ftp, `RETR ${path}`, () => watch.started());
+      const control = transferCommand(ftp, command, () => watch.started());
       try {
         await Promise.race([Promise.all([ended, control]), failed]);
       } catch (e) {
@@ -269,6 +299,75 @@ export async function retrieve(ftp: FTPContext, path: string, offset: number, si
   } finally {
     opts.signal.removeEventListener('abort', onAbort);
     data?.destroy();
+  }
+}
+
+/** The most an upload hands the socket at once: each completed piece is progress on the link. */
+const PIECE = 128 << 10;
+
+/**
+ * The idle timeout of an upload's data connection. Node's own socket timeout lets its first expiry
+ * pass when a queued write made partial progress since it was queued (net.js `_onTimeout`), and the
+ * kernel keeps taking a trickle for seconds after the far end stopped reading: a silent link was
+ * found only after up to twice the timeout. Here the data goes out in pieces of PIECE bytes, in
+ * order, at most two queued at once, and the timeout runs from the last piece the kernel took,
+ * only while a piece waits (a slow source is not a stalled server).
+ */
+class WriteWatch {
+  private timer: NodeJS.Timeout | undefined;
+  private writing = 0;
+  /** Chunks go out one after another: a chunk's pieces never interleave with the next one's. */
+  private tail: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly d: Socket,
+    private readonly ms: number,
+  ) {}
+
+  /** Sends `chunk`; resolves when the kernel took all of it. `failed` is the connection's error so far. */
+  send(chunk: Buffer, failed: () => unknown): Promise<void> {
+    const p = this.tail.then(() => this.pieces(chunk, failed));
+    this.tail = p.catch(() => undefined);
+    return p;
+  }
+
+  private async pieces(chunk: Buffer, failed: () => unknown): Promise<void> {
+    const queued: Promise<void>[] = [];
+    for (let at = 0; at < chunk.length; at += PIECE) {
+      if (queued.length >= 2) await queued.shift();
+      const q = this.piece(chunk.subarray(at, at + PIECE), failed);
+      q.catch(() => undefined); // heard through Promise.all, or by the shift that awaits it
+      queued.push(q);
+    }
+    await Promise.all(queued);
+  }
+
+  private piece(buf: Buffer, failed: () => unknown): Promise<void> {
+    if (this.writing++ === 0) this.arm();
+    return new Promise<void>((resolve, reject) =>
+      this.d.write(buf, (e) => {
+        if (--this.writing === 0) this.stop();
+        else this.arm(); // progress: the clock starts again for the piece still queued
+        const f = e ?? failed();
+        if (f) reject(f);
+        else resolve();
+      }),
+    );
+  }
+
+  /** The end of the data is sent and must be taken within the timeout too. */
+  ending(): void {
+    this.arm();
+  }
+
+  private arm(): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.d.destroy(new StalledError(`the data connection to ${this.d.remoteAddress ?? '?'}:${this.d.remotePort ?? '?'} stalled: the server took nothing for ${this.ms / 1000} s`)), this.ms);
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
   }
 }
 
@@ -292,6 +391,7 @@ export async function store(ftp: FTPContext, verb: 'STOR' | 'APPE', path: string
       throw failure ?? new TarportError('CONNECTION', `${what}: the data connection closed before the transfer began`);
     });
     dataFailed.catch(() => undefined);
+    const writes = new WriteWatch(d, opts.timeoutMs);
     return await watched(ftp, async (watch) => {
       const control = transferCommand(ftp, `${verb} ${path}`, () => {
         watch.started();
@@ -301,28 +401,18 @@ export async function store(ftp: FTPContext, verb: 'STOR' | 'APPE', path: string
         await Promise.race([started, control, dataFailed]);
         // ending the connection (an empty source) before the handshake is done would cut it
         await secured.get(d);
-        // the inactivity timeout runs only while a write waits on the server: a slow source is
-        // not a stalled server
-        let writing = 0;
-        d.setTimeout(0);
-        const sent = await sendFrom(source, from, what, (chunk) => {
-          if (writing++ === 0) d.setTimeout(opts.timeoutMs);
-          return new Promise<void>((resolve, reject) =>
-            d.write(chunk, (e) => {
-              if (--writing === 0) d.setTimeout(0);
-              if (e) reject(e);
-              else if (failure) reject(failure);
-              else resolve();
-            }),
-          );
-        });
-        d.setTimeout(opts.timeoutMs);
+        d.setTimeout(0); // the upload watches its writes itself
+        const sent = await sendFrom(source, from, what, (chunk) => writes.send(chunk, () => failure));
+        writes.ending();
         d.end();
         await once(d, 'finish');
+        writes.stop();
+        d.setTimeout(opts.timeoutMs);
         watch.dataEnded();
         await control;
         return sent;
       } catch (e) {
+        writes.stop();
         d.destroy();
         if (e instanceof TarportError && !e.retryable) throw e; // the source failed, not the server
         return await preferReply(control, failure ?? e);

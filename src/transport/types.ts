@@ -75,7 +75,8 @@ export interface Transport {
   close(): Promise<void>;
   /**
    * Local transports only: the file that holds `key` on this host, so that a copy between two local
-   * stores can run without a stream per byte (sync). Callers still go through `rename`/`remove`.
+   * stores can run without a stream per byte (sync). Checked like any other access (no link out of
+   * the repository); callers open it without following links, and still go through `rename`/`remove`.
    */
-  localPath?(key: string): string;
+  localPath?(key: string, op: 'read' | 'write'): Promise<string>;
 }

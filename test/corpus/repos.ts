@@ -119,6 +119,18 @@ export const repoCases: readonly RepoCase[] = [
     },
   },
   {
+    name: 'blob-is-a-device',
+    commands: ['pull', 'check', 'sync'],
+    codes: [1, 3],
+    defence: 'transport (branch i13-faults)',
+    make: async (repo) => {
+      // a character device (1,5: what /dev/zero is) in the object's place; needs CAP_MKNOD (root)
+      const blob = await layerBlob(repo);
+      await rm(blob);
+      execFileSync('mknod', [blob, 'c', '1', '5']);
+    },
+  },
+  {
     name: 'catalog-pins-a-huge-record',
     commands: ['pull', 'check', 'gc', 'sync'],
     codes: [3],

@@ -29,9 +29,9 @@ const cases: readonly FtpCase[] = [
   { name: 'record-without-end', lies: (record) => ({ endlessRetr: [record] }), commands: ['pull', 'check', 'sync'], codes: [3] },
   { name: 'blob-without-end', lies: (_r, blob) => ({ endlessRetr: [blob] }), commands: ['pull', 'check', 'sync'], codes: [3] },
   // only the commands that list these folders (sync reads the catalog; check reads the objects records name)
-  // An endless LIST is not defended yet (issue 13 stays open for it): basic-ftp gathers a listing
-  // whole, so check and gc read ~265 MB before failing with exit 1. The lying server can serve one
-  // (`endlessList`); the cases come back with a capped listing of our own data connection.
+  // a listing is read on a data connection of the transport's own, capped (32 MiB, 250,000 entries)
+  { name: 'releases-listing-without-end', lies: () => ({ endlessList: ['/tarport/releases'] }), commands: ['check', 'gc'], codes: [3] },
+  { name: 'blobs-listing-without-end', lies: () => ({ endlessList: ['/blobs/sha256'] }), commands: ['gc'], codes: [3] },
   // a size is a claim: content is checked against the signed record, never sized by SIZE
   { name: 'size-replies-say-a-petabyte', lies: () => ({ size: () => 1e15 }), commands: ['ls', 'pull', 'check', 'sync'], codes: [0, 3] },
   { name: 'size-replies-say-one-byte', lies: () => ({ size: () => 1 }), commands: ['ls', 'pull', 'check', 'sync'], codes: [0, 3] },

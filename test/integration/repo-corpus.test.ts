@@ -1,5 +1,5 @@
-import { cp, lstat, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { cp, lstat, mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { measured } from '../corpus/measure.js';
 import { SECRET, repoCases, type Command, type RepoCase } from '../corpus/repos.js';
@@ -82,6 +82,25 @@ describe('hostile repository corpus over the directory transport', () => {
     expect(r.stdout + r.stderr).not.toMatch(/[\u001b\u0007\u009b]/);
     expect(await snapshot(outside)).toEqual(before);
     expect(r.peakMiB).toBeLessThan(PEAK_MIB);
+    await rm(work, { recursive: true, force: true });
+  });
+
+  // sync between two directories copies objects file to file, beside the transport's streams: the
+  // destination's folders are checked as the transport checks them, and nothing is written behind a link
+  it.each(['blobs', 'blobs/sha256', 'tarport', 'tarport/releases'])('sync into a destination whose %s links out: refused (exit 3), nothing written outside', async (rel) => {
+    const work = join(base, `sync-dst-${rel.replace(/\//g, '_')}`);
+    const dst = join(work, 'dst');
+    const outside = join(work, 'outside');
+    await mkdir(outside, { recursive: true });
+    await writeFile(join(outside, 'host-file'), `${SECRET}\n`);
+    await mkdir(join(dst, dirname(rel)), { recursive: true });
+    await symlink(outside, join(dst, rel));
+    const before = await snapshot(outside);
+    const r = await measured(['sync', honest, dst], {}, LIMIT_MS);
+    expect(r.code, r.stderr.slice(-600)).toBe(3);
+    expect(r.stderr).toContain('is a symbolic link');
+    expect(r.stdout + r.stderr).not.toContain(SECRET);
+    expect(await snapshot(outside)).toEqual(before);
     await rm(work, { recursive: true, force: true });
   });
 

@@ -57,6 +57,19 @@ describe('FileTransport stays inside the repository', () => {
     expect(names).toEqual([]); // listings show plain files and folders only
   });
 
+  it('localPath (sync copies between local stores through it) is checked like every other access', async () => {
+    const { root, outside, t } = await setup();
+    await symlink(outside, join(root, 'blobs'));
+    await expect(t.localPath('blobs/secret', 'read')).rejects.toMatchObject({ code: 'INTEGRITY', message: expect.stringContaining('blobs is a symbolic link') });
+    await expect(t.localPath('blobs/sha256/.tarport-x.tmp', 'write')).rejects.toMatchObject({ code: 'INTEGRITY' });
+    expect((await readdir(outside)).sort()).toEqual(['secret']); // no folder made behind the link
+    execFileSync('mkfifo', [join(root, 'tarport', 'fifo')]);
+    await expect(t.localPath('tarport/fifo', 'read')).rejects.toMatchObject({ code: 'INTEGRITY', message: expect.stringContaining('a FIFO') });
+    // a plain path: for 'write' its folders are made
+    expect(await t.localPath('objects/sha256/.tarport-y.tmp', 'write')).toBe(join(root, 'objects', 'sha256', '.tarport-y.tmp'));
+    expect(await readdir(join(root, 'objects'))).toEqual(['sha256']);
+  });
+
   it('plain files and folders work as before', async () => {
     const { t } = await setup();
     await t.write('a/b/c', () => Readable.from([Buffer.from('hello')]));

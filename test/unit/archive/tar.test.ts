@@ -4,7 +4,9 @@ import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { compress as zstdCompress } from 'zstd-napi';
 import { TarArchive, readArchiveContent, writeDemoArchives, writeLoadArchive } from '../../../src/archive/index.js';
+import { CodecError } from '../../../src/archive/compression.js';
 import { encodeFileHeader, padding } from '../../../src/archive/tarheader.js';
+import { TarportError } from '../../../src/errors.js';
 import { sha256 } from '../../../src/crypto/index.js';
 import { tarBytes } from '../../corpus/tarwriter.js';
 import { tempDir } from '../../helpers.js';
@@ -69,6 +71,28 @@ describe('TarArchive', () => {
     expect(err?.message).toMatch(msg);
     expect(err?.message).toContain(p);
     expect(err?.code).toBe('BAD_INPUT');
+  });
+});
+
+describe('zstd codec faults are named by their class, not their wording', () => {
+  it.each([
+    ['cut inside a frame', zstdCompress(tarBytes([{ name: 'a', data: Buffer.alloc(200_000, 3) }])).subarray(0, 60), true, 'truncated zstd archive (zstd: truncated'],
+    ['zstd magic, then bytes that are not zstd', Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), Buffer.alloc(4096, 0xff)]), false, 'not a readable zstd archive (zstd: not valid zstd data'],
+  ])('a stream %s: the codec error (CodecError) gets the file named once, in front', async (_what, bytes, truncated, says) => {
+    const dir = await tempDir();
+    const p = join(dir, 'bad.tar.zst');
+    await writeFile(p, bytes);
+    const err = await TarArchive.open(p).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(TarportError);
+    const e = err as TarportError;
+    expect(e.code).toBe('BAD_INPUT');
+    expect(e.cause).toBeInstanceOf(CodecError);
+    expect(e.truncated).toBe(truncated);
+    expect(e.message.startsWith(`${p}: ${says}`)).toBe(true);
+    expect(e.message.split(p).length).toBe(2); // the path once
   });
 });
 

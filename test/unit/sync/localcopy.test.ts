@@ -1,5 +1,6 @@
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { readFile, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { TarportError } from '../../../src/errors.js';
@@ -120,5 +121,37 @@ describe('LocalCopier', () => {
     } finally {
       await copier.close();
     }
+  });
+});
+
+describe('local copies do not follow links or open FIFOs (a source or destination made hostile after its check)', () => {
+  it('a source that is a link to a host file is refused (INTEGRITY), nothing of it copied', async () => {
+    const dir = await tempDir();
+    const secret = Buffer.from('TARPORT-HOST-SECRET');
+    await writeFile(join(dir, 'host-file'), secret);
+    await symlink(join(dir, 'host-file'), join(dir, 'src'));
+    const e = await rejection(copyVerified(join(dir, 'src'), join(dir, 'dst'), descOf(secret), 'object x'));
+    expect(e.code).toBe('INTEGRITY');
+    expect(e.message).not.toContain('SECRET');
+    expect(await readdir(dir)).not.toContain('dst');
+  });
+
+  it('a source that is a FIFO is refused at once, not opened for reading (which would block forever)', async () => {
+    const dir = await tempDir();
+    execFileSync('mkfifo', [join(dir, 'src')]);
+    const t0 = Date.now();
+    expect((await rejection(copyVerified(join(dir, 'src'), join(dir, 'dst'), descOf(Buffer.alloc(1)), 'object x'))).code).toBe('INTEGRITY');
+    expect(await checkFile(join(dir, 'src'), descOf(Buffer.alloc(1)), 'object x')).toBe(false);
+    expect(Date.now() - t0).toBeLessThan(5000);
+  });
+
+  it('a destination that is a link out is not written through: the host file stays as it was', async () => {
+    const dir = await tempDir();
+    const data = randomBytes(1000);
+    await writeFile(join(dir, 'src'), data);
+    await writeFile(join(dir, 'host-file'), 'HOST');
+    await symlink(join(dir, 'host-file'), join(dir, 'dst'));
+    await expect(copyVerified(join(dir, 'src'), join(dir, 'dst'), descOf(data), 'object x')).rejects.toBeDefined();
+    expect(await readFile(join(dir, 'host-file'), 'utf8')).toBe('HOST');
   });
 });

@@ -1,0 +1,67 @@
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TarportError } from '../../../src/errors.js';
+import { FtpTransport } from '../../../src/transport/ftp.js';
+import { ListingTooLargeError } from '../../../src/transport/ftpdata.js';
+import { parseLocation } from '../../../src/transport/location.js';
+import type { ObjectInfo } from '../../../src/transport/types.js';
+import { startLyingFtp } from '../../corpus/lyingftp.js';
+
+// Folder listings come through a data connection of the transport's own, capped (an endless LIST
+// from a lying server stops at the cap, exit 3), and are parsed by basic-ftp.
+
+async function all(it: AsyncIterable<ObjectInfo>): Promise<ObjectInfo[]> {
+  const out: ObjectInfo[] = [];
+  for await (const e of it) out.push(e);
+  return out;
+}
+
+describe('FTP folder listings', () => {
+  let root: string;
+  beforeAll(async () => {
+    root = await mkdtemp(join(tmpdir(), 'tarport-ftp-list-'));
+    await mkdir(join(root, 'blobs/sha256'), { recursive: true });
+    await writeFile(join(root, 'blobs/sha256/aaaa'), 'hello');
+    await writeFile(join(root, 'catalog.json'), '{}');
+  });
+  afterAll(() => rm(root, { recursive: true, force: true }));
+
+  const transport = (port: number) => new FtpTransport(parseLocation(`ftp://t@127.0.0.1:${port}/`) as ConstructorParameters<typeof FtpTransport>[0], { password: 't', retries: 2, timeoutMs: 5000 });
+
+  it('an honest listing is read whole: names, folders and sizes', async () => {
+    const server = await startLyingFtp(root);
+    const t = transport(server.port);
+    try {
+      const top = await all(t.list(''));
+      expect(top.map((e) => [e.name, e.isDir]).sort()).toEqual([['blobs', true], ['catalog.json', false]]);
+      expect(await all(t.list('blobs/sha256'))).toMatchObject([{ name: 'aaaa', isDir: false, size: 5 }]);
+      expect(await all(t.list('no-such-folder'))).toEqual([]);
+    } finally {
+      await t.close();
+      await server.close();
+    }
+  });
+
+  it('an endless listing is refused at the cap as a lying server (INTEGRITY, not retried), naming the folder and the server', async () => {
+    const server = await startLyingFtp(root, { endlessList: ['/blobs/sha256'] });
+    const t = transport(server.port);
+    try {
+      const e = await all(t.list('blobs/sha256')).then(
+        () => undefined,
+        (x: unknown) => x,
+      );
+      expect(e).toBeInstanceOf(ListingTooLargeError);
+      expect((e as TarportError).code).toBe('INTEGRITY');
+      expect((e as TarportError).retryable).toBe(false);
+      expect((e as Error).message).toContain('list blobs/sha256 on ftp://t@127.0.0.1:');
+      // one capped read (32 MiB), not one per retry, and never the whole endless stream
+      expect(server.sent()).toBeLessThan(40 << 20);
+      expect(server.sent()).toBeGreaterThan(1 << 20);
+    } finally {
+      await t.close();
+      await server.close();
+    }
+  });
+});
