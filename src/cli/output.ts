@@ -56,6 +56,7 @@ export function exitCodeOf(code: ErrorCode): number {
     case 'USAGE':
     case 'CONFIG':
     case 'BAD_INPUT':
+    case 'NO_REPOSITORY':
       return EXIT.usage;
     case 'DIGEST_MISMATCH':
     case 'INTEGRITY':

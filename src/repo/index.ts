@@ -10,3 +10,5 @@ export * from './names.js';
 export { checkRepository, type CheckResult, type Fault } from './check.js';
 export { repairRepository, type RepairResult } from './repair.js';
 export { collectGarbage, type GcResult } from './gc.js';
+export { HOST_ID_RE, hostsHolding, type Ack, type AckEntry } from './acks.js';
+export { renderPage, describeReleases, type PageRelease } from './page.js';
