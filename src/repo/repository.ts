@@ -9,7 +9,7 @@ import { MAX_SIGNATURE_BYTES, listReleases, listTags, readRecord, readSignature,
 import { Store } from './store.js';
 import { ackKey, readAcks, writeAck, type Ack, type AckEntry } from './acks.js';
 import { writePage } from './page.js';
-import { messageOf } from '../errors.js';
+import { TarportError, messageOf } from '../errors.js';
 import { WriteTransaction, repositoryState } from './transaction.js';
 
 const stores = new WeakMap<Repository, Store>();
@@ -81,15 +81,35 @@ export class Repository {
   async acknowledge(host: { id: string; hostname: string }, loaded: readonly AckEntry[], opts: { timeoutMs: number; signal?: AbortSignal }): Promise<{ written: true; key: string } | { written: false; readOnly: boolean; reason: string }> {
     const store = storeOf(this);
     if (store.transport.capabilities.readOnly) return { written: false, readOnly: true, reason: `${store.location} is read-only` };
-    const signal = opts.signal ? AbortSignal.any([opts.signal, AbortSignal.timeout(opts.timeoutMs)]) : AbortSignal.timeout(opts.timeoutMs);
-    try {
+    const ctl = new AbortController();
+    const signal = opts.signal ? AbortSignal.any([opts.signal, ctl.signal]) : ctl.signal;
+    let timer: NodeJS.Timeout | undefined;
+    // the bound holds even over a transport that does not heed the abort: the race returns in time
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        ctl.abort();
+        reject(new TarportError('IO', `no answer within ${opts.timeoutMs} ms`));
+      }, opts.timeoutMs);
+    });
+    let acked = false;
+    const work = (async () => {
       await writeAck(store, host, loaded, signal);
+      acked = true;
       const catalog = (await readCatalog(store, signal))?.catalog;
       if (catalog) await writePage(store, catalog, signal);
+    })();
+    work.catch(() => undefined);
+    try {
+      await Promise.race([work, late]);
       return { written: true, key: ackKey(host.id) };
     } catch (e) {
       if (opts.signal?.aborted) throw e;
-      return { written: false, readOnly: false, reason: signal.aborted ? `no answer within ${opts.timeoutMs} ms` : messageOf(e) };
+      // the page shows it from the next write on, when it could not be rewritten now
+      if (acked) return { written: true, key: ackKey(host.id) };
+      return { written: false, readOnly: false, reason: ctl.signal.aborted ? `no answer within ${opts.timeoutMs} ms` : messageOf(e) };
+    } finally {
+      clearTimeout(timer);
+      late.catch(() => undefined);
     }
   }
 

@@ -9,7 +9,7 @@ import { VERSION } from '../../src/version.js';
 import { ROOT } from '../helpers.js';
 
 const run = promisify(execFile);
-const COMMANDS = ['push', '--init', 'watch', 'pull', 'poll', 'ls', 'log', 'sync', 'inventory', 'check', 'gc', 'keys generate', 'demo'];
+const COMMANDS = ['push', 'watch', 'pull', 'poll', 'ls', 'log', 'sync', 'inventory', 'check', 'gc', 'keys generate', 'demo'];
 
 /** What bash completes for the words typed so far (the last one is being completed). */
 async function complete(...words: string[]): Promise<string[]> {
