@@ -40,7 +40,7 @@ describe('data on stdout, messages on stderr', () => {
     const rows = r.stdout.trim().split('\n');
     expect(rows[0]).toMatch(/^VERSION\s+CREATED\s+SIZE\s+SIGNER\s+ENCRYPTED\s+RECORD/);
     expect(rows[1]).toMatch(/^1\s+\d{4}-\d\d-\d\dT\S+Z\s+[\d.]+ \S+\s+-\s+no\s+sha256:[0-9a-f]{64}\s+-$/);
-    expect(rows[2]).toMatch(/^2\s.*sha256:[0-9a-f]{64}\s+current$/);
+    expect(rows[2]).toMatch(/^2\s.*sha256:[0-9a-f]{64}\s+-\s+current$/);
     const j = oneDocument((await tarport(['log', 'tarport-demo/hello:latest', '--from', repo, '--json'])).stdout);
     const versions = j.versions as { version: number; digest: string; current: boolean; signer: string | null; encrypted: boolean }[];
     expect(versions.map((v) => [v.version, v.current, v.signer, v.encrypted])).toEqual([
