@@ -150,8 +150,8 @@ describe('air gap: tarport sync', () => {
     expect(refused.stderr).toMatch(new RegExp(`${big.split('/').pop()}.*digest mismatch`));
     const left = await filesBelow(stick2);
     expect(left.filter((f) => f.endsWith(big.split('/').pop()!) || /tmp/.test(f))).toEqual([]);
-    // no record, no catalog: only the identity the destination took from its source at the start
-    expect(left.filter((f) => f.startsWith('tarport/'))).toEqual(['tarport/format.json']);
+    // no record, no catalog, no identity either: with --init it comes with the first thing kept
+    expect(left.filter((f) => f.startsWith('tarport/'))).toEqual([]);
 
     // damaged on the stick (same size): the next sync notices and copies it again
     const onStick = join(stick, big);
@@ -170,7 +170,7 @@ describe('air gap: tarport sync', () => {
     expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', src, '--name', `tarport-test/progress-${id}:1`])).code).toBe(0);
     // script(1) gives the command a pseudo-terminal
     const tty = await new Promise<{ code: number | null; out: string }>((resolve) => {
-      const cmd = `${process.execPath} ${join(ROOT, 'bin/tarport.js')} sync ${src} ${join(dir, `ptty-${id}`)}`;
+      const cmd = `${process.execPath} ${join(ROOT, 'bin/tarport.js')} sync --init ${src} ${join(dir, `ptty-${id}`)}`;
       const child = spawn('script', ['-qec', cmd, '/dev/null'], { stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       child.stdout!.on('data', (d) => (out += d));
