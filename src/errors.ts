@@ -6,6 +6,7 @@ export type ErrorCode =
   | 'CONFIG' // bad configuration file or value
   | 'BAD_INPUT' // an input archive or file is unusable
   | 'NOT_FOUND' // an object, record or repository is missing
+  | 'NO_REPOSITORY' // a write to a location that holds no repository (tarport init creates one)
   | 'IO' // local or remote I/O failed
   | 'CONNECTION' // a server could not be reached or dropped the connection
   | 'DAEMON' // the Docker daemon refused or failed

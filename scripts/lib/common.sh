@@ -12,7 +12,7 @@ tp_log() { printf '\033[1m[tarport]\033[0m %s\n' "$*" >&2; }
 # Debian packages the project needs at run time and in tests. Installed only when missing.
 TP_APT_PACKAGES=(docker.io busybox-static skopeo zstd gnupg ca-certificates vsftpd openssh-server openssh-client openssl curl nginx
   libsodium23 libcap2 libpam0g containerd podman
-  prometheus systemd groff-base man-db bsdutils)  # promtool checks metrics; systemd-analyze the units; groff/man the man page; script(1) a TTY
+  prometheus systemd groff-base man-db bsdutils chromium)  # promtool checks metrics; systemd-analyze the units; groff/man the man page; script(1) a TTY; chromium renders index.html
 
 tp_install() {
   local missing=()

@@ -46,7 +46,8 @@ export async function eventPrinter<E extends { kind: string }>(out: Output, text
 export function pollLevel(e: PollEvent): Level {
   if (e.kind === 'refused' || e.kind === 'poll-failed') return 'error';
   if (e.kind === 'warning' || e.kind === 'retrying' || e.kind === 'skipping' || (e.kind === 'hook' && !e.ok)) return 'warn';
-  return e.kind === 'idle' ? 'debug' : 'info';
+  // a read-only location (a web mirror) never takes an acknowledgement: not worth a line per poll
+  return e.kind === 'idle' || (e.kind === 'ack' && e.readOnly) ? 'debug' : 'info';
 }
 
 export function describe(e: PollEvent): string {
@@ -67,6 +68,8 @@ export function describe(e: PollEvent): string {
       return e.message;
     case 'removed-image':
       return `removed ${e.imageId.slice(0, 19)}, an earlier image of ${e.ref}`;
+    case 'ack':
+      return e.message;
     case 'idle':
       return 'nothing new';
     case 'poll-failed':

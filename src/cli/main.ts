@@ -48,7 +48,8 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
       .addOption(opt('--sign-key <file>', 'sign each release record and the catalog with this OpenPGP private key'))
       .addOption(opt('--sign-key-passphrase-file <file>', "the signing key's passphrase (or set TARPORT_SIGN_KEY_PASSPHRASE)"))
       .addOption(opt('--encrypt-to <keyfile>', 'encrypt layers and configs to this OpenPGP public key (repeatable)').argParser(collect))
-      .addOption(opt('--metrics-file <file>', "write Prometheus metrics to FILE (node_exporter's textfile collector), atomically"));
+      .addOption(opt('--metrics-file <file>', "write Prometheus metrics to FILE (node_exporter's textfile collector), atomically"))
+      .addOption(opt('--init', 'create the repository when --to holds none (otherwise refused, exit 2: see tarport init)'));
 
   producerFlags(program.command('push').description('publish docker save / docker export archives (plain, .gz or .zst)').argument('<archive...>', 'archives to publish')).action(
     (archives: string[], _f, cmd: Command) => run(async (ctx) => (await import('./commands/push.js')).pushCommand(ctx, archives, cmd.opts())),
@@ -80,7 +81,9 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
       .addOption(opt('--snapshotter <name>', "containerd snapshotter to unpack into (default: containerd's own, or CONTAINERD_SNAPSHOTTER)"))
       .addOption(opt('--podman-socket <url>', "Podman's API socket (--runtime podman; default: the root or rootless service's socket)"))
       .addOption(opt('--platform <os/arch[/variant]>', "platform to load from multi-platform releases (default: the runtime's own, e.g. linux/arm64/v8)"))
-      .addOption(opt('--metrics-file <file>', "write Prometheus metrics to FILE (node_exporter's textfile collector), atomically"));
+      .addOption(opt('--metrics-file <file>', "write Prometheus metrics to FILE (node_exporter's textfile collector), atomically"))
+      .addOption(opt('--no-ack', 'leave no acknowledgement (tarport/acks/HOST-ID.json) in the repository after a load'))
+      .addOption(opt('--host-id <id>', "this host's name in acknowledgements (default: a hash of /etc/machine-id)"));
 
   consumerFlags(program.command('pull').description('load every followed release newer than what was loaded (one run, for cron)'))
     .addOption(opt('--fetch-only', 'fill the verified cache with what the releases need and load nothing (prefetch ahead of a maintenance window)'))
@@ -115,6 +118,7 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
     .addOption(opt('--sign-key-passphrase-file <file>', "the signing key's passphrase (or set TARPORT_SIGN_KEY_PASSPHRASE)"))
     .addOption(opt('--catalog-ttl <duration>', 'lifetime of a merged catalog').default('90d'))
     .addOption(opt('--max-file-size <size>', 'store larger objects in parts (e.g. fat32 = 4 GiB - 1, or 700M)'))
+    .addOption(opt('--init', "create DST when it holds no repository, as a copy of SRC's identity (otherwise refused, exit 2)"))
     .addOption(opt('--with-tool <file>', 'also carry this file (tarport itself) into DST/tarport-tool/ with SHA256SUMS, signed with --sign-key (repeatable)').argParser(collect))
     .action((src: string, dst: string, _f, cmd: Command) => run(async (ctx) => (await import('./commands/sync.js')).syncCommand(ctx, src, dst, cmd.opts())));
 

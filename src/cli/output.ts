@@ -57,6 +57,7 @@ export function exitCodeOf(code: ErrorCode): number {
     case 'CONFIG':
     case 'BAD_INPUT':
     case 'PLATFORM':
+    case 'NO_REPOSITORY':
       return EXIT.usage;
     case 'DIGEST_MISMATCH':
     case 'INTEGRITY':

@@ -4,7 +4,7 @@ import { decompressor, ociBlobPath, prewarmDecompressors, releaseDecompressors, 
 import { Digester, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
 import { formatPlatform, type ImageName, type LoadPlan, type Platform, type Runtime } from '../runtime/index.js';
 import { isRefusalCode, TarportError } from '../errors.js';
-import { MAX_SMALL_BLOB_BYTES, platformView, familiarName, qualifiedName, sameName, type Catalog, type CatalogEntry, type PinnedRecord, type ReleaseRecord, type Repository } from '../repo/index.js';
+import { MAX_SMALL_BLOB_BYTES, platformView, familiarName, qualifiedName, sameName, type AckEntry, type Catalog, type CatalogEntry, type PinnedRecord, type ReleaseRecord, type Repository } from '../repo/index.js';
 import { ObjectCache } from './cache.js';
 import { checkEncrypted, decryptConfig, openLayer } from './encryption.js';
 import { StateStore, type State } from './state.js';
@@ -57,6 +57,11 @@ export interface PullOptions {
    * no image for it is refused (PLATFORM, exit 2), naming the platforms it has.
    */
   readonly platform?: Platform;
+  /**
+   * Leave an acknowledgement (tarport/acks/<id>.json) after a run that loaded something, when the
+   * repository can be written; bounded by `timeoutMs`, and never a failure of the pull.
+   */
+  readonly ack?: { readonly id: string; readonly hostname: string; readonly timeoutMs: number };
 }
 
 export type PullEvent =
@@ -68,6 +73,8 @@ export type PullEvent =
   | { kind: 'refused'; ref: string; version: number; digest: string; message: string; code: string }
   | { kind: 'hook'; ref: string; version: number; ok: boolean; message: string }
   | { kind: 'removed-image'; ref: string; imageId: string }
+  /** The acknowledgement of this host's loads: written, or why not (read-only, timeout, error). */
+  | { kind: 'ack'; written: boolean; readOnly: boolean; host: string; message: string }
   | { kind: 'idle' };
 
 export interface PullResult {
@@ -133,6 +140,7 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
     if (!catalog.releases.some((e) => subscribed([s], e))) emit({ kind: 'warning', message: `${s.name}${s.tag ? ':' + s.tag : ''} is not in the catalog of ${loc}` });
   }
   const loadedHere = (state.loaded[key] ??= {});
+  const acked: AckEntry[] = [];
   const cache = new ObjectCache(store.cacheDir);
   let platform: Platform | undefined;
   let anyThin = false;
@@ -194,6 +202,7 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
       loadedHere[ref] = { version: record.version, record: entry.record, digest: entry.digest, imageId, loadedAt: new Date().toISOString(), previous };
       await store.write(state);
       result.loaded.push({ ref, version: record.version, imageId });
+      acked.push({ name: entry.name, tag: entry.tag, version: record.version, digest: entry.digest, platform: formatPlatform(platform), runtime: docker.kind, loaded: loadedHere[ref]!.loadedAt });
       emit({ kind: 'loaded', ref, version: record.version, imageId, bytesFetched, ...(signer ? { signer } : {}), runtime: docker.kind, platform: formatPlatform(platform) });
       anyThin ||= thin;
       if (opts.keepImages !== undefined) await retire(docker, loadedHere[ref]!, ref, opts.keepImages, emit, () => store.write(state));
@@ -211,8 +220,19 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
   // in both cases a cheap poll that saw this stat would take the catalog as handled
   if (!opts.fetchOnly && result.refused.every((f) => isRefusalCode(f.code))) state.catalogStat[loc] = stat;
   await store.write(state);
+  if (acked.length && opts.ack) await acknowledge(repo, opts.ack, acked, emit, opts.signal);
   if (failure && opts.throwOnRefused !== false) throw failure;
   return result;
+}
+
+/** Leaves this host's acknowledgement; says how it went, and never fails the pull. */
+async function acknowledge(repo: Repository, host: NonNullable<PullOptions['ack']>, loaded: AckEntry[], emit: (e: PullEvent) => void, signal?: AbortSignal): Promise<void> {
+  const r = await repo.acknowledge({ id: host.id, hostname: host.hostname }, loaded, { timeoutMs: host.timeoutMs, ...(signal ? { signal } : {}) });
+  emit(
+    r.written
+      ? { kind: 'ack', written: true, readOnly: false, host: host.id, message: `acknowledged ${loaded.length} release(s) in ${repo.location} as host ${host.id} (${r.key})` }
+      : { kind: 'ack', written: false, readOnly: r.readOnly, host: host.id, message: `no acknowledgement left in ${repo.location}: ${r.reason}` },
+  );
 }
 
 /**

@@ -46,6 +46,8 @@ export interface PublishOptions {
   readonly sign?: Sign;
   /** Encrypts layers and configs to these public keys (OpenPGP, one message per object). */
   readonly encryptTo?: readonly TrustedKey[];
+  /** Create the repository when the location holds none (`--init`); otherwise that is refused (NO_REPOSITORY). */
+  readonly create?: boolean;
 }
 
 export type PublishEvent =
@@ -83,7 +85,7 @@ export const DEFAULT_CATALOG_TTL_MS = 90 * DAY;
 export async function publishArchive(repo: Repository, path: string, opts: PublishOptions): Promise<PublishResult> {
   const tar = await TarArchive.open(path, opts.signal);
   const content = await readArchiveContent(tar);
-  const tx = await repo.begin(opts.signal ? { signal: opts.signal } : {});
+  const tx = await repo.begin({ ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.create ? { create: true } : {}) });
   try {
     return await publishIn(tx, repo, tar, content, path, opts);
   } finally {

@@ -4,6 +4,7 @@ import { catalogLag, rebuildEntries, readCatalog, type CatalogCopy } from './cat
 import { readFormat } from './format.js';
 import { findTempFiles } from './gc.js';
 import { holds, listPending } from './intents.js';
+import { readAcks } from './acks.js';
 import { CATALOG_KEY, recordKey } from './layout.js';
 import { readBlobTo } from './objects.js';
 import { checkRegistryView } from './registry.js';
@@ -125,6 +126,8 @@ async function checkObjects(store: Store, objects: Map<string, { size: number; w
 }
 
 async function housekeepingWarnings(store: Store, warn: Report, signal?: AbortSignal): Promise<void> {
+  // acknowledgements are informational: one that does not parse is worth a warning, not a fault
+  for (const b of (await readAcks(store, signal)).bad) warn(b.file, `acknowledgement not readable (${b.problem}); the host that wrote it writes it again after its next load`);
   for (const t of await findTempFiles(store, signal)) warn(t.key, `temporary file left by an interrupted write${t.mtime ? ` (${t.mtime.toISOString()})` : ''}; 'tarport gc' removes it once no publish runs`);
   for (const kind of ['intent', 'gc'] as const) {
     for (const p of await listPending(store, kind, signal, (key, why) => warn(key, `unreadable: ${why}`))) {

@@ -1,4 +1,4 @@
-import { catalogFileName, BLOBS_FOLDER, CATALOGS_FOLDER, PENDING_FOLDER, RELEASES_FOLDER, TARPORT_FOLDER, isTempName, recordKey } from './layout.js';
+import { ACKS_FOLDER, catalogFileName, BLOBS_FOLDER, CATALOGS_FOLDER, PENDING_FOLDER, RELEASES_FOLDER, TARPORT_FOLDER, isTempName, recordKey } from './layout.js';
 import { listCatalogFiles, readCatalog } from './catalog.js';
 import { CLOCK_SKEW_MS, announceGc, holds, listPending } from './intents.js';
 import { objectOfFile } from './objects.js';
@@ -27,7 +27,8 @@ const objectsOf = (r: ReleaseRecord) => recordObjects(r).map((d) => d.digest);
 
 /** Every temporary file in the repository's folders (left by interrupted writes), with its age. */
 export async function findTempFiles(store: Store, signal?: AbortSignal): Promise<{ key: string; mtime?: Date }[]> {
-  const folders = ['', BLOBS_FOLDER, TARPORT_FOLDER, CATALOGS_FOLDER, PENDING_FOLDER, RELEASES_FOLDER];
+  // acks/: only the temporary files of an interrupted acknowledgement; the acknowledgements stay
+  const folders = ['', BLOBS_FOLDER, TARPORT_FOLDER, CATALOGS_FOLDER, PENDING_FOLDER, RELEASES_FOLDER, ACKS_FOLDER];
   for (const n of await store.list(RELEASES_FOLDER, signal)) {
     if (!n.isDir) continue;
     folders.push(`${RELEASES_FOLDER}/${n.name}`);

@@ -12,3 +12,5 @@ export { repairRepository, type RepairResult } from './repair.js';
 export { collectGarbage, type GcResult } from './gc.js';
 export { topManifest, type RegistryView, type TopManifest } from './registry.js';
 export * from './platforms.js';
+export { HOST_ID_RE, hostsHolding, type Ack, type AckEntry } from './acks.js';
+export { renderPage, describeReleases, type PageRelease } from './page.js';

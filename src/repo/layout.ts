@@ -16,6 +16,10 @@ export const FORMAT_KEY = 'tarport/format.json';
 export const CATALOGS_FOLDER = 'tarport/catalogs';
 /** Publish intents and gc announcements (docs/repo-format.md, "Garbage collection"). */
 export const PENDING_FOLDER = 'tarport/pending';
+/** Acknowledgements: what each consumer host loaded (repo/acks.ts). */
+export const ACKS_FOLDER = 'tarport/acks';
+/** The page people read (repo/page.ts), derived from the catalog like index.json. */
+export const PAGE_KEY = 'index.html';
 /** The detached signature of a tarport 0.1 catalog (format version 1). */
 export const LEGACY_CATALOG_SIGNATURE_KEY = 'tarport/catalog.json.asc';
 

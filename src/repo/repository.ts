@@ -1,13 +1,16 @@
 import type { Readable } from 'node:stream';
 import type { ByteSink, Transport } from '../transport/index.js';
 import { catalogStat, readCatalog, type CatalogCopy } from './catalog.js';
-import { readFormat } from './format.js';
+import { ensureIdentity, readFormat } from './format.js';
 import { CATALOGS_FOLDER, recordKey } from './layout.js';
 import { CATALOG_SCHEMA_V1 } from './records.js';
 import { blobInfo, listObjects, localObjectFile, readBlob, readBlobTo, readParts, readSmallBlob, type PartList } from './objects.js';
 import { MAX_SIGNATURE_BYTES, listReleases, listTags, readRecord, readSignature, type CheckSignature, type PinnedRecord, type ReleaseRef, type VerifiedRecord } from './read.js';
 import { Store } from './store.js';
-import { WriteTransaction } from './transaction.js';
+import { ackKey, readAcks, writeAck, type Ack, type AckEntry } from './acks.js';
+import { writePage } from './page.js';
+import { TarportError, messageOf } from '../errors.js';
+import { WriteTransaction, repositoryState } from './transaction.js';
 
 const stores = new WeakMap<Repository, Store>();
 
@@ -48,9 +51,66 @@ export class Repository {
     return (await readFormat(storeOf(this), signal))?.id;
   }
 
-  /** Starts a write (see WriteTransaction for the order it enforces). */
-  async begin(opts: { signal?: AbortSignal; adoptId?: string } = {}): Promise<WriteTransaction> {
+  /**
+   * Starts a write (see WriteTransaction for the order it enforces). A location without a
+   * repository is refused (NO_REPOSITORY) unless `create`.
+   */
+  async begin(opts: { signal?: AbortSignal; adoptId?: string; create?: boolean } = {}): Promise<WriteTransaction> {
     return WriteTransaction.begin(storeOf(this), opts);
+  }
+
+  /** `tarport init`: writes the identity of a repository when the location has none (an existing one is left as it is). */
+  async init(signal?: AbortSignal): Promise<{ id: string; created: boolean }> {
+    const store = storeOf(this);
+    const created = (await repositoryState(store, signal)) === 'none';
+    return { id: await ensureIdentity(store, signal), created };
+  }
+
+  // ---- acknowledgements ------------------------------------------------------------------------
+
+  /** Every host's acknowledgement (files that do not parse are named in `bad`). */
+  readAcks(signal?: AbortSignal): Promise<{ acks: Ack[]; bad: { file: string; problem: string }[] }> {
+    return readAcks(storeOf(this), signal);
+  }
+
+  /**
+   * Leaves this host's acknowledgement, then rewrites the page so that it shows it. Best effort and
+   * bounded: a read-only location is not tried; a write that fails or takes longer than `timeoutMs`
+   * is given up, and the reason returned (a consumer's load never fails or waits on it).
+   */
+  async acknowledge(host: { id: string; hostname: string }, loaded: readonly AckEntry[], opts: { timeoutMs: number; signal?: AbortSignal }): Promise<{ written: true; key: string } | { written: false; readOnly: boolean; reason: string }> {
+    const store = storeOf(this);
+    if (store.transport.capabilities.readOnly) return { written: false, readOnly: true, reason: `${store.location} is read-only` };
+    const ctl = new AbortController();
+    const signal = opts.signal ? AbortSignal.any([opts.signal, ctl.signal]) : ctl.signal;
+    let timer: NodeJS.Timeout | undefined;
+    // the bound holds even over a transport that does not heed the abort: the race returns in time
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        ctl.abort();
+        reject(new TarportError('IO', `no answer within ${opts.timeoutMs} ms`));
+      }, opts.timeoutMs);
+    });
+    let acked = false;
+    const work = (async () => {
+      await writeAck(store, host, loaded, signal);
+      acked = true;
+      const catalog = (await readCatalog(store, signal))?.catalog;
+      if (catalog) await writePage(store, catalog, signal);
+    })();
+    work.catch(() => undefined);
+    try {
+      await Promise.race([work, late]);
+      return { written: true, key: ackKey(host.id) };
+    } catch (e) {
+      if (opts.signal?.aborted) throw e;
+      // the page shows it from the next write on, when it could not be rewritten now
+      if (acked) return { written: true, key: ackKey(host.id) };
+      return { written: false, readOnly: false, reason: ctl.signal.aborted ? `no answer within ${opts.timeoutMs} ms` : messageOf(e) };
+    } finally {
+      clearTimeout(timer);
+      late.catch(() => undefined);
+    }
   }
 
   // ---- the catalog -----------------------------------------------------------------------------

@@ -2,13 +2,15 @@ import type { Readable } from 'node:stream';
 import { sha256 } from '../crypto/index.js';
 import { TarportError } from '../errors.js';
 import { convergeCatalog, writeCatalogBytes, type CatalogCopy, type Sign } from './catalog.js';
-import { INDEX_FORMAT_VERSION, ensureIdentity } from './format.js';
+import { INDEX_FORMAT_VERSION, ensureIdentity, newRepositoryId, readFormat } from './format.js';
 import { PublishIntent } from './intents.js';
-import { recordFileName, recordKey } from './layout.js';
+import { CATALOG_KEY, FORMAT_KEY, RELEASES_FOLDER, recordFileName, recordKey } from './layout.js';
 import { putObject, putSmallBlob, putSplit, stageBlob, type ObjectSource, type StagedBlob } from './objects.js';
 import { writeOciIndex } from './oci-index.js';
 import { writeRegistryView, type RegistryView } from './registry.js';
 import { isIndexRecord } from './platforms.js';
+import { writePage } from './page.js';
+import { ackKey, readAcks, type Ack } from './acks.js';
 import { signatureKey } from './read.js';
 import { MEDIA_TYPES, serialize, type Catalog, type CatalogEntry, type ReleaseRecord } from './records.js';
 import type { Store } from './store.js';
@@ -41,15 +43,35 @@ export class WriteTransaction {
   private constructor(
     private readonly store: Store,
     private readonly intent: PublishIntent,
-    /** The repository's id (created now when it had none). */
-    readonly repositoryId: string,
+    private id: string,
+    /** True while the repository is still to be created (`create`): its identity is written with the first object. */
+    private unborn: boolean,
     private readonly signal: AbortSignal | undefined,
   ) {}
 
-  static async begin(store: Store, opts: { signal?: AbortSignal; adoptId?: string } = {}): Promise<WriteTransaction> {
-    const id = await ensureIdentity(store, opts.signal, opts.adoptId);
+  /** The repository's id (for a repository this transaction creates: the one it will write). */
+  get repositoryId(): string {
+    return this.id;
+  }
+
+  /**
+   * Begins a write. A location that holds no repository is refused (NO_REPOSITORY) before anything
+   * is written, unless `create`: then the identity (`adoptId`, or a new one) is written with the
+   * first thing the transaction keeps, so a write that fails before that leaves no file behind.
+   */
+  static async begin(store: Store, opts: { signal?: AbortSignal; adoptId?: string; create?: boolean } = {}): Promise<WriteTransaction> {
+    const state = await repositoryState(store, opts.signal);
+    if (state === 'none' && !opts.create) throw noRepository(store.location);
+    const id = state === 'none' ? (opts.adoptId ?? newRepositoryId()) : await ensureIdentity(store, opts.signal, opts.adoptId);
     const intent = await PublishIntent.open(store, opts.signal);
-    return new WriteTransaction(store, intent, id, opts.signal);
+    return new WriteTransaction(store, intent, id, state === 'none', opts.signal);
+  }
+
+  /** Writes the identity of a repository this transaction creates (once, before anything it keeps). */
+  private async bear(): Promise<void> {
+    if (!this.unborn) return;
+    this.id = await ensureIdentity(this.store, this.signal, this.id);
+    this.unborn = false;
   }
 
   private enter(phase: number, what: string): void {
@@ -96,6 +118,7 @@ export class WriteTransaction {
   /** Makes every staged object visible, then writes the small objects (configs, manifests). */
   async commitObjects(small: readonly Buffer[] = []): Promise<void> {
     this.enter(1, 'commitObjects');
+    await this.bear();
     const missing = await this.intent.protect([...this.staged.map((b) => b.digest), ...small.map((b) => sha256(b))], this.signal);
     for (const b of this.staged) {
       if (!b.uploaded && missing.has(b.digest)) {
@@ -112,6 +135,7 @@ export class WriteTransaction {
   /** Writes an immutable release record (its signature first); returns its file name, digest and size. */
   async writeRecord(record: ReleaseRecord, sign?: Sign): Promise<{ file: string; digest: string; size: number; bytes: Buffer }> {
     this.enter(2, 'writeRecord');
+    await this.bear();
     const bytes = serialize(record);
     const digest = sha256(bytes);
     const file = recordFileName(record.version, digest);
@@ -126,6 +150,7 @@ export class WriteTransaction {
   /** Copies a record from another repository as it is (its signature first). */
   async copyRecord(entry: CatalogEntry, bytes: Buffer, signature: Buffer | undefined): Promise<void> {
     this.enter(2, 'copyRecord');
+    await this.bear();
     const key = recordKey(entry.name, entry.tag, entry.record);
     if (entry.manifest?.mediaType === MEDIA_TYPES.index) await this.raiseFormat();
     if (signature) await this.store.putAtomic(signatureKey(key), signature, this.signal);
@@ -134,7 +159,26 @@ export class WriteTransaction {
 
   /** Declares format version 3 (multi-platform records) before the first such record is written. */
   private async raiseFormat(): Promise<void> {
-    await ensureIdentity(this.store, this.signal, undefined, INDEX_FORMAT_VERSION);
+    await this.bear();
+    await ensureIdentity(this.store, this.signal, this.id, INDEX_FORMAT_VERSION);
+  }
+
+  /**
+   * Carries other hosts' acknowledgements (sync: a stick brings the low side's back). A host's file
+   * is written when this repository lacks it or holds an older one; returns how many were written.
+   */
+  async carryAcks(acks: readonly Ack[]): Promise<number> {
+    this.enter(2, 'carryAcks');
+    const { acks: have } = await readAcks(this.store, this.signal);
+    let n = 0;
+    for (const a of acks) {
+      const mine = have.find((h) => h.host === a.host);
+      if (mine && mine.updated >= a.updated) continue;
+      await this.bear();
+      await this.store.putAtomic(ackKey(a.host), serialize(a), this.signal);
+      n++;
+    }
+    return n;
   }
 
   // ---- 3. catalog, 4. derived files ------------------------------------------------------------
@@ -142,6 +186,7 @@ export class WriteTransaction {
   /** Rebuilds the catalog from releases/ until it agrees (see convergeCatalog), then the derived files. */
   async publishCatalog(opts: { ttlMs: number; sign?: Sign; minSequence?: number }): Promise<{ catalog: Catalog; wrote: boolean }> {
     this.enter(3, 'publishCatalog');
+    await this.bear();
     const r = await convergeCatalog(this.store, { id: this.repositoryId, ttlMs: opts.ttlMs, ...(opts.sign ? { sign: opts.sign } : {}), ...(opts.minSequence !== undefined ? { minSequence: opts.minSequence } : {}), ...(this.signal ? { signal: this.signal } : {}) });
     if (r.wrote) await this.writeDerived(r.catalog);
     return r;
@@ -150,14 +195,22 @@ export class WriteTransaction {
   /** Writes another repository's catalog as it is, signature and all (sync of a whole repository). */
   async adoptCatalog(copy: CatalogCopy, signature: Buffer | undefined): Promise<void> {
     this.enter(3, 'adoptCatalog');
+    await this.bear();
     await writeCatalogBytes(this.store, copy.catalog, copy.bytes, signature, this.signal);
     await this.writeDerived(copy.catalog);
+  }
+
+  /** Rewrites the derived files from a catalog that did not change (what they show did: acknowledgements). */
+  async refreshDerived(catalog: Catalog): Promise<void> {
+    await this.bear();
+    await this.writeDerived(catalog);
   }
 
   private async writeDerived(catalog: Catalog): Promise<void> {
     this.enter(4, 'derived files');
     await writeOciIndex(this.store, catalog, this.signal);
     this.registryView = await writeRegistryView(this.store, catalog, this.signal);
+    await writePage(this.store, catalog, this.signal);
     for (const step of this.derived) await step(catalog, this.signal);
   }
 
@@ -168,4 +221,20 @@ export class WriteTransaction {
     this.staged.length = 0;
     await this.intent.close();
   }
+}
+
+/**
+ * What a location holds: a repository with an identity file, one of tarport 0.1 (a catalog or
+ * releases, no identity yet: the next writer gives it one), or none (an empty folder, a typo, a
+ * stick that is not mounted).
+ */
+export async function repositoryState(store: Store, signal?: AbortSignal): Promise<'repository' | 'legacy' | 'none'> {
+  if (await readFormat(store, signal)) return 'repository';
+  if (await store.stat(CATALOG_KEY, signal)) return 'legacy';
+  return (await store.list(RELEASES_FOLDER, signal)).length > 0 ? 'legacy' : 'none';
+}
+
+export function noRepository(location: string): TarportError {
+  // retryable: a stick mounted later holds it (watch keeps the file and tries again)
+  return new TarportError('NO_REPOSITORY', `${location} holds no tarport repository (no ${FORMAT_KEY}): create one with \`tarport init ${location}\`, or pass --init to create it in this run`, { retryable: true });
 }

@@ -29,6 +29,8 @@ export interface SyncOptions {
   readonly maxFileSize?: number;
   readonly signal?: AbortSignal;
   readonly onEvent?: (e: SyncEvent) => void;
+  /** Create DST when it holds no repository (`--init`): it takes SRC's identity. Otherwise that is refused (NO_REPOSITORY). */
+  readonly create?: boolean;
 }
 
 export type SyncEvent =
@@ -39,7 +41,9 @@ export type SyncEvent =
   | { kind: 'object'; digest: string; size: number; status: 'copied' | 'present' | 'repaired' | 'site-has-it' }
   | { kind: 'release'; ref: string; version: number; status: 'copied' | 'present' | 'site-has-it' }
   | { kind: 'catalog'; status: 'copied' | 'merged' | 'unchanged'; signed: boolean }
-  | { kind: 'warning'; message: string };
+  | { kind: 'warning'; message: string }
+  /** Acknowledgements of consumer hosts carried from SRC (newer than DST's). */
+  | { kind: 'acks'; copied: number };
 
 export interface SyncResult {
   objectsCopied: number;
@@ -61,7 +65,7 @@ export async function syncRepos(src: Repository, dst: Repository, opts: SyncOpti
   const got = await src.readCatalog(opts.signal);
   if (!got) throw new TarportError('NOT_FOUND', `${src.location} holds no catalog: nothing to sync`);
   // a destination with no identity yet takes its source's: a stick carries the repository it copies
-  const tx = await dst.begin({ ...(opts.signal ? { signal: opts.signal } : {}), ...(got.catalog.repository ? { adoptId: got.catalog.repository } : {}) });
+  const tx = await dst.begin({ ...(opts.signal ? { signal: opts.signal } : {}), ...(got.catalog.repository ? { adoptId: got.catalog.repository } : {}), ...(opts.create ? { create: true } : {}) });
   try {
     return await syncIn(tx, src, dst, got, opts);
   } finally {
@@ -117,7 +121,10 @@ async function syncIn(tx: WriteTransaction, src: Repository, dst: Repository, go
     }
     copied.push(e);
   }
-  await syncCatalog(tx, dst, got, srcCatalogSig, copied.length + siteHas === srcCatalog.releases.length, copied.length > 0, opts, emit);
+  // what the hosts of SRC's side loaded travels too (a stick brought back to the high side)
+  const acks = await tx.carryAcks((await src.readAcks(opts.signal)).acks);
+  if (acks > 0) emit({ kind: 'acks', copied: acks });
+  await syncCatalog(tx, dst, got, srcCatalogSig, copied.length + siteHas === srcCatalog.releases.length, acks > 0, opts, emit);
   return result;
 }
 
@@ -126,13 +133,15 @@ async function syncIn(tx: WriteTransaction, src: Repository, dst: Repository, go
  * every tag's newest release in DST; otherwise rebuilt from DST's releases/, signed with --sign-key
  * when given, at a sequence above the source's.
  */
-async function syncCatalog(tx: WriteTransaction, dst: Repository, got: CatalogCopy, sig: Buffer | undefined, everything: boolean, _anyCopied: boolean, opts: SyncOptions, emit: (e: SyncEvent) => void): Promise<void> {
+async function syncCatalog(tx: WriteTransaction, dst: Repository, got: CatalogCopy, sig: Buffer | undefined, everything: boolean, acksCarried: boolean, opts: SyncOptions, emit: (e: SyncEvent) => void): Promise<void> {
   const src = got.catalog;
   const dstCatalog = (await dst.readCatalog(opts.signal))?.catalog;
   const sameRepository = src.repository === undefined || src.repository === tx.repositoryId;
   const truthCovered = everything && sameRepository && (dstCatalog?.sequence ?? 0) <= src.sequence && (await coversDestination(dst, src, opts.signal));
   if (truthCovered) {
     if (dstCatalog && dstCatalog.sequence === src.sequence && sameEntries(dstCatalog.releases, src.releases)) {
+      // the catalog stays; the page shows acknowledgements, so it is written again when they came
+      if (acksCarried) await tx.refreshDerived(dstCatalog);
       emit({ kind: 'catalog', status: 'unchanged', signed: sig !== undefined });
       return;
     }
@@ -142,6 +151,7 @@ async function syncCatalog(tx: WriteTransaction, dst: Repository, got: CatalogCo
   }
   const r = await tx.publishCatalog({ ttlMs: opts.catalogTtlMs, ...(opts.sign ? { sign: opts.sign } : {}), minSequence: sameRepository ? src.sequence : 0 });
   if (!r.wrote) {
+    if (acksCarried) await tx.refreshDerived(r.catalog);
     emit({ kind: 'catalog', status: 'unchanged', signed: false });
     return;
   }

@@ -50,12 +50,12 @@ describe('air gap: tarport sync', () => {
     const high = `${S.sftp}/high-${id}`;
     const low = `${S.ftps}/low-${id}`;
     const tag = `tarport-test/airgap-${id}:live`;
-    expect((await tarport(['push', fixture('app-v1.tar'), '--to', high, '--name', tag, '--sign-key', keySec, ...remote])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', high, '--name', tag, '--sign-key', keySec, ...remote])).code).toBe(0);
     const stick = join(dir, `stick1-${id}`);
-    const s1 = await tarport(['sync', high, stick, ...remote]);
+    const s1 = await tarport(['sync', '--init', high, stick, ...remote]);
     expect(s1.code, s1.stderr).toBe(0);
     await portable(stick);
-    const s2 = await tarport(['sync', stick, low, ...remote], withPw);
+    const s2 = await tarport(['sync', '--init', stick, low, ...remote], withPw);
     expect(s2.code, s2.stderr).toBe(0);
     expect(s2.stderr).toMatch(/catalog: copied \(signed\)/);
     const state = join(dir, `state-${id}`);
@@ -67,9 +67,9 @@ describe('air gap: tarport sync', () => {
     const inv = join(dir, `inv-${id}.json`);
     const i = await tarport(['inventory', '--docker', '--state', state, '-o', inv], { DOCKER_HOST: env.consumer });
     expect(i.code, i.stderr).toBe(0);
-    expect((await tarport(['push', fixture('app-v2.tar'), '--to', high, '--name', tag, '--sign-key', keySec, ...remote])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v2.tar'), '--to', high, '--name', tag, '--sign-key', keySec, ...remote])).code).toBe(0);
     const stick2 = join(dir, `stick2-${id}`);
-    const s3 = await tarport(['sync', high, stick2, '--have', inv, ...remote]);
+    const s3 = await tarport(['sync', '--init', high, stick2, '--have', inv, ...remote]);
     expect(s3.code, s3.stderr).toBe(0);
     const records = (await filesBelow(join(stick2, 'tarport/releases'))).filter((f) => f.endsWith('.json'));
     const v2 = JSON.parse(await readFile(join(stick2, 'tarport/releases', records[0]!), 'utf8'));
@@ -88,10 +88,10 @@ describe('air gap: tarport sync', () => {
     const id = randomBytes(3).toString('hex');
     const src = join(dir, `src-${id}`);
     const tag = `tarport-test/stick-${id}:1`;
-    expect((await tarport(['push', fixture('app-v1.tar'), '--to', src, '--name', tag, '--compress', 'none'])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', src, '--name', tag, '--compress', 'none'])).code).toBe(0);
     const stick = join(dir, `stick-${id}`);
     // interrupted: killed once the first object is on the stick
-    const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), 'sync', src, stick, '--max-file-size', '1M'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), 'sync', '--init', src, stick, '--max-file-size', '1M'], { stdio: ['ignore', 'ignore', 'pipe'] });
     await new Promise<void>((resolve) => {
       let err = '';
       child.stderr!.on('data', (d) => {
@@ -103,7 +103,7 @@ describe('air gap: tarport sync', () => {
       });
       child.on('close', () => resolve());
     });
-    const again = await tarport(['sync', src, stick, '--max-file-size', '1M']);
+    const again = await tarport(['sync', '--init', src, stick, '--max-file-size', '1M']);
     expect(again.code, again.stderr).toBe(0);
     // split: no file on the stick above the limit, and parts with a list
     for (const f of await filesBelow(stick)) expect((await stat(join(stick, f))).size, f).toBeLessThanOrEqual(1 << 20);
@@ -112,7 +112,7 @@ describe('air gap: tarport sync', () => {
     // a truncated part is repaired by the next run
     const part = (await filesBelow(stick)).find((f) => /\.p0002$/.test(f))!;
     await truncate(join(stick, part), 1000);
-    const repair = await tarport(['sync', src, stick, '--max-file-size', '1M']);
+    const repair = await tarport(['sync', '--init', src, stick, '--max-file-size', '1M']);
     expect(repair.code, repair.stderr).toBe(0);
     expect(repair.stderr).toMatch(/repaired/);
     // and what is on the stick loads
@@ -126,12 +126,12 @@ describe('air gap: tarport sync', () => {
     const id = randomBytes(3).toString('hex');
     const src = join(dir, `lsrc-${id}`);
     const tag = `tarport-test/local-${id}:1`;
-    expect((await tarport(['push', fixture('app-v1.tar'), '--to', src, '--name', tag])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', src, '--name', tag])).code).toBe(0);
     const objects = (await filesBelow(join(src, 'blobs'))).map((f) => join('blobs', f));
     const big = (await Promise.all(objects.map(async (f) => ({ f, size: (await stat(join(src, f))).size })))).sort((a, b) => b.size - a.size)[0]!.f;
 
     const stick = join(dir, `lstick-${id}`);
-    const ok = await tarport(['sync', src, stick]);
+    const ok = await tarport(['sync', '--init', src, stick]);
     expect(ok.code, ok.stderr).toBe(0);
     for (const f of objects) expect((await readFile(join(stick, f))).equals(await readFile(join(src, f))), f).toBe(true);
     const checked = await tarport(['check', stick]);
@@ -139,26 +139,26 @@ describe('air gap: tarport sync', () => {
 
     // the same size, one byte flipped: the source lies about this object
     const bad = join(dir, `lbad-${id}`);
-    expect((await tarport(['sync', src, bad])).code).toBe(0);
+    expect((await tarport(['sync', '--init', src, bad])).code).toBe(0);
     const victim = join(bad, big);
     const bytes = await readFile(victim);
     bytes[bytes.length >> 1]! ^= 0xff;
     await writeFile(victim, bytes);
     const stick2 = join(dir, `lstick2-${id}`);
-    const refused = await tarport(['sync', bad, stick2]);
+    const refused = await tarport(['sync', '--init', bad, stick2]);
     expect(refused.code).not.toBe(0);
     expect(refused.stderr).toMatch(new RegExp(`${big.split('/').pop()}.*digest mismatch`));
     const left = await filesBelow(stick2);
     expect(left.filter((f) => f.endsWith(big.split('/').pop()!) || /tmp/.test(f))).toEqual([]);
-    // no record, no catalog: only the identity the destination took from its source at the start
-    expect(left.filter((f) => f.startsWith('tarport/'))).toEqual(['tarport/format.json']);
+    // no record, no catalog, no identity either: with --init it comes with the first thing kept
+    expect(left.filter((f) => f.startsWith('tarport/'))).toEqual([]);
 
     // damaged on the stick (same size): the next sync notices and copies it again
     const onStick = join(stick, big);
     const b2 = await readFile(onStick);
     b2[0]! ^= 0xff;
     await writeFile(onStick, b2);
-    const repaired = await tarport(['sync', src, stick]);
+    const repaired = await tarport(['sync', '--init', src, stick]);
     expect(repaired.code, repaired.stderr).toBe(0);
     expect(repaired.stderr).toMatch(/repaired/);
     expect((await readFile(onStick)).equals(await readFile(join(src, big)))).toBe(true);
@@ -167,10 +167,10 @@ describe('air gap: tarport sync', () => {
   it('on a terminal, sync shows one progress bar in place of the lines per object; a log keeps the lines', async () => {
     const id = randomBytes(3).toString('hex');
     const src = join(dir, `psrc-${id}`);
-    expect((await tarport(['push', fixture('app-v1.tar'), '--to', src, '--name', `tarport-test/progress-${id}:1`])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', src, '--name', `tarport-test/progress-${id}:1`])).code).toBe(0);
     // script(1) gives the command a pseudo-terminal
     const tty = await new Promise<{ code: number | null; out: string }>((resolve) => {
-      const cmd = `${process.execPath} ${join(ROOT, 'bin/tarport.js')} sync ${src} ${join(dir, `ptty-${id}`)}`;
+      const cmd = `${process.execPath} ${join(ROOT, 'bin/tarport.js')} sync --init ${src} ${join(dir, `ptty-${id}`)}`;
       const child = spawn('script', ['-qec', cmd, '/dev/null'], { stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       child.stdout!.on('data', (d) => (out += d));
@@ -180,7 +180,7 @@ describe('air gap: tarport sync', () => {
     expect(tty.out).toMatch(/sync \[#+\] 100% 13\.\d MiB of 13\.\d MiB/);
     expect(tty.out).not.toMatch(/object sha256:/);
     expect(tty.out).toMatch(/object\(s\), 13\.\d MiB copied/);
-    const log = await tarport(['sync', src, join(dir, `plog-${id}`)]);
+    const log = await tarport(['sync', '--init', src, join(dir, `plog-${id}`)]);
     expect(log.code).toBe(0);
     expect(log.stderr).toMatch(/object sha256:[0-9a-f]{12} .*: copied/);
     expect(log.stderr).not.toMatch(/sync \[/);

@@ -91,13 +91,12 @@ describe('bad input is refused cleanly', () => {
     }
     const before = await filesBelow(dir);
     const repo = join(await tempDir(), 'repo');
-    const r = await tarport(['push', input, '--to', repo]);
+    const r = await tarport(['push', '--init', input, '--to', repo]);
     expect(r.code, r.stderr).toBe(2);
     expect(r.stderr).toContain(input);
     expect(r.stderr).toMatch(msg);
-    // nothing of the archive: at most the empty repository's own identity (the write transaction
-    // begins with it, as `tarport init` would make it)
-    expect((await filesBelow(repo)).filter((f) => f !== 'oci-layout' && f !== 'tarport/format.json')).toEqual([]);
+    // nothing at all: with --init the repository's identity comes with the first object kept
+    expect(await filesBelow(repo)).toEqual([]);
     expect(await filesBelow(dir)).toEqual(before);
   });
 
@@ -107,7 +106,7 @@ describe('bad input is refused cleanly', () => {
     await writeFile(bad, randomBytes(2048));
     const good = join(dir, 'good.tar');
     await copyFile(fixture('app-v1.tar'), good);
-    const r = await tarport(['push', bad, good, '--to', repo]);
+    const r = await tarport(['push', '--init', bad, good, '--to', repo]);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('published tarport-fixture/app:1 v1');
     expect(r.stderr).toContain(bad);
@@ -115,10 +114,10 @@ describe('bad input is refused cleanly', () => {
 
   it('refuses an invalid --name and an unknown --compress with exit 2', async () => {
     const repo = join(await tempDir(), 'repo');
-    const r1 = await tarport(['push', fixture('app-v1.tar'), '--to', repo, '--name', 'team/App:1']);
+    const r1 = await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo, '--name', 'team/App:1']);
     expect(r1.code).toBe(2);
     expect(r1.stderr).toMatch(/invalid image name/);
-    const r2 = await tarport(['push', fixture('app-v1.tar'), '--to', repo, '--compress', 'lz4']);
+    const r2 = await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo, '--compress', 'lz4']);
     expect(r2.code).toBe(2);
     expect(r2.stderr).toMatch(/--compress "lz4"/);
     expect(await filesBelow(repo)).toEqual([]);
@@ -126,7 +125,7 @@ describe('bad input is refused cleanly', () => {
 
   it('a path that holds no repository (a typo, a stick not mounted) is an error for ls, pull and sync, not an empty list', async () => {
     const missing = join(await tempDir(), 'not-mounted');
-    for (const args of [['ls', missing], ['pull', '--from', missing, '--state', join(missing, '..', 'state')], ['sync', missing, join(missing, '..', 'dst')]]) {
+    for (const args of [['ls', missing], ['pull', '--from', missing, '--state', join(missing, '..', 'state')], ['sync', '--init', missing, join(missing, '..', 'dst')]]) {
       const r = await tarport(args);
       expect(r.code, args.join(' ')).toBe(1);
       expect(r.stderr).toContain(`file://${missing}`);

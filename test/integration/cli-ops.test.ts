@@ -27,8 +27,8 @@ describe('pull as an operator sees it', () => {
     const repo = join(dir, 'repo');
     const good = `tarport-test/ops-good-${id}:1`;
     const bad = `tarport-test/ops-bad-${id}:1`;
-    expect((await tarport(['push', fixture('app-v1.tar'), '--to', repo, '--name', good])).code).toBe(0);
-    expect((await tarport(['push', fixture('app-v2.tar'), '--to', repo, '--name', bad])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo, '--name', good])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v2.tar'), '--to', repo, '--name', bad])).code).toBe(0);
     const record = (await filesBelow(join(repo, 'tarport/releases'))).find((f) => f.includes(`ops-bad-${id}`) && f.endsWith('.json'));
     expect(record).toBeDefined();
     await appendFile(join(repo, 'tarport/releases', record!), ' ');
@@ -48,13 +48,13 @@ describe('pull as an operator sees it', () => {
     const dir = await tempDir();
     const repo = join(dir, 'repo');
     const ref = `tarport-test/ops-progress-${id}:1`;
-    const push = await onTerminal(['push', fixture('app-v1.tar'), '--to', repo, '--name', ref], {});
+    const push = await onTerminal(['push', '--init', fixture('app-v1.tar'), '--to', repo, '--name', ref], {});
     expect(push.code, push.out).toBe(0);
     expect(push.out).toMatch(/push \S+app-v1\.tar: [\d.]+ (B|KiB|MiB) written, [\d.]+ (B|KiB|MiB)\/s, \d+ s, \d+ layer\(s\) stored/);
     const pull = await onTerminal(['pull', '--from', repo, '--state', join(dir, 'st')], { DOCKER_HOST: env.consumer });
     expect(pull.code, pull.out).toBe(0);
     expect(pull.out).toMatch(new RegExp(`pull ${ref} v1: [\\d.]+ (B|KiB|MiB) fetched, [\\d.]+ (B|KiB|MiB)/s, \\d+ s`));
-    const log = await tarport(['push', fixture('app-v2.tar'), '--to', repo, '--name', ref]);
+    const log = await tarport(['push', '--init', fixture('app-v2.tar'), '--to', repo, '--name', ref]);
     expect(log.code).toBe(0);
     expect(log.stderr).not.toMatch(/ written, .*\/s/);
     const pullLog = await tarport(['pull', '--from', repo, '--state', join(dir, 'st')], { DOCKER_HOST: env.consumer });

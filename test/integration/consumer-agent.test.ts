@@ -53,13 +53,13 @@ describe('consumer agent: tarport poll', () => {
     const repo = join(dir, 'repo');
     const hookLog = join(dir, 'hook.log');
     const tag = `tarport-test/agent-${randomBytes(3).toString('hex')}`;
-    expect((await tarport(['push', fixture('app-v1.tar'), '--to', repo, '--name', `${tag}:live`])).code).toBe(0);
-    expect((await tarport(['push', fixture('app-v1.tar'), '--to', repo, '--name', `${tag}-other:1`])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo, '--name', `${tag}:live`])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo, '--name', `${tag}-other:1`])).code).toBe(0);
     const hook = join(dir, 'restart-service.sh');
     await writeFile(hook, `#!/bin/sh\necho "$1 $2 $TARPORT_REF" >> ${hookLog}\n`, { mode: 0o755 });
     const p = startPoll([tag, '--from', repo, '--state', join(dir, 'state'), '--interval', '1s', '--hook', hook]);
     await p.waitFor(loaded(`${tag}:live`, 1));
-    expect((await tarport(['push', fixture('app-v2.tar'), '--to', repo, '--name', `${tag}:live`])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v2.tar'), '--to', repo, '--name', `${tag}:live`])).code).toBe(0);
     const pushedAt = Date.now();
     await p.waitFor(loaded(`${tag}:live`, 2), 30_000);
     expect(Date.now() - pushedAt).toBeLessThan(15_000);
@@ -103,7 +103,7 @@ describe('consumer agent: tarport poll', () => {
     const proxy = await new CuttingProxy({ host: '127.0.0.1', port }, [], 'stream').start();
     const url = `${ftp.replace(/:\d+\//, `:${proxy.port}/`)}/${sub}`;
     const password = process.env.TP_FTP_PASSWORD!;
-    const push = (file: string, name: string) => tarport(['push', fixture(file), '--to', `${ftp}/${sub}`, '--name', name], { TARPORT_PASSWORD: password });
+    const push = (file: string, name: string) => tarport(['push', '--init', fixture(file), '--to', `${ftp}/${sub}`, '--name', name], { TARPORT_PASSWORD: password });
     expect((await push('app-v1.tar', 'tarport-test/ftp-agent:1')).code).toBe(0);
     const repo = new Repository(await openTransport(parseLocation(url), { password }));
     const events: PollEvent[] = [];
@@ -142,7 +142,7 @@ describe('consumer agent: tarport poll', () => {
     const dir = await tempDir();
     const repo = join(dir, 'repo');
     const base = `tarport-test/mixed-${randomBytes(3).toString('hex')}`;
-    for (const t of ['a', 'b', 'c']) expect((await tarport(['push', fixture('app-v1.tar'), '--to', repo, '--name', `${base}:${t}`])).code).toBe(0);
+    for (const t of ['a', 'b', 'c']) expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo, '--name', `${base}:${t}`])).code).toBe(0);
     const recB = (await filesBelow(join(repo, 'tarport/releases'))).find((f) => f.includes('/b/'))!;
     const pathB = join(repo, 'tarport/releases', recB);
     await writeFile(pathB, (await readFile(pathB, 'utf8')).replace('"version": 1', '"version": 1 '));
@@ -165,7 +165,7 @@ describe('consumer agent: tarport poll', () => {
   it('an overlapping run waits briefly, then exits 0 saying the lock is held', async () => {
     const dir = await tempDir();
     const repo = join(dir, 'repo');
-    expect((await tarport(['push', fixture('app-v1.tar'), '--to', repo, '--name', 'tarport-test/locked:1'])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo, '--name', 'tarport-test/locked:1'])).code).toBe(0);
     const state = join(dir, 'state');
     const holder = spawn('sleep', ['30']);
     const { mkdir } = await import('node:fs/promises');
@@ -185,7 +185,7 @@ describe('consumer agent: tarport poll', () => {
     const dir = await tempDir();
     const repo = join(dir, 'repo');
     const tag = `tarport-test/term-${randomBytes(3).toString('hex')}:1`;
-    expect((await tarport(['push', fixture('app-v1.tar'), '--to', repo, '--name', tag])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo, '--name', tag])).code).toBe(0);
     const p = startPoll(['--from', repo, '--state', join(dir, 'state'), '--interval', '1s']);
     await p.waitFor((e) => e.kind === 'loading');
     const t = Date.now();
@@ -205,10 +205,10 @@ describe('consumer agent: tarport poll', () => {
     const repo = join(dir, 'repo');
     const tag = `tarport-test/keep-${randomBytes(3).toString('hex')}:1`;
     const state = join(dir, 'state');
-    expect((await tarport(['push', fixture('app-v1.tar'), '--to', repo, '--name', tag, '--compress', 'none'])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo, '--name', tag, '--compress', 'none'])).code).toBe(0);
     expect((await tarport(['pull', '--from', repo, '--state', state], { DOCKER_HOST: env.consumer })).code).toBe(0);
     // an image of our own for v1, so that removing it does not touch other tests' images
-    expect((await tarport(['push', fixture('app-export.tar'), '--to', repo, '--name', tag])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-export.tar'), '--to', repo, '--name', tag])).code).toBe(0);
     const v1 = await docker('consumer', 'image', 'inspect', '-f', '{{.Id}}', tag);
     await docker('consumer', 'tag', v1, 'tarport-test/keep-guard:1');
     const r = await tarport(['pull', '--from', repo, '--state', state, '--keep-images', '0'], { DOCKER_HOST: env.consumer });
@@ -224,7 +224,7 @@ async function manyReleases(dir: string, n: number): Promise<void> {
   const { publishArchive, DEFAULT_CATALOG_TTL_MS } = await import('../../src/producer/index.js');
   const repo = new Repository(new FileTransport(dir));
   const [v1] = await writeDemoArchives(await tempDir());
-  await publishArchive(repo, v1!, { compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'tarport-test/many', tag: 't0' } });
+  await publishArchive(repo, v1!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'tarport-test/many', tag: 't0' } });
   const first = (await repo.readCatalog())!.catalog.releases[0]!;
   const { record } = await repo.readRecord(first, first);
   const tx = await repo.begin();
@@ -241,7 +241,7 @@ describe('consumer agent: transient failures are retried, never skipped', () => 
     const dir = await tempDir();
     const repo = join(dir, 'repo');
     const tag = `tarport-test/outage-${randomBytes(3).toString('hex')}`;
-    expect((await tarport(['push', fixture('app-v1.tar'), '--to', repo, '--name', `${tag}:1`])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo, '--name', `${tag}:1`])).code).toBe(0);
     // the daemon as poll sees it: a socket of the test's own, forwarded to the real one while "up"
     const sock = join(dir, 'docker.sock');
     const conns = new Set<Socket>();

@@ -32,7 +32,7 @@ describe('foundation: push, pull, load, run', () => {
   });
 
   it('v1 crosses over and runs: symlink, hardlink and whiteout honoured', async () => {
-    const push = await tarport(['push', fixture('app-v1.tar'), '--to', repo]);
+    const push = await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo]);
     expect(push.stderr).toContain('published tarport-fixture/app:1 v1');
     expect(push.code).toBe(0);
     const p = await tarport(['pull', '--from', repo, '--state', state], consumerEnv);
@@ -55,7 +55,7 @@ describe('foundation: push, pull, load, run', () => {
   });
 
   it('v2 after v1 reads from the repository only the new objects', async () => {
-    expect((await tarport(['push', fixture('app-v2.tar'), '--to', repo])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v2.tar'), '--to', repo])).code).toBe(0);
     const counting = new CountingTransport(new FileTransport(repo));
     const r = await pull(new Repository(counting), new DockerRuntime(new DockerClient(env.consumer)), { subscriptions: [{ name: 'tarport-fixture/app', tag: '2' }], stateDir: state });
     expect(r.loaded.map((l) => l.ref)).toEqual(['tarport-fixture/app:2']);
@@ -81,11 +81,11 @@ describe('foundation: push, pull, load, run', () => {
   });
 
   it('identical content makes no new version; other content under one tag makes the next', async () => {
-    const again = await tarport(['push', fixture('app-v1.tar'), '--to', repo, '--json']);
+    const again = await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo, '--json']);
     expect(again.code).toBe(0);
     expect(JSON.parse(again.stdout).pushed[0].releases[0]).toMatchObject({ status: 'unchanged', version: 1 });
     for (const f of ['app-v1.tar', 'app-v2.tar', 'app-v1.tar']) {
-      expect((await tarport(['push', fixture(f), '--to', repo, '--name', 'tarport-test/moving:stable'])).code).toBe(0);
+      expect((await tarport(['push', '--init', fixture(f), '--to', repo, '--name', 'tarport-test/moving:stable'])).code).toBe(0);
     }
     const ls = JSON.parse((await tarport(['ls', repo, '--json'])).stdout);
     const moving = ls.releases.filter((r: { name: string }) => r.name === 'tarport-test/moving');
@@ -95,8 +95,8 @@ describe('foundation: push, pull, load, run', () => {
   });
 
   it('every name in the repository is valid on FAT32, exFAT and NTFS', async () => {
-    expect((await tarport(['push', fixture('app-v1.tar'), '--to', repo, '--name', 'registry.example:5000/Team/app:V1.'])).code).toBe(2);
-    expect((await tarport(['push', fixture('app-v1.tar'), '--to', repo, '--name', 'registry.example:5000/team/app:CON'])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo, '--name', 'registry.example:5000/Team/app:V1.'])).code).toBe(2);
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo, '--name', 'registry.example:5000/team/app:CON'])).code).toBe(0);
     for (const f of await filesBelow(repo)) {
       for (const seg of f.split('/')) expect(isPortableFileName(seg), `${f}`).toBe(true);
     }
@@ -124,7 +124,7 @@ describe('foundation: every archive shape', () => {
     await emptyDaemon('consumer');
     const repo = join(await tempDir(), 'repo');
     const state = await tempDir();
-    const push = await tarport(['push', fixture(file), '--to', repo]);
+    const push = await tarport(['push', '--init', fixture(file), '--to', repo]);
     expect(push.stderr).toContain('published tarport-fixture/app:1 v1');
     const p = await tarport(['pull', '--from', repo, '--state', state], consumerEnv);
     expect(p.code, p.stderr).toBe(0);
@@ -136,12 +136,12 @@ describe('foundation: every archive shape', () => {
   it.each([['app-export.tar'], ['app-export.tar.gz']])('the export archive %s is imported under its name and runs', async (file) => {
     const repo = join(await tempDir(), 'repo');
     const state = await tempDir();
-    const noName = await tarport(['push', fixture(file), '--to', repo]);
+    const noName = await tarport(['push', '--init', fixture(file), '--to', repo]);
     expect(noName.code).toBe(2);
     expect(noName.stderr).toMatch(/docker export.*--name NAME:TAG/);
-    const push = await tarport(['push', fixture(file), '--to', repo, '--name', 'tarport-test/exported:1']);
+    const push = await tarport(['push', '--init', fixture(file), '--to', repo, '--name', 'tarport-test/exported:1']);
     expect(push.code, push.stderr).toBe(0);
-    const again = await tarport(['push', fixture(file), '--to', repo, '--name', 'tarport-test/exported:1']);
+    const again = await tarport(['push', '--init', fixture(file), '--to', repo, '--name', 'tarport-test/exported:1']);
     expect(again.stderr).toContain('unchanged');
     const p = await tarport(['pull', '--from', repo, '--state', state], consumerEnv);
     expect(p.code, p.stderr).toBe(0);
@@ -153,8 +153,8 @@ describe('foundation: every archive shape', () => {
     const repo = join(dir, 'repo');
     // Debian 12's skopeo (1.9) converts only gzip or uncompressed layers to docker-archive
     // (containers/image#1260, fixed in skopeo 1.14); zstd releases it copies to OCI destinations.
-    expect((await tarport(['push', fixture('app-v1.tar'), '--to', repo, '--compress', 'gzip', '--name', 'tarport-test/skopeo:gz'])).code).toBe(0);
-    expect((await tarport(['push', fixture('app-v2.tar'), '--to', repo, '--name', 'tarport-test/skopeo:zst'])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo, '--compress', 'gzip', '--name', 'tarport-test/skopeo:gz'])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v2.tar'), '--to', repo, '--name', 'tarport-test/skopeo:zst'])).code).toBe(0);
     const out = join(dir, 'out.tar');
     await runTool('skopeo', ['copy', `oci:${repo}:tarport-test/skopeo:gz`, `docker-archive:${out}:skopeo/app:1`]);
     await docker('consumer', 'load', '-i', out);
@@ -177,9 +177,9 @@ describe('foundation: consumer safety', () => {
     const dir = await tempDir();
     const repo = join(dir, 'repo');
     const state = join(dir, 'state');
-    expect((await tarport(['push', fixture('app-v1.tar'), '--to', repo, '--name', 'tarport-test/safe:1'])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo, '--name', 'tarport-test/safe:1'])).code).toBe(0);
     await copyFile(join(repo, 'tarport/catalog.json'), join(dir, 'old-catalog.json'));
-    expect((await tarport(['push', fixture('app-v2.tar'), '--to', repo, '--name', 'tarport-test/safe:1'])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v2.tar'), '--to', repo, '--name', 'tarport-test/safe:1'])).code).toBe(0);
     expect((await tarport(['pull', '--from', repo, '--state', state], consumerEnv)).code).toBe(0);
     await copyFile(join(dir, 'old-catalog.json'), join(repo, 'tarport/catalog.json'));
     const replay = await tarport(['pull', '--from', repo, '--state', state], consumerEnv);
@@ -187,7 +187,7 @@ describe('foundation: consumer safety', () => {
     expect(replay.stderr).toMatch(/sequence 1, lower than 2/);
 
     const repo2 = join(dir, 'repo2');
-    expect((await tarport(['push', fixture('app-v1.tar'), '--to', repo2, '--name', 'tarport-test/late:1', '--catalog-ttl', '1ms'])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo2, '--name', 'tarport-test/late:1', '--catalog-ttl', '1ms'])).code).toBe(0);
     await new Promise((r) => setTimeout(r, 20));
     const expired = await tarport(['pull', '--from', repo2, '--state', state], consumerEnv);
     expect(expired.code).toBe(3);
@@ -200,7 +200,7 @@ describe('foundation: consumer safety', () => {
   it('refuses a record that does not match the digest the catalog pins (exit 3), loading nothing', async () => {
     const dir = await tempDir();
     const repo = join(dir, 'repo');
-    expect((await tarport(['push', fixture('app-v1.tar'), '--to', repo, '--name', 'tarport-test/tampered:1'])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo, '--name', 'tarport-test/tampered:1'])).code).toBe(0);
     const [rec] = (await filesBelow(join(repo, 'tarport/releases')));
     const p = join(repo, 'tarport/releases', rec!);
     await writeFile(p, (await readFile(p, 'utf8')).replace('"tarport"', '"tarport "'));

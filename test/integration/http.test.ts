@@ -228,7 +228,7 @@ describe('a repository served by a web mirror', () => {
     await emptyDaemon('consumer');
     const sub = `repo-${randomBytes(4).toString('hex')}`;
     const dir = join(E.TP_WWW_ROOT, sub);
-    const push = await tarport(['push', fixture('app-v1.tar'), '--to', dir]);
+    const push = await tarport(['push', '--init', fixture('app-v1.tar'), '--to', dir]);
     expect(push.code, push.stderr).toBe(0);
     const state = await tempDir();
     const pulled = await tarport(['pull', '--from', `${E.TP_HTTPS_URL}/${sub}`, '--ca', E.TP_FTPS_CA, '--state', state], { DOCKER_HOST: process.env.TP_SOCK_consumer });
@@ -258,7 +258,7 @@ describe('a repository served by a web mirror', () => {
 
   it('ls, check and sync read a mirror (check and sync through the JSON listing); the copy checks clean', async () => {
     const sub = `repo-${randomBytes(4).toString('hex')}`;
-    const push = await tarport(['push', fixture('app-v1.tar'), fixture('app-v2.tar'), '--to', join(E.TP_WWW_ROOT, sub)]);
+    const push = await tarport(['push', '--init', fixture('app-v1.tar'), fixture('app-v2.tar'), '--to', join(E.TP_WWW_ROOT, sub)]);
     expect(push.code, push.stderr).toBe(0);
     const url = `${E.TP_HTTP_CACHE_URL}/${sub}`;
     const ls = await tarport(['ls', url, '--json']);
@@ -267,7 +267,7 @@ describe('a repository served by a web mirror', () => {
     const check = await tarport(['check', url]);
     expect(check.code, check.stderr).toBe(0);
     const stick = join(await tempDir(), 'stick');
-    const sync = await tarport(['sync', url, stick]);
+    const sync = await tarport(['sync', '--init', url, stick]);
     expect(sync.code, sync.stderr).toBe(0);
     const checkCopy = await tarport(['check', stick]);
     expect(checkCopy.code, checkCopy.stderr).toBe(0);
@@ -281,12 +281,12 @@ describe('a repository served by a web mirror', () => {
   it('push, watch, gc and sync to an http(s) location are refused before they start (exit 2)', async () => {
     const sub = await seeded({ 'tarport/catalog.json': small });
     const url = `${E.TP_HTTPS_URL}/${sub}`;
-    const push = await tarport(['push', fixture('app-v1.tar'), '--to', url, '--ca', E.TP_FTPS_CA]);
+    const push = await tarport(['push', '--init', fixture('app-v1.tar'), '--to', url, '--ca', E.TP_FTPS_CA]);
     expect(push.code).toBe(2);
     expect(push.stderr).toContain('read-only');
     const gc = await tarport(['gc', url, '--keep', '1', '--ca', E.TP_FTPS_CA]);
     expect(gc.code).toBe(2);
-    const sync = await tarport(['sync', await tempDir(), url, '--ca', E.TP_FTPS_CA]);
+    const sync = await tarport(['sync', '--init', await tempDir(), url, '--ca', E.TP_FTPS_CA]);
     expect(sync.code).toBe(2);
   });
 });
@@ -296,7 +296,7 @@ describe('a fleet behind the caching tier', () => {
     const sub = `fleet-${randomBytes(4).toString('hex')}`;
     const dir = join(E.TP_WWW_ROOT, sub);
     const url = `${E.TP_HTTP_CACHE_URL}/${sub}`;
-    expect((await tarport(['push', fixture('app-v1.tar'), '--to', dir])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', dir])).code).toBe(0);
     // every host has v1's objects already (one prefetch, copied): the update is what is new in v2
     const seed = await tempDir();
     const first = await tarport(['pull', '--fetch-only', '--from', url, '--state', seed]);
@@ -306,7 +306,7 @@ describe('a fleet behind the caching tier', () => {
       await cp(seed, d, { recursive: true });
       return d;
     }));
-    expect((await tarport(['push', fixture('app-v2.tar'), '--to', dir])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v2.tar'), '--to', dir])).code).toBe(0);
     const objectsOf = async (file: string) => (await readFile(file, 'utf8')).split('\n').filter((l) => l.includes(`/${sub}/blobs/`));
     const originBefore = (await objectsOf(E.TP_NGINX_ORIGIN_LOG)).length;
 

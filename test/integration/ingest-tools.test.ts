@@ -60,7 +60,7 @@ describe('ingest: archives of podman, ctr and skopeo publish as one release of t
 
   it.each(TOOLS)('%s: one release under the familiar name, of the image the archive holds', async (tool, transport) => {
     const repo = join(dir, `repo-${tool}`);
-    const push = await tarport(['push', archives[tool]!, '--to', repo, '--json']);
+    const push = await tarport(['push', '--init', archives[tool]!, '--to', repo, '--json']);
     expect(push.stderr).toContain('published tarport-fixture/app:1 v1 (image)');
     expect(push.code).toBe(0);
     const ls = JSON.parse((await tarport(['ls', repo, '--json'])).stdout) as { releases: { name: string; tag: string }[] };

@@ -13,7 +13,7 @@ describe('check', () => {
     expect((await tarport(['keys', 'generate', '--uid', 'p <p@example.invalid>', '--out', join(dir, 'p'), '--type', 'ecc'])).code).toBe(0);
     expect((await tarport(['keys', 'generate', '--uid', 'q <q@example.invalid>', '--out', join(dir, 'q'), '--type', 'ecc'])).code).toBe(0);
     const repo = join(dir, 'repo');
-    for (const f of ['app-v1.tar', 'app-v2.tar']) expect((await tarport(['push', fixture(f), '--to', repo, '--sign-key', join(dir, 'p.sec.asc')])).code).toBe(0);
+    for (const f of ['app-v1.tar', 'app-v2.tar']) expect((await tarport(['push', '--init', fixture(f), '--to', repo, '--sign-key', join(dir, 'p.sec.asc')])).code).toBe(0);
     const ok = await tarport(['check', repo, '--trust', join(dir, 'p.pub.asc'), '--json']);
     expect(ok.code, ok.stderr).toBe(0);
     expect(JSON.parse(ok.stdout)).toMatchObject({ releases: 2, faults: [] });
@@ -37,7 +37,7 @@ describe('gc', () => {
     const dir = await tempDir();
     const repo = join(dir, 'repo');
     for (const f of ['app-v1.tar', 'app-v2.tar', 'app-export.tar']) {
-      expect((await tarport(['push', fixture(f), '--to', repo, '--name', 'tarport-test/gc:1'])).code).toBe(0);
+      expect((await tarport(['push', '--init', fixture(f), '--to', repo, '--name', 'tarport-test/gc:1'])).code).toBe(0);
     }
     const before = await filesBelow(repo);
     const dry = await tarport(['gc', repo, '--keep', '1', '--grace', '0s', '--dry-run', '--json']);

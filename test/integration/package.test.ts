@@ -75,10 +75,10 @@ describe('the npm package', () => {
 
     // zstd from Node's own zlib where it has it (>= 22.15); on older Nodes, without zstd-napi, a clear refusal
     const repo = join(dir, 'repo');
-    const zstd = await inNs(tp, ['push', fixture('app-v1.tar'), '--to', repo, '--name', 'pkg/app:zstd']).then(() => 0, (e: { code: number; stderr: string }) => e);
+    const zstd = await inNs(tp, ['push', '--init', fixture('app-v1.tar'), '--to', repo, '--name', 'pkg/app:zstd']).then(() => 0, (e: { code: number; stderr: string }) => e);
     const nodeZstd = typeof (await import('node:zlib') as { createZstdCompress?: unknown }).createZstdCompress === 'function';
     expect(zstd === 0 ? 'pushed' : (zstd as { stderr: string }).stderr.includes('zstd-napi') && (zstd as { code: number }).code === 2 ? 'refused' : zstd).toBe(nodeZstd ? 'pushed' : 'refused');
-    await inNs(tp, ['push', fixture('app-v1.tar'), '--to', repo, '--name', 'pkg/app:1', '--compress', 'gzip']);
+    await inNs(tp, ['push', '--init', fixture('app-v1.tar'), '--to', repo, '--name', 'pkg/app:1', '--compress', 'gzip']);
     await emptyDaemon('consumer');
     await inNs(tp, ['pull', 'pkg/app:1', '--from', repo, '--state', join(dir, 'state')], { DOCKER_HOST: env.consumer });
     expect(await docker('consumer', 'images', '-q', 'pkg/app:1')).not.toBe('');

@@ -11,7 +11,7 @@ import { ROOT, docker, filesBelow, fixture, realEnv, tarport, tempDir } from '..
 const env = realEnv();
 
 function startWatch(args: string[]) {
-  const child: ChildProcess = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), 'watch', '--json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child: ChildProcess = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), 'watch', '--init', '--json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const events: (WatchEvent & { time: string })[] = [];
   let buf = '';
   let stderr = '';
@@ -118,7 +118,7 @@ describe('producer agent: tarport watch', () => {
     await w.exited;
     await objectsIntact(repo);
     expect(await readdir(drop)).toContain('app.tar'); // not moved: it was not published
-    const once = await tarport(['watch', drop, '--to', repo, '--once', '--settle', '100ms', '--compress', 'gzip', '--name', 'tarport-test/crash:1']);
+    const once = await tarport(['watch', '--init', drop, '--to', repo, '--once', '--settle', '100ms', '--compress', 'gzip', '--name', 'tarport-test/crash:1']);
     expect(once.code, once.stderr).toBe(0);
     await objectsIntact(repo);
     expect(await versions(repo, 'tarport-test/crash')).toEqual([1]);
@@ -141,7 +141,7 @@ describe('producer agent: tarport watch', () => {
     await objectsIntact(repo);
     const published = w.events.some((e) => e.kind === 'published');
     expect(await readdir(drop)).toContain(published ? 'done' : 'app.tar');
-    const once = await tarport(['watch', drop, '--to', repo, '--once', '--settle', '100ms', '--name', 'tarport-test/term:1']);
+    const once = await tarport(['watch', '--init', drop, '--to', repo, '--once', '--settle', '100ms', '--name', 'tarport-test/term:1']);
     expect(once.code).toBe(0);
     expect(await versions(repo, 'tarport-test/term')).toEqual([1]);
   });
@@ -156,7 +156,7 @@ describe('producer agent: tarport watch', () => {
     await copyFile(fixture('app-export.tar.gz'), join(drop, 'other.tar.gz'));
     await writeFile(join(drop, 'other.tar.gz.name'), 'tarport-test/sidecar:2024\n');
     await copyFile(fixture('app-export.tar'), join(drop, 'nameless.tar'));
-    const r = await tarport(['watch', drop, '--to', repo, '--once', '--settle', '100ms', '--name-map', 'rootfs-{v}.tar=tarport-test/mapped:{v}']);
+    const r = await tarport(['watch', '--init', drop, '--to', repo, '--once', '--settle', '100ms', '--name-map', 'rootfs-{v}.tar=tarport-test/mapped:{v}']);
     expect(r.code).toBe(2);
     const ls = JSON.parse((await tarport(['ls', repo, '--json'])).stdout).releases.map((x: { name: string; tag: string }) => `${x.name}:${x.tag}`).sort();
     expect(ls).toEqual(['tarport-test/mapped:7', 'tarport-test/sidecar:2024']);

@@ -47,7 +47,7 @@ describe('hostile repository corpus over a lying FTP server', () => {
     const archive = join(base, 'app.tar');
     await writeFile(archive, tarBytes(dockerSave('corpus/app:1').items));
     honest = join(base, 'honest');
-    const r = await tarport(['push', archive, '--to', honest]);
+    const r = await tarport(['push', '--init', archive, '--to', honest]);
     expect(r.code, r.stderr).toBe(0);
     const ls = JSON.parse((await tarport(['ls', honest, '--json'])).stdout) as { releases: { record?: string; layers?: unknown }[] };
     expect(ls.releases).toHaveLength(1);
@@ -73,7 +73,7 @@ describe('hostile repository corpus over a lying FTP server', () => {
         pull: ['pull', '--from', url, '--state', join(work, 'state')],
         check: ['check', url],
         gc: ['gc', url, '--keep', '1', '--grace', '0s', '--dry-run'],
-        sync: ['sync', url, join(work, 'dst')],
+        sync: ['sync', '--init', url, join(work, 'dst')],
       }[cmd];
       // a daemon that has the layers already reads none of them: start every pull from an empty one
       if (cmd === 'pull') await emptyDaemon('consumer');

@@ -43,7 +43,7 @@ function argsFor(cmd: Command, repo: string, work: string): string[] {
     case 'gc':
       return ['gc', repo, '--keep', '1', '--grace', '0s'];
     case 'sync':
-      return ['sync', repo, join(work, 'dst')];
+      return ['sync', '--init', repo, join(work, 'dst')];
   }
 }
 
@@ -55,7 +55,7 @@ describe('hostile repository corpus over the directory transport', () => {
     const archive = join(base, 'app.tar');
     await writeFile(archive, tarBytes(dockerSave('corpus/app:1').items));
     honest = join(base, 'honest');
-    const r = await tarport(['push', archive, '--to', honest]);
+    const r = await tarport(['push', '--init', archive, '--to', honest]);
     expect(r.code, r.stderr).toBe(0);
   });
   afterAll(async () => {
@@ -113,7 +113,7 @@ describe('hostile repository corpus over the directory transport', () => {
     const before = await readFile(cat, 'utf8');
     const archive = join(work, 'v2.tar');
     await writeFile(archive, tarBytes(dockerSave('corpus/app:2').items));
-    const r = await measured(['push', archive, '--to', repo], {}, LIMIT_MS);
+    const r = await measured(['push', '--init', archive, '--to', repo], {}, LIMIT_MS);
     expect(r.code, r.stderr).toBe(3);
     expect(await readFile(cat, 'utf8')).toBe(before);
   });

@@ -45,7 +45,7 @@ describe('containerd: --runtime containerd through ctr', () => {
     for (const name of (await ctr('images', 'ls', '-q')).split('\n').filter((n) => n.includes('tarport-fixture/'))) await ctr('images', 'rm', name);
     repo = join(await tempDir(), 'repo');
     state = await tempDir();
-    expect((await tarport(['push', fixture('app-v1.tar'), '--to', repo])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo])).code).toBe(0);
   });
 
   it('a release loads into the k8s.io namespace under its qualified name, complete and unpacked, and runs', async () => {
@@ -62,7 +62,7 @@ describe('containerd: --runtime containerd through ctr', () => {
   });
 
   it('an update reads only the new layer from the repository, and its archive leaves out what the content store has', async () => {
-    expect((await tarport(['push', fixture('app-v2.tar'), '--to', repo])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v2.tar'), '--to', repo])).code).toBe(0);
     const p = await pullJson([...flags(), 'tarport-fixture/app:2']);
     expect(p.code).toBe(0);
     expect(p.stderr).toContain('loading tarport-fixture/app:2 v1: 5 layer(s), 4 already in the daemon');
@@ -81,7 +81,7 @@ describe('containerd: --runtime containerd through ctr', () => {
 
   it('an export release (a root file system) becomes a one-layer image and runs', async () => {
     const exp = join(await tempDir(), 'repo');
-    expect((await tarport(['push', fixture('app-export.tar'), '--to', exp, '--name', 'tarport-fixture/exported:1'])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-export.tar'), '--to', exp, '--name', 'tarport-fixture/exported:1'])).code).toBe(0);
     const p = await pullJson(['--from', exp, '--state', await tempDir(), '--runtime', 'containerd', '--containerd-socket', sock]);
     expect(p.code).toBe(0);
     expect(p.doc.loaded.map((l) => l.ref)).toEqual(['tarport-fixture/exported:1']);
@@ -105,7 +105,7 @@ describe('Podman: --runtime podman through its API service', () => {
     if (ids.length > 0) await podman('rmi', '-f', ...new Set(ids));
     repo = join(await tempDir(), 'repo');
     state = await tempDir();
-    expect((await tarport(['push', fixture('app-v1.tar'), fixture('app-v2.tar'), '--to', repo])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), fixture('app-v2.tar'), '--to', repo])).code).toBe(0);
   });
 
   it('releases load under Docker Hub names with the config digest as ID, and run', async () => {

@@ -30,7 +30,7 @@ describe('the single executable', () => {
     await expect(run('/bin/sh', ['-c', 'command -v node'], { env: { PATH: '/nonexistent' } })).rejects.toMatchObject({ code: 127 });
     expect((await sea(['--help'])).stdout).toContain('Usage: tarport');
     await sea(['keys', 'generate', '--uid', 'sea <sea@example.invalid>', '--out', join(dir, 'k'), '--type', 'ecc']);
-    const push = await sea(['push', fixture('app-v1.tar'), '--to', join(dir, 'repo'), '--sign-key', join(dir, 'k.sec.asc'), '--json']);
+    const push = await sea(['push', '--init', fixture('app-v1.tar'), '--to', join(dir, 'repo'), '--sign-key', join(dir, 'k.sec.asc'), '--json']);
     expect(JSON.parse(push.stdout)).toMatchObject({ failed: [], pushed: [{ releases: [expect.objectContaining({ status: 'published' })] }] });
     const ls = await sea(['ls', join(dir, 'repo'), '--json']);
     expect(JSON.stringify(JSON.parse(ls.stdout))).toContain('app');

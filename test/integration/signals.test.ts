@@ -63,7 +63,7 @@ describe('SIGTERM ends every command within 10 s, leaving nothing half-visible',
     it(`push ${when}: exit 143, no release visible`, async () => {
       const { proxy, url, flags } = await viaProxy();
       const sub = `sig-${randomBytes(4).toString('hex')}`;
-      const r = await interrupt(['push', fixture('app-v1.tar'), '--to', url(sub), '--name', 'tarport-test/sig:1', '--compress', 'none', ...flags], {}, () => proxy.bytes > SIZE_STEP, stalled ? proxy : undefined);
+      const r = await interrupt(['push', '--init', fixture('app-v1.tar'), '--to', url(sub), '--name', 'tarport-test/sig:1', '--compress', 'none', ...flags], {}, () => proxy.bytes > SIZE_STEP, stalled ? proxy : undefined);
       await proxy.close();
       times.push(`push ${when}: ${r.ms} ms`);
       expect(r.code, r.stderr).toBe(143);
@@ -76,7 +76,7 @@ describe('SIGTERM ends every command within 10 s, leaving nothing half-visible',
     it(`pull ${when}: exit 143, no image loaded, the next pull loads it`, async () => {
       const env = realEnv();
       const sub = `sig-${randomBytes(4).toString('hex')}`;
-      const up = await tarport(['push', fixture('app-v1.tar'), '--to', `${S.url}/${sub}`, '--name', 'tarport-test/sigpull:1', '--compress', 'none', '--identity', S.identity, '--known-hosts', S.knownHosts]);
+      const up = await tarport(['push', '--init', fixture('app-v1.tar'), '--to', `${S.url}/${sub}`, '--name', 'tarport-test/sigpull:1', '--compress', 'none', '--identity', S.identity, '--known-hosts', S.knownHosts]);
       expect(up.code, up.stderr).toBe(0);
       await emptyDaemon('consumer');
       const { proxy, url, flags } = await viaProxy();
@@ -94,11 +94,11 @@ describe('SIGTERM ends every command within 10 s, leaving nothing half-visible',
 
     it(`sync ${when}: exit 143, no catalog at the destination`, async () => {
       const sub = `sig-${randomBytes(4).toString('hex')}`;
-      const up = await tarport(['push', fixture('app-v1.tar'), '--to', `${S.url}/${sub}`, '--name', 'tarport-test/sigsync:1', '--compress', 'none', '--identity', S.identity, '--known-hosts', S.knownHosts]);
+      const up = await tarport(['push', '--init', fixture('app-v1.tar'), '--to', `${S.url}/${sub}`, '--name', 'tarport-test/sigsync:1', '--compress', 'none', '--identity', S.identity, '--known-hosts', S.knownHosts]);
       expect(up.code, up.stderr).toBe(0);
       const { proxy, url, flags } = await viaProxy();
       const dst = join(await tempDir(), 'stick');
-      const r = await interrupt(['sync', url(sub), dst, ...flags], {}, () => proxy.bytes > SIZE_STEP, stalled ? proxy : undefined);
+      const r = await interrupt(['sync', '--init', url(sub), dst, ...flags], {}, () => proxy.bytes > SIZE_STEP, stalled ? proxy : undefined);
       await proxy.close();
       times.push(`sync ${when}: ${r.ms} ms`);
       expect(r.code, r.stderr).toBe(143);
@@ -110,7 +110,7 @@ describe('SIGTERM ends every command within 10 s, leaving nothing half-visible',
     it(`poll ${when}: stops with exit 0, no image loaded`, async () => {
       const env = realEnv();
       const sub = `sig-${randomBytes(4).toString('hex')}`;
-      const up = await tarport(['push', fixture('app-v1.tar'), '--to', `${S.url}/${sub}`, '--name', 'tarport-test/sigpoll:1', '--compress', 'none', '--identity', S.identity, '--known-hosts', S.knownHosts]);
+      const up = await tarport(['push', '--init', fixture('app-v1.tar'), '--to', `${S.url}/${sub}`, '--name', 'tarport-test/sigpoll:1', '--compress', 'none', '--identity', S.identity, '--known-hosts', S.knownHosts]);
       expect(up.code, up.stderr).toBe(0);
       await emptyDaemon('consumer');
       const { proxy, url, flags } = await viaProxy();
@@ -128,7 +128,7 @@ describe('SIGTERM ends every command within 10 s, leaving nothing half-visible',
       const drop = await tempDir();
       await mkdir(drop, { recursive: true });
       await copyFile(fixture('app-v1.tar'), join(drop, 'app.tar'));
-      const r = await interrupt(['watch', drop, '--to', url(sub), '--settle', '100ms', '--name', 'tarport-test/sigwatch:1', '--compress', 'none', ...flags], {}, () => proxy.bytes > SIZE_STEP, stalled ? proxy : undefined);
+      const r = await interrupt(['watch', '--init', drop, '--to', url(sub), '--settle', '100ms', '--name', 'tarport-test/sigwatch:1', '--compress', 'none', ...flags], {}, () => proxy.bytes > SIZE_STEP, stalled ? proxy : undefined);
       await proxy.close();
       times.push(`watch ${when}: ${r.ms} ms`);
       expect(r.code, r.stderr).toBe(0);
@@ -142,7 +142,7 @@ describe('SIGTERM ends every command within 10 s, leaving nothing half-visible',
   it('a second SIGTERM ends a command at once', async () => {
     const { proxy, url, flags } = await viaProxy();
     const sub = `sig-${randomBytes(4).toString('hex')}`;
-    const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), 'push', fixture('app-v1.tar'), '--to', url(sub), '--name', 'tarport-test/sig2:1', '--compress', 'none', ...flags], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), 'push', '--init', fixture('app-v1.tar'), '--to', url(sub), '--name', 'tarport-test/sig2:1', '--compress', 'none', ...flags], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr!.on('data', (d) => (stderr += d));
     const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));

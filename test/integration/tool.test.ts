@@ -13,7 +13,7 @@ let dir: string;
 beforeAll(async () => {
   dir = await tempDir();
   expect((await tarport(['keys', 'generate', '--uid', 'producer <producer@example.invalid>', '--out', join(dir, 'producer'), '--type', 'ecc'])).code).toBe(0);
-  expect((await tarport(['push', fixture('app-v1.tar'), '--to', join(dir, 'high'), '--sign-key', join(dir, 'producer.sec.asc')])).code).toBe(0);
+  expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', join(dir, 'high'), '--sign-key', join(dir, 'producer.sec.asc')])).code).toBe(0);
 });
 
 async function gpgVerify(folder: string, gnupg: string) {
@@ -25,7 +25,7 @@ describe('sync --with-tool', () => {
     const exe = join(dir, 'tarport-linux-x64');
     await writeFile(exe, Buffer.alloc(1 << 20, 'tool v1'));
     const stick = join(dir, 'stick');
-    const r = await tarport(['sync', join(dir, 'high'), stick, '--with-tool', exe, '--sign-key', join(dir, 'producer.sec.asc'), '--json']);
+    const r = await tarport(['sync', '--init', join(dir, 'high'), stick, '--with-tool', exe, '--sign-key', join(dir, 'producer.sec.asc'), '--json']);
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout).tool).toMatchObject({ signed: true, files: [{ name: 'tarport-linux-x64', size: 1 << 20 }] });
     // the repository beside it is whole: check passes, the folder is no part of it
@@ -47,13 +47,13 @@ describe('sync --with-tool', () => {
 
     // a later stick carries the update the same way
     await writeFile(exe, Buffer.alloc(2 << 20, 'tool v2'));
-    expect((await tarport(['sync', join(dir, 'high'), stick, '--with-tool', exe, '--sign-key', join(dir, 'producer.sec.asc')])).code).toBe(0);
+    expect((await tarport(['sync', '--init', join(dir, 'high'), stick, '--with-tool', exe, '--sign-key', join(dir, 'producer.sec.asc')])).code).toBe(0);
     expect((await gpgVerify(folder, gnupg)).stdout).toContain('[GNUPG:] GOODSIG');
     expect((await run('sha256sum', ['-c', 'SHA256SUMS'], { cwd: folder })).stdout).toContain('tarport-linux-x64: OK');
   });
 
   it('a tool file that is not there stops the sync before it copies anything (exit 2)', async () => {
-    const r = await tarport(['sync', join(dir, 'high'), join(dir, 'stick2'), '--with-tool', join(dir, 'missing-tool')]);
+    const r = await tarport(['sync', '--init', join(dir, 'high'), join(dir, 'stick2'), '--with-tool', join(dir, 'missing-tool')]);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('missing-tool');
     await expect(run('ls', [join(dir, 'stick2')])).rejects.toMatchObject({ code: 2 });

@@ -357,7 +357,7 @@ describe('end to end over the network', () => {
   it('a push over SFTP and a pull over FTPS: the image runs in the consumer daemon', async () => {
     const env = realEnv();
     const sub = `e2e-${randomBytes(4).toString('hex')}`;
-    const push = await tarport(['push', fixture('app-v1.tar'), '--to', `${S.TP_SFTP_URL}/${sub}`, '--name', 'tarport-test/remote:1', '--identity', S.TP_SFTP_IDENTITY, '--known-hosts', S.TP_SFTP_KNOWN_HOSTS]);
+    const push = await tarport(['push', '--init', fixture('app-v1.tar'), '--to', `${S.TP_SFTP_URL}/${sub}`, '--name', 'tarport-test/remote:1', '--identity', S.TP_SFTP_IDENTITY, '--known-hosts', S.TP_SFTP_KNOWN_HOSTS]);
     expect(push.code, push.stderr).toBe(0);
     const ls = await tarport(['ls', `${S.TP_FTP2_URL}/${sub}`, '--json'], { TARPORT_PASSWORD: S.TP_FTP_PASSWORD });
     expect(ls.code, ls.stderr).toBe(0);

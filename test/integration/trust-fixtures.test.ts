@@ -28,7 +28,7 @@ beforeAll(async () => {
 
 async function signedRepo(name: string, tag: string, extra: string[] = [], key = producerSec): Promise<string> {
   const repo = join(dir, `${name}-${randomBytes(3).toString('hex')}`);
-  const r = await tarport(['push', fixture('app-v1.tar'), '--to', repo, '--name', tag, '--sign-key', key, ...extra]);
+  const r = await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo, '--name', tag, '--sign-key', key, ...extra]);
   expect(r.code, r.stderr).toBe(0);
   return repo;
 }
@@ -72,7 +72,7 @@ const fixtures: [string, (tag: string) => Promise<{ repo: string; state?: string
     async (tag) => {
       const repo = await signedRepo('replayed', tag);
       await copyFile(join(repo, 'tarport/catalog.json'), join(dir, 'old.json'));
-      expect((await tarport(['push', fixture('app-v2.tar'), '--to', repo, '--name', tag, '--sign-key', producerSec])).code).toBe(0);
+      expect((await tarport(['push', '--init', fixture('app-v2.tar'), '--to', repo, '--name', tag, '--sign-key', producerSec])).code).toBe(0);
       const state = join(dir, `state-${randomBytes(3).toString('hex')}`);
       const first = await tarport(['pull', '--from', repo, '--state', state, '--trust', producerPub], { DOCKER_HOST: env.consumer });
       expect(first.code, first.stderr).toBe(0);
@@ -90,7 +90,7 @@ const fixtures: [string, (tag: string) => Promise<{ repo: string; state?: string
       // mix and match: the catalog entry of one tag swapped for another tag's (valid) record. The
       // signed catalog stops this first; without --trust the record's own name and tag stop it.
       const repo = await signedRepo('mixed', tag);
-      expect((await tarport(['push', fixture('app-v2.tar'), '--to', repo, '--name', `${tag}-other`, '--sign-key', producerSec])).code).toBe(0);
+      expect((await tarport(['push', '--init', fixture('app-v2.tar'), '--to', repo, '--name', `${tag}-other`, '--sign-key', producerSec])).code).toBe(0);
       const catPath = join(repo, 'tarport/catalog.json');
       const cat = JSON.parse(await readFile(catPath, 'utf8'));
       const [mine, other] = [cat.releases.find((e: { tag: string }) => e.tag === tag.split(':')[1]), cat.releases.find((e: { tag: string }) => e.tag !== tag.split(':')[1])];

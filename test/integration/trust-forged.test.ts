@@ -129,7 +129,7 @@ function u32(n: number): Buffer {
 /** Pushes the fixture encrypted to the site, unsigned (the attacker writes records then). */
 async function encryptedRepo(name: string, tag: string): Promise<string> {
   const repo = join(dir, `${name}-${randomBytes(3).toString('hex')}`);
-  const r = await tarport(['push', fixture('app-v1.tar'), '--to', repo, '--name', tag, '--encrypt-to', site.pub]);
+  const r = await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo, '--name', tag, '--encrypt-to', site.pub]);
   expect(r.code, r.stderr).toBe(0);
   return repo;
 }
@@ -193,7 +193,7 @@ describe('forged encrypted releases: the consumer refuses (exit 3)', () => {
     const tag = `tarport-test/forged-plain-${randomBytes(3).toString('hex')}:1`;
     const repo = await encryptedRepo('plain-swap', tag);
     const plain = join(dir, `plain-${randomBytes(3).toString('hex')}`);
-    expect((await tarport(['push', fixture('app-v1.tar'), '--to', plain, '--name', tag])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', plain, '--name', tag])).code).toBe(0);
     for (const b of await readdir(join(plain, 'blobs/sha256'))) await copyFile(join(plain, 'blobs/sha256', b), join(repo, 'blobs/sha256', b));
     const plainRecord = async () => {
       const cat = JSON.parse(await readFile(join(plain, 'tarport/catalog.json'), 'utf8')) as { releases: { name: string; tag: string; record: string }[] };
@@ -232,7 +232,7 @@ describe('forged encrypted releases: the consumer refuses (exit 3)', () => {
     const tag = `tarport-test/forged-mdc-${randomBytes(3).toString('hex')}:1`;
     const repo = await encryptedRepo('wrong-mdc', tag);
     const plain = join(dir, `plain-${randomBytes(3).toString('hex')}`);
-    expect((await tarport(['push', fixture('app-v1.tar'), '--to', plain, '--name', tag])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', plain, '--name', tag])).code).toBe(0);
     const plainLayers = new Map<string, string>(); // diffId → the plain repository's stored layer
     const pcat = JSON.parse(await readFile(join(plain, 'tarport/catalog.json'), 'utf8')) as { releases: { name: string; tag: string; record: string }[] };
     const pe = pcat.releases[0]!;

@@ -30,7 +30,7 @@ describe('trust: signed releases and pinned keys', () => {
     const stranger = await keys(dir, 'stranger');
     const repo = join(dir, 'repo');
     const tag = `tarport-test/signed-${randomBytes(3).toString('hex')}:1`;
-    const push = await tarport(['push', fixture('app-v1.tar'), '--to', repo, '--name', tag, '--sign-key', producer.sec]);
+    const push = await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo, '--name', tag, '--sign-key', producer.sec]);
     expect(push.code, push.stderr).toBe(0);
     // gpg checks every signature by hand
     const home = await tempDir('tarport-gnupg-');
@@ -66,7 +66,7 @@ describe('trust: signed releases and pinned keys', () => {
 
     // an unsigned repository, with a key pinned: refused
     const plain = join(dir, 'plain');
-    expect((await tarport(['push', fixture('app-v1.tar'), '--to', plain, '--name', tag])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', plain, '--name', tag])).code).toBe(0);
     const unsigned = await tarport(['pull', '--from', plain, '--state', join(dir, 's4'), '--trust', producer.pub], { DOCKER_HOST: env.consumer });
     expect(unsigned.code).toBe(3);
     expect(unsigned.stderr).toMatch(/not signed/);
@@ -81,18 +81,18 @@ describe('trust: signed releases and pinned keys', () => {
     await writeFile(sec, (await gpg(home, '--armor', '--export-secret-keys')).stdout);
     await writeFile(pub, (await gpg(home, '--armor', '--export')).stdout);
     const repo = join(dir, 'repo');
-    expect((await tarport(['push', fixture('app-v1.tar'), '--to', repo, '--name', 'tarport-test/gpgkey:1', '--sign-key', sec])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo, '--name', 'tarport-test/gpgkey:1', '--sign-key', sec])).code).toBe(0);
     const p = await tarport(['pull', '--from', repo, '--state', join(dir, 's'), '--trust', pub], { DOCKER_HOST: env.consumer });
     expect(p.code, p.stderr).toBe(0);
 
     await writeFile(join(dir, 'pass'), 'correct horse\n');
     const r = await tarport(['keys', 'generate', '--uid', 'locked <l@example.invalid>', '--out', join(dir, 'locked'), '--type', 'ecc', '--passphrase-file', join(dir, 'pass')]);
     expect(r.code, r.stderr).toBe(0);
-    const noPass = await tarport(['push', fixture('app-v1.tar'), '--to', join(dir, 'r2'), '--name', 'x/y:1', '--sign-key', join(dir, 'locked.sec.asc')]);
+    const noPass = await tarport(['push', '--init', fixture('app-v1.tar'), '--to', join(dir, 'r2'), '--name', 'x/y:1', '--sign-key', join(dir, 'locked.sec.asc')]);
     expect(noPass.code).toBe(2);
     expect(noPass.stderr).toMatch(/passphrase/);
     expect(await filesBelow(join(dir, 'r2'))).toEqual([]);
-    const withPass = await tarport(['push', fixture('app-v1.tar'), '--to', join(dir, 'r2'), '--name', 'x/y:1', '--sign-key', join(dir, 'locked.sec.asc')], { TARPORT_SIGN_KEY_PASSPHRASE: 'correct horse' });
+    const withPass = await tarport(['push', '--init', fixture('app-v1.tar'), '--to', join(dir, 'r2'), '--name', 'x/y:1', '--sign-key', join(dir, 'locked.sec.asc')], { TARPORT_SIGN_KEY_PASSPHRASE: 'correct horse' });
     expect(withPass.code, withPass.stderr).toBe(0);
   });
 
@@ -108,12 +108,12 @@ describe('trust: signed releases and pinned keys', () => {
     const tag = `tarport-test/secret-${randomBytes(3).toString('hex')}:1`;
     const ssh = ['--identity', process.env.TP_SFTP_IDENTITY!, '--known-hosts', process.env.TP_SFTP_KNOWN_HOSTS!];
     // uncompressed, so that without encryption the image's bytes would be there to find
-    const push = await tarport(['push', fixture('app-v1.tar'), '--to', `${sftp}/${sub}`, '--name', tag, '--compress', 'none', '--sign-key', producer.sec, '--encrypt-to', site.pub, ...ssh]);
+    const push = await tarport(['push', '--init', fixture('app-v1.tar'), '--to', `${sftp}/${sub}`, '--name', tag, '--compress', 'none', '--sign-key', producer.sec, '--encrypt-to', site.pub, ...ssh]);
     expect(push.code, push.stderr).toBe(0);
     const repo = join(home, sub);
     const secrets = ['hello from v1', 'deleted-in-upper', '/app/hello.txt', 'busybox'];
     const control = join(dir, 'control');
-    expect((await tarport(['push', fixture('app-v1.tar'), '--to', control, '--name', tag, '--compress', 'none'])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', control, '--name', tag, '--compress', 'none'])).code).toBe(0);
     const found = async (root: string) => {
       const hits = new Set<string>();
       for (const f of await filesBelow(root)) {

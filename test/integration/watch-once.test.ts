@@ -35,7 +35,7 @@ describe('watch --once', () => {
     const archive = tarBytes(dockerSave('corpus/slow:1').items);
     const writing = slowWrite(join(drop, 'slow.tar'), archive, 6, 300);
     await sleep(100);
-    const r = await tarport(['watch', drop, '--to', repo, '--once', '--settle', '700ms', '--give-up', '30s']);
+    const r = await tarport(['watch', '--init', drop, '--to', repo, '--once', '--settle', '700ms', '--give-up', '30s']);
     const lastWrite = await writing;
     expect(r.code, r.stderr).toBe(0);
     expect(await readdir(join(drop, 'done'))).toEqual(['slow.tar']);
@@ -51,7 +51,7 @@ describe('watch --once', () => {
     const writing = slowWrite(join(drop, 'busy.tar'), tarBytes(dockerSave('corpus/busy:1').items), 40, 200);
     await sleep(100);
     const t0 = Date.now();
-    const r = await tarport(['watch', drop, '--to', repo, '--once', '--settle', '1s', '--give-up', '3s', '--json']);
+    const r = await tarport(['watch', '--init', drop, '--to', repo, '--once', '--settle', '1s', '--give-up', '3s', '--json']);
     const ms = Date.now() - t0;
     await writing;
     expect(r.code, r.stderr).toBe(75);
@@ -68,7 +68,7 @@ describe('watch --once', () => {
     const { drop, repo } = await setup();
     const archive = tarBytes(dockerSave('corpus/cut:1').items);
     await writeFile(join(drop, 'cut.tar'), archive.subarray(0, 1024));
-    const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), 'watch', drop, '--to', repo, '--once', '--settle', '300ms', '--give-up', '6s'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), 'watch', '--init', drop, '--to', repo, '--once', '--settle', '300ms', '--give-up', '6s'], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
     const code = new Promise<number>((res) => child.on('close', (c) => res(c ?? -1)));
@@ -86,7 +86,7 @@ describe('watch --once', () => {
     const { drop, repo } = await setup();
     await writeFile(join(drop, 'cut.tar'), tarBytes(dockerSave('corpus/cut:1').items).subarray(0, 2048));
     await utimes(join(drop, 'cut.tar'), new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
-    const r = await tarport(['watch', drop, '--to', repo, '--once', '--settle', '200ms', '--give-up', '30s']);
+    const r = await tarport(['watch', '--init', drop, '--to', repo, '--once', '--settle', '200ms', '--give-up', '30s']);
     expect(r.code, r.stderr).toBe(2);
     expect(await readdir(join(drop, 'failed'))).toEqual(['cut.tar', 'cut.tar.reason']);
   });
@@ -96,7 +96,7 @@ describe('watch --once', () => {
     const archive = tarBytes(dockerSave('corpus/paused:1').items);
     await writeFile(join(drop, 'paused.tar'), archive.subarray(0, 2048));
     await utimes(join(drop, 'paused.tar'), new Date(Date.now() - 2000), new Date(Date.now() - 2000));
-    const run = tarport(['watch', drop, '--to', repo, '--once', '--settle', '300ms', '--give-up', '30s']);
+    const run = tarport(['watch', '--init', drop, '--to', repo, '--once', '--settle', '300ms', '--give-up', '30s']);
     await sleep(2500); // the run found it incomplete and waits for it to grow
     await appendFile(join(drop, 'paused.tar'), archive.subarray(2048));
     const r = await run;

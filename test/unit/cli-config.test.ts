@@ -18,11 +18,11 @@ describe('flags, environment and config file', () => {
     const [v1] = await writeDemoArchives(dir);
     const cfg = join(dir, 'tarport.toml');
     await writeFile(cfg, `compress = "gzip"\nto = "${join(dir, 'from-file')}"\n`);
-    expect((await tarport(['--config', cfg, 'push', v1!])).code).toBe(0);
+    expect((await tarport(['--config', cfg, 'push', '--init', v1!])).code).toBe(0);
     expect(await compressionUsed(join(dir, 'from-file'))).toBe('gzip');
-    expect((await tarport(['--config', cfg, 'push', v1!, '--to', join(dir, 'env')], { TARPORT_COMPRESS: 'none' })).code).toBe(0);
+    expect((await tarport(['--config', cfg, 'push', '--init', v1!, '--to', join(dir, 'env')], { TARPORT_COMPRESS: 'none' })).code).toBe(0);
     expect(await compressionUsed(join(dir, 'env'))).toBe('none');
-    expect((await tarport(['--config', cfg, 'push', v1!, '--to', join(dir, 'flag'), '--compress', 'zstd'], { TARPORT_COMPRESS: 'none' })).code).toBe(0);
+    expect((await tarport(['--config', cfg, 'push', '--init', v1!, '--to', join(dir, 'flag'), '--compress', 'zstd'], { TARPORT_COMPRESS: 'none' })).code).toBe(0);
     expect(await compressionUsed(join(dir, 'flag'))).toBe('zstd');
   });
 
@@ -31,7 +31,7 @@ describe('flags, environment and config file', () => {
     const [v1] = await writeDemoArchives(dir);
     const cfg = join(dir, 'tarport.yaml');
     await writeFile(cfg, `to: ${join(dir, 'repo')}\ncompres: gzip\nsign_kye: x\n`);
-    const r = await tarport(['--config', cfg, 'push', v1!]);
+    const r = await tarport(['--config', cfg, 'push', '--init', v1!]);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(cfg);
     expect(r.stderr).toMatch(/unknown keys "compres", "sign_kye"/);
@@ -40,7 +40,7 @@ describe('flags, environment and config file', () => {
 
   it('bad usage exits 2; --help and --version exit 0', async () => {
     expect((await tarport(['push'])).code).toBe(2);
-    expect((await tarport(['push', 'x.tar', '--bogus'])).code).toBe(2);
+    expect((await tarport(['push', '--init', 'x.tar', '--bogus'])).code).toBe(2);
     expect((await tarport(['nonsense'])).code).toBe(2);
     expect((await tarport(['--help'])).code).toBe(0);
     expect((await tarport(['--version'])).stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
@@ -49,10 +49,10 @@ describe('flags, environment and config file', () => {
   it('a missing repository location or a password in a URL is a usage error', async () => {
     const dir = await tempDir();
     const [v1] = await writeDemoArchives(dir);
-    const noTo = await tarport(['push', v1!]);
+    const noTo = await tarport(['push', '--init', v1!]);
     expect(noTo.code).toBe(2);
     expect(noTo.stderr).toMatch(/--to URL/);
-    const pw = await tarport(['push', v1!, '--to', 'sftp://me:secret@example.invalid/repo']);
+    const pw = await tarport(['push', '--init', v1!, '--to', 'sftp://me:secret@example.invalid/repo']);
     expect(pw.code).toBe(2);
     expect(pw.stderr).not.toContain('secret');
     expect(pw.stderr).toMatch(/TARPORT_PASSWORD/);
@@ -163,7 +163,7 @@ describe('through the command line', () => {
     const dir = await tempDir();
     const [v1] = await writeDemoArchives(dir);
     const repo = join(dir, 'repo');
-    expect((await tarport(['push', v1!, '--to', repo, '--catalog-ttl', '1ms'])).code).toBe(0);
+    expect((await tarport(['push', '--init', v1!, '--to', repo, '--catalog-ttl', '1ms'])).code).toBe(0);
     await new Promise((r) => setTimeout(r, 20));
     const pull = (v: string) => tarport(['pull', '--from', repo, '--state', join(dir, 'st')], { TARPORT_ALLOW_EXPIRED: v, DOCKER_HOST: `unix://${join(dir, 'no-daemon.sock')}` });
     for (const v of ['false', 'NO', '0']) {
@@ -182,7 +182,7 @@ describe('through the command line', () => {
     const dir = await tempDir();
     const [v1] = await writeDemoArchives(dir);
     const repo = join(dir, 'repo');
-    expect((await tarport(['push', v1!, '--to', repo])).code).toBe(0);
+    expect((await tarport(['push', '--init', v1!, '--to', repo])).code).toBe(0);
     const fresh = await tarport(['inventory', '--from', repo, '-o', join(dir, 'a.json')]);
     expect(fresh.code).toBe(0);
     expect(fresh.stderr).not.toContain('deprecated');

@@ -98,8 +98,8 @@ describe('metrics from the command line', () => {
     const [v1, v2] = await writeDemoArchives(dir);
     const prom = join(dir, 'tarport.prom');
     const repo = join(dir, 'repo');
-    expect((await tarport(['push', v1!, '--to', repo, '--metrics-file', prom])).code).toBe(0);
-    expect((await tarport(['push', v2!, '--to', repo, '--metrics-file', prom])).code).toBe(0);
+    expect((await tarport(['push', '--init', v1!, '--to', repo, '--metrics-file', prom])).code).toBe(0);
+    expect((await tarport(['push', '--init', v2!, '--to', repo, '--metrics-file', prom])).code).toBe(0);
     const text = await readFile(prom, 'utf8');
     expect((await promtool(text)).code).toBe(0);
     expect(sample(text, 'tarport_releases_published_total')).toBe(2);

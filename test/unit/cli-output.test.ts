@@ -17,8 +17,8 @@ async function twoVersions(): Promise<{ dir: string; repo: string; v1: string; v
   const dir = await tempDir();
   const [v1, v2] = await writeDemoArchives(dir);
   const repo = join(dir, 'repo');
-  expect((await tarport(['push', v1!, '--to', repo])).code).toBe(0);
-  expect((await tarport(['push', v2!, '--to', repo])).code).toBe(0);
+  expect((await tarport(['push', '--init', v1!, '--to', repo])).code).toBe(0);
+  expect((await tarport(['push', '--init', v2!, '--to', repo])).code).toBe(0);
   return { dir, repo, v1: v1!, v2: v2! };
 }
 
@@ -39,8 +39,8 @@ describe('data on stdout, messages on stderr', () => {
     expect(r.code).toBe(0);
     const rows = r.stdout.trim().split('\n');
     expect(rows[0]).toMatch(/^VERSION\s+CREATED\s+SIZE\s+SIGNER\s+ENCRYPTED\s+RECORD/);
-    expect(rows[1]).toMatch(/^1\s+\d{4}-\d\d-\d\dT\S+Z\s+[\d.]+ \S+\s+-\s+no\s+sha256:[0-9a-f]{64}$/);
-    expect(rows[2]).toMatch(/^2\s.*sha256:[0-9a-f]{64}\s+current$/);
+    expect(rows[1]).toMatch(/^1\s+\d{4}-\d\d-\d\dT\S+Z\s+[\d.]+ \S+\s+-\s+no\s+sha256:[0-9a-f]{64}\s+-$/);
+    expect(rows[2]).toMatch(/^2\s.*sha256:[0-9a-f]{64}\s+-\s+current$/);
     const j = oneDocument((await tarport(['log', 'tarport-demo/hello:latest', '--from', repo, '--json'])).stdout);
     const versions = j.versions as { version: number; digest: string; current: boolean; signer: string | null; encrypted: boolean }[];
     expect(versions.map((v) => [v.version, v.current, v.signer, v.encrypted])).toEqual([
@@ -65,7 +65,7 @@ describe('--json prints exactly one document', () => {
     const [v1] = await writeDemoArchives(dir);
     const bad = join(dir, 'bad.tar');
     await writeFile(bad, 'not a tar archive at all'.repeat(100));
-    const r = await tarport(['push', bad, v1!, '--to', join(dir, 'repo'), '--json']);
+    const r = await tarport(['push', '--init', bad, v1!, '--to', join(dir, 'repo'), '--json']);
     expect(r.code).toBe(2);
     const doc = oneDocument(r.stdout) as { pushed: { archive: string }[]; failed: { archive: string; error: { code: string } }[] };
     expect(doc.pushed.map((p) => p.archive)).toEqual([v1]);
@@ -74,7 +74,7 @@ describe('--json prints exactly one document', () => {
 
   it('a usage error, a bad config value and a bad environment value each give one error document', async () => {
     const dir = await tempDir();
-    const usage = await tarport(['push', '--json']);
+    const usage = await tarport(['push', '--init', '--json']);
     expect(usage.code).toBe(2);
     expect(oneDocument(usage.stdout)).toEqual({ error: { code: 'USAGE', message: "missing required argument 'archive'" } });
     const unknownFlag = await tarport(['ls', dir, '--bogus'], { TARPORT_JSON: '1' });
@@ -153,7 +153,7 @@ describe('log lines', () => {
     const { mkdir, readFile } = await import('node:fs/promises');
     await mkdir(join(dir, 'outbox'));
     const prom = join(dir, 'watch.prom');
-    const r = await stderrOf(false, '', ['watch', join(dir, 'outbox'), '--once', '--to', join(dir, 'repo'), '--settle', '100ms', '--metrics-file', prom]);
+    const r = await stderrOf(false, '', ['watch', '--init', join(dir, 'outbox'), '--once', '--to', join(dir, 'repo'), '--settle', '100ms', '--metrics-file', prom]);
     expect(r.code).toBe(0);
     const first = JSON.parse(r.stderr.split('\n')[0]!) as Record<string, unknown>;
     expect(first).toMatchObject({ level: 'info', event: 'started', agent: 'watch', interval: '100ms', subscriptions: [join(dir, 'outbox')] });

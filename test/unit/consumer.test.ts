@@ -73,8 +73,8 @@ async function repoWithDemo(): Promise<Repository> {
   mem = new MemoryTransport();
   const repo = new Repository(mem);
   const [v1, v2] = await writeDemoArchives(await tempDir());
-  await publishArchive(repo, v1!, { compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' } });
-  await publishArchive(repo, v2!, { compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '2' } });
+  await publishArchive(repo, v1!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' } });
+  await publishArchive(repo, v2!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '2' } });
   return repo;
 }
 
@@ -133,7 +133,7 @@ describe('rollback state follows the repository, not its location', () => {
   };
   const push = async (t: MemoryTransport, which: number, tag: string) => {
     const archives = await writeDemoArchives(await tempDir());
-    await publishArchive(new Repository(t), archives[which]!, { compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag } });
+    await publishArchive(new Repository(t), archives[which]!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag } });
   };
 
   it('an older copy at another location is refused (ROLLBACK) and leaves the state; a newer one is loaded next', async () => {

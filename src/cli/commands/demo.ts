@@ -39,7 +39,8 @@ export async function demoCommand(ctx: Context, flags: DemoFlags): Promise<numbe
     ctx.out.info(`repository: ${repoDir} (a local directory; a USB stick works the same)`);
     ctx.out.info(`consumer daemon: ${docker.endpoint}`);
     for (const a of archives) {
-      const p = await publishArchive(repo, a, { compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, signal: ctx.signal });
+      // the demo's repository is its own, made for this run: creating it is the point
+      const p = await publishArchive(repo, a, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, signal: ctx.signal });
       for (const r of p.releases) ctx.out.info(`push  ${a}: ${r.status} ${r.name}:${r.tag} v${r.version}, ${p.uploadedObjects} new object(s), ${humanBytes(p.uploadedBytes)} written`);
       const l = await pull(repo, new DockerRuntime(docker), { subscriptions: [], stateDir, signal: ctx.signal });
       for (const r of l.loaded) ctx.out.info(`pull  ${r.ref} v${r.version} loaded as ${r.imageId.slice(0, 19)}, ${humanBytes(l.bytesFetched)} read from the repository`);

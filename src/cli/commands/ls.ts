@@ -1,6 +1,6 @@
 import { signatureIssuer } from '../../crypto/index.js';
 import { TarportError } from '../../errors.js';
-import { recordMembers, type ReleaseMember, type ReleaseRef, type Repository } from '../../repo/index.js';
+import { hostsHolding, recordMembers, type Ack, type ReleaseMember, type ReleaseRef, type Repository } from '../../repo/index.js';
 import { openRepository, type ConnectionFlags, type Context } from '../context.js';
 import { humanBytes, table } from '../output.js';
 
@@ -22,10 +22,12 @@ export interface ListedRelease {
   digest: string;
   /** A multi-platform release's members (platform images, attestations, absent platforms); empty otherwise. */
   platforms: ReleaseMember[];
+  /** The hosts whose acknowledgement (tarport/acks/) names this very release. */
+  hosts: { host: string; hostname: string; loaded: string; runtime: string; platform: string }[];
 }
 
 /** One release as ls and log show it, read through the repository's public readers. */
-export async function describeRelease(repo: Repository, ref: ReleaseRef, current: ReadonlySet<string>, signal: AbortSignal): Promise<ListedRelease> {
+export async function describeRelease(repo: Repository, ref: ReleaseRef, current: ReadonlySet<string>, acks: readonly Ack[], signal: AbortSignal): Promise<ListedRelease> {
   const { record, digest } = await repo.readRecord(ref, undefined, { signal });
   const sig = await repo.readRecordSignature(ref, signal);
   return {
@@ -40,6 +42,7 @@ export async function describeRelease(repo: Repository, ref: ReleaseRef, current
     current: current.has(`${ref.name}:${ref.tag}:${ref.record}`),
     digest,
     platforms: recordMembers(record),
+    hosts: hostsHolding(acks, ref.name, ref.tag, digest),
   };
 }
 
@@ -58,6 +61,16 @@ export async function currentRecords(repo: Repository, signal: AbortSignal): Pro
   return { current: new Set((catalog?.releases ?? []).map((e) => `${e.name}:${e.tag}:${e.record}`)), hasCatalog: catalog !== undefined };
 }
 
+/** The hosts' acknowledgements; one that does not parse is named in a warning and left out. */
+export async function readAcksNoting(ctx: Context, repo: Repository): Promise<Ack[]> {
+  const { acks, bad } = await repo.readAcks(ctx.signal);
+  for (const b of bad) ctx.out.warn(`${b.file}: ${b.problem}`);
+  return acks;
+}
+
+/** The HOSTS column: host names (ids where two hosts share a name), or '-'. */
+export const hostsCell = (r: ListedRelease) => (r.hosts.length ? r.hosts.map((h) => (r.hosts.filter((o) => o.hostname === h.hostname).length > 1 ? `${h.hostname}(${h.host})` : h.hostname)).join(',') : '-');
+
 export const shortTime = (iso: string) => iso.replace(/\.\d+Z$/, 'Z');
 
 export async function lsCommand(ctx: Context, url: string, flags: LsFlags): Promise<number> {
@@ -65,6 +78,7 @@ export async function lsCommand(ctx: Context, url: string, flags: LsFlags): Prom
   const rows: ListedRelease[] = [];
   try {
     const { current, hasCatalog } = await currentRecords(repo, ctx.signal);
+    const acks = await readAcksNoting(ctx, repo);
     const tags = (await repo.listTags(ctx.signal)).sort((a, b) => (`${a.name}:${a.tag}` < `${b.name}:${b.tag}` ? -1 : 1));
     // a typo in the path, or a stick that is not mounted, must not read as an empty repository
     if (!hasCatalog && tags.length === 0) {
@@ -73,7 +87,7 @@ export async function lsCommand(ctx: Context, url: string, flags: LsFlags): Prom
     if (!hasCatalog) ctx.out.warn(`${repo.location} holds releases but no catalog: consumers see none of them until a push or sync writes one`);
     for (const { name, tag } of tags) {
       const refs = await repo.listReleases(name, tag, ctx.signal);
-      for (const ref of flags.latest ? refs.slice(-1) : refs) rows.push(await describeRelease(repo, ref, current, ctx.signal));
+      for (const ref of flags.latest ? refs.slice(-1) : refs) rows.push(await describeRelease(repo, ref, current, acks, ctx.signal));
     }
   } finally {
     await repo.close();
@@ -84,9 +98,9 @@ export async function lsCommand(ctx: Context, url: string, flags: LsFlags): Prom
     return 0;
   }
   // the table is data (`tarport ls REPO | grep app`): stdout
-  const header = ['NAME', 'TAG', 'VERSION', 'KIND', 'SIZE', 'CREATED', 'SIGNER', 'ENCRYPTED', 'PLATFORMS'];
+  const header = ['NAME', 'TAG', 'VERSION', 'KIND', 'SIZE', 'CREATED', 'SIGNER', 'ENCRYPTED', 'PLATFORMS', 'HOSTS'];
   ctx.out.data(
-    table([header, ...rows.map((r) => [r.name, r.tag, String(r.version), r.kind, humanBytes(r.size), shortTime(r.created), r.signer ?? '-', r.encrypted ? 'yes' : 'no', membersColumn(r.platforms)])]),
+    table([header, ...rows.map((r) => [r.name, r.tag, String(r.version), r.kind, humanBytes(r.size), shortTime(r.created), r.signer ?? '-', r.encrypted ? 'yes' : 'no', membersColumn(r.platforms), hostsCell(r)])]),
   );
   return 0;
 }

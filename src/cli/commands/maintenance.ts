@@ -59,12 +59,9 @@ export async function gcCommand(ctx: Context, url: string, flags: GcFlags): Prom
 export async function initCommand(ctx: Context, url: string, flags: ConnectionFlags): Promise<number> {
   const repo = await openRepository(url, 'URL', flags, { write: true, signal: ctx.signal });
   try {
-    const before = await repo.identity(ctx.signal);
-    const tx = await repo.begin({ signal: ctx.signal });
-    await tx.end();
-    const id = tx.repositoryId;
-    ctx.out.info(before ? `${repo.location} is a tarport repository already (id ${id})` : `created tarport repository ${repo.location} (id ${id})`);
-    ctx.out.document({ repository: repo.location, id, created: before === undefined });
+    const { id, created } = await repo.init(ctx.signal);
+    ctx.out.info(created ? `created tarport repository ${repo.location} (id ${id})` : `${repo.location} is a tarport repository already (id ${id})`);
+    ctx.out.document({ repository: repo.location, id, created });
     return EXIT.ok;
   } finally {
     await repo.close();

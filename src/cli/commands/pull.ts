@@ -5,7 +5,10 @@ import { exitCodeOf } from '../output.js';
 import { openMetrics, type MetricsFlags } from '../metrics.js';
 import { progressLine } from '../progress.js';
 import { VERSION } from '../../version.js';
-import { parsePlatform, validateName, validateTag } from '../../repo/index.js';
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { hostname as osHostname } from 'node:os';
+import { HOST_ID_RE, parsePlatform, validateName, validateTag } from '../../repo/index.js';
 import { defaultStateDir, openRepository, parseDuration, type ConnectionFlags, type Context } from '../context.js';
 import { describe, eventPrinter, pollLevel } from '../events.js';
 import { openRuntime, type RuntimeFlags } from '../runtime.js';
@@ -21,6 +24,8 @@ export interface PullFlags extends ConnectionFlags, RuntimeFlags, MetricsFlags {
   allowUnencrypted?: boolean;
   fetchOnly?: boolean;
   platform?: string;
+  ack?: boolean;
+  hostId?: string;
 }
 
 export interface PollFlags extends PullFlags {
@@ -54,7 +59,26 @@ async function consumerOptions(names: string[], flags: PullFlags) {
     ...(flags.platform ? { platform: parsePlatform(flags.platform) } : {}),
     ...(flags.decryptKey ? { decryptKey: await loadDecryptionKey(flags.decryptKey, process.env.TARPORT_DECRYPT_KEY_PASSPHRASE) } : {}),
     allowUnencrypted: flags.allowUnencrypted ?? false,
+    ...(flags.ack === false ? {} : { ack: { ...(await hostIdentity(flags.hostId)), timeoutMs: ACK_TIMEOUT_MS } }),
   };
+}
+
+/** An acknowledgement is a courtesy: it may cost a pull this long at most (a slow or stalled server). */
+const ACK_TIMEOUT_MS = 5_000;
+
+/**
+ * This host in acknowledgements: --host-id, else the first 16 hex digits of SHA-256 over
+ * "tarport:" and /etc/machine-id (machine-id(5): hand out an application-specific hash, never the id
+ * itself), else of the hostname. The hostname goes beside it for people to read.
+ */
+export async function hostIdentity(flag: string | undefined): Promise<{ id: string; hostname: string }> {
+  const hostname = osHostname().replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 255) || 'unnamed';
+  if (flag !== undefined) {
+    if (!HOST_ID_RE.test(flag)) throw new TarportError('USAGE', `--host-id ${JSON.stringify(flag)}: 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+    return { id: flag, hostname };
+  }
+  const machineId = (await readFile('/etc/machine-id', 'utf8').catch(() => '')).trim();
+  return { id: createHash('sha256').update(`tarport:${machineId || hostname}`).digest('hex').slice(0, 16), hostname };
 }
 
 export async function pullCommand(ctx: Context, names: string[], flags: PullFlags): Promise<number> {
@@ -79,6 +103,7 @@ export async function pullCommand(ctx: Context, names: string[], flags: PullFlag
         }
         progress.end();
         if (e.kind === 'warning') ctx.out.warn(e.message);
+        else if (e.kind === 'ack') ctx.out.line(e.readOnly ? 'debug' : 'info', e.message);
         else if (e.kind === 'refused') ctx.out.failure(new TarportError(e.code as ErrorCode, `refused ${e.ref} v${e.version}: ${e.message}`));
         else if (e.kind !== 'idle') ctx.out.info(describe(e));
       },

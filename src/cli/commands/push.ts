@@ -16,6 +16,7 @@ export interface PushFlags extends ConnectionFlags, MetricsFlags {
   name?: string;
   compress?: string;
   catalogTtl?: string;
+  init?: boolean;
 }
 
 export function compressionOf(v: string | undefined): Compression {
@@ -52,6 +53,7 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
           ...(name ? { name } : {}),
           catalogTtlMs,
           signal: ctx.signal,
+          ...(flags.init ? { create: true } : {}),
           ...(sign ? { sign } : {}),
           ...(encryptTo ? { encryptTo } : {}),
         });

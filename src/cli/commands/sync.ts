@@ -16,6 +16,7 @@ export interface SyncFlags extends ConnectionFlags {
   catalogTtl?: string;
   maxFileSize?: string;
   withTool?: string[];
+  init?: boolean;
 }
 
 /** Sizes: bytes, or with K, M, G (powers of 1024; "Gi", "GiB" too); "fat32" is 4 GiB - 1. */
@@ -50,6 +51,7 @@ export async function syncCommand(ctx: Context, srcUrl: string, dstUrl: string, 
       catalogTtlMs: parseDuration(flags.catalogTtl ?? '90d', '--catalog-ttl'),
       ...(flags.maxFileSize ? { maxFileSize: parseSize(flags.maxFileSize, '--max-file-size') } : {}),
       signal: ctx.signal,
+      ...(flags.init ? { create: true } : {}),
       onEvent: (e) => {
         if (e.kind === 'plan') bar?.start(e.bytes, 0);
         else if (e.kind === 'bytes') bar?.increment(e.bytes);
@@ -59,6 +61,7 @@ export async function syncCommand(ctx: Context, srcUrl: string, dstUrl: string, 
           // objects are done before releases and the catalog: the bar has said all it will
           bar?.stop();
           if (e.kind === 'warning') ctx.out.warn(e.message);
+          else if (e.kind === 'acks') ctx.out.info(`acknowledgements: ${e.copied} host(s) carried`);
           else if (e.kind === 'release') ctx.out.info(`release ${e.ref} v${e.version}: ${e.status}`);
           else ctx.out.info(`catalog: ${e.status}${e.signed ? ' (signed)' : ''}`);
         }

@@ -16,7 +16,7 @@ export function demoArchives(): Promise<string[]> {
 
 export async function publish(t: Transport, which: 0 | 1, tag: string, name = 'demo/app'): Promise<void> {
   const a = (await demoArchives())[which]!;
-  await publishArchive(new Repository(t), a, { compression: 'none', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name, tag } });
+  await publishArchive(new Repository(t), a, { create: true, compression: 'none', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name, tag } });
 }
 
 /** The faults `check` finds, as "what: problem" lines (an empty list: clean). */

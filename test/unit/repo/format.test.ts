@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { TarportError } from '../../../src/errors.js';
 import { Repository, REPOSITORY_ID_RE, serialize } from '../../../src/repo/index.js';
 import { syncRepos } from '../../../src/sync/index.js';
 import { MemoryTransport } from '../../../src/transport/index.js';
@@ -10,16 +11,31 @@ describe('repository identity', () => {
   it('init writes an id once; the catalog of the next publish names it', async () => {
     const t = new MemoryTransport();
     const repo = new Repository(t);
-    const tx = await repo.begin();
-    await tx.end();
+    expect((await repo.init()).created).toBe(true);
     const id = await repo.identity();
     expect(id).toMatch(REPOSITORY_ID_RE);
+    expect(await repo.init()).toEqual({ id, created: false });
     const again = await repo.begin();
     await again.end();
     expect(again.repositoryId).toBe(id);
     await publish(t, 0, '1');
     expect((await repo.readCatalog())!.catalog.repository).toBe(id);
     expect([...t.files.keys()].filter((k) => k.startsWith('tarport/pending/'))).toEqual([]);
+  });
+
+  it('a write to a location without a repository is refused before anything is written, unless create', async () => {
+    const t = new MemoryTransport('stick');
+    const e = await new Repository(t).begin().then(() => undefined, (err: unknown) => err);
+    expect(e).toBeInstanceOf(TarportError);
+    expect((e as TarportError).code).toBe('NO_REPOSITORY');
+    expect((e as TarportError).message).toContain('tarport init memory://stick');
+    expect([...t.files.keys()]).toEqual([]);
+    // create: the identity comes with the first thing kept; a transaction that keeps nothing leaves no file
+    const tx = await new Repository(t).begin({ create: true });
+    await tx.end();
+    expect([...t.files.keys()]).toEqual([]);
+    await publish(t, 0, '1');
+    expect(await new Repository(t).identity()).toMatch(REPOSITORY_ID_RE);
   });
 
   it('a tarport 0.1 repository stays readable, and the next publish gives it an id and a v2 catalog', async () => {
@@ -51,7 +67,7 @@ describe('repository identity', () => {
     await publish(src, 0, '1');
     await publish(src, 1, '2');
     const dst = new MemoryTransport('dst');
-    await syncRepos(new Repository(src), new Repository(dst), { catalogTtlMs: TTL });
+    await syncRepos(new Repository(src), new Repository(dst), { create: true, catalogTtlMs: TTL });
     expect(await new Repository(dst).identity()).toBe(await new Repository(src).identity());
     expect(dst.files.get('tarport/catalog.json')).toEqual(src.files.get('tarport/catalog.json'));
     expect(await faults(dst)).toEqual([]);
@@ -62,7 +78,7 @@ describe('repository identity', () => {
     await publish(src, 0, '1');
     await publish(src, 1, '2');
     const dst = new MemoryTransport('dst');
-    await syncRepos(new Repository(src), new Repository(dst), { catalogTtlMs: TTL, only: [{ name: 'demo/app', tag: '2' }] });
+    await syncRepos(new Repository(src), new Repository(dst), { create: true, catalogTtlMs: TTL, only: [{ name: 'demo/app', tag: '2' }] });
     const s = (await new Repository(src).readCatalog())!.catalog;
     const d = (await new Repository(dst).readCatalog())!.catalog;
     expect(d.sequence).toBeGreaterThan(s.sequence);

@@ -91,7 +91,7 @@ describe('write transaction under faults', () => {
     const { publishArchive, DEFAULT_CATALOG_TTL_MS } = await import('../../../src/producer/index.js');
     const { demoArchives } = await import('./fixtures.js');
     const [, v2] = await demoArchives();
-    const signedPush = (t: FaultyTransport) => publishArchive(new Repository(t), v2!, { compression: 'none', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' }, sign: fakeSign });
+    const signedPush = (t: FaultyTransport) => publishArchive(new Repository(t), v2!, { create: true, compression: 'none', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' }, sign: fakeSign });
     await signedPush(probe);
     for (let n = 1; n <= probe.mutations; n++) {
       const base = new MemoryTransport();

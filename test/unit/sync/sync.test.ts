@@ -13,13 +13,13 @@ import { filesBelow, tempDir } from '../../helpers.js';
 async function demoRepo(transport: Transport): Promise<Repository> {
   const repo = new Repository(transport);
   const [v1, v2] = await writeDemoArchives(await tempDir());
-  await publishArchive(repo, v1!, { compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' } });
-  await publishArchive(repo, v2!, { compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '2' } });
+  await publishArchive(repo, v1!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' } });
+  await publishArchive(repo, v2!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '2' } });
   return repo;
 }
 
 const blobs = (m: MemoryTransport) => [...m.files.keys()].filter((k) => k.startsWith('blobs/')).sort();
-const opts = (events: SyncEvent[] = []) => ({ catalogTtlMs: DEFAULT_CATALOG_TTL_MS, onEvent: (e: SyncEvent) => events.push(e) });
+const opts = (events: SyncEvent[] = []) => ({ create: true, catalogTtlMs: DEFAULT_CATALOG_TTL_MS, onEvent: (e: SyncEvent) => events.push(e) });
 
 describe('syncRepos between two memory repositories', () => {
   // published once (the slow part); every test syncs from it, and none changes it

@@ -85,7 +85,7 @@ async function fakeEngine(answers: Answers): Promise<string> {
 async function demoRepo(): Promise<Repository> {
   const repo = new Repository(new MemoryTransport());
   const [v1] = await writeDemoArchives(await tempDir());
-  await publishArchive(repo, v1!, { compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' } });
+  await publishArchive(repo, v1!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' } });
   return repo;
 }
 

@@ -1,0 +1,73 @@
+import { describe, expect, it } from 'vitest';
+import { TarportError } from '../../../src/errors.js';
+import { Repository, checkRepository, collectGarbage, type AckEntry } from '../../../src/repo/index.js';
+import { MemoryTransport, type Transport } from '../../../src/transport/index.js';
+import { publish } from './fixtures.js';
+
+const host = { id: 'h-0123456789abcdef', hostname: 'edge-1' };
+
+async function loadedEntry(t: MemoryTransport, tag = '1'): Promise<AckEntry> {
+  const e = (await new Repository(t).readCatalog())!.catalog.releases.find((r) => r.tag === tag)!;
+  return { name: e.name, tag: e.tag, version: e.version, digest: e.digest, platform: 'linux/amd64', runtime: 'docker', loaded: '2026-12-01T01:00:00Z' };
+}
+
+/** The same memory repository, whose writes never answer (a stalled server that ignores aborts too). */
+function stalled(inner: MemoryTransport): Transport {
+  return new Proxy(inner, {
+    get(target, prop, receiver) {
+      if (prop === 'write') return () => new Promise(() => undefined);
+      const v = Reflect.get(target, prop, receiver) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+}
+
+describe('acknowledgements', () => {
+  it('a host leaves tarport/acks/<id>.json; a later load of another tag keeps the first; the page shows the host', async () => {
+    const t = new MemoryTransport();
+    await publish(t, 0, '1');
+    await publish(t, 1, '2');
+    const repo = new Repository(t);
+    expect(await repo.acknowledge(host, [await loadedEntry(t, '1')], { timeoutMs: 5000 })).toEqual({ written: true, key: `tarport/acks/${host.id}.json` });
+    expect(await repo.acknowledge(host, [await loadedEntry(t, '2')], { timeoutMs: 5000 })).toMatchObject({ written: true });
+    const { acks, bad } = await repo.readAcks();
+    expect(bad).toEqual([]);
+    expect(acks.map((a) => [a.host, a.hostname, a.releases.map((r) => r.tag)])).toEqual([[host.id, 'edge-1', ['1', '2']]]);
+    expect(t.files.get('index.html')!.toString()).toContain('edge-1 <span class="muted">(h-0123456789abcdef, docker linux/amd64');
+    // gc and check leave them alone
+    await collectGarbage(repo, { keep: 1, dryRun: false, graceMs: 0 });
+    expect(t.files.has(`tarport/acks/${host.id}.json`)).toBe(true);
+    const c = await checkRepository(repo);
+    expect(c.faults).toEqual([]);
+    expect(c.warnings).toEqual([]);
+  });
+
+  it('a read-only location is not tried; a stalled write is given up within the bound, the ack not claimed', async () => {
+    const t = new MemoryTransport();
+    await publish(t, 0, '1');
+    const entry = await loadedEntry(t);
+    const ro = new Proxy(t, { get: (target, prop) => (prop === 'capabilities' ? { ...target.capabilities, readOnly: true } : (Reflect.get(target, prop) as unknown)) });
+    expect(await new Repository(ro).acknowledge(host, [entry], { timeoutMs: 5000 })).toEqual({ written: false, readOnly: true, reason: 'memory://test is read-only' });
+    const started = Date.now();
+    const r = await new Repository(stalled(t)).acknowledge(host, [entry], { timeoutMs: 300 });
+    expect(Date.now() - started).toBeLessThan(3000);
+    expect(r).toEqual({ written: false, readOnly: false, reason: 'no answer within 300 ms' });
+    expect([...t.files.keys()].filter((k) => k.startsWith('tarport/acks/') && !k.includes('.tarport-'))).toEqual([]);
+  });
+
+  it('a host id that is not a file name is refused; an ack file that does not parse is named, not trusted', async () => {
+    const t = new MemoryTransport();
+    await publish(t, 0, '1');
+    const repo = new Repository(t);
+    const e = await repo.acknowledge({ id: '../x', hostname: 'h' }, [await loadedEntry(t)], { timeoutMs: 5000 });
+    expect(e).toMatchObject({ written: false, readOnly: false });
+    expect((e as { reason: string }).reason).toContain('host id "../x"');
+    t.files.set('tarport/acks/evil.json', Buffer.from(JSON.stringify({ schema: 'tarport.ack/v1', host: 'evil', hostname: '<b>x</b>', updated: 'now', releases: [] })));
+    const { acks, bad } = await repo.readAcks();
+    expect(acks).toEqual([]);
+    expect(bad.map((b) => b.file)).toEqual(['tarport/acks/evil.json']);
+    expect(bad[0]!.problem).toContain('hostname');
+    expect((await checkRepository(repo)).warnings.map((w) => w.what)).toEqual(['tarport/acks/evil.json']);
+    expect(e).not.toBeInstanceOf(TarportError);
+  });
+});

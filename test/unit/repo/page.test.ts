@@ -1,0 +1,60 @@
+import { describe, expect, it } from 'vitest';
+import { Repository, renderPage, type Ack, type Catalog, type PageRelease } from '../../../src/repo/index.js';
+import { MemoryTransport } from '../../../src/transport/index.js';
+import { publish } from './fixtures.js';
+
+const HOSTILE = '<script>alert(1)</script>"\'&<img src=x onerror=alert(2)>';
+
+const catalog: Catalog = { schema: 'tarport.catalog/v2', repository: '0123456789abcdef0123456789abcdef', sequence: 7, created: '2026-12-01T00:00:00Z', expires: '2027-03-01T00:00:00Z', releases: [] };
+const release = (over: Partial<PageRelease>): PageRelease => ({
+  name: 'team/app',
+  tag: '1',
+  version: 1,
+  kind: 'image',
+  size: 2048,
+  created: '2026-12-01T00:00:00Z',
+  signer: null,
+  encrypted: false,
+  current: false,
+  digest: `sha256:${'a'.repeat(64)}`,
+  platforms: ['linux/amd64'],
+  layers: [`sha256:${'1'.repeat(64)}`, `sha256:${'2'.repeat(64)}`],
+  hosts: [],
+  ...over,
+});
+
+describe('index.html', () => {
+  it('escapes every string from the repository: no markup of its own gets through', () => {
+    const ack: Ack = { schema: 'tarport.ack/v1', host: 'h1', hostname: 'edge-1', updated: '2026-12-01T01:00:00Z', releases: [] };
+    const html = renderPage({ catalog, releases: [release({ created: HOSTILE, platforms: [HOSTILE], signer: HOSTILE, hosts: [{ host: 'h1', hostname: 'edge-1', loaded: HOSTILE, runtime: 'docker', platform: 'linux/amd64' }] })], acks: [ack] });
+    expect(html).not.toContain('<script');
+    expect(html).not.toContain('<img');
+    expect(html).toContain('&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;&lt;img src=x onerror=alert(2)&gt;');
+    // no request of its own: nothing names another resource
+    expect(html).not.toMatch(/<[^>]*\s(src|href)=/);
+    expect(html).toContain("default-src 'none'");
+  });
+
+  it('marks the current version, counts layers shared between versions, names the pull command and the hosts', () => {
+    const v1 = release({ version: 1, hosts: [{ host: 'h1', hostname: 'edge-1', loaded: '2026-12-01T01:00:00Z', runtime: 'docker', platform: 'linux/amd64' }] });
+    const v2 = release({ version: 2, current: true, digest: `sha256:${'b'.repeat(64)}`, layers: [`sha256:${'1'.repeat(64)}`, `sha256:${'3'.repeat(64)}`] });
+    const html = renderPage({ catalog, releases: [v1, v2], acks: [] });
+    expect(html).toContain('tarport pull --from REPOSITORY team/app:1');
+    expect(html).toContain('v2 <strong>current</strong>');
+    expect(html.match(/2 \(1 shared with other versions\)/g)).toHaveLength(2);
+    expect(html).toContain('edge-1 <span class="muted">(h1, docker linux/amd64, 2026-12-01T01:00:00Z)</span>');
+  });
+
+  it('is written with the catalog by every publish, and lists every version with its platform', async () => {
+    const t = new MemoryTransport();
+    await publish(t, 0, '1');
+    await publish(t, 1, '1');
+    const html = t.files.get('index.html')!.toString('utf8');
+    expect(html).toContain('<h2 id="demo/app:1">demo/app:1</h2>');
+    expect(html).toContain('<td>v1</td>');
+    expect(html).toContain('v2 <strong>current</strong>');
+    expect(html).toMatch(/<td>linux\/[a-z0-9]+(\/[a-z0-9]+)?<\/td>/);
+    const seq = (await new Repository(t).readCatalog())!.catalog.sequence;
+    expect(html).toContain(`catalog sequence ${seq}`);
+  });
+});
