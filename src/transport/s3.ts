@@ -147,7 +147,9 @@ export class S3Transport implements Transport {
       return new TarportError('CONFIG', `${what}: no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials`, { cause: e, retryable: false });
     }
     if (AUTH_NAMES.has(name) || status === 401 || status === 403) {
-      return new TarportError('IO', `${what}: access refused (${name || `HTTP ${status}`}); check the credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE) and the bucket's policy`, { cause: e, retryable: false });
+      // a refused HEAD has no body, so no error name of S3's own: the SDK calls it Unknown
+      const why = name && name !== 'Unknown' ? name : `HTTP ${status}`;
+      return new TarportError('IO', `${what}: access refused (${why}); check the credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE) and the bucket's policy`, { cause: e, retryable: false });
     }
     if (code && TLS_TRUST_CODES.has(code)) {
       return new TarportError('UNTRUSTED', `${what}: the endpoint's TLS certificate is not trusted (${code}); give its CA with --ca FILE`, { cause: e, retryable: false });
@@ -174,24 +176,35 @@ export class S3Transport implements Transport {
     }
   }
 
+  /**
+   * One level of a folder, derived here from a listing of every key below it: a listing with
+   * Delimiter=/ would be cheaper, but servers differ in it (s3rver reports no folder that holds
+   * only folders), and a repository's folders hold few keys beside blobs/, which is one level anyway.
+   */
   async *list(folder: string, signal?: AbortSignal): AsyncIterable<ObjectInfo> {
     const prefix = folder === '' ? (this.root ? `${this.root}/` : '') : `${this.keyOf(folder)}/`;
     const what = `${this.location}: listing of ${folder || '/'}`;
+    const folders = new Set<string>();
     let token: string | undefined;
     do {
       const page = await this.run(
         what,
-        () => this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, Delimiter: '/', ...(token ? { ContinuationToken: token } : {}) }), { abortSignal: this.signalOf(signal) }),
+        () => this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }), { abortSignal: this.signalOf(signal) }),
         signal,
       );
-      for (const p of page.CommonPrefixes ?? []) {
-        const name = (p.Prefix ?? '').slice(prefix.length).replace(/\/$/, '');
-        if (name && !name.includes('/')) yield { name, isDir: true, size: 0 };
-      }
       for (const o of page.Contents ?? []) {
-        const name = (o.Key ?? '').slice(prefix.length);
-        // '' is a folder marker some tools write; a name with '/' is not of this level
-        if (name && !name.includes('/')) yield { name, isDir: false, size: o.Size ?? 0, ...(o.LastModified ? { mtime: o.LastModified } : {}) };
+        const rest = (o.Key ?? '').slice(prefix.length);
+        const slash = rest.indexOf('/');
+        if (slash > 0) {
+          const name = rest.slice(0, slash);
+          if (!folders.has(name)) {
+            folders.add(name);
+            yield { name, isDir: true, size: 0 };
+          }
+        } else if (rest !== '' && slash < 0) {
+          // '' is a folder marker some tools write
+          yield { name: rest, isDir: false, size: o.Size ?? 0, ...(o.LastModified ? { mtime: o.LastModified } : {}) };
+        }
       }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
@@ -353,9 +366,11 @@ function makeClient(opts: S3Options, idleMs: number): S3Client {
     responseChecksumValidation: 'WHEN_REQUIRED',
     // retries are ours (withRetries, resumableInto), classified like every other transport's
     maxAttempts: 1,
+    // socketTimeout is the idle timeout (no byte either way for this long); requestTimeout would
+    // bound a whole request, which a large part or a slow link may rightly exceed
     requestHandler: {
       connectionTimeout: idleMs,
-      requestTimeout: idleMs,
+      socketTimeout: idleMs,
       httpAgent: new HttpAgent(agentOpts),
       httpsAgent: new HttpsAgent({ ...agentOpts, ...(ca ? { ca } : {}) }),
     },

@@ -4,6 +4,7 @@ import { S3Transport } from '../../../src/transport/s3.js';
 // How SDK and socket errors become typed ones: from names, codes and HTTP statuses only (the
 // transport against a real server: test/integration/s3.test.ts).
 
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true'; // as the CLI does (src/cli/context.ts)
 const t = new S3Transport({ kind: 's3', bucket: 'releases', prefix: 'site' }, { endpoint: 'http://127.0.0.1:1', pathStyle: true, idleTimeoutMs: 5000 });
 
 /** An error shaped as the SDK throws them (a ServiceException with name and metadata). */
