@@ -110,7 +110,8 @@ describe('cuts and stalls', () => {
     const up = await new CuttingProxy({ host: '127.0.0.1', port }, [SIZE * 0.3, SIZE * 0.65], 'stream').start();
     const down = await new CuttingProxy({ host: '127.0.0.1', port }, [SIZE * 0.25, SIZE * 0.7], 'stream').start();
     const resumes: number[] = [];
-    const tu = open(prefix, { partSize: 8 << 20, onResume: (at) => resumes.push(at) }, `http://127.0.0.1:${up.port}`);
+    const PART = 5 << 20;
+    const tu = open(prefix, { partSize: PART, onResume: (at) => resumes.push(at) }, `http://127.0.0.1:${up.port}`);
     const dir = await tempDir();
     await writeFile(join(dir, 'blob'), data);
     await tu.write('blob', { file: join(dir, 'blob') });
@@ -118,7 +119,8 @@ describe('cuts and stalls', () => {
     expect(up.cuts).toBe(2);
     expect(resumes.length).toBeGreaterThanOrEqual(2);
     expect(resumes.some((r) => r > 0)).toBe(true); // parts confirmed before the cut were not sent again
-    expect(up.bytes).toBeLessThan(SIZE * 1.5); // at most the parts in flight at each cut went twice
+    // at most the two parts in flight at each cut went twice (starting over would carry 78% more)
+    expect(up.bytes).toBeLessThan(SIZE + up.cuts * 2 * PART + (1 << 20));
     expect(sha(await stored(`${prefix}/blob`))).toBe(sha(data));
     const downResumes: number[] = [];
     const td = open(prefix, { onResume: (at) => downResumes.push(at) }, `http://127.0.0.1:${down.port}`);
@@ -231,7 +233,7 @@ describe('the CLI on s3:// locations', () => {
     const pull = await tarport(['pull', '--from', url, '--state', await tempDir(), 'tarport-test/s3:1', ...S3FLAGS], { ...AWS, DOCKER_HOST: realEnv().consumer });
     expect(pull.code, pull.stderr).toBe(0);
     expect(await docker('consumer', 'run', '--rm', '--network', 'none', 'tarport-test/s3:1', '/bin/cat', '/app/v2.txt')).toBe('hello from v2');
-  }, 240_000);
+  }, 420_000);
 
   it('sync: a directory to S3, SFTP to S3, and S3 to a directory; what arrives checks clean', async () => {
     const dir = await tempDir();
@@ -255,7 +257,7 @@ describe('the CLI on s3:// locations', () => {
     const blobs = (await filesBelow(join(dir, 'blobs'))).filter((f) => !f.includes('tarport-tmp'));
     expect(blobs.length).toBeGreaterThan(2);
     for (const f of blobs.slice(0, 3)) expect(sha(await readFile(join(back, 'blobs', f)))).toBe(sha(await readFile(join(dir, 'blobs', f))));
-  }, 240_000);
+  }, 420_000);
 });
 
 describe('openTransport', () => {
