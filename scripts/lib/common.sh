@@ -416,6 +416,31 @@ SSHD
   export TP_SFTP_URL="sftp://$user@127.0.0.1:$p_sftp$s/home"
 }
 
+# tp_start_s3: s3rver (npm, a devDependency), an S3-compatible server in a process of its own, on
+# loopback and a random high port, storing into $TP_RUN/s3, with the bucket "tarport" made at start.
+# s3rver accepts one key pair, S3RVER/S3RVER. Exports TP_S3_ENDPOINT, TP_S3_BUCKET, TP_S3_ACCESS_KEY,
+# TP_S3_SECRET_KEY (tests hand them to the AWS chain as AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY).
+tp_start_s3() {
+  local d="$TP_RUN/s3" attempt port i
+  mkdir -p "$d/data"
+  for attempt in 1 2 3 4 5; do
+    port=$(( $(tp_server_base) + 120 ))
+    node "$TP_ROOT/node_modules/s3rver/bin/s3rver.js" -d "$d/data" -a 127.0.0.1 -p "$port" --silent \
+      --configure-bucket tarport >"$d/s3rver.log" 2>&1 & echo $! > "$d/s3rver.pid"
+    TP_PIDFILES+=("$d/s3rver.pid")
+    for i in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done
+    sleep 0.3
+    if kill -0 "$(cat "$d/s3rver.pid")" 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      export TP_S3_ENDPOINT="http://127.0.0.1:$port" TP_S3_BUCKET=tarport TP_S3_ACCESS_KEY=S3RVER TP_S3_SECRET_KEY=S3RVER
+      return 0
+    fi
+    kill "$(cat "$d/s3rver.pid")" 2>/dev/null || true
+    tail -n 5 "$d/s3rver.log" >&2
+    tp_log "starting s3rver again on another port"
+  done
+  tp_log "s3rver did not start on five ports"; return 1
+}
+
 # tp_nginx_conf TEMPLATE OUT NAME=VALUE...: renders one of contrib/nginx/*.conf (the files docs/mirror.md
 # gives users) with the @NAME@ placeholders replaced.
 tp_nginx_conf() {

@@ -22,6 +22,9 @@ export interface ConnectionFlags {
   knownHosts?: string;
   connections?: string;
   idleTimeout?: string;
+  s3Endpoint?: string;
+  s3Region?: string;
+  s3PathStyle?: boolean;
 }
 
 /** The password: TARPORT_PASSWORD or --password-file, never argv (CLI.md). */
@@ -53,6 +56,7 @@ export async function transportOptions(flags: ConnectionFlags): Promise<Transpor
     if (!(idleTimeoutMs >= 100 && idleTimeoutMs <= 3_600_000)) throw new TarportError('USAGE', `--idle-timeout ${JSON.stringify(flags.idleTimeout)}: between 100ms and 1h`);
   }
   return {
+    ...s3Options(flags),
     ...(httpsProxy || httpProxy ? { proxy: { ...(httpsProxy ? { httpsProxy } : {}), ...(httpProxy ? { httpProxy } : {}), ...(noProxy ? { noProxy } : {}) } } : {}),
     ...(idleTimeoutMs !== undefined ? { idleTimeoutMs } : {}),
     ...(password !== undefined ? { password } : {}),
@@ -64,12 +68,32 @@ export async function transportOptions(flags: ConnectionFlags): Promise<Transpor
 }
 
 /**
+ * S3 settings: flags (and their config keys and TARPORT_ variables) first, then the AWS SDK's own
+ * variables (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS_REGION, AWS_DEFAULT_REGION). Credentials are
+ * never flags: the SDK's chain reads them (environment, shared files).
+ */
+function s3Options(flags: ConnectionFlags): Pick<TransportOptions, 's3'> {
+  const env = process.env;
+  const endpoint = flags.s3Endpoint ?? env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL;
+  if (endpoint !== undefined && !/^https?:\/\/[^/\s]+\/?$/.test(endpoint)) {
+    throw new TarportError('USAGE', `--s3-endpoint ${JSON.stringify(endpoint)}: expected http(s)://HOST[:PORT], the S3 server without a path (the bucket goes in the s3:// location)`);
+  }
+  const region = flags.s3Region ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION;
+  if (region !== undefined && !/^[a-z0-9-]{1,40}$/.test(region)) throw new TarportError('USAGE', `--s3-region ${JSON.stringify(region)}: expected a region name such as us-east-1`);
+  // tarport ships a fixed SDK version (bundled), so the SDK's notice about its future Node support
+  // is no news for a tarport user: every run on Node 20 would print it
+  env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  if (endpoint === undefined && region === undefined && flags.s3PathStyle === undefined) return {};
+  return { s3: { ...(endpoint ? { endpoint } : {}), ...(region ? { region } : {}), ...(flags.s3PathStyle !== undefined ? { pathStyle: flags.s3PathStyle } : {}) } };
+}
+
+/**
  * Opens a repository; its transport counts requests and bytes for the --json report. A command that
  * writes (`write: true`) is refused before it starts when the location is read-only (a web mirror).
  * `signal` (the command's: SIGTERM, SIGINT) drops every connection at once when it fires.
  */
 export async function openRepository(url: string | undefined, flag: string, flags: ConnectionFlags = {}, opts: { write?: boolean; signal?: AbortSignal } = {}): Promise<Repository & { counters: TransportCounters; beside: Transport }> {
-  if (!url) throw new TarportError('USAGE', `no repository given: pass ${flag} URL (a path, file://, ftp://, ftps://, sftp://, http:// or https://)`);
+  if (!url) throw new TarportError('USAGE', `no repository given: pass ${flag} URL (a path, file://, ftp://, ftps://, sftp://, http://, https:// or s3://)`);
   const loc = parseLocation(url);
   const transport = await openTransport(loc, { ...(await transportOptions(flags)), ...(opts.signal ? { signal: opts.signal } : {}) });
   if (opts.write && transport.capabilities.readOnly) {

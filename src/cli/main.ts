@@ -24,7 +24,10 @@ function withConnection(cmd: Command): Command {
     .addOption(opt('--identity <file>', 'SFTP private key (default ~/.ssh/id_ed25519, id_ecdsa or id_rsa)'))
     .addOption(opt('--known-hosts <file>', 'SFTP known_hosts file that must list the server key (default ~/.ssh/known_hosts)'))
     .addOption(opt('--connections <n>', 'transfers at once on FTP/FTPS (default 2)'))
-    .addOption(opt('--idle-timeout <duration>', 'a connection silent this long while an answer or data is due counts as stalled: it is dropped and the transfer resumes on a new one').default('30s'));
+    .addOption(opt('--idle-timeout <duration>', 'a connection silent this long while an answer or data is due counts as stalled: it is dropped and the transfer resumes on a new one').default('30s'))
+    .addOption(opt('--s3-endpoint <url>', 'S3-compatible server for s3:// locations, http(s)://HOST[:PORT] (default AWS; or AWS_ENDPOINT_URL)'))
+    .addOption(opt('--s3-region <region>', 'region of the s3:// bucket (default AWS_REGION, ~/.aws/config, else us-east-1)'))
+    .addOption(opt('--s3-path-style', 'address s3:// buckets as http://HOST/BUCKET (MinIO, Ceph RGW and most S3-compatible servers)'));
 }
 
 function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): Command {

@@ -45,8 +45,15 @@ export class Store {
     }
   }
 
-  /** Writes bytes to a key atomically: a temporary name in the same folder, then a rename. */
+  /**
+   * Writes bytes to a key atomically: a temporary name in the same folder, then a rename; or in
+   * place where one write is atomic already (S3: one PUT), which spares a copy and a delete.
+   */
   async putAtomic(key: string, bytes: Buffer, signal?: AbortSignal): Promise<void> {
+    if (this.transport.capabilities.atomicWrite) {
+      await this.transport.write(key, () => Readable.from([bytes]), { signal });
+      return;
+    }
     const tmp = tempKeyFor(key);
     try {
       await this.transport.write(tmp, () => Readable.from([bytes]), { signal });

@@ -13,10 +13,13 @@ export type Location =
   | { readonly kind: 'file'; readonly path: string }
   | (Remote & { readonly kind: 'ftp' | 'ftps' })
   | (Remote & { readonly kind: 'sftp' })
-  | (Remote & { readonly kind: 'http' | 'https' });
+  | (Remote & { readonly kind: 'http' | 'https' })
+  | { readonly kind: 's3'; readonly bucket: string; readonly prefix: string };
 
 const DEFAULT_PORTS = { ftp: 21, ftps: 21, sftp: 22, http: 80, https: 443 } as const;
 const SCHEMES = ['ftp', 'ftps', 'sftp', 'http', 'https'] as const;
+/** S3's rules for bucket names: 3 to 63 lower-case letters, digits, dots and hyphens. */
+const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 type Scheme = (typeof SCHEMES)[number];
 
 /**
@@ -50,8 +53,9 @@ export function parseLocation(input: string): Location {
     }
     return { kind: 'file', path: decoded(url.pathname, 'path', shown) };
   }
+  if (scheme === 's3') return parseS3(url, shown);
   if (!(SCHEMES as readonly string[]).includes(scheme)) {
-    throw new TarportError('USAGE', `repository location ${maskLocationString(input)}: unknown scheme ${scheme}:// (use a path, file://, ftp://, ftps://, sftp://, http:// or https://)`);
+    throw new TarportError('USAGE', `repository location ${maskLocationString(input)}: unknown scheme ${scheme}:// (use a path, file://, ftp://, ftps://, sftp://, http://, https:// or s3://)`);
   }
   const kind = scheme as Scheme;
   if (url.password !== '') {
@@ -70,6 +74,26 @@ export function parseLocation(input: string): Location {
   return { kind, host, port, user, path };
 }
 
+/**
+ * s3://BUCKET/PREFIX: the endpoint, region and credentials are not part of it (--s3-endpoint,
+ * --s3-region, the AWS chain), so a user, password or port in it is a mistake.
+ */
+function parseS3(url: URL, shown: string): Location {
+  if (url.username !== '' || url.password !== '') {
+    throw new TarportError('USAGE', `repository location ${shown}: an s3:// location names no user or password; credentials come from the AWS chain (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE)`);
+  }
+  if (url.port !== '') throw new TarportError('USAGE', `repository location ${shown}: an s3:// location names no port; give the server with --s3-endpoint http(s)://HOST:PORT`);
+  if (!BUCKET.test(url.hostname) || url.hostname.includes('..')) {
+    throw new TarportError('USAGE', `repository location ${shown}: ${JSON.stringify(url.hostname)} is no valid bucket name (3-63 lower-case letters, digits, dots and hyphens; write s3://BUCKET/PREFIX)`);
+  }
+  if (url.search !== '' || url.hash !== '') throw new TarportError('USAGE', `repository location ${shown}: no ?query or #fragment in an s3:// location`);
+  const prefix = decoded(url.pathname, 'path', shown).replace(/^\/+|\/+$/g, '');
+  if (prefix.split('/').some((s) => s === '.' || s === '..' || (s === '' && prefix !== ''))) {
+    throw new TarportError('USAGE', `repository location ${shown}: the prefix ${JSON.stringify(prefix)} has an empty, "." or ".." segment`);
+  }
+  return { kind: 's3', bucket: url.hostname, prefix };
+}
+
 /** %-decodes one part of a URL; a bad escape is the user's input, named, not an internal error. */
 function decoded(part: string, what: string, shown: string): string {
   try {
@@ -84,6 +108,7 @@ function decoded(part: string, what: string, shown: string): string {
 /** The location as a URL that is safe to print. */
 export function formatLocation(loc: Location): string {
   if (loc.kind === 'file') return loc.path;
+  if (loc.kind === 's3') return `s3://${loc.bucket}/${loc.prefix}`;
   const host = loc.host.includes(':') ? `[${loc.host}]` : loc.host;
   return `${loc.kind}://${loc.user ? `${encodeURIComponent(loc.user)}@` : ''}${host}:${loc.port}${loc.path}`;
 }

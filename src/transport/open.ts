@@ -25,6 +25,8 @@ export interface TransportOptions {
    * (a silent one included) ends with an error; the command's signal (SIGTERM, SIGINT).
    */
   readonly signal?: AbortSignal;
+  /** S3: an S3-compatible server's URL, the region, path-style addressing (cli/ reads them). */
+  readonly s3?: { readonly endpoint?: string; readonly region?: string; readonly pathStyle?: boolean };
   /** Told the offset each time a transfer resumes. */
   readonly onResume?: (at: number) => void;
 }
@@ -46,6 +48,17 @@ export async function openTransport(loc: Location, opts: TransportOptions = {}):
     case 'http':
     case 'https':
       return new (await import('./http.js')).HttpTransport(loc, { ...common, ...(opts.ca ? { ca: opts.ca } : {}), ...(opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {}), ...(opts.proxy ? { proxy: opts.proxy } : {}) });
+    case 's3':
+      // the SDK loads only for s3:// locations (its modules cost start-up time)
+      return new (await import('./s3.js')).S3Transport(loc, {
+        ...(opts.s3?.endpoint ? { endpoint: opts.s3.endpoint } : {}),
+        ...(opts.s3?.region ? { region: opts.s3.region } : {}),
+        ...(opts.s3?.pathStyle !== undefined ? { pathStyle: opts.s3.pathStyle } : {}),
+        ...(opts.ca ? { ca: opts.ca } : {}),
+        ...(opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {}),
+        ...(opts.onResume ? { onResume: opts.onResume } : {}),
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
     case 'sftp':
       return new (await import('./sftp.js')).SftpTransport(loc, { ...common, ...(opts.identity ? { identity: opts.identity } : {}), ...(opts.knownHosts ? { knownHosts: opts.knownHosts } : {}) });
   }

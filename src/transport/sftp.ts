@@ -30,7 +30,7 @@ export interface SftpOptions {
   readonly onResume?: (at: number) => void;
 }
 
-type SftpLocation = Exclude<Location, { kind: 'file' }>;
+type SftpLocation = Exclude<Location, { kind: 'file' | 's3' }>;
 
 /** One SSH session; `fault` is why its connection ended, when it did with an error. */
 interface Session {

@@ -61,9 +61,11 @@ export interface Transport {
    * SFTP without posix-rename). repo/ reads it (docs/repo-format.md, "Renames"). maxConnections: transfers that may run at
    * once. local: the bytes are on this host (a directory or a mounted stick), so reading them again
    * costs no more than reading a local cache. readOnly: every write, rename and remove is refused
-   * (a web mirror); commands that write say so before they start.
+   * (a web mirror); commands that write say so before they start. atomicWrite: a `write` becomes
+   * visible whole, replacing what the key held in one step, or not at all (S3: one PUT), so a file
+   * that must never be seen half-written needs no temporary name and no rename.
    */
-  readonly capabilities: Readonly<{ atomicRename: boolean; maxConnections: number; local: boolean; readOnly?: boolean }>;
+  readonly capabilities: Readonly<{ atomicRename: boolean; maxConnections: number; local: boolean; readOnly?: boolean; atomicWrite?: boolean }>;
   stat(key: string, signal?: AbortSignal): Promise<ObjectInfo | undefined>;
   list(folder: string, signal?: AbortSignal): AsyncIterable<ObjectInfo>;
   read(key: string, opts?: ReadOptions): Promise<Readable>;

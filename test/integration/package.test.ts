@@ -35,7 +35,7 @@ describe('the npm package', () => {
   it('ships dist, bin, docs, LICENSE and its dependencies; no source maps, no sources, no compiled-at-install helpers', async () => {
     const { stdout } = await run('tar', ['tzf', tgz], { maxBuffer: 64 << 20 });
     const files = stdout.split('\n').filter(Boolean);
-    for (const f of ['bin/tarport.js', 'dist/cli/main.js', 'dist/archive/zstdworker.js', 'LICENSE', 'README.md', 'docs/install.md', 'docs/cli.md', 'node_modules/openpgp/package.json', 'node_modules/ssh2/package.json']) {
+    for (const f of ['bin/tarport.js', 'dist/cli/main.js', 'dist/archive/zstdworker.js', 'LICENSE', 'README.md', 'docs/install.md', 'docs/cli.md', 'node_modules/openpgp/package.json', 'node_modules/ssh2/package.json', 'node_modules/@aws-sdk/client-s3/package.json']) {
       expect(files, f).toContain(`package/${f}`);
     }
     expect(files.filter((f) => /^package\/(dist|bin)\/.*\.map$/.test(f))).toEqual([]);
@@ -72,6 +72,13 @@ describe('the npm package', () => {
     const tp = join(prefix, 'bin', 'tarport');
     expect((await inNs(tp, ['--help'])).stdout).toContain('Usage: tarport');
     expect(await readdir(join(prefix, 'lib', 'node_modules', 'tarport', 'node_modules'))).not.toContain('zstd-napi');
+    // the S3 SDK came with the package: an s3:// location loads it and fails only on the unreachable endpoint
+    const s3 = await inNs(tp, ['ls', 's3://pkg-bucket/r', '--s3-endpoint', 'http://127.0.0.1:1', '--s3-path-style'], { AWS_ACCESS_KEY_ID: 'k', AWS_SECRET_ACCESS_KEY: 's' }).then(
+      () => ({ code: 0, stderr: '' }),
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect(s3.code, s3.stderr).toBe(1);
+    expect(s3.stderr).toMatch(/s3:\/\/pkg-bucket\/r .*(ECONNREFUSED|ENETUNREACH)/);
 
     // zstd from Node's own zlib where it has it (>= 22.15); on older Nodes, without zstd-napi, a clear refusal
     const repo = join(dir, 'repo');

@@ -26,6 +26,6 @@ describe('http(s) locations', () => {
 
   it('name http and https among the schemes a typo is told about', () => {
     expect(() => parseLocation('https:mirror.example/r')).toThrow(/write https:\/\//);
-    expect(() => parseLocation('gopher://x/r')).toThrow(/http:\/\/ or https:\/\//);
+    expect(() => parseLocation('gopher://x/r')).toThrow(/http:\/\/, https:\/\/ or s3:\/\//);
   });
 });

@@ -32,6 +32,10 @@ describe('parseLocation: every scheme', () => {
     ['ftp://host.example', { kind: 'ftp', host: 'host.example', port: 21, user: 'anonymous', path: '/' }, 'no path: the root'],
     ['sftp://d%40x@host.example/my%20repo', { kind: 'sftp', host: 'host.example', port: 22, user: 'd@x', path: '/my repo' }, 'user and path are %-decoded'],
     ['sftp://u@[::1]:2222/r', { kind: 'sftp', host: '::1', port: 2222, user: 'u', path: '/r' }, 'IPv6: the address without brackets'],
+    // s3: a bucket and a key prefix, no slashes at either end
+    ['s3://releases/site-a/', { kind: 's3', bucket: 'releases', prefix: 'site-a' }, 's3 bucket and prefix'],
+    ['s3://my.bucket-1', { kind: 's3', bucket: 'my.bucket-1', prefix: '' }, 's3 bucket root'],
+    ['S3://releases/a/My%20Repo', { kind: 's3', bucket: 'releases', prefix: 'a/My Repo' }, 's3 prefix is %-decoded and keeps its case'],
   ];
   it.each(rows)('%s', (input, want, why) => {
     expect(parseLocation(input), why).toEqual(want);
@@ -49,6 +53,7 @@ describe('parseLocation: every scheme', () => {
     }
     expect(formatLocation(parseLocation('sftp://u@[::1]:2222/r'))).toBe('sftp://u@[::1]:2222/r');
     expect(formatLocation(parseLocation('/srv/repo'))).toBe('/srv/repo');
+    expect(formatLocation(parseLocation('s3://releases/a/b/'))).toBe('s3://releases/a/b');
   });
 });
 
@@ -64,6 +69,13 @@ describe('parseLocation: refusals are usage errors that name the input', () => {
     ['ftp://host:99999/x', /is not a valid URL/, 'port out of range'],
     ['ftp://host:0/x', /port 0/, 'port 0'],
     ['file://otherhost/x', /file:\/\/ URLs take an absolute path/, 'file:// on another host'],
+    ['s3:bucket/x', /write s3:\/\//, 's3 without //'],
+    ['s3://deploy@bucket/x', /an s3:\/\/ location names no user or password; credentials come from the AWS chain/, 's3 with a user'],
+    ['s3://deploy:secret@bucket/x', /s3:\/\/deploy:\*\*\*@bucket\/x: an s3:\/\/ location names no user or password/, 's3 with a password: masked'],
+    ['s3://bucket:9000/x', /names no port; give the server with --s3-endpoint/, 's3 with a port'],
+    ['s3://Bad_Bucket/x', /"Bad_Bucket" is no valid bucket name/, 's3 bucket with capitals and _'],
+    ['s3://ab/x', /"ab" is no valid bucket name/, 's3 bucket too short'],
+    ['s3://bucket/a//b', /empty, "\." or "\.\." segment/, 's3 prefix with an empty segment'],
   ];
   it.each(rows)('%j', (input, message, why) => {
     const e = refusal(input);

@@ -1,0 +1,454 @@
+import { readFileSync } from 'node:fs';
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
+import { rootCertificates } from 'node:tls';
+import type { Readable } from 'node:stream';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CopyObjectCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  UploadPartCommand,
+  type CompletedPart,
+} from '@aws-sdk/client-s3';
+import { TarportError, messageOf } from '../errors.js';
+import { keySegments } from './keys.js';
+import { resumableInto, sinkStream, type SinkAttempt } from './resume.js';
+import { withRetries } from './retry.js';
+import { readableFrom } from './source.js';
+import { TLS_TRUST_CODES } from './tls.js';
+import type { ByteSink, ObjectInfo, ReadOptions, Source, Transport, WriteOptions } from './types.js';
+
+export interface S3Location {
+  readonly kind: 's3';
+  readonly bucket: string;
+  /** The key prefix of the repository inside the bucket ('' for the bucket's root). */
+  readonly prefix: string;
+}
+
+export interface S3Options {
+  /** An S3-compatible server (MinIO, Ceph RGW, …): http(s)://HOST[:PORT]; AWS's own when absent. */
+  readonly endpoint?: string;
+  /** The bucket's region; the SDK's own chain (AWS_REGION, shared config) when absent, else us-east-1. */
+  readonly region?: string;
+  /** Path-style addressing (http://HOST/BUCKET/KEY), which most S3-compatible servers need. */
+  readonly pathStyle?: boolean;
+  /** PEM file of a private CA for an https endpoint, trusted beside the system's roots. */
+  readonly ca?: string;
+  /** A connection silent this long while an answer or data is due is dropped; the transfer resumes. */
+  readonly idleTimeoutMs?: number;
+  readonly retries?: number;
+  readonly onResume?: (at: number) => void;
+  /** Ends the transport for good (the command's SIGTERM, SIGINT): every connection is dropped at once. */
+  readonly signal?: AbortSignal;
+  /** Bytes per part of a multipart upload (tests; at least 5 MiB on AWS). */
+  readonly partSize?: number;
+}
+
+export const DEFAULT_S3_IDLE_MS = 30_000;
+/** 16 MiB parts: few requests per layer, and at most 3 parts (48 MiB) in memory per upload. */
+const PART_SIZE = 16 << 20;
+/** S3 allows 10,000 parts: parts grow by one PART_SIZE every 1,000, so a stream of unknown length may reach ~880 GB. */
+const PARTS_PER_STEP = 1000;
+/** CopyObject copies at most 5 GiB; a larger object is renamed by streaming it (see rename). */
+const MAX_COPY = 5 * 1024 ** 3;
+const PARTS_IN_FLIGHT = 2;
+
+/** SDK error names and HTTP statuses that mean the server or the link failed, not the request. */
+const TRANSIENT_NAMES = new Set(['TimeoutError', 'RequestTimeout', 'RequestTimeoutException', 'SlowDown', 'ServiceUnavailable', 'InternalError', 'Throttling', 'ThrottlingException', 'RequestTimeTooSkewed']);
+const TRANSIENT_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE']);
+const AUTH_NAMES = new Set(['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', 'ExpiredToken', 'InvalidToken', 'AccountProblem']);
+
+interface SdkError {
+  name?: string;
+  code?: string;
+  $metadata?: { httpStatusCode?: number };
+  $retryable?: unknown;
+}
+
+/**
+ * A repository in an S3 bucket (s3://BUCKET/PREFIX) on AWS or any S3-compatible server, through
+ * @aws-sdk/client-s3 v3 and only the calls AWS, MinIO and Ceph RGW share (docs/s3.md): PutObject,
+ * GetObject (with Range), HeadObject, ListObjectsV2, DeleteObject, CopyObject and the multipart
+ * upload calls. Credentials come from the SDK's standard chain (environment, shared files), never
+ * from flags.
+ *
+ * S3's guarantees, and what this transport makes of them:
+ * - One PUT is atomic: an object is visible whole, with its final bytes, or not at all, and a new
+ *   PUT replaces the old one in one step (AWS since 2020, MinIO and RGW: strong read-after-write).
+ *   So `atomicWrite`: repo/ writes small files in place, without a temporary name.
+ * - There are no folders and no rename. A folder is a key prefix (a listing with a delimiter), and
+ *   `rename` is CopyObject then DeleteObject: the target is replaced in one step by the copy (so
+ *   `atomicRename`), the source lingers until the delete. CopyObject takes at most 5 GiB; a larger
+ *   object is copied by streaming it through this host.
+ * - Large uploads go multipart; a part that fails is sent again, not the parts already confirmed.
+ *   A failed upload is aborted, so no object appears; a server that keeps aborted parts (s3rver)
+ *   keeps them invisible.
+ * - Checksums: the SDK's default "flexible checksums" frame streamed bodies as aws-chunked, which
+ *   some S3-compatible servers stored verbatim (46 bytes more, no error). Every body goes as a
+ *   buffer of known length, and checksums only where the API requires them (WHEN_REQUIRED).
+ */
+export class S3Transport implements Transport {
+  readonly capabilities = { atomicRename: true, atomicWrite: true, maxConnections: 4, local: false } as const;
+  readonly location: string;
+  private readonly client: S3Client;
+  private readonly bucket: string;
+  private readonly root: string;
+  private readonly idleMs: number;
+  private readonly retries: number;
+  private readonly partSize: number;
+  private readonly stop: AbortController = new AbortController();
+
+  constructor(
+    loc: S3Location,
+    private readonly opts: S3Options = {},
+  ) {
+    this.bucket = loc.bucket;
+    this.root = loc.prefix.replace(/^\/+|\/+$/g, '');
+    this.location = `s3://${loc.bucket}/${this.root}${opts.endpoint ? ` (${opts.endpoint})` : ''}`;
+    this.idleMs = opts.idleTimeoutMs ?? DEFAULT_S3_IDLE_MS;
+    this.retries = opts.retries ?? 5;
+    this.partSize = opts.partSize ?? PART_SIZE;
+    this.client = makeClient(opts, this.idleMs);
+    opts.signal?.addEventListener('abort', () => this.stop.abort(opts.signal?.reason), { once: true });
+  }
+
+  private keyOf(key: string): string {
+    const segs = keySegments(key);
+    return this.root ? `${this.root}/${segs.join('/')}` : segs.join('/');
+  }
+
+  /** The signal of one request: the caller's and the transport's own end. */
+  private signalOf(signal?: AbortSignal): AbortSignal {
+    return signal ? AbortSignal.any([signal, this.stop.signal]) : this.stop.signal;
+  }
+
+  private run<T>(what: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return withRetries(fn, { retries: this.retries, classify: (e) => this.classify(e, what), signal: this.signalOf(signal) });
+  }
+
+  /** Maps an SDK or socket error to a typed one: from error names, codes and HTTP statuses only. */
+  classify(e: unknown, what: string): TarportError {
+    if (e instanceof TarportError) return e;
+    const err = (e ?? {}) as SdkError;
+    const name = err.name ?? '';
+    const status = err.$metadata?.httpStatusCode;
+    const code = errorCode(e);
+    if (name === 'AbortError' || code === 'ABORT_ERR' || this.stop.signal.aborted) return new TarportError('ABORTED', `${what}: aborted`, { cause: e, retryable: false });
+    if (name === 'NoSuchKey' || name === 'NotFound') return new TarportError('NOT_FOUND', `${what}: not found`, { cause: e, retryable: false });
+    if (name === 'NoSuchBucket') return new TarportError('IO', `${what}: the bucket ${this.bucket} does not exist (tarport does not create buckets: create it with your S3 tools)`, { cause: e, retryable: false });
+    if (name === 'CredentialsProviderError') {
+      return new TarportError('CONFIG', `${what}: no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials`, { cause: e, retryable: false });
+    }
+    if (AUTH_NAMES.has(name) || status === 401 || status === 403) {
+      // a refused HEAD has no body, so no error name of S3's own: the SDK calls it Unknown
+      const why = name && name !== 'Unknown' ? name : `HTTP ${status}`;
+      return new TarportError('IO', `${what}: access refused (${why}); check the credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE) and the bucket's policy`, { cause: e, retryable: false });
+    }
+    if (code && TLS_TRUST_CODES.has(code)) {
+      return new TarportError('UNTRUSTED', `${what}: the endpoint's TLS certificate is not trusted (${code}); give its CA with --ca FILE`, { cause: e, retryable: false });
+    }
+    if (code === 'ENOTFOUND') return new TarportError('CONNECTION', `${what}: host not found (check --s3-endpoint, or --s3-path-style for a server without bucket host names)`, { cause: e, retryable: false });
+    if (name === 'TimeoutError') return new TarportError('CONNECTION', `${what}: the server sent nothing for ${this.idleMs / 1000} s (idle timeout)`, { cause: e, retryable: true });
+    if (TRANSIENT_NAMES.has(name) || (code && TRANSIENT_CODES.has(code)) || status === 408 || status === 429 || (status !== undefined && status >= 500)) {
+      return new TarportError('CONNECTION', `${what}: ${messageOf(e) || name} (${code ?? name ?? status})`, { cause: e, retryable: true });
+    }
+    if (status === undefined && err.$retryable) return new TarportError('CONNECTION', `${what}: ${messageOf(e)}`, { cause: e, retryable: true });
+    return new TarportError('IO', `${what}: ${messageOf(e) || name}${status ? ` (HTTP ${status})` : ''}`, { cause: e, retryable: false });
+  }
+
+  async stat(key: string, signal?: AbortSignal): Promise<ObjectInfo | undefined> {
+    const k = this.keyOf(key);
+    const what = `${this.location}: ${key}`;
+    try {
+      const r = await this.run(what, () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: k }), { abortSignal: this.signalOf(signal) }), signal);
+      return { name: key.slice(key.lastIndexOf('/') + 1), isDir: false, size: r.ContentLength ?? 0, ...(r.LastModified ? { mtime: r.LastModified } : {}) };
+    } catch (e) {
+      const err = this.classify(e, what);
+      if (err.code === 'NOT_FOUND') return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * One level of a folder, derived here from a listing of every key below it: a listing with
+   * Delimiter=/ would be cheaper, but servers differ in it (s3rver reports no folder that holds
+   * only folders), and a repository's folders hold few keys beside blobs/, which is one level anyway.
+   */
+  async *list(folder: string, signal?: AbortSignal): AsyncIterable<ObjectInfo> {
+    const prefix = folder === '' ? (this.root ? `${this.root}/` : '') : `${this.keyOf(folder)}/`;
+    const what = `${this.location}: listing of ${folder || '/'}`;
+    const folders = new Set<string>();
+    let token: string | undefined;
+    do {
+      const page = await this.run(
+        what,
+        () => this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }), { abortSignal: this.signalOf(signal) }),
+        signal,
+      );
+      for (const o of page.Contents ?? []) {
+        const rest = (o.Key ?? '').slice(prefix.length);
+        const slash = rest.indexOf('/');
+        if (slash > 0) {
+          const name = rest.slice(0, slash);
+          if (!folders.has(name)) {
+            folders.add(name);
+            yield { name, isDir: true, size: 0 };
+          }
+        } else if (rest !== '' && slash < 0) {
+          // '' is a folder marker some tools write
+          yield { name: rest, isDir: false, size: o.Size ?? 0, ...(o.LastModified ? { mtime: o.LastModified } : {}) };
+        }
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  /** One download attempt from `offset`: a ranged GET, its body watched for silence. */
+  private attempt(key: string): SinkAttempt {
+    const what = `${this.location}: ${key}`;
+    return async (offset, sink, signal) => {
+      try {
+        const r = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.keyOf(key), ...(offset > 0 ? { Range: `bytes=${offset}-` } : {}) }), {
+          abortSignal: AbortSignal.any([signal, this.stop.signal]),
+        });
+        if (offset > 0 && !String(r.ContentRange ?? '').startsWith(`bytes ${offset}-`)) {
+          (r.Body as Readable | undefined)?.destroy();
+          throw new TarportError('IO', `${what}: asked for bytes from ${offset}, the server sent ${String(r.ContentRange)}`, { retryable: false });
+        }
+        await deliverWatched(r.Body as Readable, sink, this.idleMs);
+      } catch (e) {
+        if (isInvalidRange(e)) throw new TarportError('IO', `${what}: the object holds less than the ${offset} bytes read before: it changed under us`, { cause: e, retryable: false });
+        throw this.classify(e, what);
+      }
+    };
+  }
+
+  async read(key: string, opts: ReadOptions = {}): Promise<Readable> {
+    // a missing object fails here, not in the middle of a pipeline
+    if (!(await this.stat(key, opts.signal))) throw new TarportError('NOT_FOUND', `${this.location}: ${key}: not found`);
+    const what = `${this.location}: ${key}`;
+    return sinkStream((sink, signal) => resumableInto(this.attempt(key), sink, this.resumeOptions(opts.offset ?? 0, what, signal)), what, opts.signal);
+  }
+
+  async readTo(key: string, sink: ByteSink, opts: ReadOptions = {}): Promise<number> {
+    const what = `${this.location}: ${key}`;
+    return resumableInto(this.attempt(key), sink, this.resumeOptions(opts.offset ?? 0, what, opts.signal));
+  }
+
+  private resumeOptions(offset: number, what: string, signal?: AbortSignal) {
+    return { offset, retries: this.retries, what, retryable: (e: unknown) => this.classify(e, what).retryable, signal: this.signalOf(signal), ...(this.opts.onResume ? { onResume: this.opts.onResume } : {}) };
+  }
+
+  /**
+   * Reads the source in parts: one that fits in a part is one PutObject; a larger one goes
+   * multipart, each part retried on its own, two in flight.
+   */
+  async write(key: string, source: Source, opts: WriteOptions = {}): Promise<{ size: number }> {
+    const k = this.keyOf(key);
+    const what = `${this.location}: ${key}`;
+    const signal = this.signalOf(opts.signal);
+    const parts = partsOf(readableFrom(source, 0, what), this.partSize)[Symbol.asyncIterator]();
+    const first = await parts.next();
+    const body = first.done ? Buffer.alloc(0) : first.value;
+    const second = first.done ? ({ done: true, value: undefined } as const) : await parts.next();
+    if (second.done) {
+      await this.run(what, () => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: k, Body: body, ContentLength: body.length }), { abortSignal: signal }), signal);
+      return { size: body.length };
+    }
+    return this.multipart(k, what, body, second.value, parts, signal);
+  }
+
+  private async multipart(k: string, what: string, first: Buffer, second: Buffer, rest: AsyncIterator<Buffer>, signal: AbortSignal): Promise<{ size: number }> {
+    const created = await this.run(what, () => this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: k }), { abortSignal: signal }), signal);
+    const uploadId = created.UploadId;
+    if (!uploadId) throw new TarportError('IO', `${what}: the server started a multipart upload without an upload id`, { retryable: false });
+    const done: CompletedPart[] = [];
+    const inflight = new Set<Promise<void>>();
+    let size = 0;
+    let confirmed = 0;
+    try {
+      const send = (n: number, buf: Buffer) => {
+        const p = this.uploadPart(k, uploadId, n, buf, confirmed, what, signal).then((etag) => {
+          done.push({ ETag: etag, PartNumber: n });
+          confirmed += buf.length;
+        });
+        inflight.add(p);
+        void p.then(() => inflight.delete(p), () => undefined);
+      };
+      let n = 0;
+      for (let next: IteratorResult<Buffer> = { done: false, value: first }; !next.done; next = n === 1 ? { done: false, value: second } : await rest.next()) {
+        n++;
+        size += next.value.length;
+        send(n, next.value);
+        if (inflight.size >= PARTS_IN_FLIGHT) await Promise.race(inflight);
+      }
+      await Promise.all(inflight);
+      done.sort((a, b) => a.PartNumber! - b.PartNumber!);
+      await this.run(what, () => this.client.send(new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: k, UploadId: uploadId, MultipartUpload: { Parts: done } }), { abortSignal: signal }), signal);
+      return { size };
+    } catch (e) {
+      await Promise.allSettled(inflight);
+      await rest.return?.();
+      // some servers (s3rver) do not know AbortMultipartUpload: the parts then stay invisible
+      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: k, UploadId: uploadId })).catch(() => undefined);
+      throw e instanceof TarportError ? e : this.classify(e, what);
+    }
+  }
+
+  /** One part, sent again on a transient failure; the parts already confirmed stay. */
+  private async uploadPart(k: string, uploadId: string, n: number, buf: Buffer, confirmed: number, what: string, signal: AbortSignal): Promise<string> {
+    let attempt = 0;
+    const r = await this.run(
+      `${what} (part ${n})`,
+      () => {
+        if (attempt++ > 0) this.opts.onResume?.(confirmed);
+        return this.client.send(new UploadPartCommand({ Bucket: this.bucket, Key: k, UploadId: uploadId, PartNumber: n, Body: buf, ContentLength: buf.length }), { abortSignal: signal });
+      },
+      signal,
+    );
+    if (!r.ETag) throw new TarportError('IO', `${what}: the server confirmed part ${n} without an ETag`, { retryable: false });
+    return r.ETag;
+  }
+
+  /** CopyObject, then DeleteObject; an object above CopyObject's 5 GiB is streamed through this host. */
+  async rename(from: string, to: string, signal?: AbortSignal): Promise<void> {
+    const what = `${this.location}: rename ${from} to ${to}`;
+    const info = await this.stat(from, signal);
+    if (!info) throw new TarportError('NOT_FOUND', `${what}: ${from} not found`);
+    if (info.size > MAX_COPY) {
+      await this.write(to, () => sinkStream((sink, sig) => this.readTo(from, sink, { signal: sig }), what, signal), signal ? { signal } : {});
+    } else {
+      const source = `${this.bucket}/${this.keyOf(from).split('/').map(encodeURIComponent).join('/')}`;
+      await this.run(what, () => this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key: this.keyOf(to), CopySource: source }), { abortSignal: this.signalOf(signal) }), signal);
+    }
+    await this.remove(from, signal);
+  }
+
+  async remove(key: string, signal?: AbortSignal): Promise<void> {
+    const k = this.keyOf(key);
+    const what = `${this.location}: remove ${key}`;
+    try {
+      await this.run(what, () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: k }), { abortSignal: this.signalOf(signal) }), signal);
+    } catch (e) {
+      if (this.classify(e, what).code !== 'NOT_FOUND') throw this.classify(e, what);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.client.destroy();
+  }
+}
+
+function makeClient(opts: S3Options, idleMs: number): S3Client {
+  let ca: string[] | undefined;
+  if (opts.ca) {
+    try {
+      ca = [...rootCertificates, readFileSync(opts.ca, 'utf8')];
+    } catch (e) {
+      throw new TarportError('CONFIG', `--ca ${opts.ca}: ${messageOf(e)}`);
+    }
+  }
+  const agentOpts = { keepAlive: true, maxSockets: 8 };
+  return new S3Client({
+    ...(opts.endpoint ? { endpoint: opts.endpoint } : {}),
+    // the SDK's own chain (AWS_REGION, shared config) first; a server that ignores regions gets one
+    region: opts.region ?? (async () => (await regionFromChain()) ?? 'us-east-1'),
+    forcePathStyle: opts.pathStyle ?? false,
+    // known lengths, no aws-chunked framing (see the class comment)
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    // retries are ours (withRetries, resumableInto), classified like every other transport's
+    maxAttempts: 1,
+    // socketTimeout is the idle timeout (no byte either way for this long); requestTimeout would
+    // bound a whole request, which a large part or a slow link may rightly exceed
+    requestHandler: {
+      connectionTimeout: idleMs,
+      socketTimeout: idleMs,
+      httpAgent: new HttpAgent(agentOpts),
+      httpsAgent: new HttpsAgent({ ...agentOpts, ...(ca ? { ca } : {}) }),
+    },
+  });
+}
+
+/** The region the SDK would find on its own (AWS_REGION, ~/.aws/config), if any. */
+async function regionFromChain(): Promise<string | undefined> {
+  try {
+    const probe = new S3Client({});
+    const region = await probe.config.region();
+    probe.destroy();
+    return region;
+  } catch {
+    return undefined;
+  }
+}
+
+function isInvalidRange(e: unknown): boolean {
+  const err = e as SdkError | undefined;
+  return err?.name === 'InvalidRange' || err?.$metadata?.httpStatusCode === 416;
+}
+
+/** The first `code` along an error's cause chain. */
+function errorCode(e: unknown): string | undefined {
+  for (let cur = e, depth = 0; cur && depth < 5; cur = (cur as { cause?: unknown }).cause, depth++) {
+    const code = (cur as { code?: unknown }).code;
+    if (typeof code === 'string') return code;
+  }
+  return undefined;
+}
+
+/**
+ * Hands a response body to the sink chunk by chunk; a body that sends nothing for `idleMs` while
+ * the sink is not busy is destroyed as a timeout, so the download resumes on a new connection.
+ */
+async function deliverWatched(body: Readable, sink: ByteSink, idleMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => body.destroy(Object.assign(new Error(`no data for ${idleMs} ms`), { name: 'TimeoutError' })), idleMs);
+  };
+  try {
+    arm();
+    for await (const c of body) {
+      clearTimeout(timer);
+      const r = sink(c as Buffer);
+      if (r) await r;
+      arm();
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The stream cut into parts of `size` bytes (the last one shorter), growing every PARTS_PER_STEP parts. */
+async function* partsOf(src: Readable, size: number): AsyncGenerator<Buffer> {
+  let n = 0;
+  let cur = Buffer.allocUnsafe(size);
+  let at = 0;
+  try {
+    for await (const c of src) {
+      let chunk = c as Buffer;
+      while (chunk.length > 0) {
+        const take = Math.min(chunk.length, cur.length - at);
+        chunk.copy(cur, at, 0, take);
+        at += take;
+        chunk = chunk.subarray(take);
+        if (at === cur.length) {
+          yield cur;
+          n++;
+          cur = Buffer.allocUnsafe(size * (1 + Math.floor(n / PARTS_PER_STEP)));
+          at = 0;
+        }
+      }
+    }
+    if (at > 0 || n === 0) yield cur.subarray(0, at);
+  } finally {
+    src.destroy();
+  }
+}

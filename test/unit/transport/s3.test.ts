@@ -1,0 +1,54 @@
+import { describe, expect, it } from 'vitest';
+import { S3Transport } from '../../../src/transport/s3.js';
+
+// How SDK and socket errors become typed ones: from names, codes and HTTP statuses only (the
+// transport against a real server: test/integration/s3.test.ts).
+
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true'; // as the CLI does (src/cli/context.ts)
+const t = new S3Transport({ kind: 's3', bucket: 'releases', prefix: 'site' }, { endpoint: 'http://127.0.0.1:1', pathStyle: true, idleTimeoutMs: 5000 });
+
+/** An error shaped as the SDK throws them (a ServiceException with name and metadata). */
+function sdkError(name: string, status?: number, message = 'some words'): Error {
+  return Object.assign(new Error(message), { name, ...(status !== undefined ? { $metadata: { httpStatusCode: status } } : {}) });
+}
+
+describe('S3Transport.classify', () => {
+  const rows: [string, Error, string, boolean, RegExp][] = [
+    ['NoSuchKey', sdkError('NoSuchKey', 404), 'NOT_FOUND', false, /not found/],
+    ['HEAD 404 (no body, so no error name of S3s own)', sdkError('NotFound', 404), 'NOT_FOUND', false, /not found/],
+    ['NoSuchBucket', sdkError('NoSuchBucket', 404), 'IO', false, /the bucket releases does not exist/],
+    ['bad secret', sdkError('SignatureDoesNotMatch', 403), 'IO', false, /access refused \(SignatureDoesNotMatch\)/],
+    ['unknown key id', sdkError('InvalidAccessKeyId', 403), 'IO', false, /access refused \(InvalidAccessKeyId\)/],
+    ['a 403 with a name we do not know', sdkError('Forbidden', 403), 'IO', false, /access refused \(Forbidden\)/],
+    ['no credentials at all', sdkError('CredentialsProviderError'), 'CONFIG', false, /no S3 credentials found/],
+    ['SlowDown', sdkError('SlowDown', 503), 'CONNECTION', true, /SlowDown/],
+    ['a 500 with any name', sdkError('Whatever', 500), 'CONNECTION', true, /Whatever|some words/],
+    ['429', sdkError('TooManyRequests', 429), 'CONNECTION', true, /some words/],
+    ['socket timeout of the SDK', sdkError('TimeoutError'), 'CONNECTION', true, /sent nothing for 5 s \(idle timeout\)/],
+    ['connection reset', Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }), 'CONNECTION', true, /ECONNRESET/],
+    ['refused', Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }), 'CONNECTION', true, /ECONNREFUSED/],
+    ['host not found', Object.assign(new Error('getaddrinfo ENOTFOUND'), { code: 'ENOTFOUND' }), 'CONNECTION', false, /host not found/],
+    ['untrusted certificate', Object.assign(new Error('self-signed'), { code: 'SELF_SIGNED_CERT_IN_CHAIN' }), 'UNTRUSTED', false, /--ca FILE/],
+    ['a 400 we do not know', sdkError('InvalidArgument', 400), 'IO', false, /HTTP 400/],
+    ['aborted', sdkError('AbortError'), 'ABORTED', false, /aborted/],
+  ];
+  it.each(rows)('%s', (_why, err, code, retryable, message) => {
+    const got = t.classify(err, 's3://releases/site: x');
+    expect(got.code).toBe(code);
+    expect(got.retryable).toBe(retryable);
+    expect(got.message).toMatch(message);
+    expect(got.cause).toBe(err);
+  });
+
+  it('decides by name and status, not by message text', () => {
+    // a message that reads like a transient failure does not make a permission error retryable
+    expect(t.classify(sdkError('AccessDenied', 403, 'please retry: connection reset'), 'x').retryable).toBe(false);
+    // and a message that reads like a refusal does not make a 503 final
+    expect(t.classify(sdkError('ServiceUnavailable', 503, 'Access Denied'), 'x').retryable).toBe(true);
+  });
+
+  it('names the location with the endpoint', () => {
+    expect(t.location).toBe('s3://releases/site (http://127.0.0.1:1)');
+    expect(t.capabilities).toMatchObject({ atomicRename: true, atomicWrite: true, local: false });
+  });
+});
