@@ -26,7 +26,7 @@ async function publishMulti(t: MemoryTransport, opts: { absent?: boolean } = {})
   const p = join(await tempDir(), 'multi.tar');
   await writeFile(p, tarBytes(mp.items));
   const repo = new Repository(t);
-  await publishArchive(repo, p, { compression: 'gzip', catalogTtlMs: DEFAULT_CATALOG_TTL_MS });
+  await publishArchive(repo, p, { create: true, compression: 'gzip', catalogTtlMs: DEFAULT_CATALOG_TTL_MS });
   const [ref] = await repo.listReleases('corpus/multi', '1');
   return { record: (await repo.readRecord(ref!)).record, mp };
 }

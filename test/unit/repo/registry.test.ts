@@ -119,7 +119,7 @@ describe('registry view', () => {
     await publish(src, 0, '1');
     await publish(src, 1, '2');
     const dst = new MemoryTransport('dst');
-    await syncRepos(new Repository(src), new Repository(dst), { catalogTtlMs: DEFAULT_CATALOG_TTL_MS });
+    await syncRepos(new Repository(src), new Repository(dst), { create: true, catalogTtlMs: DEFAULT_CATALOG_TTL_MS });
     const registryFiles = (t: MemoryTransport) => [...t.files.entries()].filter(([k]) => k.startsWith('tarport/registry/')).sort(([a], [b]) => a.localeCompare(b));
     expect(registryFiles(dst).map(([k]) => k)).toEqual(registryFiles(src).map(([k]) => k));
     for (const [k, v] of registryFiles(src)) expect(dst.files.get(k), k).toEqual(v);
@@ -144,7 +144,7 @@ describe('registry view', () => {
   it('a publish whose release clashes with a served path says so; one that is served has no note', async () => {
     const t = new MemoryTransport();
     const [v1] = await demoArchives();
-    const as = (name: string) => publishArchive(new Repository(t), v1!, { compression: 'none', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name, tag: '1' } });
+    const as = (name: string) => publishArchive(new Repository(t), v1!, { create: true, compression: 'none', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name, tag: '1' } });
     expect((await as('a.example/team/app')).releases[0]!.notServedAsRegistry).toBeUndefined();
     expect((await as('b.example/team/app')).releases[0]!.notServedAsRegistry).toBe('a.example/team/app:1 is served as team/app:1 already');
   });
