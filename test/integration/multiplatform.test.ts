@@ -58,7 +58,7 @@ describe('multi-platform images: one release, each runtime loads its own platfor
   it('each archive shape (buildx layout, flat index.json, skopeo --all, Docker 25+ with an absent platform) publishes as one release', async () => {
     const versions: string[] = [];
     for (const shape of SHAPES) {
-      const r = await tarport(['push', '--json', fixture(shape), '--to', repo]);
+      const r = await tarport(['push', '--json', '--init', fixture(shape), '--to', repo]);
       expect(r.code, `${shape}: ${r.stderr}`).toBe(0);
       const doc = JSON.parse(r.stdout) as { pushed: { releases: { name: string; tag: string; version: number; status: string }[] }[] };
       const releases = doc.pushed[0]!.releases;
@@ -128,7 +128,7 @@ describe('multi-platform images: one release, each runtime loads its own platfor
 
   it('sync carries the whole release, attestation and all', async () => {
     const dst = join(await tempDir(), 'stick');
-    expect((await tarport(['sync', repo, dst])).code).toBe(0);
+    expect((await tarport(['sync', '--init', repo, dst])).code).toBe(0);
     const c = await tarport(['check', '--json', dst]);
     expect(c.code, c.stderr).toBe(0);
     const blobs = await readdir(join(dst, 'blobs', 'sha256'));

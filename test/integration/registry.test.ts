@@ -40,7 +40,7 @@ async function requestsDuring(log: string, action: () => Promise<unknown>): Prom
 const blobsIn = (requests: string[]) => requests.map((r) => /^GET \/v2\/\S+\/blobs\/(sha256:[0-9a-f]{64})$/.exec(r)?.[1]).filter((d): d is string => d !== undefined).sort();
 
 async function push(archive: string, name: string, ...more: string[]): Promise<void> {
-  const r = await tarport(['push', fixture(archive), '--to', REPO, '--name', name, ...more]);
+  const r = await tarport(['push', '--init', fixture(archive), '--to', REPO, '--name', name, ...more]);
   expect(r.stderr).toContain(`published ${name}`);
   expect(r.code).toBe(0);
 }

@@ -237,17 +237,17 @@ describe('the CLI on s3:// locations', () => {
 
   it('sync: a directory to S3, SFTP to S3, and S3 to a directory; what arrives checks clean', async () => {
     const dir = await tempDir();
-    const push = await tarport(['push', fixture('app-v1.tar'), '--to', dir, '--name', 'tarport-test/sync:1']);
+    const push = await tarport(['push', '--init', fixture('app-v1.tar'), '--to', dir, '--name', 'tarport-test/sync:1']);
     expect(push.code, push.stderr).toBe(0);
     const s3a = `s3://${E.TP_S3_BUCKET}/${fresh('sync')}`;
-    const toS3 = await tarport(['sync', dir, s3a, ...S3FLAGS], AWS);
+    const toS3 = await tarport(['sync', '--init', dir, s3a, ...S3FLAGS], AWS);
     expect(toS3.code, toS3.stderr).toBe(0);
     const sftp = `${E.TP_SFTP_URL}/${fresh('sync')}`;
-    expect((await tarport(['push', fixture('app-v2.tar'), '--to', sftp, '--name', 'tarport-test/sync:2', ...SFTP])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('app-v2.tar'), '--to', sftp, '--name', 'tarport-test/sync:2', ...SFTP])).code).toBe(0);
     const fromSftp = await tarport(['sync', sftp, s3a, ...SFTP, ...S3FLAGS], AWS);
     expect(fromSftp.code, fromSftp.stderr).toBe(0);
     const back = await tempDir();
-    const fromS3 = await tarport(['sync', s3a, back, ...S3FLAGS], AWS);
+    const fromS3 = await tarport(['sync', '--init', s3a, back, ...S3FLAGS], AWS);
     expect(fromS3.code, fromS3.stderr).toBe(0);
     const check = await tarport(['check', back]);
     expect(check.code, check.stderr).toBe(0);
