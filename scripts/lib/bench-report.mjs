@@ -36,8 +36,8 @@ function updateBytes(jobs) {
     const dir = `${W}/jobs/releases-${link}`;
     const pullFile = `${W}/jobs/update-tarport-${link}.pull.json`;
     if (!existsSync(dir) || !existsSync(pullFile)) continue;
-    const recs = [];
-    for (const n of readdirSync(dir)) for (const t of readdirSync(`${dir}/${n}`)) for (const f of readdirSync(`${dir}/${n}/${t}`)) recs.push(readJson(`${dir}/${n}/${t}/${f}`));
+    // every record under releases/ (however the name is laid out in folders), not the signatures
+    const recs = readdirSync(dir, { recursive: true }).filter((f) => String(f).endsWith('.json')).map((f) => readJson(`${dir}/${f}`));
     const have = new Set(recs.filter((r) => r.name?.endsWith('app') && r.tag === '1').flatMap((r) => r.layers.map((l) => l.diffId)));
     const v2 = recs.find((r) => r.tag === '2');
     if (!v2) continue;
@@ -63,6 +63,7 @@ function moreRatios(upd, sync, dirPush, legacy) {
   }
   out.push({ name: 'push to a directory / skopeo copy into oci:', value: dirPush.seconds / dirPush.skopeoSeconds, target: 1.0, better: 'lower', detail: `${dirPush.seconds.toFixed(2)} s vs ${dirPush.skopeoSeconds.toFixed(2)} s` });
   out.push({ name: 'sync dir → dir: (cp -r + sha256sum -c) / sync', value: sync.cpSha256sumSeconds / sync.seconds, target: 0.8, better: 'higher', detail: `${sync.seconds.toFixed(2)} s vs ${sync.cpSha256sumSeconds.toFixed(2)} s; limit ${sync.limitSeconds.toFixed(2)} s` });
+  out.push({ name: 'sync dir → dir: physical limit / sync', value: sync.limitSeconds / sync.seconds, target: null, better: 'higher', detail: `max(bytes ÷ disk, bytes ÷ (cores × SHA-256))` });
   if (legacy) {
     out.push({ name: 'pull and load / docker load -i', value: legacy.pullLoad.ratio, target: 1.1, better: 'lower', detail: `${legacy.pullLoad.seconds.toFixed(2)} s vs ${legacy.pullLoad.baselineSeconds.toFixed(2)} s` });
     const e = legacy.encryption;

@@ -15,7 +15,7 @@ export function history(doc) {
     if (!Array.isArray(doc.runs)) throw new Error('bench results: "runs" is not an array');
     return { runs: doc.runs };
   }
-  return { runs: [{ ...doc, storageDriver: doc.storageDriver ?? 'vfs', migrated: true }] };
+  return { runs: [{ ...doc, storageDriver: doc.storageDriver ?? 'not recorded', migrated: true }] };
 }
 
 /** @param {unknown} doc @param {object} run @returns {{ runs: object[] }} the history with run last */

@@ -23,7 +23,7 @@ describe('history', () => {
   it('keeps every run: the single document of older benches becomes the first run', () => {
     const old = { date: '2026-11-24T19:17:49.790Z', archiveBytes: 5 };
     const h = appendRun(old, { date: 'new' });
-    expect(h.runs).toEqual([{ ...old, storageDriver: 'vfs', migrated: true }, { date: 'new' }]);
+    expect(h.runs).toEqual([{ ...old, storageDriver: 'not recorded', migrated: true }, { date: 'new' }]);
     expect(appendRun(h, { date: 'newer' }).runs.map((r) => (r as { date: string }).date)).toEqual([old.date, 'new', 'newer']);
     expect(history(undefined)).toEqual({ runs: [] });
   });
