@@ -48,14 +48,19 @@ server_pids() {
 }
 link_bytes() { if [ -n "${PROXY_PID:-}" ]; then cat "$W/proxy.stats"; else echo null; fi; }
 
-# job CASE CONTENDER CMD: runs CMD (bash, pipefail) and appends its row to $W/jobs.jsonl
+# job CASE CONTENDER CMD: runs CMD (bash, pipefail) and appends its row to $W/jobs.jsonl (a
+# failed job too, marked failed, with the end of its error output)
 job() {
   local case=$1 who=$2 cmd=$3 id="$1-$2-$LINK"
   local pids; pids=$(server_pids | tr '\n' ' ')
   sync
   local b0 c0; b0=$(link_bytes); c0=$(cpu_of $pids)
   if ! /usr/bin/time -f '%e %M %U %S' -o "$J/$id.time" bash -c "set -eo pipefail; $cmd" > "$J/$id.out" 2> "$J/$id.err"; then
-    tp_log "$id failed:"; tail -n 20 "$J/$id.err" >&2; return 1
+    # recorded as failed, with its last words, and the run goes on: the report lists it
+    tp_log "$id FAILED:"; tail -n 20 "$J/$id.err" >&2
+    printf '{"case":"%s","contender":"%s","link":"%s","failed":true,"error":%s}\n' "$case" "$who" "$LINK" \
+      "$(grep -v '^Command exited' "$J/$id.err" | tail -n 3 | node -e 'process.stdout.write(JSON.stringify(require("fs").readFileSync(0, "utf8").trim()))')" >> "$W/jobs.jsonl"
+    return 0
   fi
   sleep 0.3 # the proxy writes its count within 100 ms
   local b1 c1 wall rss usr sys; b1=$(link_bytes); c1=$(cpu_of $pids)

@@ -20,7 +20,9 @@ const peakRss = (l) => Math.max(...Array.from({ length: R }, (_, i) => time(`${l
 
 /** the jobs; a loopback row carries the bytes a shaped link counted for the same job */
 function readJobs() {
-  const jobs = readFileSync(`${W}/jobs.jsonl`, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  const all = readFileSync(`${W}/jobs.jsonl`, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  failed.push(...all.filter((j) => j.failed));
+  const jobs = all.filter((j) => !j.failed);
   for (const j of jobs) {
     if (j.bytes !== null) continue;
     const shaped = jobs.find((o) => o.case === j.case && o.contender === j.contender && o.bytes !== null);
@@ -80,8 +82,11 @@ function printJobs(jobs) {
     console.log([j.case, j.contender, j.link, j.seconds.toFixed(2), bytes, j.cpuSeconds.toFixed(2), j.clientCpuSeconds.toFixed(2), `${(j.peakRssKiB / 1024).toFixed(0)} MiB`].map((c, i) => String(c).padEnd([8, 10, 9, 9, 14, 8, 13, 9][i])).join(' '));
   }
   console.log('* bytes as counted on a shaped link for the same job (a loopback row goes through no proxy)');
+  for (const f of failed) console.log(`FAILED: ${f.case} ${f.contender} ${f.link}: ${f.error}`);
 }
 
+/** jobs that failed: listed, never counted in a ratio */
+const failed = [];
 const jobs = readJobs();
 const upd = updateBytes(jobs);
 const sync = syncRow();
@@ -101,7 +106,7 @@ if (resultsFile) {
   const run = {
     date: new Date().toISOString(), quick: quick === 'quick', storageDriver: driver, node: process.version, cores: availableParallelism(),
     archiveBytes: Number(archiveBytes), rounds: R, elapsedSeconds: Number(elapsed),
-    jobs, ratios, updateBytes: upd, dirPush, syncDirToDir: sync, ...(legacy ? { parts: legacy } : {}),
+    jobs, ...(failed.length ? { failedJobs: failed } : {}), ratios, updateBytes: upd, dirPush, syncDirToDir: sync, ...(legacy ? { parts: legacy } : {}),
   };
   const before = existsSync(resultsFile) ? readJson(resultsFile) : undefined;
   writeFileSync(resultsFile, JSON.stringify(appendRun(before, run), null, 2) + '\n');

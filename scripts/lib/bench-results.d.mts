@@ -27,6 +27,8 @@ export interface Run {
   jobs: Job[];
   ratios: Ratio[];
   quick?: boolean;
+  /** jobs that failed, with the end of their error output */
+  failedJobs?: { case: string; contender: string; link: string; error: string }[];
 }
 /** The history as { runs }, from nothing, the older single document, or a history. */
 export declare function history(doc: unknown): { runs: object[] };

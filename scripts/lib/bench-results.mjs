@@ -82,7 +82,7 @@ const fmtBytes = (b) => (b === null || b === undefined ? '–' : b >= 1e9 ? `${(
 /**
  * The README's table of one run: a line per case and link, a cell per contender (seconds, bytes
  * over the link, CPU seconds, peak RSS), then the ratios with their targets.
- * @param {{ date: string, storageDriver: string, archiveBytes: number, jobs: Job[], ratios: Ratio[], quick?: boolean }} run
+ * @param {{ date: string, storageDriver: string, archiveBytes: number, jobs: Job[], ratios: Ratio[], quick?: boolean, failedJobs?: { case: string, contender: string, link: string, error: string }[] }} run
  * @returns {string} Markdown
  */
 export function readmeTable(run) {
@@ -104,6 +104,7 @@ export function readmeTable(run) {
       lines.push(`| ${c} | ${LINK_NAME[link]} | ${cells.join(' | ')} |`);
     }
   }
+  for (const f of run.failedJobs ?? []) lines.push('', `**Failed:** ${f.case}, ${f.contender}, ${LINK_NAME[f.link] ?? f.link}: ${String(f.error).split('\n').at(-1)}`);
   lines.push('', '| ratio | value | target | |', '|---|---|---|---|');
   for (const r of run.ratios) {
     const target = r.target === null ? '—' : `${r.better === 'lower' ? '≤' : '≥'} ${r.target}`;
