@@ -1,7 +1,8 @@
 # Sourced by scripts/bench: the images every row measures, built in daemon $1 from files already
 # on this machine (nothing downloaded) and saved into $2:
-#   v1.tar     tarport-bench/app:1, >= $3 MB in 5 layers: a busybox base, three layers of shared
-#              libraries and the like (zstd -3 shrinks them about 3x) and one of random bytes (30 %)
+#   v1.tar     tarport-bench/app:1, >= $3 MiB in 5 layers: a busybox base, three layers of shared
+#              libraries and the like (zstd -3 shrinks them about 3x) and one of random bytes (30 %
+#              or more: it fills up to $3 MiB what the files come short of)
 #   v2.tar     tarport-bench/app:2 = v1 + one layer of BENCH_UPDATE_MB (8) MiB of random bytes
 #   many.tar   tarport-bench/many:1, 40 small layers (BENCH_MANY_MB, 80 MB, in all)
 #   few.tar    tarport-bench/few:1, the same 40 pieces of files in 4 layers
@@ -20,7 +21,11 @@ bench_build_images() {
   awk -v each=$sys -v dir="$ctx" '{ if (n < 3 && t + $1 > each) { n++; t = 0 } if (n >= 3) exit; t += $1; sub(/^[0-9]+ /, ""); print > (dir "/sys" (n + 1) ".txt") }' "$ctx/all.txt"
   local i
   for i in 1 2 3; do tar -cf "$ctx/sys$i.tar" -T "$ctx/sys$i.txt" 2>/dev/null || true; done
-  head -c $((MB * 3 / 10 * 1024 * 1024)) /dev/urandom > "$ctx/random.bin"
+  # random bytes fill up to MB: files of this machine come short of their share (hard links are
+  # stored once, some files cannot be read), and the image must still be MB (>= 1 GiB by default)
+  local sysBytes; sysBytes=$(cat "$ctx"/sys?.tar | wc -c)
+  local rnd=$((MB * 1024 * 1024 - sysBytes)); [ "$rnd" -ge $((MB * 3 / 10 * 1024 * 1024)) ] || rnd=$((MB * 3 / 10 * 1024 * 1024))
+  head -c "$rnd" /dev/urandom > "$ctx/random.bin"
   head -c $((upd * 1024 * 1024)) /dev/urandom > "$ctx/update.bin"
   printf 'FROM tarport-bench/base:1\nADD sys1.tar /data/\nADD sys2.tar /data/\nCOPY random.bin /data/random.bin\nADD sys3.tar /data/\n' > "$ctx/Dockerfile.v1"
   { cat "$ctx/Dockerfile.v1"; printf 'COPY update.bin /data/update.bin\n'; } > "$ctx/Dockerfile.v2"
