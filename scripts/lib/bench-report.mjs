@@ -53,6 +53,7 @@ function updateBytes(jobs) {
 
 /** sync dir → dir, cp -r + sha256sum -c, and the physical limit of copying and hashing those bytes */
 function syncRow() {
+  if (!existsSync(`${W}/sync.json`)) return null; // a run stopped before it (printed as not measured)
   const s = readJson(`${W}/sync.json`);
   const limitSeconds = Math.max(s.bytes / (s.diskMBps * 1e6), s.bytes / (s.cores * s.sha256MBpsPerCore * 1e6));
   return { ...s, seconds: median('syncdir'), cpSha256sumSeconds: median('base_cpsum'), limitSeconds, peakRssKiB: peakRss('syncdir') };
@@ -63,9 +64,11 @@ function moreRatios(upd, sync, dirPush, legacy) {
   for (const [link, u] of Object.entries(upd)) {
     if (u.bytesRead !== null) out.push({ name: `update, ${link}: bytes pulled / (new layer compressed + 64 KiB)`, value: u.bytesRead / (u.newCompressedBytes + 65536), target: 1.05, better: 'lower', detail: `${u.bytesRead} B vs ${u.newCompressedBytes} B` });
   }
-  out.push({ name: 'push to a directory / skopeo copy into oci:', value: dirPush.seconds / dirPush.skopeoSeconds, target: 1.0, better: 'lower', detail: `${dirPush.seconds.toFixed(2)} s vs ${dirPush.skopeoSeconds.toFixed(2)} s` });
-  out.push({ name: 'sync dir → dir: (cp -r + sha256sum -c) / sync', value: sync.cpSha256sumSeconds / sync.seconds, target: 0.8, better: 'higher', detail: `${sync.seconds.toFixed(2)} s vs ${sync.cpSha256sumSeconds.toFixed(2)} s; limit ${sync.limitSeconds.toFixed(2)} s` });
-  out.push({ name: 'sync dir → dir: physical limit / sync', value: sync.limitSeconds / sync.seconds, target: null, better: 'higher', detail: `max(bytes ÷ disk, bytes ÷ (cores × SHA-256))` });
+  if (dirPush) out.push({ name: 'push to a directory / skopeo copy into oci:', value: dirPush.seconds / dirPush.skopeoSeconds, target: 1.0, better: 'lower', detail: `${dirPush.seconds.toFixed(2)} s vs ${dirPush.skopeoSeconds.toFixed(2)} s` });
+  if (sync) {
+    out.push({ name: 'sync dir → dir: (cp -r + sha256sum -c) / sync', value: sync.cpSha256sumSeconds / sync.seconds, target: 0.8, better: 'higher', detail: `${sync.seconds.toFixed(2)} s vs ${sync.cpSha256sumSeconds.toFixed(2)} s; limit ${sync.limitSeconds.toFixed(2)} s` });
+    out.push({ name: 'sync dir → dir: physical limit / sync', value: sync.limitSeconds / sync.seconds, target: null, better: 'higher', detail: `max(bytes ÷ disk, bytes ÷ (cores × SHA-256))` });
+  }
   if (legacy) {
     out.push({ name: 'pull and load / docker load -i', value: legacy.pullLoad.ratio, target: 1.1, better: 'lower', detail: `${legacy.pullLoad.seconds.toFixed(2)} s vs ${legacy.pullLoad.baselineSeconds.toFixed(2)} s` });
     const e = legacy.encryption;
@@ -90,12 +93,13 @@ const failed = [];
 const jobs = readJobs();
 const upd = updateBytes(jobs);
 const sync = syncRow();
-const dirPush = { seconds: median('dirpush'), skopeoSeconds: median('skopeo_oci'), peakRssKiB: peakRss('dirpush'), skopeoPeakRssKiB: peakRss('skopeo_oci') };
+const dirPush = existsSync(`${W}/skopeo_oci_${R}.time`) ? { seconds: median('dirpush'), skopeoSeconds: median('skopeo_oci'), peakRssKiB: peakRss('dirpush'), skopeoPeakRssKiB: peakRss('skopeo_oci') } : null;
 const legacy = existsSync(`${W}/legacy.json`) ? readJson(`${W}/legacy.json`) : null;
 const ratios = [...jobRatios(jobs), ...moreRatios(upd, sync, dirPush, legacy)];
 
 printJobs(jobs);
-console.log(`\nsync dir → dir of ${(sync.bytes / 1e6).toFixed(0)} MB in ${sync.objects} objects: ${sync.seconds.toFixed(2)} s; cp -r + sha256sum -c ${sync.cpSha256sumSeconds.toFixed(2)} s; physical limit ${sync.limitSeconds.toFixed(2)} s (disk ${sync.diskMBps} MB/s, SHA-256 ${sync.sha256MBpsPerCore} MB/s × ${sync.cores} cores)`);
+if (sync) console.log(`\nsync dir → dir of ${(sync.bytes / 1e6).toFixed(0)} MB in ${sync.objects} objects: ${sync.seconds.toFixed(2)} s; cp -r + sha256sum -c ${sync.cpSha256sumSeconds.toFixed(2)} s; physical limit ${sync.limitSeconds.toFixed(2)} s (disk ${sync.diskMBps} MB/s, SHA-256 ${sync.sha256MBpsPerCore} MB/s × ${sync.cores} cores)`);
+else console.log('\nsync dir → dir and push to a directory: not measured (the run stopped before them)');
 console.log(`storage driver: ${driver}; the run took ${Math.round(Number(elapsed) / 60)} min\n`);
 for (const r of ratios) {
   const target = r.target === null ? '' : `${r.better === 'lower' ? '<=' : '>='} ${r.target} ${meets(r) ? 'met' : 'NOT MET'}`;
@@ -106,7 +110,7 @@ if (resultsFile) {
   const run = {
     date: new Date().toISOString(), quick: quick === 'quick', storageDriver: driver, node: process.version, cores: availableParallelism(),
     archiveBytes: Number(archiveBytes), rounds: R, elapsedSeconds: Number(elapsed),
-    jobs, ...(failed.length ? { failedJobs: failed } : {}), ratios, updateBytes: upd, dirPush, syncDirToDir: sync, ...(legacy ? { parts: legacy } : {}),
+    jobs, ...(failed.length ? { failedJobs: failed } : {}), ratios, updateBytes: upd, ...(dirPush ? { dirPush } : {}), ...(sync ? { syncDirToDir: sync } : {}), ...(legacy ? { parts: legacy } : {}),
   };
   const before = existsSync(resultsFile) ? readJson(resultsFile) : undefined;
   writeFileSync(resultsFile, JSON.stringify(appendRun(before, run), null, 2) + '\n');
