@@ -2,7 +2,7 @@
 // The end of scripts/bench: reads what the run measured in its work directory (jobs.jsonl and the
 // jobs' output, sync.json, the *.time files, legacy.json of the parts' own baselines when they ran),
 // prints the jobs and the ratios against issue 16's targets, and appends the run to the results
-// file when one is named (every run is kept). Usage:
+// file when one is named (every run is kept; BENCH_NOTE adds a note to the run). Usage:
 //   bench-report.mjs WORKDIR DRIVER ARCHIVE_BYTES ROUNDS ELAPSED_SECONDS [quick|''] [RESULTS_FILE]
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -108,7 +108,7 @@ for (const r of ratios) {
 
 if (resultsFile) {
   const run = {
-    date: new Date().toISOString(), quick: quick === 'quick', storageDriver: driver, node: process.version, cores: availableParallelism(),
+    date: new Date().toISOString(), quick: quick === 'quick', ...(process.env.BENCH_NOTE ? { note: process.env.BENCH_NOTE } : {}), storageDriver: driver, node: process.version, cores: availableParallelism(),
     archiveBytes: Number(archiveBytes), rounds: R, elapsedSeconds: Number(elapsed),
     jobs, ...(failed.length ? { failedJobs: failed } : {}), ratios, updateBytes: upd, ...(dirPush ? { dirPush } : {}), ...(sync ? { syncDirToDir: sync } : {}), ...(legacy ? { parts: legacy } : {}),
   };

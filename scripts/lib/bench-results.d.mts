@@ -27,6 +27,8 @@ export interface Run {
   jobs: Job[];
   ratios: Ratio[];
   quick?: boolean;
+  /** what the reader should know about this run (BENCH_NOTE) */
+  note?: string;
   /** jobs that failed, with the end of their error output */
   failedJobs?: { case: string; contender: string; link: string; error: string }[];
 }

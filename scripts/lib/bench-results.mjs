@@ -82,7 +82,7 @@ const fmtBytes = (b) => (b === null || b === undefined ? '–' : b >= 1e9 ? `${(
 /**
  * The README's table of one run: a line per case and link, a cell per contender (seconds, bytes
  * over the link, CPU seconds, peak RSS), then the ratios with their targets.
- * @param {{ date: string, storageDriver: string, archiveBytes: number, jobs: Job[], ratios: Ratio[], quick?: boolean, failedJobs?: { case: string, contender: string, link: string, error: string }[] }} run
+ * @param {{ date: string, storageDriver: string, archiveBytes: number, jobs: Job[], ratios: Ratio[], quick?: boolean, note?: string, failedJobs?: { case: string, contender: string, link: string, error: string }[] }} run
  * @returns {string} Markdown
  */
 export function readmeTable(run) {
@@ -90,6 +90,7 @@ export function readmeTable(run) {
   const who = ['tarport', 'pipeline', 'book', 'skopeo'];
   const lines = [
     `Run of ${run.date.slice(0, 16).replace('T', ' ')} UTC${run.quick ? ' (quick mode)' : ''}, storage driver ${run.storageDriver}, fresh image ${fmtBytes(run.archiveBytes)}. A cell: wall time · bytes over the link · CPU seconds · peak RSS.`,
+    ...(run.note ? ['', run.note] : []),
     '',
     `| job | link | ${who.join(' | ')} |`,
     `|---|---|${who.map(() => '---|').join('')}`,

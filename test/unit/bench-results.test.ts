@@ -75,6 +75,7 @@ describe('README table and chart', () => {
     expect(t).toContain('| fresh | loopback | 8.00 s · 400 MB · 8.0 s · 100 MiB | — | 10.00 s · – · 10.0 s · 100 MiB | — |');
     expect(t).toContain('| fresh, loopback: tarport / book (8 s vs 10 s) | 0.80 | ≤ 1 | met |');
     expect(t).not.toContain('Failed');
+    expect(readmeTable({ ...run, note: 'stopped at the deadline' })).toContain('\n\nstopped at the deadline\n');
     expect(readmeTable({ ...run, failedJobs: [{ case: 'fresh', contender: 'skopeo', link: '100mbit', error: 'x\nwriting blob: closed pipe' }] })).toContain('**Failed:** fresh, skopeo, 100 Mbit/s: writing blob: closed pipe');
   });
 
