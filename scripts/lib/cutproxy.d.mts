@@ -18,8 +18,9 @@ export declare class CuttingProxy {
   /**
    * stallAt: where the carried bytes cross one of these, the connection goes silent instead of
    * being cut (both sockets stay open, nothing is forwarded), as a dead NAT entry leaves it.
+   * rate: bytes per second each way, shared by every connection (a link of that speed).
    */
-  constructor(target: { host: string; port: number }, cutAt: number[], mode: 'ftp' | 'stream', opts?: { refuseEpsv?: boolean; stallAt?: number[] });
+  constructor(target: { host: string; port: number }, cutAt: number[], mode: 'ftp' | 'stream', opts?: { refuseEpsv?: boolean; stallAt?: number[]; rate?: number });
   /** Every connection open now goes silent. */
   stallAll(): void;
   start(): Promise<this>;

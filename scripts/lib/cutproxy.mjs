@@ -36,7 +36,9 @@ export class CuttingProxy {
    *   itself, as servers without EPSV do (ftp mode), so that clients must fall back to PASV.
    *   stallAt: where the carried bytes cross one of these, the connection goes silent instead of
    *   being cut (both sockets stay open, nothing more is forwarded either way), as a dead NAT entry
-   *   or a hung server leaves it; `stalls` holds the time of each
+   *   or a hung server leaves it; `stalls` holds the time of each.
+   *   rate: bytes per second each way (data connections in ftp mode), shared by every connection,
+   *   as one link of that speed would carry them (scripts/bench shapes 1 Gbit/s and 100 Mbit/s)
    */
   constructor(target, cutAt, mode, opts = {}) {
     this.target = target;
@@ -44,6 +46,9 @@ export class CuttingProxy {
     this.mode = mode;
     this.refuseEpsv = opts.refuseEpsv ?? false;
     this.stallAt = opts.stallAt ?? [];
+    this.rate = opts.rate ?? 0;
+    /** when each direction's link is free again (performance.now()), with a rate */
+    this.linkFree = { up: 0, down: 0 };
     /** @type {number[]} Date.now() of each stall */
     this.stalls = [];
     /** every connection open now is silent (stallAll) */
@@ -53,13 +58,24 @@ export class CuttingProxy {
     this.pasv = 0;
   }
 
+  /**
+   * How long (ms) the sender waits after a chunk of n bytes so that the direction carries no more
+   * than `rate` bytes per second on average. @param {'up' | 'down'} dir @param {number} n
+   */
+  pace(dir, n) {
+    if (!this.rate) return 0;
+    const now = performance.now();
+    this.linkFree[dir] = Math.max(now, this.linkFree[dir]) + (n * 1000) / this.rate;
+    return this.linkFree[dir] - now;
+  }
+
   async start() {
     this.port = await this.listen((client) => {
       const upstream = connect(this.target.port, this.target.host);
       this.track(client, upstream);
       if (this.mode === 'stream') {
-        this.pipeCounting(client, upstream);
-        this.pipeCounting(upstream, client);
+        this.pipeCounting(client, upstream, 'up');
+        this.pipeCounting(upstream, client, 'down');
       } else {
         eachLine(client, (line) => {
           if (this.silenced.has(client)) return;
@@ -99,8 +115,8 @@ export class CuttingProxy {
       const p = await this.listen((client) => {
         const upstream = connect(realPort, this.target.host);
         this.track(client, upstream);
-        this.pipeCounting(client, upstream);
-        this.pipeCounting(upstream, client);
+        this.pipeCounting(client, upstream, 'up');
+        this.pipeCounting(upstream, client, 'down');
       }, true);
       return m227 ? `227 Entering Passive Mode (127,0,0,1,${Math.floor(p / 256)},${p % 256}).\r\n` : `229 Entering Extended Passive Mode (|||${p}|)\r\n`;
     });
@@ -108,8 +124,19 @@ export class CuttingProxy {
     return next;
   }
 
-  /** @param {import('node:net').Socket} from @param {import('node:net').Socket} to */
-  pipeCounting(from, to) {
+  /**
+   * @param {import('node:net').Socket} from @param {import('node:net').Socket} to
+   * @param {'up' | 'down'} dir client → server or back (for the rate)
+   */
+  pipeCounting(from, to, dir) {
+    // reading resumes when the receiver drained and the link's pace allows: both may hold it
+    let held = 0;
+    const hold = () => {
+      if (held++ === 0) from.pause();
+    };
+    const release = () => {
+      if (--held === 0 && !this.silenced.has(from)) from.resume();
+    };
     from.on('data', (d) => {
       if (this.silenced.has(from)) return; // stalled: what arrives is swallowed, nothing answers
       const before = this.bytes;
@@ -131,8 +158,13 @@ export class CuttingProxy {
         return;
       }
       if (!to.write(d)) {
-        from.pause();
-        to.once('drain', () => from.resume());
+        hold();
+        to.once('drain', release);
+      }
+      const wait = this.pace(dir, d.length);
+      if (wait >= 1) {
+        hold();
+        setTimeout(release, wait);
       }
     });
     from.on('end', () => {

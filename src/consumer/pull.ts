@@ -364,14 +364,22 @@ async function loadImage(
   // content store) and which archive shape it reads; Docker's containerd store and Podman need all.
   const plan = await docker.plan(diffIds, signal);
   emit({ kind: 'loading', ref, version: record.version, layers: record.layers.length, skipped: new Set(diffIds.filter((d) => plan.omit.has(d))).size });
-  const { files, bytesFetched } = await layerFiles(repo, cache, record, plan, key, signal);
+  const fetching = layerFiles(repo, cache, record, plan, key, signal);
+  const { files } = fetching;
   // The index (manifest.json, index.json) is written last: if any layer fails its check, the
   // runtime never sees it and loads nothing.
   const oci = plan.format === 'oci-layout'
     ? writeOciLoadArchive({ configDigest: record.contentKey, config, imageName: name.qualified, tag: record.tag, layers: record.layers.map((l) => ({ diffId: l.diffId, size: l.uncompressedSize })), files })
     : undefined;
   const archive = oci?.stream ?? writeLoadArchive({ configDigest: record.contentKey, config, repoTags: [plan.qualifiedNames ? name.qualified : name.familiar], layerPaths: diffIds.map(layerPath), files });
-  await docker.load(archive, name, signal);
+  try {
+    await docker.load(archive, name, signal);
+  } catch (e) {
+    // a layer that could not be fetched or failed its digest stopped the archive: that fault (its
+    // code decides exit and retry), not the runtime's report of a broken stream
+    throw (await fetching.stop()) ?? e;
+  }
+  const bytesFetched = await fetching.done;
   const imageId = await docker.verify({ name, configDigest: record.contentKey, diffIds, ...(oci ? { manifestDigest: oci.manifestDigest } : {}) }, signal);
   return { imageId, bytesFetched: bytesFetched + config.length, thin: plan.thin };
 }
@@ -394,25 +402,44 @@ async function readConfig(repo: Repository, cache: ObjectCache, record: ReleaseR
   return config;
 }
 
+/** The layer files of a load archive, and the fetches behind them (see layerFiles). */
+interface LayerFetching {
+  readonly files: LoadFile[];
+  /** Bytes read from the repository, once every fetch ended (each file opened waits for its own). */
+  readonly done: Promise<number>;
+  /** Stops the fetches still running and waits for them; the first fault of a fetch, if one failed. */
+  stop(): Promise<unknown>;
+}
+
 /**
  * The layer files of a load archive: each layer the plan does not leave out, once, fetched into the
- * cache and verified before the runtime sees a byte, except from a local repository when the runtime
- * takes thin archives: there the object is read in place, its digest checked on the way; a mismatch
- * fails the stream before the archive's index, and the runtime loads nothing. (A runtime that needs
- * every layer keeps them in the cache: a later stick may carry only a difference.) Encrypted objects
- * always go through the cache: ciphertext is checked before it is decrypted.
+ * cache and verified before the runtime sees a byte of it, except from a local repository when the
+ * runtime takes thin archives: there the object is read in place, its digest checked on the way; a
+ * mismatch fails the stream before the archive's index, and the runtime loads nothing. (A runtime
+ * that needs every layer keeps them in the cache: a later stick may carry only a difference.)
+ * Encrypted objects always go through the cache: ciphertext is checked before it is decrypted.
+ * The fetches run one after another in the background from the start, so that the runtime loads a
+ * layer while the next one downloads; a file opens once its own object is in the cache.
  */
-async function layerFiles(repo: Repository, cache: ObjectCache, record: ReleaseRecord, plan: LoadPlan, key: DecryptionKey | undefined, signal?: AbortSignal): Promise<{ files: LoadFile[]; bytesFetched: number }> {
+function layerFiles(repo: Repository, cache: ObjectCache, record: ReleaseRecord, plan: LoadPlan, key: DecryptionKey | undefined, signal?: AbortSignal): LayerFetching {
   const ref = `${record.name}:${record.tag}`;
   const direct = plan.thin && repo.isLocal && !record.layers.some((l) => l.encryption);
+  const stopper = new AbortController();
+  const fetchSignal = signal ? AbortSignal.any([signal, stopper.signal]) : stopper.signal;
   const files: LoadFile[] = [];
   const included = new Set<string>();
-  let bytesFetched = 0;
+  let chain: Promise<number> = Promise.resolve(0);
+  let fault: unknown;
   for (const l of record.layers) {
     if (plan.omit.has(l.diffId) || included.has(l.diffId)) continue;
     included.add(l.diffId);
-    if (!direct) bytesFetched += await cache.ensure(repo, l, signal);
-    else bytesFetched += l.size;
+    const fetched: Promise<number> = direct ? Promise.resolve(l.size) : chain.then(() => cache.ensure(repo, l, fetchSignal));
+    chain = chain.then(async (n) => n + (await fetched));
+    // a failed fetch is reported where its file opens, and by stop() (not the abort stop() causes
+    // itself): never unhandled
+    fetched.catch((e: unknown) => {
+      if (!stopper.signal.aborted) fault ??= e;
+    });
     files.push({
       name: plan.format === 'oci-layout' ? ociBlobPath(l.diffId) : layerPath(l.diffId),
       size: l.uncompressedSize,
@@ -420,12 +447,23 @@ async function layerFiles(repo: Repository, cache: ObjectCache, record: ReleaseR
       // layer"; containerd's content store checks each blob's digest), so we check the uncompressed
       // size only and spare a hash pass.
       open: async () => {
+        await fetched;
         const raw = direct ? await repo.readBlob(l, { signal }) : cache.open(l.digest);
         return openLayer(raw, l, l.encryption ? needKey(key, record) : undefined, `layer ${l.diffId} of ${ref}`, threadedDecompressor);
       },
     });
   }
-  return { files, bytesFetched };
+  const done = chain;
+  done.catch(() => undefined);
+  return {
+    files,
+    done,
+    stop: async () => {
+      stopper.abort();
+      await done.catch(() => undefined);
+      return fault;
+    },
+  };
 }
 
 async function importRootfs(repo: Repository, docker: Runtime, cache: ObjectCache, verified: PinnedRecord, platform: Platform, key: DecryptionKey | undefined, signal?: AbortSignal): Promise<Loaded> {

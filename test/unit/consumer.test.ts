@@ -123,6 +123,23 @@ describe('consumer load archives per image store', () => {
     await expect(pull(repo, rt, { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: await tempDir() })).rejects.toThrow(/digest mismatch/);
     expect(d.loads).toHaveLength(0);
   });
+
+  it('a tampered layer behind a good one (fetched while the load runs) fails the pull with its digest fault and loads nothing', async () => {
+    const repo = await repoWithDemo();
+    const { record } = await repo.readRecord((await repo.listReleases('demo/app', '1')).at(-1)!);
+    const last = record.layers.at(-1)!;
+    expect(record.layers.length).toBeGreaterThan(1);
+    const key = `blobs/sha256/${last.digest.slice('sha256:'.length)}`;
+    const v = mem.files.get(key)!;
+    mem.files.set(key, Buffer.concat([v.subarray(0, v.length - 1), Buffer.from([v[v.length - 1]! ^ 1])]));
+    // as over FTP or SFTP: objects go through the cache (a local repository is read in place)
+    Object.defineProperty(mem, 'capabilities', { value: { ...mem.capabilities, local: false } });
+    expect(repo.isLocal).toBe(false);
+    const d = new FakeDaemon('graphdriver');
+    const err = await pull(repo, new DockerRuntime(d), { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: await tempDir() }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'DIGEST_MISMATCH' });
+    expect(d.loads).toHaveLength(0);
+  });
 });
 
 describe('rollback state follows the repository, not its location', () => {

@@ -1,0 +1,97 @@
+// scripts/lib/bench-results.mjs: the history of bench runs, issue 16's ratios, the README table
+// and the chart that scripts/bench writes.
+import { describe, expect, it } from 'vitest';
+import {
+  README_END,
+  README_START,
+  appendRun,
+  history,
+  jobRatios,
+  meets,
+  readmeTable,
+  replaceBetweenMarkers,
+  svgChart,
+  type Job,
+  type Run,
+} from '../../scripts/lib/bench-results.mjs';
+
+const job = (c: string, contender: string, link: string, seconds: number, bytes: number | null = null): Job => ({
+  case: c, contender, link, seconds, bytes, peakRssKiB: 100 * 1024, clientCpuSeconds: seconds / 2, cpuSeconds: seconds,
+});
+
+describe('history', () => {
+  it('keeps every run: the single document of older benches becomes the first run', () => {
+    const old = { date: '2026-11-24T19:17:49.790Z', archiveBytes: 5 };
+    const h = appendRun(old, { date: 'new' });
+    expect(h.runs).toEqual([{ ...old, storageDriver: 'not recorded', migrated: true }, { date: 'new' }]);
+    expect(appendRun(h, { date: 'newer' }).runs.map((r) => (r as { date: string }).date)).toEqual([old.date, 'new', 'newer']);
+    expect(history(undefined)).toEqual({ runs: [] });
+  });
+
+  it('refuses what is neither a history nor a run', () => {
+    expect(() => history([1, 2])).toThrow('neither a history');
+    expect(() => history({ runs: 3 })).toThrow('"runs" is not an array');
+  });
+});
+
+describe('jobRatios', () => {
+  const jobs = [
+    job('fresh', 'tarport', 'loopback', 8), job('fresh', 'pipeline', 'loopback', 4), job('fresh', 'book', 'loopback', 10),
+    job('update', 'tarport', '100mbit', 1, 9e6), job('update', 'book', '100mbit', 100, 2.2e9),
+    job('many', 'tarport', 'loopback', 3), job('few', 'tarport', 'loopback', 2),
+  ];
+  const ratios = jobRatios(jobs);
+  const byName = (n: string) => ratios.find((r) => r.name === n);
+
+  it('divides tarport by each contender with issue 16 targets', () => {
+    expect(byName('fresh, loopback: tarport / pipeline')).toMatchObject({ value: 2, target: 1 });
+    expect(meets(byName('fresh, loopback: tarport / pipeline')!)).toBe(false);
+    expect(byName('fresh, loopback: tarport / book')).toMatchObject({ value: 0.8, target: 1 });
+    expect(meets(byName('fresh, loopback: tarport / book')!)).toBe(true);
+    expect(byName('update, 100 Mbit/s: tarport / book')).toMatchObject({ value: 0.01, target: 0.05 });
+  });
+
+  it('compares the 40-layer image with 4 layers and bounds the peak RSS', () => {
+    expect(byName('40 layers / 4 layers, loopback')).toMatchObject({ value: 1.5, target: 1.2 });
+    expect(byName('tarport peak RSS / 256 MiB (every job)')?.value).toBeCloseTo(100 / 256);
+  });
+
+  it('leaves out what was not measured', () => {
+    expect(byName('fresh, 1 Gbit/s: tarport / book')).toBeUndefined();
+    expect(ratios).toHaveLength(5);
+  });
+});
+
+describe('README table and chart', () => {
+  const run: Run = {
+    date: '2026-12-01T15:00:00.000Z', storageDriver: 'overlay2', archiveBytes: 1.2e9,
+    jobs: [job('fresh', 'tarport', 'loopback', 8, 4e8), job('fresh', 'book', 'loopback', 10)],
+    ratios: [{ name: 'fresh, loopback: tarport / book', value: 0.8, target: 1, better: 'lower', detail: '8 s vs 10 s' }],
+  };
+
+  it('writes a line per job and link, and the ratios with their verdict', () => {
+    const t = readmeTable(run);
+    expect(t).toContain('storage driver overlay2');
+    expect(t).toContain('| fresh | loopback | 8.00 s · 400 MB · 8.0 s · 100 MiB | — | 10.00 s · – · 10.0 s · 100 MiB | — |');
+    expect(t).toContain('| fresh, loopback: tarport / book (8 s vs 10 s) | 0.80 | ≤ 1 | met |');
+    expect(t).not.toContain('Failed');
+    expect(readmeTable({ ...run, note: 'stopped at the deadline' })).toContain('\n\nstopped at the deadline\n');
+    expect(readmeTable({ ...run, failedJobs: [{ case: 'fresh', contender: 'skopeo', link: '100mbit', error: 'x\nwriting blob: closed pipe' }] })).toContain('**Failed:** fresh, skopeo, 100 Mbit/s: writing blob: closed pipe');
+  });
+
+  it('replaces only what lies between the markers, and refuses a README without them', () => {
+    const text = `intro\n${README_START}\nold\n${README_END}\nafter\n`;
+    expect(replaceBetweenMarkers(text, 'new')).toBe(`intro\n${README_START}\nnew\n${README_END}\nafter\n`);
+    expect(() => replaceBetweenMarkers('no markers', 'new')).toThrow('markers');
+  });
+
+  it('draws a bar per ratio, coloured by its target, with earlier runs as dots', () => {
+    const earlier = { date: '2026-11-30T10:00:00.000Z', ratios: [{ ...run.ratios[0]!, value: 1.5 }] };
+    const svg = svgChart({ runs: [earlier, run] });
+    expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"')).toBe(true);
+    expect(svg.match(/<rect /g)).toHaveLength(1);
+    expect(svg).toContain('fill="#2a8a3e"');
+    expect(svg.match(/<circle /g)).toHaveLength(1);
+    expect(() => svgChart({ runs: [{ date: 'x' }] })).toThrow('no run with ratios');
+  });
+});
