@@ -102,7 +102,7 @@ cmd_skopeo() { # IMAGE
 }
 cmd_tarport() { # IMAGE
   local url="sftp://$suser@127.0.0.1:$PORT$home/repo" keys="--identity $TP_SFTP_IDENTITY --known-hosts $KH"
-  echo "$P save -o $W/tp.tar $1; $TP push $W/tp.tar --to $url $keys --json > $J/$CASE-tarport-$LINK.push.json; DOCKER_HOST=$TP_SOCK_consumer $TP pull --from $url $keys --state $W/tp-state --json > $J/$CASE-tarport-$LINK.pull.json; rm -f $W/tp.tar"
+  echo "$P save -o $W/tp.tar $1; $TP push --init $W/tp.tar --to $url $keys --json > $J/$CASE-tarport-$LINK.push.json; DOCKER_HOST=$TP_SOCK_consumer $TP pull --from $url $keys --state $W/tp-state --json > $J/$CASE-tarport-$LINK.pull.json; rm -f $W/tp.tar"
 }
 
 # known_hosts naming the sshd's key under its own port and every proxy's
@@ -151,21 +151,21 @@ empty_consumer; clean_server; rm -rf "$W/tp-state"
 tp_log "push to a directory vs skopeo copy docker-archive: → oci: (the v1 archive, ${ROUNDS} rounds)"
 for r in $(seq 1 "$ROUNDS"); do
   rm -rf "$W/dirrepo" "$W/ocidir"; sync
-  measure "dirpush_$r" node bin/tarport.js push "$W/v1.tar" --to "$W/dirrepo" --json
+  measure "dirpush_$r" node bin/tarport.js push --init "$W/v1.tar" --to "$W/dirrepo" --json
   sync
   measure "skopeo_oci_$r" skopeo copy -q "docker-archive:$W/v1.tar" "oci:$W/ocidir:tarport-bench/app:1"
 done
 rm -rf "$W/ocidir"
 
 tp_log "sync dir → dir vs cp -r + sha256sum -c of every object (the same work: copy and verify), ${ROUNDS} rounds"
-for f in v2 many few; do node bin/tarport.js push "$W/$f.tar" --to "$W/dirrepo" >/dev/null 2>&1; done
+for f in v2 many few; do node bin/tarport.js push --init "$W/$f.tar" --to "$W/dirrepo" >/dev/null 2>&1; done
 syncBytes=$(du -sb "$W/dirrepo" | cut -f1)
 (cd "$W/dirrepo/blobs/sha256" && for h in *; do echo "$h  $h"; done) > "$W/objects.sha256"
 for r in $(seq 1 "$ROUNDS"); do
   rm -rf "$W/stick" "$W/cp"; sync
   measure "base_cpsum_$r" bash -c "cp -r '$W/dirrepo' '$W/cp' && sync && cd '$W/cp/blobs/sha256' && sha256sum --quiet -c '$W/objects.sha256'"
   rm -rf "$W/cp"; sync
-  measure "syncdir_$r" node bin/tarport.js sync "$W/dirrepo" "$W/stick"
+  measure "syncdir_$r" node bin/tarport.js sync --init "$W/dirrepo" "$W/stick"
 done
 rm -rf "$W/stick" "$W/cp"
 # the physical limit, measured now: the disk's write bandwidth (1 GiB, flushed) and one core's SHA-256
