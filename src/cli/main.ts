@@ -46,7 +46,7 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
     withConnection(cmd)
       .addOption(opt('--to <url>', 'repository to publish to'))
       .addOption(opt('--name <name:tag>', 'publish under this name:tag (required for docker export archives)'))
-      .addOption(opt('--compress <kind>', 'compression of stored layers: zstd, gzip or none').default('zstd'))
+      .addOption(opt('--compress <kind>', 'compression of stored layers: zstd, gzip or none (default: zstd; gzip, with a warning, where this Node has no zstd)'))
       .addOption(opt('--catalog-ttl <duration>', 'how long the catalog stays valid (consumers refuse it after)').default('90d'))
       .addOption(opt('--sign-key <file>', 'sign each release record and the catalog with this OpenPGP private key'))
       .addOption(opt('--sign-key-passphrase-file <file>', "the signing key's passphrase (or set TARPORT_SIGN_KEY_PASSPHRASE)"))

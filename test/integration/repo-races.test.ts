@@ -1,7 +1,8 @@
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { cp } from 'node:fs/promises';
+import { cp, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { Repository } from '../../src/repo/index.js';
 import { openTransport, parseLocation } from '../../src/transport/index.js';
@@ -19,6 +20,7 @@ const S = {
   identity: process.env.TP_SFTP_IDENTITY!,
   knownHosts: process.env.TP_SFTP_KNOWN_HOSTS!,
 };
+const run = promisify(execFile);
 const remote = ['--identity', S.identity, '--known-hosts', S.knownHosts, '--ca', S.ca];
 const withPw = { TARPORT_PASSWORD: S.password };
 const creds = { password: S.password, ca: S.ca, identity: S.identity, knownHosts: S.knownHosts };
@@ -123,23 +125,40 @@ describe('kill -9', () => {
 });
 
 describe('gc racing publishes', () => {
-  const cases: [string, (id: string) => Promise<string>, string[], number][] = [
-    ['a directory', async () => join(await tempDir(), 'repo'), [], 30],
-    ['vsftpd', async (id) => `${S.ftp}/gcrace-${id}`, remote, 10],
+  // Each offset starts from the same repository (gc/app:a at v1 and v2): it is pushed once, then
+  // copied with its timestamps into place for each offset, on the local disk the server serves.
+  let prepared: Promise<string> | undefined;
+  const prepare = () =>
+    (prepared ??= (async () => {
+      const dir = join(await tempDir(), 'prepared');
+      for (const f of ['app-v1.tar', 'app-v2.tar']) expect((await tarport(['push', '--init', fixture(f), '--to', dir, '--name', 'gc/app:a'])).code).toBe(0);
+      return dir;
+    })());
+  const home = process.env.TP_SERVER_HOME!;
+  const cases: [string, (id: string) => Promise<{ url: string; path: string }>, string[], number][] = [
+    ['a directory', async () => { const path = join(await tempDir(), 'repo'); return { url: path, path }; }, [], 30],
+    ['vsftpd', async (id) => ({ url: `${S.ftp}/gcrace-${id}`, path: join(home, `gcrace-${id}`) }), remote, 10],
   ];
+  async function copyPrepared(path: string): Promise<void> {
+    await cp(await prepare(), path, { recursive: true, preserveTimestamps: true });
+    if (!path.startsWith(home + '/')) return;
+    // the FTP user owns what it serves (the copy is made by this test's user)
+    const { uid, gid } = await stat(home);
+    await run('chown', ['-R', `${uid}:${gid}`, path]);
+  }
   for (const [name, make, flags, offsets] of cases) {
     it(`on ${name}: gc --keep 1 started at ${offsets} offsets into a push that reuses what gc deletes: 0 broken releases`, async () => {
       // how long the push takes, to spread gc's start over it
       const probe = await make(randomBytes(3).toString('hex'));
-      for (const f of ['app-v1.tar', 'app-v2.tar']) expect((await tarport(['push', '--init', fixture(f), '--to', probe, '--name', 'gc/app:a', ...flags], withPw)).code).toBe(0);
+      await copyPrepared(probe.path);
       const t0 = Date.now();
-      expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', probe, '--name', 'gc/app:b', ...flags], withPw)).code).toBe(0);
+      expect((await tarport(['push', fixture('app-v1.tar'), '--to', probe.url, '--name', 'gc/app:b', ...flags], withPw)).code).toBe(0);
       const span = Date.now() - t0;
       let broken = 0;
       for (let k = 0; k < offsets; k++) {
-        const url = await make(randomBytes(3).toString('hex'));
-        for (const f of ['app-v1.tar', 'app-v2.tar']) expect((await tarport(['push', '--init', fixture(f), '--to', url, '--name', 'gc/app:a', ...flags], withPw)).code).toBe(0);
-        const push = tarport(['push', '--init', fixture('app-v1.tar'), '--to', url, '--name', 'gc/app:b', ...flags], withPw);
+        const { url, path } = await make(randomBytes(3).toString('hex'));
+        await copyPrepared(path);
+        const push = tarport(['push', fixture('app-v1.tar'), '--to', url, '--name', 'gc/app:b', ...flags], withPw);
         await new Promise((r) => setTimeout(r, (k * span) / offsets));
         const gc = await tarport(['gc', url, '--keep', '1', '--grace', '0s', ...flags], withPw);
         const p = await push;

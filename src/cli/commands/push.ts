@@ -1,4 +1,4 @@
-import { COMPRESSIONS, type Compression } from '../../archive/index.js';
+import { COMPRESSIONS, zstdCodecs, type Compression } from '../../archive/index.js';
 import { loadRecipients } from '../../crypto/index.js';
 import { TarportError } from '../../errors.js';
 import { publishArchive, type PublishResult } from '../../producer/index.js';
@@ -19,14 +19,26 @@ export interface PushFlags extends ConnectionFlags, MetricsFlags {
   init?: boolean;
 }
 
-export function compressionOf(v: string | undefined): Compression {
+/**
+ * The layer compression: the flag (or its config/environment value), else zstd. Where this Node has
+ * no zstd (Node 20 without the optional zstd-napi) the default becomes gzip, with a warning, so that a
+ * plain push works on any supported install; an explicit `--compress zstd` still stops with exit 2.
+ */
+export function compressionOf(v: string | undefined, warn?: (line: string) => void): Compression {
+  if (v === undefined && zstdCodecs().length === 0) {
+    warn?.(
+      `zstd is not available in Node ${process.versions.node} (it is built into Node >= 22.15; or install zstd-napi beside tarport): ` +
+        'layers are stored gzip-compressed instead; --compress gzip says so without this warning',
+    );
+    return 'gzip';
+  }
   const c = (v ?? 'zstd') as Compression;
   if (!COMPRESSIONS.includes(c)) throw new TarportError('USAGE', `--compress ${JSON.stringify(v)}: use zstd, gzip or none`);
   return c;
 }
 
 export async function pushCommand(ctx: Context, archives: string[], flags: PushFlags): Promise<number> {
-  const compression = compressionOf(flags.compress);
+  const compression = compressionOf(flags.compress, (l) => ctx.out.warn(l));
   const name = flags.name ? parseRef(flags.name, { what: '--name', defaultTag: 'latest' }) : undefined;
   const catalogTtlMs = parseDuration(flags.catalogTtl ?? '90d', '--catalog-ttl');
   if (name && archives.length > 1) throw new TarportError('USAGE', '--name applies to one archive; push the others separately');

@@ -23,7 +23,7 @@ export async function watchCommand(ctx: Context, dirArg: string, flags: WatchFla
   const dir = resolve(dirArg);
   const st = await stat(dir).catch(() => undefined);
   if (!st?.isDirectory()) throw new TarportError('USAGE', `${dir}: not a folder to watch`);
-  const compression = compressionOf(flags.compress);
+  const compression = compressionOf(flags.compress, (l) => ctx.out.warn(l));
   const fixed = flags.name ? parseRef(flags.name, { what: '--name', defaultTag: 'latest' }) : undefined;
   const rules = (flags.nameMap ?? []).map(parseNameRule);
   const catalogTtlMs = parseDuration(flags.catalogTtl ?? '90d', '--catalog-ttl');

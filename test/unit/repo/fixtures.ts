@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { writeDemoArchives } from '../../../src/archive/index.js';
 import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../../src/producer/index.js';
 import { Repository, checkRepository } from '../../../src/repo/index.js';
-import type { Transport } from '../../../src/transport/index.js';
+import { MemoryTransport, type Transport } from '../../../src/transport/index.js';
 
 let archives: Promise<string[]> | undefined;
 
@@ -23,4 +23,18 @@ export async function publish(t: Transport, which: 0 | 1, tag: string, name = 'd
 export async function faults(t: Transport): Promise<string[]> {
   const r = await checkRepository(new Repository(t));
   return r.faults.map((f) => `${f.what}: ${f.problem}`);
+}
+
+/**
+ * A repository built once per file and handed out as fresh copies: the many-offset tests start from
+ * the same state each round, without publishing it again each round.
+ */
+export function copies(build: () => Promise<MemoryTransport>): () => Promise<MemoryTransport> {
+  let template: Promise<MemoryTransport> | undefined;
+  return async () => {
+    const t = await (template ??= build());
+    const copy = new MemoryTransport(t.location.replace(/^memory:\/\//, ''));
+    for (const [k, v] of t.files) copy.files.set(k, Buffer.from(v));
+    return copy;
+  };
 }

@@ -2,17 +2,17 @@ import { describe, expect, it } from 'vitest';
 import { Repository, collectGarbage } from '../../../src/repo/index.js';
 import { MemoryTransport } from '../../../src/transport/index.js';
 import { FaultyTransport } from './faulty.js';
-import { faults, publish } from './fixtures.js';
+import { copies, faults, publish } from './fixtures.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** demo/app:a at v1 (image X) and v2 (image Y): gc --keep 1 would delete X's own objects. */
-async function repoWithGarbage(): Promise<MemoryTransport> {
+const repoWithGarbage = copies(async () => {
   const base = new MemoryTransport();
   await publish(base, 0, 'a');
   await publish(base, 1, 'a');
   return base;
-}
+});
 
 // remote-like (no local writes: a blob the server holds is not sent again), every file old
 const remote = (t: MemoryTransport) => new FaultyTransport(t, 2, true, false);

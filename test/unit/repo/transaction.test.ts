@@ -3,17 +3,17 @@ import { sha256 } from '../../../src/crypto/index.js';
 import { Repository, repairRepository, type PinnedRecord, type ReleaseRecord } from '../../../src/repo/index.js';
 import { MemoryTransport } from '../../../src/transport/index.js';
 import { FaultyTransport } from './faulty.js';
-import { faults, publish } from './fixtures.js';
+import { copies, faults, publish } from './fixtures.js';
 
 const TTL = 90 * 24 * 3600 * 1000;
 const fakeSign = async (b: Buffer) => Buffer.from(`signature of ${sha256(b)}`);
 
 /** A repository holding demo/app:1 at v1, and how many changes a publish of v2 over it makes. */
-async function withV1(): Promise<MemoryTransport> {
+const withV1 = copies(async () => {
   const base = new MemoryTransport();
   await publish(base, 0, '1');
   return base;
-}
+});
 
 async function newestListed(t: MemoryTransport, tag: string): Promise<string | undefined> {
   return (await new Repository(t).listReleases('demo/app', tag)).at(-1)?.record;
@@ -85,17 +85,14 @@ describe('write transaction under faults', () => {
   }, 120_000);
 
   it('a signed catalog is never found beside the signature of another catalog, at any kill point', async () => {
-    const base0 = new MemoryTransport();
-    await publish(base0, 0, '1');
-    const probe = new FaultyTransport(base0, 0, false);
+    const probe = new FaultyTransport(await withV1(), 0, false);
     const { publishArchive, DEFAULT_CATALOG_TTL_MS } = await import('../../../src/producer/index.js');
     const { demoArchives } = await import('./fixtures.js');
     const [, v2] = await demoArchives();
     const signedPush = (t: FaultyTransport) => publishArchive(new Repository(t), v2!, { create: true, compression: 'none', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' }, sign: fakeSign });
     await signedPush(probe);
     for (let n = 1; n <= probe.mutations; n++) {
-      const base = new MemoryTransport();
-      await publish(base, 0, '1');
+      const base = await withV1();
       const f = new FaultyTransport(base, 0, false);
       f.failAt = n;
       await signedPush(f).catch(() => undefined);
