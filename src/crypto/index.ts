@@ -18,4 +18,5 @@ export const loadSigningKey = lazy('loadSigningKey');
 export const loadTrustedKeys = lazy('loadTrustedKeys');
 export const signDetached = lazy('signDetached');
 export const signatureIssuer = lazy('signatureIssuer');
+export const signatureUserId = lazy('signatureUserId');
 export const verifyDetached = lazy('verifyDetached');

@@ -15,7 +15,18 @@ export interface TrustedKey {
 export interface SigningKey {
   readonly key: openpgp.PrivateKey;
   readonly fingerprint: string;
+  /** The key's primary user id, which every signature names (SIGNER_NOTATION) for pages and listings. */
+  readonly userId?: string;
 }
+
+/**
+ * A notation (RFC 4880 5.2.3.16) in the signature's hashed area that names the signer's user id, so
+ * that a page or a listing can show who signed without holding the key. It is a claim, as the
+ * issuer fingerprint is: a consumer decides trust from the keys it pins, never from this.
+ */
+export const SIGNER_NOTATION = 'signer-user-id@tarport';
+/** A claimed user id is shown only when it is short printable text (it comes from a repository). */
+const MAX_CLAIMED_USER_ID = 256;
 
 /** Key material is read into memory: refuse anything that cannot be a key file. */
 const MAX_KEY_FILE = 1 << 20;
@@ -69,13 +80,15 @@ export async function loadSigningKey(file: string, passphrase?: string): Promise
       throw new TarportError('CONFIG', `--sign-key ${file} (${formatFingerprint(key.getFingerprint())}): wrong passphrase`);
     }
   }
-  return { key, fingerprint: formatFingerprint(key.getFingerprint()) };
+  const userId = await key.getPrimaryUser().then((u) => u.user.userID?.userID, () => undefined);
+  return { key, fingerprint: formatFingerprint(key.getFingerprint()), ...(userId ? { userId } : {}) };
 }
 
 /** A detached, armored signature of `data` that `gpg --verify sig data` checks. */
 export async function signDetached(data: Buffer, signer: SigningKey): Promise<Buffer> {
   const message = await openpgp.createMessage({ binary: data });
-  const sig = await openpgp.sign({ message, signingKeys: signer.key, detached: true, format: 'armored' });
+  const signatureNotations = signer.userId ? [{ name: SIGNER_NOTATION, value: new TextEncoder().encode(signer.userId), humanReadable: true, critical: false }] : [];
+  const sig = await openpgp.sign({ message, signingKeys: signer.key, detached: true, format: 'armored', signatureNotations });
   return Buffer.from(sig as string, 'utf8');
 }
 
@@ -86,6 +99,23 @@ export async function signatureIssuer(armored: Buffer): Promise<string | undefin
     const packet = sig.packets[0] as { issuerFingerprint?: Uint8Array | null } | undefined;
     if (packet?.issuerFingerprint) return formatFingerprint(Buffer.from(packet.issuerFingerprint).toString('hex'));
     return sig.getSigningKeyIDs()[0]?.toHex().toUpperCase();
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The signer's user id as the signature claims it (SIGNER_NOTATION; unverified), when it is short
+ * printable text: for pages and listings.
+ */
+export async function signatureUserId(armored: Buffer): Promise<string | undefined> {
+  try {
+    const sig = await openpgp.readSignature({ armoredSignature: armored.toString('utf8') });
+    const packet = sig.packets[0] as { rawNotations?: { name: string; value: Uint8Array }[] } | undefined;
+    const raw = packet?.rawNotations?.find((n) => n.name === SIGNER_NOTATION)?.value;
+    if (!raw || raw.length > MAX_CLAIMED_USER_ID) return undefined;
+    const text = new TextDecoder('utf-8', { fatal: true }).decode(raw);
+    return /^[^\p{Cc}\p{Cf}]+$/u.test(text) ? text : undefined;
   } catch {
     return undefined;
   }

@@ -1,7 +1,8 @@
-import { signatureIssuer } from '../crypto/index.js';
+import { signatureIssuer, signatureUserId } from '../crypto/index.js';
 import { hostsHolding, readAcks, type Ack } from './acks.js';
 import { PAGE_KEY, recordKey } from './layout.js';
 import { listReleases, listTags, readRecord, readSignature, type ReleaseRef } from './read.js';
+import { recordMembers, type ReleaseMember } from './platforms.js';
 import type { Catalog, ReleaseRecord } from './records.js';
 import type { Store } from './store.js';
 
@@ -23,6 +24,8 @@ export interface PageRelease {
   created: string;
   /** The signing key's fingerprint as the signature claims it (unverified), or null. */
   signer: string | null;
+  /** The signer's user id as the signature names it (unverified), or null. */
+  signerUserId: string | null;
   encrypted: boolean;
   current: boolean;
   /** The record's digest (what the catalog names). */
@@ -56,6 +59,7 @@ async function describeOne(store: Store, ref: ReleaseRef, current: ReadonlySet<s
     size: record.layers.reduce((n, l) => n + l.size, 0) + (record.config?.size ?? 0),
     created: record.created,
     signer: sig ? ((await signatureIssuer(sig)) ?? 'unreadable signature') : null,
+    signerUserId: sig ? ((await signatureUserId(sig)) ?? null) : null,
     encrypted: record.layers.some((l) => l.encryption !== undefined),
     current: current.has(`${ref.name}:${ref.tag}:${ref.record}`),
     digest,
@@ -66,16 +70,13 @@ async function describeOne(store: Store, ref: ReleaseRef, current: ReadonlySet<s
 }
 
 /**
- * What platforms a release holds: a `platforms` list when the record carries one (releases made
- * from an image index), else the image config's os and architecture when it can be read without a
- * key; a rootfs runs where it is imported.
+ * What platforms a release holds: a multi-platform release's members (docs/repo-format.md,
+ * "Multi-platform releases"), else the image config's os and architecture when it can be read
+ * without a key; a rootfs runs where it is imported.
  */
 async function platformsOf(store: Store, record: ReleaseRecord, signal?: AbortSignal): Promise<string[]> {
-  const listed = (record as { platforms?: unknown }).platforms;
-  if (Array.isArray(listed)) {
-    const names = listed.map((p) => platformName((p as { platform?: unknown })?.platform ?? p)).filter((p): p is string => p !== undefined);
-    if (names.length) return names;
-  }
+  const members = recordMembers(record);
+  if (members.length) return members.map(memberName);
   if (record.kind === 'rootfs') return ['any (rootfs: the importing host\'s)'];
   if (!record.config || record.config.encryption) return ['unknown (config encrypted)'];
   try {
@@ -84,6 +85,12 @@ async function platformsOf(store: Store, record: ReleaseRecord, signal?: AbortSi
   } catch {
     return ['unknown (config unreadable)'];
   }
+}
+
+function memberName(m: ReleaseMember): string {
+  if (m.state === 'image') return m.platform;
+  if (m.state === 'absent') return `${m.platform} (listed without its blobs)`;
+  return `${m.type ?? 'artifact'} (${m.platform}, never loaded)`;
 }
 
 function platformName(p: unknown): string | undefined {
@@ -162,7 +169,7 @@ function renderTag(versions: readonly PageRelease[]): string {
       esc(v.platforms.join(', ')),
       esc(humanSize(v.size)),
       `${esc(v.layers.length)}${shared ? ` (${esc(shared)} shared with other versions)` : ''}`,
-      v.signer ? `<code>${esc(v.signer)}</code>` : 'not signed',
+      v.signer ? `${v.signerUserId ? `${esc(v.signerUserId)}<br>` : ''}<code>${esc(v.signer)}</code>` : 'not signed',
       v.encrypted ? 'yes' : 'no',
       `<code>${esc(v.digest)}</code>`,
       hosts,

@@ -13,7 +13,7 @@ import { filesBelow, fixture, realEnv, tarport, tempDir } from '../helpers.js';
 const run = promisify(execFile);
 const env = realEnv();
 
-interface Listed { name: string; tag: string; version: number; created: string; signer: string | null; encrypted: boolean; digest: string; current: boolean; hosts: { host: string; hostname: string }[] }
+interface Listed { name: string; tag: string; version: number; created: string; signer: string | null; signerUserId: string | null; encrypted: boolean; digest: string; current: boolean; hosts: { host: string; hostname: string }[] }
 
 /** The page as Chromium renders it (its DOM after layout) and a screenshot kept in the run dir. */
 async function render(page: string, shot: string): Promise<string> {
@@ -76,6 +76,7 @@ describe('the page and acknowledgements', () => {
     expect(listed).toHaveLength(4);
     const current = listed.find((r) => r.tag === '1' && r.name === app && r.version === 2)!;
     expect(current.hosts.map((h) => h.host)).toEqual([`edge-${id}`]);
+    expect(current.signerUserId).toBe('producer <producer@example.invalid>');
 
     const shots = join(process.env.TP_RUN ?? dir, 'artifacts');
     await mkdir(shots, { recursive: true });
@@ -89,7 +90,8 @@ describe('the page and acknowledgements', () => {
       expect(row, `${l.name}:${l.tag} v${l.version}`).toBeDefined();
       expect(row![0]).toBe(`v${l.version}${l.current ? ' current' : ''}`);
       expect(row![1]).toBe(l.created);
-      expect(row![6]).toBe(l.signer ?? 'not signed');
+      // the user id the signature names, then the fingerprint (tags stripped: no separator)
+      expect(row![6]).toBe(l.signer ? `${l.signerUserId ?? ''}${l.signer}` : 'not signed');
       expect(row![7]).toBe(l.encrypted ? 'yes' : 'no');
       expect(row![9]).toEqual(l.hosts.length ? expect.stringContaining(`${l.hosts[0]!.hostname} (${l.hosts[0]!.host}, `) : 'none');
     }

@@ -1,4 +1,4 @@
-import { signatureIssuer } from '../../crypto/index.js';
+import { signatureIssuer, signatureUserId } from '../../crypto/index.js';
 import { TarportError } from '../../errors.js';
 import { hostsHolding, recordMembers, type Ack, type ReleaseMember, type ReleaseRef, type Repository } from '../../repo/index.js';
 import { openRepository, type ConnectionFlags, type Context } from '../context.js';
@@ -16,6 +16,8 @@ export interface ListedRelease {
   size: number;
   created: string;
   signer: string | null;
+  /** The signer's user id as the signature names it (unverified; absent from signatures made before tarport named it), or null. */
+  signerUserId: string | null;
   encrypted: boolean;
   current: boolean;
   /** The release record's digest: what the catalog names and a consumer checks. */
@@ -38,6 +40,7 @@ export async function describeRelease(repo: Repository, ref: ReleaseRef, current
     size: record.layers.reduce((n, l) => n + l.size, 0) + (record.config?.size ?? 0),
     created: record.created,
     signer: sig ? ((await signatureIssuer(sig)) ?? 'unreadable signature') : null,
+    signerUserId: sig ? ((await signatureUserId(sig)) ?? null) : null,
     encrypted: record.layers.some((l) => l.encryption !== undefined) || (record.index?.platforms.some((p) => p.config.encryption !== undefined) ?? false),
     current: current.has(`${ref.name}:${ref.tag}:${ref.record}`),
     digest,

@@ -1,6 +1,11 @@
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../../src/producer/index.js';
 import { Repository, renderPage, type Ack, type Catalog, type PageRelease } from '../../../src/repo/index.js';
 import { MemoryTransport } from '../../../src/transport/index.js';
+import { multiPlatform, tarBytes } from '../../corpus/tarwriter.js';
+import { tempDir } from '../../helpers.js';
 import { publish } from './fixtures.js';
 
 const HOSTILE = '<script>alert(1)</script>"\'&<img src=x onerror=alert(2)>';
@@ -14,6 +19,7 @@ const release = (over: Partial<PageRelease>): PageRelease => ({
   size: 2048,
   created: '2026-12-01T00:00:00Z',
   signer: null,
+  signerUserId: null,
   encrypted: false,
   current: false,
   digest: `sha256:${'a'.repeat(64)}`,
@@ -26,7 +32,7 @@ const release = (over: Partial<PageRelease>): PageRelease => ({
 describe('index.html', () => {
   it('escapes every string from the repository: no markup of its own gets through', () => {
     const ack: Ack = { schema: 'tarport.ack/v1', host: 'h1', hostname: 'edge-1', updated: '2026-12-01T01:00:00Z', releases: [] };
-    const html = renderPage({ catalog, releases: [release({ created: HOSTILE, platforms: [HOSTILE], signer: HOSTILE, hosts: [{ host: 'h1', hostname: 'edge-1', loaded: HOSTILE, runtime: 'docker', platform: 'linux/amd64' }] })], acks: [ack] });
+    const html = renderPage({ catalog, releases: [release({ created: HOSTILE, platforms: [HOSTILE], signer: HOSTILE, signerUserId: HOSTILE, hosts: [{ host: 'h1', hostname: 'edge-1', loaded: HOSTILE, runtime: 'docker', platform: 'linux/amd64' }] })], acks: [ack] });
     expect(html).not.toContain('<script');
     expect(html).not.toContain('<img');
     expect(html).toContain('&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;&lt;img src=x onerror=alert(2)&gt;');
@@ -45,6 +51,13 @@ describe('index.html', () => {
     expect(html).toContain('edge-1 <span class="muted">(h1, docker linux/amd64, 2026-12-01T01:00:00Z)</span>');
   });
 
+  it("shows the signer's user id above its fingerprint, and the fingerprint alone when the signature names none", () => {
+    const fpr = 'AAAA BBBB CCCC DDDD EEEE  FFFF 0000 1111 2222 3333';
+    const html = renderPage({ catalog, releases: [release({ signer: fpr, signerUserId: 'Release Bot <release@example.org>' }), release({ version: 2, signer: fpr })], acks: [] });
+    expect(html).toContain(`<td>Release Bot &lt;release@example.org&gt;<br><code>${fpr}</code></td>`);
+    expect(html).toContain(`<td><code>${fpr}</code></td>`);
+  });
+
   it('is written with the catalog by every publish, and lists every version with its platform', async () => {
     const t = new MemoryTransport();
     await publish(t, 0, '1');
@@ -56,5 +69,14 @@ describe('index.html', () => {
     expect(html).toMatch(/<td>linux\/[a-z0-9]+(\/[a-z0-9]+)?<\/td>/);
     const seq = (await new Repository(t).readCatalog())!.catalog.sequence;
     expect(html).toContain(`catalog sequence ${seq}`);
+  });
+
+  it("lists a multi-platform release's platforms, its attestation and the platform listed without blobs", async () => {
+    const t = new MemoryTransport();
+    const p = join(await tempDir(), 'multi.tar');
+    await writeFile(p, tarBytes(multiPlatform({ shape: 'nested', absent: true }).items));
+    await publishArchive(new Repository(t), p, { create: true, compression: 'gzip', catalogTtlMs: DEFAULT_CATALOG_TTL_MS });
+    const html = t.files.get('index.html')!.toString('utf8');
+    expect(html).toContain('<td>linux/amd64, linux/arm64/v8, attestation-manifest (unknown/unknown, never loaded), linux/s390x (listed without its blobs)</td>');
   });
 });

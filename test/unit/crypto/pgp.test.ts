@@ -1,0 +1,48 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as openpgp from 'openpgp';
+import { describe, expect, it } from 'vitest';
+import { SIGNER_NOTATION, generateKeyPair, loadSigningKey, signDetached, signatureIssuer, signatureUserId } from '../../../src/crypto/pgp.js';
+
+async function signingKey(uid: string) {
+  const pair = await generateKeyPair(uid, { type: 'ecc' });
+  const file = join(await mkdtemp(join(tmpdir(), 'tarport-pgp-')), 'sec.asc');
+  await writeFile(file, pair.privateKey);
+  return { pair, signer: await loadSigningKey(file) };
+}
+
+/** A signature made without tarport's signDetached, carrying the notation value given. */
+async function signedWithNotation(key: openpgp.PrivateKey, value: Uint8Array): Promise<Buffer> {
+  const message = await openpgp.createMessage({ binary: Buffer.from('data') });
+  const sig = await openpgp.sign({ message, signingKeys: key, detached: true, format: 'armored', signatureNotations: [{ name: SIGNER_NOTATION, value, humanReadable: true, critical: false }] });
+  return Buffer.from(sig as string);
+}
+
+describe('the signer a signature names', () => {
+  it("names the signing key's primary user id beside its fingerprint, covered by the signature", async () => {
+    const { pair, signer } = await signingKey('Release Bot <release@example.org>');
+    expect(signer.userId).toBe('Release Bot <release@example.org>');
+    const sig = await signDetached(Buffer.from('catalog bytes'), signer);
+    expect(await signatureUserId(sig)).toBe('Release Bot <release@example.org>');
+    expect(await signatureIssuer(sig)).toBe(pair.fingerprint);
+    // the notation is in the hashed area: the signature still verifies as made
+    const verified = await openpgp.verify({
+      message: await openpgp.createMessage({ binary: Buffer.from('catalog bytes') }),
+      signature: await openpgp.readSignature({ armoredSignature: sig.toString() }),
+      verificationKeys: await openpgp.readKey({ armoredKey: pair.publicKey }),
+    });
+    await expect(verified.signatures[0]!.verified).resolves.toBe(true);
+  });
+
+  it('a signature without the notation, or with one that is not short printable text, names no user id', async () => {
+    const { signer } = await signingKey('Ops <ops@example.org>');
+    const plain = Buffer.from((await openpgp.sign({ message: await openpgp.createMessage({ binary: Buffer.from('x') }), signingKeys: signer.key, detached: true, format: 'armored' })) as string);
+    expect(await signatureUserId(plain)).toBeUndefined();
+    expect(await signatureUserId(await signedWithNotation(signer.key, new TextEncoder().encode('evil\u001b[2J<x@y>')))).toBeUndefined();
+    expect(await signatureUserId(await signedWithNotation(signer.key, new TextEncoder().encode('a'.repeat(257))))).toBeUndefined();
+    expect(await signatureUserId(await signedWithNotation(signer.key, Uint8Array.from([0xff, 0xfe])))).toBeUndefined();
+    expect(await signatureUserId(await signedWithNotation(signer.key, new TextEncoder().encode('Ops <ops@example.org>')))).toBe('Ops <ops@example.org>');
+    expect(await signatureUserId(Buffer.from('not a signature'))).toBeUndefined();
+  });
+});
