@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { hexOf, sha256 } from '../crypto/index.js';
 import { TarportError, isTarportError } from '../errors.js';
 import { blobKey } from './layout.js';
-import { qualifiedName } from './names.js';
+import { isPortableFileName, qualifiedName } from './names.js';
 import { MAX_RECORD_BYTES, partsKey } from './objects.js';
 import { serialize, type Catalog, type CatalogEntry } from './records.js';
 import type { Store } from './store.js';
@@ -64,7 +64,7 @@ const ViewSchema = z.strictObject({
   schema: z.literal('tarport.registry-view/v1'),
   tags: z.record(z.string(), z.strictObject({ digest: z.string(), kind: z.string() })),
   /** Releases the view leaves out, and why (check reports them). */
-  skipped: z.array(z.strictObject({ ref: z.string(), reason: z.enum(['no-manifest', 'media-type', 'clash', 'manifest-missing']), why: z.string() })),
+  skipped: z.array(z.strictObject({ ref: z.string(), reason: z.enum(['no-manifest', 'media-type', 'clash', 'unportable', 'manifest-missing']), why: z.string() })),
 });
 export type RegistryView = z.infer<typeof ViewSchema>;
 /** A release the view leaves out: `no-manifest` (encrypted, root file system) is by design, the rest a user may want to know of. */
@@ -81,7 +81,8 @@ export interface PlannedTag {
  * registry path. Left out, with the reason: releases without a manifest (encrypted, root file
  * systems), unknown media types, and a second name that maps to the same path and tag (two
  * registry hosts with one path; the first in the catalog's order is served) or to a tag that
- * differs only in case (one file on case-insensitive storage).
+ * differs only in case (one file on case-insensitive storage), and a name or tag whose file name
+ * FAT32, exFAT or NTFS refuse (CON, NUL, a trailing dot: the repository must stay copyable to a stick).
  */
 export function planView(catalog: Catalog): { tags: Map<string, PlannedTag>; skipped: Skipped[] } {
   const tags = new Map<string, PlannedTag>();
@@ -100,6 +101,12 @@ export function planView(catalog: Catalog): { tags: Map<string, PlannedTag>; ski
     }
     const path = registryPath(entry.name);
     const key = `${path}:${entry.tag}`;
+    const unportable = [...path.split('/'), `${entry.tag}.${kind}`].find((seg) => !isPortableFileName(seg));
+    if (unportable !== undefined) {
+      // the registry API names the file (no encoding a static server could undo), and a repository must stay copyable to any stick
+      skipped.push({ ref, reason: 'unportable', why: `${JSON.stringify(unportable)} is not a file name FAT32, exFAT and NTFS accept (a reserved device name or a trailing dot), so it cannot be served as ${key}` });
+      continue;
+    }
     const clash = folded.get(key.toLowerCase());
     if (clash) {
       skipped.push({ ref, reason: 'clash', why: `${clash} is served as ${key} already` });

@@ -68,7 +68,7 @@ describe('registry view', () => {
     expect(t.files.has(digestFileKey(v1, 'oci-manifest'))).toBe(true);
   });
 
-  it('leaves out, with the reason, releases without a manifest, unknown media types and clashing paths', () => {
+  it('leaves out, with the reason, releases without a manifest, unknown media types, clashing paths and names no stick can hold', () => {
     const { tags, skipped } = planView(catalogOf([
       entry('a.example/team/app', '1', OCI),
       entry('b.example/team/app', '1', OCI),
@@ -76,6 +76,8 @@ describe('registry view', () => {
       entry('team/app', 'v1', OCI),
       entry('secret', '1'),
       entry('odd', '1', 'application/x-unknown'),
+      entry('team/app', 'CON', OCI),
+      entry('team/nul', '1', OCI),
     ]));
     expect([...tags.keys()]).toEqual(['team/app:1', 'team/app:V1']);
     expect(skipped).toEqual([
@@ -83,6 +85,8 @@ describe('registry view', () => {
       { ref: 'team/app:v1', reason: 'clash', why: 'team/app:V1 is served as team/app:v1 already' },
       { ref: 'secret:1', reason: 'no-manifest', why: 'encrypted releases are not served as a registry' },
       { ref: 'odd:1', reason: 'media-type', why: 'media type application/x-unknown is not one a registry serves' },
+      { ref: 'team/app:CON', reason: 'unportable', why: '"CON.oci-manifest" is not a file name FAT32, exFAT and NTFS accept (a reserved device name or a trailing dot), so it cannot be served as team/app:CON' },
+      { ref: 'team/nul:1', reason: 'unportable', why: '"nul" is not a file name FAT32, exFAT and NTFS accept (a reserved device name or a trailing dot), so it cannot be served as team/nul:1' },
     ]);
   });
 
