@@ -96,7 +96,7 @@ describe('hostile repository corpus over the directory transport', () => {
     await mkdir(join(dst, dirname(rel)), { recursive: true });
     await symlink(outside, join(dst, rel));
     const before = await snapshot(outside);
-    const r = await measured(['sync', honest, dst], {}, LIMIT_MS);
+    const r = await measured(['sync', '--init', honest, dst], {}, LIMIT_MS);
     expect(r.code, r.stderr.slice(-600)).toBe(3);
     expect(r.stderr).toContain('is a symbolic link');
     expect(r.stdout + r.stderr).not.toContain(SECRET);
