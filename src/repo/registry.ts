@@ -229,7 +229,7 @@ export interface ViewFindings {
  */
 export async function checkRegistryView(store: Store, catalog: Catalog, signal?: AbortSignal): Promise<ViewFindings> {
   const { tags, skipped } = planView(catalog);
-  const found: ViewFindings = { off: [], skipped: skipped.map((s) => ({ what: s.ref, problem: `not served as a registry: ${s.why}` })) };
+  const found: ViewFindings = { off: [], skipped: skipped.filter((s) => s.reason !== 'no-manifest').map((s) => ({ what: s.ref, problem: `not served as a registry: ${s.why}` })) };
   if (tags.size === 0) return found;
   if (!(await readView(store, signal))) {
     found.off.push({ what: REGISTRY_VIEW_KEY, problem: "missing or unreadable: registry clients get nothing from this repository until the next publish or 'tarport repair'" });

@@ -266,6 +266,12 @@ describe('a repository served by a web mirror', () => {
     expect(ls.stdout).toContain('tarport-fixture/app');
     const check = await tarport(['check', url]);
     expect(check.code, check.stderr).toBe(0);
+    // the folder's URL: the page to a browser, the listing to tarport (contrib/nginx/origin.conf), through the cache too
+    const page = await fetch(`${url}/`, { headers: { accept: 'text/html,*/*' } });
+    expect(page.headers.get('content-type')).toBe('text/html');
+    expect(await page.text()).toMatch(/<title>tarport repository<\/title>[\s\S]*<h2 id="tarport-fixture\/app:/);
+    const listing = await fetch(`${url}/`, { headers: { accept: 'application/json' } });
+    expect((await listing.json() as { name: string }[]).map((e) => e.name).sort()).toEqual(expect.arrayContaining(['blobs', 'index.html', 'tarport']));
     const stick = join(await tempDir(), 'stick');
     const sync = await tarport(['sync', '--init', url, stick]);
     expect(sync.code, sync.stderr).toBe(0);

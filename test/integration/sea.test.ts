@@ -42,7 +42,7 @@ describe('the single executable', () => {
     const s3 = ['--s3-endpoint', process.env.TP_S3_ENDPOINT ?? 'TP_S3_ENDPOINT unset: run through scripts/test', '--s3-path-style'];
     const creds = { AWS_ACCESS_KEY_ID: process.env.TP_S3_ACCESS_KEY ?? '', AWS_SECRET_ACCESS_KEY: process.env.TP_S3_SECRET_KEY ?? '' };
     const url = `s3://${process.env.TP_S3_BUCKET ?? 'tarport'}/sea-${Date.now()}`;
-    await sea(['push', fixture('app-v1.tar'), '--to', url, '--name', 'sea/s3:1', ...s3], creds);
+    await sea(['push', '--init', fixture('app-v1.tar'), '--to', url, '--name', 'sea/s3:1', ...s3], creds);
     const ls = await sea(['ls', url, '--json', ...s3], creds);
     expect((JSON.parse(ls.stdout) as { releases: { name: string }[] }).releases.map((r) => r.name)).toEqual(['sea/s3']);
   }, 300_000);
