@@ -43,7 +43,15 @@ export async function describeReleases(store: Store, catalog: Catalog | undefine
   const tags = (await listTags(store, signal)).sort((a, b) => (`${a.name}:${a.tag}` < `${b.name}:${b.tag}` ? -1 : 1));
   const out: PageRelease[] = [];
   for (const { name, tag } of tags) {
-    for (const ref of await listReleases(store, name, tag, signal)) out.push(await describeOne(store, ref, current, acks, signal));
+    for (const ref of await listReleases(store, name, tag, signal)) {
+      // a release gc removed since the listing, or a broken record (check names it): the page is a
+      // derived view, and a publish whose catalog is written must not fail over it
+      const d = await describeOne(store, ref, current, acks, signal).catch((e: unknown) => {
+        if (signal?.aborted) throw e;
+        return undefined;
+      });
+      if (d) out.push(d);
+    }
   }
   return out;
 }
