@@ -6,6 +6,7 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 180_000,
     pool: 'forks',
+    setupFiles: ['test/setup.ts'],
     // vitest's default is one worker less than the cores: a single worker on a 2-core machine, which
     // would run the unit files one after another. Many of them wait on child processes and timers.
     maxWorkers: Math.max(2, availableParallelism()),

@@ -1,6 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdtemp, readdir, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -60,8 +60,27 @@ export function tarport(args: string[], env: Record<string, string | undefined> 
   });
 }
 
-export function tempDir(prefix = 'tarport-test-'): Promise<string> {
-  return mkdtemp(join(tmpdir(), prefix));
+const madeDirs: string[] = [];
+
+/** A fresh folder under the system temp dir, removed after the test file by test/setup.ts. */
+export async function tempDir(prefix = 'tarport-test-'): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  madeDirs.push(dir);
+  return dir;
+}
+
+/**
+ * Removes every folder tempDir made in this test file (TARPORT_KEEP_TEST_TMP=1 keeps them to look
+ * at). A suite run made thousands of them and filled the disk of a long-lived machine.
+ */
+export async function removeTempDirs(): Promise<void> {
+  if (process.env.TARPORT_KEEP_TEST_TMP === '1') return;
+  const dirs = madeDirs.splice(0);
+  const results = await Promise.allSettled(dirs.map((d) => rm(d, { recursive: true, force: true, maxRetries: 3 })));
+  results.forEach((r, i) => {
+    // a folder still in use (a stick left mounted by a failed test) stays, said once, not a failure
+    if (r.status === 'rejected') console.warn(`test temp folder ${dirs[i]} left behind: ${String(r.reason)}`);
+  });
 }
 
 /** Every file below a folder, as relative paths. */

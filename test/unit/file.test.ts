@@ -1,16 +1,17 @@
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { FileTransport } from '../../src/transport/file.js';
+import { tempDir } from '../helpers.js';
 
 // The directory transport never leaves its root: no link is followed below it, no FIFO, device or
 // socket is opened, and nothing behind a link reaches a message.
 
 async function setup() {
-  const base = await mkdtemp(join(tmpdir(), 'tarport-file-'));
+  const base = await tempDir('tarport-file-');
   const root = join(base, 'repo');
   const outside = join(base, 'outside');
   await mkdir(join(root, 'tarport'), { recursive: true });

@@ -1,13 +1,14 @@
-import { mkdtemp, readdir } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { keysGenerateCommand } from '../../src/cli/commands/keys.js';
 import { Output } from '../../src/cli/output.js';
+import { tempDir } from '../helpers.js';
 
 describe('keys generate', () => {
   it('an e-mail address OpenPGP.js refuses (no dot in the domain) is a usage error naming it, and writes nothing', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'tarport-keys-'));
+    const dir = await tempDir('tarport-keys-');
     const ctx = { out: new Output(false, true), signal: new AbortController().signal };
     await expect(keysGenerateCommand(ctx, { uid: 'CI <ci@x>', out: join(dir, 'k'), type: 'ecc' })).rejects.toMatchObject({ code: 'USAGE', message: expect.stringContaining('"ci@x"') });
     expect(await readdir(dir)).toEqual([]);

@@ -1,11 +1,11 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, writeFile } from 'node:fs/promises';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { StateStore, takeLock } from '../../src/consumer/state.js';
-import { ROOT } from '../helpers.js';
+import { ROOT, tempDir } from '../helpers.js';
 
 /** A pid that is certainly not running: a child that already exited. */
 function deadPid(): number {
@@ -28,7 +28,7 @@ describe('the consumer lock', () => {
     if (!existsSync(join(ROOT, 'dist/consumer/state.js'))) throw new Error('npm run build first: the lock holders run the built code');
     const dead = deadPid();
     for (let trial = 0; trial < 3; trial++) {
-      const dir = await mkdtemp(join(tmpdir(), 'tarport-lock-'));
+      const dir = await tempDir('tarport-lock-');
       // every trial starts with a stale lock: all of them race to take it over
       await writeFile(join(dir, 'lock'), `${dead}\n`);
       const results = await Promise.all(Array.from({ length: 6 }, () => child(dir, 20, dead, 5)));
@@ -38,7 +38,7 @@ describe('the consumer lock', () => {
   }, 120_000);
 
   it('never exists empty, names its holder, and is gone after release', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'tarport-lock-'));
+    const dir = await tempDir('tarport-lock-');
     const release = await new StateStore(dir).lock(0);
     expect(await readFile(join(dir, 'lock'), 'utf8')).toBe(`${process.pid}\n`);
     await release();
@@ -46,7 +46,7 @@ describe('the consumer lock', () => {
   });
 
   it('a live holder is waited for, then refused as LOCKED naming its pid', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'tarport-lock-'));
+    const dir = await tempDir('tarport-lock-');
     const c = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 30000)']);
     try {
       await writeFile(join(dir, 'lock'), `${c.pid}\n`);
@@ -60,7 +60,7 @@ describe('the consumer lock', () => {
 
   it('a lock with content tarport never writes (empty, or not a pid) is taken as stale', async () => {
     for (const content of ['', 'garbage\n', '0\n']) {
-      const dir = await mkdtemp(join(tmpdir(), 'tarport-lock-'));
+      const dir = await tempDir('tarport-lock-');
       await writeFile(join(dir, 'lock'), content);
       const release = await takeLock(join(dir, 'lock'), 0);
       expect(await readFile(join(dir, 'lock'), 'utf8')).toBe(`${process.pid}\n`);

@@ -1,16 +1,17 @@
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { putTool, readToolFiles, SUMS_FILE, SUMS_SIGNATURE, TOOL_FOLDER } from '../../src/sync/tool.js';
 import { FileTransport } from '../../src/transport/file.js';
+import { tempDir } from '../helpers.js';
 
 const run = promisify(execFile);
 
 async function setup() {
-  const dir = await mkdtemp(join(tmpdir(), 'tarport-tool-'));
+  const dir = await tempDir('tarport-tool-');
   const stick = join(dir, 'stick');
   await mkdir(stick);
   const exe = join(dir, 'tarport-linux-x64');

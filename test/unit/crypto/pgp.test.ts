@@ -1,13 +1,14 @@
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as openpgp from 'openpgp';
 import { describe, expect, it } from 'vitest';
 import { SIGNER_NOTATION, generateKeyPair, loadSigningKey, signDetached, signatureIssuer, signatureUserId } from '../../../src/crypto/pgp.js';
+import { tempDir } from '../../helpers.js';
 
 async function signingKey(uid: string) {
   const pair = await generateKeyPair(uid, { type: 'ecc' });
-  const file = join(await mkdtemp(join(tmpdir(), 'tarport-pgp-')), 'sec.asc');
+  const file = join(await tempDir('tarport-pgp-'), 'sec.asc');
   await writeFile(file, pair.privateKey);
   return { pair, signer: await loadSigningKey(file) };
 }

@@ -1,16 +1,17 @@
-import { mkdtemp } from 'node:fs/promises';
+import {} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeDemoArchives } from '../../../src/archive/index.js';
 import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../../src/producer/index.js';
 import { Repository, checkRepository } from '../../../src/repo/index.js';
 import { MemoryTransport, type Transport } from '../../../src/transport/index.js';
+import { tempDir } from '../../helpers.js';
 
 let archives: Promise<string[]> | undefined;
 
 /** Two small docker save archives (v1, v2 of one image; they share their base layer). */
 export function demoArchives(): Promise<string[]> {
-  archives ??= mkdtemp(join(tmpdir(), 'tarport-repo-test-')).then((d) => writeDemoArchives(d));
+  archives ??= tempDir('tarport-repo-test-').then((d) => writeDemoArchives(d));
   return archives;
 }
 

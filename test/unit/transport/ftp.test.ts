@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -8,6 +8,7 @@ import { ListingTooLargeError } from '../../../src/transport/ftpdata.js';
 import { parseLocation } from '../../../src/transport/location.js';
 import type { ObjectInfo } from '../../../src/transport/types.js';
 import { startLyingFtp } from '../../corpus/lyingftp.js';
+import { tempDir } from '../../helpers.js';
 
 // Folder listings come through a data connection of the transport's own, capped (an endless LIST
 // from a lying server stops at the cap, exit 3), and are parsed by basic-ftp.
@@ -21,7 +22,7 @@ async function all(it: AsyncIterable<ObjectInfo>): Promise<ObjectInfo[]> {
 describe('FTP folder listings', () => {
   let root: string;
   beforeAll(async () => {
-    root = await mkdtemp(join(tmpdir(), 'tarport-ftp-list-'));
+    root = await tempDir('tarport-ftp-list-');
     await mkdir(join(root, 'blobs/sha256'), { recursive: true });
     await writeFile(join(root, 'blobs/sha256/aaaa'), 'hello');
     await writeFile(join(root, 'catalog.json'), '{}');
