@@ -1,8 +1,8 @@
-import { signatureIssuer, signatureUserId } from '../crypto/index.js';
-import { hostsHolding, readAcks, type Ack } from './acks.js';
-import { PAGE_KEY, recordKey } from './layout.js';
-import { listReleases, listTags, readRecord, readSignature, type ReleaseRef } from './read.js';
-import { recordMembers, type ReleaseMember } from './platforms.js';
+import { readAcks, type Ack } from './acks.js';
+import { describeRelease } from './describe.js';
+import { PAGE_KEY } from './layout.js';
+import { listReleases, listTags, type ReleaseRef } from './read.js';
+import type { ReleaseMember } from './platforms.js';
 import type { Catalog, ReleaseRecord } from './records.js';
 import type { Store } from './store.js';
 
@@ -57,24 +57,8 @@ export async function describeReleases(store: Store, catalog: Catalog | undefine
 }
 
 async function describeOne(store: Store, ref: ReleaseRef, current: ReadonlySet<string>, acks: readonly Ack[], signal?: AbortSignal): Promise<PageRelease> {
-  const { record, digest } = await readRecord(store, ref, undefined, signal ? { signal } : {});
-  const sig = await readSignature(store, recordKey(ref.name, ref.tag, ref.record), signal);
-  return {
-    name: ref.name,
-    tag: ref.tag,
-    version: record.version,
-    kind: record.kind,
-    size: record.layers.reduce((n, l) => n + l.size, 0) + (record.config?.size ?? 0),
-    created: record.created,
-    signer: sig ? ((await signatureIssuer(sig)) ?? 'unreadable signature') : null,
-    signerUserId: sig ? ((await signatureUserId(sig)) ?? null) : null,
-    encrypted: record.layers.some((l) => l.encryption !== undefined),
-    current: current.has(`${ref.name}:${ref.tag}:${ref.record}`),
-    digest,
-    platforms: await platformsOf(store, record, signal),
-    layers: record.layers.map((l) => l.digest),
-    hosts: hostsHolding(acks, ref.name, ref.tag, digest),
-  };
+  const { record, members, ...summary } = await describeRelease(store, ref, current, acks, signal);
+  return { ...summary, platforms: await platformsOf(store, record, members, signal), layers: record.layers.map((l) => l.digest) };
 }
 
 /**
@@ -82,8 +66,7 @@ async function describeOne(store: Store, ref: ReleaseRef, current: ReadonlySet<s
  * "Multi-platform releases"), else the image config's os and architecture when it can be read
  * without a key; a rootfs runs where it is imported.
  */
-async function platformsOf(store: Store, record: ReleaseRecord, signal?: AbortSignal): Promise<string[]> {
-  const members = recordMembers(record);
+async function platformsOf(store: Store, record: ReleaseRecord, members: readonly ReleaseMember[], signal?: AbortSignal): Promise<string[]> {
   if (members.length) return members.map(memberName);
   if (record.kind === 'rootfs') return ['any (rootfs: the importing host\'s)'];
   if (!record.config || record.config.encryption) return ['unknown (config encrypted)'];

@@ -1,6 +1,5 @@
-import { signatureIssuer, signatureUserId } from '../../crypto/index.js';
 import { TarportError } from '../../errors.js';
-import { hostsHolding, recordMembers, type Ack, type ReleaseMember, type ReleaseRef, type Repository } from '../../repo/index.js';
+import { type Ack, type ReleaseMember, type ReleaseRef, type Repository } from '../../repo/index.js';
 import { openRepository, type ConnectionFlags, type Context } from '../context.js';
 import { humanBytes, table } from '../output.js';
 
@@ -30,23 +29,9 @@ export interface ListedRelease {
 
 /** One release as ls and log show it, read through the repository's public readers. */
 export async function describeRelease(repo: Repository, ref: ReleaseRef, current: ReadonlySet<string>, acks: readonly Ack[], signal: AbortSignal): Promise<ListedRelease> {
-  const { record, digest } = await repo.readRecord(ref, undefined, { signal });
-  const sig = await repo.readRecordSignature(ref, signal);
-  return {
-    name: ref.name,
-    tag: ref.tag,
-    version: record.version,
-    kind: record.kind,
-    size: record.layers.reduce((n, l) => n + l.size, 0) + (record.config?.size ?? 0),
-    created: record.created,
-    signer: sig ? ((await signatureIssuer(sig)) ?? 'unreadable signature') : null,
-    signerUserId: sig ? ((await signatureUserId(sig)) ?? null) : null,
-    encrypted: record.layers.some((l) => l.encryption !== undefined) || (record.index?.platforms.some((p) => p.config.encryption !== undefined) ?? false),
-    current: current.has(`${ref.name}:${ref.tag}:${ref.record}`),
-    digest,
-    platforms: recordMembers(record),
-    hosts: hostsHolding(acks, ref.name, ref.tag, digest),
-  };
+  const r = await repo.describeRelease(ref, current, acks, signal);
+  // the order of `ls --json`'s fields, as before the description moved to repo/
+  return { name: r.name, tag: r.tag, version: r.version, kind: r.kind, size: r.size, created: r.created, signer: r.signer, signerUserId: r.signerUserId, encrypted: r.encrypted, current: r.current, digest: r.digest, platforms: r.members, hosts: r.hosts };
 }
 
 /** The PLATFORMS column: `linux/amd64,linux/arm64 +1 attestation-manifest +1 absent`, or `-`. */
