@@ -1,5 +1,5 @@
 import { readAcks, type Ack } from './acks.js';
-import { describeRelease } from './describe.js';
+import { describeRelease, type ReleaseSummary } from './describe.js';
 import { PAGE_KEY } from './layout.js';
 import { listReleases, listTags, type ReleaseRef } from './read.js';
 import type { ReleaseMember } from './platforms.js';
@@ -14,28 +14,11 @@ import type { Store } from './store.js';
  * that comes from the repository is HTML-escaped.
  */
 
-export interface PageRelease {
-  name: string;
-  tag: string;
-  version: number;
-  kind: string;
-  /** Bytes stored: layers and config, as `ls` counts them. */
-  size: number;
-  created: string;
-  /** The signing key's fingerprint as the signature claims it (unverified), or null. */
-  signer: string | null;
-  /** The signer's user id as the signature names it (unverified), or null. */
-  signerUserId: string | null;
-  encrypted: boolean;
-  current: boolean;
-  /** The record's digest (what the catalog names). */
-  digest: string;
+export type PageRelease = Omit<ReleaseSummary, 'record' | 'members'> & {
   /** "os/architecture[/variant]" of each platform the release holds, as far as can be told without a key. */
   platforms: string[];
   layers: string[];
-  /** The hosts whose acknowledgement names this very release. */
-  hosts: { host: string; hostname: string; loaded: string; runtime: string; platform: string }[];
-}
+};
 
 /** Every release of every tag (oldest version first), with signer, platforms and the hosts that hold it. */
 export async function describeReleases(store: Store, catalog: Catalog | undefined, acks: readonly Ack[], signal?: AbortSignal): Promise<PageRelease[]> {

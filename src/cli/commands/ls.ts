@@ -1,5 +1,5 @@
 import { TarportError } from '../../errors.js';
-import { type Ack, type ReleaseMember, type ReleaseRef, type Repository } from '../../repo/index.js';
+import { type Ack, type ReleaseMember, type ReleaseSummary, type ReleaseRef, type Repository } from '../../repo/index.js';
 import { openRepository, type ConnectionFlags, type Context } from '../context.js';
 import { humanBytes, table } from '../output.js';
 
@@ -7,25 +7,11 @@ export interface LsFlags extends ConnectionFlags {
   latest?: boolean;
 }
 
-export interface ListedRelease {
-  name: string;
-  tag: string;
-  version: number;
-  kind: string;
-  size: number;
-  created: string;
-  signer: string | null;
-  /** The signer's user id as the signature names it (unverified; absent from signatures made before tarport named it), or null. */
-  signerUserId: string | null;
-  encrypted: boolean;
-  current: boolean;
-  /** The release record's digest: what the catalog names and a consumer checks. */
-  digest: string;
+/** One row of `ls` (and of `ls --json`'s releases). */
+export type ListedRelease = Omit<ReleaseSummary, 'record' | 'members'> & {
   /** A multi-platform release's members (platform images, attestations, absent platforms); empty otherwise. */
   platforms: ReleaseMember[];
-  /** The hosts whose acknowledgement (tarport/acks/) names this very release. */
-  hosts: { host: string; hostname: string; loaded: string; runtime: string; platform: string }[];
-}
+};
 
 /** One release as ls and log show it, read through the repository's public readers. */
 export async function describeRelease(repo: Repository, ref: ReleaseRef, current: ReadonlySet<string>, acks: readonly Ack[], signal: AbortSignal): Promise<ListedRelease> {
