@@ -31,7 +31,9 @@ function sea(args: string[], extra: Record<string, string> = {}) {
 /** Debian 12's qemu-user-static names it -static; Debian 13's qemu-user (static too) does not. */
 function qemuAarch64(): string {
   const found = ['/usr/bin/qemu-aarch64-static', '/usr/bin/qemu-aarch64'].find((p) => existsSync(p));
-  if (!found) throw new Error('qemu-aarch64 is not installed: scripts/lib/common.sh installs qemu-user-static');
+  if (!found) throw new Error('qemu-aarch64 is not installed: scripts/lib/common.sh installs it (tp_install)');
+  // without it qemu stops at once with "Could not open '/lib/ld-linux-aarch64.so.1'"
+  if (!existsSync('/lib/ld-linux-aarch64.so.1')) throw new Error("Debian's arm64 libc is not installed: scripts/lib/common.sh installs it (tp_install_arm64)");
   return found;
 }
 
