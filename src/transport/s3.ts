@@ -19,6 +19,7 @@ import {
   type CompletedPart,
 } from '@aws-sdk/client-s3';
 import { TarportError, messageOf } from '../errors.js';
+import type { JournalEntry, UploadJournal } from './journal.js';
 import { keySegments } from './keys.js';
 import { resumableInto, sinkStream, type SinkAttempt } from './resume.js';
 import { withRetries } from './retry.js';
@@ -50,6 +51,16 @@ export interface S3Options {
   readonly signal?: AbortSignal;
   /** Bytes per part of a multipart upload (tests; at least 5 MiB on AWS). */
   readonly partSize?: number;
+  /** Where a file's multipart upload is recorded, so that a later run resumes it (journal.ts). */
+  readonly journal?: UploadJournal;
+  /** A recorded upload the server refused on resume (unknown, aborted): it is sent afresh. */
+  readonly onStaleUpload?: (uploadId: string, why: TarportError) => void;
+}
+
+/** An upload recorded in a journal: `entry.uploadId` empty until the server gave one. */
+interface Resume {
+  readonly journal: UploadJournal;
+  readonly entry: JournalEntry;
 }
 
 export const DEFAULT_S3_IDLE_MS = 30_000;
@@ -267,7 +278,7 @@ export class S3Transport implements Transport {
       });
       try {
         const size = (await fh.stat()).size;
-        if (size > this.partSize) return await this.multipart(k, what, filePartsOf(fh, size, this.partSize, what), signal);
+        if (size > this.partSize) return await this.multipartFile(k, what, fh, size, signal);
         return await this.putOne(k, what, await readPart(fh, 0, size, what), signal);
       } finally {
         await fh.close();
@@ -286,12 +297,38 @@ export class S3Transport implements Transport {
     return { size: body.length };
   }
 
-  private async multipart(k: string, what: string, rest: AsyncIterator<Buffer>, signal: AbortSignal): Promise<{ size: number }> {
-    const created = await this.run(what, () => this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: k }), { abortSignal: signal }), signal);
-    const uploadId = created.UploadId;
-    if (!uploadId) throw new TarportError('IO', `${what}: the server started a multipart upload without an upload id`, { retryable: false });
-    const done: CompletedPart[] = [];
+  /**
+   * A file's multipart upload, resumed from the journal (S3Options.journal) when an earlier run left
+   * one of the same size and part size: the parts it confirmed are neither read nor sent again. An
+   * upload the server no longer knows (aborted, expired, another server) fails on resume, and the
+   * file is then sent afresh, once.
+   */
+  private async multipartFile(k: string, what: string, fh: FileHandle, size: number, signal: AbortSignal): Promise<{ size: number }> {
+    const partSize = Math.max(this.partSize, Math.ceil(size / MAX_PARTS));
+    const journal = this.opts.journal;
+    const target = `${this.opts.endpoint ?? 'aws'} ${this.bucket} ${k}`;
+    const prior = await journal?.load(target);
+    const fresh = (): Resume | undefined => (journal ? { journal, entry: { target, uploadId: '', size, partSize, parts: [] } } : undefined);
+    if (journal && prior && prior.size === size && prior.partSize === partSize) {
+      try {
+        return await this.multipart(k, what, filePartsOf(fh, size, partSize, what, new Set(prior.parts.map((p) => p.n))), signal, { journal, entry: prior });
+      } catch (e) {
+        const err = e instanceof TarportError ? e : this.classify(e, what);
+        if (err.code === 'ABORTED') throw err;
+        this.opts.onStaleUpload?.(prior.uploadId, err);
+        await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: k, UploadId: prior.uploadId })).catch(() => undefined);
+        await journal.drop(target);
+      }
+    }
+    return this.multipart(k, what, filePartsOf(fh, size, partSize, what, new Set()), signal, fresh());
+  }
+
+  private async multipart(k: string, what: string, rest: AsyncIterator<Buffer | number>, signal: AbortSignal, resume?: Resume): Promise<{ size: number }> {
+    const uploadId = resume?.entry.uploadId || (await this.create(k, what, signal));
+    const entry = resume ? { ...resume.entry, uploadId, parts: [...resume.entry.parts] } : undefined;
+    const done: CompletedPart[] = (entry?.parts ?? []).map((p) => ({ ETag: p.etag, PartNumber: p.n }));
     const inflight = new Set<Promise<void>>();
+    let saving = entry && !resume?.entry.uploadId ? resume!.journal.save(entry) : Promise.resolve();
     let size = 0;
     let confirmed = 0;
     try {
@@ -299,6 +336,11 @@ export class S3Transport implements Transport {
         const p = this.uploadPart(k, uploadId, n, buf, () => confirmed, what, signal).then((etag) => {
           done.push({ ETag: etag, PartNumber: n });
           confirmed += buf.length;
+          if (entry) {
+            entry.parts.push({ n, etag });
+            const snapshot = { ...entry, parts: [...entry.parts] };
+            saving = saving.then(() => resume!.journal.save(snapshot));
+          }
         });
         inflight.add(p);
         void p.then(() => inflight.delete(p), () => undefined);
@@ -306,21 +348,40 @@ export class S3Transport implements Transport {
       let n = 0;
       for (let next = await rest.next(); !next.done; next = await rest.next()) {
         n++;
+        // a number: a part the journal says the server holds already, of that many bytes
+        if (typeof next.value === 'number') {
+          size += next.value;
+          confirmed += next.value;
+          continue;
+        }
         size += next.value.length;
         send(n, next.value);
         if (inflight.size >= PARTS_IN_FLIGHT) await Promise.race(inflight);
       }
       await Promise.all(inflight);
+      await saving;
       done.sort((a, b) => a.PartNumber! - b.PartNumber!);
       await this.run(what, () => this.client.send(new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: k, UploadId: uploadId, MultipartUpload: { Parts: done } }), { abortSignal: signal }), signal);
+      await resume?.journal.drop(resume.entry.target);
       return { size };
     } catch (e) {
       await Promise.allSettled(inflight);
+      await saving.catch(() => undefined);
       await rest.return?.();
+      const err = e instanceof TarportError ? e : this.classify(e, what);
+      // with a journal, an upload cut by the link or the command's end is kept for the next run
+      if (resume && (err.code === 'ABORTED' || err.retryable || err.code === 'CONNECTION')) throw err;
       // some servers (s3rver) do not know AbortMultipartUpload: the parts then stay invisible
       await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: k, UploadId: uploadId })).catch(() => undefined);
-      throw e instanceof TarportError ? e : this.classify(e, what);
+      await resume?.journal.drop(resume.entry.target);
+      throw err;
     }
+  }
+
+  private async create(k: string, what: string, signal: AbortSignal): Promise<string> {
+    const created = await this.run(what, () => this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: k }), { abortSignal: signal }), signal);
+    if (!created.UploadId) throw new TarportError('IO', `${what}: the server started a multipart upload without an upload id`, { retryable: false });
+    return created.UploadId;
   }
 
   /** One part, sent again on a transient failure; the parts already confirmed stay. */
@@ -506,8 +567,10 @@ async function readPart(fh: FileHandle, at: number, length: number, what: string
   return buf;
 }
 
-/** A file of known size in parts of `size` bytes, more if S3's 10,000 parts would not hold it. */
-async function* filePartsOf(fh: FileHandle, total: number, size: number, what: string): AsyncGenerator<Buffer> {
-  const part = Math.max(size, Math.ceil(total / MAX_PARTS));
-  for (let at = 0; at < total; at += part) yield await readPart(fh, at, Math.min(part, total - at), what);
+/** A file in parts of `part` bytes; a part in `skip` (numbered from 1) is not read: its length stands for it. */
+async function* filePartsOf(fh: FileHandle, total: number, part: number, what: string, skip: ReadonlySet<number>): AsyncGenerator<Buffer | number> {
+  for (let at = 0, n = 1; at < total; at += part, n++) {
+    const len = Math.min(part, total - at);
+    yield skip.has(n) ? len : await readPart(fh, at, len, what);
+  }
 }
