@@ -10,7 +10,7 @@ export TP_ROOT TP_DOCKER
 tp_log() { printf '\033[1m[tarport]\033[0m %s\n' "$*" >&2; }
 
 # Debian packages the project needs at run time and in tests. Installed only when missing.
-TP_APT_PACKAGES=(docker.io busybox-static skopeo zstd gnupg ca-certificates vsftpd openssh-server openssh-client openssl curl nginx
+TP_APT_PACKAGES=(docker.io busybox-static skopeo zstd gnupg ca-certificates vsftpd openssh-server openssh-client openssl curl nginx libnginx-mod-http-js
   libsodium23 libcap2 libpam0g containerd podman
   prometheus systemd groff-base man-db bsdutils chromium)  # promtool checks metrics; systemd-analyze the units; groff/man the man page; script(1) a TTY; chromium renders index.html
 # qemu-aarch64 runs the arm64 single executable (test/integration/sea.test.ts). Debian 12 has it static
@@ -481,7 +481,9 @@ tp_nginx_conf() {
 tp_run_nginx() {
   local name=$1 server=$2 d="$TP_RUN/nginx-$1"
   mkdir -p "$d/tmp"
+  # njs (libnginx-mod-http-js) for contrib/nginx/registry.js, as Debian's own nginx.conf loads it
   cat > "$d/nginx.conf" <<NGINX
+load_module /usr/lib/nginx/modules/ngx_http_js_module.so;
 daemon off;
 master_process on;
 worker_processes 2;
@@ -511,7 +513,7 @@ NGINX
 tp_nginx_registry() {
   local base=$1 conf="$TP_RUN/origin-server.conf" loc="$TP_RUN/registry-locations.conf"
   mkdir -p "$TP_RUN/www/registry"
-  tp_nginx_conf "$TP_ROOT/contrib/nginx/registry.conf" "$loc" "REPO=$TP_RUN/www/registry" || return 1
+  tp_nginx_conf "$TP_ROOT/contrib/nginx/registry.conf" "$loc" "REPO=$TP_RUN/www/registry" "REGISTRY_JS=$TP_ROOT/contrib/nginx/registry.js" || return 1
   # the rendered origin.conf ends with its server block's closing brace: the include goes before it
   local body; body=$(cat "$conf")
   [ "${body##*$'\n'}" = "}" ] || { tp_log "$conf does not end with its server block's closing brace"; return 1; }

@@ -75,6 +75,15 @@ export function tempKeyFor(key: string): string {
   return `${folder}.tarport-${rand}.tmp`;
 }
 
+/**
+ * The temporary name of a spooled blob on a store where a write is atomic (S3): the same for every
+ * run, so that an upload a killed run left half done is resumed by the next (the S3 transport keeps
+ * a journal by name). Two pushes of one blob write the same bytes there, each write whole or not at all.
+ */
+export function stableTempKeyFor(digest: string): string {
+  return `${BLOBS_FOLDER}/.tarport-${hexOf(digest)}.tmp`;
+}
+
 export function isTempName(file: string): boolean {
   return file.startsWith('.tarport-') && file.endsWith('.tmp');
 }
