@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
+import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
@@ -161,6 +162,60 @@ describe('cuts and stalls', () => {
     // an upload goes on filling the socket buffers after the link went silent (see transports.test.ts)
     expect(upDelay).toBeLessThan(3 * IDLE);
   }, 90_000);
+});
+
+/** A TCP proxy to s3rver that keeps what the client sends, to read its requests' headers. */
+async function recordingProxy(): Promise<{ port: number; sent: () => string; close: () => Promise<void> }> {
+  const chunks: Buffer[] = [];
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = connect(port, '127.0.0.1');
+    sockets.add(client).add(upstream);
+    client.on('data', (c: Buffer) => chunks.push(c));
+    client.pipe(upstream);
+    upstream.pipe(client);
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('close', end).on('error', end);
+    upstream.on('close', end).on('error', end);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as AddressInfo).port,
+    sent: () => Buffer.concat(chunks).toString('latin1'),
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
+describe('bodies damaged on the way (plain http)', () => {
+  // AWS, MinIO and Ceph RGW refuse a body whose MD5 differs from its Content-MD5 (BadDigest, sent
+  // again: test/unit/transport/s3.test.ts); s3rver does not check it, so what is proven here is
+  // that every body goes with the right one, whole objects and parts alike
+  it('every upload body carries its Content-MD5', async () => {
+    const data = randomBytes(6 << 20);
+    const md5 = (b: Buffer) => createHash('md5').update(b).digest('base64');
+    const cases: [number, Buffer[]][] = [
+      [16 << 20, [data]],
+      [5 << 20, [data.subarray(0, 5 << 20), data.subarray(5 << 20)]],
+    ];
+    for (const [partSize, bodies] of cases) {
+      const proxy = await recordingProxy();
+      const prefix = fresh('md5');
+      const t = open(prefix, { partSize }, `http://127.0.0.1:${proxy.port}`);
+      const dir = await tempDir();
+      await writeFile(join(dir, 'blob'), data);
+      await t.write('blob', { file: join(dir, 'blob') });
+      await proxy.close();
+      const sent = [...proxy.sent().matchAll(/^content-md5: (\S+)\r$/gim)].map((m) => m[1]);
+      expect(sent).toEqual(bodies.map(md5));
+      expect(sha(await stored(`${prefix}/blob`))).toBe(sha(data));
+    }
+  }, 60_000);
 });
 
 describe('multipart uploads resume across runs (journal)', () => {

@@ -29,6 +29,7 @@ describe('S3Transport.classify', () => {
     ['refused', Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }), 'CONNECTION', true, /ECONNREFUSED/],
     ['host not found', Object.assign(new Error('getaddrinfo ENOTFOUND'), { code: 'ENOTFOUND' }), 'CONNECTION', false, /host not found/],
     ['untrusted certificate', Object.assign(new Error('self-signed'), { code: 'SELF_SIGNED_CERT_IN_CHAIN' }), 'UNTRUSTED', false, /--ca FILE/],
+    ['a body damaged on the way (its Content-MD5 does not match)', sdkError('BadDigest', 400), 'CONNECTION', true, /received the body damaged \(BadDigest\)/],
     ['a 400 we do not know', sdkError('InvalidArgument', 400), 'IO', false, /HTTP 400/],
     ['aborted', sdkError('AbortError'), 'ABORTED', false, /aborted/],
   ];
