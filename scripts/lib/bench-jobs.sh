@@ -42,8 +42,14 @@ cpu_of() {
   done
   echo $t
 }
+# one pid a line: dockerd writes its pid file without a newline, so a plain `cat` of the files ran
+# the daemons' pids and the sshd's together into one number that named no process (their CPU read 0)
 server_pids() {
-  cat "$TP_RUN/docker-producer/dockerd.pid" "$TP_RUN/docker-consumer/dockerd.pid" "$S/sshd-launcher.pid" "$S/vsftpd-ftp.pid"
+  local f
+  for f in "$TP_RUN/docker-producer/dockerd.pid" "$TP_RUN/docker-consumer/dockerd.pid" "$S/sshd-launcher.pid" "$S/vsftpd-ftp.pid"; do
+    [ -r "$f" ] || { tp_log "bench: no pid file $f: that server's CPU is left out of the CPU column"; continue; }
+    echo "$(< "$f")"
+  done
   [ -z "${PROXY_PID:-}" ] || echo "$PROXY_PID"
 }
 link_bytes() { if [ -n "${PROXY_PID:-}" ]; then cat "$W/proxy.stats"; else echo null; fi; }

@@ -57,10 +57,10 @@ export function zstdCodec(): ZstdCodec {
 }
 
 /** zstd level 3 with a frame checksum (zstd-napi on both cores, as LIMITS.md measured). */
-export function compressor(kind: Compression): Transform {
+export function compressor(kind: Compression, sizeHint?: number): Transform {
   switch (kind) {
     case 'zstd':
-      return zstdCompressor(zstdCodec());
+      return zstdCompressor(zstdCodec(), sizeHint);
     case 'gzip':
       return createGzip({ level: 6, chunkSize: 1 << 20 });
     case 'none':
@@ -134,14 +134,24 @@ function passThrough(): Transform {
 const OUT = 1 << 20;
 
 /** A zstd compressor (level 3, with a frame checksum) from the given codec. */
-export function zstdCompressor(codec: ZstdCodec): Transform {
+/**
+ * Below this many input bytes zstd-napi compresses on the calling thread: zstd's worker threads
+ * split the input in jobs of several MiB, so a smaller layer gains nothing from them, and each
+ * context starts its threads and their buffers anew (a 40-layer push spent about twice the CPU of
+ * the same bytes in 4 layers).
+ */
+const THREADED_FROM = 8 << 20;
+
+/** `sizeHint`: the input's size when known (a tar entry's); small inputs skip zstd's threads. */
+export function zstdCompressor(codec: ZstdCodec, sizeHint?: number): Transform {
   if (codec === 'node-zlib') {
     const z = nodeZstd()!;
     const c = zlib.constants as Record<string, number>;
     const params = { [c.ZSTD_c_compressionLevel!]: 3, [c.ZSTD_c_checksumFlag!]: 1 };
     return typedErrors(z.createZstdCompress({ params, chunkSize: OUT }));
   }
-  return new (napi()!.CompressStream)({ compressionLevel: 3, nbWorkers: 2, checksumFlag: true });
+  const nbWorkers = sizeHint !== undefined && sizeHint < THREADED_FROM ? 0 : 2;
+  return new (napi()!.CompressStream)({ compressionLevel: 3, nbWorkers, checksumFlag: true });
 }
 
 /** A zstd decompressor from the given codec; it stops while its reader is behind (see ZstdDecompress). */

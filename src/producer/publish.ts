@@ -102,12 +102,12 @@ async function publishIn(tx: WriteTransaction, repo: Repository, tar: TarArchive
   const encryption: Encryption | undefined = opts.encryptTo?.length ? { scheme: 'openpgp', recipients: opts.encryptTo.map((k) => k.fingerprint).sort() } : undefined;
 
   /** Streams one layer: (decompress) → diff_id → compress → temporary object. */
-  const uploadLayer = async (stream: Readable, declared: Compression | undefined, what: string, expectDiffId?: string): Promise<LayerDescriptor> => {
+  const uploadLayer = async (stream: Readable, declared: Compression | undefined, what: string, expectDiffId?: string, sizeHint?: number): Promise<LayerDescriptor> => {
     const inComp = declared ?? (await sniffStream(stream));
     const diff = new Digester();
     const out = new PassThrough({ highWaterMark: 1 << 20 });
     const guard = bombGuard(); // a compressed layer that expands without end is refused, not read for hours
-    const feeding = pipeline(stream, guard.input, decompressor(inComp), guard.output, diff, compressor(opts.compression), out, { signal: opts.signal });
+    const feeding = pipeline(stream, guard.input, decompressor(inComp), guard.output, diff, compressor(opts.compression, inComp === 'none' ? sizeHint : undefined), out, { signal: opts.signal });
     let blob: StagedBlob;
     try {
       const stored = encryption ? await encryptStream(out, opts.encryptTo!) : out;
@@ -182,7 +182,7 @@ async function publishIn(tx: WriteTransaction, repo: Repository, tar: TarArchive
           stream.resume();
           continue;
         }
-        fresh.set(n.diffId, await uploadLayer(stream, n.declared, `layer ${entry.name}`, n.diffId));
+        fresh.set(n.diffId, await uploadLayer(stream, n.declared, `layer ${entry.name}`, n.diffId, entry.size));
       }
       const ctx: ImageContext = {
         path,

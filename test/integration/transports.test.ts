@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -259,6 +259,24 @@ describe('passive mode', () => {
     expect(proxy.epsvRefused).toBe(1);
     expect(proxy.pasv).toBeGreaterThanOrEqual(4);
     expect(proxy.bytes).toBeGreaterThanOrEqual(4 * data.length); // the data went through the proxy's forwarders
+  });
+});
+
+describe('SFTP folders', () => {
+  it('folders removed behind a live transport are made again: a write and a rename into them succeed', async () => {
+    const sub = `t-${randomBytes(4).toString('hex')}`;
+    const t = await open(S.TP_SFTP_URL, {}, sub);
+    const data = randomBytes(100_000);
+    await t.write('a/b/one', () => Readable.from([data]));
+    await t.write('c/d/two', () => Readable.from([data]));
+    // the transport made (and remembers) a/b and c/d; both go, as an operator's rm -r would do
+    await rm(join(S.TP_SERVER_HOME, sub, 'a'), { recursive: true });
+    await t.write('a/b/three', () => Readable.from([data]));
+    expect((await readAll(t, 'a/b/three')).equals(data)).toBe(true);
+    await rm(join(S.TP_SERVER_HOME, sub, 'c'), { recursive: true });
+    await t.rename('a/b/three', 'c/d/four');
+    expect((await readAll(t, 'c/d/four')).equals(data)).toBe(true);
+    expect(await t.stat('a/b/three')).toBeUndefined();
   });
 });
 

@@ -38,6 +38,14 @@ describe('zstd codecs', () => {
     for (const d of codecs) expect((await through(z, zstdDecompressor(d), 4099)).equals(data), `${c} → ${d}`).toBe(true);
   });
 
+  it.each(codecs)('%s: with the size of a small input given (no zstd threads), the frame is the same format and reads back', async (c: ZstdCodec) => {
+    const small = data.subarray(0, 300_000);
+    const z = await through(small, zstdCompressor(c, small.length));
+    expect(z.readUInt32LE(0)).toBe(0xfd2fb528);
+    expect(z[4]! & 0x04).toBe(0x04);
+    for (const d of codecs) expect((await through(z, zstdDecompressor(d), 4099)).equals(small), `${c} → ${d}`).toBe(true);
+  });
+
   it.each(codecs)('%s: a cut stream fails as truncated input, garbage as bad input (typed, not by message)', async (c: ZstdCodec) => {
     const z = await through(data, zstdCompressor(c));
     await expect(through(z.subarray(0, z.length - 1000), zstdDecompressor(c))).rejects.toMatchObject({ name: 'TarportError', code: 'BAD_INPUT', truncated: true });

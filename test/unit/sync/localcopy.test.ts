@@ -66,6 +66,27 @@ describe('copyVerified', () => {
     expect(await readdir(dir)).toEqual([]);
   });
 
+  it('copies in a row come out exact while buffers are reused: larger, smaller, after a failed copy, and checked after', async () => {
+    const dir = await tempDir();
+    // 9 MiB fills three pooled buffers; 300 KiB takes them back cut short; a failed copy keeps its
+    // own; 6 MiB and the checks then run on buffers that held other objects' bytes
+    const objects = [9 << 20, 300 << 10, 5 << 20, 6 << 20].map((n) => randomBytes(n));
+    const failing = objects[2]!;
+    const failingDesc = descOf(failing);
+    failing[7]! ^= 0x80;
+    for (const [i, data] of objects.entries()) await writeFile(join(dir, `src${i}`), data);
+    const copy = (i: number, desc = descOf(objects[i]!)) => copyVerified(join(dir, `src${i}`), join(dir, `dst${i}`), desc, `object ${i}`);
+    await copy(0);
+    await copy(1);
+    expect((await rejection(copy(2, failingDesc))).code).toBe('DIGEST_MISMATCH');
+    await copy(3);
+    for (const i of [0, 1, 3]) {
+      expect((await readFile(join(dir, `dst${i}`))).equals(objects[i]!)).toBe(true);
+      expect(await checkFile(join(dir, `dst${i}`), descOf(objects[i]!), `object ${i}`)).toBe(true);
+    }
+    expect(await checkFile(join(dir, 'src2'), failingDesc, 'object 2')).toBe(false);
+  });
+
   it('stops on abort and removes the partial target', async () => {
     const dir = await tempDir();
     const data = randomBytes(12 << 20);
