@@ -29,7 +29,7 @@ describe('OCI-layout load archive (containerd)', () => {
     config,
     imageName: 'docker.io/library/app:2',
     tag: '2',
-    layers: [{ diffId: sha(l1), size: l1.length }, { diffId: sha(l2), size: l2.length }],
+    layers: [{ digest: sha(l1), size: l1.length }, { digest: sha(l2), size: l2.length }],
     // the runtime has layer one: only layer two is in the archive
     files: [{ name: `blobs/sha256/${sha(l2).slice(7)}`, size: l2.length, open: async () => Readable.from([l2]) }],
   };
