@@ -43,9 +43,8 @@ function exactly(size: number, name: string): Transform {
 export interface OciLoadArchiveSpec {
   readonly configDigest: string;
   readonly config: Buffer;
-  /** The full name the runtime stores (`docker.io/library/app:1`) and its tag. */
+  /** The full name the runtime stores (`docker.io/library/app:1`). */
   readonly imageName: string;
-  readonly tag: string;
   /**
    * Every layer blob of the image, in order: its digest and size, and its media type (default: an
    * uncompressed tar, whose digest is the diff ID; a compressed blob, as the repository stores it,
@@ -94,7 +93,9 @@ export function writeOciLoadArchive(spec: OciLoadArchiveSpec): { stream: Readabl
           mediaType: 'application/vnd.oci.image.manifest.v1+json',
           digest: manifestDigest,
           size: manifest.length,
-          annotations: { 'io.containerd.image.name': spec.imageName, 'org.opencontainers.image.ref.name': spec.tag },
+          // containerd's importer reads the first, Podman (containers/image's oci-archive) the
+          // second: as a bare tag it would store `localhost/1:latest`, so both are the full name
+          annotations: { 'io.containerd.image.name': spec.imageName, 'org.opencontainers.image.ref.name': spec.imageName },
         },
       ],
     }),

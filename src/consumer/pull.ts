@@ -370,7 +370,7 @@ async function loadImage(
   // runtime never sees it and loads nothing.
   const stored = plan.format === 'oci-layout-stored';
   const ociLayers = record.layers.map((l) => (stored ? { digest: l.digest, size: l.size, mediaType: ociLayerMediaType(l.compression) } : { digest: l.diffId, size: l.uncompressedSize }));
-  const oci = plan.format !== 'docker-save' ? writeOciLoadArchive({ configDigest: record.contentKey, config, imageName: name.qualified, tag: record.tag, layers: ociLayers, files }) : undefined;
+  const oci = plan.format !== 'docker-save' ? writeOciLoadArchive({ configDigest: record.contentKey, config, imageName: name.qualified, layers: ociLayers, files }) : undefined;
   const archive = oci?.stream ?? writeLoadArchive({ configDigest: record.contentKey, config, repoTags: [plan.qualifiedNames ? name.qualified : name.familiar], layerPaths: diffIds.map(layerPath), files });
   try {
     await docker.load(archive, name, signal);
@@ -499,7 +499,7 @@ async function importRootfs(repo: Repository, docker: Runtime, cache: ObjectCach
   // one layer and a config for this platform
   const config = rootfsConfig(l.diffId, platform);
   const files = plan.omit.has(l.diffId) ? [] : [{ name: ociBlobPath(l.diffId), size: l.uncompressedSize, open: rootfs }];
-  const archive = writeOciLoadArchive({ configDigest: sha256(config), config, imageName: name.qualified, tag: record.tag, layers: [{ digest: l.diffId, size: l.uncompressedSize }], files });
+  const archive = writeOciLoadArchive({ configDigest: sha256(config), config, imageName: name.qualified, layers: [{ digest: l.diffId, size: l.uncompressedSize }], files });
   await docker.importRootfs(archive.stream, name, signal);
   const imageId = await docker.verify({ name, configDigest: sha256(config), diffIds: [l.diffId], manifestDigest: archive.manifestDigest }, signal);
   return { imageId, bytesFetched, thin: plan.thin };

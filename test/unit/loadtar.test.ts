@@ -28,7 +28,6 @@ describe('OCI-layout load archive (containerd)', () => {
     configDigest: sha(config),
     config,
     imageName: 'docker.io/library/app:2',
-    tag: '2',
     layers: [{ digest: sha(l1), size: l1.length }, { digest: sha(l2), size: l2.length }],
     // the runtime has layer one: only layer two is in the archive
     files: [{ name: `blobs/sha256/${sha(l2).slice(7)}`, size: l2.length, open: async () => Readable.from([l2]) }],
