@@ -60,9 +60,12 @@ const have = new Set(recs[0].layers.map((l) => l.diffId));
 const newBytes = recs.at(-1).layers.filter((l) => !have.has(l.diffId)).reduce((n, l) => n + l.size, 0);
 const out = JSON.parse(fs.readFileSync(`${W}/ctrupdate_1.out`, 'utf8'));
 const added = fs.readFileSync(`${W}/ctr-content-added.txt`, 'utf8').trim().split('\n').filter(Boolean);
-const v1Layers = recs[0].layers.map((l) => l.diffId);
+// a layer's blob in containerd is its stored object (compressed) or, uncompressed, its diff ID
+const blobsOf = (layers) => layers.flatMap((l) => [l.diffId, l.digest]);
+const v1Blobs = blobsOf(recs[0].layers);
+const newBlobs = blobsOf(recs.at(-1).layers.filter((l) => !have.has(l.diffId)));
 console.log(JSON.stringify({ bytesRead: out.transport.bytesRead, newCompressedBytes: newBytes, loaded: out.loaded.length, blobsAdded: added,
-  v1LayersAddedAgain: added.filter((d) => v1Layers.includes(d)), newLayersAdded: added.filter((d) => !v1Layers.includes(d) && recs.at(-1).layers.some((l) => l.diffId === d)) }));
+  v1LayersAddedAgain: added.filter((d) => v1Blobs.includes(d)), newLayersAdded: added.filter((d) => newBlobs.includes(d)) }));
 NODE
 ctr_empty
 rm -rf "$W/crepo" "$W/cstate" "$W/pstate"
