@@ -20,6 +20,8 @@ export const PENDING_FOLDER = 'tarport/pending';
 export const ACKS_FOLDER = 'tarport/acks';
 /** The page people read (repo/page.ts), derived from the catalog like index.json. */
 export const PAGE_KEY = 'index.html';
+/** What the page says of each release, kept so that a rewrite reads only new records (repo/page-data.ts). */
+export const PAGE_DATA_KEY = 'tarport/page-data.json';
 /** The detached signature of a tarport 0.1 catalog (format version 1). */
 export const LEGACY_CATALOG_SIGNATURE_KEY = 'tarport/catalog.json.asc';
 
