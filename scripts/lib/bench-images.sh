@@ -6,6 +6,7 @@
 #   v2.tar     tarport-bench/app:2 = v1 + one layer of BENCH_UPDATE_MB (8) MiB of random bytes
 #   many.tar   tarport-bench/many:1, 40 small layers (BENCH_MANY_MB, 80 MB, in all)
 #   few.tar    tarport-bench/few:1, the same 40 pieces of files in 4 layers
+# BENCH_IMAGES ("v1 v2 many few") chooses which of them are built.
 bench_build_images() {
   local d=$1 W=$2 MB=$3
   local ctx="$W/ctx" many=${BENCH_MANY_MB:-80} upd=${BENCH_UPDATE_MB:-8}
@@ -36,9 +37,10 @@ bench_build_images() {
   rm -f "$ctx"/*.txt
   local img
   for img in v1:app:1 v2:app:2 many:many:1 few:few:1; do
+    case " ${BENCH_IMAGES:-v1 v2 many few} " in *" ${img%%:*} "*) ;; *) continue ;; esac
     DOCKER_BUILDKIT=0 tp_docker "$d" build -q --network none -f "$ctx/Dockerfile.${img%%:*}" -t "tarport-bench/${img#*:}" "$ctx" >/dev/null
     tp_docker "$d" save -o "$W/${img%%:*}.tar" "tarport-bench/${img#*:}"
   done
   rm -rf "$ctx"
-  tp_log "images: v1 $(($(stat -c %s "$W/v1.tar") / 1048576)) MiB, v2 +${upd} MiB, many $(($(stat -c %s "$W/many.tar") / 1048576)) MiB in 40 layers, few in 4"
+  tp_log "images: v1 $(($(stat -c %s "$W/v1.tar") / 1048576)) MiB, v2 +${upd} MiB$([ ! -f "$W/many.tar" ] || echo ", many $(($(stat -c %s "$W/many.tar") / 1048576)) MiB in 40 layers, few in 4")"
 }

@@ -6,7 +6,7 @@
 //   bench-report.mjs WORKDIR DRIVER ARCHIVE_BYTES ROUNDS ELAPSED_SECONDS [quick|''] [RESULTS_FILE]
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { appendRun, jobRatios, meets } from './bench-results.mjs';
+import { appendRun, jobRatios, meets, runtimeRatios } from './bench-results.mjs';
 
 const [W, driver, archiveBytes, rounds, elapsed, quick, resultsFile] = process.argv.slice(2);
 const R = Number(rounds);
@@ -74,6 +74,8 @@ function moreRatios(upd, sync, dirPush, legacy) {
     const e = legacy.encryption;
     out.push({ name: 'encrypt: gpg / tarport (speed ratio)', value: e.gpgEncryptSeconds / e.encryptSeconds, target: 0.8, better: 'higher', detail: `${e.encryptSeconds.toFixed(2)} s vs ${e.gpgEncryptSeconds.toFixed(2)} s` });
     out.push({ name: 'decrypt: gpg / tarport (speed ratio)', value: e.gpgDecryptSeconds / e.decryptSeconds, target: 0.8, better: 'higher', detail: `${e.decryptSeconds.toFixed(2)} s vs ${e.gpgDecryptSeconds.toFixed(2)} s` });
+    // issue 14's: pull into containerd and Podman against their own loads, the containerd update's bytes
+    out.push(...runtimeRatios({ containerd: legacy.containerd, podman: legacy.podman, containerdUpdate: legacy.containerd.update }));
   }
   return out;
 }

@@ -42,4 +42,11 @@ export declare function readmeTable(run: Run): string;
 export declare const README_START: string;
 export declare const README_END: string;
 export declare function replaceBetweenMarkers(text: string, table: string): string;
-export declare function svgChart(hist: { runs: { date: string; ratios?: Ratio[] }[] }): string;
+/** A pull into a runtime against the runtime's own load of the same archive (median seconds). */
+export interface RuntimeTimes {
+  seconds: number;
+  baselineSeconds: number;
+}
+export declare function runtimeRatios(rt: { containerd?: RuntimeTimes; podman?: RuntimeTimes; containerdUpdate?: { bytesRead: number; newCompressedBytes: number } }): Ratio[];
+/** Bars of the latest run that is not of one part (`only`), earlier runs' values as dots. */
+export declare function svgChart(hist: { runs: { date: string; ratios?: Ratio[]; only?: string }[] }): string;

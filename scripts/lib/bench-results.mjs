@@ -77,6 +77,26 @@ export function jobRatios(jobs) {
   return out;
 }
 
+/**
+ * Issue 14's ratios of the runtimes rows (bench-runtimes.sh): tarport's pull into containerd and
+ * into Podman against ctr images import / podman load -i of the same archive (medians), and the
+ * bytes an update into containerd read against the new layers' compressed bytes + 64 KiB.
+ * @param {{ containerd?: { seconds: number, baselineSeconds: number }, podman?: { seconds: number, baselineSeconds: number }, containerdUpdate?: { bytesRead: number, newCompressedBytes: number } }} rt
+ * @returns {Ratio[]}
+ */
+export function runtimeRatios(rt) {
+  /** @type {Ratio[]} */
+  const out = [];
+  const time = (name, r, base) => {
+    if (r) out.push({ name, value: r.seconds / r.baselineSeconds, target: 1.25, better: 'lower', detail: `${r.seconds.toFixed(2)} s vs ${r.baselineSeconds.toFixed(2)} s (${base})` });
+  };
+  time('pull and load into containerd / ctr images import', rt.containerd, 'ctr images import');
+  time('pull and load into Podman / podman load -i', rt.podman, 'podman load -i');
+  const u = rt.containerdUpdate;
+  if (u) out.push({ name: 'update into containerd: bytes read / (new layer compressed + 64 KiB)', value: u.bytesRead / (u.newCompressedBytes + 65536), target: 1.05, better: 'lower', detail: `${u.bytesRead} B vs ${u.newCompressedBytes} B` });
+  return out;
+}
+
 const fmtBytes = (b) => (b === null || b === undefined ? '–' : b >= 1e9 ? `${(b / 1e9).toFixed(2)} GB` : `${(b / 1e6).toFixed(b >= 1e7 ? 0 : 1)} MB`);
 
 /**
@@ -131,11 +151,13 @@ const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replac
  * A bar per ratio of the latest run on a log scale (0.01 … 10; 1 = parity), the target as a tick,
  * green where met, red where not, grey without a target; earlier runs' values of the same ratio as
  * small dots, so that the chart shows the trend.
- * @param {{ runs: { date: string, ratios?: Ratio[] }[] }} hist @returns {string} SVG
+ * @param {{ runs: { date: string, ratios?: Ratio[], only?: string }[] }} hist @returns {string} SVG
  */
 export function svgChart(hist) {
+  // a run of one part (BENCH_ONLY) is drawn as dots only: the bars are the latest whole run's
   const withRatios = hist.runs.filter((r) => Array.isArray(r.ratios) && r.ratios.length);
-  const last = withRatios.at(-1);
+  const whole = withRatios.filter((r) => !r.only);
+  const last = whole.at(-1);
   if (!last) throw new Error('bench results: no run with ratios to draw');
   const [left, width, rowH, top] = [330, 420, 22, 40];
   const lo = Math.log10(0.01);
@@ -156,7 +178,7 @@ export function svgChart(hist) {
     parts.push(`<rect x="${x(0.01)}" y="${y + 4}" width="${Math.max(1, x(r.value) - x(0.01)).toFixed(1)}" height="${rowH - 8}" fill="${colour}"/>`);
     parts.push(`<text x="${(x(r.value) + 4).toFixed(1)}" y="${y + 14}">${r.value.toFixed(2)}</text>`);
     if (r.target !== null) parts.push(`<line x1="${x(r.target)}" y1="${y + 1}" x2="${x(r.target)}" y2="${y + rowH - 1}" stroke="#000" stroke-width="2"/>`);
-    for (const earlier of withRatios.slice(0, -1)) {
+    for (const earlier of withRatios.filter((e) => e !== last)) {
       const e = earlier.ratios.find((q) => q.name === r.name);
       if (e) parts.push(`<circle cx="${x(e.value).toFixed(1)}" cy="${y + rowH / 2}" r="2.5" fill="#333" fill-opacity="0.5"/>`);
     }

@@ -43,23 +43,32 @@ function exactly(size: number, name: string): Transform {
 export interface OciLoadArchiveSpec {
   readonly configDigest: string;
   readonly config: Buffer;
-  /** The full name the runtime stores (`docker.io/library/app:1`) and its tag. */
+  /** The full name the runtime stores (`docker.io/library/app:1`). */
   readonly imageName: string;
-  readonly tag: string;
-  /** Every layer of the image, in order: its diff ID (the digest of the uncompressed tar) and size. */
-  readonly layers: readonly { readonly diffId: string; readonly size: number }[];
-  /** The layer blobs to include (name `blobs/sha256/<diff hex>`); the runtime has the others. */
+  /**
+   * Every layer blob of the image, in order: its digest and size, and its media type (default: an
+   * uncompressed tar, whose digest is the diff ID; a compressed blob, as the repository stores it,
+   * names its compression, and the runtime decompresses it as it unpacks).
+   */
+  readonly layers: readonly { readonly digest: string; readonly size: number; readonly mediaType?: string }[];
+  /** The layer blobs to include (name `blobs/sha256/<digest hex>`); the runtime has the others. */
   readonly files: readonly LoadFile[];
 }
 
-/** The manifest of an OCI-layout load archive: uncompressed layers, so each blob's digest is its diff ID. */
+/** The OCI media type of a layer blob stored with this compression. */
+export function ociLayerMediaType(compression: 'none' | 'gzip' | 'zstd'): string {
+  return compression === 'none' ? OCI_LAYER_TAR : `${OCI_LAYER_TAR}+${compression}`;
+}
+const OCI_LAYER_TAR = 'application/vnd.oci.image.layer.v1.tar';
+
+/** The manifest of an OCI-layout load archive (an uncompressed layer's blob digest is its diff ID). */
 export function ociLoadManifest(spec: Pick<OciLoadArchiveSpec, 'configDigest' | 'config' | 'layers'>): Buffer {
   return Buffer.from(
     JSON.stringify({
       schemaVersion: 2,
       mediaType: 'application/vnd.oci.image.manifest.v1+json',
       config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: spec.configDigest, size: spec.config.length },
-      layers: spec.layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: l.diffId, size: l.size })),
+      layers: spec.layers.map((l) => ({ mediaType: l.mediaType ?? OCI_LAYER_TAR, digest: l.digest, size: l.size })),
     }),
   );
 }
@@ -84,7 +93,9 @@ export function writeOciLoadArchive(spec: OciLoadArchiveSpec): { stream: Readabl
           mediaType: 'application/vnd.oci.image.manifest.v1+json',
           digest: manifestDigest,
           size: manifest.length,
-          annotations: { 'io.containerd.image.name': spec.imageName, 'org.opencontainers.image.ref.name': spec.tag },
+          // containerd's importer reads the first, Podman (containers/image's oci-archive) the
+          // second: as a bare tag it would store `localhost/1:latest`, so both are the full name
+          annotations: { 'io.containerd.image.name': spec.imageName, 'org.opencontainers.image.ref.name': spec.imageName },
         },
       ],
     }),

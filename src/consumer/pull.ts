@@ -1,6 +1,6 @@
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
-import { CodecError, decompressor, ociBlobPath, prewarmDecompressors, releaseDecompressors, threadedDecompressor, writeLoadArchive, writeOciLoadArchive, type LoadFile } from '../archive/index.js';
+import { CodecError, decompressor, ociBlobPath, ociLayerMediaType, prewarmDecompressors, releaseDecompressors, threadedDecompressor, writeLoadArchive, writeOciLoadArchive, type LoadFile } from '../archive/index.js';
 import { Digester, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
 import { formatPlatform, type ImageName, type LoadPlan, type Platform, type Runtime } from '../runtime/index.js';
 import { isRefusalCode, TarportError } from '../errors.js';
@@ -357,20 +357,20 @@ async function loadImage(
   const ref = `${record.name}:${record.tag}`;
   const name = imageName(record.name, record.tag);
   // decompression threads take ~45 ms to start: the first starts now (pull() stops the spare)
-  if (record.layers.some((l) => l.compression === 'zstd')) prewarmDecompressors();
+  if (record.layers.some((l) => l.compression === 'zstd') && !docker.planStored) prewarmDecompressors();
   const config = await readConfig(repo, cache, record, key, signal);
   const diffIds = record.layers.map((l) => l.diffId);
   // The runtime says which layers it has (Docker's classic store: chains; containerd: blobs in its
   // content store) and which archive shape it reads; Docker's containerd store and Podman need all.
-  const plan = await docker.plan(diffIds, signal);
+  const plan = await planLoad(docker, record, signal);
   emit({ kind: 'loading', ref, version: record.version, layers: record.layers.length, skipped: new Set(diffIds.filter((d) => plan.omit.has(d))).size });
   const fetching = layerFiles(repo, cache, record, plan, key, signal);
   const { files } = fetching;
   // The index (manifest.json, index.json) is written last: if any layer fails its check, the
   // runtime never sees it and loads nothing.
-  const oci = plan.format === 'oci-layout'
-    ? writeOciLoadArchive({ configDigest: record.contentKey, config, imageName: name.qualified, tag: record.tag, layers: record.layers.map((l) => ({ diffId: l.diffId, size: l.uncompressedSize })), files })
-    : undefined;
+  const stored = plan.format === 'oci-layout-stored';
+  const ociLayers = record.layers.map((l) => (stored ? { digest: l.digest, size: l.size, mediaType: ociLayerMediaType(l.compression) } : { digest: l.diffId, size: l.uncompressedSize }));
+  const oci = plan.format !== 'docker-save' ? writeOciLoadArchive({ configDigest: record.contentKey, config, imageName: name.qualified, layers: ociLayers, files }) : undefined;
   const archive = oci?.stream ?? writeLoadArchive({ configDigest: record.contentKey, config, repoTags: [plan.qualifiedNames ? name.qualified : name.familiar], layerPaths: diffIds.map(layerPath), files });
   try {
     await docker.load(archive, name, signal);
@@ -382,6 +382,12 @@ async function loadImage(
   const bytesFetched = await fetching.done;
   const imageId = await docker.verify({ name, configDigest: record.contentKey, diffIds, ...(oci ? { manifestDigest: oci.manifestDigest } : {}) }, signal);
   return { imageId, bytesFetched: bytesFetched + config.length, thin: plan.thin };
+}
+
+/** The runtime's plan: one that takes layers as stored is offered them when none is encrypted. */
+function planLoad(docker: Runtime, record: ReleaseRecord, signal?: AbortSignal): Promise<LoadPlan> {
+  if (docker.planStored && !record.layers.some((l) => l.encryption)) return docker.planStored(record.layers.map((l) => ({ diffId: l.diffId, digest: l.digest })), signal);
+  return docker.plan(record.layers.map((l) => l.diffId), signal);
 }
 
 /** The image config, decrypted, checked against the record's image ID and layers. */
@@ -424,6 +430,9 @@ interface LayerFetching {
 function layerFiles(repo: Repository, cache: ObjectCache, record: ReleaseRecord, plan: LoadPlan, key: DecryptionKey | undefined, signal?: AbortSignal): LayerFetching {
   const ref = `${record.name}:${record.tag}`;
   const direct = plan.thin && repo.isLocal && !record.layers.some((l) => l.encryption);
+  // the objects as stored go to the runtime as they are (planLoad offers that for unencrypted layers only)
+  const stored = plan.format === 'oci-layout-stored';
+  if (stored && record.layers.some((l) => l.encryption)) throw new TarportError('INTERNAL', `internal error: ${ref}: encrypted layers planned to go as stored`);
   const stopper = new AbortController();
   const fetchSignal = signal ? AbortSignal.any([signal, stopper.signal]) : stopper.signal;
   const files: LoadFile[] = [];
@@ -441,13 +450,15 @@ function layerFiles(repo: Repository, cache: ObjectCache, record: ReleaseRecord,
       if (!stopper.signal.aborted) fault ??= e;
     });
     files.push({
-      name: plan.format === 'oci-layout' ? ociBlobPath(l.diffId) : layerPath(l.diffId),
-      size: l.uncompressedSize,
+      name: plan.format === 'docker-save' ? layerPath(l.diffId) : ociBlobPath(stored ? l.digest : l.diffId),
+      size: stored ? l.size : l.uncompressedSize,
       // The runtime checks each layer's diff_id itself as it applies it (moby's "invalid diffID for
       // layer"; containerd's content store checks each blob's digest), so we check the uncompressed
       // size only and spare a hash pass.
       open: async () => {
         await fetched;
+        // as stored: the runtime decompresses; read in place, the digest is checked on the way
+        if (stored) return direct ? await repo.readBlob(l, { signal }) : cache.open(l.digest);
         const what = `layer ${l.diffId} of ${ref}`;
         if (!direct) return openLayer(cache.open(l.digest), l, l.encryption ? needKey(key, record) : undefined, what, threadedDecompressor);
         return openLayer(await repo.readBlob(l, { signal }), l, undefined, what, threadedDecompressor, (e) => digestFirst(repo, l, e, signal));
@@ -505,7 +516,7 @@ async function importRootfs(repo: Repository, docker: Runtime, cache: ObjectCach
   // one layer and a config for this platform
   const config = rootfsConfig(l.diffId, platform);
   const files = plan.omit.has(l.diffId) ? [] : [{ name: ociBlobPath(l.diffId), size: l.uncompressedSize, open: rootfs }];
-  const archive = writeOciLoadArchive({ configDigest: sha256(config), config, imageName: name.qualified, tag: record.tag, layers: [{ diffId: l.diffId, size: l.uncompressedSize }], files });
+  const archive = writeOciLoadArchive({ configDigest: sha256(config), config, imageName: name.qualified, layers: [{ digest: l.diffId, size: l.uncompressedSize }], files });
   await docker.importRootfs(archive.stream, name, signal);
   const imageId = await docker.verify({ name, configDigest: sha256(config), diffIds: [l.diffId], manifestDigest: archive.manifestDigest }, signal);
   return { imageId, bytesFetched, thin: plan.thin };

@@ -17,9 +17,16 @@ export function formatPlatform(p: Platform): string {
 
 /**
  * The archive shape a runtime's load accepts: `docker-save` is the legacy `docker save` layout
- * (manifest.json), `oci-layout` an OCI image layout (index.json, blobs/sha256/).
+ * (manifest.json), `oci-layout` an OCI image layout (index.json, blobs/sha256/) of uncompressed
+ * layers, `oci-layout-stored` one whose layers are the repository's objects as stored (compressed:
+ * the runtime decompresses them as it unpacks, and fewer bytes cross to it).
  */
-export type LoadFormat = 'docker-save' | 'oci-layout';
+export type LoadFormat = 'docker-save' | 'oci-layout' | 'oci-layout-stored';
+/** A layer as the repository stores it, unencrypted: its diff ID and the stored object's digest. */
+export interface StoredLayer {
+  readonly diffId: string;
+  readonly digest: string;
+}
 
 /** How the consumer builds the load archive of one image for this runtime. */
 export interface LoadPlan {
@@ -71,6 +78,12 @@ export interface Runtime {
   platform(signal?: AbortSignal): Promise<Platform>;
   /** Which layers an archive of an image with these diff IDs may leave out, and in which shape. */
   plan(diffIds: readonly string[], signal?: AbortSignal): Promise<LoadPlan>;
+  /**
+   * Optional, for a runtime that can take layers as the repository stores them: the plan for an
+   * image whose layers are all unencrypted (`omit` still names diff IDs). The consumer asks this
+   * instead of plan() when the runtime has it and no layer is encrypted.
+   */
+  planStored?(layers: readonly StoredLayer[], signal?: AbortSignal): Promise<LoadPlan>;
   /** Loads an archive of the planned shape that holds the image `name`. */
   load(archive: Readable, name: ImageName, signal?: AbortSignal): Promise<void>;
   /** Imports a root file system tar under `name`; returns the image ID. */

@@ -97,7 +97,7 @@ describe('multi-platform images: one release, each runtime loads its own platfor
     const r = await pull('--state', join(state, 'containerd'), '--runtime', 'containerd', '--containerd-socket', sock);
     expect(r.code, r.stderr).toBe(0);
     const ls = await ctr('k8s.io', 'images', 'ls');
-    expect(ls).toMatch(new RegExp(`${QUALIFIED} \\S+ sha256:[0-9a-f]{64} [^\\n]* linux/amd64 `));
+    expect(ls).toMatch(new RegExp(`${QUALIFIED}\\s+\\S+ sha256:[0-9a-f]{64} [^\\n]* linux/amd64 `));
     expect(await ctr('k8s.io', 'images', 'check', `name==${QUALIFIED}`)).toContain('complete (5/5)');
     const out = await ctr('k8s.io', 'run', '--rm', QUALIFIED, `tarport-multi-${process.pid}`, 'sh', '-c', 'echo $TARPORT_PLATFORM');
     expect(out.trim()).toBe('amd64');
@@ -108,7 +108,7 @@ describe('multi-platform images: one release, each runtime loads its own platfor
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toContain('into containerd (linux/arm64)');
     const ls = await ctr('tarport-arm', 'images', 'ls');
-    expect(ls).toMatch(new RegExp(`${QUALIFIED} \\S+ sha256:[0-9a-f]{64} [^\\n]* linux/arm64 `));
+    expect(ls).toMatch(new RegExp(`${QUALIFIED}\\s+\\S+ sha256:[0-9a-f]{64} [^\\n]* linux/arm64 `));
     expect(await ctr('tarport-arm', 'images', 'check', `name==${QUALIFIED}`)).toContain('complete (5/5)');
   });
 

@@ -57,6 +57,9 @@ describe('containerd: --runtime containerd through ctr', () => {
     expect(check.trim().split(/\s+/).at(-1)).toBe('true');
     // the ID tarport records is the manifest containerd holds for the name
     expect(check).toContain(p.doc.loaded[0]!.imageId);
+    // its layers are the repository's objects as stored (zstd), which containerd decompressed as it unpacked
+    const manifest = JSON.parse(await ctr('content', 'get', p.doc.loaded[0]!.imageId)) as { layers: { mediaType: string }[] };
+    expect(manifest.layers.map((l) => l.mediaType)).toEqual(Array(4).fill('application/vnd.oci.image.layer.v1.tar+zstd'));
     const out = await ctr('run', '--rm', 'docker.io/tarport-fixture/app:1', `tarport-test-${process.pid}`, '/bin/cat', '/app/hello.txt');
     expect(out.trim()).toBe('hello from v1');
   });
@@ -86,6 +89,19 @@ describe('containerd: --runtime containerd through ctr', () => {
     expect(p.code).toBe(0);
     expect(p.doc.loaded.map((l) => l.ref)).toEqual(['tarport-fixture/exported:1']);
     const out = await ctr('run', '--rm', 'docker.io/tarport-fixture/exported:1', `tarport-test3-${process.pid}`, '/bin/cat', '/app/hello.txt');
+    expect(out.trim()).toBe('hello from v1');
+  });
+
+  it('layers the content store holds uncompressed (ctr images import of the docker save archive) are not sent again', async () => {
+    await ctr('images', 'rm', '--sync', 'docker.io/tarport-fixture/app:1', 'docker.io/tarport-fixture/app:2');
+    await ctr('images', 'import', fixture('app-v1.tar'));
+    const p = await pullJson(['--from', repo, '--state', await tempDir(), '--runtime', 'containerd', '--containerd-socket', sock, 'tarport-fixture/app:1']);
+    expect(p.code).toBe(0);
+    expect(p.stderr).toContain('loading tarport-fixture/app:1 v1: 4 layer(s), 4 already in the daemon');
+    expect(p.doc.bytesFetched).toBeLessThan(16 * 1024);
+    const manifest = JSON.parse(await ctr('content', 'get', p.doc.loaded[0]!.imageId)) as { layers: { mediaType: string }[] };
+    expect(manifest.layers.map((l) => l.mediaType)).toEqual(Array(4).fill('application/vnd.oci.image.layer.v1.tar'));
+    const out = await ctr('run', '--rm', 'docker.io/tarport-fixture/app:1', `tarport-test4-${process.pid}`, '/bin/cat', '/app/hello.txt');
     expect(out.trim()).toBe('hello from v1');
   });
 

@@ -10,6 +10,7 @@ import {
   meets,
   readmeTable,
   replaceBetweenMarkers,
+  runtimeRatios,
   svgChart,
   type Job,
   type Run,
@@ -62,6 +63,27 @@ describe('jobRatios', () => {
   });
 });
 
+describe('runtimeRatios', () => {
+  it('gives containerd and Podman against their own loads, and the update bytes against the new layer + 64 KiB', () => {
+    const ratios = runtimeRatios({
+      containerd: { seconds: 12, baselineSeconds: 10 },
+      podman: { seconds: 20, baselineSeconds: 10 },
+      containerdUpdate: { bytesRead: 2 * 65536, newCompressedBytes: 65536 },
+    });
+    expect(ratios.map((r) => [r.name, r.value, r.target, meets(r)])).toEqual([
+      ['pull and load into containerd / ctr images import', 1.2, 1.25, true],
+      ['pull and load into Podman / podman load -i', 2, 1.25, false],
+      ['update into containerd: bytes read / (new layer compressed + 64 KiB)', 1, 1.05, true],
+    ]);
+    expect(ratios[0]!.detail).toBe('12.00 s vs 10.00 s (ctr images import)');
+  });
+
+  it('leaves out what the run did not measure', () => {
+    expect(runtimeRatios({ podman: { seconds: 1, baselineSeconds: 1 } }).map((r) => r.name)).toEqual(['pull and load into Podman / podman load -i']);
+    expect(runtimeRatios({})).toEqual([]);
+  });
+});
+
 describe('README table and chart', () => {
   const run: Run = {
     date: '2026-12-01T15:00:00.000Z', storageDriver: 'overlay2', archiveBytes: 1.2e9,
@@ -93,5 +115,14 @@ describe('README table and chart', () => {
     expect(svg).toContain('fill="#2a8a3e"');
     expect(svg.match(/<circle /g)).toHaveLength(1);
     expect(() => svgChart({ runs: [{ date: 'x' }] })).toThrow('no run with ratios');
+  });
+
+  it('draws the bars of the latest whole run; a later run of one part (BENCH_ONLY) only as dots', () => {
+    const part = { date: '2026-12-02T10:00:00.000Z', only: 'runtimes', ratios: [{ ...run.ratios[0]!, value: 5 }] };
+    const svg = svgChart({ runs: [run, part] });
+    expect(svg).toContain('ratios of the run of 2026-12-01 15:00 UTC');
+    expect(svg).toContain('>0.80</text>');
+    expect(svg.match(/<circle /g)).toHaveLength(1);
+    expect(() => svgChart({ runs: [part] })).toThrow('no run with ratios');
   });
 });

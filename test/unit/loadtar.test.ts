@@ -3,7 +3,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
 import { describe, expect, it } from 'vitest';
-import { writeOciLoadArchive } from '../../src/archive/index.js';
+import { ociLayerMediaType, writeOciLoadArchive } from '../../src/archive/index.js';
 
 const sha = (b: Buffer) => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
@@ -28,8 +28,7 @@ describe('OCI-layout load archive (containerd)', () => {
     configDigest: sha(config),
     config,
     imageName: 'docker.io/library/app:2',
-    tag: '2',
-    layers: [{ diffId: sha(l1), size: l1.length }, { diffId: sha(l2), size: l2.length }],
+    layers: [{ digest: sha(l1), size: l1.length }, { digest: sha(l2), size: l2.length }],
     // the runtime has layer one: only layer two is in the archive
     files: [{ name: `blobs/sha256/${sha(l2).slice(7)}`, size: l2.length, open: async () => Readable.from([l2]) }],
   };
@@ -45,6 +44,20 @@ describe('OCI-layout load archive (containerd)', () => {
     const index = JSON.parse(files.get('index.json')!.toString());
     expect(index.manifests[0].annotations['io.containerd.image.name']).toBe('docker.io/library/app:2');
     expect(index.manifests[0].digest).toBe(manifestDigest);
+  });
+
+  it('names layers as stored (compressed) by their stored digest and media type', async () => {
+    const z = Buffer.from('zstd frame');
+    const storedSpec = { ...spec, layers: [{ digest: sha(l1), size: l1.length }, { digest: sha(z), size: z.length, mediaType: ociLayerMediaType('zstd') }], files: [{ name: `blobs/sha256/${sha(z).slice(7)}`, size: z.length, open: async () => Readable.from([z]) }] };
+    const { stream, manifestDigest } = writeOciLoadArchive(storedSpec);
+    const files = new Map(await entries(stream));
+    const manifest = JSON.parse(files.get(`blobs/sha256/${manifestDigest.slice(7)}`)!.toString()) as { layers: { mediaType: string; digest: string; size: number }[] };
+    expect(manifest.layers).toEqual([
+      { mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha(l1), size: l1.length },
+      { mediaType: 'application/vnd.oci.image.layer.v1.tar+zstd', digest: sha(z), size: z.length },
+    ]);
+    expect(files.get(`blobs/sha256/${sha(z).slice(7)}`)).toEqual(z);
+    expect([ociLayerMediaType('none'), ociLayerMediaType('gzip')]).toEqual(['application/vnd.oci.image.layer.v1.tar', 'application/vnd.oci.image.layer.v1.tar+gzip']);
   });
 
   it('a layer shorter than declared fails the stream before index.json', async () => {

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { TarportError } from '../../errors.js';
-import type { ExpectedImage, ImageName, LoadPlan, Platform, Runtime } from '../types.js';
+import type { ExpectedImage, ImageName, LoadPlan, Platform, Runtime, StoredLayer } from '../types.js';
 import { ctr, type CtrOptions } from './ctr.js';
 
 /** One row of `ctr images ls`: the name and the digest of its target (the image ID tarport records). */
@@ -12,9 +12,13 @@ interface ImageRow {
 /**
  * containerd directly, driven through its own client `ctr` (shipped with every containerd): no
  * gRPC code generation, and what tarport does is what an operator would type. Loads are OCI image
- * layouts with uncompressed layers, so a layer's blob digest is its diff ID and any layer whose blob
- * the content store already holds is left out of the archive; containerd's importer takes the
- * manifest's other blobs from the content store (measured with containerd 1.6, docs/consumer.md).
+ * layouts; any layer whose blob the content store already holds is left out of the archive, and
+ * containerd's importer takes the manifest's other blobs from the content store (measured with
+ * containerd 1.6, docs/consumer.md). Unencrypted layers go as the repository stores them
+ * (compressed, as a registry pull would bring them): containerd decompresses them as it unpacks,
+ * and a third fewer bytes pass through ctr into its content store than uncompressed (bench:
+ * `ctr images import` of the zstd layout took 0.6x the time of the `docker save` archive).
+ * Encrypted layers go uncompressed, named by diff ID.
  */
 export class ContainerdRuntime implements Runtime {
   readonly kind = 'containerd' as const;
@@ -35,8 +39,26 @@ export class ContainerdRuntime implements Runtime {
   }
 
   async plan(diffIds: readonly string[], signal?: AbortSignal): Promise<LoadPlan> {
-    const have = new Set((await ctr(this.o, ['content', 'ls', '-q'], { signal })).split('\n').map((l) => l.trim()));
+    const have = await this.content(signal);
     return { format: 'oci-layout', omit: new Set(diffIds.filter((d) => have.has(d))), thin: true, qualifiedNames: true };
+  }
+
+  /**
+   * Layers as stored, leaving out those whose stored blob the content store holds; but where it
+   * holds more of them uncompressed (loaded by tarport before it sent stored layers, or imported
+   * from a `docker save` archive), the uncompressed plan, so that nothing it has is sent again.
+   */
+  async planStored(layers: readonly StoredLayer[], signal?: AbortSignal): Promise<LoadPlan> {
+    const have = await this.content(signal);
+    const byStored = new Set(layers.filter((l) => have.has(l.digest)).map((l) => l.diffId));
+    const byDiffId = new Set(layers.filter((l) => have.has(l.diffId)).map((l) => l.diffId));
+    if (byDiffId.size > byStored.size) return { format: 'oci-layout', omit: byDiffId, thin: true, qualifiedNames: true };
+    return { format: 'oci-layout-stored', omit: byStored, thin: true, qualifiedNames: true };
+  }
+
+  /** The digests of every blob in the namespace's content store. */
+  private async content(signal?: AbortSignal): Promise<Set<string>> {
+    return new Set((await ctr(this.o, ['content', 'ls', '-q'], { signal })).split('\n').map((l) => l.trim()));
   }
 
   async load(archive: Readable, _name: ImageName, signal?: AbortSignal): Promise<void> {
