@@ -60,6 +60,66 @@ export function tarport(args: string[], env: Record<string, string | undefined> 
   });
 }
 
+type CliMain = typeof import('../src/cli/main.js');
+let cliMain: Promise<CliMain> | undefined;
+let cliQueue: Promise<unknown> = Promise.resolve();
+
+/**
+ * Runs the CLI inside this test process: the same built code as bin/tarport.js (dist/cli/main.js,
+ * with its worker threads), with `env` laid over the environment and stdout and stderr captured,
+ * as a spawn would see them (not a terminal). A spawn costs half a second of CPU in module loading
+ * alone; a file that runs the CLI dozens of times keeps one or two real spawns (tarport()) as smoke
+ * tests of the launcher and runs the rest here. Not for what needs a process of its own: signals,
+ * the launcher's exit guard, stderr as a file (JOURNAL_STREAM). Runs go one at a time, since they
+ * share process.env and the two streams.
+ */
+export function tarportInProcess(args: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
+  const run = cliQueue.then(() => runInProcess(args, env));
+  cliQueue = run.catch(() => undefined);
+  return run;
+}
+
+async function runInProcess(args: string[], env: Record<string, string | undefined>): Promise<CliResult> {
+  cliMain ??= import(join(ROOT, 'dist/cli/main.js')).catch((e: unknown) => {
+    throw new Error(`dist/cli/main.js is not there: run npm run build first (${String(e)})`);
+  }) as Promise<CliMain>;
+  const { main } = await cliMain;
+  const savedEnv = { ...process.env };
+  for (const [k, v] of Object.entries(env)) {
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
+  const out = { stdout: '', stderr: '' };
+  const restore = [captureStream(process.stdout, (s) => (out.stdout += s)), captureStream(process.stderr, (s) => (out.stderr += s))];
+  try {
+    const code = await main([process.execPath, join(ROOT, 'bin/tarport.js'), ...args]);
+    return { code, ...out };
+  } finally {
+    restore.forEach((r) => r());
+    for (const k of Object.keys(process.env)) if (!(k in savedEnv)) delete process.env[k];
+    Object.assign(process.env, savedEnv);
+  }
+}
+
+/** Swaps a stream's write for a collector, and says it is no terminal; returns the undo. */
+function captureStream(stream: NodeJS.WriteStream, collect: (s: string) => void): () => void {
+  const write = Object.getOwnPropertyDescriptor(stream, 'write');
+  const tty = Object.getOwnPropertyDescriptor(stream, 'isTTY');
+  Object.defineProperty(stream, 'isTTY', { value: false, configurable: true, writable: true });
+  stream.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+    collect(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8'));
+    const cb = rest.find((r) => typeof r === 'function') as (() => void) | undefined;
+    if (cb) process.nextTick(cb);
+    return true;
+  }) as typeof stream.write;
+  return () => {
+    if (write) Object.defineProperty(stream, 'write', write);
+    else delete (stream as { write?: unknown }).write;
+    if (tty) Object.defineProperty(stream, 'isTTY', tty);
+    else delete (stream as { isTTY?: boolean }).isTTY;
+  };
+}
+
 const madeDirs: string[] = [];
 
 /** A fresh folder under the system temp dir, removed after the test file by test/setup.ts. */

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { writeDemoArchives } from '../../src/archive/index.js';
 import { applyConfig, applyEnvBooleans, collect, configSchema, parseEnvBoolean, validateConfig } from '../../src/cli/config.js';
 import { isTarportError } from '../../src/errors.js';
-import { ROOT, filesBelow, tarport, tempDir } from '../helpers.js';
+import { ROOT, filesBelow, tarport, tarportInProcess, tempDir } from '../helpers.js';
 
 async function compressionUsed(repo: string): Promise<string> {
   const [rec] = (await filesBelow(join(repo, 'tarport/releases')));
@@ -18,11 +18,11 @@ describe('flags, environment and config file', () => {
     const [v1] = await writeDemoArchives(dir);
     const cfg = join(dir, 'tarport.toml');
     await writeFile(cfg, `compress = "gzip"\nto = "${join(dir, 'from-file')}"\n`);
-    expect((await tarport(['--config', cfg, 'push', '--init', v1!])).code).toBe(0);
+    expect((await tarportInProcess(['--config', cfg, 'push', '--init', v1!])).code).toBe(0);
     expect(await compressionUsed(join(dir, 'from-file'))).toBe('gzip');
-    expect((await tarport(['--config', cfg, 'push', '--init', v1!, '--to', join(dir, 'env')], { TARPORT_COMPRESS: 'none' })).code).toBe(0);
+    expect((await tarportInProcess(['--config', cfg, 'push', '--init', v1!, '--to', join(dir, 'env')], { TARPORT_COMPRESS: 'none' })).code).toBe(0);
     expect(await compressionUsed(join(dir, 'env'))).toBe('none');
-    expect((await tarport(['--config', cfg, 'push', '--init', v1!, '--to', join(dir, 'flag'), '--compress', 'zstd'], { TARPORT_COMPRESS: 'none' })).code).toBe(0);
+    expect((await tarportInProcess(['--config', cfg, 'push', '--init', v1!, '--to', join(dir, 'flag'), '--compress', 'zstd'], { TARPORT_COMPRESS: 'none' })).code).toBe(0);
     expect(await compressionUsed(join(dir, 'flag'))).toBe('zstd');
   });
 
@@ -31,7 +31,7 @@ describe('flags, environment and config file', () => {
     const [v1] = await writeDemoArchives(dir);
     const cfg = join(dir, 'tarport.yaml');
     await writeFile(cfg, `to: ${join(dir, 'repo')}\ncompres: gzip\nsign_kye: x\n`);
-    const r = await tarport(['--config', cfg, 'push', '--init', v1!]);
+    const r = await tarportInProcess(['--config', cfg, 'push', '--init', v1!]);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(cfg);
     expect(r.stderr).toMatch(/unknown keys "compres", "sign_kye"/);
@@ -39,20 +39,21 @@ describe('flags, environment and config file', () => {
   });
 
   it('bad usage exits 2; --help and --version exit 0', async () => {
+    // the launcher itself, as a user runs it: a real process each
     expect((await tarport(['push'])).code).toBe(2);
-    expect((await tarport(['push', '--init', 'x.tar', '--bogus'])).code).toBe(2);
-    expect((await tarport(['nonsense'])).code).toBe(2);
-    expect((await tarport(['--help'])).code).toBe(0);
+    expect((await tarportInProcess(['push', '--init', 'x.tar', '--bogus'])).code).toBe(2);
+    expect((await tarportInProcess(['nonsense'])).code).toBe(2);
+    expect((await tarportInProcess(['--help'])).code).toBe(0);
     expect((await tarport(['--version'])).stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
   });
 
   it('a missing repository location or a password in a URL is a usage error', async () => {
     const dir = await tempDir();
     const [v1] = await writeDemoArchives(dir);
-    const noTo = await tarport(['push', '--init', v1!]);
+    const noTo = await tarportInProcess(['push', '--init', v1!]);
     expect(noTo.code).toBe(2);
     expect(noTo.stderr).toMatch(/--to URL/);
-    const pw = await tarport(['push', '--init', v1!, '--to', 'sftp://me:secret@example.invalid/repo']);
+    const pw = await tarportInProcess(['push', '--init', v1!, '--to', 'sftp://me:secret@example.invalid/repo']);
     expect(pw.code).toBe(2);
     expect(pw.stderr).not.toContain('secret');
     expect(pw.stderr).toMatch(/TARPORT_PASSWORD/);
@@ -130,16 +131,16 @@ describe('boolean environment variables', () => {
 describe('through the command line', () => {
   it('TOML: trust as a plain string is one file; as a list, each file in order', async () => {
     const dir = await tempDir();
-    const keys = await tarport(['keys', 'generate', '--uid', 'T <t@example.org>', '--out', join(dir, 'k'), '--type', 'ecc']);
+    const keys = await tarportInProcess(['keys', 'generate', '--uid', 'T <t@example.org>', '--out', join(dir, 'k'), '--type', 'ecc']);
     expect(keys.code).toBe(0);
     const one = join(dir, 'one.toml');
     await writeFile(one, `from = "${join(dir, 'repo')}"\ntrust = "${join(dir, 'missing.asc')}"\n`);
-    const r1 = await tarport(['--config', one, 'pull', '--state', join(dir, 'st')]);
+    const r1 = await tarportInProcess(['--config', one, 'pull', '--state', join(dir, 'st')]);
     expect(r1.code).toBe(2);
     expect(r1.stderr).toContain(`--trust ${join(dir, 'missing.asc')}`);
     const list = join(dir, 'list.toml');
     await writeFile(list, `from = "${join(dir, 'repo')}"\ntrust = ["${join(dir, 'k.pub.asc')}", "${join(dir, 'second.asc')}"]\n`);
-    const r2 = await tarport(['--config', list, 'pull', '--state', join(dir, 'st')]);
+    const r2 = await tarportInProcess(['--config', list, 'pull', '--state', join(dir, 'st')]);
     expect(r2.code).toBe(2);
     expect(r2.stderr).toContain(`--trust ${join(dir, 'second.asc')}`);
   });
@@ -153,7 +154,7 @@ describe('through the command line', () => {
       ['string.yaml', `to: ${join(dir, 'repo')}\nname-map: "no equals sign"\n`],
     ] as const) {
       await writeFile(join(dir, file), body);
-      const r = await tarport(['--config', join(dir, file), 'watch', drop, '--once']);
+      const r = await tarportInProcess(['--config', join(dir, file), 'watch', drop, '--once']);
       expect(r.code).toBe(2);
       expect(r.stderr).toContain('--name-map "no equals sign": write FILE-PATTERN=NAME:TAG');
     }
@@ -163,9 +164,9 @@ describe('through the command line', () => {
     const dir = await tempDir();
     const [v1] = await writeDemoArchives(dir);
     const repo = join(dir, 'repo');
-    expect((await tarport(['push', '--init', v1!, '--to', repo, '--catalog-ttl', '1ms'])).code).toBe(0);
+    expect((await tarportInProcess(['push', '--init', v1!, '--to', repo, '--catalog-ttl', '1ms'])).code).toBe(0);
     await new Promise((r) => setTimeout(r, 20));
-    const pull = (v: string) => tarport(['pull', '--from', repo, '--state', join(dir, 'st')], { TARPORT_ALLOW_EXPIRED: v, DOCKER_HOST: `unix://${join(dir, 'no-daemon.sock')}` });
+    const pull = (v: string) => tarportInProcess(['pull', '--from', repo, '--state', join(dir, 'st')], { TARPORT_ALLOW_EXPIRED: v, DOCKER_HOST: `unix://${join(dir, 'no-daemon.sock')}` });
     for (const v of ['false', 'NO', '0']) {
       const r = await pull(v);
       expect(r.code).toBe(3);
@@ -182,15 +183,15 @@ describe('through the command line', () => {
     const dir = await tempDir();
     const [v1] = await writeDemoArchives(dir);
     const repo = join(dir, 'repo');
-    expect((await tarport(['push', '--init', v1!, '--to', repo])).code).toBe(0);
-    const fresh = await tarport(['inventory', '--from', repo, '-o', join(dir, 'a.json')]);
+    expect((await tarportInProcess(['push', '--init', v1!, '--to', repo])).code).toBe(0);
+    const fresh = await tarportInProcess(['inventory', '--from', repo, '-o', join(dir, 'a.json')]);
     expect(fresh.code).toBe(0);
     expect(fresh.stderr).not.toContain('deprecated');
-    const old = await tarport(['inventory', '-o', join(dir, 'b.json')], { TARPORT_REPO: repo });
+    const old = await tarportInProcess(['inventory', '-o', join(dir, 'b.json')], { TARPORT_REPO: repo });
     expect(old.code).toBe(0);
     expect(old.stderr).toContain('--repo (and TARPORT_REPO) is deprecated: use --from (TARPORT_FROM)');
     expect(JSON.parse(await readFile(join(dir, 'b.json'), 'utf8')).objects).toEqual(JSON.parse(await readFile(join(dir, 'a.json'), 'utf8')).objects);
-    const clash = await tarport(['inventory', '--from', repo, '--repo', join(dir, 'other'), '-o', join(dir, 'c.json')]);
+    const clash = await tarportInProcess(['inventory', '--from', repo, '--repo', join(dir, 'other'), '-o', join(dir, 'c.json')]);
     expect(clash.code).toBe(2);
     expect(clash.stderr).toContain('disagree');
   });

@@ -3,7 +3,7 @@ import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { ROOT, tempDir } from '../helpers.js';
+import { ROOT, tarportInProcess, tempDir } from '../helpers.js';
 
 const run = promisify(execFile);
 const UNITS = join(ROOT, 'contrib/systemd');
@@ -47,7 +47,8 @@ describe('shipped operations files', () => {
     expect(lines).toHaveLength(7);
     for (const line of lines) {
       const words = line.replace(/^.*?tarport (?=[a-z])/, '').split(/\s+/);
-      const { stdout } = await run(process.execPath, [join(ROOT, 'bin/tarport.js'), words[0]!, '--help']);
+      const { code, stdout } = await tarportInProcess([words[0]!, '--help']);
+      expect(code, line).toBe(0);
       for (const flag of words.filter((w) => w.startsWith('--') && w !== '--config' && w !== '--quiet')) expect(stdout, `${line}: ${flag}`).toContain(flag);
     }
   });

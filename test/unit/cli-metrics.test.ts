@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { writeDemoArchives } from '../../src/archive/index.js';
 import { Metrics, parseListen, writeMetricsFile } from '../../src/cli/metrics.js';
-import { ROOT, tarport, tempDir } from '../helpers.js';
+import { ROOT, tarport, tarportInProcess, tempDir } from '../helpers.js';
 
 /** promtool (Debian's prometheus package) reads the text on stdin; its exit code and its words. */
 function promtool(text: string): Promise<{ code: number; output: string }> {
@@ -98,8 +98,8 @@ describe('metrics from the command line', () => {
     const [v1, v2] = await writeDemoArchives(dir);
     const prom = join(dir, 'tarport.prom');
     const repo = join(dir, 'repo');
-    expect((await tarport(['push', '--init', v1!, '--to', repo, '--metrics-file', prom])).code).toBe(0);
-    expect((await tarport(['push', '--init', v2!, '--to', repo, '--metrics-file', prom])).code).toBe(0);
+    expect((await tarportInProcess(['push', '--init', v1!, '--to', repo, '--metrics-file', prom])).code).toBe(0);
+    expect((await tarportInProcess(['push', '--init', v2!, '--to', repo, '--metrics-file', prom])).code).toBe(0);
     const text = await readFile(prom, 'utf8');
     expect((await promtool(text)).code).toBe(0);
     expect(sample(text, 'tarport_releases_published_total')).toBe(2);
@@ -142,7 +142,7 @@ describe('metrics from the command line', () => {
   it('a metrics address off loopback is a usage error', async () => {
     const dir = await tempDir();
     await writeFile(join(dir, 'x'), '');
-    const r = await tarport(['poll', '--from', dir, '--state', join(dir, 'st'), '--metrics-listen', '0.0.0.0:9464']);
+    const r = await tarportInProcess(['poll', '--from', dir, '--state', join(dir, 'st'), '--metrics-listen', '0.0.0.0:9464']);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('--metrics-listen "0.0.0.0:9464": only loopback addresses');
   });

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { writeDemoArchives } from '../../src/archive/index.js';
 import { lineStyle, styleLine } from '../../src/cli/output.js';
-import { ROOT, tarport, tempDir } from '../helpers.js';
+import { ROOT, tarport, tarportInProcess, tempDir } from '../helpers.js';
 
 /** Every stdout line must be one JSON document, and there must be exactly one. */
 function oneDocument(stdout: string): Record<string, unknown> {
@@ -17,14 +17,15 @@ async function twoVersions(): Promise<{ dir: string; repo: string; v1: string; v
   const dir = await tempDir();
   const [v1, v2] = await writeDemoArchives(dir);
   const repo = join(dir, 'repo');
-  expect((await tarport(['push', '--init', v1!, '--to', repo])).code).toBe(0);
-  expect((await tarport(['push', '--init', v2!, '--to', repo])).code).toBe(0);
+  expect((await tarportInProcess(['push', '--init', v1!, '--to', repo])).code).toBe(0);
+  expect((await tarportInProcess(['push', '--init', v2!, '--to', repo])).code).toBe(0);
   return { dir, repo, v1: v1!, v2: v2! };
 }
 
 describe('data on stdout, messages on stderr', () => {
   it('the ls table goes to stdout, so grep finds it', async () => {
     const { repo } = await twoVersions();
+    // a real process: its stdout and stderr are real pipes
     const r = await tarport(['ls', repo]);
     expect(r.code).toBe(0);
     const lines = r.stdout.trim().split('\n');
@@ -35,13 +36,13 @@ describe('data on stdout, messages on stderr', () => {
 
   it('tarport log NAME:TAG lists every version with date, size, signer, encryption and record digest', async () => {
     const { repo } = await twoVersions();
-    const r = await tarport(['log', 'tarport-demo/hello:latest', '--from', repo]);
+    const r = await tarportInProcess(['log', 'tarport-demo/hello:latest', '--from', repo]);
     expect(r.code).toBe(0);
     const rows = r.stdout.trim().split('\n');
     expect(rows[0]).toMatch(/^VERSION\s+CREATED\s+SIZE\s+SIGNER\s+ENCRYPTED\s+RECORD/);
     expect(rows[1]).toMatch(/^1\s+\d{4}-\d\d-\d\dT\S+Z\s+[\d.]+ \S+\s+-\s+no\s+sha256:[0-9a-f]{64}\s+-$/);
     expect(rows[2]).toMatch(/^2\s.*sha256:[0-9a-f]{64}\s+-\s+current$/);
-    const j = oneDocument((await tarport(['log', 'tarport-demo/hello:latest', '--from', repo, '--json'])).stdout);
+    const j = oneDocument((await tarportInProcess(['log', 'tarport-demo/hello:latest', '--from', repo, '--json'])).stdout);
     const versions = j.versions as { version: number; digest: string; current: boolean; signer: string | null; encrypted: boolean }[];
     expect(versions.map((v) => [v.version, v.current, v.signer, v.encrypted])).toEqual([
       [1, false, null, false],
@@ -52,7 +53,7 @@ describe('data on stdout, messages on stderr', () => {
 
   it('log of a tag the repository does not hold says so and exits 1', async () => {
     const { repo } = await twoVersions();
-    const r = await tarport(['log', 'tarport-demo/hello:9', '--from', repo, '--json']);
+    const r = await tarportInProcess(['log', 'tarport-demo/hello:9', '--from', repo, '--json']);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('holds no release of tarport-demo/hello:9');
     expect(oneDocument(r.stdout)).toEqual({ error: { code: 'NOT_FOUND', message: expect.stringContaining('tarport-demo/hello:9') } });
@@ -65,7 +66,7 @@ describe('--json prints exactly one document', () => {
     const [v1] = await writeDemoArchives(dir);
     const bad = join(dir, 'bad.tar');
     await writeFile(bad, 'not a tar archive at all'.repeat(100));
-    const r = await tarport(['push', '--init', bad, v1!, '--to', join(dir, 'repo'), '--json']);
+    const r = await tarportInProcess(['push', '--init', bad, v1!, '--to', join(dir, 'repo'), '--json']);
     expect(r.code).toBe(2);
     const doc = oneDocument(r.stdout) as { pushed: { archive: string }[]; failed: { archive: string; error: { code: string } }[] };
     expect(doc.pushed.map((p) => p.archive)).toEqual([v1]);
@@ -74,18 +75,18 @@ describe('--json prints exactly one document', () => {
 
   it('a usage error, a bad config value and a bad environment value each give one error document', async () => {
     const dir = await tempDir();
-    const usage = await tarport(['push', '--init', '--json']);
+    const usage = await tarportInProcess(['push', '--init', '--json']);
     expect(usage.code).toBe(2);
     expect(oneDocument(usage.stdout)).toEqual({ error: { code: 'USAGE', message: "missing required argument 'archive'" } });
-    const unknownFlag = await tarport(['ls', dir, '--bogus'], { TARPORT_JSON: '1' });
+    const unknownFlag = await tarportInProcess(['ls', dir, '--bogus'], { TARPORT_JSON: '1' });
     expect(unknownFlag.code).toBe(2);
     expect((oneDocument(unknownFlag.stdout).error as { code: string }).code).toBe('USAGE');
     const cfg = join(dir, 'c.toml');
     await writeFile(cfg, 'keep = ["a"]\n');
-    const config = await tarport(['--json', '--config', cfg, 'ls', dir]);
+    const config = await tarportInProcess(['--json', '--config', cfg, 'ls', dir]);
     expect(config.code).toBe(2);
     expect(oneDocument(config.stdout)).toEqual({ error: { code: 'CONFIG', message: `config file ${cfg}: key "keep": expected a string, not a list` } });
-    const env = await tarport(['--json', 'ls', dir], { TARPORT_LATEST: 'sometimes' });
+    const env = await tarportInProcess(['--json', 'ls', dir], { TARPORT_LATEST: 'sometimes' });
     expect(env.code).toBe(2);
     expect((oneDocument(env.stdout).error as { message: string }).message).toContain('TARPORT_LATEST="sometimes"');
   });

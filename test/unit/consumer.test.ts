@@ -68,11 +68,14 @@ class FakeDaemon implements DockerApi {
 }
 
 let mem: MemoryTransport;
+// the two demo archives, written once per file: the tests only read them
+let demo: Promise<string[]> | undefined;
+const demoArchives = () => (demo ??= tempDir().then((d) => writeDemoArchives(d)));
 
 async function repoWithDemo(): Promise<Repository> {
   mem = new MemoryTransport();
   const repo = new Repository(mem);
-  const [v1, v2] = await writeDemoArchives(await tempDir());
+  const [v1, v2] = await demoArchives();
   await publishArchive(repo, v1!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' } });
   await publishArchive(repo, v2!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '2' } });
   return repo;
@@ -168,7 +171,7 @@ describe('rollback state follows the repository, not its location', () => {
     return c;
   };
   const push = async (t: MemoryTransport, which: number, tag: string) => {
-    const archives = await writeDemoArchives(await tempDir());
+    const archives = await demoArchives();
     await publishArchive(new Repository(t), archives[which]!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag } });
   };
 

@@ -26,14 +26,17 @@ describe('the consumer lock', () => {
   it('is exclusive: 6 processes started together, many rounds, dead holders taken over, never two holders', async () => {
     if (!existsSync(join(ROOT, 'dist/consumer/state.js'))) throw new Error('npm run build first: the lock holders run the built code');
     const dead = deadPid();
-    for (let trial = 0; trial < 3; trial++) {
+    // the three trials (a lock folder each) run at the same time: a waiter sleeps 100-200 ms
+    // between tries, so a trial is mostly waiting, and three of them wait together
+    const trial = async (n: number) => {
       const dir = await tempDir('tarport-lock-');
       // every trial starts with a stale lock: all of them race to take it over
       await writeFile(join(dir, 'lock'), `${dead}\n`);
       const results = await Promise.all(Array.from({ length: 6 }, () => child(dir, 20, dead, 5)));
-      expect(results.map((r) => r.overlaps)).toEqual(Array(6).fill(0));
-      expect(results.reduce((a, r) => a + r.held, 0)).toBe(6 * 20);
-    }
+      expect(results.map((r) => r.overlaps), `trial ${n}`).toEqual(Array(6).fill(0));
+      expect(results.reduce((a, r) => a + r.held, 0), `trial ${n}`).toBe(6 * 20);
+    };
+    await Promise.all([0, 1, 2].map(trial));
   }, 120_000);
 
   it('never exists empty, names its holder, and is gone after release', async () => {
