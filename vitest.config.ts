@@ -24,6 +24,9 @@ export default defineConfig({
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],
           setupFiles: ['test/integration/lane.ts'],
+          // a file shares the cores with the other lanes: twice the single-lane bound (an integration
+          // test that ends sooner is no slower for it; one that hangs is still stopped)
+          testTimeout: 240_000,
           sequence: { groupOrder: 1 },
         },
       },
