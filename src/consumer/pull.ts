@@ -1,10 +1,10 @@
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
-import { decompressor, ociBlobPath, prewarmDecompressors, releaseDecompressors, threadedDecompressor, writeLoadArchive, writeOciLoadArchive, type LoadFile } from '../archive/index.js';
+import { CodecError, decompressor, ociBlobPath, prewarmDecompressors, releaseDecompressors, threadedDecompressor, writeLoadArchive, writeOciLoadArchive, type LoadFile } from '../archive/index.js';
 import { Digester, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
 import { formatPlatform, type ImageName, type LoadPlan, type Platform, type Runtime } from '../runtime/index.js';
 import { isRefusalCode, TarportError } from '../errors.js';
-import { MAX_SMALL_BLOB_BYTES, platformView, familiarName, qualifiedName, sameName, type AckEntry, type Catalog, type CatalogEntry, type PinnedRecord, type ReleaseRecord, type Repository } from '../repo/index.js';
+import { MAX_SMALL_BLOB_BYTES, platformView, familiarName, qualifiedName, sameName, type AckEntry, type Catalog, type CatalogEntry, type LayerDescriptor, type PinnedRecord, type ReleaseRecord, type Repository } from '../repo/index.js';
 import { ObjectCache } from './cache.js';
 import { checkEncrypted, decryptConfig, openLayer } from './encryption.js';
 import { StateStore, type State } from './state.js';
@@ -448,8 +448,9 @@ function layerFiles(repo: Repository, cache: ObjectCache, record: ReleaseRecord,
       // size only and spare a hash pass.
       open: async () => {
         await fetched;
-        const raw = direct ? await repo.readBlob(l, { signal }) : cache.open(l.digest);
-        return openLayer(raw, l, l.encryption ? needKey(key, record) : undefined, `layer ${l.diffId} of ${ref}`, threadedDecompressor);
+        const what = `layer ${l.diffId} of ${ref}`;
+        if (!direct) return openLayer(cache.open(l.digest), l, l.encryption ? needKey(key, record) : undefined, what, threadedDecompressor);
+        return openLayer(await repo.readBlob(l, { signal }), l, undefined, what, threadedDecompressor, (e) => digestFirst(repo, l, e, signal));
       },
     });
   }
@@ -464,6 +465,21 @@ function layerFiles(repo: Repository, cache: ObjectCache, record: ReleaseRecord,
       return fault;
     },
   };
+}
+
+/**
+ * The fault to report for an object read in place whose decoding failed: bytes that do not match
+ * their digest are a digest fault (a refusal, exit 3) whatever the decompressor made of them; the
+ * digest is checked by reading the local object to its end.
+ */
+async function digestFirst(repo: Repository, l: LayerDescriptor, fault: unknown, signal?: AbortSignal): Promise<unknown> {
+  if (!(fault instanceof CodecError)) return fault;
+  try {
+    await pipeline(await repo.readBlob(l, { signal }), new Writable({ write: (_c, _e, cb) => cb() }), { signal });
+  } catch (e) {
+    if (e instanceof TarportError && e.code === 'DIGEST_MISMATCH') return e;
+  }
+  return fault;
 }
 
 async function importRootfs(repo: Repository, docker: Runtime, cache: ObjectCache, verified: PinnedRecord, platform: Platform, key: DecryptionKey | undefined, signal?: AbortSignal): Promise<Loaded> {

@@ -8,6 +8,8 @@ import {
   decompressor,
   readArchiveContent,
   sniffStream,
+  type ArchiveContent,
+  type ArchiveImage,
   type Compression,
 } from '../archive/index.js';
 import { Digester, encryptStream, sha256, type TrustedKey } from '../crypto/index.js';
@@ -136,7 +138,9 @@ async function publishIn(tx: WriteTransaction, repo: Repository, tar: TarArchive
 
   try {
     const catalog = (await repo.readCatalog(opts.signal))?.catalog;
-    const known = await knownLayers(tx, repo, catalog?.releases ?? [], encryption, opts.signal);
+    // only the layers this archive holds are worth a look (a root file system's diff_id is known once read)
+    const wanted = content.kind === 'rootfs' ? undefined : new Set(imagesOf(content).flatMap((im) => im.layers.map((l) => l.diffId)));
+    const known = await knownLayers(tx, repo, catalog?.releases ?? [], encryption, wanted, opts.signal);
     const now = new Date().toISOString();
     const producer = { tool: 'tarport', version: VERSION };
     const plans: { ref: ImageRef; record: Omit<ReleaseRecord, 'version'> }[] = [];
@@ -163,7 +167,7 @@ async function publishIn(tx: WriteTransaction, repo: Repository, tar: TarArchive
       }
       const targets = content.images.map((im) => ({ im, refs: imageRefs(path, im.repoTags, im.configDigest, opts.name) }));
       const indexTargets = content.indexes.map((ix) => ({ ix, refs: imageRefs(path, ix.repoTags, ix.digest || 'index', opts.name) }));
-      const allImages = [...content.images, ...content.indexes.flatMap((ix) => ix.members.flatMap((m) => (m.kind === 'image' ? [m.image] : [])))];
+      const allImages = imagesOf(content);
       // Layers: what the repository does not hold yet, each diff_id once.
       const need = new Map<string, { declared?: Compression; diffId: string }>();
       for (const im of allImages) {
@@ -259,7 +263,14 @@ function imageRefs(path: string, repoTags: readonly string[], id: string, name: 
  * Layers the repository holds already, by diff_id, taken from the current release of every tag:
  * a new version usually shares most layers with the one before it.
  */
-async function knownLayers(tx: WriteTransaction, repo: Repository, current: readonly CatalogEntry[], encryption: Encryption | undefined, signal?: AbortSignal): Promise<Map<string, LayerDescriptor>> {
+async function knownLayers(
+  tx: WriteTransaction,
+  repo: Repository,
+  current: readonly CatalogEntry[],
+  encryption: Encryption | undefined,
+  wanted: ReadonlySet<string> | undefined,
+  signal?: AbortSignal,
+): Promise<Map<string, LayerDescriptor>> {
   // an object can be reused only when the same keys can read it: the same recipients, or plaintext
   const sameKeys = (e: Encryption | undefined) => (e?.recipients.join(',') ?? '') === (encryption?.recipients.join(',') ?? '');
   const candidates = new Map<string, LayerDescriptor>();
@@ -270,7 +281,7 @@ async function knownLayers(tx: WriteTransaction, repo: Repository, current: read
     } catch {
       continue; // a broken record only costs us deduplication; `tarport check` reports it
     }
-    for (const l of record.layers) if (!candidates.has(l.diffId) && sameKeys(l.encryption)) candidates.set(l.diffId, l);
+    for (const l of record.layers) if ((!wanted || wanted.has(l.diffId)) && !candidates.has(l.diffId) && sameKeys(l.encryption)) candidates.set(l.diffId, l);
   }
   // named in our intent before we look: gc spares them from now on (docs/repo-format.md)
   const missing = await tx.protect([...candidates.values()].map((l) => l.digest));
@@ -281,6 +292,12 @@ async function knownLayers(tx: WriteTransaction, repo: Repository, current: read
     if (have && have.size === l.size) out.set(diffId, l);
   }
   return out;
+}
+
+/** Every runnable image of an archive: its images and the platform images of its indexes. */
+function imagesOf(content: ArchiveContent): ArchiveImage[] {
+  if (content.kind === 'rootfs') return [];
+  return [...content.images, ...content.indexes.flatMap((ix) => ix.members.flatMap((m) => (m.kind === 'image' ? [m.image] : [])))];
 }
 
 async function collect(s: Readable): Promise<Buffer> {

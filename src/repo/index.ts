@@ -14,3 +14,4 @@ export { topManifest, type RegistryView, type TopManifest } from './registry.js'
 export * from './platforms.js';
 export { HOST_ID_RE, hostsHolding, type Ack, type AckEntry } from './acks.js';
 export { renderPage, describeReleases, type PageRelease } from './page.js';
+export type { ReleaseSummary } from './describe.js';

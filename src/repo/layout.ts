@@ -20,6 +20,8 @@ export const PENDING_FOLDER = 'tarport/pending';
 export const ACKS_FOLDER = 'tarport/acks';
 /** The page people read (repo/page.ts), derived from the catalog like index.json. */
 export const PAGE_KEY = 'index.html';
+/** What the page says of each release, kept so that a rewrite reads only new records (repo/page-data.ts). */
+export const PAGE_DATA_KEY = 'tarport/page-data.json';
 /** The detached signature of a tarport 0.1 catalog (format version 1). */
 export const LEGACY_CATALOG_SIGNATURE_KEY = 'tarport/catalog.json.asc';
 
@@ -71,6 +73,15 @@ export function tempKeyFor(key: string): string {
   const folder = i < 0 ? '' : key.slice(0, i + 1);
   const rand = randomBytes(8).toString('hex');
   return `${folder}.tarport-${rand}.tmp`;
+}
+
+/**
+ * The temporary name of a spooled blob on a store where a write is atomic (S3): the same for every
+ * run, so that an upload a killed run left half done is resumed by the next (the S3 transport keeps
+ * a journal by name). Two pushes of one blob write the same bytes there, each write whole or not at all.
+ */
+export function stableTempKeyFor(digest: string): string {
+  return `${BLOBS_FOLDER}/.tarport-${hexOf(digest)}.tmp`;
 }
 
 export function isTempName(file: string): boolean {

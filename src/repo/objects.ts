@@ -6,10 +6,10 @@ import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import { Digester, Verifier, sha256 } from '../crypto/index.js';
-import { TarportError } from '../errors.js';
+import { TarportError, isTarportError } from '../errors.js';
 import type { ByteSink } from '../transport/index.js';
 import { drainInto } from '../transport/source.js';
-import { BLOBS_FOLDER, blobKey, tempKeyFor } from './layout.js';
+import { BLOBS_FOLDER, blobKey, stableTempKeyFor, tempKeyFor } from './layout.js';
 import { parseWith, serialize } from './records.js';
 import type { Store } from './store.js';
 
@@ -212,26 +212,32 @@ async function stageViaSpool(store: Store, source: Readable, signal?: AbortSigna
       // stored already (another tag, an interrupted earlier run): nothing to send, nothing to rename
       return { digest, size, uploaded: false, commit: async () => undefined, discard: async () => undefined };
     }
-    const tmp = tempKeyFor(blobKey(digest));
+    const stable = store.transport.capabilities.atomicWrite === true;
+    const tmp = stable ? stableTempKeyFor(digest) : tempKeyFor(blobKey(digest));
     try {
       await store.transport.write(tmp, { file }, { signal });
     } catch (e) {
       await store.remove(tmp).catch(() => undefined);
       throw e;
     }
-    return staged(store, tmp, digest, size, signal);
+    return staged(store, tmp, digest, size, signal, stable);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
 }
 
-function staged(store: Store, tmp: string, digest: string, size: number, signal?: AbortSignal): StagedBlob {
+function staged(store: Store, tmp: string, digest: string, size: number, signal?: AbortSignal, shared = false): StagedBlob {
   return {
     digest,
     size,
     uploaded: true,
     async commit() {
-      await store.transport.rename(tmp, blobKey(digest), signal);
+      try {
+        await store.transport.rename(tmp, blobKey(digest), signal);
+      } catch (e) {
+        // a shared temporary name (stableTempKeyFor): another push of this blob may have moved it into place first
+        if (!shared || !isTarportError(e, 'NOT_FOUND') || (await blobInfo(store, digest, signal))?.size !== size) throw e;
+      }
     },
     async discard() {
       await store.remove(tmp).catch(() => undefined);

@@ -1,8 +1,9 @@
-import { signatureIssuer, signatureUserId } from '../crypto/index.js';
 import { hostsHolding, readAcks, type Ack } from './acks.js';
+import { describeRelease, type ReleaseSummary } from './describe.js';
 import { PAGE_KEY, recordKey } from './layout.js';
-import { listReleases, listTags, readRecord, readSignature, type ReleaseRef } from './read.js';
-import { recordMembers, type ReleaseMember } from './platforms.js';
+import { keptFacts, readPageData, writePageData, type PageFacts } from './page-data.js';
+import { listReleases, listTags, type ReleaseRef } from './read.js';
+import type { ReleaseMember } from './platforms.js';
 import type { Catalog, ReleaseRecord } from './records.js';
 import type { Store } from './store.js';
 
@@ -14,67 +15,52 @@ import type { Store } from './store.js';
  * that comes from the repository is HTML-escaped.
  */
 
-export interface PageRelease {
-  name: string;
-  tag: string;
-  version: number;
-  kind: string;
-  /** Bytes stored: layers and config, as `ls` counts them. */
-  size: number;
-  created: string;
-  /** The signing key's fingerprint as the signature claims it (unverified), or null. */
-  signer: string | null;
-  /** The signer's user id as the signature names it (unverified), or null. */
-  signerUserId: string | null;
-  encrypted: boolean;
-  current: boolean;
-  /** The record's digest (what the catalog names). */
-  digest: string;
+export type PageRelease = Omit<ReleaseSummary, 'record' | 'members'> & {
   /** "os/architecture[/variant]" of each platform the release holds, as far as can be told without a key. */
   platforms: string[];
   layers: string[];
-  /** The hosts whose acknowledgement names this very release. */
-  hosts: { host: string; hostname: string; loaded: string; runtime: string; platform: string }[];
-}
+};
 
 /** Every release of every tag (oldest version first), with signer, platforms and the hosts that hold it. */
 export async function describeReleases(store: Store, catalog: Catalog | undefined, acks: readonly Ack[], signal?: AbortSignal): Promise<PageRelease[]> {
-  const current = new Set((catalog?.releases ?? []).map((e) => `${e.name}:${e.tag}:${e.record}`));
-  const tags = (await listTags(store, signal)).sort((a, b) => (`${a.name}:${a.tag}` < `${b.name}:${b.tag}` ? -1 : 1));
-  const out: PageRelease[] = [];
-  for (const { name, tag } of tags) {
-    for (const ref of await listReleases(store, name, tag, signal)) {
-      // a release gc removed since the listing, or a broken record (check names it): the page is a
-      // derived view, and a publish whose catalog is written must not fail over it
-      const d = await describeOne(store, ref, current, acks, signal).catch((e: unknown) => {
-        if (signal?.aborted) throw e;
-        return undefined;
-      });
-      if (d) out.push(d);
-    }
-  }
-  return out;
+  return (await pageReleases(store, catalog, acks, signal)).releases;
 }
 
-async function describeOne(store: Store, ref: ReleaseRef, current: ReadonlySet<string>, acks: readonly Ack[], signal?: AbortSignal): Promise<PageRelease> {
-  const { record, digest } = await readRecord(store, ref, undefined, signal ? { signal } : {});
-  const sig = await readSignature(store, recordKey(ref.name, ref.tag, ref.record), signal);
-  return {
-    name: ref.name,
-    tag: ref.tag,
-    version: record.version,
-    kind: record.kind,
-    size: record.layers.reduce((n, l) => n + l.size, 0) + (record.config?.size ?? 0),
-    created: record.created,
-    signer: sig ? ((await signatureIssuer(sig)) ?? 'unreadable signature') : null,
-    signerUserId: sig ? ((await signatureUserId(sig)) ?? null) : null,
-    encrypted: record.layers.some((l) => l.encryption !== undefined),
-    current: current.has(`${ref.name}:${ref.tag}:${ref.record}`),
-    digest,
-    platforms: await platformsOf(store, record, signal),
-    layers: record.layers.map((l) => l.digest),
-    hosts: hostsHolding(acks, ref.name, ref.tag, digest),
-  };
+/**
+ * The page's releases, reading only the records the kept page data does not describe yet; `facts`
+ * is the page data for what releases/ holds now, `changed` whether it differs from what was kept.
+ */
+async function pageReleases(store: Store, catalog: Catalog | undefined, acks: readonly Ack[], signal?: AbortSignal) {
+  const current = new Set((catalog?.releases ?? []).map((e) => `${e.name}:${e.tag}:${e.record}`));
+  const kept = await readPageData(store, signal);
+  const facts = new Map<string, PageFacts>();
+  const releases: PageRelease[] = [];
+  let changed = false;
+  const tags = (await listTags(store, signal)).sort((a, b) => (`${a.name}:${a.tag}` < `${b.name}:${b.tag}` ? -1 : 1));
+  for (const { name, tag } of tags) {
+    for (const ref of await listReleases(store, name, tag, signal)) {
+      let f = keptFacts(kept, ref);
+      if (!f) {
+        changed = true;
+        // a release gc removed since the listing, or a broken record (check names it): the page is
+        // a derived view, and a publish whose catalog is written must not fail over it
+        f = await factsOf(store, ref, signal).catch((e: unknown) => {
+          if (signal?.aborted) throw e;
+          return undefined;
+        });
+      }
+      if (!f) continue;
+      const key = recordKey(ref.name, ref.tag, ref.record);
+      facts.set(key, f);
+      releases.push({ ...f, current: current.has(`${ref.name}:${ref.tag}:${ref.record}`), hosts: hostsHolding(acks, ref.name, ref.tag, f.digest) });
+    }
+  }
+  return { releases, facts, changed: changed || facts.size !== kept.size };
+}
+
+async function factsOf(store: Store, ref: ReleaseRef, signal?: AbortSignal): Promise<PageFacts> {
+  const { record, members, current: _current, hosts: _hosts, ...summary } = await describeRelease(store, ref, new Set(), [], signal);
+  return { ...summary, platforms: await platformsOf(store, record, members, signal), layers: record.layers.map((l) => l.digest) };
 }
 
 /**
@@ -82,8 +68,7 @@ async function describeOne(store: Store, ref: ReleaseRef, current: ReadonlySet<s
  * "Multi-platform releases"), else the image config's os and architecture when it can be read
  * without a key; a rootfs runs where it is imported.
  */
-async function platformsOf(store: Store, record: ReleaseRecord, signal?: AbortSignal): Promise<string[]> {
-  const members = recordMembers(record);
+async function platformsOf(store: Store, record: ReleaseRecord, members: readonly ReleaseMember[], signal?: AbortSignal): Promise<string[]> {
   if (members.length) return members.map(memberName);
   if (record.kind === 'rootfs') return ['any (rootfs: the importing host\'s)'];
   if (!record.config || record.config.encryption) return ['unknown (config encrypted)'];
@@ -110,8 +95,9 @@ function platformName(p: unknown): string | undefined {
 /** Rewrites index.html from the catalog, releases/ and tarport/acks/. */
 export async function writePage(store: Store, catalog: Catalog, signal?: AbortSignal): Promise<void> {
   const { acks } = await readAcks(store, signal);
-  const releases = await describeReleases(store, catalog, acks, signal);
+  const { releases, facts, changed } = await pageReleases(store, catalog, acks, signal);
   await store.putAtomic(PAGE_KEY, Buffer.from(renderPage({ catalog, releases, acks }), 'utf8'), signal);
+  if (changed) await writePageData(store, facts, signal);
 }
 
 // ---- rendering ---------------------------------------------------------------------------------

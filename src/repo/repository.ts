@@ -9,6 +9,7 @@ import { MAX_SIGNATURE_BYTES, listReleases, listTags, readRecord, readSignature,
 import { Store } from './store.js';
 import { ackKey, readAcks, writeAck, type Ack, type AckEntry } from './acks.js';
 import { writePage } from './page.js';
+import { describeRelease, type ReleaseSummary } from './describe.js';
 import { TarportError, messageOf } from '../errors.js';
 import { WriteTransaction, repositoryState } from './transaction.js';
 
@@ -143,6 +144,11 @@ export class Repository {
   readRecord(ref: ReleaseRef, pin?: undefined, opts?: { verify?: CheckSignature; signal?: AbortSignal }): Promise<VerifiedRecord>;
   readRecord(ref: ReleaseRef, pin?: { digest: string; size: number }, opts: { verify?: CheckSignature; signal?: AbortSignal } = {}): Promise<VerifiedRecord> {
     return pin ? readRecord(storeOf(this), ref, pin, opts) : readRecord(storeOf(this), ref, undefined, opts);
+  }
+
+  /** One release as ls and the page show it (unverified; `current`: the catalog's "name:tag:record" entries). */
+  describeRelease(ref: ReleaseRef, current: ReadonlySet<string>, acks: readonly Ack[], signal?: AbortSignal): Promise<ReleaseSummary> {
+    return describeRelease(storeOf(this), ref, current, acks, signal);
   }
 
   readRecordSignature(ref: ReleaseRef, signal?: AbortSignal): Promise<Buffer | undefined> {

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { rootCertificates } from 'node:tls';
@@ -18,10 +19,11 @@ import {
   type CompletedPart,
 } from '@aws-sdk/client-s3';
 import { TarportError, messageOf } from '../errors.js';
+import type { JournalEntry, UploadJournal } from './journal.js';
 import { keySegments } from './keys.js';
 import { resumableInto, sinkStream, type SinkAttempt } from './resume.js';
 import { withRetries } from './retry.js';
-import { readableFrom } from './source.js';
+import { readableFrom, sourceError } from './source.js';
 import { TLS_TRUST_CODES } from './tls.js';
 import type { ByteSink, ObjectInfo, ReadOptions, Source, Transport, WriteOptions } from './types.js';
 
@@ -49,6 +51,16 @@ export interface S3Options {
   readonly signal?: AbortSignal;
   /** Bytes per part of a multipart upload (tests; at least 5 MiB on AWS). */
   readonly partSize?: number;
+  /** Where a file's multipart upload is recorded, so that a later run resumes it (journal.ts). */
+  readonly journal?: UploadJournal;
+  /** A recorded upload the server refused on resume (unknown, aborted): it is sent afresh. */
+  readonly onStaleUpload?: (uploadId: string, why: TarportError) => void;
+}
+
+/** An upload recorded in a journal: `entry.uploadId` empty until the server gave one. */
+interface Resume {
+  readonly journal: UploadJournal;
+  readonly entry: JournalEntry;
 }
 
 export const DEFAULT_S3_IDLE_MS = 30_000;
@@ -56,6 +68,7 @@ export const DEFAULT_S3_IDLE_MS = 30_000;
 const PART_SIZE = 16 << 20;
 /** S3 allows 10,000 parts: parts grow by one PART_SIZE every 1,000, so a stream of unknown length may reach ~880 GB. */
 const PARTS_PER_STEP = 1000;
+const MAX_PARTS = 10_000;
 /** CopyObject copies at most 5 GiB; a larger object is renamed by streaming it (see rename). */
 const MAX_COPY = 5 * 1024 ** 3;
 const PARTS_IN_FLIGHT = 2;
@@ -93,6 +106,10 @@ interface SdkError {
  * - Checksums: the SDK's default "flexible checksums" frame streamed bodies as aws-chunked, which
  *   some S3-compatible servers stored verbatim (46 bytes more, no error). Every body goes as a
  *   buffer of known length, and checksums only where the API requires them (WHEN_REQUIRED).
+ * - Uploads are signed without a hash of their body (UNSIGNED-PAYLOAD, as curl and the SDK's
+ *   streams send them): hashing every byte in SHA-256 before sending cost more than the transfer on
+ *   a small host (docs/s3.md, "Speed"). What protects the bytes is TLS on the way and, end to end,
+ *   the repository's content addresses: every object is verified by its digest on every read.
  */
 export class S3Transport implements Transport {
   readonly capabilities = { atomicRename: true, atomicWrite: true, maxConnections: 4, local: false } as const;
@@ -248,67 +265,132 @@ export class S3Transport implements Transport {
 
   /**
    * Reads the source in parts: one that fits in a part is one PutObject; a larger one goes
-   * multipart, each part retried on its own, two in flight.
+   * multipart, each part retried on its own, PARTS_IN_FLIGHT in flight. A file's size is known, so
+   * its upload starts at once and its parts are read straight into their buffers (no stream).
    */
   async write(key: string, source: Source, opts: WriteOptions = {}): Promise<{ size: number }> {
     const k = this.keyOf(key);
     const what = `${this.location}: ${key}`;
     const signal = this.signalOf(opts.signal);
+    if (typeof source !== 'function') {
+      const fh = await open(source.file, 'r').catch((e: unknown) => {
+        throw sourceError(e, what);
+      });
+      try {
+        const size = (await fh.stat()).size;
+        if (size > this.partSize) return await this.multipartFile(k, what, fh, size, signal);
+        return await this.putOne(k, what, await readPart(fh, 0, size, what), signal);
+      } finally {
+        await fh.close();
+      }
+    }
     const parts = partsOf(readableFrom(source, 0, what), this.partSize)[Symbol.asyncIterator]();
     const first = await parts.next();
     const body = first.done ? Buffer.alloc(0) : first.value;
     const second = first.done ? ({ done: true, value: undefined } as const) : await parts.next();
-    if (second.done) {
-      await this.run(what, () => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: k, Body: body, ContentLength: body.length }), { abortSignal: signal }), signal);
-      return { size: body.length };
-    }
-    return this.multipart(k, what, body, second.value, parts, signal);
+    if (second.done) return this.putOne(k, what, body, signal);
+    return this.multipart(k, what, prepended([body, second.value], parts), signal);
   }
 
-  private async multipart(k: string, what: string, first: Buffer, second: Buffer, rest: AsyncIterator<Buffer>, signal: AbortSignal): Promise<{ size: number }> {
-    const created = await this.run(what, () => this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: k }), { abortSignal: signal }), signal);
-    const uploadId = created.UploadId;
-    if (!uploadId) throw new TarportError('IO', `${what}: the server started a multipart upload without an upload id`, { retryable: false });
-    const done: CompletedPart[] = [];
+  private async putOne(k: string, what: string, body: Buffer, signal: AbortSignal): Promise<{ size: number }> {
+    await this.run(what, () => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: k, Body: body, ContentLength: body.length }), { abortSignal: signal }), signal);
+    return { size: body.length };
+  }
+
+  /**
+   * A file's multipart upload, resumed from the journal (S3Options.journal) when an earlier run left
+   * one of the same size and part size: the parts it confirmed are neither read nor sent again. An
+   * upload the server no longer knows (aborted, expired, another server) fails on resume, and the
+   * file is then sent afresh, once.
+   */
+  private async multipartFile(k: string, what: string, fh: FileHandle, size: number, signal: AbortSignal): Promise<{ size: number }> {
+    const partSize = Math.max(this.partSize, Math.ceil(size / MAX_PARTS));
+    const journal = this.opts.journal;
+    const target = `${this.opts.endpoint ?? 'aws'} ${this.bucket} ${k}`;
+    const prior = await journal?.load(target);
+    const fresh = (): Resume | undefined => (journal ? { journal, entry: { target, uploadId: '', size, partSize, parts: [] } } : undefined);
+    if (journal && prior && prior.size === size && prior.partSize === partSize) {
+      try {
+        return await this.multipart(k, what, filePartsOf(fh, size, partSize, what, new Set(prior.parts.map((p) => p.n))), signal, { journal, entry: prior });
+      } catch (e) {
+        const err = e instanceof TarportError ? e : this.classify(e, what);
+        if (err.code === 'ABORTED') throw err;
+        this.opts.onStaleUpload?.(prior.uploadId, err);
+        await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: k, UploadId: prior.uploadId })).catch(() => undefined);
+        await journal.drop(target);
+      }
+    }
+    return this.multipart(k, what, filePartsOf(fh, size, partSize, what, new Set()), signal, fresh());
+  }
+
+  private async multipart(k: string, what: string, rest: AsyncIterator<Buffer | number>, signal: AbortSignal, resume?: Resume): Promise<{ size: number }> {
+    const uploadId = resume?.entry.uploadId || (await this.create(k, what, signal));
+    const entry = resume ? { ...resume.entry, uploadId, parts: [...resume.entry.parts] } : undefined;
+    const done: CompletedPart[] = (entry?.parts ?? []).map((p) => ({ ETag: p.etag, PartNumber: p.n }));
     const inflight = new Set<Promise<void>>();
+    let saving = entry && !resume?.entry.uploadId ? resume!.journal.save(entry) : Promise.resolve();
     let size = 0;
     let confirmed = 0;
     try {
       const send = (n: number, buf: Buffer) => {
-        const p = this.uploadPart(k, uploadId, n, buf, confirmed, what, signal).then((etag) => {
+        const p = this.uploadPart(k, uploadId, n, buf, () => confirmed, what, signal).then((etag) => {
           done.push({ ETag: etag, PartNumber: n });
           confirmed += buf.length;
+          if (entry) {
+            entry.parts.push({ n, etag });
+            const snapshot = { ...entry, parts: [...entry.parts] };
+            saving = saving.then(() => resume!.journal.save(snapshot));
+          }
         });
         inflight.add(p);
         void p.then(() => inflight.delete(p), () => undefined);
       };
       let n = 0;
-      for (let next: IteratorResult<Buffer> = { done: false, value: first }; !next.done; next = n === 1 ? { done: false, value: second } : await rest.next()) {
+      for (let next = await rest.next(); !next.done; next = await rest.next()) {
         n++;
+        // a number: a part the journal says the server holds already, of that many bytes
+        if (typeof next.value === 'number') {
+          size += next.value;
+          confirmed += next.value;
+          continue;
+        }
         size += next.value.length;
         send(n, next.value);
         if (inflight.size >= PARTS_IN_FLIGHT) await Promise.race(inflight);
       }
       await Promise.all(inflight);
+      await saving;
       done.sort((a, b) => a.PartNumber! - b.PartNumber!);
       await this.run(what, () => this.client.send(new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: k, UploadId: uploadId, MultipartUpload: { Parts: done } }), { abortSignal: signal }), signal);
+      await resume?.journal.drop(resume.entry.target);
       return { size };
     } catch (e) {
       await Promise.allSettled(inflight);
+      await saving.catch(() => undefined);
       await rest.return?.();
+      const err = e instanceof TarportError ? e : this.classify(e, what);
+      // with a journal, an upload cut by the link or the command's end is kept for the next run
+      if (resume && (err.code === 'ABORTED' || err.retryable || err.code === 'CONNECTION')) throw err;
       // some servers (s3rver) do not know AbortMultipartUpload: the parts then stay invisible
       await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: k, UploadId: uploadId })).catch(() => undefined);
-      throw e instanceof TarportError ? e : this.classify(e, what);
+      await resume?.journal.drop(resume.entry.target);
+      throw err;
     }
   }
 
+  private async create(k: string, what: string, signal: AbortSignal): Promise<string> {
+    const created = await this.run(what, () => this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: k }), { abortSignal: signal }), signal);
+    if (!created.UploadId) throw new TarportError('IO', `${what}: the server started a multipart upload without an upload id`, { retryable: false });
+    return created.UploadId;
+  }
+
   /** One part, sent again on a transient failure; the parts already confirmed stay. */
-  private async uploadPart(k: string, uploadId: string, n: number, buf: Buffer, confirmed: number, what: string, signal: AbortSignal): Promise<string> {
+  private async uploadPart(k: string, uploadId: string, n: number, buf: Buffer, confirmed: () => number, what: string, signal: AbortSignal): Promise<string> {
     let attempt = 0;
     const r = await this.run(
       `${what} (part ${n})`,
       () => {
-        if (attempt++ > 0) this.opts.onResume?.(confirmed);
+        if (attempt++ > 0) this.opts.onResume?.(confirmed());
         return this.client.send(new UploadPartCommand({ Bucket: this.bucket, Key: k, UploadId: uploadId, PartNumber: n, Body: buf, ContentLength: buf.length }), { abortSignal: signal });
       },
       signal,
@@ -356,7 +438,7 @@ function makeClient(opts: S3Options, idleMs: number): S3Client {
     }
   }
   const agentOpts = { keepAlive: true, maxSockets: 8 };
-  return new S3Client({
+  const client = new S3Client({
     ...(opts.endpoint ? { endpoint: opts.endpoint } : {}),
     // the SDK's own chain (AWS_REGION, shared config) first; a server that ignores regions gets one
     region: opts.region ?? (async () => (await regionFromChain()) ?? 'us-east-1'),
@@ -375,6 +457,15 @@ function makeClient(opts: S3Options, idleMs: number): S3Client {
       httpsAgent: new HttpsAgent({ ...agentOpts, ...(ca ? { ca } : {}) }),
     },
   });
+  client.middlewareStack.add(
+    (next) => async (args) => {
+      const req = args.request as { method?: string; headers?: Record<string, string> };
+      if (req.method === 'PUT' && req.headers) req.headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
+      return next(args);
+    },
+    { step: 'build', name: 'tarportUnsignedPayload' },
+  );
+  return client;
 }
 
 /** The region the SDK would find on its own (AWS_REGION, ~/.aws/config), if any. */
@@ -450,5 +541,36 @@ async function* partsOf(src: Readable, size: number): AsyncGenerator<Buffer> {
     if (at > 0 || n === 0) yield cur.subarray(0, at);
   } finally {
     src.destroy();
+  }
+}
+
+/** The iterator's first values given again, then the rest of it. */
+async function* prepended(first: Buffer[], rest: AsyncIterator<Buffer>): AsyncGenerator<Buffer> {
+  try {
+    yield* first;
+    for (let next = await rest.next(); !next.done; next = await rest.next()) yield next.value;
+  } finally {
+    await rest.return?.();
+  }
+}
+
+/** `length` bytes of an open file from `at`, read into a buffer of their own. */
+async function readPart(fh: FileHandle, at: number, length: number, what: string): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length);
+  for (let got = 0; got < length; ) {
+    const { bytesRead } = await fh.read(buf, got, length - got, at + got).catch((e: unknown) => {
+      throw sourceError(e, what);
+    });
+    if (bytesRead === 0) throw sourceError(new Error(`the file ended after ${at + got} of the ${at + length} bytes it had when the upload began`), what);
+    got += bytesRead;
+  }
+  return buf;
+}
+
+/** A file in parts of `part` bytes; a part in `skip` (numbered from 1) is not read: its length stands for it. */
+async function* filePartsOf(fh: FileHandle, total: number, part: number, what: string, skip: ReadonlySet<number>): AsyncGenerator<Buffer | number> {
+  for (let at = 0, n = 1; at < total; at += part, n++) {
+    const len = Math.min(part, total - at);
+    yield skip.has(n) ? len : await readPart(fh, at, len, what);
   }
 }

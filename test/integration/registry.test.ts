@@ -87,6 +87,15 @@ describe('the mirror as a read-only registry (nginx, contrib/nginx/registry.conf
     expect(byTag.status).toBe(200);
     expect(byTag.headers.get('content-type')).toBe('application/vnd.oci.image.manifest.v1+json');
     expect(byTag.headers.get('cache-control')).toBe('no-cache');
+    // the API requires the digest by tag too (containerd's resolver reads it from this HEAD): registry.js
+    expect(byTag.headers.get('docker-content-digest')).toBe(digest);
+    expect(byTag.headers.get('docker-distribution-api-version')).toBe('registry/2.0');
+    const getByTag = await fetch(`${base}/team/app/manifests/1`);
+    expect(getByTag.headers.get('docker-content-digest')).toBe(digest);
+    expect(sha256(Buffer.from(await getByTag.arrayBuffer()))).toBe(digest);
+    // a cache revalidating an unchanged tag gets no body
+    const again = await fetch(`${base}/team/app/manifests/1`, { headers: { 'if-none-match': getByTag.headers.get('etag')! } });
+    expect(again.status).toBe(304);
     const byDigest = await fetch(`${base}/team/app/manifests/${digest}`);
     expect(byDigest.headers.get('content-type')).toBe('application/vnd.oci.image.manifest.v1+json');
     expect(byDigest.headers.get('docker-content-digest')).toBe(digest);
@@ -99,8 +108,15 @@ describe('the mirror as a read-only registry (nginx, contrib/nginx/registry.conf
     expect(sha256(Buffer.from(await blob.arrayBuffer()))).toBe(layer);
 
     // Docker Hub's names: solo is docker.io/library/solo, asked for as solo or library/solo
-    for (const path of ['solo', 'library/solo']) expect((await fetch(`${base}/${path}/manifests/1`)).status, path).toBe(200);
-    expect((await fetch(`${base}/team/app/manifests/2`)).status).toBe(404);
+    const solo = await served('library/solo', '1');
+    for (const path of ['solo', 'library/solo']) {
+      const r = await fetch(`${base}/${path}/manifests/1`, { method: 'HEAD' });
+      expect(r.status, path).toBe(200);
+      expect(r.headers.get('docker-content-digest'), path).toBe(solo.digest);
+    }
+    const unknown = await fetch(`${base}/team/app/manifests/2`);
+    expect(unknown.status).toBe(404);
+    expect(unknown.headers.get('docker-content-digest')).toBeNull();
     expect((await fetch(`${base}/other/manifests/1`)).status).toBe(404);
     expect((await fetch(`${base}/team/app/tags/list`)).status).toBe(404);
   });
@@ -118,7 +134,12 @@ describe('the mirror as a read-only registry (nginx, contrib/nginx/registry.conf
   it('after an update, docker pulls through the caching tier only the layers it lacks', async () => {
     const before = (await served('team/app', '1')).manifest;
     await push('app-v2.tar', 'team/app:1', '--compress', 'gzip');
-    const { manifest } = await served('team/app', '1');
+    const { digest, manifest } = await served('team/app', '1');
+    // the tag's digest follows the update at once, at the origin and through the cache, with no reload
+    for (const host of [E.TP_REGISTRY_ORIGIN, E.TP_REGISTRY_CACHE]) {
+      const head = await fetch(`http://${host}/v2/team/app/manifests/1`, { method: 'HEAD' });
+      expect(head.headers.get('docker-content-digest'), host).toBe(digest);
+    }
     const had = new Set(before.layers.map((l) => l.digest));
     const lacking = [manifest.config.digest, ...manifest.layers.map((l) => l.digest).filter((d) => !had.has(d))].sort();
     expect(lacking.length).toBeLessThan(manifest.layers.length + 1); // the update shares layers with v1

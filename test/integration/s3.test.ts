@@ -1,9 +1,11 @@
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, describe, expect, it } from 'vitest';
+import { folderJournal } from '../../src/transport/journal.js';
 import { S3Transport, type S3Options } from '../../src/transport/s3.js';
 import { openTransport, parseLocation, type Transport } from '../../src/transport/index.js';
 import { docker, filesBelow, fixture, realEnv, tarport, tempDir } from '../helpers.js';
@@ -159,6 +161,72 @@ describe('cuts and stalls', () => {
     // an upload goes on filling the socket buffers after the link went silent (see transports.test.ts)
     expect(upDelay).toBeLessThan(3 * IDLE);
   }, 90_000);
+});
+
+describe('multipart uploads resume across runs (journal)', () => {
+  const PART = 5 << 20;
+  const PARTS = 12;
+  const data = randomBytes(PARTS * PART);
+  const dist = (m: string) => new URL(`../../dist/transport/${m}`, import.meta.url).pathname;
+
+  it('a run killed (SIGKILL) mid-upload is resumed by the next, which sends only the parts missing', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'blob');
+    await writeFile(file, data);
+    const journalDir = join(dir, 'journal');
+    const prefix = fresh('resume');
+    // both runs go through one proxy (the endpoint names the upload in the journal), which counts bytes
+    const proxy = await new CuttingProxy({ host: '127.0.0.1', port }, [], 'stream').start();
+    const endpoint = `http://127.0.0.1:${proxy.port}`;
+    const script = `
+      const { S3Transport } = await import(${JSON.stringify(dist('s3.js'))});
+      const { folderJournal } = await import(${JSON.stringify(dist('journal.js'))});
+      const t = new S3Transport({ kind: 's3', bucket: ${JSON.stringify(E.TP_S3_BUCKET)}, prefix: ${JSON.stringify(prefix)} },
+        { endpoint: ${JSON.stringify(endpoint)}, pathStyle: true, partSize: ${PART}, journal: folderJournal(${JSON.stringify(journalDir)}) });
+      await t.write('blob', { file: ${JSON.stringify(file)} });`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, ...AWS }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const exited = new Promise<NodeJS.Signals | null>((r) => child.on('exit', (_code, sig) => r(sig)));
+    // the first run is killed once its journal records four confirmed parts
+    const journal = folderJournal(journalDir);
+    const target = `${endpoint} ${E.TP_S3_BUCKET} ${prefix}/blob`;
+    for (let i = 0; i < 1200 && ((await journal.load(target))?.parts.length ?? 0) < 4; i++) await new Promise((r) => setTimeout(r, 25));
+    child.kill('SIGKILL');
+    expect(await exited, stderr).toBe('SIGKILL');
+    const recorded = await journal.load(target);
+    const had = recorded?.parts.length ?? 0;
+    expect(had, 'parts recorded before the kill').toBeGreaterThanOrEqual(4);
+    expect(had).toBeLessThan(PARTS);
+    const before = proxy.bytes;
+    const stale: string[] = [];
+    const t = open(prefix, { partSize: PART, journal, onStaleUpload: (id) => stale.push(id) }, endpoint);
+    expect(await t.write('blob', { file })).toEqual({ size: PARTS * PART });
+    const sent = proxy.bytes - before;
+    await proxy.close();
+    expect(stale).toEqual([]);
+    // the parts the journal did not hold (those in flight at the kill among them), and nothing more
+    expect(sent).toBeGreaterThanOrEqual((PARTS - had) * PART);
+    expect(sent).toBeLessThan((PARTS - had) * PART + (1 << 20));
+    expect(sha(await stored(`${prefix}/blob`))).toBe(sha(data));
+    expect(await journal.load(target)).toBeUndefined(); // done: the record is gone
+  }, 120_000);
+
+  it('a journal naming an upload the server does not know is sent afresh, and the object arrives whole', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'blob');
+    await writeFile(file, data);
+    const journal = folderJournal(join(dir, 'journal'));
+    const prefix = fresh('stale');
+    const target = `${E.TP_S3_ENDPOINT} ${E.TP_S3_BUCKET} ${prefix}/blob`;
+    await journal.save({ target, uploadId: 'no-such-upload', size: PARTS * PART, partSize: PART, parts: [{ n: 1, etag: '"0123456789abcdef0123456789abcdef"' }] });
+    const stale: string[] = [];
+    const t = open(prefix, { partSize: PART, retries: 1, journal, onStaleUpload: (id) => stale.push(id) });
+    expect(await t.write('blob', { file })).toEqual({ size: PARTS * PART });
+    expect(stale).toEqual(['no-such-upload']);
+    expect(sha(await stored(`${prefix}/blob`))).toBe(sha(data));
+    expect(await journal.load(target)).toBeUndefined();
+  }, 120_000);
 });
 
 describe('typed errors', () => {

@@ -1,17 +1,20 @@
 import { execFile } from 'node:child_process';
-import { mkdir, stat } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, fixture, realEnv, tempDir } from '../helpers.js';
 
 // docs/install.md: the single executable runs every command with no Node and no node_modules. It is
-// built here by scripts/build-sea (x64: the arm64 file cannot run on this host) and run with a PATH
-// that holds no node, from a folder outside the repository.
+// built here by scripts/build-sea for both architectures and run with a PATH that holds no node, from
+// a folder outside the repository; the arm64 file runs under qemu-user with Debian's arm64 libc
+// (both installed by scripts/lib/common.sh).
 const run = promisify(execFile);
 const env = realEnv();
 let dir: string;
 let exe: string;
+let arm64: string;
 
 beforeAll(async () => {
   dir = await tempDir();
@@ -21,13 +24,23 @@ beforeAll(async () => {
   await mkdir(copy);
   for (const f of ['package.json', 'package-lock.json', 'tsconfig.json', 'bin', 'src', 'scripts']) await run('cp', ['-a', join(ROOT, f), copy]);
   await run('cp', ['-al', join(ROOT, 'node_modules'), copy]);
-  await run('bash', [join(copy, 'scripts/build-sea'), 'x64'], { env: { ...process.env, SEA_OUT: join(dir, 'sea') }, timeout: 600_000, maxBuffer: 64 << 20 });
+  await run('bash', [join(copy, 'scripts/build-sea'), 'x64', 'arm64'], { env: { ...process.env, SEA_OUT: join(dir, 'sea') }, timeout: 600_000, maxBuffer: 64 << 20 });
   exe = join(dir, 'sea', 'tarport-linux-x64');
+  arm64 = join(dir, 'sea', 'tarport-linux-arm64');
 }, 660_000);
 
 /** The executable with nothing of Node around it: no node on PATH, no NODE_* variables. */
 function sea(args: string[], extra: Record<string, string> = {}) {
   return run(exe, args, { cwd: dir, env: { PATH: '/nonexistent', HOME: dir, ...extra }, timeout: 300_000, maxBuffer: 64 << 20 });
+}
+
+/** Debian 12's qemu-user-static names it -static; Debian 13's qemu-user (static too) does not. */
+function qemuAarch64(): string {
+  const found = ['/usr/bin/qemu-aarch64-static', '/usr/bin/qemu-aarch64'].find((p) => existsSync(p));
+  if (!found) throw new Error('qemu-aarch64 is not installed: scripts/lib/common.sh installs it (tp_install)');
+  // without it qemu stops at once with "Could not open '/lib/ld-linux-aarch64.so.1'"
+  if (!existsSync('/lib/ld-linux-aarch64.so.1')) throw new Error("Debian's arm64 libc is not installed: scripts/lib/common.sh installs it (tp_install_arm64)");
+  return found;
 }
 
 describe('the single executable', () => {
@@ -58,4 +71,23 @@ describe('the single executable', () => {
     const doc = JSON.parse(r.stdout) as { steps?: unknown[] };
     expect(doc.steps?.length).toBe(2);
   }, 300_000);
+
+  it('for arm64 runs --version, a push and a pull into Docker under qemu, with no node on PATH', async () => {
+    // the file is an arm64 ELF (e_machine 183, AArch64), not the host's binary under another name
+    const head = (await readFile(arm64)).subarray(0, 20);
+    expect([head.subarray(1, 4).toString(), head.readUInt16LE(18)]).toEqual(['ELF', 183]);
+    const qemu = qemuAarch64();
+    const arm = (args: string[], extra: Record<string, string> = {}) =>
+      run(qemu, [arm64, ...args], { cwd: dir, env: { PATH: '/nonexistent', HOME: dir, ...extra }, timeout: 300_000, maxBuffer: 64 << 20 });
+    const version = (JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+    expect((await arm(['--version'])).stdout.trim()).toBe(version);
+    const repo = join(dir, 'repo-arm64');
+    const push = await arm(['push', '--init', fixture('app-v1.tar'), '--to', repo, '--name', 'sea/arm64:1', '--json']);
+    expect(JSON.parse(push.stdout)).toMatchObject({ failed: [], pushed: [{ releases: [expect.objectContaining({ status: 'published' })] }] });
+    const pull = await arm(['pull', 'sea/arm64:1', '--from', repo, '--state', join(dir, 'state-arm64'), '--json'], { DOCKER_HOST: env.consumer });
+    expect(JSON.parse(pull.stdout)).toMatchObject({ loaded: [{ ref: 'sea/arm64:1', version: 1 }], refused: [] });
+    const inspect = await run(env.docker, ['image', 'inspect', 'sea/arm64:1', '--format', '{{.Id}}'], { env: { ...process.env, DOCKER_HOST: env.consumer } });
+    expect(inspect.stdout.trim()).toBe((JSON.parse(pull.stdout) as { loaded: { imageId: string }[] }).loaded[0]!.imageId);
+    await run(env.docker, ['rmi', 'sea/arm64:1'], { env: { ...process.env, DOCKER_HOST: env.consumer } });
+  }, 400_000);
 });

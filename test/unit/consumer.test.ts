@@ -124,6 +124,25 @@ describe('consumer load archives per image store', () => {
     expect(d.loads).toHaveLength(0);
   });
 
+  it('a tampered object read in place that no longer decompresses fails with its digest fault (exit 3), not as bad zstd', async () => {
+    const repo = await repoWithDemo();
+    expect(repo.isLocal).toBe(true);
+    let tampered = 0;
+    for (const [k, v] of mem.files) {
+      if (!k.startsWith('blobs/') || v.length < 100_000) continue;
+      // the zstd frame and first block headers: the decompressor fails long before the digest ends
+      const bad = Buffer.from(v);
+      bad.fill(0xff, 4, 16);
+      mem.files.set(k, bad);
+      tampered++;
+    }
+    expect(tampered).toBeGreaterThan(0);
+    const d = new FakeDaemon('graphdriver');
+    const err = await pull(repo, new DockerRuntime(d), { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: await tempDir() }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'DIGEST_MISMATCH' });
+    expect(d.loads).toHaveLength(0);
+  });
+
   it('a tampered layer behind a good one (fetched while the load runs) fails the pull with its digest fault and loads nothing', async () => {
     const repo = await repoWithDemo();
     const { record } = await repo.readRecord((await repo.listReleases('demo/app', '1')).at(-1)!);

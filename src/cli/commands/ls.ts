@@ -1,6 +1,5 @@
-import { signatureIssuer, signatureUserId } from '../../crypto/index.js';
 import { TarportError } from '../../errors.js';
-import { hostsHolding, recordMembers, type Ack, type ReleaseMember, type ReleaseRef, type Repository } from '../../repo/index.js';
+import { type Ack, type ReleaseMember, type ReleaseSummary, type ReleaseRef, type Repository } from '../../repo/index.js';
 import { openRepository, type ConnectionFlags, type Context } from '../context.js';
 import { humanBytes, table } from '../output.js';
 
@@ -8,45 +7,17 @@ export interface LsFlags extends ConnectionFlags {
   latest?: boolean;
 }
 
-export interface ListedRelease {
-  name: string;
-  tag: string;
-  version: number;
-  kind: string;
-  size: number;
-  created: string;
-  signer: string | null;
-  /** The signer's user id as the signature names it (unverified; absent from signatures made before tarport named it), or null. */
-  signerUserId: string | null;
-  encrypted: boolean;
-  current: boolean;
-  /** The release record's digest: what the catalog names and a consumer checks. */
-  digest: string;
+/** One row of `ls` (and of `ls --json`'s releases). */
+export type ListedRelease = Omit<ReleaseSummary, 'record' | 'members'> & {
   /** A multi-platform release's members (platform images, attestations, absent platforms); empty otherwise. */
   platforms: ReleaseMember[];
-  /** The hosts whose acknowledgement (tarport/acks/) names this very release. */
-  hosts: { host: string; hostname: string; loaded: string; runtime: string; platform: string }[];
-}
+};
 
 /** One release as ls and log show it, read through the repository's public readers. */
 export async function describeRelease(repo: Repository, ref: ReleaseRef, current: ReadonlySet<string>, acks: readonly Ack[], signal: AbortSignal): Promise<ListedRelease> {
-  const { record, digest } = await repo.readRecord(ref, undefined, { signal });
-  const sig = await repo.readRecordSignature(ref, signal);
-  return {
-    name: ref.name,
-    tag: ref.tag,
-    version: record.version,
-    kind: record.kind,
-    size: record.layers.reduce((n, l) => n + l.size, 0) + (record.config?.size ?? 0),
-    created: record.created,
-    signer: sig ? ((await signatureIssuer(sig)) ?? 'unreadable signature') : null,
-    signerUserId: sig ? ((await signatureUserId(sig)) ?? null) : null,
-    encrypted: record.layers.some((l) => l.encryption !== undefined) || (record.index?.platforms.some((p) => p.config.encryption !== undefined) ?? false),
-    current: current.has(`${ref.name}:${ref.tag}:${ref.record}`),
-    digest,
-    platforms: recordMembers(record),
-    hosts: hostsHolding(acks, ref.name, ref.tag, digest),
-  };
+  const r = await repo.describeRelease(ref, current, acks, signal);
+  // the order of `ls --json`'s fields, as before the description moved to repo/
+  return { name: r.name, tag: r.tag, version: r.version, kind: r.kind, size: r.size, created: r.created, signer: r.signer, signerUserId: r.signerUserId, encrypted: r.encrypted, current: r.current, digest: r.digest, platforms: r.members, hosts: r.hosts };
 }
 
 /** The PLATFORMS column: `linux/amd64,linux/arm64 +1 attestation-manifest +1 absent`, or `-`. */

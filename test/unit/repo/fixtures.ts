@@ -1,6 +1,3 @@
-import {} from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { writeDemoArchives } from '../../../src/archive/index.js';
 import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../../src/producer/index.js';
 import { Repository, checkRepository } from '../../../src/repo/index.js';

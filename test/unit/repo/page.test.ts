@@ -79,4 +79,48 @@ describe('index.html', () => {
     const html = t.files.get('index.html')!.toString('utf8');
     expect(html).toContain('<td>linux/amd64, linux/arm64/v8, attestation-manifest (unknown/unknown, never loaded), linux/s390x (listed without its blobs)</td>');
   });
+
+  it('a rewrite reads only the records that are new since the last one (the page data keeps the rest)', async () => {
+    const t = new MemoryTransport();
+    await publish(t, 0, '1');
+    await publish(t, 1, '1');
+    await publish(t, 0, '2');
+    const before = new Set([...t.files.keys()].filter((k) => k.startsWith('tarport/releases/') && k.endsWith('.json')));
+    expect(before.size).toBe(3);
+    const reads: string[] = [];
+    const read = t.read.bind(t);
+    t.read = (key, opts) => {
+      reads.push(key);
+      return read(key, opts);
+    };
+    await publish(t, 1, '2');
+    // the publisher reads the current record of each tag (what to reuse, whether it is new); the
+    // page reads none of the records it described before
+    const recordReads = reads.filter((k) => before.has(k));
+    expect(recordReads.filter((k) => k.includes('/1/00000001-'))).toEqual([]);
+    expect(reads.filter((k) => k.endsWith('.json.asc') && before.has(k.slice(0, -4)))).toEqual([]);
+    const html = t.files.get('index.html')!.toString('utf8');
+    expect(html.match(/<td>v1<\/td>/g)).toHaveLength(2);
+    const data = JSON.parse(t.files.get('tarport/page-data.json')!.toString('utf8')) as { releases: Record<string, unknown> };
+    expect(Object.keys(data.releases)).toHaveLength(4);
+  });
+
+  it('page data that does not parse, or that does not match its record, is rebuilt from the records', async () => {
+    const t = new MemoryTransport();
+    await publish(t, 0, '1');
+    const data = JSON.parse(t.files.get('tarport/page-data.json')!.toString('utf8')) as { releases: Record<string, { version: number; digest: string }> };
+    const [key] = Object.keys(data.releases);
+    // a lie about the record: another digest (and version) than the record file's name carries
+    data.releases[key!] = { ...data.releases[key!]!, version: 1, digest: `sha256:${'f'.repeat(64)}` };
+    t.files.set('tarport/page-data.json', Buffer.from(JSON.stringify(data)));
+    await publish(t, 1, '1');
+    const kept = JSON.parse(t.files.get('tarport/page-data.json')!.toString('utf8')) as typeof data;
+    expect(kept.releases[key!]!.digest).not.toBe(`sha256:${'f'.repeat(64)}`);
+    t.files.set('tarport/page-data.json', Buffer.from('{"schema": "tarport.page-data/v1", "releases": 7}'));
+    await publish(t, 0, '2');
+    const html = t.files.get('index.html')!.toString('utf8');
+    expect(html).toContain('v2 <strong>current</strong>');
+    expect(html).toContain('<h2 id="demo/app:2">demo/app:2</h2>');
+    expect(Object.keys((JSON.parse(t.files.get('tarport/page-data.json')!.toString('utf8')) as typeof data).releases)).toHaveLength(3);
+  });
 });

@@ -1,0 +1,52 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+
+/**
+ * What a multipart upload had confirmed when its run ended: kept between runs so that the next run
+ * sends only the parts still missing. S3 has ListParts for this, but not every S3-compatible server
+ * (s3rver), so the producer keeps its own record. Keyed by the upload's target (endpoint, bucket,
+ * key); an upload resumes only a record of the same size and part size.
+ */
+const EntrySchema = z.strictObject({
+  target: z.string(),
+  uploadId: z.string().min(1),
+  size: z.number().int().nonnegative(),
+  partSize: z.number().int().positive(),
+  parts: z.array(z.strictObject({ n: z.number().int().positive(), etag: z.string().min(1) })),
+});
+export type JournalEntry = z.infer<typeof EntrySchema>;
+
+export interface UploadJournal {
+  load(target: string): Promise<JournalEntry | undefined>;
+  save(entry: JournalEntry): Promise<void>;
+  drop(target: string): Promise<void>;
+}
+
+/**
+ * A journal in a local folder (the producer's state folder): one small JSON file per upload under
+ * way, replaced by rename. An unreadable record is no record (the upload starts afresh).
+ */
+export function folderJournal(dir: string): UploadJournal {
+  const file = (target: string) => join(dir, `${createHash('sha256').update(target).digest('hex').slice(0, 32)}.json`);
+  return {
+    async load(target) {
+      try {
+        const e = EntrySchema.parse(JSON.parse(await readFile(file(target), 'utf8')));
+        return e.target === target ? e : undefined;
+      } catch {
+        return undefined;
+      }
+    },
+    async save(entry) {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      const tmp = `${file(entry.target)}.${randomBytes(4).toString('hex')}.tmp`;
+      await writeFile(tmp, JSON.stringify(entry), { mode: 0o600 });
+      await rename(tmp, file(entry.target));
+    },
+    async drop(target) {
+      await rm(file(target), { force: true });
+    },
+  };
+}
