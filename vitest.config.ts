@@ -19,13 +19,16 @@ export default defineConfig({
         test: { name: 'unit', include: ['test/unit/**/*.test.ts'], sequence: { groupOrder: 0 }, isolate: false },
       },
       {
-        // the integration tests share two Docker daemons and the test servers: one file at a time,
-        // after the unit project has finished
+        // after the unit project has finished, files run side by side, each in a test lane of its own
+        // (Docker daemons, containerd, Podman: test/integration/lane.ts); they share the servers
         extends: true,
         test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],
-          poolOptions: { forks: { singleFork: true } },
+          setupFiles: ['test/integration/lane.ts'],
+          // a file shares the cores with the other lanes: twice the single-lane bound (an integration
+          // test that ends sooner is no slower for it; one that hangs is still stopped)
+          testTimeout: 240_000,
           sequence: { groupOrder: 1 },
         },
       },

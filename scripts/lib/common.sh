@@ -136,8 +136,10 @@ tp_start_dockerd() {
 # this script's own, no CRI plugin) beside the Docker daemons; the snapshotter follows the storage
 # driver (overlayfs where the kernel has overlay, native otherwise). Exports TP_CONTAINERD_SOCK and
 # TP_CONTAINERD_SNAPSHOTTER (ctr and tarport read CONTAINERD_SNAPSHOTTER too). Waits until it answers.
+# With a SUFFIX (a test lane's, see tp_start_lanes) it lives in containerdSUFFIX and the socket is
+# exported as TP_CONTAINERD_SOCKSUFFIX.
 tp_start_containerd() {
-  local d="$TP_RUN/containerd"
+  local sfx=${1:-} d="$TP_RUN/containerd${1:-}"
   mkdir -p "$d/root" "$d/state"
   local snap=native
   [ "$(tp_storage_driver)" = overlay2 ] && snap=overlayfs
@@ -160,7 +162,9 @@ TOML
   local i
   for i in $(seq 1 120); do
     if [ -S "$d/containerd.sock" ] && ctr -a "$d/containerd.sock" version >/dev/null 2>&1; then
-      export TP_CONTAINERD_SOCK="$d/containerd.sock" TP_CONTAINERD_SNAPSHOTTER=$snap CONTAINERD_SNAPSHOTTER=$snap
+      export TP_CONTAINERD_SNAPSHOTTER=$snap CONTAINERD_SNAPSHOTTER=$snap
+      printf -v "TP_CONTAINERD_SOCK$sfx" '%s' "$d/containerd.sock"
+      export "TP_CONTAINERD_SOCK$sfx"
       return 0
     fi
     sleep 0.5
@@ -176,21 +180,25 @@ tp_ctr() { ctr -a "$TP_CONTAINERD_SOCK" "$@"; }
 # the run dir (vfs: no overlay mounts to clean up, cgroupfs, a file event log) and a containers.conf
 # of its own: this sandbox refuses to set rlimits, so default_ulimits is empty. Exports
 # TP_PODMAN_SOCK (unix://...), TP_PODMAN_ARGS (the same storage flags for the podman CLI) and
-# CONTAINERS_CONF. Waits until it answers.
+# CONTAINERS_CONF. Waits until it answers. With a SUFFIX (a test lane's) it lives in podmanSUFFIX and
+# exports TP_PODMAN_SOCKSUFFIX, TP_PODMAN_ARGSSUFFIX and TP_CONTAINERS_CONFSUFFIX only.
 tp_start_podman() {
-  local d="$TP_RUN/podman"
+  local sfx=${1:-} d="$TP_RUN/podman${1:-}"
   mkdir -p "$d/root" "$d/runroot" "$d/tmp"
   printf '[containers]\ndefault_ulimits = []\n[engine]\ntmp_dir = "%s"\n' "$d/tmp" > "$d/containers.conf"
-  export CONTAINERS_CONF="$d/containers.conf" TP_CONTAINERS_CONF="$d/containers.conf"
-  TP_PODMAN_ARGS="--root $d/root --runroot $d/runroot --storage-driver vfs --cgroup-manager cgroupfs --events-backend file"
+  local args="--root $d/root --runroot $d/runroot --storage-driver vfs --cgroup-manager cgroupfs --events-backend file"
   # shellcheck disable=SC2086
-  podman $TP_PODMAN_ARGS system service --time=0 "unix://$d/podman.sock" >"$d/podman.log" 2>&1 &
+  CONTAINERS_CONF="$d/containers.conf" podman $args system service --time=0 "unix://$d/podman.sock" >"$d/podman.log" 2>&1 &
   echo $! > "$d/podman.pid"
   TP_PIDFILES+=("$d/podman.pid")
   local i
   for i in $(seq 1 120); do
     if [ -S "$d/podman.sock" ] && curl -sf --unix-socket "$d/podman.sock" http://d/_ping >/dev/null 2>&1; then
-      export TP_PODMAN_SOCK="unix://$d/podman.sock" TP_PODMAN_ARGS
+      if [ -z "$sfx" ]; then export CONTAINERS_CONF="$d/containers.conf"; fi
+      printf -v "TP_CONTAINERS_CONF$sfx" '%s' "$d/containers.conf"
+      printf -v "TP_PODMAN_ARGS$sfx" '%s' "$args"
+      printf -v "TP_PODMAN_SOCK$sfx" '%s' "unix://$d/podman.sock"
+      export "TP_CONTAINERS_CONF$sfx" "TP_PODMAN_ARGS$sfx" "TP_PODMAN_SOCK$sfx"
       return 0
     fi
     sleep 0.5
@@ -237,6 +245,45 @@ tp_cleanup() {
   exit $rc
 }
 
+# Test lanes: the integration project runs its files in several worker processes at once. Each lane
+# has Docker daemons (producer, consumer), a containerd and a Podman service of its own, so that
+# files running side by side never see each other's images, namespaces or stores (the servers are
+# shared: every test works in folders, prefixes and buckets of its own). Lane 1 uses the plain
+# variables (TP_SOCK_producer, TP_CONTAINERD_SOCK, ...), lane K the same names ending in _K;
+# test/integration/lane.ts claims a free lane for each test file. TP_LANES chooses how many; the
+# default matches vitest's worker count (vitest.config.ts: at least 2, one per core), at most 4.
+tp_lanes() {
+  if [ -n "${TP_LANES:-}" ]; then echo "$TP_LANES"; return; fi
+  local n; n=$(nproc 2>/dev/null || echo 2)
+  [ "$n" -lt 2 ] && n=2
+  [ "$n" -gt 4 ] && n=4
+  echo "$n"
+}
+
+# tp_start_lanes: the daemons of lanes 2..TP_LANES (lane 1's are started by name); exports TP_LANES
+# and TP_LANE_LOCKS (where test files claim lanes).
+tp_start_lanes() {
+  local n k; n=$(tp_lanes)
+  for ((k = 2; k <= n; k++)); do
+    tp_start_dockerd "producer_$k"
+    tp_start_dockerd "consumer_$k"
+    tp_start_containerd "_$k"
+    tp_start_podman "_$k"
+  done
+  mkdir -p "$TP_RUN/lanes"
+  export TP_LANES=$n TP_LANE_LOCKS="$TP_RUN/lanes"
+  tp_log "$n test lanes"
+}
+
+# tp_lane_fixtures: the fixture images tp_build_fixtures left in lane 1's producer, into the other
+# lanes' producers (tests push tarport-fixture/app:1 and :2 from the daemon).
+tp_lane_fixtures() {
+  local k
+  for ((k = 2; k <= ${TP_LANES:-1}; k++)); do
+    tp_docker producer save tarport-fixture/base:1 tarport-fixture/app:1 tarport-fixture/app:2 tarport-fixture/small:1 tarport-fixture/small:2 | tp_docker "producer_$k" load -q >/dev/null
+  done
+}
+
 # tp_docker NAME ARGS...: the docker CLI against one of our daemons.
 tp_docker() {
   local name=$1; shift
@@ -251,6 +298,7 @@ tp_docker() {
 #   app-export.tar, app-export.tar.gz docker export of a v1 container (a rootfs)
 #   app-v1-oci.tar, app-v1-oci-gzip.tar  Docker 25+ style (OCI layout), plain and gzip layer blobs
 #   app-v2-oci-gzip.tar
+#   small-v1.tar, small-v2.tar        docker save of a tiny image pair of the same shape as app
 tp_build_fixtures() {
   local d=$1 out=$2
   local ctx; ctx=$(mktemp -d "$TP_RUN/fixture-ctx.XXXXXX")
@@ -276,6 +324,18 @@ DOCKERFILE
   { head -n 4 "$ctx/app/Dockerfile.v1"; echo 'COPY v2.txt /app/'; echo 'CMD ["/bin/cat", "/app/v2.txt"]'; } > "$ctx/app/Dockerfile.v2"
   DOCKER_BUILDKIT=0 tp_docker "$d" build -q --network none -f "$ctx/app/Dockerfile.v1" -t tarport-fixture/app:1 "$ctx/app" >/dev/null
   DOCKER_BUILDKIT=0 tp_docker "$d" build -q --network none -f "$ctx/app/Dockerfile.v2" -t tarport-fixture/app:2 "$ctx/app" >/dev/null
+
+  # small-v1.tar, small-v2.tar: the same shape (v2 = v1's layers + one) in a few hundred KiB, for
+  # the tests that race or kill hundreds of publishes, where the protocol is under test, not the bytes
+  mkdir -p "$ctx/small"
+  head -c 256K /dev/urandom > "$ctx/small/random.bin"
+  echo "small v1" > "$ctx/small/v1.txt"; echo "small v2" > "$ctx/small/v2.txt"
+  printf 'FROM scratch\nCOPY random.bin /random.bin\nCOPY v1.txt /v1.txt\n' > "$ctx/small/Dockerfile.v1"
+  { cat "$ctx/small/Dockerfile.v1"; echo 'COPY v2.txt /v2.txt'; } > "$ctx/small/Dockerfile.v2"
+  DOCKER_BUILDKIT=0 tp_docker "$d" build -q --network none -f "$ctx/small/Dockerfile.v1" -t tarport-fixture/small:1 "$ctx/small" >/dev/null
+  DOCKER_BUILDKIT=0 tp_docker "$d" build -q --network none -f "$ctx/small/Dockerfile.v2" -t tarport-fixture/small:2 "$ctx/small" >/dev/null
+  tp_docker "$d" save -o "$out/small-v1.tar" tarport-fixture/small:1
+  tp_docker "$d" save -o "$out/small-v2.tar" tarport-fixture/small:2
 
   tp_docker "$d" save -o "$out/app-v1.tar" tarport-fixture/app:1
   tp_docker "$d" save -o "$out/app-v2.tar" tarport-fixture/app:2
@@ -393,7 +453,9 @@ max_clients=0"
     "$common" $p_ftps $((pasv + 40)) $((pasv + 79)) "$s/ftps.crt" "$s/ftps.key" > "$s/vsftpd-ftps.conf"
   vsftpd "$s/vsftpd-ftp.conf" > "$s/vsftpd-ftp.log" 2>&1 & echo $! > "$s/vsftpd-ftp.pid"
   vsftpd "$s/vsftpd-ftps.conf" > "$s/vsftpd-ftps.log" 2>&1 & echo $! > "$s/vsftpd-ftps.pid"
-  "$(tp_pure_ftpd)" -S "127.0.0.1,$p_ftp2" -l unix -E -p "$((pasv + 80)):$((pasv + 119))" -P 127.0.0.1 -u 100 -c 20 -C 20 > "$s/pure-ftpd.log" 2>&1 & echo $! > "$s/pure-ftpd.pid"
+  # test files run side by side (test lanes), each with several connections open: the connection
+  # limits (pure-ftpd's -c/-C, sshd's MaxStartups) are far above what they open at once
+  "$(tp_pure_ftpd)" -S "127.0.0.1,$p_ftp2" -l unix -E -p "$((pasv + 80)):$((pasv + 119))" -P 127.0.0.1 -u 100 -c 200 -C 200 > "$s/pure-ftpd.log" 2>&1 & echo $! > "$s/pure-ftpd.pid"
 
   printf '[127.0.0.1]:%s %s\n' $p_sftp "$(cut -d' ' -f1-2 "$s/ssh_host_ed25519_key.pub")" > "$s/known_hosts"
   cat > "$s/sshd_config" <<SSHD
@@ -409,6 +471,8 @@ StrictModes no
 UsePAM no
 PermitRootLogin no
 Subsystem sftp internal-sftp
+MaxStartups 200
+MaxSessions 200
 SSHD
   /usr/sbin/sshd -D -e -f "$s/sshd_config" > "$s/sshd.log" 2>&1 & echo $! > "$s/sshd-launcher.pid"
 

@@ -71,7 +71,7 @@ describe('8 producers racing', () => {
       for (let trial = 0; trial < 3; trial++) {
         const url = await make();
         const tags = Array.from({ length: 8 }, (_, i) => `t${i}`);
-        const runs = await Promise.all(tags.map((tag, i) => tarport(['push', '--init', fixture(i % 2 ? 'app-v2.tar' : 'app-v1.tar'), '--to', url, '--name', `race/app:${tag}`, ...flags], withPw)));
+        const runs = await Promise.all(tags.map((tag, i) => tarport(['push', '--init', fixture(i % 2 ? 'small-v2.tar' : 'small-v1.tar'), '--to', url, '--name', `race/app:${tag}`, ...flags], withPw)));
         for (const r of runs) expect(r.code, r.stderr).toBe(0);
         publishes += runs.length;
         const inCatalog = await catalogTags(url);
@@ -89,12 +89,12 @@ describe('kill -9', () => {
   it('push, sync and gc killed at 17 offsets each (51 points): check clean, after repair where it says so', async () => {
     const dir = await tempDir();
     const base = join(dir, 'base');
-    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', base, '--name', 'kill/app:1'])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('small-v1.tar'), '--to', base, '--name', 'kill/app:1'])).code).toBe(0);
     const full = join(dir, 'full'); // v1 and v2: gc --keep 1 has garbage to remove
     await cp(base, full, { recursive: true });
     // how long a push takes here, to spread the kills over it
     const t0 = Date.now();
-    expect((await tarport(['push', '--init', fixture('app-v2.tar'), '--to', full, '--name', 'kill/app:1'])).code).toBe(0);
+    expect((await tarport(['push', '--init', fixture('small-v2.tar'), '--to', full, '--name', 'kill/app:1'])).code).toBe(0);
     const span = Math.max(400, (Date.now() - t0) * 1.2);
     const stats = { points: 0, killed: 0, repaired: 0, unclean: 0 };
     for (let i = 0; i < 17; i++) {
@@ -105,7 +105,7 @@ describe('kill -9', () => {
       const g = join(dir, `g${i}`);
       await cp(full, g, { recursive: true });
       const runs: [string, number | 'killed'][] = [
-        [p, await killedAfter(['push', '--init', fixture('app-v2.tar'), '--to', p, '--name', 'kill/app:1'], ms)],
+        [p, await killedAfter(['push', '--init', fixture('small-v2.tar'), '--to', p, '--name', 'kill/app:1'], ms)],
         [s, await killedAfter(['sync', '--init', full, s], ms)],
         [g, await killedAfter(['gc', g, '--keep', '1', '--grace', '0s'], ms / 2)],
       ];
@@ -131,7 +131,7 @@ describe('gc racing publishes', () => {
   const prepare = () =>
     (prepared ??= (async () => {
       const dir = join(await tempDir(), 'prepared');
-      for (const f of ['app-v1.tar', 'app-v2.tar']) expect((await tarport(['push', '--init', fixture(f), '--to', dir, '--name', 'gc/app:a'])).code).toBe(0);
+      for (const f of ['small-v1.tar', 'small-v2.tar']) expect((await tarport(['push', '--init', fixture(f), '--to', dir, '--name', 'gc/app:a'])).code).toBe(0);
       return dir;
     })());
   const home = process.env.TP_SERVER_HOME!;
@@ -152,13 +152,13 @@ describe('gc racing publishes', () => {
       const probe = await make(randomBytes(3).toString('hex'));
       await copyPrepared(probe.path);
       const t0 = Date.now();
-      expect((await tarport(['push', fixture('app-v1.tar'), '--to', probe.url, '--name', 'gc/app:b', ...flags], withPw)).code).toBe(0);
+      expect((await tarport(['push', fixture('small-v1.tar'), '--to', probe.url, '--name', 'gc/app:b', ...flags], withPw)).code).toBe(0);
       const span = Date.now() - t0;
       let broken = 0;
       for (let k = 0; k < offsets; k++) {
         const { url, path } = await make(randomBytes(3).toString('hex'));
         await copyPrepared(path);
-        const push = tarport(['push', fixture('app-v1.tar'), '--to', url, '--name', 'gc/app:b', ...flags], withPw);
+        const push = tarport(['push', fixture('small-v1.tar'), '--to', url, '--name', 'gc/app:b', ...flags], withPw);
         await new Promise((r) => setTimeout(r, (k * span) / offsets));
         const gc = await tarport(['gc', url, '--keep', '1', '--grace', '0s', ...flags], withPw);
         const p = await push;

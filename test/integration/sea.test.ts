@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -18,7 +18,13 @@ let arm64: string;
 
 beforeAll(async () => {
   dir = await tempDir();
-  await run('bash', [join(ROOT, 'scripts/build-sea'), 'x64', 'arm64'], { env: { ...process.env, SEA_OUT: join(dir, 'sea') }, timeout: 600_000, maxBuffer: 64 << 20 });
+  // built from a copy of the working tree: build-sea rebuilds dist/, which the test files running
+  // beside this one run the CLI from meanwhile (node_modules hard-linked, as in package.test.ts)
+  const copy = join(dir, 'src');
+  await mkdir(copy);
+  for (const f of ['package.json', 'package-lock.json', 'tsconfig.json', 'bin', 'src', 'scripts']) await run('cp', ['-a', join(ROOT, f), copy]);
+  await run('cp', ['-al', join(ROOT, 'node_modules'), copy]);
+  await run('bash', [join(copy, 'scripts/build-sea'), 'x64', 'arm64'], { env: { ...process.env, SEA_OUT: join(dir, 'sea') }, timeout: 600_000, maxBuffer: 64 << 20 });
   exe = join(dir, 'sea', 'tarport-linux-x64');
   arm64 = join(dir, 'sea', 'tarport-linux-arm64');
 }, 660_000);

@@ -129,12 +129,16 @@ describe('resume: a transfer cut twice completes and re-sends little', () => {
 
 describe('timeouts', () => {
   it('a reader slower than the timeout is not a stalled server: FTP and FTPS reads and readTo complete', async () => {
+    // the timeout also bounds the connect and the TLS handshake: 2 s, which a busy machine with files
+    // running side by side needs (400 ms failed the connect); each pause is more than twice as long
+    const TIMEOUT = 2000;
+    const PAUSE = 4500;
     const data = randomBytes(6 * 1024 * 1024);
     for (const url of [S.TP_FTP_URL, S.TP_FTPS_URL]) {
       const sub = `slow-${randomBytes(4).toString('hex')}`;
       await (await open(url, {}, sub)).write('x', () => Readable.from([data]));
       const resumes: number[] = [];
-      const t = new FtpTransport(parseLocation(`${url}/${sub}`) as never, { password: S.TP_FTP_PASSWORD, ca: S.TP_FTPS_CA, timeoutMs: 400, onResume: (at) => resumes.push(at) });
+      const t = new FtpTransport(parseLocation(`${url}/${sub}`) as never, { password: S.TP_FTP_PASSWORD, ca: S.TP_FTPS_CA, timeoutMs: TIMEOUT, onResume: (at) => resumes.push(at) });
       opened.push(t);
       // the stream: nobody reads for longer than the timeout, twice
       const s = await t.read('x');
@@ -144,7 +148,7 @@ describe('timeouts', () => {
         chunks.push(c as Buffer);
         if (chunks.length === 3 || chunks.length === 40) {
           pauses++;
-          await new Promise((r) => setTimeout(r, 900));
+          await new Promise((r) => setTimeout(r, PAUSE));
         }
       }
       expect(pauses).toBe(2);
@@ -153,7 +157,7 @@ describe('timeouts', () => {
       const got: Buffer[] = [];
       await t.readTo('x', async (c) => {
         got.push(Buffer.from(c));
-        if (got.length === 2) await new Promise((r) => setTimeout(r, 900));
+        if (got.length === 2) await new Promise((r) => setTimeout(r, PAUSE));
       });
       expect(Buffer.concat(got).equals(data)).toBe(true);
       expect(resumes).toEqual([]); // no connection was dropped for taking its time
