@@ -48,7 +48,12 @@ describe('ingest: archives of podman, ctr and skopeo publish as one release of t
 
   beforeAll(async () => {
     dir = await tempDir();
-    await podman('load', '-q', '-i', fixture('app-v1.tar'));
+    // Podman 4 names a docker-archive's short RepoTags under localhost/ (localhost/tarport-fixture/
+    // app:1); the name every other tool uses is given to what it says it loaded
+    const { stdout } = await podman('load', '-i', fixture('app-v1.tar'));
+    const loaded = /^Loaded image(?:\(s\))?: (\S+)$/m.exec(stdout)?.[1];
+    if (!loaded) throw new Error(`podman load said no image name: ${stdout}`);
+    await podman('tag', loaded, 'docker.io/tarport-fixture/app:1');
     await ctr('images', 'import', fixture('app-v1.tar'));
     const a = (n: string) => (archives[n] = join(dir, `${n}.tar`));
     await podman('save', '--format', 'docker-archive', '-o', a('podman-docker-archive'), 'docker.io/tarport-fixture/app:1');
