@@ -47,9 +47,12 @@ function saveArchive(layers: Buffer[], repoTag: string, created: string): Buffer
   return tarOf(files);
 }
 
-/** Writes demo-v1.tar and demo-v2.tar into `dir`; returns their paths. */
-export async function writeDemoArchives(dir: string, repoTag = 'tarport-demo/hello:latest'): Promise<string[]> {
-  const base = tarOf([['base.bin', pseudoRandom(4 << 20, 'tarport demo base')]]);
+/**
+ * Writes demo-v1.tar and demo-v2.tar into `dir`; returns their paths. `baseBytes`: the size of the
+ * shared base layer's one file (tests that publish hundreds of times take a small one).
+ */
+export async function writeDemoArchives(dir: string, repoTag = 'tarport-demo/hello:latest', baseBytes = 4 << 20): Promise<string[]> {
+  const base = tarOf([['base.bin', pseudoRandom(baseBytes, 'tarport demo base')]]);
   const app1 = tarOf([['hello.txt', Buffer.from('hello from tarport, version 1\n')]]);
   const app2 = tarOf([['news.txt', Buffer.from('version 2 adds this file and nothing else\n')]]);
   const v1 = saveArchive([base, app1], repoTag, '2026-01-01T00:00:00Z');
