@@ -20,7 +20,7 @@ async function ours() {
 }
 
 function curl() {
-  const out = execFileSync('curl', ['-sS', '--fail', '--cacert', ca, '-o', '/dev/null', '-w', '%{time_total} %{size_download}', `${base}/${name}`]).toString().split(' ');
+  const out = execFileSync('curl', ['-sS', '--fail', '--max-time', '600', '--cacert', ca, '-o', '/dev/null', '-w', '%{time_total} %{size_download}', `${base}/${name}`]).toString().split(' ');
   if (Number(out[1]) !== Number(size)) throw new Error(`curl read ${out[1]} bytes of ${size}`);
   return Number(out[0]);
 }
