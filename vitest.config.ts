@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { defineConfig } from 'vitest/config';
+import DurationSequencer from './test/sequencer.js';
 
 export default defineConfig({
   test: {
@@ -7,6 +8,8 @@ export default defineConfig({
     hookTimeout: 180_000,
     pool: 'forks',
     setupFiles: ['test/setup.ts'],
+    // integration files longest first (test/sequencer.ts)
+    sequence: { sequencer: DurationSequencer },
     // vitest's default is one worker less than the cores: a single worker on a 2-core machine, which
     // would run the unit files one after another. Many of them wait on child processes and timers.
     maxWorkers: Math.max(2, availableParallelism()),
