@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// Thin launcher: the CLI lives in dist/ (built by `npm run build`, which scripts/demo and scripts/test run).
+// Thin launcher: the CLI lives in dist/bundle/ (built by `npm run build`, which scripts/demo and scripts/test
+// run: tsc, then scripts/bundle.mjs).
 import { constants } from 'node:os';
-import { main } from '../dist/cli/main.js';
+import { main } from '../dist/bundle/main.js';
 
 let settled = false;
 // Should the event loop ever run dry while a command still awaits something, say so and fail:

@@ -35,11 +35,13 @@ describe('the npm package', () => {
   it('ships dist, bin, docs, LICENSE and its dependencies; no source maps, no sources, no compiled-at-install helpers', async () => {
     const { stdout } = await run('tar', ['tzf', tgz], { maxBuffer: 64 << 20 });
     const files = stdout.split('\n').filter(Boolean);
-    for (const f of ['bin/tarport.js', 'dist/cli/main.js', 'dist/archive/zstdworker.js', 'LICENSE', 'README.md', 'docs/install.md', 'docs/cli.md', 'node_modules/openpgp/package.json', 'node_modules/ssh2/package.json', 'node_modules/@aws-sdk/client-s3/package.json']) {
+    for (const f of ['bin/tarport.js', 'dist/bundle/main.js', 'dist/bundle/zstdworker.js', 'dist/bundle/copyworker.js', 'LICENSE', 'README.md', 'docs/install.md', 'docs/cli.md', 'node_modules/openpgp/package.json', 'node_modules/ssh2/package.json', 'node_modules/@aws-sdk/client-s3/package.json']) {
       expect(files, f).toContain(`package/${f}`);
     }
     expect(files.filter((f) => /^package\/(dist|bin)\/.*\.map$/.test(f))).toEqual([]);
     expect(files.filter((f) => f.startsWith('package/src/') || f.startsWith('package/test/'))).toEqual([]);
+    // what runs is the bundle (scripts/bundle.mjs): tsc's file-per-module output stays at home
+    expect(files.filter((f) => f.startsWith('package/dist/') && !f.startsWith('package/dist/bundle/'))).toEqual([]);
     expect(files.filter((f) => /^package\/node_modules\/(cpu-features|buildcheck|zstd-napi|typescript|vitest)\//.test(f))).toEqual([]);
     const { stdout: license } = await run('tar', ['xzf', tgz, '-O', 'package/LICENSE']);
     expect(license).toContain('Apache License\n                           Version 2.0, January 2004');

@@ -1,0 +1,31 @@
+// Run by `npm run build` after tsc: bundles dist/ into dist/bundle/, which bin/tarport.js runs.
+// Why: Node loads ES modules file by file, and from dist/ a push loaded 168 of them (95 of them zod's)
+// before it did any work; from the bundle, 25 (docs/install.md, "Start-up").
+// Splitting keeps each command's code in chunks of its own, loaded when the command runs, as the
+// dynamic imports in cli/main.ts ask. Left outside (loaded from node_modules as before): native
+// modules, packages that start worker threads from files of their own (pino), and large ones that
+// only some commands use and that are single files or loaded lazily already.
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+
+const external = ['zstd-napi', 'ssh2', 'cpu-features', '*.node', 'pino', 'thread-stream', 'undici', 'openpgp', '@aws-sdk/*', '@smithy/*'];
+
+await build({
+  absWorkingDir: fileURLToPath(new URL('..', import.meta.url)),
+  // the worker files are entries of their own, found beside the chunk that starts them
+  // (new URL('./zstdworker.js', import.meta.url)): every output file sits in one folder
+  entryPoints: ['dist/cli/main.js', 'dist/archive/zstdworker.js', 'dist/sync/copyworker.js'],
+  outdir: 'dist/bundle',
+  entryNames: '[name]',
+  chunkNames: 'chunk-[hash]',
+  bundle: true,
+  splitting: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node20',
+  external,
+  // CommonJS packages inside the bundle call require() for Node's modules; an ES module has none
+  banner: { js: "import { createRequire as __tarportRequire } from 'node:module'; const require = __tarportRequire(import.meta.url);" },
+  legalComments: 'none',
+  logLevel: 'warning',
+});
