@@ -5,13 +5,18 @@
 // dynamic imports in cli/main.ts ask. Left outside (loaded from node_modules as before): native
 // modules, packages that start worker threads from files of their own (pino), and large ones that
 // only some commands use and that are single files or loaded lazily already.
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
-const external = ['zstd-napi', 'ssh2', 'cpu-features', '*.node', 'pino', 'thread-stream', 'undici', 'openpgp', '@aws-sdk/*', '@smithy/*'];
+// cli-progress and yaml: CommonJS (yaml's build for Node) loaded with import(), whose named exports a
+// bundled chunk loses: esbuild gives such a chunk a default export only (checked below)
+const external = ['zstd-napi', 'ssh2', 'cpu-features', '*.node', 'pino', 'thread-stream', 'undici', 'openpgp', 'cli-progress', 'yaml', '@aws-sdk/*', '@smithy/*'];
 
+const root = fileURLToPath(new URL('..', import.meta.url));
 await build({
-  absWorkingDir: fileURLToPath(new URL('..', import.meta.url)),
+  absWorkingDir: root,
   // the worker files are entries of their own, found beside the chunk that starts them
   // (new URL('./zstdworker.js', import.meta.url)): every output file sits in one folder
   entryPoints: ['dist/cli/main.js', 'dist/archive/zstdworker.js', 'dist/sync/copyworker.js'],
@@ -29,3 +34,16 @@ await build({
   legalComments: 'none',
   logLevel: 'warning',
 });
+
+// A CommonJS package that src/ loads with import() and the bundle holds: its chunk exports only a
+// default, and `(await import('x')).name` would be undefined at run time. Such a package goes into
+// `external` above.
+const out = join(root, 'dist/bundle');
+for (const f of readdirSync(out)) {
+  const text = readFileSync(join(out, f), 'utf8');
+  if (/^export default require_/m.test(text)) {
+    const pkg = [...text.matchAll(/^\/\/ node_modules\/((?:@[^/]+\/)?[^/]+)\//gm)].at(-1)?.[1] ?? '?';
+    console.error(`bundle: dist/bundle/${f} is CommonJS loaded with import() (${pkg}): add it to external in scripts/bundle.mjs`);
+    process.exit(1);
+  }
+}
