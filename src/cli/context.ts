@@ -93,10 +93,13 @@ function s3Options(flags: ConnectionFlags): Pick<TransportOptions, 's3'> {
  * writes (`write: true`) is refused before it starts when the location is read-only (a web mirror).
  * `signal` (the command's: SIGTERM, SIGINT) drops every connection at once when it fires.
  */
-export async function openRepository(url: string | undefined, flag: string, flags: ConnectionFlags = {}, opts: { write?: boolean; signal?: AbortSignal } = {}): Promise<Repository & { counters: TransportCounters; beside: Transport }> {
+export async function openRepository(url: string | undefined, flag: string, flags: ConnectionFlags = {}, opts: { write?: boolean; signal?: AbortSignal; warn?: (message: string) => void } = {}): Promise<Repository & { counters: TransportCounters; beside: Transport }> {
   if (!url) throw new TarportError('USAGE', `no repository given: pass ${flag} URL (a path, file://, ftp://, ftps://, sftp://, http://, https:// or s3://)`);
   const loc = parseLocation(url);
-  const transport = await openTransport(loc, { ...(await transportOptions(flags)), ...(opts.signal ? { signal: opts.signal } : {}) });
+  const topts = await transportOptions(flags);
+  const warn = opts.warn;
+  const s3 = topts.s3 && warn ? { s3: { ...topts.s3, onJournalFault: warn } } : {};
+  const transport = await openTransport(loc, { ...topts, ...s3, ...(opts.signal ? { signal: opts.signal } : {}) });
   if (opts.write && transport.capabilities.readOnly) {
     await transport.close();
     throw new TarportError('USAGE', `${flag} ${transport.location}: ${loc.kind}:// locations are read-only (a web mirror serves what an origin publishes); write to the origin instead`);

@@ -26,10 +26,18 @@ export interface UploadJournal {
 
 /**
  * A journal in a local folder (the producer's state folder): one small JSON file per upload under
- * way, replaced by rename. An unreadable record is no record (the upload starts afresh).
+ * way, replaced by rename. An unreadable record is no record (the upload starts afresh). A folder
+ * that cannot be written (a read-only home, a full disk) costs only the resume: the upload goes on
+ * without a record, and `onFault` says so once, so that nobody counts on a resume that cannot come.
  */
-export function folderJournal(dir: string): UploadJournal {
+export function folderJournal(dir: string, onFault: (message: string) => void): UploadJournal {
   const file = (target: string) => join(dir, `${createHash('sha256').update(target).digest('hex').slice(0, 32)}.json`);
+  let broken = false;
+  const fault = (what: string, e: unknown) => {
+    if (broken) return;
+    broken = true;
+    onFault(`cannot ${what} the record of a multipart upload in ${dir} (${(e as Error).message}): the upload goes on, but if it is cut, the next run sends it from the start`);
+  };
   return {
     async load(target) {
       try {
@@ -40,13 +48,20 @@ export function folderJournal(dir: string): UploadJournal {
       }
     },
     async save(entry) {
-      await mkdir(dir, { recursive: true, mode: 0o700 });
+      if (broken) return;
       const tmp = `${file(entry.target)}.${randomBytes(4).toString('hex')}.tmp`;
-      await writeFile(tmp, JSON.stringify(entry), { mode: 0o600 });
-      await rename(tmp, file(entry.target));
+      try {
+        await mkdir(dir, { recursive: true, mode: 0o700 });
+        await writeFile(tmp, JSON.stringify(entry), { mode: 0o600 });
+        await rename(tmp, file(entry.target));
+      } catch (e) {
+        await rm(tmp, { force: true }).catch(() => undefined);
+        fault('write', e);
+      }
     },
     async drop(target) {
-      await rm(file(target), { force: true });
+      // a record left behind is harmless: the next upload of this target checks it against the server
+      await rm(file(target), { force: true }).catch((e: unknown) => fault('remove', e));
     },
   };
 }

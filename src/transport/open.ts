@@ -26,7 +26,7 @@ export interface TransportOptions {
    */
   readonly signal?: AbortSignal;
   /** S3: an S3-compatible server's URL, the region, path-style addressing (cli/ reads them). */
-  readonly s3?: { readonly endpoint?: string; readonly region?: string; readonly pathStyle?: boolean; /** where multipart uploads are recorded between runs (journal.ts) */ readonly journalDir?: string };
+  readonly s3?: { readonly endpoint?: string; readonly region?: string; readonly pathStyle?: boolean; /** where multipart uploads are recorded between runs (journal.ts) */ readonly journalDir?: string; /** a journal folder that cannot be written: said once, the upload goes on */ readonly onJournalFault?: (message: string) => void };
   /** Told the offset each time a transfer resumes. */
   readonly onResume?: (at: number) => void;
 }
@@ -54,7 +54,7 @@ export async function openTransport(loc: Location, opts: TransportOptions = {}):
         ...(opts.s3?.endpoint ? { endpoint: opts.s3.endpoint } : {}),
         ...(opts.s3?.region ? { region: opts.s3.region } : {}),
         ...(opts.s3?.pathStyle !== undefined ? { pathStyle: opts.s3.pathStyle } : {}),
-        ...(opts.s3?.journalDir ? { journal: (await import('./journal.js')).folderJournal(opts.s3.journalDir) } : {}),
+        ...(opts.s3?.journalDir ? { journal: (await import('./journal.js')).folderJournal(opts.s3.journalDir, opts.s3.onJournalFault ?? ((m) => process.emitWarning(m))) } : {}),
         ...(opts.ca ? { ca: opts.ca } : {}),
         ...(opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {}),
         ...(opts.onResume ? { onResume: opts.onResume } : {}),

@@ -237,14 +237,14 @@ describe('multipart uploads resume across runs (journal)', () => {
       const { S3Transport } = await import(${JSON.stringify(dist('s3.js'))});
       const { folderJournal } = await import(${JSON.stringify(dist('journal.js'))});
       const t = new S3Transport({ kind: 's3', bucket: ${JSON.stringify(E.TP_S3_BUCKET)}, prefix: ${JSON.stringify(prefix)} },
-        { endpoint: ${JSON.stringify(endpoint)}, pathStyle: true, partSize: ${PART}, journal: folderJournal(${JSON.stringify(journalDir)}) });
+        { endpoint: ${JSON.stringify(endpoint)}, pathStyle: true, partSize: ${PART}, journal: folderJournal(${JSON.stringify(journalDir)}, (m) => { throw new Error(m); }) });
       await t.write('blob', { file: ${JSON.stringify(file)} });`;
     const child = spawn(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, ...AWS }, stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
     const exited = new Promise<NodeJS.Signals | null>((r) => child.on('exit', (_code, sig) => r(sig)));
     // the first run is killed once its journal records four confirmed parts
-    const journal = folderJournal(journalDir);
+    const journal = folderJournal(journalDir, (m) => expect.fail(m));
     const target = `${endpoint} ${E.TP_S3_BUCKET} ${prefix}/blob`;
     for (let i = 0; i < 1200 && ((await journal.load(target))?.parts.length ?? 0) < 4; i++) await new Promise((r) => setTimeout(r, 25));
     child.kill('SIGKILL');
@@ -271,7 +271,7 @@ describe('multipart uploads resume across runs (journal)', () => {
     const dir = await tempDir();
     const file = join(dir, 'blob');
     await writeFile(file, data);
-    const journal = folderJournal(join(dir, 'journal'));
+    const journal = folderJournal(join(dir, 'journal'), (m) => expect.fail(m));
     const prefix = fresh('stale');
     const target = `${E.TP_S3_ENDPOINT} ${E.TP_S3_BUCKET} ${prefix}/blob`;
     await journal.save({ target, uploadId: 'no-such-upload', size: PARTS * PART, partSize: PART, parts: [{ n: 1, etag: '"0123456789abcdef0123456789abcdef"' }] });

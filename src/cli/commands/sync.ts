@@ -40,7 +40,7 @@ export async function syncCommand(ctx: Context, srcUrl: string, dstUrl: string, 
   // the tool's files are read before anything is copied: a wrong path stops the run at once
   const tool = flags.withTool?.length ? await readToolFiles(flags.withTool, ctx.signal) : undefined;
   const src = await openRepository(srcUrl, 'SRC', flags, { signal: ctx.signal });
-  const dst = await openRepository(dstUrl, 'DST', flags, { write: true, signal: ctx.signal });
+  const dst = await openRepository(dstUrl, 'DST', flags, { write: true, signal: ctx.signal, warn: (m) => ctx.out.warn(m) });
   // a person at a terminal gets a progress bar instead of a line per object; logs keep the lines
   const bar = process.stderr.isTTY && !ctx.out.quiet ? await progressBar() : undefined;
   try {

@@ -31,7 +31,7 @@ export async function watchCommand(ctx: Context, dirArg: string, flags: WatchFla
   const giveUpMs = parseDuration(flags.giveUp ?? '10m', '--give-up');
   const sign = await signerFrom(flags);
   const encryptTo = flags.encryptTo?.length ? await loadRecipients(flags.encryptTo) : undefined;
-  const repo = await openRepository(flags.to, '--to', flags, { write: true, signal: ctx.signal });
+  const repo = await openRepository(flags.to, '--to', flags, { write: true, signal: ctx.signal, warn: (m) => ctx.out.warn(m) });
   const print = await eventPrinter(ctx.out, describeWatch, watchLevel);
   const sink = await openMetrics(flags, (e) => ctx.out.warn(`metrics not written: ${(e as Error).message}`));
   try {

@@ -18,7 +18,7 @@ const entry = (target: string, parts = 2): JournalEntry => ({
 describe('folderJournal', () => {
   it('keeps an entry per target, replaces it whole, and drops it', async () => {
     const dir = join(await tempDir(), 'journal');
-    const j = folderJournal(dir);
+    const j = folderJournal(dir, (m) => expect.fail(m));
     expect(await j.load('s3 a')).toBeUndefined(); // no folder yet: no record
     await j.save(entry('s3 a', 1));
     await j.save(entry('s3 b', 3));
@@ -35,7 +35,7 @@ describe('folderJournal', () => {
 
   it('an unreadable or foreign record is no record (the upload starts afresh)', async () => {
     const dir = join(await tempDir(), 'journal');
-    const j = folderJournal(dir);
+    const j = folderJournal(dir, (m) => expect.fail(m));
     await j.save(entry('s3 a'));
     const [file] = await readdir(dir);
     await writeFile(join(dir, file!), '{"target":"s3 a","uploadId":');
@@ -45,5 +45,21 @@ describe('folderJournal', () => {
     // a record whose file name matches but whose target differs (a hash collision) is not this upload's
     await writeFile(join(dir, file!), JSON.stringify(entry('s3 other')));
     expect(await j.load('s3 a')).toBeUndefined();
+  });
+
+  it('a folder that cannot be written costs the resume only: said once, nothing thrown, nothing left', async () => {
+    const base = await tempDir();
+    await writeFile(join(base, 'file'), 'x');
+    const dir = join(base, 'file', 'journal'); // below a file: mkdir fails with ENOTDIR
+    const faults: string[] = [];
+    const j = folderJournal(dir, (m) => faults.push(m));
+    await j.save(entry('s3 a'));
+    await j.save(entry('s3 a', 3));
+    await j.drop('s3 a');
+    expect(faults).toHaveLength(1);
+    expect(faults[0]).toContain(`cannot write the record of a multipart upload in ${dir} (ENOTDIR`);
+    expect(faults[0]).toContain('the next run sends it from the start');
+    expect(await j.load('s3 a')).toBeUndefined();
+    expect((await readdir(base)).sort()).toEqual(['file']);
   });
 });
