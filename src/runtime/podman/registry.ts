@@ -92,7 +92,8 @@ export class LoopbackRegistry {
       if (m[3] !== 'load' && m[3] !== manifest.digest) return send(res, 404, { errors: [{ code: 'MANIFEST_UNKNOWN', message: 'manifest unknown' }] });
       return this.sendBlob(res, manifest, head);
     }
-    const blob = this.blobs.get(decodeURIComponent(m[3]!));
+    // digests hold no characters that need escaping: the name is looked up as sent
+    const blob = this.blobs.get(m[3]!);
     if (!blob) return send(res, 404, { errors: [{ code: 'BLOB_UNKNOWN', message: 'blob unknown to registry' }] });
     this.sendBlob(res, blob, head);
   }

@@ -73,6 +73,7 @@ describe('LoopbackRegistry', () => {
     reg = await LoopbackRegistry.start(image());
     expect((await get(`/v2/library/busybox/manifests/load`)).status).toBe(404);
     expect((await get(`/v2/${reg.repository}/blobs/sha256:${'0'.repeat(64)}`)).status).toBe(404);
+    expect((await get(`/v2/${reg.repository}/blobs/%E0%A4%A`)).status).toBe(404);
     expect((await get(`/v2/${reg.repository}/blobs/uploads/`, 'POST')).status).toBe(405);
   });
 
