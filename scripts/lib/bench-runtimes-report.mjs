@@ -24,15 +24,18 @@ const load = Object.fromEntries(readFileSync(`${W}/runtimes-load.txt`, 'utf8').t
   const [label, ...v] = l.split(' ');
   return [label, v.map(Number)];
 }));
+// which way each Podman round loaded (registry-pull, or the upload fallback); absent in older runs
+const pathFile = `${W}/runtimes-path.txt`;
+const podmanPaths = existsSync(pathFile) ? readFileSync(pathFile, 'utf8').trim().split('\n').filter(Boolean).map((l) => l.split(' ')[1]) : undefined;
 const rt = {
   containerd: pair('ctrpull', 'base_ctr'),
-  podman: pair('podpull', 'base_podman'),
+  podman: { ...pair('podpull', 'base_podman'), ...(podmanPaths ? { paths: podmanPaths } : {}) },
   containerdUpdate: { ...readJson(`${W}/runtimes-update.json`), seconds: time('ctrupdate_1')[0] },
 };
 const ratios = runtimeRatios(rt);
 
 for (const [name, p] of [['containerd', rt.containerd], ['Podman', rt.podman]]) {
-  console.log(`${name}: tarport ${p.rounds.join(' / ')} s, baseline ${p.baselineRounds.join(' / ')} s (rounds, alternating)`);
+  console.log(`${name}: tarport ${p.rounds.join(' / ')} s, baseline ${p.baselineRounds.join(' / ')} s (rounds, alternating)${p.paths ? `; loaded by ${p.paths.join(' / ')}` : ''}`);
 }
 const u = rt.containerdUpdate;
 console.log(`containerd update: ${u.bytesRead} B read, ${u.newCompressedBytes} B new compressed; blobs added ${u.blobsAdded.length} (${u.newLayersAdded.length} new layer(s), ${u.v1LayersAddedAgain.length} of v1's layers)`);

@@ -5,13 +5,14 @@
 #   update       bytes a v2 pull into containerd reads vs v2's new compressed layers (+ 64 KiB)
 # Each round starts from an empty store (containerd: a namespace of its own, emptied with --sync so
 # its garbage collector has removed the content; Podman: rmi -a). Writes $W/runtimes-update.json and
-# $W/runtimes-load.txt (each measurement's label and the load averages after it: the machine is shared).
+# $W/runtimes-load.txt (each measurement's label and the load averages after it: the machine is shared)
+# and $W/runtimes-path.txt (which way each Podman round loaded: registry-pull or upload).
 BNS=tarport-bench
 rt_measure() {
   measure "$@"
   echo "$1 $(cut -d' ' -f1-3 /proc/loadavg)" >> "$W/runtimes-load.txt"
 }
-: > "$W/runtimes-load.txt"
+: > "$W/runtimes-load.txt"; : > "$W/runtimes-path.txt"
 ctr_empty() {
   local names; names=$(tp_ctr -n $BNS images ls -q)
   if [ -n "$names" ]; then
@@ -37,6 +38,9 @@ for r in $(seq 1 "$ROUNDS"); do
   podman_empty
   rm -rf "$W/pstate"
   rt_measure "podpull_$r" node bin/tarport.js pull --from "$W/repo" --state "$W/pstate" --runtime podman --podman-socket "$TP_PODMAN_SOCK" --json
+  # which way the image went in: Podman's pull from tarport's loopback registry, or the upload fallback
+  if grep -q "pulled by Podman from tarport's loopback registry" "$W/podpull_$r.err"; then echo "podpull_$r registry-pull" >> "$W/runtimes-path.txt"
+  else echo "podpull_$r upload" >> "$W/runtimes-path.txt"; tp_log "round $r: Podman took the upload fallback: $(grep -m1 'warning' "$W/podpull_$r.err")"; fi
 done
 podman_empty
 

@@ -57,7 +57,7 @@ export function describe(e: PollEvent): string {
     case 'loading':
       return `loading ${e.ref} v${e.version}: ${e.layers} layer(s), ${e.skipped} already in the daemon`;
     case 'loaded':
-      return `loaded ${e.ref} v${e.version} as ${e.imageId.slice(0, 19)} into ${e.runtime} (${e.platform}) (${humanBytes(e.bytesFetched)} fetched${e.signer ? `, signed by ${e.signer}` : ''})`;
+      return `loaded ${e.ref} v${e.version} as ${e.imageId.slice(0, 19)} into ${e.runtime} (${e.platform}) (${humanBytes(e.bytesFetched)} fetched${e.signer ? `, signed by ${e.signer}` : ''})${e.via ? `: ${e.via}` : ''}`;
     case 'fetched':
       return `fetched ${e.ref} v${e.version} into the cache: ${e.objects} object(s), ${humanBytes(e.bytesFetched)} fetched; not loaded (--fetch-only)`;
     case 'warning':

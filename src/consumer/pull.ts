@@ -2,7 +2,7 @@ import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
 import { CodecError, decompressor, ociBlobPath, ociLayerMediaType, prewarmDecompressors, releaseDecompressors, threadedDecompressor, writeLoadArchive, writeOciLoadArchive, type LoadFile } from '../archive/index.js';
 import { Digester, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
-import { formatPlatform, type ImageName, type LoadPlan, type Platform, type Runtime } from '../runtime/index.js';
+import { formatPlatform, type ImageName, type LoadPlan, type Platform, type Runtime, type VerifiedLoad } from '../runtime/index.js';
 import { isRefusalCode, TarportError } from '../errors.js';
 import { MAX_SMALL_BLOB_BYTES, platformView, familiarName, qualifiedName, sameName, type AckEntry, type Catalog, type CatalogEntry, type LayerDescriptor, type PinnedRecord, type ReleaseRecord, type Repository } from '../repo/index.js';
 import { ObjectCache } from './cache.js';
@@ -67,7 +67,7 @@ export interface PullOptions {
 export type PullEvent =
   | { kind: 'up-to-date'; ref: string; version: number }
   | { kind: 'loading'; ref: string; version: number; layers: number; skipped: number }
-  | { kind: 'loaded'; ref: string; version: number; imageId: string; bytesFetched: number; signer?: string; runtime: string; platform: string }
+  | { kind: 'loaded'; ref: string; version: number; imageId: string; bytesFetched: number; signer?: string; runtime: string; platform: string; via?: string }
   | { kind: 'fetched'; ref: string; version: number; objects: number; bytesFetched: number }
   | { kind: 'warning'; message: string }
   | { kind: 'refused'; ref: string; version: number; digest: string; message: string; code: string }
@@ -194,7 +194,7 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
       platform ??= opts.platform ?? (await docker.platform(opts.signal));
       // a multi-platform release: this platform's image only (its config and layers); never an attestation
       const view = record.kind === 'image' ? { ...verified, record: platformView(record, platform) } : verified;
-      const { imageId, bytesFetched, thin } = record.kind === 'image'
+      const { imageId, bytesFetched, thin, via } = record.kind === 'image'
         ? await loadImage(repo, docker, cache, view, (e) => emit(e), opts.decryptKey, opts.signal)
         : await importRootfs(repo, docker, cache, verified, platform, opts.decryptKey, opts.signal);
       (result as { bytesFetched: number }).bytesFetched += bytesFetched;
@@ -203,7 +203,7 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
       await store.write(state);
       result.loaded.push({ ref, version: record.version, imageId });
       acked.push({ name: entry.name, tag: entry.tag, version: record.version, digest: entry.digest, platform: formatPlatform(platform), runtime: docker.kind, loaded: loadedHere[ref]!.loadedAt });
-      emit({ kind: 'loaded', ref, version: record.version, imageId, bytesFetched, ...(signer ? { signer } : {}), runtime: docker.kind, platform: formatPlatform(platform) });
+      emit({ kind: 'loaded', ref, version: record.version, imageId, bytesFetched, ...(signer ? { signer } : {}), runtime: docker.kind, platform: formatPlatform(platform), ...(via ? { via } : {}) });
       anyThin ||= thin;
       if (opts.keepImages !== undefined) await retire(docker, loadedHere[ref]!, ref, opts.keepImages, emit, () => store.write(state));
       if (opts.hook) emit(await runHook(opts.hook, ref, record.version, opts.signal));
@@ -342,6 +342,8 @@ interface Loaded {
   readonly bytesFetched: number;
   /** The runtime took a thin archive (it keeps layers itself). */
   readonly thin: boolean;
+  /** How the image went in, when not by the planned archive (Runtime.loadVerified). */
+  readonly via?: string;
 }
 
 async function loadImage(
@@ -366,6 +368,8 @@ async function loadImage(
   emit({ kind: 'loading', ref, version: record.version, layers: record.layers.length, skipped: new Set(diffIds.filter((d) => plan.omit.has(d))).size });
   const fetching = layerFiles(repo, cache, record, plan, key, signal);
   const { files } = fetching;
+  const pulled = await loadVerified(docker, record, config, plan, fetching, emit, signal);
+  if (pulled) return pulled;
   // The index (manifest.json, index.json) is written last: if any layer fails its check, the
   // runtime never sees it and loads nothing.
   const stored = plan.format === 'oci-layout-stored';
@@ -382,6 +386,37 @@ async function loadImage(
   const bytesFetched = await fetching.done;
   const imageId = await docker.verify({ name, configDigest: record.contentKey, diffIds, ...(oci ? { manifestDigest: oci.manifestDigest } : {}) }, signal);
   return { imageId, bytesFetched: bytesFetched + config.length, thin: plan.thin };
+}
+
+/**
+ * A runtime that fetches the layers from tarport itself (Podman: a pull from tarport's loopback
+ * registry) reads the same files an archive would carry, as they are fetched into the cache and
+ * checked. When it cannot, a warning says why, and the caller loads the archive as planned (the
+ * files open again, from the cache). A failed fetch is that fault, never a reason to fall back.
+ */
+async function loadVerified(docker: Runtime, record: ReleaseRecord, config: Buffer, plan: LoadPlan, fetching: LayerFetching, emit: (e: PullEvent) => void, signal?: AbortSignal): Promise<Loaded | undefined> {
+  if (!docker.loadVerified || plan.format === 'docker-save' || plan.omit.size > 0) return undefined;
+  const stored = plan.format === 'oci-layout-stored';
+  const byName = new Map(fetching.files.map((f) => [f.name, f]));
+  const layers = record.layers.map((l) => {
+    const digest = stored ? l.digest : l.diffId;
+    const file = byName.get(ociBlobPath(digest))!;
+    return { digest, size: file.size, mediaType: ociLayerMediaType(stored ? l.compression : 'none'), open: file.open };
+  });
+  const name = imageName(record.name, record.tag);
+  let r: VerifiedLoad;
+  try {
+    r = await docker.loadVerified({ config, configDigest: record.contentKey, layers }, name, signal);
+  } catch (e) {
+    throw (await fetching.stop()) ?? e;
+  }
+  const bytesFetched = await fetching.done; // a failed fetch throws here, loaded or not
+  if (!r.loaded) {
+    emit({ kind: 'warning', message: `${record.name}:${record.tag} v${record.version}: ${r.reason}; uploading the image to ${docker.kind} as an archive instead` });
+    return undefined;
+  }
+  const imageId = await docker.verify({ name, configDigest: record.contentKey, diffIds: record.layers.map((l) => l.diffId), manifestDigest: r.manifestDigest }, signal);
+  return { imageId, bytesFetched: bytesFetched + config.length, thin: plan.thin, via: r.via };
 }
 
 /** The runtime's plan: one that takes layers as stored is offered them when none is encrypted. */

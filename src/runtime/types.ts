@@ -28,6 +28,31 @@ export interface StoredLayer {
   readonly digest: string;
 }
 
+/**
+ * A layer as the runtime reads it from tarport during loadVerified: `digest` and `size` of the
+ * bytes open() gives (the stored object's, or the uncompressed layer's: its diff ID), which come
+ * from objects the consumer checked against their digests (its cache), decompressed on the way or
+ * as stored. open() waits for the object's fetch, and fails when that failed.
+ */
+export interface VerifiedBlob {
+  readonly digest: string;
+  readonly size: number;
+  /** The OCI media type of these bytes (e.g. application/vnd.oci.image.layer.v1.tar+zstd). */
+  readonly mediaType: string;
+  open(): Promise<Readable>;
+}
+
+/** An image whose config tarport checked and whose layers come from verified objects. */
+export interface VerifiedImage {
+  readonly config: Buffer;
+  readonly configDigest: string;
+  /** In the config's order; a layer that repeats is served once. */
+  readonly layers: readonly VerifiedBlob[];
+}
+
+/** How loadVerified went: loaded (and how), or not tried through to the end and why (nothing loaded). */
+export type VerifiedLoad = { readonly loaded: true; readonly manifestDigest: string; readonly via: string } | { readonly loaded: false; readonly reason: string };
+
 /** How the consumer builds the load archive of one image for this runtime. */
 export interface LoadPlan {
   readonly format: LoadFormat;
@@ -84,6 +109,13 @@ export interface Runtime {
    * instead of plan() when the runtime has it and no layer is encrypted.
    */
   planStored?(layers: readonly StoredLayer[], signal?: AbortSignal): Promise<LoadPlan>;
+  /**
+   * Optional, for a runtime that can fetch the layers from tarport itself (Podman, pulling from a
+   * loopback registry): loads the image with no archive upload in between. Resolves
+   * `loaded: false` with a reason when the runtime could not take this path (the consumer then
+   * loads an archive as planned and says why); throws when the runtime refused the image.
+   */
+  loadVerified?(image: VerifiedImage, name: ImageName, signal?: AbortSignal): Promise<VerifiedLoad>;
   /** Loads an archive of the planned shape that holds the image `name`. */
   load(archive: Readable, name: ImageName, signal?: AbortSignal): Promise<void>;
   /** Imports a root file system tar under `name`; returns the image ID. */

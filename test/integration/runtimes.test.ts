@@ -1,7 +1,10 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fixture, realEnv, tarport, tempDir } from '../helpers.js';
 
 // Releases load into containerd (driven through ctr) and into Podman (through its API service),
@@ -124,12 +127,55 @@ describe('Podman: --runtime podman through its API service', () => {
     expect((await tarport(['push', '--init', fixture('app-v1.tar'), fixture('app-v2.tar'), '--to', repo])).code).toBe(0);
   });
 
-  it('releases load under Docker Hub names with the config digest as ID, and run', async () => {
+  it('releases load under Docker Hub names with the config digest as ID, pulled from the loopback registry (no upload), and run', async () => {
     const p = await pullJson(['--from', repo, '--state', state, '--runtime', 'podman', '--podman-socket', podmanSock]);
     expect(p.code).toBe(0);
-    expect(p.stderr).toMatch(/loaded tarport-fixture\/app:2 v1 as sha256:[0-9a-f]{12} into podman \(linux\//);
+    // each image went in by Podman's pull from tarport's loopback registry, not by an uploaded archive
+    for (const ref of ['app:1', 'app:2']) {
+      expect(p.stderr).toMatch(new RegExp(`loaded tarport-fixture/${ref} v1 as sha256:[0-9a-f]{12} into podman \\(linux/[^)]+\\) \\([^)]+ fetched\\): pulled by Podman from tarport's loopback registry \\([0-9.]+ MiB served, no upload\\)\n`));
+    }
+    expect(p.stderr).not.toContain('uploading the image');
     const ids = await podman('images', '--no-trunc', '--format', '{{.Repository}}:{{.Tag}} {{.ID}}');
     for (const l of p.doc.loaded) expect(ids).toContain(`docker.io/${l.ref} ${l.imageId}`);
+    // the registry's name came off again
+    expect(ids).not.toContain('tarport-load-');
     expect(await podman('run', '--rm', '--network', 'none', 'tarport-fixture/app:2')).toBe('hello from v2');
+  });
+});
+
+describe('Podman: a service that cannot reach the loopback registry gets the archive uploaded', () => {
+  // a Podman API service of its own in a network namespace of its own: its 127.0.0.1 is not ours
+  let service: ChildProcess | undefined;
+  let dir: string;
+  const sockOf = () => `unix://${join(dir, 'podman.sock')}`;
+  const args = () => ['--root', join(dir, 'root'), '--runroot', join(dir, 'runroot'), '--storage-driver', 'vfs', '--cgroup-manager', 'cgroupfs', '--events-backend', 'file'];
+  const env = () => ({ ...process.env, CONTAINERS_CONF: join(dir, 'containers.conf') });
+
+  beforeAll(async () => {
+    dir = await tempDir();
+    await mkdir(join(dir, 'tmp'));
+    await writeFile(join(dir, 'containers.conf'), `[containers]\ndefault_ulimits = []\n[engine]\ntmp_dir = "${join(dir, 'tmp')}"\n`);
+    service = spawn('unshare', ['--net', 'podman', ...args(), 'system', 'service', '--time=0', sockOf()], { env: env(), stdio: 'ignore' });
+    for (let i = 0; i < 120 && !existsSync(join(dir, 'podman.sock')); i++) await sleep(500);
+    expect(existsSync(join(dir, 'podman.sock'))).toBe(true);
+  }, 90_000);
+
+  afterAll(() => {
+    service?.kill('SIGTERM');
+  });
+
+  it('says why the pull could not be taken, then loads the archive, and the image is there', async () => {
+    const repo = join(await tempDir(), 'repo');
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo])).code).toBe(0);
+    const p = await pullJson(['--from', repo, '--state', await tempDir(), '--runtime', 'podman', '--podman-socket', sockOf()]);
+    expect(p.code).toBe(0);
+    expect(p.stderr).toMatch(
+      /warning: tarport-fixture\/app:1 v1: Podman could not pull from tarport's loopback registry 127\.0\.0\.1:\d+ \(which it never reached\): .*network is unreachable; uploading the image to podman as an archive instead\n/,
+    );
+    expect(p.stderr).toMatch(/loaded tarport-fixture\/app:1 v1 as sha256:[0-9a-f]{12} into podman \(linux\/[^)]+\) \([^)]+ fetched\)\n/);
+    expect(p.stderr).not.toContain('pulled by Podman');
+    const ids = (await run('podman', [...args(), 'images', '--no-trunc', '--format', '{{.Repository}}:{{.Tag}} {{.ID}}'], { env: env(), timeout: 120_000 })).stdout;
+    expect(ids).toContain(`docker.io/tarport-fixture/app:1 ${p.doc.loaded[0]!.imageId}`);
+    expect(ids).not.toContain('tarport-load-');
   });
 });

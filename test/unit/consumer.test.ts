@@ -1,8 +1,9 @@
 import type { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { TarArchive, writeDemoArchives } from '../../src/archive/index.js';
-import { pull } from '../../src/consumer/index.js';
-import { DockerRuntime, chainIds, type DockerApi, type ImageStore } from '../../src/runtime/index.js';
+import { createHash } from 'node:crypto';
+import { pull, type PullEvent } from '../../src/consumer/index.js';
+import { DockerRuntime, chainIds, type DockerApi, type ExpectedImage, type ImageName, type ImageStore, type LoadPlan, type Runtime, type VerifiedImage, type VerifiedLoad } from '../../src/runtime/index.js';
 import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../src/producer/index.js';
 import { Repository } from '../../src/repo/index.js';
 import { MemoryTransport } from '../../src/transport/index.js';
@@ -207,5 +208,97 @@ describe('rollback state follows the repository, not its location', () => {
       expect(first.loaded.map((l) => l.ref)).toEqual(['demo/app:1']);
       expect(second.upToDate).toEqual(['demo/app:1']);
     }
+  });
+});
+
+/** A runtime that fetches layers itself (as Podman from the loopback registry), or cannot (`reachable` false). */
+class FetchingRuntime implements Runtime {
+  readonly kind = 'podman' as const;
+  readonly endpoint = 'fake://podman';
+  readonly uploads: number[] = [];
+  readonly pulled: string[] = [];
+  private readonly images = new Map<string, string>();
+  constructor(private readonly reachable: boolean) {}
+  async platform() {
+    return { os: 'linux', architecture: 'amd64' };
+  }
+  async plan(): Promise<LoadPlan> {
+    return { format: 'docker-save', omit: new Set(), thin: false, qualifiedNames: true };
+  }
+  async planStored(): Promise<LoadPlan> {
+    return { format: 'oci-layout-stored', omit: new Set(), thin: false, qualifiedNames: true };
+  }
+  async loadVerified(image: VerifiedImage, name: ImageName): Promise<VerifiedLoad> {
+    if (!this.reachable) return { loaded: false, reason: 'the fake service is elsewhere' };
+    // like Podman's pull: every blob is read and checked against the manifest's digest
+    for (const l of image.layers) {
+      const bytes = await readAll(await l.open());
+      if (`sha256:${createHash('sha256').update(bytes).digest('hex')}` !== l.digest) throw new Error(`blob ${l.digest} does not match`);
+      this.pulled.push(l.digest);
+    }
+    this.images.set(name.qualified, image.configDigest);
+    return { loaded: true, manifestDigest: `sha256:${'0'.repeat(64)}`, via: 'pulled by the fake' };
+  }
+  async load(archive: Readable, name: ImageName): Promise<void> {
+    const dir = await tempDir();
+    await pipeline(archive, createWriteStream(join(dir, 'load.tar')));
+    const t = await TarArchive.open(join(dir, 'load.tar'));
+    const index = JSON.parse((await t.readEntry('index.json')).toString()) as { manifests: { digest: string }[] };
+    const m = JSON.parse((await t.readEntry(`blobs/sha256/${index.manifests[0]!.digest.slice(7)}`)).toString()) as { config: { digest: string }; layers: unknown[] };
+    this.uploads.push(m.layers.length);
+    this.images.set(name.qualified, m.config.digest);
+  }
+  async importRootfs(): Promise<string> {
+    throw new Error('not used');
+  }
+  async imageId(name: ImageName) {
+    return this.images.get(name.qualified);
+  }
+  async verify(expected: ExpectedImage): Promise<string> {
+    if (this.images.get(expected.name.qualified) !== expected.configDigest) throw new Error(`${expected.name.qualified} is not there`);
+    return expected.configDigest;
+  }
+  async removeImage(): Promise<boolean> {
+    return false;
+  }
+}
+
+async function readAll(s: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of s) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+describe('a runtime that fetches the layers itself (loadVerified)', () => {
+  it('takes every layer as stored from the checked cache, with no archive upload, and the loaded event says how', async () => {
+    const repo = await repoWithDemo();
+    const rt = new FetchingRuntime(true);
+    const events: PullEvent[] = [];
+    const r = await pull(repo, rt, { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: await tempDir(), onEvent: (e) => events.push(e) });
+    expect(r.loaded.map((l) => l.ref)).toEqual(['demo/app:1']);
+    expect(rt.uploads).toEqual([]);
+    expect(rt.pulled).toHaveLength(2);
+    expect(events.find((e) => e.kind === 'loaded')).toMatchObject({ ref: 'demo/app:1', via: 'pulled by the fake' });
+  });
+
+  it('when the runtime cannot, warns with its reason and uploads the archive from the same cache', async () => {
+    const repo = await repoWithDemo();
+    const rt = new FetchingRuntime(false);
+    const events: PullEvent[] = [];
+    const r = await pull(repo, rt, { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: await tempDir(), onEvent: (e) => events.push(e) });
+    expect(r.loaded.map((l) => l.ref)).toEqual(['demo/app:1']);
+    expect(rt.uploads).toEqual([2]);
+    expect(events.filter((e) => e.kind === 'warning')).toEqual([{ kind: 'warning', message: 'demo/app:1 v1: the fake service is elsewhere; uploading the image to podman as an archive instead' }]);
+    expect(events.find((e) => e.kind === 'loaded')).not.toHaveProperty('via');
+  });
+
+  it('a tampered object fails the pull with its digest fault, and nothing is loaded or uploaded', async () => {
+    const repo = await repoWithDemo();
+    for (const [k, v] of mem.files) {
+      if (k.startsWith('blobs/') && v.length > 100_000) mem.files.set(k, Buffer.concat([v.subarray(0, 1000), Buffer.alloc(v.length - 1000)]));
+    }
+    const rt = new FetchingRuntime(true);
+    await expect(pull(repo, rt, { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: await tempDir() })).rejects.toThrow(/digest mismatch/);
+    expect([rt.uploads, await rt.imageId({ familiar: 'demo/app:1', qualified: 'docker.io/demo/app:1' })]).toEqual([[], undefined]);
   });
 });

@@ -5,14 +5,14 @@ import { chainIds } from '../types.js';
 
 export type ImageStore = 'graphdriver' | 'containerd';
 
-interface Endpoint {
+export interface Endpoint {
   socketPath?: string;
   host?: string;
   port?: number;
   display: string;
 }
 
-function parseDockerHost(value: string | undefined): Endpoint {
+export function parseDockerHost(value: string | undefined): Endpoint {
   const v = value && value !== '' ? value : 'unix:///var/run/docker.sock';
   if (v.startsWith('unix://')) return { socketPath: v.slice('unix://'.length), display: v };
   const m = /^(?:tcp|http):\/\/([^:/]+)(?::(\d+))?\/?$/.exec(v);

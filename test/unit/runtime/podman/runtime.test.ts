@@ -1,8 +1,12 @@
-// src/runtime/podman/runtime.ts: the load plan and the platform (the real Podman runs in
-// test/integration/runtimes.test.ts).
+// src/runtime/podman/runtime.ts: the load plan, the platform and loadVerified (the real Podman
+// runs in test/integration/runtimes.test.ts).
+import { createHash } from 'node:crypto';
 import { machine } from 'node:os';
+import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { PodmanRuntime, platformOfMachine, type DockerApi } from '../../../../src/runtime/index.js';
+import { PodmanRuntime, platformOfMachine, type DockerApi, type VerifiedLoad } from '../../../../src/runtime/index.js';
+import type { LibpodApi } from '../../../../src/runtime/podman/libpod.js';
+import { servedImage } from '../../../../src/runtime/podman/runtime.js';
 
 // no call may reach the API: plan and platform are answered without it
 const api = new Proxy({ endpoint: 'unix:///nowhere/podman.sock' }, {
@@ -19,5 +23,83 @@ describe('Podman load plan and platform', () => {
 
   it("is the host's platform, without asking the API (Podman's GET /version is slow)", async () => {
     expect(await new PodmanRuntime(api).platform()).toEqual(platformOfMachine('linux', machine()));
+  });
+});
+
+// loadVerified: Podman pulls from the loopback registry; a fake libpod pulls it over HTTP as Podman would
+const blob = (bytes: Buffer, mediaType: string) => ({ digest: digestOf(bytes), size: bytes.length, mediaType, open: async () => Readable.from([bytes]) });
+const digestOf = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+const config = Buffer.from('{"rootfs":{"type":"layers","diff_ids":[]}}');
+const layerA = blob(Buffer.alloc(5000, 1), 'application/vnd.oci.image.layer.v1.tar+zstd');
+const layerB = blob(Buffer.alloc(7000, 2), 'application/vnd.oci.image.layer.v1.tar+zstd');
+const verified = { config, configDigest: digestOf(config), layers: [layerA, layerB, layerA] };
+const name = { familiar: 'team/app:1', qualified: 'docker.io/team/app:1' };
+
+/** A libpod API whose pull reads the manifest and every blob it names from the registry and checks them. */
+function pullingLibpod(calls: string[], opts: { local?: boolean; pull?: (ref: string) => Promise<string> } = {}): LibpodApi {
+  return {
+    local: opts.local ?? true,
+    pull: opts.pull ?? (async (ref) => {
+      calls.push(`pull ${ref}`);
+      const [host, rest] = [ref.slice(0, ref.indexOf('/')), ref.slice(ref.indexOf('/') + 1)];
+      const [repo, tag] = rest.split(':') as [string, string];
+      const manifest = Buffer.from(await (await fetch(`http://${host}/v2/${repo}/manifests/${tag}`)).arrayBuffer());
+      const m = JSON.parse(manifest.toString()) as { config: { digest: string }; layers: { digest: string }[] };
+      for (const d of [m.config.digest, ...m.layers.map((l) => l.digest)]) {
+        const bytes = Buffer.from(await (await fetch(`http://${host}/v2/${repo}/blobs/${d}`)).arrayBuffer());
+        if (digestOf(bytes) !== d) throw new Error(`blob ${d} does not match`);
+      }
+      return m.config.digest;
+    }),
+    tag: async (id, repo, tag) => void calls.push(`tag ${id} ${repo}:${tag}`),
+    untag: async (id, repo, tag) => void calls.push(`untag ${id} ${repo}:${tag}`),
+  };
+}
+
+describe('Podman loadVerified: a pull from the loopback registry', () => {
+  it('serves the manifest and each blob once to the pull, names the image and takes the registry name off', async () => {
+    const calls: string[] = [];
+    const got = await new PodmanRuntime(api, pullingLibpod(calls)).loadVerified(verified, name);
+    expect(got.loaded).toBe(true);
+    const r = got as Extract<VerifiedLoad, { loaded: true }>;
+    expect(r.via).toBe(`pulled by Podman from tarport's loopback registry (0.0 MiB served, no upload)`);
+    const served = servedImage(verified);
+    expect(r.manifestDigest).toBe(served.manifest.digest);
+    const [pull, tag, untag] = calls;
+    const ref = /^pull (127\.0\.0\.1:\d+\/tarport-load-[0-9a-f]{32}):load$/.exec(pull!)![1]!;
+    expect(tag).toBe(`tag ${verified.configDigest} docker.io/team/app:1`);
+    expect(untag).toBe(`untag ${verified.configDigest} ${ref}:load`);
+    expect(calls).toHaveLength(3);
+  });
+
+  it('has an OCI manifest naming the config and every layer in order, and serves a repeated layer once', () => {
+    const served = servedImage(verified);
+    const m = JSON.parse(served.manifest.bytes.toString()) as { mediaType: string; config: { digest: string; size: number }; layers: { digest: string }[] };
+    expect(served.manifest.digest).toBe(digestOf(served.manifest.bytes));
+    expect(m.mediaType).toBe('application/vnd.oci.image.manifest.v1+json');
+    expect(m.config).toEqual({ mediaType: 'application/vnd.oci.image.config.v1+json', digest: verified.configDigest, size: config.length });
+    expect(m.layers.map((l) => l.digest)).toEqual([layerA.digest, layerB.digest, layerA.digest]);
+    expect(served.blobs.map((b) => b.digest)).toEqual([verified.configDigest, layerA.digest, layerB.digest]);
+  });
+
+  it('is not tried with a service that is not on a local socket', async () => {
+    const calls: string[] = [];
+    const r = await new PodmanRuntime(api, pullingLibpod(calls, { local: false })).loadVerified(verified, name);
+    expect(r).toEqual({ loaded: false, reason: 'the Podman API service at unix:///nowhere/podman.sock is not a local socket: it cannot pull from this machine\'s loopback' });
+    expect(calls).toEqual([]);
+  });
+
+  it('says why when the pull failed before it reached the registry, and names nothing', async () => {
+    const calls: string[] = [];
+    const pull = async () => Promise.reject(new Error('dial tcp: connect: network is unreachable'));
+    const r = await new PodmanRuntime(api, pullingLibpod(calls, { pull })).loadVerified(verified, name);
+    expect(r.loaded).toBe(false);
+    expect(!r.loaded && r.reason).toMatch(/^Podman could not pull from tarport's loopback registry 127\.0\.0\.1:\d+ \(which it never reached\): dial tcp: connect: network is unreachable$/);
+    expect(calls).toEqual([]);
+  });
+
+  it("throws tarport's own fault (a layer that could not be opened), not a reason to fall back", async () => {
+    const broken = { ...verified, layers: [layerA, { ...layerB, open: async () => Promise.reject(new Error('object sha256:bbb failed its digest check')) }] };
+    await expect(new PodmanRuntime(api, pullingLibpod([])).loadVerified(broken, name)).rejects.toThrow('object sha256:bbb failed its digest check');
   });
 });

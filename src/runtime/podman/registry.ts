@@ -1,0 +1,137 @@
+import { randomBytes } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { TarportError, messageOf } from '../../errors.js';
+
+/** A blob the registry serves: bytes in memory (config, manifest) or a stream opened when asked for. */
+export interface ServedBlob {
+  readonly digest: string;
+  readonly size: number;
+  readonly mediaType: string;
+  readonly bytes?: Buffer;
+  readonly open?: () => Promise<Readable>;
+}
+
+/** One image as a registry serves it: its manifest (by the tag and by digest) and its blobs. */
+export interface ServedImage {
+  readonly manifest: ServedBlob & { readonly bytes: Buffer };
+  readonly blobs: readonly ServedBlob[];
+}
+
+/** What a pull took from the registry: requests answered and blob bytes sent. */
+export interface RegistryTraffic {
+  requests: number;
+  bytesSent: number;
+  /** Blob digests whose bytes were sent in full. */
+  readonly blobsSent: Set<string>;
+  /** The first blob that could not be opened or read, and why. */
+  fault?: unknown;
+}
+
+/**
+ * A read-only registry of one image on 127.0.0.1 (the distribution API's GET and HEAD of one
+ * manifest and its blobs), for the length of one load: Podman's API service pulls only from
+ * registries (its libpod pull refuses oci: and other local transports), and a pull reads each
+ * layer once, where a load spools the upload to a file and then unpacks that file again.
+ * The repository name holds 128 random bits: another local user cannot guess what to ask for in
+ * the seconds it lives. Podman checks every blob against the manifest's digest as it copies it.
+ */
+export class LoopbackRegistry {
+  readonly traffic: RegistryTraffic = { requests: 0, bytesSent: 0, blobsSent: new Set() };
+  private readonly blobs: Map<string, ServedBlob>;
+
+  /** 127.0.0.1:port, once listening. */
+  host = '';
+
+  private constructor(
+    private readonly server: Server,
+    readonly repository: string,
+    private readonly image: ServedImage,
+  ) {
+    this.blobs = new Map(image.blobs.map((b) => [b.digest, b]));
+  }
+
+  /** Starts the registry on an ephemeral loopback port. */
+  static async start(image: ServedImage): Promise<LoopbackRegistry> {
+    const repository = `tarport-load-${randomBytes(16).toString('hex')}`;
+    const server = createServer();
+    const reg = new LoopbackRegistry(server, repository, image);
+    server.on('request', (req, res) => reg.answer(req, res));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (e) => reject(new TarportError('IO', `could not open a loopback port for Podman to pull from: ${messageOf(e)}`, { cause: e })));
+      server.listen(0, '127.0.0.1', () => resolve());
+    });
+    reg.host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+    return reg;
+  }
+
+  /** host:port/repository:tag, the reference Podman pulls. */
+  get reference(): string {
+    return `${this.host}/${this.repository}:load`;
+  }
+
+  /** Stops listening and ends every connection still open (a pull that gave up keeps none). */
+  async close(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeAllConnections();
+    await closed;
+  }
+
+  private answer(req: IncomingMessage, res: ServerResponse): void {
+    this.traffic.requests++;
+    const head = req.method === 'HEAD';
+    if (req.method !== 'GET' && !head) return send(res, 405, { errors: [{ code: 'UNSUPPORTED', message: 'read-only registry' }] });
+    const path = (req.url ?? '').split('?')[0]!;
+    if (path === '/v2/' || path === '/v2') return send(res, 200, {});
+    const m = /^\/v2\/(.+)\/(manifests|blobs)\/([^/]+)$/.exec(path);
+    if (!m || m[1] !== this.repository) return send(res, 404, { errors: [{ code: 'NAME_UNKNOWN', message: 'repository name not known to registry' }] });
+    const manifest = this.image.manifest;
+    if (m[2] === 'manifests') {
+      if (m[3] !== 'load' && m[3] !== manifest.digest) return send(res, 404, { errors: [{ code: 'MANIFEST_UNKNOWN', message: 'manifest unknown' }] });
+      return this.sendBlob(res, manifest, head);
+    }
+    // digests hold no characters that need escaping: the name is looked up as sent
+    const blob = this.blobs.get(m[3]!);
+    if (!blob) return send(res, 404, { errors: [{ code: 'BLOB_UNKNOWN', message: 'blob unknown to registry' }] });
+    this.sendBlob(res, blob, head);
+  }
+
+  private sendBlob(res: ServerResponse, blob: ServedBlob, head: boolean): void {
+    const headers = {
+      'Content-Type': blob.mediaType,
+      'Content-Length': String(blob.size),
+      'Docker-Content-Digest': blob.digest,
+      'Docker-Distribution-API-Version': 'registry/2.0',
+    };
+    if (head || blob.bytes) {
+      res.writeHead(200, headers);
+      if (head) return void res.end();
+      this.traffic.bytesSent += blob.bytes!.length;
+      this.traffic.blobsSent.add(blob.digest);
+      return void res.end(blob.bytes);
+    }
+    this.stream(res, blob, headers).catch((e: unknown) => {
+      // a fetch that failed, a file gone, a decoder fault, a puller that hung up: the response ends
+      // short (or with 500), the pull fails, and the first fault is kept for the caller
+      this.traffic.fault ??= e;
+      if (res.headersSent) res.destroy();
+      else send(res, 500, { errors: [{ code: 'UNKNOWN', message: messageOf(e) }] });
+    });
+  }
+
+  private async stream(res: ServerResponse, blob: ServedBlob, headers: Record<string, string>): Promise<void> {
+    const src = await blob.open!();
+    res.writeHead(200, headers);
+    src.on('data', (c: Buffer) => (this.traffic.bytesSent += c.length));
+    await pipeline(src, res);
+    this.traffic.blobsSent.add(blob.digest);
+  }
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(text)), 'Docker-Distribution-API-Version': 'registry/2.0' });
+  res.end(text);
+}

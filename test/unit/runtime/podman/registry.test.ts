@@ -1,0 +1,95 @@
+// src/runtime/podman/registry.ts: the loopback registry Podman pulls a verified image from.
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { afterEach, describe, expect, it } from 'vitest';
+import { LoopbackRegistry, type ServedImage } from '../../../../src/runtime/podman/registry.js';
+
+const digestOf = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+const manifestBytes = Buffer.from('{"schemaVersion":2}');
+const configBytes = Buffer.from('{"config":1}');
+const layerBytes = Buffer.alloc(300_000, 7);
+const failing = `sha256:${'f'.repeat(64)}`;
+
+function image(): ServedImage {
+  return {
+    manifest: { digest: digestOf(manifestBytes), size: manifestBytes.length, mediaType: 'application/vnd.oci.image.manifest.v1+json', bytes: manifestBytes },
+    blobs: [
+      { digest: digestOf(configBytes), size: configBytes.length, mediaType: 'application/vnd.oci.image.config.v1+json', bytes: configBytes },
+      { digest: digestOf(layerBytes), size: layerBytes.length, mediaType: 'application/vnd.oci.image.layer.v1.tar+zstd', open: async () => Readable.from([layerBytes.subarray(0, 1000), layerBytes.subarray(1000)]) },
+      { digest: failing, size: 10, mediaType: 'application/vnd.oci.image.layer.v1.tar', open: async () => Promise.reject(new Error('the fetch of this object failed')) },
+    ],
+  };
+}
+
+let reg: LoopbackRegistry | undefined;
+afterEach(async () => {
+  await reg?.close();
+  reg = undefined;
+});
+
+async function get(path: string, method = 'GET'): Promise<{ status: number; type: string | null; digest: string | null; length: string | null; body: Buffer }> {
+  const res = await fetch(`http://${reg!.host}${path}`, { method });
+  return { status: res.status, type: res.headers.get('content-type'), digest: res.headers.get('docker-content-digest'), length: res.headers.get('content-length'), body: Buffer.from(await res.arrayBuffer()) };
+}
+
+describe('LoopbackRegistry', () => {
+  it('listens on 127.0.0.1 under a random repository name, and answers the API version check', async () => {
+    reg = await LoopbackRegistry.start(image());
+    const other = await LoopbackRegistry.start(image());
+    await other.close();
+    expect(reg.host).toMatch(/^127\.0\.0\.1:\d+$/);
+    expect(reg.repository).toMatch(/^tarport-load-[0-9a-f]{32}$/);
+    expect(other.repository).not.toBe(reg.repository);
+    expect(reg.reference).toBe(`${reg.host}/${reg.repository}:load`);
+    expect((await get('/v2/')).status).toBe(200);
+  });
+
+  it('serves the manifest by its tag and by its digest, with its media type and digest', async () => {
+    reg = await LoopbackRegistry.start(image());
+    for (const ref of ['load', digestOf(manifestBytes)]) {
+      const r = await get(`/v2/${reg.repository}/manifests/${ref}`);
+      expect(r.status).toBe(200);
+      expect(r.type).toBe('application/vnd.oci.image.manifest.v1+json');
+      expect(r.digest).toBe(digestOf(manifestBytes));
+      expect(r.body.equals(manifestBytes)).toBe(true);
+    }
+    expect((await get(`/v2/${reg.repository}/manifests/latest`)).status).toBe(404);
+  });
+
+  it('serves blobs from memory and from streams, HEAD without a body, and counts what it sent', async () => {
+    reg = await LoopbackRegistry.start(image());
+    const head = await get(`/v2/${reg.repository}/blobs/${digestOf(layerBytes)}`, 'HEAD');
+    expect([head.status, head.length, head.body.length]).toEqual([200, String(layerBytes.length), 0]);
+    const layer = await get(`/v2/${reg.repository}/blobs/${digestOf(layerBytes)}`);
+    expect(layer.body.equals(layerBytes)).toBe(true);
+    const config = await get(`/v2/${reg.repository}/blobs/${digestOf(configBytes)}`);
+    expect(config.body.equals(configBytes)).toBe(true);
+    expect(reg.traffic.bytesSent).toBe(layerBytes.length + configBytes.length);
+    expect([...reg.traffic.blobsSent].sort()).toEqual([digestOf(configBytes), digestOf(layerBytes)].sort());
+    expect(reg.traffic.requests).toBe(3);
+  });
+
+  it('knows no other repository or blob, and takes no writes', async () => {
+    reg = await LoopbackRegistry.start(image());
+    expect((await get(`/v2/library/busybox/manifests/load`)).status).toBe(404);
+    expect((await get(`/v2/${reg.repository}/blobs/sha256:${'0'.repeat(64)}`)).status).toBe(404);
+    expect((await get(`/v2/${reg.repository}/blobs/%E0%A4%A`)).status).toBe(404);
+    expect((await get(`/v2/${reg.repository}/blobs/uploads/`, 'POST')).status).toBe(405);
+  });
+
+  it('answers 500 for a blob that cannot be opened, and keeps that fault for the caller', async () => {
+    reg = await LoopbackRegistry.start(image());
+    const r = await get(`/v2/${reg.repository}/blobs/${failing}`);
+    expect(r.status).toBe(500);
+    expect((reg.traffic.fault as Error).message).toBe('the fetch of this object failed');
+    expect(reg.traffic.blobsSent.has(failing)).toBe(false);
+  });
+
+  it('is gone once closed', async () => {
+    reg = await LoopbackRegistry.start(image());
+    const host = reg.host;
+    await reg.close();
+    reg = undefined;
+    await expect(fetch(`http://${host}/v2/`)).rejects.toThrow('fetch failed');
+  });
+});
