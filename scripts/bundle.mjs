@@ -5,7 +5,7 @@
 // dynamic imports in cli/main.ts ask. Left outside (loaded from node_modules as before): native
 // modules, packages that start worker threads from files of their own (pino), and large ones that
 // only some commands use and that are single files or loaded lazily already.
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
@@ -15,6 +15,8 @@ import { build } from 'esbuild';
 const external = ['zstd-napi', 'ssh2', 'cpu-features', '*.node', 'pino', 'thread-stream', 'undici', 'openpgp', 'cli-progress', 'yaml', '@aws-sdk/*', '@smithy/*'];
 
 const root = fileURLToPath(new URL('..', import.meta.url));
+// chunk names change with their content: a folder kept from an earlier build would keep dead chunks
+rmSync(new URL('../dist/bundle', import.meta.url), { recursive: true, force: true });
 await build({
   absWorkingDir: root,
   // the worker files are entries of their own, found beside the chunk that starts them
