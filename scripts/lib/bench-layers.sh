@@ -2,7 +2,9 @@
 # (many.tar) against the same bytes in 4 layers (few.tar), each pushed over SFTP to the test sshd
 # and pulled (and loaded) from there into an empty consumer daemon, as the jobs' rows do but without
 # docker save (the same for any tool) and with push and pull timed apart. Alternating many and few,
-# $ROUNDS rounds, each push into an empty repository. Writes push_IMG_N.time and pull_IMG_N.time
+# $ROUNDS rounds, each push into an empty repository; beside each pull, docker load -i of the same
+# archive (the daemon's own cost of 40 layers, which bounds the ratio any tool can reach). Writes
+# push_IMG_N.time, load_IMG_N.time and pull_IMG_N.time
 # (wall, peak RSS, user and system CPU seconds), their --json output (requests, bytes) and
 # $W/layers-load.txt (each measurement's load averages).
 bench_layers() {
@@ -16,6 +18,10 @@ bench_layers() {
       rm -rf "$TP_SERVER_HOME/repo-$img"; sync
       measure "push_${img}_$r" node bin/tarport.js push --init "$W/$img.tar" --to "$url" "${keys[@]}" --json
       echo "push_${img}_$r $(cut -d' ' -f1-3 /proc/loadavg)" >> "$W/layers-load.txt"
+      # the daemon's own cost of many layers: docker load -i of the same archive, into an empty daemon
+      empty_consumer
+      measure "load_${img}_$r" env DOCKER_HOST="$TP_SOCK_consumer" "$TP_DOCKER" load -q -i "$W/$img.tar"
+      echo "load_${img}_$r $(cut -d' ' -f1-3 /proc/loadavg)" >> "$W/layers-load.txt"
       empty_consumer; rm -rf "$W/state-$img"
       measure "pull_${img}_$r" env DOCKER_HOST="$TP_SOCK_consumer" node bin/tarport.js pull --from "$url" "${keys[@]}" --state "$W/state-$img" --json
       echo "pull_${img}_$r $(cut -d' ' -f1-3 /proc/loadavg)" >> "$W/layers-load.txt"

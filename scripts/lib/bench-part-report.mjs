@@ -46,12 +46,16 @@ if (part === 'sync') {
 } else if (part === 'layers') {
   const l = { push: { many: series('push_many'), few: series('push_few') }, pull: { many: series('pull_many'), few: series('pull_few') } };
   for (const [k, s] of [['push, 40 layers', l.push.many], ['push, 4 layers', l.push.few], ['pull and load, 40 layers', l.pull.many], ['pull and load, 4 layers', l.pull.few]]) show(k, s);
+  // docker load -i of the same archives (runs before this was measured lack it)
+  const dockerLoad = existsSync(`${W}/load_many_1.time`) ? { many: series('load_many'), few: series('load_few') } : undefined;
+  if (dockerLoad) for (const [k, s] of [['docker load -i, 40 layers', dockerLoad.many], ['docker load -i, 4 layers', dockerLoad.few]]) show(k, s);
   const io = (f) => (existsSync(`${W}/${f}.out`) ? readJson(`${W}/${f}.out`).transport ?? null : null);
   const requests = { pushMany: io('push_many_1'), pushFew: io('push_few_1'), pullMany: io('pull_many_1'), pullFew: io('pull_few_1') };
   console.log(`transport (round 1): ${Object.entries(requests).map(([k, v]) => `${k} ${v?.requests ?? '?'} requests`).join(', ')}`);
-  result = { layers: { ...l, transport: requests } };
+  result = { layers: { ...l, ...(dockerLoad ? { dockerLoad } : {}), transport: requests } };
   ratios = [
     ...layerRatios({ push: { many: l.push.many.seconds, few: l.push.few.seconds }, pull: { many: l.pull.many.seconds, few: l.pull.few.seconds } }),
+    ...(dockerLoad ? [{ name: '40 layers / 4 layers, docker load -i (the daemon alone)', value: dockerLoad.many.seconds / dockerLoad.few.seconds, target: null, better: 'lower', detail: `${dockerLoad.many.seconds.toFixed(2)} s vs ${dockerLoad.few.seconds.toFixed(2)} s` }] : []),
     { name: '40 layers / 4 layers, CPU of push + pull and load', value: (l.push.many.cpuSeconds + l.pull.many.cpuSeconds) / (l.push.few.cpuSeconds + l.pull.few.cpuSeconds), target: null, better: 'lower', detail: `${(l.push.many.cpuSeconds + l.pull.many.cpuSeconds).toFixed(2)} CPU s vs ${(l.push.few.cpuSeconds + l.pull.few.cpuSeconds).toFixed(2)} CPU s (tarport's process)` },
   ];
 } else {
