@@ -1,6 +1,6 @@
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
-import { CodecError, decompressor, ociBlobPath, ociLayerMediaType, prewarmDecompressors, releaseDecompressors, threadedDecompressor, writeLoadArchive, writeOciLoadArchive, type Compression, type LoadFile } from '../archive/index.js';
+import { CodecError, decompressor, ociBlobPath, ociLayerMediaType, prewarmDecompressors, releaseDecompressors, threadedDecompressor, writeLoadArchive, writeOciLoadArchive, type LoadFile } from '../archive/index.js';
 import { Digester, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
 import { formatPlatform, type ImageName, type LoadPlan, type Platform, type Runtime } from '../runtime/index.js';
 import { isRefusalCode, TarportError } from '../errors.js';
@@ -337,15 +337,6 @@ async function runHook(cmd: string, ref: string, version: number, signal?: Abort
 
 const layerPath = (diffId: string) => `${hexOf(diffId)}/layer.tar`;
 
-/**
- * Layers stored in fewer bytes than this decompress on this thread: a decompression thread costs
- * ~45 ms to start and ~0.1-0.2 CPU seconds to boot Node in it, more than zstd spends on a few MiB
- * (a 40-layer image of 2 MiB layers started 41 threads: 3x the CPU of the same bytes in 4 layers).
- * The stall of the load stream while one small layer decompresses here is a few milliseconds.
- */
-export const THREADED_FROM = 8 << 20;
-export const layerDecompressor = (l: LayerDescriptor) => (c: Compression) => (l.size < THREADED_FROM ? Promise.resolve(decompressor(c)) : threadedDecompressor(c));
-
 interface Loaded {
   readonly imageId: string;
   readonly bytesFetched: number;
@@ -366,7 +357,7 @@ async function loadImage(
   const ref = `${record.name}:${record.tag}`;
   const name = imageName(record.name, record.tag);
   // decompression threads take ~45 ms to start: the first starts now (pull() stops the spare)
-  if (record.layers.some((l) => l.compression === 'zstd' && l.size >= THREADED_FROM) && !docker.planStored) prewarmDecompressors();
+  if (record.layers.some((l) => l.compression === 'zstd') && !docker.planStored) prewarmDecompressors();
   const config = await readConfig(repo, cache, record, key, signal);
   const diffIds = record.layers.map((l) => l.diffId);
   // The runtime says which layers it has (Docker's classic store: chains; containerd: blobs in its
@@ -469,8 +460,8 @@ function layerFiles(repo: Repository, cache: ObjectCache, record: ReleaseRecord,
         // as stored: the runtime decompresses; read in place, the digest is checked on the way
         if (stored) return direct ? await repo.readBlob(l, { signal }) : cache.open(l.digest);
         const what = `layer ${l.diffId} of ${ref}`;
-        if (!direct) return openLayer(cache.open(l.digest), l, l.encryption ? needKey(key, record) : undefined, what, layerDecompressor(l));
-        return openLayer(await repo.readBlob(l, { signal }), l, undefined, what, layerDecompressor(l), (e) => digestFirst(repo, l, e, signal));
+        if (!direct) return openLayer(cache.open(l.digest), l, l.encryption ? needKey(key, record) : undefined, what, threadedDecompressor);
+        return openLayer(await repo.readBlob(l, { signal }), l, undefined, what, threadedDecompressor, (e) => digestFirst(repo, l, e, signal));
       },
     });
   }
