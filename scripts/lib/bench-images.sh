@@ -42,5 +42,5 @@ bench_build_images() {
     tp_docker "$d" save -o "$W/${img%%:*}.tar" "tarport-bench/${img#*:}"
   done
   rm -rf "$ctx"
-  tp_log "images: v1 $(($(stat -c %s "$W/v1.tar") / 1048576)) MiB, v2 +${upd} MiB$([ ! -f "$W/many.tar" ] || echo ", many $(($(stat -c %s "$W/many.tar") / 1048576)) MiB in 40 layers, few in 4")"
+  tp_log "images:$([ ! -f "$W/v1.tar" ] || echo " v1 $(($(stat -c %s "$W/v1.tar") / 1048576)) MiB, v2 +${upd} MiB")$([ ! -f "$W/many.tar" ] || echo " many $(($(stat -c %s "$W/many.tar") / 1048576)) MiB in 40 layers, few in 4")"
 }

@@ -163,22 +163,7 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 rm -rf "$W/ocidir"
 
-tp_log "sync dir → dir vs cp -r + sha256sum -c of every object (the same work: copy and verify), ${ROUNDS} rounds"
 for f in v2 many few; do node bin/tarport.js push --init "$W/$f.tar" --to "$W/dirrepo" >/dev/null 2>&1; done
-syncBytes=$(du -sb "$W/dirrepo" | cut -f1)
-(cd "$W/dirrepo/blobs/sha256" && for h in *; do echo "$h  $h"; done) > "$W/objects.sha256"
-for r in $(seq 1 "$ROUNDS"); do
-  rm -rf "$W/stick" "$W/cp"; sync
-  measure "base_cpsum_$r" bash -c "cp -r '$W/dirrepo' '$W/cp' && sync && cd '$W/cp/blobs/sha256' && sha256sum --quiet -c '$W/objects.sha256'"
-  rm -rf "$W/cp"; sync
-  measure "syncdir_$r" node bin/tarport.js sync --init "$W/dirrepo" "$W/stick"
-done
-rm -rf "$W/stick" "$W/cp"
-# the physical limit, measured now: the disk's write bandwidth (1 GiB, flushed) and one core's SHA-256
-/usr/bin/time -f %e -o "$W/disk.time" dd if=/dev/zero of="$W/disk.bin" bs=1M count=1024 conv=fdatasync 2>/dev/null
-diskSecs=$(cat "$W/disk.time")
-rm -f "$W/disk.bin"
-shaMBs=$(node -e 'const c=require("crypto");const b=Buffer.alloc(1<<20,7);const h=c.createHash("sha256");const t=process.hrtime.bigint();for(let i=0;i<1024;i++)h.update(b);h.digest();console.log((1024*1048576/1e6/(Number(process.hrtime.bigint()-t)/1e9)).toFixed(0))')
-printf '{"bytes":%s,"objects":%s,"diskMBps":%s,"sha256MBpsPerCore":%s,"cores":%s}\n' "$syncBytes" "$(wc -l < "$W/objects.sha256")" \
-  "$(awk "BEGIN { printf \"%d\", 1073.741824 / $diskSecs }")" "$shaMBs" "$(nproc)" > "$W/sync.json"
+source scripts/lib/bench-sync.sh
+bench_sync
 rm -rf "$W/dirrepo"

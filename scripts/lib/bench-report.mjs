@@ -6,7 +6,7 @@
 //   bench-report.mjs WORKDIR DRIVER ARCHIVE_BYTES ROUNDS ELAPSED_SECONDS [quick|''] [RESULTS_FILE]
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { appendRun, jobRatios, meets, runtimeRatios } from './bench-results.mjs';
+import { appendRun, jobRatios, meets, runtimeRatios, syncRatios } from './bench-results.mjs';
 
 const [W, driver, archiveBytes, rounds, elapsed, quick, resultsFile] = process.argv.slice(2);
 const R = Number(rounds);
@@ -65,10 +65,7 @@ function moreRatios(upd, sync, dirPush, legacy) {
     if (u.bytesRead !== null) out.push({ name: `update, ${link}: bytes pulled / (new layer compressed + 64 KiB)`, value: u.bytesRead / (u.newCompressedBytes + 65536), target: 1.05, better: 'lower', detail: `${u.bytesRead} B vs ${u.newCompressedBytes} B` });
   }
   if (dirPush) out.push({ name: 'push to a directory / skopeo copy into oci:', value: dirPush.seconds / dirPush.skopeoSeconds, target: 1.0, better: 'lower', detail: `${dirPush.seconds.toFixed(2)} s vs ${dirPush.skopeoSeconds.toFixed(2)} s` });
-  if (sync) {
-    out.push({ name: 'sync dir → dir: (cp -r + sha256sum -c) / sync', value: sync.cpSha256sumSeconds / sync.seconds, target: 0.8, better: 'higher', detail: `${sync.seconds.toFixed(2)} s vs ${sync.cpSha256sumSeconds.toFixed(2)} s; limit ${sync.limitSeconds.toFixed(2)} s` });
-    out.push({ name: 'sync dir → dir: physical limit / sync', value: sync.limitSeconds / sync.seconds, target: null, better: 'higher', detail: `max(bytes ÷ disk, bytes ÷ (cores × SHA-256))` });
-  }
+  if (sync) out.push(...syncRatios(sync));
   if (legacy) {
     out.push({ name: 'pull and load / docker load -i', value: legacy.pullLoad.ratio, target: 1.1, better: 'lower', detail: `${legacy.pullLoad.seconds.toFixed(2)} s vs ${legacy.pullLoad.baselineSeconds.toFixed(2)} s` });
     const e = legacy.encryption;

@@ -48,5 +48,9 @@ export interface RuntimeTimes {
   baselineSeconds: number;
 }
 export declare function runtimeRatios(rt: { containerd?: RuntimeTimes; podman?: RuntimeTimes; containerdUpdate?: { bytesRead: number; newCompressedBytes: number } }): Ratio[];
+/** sync dir → dir against cp -r + sha256sum -c (target 0.8, higher is better) and the physical limit. */
+export declare function syncRatios(sync: { seconds: number; cpSha256sumSeconds: number; limitSeconds: number }): Ratio[];
+/** The 40-layer image against 4 layers: push, pull and load, and both (target 1.2, lower is better). */
+export declare function layerRatios(l: { push: { many: number; few: number }; pull: { many: number; few: number } }): Ratio[];
 /** Bars of the latest run that is not of one part (`only`), earlier runs' values as dots. */
 export declare function svgChart(hist: { runs: { date: string; ratios?: Ratio[]; only?: string }[] }): string;

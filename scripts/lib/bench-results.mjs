@@ -97,6 +97,35 @@ export function runtimeRatios(rt) {
   return out;
 }
 
+/**
+ * sync dir → dir against cp -r + sha256sum -c of every object (the same work), and against the
+ * physical limit measured in the run (no target: shown beside it).
+ * @param {{ seconds: number, cpSha256sumSeconds: number, limitSeconds: number }} sync
+ * @returns {Ratio[]}
+ */
+export function syncRatios(sync) {
+  return [
+    { name: 'sync dir → dir: (cp -r + sha256sum -c) / sync', value: sync.cpSha256sumSeconds / sync.seconds, target: 0.8, better: 'higher', detail: `${sync.seconds.toFixed(2)} s vs ${sync.cpSha256sumSeconds.toFixed(2)} s; limit ${sync.limitSeconds.toFixed(2)} s` },
+    { name: 'sync dir → dir: physical limit / sync', value: sync.limitSeconds / sync.seconds, target: null, better: 'higher', detail: 'max(bytes ÷ disk, bytes ÷ (cores × SHA-256))' },
+  ];
+}
+
+/**
+ * BENCH_ONLY=layers: the 40-layer image against the same bytes in 4 layers, push and pull apart and
+ * together (median seconds), each with issue 16's bound of 1.2.
+ * @param {{ push: { many: number, few: number }, pull: { many: number, few: number } }} l
+ * @returns {Ratio[]}
+ */
+export function layerRatios(l) {
+  /** @type {[string, number, number][]} */
+  const parts = [
+    ['push', l.push.many, l.push.few],
+    ['pull and load', l.pull.many, l.pull.few],
+    ['push + pull and load', l.push.many + l.pull.many, l.push.few + l.pull.few],
+  ];
+  return parts.map(([what, many, few]) => ({ name: `40 layers / 4 layers, ${what} (SFTP, loopback)`, value: many / few, target: 1.2, better: 'lower', detail: `${many.toFixed(2)} s vs ${few.toFixed(2)} s` }));
+}
+
 const fmtBytes = (b) => (b === null || b === undefined ? '–' : b >= 1e9 ? `${(b / 1e9).toFixed(2)} GB` : `${(b / 1e6).toFixed(b >= 1e7 ? 0 : 1)} MB`);
 
 /**

@@ -1,5 +1,5 @@
-import { constants as fsc } from 'node:fs';
-import { access, mkdir, open, rm, type FileHandle } from 'node:fs/promises';
+import { constants as fsc, existsSync } from 'node:fs';
+import { access, copyFile, mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { dirname } from 'node:path';
 import { DigestCheck } from '../crypto/index.js';
@@ -54,12 +54,105 @@ const notPlain = (what: string, cause?: unknown) =>
   new TarportError('INTEGRITY', `read ${what}: not a plain file (a link or a FIFO put in the repository); refusing`, { ...(cause ? { cause } : {}), retryable: false });
 
 /**
- * Copies one local file to another and checks its digest on the way: the very bytes written are the
- * bytes hashed. Reads and writes run on libuv's thread pool while the main thread hashes, three
- * buffers in rotation (read n+1, hash n, write n-1), so a copy costs little more than the hash. The
- * target is made durable (fsync) before this returns; on any failure it is removed.
+ * Where the kernel can copy: a file opened here is named /proc/self/fd/N, so fs.copyFile (Linux:
+ * copy_file_range, else sendfile) copies the very file that openPlain checked, never a link put in
+ * its place since. Without /proc the copy goes through buffers (copyThroughBuffers).
+ */
+const kernelCopy = existsSync('/proc/self/fd');
+
+/**
+ * Copies one local file to another and checks the digest of what was written; the target is durable
+ * (fsync) before this returns, and removed on any failure. The kernel copies (copy_file_range: no
+ * bytes through this process), then the target is read back from the page cache and hashed while its
+ * fsync runs beside the hash: on ext4, write(2) from a buffer cost 4x the CPU of the kernel's own
+ * copy (perf: copy_folio_from_iter_atomic, ~30 % of a sync), so reading the bytes a second time
+ * costs less than one pass that writes them from a buffer (292 MiB in 6 objects: 0.67 CPU seconds
+ * instead of 1.5, 1.0 s wall instead of 2.7-4.2 s). The hash is of the target's bytes, not the
+ * source's: a corrupt source is refused all the same, and what reached DST is what was checked.
+ * An abort is seen between the copy and the hash and every 4 MiB of the hash: the copy of one
+ * object runs to its end first (a second signal ends the process at once).
  */
 export async function copyVerified(
+  from: string,
+  to: string,
+  expected: { digest: string; size: number },
+  what: string,
+  signal?: AbortSignal,
+  onBytes?: (n: number) => void,
+): Promise<void> {
+  if (!kernelCopy) return copyThroughBuffers(from, to, expected, what, signal, onBytes);
+  let src: FileHandle | undefined;
+  let dst: FileHandle | undefined;
+  let made = false;
+  try {
+    src = await openPlain(from, what);
+    sizeCheck((await src.stat()).size, expected, what); // a wrong size is refused before a byte is copied
+    await mkdir(dirname(to), { recursive: true });
+    // a temporary name of its own: never there before (COPYFILE_EXCL: O_EXCL, so no link followed,
+    // and a file found there is neither written nor removed)
+    made = true;
+    await copyFile(`/proc/self/fd/${src.fd}`, to, fsc.COPYFILE_EXCL).catch((e: unknown) => {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') made = false;
+      throw e;
+    });
+    await src.close();
+    src = undefined;
+    signal?.throwIfAborted();
+    dst = await open(to, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+    const d = dst;
+    const syncing = d.sync(); // write-back runs while the hash reads the page cache
+    syncing.catch(() => undefined); // awaited below; a failed hash must not leave it unhandled
+    await hashFile(d, expected, what, signal, onBytes);
+    await syncing;
+    await dst.close();
+    dst = undefined;
+  } catch (e) {
+    await dst?.close().catch(() => undefined);
+    dst = undefined;
+    if (made) await rm(to, { force: true }).catch(() => undefined);
+    if (e instanceof TarportError) throw e;
+    throw wrapSystemError(e, `copy ${what} to ${to}`);
+  } finally {
+    await src?.close().catch(() => undefined);
+  }
+}
+
+/** Refuses a file whose size is not the declared one, in DigestCheck's words. */
+function sizeCheck(size: number, expected: { size: number }, what: string): void {
+  if (size === expected.size) return;
+  const message = size > expected.size ? `${what}: more bytes than the ${expected.size} declared` : `${what}: size mismatch, expected ${expected.size} bytes, got ${size}`;
+  throw new TarportError('DIGEST_MISMATCH', message, { retryable: false });
+}
+
+/** Reads an open file from its start and checks its digest (throws DIGEST_MISMATCH), two buffers in rotation. */
+async function hashFile(fh: FileHandle, expected: { digest: string; size: number }, what: string, signal?: AbortSignal, onBytes?: (n: number) => void): Promise<void> {
+  const check = new DigestCheck(expected, what);
+  const bufs = takeBuffers(2, expected.size);
+  let pos = 0;
+  let i = 0;
+  let reading = fh.read(bufs[0]!, 0, bufs[0]!.length, 0);
+  for (;;) {
+    const { bytesRead } = await reading;
+    if (bytesRead === 0) break;
+    signal?.throwIfAborted();
+    const cur = bufs[i % 2]!.subarray(0, bytesRead);
+    pos += bytesRead;
+    reading = fh.read(bufs[(i + 1) % 2]!, 0, bufs[0]!.length, pos);
+    reading.catch(() => undefined); // awaited next round; an early exit must not leave it unhandled
+    check.update(cur);
+    onBytes?.(cur.length);
+    i++;
+  }
+  giveBack(bufs); // the last read has ended
+  check.finish();
+}
+
+/**
+ * copyVerified where the kernel cannot copy a checked file (no /proc): reads, hashes and writes in
+ * one pass, three buffers in rotation (read n+1, hash n, write n-1) on libuv's thread pool, with
+ * early write-back every 16 MiB so that the final fsync finds little left.
+ */
+export async function copyThroughBuffers(
   from: string,
   to: string,
   expected: { digest: string; size: number },
@@ -138,27 +231,10 @@ async function writeAll(fh: FileHandle, buf: Buffer, position: number): Promise<
 
 /** Reads a local file and checks its digest (an object already on a local DST: is it intact?). */
 export async function checkFile(path: string, expected: { digest: string; size: number }, what: string, signal?: AbortSignal): Promise<boolean> {
-  const check = new DigestCheck(expected, what);
   let fh: FileHandle | undefined;
   try {
     fh = await openPlain(path, what);
-    const bufs = takeBuffers(2, expected.size);
-    let pos = 0;
-    let i = 0;
-    let reading = fh.read(bufs[0]!, 0, bufs[0]!.length, 0);
-    for (;;) {
-      const { bytesRead } = await reading;
-      if (bytesRead === 0) break;
-      signal?.throwIfAborted();
-      const cur = bufs[i % 2]!.subarray(0, bytesRead);
-      pos += bytesRead;
-      reading = fh.read(bufs[(i + 1) % 2]!, 0, bufs[0]!.length, pos);
-      reading.catch(() => undefined);
-      check.update(cur);
-      i++;
-    }
-    giveBack(bufs); // the last read has ended
-    check.finish();
+    await hashFile(fh, expected, what, signal);
     return true;
   } catch (e) {
     if (signal?.aborted) throw e;

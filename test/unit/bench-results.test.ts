@@ -7,11 +7,13 @@ import {
   appendRun,
   history,
   jobRatios,
+  layerRatios,
   meets,
   readmeTable,
   replaceBetweenMarkers,
   runtimeRatios,
   svgChart,
+  syncRatios,
   type Job,
   type Run,
 } from '../../scripts/lib/bench-results.mjs';
@@ -81,6 +83,30 @@ describe('runtimeRatios', () => {
   it('leaves out what the run did not measure', () => {
     expect(runtimeRatios({ podman: { seconds: 1, baselineSeconds: 1 } }).map((r) => r.name)).toEqual(['pull and load into Podman / podman load -i']);
     expect(runtimeRatios({})).toEqual([]);
+  });
+});
+
+describe('syncRatios', () => {
+  it('divides cp -r + sha256sum -c by sync (higher is better, target 0.8) and shows the limit beside it', () => {
+    const ratios = syncRatios({ seconds: 5, cpSha256sumSeconds: 4.5, limitSeconds: 1 });
+    expect(ratios.map((r) => [r.name, r.value, r.target, meets(r)])).toEqual([
+      ['sync dir → dir: (cp -r + sha256sum -c) / sync', 0.9, 0.8, true],
+      ['sync dir → dir: physical limit / sync', 0.2, null, true],
+    ]);
+    expect(meets(syncRatios({ seconds: 5, cpSha256sumSeconds: 3.5, limitSeconds: 1 })[0]!)).toBe(false);
+    expect(ratios[0]!.detail).toBe('5.00 s vs 4.50 s; limit 1.00 s');
+  });
+});
+
+describe('layerRatios', () => {
+  it('divides 40 layers by 4 for push, pull and load, and both (lower is better, target 1.2)', () => {
+    const ratios = layerRatios({ push: { many: 3, few: 2 }, pull: { many: 11, few: 10 } });
+    expect(ratios.map((r) => [r.name, r.value, r.target, meets(r)])).toEqual([
+      ['40 layers / 4 layers, push (SFTP, loopback)', 1.5, 1.2, false],
+      ['40 layers / 4 layers, pull and load (SFTP, loopback)', 1.1, 1.2, true],
+      ['40 layers / 4 layers, push + pull and load (SFTP, loopback)', 14 / 12, 1.2, true],
+    ]);
+    expect(ratios[2]!.detail).toBe('14.00 s vs 12.00 s');
   });
 });
 

@@ -4,7 +4,7 @@ import { readFile, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { TarportError } from '../../../src/errors.js';
-import { LocalCopier, checkFile, copyVerified } from '../../../src/sync/localcopy.js';
+import { LocalCopier, checkFile, copyThroughBuffers, copyVerified as kernelCopyVerified } from '../../../src/sync/localcopy.js';
 import { tempDir } from '../../helpers.js';
 
 const descOf = (b: Buffer) => ({ digest: `sha256:${createHash('sha256').update(b).digest('hex')}`, size: b.length });
@@ -22,7 +22,12 @@ async function rejection(p: Promise<unknown>): Promise<TarportError> {
 // and enough to pass a 16 MiB flush
 const SIZES = [0, 1, 4 << 20, (4 << 20) + 1, (17 << 20) + 12345];
 
-describe('copyVerified', () => {
+// both ways of copying: the kernel's copy then a hash of the target (where /proc names open files),
+// and the one pass through buffers (where it does not); every case holds for each
+describe.each([
+  ['copyVerified (kernel copy, then the target hashed)', kernelCopyVerified],
+  ['copyThroughBuffers (one pass: read, hash, write)', copyThroughBuffers],
+])('%s', (_name, copyVerified) => {
   it.each(SIZES)('copies %i bytes exactly and reports every byte as progress', async (size) => {
     const dir = await tempDir();
     const data = randomBytes(size);
@@ -145,7 +150,10 @@ describe('LocalCopier', () => {
   });
 });
 
-describe('local copies do not follow links or open FIFOs (a source or destination made hostile after its check)', () => {
+describe.each([
+  ['copyVerified', kernelCopyVerified],
+  ['copyThroughBuffers', copyThroughBuffers],
+])('%s does not follow links or open FIFOs (a source or destination made hostile after its check)', (_name, copyVerified) => {
   it('a source that is a link to a host file is refused (INTEGRITY), nothing of it copied', async () => {
     const dir = await tempDir();
     const secret = Buffer.from('TARPORT-HOST-SECRET');
@@ -174,5 +182,26 @@ describe('local copies do not follow links or open FIFOs (a source or destinatio
     await symlink(join(dir, 'host-file'), join(dir, 'dst'));
     await expect(copyVerified(join(dir, 'src'), join(dir, 'dst'), descOf(data), 'object x')).rejects.toBeDefined();
     expect(await readFile(join(dir, 'host-file'), 'utf8')).toBe('HOST');
+  });
+});
+
+describe('copyVerified through the kernel', () => {
+  it('refuses a source of the wrong size before it copies a byte: no target is created', async () => {
+    const dir = await tempDir();
+    const data = randomBytes(3 << 20);
+    await writeFile(join(dir, 'src'), data);
+    const e = await rejection(kernelCopyVerified(join(dir, 'src'), join(dir, 'sub', 'dst'), { ...descOf(data), size: 10 }, 'object w'));
+    expect(e.message).toBe('object w: more bytes than the 10 declared');
+    // the target's folder was never made: the size was refused before anything was written
+    expect(await readdir(dir)).toEqual(['src']);
+  });
+
+  it('never writes into a file already at the temporary name (a leftover or a planted file stays as it was)', async () => {
+    const dir = await tempDir();
+    const data = randomBytes(1000);
+    await writeFile(join(dir, 'src'), data);
+    await writeFile(join(dir, 'dst'), 'PLANTED');
+    await expect(kernelCopyVerified(join(dir, 'src'), join(dir, 'dst'), descOf(data), 'object x')).rejects.toBeInstanceOf(TarportError);
+    expect(await readFile(join(dir, 'dst'), 'utf8')).toBe('PLANTED');
   });
 });
