@@ -120,6 +120,13 @@ function captureStream(stream: NodeJS.WriteStream, collect: (s: string) => void)
   };
 }
 
+/**
+ * The base layer size for writeDemoArchives in tests (its default, 4 MiB, is the demo a user sees):
+ * no test of the CLI or the consumer needs more to be exact, and every push of 4 MiB cost a
+ * fraction of a second of CPU in hashing and compression, many times over in the unit project.
+ */
+export const SMALL = 64 << 10;
+
 const madeDirs: string[] = [];
 
 /** A fresh folder under the system temp dir, removed after the test file by test/setup.ts. */
