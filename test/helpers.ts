@@ -1,5 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, rmSync } from 'node:fs';
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
@@ -57,6 +57,22 @@ export function tarport(args: string[], env: Record<string, string | undefined> 
     child.stderr.on('data', (c) => (stderr += c));
     child.on('error', reject);
     child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+/**
+ * Runs test/zstd-memory.mjs: decodes `outMiB` of zeros out of a few KiB of zstd with `decoder` in a
+ * process of its own, and gives its bytes out, bytes in and peak resident growth.
+ */
+export function zstdMemory(decoder: string, outMiB: number): Promise<{ n: number; peak: number; in: number; decoder: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(ROOT, 'test/zstd-memory.mjs'), decoder, String(outMiB)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (c) => (out += c));
+    child.stderr.on('data', (c) => (err += c));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`test/zstd-memory.mjs ${decoder} exited ${code}: ${err}`))));
   });
 }
 
@@ -134,6 +150,21 @@ export async function tempDir(prefix = 'tarport-test-'): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   madeDirs.push(dir);
   return dir;
+}
+
+let processDir: Promise<string> | undefined;
+
+/**
+ * A folder for what a helper module makes once and hands to many test files (the unit project's
+ * workers run file after file with their modules loaded: isolate false in vitest.config.ts), so it
+ * outlives removeTempDirs, which runs after each file; removed when the worker process exits.
+ */
+export function processTempDir(): Promise<string> {
+  processDir ??= mkdtemp(join(tmpdir(), 'tarport-test-shared-')).then((dir) => {
+    if (process.env.TARPORT_KEEP_TEST_TMP !== '1') process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+    return dir;
+  });
+  return processDir;
 }
 
 /**

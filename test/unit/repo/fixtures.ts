@@ -2,7 +2,7 @@ import { writeDemoArchives } from '../../../src/archive/index.js';
 import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../../src/producer/index.js';
 import { Repository, checkRepository } from '../../../src/repo/index.js';
 import { MemoryTransport, type Transport } from '../../../src/transport/index.js';
-import { tempDir } from '../../helpers.js';
+import { processTempDir } from '../../helpers.js';
 
 let archives: Promise<string[]> | undefined;
 
@@ -13,7 +13,8 @@ let archives: Promise<string[]> | undefined;
  * order of the repository's changes, not the bytes hashed in between.
  */
 export function demoArchives(): Promise<string[]> {
-  archives ??= tempDir('tarport-repo-test-').then((d) => writeDemoArchives(d, 'demo/app:latest', 64 << 10));
+  // in a folder of the worker process: this module stays loaded from one test file to the next
+  archives ??= processTempDir().then((d) => writeDemoArchives(d, 'demo/app:latest', 64 << 10));
   return archives;
 }
 
