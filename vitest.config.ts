@@ -21,7 +21,7 @@ export default defineConfig({
         // no daemon, no server: files run in parallel (`npm run test:unit`), on worker threads of one
         // process that keep their module cache from file to file. What needs a process of its own
         // (its resident memory, signals, the launcher) spawns one (test/helpers.ts: zstdMemory,
-        // tarport); a helper module's state outlives a file (test/helpers.ts: processTempDir)
+        // tarport); a helper module's state outlives a file (test/unit/repo/fixtures.ts)
         extends: true,
         test: { name: 'unit', pool: 'threads', include: ['test/unit/**/*.test.ts'], sequence: { groupOrder: 0 }, isolate: false },
       },

@@ -1,5 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
-import { createReadStream, createWriteStream, rmSync } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
@@ -150,21 +150,6 @@ export async function tempDir(prefix = 'tarport-test-'): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   madeDirs.push(dir);
   return dir;
-}
-
-let processDir: Promise<string> | undefined;
-
-/**
- * A folder for what a helper module makes once and hands to many test files (the unit project's
- * workers run file after file with their modules loaded: isolate false in vitest.config.ts), so it
- * outlives removeTempDirs, which runs after each file; removed when the worker process exits.
- */
-export function processTempDir(): Promise<string> {
-  processDir ??= mkdtemp(join(tmpdir(), 'tarport-test-shared-')).then((dir) => {
-    if (process.env.TARPORT_KEEP_TEST_TMP !== '1') process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
-    return dir;
-  });
-  return processDir;
 }
 
 /**
