@@ -13,13 +13,20 @@ export default defineConfig({
     // vitest's default is one worker less than the cores: a single worker on a 2-core machine, which
     // would run the unit files one after another. Many of them wait on child processes and timers.
     maxWorkers: Math.max(2, availableParallelism()),
+    // Whether a pool's workers are reused from file to file is read from this root level only (vitest
+    // 3 ignores it in a project), and the integration files need fresh processes (a test lane's
+    // variables are written into process.env): so the unit project has the threads pool to itself,
+    // with its workers reused, and the integration project keeps isolated forks. A fresh process per
+    // unit file spent half the project's CPU starting Node, vitest and the modules again.
+    poolOptions: { threads: { isolate: false } },
     projects: [
       {
-        // no daemon, no server: files run in parallel (`npm run test:unit`)
+        // no daemon, no server: files run in parallel (`npm run test:unit`), on worker threads of one
+        // process that keep their module cache from file to file. What needs a process of its own
+        // (its resident memory, signals, the launcher) spawns one (test/helpers.ts: zstdMemory,
+        // tarport); a helper module's state outlives a file (test/unit/repo/fixtures.ts)
         extends: true,
-        // isolate: false: the two forks stay up and keep their module cache from file to file, where a
-        // fresh process per file spent more CPU loading and transforming modules than most files test
-        test: { name: 'unit', include: ['test/unit/**/*.test.ts'], sequence: { groupOrder: 0 }, isolate: false },
+        test: { name: 'unit', pool: 'threads', include: ['test/unit/**/*.test.ts'], sequence: { groupOrder: 0 }, isolate: false },
       },
       {
         // after the unit project has finished, files run side by side, each in a test lane of its own

@@ -60,6 +60,22 @@ export function tarport(args: string[], env: Record<string, string | undefined> 
   });
 }
 
+/**
+ * Runs test/zstd-memory.mjs: decodes `outMiB` of zeros out of a few KiB of zstd with `decoder` in a
+ * process of its own, and gives its bytes out, bytes in and peak resident growth.
+ */
+export function zstdMemory(decoder: string, outMiB: number): Promise<{ n: number; peak: number; in: number; decoder: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(ROOT, 'test/zstd-memory.mjs'), decoder, String(outMiB)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (c) => (out += c));
+    child.stderr.on('data', (c) => (err += c));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`test/zstd-memory.mjs ${decoder} exited ${code}: ${err}`))));
+  });
+}
+
 type CliMain = typeof import('../src/cli/main.js');
 let cliMain: Promise<CliMain> | undefined;
 let cliQueue: Promise<unknown> = Promise.resolve();
@@ -119,6 +135,13 @@ function captureStream(stream: NodeJS.WriteStream, collect: (s: string) => void)
     else delete (stream as { isTTY?: boolean }).isTTY;
   };
 }
+
+/**
+ * The base layer size for writeDemoArchives in tests (its default, 4 MiB, is the demo a user sees):
+ * no test of the CLI or the consumer needs more to be exact, and every push of 4 MiB cost a
+ * fraction of a second of CPU in hashing and compression, many times over in the unit project.
+ */
+export const SMALL = 64 << 10;
 
 const madeDirs: string[] = [];
 

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { writeDemoArchives } from '../../src/archive/index.js';
 import { applyConfig, applyEnvBooleans, collect, configSchema, parseEnvBoolean, validateConfig } from '../../src/cli/config.js';
 import { isTarportError } from '../../src/errors.js';
-import { ROOT, filesBelow, tarport, tarportInProcess, tempDir } from '../helpers.js';
+import { ROOT, SMALL, filesBelow, tarport, tarportInProcess, tempDir } from '../helpers.js';
 
 async function compressionUsed(repo: string): Promise<string> {
   const [rec] = (await filesBelow(join(repo, 'tarport/releases')));
@@ -15,7 +15,7 @@ async function compressionUsed(repo: string): Promise<string> {
 describe('flags, environment and config file', () => {
   it('a flag wins over the environment, which wins over the file', async () => {
     const dir = await tempDir();
-    const [v1] = await writeDemoArchives(dir);
+    const [v1] = await writeDemoArchives(dir, undefined, SMALL);
     const cfg = join(dir, 'tarport.toml');
     await writeFile(cfg, `compress = "gzip"\nto = "${join(dir, 'from-file')}"\n`);
     expect((await tarportInProcess(['--config', cfg, 'push', '--init', v1!])).code).toBe(0);
@@ -28,7 +28,7 @@ describe('flags, environment and config file', () => {
 
   it('YAML works too, and unknown keys are refused by name with exit 2', async () => {
     const dir = await tempDir();
-    const [v1] = await writeDemoArchives(dir);
+    const [v1] = await writeDemoArchives(dir, undefined, SMALL);
     const cfg = join(dir, 'tarport.yaml');
     await writeFile(cfg, `to: ${join(dir, 'repo')}\ncompres: gzip\nsign_kye: x\n`);
     const r = await tarportInProcess(['--config', cfg, 'push', '--init', v1!]);
@@ -49,7 +49,7 @@ describe('flags, environment and config file', () => {
 
   it('a missing repository location or a password in a URL is a usage error', async () => {
     const dir = await tempDir();
-    const [v1] = await writeDemoArchives(dir);
+    const [v1] = await writeDemoArchives(dir, undefined, SMALL);
     const noTo = await tarportInProcess(['push', '--init', v1!]);
     expect(noTo.code).toBe(2);
     expect(noTo.stderr).toMatch(/--to URL/);
@@ -162,7 +162,7 @@ describe('through the command line', () => {
 
   it('TARPORT_ALLOW_EXPIRED=false does not allow an expired catalog; a value that is not a boolean is refused', async () => {
     const dir = await tempDir();
-    const [v1] = await writeDemoArchives(dir);
+    const [v1] = await writeDemoArchives(dir, undefined, SMALL);
     const repo = join(dir, 'repo');
     expect((await tarportInProcess(['push', '--init', v1!, '--to', repo, '--catalog-ttl', '1ms'])).code).toBe(0);
     await new Promise((r) => setTimeout(r, 20));
@@ -181,7 +181,7 @@ describe('through the command line', () => {
 
   it('inventory --from and demo --repo-dir; the old --repo keeps working and says it is deprecated', async () => {
     const dir = await tempDir();
-    const [v1] = await writeDemoArchives(dir);
+    const [v1] = await writeDemoArchives(dir, undefined, SMALL);
     const repo = join(dir, 'repo');
     expect((await tarportInProcess(['push', '--init', v1!, '--to', repo])).code).toBe(0);
     const fresh = await tarportInProcess(['inventory', '--from', repo, '-o', join(dir, 'a.json')]);

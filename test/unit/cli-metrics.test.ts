@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { writeDemoArchives } from '../../src/archive/index.js';
 import { Metrics, parseListen, writeMetricsFile } from '../../src/cli/metrics.js';
-import { ROOT, tarport, tarportInProcess, tempDir } from '../helpers.js';
+import { ROOT, SMALL, tarport, tarportInProcess, tempDir } from '../helpers.js';
 
 /** promtool (Debian's prometheus package) reads the text on stdin; its exit code and its words. */
 function promtool(text: string): Promise<{ code: number; output: string }> {
@@ -95,7 +95,7 @@ describe('Metrics', () => {
 describe('metrics from the command line', () => {
   it('push --metrics-file: node_exporter textfile format, counters grow across runs', async () => {
     const dir = await tempDir();
-    const [v1, v2] = await writeDemoArchives(dir);
+    const [v1, v2] = await writeDemoArchives(dir, undefined, SMALL);
     const prom = join(dir, 'tarport.prom');
     const repo = join(dir, 'repo');
     expect((await tarportInProcess(['push', '--init', v1!, '--to', repo, '--metrics-file', prom])).code).toBe(0);

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { writeDemoArchives } from '../../src/archive/index.js';
 import { lineStyle, styleLine } from '../../src/cli/output.js';
-import { ROOT, tarport, tarportInProcess, tempDir } from '../helpers.js';
+import { ROOT, SMALL, tarport, tarportInProcess, tempDir } from '../helpers.js';
 
 /** Every stdout line must be one JSON document, and there must be exactly one. */
 function oneDocument(stdout: string): Record<string, unknown> {
@@ -15,7 +15,7 @@ function oneDocument(stdout: string): Record<string, unknown> {
 
 async function twoVersions(): Promise<{ dir: string; repo: string; v1: string; v2: string }> {
   const dir = await tempDir();
-  const [v1, v2] = await writeDemoArchives(dir);
+  const [v1, v2] = await writeDemoArchives(dir, undefined, SMALL);
   const repo = join(dir, 'repo');
   expect((await tarportInProcess(['push', '--init', v1!, '--to', repo])).code).toBe(0);
   expect((await tarportInProcess(['push', '--init', v2!, '--to', repo])).code).toBe(0);
@@ -23,8 +23,12 @@ async function twoVersions(): Promise<{ dir: string; repo: string; v1: string; v
 }
 
 describe('data on stdout, messages on stderr', () => {
+  // made once: these tests only read the repository
+  let shared: ReturnType<typeof twoVersions> | undefined;
+  const readOnly = () => (shared ??= twoVersions());
+
   it('the ls table goes to stdout, so grep finds it', async () => {
-    const { repo } = await twoVersions();
+    const { repo } = await readOnly();
     // a real process: its stdout and stderr are real pipes
     const r = await tarport(['ls', repo]);
     expect(r.code).toBe(0);
@@ -35,7 +39,7 @@ describe('data on stdout, messages on stderr', () => {
   });
 
   it('tarport log NAME:TAG lists every version with date, size, signer, encryption and record digest', async () => {
-    const { repo } = await twoVersions();
+    const { repo } = await readOnly();
     const r = await tarportInProcess(['log', 'tarport-demo/hello:latest', '--from', repo]);
     expect(r.code).toBe(0);
     const rows = r.stdout.trim().split('\n');
@@ -52,7 +56,7 @@ describe('data on stdout, messages on stderr', () => {
   });
 
   it('log of a tag the repository does not hold says so and exits 1', async () => {
-    const { repo } = await twoVersions();
+    const { repo } = await readOnly();
     const r = await tarportInProcess(['log', 'tarport-demo/hello:9', '--from', repo, '--json']);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('holds no release of tarport-demo/hello:9');
@@ -63,7 +67,7 @@ describe('data on stdout, messages on stderr', () => {
 describe('--json prints exactly one document', () => {
   it('push of a bad and a good archive: both side by side, exit code of the failure', async () => {
     const dir = await tempDir();
-    const [v1] = await writeDemoArchives(dir);
+    const [v1] = await writeDemoArchives(dir, undefined, SMALL);
     const bad = join(dir, 'bad.tar');
     await writeFile(bad, 'not a tar archive at all'.repeat(100));
     const r = await tarportInProcess(['push', '--init', bad, v1!, '--to', join(dir, 'repo'), '--json']);

@@ -7,7 +7,7 @@ import { DockerRuntime, chainIds, type DockerApi, type ExpectedImage, type Image
 import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../src/producer/index.js';
 import { Repository } from '../../src/repo/index.js';
 import { MemoryTransport } from '../../src/transport/index.js';
-import { tempDir } from '../helpers.js';
+import { SMALL, tempDir } from '../helpers.js';
 import { createWriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -69,9 +69,10 @@ class FakeDaemon implements DockerApi {
 }
 
 let mem: MemoryTransport;
-// the two demo archives, written once per file: the tests only read them
+// the two demo archives, written once per file: the tests only read them. The tamper tests pick
+// the base layer as the one object over 100 KB: 256 KiB of random data
 let demo: Promise<string[]> | undefined;
-const demoArchives = () => (demo ??= tempDir().then((d) => writeDemoArchives(d)));
+const demoArchives = () => (demo ??= tempDir().then((d) => writeDemoArchives(d, undefined, 4 * SMALL)));
 
 async function repoWithDemo(): Promise<Repository> {
   mem = new MemoryTransport();

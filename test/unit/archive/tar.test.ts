@@ -9,7 +9,7 @@ import { encodeFileHeader, padding } from '../../../src/archive/tarheader.js';
 import { TarportError } from '../../../src/errors.js';
 import { sha256 } from '../../../src/crypto/index.js';
 import { tarBytes } from '../../corpus/tarwriter.js';
-import { tempDir } from '../../helpers.js';
+import { SMALL, tempDir } from '../../helpers.js';
 
 function tarOf(files: [string, Buffer][], trailer = true): Buffer {
   const parts: Buffer[] = [];
@@ -134,7 +134,7 @@ describe('load archive writer', () => {
 describe('archive content', () => {
   it('reads the images of a docker save archive from metadata only', async () => {
     const dir = await tempDir();
-    const [v1] = await writeDemoArchives(dir);
+    const [v1] = await writeDemoArchives(dir, undefined, SMALL);
     const t = await TarArchive.open(v1!);
     const c = await readArchiveContent(t);
     expect(c.kind).toBe('images');

@@ -1,10 +1,11 @@
+import { existsSync } from 'node:fs';
 import { writeDemoArchives } from '../../../src/archive/index.js';
 import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../../src/producer/index.js';
 import { Repository, checkRepository } from '../../../src/repo/index.js';
 import { MemoryTransport, type Transport } from '../../../src/transport/index.js';
 import { tempDir } from '../../helpers.js';
 
-let archives: Promise<string[]> | undefined;
+let archives: { dirs: string[]; made: Promise<string[]> } | undefined;
 
 /**
  * Two small docker save archives (v1, v2 of one image; they share their base layer, v2 adds one):
@@ -13,8 +14,13 @@ let archives: Promise<string[]> | undefined;
  * order of the repository's changes, not the bytes hashed in between.
  */
 export function demoArchives(): Promise<string[]> {
-  archives ??= tempDir('tarport-repo-test-').then((d) => writeDemoArchives(d, 'demo/app:latest', 64 << 10));
-  return archives;
+  // this module stays loaded from one test file to the next (the unit project's workers keep their
+  // modules), while each file's temp folders go when it ends: made again once they are gone
+  if (!archives || (archives.dirs.length > 0 && !existsSync(archives.dirs[0]!))) {
+    const dirs: string[] = [];
+    archives = { dirs, made: tempDir('tarport-repo-test-').then((d) => (dirs.push(d), writeDemoArchives(d, 'demo/app:latest', 64 << 10))) };
+  }
+  return archives.made;
 }
 
 export async function publish(t: Transport, which: 0 | 1, tag: string, name = 'demo/app'): Promise<void> {

@@ -7,12 +7,12 @@ import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../../src/producer/in
 import { CATALOG_KEY, Repository, checkRepository } from '../../../src/repo/index.js';
 import { syncRepos, type SyncEvent } from '../../../src/sync/sync.js';
 import { FileTransport, MemoryTransport, type Transport } from '../../../src/transport/index.js';
-import { filesBelow, tempDir } from '../../helpers.js';
+import { SMALL, filesBelow, tempDir } from '../../helpers.js';
 
 /** A repository holding demo/app:1 and demo/app:2 (v2 shares two of its three layers with v1). */
 async function demoRepo(transport: Transport): Promise<Repository> {
   const repo = new Repository(transport);
-  const [v1, v2] = await writeDemoArchives(await tempDir());
+  const [v1, v2] = await writeDemoArchives(await tempDir(), undefined, SMALL);
   await publishArchive(repo, v1!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' } });
   await publishArchive(repo, v2!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '2' } });
   return repo;

@@ -8,7 +8,7 @@ import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../../../src/producer
 import { Repository } from '../../../../src/repo/index.js';
 import { DockerClient, DockerRuntime } from '../../../../src/runtime/index.js';
 import { MemoryTransport } from '../../../../src/transport/index.js';
-import { tempDir } from '../../../helpers.js';
+import { SMALL, tempDir } from '../../../helpers.js';
 
 // Docker's containerd image store, against answers recorded from the Engine API documentation and
 // moby's source, since no Docker 25+ daemon installs here (Debian's docker.io is 20.10):
@@ -84,7 +84,7 @@ async function fakeEngine(answers: Answers): Promise<string> {
 
 async function demoRepo(): Promise<Repository> {
   const repo = new Repository(new MemoryTransport());
-  const [v1] = await writeDemoArchives(await tempDir());
+  const [v1] = await writeDemoArchives(await tempDir(), undefined, SMALL);
   await publishArchive(repo, v1!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' } });
   return repo;
 }

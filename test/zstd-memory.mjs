@@ -1,0 +1,47 @@
+// A child process for the zstd memory-bound tests (test/unit/archive/compression.test.ts and
+// codec.test.ts): the unit project's files run on worker threads that share one process, whose
+// resident size is what a decoder must keep flat, so the measurement needs a process of its own.
+// Decodes OUT_MIB of zeros out of four zstd frames of a quarter each (a few KiB in, one input
+// chunk), read slowly, and prints {"n": bytes out, "peak": resident growth over the start}.
+// DECODER: "stream" (ZstdDecompress), "threaded" (threadedDecompressor), or a codec name
+// ("zstd-napi", "node-zlib": zstdCompressor and zstdDecompressor of that codec).
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { ZstdDecompress, compressor, preferZstdCodec, threadedDecompressor, zstdCompressor, zstdDecompressor } from '../dist/archive/compression.js';
+
+const [decoder, outMiB] = process.argv.slice(2);
+const out = Number(outMiB) << 20;
+const codec = decoder === 'stream' || decoder === 'threaded' ? undefined : decoder;
+if (!codec) preferZstdCodec('zstd-napi');
+
+const parts = [];
+const zero = Buffer.alloc(1 << 20);
+await pipeline(
+  Readable.from((function* () {
+    for (let i = 0; i < out / 4 / (1 << 20); i++) yield zero;
+  })()),
+  codec ? zstdCompressor(codec) : compressor('zstd'),
+  new Writable({ write: (c, _e, cb) => (parts.push(c), cb()) }),
+);
+const frame = Buffer.concat(parts);
+const bomb = Buffer.concat([frame, frame, frame, frame]);
+// before the decode: the threaded decoder moves its input to the thread
+const inBytes = bomb.length;
+const dec = codec ? zstdDecompressor(codec) : decoder === 'stream' ? new ZstdDecompress() : await threadedDecompressor('zstd');
+const base = process.memoryUsage().rss;
+let peak = 0;
+let n = 0;
+let i = 0;
+await pipeline(
+  Readable.from([bomb]),
+  dec,
+  new Writable({
+    highWaterMark: 1,
+    write: (c, _e, cb) => {
+      n += c.length;
+      if (++i % 16 === 0) peak = Math.max(peak, process.memoryUsage().rss - base);
+      setImmediate(cb);
+    },
+  }),
+);
+process.stdout.write(JSON.stringify({ n, peak, in: inBytes, decoder: dec.constructor.name }) + '\n');
