@@ -70,13 +70,22 @@ function napiLoop(mode, file) {
 
 async function one(codec, mode, file) {
   const m = await import(join(ROOT, 'dist/archive/compression.js'));
+  const { feedFile } = await import(join(ROOT, 'dist/archive/filefeed.js'));
   let n = 0;
-  const sink = new Writable({ highWaterMark: MIB, write: (c, _e, cb) => ((n += c.length), cb()) });
+  // a reader that is done with each buffer when it has counted it gives it back (as tar indexing does)
+  let giveBack;
+  const sink = new Writable({ highWaterMark: MIB, write: (c, _e, cb) => ((n += c.length), giveBack?.(c), cb()) });
+  const [name, fresh] = codec.split('/');
   // the stream alone: Node's start-up and module loading are not the codec's speed
   const [t0, c0] = [performance.now(), process.cpuUsage()];
   if (codec === 'napi-loop') n = napiLoop(mode, file);
   else if (codec === 'read') await pipeline(createReadStream(file, { highWaterMark: MIB }), sink);
-  else await pipeline(createReadStream(file, { highWaterMark: MIB }), mode === 'c' ? m.zstdCompressor(codec) : m.zstdDecompressor(codec), sink);
+  else if (codec === 'feed') await feedFile(file, sink);
+  else {
+    const z = mode === 'c' ? m.zstdCompressor(name) : m.zstdDecompressor(name);
+    if (!fresh) giveBack = m.releaserOf(z);
+    await Promise.all([feedFile(file, z), pipeline(z, sink)]);
+  }
   const c = process.cpuUsage(c0);
   const peakRssKiB = process.resourceUsage().maxRSS;
   return { wall: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6, bytes: n, peakRssKiB };
@@ -128,9 +137,9 @@ function compare(file, nodes) {
   for (const node of [process.execPath, ...nodes]) {
     const version = execFileSync(node, ['--version']).toString().trim();
     const have = JSON.parse(execFileSync(node, ['--input-type=module', '-e', `import('${join(ROOT, 'dist/archive/compression.js')}').then((m) => console.log(JSON.stringify(m.zstdCodecs())))`]).toString());
-    const codecs = [...have, ...(have.includes('zstd-napi') ? ['napi-loop'] : []), 'read'];
+    const codecs = [...have, ...(have.includes('zstd-napi') ? ['zstd-napi/fresh', 'napi-loop'] : []), 'feed', 'read'];
     for (const codec of codecs) {
-      for (const mode of ['c', 'd']) {
+      for (const mode of codec.endsWith('/fresh') ? ['d'] : ['c', 'd']) {
         const runs = { codec: [], cli: [], cliSingle: [] };
         for (let r = 0; r < ROUNDS; r++) {
           runs.cli.push(cli[mode]());

@@ -28,7 +28,8 @@ export interface FeedOptions {
  * A buffer is reused only after `into`'s write callback for it has run, so `into` must be done with
  * a chunk when it calls back: a decompressor is (ZstdDecompress calls back once its input is used
  * up, Node's zlib streams once their handle has consumed it), a pass-through that forwards the chunk
- * is not (it calls back while the chunk sits in its readable buffer). Resolves with the bytes fed;
+ * is not (it calls back while the chunk sits in its readable buffer). A consumer that transfers a
+ * chunk's memory to a thread (ThreadedZstd) gets a fresh buffer in that slot next time. Resolves with the bytes fed;
  * on a read fault, an abort or a write error `into` is destroyed with the error and the promise
  * rejects with it. Stops without error once `into` is destroyed by its reader.
  */
@@ -45,6 +46,9 @@ export async function feedFile(path: string, into: Writable, opts: FeedOptions =
     for (let i = 0; fed < end; i = (i + 1) % RING) {
       const slot = slots[i]!;
       await slot.busy;
+      // a consumer that moved the chunk's memory to another thread (postMessage's transfer) left
+      // it detached: that slot takes a fresh buffer
+      if (slot.buf.buffer.byteLength === 0) slot.buf = Buffer.allocUnsafeSlow(size);
       opts.signal?.throwIfAborted();
       if (into.destroyed) return fed;
       const want = Math.min(size, end - fed);

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { MessageChannel } from 'node:worker_threads';
 import { afterAll, describe, expect, it } from 'vitest';
 import { feedFile } from '../../../src/archive/filefeed.js';
 
@@ -44,6 +45,26 @@ describe('feedFile', () => {
     await ended;
     expect(changed).toEqual([]);
     expect(got.length).toBe(Math.ceil(data.length / 4096));
+    expect(Buffer.concat(got).equals(data)).toBe(true);
+  });
+
+  it('a consumer that transfers a chunk to another thread leaves no detached buffer behind', async () => {
+    const got: Buffer[] = [];
+    const { port1, port2 } = new MessageChannel();
+    const sink = new Writable({
+      write(c: Buffer, _e, cb) {
+        got.push(Buffer.from(c));
+        // as ThreadedZstd moves a chunk that owns its whole memory
+        if (c.byteOffset === 0 && c.byteLength === c.buffer.byteLength) port1.postMessage(c, [c.buffer as ArrayBuffer]);
+        cb();
+      },
+    });
+    try {
+      expect(await feedFile(file, sink, { chunk: 4096 })).toBe(data.length);
+    } finally {
+      port1.close();
+      port2.close();
+    }
     expect(Buffer.concat(got).equals(data)).toBe(true);
   });
 
