@@ -9,11 +9,14 @@
 // first to its last byte (wall and CPU seconds; Node's start-up is not the codec's). Rounds alternate
 // codec and CLI, and the medians are compared. CPU seconds are the steadier figure on a busy host.
 // Like with like: the CLI reads into one buffer it reuses and writes to /dev/null; a codec stream
-// reads the file through a 1 MiB stream and hands its output to a counting sink, as tarport does.
-// Two more rows say where the difference goes:
-//   read       the same 1 MiB file stream with no codec at all (the input side of every stream)
-//   napi-loop  zstd-napi's context driven in one synchronous loop over two reused 1 MiB buffers:
-//              the library alone, which is the CLI's C code (it should match the CLI)
+// is fed by feedFile (a ring of reused 1 MiB read buffers, src/archive/filefeed.ts) as tarport feeds
+// it from a local file, and hands its output to a counting sink that gives each buffer back
+// (releaserOf), as tar indexing does. Rows that are not codecs say where the time goes:
+//   zstd-napi/fresh  the same without giving buffers back: a fresh 1 MiB output each time, as a
+//                    load into Docker gets (its reader is a socket)
+//   feed, read       feedFile, and a 1 MiB fs.createReadStream, with no codec (the input side)
+//   napi-loop        zstd-napi's context driven in one synchronous loop over two reused 1 MiB
+//                    buffers: the library alone, which is the CLI's C code (it should match the CLI)
 // Compression is compared with `zstd -3` as users run it (zstd 1.5 uses a worker thread besides its
 // I/O thread by default) and, for CPU, also with `zstd -3 --single-thread` (one thread, no overlap).
 import { execFileSync } from 'node:child_process';
