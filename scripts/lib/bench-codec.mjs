@@ -161,7 +161,7 @@ function compare(file, nodes) {
 
 function report(file, rows) {
   const mb = statSync(file).size / 1e6;
-  process.stderr.write(`zstd codecs on ${mb.toFixed(0)} MB (${file}), medians of ${ROUNDS}; ratio = CLI time / codec time (>= 0.8 passes; 'read' and 'napi-loop' are not codecs: see the head of this file)\n`);
+  process.stderr.write(`zstd codecs on ${mb.toFixed(0)} MB (${file}), medians of ${ROUNDS}; ratio = CLI time / codec time (>= 0.8 passes; 'feed', 'read' and 'napi-loop' are not codecs: see the head of this file)\n`);
   for (const r of rows) {
     const single = r.ratioCpuSingle === undefined ? '' : ` (vs --single-thread ${r.ratioCpuSingle.toFixed(2)})`;
     process.stderr.write(`${`${r.codec} (Node ${r.node})`.padEnd(28)} ${r.mode.padEnd(10)} ${(mb / r.wall).toFixed(0).padStart(5)} MB/s wall ${r.cpu.toFixed(2)} s CPU ${String(Math.round(r.peakRssKiB / 1024)).padStart(4)} MiB RSS | zstd ${r.mode === 'compress' ? '-3' : '-d'} ${(mb / r.cliWall).toFixed(0).padStart(5)} MB/s ${r.cliCpu.toFixed(2)} s CPU | ratio wall ${r.ratioWall.toFixed(2)} CPU ${r.ratioCpu.toFixed(2)}${single}\n`);
