@@ -9,11 +9,14 @@
 // first to its last byte (wall and CPU seconds; Node's start-up is not the codec's). Rounds alternate
 // codec and CLI, and the medians are compared. CPU seconds are the steadier figure on a busy host.
 // Like with like: the CLI reads into one buffer it reuses and writes to /dev/null; a codec stream
-// reads the file through a 1 MiB stream and hands its output to a counting sink, as tarport does.
-// Two more rows say where the difference goes:
-//   read       the same 1 MiB file stream with no codec at all (the input side of every stream)
-//   napi-loop  zstd-napi's context driven in one synchronous loop over two reused 1 MiB buffers:
-//              the library alone, which is the CLI's C code (it should match the CLI)
+// is fed by feedFile (a ring of reused 1 MiB read buffers, src/archive/filefeed.ts) as tarport feeds
+// it from a local file, and hands its output to a counting sink that gives each buffer back
+// (releaserOf), as tar indexing does. Rows that are not codecs say where the time goes:
+//   zstd-napi/fresh  the same without giving buffers back: a fresh 1 MiB output each time, as a
+//                    load into Docker gets (its reader is a socket)
+//   feed, read       feedFile, and a 1 MiB fs.createReadStream, with no codec (the input side)
+//   napi-loop        zstd-napi's context driven in one synchronous loop over two reused 1 MiB
+//                    buffers: the library alone, which is the CLI's C code (it should match the CLI)
 // Compression is compared with `zstd -3` as users run it (zstd 1.5 uses a worker thread besides its
 // I/O thread by default) and, for CPU, also with `zstd -3 --single-thread` (one thread, no overlap).
 import { execFileSync } from 'node:child_process';
@@ -70,13 +73,22 @@ function napiLoop(mode, file) {
 
 async function one(codec, mode, file) {
   const m = await import(join(ROOT, 'dist/archive/compression.js'));
+  const { feedFile } = await import(join(ROOT, 'dist/archive/filefeed.js'));
   let n = 0;
-  const sink = new Writable({ highWaterMark: MIB, write: (c, _e, cb) => ((n += c.length), cb()) });
+  // a reader that is done with each buffer when it has counted it gives it back (as tar indexing does)
+  let giveBack;
+  const sink = new Writable({ highWaterMark: MIB, write: (c, _e, cb) => ((n += c.length), giveBack?.(c), cb()) });
+  const [name, fresh] = codec.split('/');
   // the stream alone: Node's start-up and module loading are not the codec's speed
   const [t0, c0] = [performance.now(), process.cpuUsage()];
   if (codec === 'napi-loop') n = napiLoop(mode, file);
   else if (codec === 'read') await pipeline(createReadStream(file, { highWaterMark: MIB }), sink);
-  else await pipeline(createReadStream(file, { highWaterMark: MIB }), mode === 'c' ? m.zstdCompressor(codec) : m.zstdDecompressor(codec), sink);
+  else if (codec === 'feed') await feedFile(file, sink);
+  else {
+    const z = mode === 'c' ? m.zstdCompressor(name) : m.zstdDecompressor(name);
+    if (!fresh) giveBack = m.releaserOf(z);
+    await Promise.all([feedFile(file, z), pipeline(z, sink)]);
+  }
   const c = process.cpuUsage(c0);
   const peakRssKiB = process.resourceUsage().maxRSS;
   return { wall: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6, bytes: n, peakRssKiB };
@@ -128,9 +140,9 @@ function compare(file, nodes) {
   for (const node of [process.execPath, ...nodes]) {
     const version = execFileSync(node, ['--version']).toString().trim();
     const have = JSON.parse(execFileSync(node, ['--input-type=module', '-e', `import('${join(ROOT, 'dist/archive/compression.js')}').then((m) => console.log(JSON.stringify(m.zstdCodecs())))`]).toString());
-    const codecs = [...have, ...(have.includes('zstd-napi') ? ['napi-loop'] : []), 'read'];
+    const codecs = [...have, ...(have.includes('zstd-napi') ? ['zstd-napi/fresh', 'napi-loop'] : []), 'feed', 'read'];
     for (const codec of codecs) {
-      for (const mode of ['c', 'd']) {
+      for (const mode of codec.endsWith('/fresh') ? ['d'] : ['c', 'd']) {
         const runs = { codec: [], cli: [], cliSingle: [] };
         for (let r = 0; r < ROUNDS; r++) {
           runs.cli.push(cli[mode]());
@@ -149,7 +161,7 @@ function compare(file, nodes) {
 
 function report(file, rows) {
   const mb = statSync(file).size / 1e6;
-  process.stderr.write(`zstd codecs on ${mb.toFixed(0)} MB (${file}), medians of ${ROUNDS}; ratio = CLI time / codec time (>= 0.8 passes; 'read' and 'napi-loop' are not codecs: see the head of this file)\n`);
+  process.stderr.write(`zstd codecs on ${mb.toFixed(0)} MB (${file}), medians of ${ROUNDS}; ratio = CLI time / codec time (>= 0.8 passes; 'feed', 'read' and 'napi-loop' are not codecs: see the head of this file)\n`);
   for (const r of rows) {
     const single = r.ratioCpuSingle === undefined ? '' : ` (vs --single-thread ${r.ratioCpuSingle.toFixed(2)})`;
     process.stderr.write(`${`${r.codec} (Node ${r.node})`.padEnd(28)} ${r.mode.padEnd(10)} ${(mb / r.wall).toFixed(0).padStart(5)} MB/s wall ${r.cpu.toFixed(2)} s CPU ${String(Math.round(r.peakRssKiB / 1024)).padStart(4)} MiB RSS | zstd ${r.mode === 'compress' ? '-3' : '-d'} ${(mb / r.cliWall).toFixed(0).padStart(5)} MB/s ${r.cliCpu.toFixed(2)} s CPU | ratio wall ${r.ratioWall.toFixed(2)} CPU ${r.ratioCpu.toFixed(2)}${single}\n`);

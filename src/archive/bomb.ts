@@ -28,7 +28,7 @@ export class DecompressionBombError extends Error {
  * compressed bytes, `output` the decompressed ones, and fails the stream at the first chunk that
  * goes beyond the ratio. Time and disk spent on a bomb stay proportional to its size on disk.
  */
-export function bombGuard(): { input: Transform; output: Transform } {
+export function bombGuard(): { input: Transform; output: Transform; countInput: (bytes: number) => void } {
   let inBytes = 0;
   let outBytes = 0;
   const input = new Transform({
@@ -46,5 +46,9 @@ export function bombGuard(): { input: Transform; output: Transform } {
       else cb(null, chunk);
     },
   });
-  return { input, output };
+  // a reader that feeds the decompressor itself (feedFile) counts here instead of through `input`
+  const countInput = (bytes: number) => {
+    inBytes += bytes;
+  };
+  return { input, output, countInput };
 }

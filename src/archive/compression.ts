@@ -122,6 +122,14 @@ export function decompressor(kind: Compression): Duplex {
   }
 }
 
+/**
+ * How a reader that is done with a decompressor's output buffer gives it back for reuse (see
+ * ZstdDecompress.release); undefined where the decompressor takes none back (Node's zlib, gzip).
+ */
+export function releaserOf(d: Duplex): ((buf: Buffer) => void) | undefined {
+  return d instanceof ZstdDecompress ? (b) => d.release(b) : undefined;
+}
+
 function passThrough(): Transform {
   return new Transform({
     highWaterMark: 1 << 20,
@@ -132,6 +140,8 @@ function passThrough(): Transform {
 }
 
 const OUT = 1 << 20;
+/** Given-back output buffers kept for reuse (the reader holds at most a few at once). */
+const FREE_KEPT = 4;
 
 /** A zstd compressor (level 3, with a frame checksum) from the given codec. */
 /**
@@ -229,10 +239,16 @@ function truncatedFrame(cause?: Error): TarportError {
  * every stream downstream and for the garbage collector) and pushes all an input chunk holds at
  * once: a megabyte of compressed zeros can hold gigabytes. This one stops when the reader is behind
  * and goes on when it asks for more, so memory stays at a few buffers whatever the ratio.
+ *
+ * Every buffer it passes on is fresh unless its reader gives it back with `release`: a reader that
+ * is done with a buffer (it hashed or counted it, or copied what it keeps) lets the next output
+ * reuse it. Fresh megabytes cost more CPU than zstd itself (page faults, cache misses: see
+ * docs/install.md); a released buffer costs none. Only buffers this stream passed on, whole, are
+ * taken back; a buffer is reused only after its release, never while a reader may still hold it.
  */
 export class ZstdDecompress extends Duplex {
   private readonly dctx = new (napiOrRefuse().DCtx)();
-  private out = Buffer.allocUnsafe(OUT);
+  private out: Buffer;
   private pos = 0;
   private inFrame = false;
   /** Input not yet decompressed, and the callback that takes the next chunk once it is. */
@@ -240,9 +256,25 @@ export class ZstdDecompress extends Duplex {
   private taken: ((e?: Error | null) => void) | undefined;
   /** The reader is behind: push nothing more until it asks (_read). */
   private behind = false;
+  /** Buffers passed on and not given back; buffers given back, ready for the next output. */
+  private readonly lent = new WeakSet<Buffer>();
+  private readonly free: Buffer[] = [];
 
-  constructor() {
-    super({ readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 });
+  /** `outSize`: bytes per output buffer; one of them waits for the reader, then this stops. */
+  constructor(private readonly outSize = OUT) {
+    super({ readableHighWaterMark: outSize, writableHighWaterMark: 1 << 20 });
+    this.out = Buffer.allocUnsafe(outSize);
+  }
+
+  /** Gives back a buffer this stream passed on: its reader is done with it and keeps no view of it. */
+  release(buf: Buffer): void {
+    if (!this.lent.has(buf)) return; // not ours, a partial last buffer, or given back before
+    this.lent.delete(buf);
+    if (this.free.length < FREE_KEPT) this.free.push(buf);
+  }
+
+  private nextOut(): Buffer {
+    return this.free.pop() ?? Buffer.allocUnsafe(this.outSize);
   }
 
   override _write(chunk: Buffer, _e: BufferEncoding, cb: (e?: Error | null) => void): void {
@@ -265,16 +297,17 @@ export class ZstdDecompress extends Duplex {
     };
     try {
       while (!this.behind) {
-        const room = OUT - this.pos;
+        const room = this.outSize - this.pos;
         const [ret, produced, consumed] = this.dctx.decompressStream(this.out.subarray(this.pos), this.src);
         this.pos += produced;
         // 0: a frame ended. A call that moved nothing (the output had just filled up) says nothing
         // about the frame: after one ends, zstd answers with the size it wants of the next one.
         if (produced > 0 || consumed > 0) this.inFrame = ret !== 0;
         this.src = this.src.subarray(consumed);
-        if (this.pos === OUT) {
+        if (this.pos === this.outSize) {
+          this.lent.add(this.out);
           if (!this.push(this.out)) this.behind = true;
-          this.out = Buffer.allocUnsafe(OUT);
+          this.out = this.nextOut();
           this.pos = 0;
         }
         // all input taken and the output not filled: zstd needs more input

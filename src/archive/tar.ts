@@ -4,7 +4,8 @@ import { PassThrough, type Duplex, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TarportError, messageOf, wrapSystemError } from '../errors.js';
 import { DecompressionBombError, bombGuard } from './bomb.js';
-import { CodecError, decompressor, sniffCompression, type Compression } from './compression.js';
+import { CodecError, decompressor, releaserOf, sniffCompression, type Compression } from './compression.js';
+import { feedFile } from './filefeed.js';
 import { HeaderDecoder, TarFormatError, isZeroBlock, type EntryType } from './tarheader.js';
 
 export interface TarEntry {
@@ -143,7 +144,8 @@ export class TarArchive {
     };
     try {
       if (list.length === 0) return;
-      await pipeline(createReadStream(this.path, { highWaterMark: CHUNK }), guard.input, decompressor(this.compression), guard.output, fill, { signal });
+      const dec = decompressor(this.compression);
+      await Promise.all([feedFile(this.path, dec, { signal, onChunk: guard.countInput }), pipeline(dec, guard.output, fill, { signal })]);
     } catch (e) {
       if (signal.aborted && i >= list.length) return;
       const err = e instanceof TarportError ? e : new TarportError('BAD_INPUT', `${this.path}: ${messageOf(e)}`, { cause: e });
@@ -220,7 +222,17 @@ class StreamBlocks implements BlockReader {
   private buf: Buffer = Buffer.alloc(0);
   private ended = false;
 
-  constructor(private readonly chunks: AsyncIterator<Buffer>) {}
+  /** The chunk `buf` views, given back to the decompressor (`release`) once nothing views it. */
+  private chunk: Buffer | undefined;
+
+  /**
+   * `release`: given each chunk once this reader is done with it. A block that read() returned is
+   * valid until the next read() or skip() (scan copies what it keeps).
+   */
+  constructor(
+    private readonly chunks: AsyncIterator<Buffer>,
+    private readonly release?: (b: Buffer) => void,
+  ) {}
 
   private async more(): Promise<boolean> {
     if (this.ended) return false;
@@ -229,7 +241,12 @@ class StreamBlocks implements BlockReader {
       this.ended = true;
       return false;
     }
+    // the rest of the last chunk is copied into the new buf (or there is none): it is done with
+    const last = this.chunk;
     this.buf = this.buf.length === 0 ? r.value : Buffer.concat([this.buf, r.value]);
+    this.chunk = this.buf === r.value ? r.value : undefined;
+    if (last && this.release) this.release(last);
+    if (!this.chunk && this.release) this.release(r.value);
     return true;
   }
 
@@ -425,11 +442,12 @@ async function indexPlain(fh: FileHandle, fileSize: number, path: string, signal
 }
 
 async function indexCompressed(path: string, compression: Compression, signal?: AbortSignal) {
-  const src = createReadStream(path, { highWaterMark: CHUNK });
   const dec = decompressor(compression);
   const guard = bombGuard();
-  const piping = pipeline(src, guard.input, dec, guard.output, { signal });
-  const reader = new StreamBlocks(guard.output[Symbol.asyncIterator]());
+  const feeding = feedFile(path, dec, { ...(signal ? { signal } : {}), onChunk: guard.countInput });
+  const piping = Promise.all([feeding, pipeline(dec, guard.output, { signal })]);
+  // scan copies what it keeps of a block, so each chunk goes back to the decompressor once passed
+  const reader = new StreamBlocks(guard.output[Symbol.asyncIterator](), releaserOf(dec));
   try {
     const result = await scan(reader, path, true, signal);
     if (!result.ended) throw truncated(path, 'the archive ends without the tar end-of-archive marker');
@@ -439,7 +457,7 @@ async function indexCompressed(path: string, compression: Compression, signal?: 
     await piping;
     return result;
   } catch (e) {
-    src.destroy();
+    dec.destroy();
     await piping.catch(() => undefined);
     throw compressedFault(e, path, compression, dec);
   }

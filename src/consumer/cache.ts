@@ -64,6 +64,11 @@ export class ObjectCache {
     }
   }
 
+  /** The stored object's file, for a reader that reads it itself (feedFile). */
+  file(digest: string): { file: string } {
+    return { file: this.final(digest) };
+  }
+
   open(digest: string): Readable {
     return createReadStream(this.final(digest), { highWaterMark: 1 << 20 });
   }

@@ -1,9 +1,10 @@
 // The consumer's side of encrypted releases: what it expects to be encrypted, how much a decrypted
 // object may hold, and how decrypted bytes reach the daemon only once their MDC is verified.
 
+import { createReadStream } from 'node:fs';
 import { Readable, Transform, type Duplex } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
-import type { Compression } from '../archive/index.js';
+import { feedFile, type Compression } from '../archive/index.js';
 import { decryptStream, type DecryptionKey } from '../crypto/index.js';
 import { TarportError } from '../errors.js';
 import { MAX_SMALL_BLOB_BYTES, type LayerDescriptor, type ReleaseRecord } from '../repo/index.js';
@@ -59,20 +60,24 @@ export async function decryptConfig(stored: Buffer, key: DecryptionKey, what: st
  * record declares. For an encrypted layer the last bytes wait for the decryptor's verdict: a
  * decompressor that stops at the end of its frame, or a reader that stops at the size it expects,
  * cannot see the layer end cleanly over a message whose MDC then fails.
+ * `raw` may name a local file (the cache's): a compressed plain layer is then fed to its
+ * decompressor from a few reused buffers (feedFile), which saves more CPU than zstd's own work.
  */
 export async function openLayer(
-  raw: Readable,
+  raw: Readable | { file: string },
   l: LayerDescriptor,
   key: DecryptionKey | undefined,
   what: string,
   decompressor: (c: Compression) => Promise<Duplex>,
   explain: (fault: unknown) => Promise<unknown> = async (fault) => fault,
 ): Promise<Readable> {
-  let src: Readable = raw;
+  // a decompressor is done with a chunk when it calls back; a pass-through ('none') is not
+  const feed = !(raw instanceof Readable) && !l.encryption && l.compression !== 'none' ? raw.file : undefined;
+  let src: Readable | undefined = raw instanceof Readable ? raw : feed === undefined ? createReadStream(raw.file, { highWaterMark: 1 << 20 }) : undefined;
   let verdict: Promise<void> = Promise.resolve();
-  if (l.encryption) {
+  if (l.encryption && src) {
     if (!key) throw new TarportError('INTERNAL', `internal error: ${what} is encrypted and no key was passed`);
-    src = await decryptStream(raw, key, what, { maxBytes: layerPlaintextLimit(l) });
+    src = await decryptStream(src, key, what, { maxBytes: layerPlaintextLimit(l) });
     verdict = finished(src);
     verdict.catch(() => undefined); // seen through the gate
   }
@@ -89,7 +94,7 @@ export async function openLayer(
       () => out.destroy(e as Error),
     );
   };
-  pipeline(src, dec).catch(fail);
+  (src ? pipeline(src, dec) : feedFile(feed!, dec)).catch(fail);
   dec.on('error', fail);
   dec.pipe(out);
   out.on('close', () => dec.destroy());

@@ -495,7 +495,7 @@ function layerFiles(repo: Repository, cache: ObjectCache, record: ReleaseRecord,
         // as stored: the runtime decompresses; read in place, the digest is checked on the way
         if (stored) return direct ? await repo.readBlob(l, { signal }) : cache.open(l.digest);
         const what = `layer ${l.diffId} of ${ref}`;
-        if (!direct) return openLayer(cache.open(l.digest), l, l.encryption ? needKey(key, record) : undefined, what, threadedDecompressor);
+        if (!direct) return openLayer(cache.file(l.digest), l, l.encryption ? needKey(key, record) : undefined, what, threadedDecompressor);
         return openLayer(await repo.readBlob(l, { signal }), l, undefined, what, threadedDecompressor, (e) => digestFirst(repo, l, e, signal));
       },
     });
@@ -537,7 +537,7 @@ async function importRootfs(repo: Repository, docker: Runtime, cache: ObjectCach
   // docker import would create the image as soon as the tar ends, before a stream error at its very
   // end could stop it: check the uncompressed digest in a pass of its own first.
   // decrypted (the MDC checked before the end) and decompressed, capped at the declared size
-  const plain = () => openLayer(cache.open(l.digest), l, l.encryption ? needKey(key, record) : undefined, `root file system of ${ref}`, async (c) => decompressor(c));
+  const plain = () => openLayer(cache.file(l.digest), l, l.encryption ? needKey(key, record) : undefined, `root file system of ${ref}`, async (c) => decompressor(c));
   const d = new Digester();
   await pipeline(await plain(), d, new Writable({ write: (_c, _e, cb) => cb() }), { signal });
   if (d.digest() !== l.diffId || d.bytes !== l.uncompressedSize) {

@@ -2,7 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Transform, type Duplex } from 'node:stream';
+import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
+import { decompressor } from '../../src/archive/index.js';
 import { checkEncrypted, decryptConfig, MAX_CONFIG_BYTES, openLayer, unauthenticatedWarning } from '../../src/consumer/encryption.js';
 import { encryptStream, generateKeyPair, loadDecryptionKey, loadRecipients } from '../../src/crypto/index.js';
 import type { LayerDescriptor, ReleaseRecord } from '../../src/repo/index.js';
@@ -102,6 +104,25 @@ describe('decrypted objects reach the load only after the verdict', () => {
     await expect(collect(await openLayer(Readable.from([randomBytes(5000)]), l, undefined, 'layer x', async () => new Transform({ transform: (c, _e, cb) => cb(null, c) })))).rejects.toThrow(
       'layer x: decompresses to more than the 1000 bytes the record declares',
     );
+  });
+
+  it('a plain layer named by its file is read by the feed and decompressed whole, an encrypted one decrypted', async () => {
+    const dir = await tempDir();
+    const data = Buffer.concat([randomBytes(3 << 20), Buffer.alloc(2 << 20, 'layer ')]);
+    const zfile = join(dir, 'layer.gz');
+    await writeFile(zfile, gzipSync(data));
+    const gz = layer({ compression: 'gzip', uncompressedSize: data.length });
+    expect((await collect(await openLayer({ file: zfile }, gz, undefined, 'layer', async () => decompressor('gzip')))).equals(data)).toBe(true);
+    // 'none': a pass-through is not done with a chunk when it calls back, so the file is streamed
+    const pfile = join(dir, 'layer.tar');
+    await writeFile(pfile, data);
+    expect((await collect(await openLayer({ file: pfile }, layer({ uncompressedSize: data.length }), undefined, 'layer', async () => decompressor('none')))).equals(data)).toBe(true);
+    const { recipients, key } = await keys();
+    const sfile = join(dir, 'layer.gpg');
+    await writeFile(sfile, await collect(await encryptStream(Readable.from([data]), recipients)));
+    const enc = layer({ encryption: ENC, uncompressedSize: data.length });
+    expect((await collect(await openLayer({ file: sfile }, enc, key, 'layer', async () => decompressor('none')))).equals(data)).toBe(true);
+    await expect(collect(await openLayer({ file: join(dir, 'absent') }, gz, undefined, 'layer', async () => decompressor('gzip')))).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
   it('a config that inflates past 16 MiB is refused', async () => {

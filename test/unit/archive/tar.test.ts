@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -195,5 +196,25 @@ describe('the one tar decoder: what a root file system may hold and an image arc
       ['empty', sha256(Buffer.alloc(0))],
       ['z', sha256(Buffer.from('Z'))],
     ]);
+  });
+});
+
+describe('TarArchive over reused buffers', () => {
+  it('a zstd archive of many MiB is indexed and cut with its kept entries and its streams intact', async () => {
+    // ~6 MiB of random entries of uneven sizes: headers and kept entries straddle the 1 MiB read
+    // buffers and decompressed buffers that the index hands back for reuse
+    let seed = 7;
+    const next = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31);
+    const files: [string, Buffer][] = Array.from({ length: 60 }, (_, i) => [`d/f${i}.bin`, randomBytes(next() % 200_000)]);
+    const dir = await tempDir();
+    const p = join(dir, 'many.tar.zst');
+    await writeFile(p, zstdCompress(tarOf(files)));
+    const a = await TarArchive.open(p);
+    for (const [n, d] of files) expect((await a.readEntry(n, 1 << 20)).equals(d)).toBe(true);
+    const names = files.filter((_, i) => i % 3 === 0).map(([n]) => n);
+    const got = new Map<string, Buffer>();
+    for await (const { entry, stream } of a.streamEntries(names)) got.set(entry.name, await collect(stream));
+    expect([...got.keys()]).toEqual(names);
+    for (const [n, d] of files.filter(([x]) => names.includes(x))) expect(got.get(n)!.equals(d)).toBe(true);
   });
 });

@@ -1,0 +1,86 @@
+import { open } from 'node:fs/promises';
+import type { Writable } from 'node:stream';
+
+/** Bytes per read, as the 1 MiB file streams elsewhere read. */
+export const FEED_CHUNK = 1 << 20;
+/** Buffers in the ring: one being read while two are with the consumer. */
+const RING = 3;
+
+export interface FeedOptions {
+  /** First byte to read (default 0). */
+  start?: number;
+  /** Bytes to read from `start` (default: to the end of the file). */
+  length?: number;
+  /** Bytes per read (default FEED_CHUNK). */
+  chunk?: number;
+  /** Stops the feed: `into` is destroyed with the signal's reason. */
+  signal?: AbortSignal;
+  /** Called with each chunk's size before it is written (a bomb guard counts its input here). */
+  onChunk?: (bytes: number) => void;
+}
+
+/**
+ * Writes a file (or a range of it) into `into` and ends it, reading into a ring of a few buffers it
+ * reuses instead of a fresh buffer per read as fs.createReadStream does: fresh megabytes fault their
+ * pages in from the kernel and miss the CPU's cache, which cost more CPU than zstd's whole
+ * decompression of the same bytes (docs/install.md, "zstd speed, measured").
+ *
+ * A buffer is reused only after `into`'s write callback for it has run, so `into` must be done with
+ * a chunk when it calls back: a decompressor is (ZstdDecompress calls back once its input is used
+ * up, Node's zlib streams once their handle has consumed it), a pass-through that forwards the chunk
+ * is not (it calls back while the chunk sits in its readable buffer). A consumer that transfers a
+ * chunk's memory to a thread (ThreadedZstd) gets a fresh buffer in that slot next time. Resolves with the bytes fed;
+ * on a read fault, an abort or a write error `into` is destroyed with the error and the promise
+ * rejects with it. Stops without error once `into` is destroyed by its reader.
+ */
+export async function feedFile(path: string, into: Writable, opts: FeedOptions = {}): Promise<number> {
+  const size = opts.chunk ?? FEED_CHUNK;
+  const slots = Array.from({ length: RING }, () => ({ buf: Buffer.allocUnsafeSlow(size), busy: undefined as Promise<void> | undefined }));
+  const fh = await open(path, 'r').catch((e: unknown) => {
+    into.destroy(e as Error);
+    throw e;
+  });
+  let fed = 0;
+  try {
+    const end = opts.length === undefined ? Infinity : opts.length;
+    for (let i = 0; fed < end; i = (i + 1) % RING) {
+      const slot = slots[i]!;
+      await slot.busy;
+      // a consumer that moved the chunk's memory to another thread (postMessage's transfer) left
+      // it detached: that slot takes a fresh buffer
+      if (slot.buf.buffer.byteLength === 0) slot.buf = Buffer.allocUnsafeSlow(size);
+      opts.signal?.throwIfAborted();
+      if (into.destroyed) return fed;
+      const want = Math.min(size, end - fed);
+      const { bytesRead } = await fh.read(slot.buf, 0, want, (opts.start ?? 0) + fed);
+      if (bytesRead === 0) break;
+      fed += bytesRead;
+      opts.onChunk?.(bytesRead);
+      slot.busy = written(into, slot.buf.subarray(0, bytesRead));
+      slot.busy.catch(() => undefined); // awaited before the slot's next read, or below
+    }
+    await Promise.all(slots.map((s) => s.busy));
+    if (!into.destroyed) into.end();
+    return fed;
+  } catch (e) {
+    const err = opts.signal?.aborted ? (opts.signal.reason as Error) : (e as Error);
+    if (!into.destroyed) into.destroy(err);
+    throw err;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Writes a chunk; settles when `into` calls back for it (or is destroyed, which never calls back). */
+function written(into: Writable, chunk: Buffer): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onClose = () => resolve();
+    into.once('close', onClose);
+    into.write(chunk, (e) => {
+      into.off('close', onClose);
+      // a consumer that failed or was closed reports that itself, to the reader of its output
+      if (e && !into.destroyed) reject(e);
+      else resolve();
+    });
+  });
+}
