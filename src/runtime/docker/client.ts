@@ -1,4 +1,4 @@
-import { request, type IncomingMessage } from 'node:http';
+import { request, type ClientRequest, type IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import { TarportError, messageOf } from '../../errors.js';
 import { chainIds } from '../types.js';
@@ -57,13 +57,51 @@ export interface DockerApi {
   removeImage(ref: string, signal?: AbortSignal): Promise<boolean>;
 }
 
+/**
+ * A daemon connection that neither sends nor takes a byte for this long is given up on: a stuck
+ * daemon must not hold an unattended pull for ever. While a load streams, the daemon reads the
+ * archive as it comes, and its answer follows soon after the last byte; ten minutes is far beyond
+ * what a working daemon is silent for (as containerd's import tail in containerd/ctr.ts).
+ */
+export const DAEMON_IDLE_MS = 600_000;
+
+/**
+ * Ends `req` with `fault` once its socket has been idle (nothing read, nothing written) for `idleMs`,
+ * unless `progress` (a count of work done elsewhere for this request, e.g. bytes the daemon pulled
+ * from tarport's loopback registry) moved meanwhile.
+ */
+export function idleBound(req: ClientRequest, idleMs: number, fault: () => TarportError, progress?: () => number): void {
+  let last = progress?.();
+  let answer: IncomingMessage | undefined;
+  req.once('response', (res: IncomingMessage) => (answer = res));
+  const onIdle = () => {
+    const now = progress?.();
+    if (now !== last) {
+      last = now;
+      req.setTimeout(idleMs, onIdle);
+      return;
+    }
+    const f = fault();
+    // once the answer has begun, its reader hears the fault from the answer's stream
+    answer?.destroy(f);
+    req.destroy(f);
+  };
+  req.setTimeout(idleMs, onIdle);
+}
+
 /** The Docker Engine API over its socket: only what tarport needs. */
 export class DockerClient implements DockerApi {
   private readonly ep: Endpoint;
+  private readonly idleMs: number;
 
   /** `label` names the service in messages (Podman's API service answers the same API). */
-  constructor(dockerHost: string | undefined = process.env.DOCKER_HOST, private readonly label: { service: string; setting: string } = { service: 'Docker daemon', setting: 'DOCKER_HOST' }) {
+  constructor(
+    dockerHost: string | undefined = process.env.DOCKER_HOST,
+    private readonly label: { service: string; setting: string } = { service: 'Docker daemon', setting: 'DOCKER_HOST' },
+    opts: { idleMs?: number } = {},
+  ) {
     this.ep = parseDockerHost(dockerHost);
+    this.idleMs = opts.idleMs ?? DAEMON_IDLE_MS;
   }
 
   get endpoint(): string {
@@ -85,9 +123,11 @@ export class DockerClient implements DockerApi {
         resolve,
       );
       let bodyError: Error | undefined;
+      idleBound(req, this.idleMs, () => stuck(this.label.service, this.ep.display, method, path, this.idleMs));
       req.on('error', (e) =>
         reject(
           bodyError ??
+          (e instanceof TarportError ? e : undefined) ??
           new TarportError('DAEMON', `${this.label.service} at ${this.ep.display}: ${messageOf(e)}; is it running, and is ${this.label.setting} right?`, {
             cause: e,
             retryable: true,
@@ -184,6 +224,17 @@ export class DockerClient implements DockerApi {
     if ((res.statusCode ?? 500) >= 300) throw apiError(this.label.service, this.ep.display, 'DELETE', `/images/${ref}`, res.statusCode, text);
     return true;
   }
+}
+
+/** A daemon that went silent in the middle of a call: neither answered nor read for the idle bound. */
+export class DaemonStuckError extends TarportError {
+  constructor(message: string) {
+    super('DAEMON', message, { retryable: true });
+  }
+}
+
+export function stuck(service: string, display: string, method: string, path: string, idleMs: number): DaemonStuckError {
+  return new DaemonStuckError(`${service} at ${display}: ${method} ${path.split('?')[0]} sent and took nothing for ${idleMs >= 1000 ? `${Math.round(idleMs / 1000)} s` : `${idleMs} ms`}; given up (is it stuck? see its log)`);
 }
 
 async function readAll(res: IncomingMessage): Promise<string> {

@@ -1,13 +1,17 @@
 import { request, type IncomingMessage } from 'node:http';
 import { TarportError, messageOf } from '../../errors.js';
-import { parseDockerHost, type Endpoint } from '../docker/client.js';
+import { DAEMON_IDLE_MS, idleBound, parseDockerHost, stuck, type Endpoint } from '../docker/client.js';
 
 /** Podman's own (libpod) API calls tarport makes beside the Docker-compatible ones. */
 export interface LibpodApi {
   /** Is the service on this machine (a unix socket), so that its 127.0.0.1 is ours? */
   readonly local: boolean;
-  /** Pulls `reference` over plain HTTP (a loopback registry); returns the image ID. */
-  pull(reference: string, signal?: AbortSignal): Promise<string>;
+  /**
+   * Pulls `reference` over plain HTTP (a loopback registry); returns the image ID. `progress`
+   * counts what the service took from the registry: the call is silent while it pulls, and is given
+   * up only when neither moved for the idle bound (docker/client.ts, DAEMON_IDLE_MS).
+   */
+  pull(reference: string, signal?: AbortSignal, progress?: () => number): Promise<string>;
   /** Gives image `id` the name repo:tag. */
   tag(id: string, repo: string, tag: string, signal?: AbortSignal): Promise<void>;
   /** Takes the name repo:tag off the image `id`. */
@@ -19,18 +23,20 @@ const PREFIX = '/v4.0.0/libpod';
 /** The libpod API over the service's socket. */
 export class LibpodClient implements LibpodApi {
   private readonly ep: Endpoint;
+  private readonly idleMs: number;
 
-  constructor(socket: string) {
+  constructor(socket: string, opts: { idleMs?: number } = {}) {
     this.ep = parseDockerHost(socket);
+    this.idleMs = opts.idleMs ?? DAEMON_IDLE_MS;
   }
 
   get local(): boolean {
     return this.ep.socketPath !== undefined;
   }
 
-  async pull(reference: string, signal?: AbortSignal): Promise<string> {
+  async pull(reference: string, signal?: AbortSignal, progress?: () => number): Promise<string> {
     const q = new URLSearchParams({ reference, tlsVerify: 'false', quiet: 'true', policy: 'always' });
-    const res = await this.call('POST', `${PREFIX}/images/pull?${q}`, signal);
+    const res = await this.call('POST', `${PREFIX}/images/pull?${q}`, signal, progress);
     const text = await readAll(res);
     if ((res.statusCode ?? 500) >= 300) throw this.failed('pull', res.statusCode, text);
     return pullResult(text);
@@ -60,11 +66,12 @@ export class LibpodClient implements LibpodApi {
     return new TarportError('DAEMON', `Podman API service at ${this.ep.display}: ${op} failed (${status}): ${msg}`, { retryable: (status ?? 500) >= 500 });
   }
 
-  private call(method: string, path: string, signal?: AbortSignal): Promise<IncomingMessage> {
+  private call(method: string, path: string, signal?: AbortSignal, progress?: () => number): Promise<IncomingMessage> {
     return new Promise((resolve, reject) => {
       const req = request({ method, path, socketPath: this.ep.socketPath, host: this.ep.host ?? 'localhost', port: this.ep.port, signal }, resolve);
+      idleBound(req, this.idleMs, () => stuck('Podman API service', this.ep.display, method, path, this.idleMs), progress);
       req.on('error', (e) =>
-        reject(new TarportError('DAEMON', `Podman API service at ${this.ep.display}: ${messageOf(e)}; is it running, and is --podman-socket right?`, { cause: e, retryable: true })),
+        reject(e instanceof TarportError ? e : new TarportError('DAEMON', `Podman API service at ${this.ep.display}: ${messageOf(e)}; is it running, and is --podman-socket right?`, { cause: e, retryable: true })),
       );
       req.end();
     });

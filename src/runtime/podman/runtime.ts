@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { machine } from 'node:os';
 import type { Readable } from 'node:stream';
 import { TarportError, messageOf } from '../../errors.js';
-import { DockerClient, type DockerApi } from '../docker/client.js';
+import { DaemonStuckError, DockerClient, type DockerApi } from '../docker/client.js';
 import { platformOfMachine, type ExpectedImage, type ImageName, type LoadPlan, type Platform, type Runtime, type StoredLayer, type VerifiedImage, type VerifiedLoad } from '../types.js';
 import { LibpodClient, type LibpodApi } from './libpod.js';
 import { LoopbackRegistry, type ServedImage } from './registry.js';
@@ -69,10 +69,12 @@ export class PodmanRuntime implements Runtime {
     const registry = await LoopbackRegistry.start(served);
     let id: string;
     try {
-      id = await libpod.pull(registry.reference, signal);
+      id = await libpod.pull(registry.reference, signal, () => registry.traffic.requests + registry.traffic.bytesSent);
     } catch (e) {
-      // tarport's own fault (a fetch or a decoder, as the pull read a layer): not the runtime's
+      // tarport's own fault (a fetch or a decoder, as the pull read a layer): not the runtime's;
+      // nor is a stuck service one an upload would get past
       if (signal?.aborted || registry.traffic.fault) throw registry.traffic.fault ?? e;
+      if (e instanceof DaemonStuckError) throw e;
       const reached = registry.traffic.requests > 0 ? `after ${registry.traffic.requests} request(s) to it` : 'which it never reached';
       return { loaded: false, reason: `Podman could not pull from tarport's loopback registry ${registry.host} (${reached}): ${messageOf(e)}` };
     } finally {

@@ -1,0 +1,70 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { afterEach, describe, expect, it } from 'vitest';
+import { DaemonStuckError, DockerClient } from '../../../../src/runtime/docker/client.js';
+import { LibpodClient } from '../../../../src/runtime/podman/libpod.js';
+import { tempDir } from '../../../helpers.js';
+
+// A daemon that goes silent in the middle of a call is given up on after the idle bound (here 300
+// ms; DAEMON_IDLE_MS in use), however far the call got; work the daemon does elsewhere for the call
+// (Podman pulling from tarport's loopback registry) counts as life.
+
+const IDLE = 300;
+let server: Server | undefined;
+afterEach(async () => {
+  server?.closeAllConnections();
+  await new Promise((r) => server?.close(r) ?? r(undefined));
+  server = undefined;
+});
+
+async function daemon(answer: (req: IncomingMessage, res: ServerResponse) => void): Promise<string> {
+  const sock = join(await tempDir(), 'd.sock');
+  server = createServer(answer);
+  await new Promise<void>((r) => server!.listen(sock, r));
+  return `unix://${sock}`;
+}
+
+describe('a silent daemon', () => {
+  it('that never answers a query: DaemonStuckError naming the call and the bound', async () => {
+    const host = await daemon(() => undefined);
+    const t0 = Date.now();
+    const err = await new DockerClient(host, undefined, { idleMs: IDLE }).version().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DaemonStuckError);
+    expect((err as Error).message).toBe(`Docker daemon at ${host}: GET /version sent and took nothing for 300 ms; given up (is it stuck? see its log)`);
+    expect(Date.now() - t0).toBeLessThan(IDLE * 20);
+  });
+
+  it('that stops in the middle of its answer', async () => {
+    const host = await daemon((_req, res) => {
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.write('{"Version": ');
+    });
+    const err = await new DockerClient(host, undefined, { idleMs: IDLE }).version().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DaemonStuckError);
+  });
+
+  it('that takes a load archive whole and then never answers', async () => {
+    let took = 0;
+    const host = await daemon((req) => req.on('data', (c: Buffer) => (took += c.length)));
+    const archive = Readable.from([Buffer.alloc(1 << 20), Buffer.alloc(1 << 20)]);
+    const err = await new DockerClient(host, { service: 'Podman API service', setting: '--podman-socket' }, { idleMs: IDLE }).load(archive).catch((e: unknown) => e);
+    expect(took).toBe(2 << 20);
+    expect((err as Error).message).toContain('Podman API service at unix://');
+    expect((err as Error).message).toContain('POST /images/load sent and took nothing');
+  });
+
+  it('a libpod pull silent on its socket lives while its progress moves, and is given up once that stops', async () => {
+    const host = await daemon((_req, res) => setTimeout(() => res.end('{"id":"0123"}\n'), IDLE * 4));
+    let moved = 0;
+    const ticking = setInterval(() => moved++, IDLE / 3);
+    try {
+      expect(await new LibpodClient(host, { idleMs: IDLE }).pull('127.0.0.1:1/x:load', undefined, () => moved)).toBe('sha256:0123');
+    } finally {
+      clearInterval(ticking);
+    }
+    const err = await new LibpodClient(host, { idleMs: IDLE }).pull('127.0.0.1:1/x:load', undefined, () => moved).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DaemonStuckError);
+    expect((err as Error).message).toContain('Podman API service at unix://');
+  });
+});
