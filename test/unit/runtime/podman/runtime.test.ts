@@ -1,16 +1,21 @@
-// src/runtime/podman/runtime.ts: the load plan, the platform and loadVerified (the real Podman
-// runs in test/integration/runtimes.test.ts).
+// src/runtime/podman/runtime.ts: the load plan, the platform and loadVerified, alone and from a
+// consumer's pull of a real release (the real Podman runs in test/integration/runtimes.test.ts).
 import { createHash } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { machine } from 'node:os';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
+import { TarArchive, writeDemoArchives } from '../../../../src/archive/index.js';
+import { pull } from '../../../../src/consumer/index.js';
+import { generateKeyPair, loadDecryptionKey, loadRecipients } from '../../../../src/crypto/index.js';
+import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../../../src/producer/index.js';
+import { Repository } from '../../../../src/repo/index.js';
 import { PodmanRuntime, platformOfMachine, type DockerApi, type VerifiedLoad } from '../../../../src/runtime/index.js';
 import type { LibpodApi } from '../../../../src/runtime/podman/libpod.js';
 import { servedImage } from '../../../../src/runtime/podman/runtime.js';
-import { writeDemoArchives } from '../../../../src/archive/index.js';
-import { pull } from '../../../../src/consumer/index.js';
-import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../../../src/producer/index.js';
-import { Repository } from '../../../../src/repo/index.js';
 import { MemoryTransport } from '../../../../src/transport/index.js';
 import { SMALL, tempDir } from '../../../helpers.js';
 
@@ -132,14 +137,30 @@ describe('Podman loadVerified: a pull from the loopback registry', () => {
   });
 });
 
+/**
+ * The service's Docker-compatible side: the name Podman's tag gives the pulled image is what the
+ * check after the load sees; an uploaded archive is kept (`loads`: its entries) and names its image.
+ */
+function compatApi(images: Map<string, string>, loads: string[][]): DockerApi {
+  const load = async (archive: Readable) => {
+    const file = join(await tempDir(), 'load.tar');
+    await pipeline(archive, createWriteStream(file));
+    const t = await TarArchive.open(file);
+    loads.push([...t.entries.keys()]);
+    const m = (JSON.parse((await t.readEntry('manifest.json')).toString()) as { Config: string; RepoTags: string[] }[])[0]!;
+    for (const tag of m.RepoTags) images.set(tag, `sha256:${m.Config.replace(/^blobs\/sha256\/|\.json$/g, '')}`);
+    return [];
+  };
+  return { endpoint: 'unix:///nowhere/podman.sock', inspectImage: async (ref: string) => (images.has(ref) ? { Id: images.get(ref)! } : undefined), load } as unknown as DockerApi;
+}
+
 describe('Podman loadVerified from a pull: what the loopback registry serves of a zstd release', () => {
   it('names each layer by its diff ID, with its uncompressed size and the plain tar media type, and serves those bytes', async () => {
     const repo = new Repository(new MemoryTransport());
     const [v1] = await writeDemoArchives(await tempDir(), undefined, 4 * SMALL);
     await publishArchive(repo, v1!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' } });
-    // the service: the name Podman's tag gives the pulled image is what the check after the load sees
     const images = new Map<string, string>();
-    const fakeApi = { endpoint: 'unix:///nowhere/podman.sock', inspectImage: async (ref: string) => (images.has(ref) ? { Id: images.get(ref)! } : undefined) } as unknown as DockerApi;
+    const fakeApi = compatApi(images, []);
     const seen: { manifest?: PulledManifest; blobs: Map<string, Buffer> } = { blobs: new Map() };
     const libpod = pullingLibpod([], { seen });
     const tagging: LibpodApi = { ...libpod, tag: async (id, r, t) => void images.set(`${r}:${t}`, id) };
@@ -152,5 +173,23 @@ describe('Podman loadVerified from a pull: what the loopback registry serves of 
     // each layer's size is the uncompressed tar's, and the bytes served are that tar (checked against the diff ID by the pull)
     expect(m.layers.map((l) => l.size)).toEqual(m.layers.map((l) => seen.blobs.get(l.digest)!.length));
     expect(m.layers[0]!.size).toBeGreaterThan(4 * SMALL);
+  });
+
+  it('an encrypted release is not served: it goes up as a docker save archive, and Podman is not asked to pull', async () => {
+    const dir = await tempDir();
+    const pair = await generateKeyPair('unit <u@example.invalid>', { type: 'ecc' });
+    await writeFile(join(dir, 'pub'), pair.publicKey);
+    await writeFile(join(dir, 'sec'), pair.privateKey);
+    const repo = new Repository(new MemoryTransport());
+    const [v1] = await writeDemoArchives(await tempDir(), undefined, 4 * SMALL);
+    await publishArchive(repo, v1!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' }, encryptTo: await loadRecipients([join(dir, 'pub')]) });
+    const calls: string[] = [];
+    const loads: string[][] = [];
+    const r = await pull(repo, new PodmanRuntime(compatApi(new Map(), loads), pullingLibpod(calls)), { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: await tempDir(), decryptKey: await loadDecryptionKey(join(dir, 'sec')) });
+    expect(r.loaded.map((l) => l.ref)).toEqual(['demo/app:1']);
+    expect(calls).toEqual([]);
+    expect(loads).toHaveLength(1);
+    expect(loads[0]).toContain('manifest.json');
+    expect(loads[0]).not.toContain('index.json');
   });
 });
