@@ -1,6 +1,6 @@
 import { pipeline } from 'node:stream/promises';
 import { Writable, type Duplex } from 'node:stream';
-import { CodecError, decompressor, ociBlobPath, ociLayerMediaType, prewarmDecompressors, releaseDecompressors, threadedDecompressor, writeLoadArchive, writeOciLoadArchive, type Compression, type LoadFile } from '../archive/index.js';
+import { CodecError, decompressor, ociBlobPath, ociLayerMediaType, prewarmDecompressors, releaseDecompressors, releaserOf, threadedDecompressor, writeLoadArchive, writeOciLoadArchive, type Compression, type LoadFile } from '../archive/index.js';
 import { Digester, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
 import { formatPlatform, type ImageName, type LoadPlan, type Platform, type Runtime, type VerifiedLoad } from '../runtime/index.js';
 import { isRefusalCode, TarportError } from '../errors.js';
@@ -507,8 +507,17 @@ function layerFiles(
         // as stored: the runtime decompresses; read in place, the digest is checked on the way
         if (stored) return direct ? await repo.readBlob(l, { signal }) : cache.open(l.digest);
         const what = `layer ${l.diffId} of ${ref}`;
-        if (!direct) return openLayer(cache.file(l.digest), l, l.encryption ? needKey(key, record) : undefined, what, decode);
-        return openLayer(await repo.readBlob(l, { signal }), l, undefined, what, decode, (e) => digestFirst(repo, l, e, signal));
+        // the decoder's buffers go back to it once a reader that can say so is done with them
+        let release: ((chunk: Buffer) => void) | undefined;
+        const decoding = async (c: Compression) => {
+          const d = await decode(c);
+          release = releaserOf(d);
+          return d;
+        };
+        const out = direct
+          ? await openLayer(await repo.readBlob(l, { signal }), l, undefined, what, decoding, (e) => digestFirst(repo, l, e, signal))
+          : await openLayer(cache.file(l.digest), l, l.encryption ? needKey(key, record) : undefined, what, decoding);
+        return release ? Object.assign(out, { release }) : out;
       },
     });
   }
