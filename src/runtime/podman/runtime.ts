@@ -15,9 +15,9 @@ import { LoopbackRegistry, type RegistryTraffic, type ServedImage } from './regi
  * 127.0.0.1 for the length of the load, from the files of its cache: no upload, no spool file, no
  * unpacking of an archive into a temporary folder. The layers are served uncompressed, each named
  * by its diff ID: containers/image decodes a compressed layer twice (once for the diff ID as it
- * stores the blob, once as it applies it), where tarport decodes it once, on threads of its own,
- * while Podman applies the layer before; and Podman finds a layer it already has by that digest,
- * so it asks for none of them again.
+ * stores the blob, once as it applies it), where tarport decodes it once, in its own process
+ * while Podman works on the layers before; and Podman finds a layer it already has by that digest
+ * (however it came in), so it asks for none of them again.
  */
 export class PodmanRuntime implements Runtime {
   readonly kind = 'podman' as const;
