@@ -1,6 +1,6 @@
 import { pipeline } from 'node:stream/promises';
-import { Writable } from 'node:stream';
-import { CodecError, decompressor, ociBlobPath, ociLayerMediaType, prewarmDecompressors, releaseDecompressors, threadedDecompressor, writeLoadArchive, writeOciLoadArchive, type LoadFile } from '../archive/index.js';
+import { Writable, type Duplex } from 'node:stream';
+import { CodecError, decompressor, ociBlobPath, ociLayerMediaType, prewarmDecompressors, releaseDecompressors, releaserOf, threadedDecompressor, writeLoadArchive, writeOciLoadArchive, type Compression, type LoadFile } from '../archive/index.js';
 import { Digester, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
 import { formatPlatform, type ImageName, type LoadPlan, type Platform, type Runtime, type VerifiedLoad } from '../runtime/index.js';
 import { isRefusalCode, TarportError } from '../errors.js';
@@ -366,7 +366,12 @@ async function loadImage(
   // content store) and which archive shape it reads; Docker's containerd store and Podman need all.
   const plan = await planLoad(docker, record, signal);
   emit({ kind: 'loading', ref, version: record.version, layers: record.layers.length, skipped: new Set(diffIds.filter((d) => plan.omit.has(d))).size });
-  const fetching = layerFiles(repo, cache, record, plan, key, signal);
+  // A runtime that fetches the layers itself (Podman's pull) reads several at once: they decode on
+  // this thread, as they are asked for. A decoding thread per layer costs more CPU to start and to
+  // hand buffers across than the decoding it takes off this thread (5 layers, 400 MiB: 3.3 CPU s
+  // against 1.4).
+  const decode = docker.loadVerified && plan.format === 'oci-layout' ? async (c: Compression) => decompressor(c) : threadedDecompressor;
+  const fetching = layerFiles(repo, cache, record, plan, key, decode, signal);
   const { files } = fetching;
   const pulled = await loadVerified(docker, record, config, plan, fetching, emit, signal);
   if (pulled) return pulled;
@@ -462,7 +467,15 @@ interface LayerFetching {
  * The fetches run one after another in the background from the start, so that the runtime loads a
  * layer while the next one downloads; a file opens once its own object is in the cache.
  */
-function layerFiles(repo: Repository, cache: ObjectCache, record: ReleaseRecord, plan: LoadPlan, key: DecryptionKey | undefined, signal?: AbortSignal): LayerFetching {
+function layerFiles(
+  repo: Repository,
+  cache: ObjectCache,
+  record: ReleaseRecord,
+  plan: LoadPlan,
+  key: DecryptionKey | undefined,
+  decode: (c: Compression) => Promise<Duplex>,
+  signal?: AbortSignal,
+): LayerFetching {
   const ref = `${record.name}:${record.tag}`;
   const direct = plan.thin && repo.isLocal && !record.layers.some((l) => l.encryption);
   // the objects as stored go to the runtime as they are (planLoad offers that for unencrypted layers only)
@@ -495,8 +508,17 @@ function layerFiles(repo: Repository, cache: ObjectCache, record: ReleaseRecord,
         // as stored: the runtime decompresses; read in place, the digest is checked on the way
         if (stored) return direct ? await repo.readBlob(l, { signal }) : cache.open(l.digest);
         const what = `layer ${l.diffId} of ${ref}`;
-        if (!direct) return openLayer(cache.file(l.digest), l, l.encryption ? needKey(key, record) : undefined, what, threadedDecompressor);
-        return openLayer(await repo.readBlob(l, { signal }), l, undefined, what, threadedDecompressor, (e) => digestFirst(repo, l, e, signal));
+        // the decoder's buffers go back to it once a reader that can say so is done with them
+        let release: ((chunk: Buffer) => void) | undefined;
+        const decoding = async (c: Compression) => {
+          const d = await decode(c);
+          release = releaserOf(d);
+          return d;
+        };
+        const out = direct
+          ? await openLayer(await repo.readBlob(l, { signal }), l, undefined, what, decoding, (e) => digestFirst(repo, l, e, signal))
+          : await openLayer(cache.file(l.digest), l, l.encryption ? needKey(key, record) : undefined, what, decoding);
+        return release ? Object.assign(out, { release }) : out;
       },
     });
   }

@@ -39,8 +39,16 @@ export interface VerifiedBlob {
   readonly size: number;
   /** The OCI media type of these bytes (e.g. application/vnd.oci.image.layer.v1.tar+zstd). */
   readonly mediaType: string;
-  open(): Promise<Readable>;
+  open(): Promise<LayerStream>;
 }
+
+/**
+ * A layer's bytes, decompressed on the way or not. `release`, where there is one, takes back a
+ * chunk the reader is done with (written out whole: nothing holds a view of it any more) for the
+ * decompressor's next output: fresh megabytes cost the CPU of a second zstd (page faults), a
+ * released one none. A chunk not released is simply collected.
+ */
+export type LayerStream = Readable & { readonly release?: (chunk: Buffer) => void };
 
 /** An image whose config tarport checked and whose layers come from verified objects. */
 export interface VerifiedImage {

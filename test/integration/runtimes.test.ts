@@ -127,18 +127,32 @@ describe('Podman: --runtime podman through its API service', () => {
     expect((await tarport(['push', '--init', fixture('app-v1.tar'), fixture('app-v2.tar'), '--to', repo])).code).toBe(0);
   });
 
-  it('releases load under Docker Hub names with the config digest as ID, pulled from the loopback registry (no upload), and run', async () => {
+  it('releases load under Docker Hub names with the config digest as ID, pulled from the loopback registry (no upload, layers uncompressed), and run', async () => {
+    const first = await pullJson(['--from', repo, '--state', state, '--runtime', 'podman', '--podman-socket', podmanSock, 'tarport-fixture/app:1']);
+    expect(first.code).toBe(0);
+    // the image went in by Podman's pull from tarport's loopback registry, not by an uploaded archive;
+    // each layer served uncompressed, named by its diff ID
+    const via = (ref: string, layers: string) => new RegExp(`loaded tarport-fixture/${ref} v1 as sha256:[0-9a-f]{12} into podman \\(linux/[^)]+\\) \\([^)]+ fetched\\): pulled by Podman from tarport's loopback registry \\([0-9.]+ MiB served: ${layers} layer\\(s\\) uncompressed, no upload\\)\n`);
+    expect(first.stderr).toMatch(via('app:1', '4 of 4'));
+    // app:2 is app:1 and one more layer: Podman finds the four it has by their diff IDs and asks for the new one only
     const p = await pullJson(['--from', repo, '--state', state, '--runtime', 'podman', '--podman-socket', podmanSock]);
     expect(p.code).toBe(0);
-    // each image went in by Podman's pull from tarport's loopback registry, not by an uploaded archive
-    for (const ref of ['app:1', 'app:2']) {
-      expect(p.stderr).toMatch(new RegExp(`loaded tarport-fixture/${ref} v1 as sha256:[0-9a-f]{12} into podman \\(linux/[^)]+\\) \\([^)]+ fetched\\): pulled by Podman from tarport's loopback registry \\([0-9.]+ MiB served, no upload\\)\n`));
-    }
+    expect(p.stderr).toMatch(via('app:2', '1 of 5'));
     expect(p.stderr).not.toContain('uploading the image');
     const ids = await podman('images', '--no-trunc', '--format', '{{.Repository}}:{{.Tag}} {{.ID}}');
-    for (const l of p.doc.loaded) expect(ids).toContain(`docker.io/${l.ref} ${l.imageId}`);
+    for (const l of [...first.doc.loaded, ...p.doc.loaded]) expect(ids).toContain(`docker.io/${l.ref} ${l.imageId}`);
     // the registry's name came off again
     expect(ids).not.toContain('tarport-load-');
+    expect(await podman('run', '--rm', '--network', 'none', 'tarport-fixture/app:2')).toBe('hello from v2');
+  });
+
+  it('layers Podman has from elsewhere (podman load of the docker save archive) are not asked for again', async () => {
+    const ids = (await podman('images', '-q')).split('\n').filter(Boolean);
+    if (ids.length > 0) await podman('rmi', '-f', ...new Set(ids));
+    await podman('load', '-q', '-i', fixture('app-v1.tar'));
+    const p = await pullJson(['--from', repo, '--state', await tempDir(), '--runtime', 'podman', '--podman-socket', podmanSock, 'tarport-fixture/app:2']);
+    expect(p.code).toBe(0);
+    expect(p.stderr).toMatch(/pulled by Podman from tarport's loopback registry \([0-9.]+ MiB served: 1 of 5 layer\(s\) uncompressed, no upload\)\n/);
     expect(await podman('run', '--rm', '--network', 'none', 'tarport-fixture/app:2')).toBe('hello from v2');
   });
 });

@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Readable } from 'node:stream';
+import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TarportError, messageOf } from '../../errors.js';
+import type { LayerStream } from '../types.js';
 
 /** A blob the registry serves: bytes in memory (config, manifest) or a stream opened when asked for. */
 export interface ServedBlob {
@@ -11,7 +12,7 @@ export interface ServedBlob {
   readonly size: number;
   readonly mediaType: string;
   readonly bytes?: Buffer;
-  readonly open?: () => Promise<Readable>;
+  readonly open?: () => Promise<LayerStream>;
 }
 
 /** One image as a registry serves it: its manifest (by the tag and by digest) and its blobs. */
@@ -125,9 +126,34 @@ export class LoopbackRegistry {
     const src = await blob.open!();
     res.writeHead(200, headers);
     src.on('data', (c: Buffer) => (this.traffic.bytesSent += c.length));
-    await pipeline(src, res);
+    await pipeline(src, src.release ? releasing(res, src.release) : res);
     this.traffic.blobsSent.add(blob.digest);
   }
+}
+
+/**
+ * Writes to `res`, each chunk given back to the decompressor (`release`) once the socket took it:
+ * a response's write calls back when its bytes went to the kernel, or with an error when the
+ * connection ended first (the puller hung up, or close() ended it), which fails the copy.
+ */
+function releasing(res: ServerResponse, release: (chunk: Buffer) => void): Writable {
+  const w = new Writable({
+    highWaterMark: 1 << 20,
+    write(chunk: Buffer, _e, cb) {
+      res.write(chunk, (e) => {
+        if (!e) release(chunk);
+        cb(e);
+      });
+    },
+    final(cb) {
+      res.end(() => cb());
+    },
+  });
+  // a connection that closes with a write pending must not leave the copy waiting for it
+  res.once('close', () => {
+    if (!res.writableFinished) w.destroy(new TarportError('IO', 'the puller closed the connection before the blob was sent'));
+  });
+  return w;
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {

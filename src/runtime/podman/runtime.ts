@@ -5,19 +5,19 @@ import { TarportError, messageOf } from '../../errors.js';
 import { DaemonStuckError, DockerClient, type DockerApi } from '../docker/client.js';
 import { platformOfMachine, type ExpectedImage, type ImageName, type LoadPlan, type Platform, type Runtime, type StoredLayer, type VerifiedImage, type VerifiedLoad } from '../types.js';
 import { LibpodClient, type LibpodApi } from './libpod.js';
-import { LoopbackRegistry, type ServedImage } from './registry.js';
+import { LoopbackRegistry, type RegistryTraffic, type ServedImage } from './registry.js';
 
 /**
  * Podman through its API service (`podman system service`), whose Docker-compatible endpoints take
  * the same calls as Docker's Engine API. Podman's `load` reads every layer an archive's manifest
  * names, so archives are complete; an image ID is the config's digest, as on Docker's classic store.
- * Its load takes OCI archives too (containers/image's oci-archive, tried before docker-archive):
- * unencrypted layers go in one as the repository stores them, compressed, and Podman decompresses
- * them as it applies them: tarport spends no CPU on decompression and a third fewer bytes cross
- * the socket into the file Podman spools the upload to.
- * Faster still (loadVerified): Podman pulls the image from a registry tarport serves on 127.0.0.1
- * for the length of the load, from the files of its cache: no upload, no spool file, no unpacking
- * of an archive into a temporary folder; each layer is read once.
+ * The image goes in by a pull (loadVerified): Podman pulls it from a registry tarport serves on
+ * 127.0.0.1 for the length of the load, from the files of its cache: no upload, no spool file, no
+ * unpacking of an archive into a temporary folder. The layers are served uncompressed, each named
+ * by its diff ID: containers/image decodes a compressed layer twice (once for the diff ID as it
+ * stores the blob, once as it applies it), where tarport decodes it once, in its own process
+ * while Podman works on the layers before; and Podman finds a layer it already has by that digest
+ * (however it came in), so it asks for none of them again.
  */
 export class PodmanRuntime implements Runtime {
   readonly kind = 'podman' as const;
@@ -50,8 +50,12 @@ export class PodmanRuntime implements Runtime {
     return { format: 'docker-save', omit: new Set(), thin: false, qualifiedNames: true };
   }
 
+  /**
+   * Unencrypted layers go uncompressed (the pull, loadVerified; and the archive of the fallback,
+   * which Podman's load takes as an OCI archive); encrypted ones in a docker save archive (plan).
+   */
   async planStored(_layers: readonly StoredLayer[]): Promise<LoadPlan> {
-    return { format: 'oci-layout-stored', omit: new Set(), thin: false, qualifiedNames: true };
+    return { format: 'oci-layout', omit: new Set(), thin: false, qualifiedNames: true };
   }
 
   /**
@@ -81,8 +85,7 @@ export class PodmanRuntime implements Runtime {
       await registry.close();
     }
     const untagged = await this.renameFromRegistry(libpod, id, registry, name, signal);
-    const mib = (registry.traffic.bytesSent / 1048576).toFixed(1);
-    return { loaded: true, manifestDigest: served.manifest.digest, via: `pulled by Podman from tarport's loopback registry (${mib} MiB served, no upload)${untagged}` };
+    return { loaded: true, manifestDigest: served.manifest.digest, via: `pulled by Podman from tarport's loopback registry (${servedSummary(image, registry.traffic)}, no upload)${untagged}` };
   }
 
   /** The pulled image gets its name; the registry's name comes off (a failure there is only said). */
@@ -126,6 +129,7 @@ export class PodmanRuntime implements Runtime {
 
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 const OCI_CONFIG = 'application/vnd.oci.image.config.v1+json';
+const OCI_LAYER_TAR = 'application/vnd.oci.image.layer.v1.tar';
 
 /** The OCI manifest of a verified image, and the blobs a registry serves for it. */
 export function servedImage(image: VerifiedImage): ServedImage {
@@ -138,6 +142,17 @@ export function servedImage(image: VerifiedImage): ServedImage {
     manifest: { digest, size: bytes.length, mediaType: OCI_MANIFEST, bytes },
     blobs: [{ ...config, bytes: image.config }, ...unique.values()],
   };
+}
+
+/**
+ * What the pull took, for the `loaded` line: bytes, and how many of the image's layers (a layer
+ * Podman already had, found by its diff ID, is not asked for) in which form.
+ */
+export function servedSummary(image: VerifiedImage, traffic: RegistryTraffic): string {
+  const layers = new Map(image.layers.map((l) => [l.digest, l]));
+  const sent = [...layers.values()].filter((l) => traffic.blobsSent.has(l.digest));
+  const form = sent.length > 0 && sent.every((l) => l.mediaType === OCI_LAYER_TAR) ? ' uncompressed' : '';
+  return `${(traffic.bytesSent / 1048576).toFixed(1)} MiB served: ${sent.length} of ${layers.size} layer(s)${form}`;
 }
 
 /** Podman's compatible API names IDs with the sha256: prefix; its libpod API without. */

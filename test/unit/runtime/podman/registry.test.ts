@@ -1,7 +1,7 @@
 // src/runtime/podman/registry.ts: the loopback registry Podman pulls a verified image from.
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { LoopbackRegistry, type ServedImage } from '../../../../src/runtime/podman/registry.js';
 
 const digestOf = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -67,6 +67,20 @@ describe('LoopbackRegistry', () => {
     expect(reg.traffic.bytesSent).toBe(layerBytes.length + configBytes.length);
     expect([...reg.traffic.blobsSent].sort()).toEqual([digestOf(configBytes), digestOf(layerBytes)].sort());
     expect(reg.traffic.requests).toBe(3);
+  });
+
+  it('gives each chunk of a releasing stream back once the socket took it, and the bytes arrive whole', async () => {
+    const chunks = [Buffer.alloc(1 << 20, 1), Buffer.alloc(1 << 20, 2), Buffer.alloc(5, 3)];
+    const body = Buffer.concat(chunks);
+    const released: Buffer[] = [];
+    const open = async () => Object.assign(Readable.from(chunks), { release: (c: Buffer) => void released.push(c) });
+    reg = await LoopbackRegistry.start({ ...image(), blobs: [{ digest: digestOf(body), size: body.length, mediaType: 'application/vnd.oci.image.layer.v1.tar', open }] });
+    const r = await get(`/v2/${reg.repository}/blobs/${digestOf(body)}`);
+    expect(r.body.equals(body)).toBe(true);
+    // the very buffers the stream gave, each once (a write's callback may follow the last byte's arrival)
+    await vi.waitFor(() => expect(released).toHaveLength(3));
+    expect(released.every((c, i) => c === chunks[i])).toBe(true);
+    expect(reg.traffic.blobsSent.has(digestOf(body))).toBe(true);
   });
 
   it('knows no other repository or blob, and takes no writes', async () => {

@@ -1,12 +1,23 @@
-// src/runtime/podman/runtime.ts: the load plan, the platform and loadVerified (the real Podman
-// runs in test/integration/runtimes.test.ts).
+// src/runtime/podman/runtime.ts: the load plan, the platform and loadVerified, alone and from a
+// consumer's pull of a real release (the real Podman runs in test/integration/runtimes.test.ts).
 import { createHash } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { machine } from 'node:os';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
+import { TarArchive, writeDemoArchives } from '../../../../src/archive/index.js';
+import { pull } from '../../../../src/consumer/index.js';
+import { generateKeyPair, loadDecryptionKey, loadRecipients } from '../../../../src/crypto/index.js';
+import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../../../src/producer/index.js';
+import { Repository } from '../../../../src/repo/index.js';
 import { PodmanRuntime, platformOfMachine, type DockerApi, type VerifiedLoad } from '../../../../src/runtime/index.js';
 import type { LibpodApi } from '../../../../src/runtime/podman/libpod.js';
 import { servedImage } from '../../../../src/runtime/podman/runtime.js';
+import { MemoryTransport } from '../../../../src/transport/index.js';
+import { SMALL, tempDir } from '../../../helpers.js';
 
 // no call may reach the API: plan and platform are answered without it
 const api = new Proxy({ endpoint: 'unix:///nowhere/podman.sock' }, {
@@ -14,10 +25,10 @@ const api = new Proxy({ endpoint: 'unix:///nowhere/podman.sock' }, {
 }) as unknown as DockerApi;
 
 describe('Podman load plan and platform', () => {
-  it('takes unencrypted layers as stored in a complete OCI archive, and docker save archives otherwise', async () => {
+  it('takes unencrypted layers uncompressed (OCI), every one of them, and docker save archives otherwise', async () => {
     const rt = new PodmanRuntime(api);
     const stored = await rt.planStored([{ diffId: `sha256:${'a'.repeat(64)}`, digest: `sha256:${'1'.repeat(64)}` }]);
-    expect(stored).toEqual({ format: 'oci-layout-stored', omit: new Set(), thin: false, qualifiedNames: true });
+    expect(stored).toEqual({ format: 'oci-layout', omit: new Set(), thin: false, qualifiedNames: true });
     expect((await rt.plan()).format).toBe('docker-save');
   });
 
@@ -35,8 +46,18 @@ const layerB = blob(Buffer.alloc(7000, 2), 'application/vnd.oci.image.layer.v1.t
 const verified = { config, configDigest: digestOf(config), layers: [layerA, layerB, layerA] };
 const name = { familiar: 'team/app:1', qualified: 'docker.io/team/app:1' };
 
-/** A libpod API whose pull reads the manifest and every blob it names from the registry and checks them. */
-function pullingLibpod(calls: string[], opts: { local?: boolean; pull?: (ref: string) => Promise<string> } = {}): LibpodApi {
+interface PulledManifest {
+  mediaType: string;
+  config: { digest: string; size: number };
+  layers: { mediaType: string; digest: string; size: number }[];
+}
+
+/**
+ * A libpod API whose pull reads the manifest and every blob it names from the registry and checks
+ * them (into `seen`: the manifest and each blob's bytes), except blobs it `has` (as Podman skips a
+ * layer its store holds under that digest).
+ */
+function pullingLibpod(calls: string[], opts: { local?: boolean; pull?: (ref: string) => Promise<string>; has?: Set<string>; seen?: { manifest?: PulledManifest; blobs: Map<string, Buffer> } } = {}): LibpodApi {
   return {
     local: opts.local ?? true,
     pull: opts.pull ?? (async (ref) => {
@@ -44,10 +65,13 @@ function pullingLibpod(calls: string[], opts: { local?: boolean; pull?: (ref: st
       const [host, rest] = [ref.slice(0, ref.indexOf('/')), ref.slice(ref.indexOf('/') + 1)];
       const [repo, tag] = rest.split(':') as [string, string];
       const manifest = Buffer.from(await (await fetch(`http://${host}/v2/${repo}/manifests/${tag}`)).arrayBuffer());
-      const m = JSON.parse(manifest.toString()) as { config: { digest: string }; layers: { digest: string }[] };
+      const m = JSON.parse(manifest.toString()) as PulledManifest;
+      if (opts.seen) opts.seen.manifest = m;
       for (const d of [m.config.digest, ...m.layers.map((l) => l.digest)]) {
+        if (opts.has?.has(d)) continue;
         const bytes = Buffer.from(await (await fetch(`http://${host}/v2/${repo}/blobs/${d}`)).arrayBuffer());
         if (digestOf(bytes) !== d) throw new Error(`blob ${d} does not match`);
+        opts.seen?.blobs.set(d, bytes);
       }
       return m.config.digest;
     }),
@@ -62,7 +86,7 @@ describe('Podman loadVerified: a pull from the loopback registry', () => {
     const got = await new PodmanRuntime(api, pullingLibpod(calls)).loadVerified(verified, name);
     expect(got.loaded).toBe(true);
     const r = got as Extract<VerifiedLoad, { loaded: true }>;
-    expect(r.via).toBe(`pulled by Podman from tarport's loopback registry (0.0 MiB served, no upload)`);
+    expect(r.via).toBe(`pulled by Podman from tarport's loopback registry (0.0 MiB served: 2 of 2 layer(s), no upload)`);
     const served = servedImage(verified);
     expect(r.manifestDigest).toBe(served.manifest.digest);
     const [pull, tag, untag] = calls;
@@ -80,6 +104,15 @@ describe('Podman loadVerified: a pull from the loopback registry', () => {
     expect(m.config).toEqual({ mediaType: 'application/vnd.oci.image.config.v1+json', digest: verified.configDigest, size: config.length });
     expect(m.layers.map((l) => l.digest)).toEqual([layerA.digest, layerB.digest, layerA.digest]);
     expect(served.blobs.map((b) => b.digest)).toEqual([verified.configDigest, layerA.digest, layerB.digest]);
+  });
+
+  it('says how many layers the pull took, and that they went uncompressed', async () => {
+    const plain = (bytes: Buffer) => blob(bytes, 'application/vnd.oci.image.layer.v1.tar');
+    const [a, b] = [plain(Buffer.alloc(3 << 20, 3)), plain(Buffer.alloc(1 << 20, 4))];
+    const calls: string[] = [];
+    // Podman has the first layer already (found by its diff ID): it asks for the second only
+    const got = await new PodmanRuntime(api, pullingLibpod(calls, { has: new Set([a.digest]) })).loadVerified({ ...verified, layers: [a, b] }, name);
+    expect(got.loaded && got.via).toBe(`pulled by Podman from tarport's loopback registry (1.0 MiB served: 1 of 2 layer(s) uncompressed, no upload)`);
   });
 
   it('is not tried with a service that is not on a local socket', async () => {
@@ -101,5 +134,62 @@ describe('Podman loadVerified: a pull from the loopback registry', () => {
   it("throws tarport's own fault (a layer that could not be opened), not a reason to fall back", async () => {
     const broken = { ...verified, layers: [layerA, { ...layerB, open: async () => Promise.reject(new Error('object sha256:bbb failed its digest check')) }] };
     await expect(new PodmanRuntime(api, pullingLibpod([])).loadVerified(broken, name)).rejects.toThrow('object sha256:bbb failed its digest check');
+  });
+});
+
+/**
+ * The service's Docker-compatible side: the name Podman's tag gives the pulled image is what the
+ * check after the load sees; an uploaded archive is kept (`loads`: its entries) and names its image.
+ */
+function compatApi(images: Map<string, string>, loads: string[][]): DockerApi {
+  const load = async (archive: Readable) => {
+    const file = join(await tempDir(), 'load.tar');
+    await pipeline(archive, createWriteStream(file));
+    const t = await TarArchive.open(file);
+    loads.push([...t.entries.keys()]);
+    const m = (JSON.parse((await t.readEntry('manifest.json')).toString()) as { Config: string; RepoTags: string[] }[])[0]!;
+    for (const tag of m.RepoTags) images.set(tag, `sha256:${m.Config.replace(/^blobs\/sha256\/|\.json$/g, '')}`);
+    return [];
+  };
+  return { endpoint: 'unix:///nowhere/podman.sock', inspectImage: async (ref: string) => (images.has(ref) ? { Id: images.get(ref)! } : undefined), load } as unknown as DockerApi;
+}
+
+describe('Podman loadVerified from a pull: what the loopback registry serves of a zstd release', () => {
+  it('names each layer by its diff ID, with its uncompressed size and the plain tar media type, and serves those bytes', async () => {
+    const repo = new Repository(new MemoryTransport());
+    const [v1] = await writeDemoArchives(await tempDir(), undefined, 4 * SMALL);
+    await publishArchive(repo, v1!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' } });
+    const images = new Map<string, string>();
+    const fakeApi = compatApi(images, []);
+    const seen: { manifest?: PulledManifest; blobs: Map<string, Buffer> } = { blobs: new Map() };
+    const libpod = pullingLibpod([], { seen });
+    const tagging: LibpodApi = { ...libpod, tag: async (id, r, t) => void images.set(`${r}:${t}`, id) };
+    const r = await pull(repo, new PodmanRuntime(fakeApi, tagging), { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: await tempDir() });
+    expect(r.loaded.map((l) => l.ref)).toEqual(['demo/app:1']);
+    const m = seen.manifest!;
+    const config = JSON.parse(seen.blobs.get(m.config.digest)!.toString()) as { rootfs: { diff_ids: string[] } };
+    expect(m.layers.map((l) => l.digest)).toEqual(config.rootfs.diff_ids);
+    expect(m.layers.map((l) => l.mediaType)).toEqual(['application/vnd.oci.image.layer.v1.tar', 'application/vnd.oci.image.layer.v1.tar']);
+    // each layer's size is the uncompressed tar's, and the bytes served are that tar (checked against the diff ID by the pull)
+    expect(m.layers.map((l) => l.size)).toEqual(m.layers.map((l) => seen.blobs.get(l.digest)!.length));
+    expect(m.layers[0]!.size).toBeGreaterThan(4 * SMALL);
+  });
+
+  it('an encrypted release is not served: it goes up as a docker save archive, and Podman is not asked to pull', async () => {
+    const dir = await tempDir();
+    const pair = await generateKeyPair('unit <u@example.invalid>', { type: 'ecc' });
+    await writeFile(join(dir, 'pub'), pair.publicKey);
+    await writeFile(join(dir, 'sec'), pair.privateKey);
+    const repo = new Repository(new MemoryTransport());
+    const [v1] = await writeDemoArchives(await tempDir(), undefined, 4 * SMALL);
+    await publishArchive(repo, v1!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' }, encryptTo: await loadRecipients([join(dir, 'pub')]) });
+    const calls: string[] = [];
+    const loads: string[][] = [];
+    const r = await pull(repo, new PodmanRuntime(compatApi(new Map(), loads), pullingLibpod(calls)), { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: await tempDir(), decryptKey: await loadDecryptionKey(join(dir, 'sec')) });
+    expect(r.loaded.map((l) => l.ref)).toEqual(['demo/app:1']);
+    expect(calls).toEqual([]);
+    expect(loads).toHaveLength(1);
+    expect(loads[0]).toContain('manifest.json');
+    expect(loads[0]).not.toContain('index.json');
   });
 });
