@@ -1,10 +1,11 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { Duplex, Transform } from 'node:stream';
+import { Duplex, Transform, type TransformCallback } from 'node:stream';
 import { Worker } from 'node:worker_threads';
 import * as zlib from 'node:zlib';
 import { createGunzip, createGzip } from 'node:zlib';
 import { TarportError } from '../errors.js';
+import { Lender } from '../lending.js';
 
 export type Compression = 'none' | 'gzip' | 'zstd';
 export const COMPRESSIONS: readonly Compression[] = ['zstd', 'gzip', 'none'];
@@ -127,7 +128,7 @@ export function decompressor(kind: Compression): Duplex {
  * ZstdDecompress.release); undefined where the decompressor takes none back (Node's zlib, gzip).
  */
 export function releaserOf(d: Duplex): ((buf: Buffer) => void) | undefined {
-  return d instanceof ZstdDecompress ? (b) => d.release(b) : undefined;
+  return d instanceof ZstdDecompress || d instanceof ZstdCompress ? (b) => d.release(b) : undefined;
 }
 
 function passThrough(): Transform {
@@ -142,8 +143,9 @@ function passThrough(): Transform {
 const OUT = 1 << 20;
 /** Given-back output buffers kept for reuse (the reader holds at most a few at once). */
 const FREE_KEPT = 4;
+/** Compressed output passes a few pass-throughs and a file's write buffer before it is given back. */
+const COMPRESS_KEPT = 8;
 
-/** A zstd compressor (level 3, with a frame checksum) from the given codec. */
 /**
  * Below this many input bytes zstd-napi compresses on the calling thread: zstd's worker threads
  * split the input in jobs of several MiB, so a smaller layer gains nothing from them, and each
@@ -152,7 +154,13 @@ const FREE_KEPT = 4;
  */
 const THREADED_FROM = 8 << 20;
 
-/** `sizeHint`: the input's size when known (a tar entry's); small inputs skip zstd's threads. */
+/**
+ * zstd's worker threads for a large input. Two keep both cores busy while this thread reads,
+ * hashes and writes (the CLI's `zstd -3` runs one worker beside its I/O thread).
+ */
+const COMPRESS_WORKERS = 2;
+
+/** A zstd compressor (level 3, with a frame checksum) from the given codec. `sizeHint`: the input's size when known (a tar entry's); small inputs skip zstd's threads. */
 export function zstdCompressor(codec: ZstdCodec, sizeHint?: number): Transform {
   if (codec === 'node-zlib') {
     const z = nodeZstd()!;
@@ -160,8 +168,8 @@ export function zstdCompressor(codec: ZstdCodec, sizeHint?: number): Transform {
     const params = { [c.ZSTD_c_compressionLevel!]: 3, [c.ZSTD_c_checksumFlag!]: 1 };
     return typedErrors(z.createZstdCompress({ params, chunkSize: OUT }));
   }
-  const nbWorkers = sizeHint !== undefined && sizeHint < THREADED_FROM ? 0 : 2;
-  return new (napi()!.CompressStream)({ compressionLevel: 3, nbWorkers, checksumFlag: true });
+  const nbWorkers = sizeHint !== undefined && sizeHint < THREADED_FROM ? 0 : COMPRESS_WORKERS;
+  return new ZstdCompress(nbWorkers);
 }
 
 /** A zstd decompressor from the given codec; it stops while its reader is behind (see ZstdDecompress). */
@@ -182,7 +190,12 @@ function nodeZstd(): NodeZstd | undefined {
 }
 
 interface Napi {
-  CompressStream: new (o: { compressionLevel: number; nbWorkers: number; checksumFlag: boolean }) => Transform;
+  CCtx: new () => {
+    setParameter(param: number, value: number): void;
+    compressStream2(out: Buffer, src: Buffer, end: number): [number, number, number];
+  };
+  CParameter: Record<'compressionLevel' | 'checksumFlag' | 'nbWorkers', number>;
+  EndDirective: Record<'continue' | 'end', number>;
   DCtx: new () => { decompressStream(out: Buffer, src: Buffer): [number, number, number] };
 }
 let napiModule: Napi | null | undefined;
@@ -192,9 +205,8 @@ function napi(): Napi | null {
   if (napiModule === undefined) {
     try {
       const req = createRequire(import.meta.url);
-      const m = req('zstd-napi') as { CompressStream: Napi['CompressStream'] };
-      const b = req('zstd-napi/binding.js') as { DCtx: Napi['DCtx'] };
-      napiModule = { CompressStream: m.CompressStream, DCtx: b.DCtx };
+      const b = req('zstd-napi/binding.js') as Napi;
+      napiModule = { CCtx: b.CCtx, CParameter: b.CParameter, EndDirective: b.EndDirective, DCtx: b.DCtx };
     } catch {
       napiModule = null; // not installed, or its binary was never built: Node's zlib or a clear refusal
     }
@@ -256,25 +268,19 @@ export class ZstdDecompress extends Duplex {
   private taken: ((e?: Error | null) => void) | undefined;
   /** The reader is behind: push nothing more until it asks (_read). */
   private behind = false;
-  /** Buffers passed on and not given back; buffers given back, ready for the next output. */
-  private readonly lent = new WeakSet<Buffer>();
-  private readonly free: Buffer[] = [];
+  /** Output buffers: passed on lent (src/lending.ts), reused once given back. */
+  private readonly pool: Lender;
 
   /** `outSize`: bytes per output buffer; one of them waits for the reader, then this stops. */
   constructor(private readonly outSize = OUT) {
     super({ readableHighWaterMark: outSize, writableHighWaterMark: 1 << 20 });
-    this.out = Buffer.allocUnsafe(outSize);
+    this.pool = new Lender(outSize, FREE_KEPT);
+    this.out = this.pool.take();
   }
 
   /** Gives back a buffer this stream passed on: its reader is done with it and keeps no view of it. */
   release(buf: Buffer): void {
-    if (!this.lent.has(buf)) return; // not ours, a partial last buffer, or given back before
-    this.lent.delete(buf);
-    if (this.free.length < FREE_KEPT) this.free.push(buf);
-  }
-
-  private nextOut(): Buffer {
-    return this.free.pop() ?? Buffer.allocUnsafe(this.outSize);
+    this.pool.release(buf);
   }
 
   override _write(chunk: Buffer, _e: BufferEncoding, cb: (e?: Error | null) => void): void {
@@ -305,9 +311,8 @@ export class ZstdDecompress extends Duplex {
         if (produced > 0 || consumed > 0) this.inFrame = ret !== 0;
         this.src = this.src.subarray(consumed);
         if (this.pos === this.outSize) {
-          this.lent.add(this.out);
-          if (!this.push(this.out)) this.behind = true;
-          this.out = this.nextOut();
+          if (!this.push(this.pool.lend(this.out))) this.behind = true;
+          this.out = this.pool.take();
           this.pos = 0;
         }
         // all input taken and the output not filled: zstd needs more input
@@ -326,6 +331,75 @@ export class ZstdDecompress extends Duplex {
     if (this.pos > 0) this.push(this.out.subarray(0, this.pos));
     this.push(null);
     cb();
+  }
+}
+
+/**
+ * zstd compression (level 3, a frame checksum) into 1 MiB output buffers, each filled across input
+ * chunks before it is passed on; zstd-napi's own stream passes on a fresh 128 KiB buffer per call.
+ * Like ZstdDecompress's, its output buffers are lent (src/lending.ts): a writer that gives one back
+ * once written (a file's write callback, `releaserOf`) lets the next output reuse it.
+ *
+ * Its write callback runs once zstd has taken the whole chunk in (zstd copies its input into its own
+ * window), so a feeder may reuse the chunk's memory then (feedFile).
+ */
+export class ZstdCompress extends Transform {
+  private readonly cctx: InstanceType<Napi['CCtx']>;
+  private readonly pool: Lender;
+  private out: Buffer;
+  private pos = 0;
+
+  constructor(nbWorkers: number, outSize = OUT) {
+    super({ readableHighWaterMark: outSize, writableHighWaterMark: 1 << 20 });
+    const n = napiOrRefuse();
+    this.cctx = new n.CCtx();
+    this.cctx.setParameter(n.CParameter.compressionLevel, 3);
+    this.cctx.setParameter(n.CParameter.checksumFlag, 1);
+    this.cctx.setParameter(n.CParameter.nbWorkers, nbWorkers);
+    this.pool = new Lender(outSize, COMPRESS_KEPT);
+    this.out = this.pool.take();
+  }
+
+  /** Gives back a buffer this stream passed on (see ZstdDecompress.release). */
+  release(buf: Buffer): void {
+    this.pool.release(buf);
+  }
+
+  override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
+    try {
+      this.compress(chunk, false);
+    } catch (e) {
+      cb(zstdError(e as Error));
+      return;
+    }
+    cb();
+  }
+
+  override _flush(cb: TransformCallback): void {
+    try {
+      this.compress(Buffer.alloc(0), true);
+    } catch (e) {
+      cb(zstdError(e as Error));
+      return;
+    }
+    if (this.pos > 0) this.push(this.out.subarray(0, this.pos));
+    cb();
+  }
+
+  /** Takes all of `src` in (and, at the end, flushes the frame), passing on each buffer it fills. */
+  private compress(src: Buffer, end: boolean): void {
+    const { EndDirective } = napiOrRefuse();
+    for (;;) {
+      const [left, produced, consumed] = this.cctx.compressStream2(this.out.subarray(this.pos), src, end ? EndDirective.end : EndDirective.continue);
+      this.pos += produced;
+      src = src.subarray(consumed);
+      if (this.pos === this.out.length) {
+        this.push(this.pool.lend(this.out));
+        this.out = this.pool.take();
+        this.pos = 0;
+      }
+      if (src.length === 0 && (!end || left === 0)) return;
+    }
   }
 }
 
