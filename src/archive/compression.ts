@@ -5,7 +5,7 @@ import { Worker } from 'node:worker_threads';
 import * as zlib from 'node:zlib';
 import { createGunzip, createGzip } from 'node:zlib';
 import { TarportError } from '../errors.js';
-import { Lender } from '../lending.js';
+import { Lender, giveBack } from '../lending.js';
 
 export type Compression = 'none' | 'gzip' | 'zstd';
 export const COMPRESSIONS: readonly Compression[] = ['zstd', 'gzip', 'none'];
@@ -57,7 +57,11 @@ export function zstdCodec(): ZstdCodec {
   return c;
 }
 
-/** zstd level 3 with a frame checksum (zstd-napi on both cores, as LIMITS.md measured). */
+/**
+ * zstd level 3 with a frame checksum (zstd-napi on both cores, as LIMITS.md measured). zstd-napi's
+ * (ZstdCompress) lends its output and gives back lent input chunks once taken in: nothing before it
+ * may still hold its input chunks (src/lending.ts).
+ */
 export function compressor(kind: Compression, sizeHint?: number): Transform {
   switch (kind) {
     case 'zstd':
@@ -341,7 +345,9 @@ export class ZstdDecompress extends Duplex {
  * once written (a file's write callback, `releaserOf`) lets the next output reuse it.
  *
  * Its write callback runs once zstd has taken the whole chunk in (zstd copies its input into its own
- * window), so a feeder may reuse the chunk's memory then (feedFile).
+ * window), so a feeder may reuse the chunk's memory then (feedFile). It is the last reader of its
+ * input, so it gives back each lent input chunk then too: put it only where nothing else still
+ * holds its input chunks (no tee before it).
  */
 export class ZstdCompress extends Transform {
   private readonly cctx: InstanceType<Napi['CCtx']>;
@@ -372,6 +378,8 @@ export class ZstdCompress extends Transform {
       cb(zstdError(e as Error));
       return;
     }
+    // zstd holds a copy now: a lent input chunk (feedFile's, a decompressor's output) goes back
+    giveBack(chunk);
     cb();
   }
 
