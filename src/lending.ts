@@ -13,11 +13,43 @@ import type { Writable } from 'node:stream';
  * then the lender simply allocates afresh. Giving back a buffer that was not lent, or a piece of
  * one, does nothing. This sits below every layer: it knows nothing of codecs, files or transports.
  */
-const lenders = new WeakMap<Buffer, Lender>();
+const lenders = new WeakMap<Buffer, Owner>();
+
+/** Whoever takes a lent buffer back (a Lender; a codec thread's stand-in that sends it home). */
+export interface Owner {
+  release(buf: Buffer): void;
+}
+
+/** Marks `buf` as lent by `owner`: giving it back calls `owner.release(buf)` (once). */
+export function lendOut(buf: Buffer, owner: Owner): Buffer {
+  lenders.set(buf, owner);
+  return buf;
+}
 
 /** Gives back a chunk whose bytes nobody will read again; a no-op for any buffer not lent. */
 export function giveBack(buf: Buffer): void {
-  lenders.get(buf)?.release(buf);
+  const owner = lenders.get(buf);
+  if (!owner) return;
+  lenders.delete(buf);
+  owner.release(buf);
+}
+
+/**
+ * Pipes `src` into `dest` with back-pressure, as `src.pipe(dest)` does, giving each chunk back once
+ * `dest`'s write of it has called back: for a destination that is the last holder of what it is
+ * written and has a write callback but no `_write` (an HTTP request body: its socket is done with a
+ * chunk when the callback runs). When `dest` closes, `src` is no longer read.
+ */
+export function pipeGivingBack(src: NodeJS.ReadableStream, dest: NodeJS.WritableStream & { once(e: 'close' | 'drain', f: () => void): unknown }): void {
+  const onData = (c: Buffer) => {
+    if (!dest.write(c, (e?: Error | null) => e || giveBack(c))) {
+      src.pause();
+      dest.once('drain', () => src.resume());
+    }
+  };
+  src.on('data', onData);
+  src.once('end', () => dest.end());
+  dest.once('close', () => src.removeListener('data', onData));
 }
 
 /**
@@ -39,7 +71,7 @@ export function givingBack<W extends Writable>(w: W): W {
  * (with its reader, who may give it back), `release` takes one back. Only buffers lent, whole, and
  * not given back yet are taken back, and at most `keep` wait for reuse.
  */
-export class Lender {
+export class Lender implements Owner {
   private readonly out = new WeakSet<Buffer>();
   private readonly free: Buffer[] = [];
 
@@ -54,14 +86,18 @@ export class Lender {
 
   lend(buf: Buffer): Buffer {
     this.out.add(buf);
-    lenders.set(buf, this);
-    return buf;
+    return lendOut(buf, this);
   }
 
   release(buf: Buffer): void {
     if (!this.out.has(buf)) return; // not ours, a piece of one, or given back before
     this.out.delete(buf);
     lenders.delete(buf);
-    if (this.free.length < this.keep) this.free.push(buf);
+    this.adopt(buf);
+  }
+
+  /** Takes in a buffer of this size to reuse (one given back from another thread). */
+  adopt(buf: Buffer): void {
+    if (buf.length === this.size && this.free.length < this.keep) this.free.push(buf);
   }
 }

@@ -5,7 +5,7 @@ import { Worker } from 'node:worker_threads';
 import * as zlib from 'node:zlib';
 import { createGunzip, createGzip } from 'node:zlib';
 import { TarportError } from '../errors.js';
-import { Lender, giveBack } from '../lending.js';
+import { Lender, giveBack, lendOut } from '../lending.js';
 
 export type Compression = 'none' | 'gzip' | 'zstd';
 export const COMPRESSIONS: readonly Compression[] = ['zstd', 'gzip', 'none'];
@@ -132,7 +132,7 @@ export function decompressor(kind: Compression): Duplex {
  * ZstdDecompress.release); undefined where the decompressor takes none back (Node's zlib, gzip).
  */
 export function releaserOf(d: Duplex): ((buf: Buffer) => void) | undefined {
-  return d instanceof ZstdDecompress || d instanceof ZstdCompress ? (b) => d.release(b) : undefined;
+  return d instanceof ZstdDecompress || d instanceof ZstdCompress || d instanceof ThreadedZstd ? giveBack : undefined;
 }
 
 function passThrough(): Transform {
@@ -285,6 +285,11 @@ export class ZstdDecompress extends Duplex {
   /** Gives back a buffer this stream passed on: its reader is done with it and keeps no view of it. */
   release(buf: Buffer): void {
     this.pool.release(buf);
+  }
+
+  /** Takes in an output buffer to reuse: one this stream's thread passed on, sent back (ThreadedZstd). */
+  adopt(buf: Buffer): void {
+    this.pool.adopt(buf);
   }
 
   override _write(chunk: Buffer, _e: BufferEncoding, cb: (e?: Error | null) => void): void {
@@ -441,11 +446,25 @@ class ThreadedZstd extends Duplex {
   private blockedWrite: (() => void) | undefined;
   private finishing: ((e?: Error | null) => void) | undefined;
 
+  /**
+   * Takes back the buffers this stream passed on (src/lending.ts): their memory moves back to the
+   * thread, which decompresses into it again. Once the thread is gone they are left to the collector.
+   */
+  private readonly home = {
+    release: (buf: Buffer) => {
+      const ab = buf.buffer;
+      if (this.gone || buf.byteOffset !== 0 || buf.byteLength !== ab.byteLength || !(ab instanceof ArrayBuffer)) return;
+      this.worker.postMessage({ back: ab }, [ab]);
+    },
+  };
+  private gone = false;
+
   constructor(private readonly worker: Worker) {
     super({ readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 });
+    worker.once('exit', () => (this.gone = true));
     worker.on('message', (m: { out?: ArrayBuffer; took?: boolean; done?: boolean; error?: string; truncated?: boolean }) => {
       if (m.out) {
-        if (this.push(Buffer.from(m.out))) worker.postMessage({ credit: 1 });
+        if (this.push(lendOut(Buffer.from(m.out), this.home))) worker.postMessage({ credit: 1 });
         else {
           this.owed++;
           this.readerBehind = true;
@@ -456,6 +475,7 @@ class ThreadedZstd extends Duplex {
       } else if (m.done) {
         this.push(null);
         this.finishing?.();
+        this.gone = true;
         void worker.terminate();
       } else if (m.error !== undefined) {
         // the thread sends what its TarportError said; the type is rebuilt here
@@ -499,6 +519,7 @@ class ThreadedZstd extends Duplex {
   }
 
   override _destroy(e: Error | null, cb: (e?: Error | null) => void): void {
+    this.gone = true;
     void this.worker.terminate();
     cb(e);
   }
