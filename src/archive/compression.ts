@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { createRequire } from 'node:module';
 import { Duplex, Transform, type TransformCallback } from 'node:stream';
 import { Worker } from 'node:worker_threads';
@@ -74,13 +75,25 @@ export function compressor(kind: Compression, sizeHint?: number): Transform {
 }
 
 /**
- * A decompressor that runs on a thread of its own where that pays: zstd-napi decompresses
- * synchronously, so in one thread the stream it feeds (the daemon's load socket) stands still
- * while it works. gzip already runs on libuv's pool.
+ * Whether zstd-napi decompresses for a load on a thread of its own (ThreadedZstd). Off: measured on
+ * 320 MiB into a pipe (docs/install.md), the thread cost 1.9-2.2 s of CPU and 3.2-4.8 s of wall
+ * time, the same stream in this thread with its buffers given back by the socket 0.45-0.48 s and
+ * 0.8-2.1 s (the thread's messages and the fresh memory its transfers leave behind cost more than
+ * the pauses it saves: this thread decompresses at most 1 MiB, a millisecond or two, per step).
+ */
+let onThread = false;
+
+/** Turns the decompression thread on or off (tests and scripts/bench measure both). */
+export function useDecompressionThread(on: boolean): void {
+  onThread = on;
+}
+
+/**
+ * The decompressor for a load: on a thread of its own where that is turned on (useDecompressionThread)
+ * and zstd-napi serves; in this thread otherwise. Node's zlib already runs on libuv's pool.
  */
 export async function threadedDecompressor(kind: Compression): Promise<Duplex> {
-  // Node's zlib already decompresses on libuv's pool
-  if (kind !== 'zstd' || zstdCodec() !== 'zstd-napi' || !workerFile()) return decompressor(kind);
+  if (!onThread || kind !== 'zstd' || zstdCodec() !== 'zstd-napi' || !workerFile()) return decompressor(kind);
   const worker = spare ?? spawnZstdWorker();
   spare = undefined;
   worker.ref();
@@ -93,7 +106,7 @@ let spare: Worker | undefined;
 
 /** Starts a decompression thread ahead of need; an idle one does not keep the process alive. */
 export function prewarmDecompressors(): void {
-  if (!spare && zstdCodecs().length > 0 && zstdCodec() === 'zstd-napi' && workerFile()) spare = spawnZstdWorker();
+  if (onThread && !spare && zstdCodecs().length > 0 && zstdCodec() === 'zstd-napi' && workerFile()) spare = spawnZstdWorker();
 }
 
 /** Stops the thread kept ready (after a load: an agent between polls holds none). */
@@ -159,10 +172,12 @@ const COMPRESS_KEPT = 8;
 const THREADED_FROM = 8 << 20;
 
 /**
- * zstd's worker threads for a large input. Two keep both cores busy while this thread reads,
- * hashes and writes (the CLI's `zstd -3` runs one worker beside its I/O thread).
+ * zstd's worker threads for a large input: one per core but the one this thread needs to read, hash
+ * and write (at most two). On two cores that is one, as the CLI's `zstd -3` runs one worker beside
+ * its I/O thread: a second one measured up to twice as slow on a busy 2-core host, for little gain
+ * on a quiet one (docs/install.md).
  */
-const COMPRESS_WORKERS = 2;
+export const COMPRESS_WORKERS = Math.min(2, Math.max(1, availableParallelism() - 1));
 
 /** A zstd compressor (level 3, with a frame checksum) from the given codec. `sizeHint`: the input's size when known (a tar entry's); small inputs skip zstd's threads. */
 export function zstdCompressor(codec: ZstdCodec, sizeHint?: number): Transform {

@@ -8,7 +8,7 @@ import { zstdMemory } from '../../helpers.js';
 // the built module: the worker thread runs dist/archive/zstdworker.js (scripts/test builds first).
 // Typed by its source, so that the type-check of test/ needs no build.
 const built = '../../../dist/archive/compression.js';
-const { compressor, preferZstdCodec, threadedDecompressor, releaserOf } = (await import(built).catch((e: unknown) => {
+const { compressor, preferZstdCodec, threadedDecompressor, releaserOf, useDecompressionThread } = (await import(built).catch((e: unknown) => {
   throw new Error(`${built} is not there: run npm run build first (${String(e)})`);
 })) as typeof Compression;
 
@@ -43,10 +43,23 @@ describe('zstd on a worker thread', () => {
   let zSmall: Buffer;
   beforeAll(async () => {
     preferZstdCodec('zstd-napi');
+    useDecompressionThread(true);
     z = await squeeze(data);
     zSmall = await squeeze(small);
   });
-  afterAll(() => preferZstdCodec(undefined));
+  afterAll(() => {
+    preferZstdCodec(undefined);
+    useDecompressionThread(false);
+  });
+
+  it('is off by default: a load decompresses in this thread', async () => {
+    useDecompressionThread(false);
+    try {
+      expect((await threadedDecompressor('zstd')).constructor.name).toBe('ZstdDecompress');
+    } finally {
+      useDecompressionThread(true);
+    }
+  });
 
   it('gives back exactly what was compressed, whatever the input chunking and a slow reader', async () => {
     expect((await expand(z)).equals(data)).toBe(true);
