@@ -38,7 +38,8 @@ export function giveBack(buf: Buffer): void {
  * Pipes `src` into `dest` with back-pressure, as `src.pipe(dest)` does, giving each chunk back once
  * `dest`'s write of it has called back: for a destination that is the last holder of what it is
  * written and has a write callback but no `_write` (an HTTP request body: its socket is done with a
- * chunk when the callback runs). When `dest` closes, `src` is no longer read.
+ * chunk when the callback runs). When `dest` closes, `src` is paused and no longer read (as `pipe`
+ * leaves it: its owner destroys it).
  */
 export function pipeGivingBack(src: NodeJS.ReadableStream, dest: NodeJS.WritableStream & { once(e: 'close' | 'drain', f: () => void): unknown }): void {
   const onData = (c: Buffer) => {
@@ -49,7 +50,10 @@ export function pipeGivingBack(src: NodeJS.ReadableStream, dest: NodeJS.Writable
   };
   src.on('data', onData);
   src.once('end', () => dest.end());
-  dest.once('close', () => src.removeListener('data', onData));
+  dest.once('close', () => {
+    src.removeListener('data', onData);
+    src.pause();
+  });
 }
 
 /**

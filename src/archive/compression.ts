@@ -27,13 +27,15 @@ export function sniffCompression(head: Buffer): Compression {
 export type ZstdCodec = 'node-zlib' | 'zstd-napi';
 
 /**
- * The zstd codecs this process can use, the preferred first: Node's own (no addon, no thread of ours;
- * within ~20% of zstd-napi's CPU time in scripts/bench), then zstd-napi.
+ * The zstd codecs this process can use, the preferred first: zstd-napi where it is installed (its
+ * streams here reuse their buffers: 0.74-1.08 x the CLI's wall time where Node's own zlib streams
+ * measured 0.27-0.48, docs/install.md), then Node's own (no addon: the npm package and the single
+ * executable use it).
  */
 export function zstdCodecs(): ZstdCodec[] {
   const have: ZstdCodec[] = [];
-  if (nodeZstd()) have.push('node-zlib');
   if (napi()) have.push('zstd-napi');
+  if (nodeZstd()) have.push('node-zlib');
   return have;
 }
 
