@@ -7,7 +7,7 @@
 // ("zstd-napi", "node-zlib": zstdCompressor and zstdDecompressor of that codec).
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { ZstdDecompress, compressor, preferZstdCodec, threadedDecompressor, zstdCompressor, zstdDecompressor } from '../dist/archive/compression.js';
+import { ZstdDecompress, compressor, preferZstdCodec, threadedDecompressor, useDecompressionThread, zstdCompressor, zstdDecompressor } from '../dist/archive/compression.js';
 
 const [decoder, outMiB] = process.argv.slice(2);
 const out = Number(outMiB) << 20;
@@ -27,6 +27,7 @@ const frame = Buffer.concat(parts);
 const bomb = Buffer.concat([frame, frame, frame, frame]);
 // before the decode: the threaded decoder moves its input to the thread
 const inBytes = bomb.length;
+useDecompressionThread(decoder === 'threaded');
 const dec = codec ? zstdDecompressor(codec) : decoder === 'stream' ? new ZstdDecompress() : await threadedDecompressor('zstd');
 const base = process.memoryUsage().rss;
 let peak = 0;

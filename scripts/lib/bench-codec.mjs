@@ -11,9 +11,14 @@
 // Like with like: the CLI reads into one buffer it reuses and writes to /dev/null; a codec stream
 // is fed by feedFile (a ring of reused 1 MiB read buffers, src/archive/filefeed.ts) as tarport feeds
 // it from a local file, and hands its output to a counting sink that gives each buffer back
-// (releaserOf), as tar indexing does. Rows that are not codecs say where the time goes:
-//   zstd-napi/fresh  the same without giving buffers back: a fresh 1 MiB output each time, as a
-//                    load into Docker gets (its reader is a socket)
+// (releaserOf), as tar indexing does and as a push's file writes do. CODEC_ROWS=a,b runs only those
+// rows. Rows that are not codecs say where the time goes:
+//   zstd-napi/threaded  decompression on a thread of its own (ThreadedZstd, off by default:
+//                    useDecompressionThread), buffers given back across threads. A load into Docker
+//                    now decompresses in process (the `zstd-napi` row): the request body gives each
+//                    buffer back once the socket wrote it
+//   zstd-napi/fresh  in process, without giving buffers back: a fresh 1 MiB output each time (a
+//                    reader that keeps its chunks)
 //   feed, read       feedFile, and a 1 MiB fs.createReadStream, with no codec (the input side)
 //   napi-loop        zstd-napi's context driven in one synchronous loop over two reused 1 MiB
 //                    buffers: the library alone, which is the CLI's C code (it should match the CLI)
@@ -33,7 +38,8 @@ const ROUNDS = Number(process.env.CODEC_ROUNDS ?? 3);
 const MIB = 1 << 20;
 
 /** napi-loop: the library in a loop of its own, no stream, no fresh buffers. */
-function napiLoop(mode, file) {
+async function napiLoop(mode, file) {
+  const { COMPRESS_WORKERS } = await import(join(ROOT, 'dist/archive/compression.js'));
   const b = createRequire(join(ROOT, 'package.json'))('zstd-napi/binding.js');
   const fd = openSync(file, 'r');
   const input = Buffer.allocUnsafe(MIB);
@@ -53,7 +59,7 @@ function napiLoop(mode, file) {
   } else {
     const c = new b.CCtx();
     // as zstdCompressor sets zstd-napi (src/archive/compression.ts)
-    for (const [k, v] of [['compressionLevel', 3], ['checksumFlag', 1], ['nbWorkers', 2]]) c.setParameter(b.CParameter[k], v);
+    for (const [k, v] of [['compressionLevel', 3], ['checksumFlag', 1], ['nbWorkers', COMPRESS_WORKERS]]) c.setParameter(b.CParameter[k], v);
     while ((got = readSync(fd, input)) > 0) {
       for (let src = input.subarray(0, got); src.length > 0; ) {
         const [, produced, consumed] = c.compressStream2(out, src, b.EndDirective.continue);
@@ -81,12 +87,14 @@ async function one(codec, mode, file) {
   const [name, fresh] = codec.split('/');
   // the stream alone: Node's start-up and module loading are not the codec's speed
   const [t0, c0] = [performance.now(), process.cpuUsage()];
-  if (codec === 'napi-loop') n = napiLoop(mode, file);
+  if (codec === 'napi-loop') n = await napiLoop(mode, file);
   else if (codec === 'read') await pipeline(createReadStream(file, { highWaterMark: MIB }), sink);
   else if (codec === 'feed') await feedFile(file, sink);
   else {
-    const z = mode === 'c' ? m.zstdCompressor(name) : m.zstdDecompressor(name);
-    if (!fresh) giveBack = m.releaserOf(z);
+    m.preferZstdCodec(name);
+    m.useDecompressionThread(fresh === 'threaded');
+    const z = mode === 'c' ? m.zstdCompressor(name) : fresh === 'threaded' ? await m.threadedDecompressor('zstd') : m.zstdDecompressor(name);
+    if (fresh !== 'fresh') giveBack = m.releaserOf(z);
     await Promise.all([feedFile(file, z), pipeline(z, sink)]);
   }
   const c = process.cpuUsage(c0);
@@ -140,9 +148,9 @@ function compare(file, nodes) {
   for (const node of [process.execPath, ...nodes]) {
     const version = execFileSync(node, ['--version']).toString().trim();
     const have = JSON.parse(execFileSync(node, ['--input-type=module', '-e', `import('${join(ROOT, 'dist/archive/compression.js')}').then((m) => console.log(JSON.stringify(m.zstdCodecs())))`]).toString());
-    const codecs = [...have, ...(have.includes('zstd-napi') ? ['zstd-napi/fresh', 'napi-loop'] : []), 'feed', 'read'];
+    const codecs = [...have, ...(have.includes('zstd-napi') ? ['zstd-napi/threaded', 'zstd-napi/fresh', 'napi-loop'] : []), 'feed', 'read'].filter((c) => !process.env.CODEC_ROWS || process.env.CODEC_ROWS.split(',').includes(c));
     for (const codec of codecs) {
-      for (const mode of codec.endsWith('/fresh') ? ['d'] : ['c', 'd']) {
+      for (const mode of codec.includes('/') ? ['d'] : ['c', 'd']) {
         const runs = { codec: [], cli: [], cliSingle: [] };
         for (let r = 0; r < ROUNDS; r++) {
           runs.cli.push(cli[mode]());

@@ -1,10 +1,12 @@
 import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { createRequire } from 'node:module';
-import { Duplex, Transform } from 'node:stream';
+import { Duplex, Transform, type TransformCallback } from 'node:stream';
 import { Worker } from 'node:worker_threads';
 import * as zlib from 'node:zlib';
 import { createGunzip, createGzip } from 'node:zlib';
 import { TarportError } from '../errors.js';
+import { Lender, giveBack, lendOut } from '../lending.js';
 
 export type Compression = 'none' | 'gzip' | 'zstd';
 export const COMPRESSIONS: readonly Compression[] = ['zstd', 'gzip', 'none'];
@@ -25,13 +27,15 @@ export function sniffCompression(head: Buffer): Compression {
 export type ZstdCodec = 'node-zlib' | 'zstd-napi';
 
 /**
- * The zstd codecs this process can use, the preferred first: Node's own (no addon, no thread of ours;
- * within ~20% of zstd-napi's CPU time in scripts/bench), then zstd-napi.
+ * The zstd codecs this process can use, the preferred first: zstd-napi where it is installed (its
+ * streams here reuse their buffers: 0.74-1.08 x the CLI's wall time where Node's own zlib streams
+ * measured 0.27-0.48, docs/install.md), then Node's own (no addon: the npm package and the single
+ * executable use it).
  */
 export function zstdCodecs(): ZstdCodec[] {
   const have: ZstdCodec[] = [];
-  if (nodeZstd()) have.push('node-zlib');
   if (napi()) have.push('zstd-napi');
+  if (nodeZstd()) have.push('node-zlib');
   return have;
 }
 
@@ -56,7 +60,11 @@ export function zstdCodec(): ZstdCodec {
   return c;
 }
 
-/** zstd level 3 with a frame checksum (zstd-napi on both cores, as LIMITS.md measured). */
+/**
+ * zstd level 3 with a frame checksum (zstd-napi on both cores, as LIMITS.md measured). zstd-napi's
+ * (ZstdCompress) lends its output and gives back lent input chunks once taken in: nothing before it
+ * may still hold its input chunks (src/lending.ts).
+ */
 export function compressor(kind: Compression, sizeHint?: number): Transform {
   switch (kind) {
     case 'zstd':
@@ -69,13 +77,25 @@ export function compressor(kind: Compression, sizeHint?: number): Transform {
 }
 
 /**
- * A decompressor that runs on a thread of its own where that pays: zstd-napi decompresses
- * synchronously, so in one thread the stream it feeds (the daemon's load socket) stands still
- * while it works. gzip already runs on libuv's pool.
+ * Whether zstd-napi decompresses for a load on a thread of its own (ThreadedZstd). Off: measured on
+ * 320 MiB into a pipe (docs/install.md), the thread cost 1.9-2.2 s of CPU and 3.2-4.8 s of wall
+ * time, the same stream in this thread with its buffers given back by the socket 0.45-0.48 s and
+ * 0.8-2.1 s (the thread's messages and the fresh memory its transfers leave behind cost more than
+ * the pauses it saves: this thread decompresses at most 1 MiB, a millisecond or two, per step).
+ */
+let onThread = false;
+
+/** Turns the decompression thread on or off (tests and scripts/bench measure both). */
+export function useDecompressionThread(on: boolean): void {
+  onThread = on;
+}
+
+/**
+ * The decompressor for a load: on a thread of its own where that is turned on (useDecompressionThread)
+ * and zstd-napi serves; in this thread otherwise. Node's zlib already runs on libuv's pool.
  */
 export async function threadedDecompressor(kind: Compression): Promise<Duplex> {
-  // Node's zlib already decompresses on libuv's pool
-  if (kind !== 'zstd' || zstdCodec() !== 'zstd-napi' || !workerFile()) return decompressor(kind);
+  if (!onThread || kind !== 'zstd' || zstdCodec() !== 'zstd-napi' || !workerFile()) return decompressor(kind);
   const worker = spare ?? spawnZstdWorker();
   spare = undefined;
   worker.ref();
@@ -88,7 +108,7 @@ let spare: Worker | undefined;
 
 /** Starts a decompression thread ahead of need; an idle one does not keep the process alive. */
 export function prewarmDecompressors(): void {
-  if (!spare && zstdCodecs().length > 0 && zstdCodec() === 'zstd-napi' && workerFile()) spare = spawnZstdWorker();
+  if (onThread && !spare && zstdCodecs().length > 0 && zstdCodec() === 'zstd-napi' && workerFile()) spare = spawnZstdWorker();
 }
 
 /** Stops the thread kept ready (after a load: an agent between polls holds none). */
@@ -127,7 +147,7 @@ export function decompressor(kind: Compression): Duplex {
  * ZstdDecompress.release); undefined where the decompressor takes none back (Node's zlib, gzip).
  */
 export function releaserOf(d: Duplex): ((buf: Buffer) => void) | undefined {
-  return d instanceof ZstdDecompress ? (b) => d.release(b) : undefined;
+  return d instanceof ZstdDecompress || d instanceof ZstdCompress || d instanceof ThreadedZstd ? giveBack : undefined;
 }
 
 function passThrough(): Transform {
@@ -142,8 +162,9 @@ function passThrough(): Transform {
 const OUT = 1 << 20;
 /** Given-back output buffers kept for reuse (the reader holds at most a few at once). */
 const FREE_KEPT = 4;
+/** Compressed output passes a few pass-throughs and a file's write buffer before it is given back. */
+const COMPRESS_KEPT = 8;
 
-/** A zstd compressor (level 3, with a frame checksum) from the given codec. */
 /**
  * Below this many input bytes zstd-napi compresses on the calling thread: zstd's worker threads
  * split the input in jobs of several MiB, so a smaller layer gains nothing from them, and each
@@ -152,7 +173,15 @@ const FREE_KEPT = 4;
  */
 const THREADED_FROM = 8 << 20;
 
-/** `sizeHint`: the input's size when known (a tar entry's); small inputs skip zstd's threads. */
+/**
+ * zstd's worker threads for a large input: one per core but the one this thread needs to read, hash
+ * and write (at most two). On two cores that is one, as the CLI's `zstd -3` runs one worker beside
+ * its I/O thread: a second one measured up to twice as slow on a busy 2-core host, for little gain
+ * on a quiet one (docs/install.md).
+ */
+export const COMPRESS_WORKERS = Math.min(2, Math.max(1, availableParallelism() - 1));
+
+/** A zstd compressor (level 3, with a frame checksum) from the given codec. `sizeHint`: the input's size when known (a tar entry's); small inputs skip zstd's threads. */
 export function zstdCompressor(codec: ZstdCodec, sizeHint?: number): Transform {
   if (codec === 'node-zlib') {
     const z = nodeZstd()!;
@@ -160,8 +189,8 @@ export function zstdCompressor(codec: ZstdCodec, sizeHint?: number): Transform {
     const params = { [c.ZSTD_c_compressionLevel!]: 3, [c.ZSTD_c_checksumFlag!]: 1 };
     return typedErrors(z.createZstdCompress({ params, chunkSize: OUT }));
   }
-  const nbWorkers = sizeHint !== undefined && sizeHint < THREADED_FROM ? 0 : 2;
-  return new (napi()!.CompressStream)({ compressionLevel: 3, nbWorkers, checksumFlag: true });
+  const nbWorkers = sizeHint !== undefined && sizeHint < THREADED_FROM ? 0 : COMPRESS_WORKERS;
+  return new ZstdCompress(nbWorkers);
 }
 
 /** A zstd decompressor from the given codec; it stops while its reader is behind (see ZstdDecompress). */
@@ -182,7 +211,12 @@ function nodeZstd(): NodeZstd | undefined {
 }
 
 interface Napi {
-  CompressStream: new (o: { compressionLevel: number; nbWorkers: number; checksumFlag: boolean }) => Transform;
+  CCtx: new () => {
+    setParameter(param: number, value: number): void;
+    compressStream2(out: Buffer, src: Buffer, end: number): [number, number, number];
+  };
+  CParameter: Record<'compressionLevel' | 'checksumFlag' | 'nbWorkers', number>;
+  EndDirective: Record<'continue' | 'end', number>;
   DCtx: new () => { decompressStream(out: Buffer, src: Buffer): [number, number, number] };
 }
 let napiModule: Napi | null | undefined;
@@ -192,9 +226,8 @@ function napi(): Napi | null {
   if (napiModule === undefined) {
     try {
       const req = createRequire(import.meta.url);
-      const m = req('zstd-napi') as { CompressStream: Napi['CompressStream'] };
-      const b = req('zstd-napi/binding.js') as { DCtx: Napi['DCtx'] };
-      napiModule = { CompressStream: m.CompressStream, DCtx: b.DCtx };
+      const b = req('zstd-napi/binding.js') as Napi;
+      napiModule = { CCtx: b.CCtx, CParameter: b.CParameter, EndDirective: b.EndDirective, DCtx: b.DCtx };
     } catch {
       napiModule = null; // not installed, or its binary was never built: Node's zlib or a clear refusal
     }
@@ -256,25 +289,24 @@ export class ZstdDecompress extends Duplex {
   private taken: ((e?: Error | null) => void) | undefined;
   /** The reader is behind: push nothing more until it asks (_read). */
   private behind = false;
-  /** Buffers passed on and not given back; buffers given back, ready for the next output. */
-  private readonly lent = new WeakSet<Buffer>();
-  private readonly free: Buffer[] = [];
+  /** Output buffers: passed on lent (src/lending.ts), reused once given back. */
+  private readonly pool: Lender;
 
   /** `outSize`: bytes per output buffer; one of them waits for the reader, then this stops. */
   constructor(private readonly outSize = OUT) {
     super({ readableHighWaterMark: outSize, writableHighWaterMark: 1 << 20 });
-    this.out = Buffer.allocUnsafe(outSize);
+    this.pool = new Lender(outSize, FREE_KEPT);
+    this.out = this.pool.take();
   }
 
   /** Gives back a buffer this stream passed on: its reader is done with it and keeps no view of it. */
   release(buf: Buffer): void {
-    if (!this.lent.has(buf)) return; // not ours, a partial last buffer, or given back before
-    this.lent.delete(buf);
-    if (this.free.length < FREE_KEPT) this.free.push(buf);
+    this.pool.release(buf);
   }
 
-  private nextOut(): Buffer {
-    return this.free.pop() ?? Buffer.allocUnsafe(this.outSize);
+  /** Takes in an output buffer to reuse: one this stream's thread passed on, sent back (ThreadedZstd). */
+  adopt(buf: Buffer): void {
+    this.pool.adopt(buf);
   }
 
   override _write(chunk: Buffer, _e: BufferEncoding, cb: (e?: Error | null) => void): void {
@@ -305,9 +337,8 @@ export class ZstdDecompress extends Duplex {
         if (produced > 0 || consumed > 0) this.inFrame = ret !== 0;
         this.src = this.src.subarray(consumed);
         if (this.pos === this.outSize) {
-          this.lent.add(this.out);
-          if (!this.push(this.out)) this.behind = true;
-          this.out = this.nextOut();
+          if (!this.push(this.pool.lend(this.out))) this.behind = true;
+          this.out = this.pool.take();
           this.pos = 0;
         }
         // all input taken and the output not filled: zstd needs more input
@@ -326,6 +357,79 @@ export class ZstdDecompress extends Duplex {
     if (this.pos > 0) this.push(this.out.subarray(0, this.pos));
     this.push(null);
     cb();
+  }
+}
+
+/**
+ * zstd compression (level 3, a frame checksum) into 1 MiB output buffers, each filled across input
+ * chunks before it is passed on; zstd-napi's own stream passes on a fresh 128 KiB buffer per call.
+ * Like ZstdDecompress's, its output buffers are lent (src/lending.ts): a writer that gives one back
+ * once written (a file's write callback, `releaserOf`) lets the next output reuse it.
+ *
+ * Its write callback runs once zstd has taken the whole chunk in (zstd copies its input into its own
+ * window), so a feeder may reuse the chunk's memory then (feedFile). It is the last reader of its
+ * input, so it gives back each lent input chunk then too: put it only where nothing else still
+ * holds its input chunks (no tee before it).
+ */
+export class ZstdCompress extends Transform {
+  private readonly cctx: InstanceType<Napi['CCtx']>;
+  private readonly pool: Lender;
+  private out: Buffer;
+  private pos = 0;
+
+  constructor(nbWorkers: number, outSize = OUT) {
+    super({ readableHighWaterMark: outSize, writableHighWaterMark: 1 << 20 });
+    const n = napiOrRefuse();
+    this.cctx = new n.CCtx();
+    this.cctx.setParameter(n.CParameter.compressionLevel, 3);
+    this.cctx.setParameter(n.CParameter.checksumFlag, 1);
+    this.cctx.setParameter(n.CParameter.nbWorkers, nbWorkers);
+    this.pool = new Lender(outSize, COMPRESS_KEPT);
+    this.out = this.pool.take();
+  }
+
+  /** Gives back a buffer this stream passed on (see ZstdDecompress.release). */
+  release(buf: Buffer): void {
+    this.pool.release(buf);
+  }
+
+  override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
+    try {
+      this.compress(chunk, false);
+    } catch (e) {
+      cb(zstdError(e as Error));
+      return;
+    }
+    // zstd holds a copy now: a lent input chunk (feedFile's, a decompressor's output) goes back
+    giveBack(chunk);
+    cb();
+  }
+
+  override _flush(cb: TransformCallback): void {
+    try {
+      this.compress(Buffer.alloc(0), true);
+    } catch (e) {
+      cb(zstdError(e as Error));
+      return;
+    }
+    if (this.pos > 0) this.push(this.out.subarray(0, this.pos));
+    cb();
+  }
+
+  /** Takes all of `src` in (and, at the end, flushes the frame), passing on each buffer it fills. */
+  private compress(src: Buffer, end: boolean): void {
+    const { EndDirective } = napiOrRefuse();
+    for (;;) {
+      const [left, produced, consumed] = this.cctx.compressStream2(this.out.subarray(this.pos), src, end ? EndDirective.end : EndDirective.continue);
+      this.pos += produced;
+      src = src.subarray(consumed);
+      if (this.pos === this.out.length) {
+        this.push(this.pool.lend(this.out));
+        this.out = this.pool.take();
+        this.pos = 0;
+      }
+      if (src.length === 0 && (!end || left === 0)) return;
+    }
   }
 }
 
@@ -359,11 +463,25 @@ class ThreadedZstd extends Duplex {
   private blockedWrite: (() => void) | undefined;
   private finishing: ((e?: Error | null) => void) | undefined;
 
+  /**
+   * Takes back the buffers this stream passed on (src/lending.ts): their memory moves back to the
+   * thread, which decompresses into it again. Once the thread is gone they are left to the collector.
+   */
+  private readonly home = {
+    release: (buf: Buffer) => {
+      const ab = buf.buffer;
+      if (this.gone || buf.byteOffset !== 0 || buf.byteLength !== ab.byteLength || !(ab instanceof ArrayBuffer)) return;
+      this.worker.postMessage({ back: ab }, [ab]);
+    },
+  };
+  private gone = false;
+
   constructor(private readonly worker: Worker) {
     super({ readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 });
+    worker.once('exit', () => (this.gone = true));
     worker.on('message', (m: { out?: ArrayBuffer; took?: boolean; done?: boolean; error?: string; truncated?: boolean }) => {
       if (m.out) {
-        if (this.push(Buffer.from(m.out))) worker.postMessage({ credit: 1 });
+        if (this.push(lendOut(Buffer.from(m.out), this.home))) worker.postMessage({ credit: 1 });
         else {
           this.owed++;
           this.readerBehind = true;
@@ -374,6 +492,7 @@ class ThreadedZstd extends Duplex {
       } else if (m.done) {
         this.push(null);
         this.finishing?.();
+        this.gone = true;
         void worker.terminate();
       } else if (m.error !== undefined) {
         // the thread sends what its TarportError said; the type is rebuilt here
@@ -417,6 +536,7 @@ class ThreadedZstd extends Duplex {
   }
 
   override _destroy(e: Error | null, cb: (e?: Error | null) => void): void {
+    this.gone = true;
     void this.worker.terminate();
     cb(e);
   }

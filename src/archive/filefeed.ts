@@ -1,10 +1,13 @@
 import { open } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
+import { Lender } from '../lending.js';
 
 /** Bytes per read, as the 1 MiB file streams elsewhere read. */
 export const FEED_CHUNK = 1 << 20;
 /** Buffers in the ring: one being read while two are with the consumer. */
 const RING = 3;
+/** Lent chunks given back and waiting for reuse (a few pass-throughs lie between feed and reader). */
+const LEND_KEPT = 8;
 
 export interface FeedOptions {
   /** First byte to read (default 0). */
@@ -17,6 +20,13 @@ export interface FeedOptions {
   signal?: AbortSignal;
   /** Called with each chunk's size before it is written (a bomb guard counts its input here). */
   onChunk?: (bytes: number) => void;
+  /**
+   * Lend each chunk (src/lending.ts) instead of reusing it after its write callback: for a consumer
+   * that passes chunks on (a pass-through, a hashing stage) to a last reader that gives them back
+   * (a compressor once it took a chunk in, a file once it wrote it). A chunk not given back is
+   * never reused: its slot reads into a fresh buffer.
+   */
+  lend?: boolean;
 }
 
 /**
@@ -35,7 +45,8 @@ export interface FeedOptions {
  */
 export async function feedFile(path: string, into: Writable, opts: FeedOptions = {}): Promise<number> {
   const size = opts.chunk ?? FEED_CHUNK;
-  const slots = Array.from({ length: RING }, () => ({ buf: Buffer.allocUnsafeSlow(size), busy: undefined as Promise<void> | undefined }));
+  const lender = opts.lend ? new Lender(size, LEND_KEPT) : undefined;
+  const slots = Array.from({ length: RING }, () => ({ buf: (lender ? Buffer.alloc(0) : Buffer.allocUnsafeSlow(size)) as Buffer, busy: undefined as Promise<void> | undefined }));
   const fh = await open(path, 'r').catch((e: unknown) => {
     into.destroy(e as Error);
     throw e;
@@ -48,7 +59,8 @@ export async function feedFile(path: string, into: Writable, opts: FeedOptions =
       await slot.busy;
       // a consumer that moved the chunk's memory to another thread (postMessage's transfer) left
       // it detached: that slot takes a fresh buffer
-      if (slot.buf.buffer.byteLength === 0) slot.buf = Buffer.allocUnsafeSlow(size);
+      if (lender) slot.buf = lender.take();
+      else if (slot.buf.buffer.byteLength === 0) slot.buf = Buffer.allocUnsafeSlow(size);
       opts.signal?.throwIfAborted();
       if (into.destroyed) return fed;
       const want = Math.min(size, end - fed);
@@ -56,7 +68,8 @@ export async function feedFile(path: string, into: Writable, opts: FeedOptions =
       if (bytesRead === 0) break;
       fed += bytesRead;
       opts.onChunk?.(bytesRead);
-      slot.busy = written(into, slot.buf.subarray(0, bytesRead));
+      const chunk = lender && bytesRead === size ? lender.lend(slot.buf) : slot.buf.subarray(0, bytesRead);
+      slot.busy = written(into, chunk);
       slot.busy.catch(() => undefined); // awaited before the slot's next read, or below
     }
     await Promise.all(slots.map((s) => s.busy));

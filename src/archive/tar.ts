@@ -1,4 +1,3 @@
-import { createReadStream } from 'node:fs';
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { PassThrough, type Duplex, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -94,7 +93,11 @@ export class TarArchive {
     const e = this.entries.get(name);
     if (!e || !this.seekable) throw new TarportError('INTERNAL', `internal error: cannot open ${name} by range`);
     if (e.size === 0) return new PassThrough().end();
-    return createReadStream(this.path, { start: e.offset, end: e.offset + e.size - 1, highWaterMark: CHUNK });
+    // read into lent buffers that the last reader gives back (a compressor, a file: src/lending.ts),
+    // not into a fresh megabyte per read as createReadStream does; a fault destroys the stream
+    const out = new PassThrough({ highWaterMark: CHUNK });
+    feedFile(this.path, out, { start: e.offset, length: e.size, chunk: CHUNK, lend: true }).catch(() => undefined);
+    return out;
   }
 
   /**

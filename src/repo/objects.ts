@@ -7,6 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import { Digester, Verifier, sha256 } from '../crypto/index.js';
 import { TarportError, isTarportError } from '../errors.js';
+import { givingBack } from '../lending.js';
 import type { ByteSink } from '../transport/index.js';
 import { drainInto } from '../transport/source.js';
 import { BLOBS_FOLDER, blobKey, stableTempKeyFor, tempKeyFor } from './layout.js';
@@ -204,7 +205,8 @@ async function stageViaSpool(store: Store, source: Readable, signal?: AbortSigna
   const file = join(dir, 'blob');
   try {
     const digester = new Digester();
-    await pipeline(source, digester, createWriteStream(file, { highWaterMark: 1 << 20 }), { signal });
+    // the spool file is the last holder of each chunk: lent buffers go back for reuse once written
+    await pipeline(source, digester, givingBack(createWriteStream(file, { highWaterMark: 1 << 20 })), { signal });
     const digest = digester.digest();
     const size = digester.bytes;
     const have = await blobInfo(store, digest, signal);

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TarportError, wrapSystemError } from '../errors.js';
+import { givingBack } from '../lending.js';
 import { keySegments, parentOf } from './keys.js';
 import { readFileInto, readableFrom } from './source.js';
 import type { ByteSink, ObjectInfo, ReadOptions, Source, Transport, WriteOptions } from './types.js';
@@ -131,7 +132,8 @@ export class FileTransport implements Transport {
     const fh = await open(p, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o666).catch((e: unknown) => {
       throw wrapSystemError(e, `write ${key} to ${this.location}`);
     });
-    const out = createWriteStream('', { fd: fh.fd, highWaterMark: CHUNK, autoClose: false, flush: false });
+    // the file is the last holder of each chunk: lent buffers go back for reuse once written (lending.ts)
+    const out = givingBack(createWriteStream('', { fd: fh.fd, highWaterMark: CHUNK, autoClose: false, flush: false }));
     try {
       await pipeline(readableFrom(source, 0, `write ${key} to ${this.location}`), out, { signal: opts.signal });
       // Durable before it can be renamed into place: a stick pulled right after a publish must not

@@ -1,6 +1,7 @@
 import { request, type ClientRequest, type IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import { TarportError, messageOf } from '../../errors.js';
+import { pipeGivingBack } from '../../lending.js';
 import { chainIds } from '../types.js';
 
 export type ImageStore = 'graphdriver' | 'containerd';
@@ -139,7 +140,8 @@ export class DockerClient implements DockerApi {
           bodyError = e;
           req.destroy(e);
         });
-        body.pipe(req);
+        // the socket is the last holder of each chunk: a decompressor's lent buffers go back once sent
+        pipeGivingBack(body, req);
       } else req.end();
     });
   }

@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
-import { ZstdDecompress, compressor, releaserOf, decompressor } from '../../../src/archive/compression.js';
+import { ZstdCompress, ZstdDecompress, compressor, releaserOf, decompressor } from '../../../src/archive/compression.js';
+import { giveBack } from '../../../src/lending.js';
 
 // 256 KiB, half random, out through 4 KiB buffers: 64 of them
 const source = Buffer.concat([randomBytes(128 << 10), Buffer.alloc(128 << 10, 'tarport ')]);
@@ -74,8 +75,70 @@ describe('ZstdDecompress output buffers', () => {
     expect(Buffer.concat(out).equals(source)).toBe(true);
   });
 
-  it('releaserOf gives the decompressor that takes buffers back, and none for gzip', () => {
+  it('releaserOf gives the codec that takes buffers back, and none for gzip', () => {
     expect(releaserOf(new ZstdDecompress())).toBeTypeOf('function');
+    expect(releaserOf(new ZstdCompress(0))).toBeTypeOf('function');
     expect(releaserOf(decompressor('gzip'))).toBeUndefined();
+  });
+});
+
+/**
+ * Compresses `data` (in 5000-byte pieces) into 16 KiB output buffers (zstd passes on a 128 KiB block
+ * at a time: 8 of them) through a reader that holds each
+ * buffer a while, then checks it still holds what it got: a buffer reused before it was given back
+ * would have been overwritten by then. `giveBackAt`: when the reader gives a buffer back.
+ */
+async function compressHolding(data: Buffer, giveBackAt: 'never' | 'after' | 'before'): Promise<{ out: Buffer; seen: number; chunks: number; changed: number }> {
+  const z = new ZstdCompress(0, 16 << 10);
+  const pieces = Array.from({ length: Math.ceil(data.length / 5000) }, (_, i) => data.subarray(i * 5000, (i + 1) * 5000));
+  const kept: { buf: Buffer; copy: Buffer }[] = [];
+  let changed = 0;
+  const sink = new Writable({
+    highWaterMark: 32 << 10,
+    write(c: Buffer, _e, cb) {
+      const held = { buf: c, copy: Buffer.from(c) };
+      kept.push(held);
+      if (giveBackAt === 'before') giveBack(c);
+      setImmediate(() => {
+        if (!held.buf.equals(held.copy)) changed++;
+        if (giveBackAt === 'after') giveBack(c);
+        cb();
+      });
+    },
+  });
+  await pipeline(Readable.from(pieces), z, sink);
+  const out = Buffer.concat(kept.map((k) => k.copy));
+  return { out, seen: new Set(kept.map((k) => k.buf)).size, chunks: kept.length, changed };
+}
+
+describe('ZstdCompress output buffers', () => {
+  // 2 MiB that zstd cannot shrink much: 128 output buffers of 16 KiB
+  const mostlyRandom = Buffer.concat([randomBytes(2 << 20), Buffer.alloc(64 << 10, 'tarport ')]);
+
+  it('compresses to zstd that decompresses to the source, in full buffers, with or without threads', async () => {
+    for (const workers of [0, 2]) {
+      const out: Buffer[] = [];
+      await pipeline(Readable.from([source.subarray(0, 100_000), source.subarray(100_000)]), new ZstdCompress(workers, 1024), new Writable({ write: (c: Buffer, _e, cb) => (out.push(c), cb()) }));
+      expect(out.slice(0, -1).every((c) => c.length === 1024)).toBe(true);
+      const back: Buffer[] = [];
+      await pipeline(Readable.from([Buffer.concat(out)]), decompressor('zstd'), new Writable({ write: (c: Buffer, _e, cb) => (back.push(c), cb()) }));
+      expect(Buffer.concat(back).equals(source), `${workers} workers`).toBe(true);
+    }
+  });
+
+  it('reuses buffers given back after they were read, and no buffer changes while its reader holds it', async () => {
+    const r = await compressHolding(mostlyRandom, 'after');
+    expect(r.changed).toBe(0);
+    expect(r.chunks).toBeGreaterThan(100);
+    expect(r.seen).toBeLessThan(r.chunks / 2);
+    const never = await compressHolding(mostlyRandom, 'never');
+    expect(never.changed).toBe(0);
+    expect(never.seen).toBe(never.chunks);
+    expect(never.out.equals(r.out)).toBe(true);
+  });
+
+  it('a buffer given back while its reader still holds it is overwritten (what the rule above prevents)', async () => {
+    const r = await compressHolding(mostlyRandom, 'before');
+    expect(r.changed).toBeGreaterThan(0);
   });
 });

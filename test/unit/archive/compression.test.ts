@@ -8,7 +8,7 @@ import { zstdMemory } from '../../helpers.js';
 // the built module: the worker thread runs dist/archive/zstdworker.js (scripts/test builds first).
 // Typed by its source, so that the type-check of test/ needs no build.
 const built = '../../../dist/archive/compression.js';
-const { compressor, preferZstdCodec, threadedDecompressor } = (await import(built).catch((e: unknown) => {
+const { compressor, preferZstdCodec, threadedDecompressor, releaserOf, useDecompressionThread } = (await import(built).catch((e: unknown) => {
   throw new Error(`${built} is not there: run npm run build first (${String(e)})`);
 })) as typeof Compression;
 
@@ -43,10 +43,23 @@ describe('zstd on a worker thread', () => {
   let zSmall: Buffer;
   beforeAll(async () => {
     preferZstdCodec('zstd-napi');
+    useDecompressionThread(true);
     z = await squeeze(data);
     zSmall = await squeeze(small);
   });
-  afterAll(() => preferZstdCodec(undefined));
+  afterAll(() => {
+    preferZstdCodec(undefined);
+    useDecompressionThread(false);
+  });
+
+  it('is off by default: a load decompresses in this thread', async () => {
+    useDecompressionThread(false);
+    try {
+      expect((await threadedDecompressor('zstd')).constructor.name).toBe('ZstdDecompress');
+    } finally {
+      useDecompressionThread(true);
+    }
+  });
 
   it('gives back exactly what was compressed, whatever the input chunking and a slow reader', async () => {
     expect((await expand(z)).equals(data)).toBe(true);
@@ -54,6 +67,36 @@ describe('zstd on a worker thread', () => {
     expect((await expand(z, 1 << 20, true)).equals(data)).toBe(true);
     expect((await expand(z, 1 << 20, false, true)).equals(data)).toBe(true);
     expect((await expand(z, 64 << 10, true, true)).equals(data)).toBe(true);
+  });
+
+  it('takes back, across threads, buffers its reader gives back once done, and none changes while held', async () => {
+    const dec = await threadedDecompressor('zstd');
+    const giveBack = releaserOf(dec);
+    const held: { buf: Buffer; copy: Buffer }[] = [];
+    let changed = 0;
+    let detached = 0;
+    await pipeline(
+      Readable.from([z]),
+      dec,
+      new Writable({
+        highWaterMark: 2 << 20,
+        write(c: Buffer, _e, cb) {
+          const h = { buf: c, copy: Buffer.from(c) };
+          held.push(h);
+          setImmediate(() => {
+            if (!h.buf.equals(h.copy)) changed++;
+            giveBack!(c);
+            // its memory went back to the thread: this side holds no view of it any more
+            if (c.length === 0) detached++;
+            cb();
+          });
+        },
+      }),
+    );
+    expect(Buffer.concat(held.map((h) => h.copy)).equals(data)).toBe(true);
+    expect(changed).toBe(0);
+    // those given back before the thread ended (the last few come after it: left to the collector)
+    expect(detached).toBeGreaterThan(held.length / 2);
   });
 
   it('fails on a cut stream and on bytes that are not zstd', async () => {

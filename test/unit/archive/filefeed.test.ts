@@ -2,10 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
+import { PassThrough, Writable } from 'node:stream';
 import { MessageChannel } from 'node:worker_threads';
 import { afterAll, describe, expect, it } from 'vitest';
 import { feedFile } from '../../../src/archive/filefeed.js';
+import { giveBack } from '../../../src/lending.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tarport-feed-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -109,5 +110,55 @@ describe('feedFile', () => {
     setTimeout(() => stop.abort(reason), 10);
     await expect(feedFile(file, sink, { chunk: 1000, signal: stop.signal })).rejects.toBe(reason);
     expect(sink.destroyed).toBe(true);
+  });
+});
+
+describe('feedFile lending its chunks', () => {
+  /**
+   * feedFile → a pass-through (which calls back while the chunk still sits in its buffer) → a reader
+   * that holds each chunk a while, checks it is unchanged, and gives it back then or before.
+   */
+  async function through(giveBackAt: 'after' | 'before' | 'never') {
+    const pass = new PassThrough({ highWaterMark: 8192 });
+    const held: { buf: Buffer; copy: Buffer }[] = [];
+    let changed = 0;
+    const reader = new Writable({
+      highWaterMark: 8192,
+      write(c: Buffer, _e, cb) {
+        const h = { buf: c, copy: Buffer.from(c) };
+        held.push(h);
+        if (giveBackAt === 'before') giveBack(c);
+        setTimeout(() => {
+          if (!h.buf.equals(h.copy)) changed++;
+          if (giveBackAt === 'after') giveBack(c);
+          cb();
+        }, 1);
+      },
+    });
+    const done = new Promise((r) => reader.on('finish', r));
+    pass.pipe(reader);
+    expect(await feedFile(file, pass, { chunk: 1000, lend: true })).toBe(data.length);
+    await done;
+    return { changed, chunks: held.length, buffers: new Set(held.map((h) => h.buf)).size, bytes: Buffer.concat(held.map((h) => h.copy)) };
+  }
+
+  it('reuses a chunk only once its last reader gave it back, through a pass-through that calls back early', async () => {
+    const r = await through('after');
+    expect(r.changed).toBe(0);
+    expect(r.bytes.equals(data)).toBe(true);
+    expect(r.chunks).toBe(100);
+    expect(r.buffers).toBeLessThan(40);
+  });
+
+  it('never reuses a chunk its reader keeps', async () => {
+    const r = await through('never');
+    expect(r.changed).toBe(0);
+    expect(r.bytes.equals(data)).toBe(true);
+    expect(r.buffers).toBe(r.chunks);
+  });
+
+  it('a chunk given back while still held is overwritten (what lending prevents when the rule is kept)', async () => {
+    const r = await through('before');
+    expect(r.changed).toBeGreaterThan(0);
   });
 });
