@@ -6,10 +6,13 @@ import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { Repository } from '../../src/repo/index.js';
 import { openTransport, parseLocation } from '../../src/transport/index.js';
-import { ROOT, fixture, tarport, tempDir } from '../helpers.js';
+import { ROOT, fixture, tarport, tarportInProcess, tempDir } from '../helpers.js';
 
 // Issue 18: racing producers, gc racing publishes, and kill -9 anywhere in push, sync and gc,
-// on real servers through the real CLI.
+// on real servers through the real CLI. What races or is killed is a process of its own
+// (bin/tarport.js); check and repair, which run after the race has ended, run the same built CLI
+// inside this process (tarportInProcess): a spawn costs ~0.5 s of CPU, and this file checks ~200
+// times.
 
 const S = {
   ftp: process.env.TP_FTP_URL!,
@@ -49,11 +52,11 @@ function killedAfter(args: string[], ms: number, env: Record<string, string> = {
 
 /** check; when it finds faults, repair and check again. Returns what it took. */
 async function checkAfterRepair(url: string, extra: string[] = []): Promise<{ faultsBefore: number; repaired: boolean; clean: boolean; stderr: string }> {
-  const first = await tarport(['check', url, '--json', ...extra], withPw);
+  const first = await tarportInProcess(['check', url, '--json', ...extra], withPw);
   const faultsBefore = first.code === 0 ? 0 : (JSON.parse(first.stdout || '{"faults":[1]}').faults?.length ?? 1);
   if (first.code === 0) return { faultsBefore, repaired: false, clean: true, stderr: '' };
-  const rep = await tarport(['repair', url, ...extra], withPw);
-  const second = await tarport(['check', url, '--json', ...extra], withPw);
+  const rep = await tarportInProcess(['repair', url, ...extra], withPw);
+  const second = await tarportInProcess(['check', url, '--json', ...extra], withPw);
   return { faultsBefore, repaired: rep.code === 0, clean: second.code === 0, stderr: first.stderr + rep.stderr + second.stderr };
 }
 
@@ -77,7 +80,7 @@ describe('8 producers racing', () => {
         const inCatalog = await catalogTags(url);
         lost += tags.filter((t) => !inCatalog.includes(t)).length;
         expect(inCatalog, `trial ${trial}`).toEqual(tags);
-        const check = await tarport(['check', url, ...flags], withPw);
+        const check = await tarportInProcess(['check', url, ...flags], withPw);
         expect(check.code, check.stderr).toBe(0);
       }
       console.log(`racing producers on ${name}: ${publishes} publishes, ${lost} lost or hidden`);
@@ -89,7 +92,7 @@ describe('kill -9', () => {
   it('push, sync and gc killed at 17 offsets each (51 points): check clean, after repair where it says so', async () => {
     const dir = await tempDir();
     const base = join(dir, 'base');
-    expect((await tarport(['push', '--init', fixture('small-v1.tar'), '--to', base, '--name', 'kill/app:1'])).code).toBe(0);
+    expect((await tarportInProcess(['push', '--init', fixture('small-v1.tar'), '--to', base, '--name', 'kill/app:1'])).code).toBe(0);
     const full = join(dir, 'full'); // v1 and v2: gc --keep 1 has garbage to remove
     await cp(base, full, { recursive: true });
     // how long a push takes here, to spread the kills over it
@@ -131,7 +134,7 @@ describe('gc racing publishes', () => {
   const prepare = () =>
     (prepared ??= (async () => {
       const dir = join(await tempDir(), 'prepared');
-      for (const f of ['small-v1.tar', 'small-v2.tar']) expect((await tarport(['push', '--init', fixture(f), '--to', dir, '--name', 'gc/app:a'])).code).toBe(0);
+      for (const f of ['small-v1.tar', 'small-v2.tar']) expect((await tarportInProcess(['push', '--init', fixture(f), '--to', dir, '--name', 'gc/app:a'])).code).toBe(0);
       return dir;
     })());
   const home = process.env.TP_SERVER_HOME!;
@@ -164,7 +167,7 @@ describe('gc racing publishes', () => {
         const p = await push;
         expect(gc.code, gc.stderr).toBe(0);
         expect(p.code, p.stderr).toBe(0);
-        const check = await tarport(['check', url, ...flags], withPw);
+        const check = await tarportInProcess(['check', url, ...flags], withPw);
         if (check.code !== 0) broken++;
         expect(check.code, `gc ${Math.round((k * span) / offsets)} ms into the push: ${check.stderr}`).toBe(0);
       }

@@ -1,9 +1,10 @@
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { ROOT, docker, emptyDaemon, filesBelow, fixture, realEnv, tarport, tempDir } from '../helpers.js';
+import { ROOT, docker, emptyDaemon, filesBelow, fixture, realEnv, tarport, tarportInProcess, tempDir } from '../helpers.js';
 import { CuttingProxy } from '../proxy.js';
 
 // SIGTERM to every command that moves bytes, mid-transfer and while its link is silent (the stall
@@ -14,9 +15,37 @@ const S = {
   url: process.env.TP_SFTP_URL ?? '',
   identity: process.env.TP_SFTP_IDENTITY ?? '',
   knownHosts: process.env.TP_SFTP_KNOWN_HOSTS ?? '',
+  home: process.env.TP_SERVER_HOME ?? '',
 };
-if (!S.url) throw new Error('run the suite through scripts/test: it starts the SFTP server (TP_SFTP_URL not set)');
+if (!S.url || !S.home) throw new Error('run the suite through scripts/test: it starts the SFTP server (TP_SFTP_URL or TP_SERVER_HOME not set)');
 const port = Number(/@127\.0\.0\.1:(\d+)/.exec(S.url)![1]);
+const direct = ['--identity', S.identity, '--known-hosts', S.knownHosts];
+
+let source: Promise<string> | undefined;
+/**
+ * The repository the reading commands (pull, sync, poll) are interrupted in, made once for the file
+ * and only read: one release of app-v1, uncompressed, so that each interrupted transfer is long.
+ * Written with a push into the folder the SFTP server serves (a push of 14 MB over SFTP took ~8 s,
+ * six times over) and handed to the server's user, as if it had written it; the readers reach it
+ * over SFTP (the proxy). Its sub-folder name, for url() and S.url.
+ */
+function readSource(): Promise<string> {
+  source ??= (async () => {
+    const sub = `sig-src-${randomBytes(4).toString('hex')}`;
+    const up = await tarportInProcess(['push', '--init', fixture('app-v1.tar'), '--to', join(S.home, sub), '--name', 'tarport-test/sigread:1', '--compress', 'none']);
+    if (up.code !== 0) throw new Error(`the source repository could not be made: ${up.stderr}`);
+    const { uid, gid } = await stat(S.home);
+    await promisify(execFile)('chown', ['-R', `${uid}:${gid}`, join(S.home, sub)]);
+    return sub;
+  })();
+  return source;
+}
+
+/** What `tarport ls` of an SFTP repository prints (run inside this process: no signal involved). */
+async function listing(sub: string): Promise<string> {
+  const ls = await tarportInProcess(['ls', `${S.url}/${sub}`, '--json', ...direct]);
+  return ls.stdout + ls.stderr;
+}
 
 async function viaProxy(): Promise<{ proxy: CuttingProxy; url: (sub: string) => string; flags: string[] }> {
   const proxy = await new CuttingProxy({ host: '127.0.0.1', port }, [], 'stream').start();
@@ -69,15 +98,12 @@ describe('SIGTERM ends every command within 10 s, leaving nothing half-visible',
       expect(r.code, r.stderr).toBe(143);
       expect(r.ms).toBeLessThan(10_000);
       expect(r.stderr).toContain('interrupted by SIGTERM');
-      const ls = await tarport(['ls', `${S.url}/${sub}`, '--json', '--identity', S.identity, '--known-hosts', S.knownHosts]);
-      expect(ls.stdout + ls.stderr).not.toContain('tarport-test/sig');
+      expect(await listing(sub)).not.toContain('tarport-test/sig');
     });
 
     it(`pull ${when}: exit 143, no image loaded, the next pull loads it`, async () => {
       const env = realEnv();
-      const sub = `sig-${randomBytes(4).toString('hex')}`;
-      const up = await tarport(['push', '--init', fixture('app-v1.tar'), '--to', `${S.url}/${sub}`, '--name', 'tarport-test/sigpull:1', '--compress', 'none', '--identity', S.identity, '--known-hosts', S.knownHosts]);
-      expect(up.code, up.stderr).toBe(0);
+      const sub = await readSource();
       await emptyDaemon('consumer');
       const { proxy, url, flags } = await viaProxy();
       const state = await tempDir();
@@ -86,16 +112,14 @@ describe('SIGTERM ends every command within 10 s, leaving nothing half-visible',
       times.push(`pull ${when}: ${r.ms} ms`);
       expect(r.code, r.stderr).toBe(143);
       expect(r.ms).toBeLessThan(10_000);
-      expect(await docker('consumer', 'images', '-q', 'tarport-test/sigpull')).toBe('');
-      const again = await tarport(['pull', '--from', `${S.url}/${sub}`, '--state', state, '--identity', S.identity, '--known-hosts', S.knownHosts], { DOCKER_HOST: env.consumer });
+      expect(await docker('consumer', 'images', '-q', 'tarport-test/sigread')).toBe('');
+      const again = await tarport(['pull', '--from', `${S.url}/${sub}`, '--state', state, ...direct], { DOCKER_HOST: env.consumer });
       expect(again.code, again.stderr).toBe(0);
-      expect(await docker('consumer', 'images', '-q', 'tarport-test/sigpull')).not.toBe('');
+      expect(await docker('consumer', 'images', '-q', 'tarport-test/sigread')).not.toBe('');
     });
 
     it(`sync ${when}: exit 143, no catalog at the destination`, async () => {
-      const sub = `sig-${randomBytes(4).toString('hex')}`;
-      const up = await tarport(['push', '--init', fixture('app-v1.tar'), '--to', `${S.url}/${sub}`, '--name', 'tarport-test/sigsync:1', '--compress', 'none', '--identity', S.identity, '--known-hosts', S.knownHosts]);
-      expect(up.code, up.stderr).toBe(0);
+      const sub = await readSource();
       const { proxy, url, flags } = await viaProxy();
       const dst = join(await tempDir(), 'stick');
       const r = await interrupt(['sync', '--init', url(sub), dst, ...flags], {}, () => proxy.bytes > SIZE_STEP, stalled ? proxy : undefined);
@@ -109,9 +133,7 @@ describe('SIGTERM ends every command within 10 s, leaving nothing half-visible',
 
     it(`poll ${when}: stops with exit 0, no image loaded`, async () => {
       const env = realEnv();
-      const sub = `sig-${randomBytes(4).toString('hex')}`;
-      const up = await tarport(['push', '--init', fixture('app-v1.tar'), '--to', `${S.url}/${sub}`, '--name', 'tarport-test/sigpoll:1', '--compress', 'none', '--identity', S.identity, '--known-hosts', S.knownHosts]);
-      expect(up.code, up.stderr).toBe(0);
+      const sub = await readSource();
       await emptyDaemon('consumer');
       const { proxy, url, flags } = await viaProxy();
       const r = await interrupt(['poll', '--from', url(sub), '--state', await tempDir(), '--interval', '1s', ...flags], { DOCKER_HOST: env.consumer }, () => proxy.bytes > SIZE_STEP, stalled ? proxy : undefined);
@@ -119,7 +141,7 @@ describe('SIGTERM ends every command within 10 s, leaving nothing half-visible',
       times.push(`poll ${when}: ${r.ms} ms`);
       expect(r.code, r.stderr).toBe(0);
       expect(r.ms).toBeLessThan(10_000);
-      expect(await docker('consumer', 'images', '-q', 'tarport-test/sigpoll')).toBe('');
+      expect(await docker('consumer', 'images', '-q', 'tarport-test/sigread')).toBe('');
     });
 
     it(`watch ${when}: stops with exit 0, the archive stays in the folder, no release visible`, async () => {
@@ -134,8 +156,7 @@ describe('SIGTERM ends every command within 10 s, leaving nothing half-visible',
       expect(r.code, r.stderr).toBe(0);
       expect(r.ms).toBeLessThan(10_000);
       expect(await filesBelow(drop)).toEqual(['app.tar']);
-      const ls = await tarport(['ls', `${S.url}/${sub}`, '--json', '--identity', S.identity, '--known-hosts', S.knownHosts]);
-      expect(ls.stdout + ls.stderr).not.toContain('tarport-test/sigwatch');
+      expect(await listing(sub)).not.toContain('tarport-test/sigwatch');
     });
   }
 
