@@ -5,11 +5,36 @@
 // chunk), read slowly, and prints {"n": bytes out, "peak": resident growth over the start}.
 // DECODER: "stream" (ZstdDecompress), "threaded" (threadedDecompressor), or a codec name
 // ("zstd-napi", "node-zlib": zstdCompressor and zstdDecompressor of that codec).
+// DECODER "layers": OUT_MIB is a count of layers of 2 MiB (half random bytes), each decoded by a
+// ZstdDecompress of its own, one after another, every chunk given back as a load gives it back:
+// prints {"n", "peak", "layers"}, the growth over the whole run.
+import { randomBytes } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ZstdDecompress, compressor, preferZstdCodec, threadedDecompressor, useDecompressionThread, zstdCompressor, zstdDecompressor } from '../dist/archive/compression.js';
+import { giveBack } from '../dist/lending.js';
 
 const [decoder, outMiB] = process.argv.slice(2);
+if (decoder === 'layers') {
+  preferZstdCodec('zstd-napi');
+  const count = Number(outMiB);
+  const layers = [];
+  for (let i = 0; i < count; i++) {
+    const parts = [];
+    const raw = Buffer.concat([randomBytes(1 << 20), Buffer.alloc(1 << 20, i)]);
+    await pipeline(Readable.from([raw]), compressor('zstd'), new Writable({ write: (c, _e, cb) => (parts.push(Buffer.from(c)), cb()) }));
+    layers.push(Buffer.concat(parts));
+  }
+  const base = process.memoryUsage().rss;
+  let peak = 0;
+  let n = 0;
+  for (const z of layers) {
+    await pipeline(Readable.from([z]), new ZstdDecompress(), new Writable({ write: (c, _e, cb) => ((n += c.length), giveBack(c), cb()) }));
+    peak = Math.max(peak, process.memoryUsage().rss - base);
+  }
+  process.stdout.write(JSON.stringify({ n, peak, layers: count }) + '\n');
+  process.exit(0);
+}
 const out = Number(outMiB) << 20;
 const codec = decoder === 'stream' || decoder === 'threaded' ? undefined : decoder;
 if (!codec) preferZstdCodec('zstd-napi');

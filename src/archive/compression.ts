@@ -162,6 +162,22 @@ function passThrough(): Transform {
 const OUT = 1 << 20;
 /** Given-back output buffers kept for reuse (the reader holds at most a few at once). */
 const FREE_KEPT = 4;
+
+/**
+ * Decompression contexts and output buffers outlive their stream, shared by every decompression of
+ * the process: a context's window (up to 8 MiB) is native memory that V8 does not count, freed only
+ * when a collection happens to run, so a pull of 40 layers, a fresh context and fresh buffers each,
+ * grew by ~110 MiB and went over its 256 MiB bound. A context goes back only from a stream that
+ * ended cleanly, reset; one that failed is dropped.
+ */
+const idleDctx: Dctx[] = [];
+const DCTX_KEPT = 4;
+const outLenders = new Map<number, Lender>();
+function outLender(size: number): Lender {
+  let l = outLenders.get(size);
+  if (!l) outLenders.set(size, (l = new Lender(size, 2 * FREE_KEPT)));
+  return l;
+}
 /** Compressed output passes a few pass-throughs and a file's write buffer before it is given back. */
 const COMPRESS_KEPT = 8;
 
@@ -217,7 +233,12 @@ interface Napi {
   };
   CParameter: Record<'compressionLevel' | 'checksumFlag' | 'nbWorkers', number>;
   EndDirective: Record<'continue' | 'end', number>;
-  DCtx: new () => { decompressStream(out: Buffer, src: Buffer): [number, number, number] };
+  DCtx: new () => Dctx;
+  ResetDirective: Record<'sessionOnly', number>;
+}
+interface Dctx {
+  decompressStream(out: Buffer, src: Buffer): [number, number, number];
+  reset(directive: number): void;
 }
 let napiModule: Napi | null | undefined;
 
@@ -227,7 +248,7 @@ function napi(): Napi | null {
     try {
       const req = createRequire(import.meta.url);
       const b = req('zstd-napi/binding.js') as Napi;
-      napiModule = { CCtx: b.CCtx, CParameter: b.CParameter, EndDirective: b.EndDirective, DCtx: b.DCtx };
+      napiModule = { CCtx: b.CCtx, CParameter: b.CParameter, EndDirective: b.EndDirective, DCtx: b.DCtx, ResetDirective: b.ResetDirective };
     } catch {
       napiModule = null; // not installed, or its binary was never built: Node's zlib or a clear refusal
     }
@@ -280,7 +301,7 @@ function truncatedFrame(cause?: Error): TarportError {
  * taken back; a buffer is reused only after its release, never while a reader may still hold it.
  */
 export class ZstdDecompress extends Duplex {
-  private readonly dctx = new (napiOrRefuse().DCtx)();
+  private dctx: Dctx | undefined = idleDctx.pop() ?? new (napiOrRefuse().DCtx)();
   private out: Buffer;
   private pos = 0;
   private inFrame = false;
@@ -295,7 +316,7 @@ export class ZstdDecompress extends Duplex {
   /** `outSize`: bytes per output buffer; one of them waits for the reader, then this stops. */
   constructor(private readonly outSize = OUT) {
     super({ readableHighWaterMark: outSize, writableHighWaterMark: 1 << 20 });
-    this.pool = new Lender(outSize, FREE_KEPT);
+    this.pool = outLender(outSize);
     this.out = this.pool.take();
   }
 
@@ -330,7 +351,7 @@ export class ZstdDecompress extends Duplex {
     try {
       while (!this.behind) {
         const room = this.outSize - this.pos;
-        const [ret, produced, consumed] = this.dctx.decompressStream(this.out.subarray(this.pos), this.src);
+        const [ret, produced, consumed] = this.dctx!.decompressStream(this.out.subarray(this.pos), this.src);
         this.pos += produced;
         // 0: a frame ended. A call that moved nothing (the output had just filled up) says nothing
         // about the frame: after one ends, zstd answers with the size it wants of the next one.
@@ -355,8 +376,19 @@ export class ZstdDecompress extends Duplex {
       return;
     }
     if (this.pos > 0) this.push(this.out.subarray(0, this.pos));
+    else this.pool.adopt(this.out);
+    this.retire();
     this.push(null);
     cb();
+  }
+
+  /** The context goes back for the next stream once this one is done with it (ended cleanly). */
+  private retire(): void {
+    const d = this.dctx;
+    this.dctx = undefined;
+    if (!d || idleDctx.length >= DCTX_KEPT) return;
+    d.reset(napiOrRefuse().ResetDirective.sessionOnly);
+    idleDctx.push(d);
   }
 }
 
