@@ -1,7 +1,7 @@
-import { constants as fsc, createWriteStream } from 'node:fs';
-import { lstat, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { constants as fsc } from 'node:fs';
+import { lstat, mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TarportError, wrapSystemError } from '../errors.js';
 import { givingBack } from '../lending.js';
@@ -133,7 +133,7 @@ export class FileTransport implements Transport {
       throw wrapSystemError(e, `write ${key} to ${this.location}`);
     });
     // the file is the last holder of each chunk: lent buffers go back for reuse once written (lending.ts)
-    const out = givingBack(createWriteStream('', { fd: fh.fd, highWaterMark: CHUNK, autoClose: false, flush: false }));
+    const out = givingBack(new HandleWriter(fh));
     try {
       await pipeline(readableFrom(source, 0, `write ${key} to ${this.location}`), out, { signal: opts.signal });
       // Durable before it can be renamed into place: a stick pulled right after a publish must not
@@ -170,6 +170,34 @@ export class FileTransport implements Transport {
   }
 
   async close(): Promise<void> {}
+}
+
+/**
+ * Writes chunks through a FileHandle and never closes it: its owner closes it once. Not
+ * `createWriteStream({ fd })`: a stream that a failed pipeline destroys closes that fd number itself,
+ * whatever `autoClose` says, and the owner's close then closed it a second time: by then the number
+ * could belong to a file another task had just opened (a lock, an object being copied), which lost
+ * it (EBADF) or, worse, had its next bytes land elsewhere.
+ */
+class HandleWriter extends Writable {
+  bytesWritten = 0;
+
+  constructor(private readonly fh: FileHandle) {
+    super({ highWaterMark: CHUNK });
+  }
+
+  override _write(chunk: Buffer, _e: BufferEncoding, cb: (e?: Error | null) => void): void {
+    this.writeAll(chunk).then(() => cb(), cb);
+  }
+
+  private async writeAll(chunk: Buffer): Promise<void> {
+    for (let off = 0; off < chunk.length; ) {
+      const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off);
+      if (bytesWritten <= 0) throw new TarportError('IO', 'the file took no bytes of a write');
+      off += bytesWritten;
+      this.bytesWritten += bytesWritten;
+    }
+  }
 }
 
 function kindOf(st: import('node:fs').Stats): string {

@@ -1,8 +1,9 @@
 import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
 import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { FileTransport } from '../../src/transport/file.js';
 import { tempDir } from '../helpers.js';
 
@@ -77,5 +78,33 @@ describe('FileTransport stays inside the repository', () => {
     expect((await t.stat('a/d'))?.size).toBe(5);
     await t.remove('a/d');
     expect(await t.stat('a/d')).toBeUndefined();
+  });
+});
+
+describe('FileTransport closes what it opens once', () => {
+  it('a write whose source fails: the file is closed through its handle only, never by number as well, and removed', async () => {
+    // a write stream given the handle's fd closed that number itself when the failed pipeline
+    // destroyed it, and the handle closed it again: by then the number could be a file another task
+    // had just opened (it lost it: EBADF). fs.close(number) is what such a stream calls.
+    const { root, t } = await setup();
+    const closes = vi.spyOn(fs, 'close');
+    try {
+      const failing = () =>
+        Readable.from(
+          (async function* () {
+            yield Buffer.alloc(1 << 20, 1);
+            throw new Error('the source failed');
+          })(),
+        );
+      await expect(t.write('tarport/x', failing)).rejects.toMatchObject({ message: expect.stringContaining('the source failed') });
+      expect(closes).not.toHaveBeenCalled();
+      expect(await readdir(join(root, 'tarport'))).toEqual([]);
+      // and a write that succeeds still writes every byte
+      const bytes = Buffer.alloc(3 << 20, 7);
+      expect(await t.write('tarport/y', () => Readable.from([bytes.subarray(0, 1 << 20), bytes.subarray(1 << 20)]))).toEqual({ size: bytes.length });
+      expect((await readFile(join(root, 'tarport', 'y'))).equals(bytes)).toBe(true);
+    } finally {
+      closes.mockRestore();
+    }
   });
 });
