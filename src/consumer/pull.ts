@@ -1,5 +1,5 @@
 import { pipeline } from 'node:stream/promises';
-import { Writable, type Duplex } from 'node:stream';
+import { Writable } from 'node:stream';
 import { CodecError, decompressor, ociBlobPath, ociLayerMediaType, prewarmDecompressors, releaseDecompressors, releaserOf, threadedDecompressor, writeLoadArchive, writeOciLoadArchive, type Compression, type LoadFile } from '../archive/index.js';
 import { Digester, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
 import { formatPlatform, type ImageName, type LoadPlan, type Platform, type Runtime, type VerifiedLoad } from '../runtime/index.js';
@@ -366,12 +366,7 @@ async function loadImage(
   // content store) and which archive shape it reads; Docker's containerd store and Podman need all.
   const plan = await planLoad(docker, record, signal);
   emit({ kind: 'loading', ref, version: record.version, layers: record.layers.length, skipped: new Set(diffIds.filter((d) => plan.omit.has(d))).size });
-  // A runtime that fetches the layers itself (Podman's pull) reads several at once: they decode on
-  // this thread, as they are asked for. A decoding thread per layer costs more CPU to start and to
-  // hand buffers across than the decoding it takes off this thread (5 layers, 400 MiB: 3.3 CPU s
-  // against 1.4).
-  const decode = docker.loadVerified && plan.format === 'oci-layout' ? async (c: Compression) => decompressor(c) : threadedDecompressor;
-  const fetching = layerFiles(repo, cache, record, plan, key, decode, signal);
+  const fetching = layerFiles(repo, cache, record, plan, key, signal);
   const { files } = fetching;
   const pulled = await loadVerified(docker, record, config, plan, fetching, emit, signal);
   if (pulled) return pulled;
@@ -473,7 +468,6 @@ function layerFiles(
   record: ReleaseRecord,
   plan: LoadPlan,
   key: DecryptionKey | undefined,
-  decode: (c: Compression) => Promise<Duplex>,
   signal?: AbortSignal,
 ): LayerFetching {
   const ref = `${record.name}:${record.tag}`;
@@ -510,8 +504,11 @@ function layerFiles(
         const what = `layer ${l.diffId} of ${ref}`;
         // the decoder's buffers go back to it once a reader that can say so is done with them
         let release: ((chunk: Buffer) => void) | undefined;
+        // in this thread unless the decompression thread is turned on (threadedDecompressor): a
+        // thread per layer cost more CPU to start and to hand buffers across than it took off this
+        // one (Podman's pull reading 5 layers at once, 400 MiB: 3.3 CPU s against 1.4)
         const decoding = async (c: Compression) => {
-          const d = await decode(c);
+          const d = await threadedDecompressor(c);
           release = releaserOf(d);
           return d;
         };
