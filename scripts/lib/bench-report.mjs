@@ -6,7 +6,7 @@
 //   bench-report.mjs WORKDIR DRIVER ARCHIVE_BYTES ROUNDS ELAPSED_SECONDS [quick|''] [RESULTS_FILE]
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { appendRun, jobRatios, meets, runtimeRatios, syncRatios } from './bench-results.mjs';
+import { appendRun, jobRatios, meets, ratioText, runtimeRatios, syncRatios } from './bench-results.mjs';
 
 const [W, driver, archiveBytes, rounds, elapsed, quick, resultsFile] = process.argv.slice(2);
 const R = Number(rounds);
@@ -102,7 +102,7 @@ else console.log('\nsync dir → dir and push to a directory: not measured (the 
 console.log(`storage driver: ${driver}; the run took ${Math.round(Number(elapsed) / 60)} min\n`);
 for (const r of ratios) {
   const target = r.target === null ? '' : `${r.better === 'lower' ? '<=' : '>='} ${r.target} ${meets(r) ? 'met' : 'NOT MET'}`;
-  console.log(`${r.name.padEnd(62)} ${r.value.toFixed(2).padStart(6)}  ${target.padEnd(16)} ${r.detail}`);
+  console.log(`${r.name.padEnd(62)} ${ratioText(r).padStart(6)}  ${target.padEnd(16)} ${r.detail}`);
 }
 
 if (resultsFile) {

@@ -37,6 +37,8 @@ export declare function history(doc: unknown): { runs: object[] };
 export declare function appendRun(doc: unknown, run: object): { runs: object[] };
 export declare function jobFinder(jobs: Job[]): (c: string, who: string, link: string) => Job | undefined;
 export declare function meets(r: Ratio): boolean;
+/** Two decimals, three where two would read as the ratio's target. */
+export declare function ratioText(r: Ratio): string;
 export declare function jobRatios(jobs: Job[]): Ratio[];
 export declare function readmeTable(run: Run): string;
 export declare const README_START: string;

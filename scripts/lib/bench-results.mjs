@@ -33,6 +33,15 @@ export function jobFinder(jobs) {
 }
 
 /** Whether a ratio meets its target (true when it has none). @param {Ratio} r */
+/**
+ * A ratio as the table shows it: two decimals, three where two would read as its target (0.054
+ * against <= 0.05 is not met, and "0.05" would say it is).
+ */
+export function ratioText(r) {
+  const two = r.value.toFixed(2);
+  return r.target !== null && r.value !== r.target && two === r.target.toFixed(2) ? r.value.toFixed(3) : two;
+}
+
 export function meets(r) {
   if (r.target === null) return true;
   return r.better === 'lower' ? r.value <= r.target : r.value >= r.target;
@@ -158,7 +167,7 @@ export function readmeTable(run) {
   lines.push('', '| ratio | value | target | |', '|---|---|---|---|');
   for (const r of run.ratios) {
     const target = r.target === null ? '—' : `${r.better === 'lower' ? '≤' : '≥'} ${r.target}`;
-    lines.push(`| ${r.name} (${r.detail}) | ${r.value.toFixed(2)} | ${target} | ${r.target === null ? '' : meets(r) ? 'met' : '**not met**'} |`);
+    lines.push(`| ${r.name} (${r.detail}) | ${ratioText(r)} | ${target} | ${r.target === null ? '' : meets(r) ? 'met' : '**not met**'} |`);
   }
   return lines.join('\n');
 }
@@ -205,7 +214,7 @@ export function svgChart(hist) {
     const colour = r.target === null ? '#999' : meets(r) ? '#2a8a3e' : '#c0392b';
     parts.push(`<text x="${left - 8}" y="${y + 14}" text-anchor="end">${esc(r.name)}</text>`);
     parts.push(`<rect x="${x(0.01)}" y="${y + 4}" width="${Math.max(1, x(r.value) - x(0.01)).toFixed(1)}" height="${rowH - 8}" fill="${colour}"/>`);
-    parts.push(`<text x="${(x(r.value) + 4).toFixed(1)}" y="${y + 14}">${r.value.toFixed(2)}</text>`);
+    parts.push(`<text x="${(x(r.value) + 4).toFixed(1)}" y="${y + 14}">${ratioText(r)}</text>`);
     if (r.target !== null) parts.push(`<line x1="${x(r.target)}" y1="${y + 1}" x2="${x(r.target)}" y2="${y + rowH - 1}" stroke="#000" stroke-width="2"/>`);
     for (const earlier of withRatios.filter((e) => e !== last)) {
       const e = earlier.ratios.find((q) => q.name === r.name);

@@ -9,6 +9,7 @@ import {
   jobRatios,
   layerRatios,
   meets,
+  ratioText,
   readmeTable,
   replaceBetweenMarkers,
   runtimeRatios,
@@ -107,6 +108,17 @@ describe('layerRatios', () => {
       ['40 layers / 4 layers, push + pull and load (SFTP, loopback)', 14 / 12, 1.2, true],
     ]);
     expect(ratios[2]!.detail).toBe('14.00 s vs 12.00 s');
+  });
+});
+
+describe('ratioText', () => {
+  const r = (value: number, target: number | null) => ({ name: 'x', value, target, better: 'lower' as const, detail: '' });
+  it('shows two decimals, and three where two would read as the target', () => {
+    expect(ratioText(r(0.0542, 0.05))).toBe('0.054');
+    expect(ratioText(r(0.0498, 0.05))).toBe('0.050');
+    expect(ratioText(r(0.05, 0.05))).toBe('0.05');
+    expect(ratioText(r(0.0542, null))).toBe('0.05');
+    expect(ratioText(r(1.551, 1))).toBe('1.55');
   });
 });
 
