@@ -132,7 +132,7 @@ export class LoopbackRegistry {
     src.on('data', (c: Buffer) => (this.traffic.bytesSent += c.length));
     const turn = this.turns.join(this.places.get(blob.digest) ?? 0);
     try {
-      await pipeline(src, inTurn(res, this.turns, turn, src.release));
+      await pipeline(src, inTurn(res, blob.size, this.turns, turn, src.release));
     } finally {
       this.turns.leave(turn);
     }
@@ -231,29 +231,50 @@ export interface Turn {
 const PATIENCE_MS = 100;
 
 /**
- * Writes to `res` in its turn (Turns), each chunk given back to the decompressor (`release`) once
- * the socket took it: a response's write calls back when its bytes went to the kernel, or with an
- * error when the connection ended first (the puller hung up, or close() ended it), which fails the
- * copy.
+ * Writes the `size` bytes of a blob to `res` in its turn (Turns), each chunk given back to the
+ * decompressor (`release`) once the socket took it: a response's write calls back when its bytes
+ * went to the kernel, or with an error when the connection ended first (the puller hung up, or
+ * close() ended it), which fails the copy. The last chunk leaves the turns at once, and its end goes
+ * out without waiting: a puller that has every byte may close the connection straight away (Podman
+ * does), which is then no fault.
  */
-function inTurn(res: ServerResponse, turns: Turns, turn: Turn, release?: (chunk: Buffer) => void): Writable {
+export function inTurn(res: ServerResponse, size: number, turns: Turns, turn: Turn, release?: (chunk: Buffer) => void): Writable {
+  let given = 0;
+  let allWritten = false;
+  let closed = false;
+  let finished: (() => void) | undefined;
   const w = new Writable({
     highWaterMark: 1 << 20,
     write(chunk: Buffer, _e, cb) {
+      given += chunk.length;
+      const last = given >= size;
+      if (last) turns.leave(turn);
       const took = res.write(chunk, (e) => {
         if (e) return cb(e);
         release?.(chunk);
-        turns.next(turn, () => cb());
+        if (!last) return turns.next(turn, () => cb());
+        allWritten = true;
+        cb();
       });
-      if (!took) turns.wait(turn);
+      if (!took && !last) turns.wait(turn);
     },
     final(cb) {
-      res.end(() => cb());
+      if (closed) return cb();
+      let once = false;
+      finished = () => {
+        if (once) return;
+        once = true;
+        cb();
+      };
+      res.end(() => finished?.());
     },
   });
-  // a connection that closes with a write pending must not leave the copy waiting for it
+  // a connection that closes with bytes not yet written must not leave the copy waiting for them
   res.once('close', () => {
-    if (!res.writableFinished) w.destroy(new TarportError('IO', 'the puller closed the connection before the blob was sent'));
+    closed = true;
+    if (res.writableFinished) return;
+    if (allWritten) return finished?.();
+    w.destroy(new TarportError('IO', 'the puller closed the connection before the blob was sent'));
   });
   return w;
 }

@@ -1,8 +1,11 @@
 // src/runtime/podman/registry.ts: the loopback registry Podman pulls a verified image from.
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { EventEmitter } from 'node:events';
+import type { ServerResponse } from 'node:http';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { LoopbackRegistry, Turns, type ServedImage } from '../../../../src/runtime/podman/registry.js';
+import { LoopbackRegistry, Turns, inTurn, type ServedImage } from '../../../../src/runtime/podman/registry.js';
 
 const digestOf = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const manifestBytes = Buffer.from('{"schemaVersion":2}');
@@ -138,6 +141,49 @@ describe('Turns: the streams of a pull share this thread earliest layer first', 
     await vi.waitFor(() => expect(went).toEqual(['first', 'again']));
     turns.leave(again);
     await vi.waitFor(() => expect(went).toEqual(['first', 'again', 'later']));
+  });
+});
+
+describe('inTurn: a blob written to its response in its turn', () => {
+  /** A response whose socket takes every write; `close` can be sent before end() calls back. */
+  function response(): { res: ServerResponse; written: Buffer[]; ended: () => boolean } {
+    const e = new EventEmitter();
+    const written: Buffer[] = [];
+    let ended = false;
+    const res = Object.assign(e, {
+      writableFinished: false,
+      write: (c: Buffer, cb: (err?: Error | null) => void) => (written.push(c), setImmediate(() => cb()), true),
+      end: (cb: () => void) => void setTimeout(() => ((ended = true), cb()), 50),
+    });
+    return { res: res as unknown as ServerResponse, written, ended: () => ended };
+  }
+
+  it('its last chunk does not wait for its turn, and a puller that closes once it has every byte is no fault', async () => {
+    const turns = new Turns(60_000);
+    turns.join(0); // an earlier layer that has the thread for as long as this test runs
+    const late = turns.join(1);
+    const { res, written } = response();
+    const w = inTurn(res, 6, turns, late);
+    const done = pipeline(Readable.from([Buffer.from('abc'), Buffer.from('def')]), w);
+    // its first chunk waits for the earlier layer; the test lets it go as that layer's socket would
+    await vi.waitFor(() => expect(late.parked).toBeDefined());
+    late.parked!();
+    late.parked = undefined;
+    await vi.waitFor(() => expect(Buffer.concat(written).toString()).toBe('abcdef'));
+    await new Promise((r) => setImmediate(r)); // the socket's callback for the last write ran
+    res.emit('close'); // before end() called back: the puller had it all and hung up
+    await expect(done).resolves.toBeUndefined();
+  });
+
+  it('a puller that closes before it has every byte fails the copy', async () => {
+    const turns = new Turns(60_000);
+    turns.join(0);
+    const late = turns.join(1);
+    const { res } = response();
+    const done = pipeline(Readable.from([Buffer.from('abc'), Buffer.from('def')]), inTurn(res, 6, turns, late));
+    await vi.waitFor(() => expect(late.parked).toBeDefined());
+    res.emit('close');
+    await expect(done).rejects.toThrow('the puller closed the connection before the blob was sent');
   });
 });
 
