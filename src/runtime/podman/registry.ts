@@ -144,10 +144,11 @@ export class LoopbackRegistry {
  * The order in which the layers being streamed get this thread, which decompresses them all: the
  * earliest in the manifest first. The puller applies layers in that order, each once it has all of
  * it, so a base layer that arrives whole early lets it apply while later ones are still being
- * decompressed; shared out evenly, every layer arrived late, the largest last. A stream goes on
- * after each chunk only while every stream before it waits on its socket (its puller is behind):
- * the thread is not left idle for the order's sake, and a puller that reads one blob at a time, in
- * any order, is served all the same.
+ * decompressed; shared out evenly, every layer arrived late, the largest last, and Podman applied
+ * them all after the last byte. A stream goes on after each chunk only while every stream before it
+ * waits for its own turn, or has waited on its socket for the patience (its puller is behind on it):
+ * the thread idles for the order's sake that long at most, and a puller that reads one blob at a
+ * time, in any order, is served all the same.
  */
 export class Turns {
   private readonly streams: Turn[] = [];
@@ -199,8 +200,9 @@ export class Turns {
     return true;
   }
 
+  /** Not a reason to keep the process: the streams' own sockets keep it while they last. */
   private wakeLater(): void {
-    setTimeout(() => this.wake(), this.patienceMs + 1);
+    setTimeout(() => this.wake(), this.patienceMs + 1).unref();
   }
 
   /** The earliest parked stream that nothing before it holds up goes on (later, not inside a write). */
