@@ -7,6 +7,9 @@
 # its garbage collector has removed the content; Podman: rmi -a). Writes $W/runtimes-update.json and
 # $W/runtimes-load.txt (each measurement's label and the load averages after it: the machine is shared)
 # and $W/runtimes-path.txt (which way each Podman round loaded: registry-pull or upload).
+# BENCH_BASE=DIR (another tarport checkout, built): each Podman round also runs DIR's tarport
+# (podpull_base_N, after tarport's own), to compare two versions in the same run; BENCH_KEEP keeps
+# its figures.
 BNS=tarport-bench
 rt_measure() {
   measure "$@"
@@ -41,6 +44,11 @@ for r in $(seq 1 "$ROUNDS"); do
   # which way the image went in: Podman's pull from tarport's loopback registry, or the upload fallback
   if grep -q "pulled by Podman from tarport's loopback registry" "$W/podpull_$r.err"; then echo "podpull_$r registry-pull" >> "$W/runtimes-path.txt"
   else echo "podpull_$r upload" >> "$W/runtimes-path.txt"; tp_log "round $r: Podman took the upload fallback: $(grep -m1 'warning' "$W/podpull_$r.err")"; fi
+  if [ -n "${BENCH_BASE:-}" ]; then
+    podman_empty
+    rm -rf "$W/pstate"
+    rt_measure "podpull_base_$r" node "$BENCH_BASE/bin/tarport.js" pull --from "$W/repo" --state "$W/pstate" --runtime podman --podman-socket "$TP_PODMAN_SOCK" --json
+  fi
 done
 podman_empty
 

@@ -18,8 +18,11 @@ export interface FeedOptions {
   chunk?: number;
   /** Stops the feed: `into` is destroyed with the signal's reason. */
   signal?: AbortSignal;
-  /** Called with each chunk's size before it is written (a bomb guard counts its input here). */
-  onChunk?: (bytes: number) => void;
+  /**
+   * Called with each chunk (and its size) before it is written: a bomb guard counts its input here,
+   * a digest check hashes it. A throw fails the feed.
+   */
+  onChunk?: (bytes: number, chunk: Buffer) => void;
   /**
    * Lend each chunk (src/lending.ts) instead of reusing it after its write callback: for a consumer
    * that passes chunks on (a pass-through, a hashing stage) to a last reader that gives them back
@@ -67,8 +70,8 @@ export async function feedFile(path: string, into: Writable, opts: FeedOptions =
       const { bytesRead } = await fh.read(slot.buf, 0, want, (opts.start ?? 0) + fed);
       if (bytesRead === 0) break;
       fed += bytesRead;
-      opts.onChunk?.(bytesRead);
       const chunk = lender && bytesRead === size ? lender.lend(slot.buf) : slot.buf.subarray(0, bytesRead);
+      opts.onChunk?.(bytesRead, chunk);
       slot.busy = written(into, chunk);
       slot.busy.catch(() => undefined); // awaited before the slot's next read, or below
     }

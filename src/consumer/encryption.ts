@@ -5,7 +5,7 @@ import { createReadStream } from 'node:fs';
 import { Readable, Transform, type Duplex } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import { feedFile, type Compression } from '../archive/index.js';
-import { decryptStream, type DecryptionKey } from '../crypto/index.js';
+import { DigestCheck, Verifier, decryptStream, type DecryptionKey } from '../crypto/index.js';
 import { TarportError } from '../errors.js';
 import { MAX_SMALL_BLOB_BYTES, type LayerDescriptor, type ReleaseRecord } from '../repo/index.js';
 
@@ -56,15 +56,25 @@ export async function decryptConfig(stored: Buffer, key: DecryptionKey, what: st
 }
 
 /**
+ * A stored object as a local file: the cache's (checked when it was fetched), or one read in place
+ * from a local repository, checked on the way against `expect` (`what` names it in the fault).
+ */
+export interface ObjectFile {
+  readonly file: string;
+  readonly expect?: { readonly digest: string; readonly size: number; readonly what: string };
+}
+
+/**
  * A layer's uncompressed tar, from its stored object, refused as soon as it yields more than the
  * record declares. For an encrypted layer the last bytes wait for the decryptor's verdict: a
  * decompressor that stops at the end of its frame, or a reader that stops at the size it expects,
- * cannot see the layer end cleanly over a message whose MDC then fails.
- * `raw` may name a local file (the cache's): a compressed plain layer is then fed to its
- * decompressor from a few reused buffers (feedFile), which saves more CPU than zstd's own work.
+ * cannot see the layer end cleanly over a message whose MDC then fails. For an object checked on
+ * the way (`expect`) they wait for its digest check the same way.
+ * `raw` may name a local file: a compressed plain layer is then fed to its decompressor from a few
+ * reused buffers (feedFile), which saves more CPU than zstd's own work.
  */
 export async function openLayer(
-  raw: Readable | { file: string },
+  raw: Readable | ObjectFile,
   l: LayerDescriptor,
   key: DecryptionKey | undefined,
   what: string,
@@ -73,7 +83,10 @@ export async function openLayer(
 ): Promise<Readable> {
   // a decompressor is done with a chunk when it calls back; a pass-through ('none') is not
   const feed = !(raw instanceof Readable) && !l.encryption && l.compression !== 'none' ? raw.file : undefined;
-  let src: Readable | undefined = raw instanceof Readable ? raw : feed === undefined ? createReadStream(raw.file, { highWaterMark: 1 << 20 }) : undefined;
+  const expect = raw instanceof Readable ? undefined : raw.expect;
+  let src: Readable | undefined = raw instanceof Readable ? raw : feed === undefined ? readChecked(raw) : undefined;
+  // a fed object's digest is known once the feed ended: its check is the verdict the last bytes wait for
+  const check = feed !== undefined && expect ? new DigestCheck(expect, expect.what) : undefined;
   let verdict: Promise<void> = Promise.resolve();
   if (l.encryption && src) {
     if (!key) throw new TarportError('INTERNAL', `internal error: ${what} is encrypted and no key was passed`);
@@ -82,6 +95,9 @@ export async function openLayer(
     verdict.catch(() => undefined); // seen through the gate
   }
   const dec = await decompressor(l.compression);
+  const feeding = src ? pipeline(src, dec) : feedFile(feed!, dec, check ? { onChunk: (_n, c) => check.update(c) } : {}).then(() => check?.finish());
+  if (check) verdict = feeding;
+  verdict.catch(() => undefined); // seen through the gate
   const out = gate(l.uncompressedSize, verdict, what);
   // A fault of the source or the decompressor reaches the reader as `explain` says it (a tampered
   // object read in place fails the decompressor before its digest check ends: see pull.ts).
@@ -94,11 +110,20 @@ export async function openLayer(
       () => out.destroy(e as Error),
     );
   };
-  (src ? pipeline(src, dec) : feedFile(feed!, dec)).catch(fail);
+  feeding.catch(fail);
   dec.on('error', fail);
   dec.pipe(out);
   out.on('close', () => dec.destroy());
   return out;
+}
+
+/** A local file as a stream, checked against its digest on the way when it is to be (ObjectFile). */
+function readChecked(raw: ObjectFile): Readable {
+  const file = createReadStream(raw.file, { highWaterMark: 1 << 20 });
+  if (!raw.expect) return file;
+  const v = new Verifier(raw.expect, raw.expect.what);
+  pipeline(file, v).catch(() => undefined); // a read fault reaches the reader through v
+  return v;
 }
 
 /**

@@ -1,12 +1,12 @@
 import { pipeline } from 'node:stream/promises';
-import { Writable } from 'node:stream';
+import { Writable, type Readable } from 'node:stream';
 import { CodecError, decompressor, ociBlobPath, ociLayerMediaType, prewarmDecompressors, releaseDecompressors, releaserOf, threadedDecompressor, writeLoadArchive, writeOciLoadArchive, type Compression, type LoadFile } from '../archive/index.js';
 import { Digester, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
 import { formatPlatform, type ImageName, type LoadPlan, type Platform, type Runtime, type VerifiedLoad } from '../runtime/index.js';
 import { isRefusalCode, TarportError } from '../errors.js';
 import { MAX_SMALL_BLOB_BYTES, platformView, familiarName, qualifiedName, sameName, type AckEntry, type Catalog, type CatalogEntry, type LayerDescriptor, type PinnedRecord, type ReleaseRecord, type Repository } from '../repo/index.js';
 import { ObjectCache } from './cache.js';
-import { checkEncrypted, decryptConfig, openLayer } from './encryption.js';
+import { checkEncrypted, decryptConfig, openLayer, type ObjectFile } from './encryption.js';
 import { StateStore, type State } from './state.js';
 
 export interface Subscription {
@@ -366,7 +366,7 @@ async function loadImage(
   // content store) and which archive shape it reads; Docker's containerd store and Podman need all.
   const plan = await planLoad(docker, record, signal);
   emit({ kind: 'loading', ref, version: record.version, layers: record.layers.length, skipped: new Set(diffIds.filter((d) => plan.omit.has(d))).size });
-  const fetching = layerFiles(repo, cache, record, plan, key, signal);
+  const fetching = layerFiles(repo, cache, record, plan, key, signal, pullsItself(docker, plan));
   const { files } = fetching;
   const pulled = await loadVerified(docker, record, config, plan, fetching, emit, signal);
   if (pulled) return pulled;
@@ -395,7 +395,7 @@ async function loadImage(
  * files open again, from the cache). A failed fetch is that fault, never a reason to fall back.
  */
 async function loadVerified(docker: Runtime, record: ReleaseRecord, config: Buffer, plan: LoadPlan, fetching: LayerFetching, emit: (e: PullEvent) => void, signal?: AbortSignal): Promise<Loaded | undefined> {
-  if (!docker.loadVerified || plan.format === 'docker-save' || plan.omit.size > 0) return undefined;
+  if (!docker.loadVerified || !pullsItself(docker, plan)) return undefined;
   const stored = plan.format === 'oci-layout-stored';
   const byName = new Map(fetching.files.map((f) => [f.name, f]));
   const layers = record.layers.map((l) => {
@@ -417,6 +417,14 @@ async function loadVerified(docker: Runtime, record: ReleaseRecord, config: Buff
   }
   const imageId = await docker.verify({ name, configDigest: record.contentKey, diffIds: record.layers.map((l) => l.diffId), manifestDigest: r.manifestDigest }, signal);
   return { imageId, bytesFetched: bytesFetched + config.length, thin: plan.thin, via: r.via };
+}
+
+/**
+ * Whether the runtime will try to fetch the layers from tarport itself (loadVerified): it then asks
+ * only for the layers it lacks, as a runtime that takes thin archives leaves them out.
+ */
+function pullsItself(docker: Runtime, plan: LoadPlan): boolean {
+  return docker.loadVerified !== undefined && plan.format !== 'docker-save' && plan.omit.size === 0;
 }
 
 /** The runtime's plan: one that takes layers as stored is offered them when none is encrypted. */
@@ -455,12 +463,16 @@ interface LayerFetching {
 /**
  * The layer files of a load archive: each layer the plan does not leave out, once, fetched into the
  * cache and verified before the runtime sees a byte of it, except from a local repository when the
- * runtime takes thin archives: there the object is read in place, its digest checked on the way; a
- * mismatch fails the stream before the archive's index, and the runtime loads nothing. (A runtime
- * that needs every layer keeps them in the cache: a later stick may carry only a difference.)
- * Encrypted objects always go through the cache: ciphertext is checked before it is decrypted.
- * The fetches run one after another in the background from the start, so that the runtime loads a
- * layer while the next one downloads; a file opens once its own object is in the cache.
+ * runtime takes thin archives or pulls the layers itself (`pulls`, Podman): there the object is
+ * read in place, its digest checked on the way, and the layer's last bytes wait for that check
+ * (openLayer); a mismatch fails the stream before the archive's index or the end of the blob, and
+ * the runtime loads nothing. (A runtime that needs every layer from an archive keeps them in the
+ * cache: a later stick may carry only a difference. One that pulls asks only for the layers it
+ * lacks, and those it lacks a stick must carry.) A pull reads in place what it asks for only:
+ * `done` counts those bytes. Encrypted objects always go through the cache: ciphertext is checked
+ * before it is decrypted. The fetches run one after another in the background from the start, so
+ * that the runtime loads a layer while the next one downloads; a file opens once its own object is
+ * in the cache.
  */
 function layerFiles(
   repo: Repository,
@@ -469,9 +481,18 @@ function layerFiles(
   plan: LoadPlan,
   key: DecryptionKey | undefined,
   signal?: AbortSignal,
+  pulls = false,
 ): LayerFetching {
   const ref = `${record.name}:${record.tag}`;
-  const direct = plan.thin && repo.isLocal && !record.layers.some((l) => l.encryption);
+  const direct = (plan.thin || pulls) && repo.isLocal && !record.layers.some((l) => l.encryption);
+  // what a pull read in place (it asks only for what it lacks)
+  let readInPlace = 0;
+  // in place: a pull's object that is one local file is fed from it, checked on the way (openLayer)
+  const readPlaced = async (l: LayerDescriptor): Promise<Readable | ObjectFile> => {
+    if (!pulls) return repo.readBlob(l, { signal });
+    const file = await repo.localObjectFile(l.digest, signal);
+    return file === undefined ? repo.readBlob(l, { signal }) : { file, expect: { digest: l.digest, size: l.size, what: `object ${l.digest} in ${repo.location}` } };
+  };
   // the objects as stored go to the runtime as they are (planLoad offers that for unencrypted layers only)
   const stored = plan.format === 'oci-layout-stored';
   if (stored && record.layers.some((l) => l.encryption)) throw new TarportError('INTERNAL', `internal error: ${ref}: encrypted layers planned to go as stored`);
@@ -484,7 +505,7 @@ function layerFiles(
   for (const l of record.layers) {
     if (plan.omit.has(l.diffId) || included.has(l.diffId)) continue;
     included.add(l.diffId);
-    const fetched: Promise<number> = direct ? Promise.resolve(l.size) : chain.then(() => cache.ensure(repo, l, fetchSignal));
+    const fetched: Promise<number> = direct ? Promise.resolve(pulls ? 0 : l.size) : chain.then(() => cache.ensure(repo, l, fetchSignal));
     chain = chain.then(async (n) => n + (await fetched));
     // a failed fetch is reported where its file opens, and by stop() (not the abort stop() causes
     // itself): never unhandled
@@ -499,6 +520,7 @@ function layerFiles(
       // size only and spare a hash pass.
       open: async () => {
         await fetched;
+        if (direct && pulls) readInPlace += l.size;
         // as stored: the runtime decompresses; read in place, the digest is checked on the way
         if (stored) return direct ? await repo.readBlob(l, { signal }) : cache.open(l.digest);
         const what = `layer ${l.diffId} of ${ref}`;
@@ -513,7 +535,7 @@ function layerFiles(
           return d;
         };
         const out = direct
-          ? await openLayer(await repo.readBlob(l, { signal }), l, undefined, what, decoding, (e) => digestFirst(repo, l, e, signal))
+          ? await openLayer(await readPlaced(l), l, undefined, what, decoding, (e) => digestFirst(repo, l, e, signal))
           : await openLayer(cache.file(l.digest), l, l.encryption ? needKey(key, record) : undefined, what, decoding);
         return release ? Object.assign(out, { release }) : out;
       },
@@ -523,7 +545,10 @@ function layerFiles(
   done.catch(() => undefined);
   return {
     files,
-    done,
+    // read once the load is over: by then a pull has read in place all it asked for
+    get done() {
+      return done.then((n) => n + readInPlace);
+    },
     stop: async () => {
       stopper.abort();
       await done.catch(() => undefined);

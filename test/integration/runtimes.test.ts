@@ -1,6 +1,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { cp, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -154,6 +154,30 @@ describe('Podman: --runtime podman through its API service', () => {
     expect(p.code).toBe(0);
     expect(p.stderr).toMatch(/pulled by Podman from tarport's loopback registry \([0-9.]+ MiB served: 1 of 5 layer\(s\) uncompressed, no upload\)\n/);
     expect(await podman('run', '--rm', '--network', 'none', 'tarport-fixture/app:2')).toBe('hello from v2');
+  });
+
+  it('a layer object changed in the local repository (read in place) fails the pull, exit 3, and nothing goes in under the name', async () => {
+    const ids = (await podman('images', '-q')).split('\n').filter(Boolean);
+    if (ids.length > 0) await podman('rmi', '-f', ...new Set(ids));
+    const copy = join(await tempDir(), 'repo');
+    await cp(repo, copy, { recursive: true });
+    // the first layer (so that Podman applies none and keeps no layer for the tests after this
+    // one); its last byte is zstd's checksum of the frame: every byte of the layer still
+    // decompresses as published, and only the digest check tells
+    const releases = join(copy, 'tarport', 'releases');
+    const records = (await readdir(releases, { recursive: true })).filter((f) => f.endsWith('.json'));
+    const app1 = records.map((f) => JSON.parse(readFileSync(join(releases, f), 'utf8')) as { tag: string; layers: { digest: string }[] }).find((r) => r.tag === '1')!;
+    const layer = app1.layers[0]!.digest.slice('sha256:'.length);
+    const blobs = join(copy, 'blobs', 'sha256');
+    const bad = await readFile(join(blobs, layer));
+    bad[bad.length - 1]! ^= 0xff;
+    await writeFile(join(blobs, layer), bad);
+    const p = await pullJson(['--from', copy, '--state', await tempDir(), '--runtime', 'podman', '--podman-socket', podmanSock, 'tarport-fixture/app:1']);
+    expect(p.stderr).toContain(`object sha256:${layer} in file://${copy}`);
+    expect(p.code).toBe(3);
+    const names = await podman('images', '--format', '{{.Repository}}:{{.Tag}}');
+    expect(names).not.toContain('tarport-fixture/app');
+    expect(names).not.toContain('tarport-load-');
   });
 });
 

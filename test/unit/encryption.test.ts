@@ -1,7 +1,8 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Transform, type Duplex } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { decompressor } from '../../src/archive/index.js';
@@ -123,6 +124,29 @@ describe('decrypted objects reach the load only after the verdict', () => {
     const enc = layer({ encryption: ENC, uncompressedSize: data.length });
     expect((await collect(await openLayer({ file: sfile }, enc, key, 'layer', async () => decompressor('none')))).equals(data)).toBe(true);
     await expect(collect(await openLayer({ file: join(dir, 'absent') }, gz, undefined, 'layer', async () => decompressor('gzip')))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('an object read in place and checked on the way: whole when it matches its digest; when not, refused and its last bytes never given', async () => {
+    const dir = await tempDir();
+    const data = Buffer.concat([randomBytes(3 << 20), Buffer.alloc(2 << 20, 'layer ')]);
+    const file = join(dir, 'layer.gz');
+    const stored = gzipSync(data);
+    await writeFile(file, stored);
+    const gz = layer({ compression: 'gzip', uncompressedSize: data.length });
+    const what = 'object sha256:… in file:///repo';
+    const right = { digest: `sha256:${createHash('sha256').update(stored).digest('hex')}`, size: stored.length, what };
+    expect((await collect(await openLayer({ file, expect: right }, gz, undefined, 'layer', async () => decompressor('gzip')))).equals(data)).toBe(true);
+    // the same bytes under another digest: they decompress well, yet the reader never gets the end
+    let got = 0;
+    const out = await openLayer({ file, expect: { ...right, digest: D } }, gz, undefined, 'layer', async () => decompressor('gzip'));
+    out.on('data', (c: Buffer) => (got += c.length));
+    await expect(finished(out)).rejects.toMatchObject({ code: 'DIGEST_MISMATCH', message: `${what}: digest mismatch, expected ${D}, got ${right.digest}` });
+    expect(got).toBeGreaterThan(0);
+    expect(got).toBeLessThan(data.length);
+    // more bytes than the record declares: refused before the end
+    await expect(collect(await openLayer({ file, expect: { ...right, size: stored.length - 1 } }, gz, undefined, 'layer', async () => decompressor('gzip')))).rejects.toThrow(
+      `${what}: more bytes than the ${stored.length - 1} declared`,
+    );
   });
 
   it('a config that inflates past 16 MiB is refused', async () => {

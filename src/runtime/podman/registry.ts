@@ -42,6 +42,9 @@ export interface RegistryTraffic {
 export class LoopbackRegistry {
   readonly traffic: RegistryTraffic = { requests: 0, bytesSent: 0, blobsSent: new Set() };
   private readonly blobs: Map<string, ServedBlob>;
+  /** Each blob's place in the manifest: streamed blobs go out earliest first (Turns). */
+  private readonly places: Map<string, number>;
+  private readonly turns = new Turns();
 
   /** 127.0.0.1:port, once listening. */
   host = '';
@@ -52,6 +55,7 @@ export class LoopbackRegistry {
     private readonly image: ServedImage,
   ) {
     this.blobs = new Map(image.blobs.map((b) => [b.digest, b]));
+    this.places = new Map(image.blobs.map((b, i) => [b.digest, i]));
   }
 
   /** Starts the registry on an ephemeral loopback port. */
@@ -126,32 +130,153 @@ export class LoopbackRegistry {
     const src = await blob.open!();
     res.writeHead(200, headers);
     src.on('data', (c: Buffer) => (this.traffic.bytesSent += c.length));
-    await pipeline(src, src.release ? releasing(res, src.release) : res);
+    const turn = this.turns.join(this.places.get(blob.digest) ?? 0);
+    try {
+      await pipeline(src, inTurn(res, blob.size, this.turns, turn, src.release));
+    } finally {
+      this.turns.leave(turn);
+    }
     this.traffic.blobsSent.add(blob.digest);
   }
 }
 
 /**
- * Writes to `res`, each chunk given back to the decompressor (`release`) once the socket took it:
- * a response's write calls back when its bytes went to the kernel, or with an error when the
- * connection ended first (the puller hung up, or close() ended it), which fails the copy.
+ * The order in which the layers being streamed get this thread, which decompresses them all: the
+ * earliest in the manifest first. The puller applies layers in that order, each once it has all of
+ * it, so a base layer that arrives whole early lets it apply while later ones are still being
+ * decompressed; shared out evenly, every layer arrived late, the largest last, and Podman applied
+ * them all after the last byte. A stream goes on after each chunk only while every stream before it
+ * waits for its own turn, or has waited on its socket for the patience (its puller is behind on it):
+ * the thread idles for the order's sake that long at most, and a puller that reads one blob at a
+ * time, in any order, is served all the same.
  */
-function releasing(res: ServerResponse, release: (chunk: Buffer) => void): Writable {
+export class Turns {
+  private readonly streams: Turn[] = [];
+  private seq = 0;
+
+  constructor(private readonly patienceMs = PATIENCE_MS) {}
+
+  /** A stream of the blob at `place` in the manifest (a repeated request comes after the first). */
+  join(place: number): Turn {
+    const t: Turn = { place, seq: this.seq++, waitingSince: undefined, parked: undefined };
+    this.streams.push(t);
+    this.streams.sort((a, b) => a.place - b.place || a.seq - b.seq);
+    return t;
+  }
+
+  /** `t` wrote a chunk the socket did not take at once: once it waited long enough, later streams go. */
+  wait(t: Turn): void {
+    t.waitingSince = performance.now();
+    if (this.streams.some((s) => s.parked)) this.wakeLater();
+  }
+
+  /** Calls `go` when `t` may take its next chunk: now, or once every stream before it is behind or ended. */
+  next(t: Turn, go: () => void): void {
+    t.waitingSince = undefined;
+    if (this.mayGo(t)) return go();
+    t.parked = go;
+    // a stream before it that waits on its socket holds it up for the patience at most
+    this.wakeLater();
+  }
+
+  /** `t` ended (done, failed or cut off). */
+  leave(t: Turn): void {
+    const i = this.streams.indexOf(t);
+    if (i >= 0) this.streams.splice(i, 1);
+    this.wake();
+  }
+
+  /** A stream that waits for its turn, or whose puller is behind on it, holds up no later one. */
+  private holdsUp(s: Turn, now: number): boolean {
+    return !s.parked && !(s.waitingSince !== undefined && now - s.waitingSince >= this.patienceMs);
+  }
+
+  private mayGo(t: Turn): boolean {
+    const now = performance.now();
+    for (const s of this.streams) {
+      if (s === t) return true;
+      if (this.holdsUp(s, now)) return false;
+    }
+    return true;
+  }
+
+  /** Not a reason to keep the process: the streams' own sockets keep it while they last. */
+  private wakeLater(): void {
+    setTimeout(() => this.wake(), this.patienceMs + 1).unref();
+  }
+
+  /** The earliest parked stream that nothing before it holds up goes on (later, not inside a write). */
+  private wake(): void {
+    const now = performance.now();
+    for (const s of this.streams) {
+      const go = s.parked;
+      if (go) {
+        s.parked = undefined;
+        queueMicrotask(go);
+        return;
+      }
+      if (this.holdsUp(s, now)) return;
+    }
+  }
+}
+
+/** One stream in Turns: its place, and whether it waits on its socket or for its turn. */
+export interface Turn {
+  readonly place: number;
+  readonly seq: number;
+  /** When its last write began to wait on the socket; undefined while it has the thread. */
+  waitingSince: number | undefined;
+  parked: (() => void) | undefined;
+}
+
+/** How long a stream's socket may be full before the streams after it go on. */
+const PATIENCE_MS = 100;
+
+/**
+ * Writes the `size` bytes of a blob to `res` in its turn (Turns), each chunk given back to the
+ * decompressor (`release`) once the socket took it: a response's write calls back when its bytes
+ * went to the kernel, or with an error when the connection ended first (the puller hung up, or
+ * close() ended it), which fails the copy. The last chunk leaves the turns at once, and its end goes
+ * out without waiting: a puller that has every byte may close the connection straight away (Podman
+ * does), which is then no fault.
+ */
+export function inTurn(res: ServerResponse, size: number, turns: Turns, turn: Turn, release?: (chunk: Buffer) => void): Writable {
+  let given = 0;
+  let allWritten = false;
+  let closed = false;
+  let finished: (() => void) | undefined;
   const w = new Writable({
     highWaterMark: 1 << 20,
     write(chunk: Buffer, _e, cb) {
-      res.write(chunk, (e) => {
-        if (!e) release(chunk);
-        cb(e);
+      given += chunk.length;
+      const last = given >= size;
+      if (last) turns.leave(turn);
+      const took = res.write(chunk, (e) => {
+        if (e) return cb(e);
+        release?.(chunk);
+        if (!last) return turns.next(turn, () => cb());
+        allWritten = true;
+        cb();
       });
+      if (!took && !last) turns.wait(turn);
     },
     final(cb) {
-      res.end(() => cb());
+      if (closed) return cb();
+      let once = false;
+      finished = () => {
+        if (once) return;
+        once = true;
+        cb();
+      };
+      res.end(() => finished?.());
     },
   });
-  // a connection that closes with a write pending must not leave the copy waiting for it
+  // a connection that closes with bytes not yet written must not leave the copy waiting for them
   res.once('close', () => {
-    if (!res.writableFinished) w.destroy(new TarportError('IO', 'the puller closed the connection before the blob was sent'));
+    closed = true;
+    if (res.writableFinished) return;
+    if (allWritten) return finished?.();
+    w.destroy(new TarportError('IO', 'the puller closed the connection before the blob was sent'));
   });
   return w;
 }

@@ -1,14 +1,18 @@
 // src/runtime/podman/registry.ts: the loopback registry Podman pulls a verified image from.
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { EventEmitter } from 'node:events';
+import type { ServerResponse } from 'node:http';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { LoopbackRegistry, type ServedImage } from '../../../../src/runtime/podman/registry.js';
+import { LoopbackRegistry, Turns, inTurn, type ServedImage } from '../../../../src/runtime/podman/registry.js';
 
 const digestOf = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const manifestBytes = Buffer.from('{"schemaVersion":2}');
 const configBytes = Buffer.from('{"config":1}');
 const layerBytes = Buffer.alloc(300_000, 7);
 const failing = `sha256:${'f'.repeat(64)}`;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function image(): ServedImage {
   return {
@@ -105,5 +109,111 @@ describe('LoopbackRegistry', () => {
     await reg.close();
     reg = undefined;
     await expect(fetch(`http://${host}/v2/`)).rejects.toThrow('fetch failed');
+  });
+});
+
+describe('Turns: the streams of a pull share this thread earliest layer first', () => {
+  it('a later stream waits while an earlier one has the thread, and goes once the earlier one waits on its socket past the patience', async () => {
+    const turns = new Turns(30);
+    const late = turns.join(3);
+    const early = turns.join(1);
+    const went: string[] = [];
+    turns.next(late, () => went.push('late'));
+    turns.next(early, () => went.push('early'));
+    expect(went).toEqual(['early']);
+    turns.wait(early); // its socket did not take its last chunk at once
+    await sleep(10);
+    expect(went).toEqual(['early']);
+    await vi.waitFor(() => expect(went).toEqual(['early', 'late']), { timeout: 2000, interval: 5 });
+  });
+
+  it('a stream that ended lets the next one go; a repeated request of a blob comes after the first', async () => {
+    const turns = new Turns(60_000);
+    const first = turns.join(2);
+    const again = turns.join(2);
+    const later = turns.join(4);
+    const went: string[] = [];
+    turns.next(later, () => went.push('later'));
+    turns.next(again, () => went.push('again'));
+    turns.next(first, () => went.push('first'));
+    expect(went).toEqual(['first']);
+    turns.leave(first);
+    await vi.waitFor(() => expect(went).toEqual(['first', 'again']));
+    turns.leave(again);
+    await vi.waitFor(() => expect(went).toEqual(['first', 'again', 'later']));
+  });
+});
+
+describe('inTurn: a blob written to its response in its turn', () => {
+  /** A response whose socket takes every write; `close` can be sent before end() calls back. */
+  function response(): { res: ServerResponse; written: Buffer[]; ended: () => boolean } {
+    const e = new EventEmitter();
+    const written: Buffer[] = [];
+    let ended = false;
+    const res = Object.assign(e, {
+      writableFinished: false,
+      write: (c: Buffer, cb: (err?: Error | null) => void) => (written.push(c), setImmediate(() => cb()), true),
+      end: (cb: () => void) => void setTimeout(() => ((ended = true), cb()), 50),
+    });
+    return { res: res as unknown as ServerResponse, written, ended: () => ended };
+  }
+
+  it('its last chunk does not wait for its turn, and a puller that closes once it has every byte is no fault', async () => {
+    const turns = new Turns(60_000);
+    turns.join(0); // an earlier layer that has the thread for as long as this test runs
+    const late = turns.join(1);
+    const { res, written } = response();
+    const w = inTurn(res, 6, turns, late);
+    const done = pipeline(Readable.from([Buffer.from('abc'), Buffer.from('def')]), w);
+    // its first chunk waits for the earlier layer; the test lets it go as that layer's socket would
+    await vi.waitFor(() => expect(late.parked).toBeDefined());
+    late.parked!();
+    late.parked = undefined;
+    await vi.waitFor(() => expect(Buffer.concat(written).toString()).toBe('abcdef'));
+    await new Promise((r) => setImmediate(r)); // the socket's callback for the last write ran
+    res.emit('close'); // before end() called back: the puller had it all and hung up
+    await expect(done).resolves.toBeUndefined();
+  });
+
+  it('a puller that closes before it has every byte fails the copy', async () => {
+    const turns = new Turns(60_000);
+    turns.join(0);
+    const late = turns.join(1);
+    const { res } = response();
+    const done = pipeline(Readable.from([Buffer.from('abc'), Buffer.from('def')]), inTurn(res, 6, turns, late));
+    await vi.waitFor(() => expect(late.parked).toBeDefined());
+    res.emit('close');
+    await expect(done).rejects.toThrow('the puller closed the connection before the blob was sent');
+  });
+});
+
+describe('LoopbackRegistry streams the layers of a pull in the manifest order', () => {
+  const layerOf = (mib: number, fill: number) => {
+    const body = Buffer.alloc(mib << 20, fill);
+    const blob = { digest: digestOf(body), size: body.length, mediaType: 'application/vnd.oci.image.layer.v1.tar', open: async () => Readable.from(Array.from({ length: mib }, (_, i) => body.subarray(i << 20, (i + 1) << 20))) };
+    return { body, blob };
+  };
+
+  it('a puller that reads every layer at once gets the earliest whole first, though it asked for it last', async () => {
+    const early = layerOf(8, 1);
+    const late = layerOf(48, 2);
+    reg = await LoopbackRegistry.start({ ...image(), blobs: [early.blob, late.blob] });
+    const ended: string[] = [];
+    const read = (l: typeof early, name: string) => get(`/v2/${reg!.repository}/blobs/${l.blob.digest}`).then((r) => (ended.push(name), r));
+    const lateRead = read(late, 'late');
+    await sleep(5);
+    const [a, b] = await Promise.all([read(early, 'early'), lateRead]);
+    expect(ended).toEqual(['early', 'late']);
+    expect(a.body.equals(early.body) && b.body.equals(late.body)).toBe(true);
+  });
+
+  it('a puller that reads one layer at a time, the latest first, is served all the same', async () => {
+    const early = layerOf(32, 3);
+    const late = layerOf(8, 4);
+    reg = await LoopbackRegistry.start({ ...image(), blobs: [early.blob, late.blob] });
+    const [e, l] = await Promise.all([early, late].map((x) => fetch(`http://${reg!.host}/v2/${reg!.repository}/blobs/${x.blob.digest}`)));
+    // the earliest layer's socket fills up unread: after the patience the later one goes on
+    expect(Buffer.from(await l!.arrayBuffer()).equals(late.body)).toBe(true);
+    expect(Buffer.from(await e!.arrayBuffer()).equals(early.body)).toBe(true);
   });
 });

@@ -2,7 +2,7 @@
 // consumer's pull of a real release (the real Podman runs in test/integration/runtimes.test.ts).
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { machine } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -16,7 +16,7 @@ import { Repository } from '../../../../src/repo/index.js';
 import { PodmanRuntime, platformOfMachine, type DockerApi, type VerifiedLoad } from '../../../../src/runtime/index.js';
 import type { LibpodApi } from '../../../../src/runtime/podman/libpod.js';
 import { servedImage } from '../../../../src/runtime/podman/runtime.js';
-import { MemoryTransport } from '../../../../src/transport/index.js';
+import { FileTransport, MemoryTransport } from '../../../../src/transport/index.js';
 import { SMALL, tempDir } from '../../../helpers.js';
 
 // no call may reach the API: plan and platform are answered without it
@@ -191,5 +191,54 @@ describe('Podman loadVerified from a pull: what the loopback registry serves of 
     expect(loads).toHaveLength(1);
     expect(loads[0]).toContain('manifest.json');
     expect(loads[0]).not.toContain('index.json');
+  });
+});
+
+describe('Podman loadVerified from a local repository: each layer read in place, its digest checked on the way', () => {
+  async function fileRepo(): Promise<{ dir: string; repo: Repository }> {
+    const dir = await tempDir();
+    const repo = new Repository(new FileTransport(dir));
+    const [v1] = await writeDemoArchives(await tempDir(), undefined, 4 * SMALL);
+    await publishArchive(repo, v1!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' } });
+    return { dir, repo };
+  }
+  /** The repository's object files, largest first (the layers before the config). */
+  async function objects(dir: string): Promise<string[]> {
+    const blobs = join(dir, 'blobs', 'sha256');
+    const files = await Promise.all((await readdir(blobs)).map(async (f) => ({ f: join(blobs, f), size: (await stat(join(blobs, f))).size })));
+    return files.sort((a, b) => b.size - a.size).map((x) => x.f);
+  }
+
+  it('serves every layer with no copy into the cache, and counts the objects it read', async () => {
+    const { dir, repo } = await fileRepo();
+    const images = new Map<string, string>();
+    const libpod = pullingLibpod([]);
+    const tagging: LibpodApi = { ...libpod, tag: async (id, r, t) => void images.set(`${r}:${t}`, id) };
+    const state = await tempDir();
+    const r = await pull(repo, new PodmanRuntime(compatApi(images, []), tagging), { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: state });
+    expect(r.loaded.map((l) => l.ref)).toEqual(['demo/app:1']);
+    expect(images.get('docker.io/demo/app:1')).toBe(r.loaded[0]!.imageId);
+    // the layers read in place and the config, each once, as the release record names them
+    const records = (await readdir(join(dir, 'tarport', 'releases'), { recursive: true })).filter((f) => f.endsWith('.json'));
+    const rec = JSON.parse(await readFile(join(dir, 'tarport', 'releases', records[0]!), 'utf8')) as { config: { size: number }; layers: { size: number }[] };
+    expect(records).toHaveLength(1);
+    expect(r.bytesFetched).toBe(rec.config.size + rec.layers.reduce((n, l) => n + l.size, 0));
+    expect(await readdir(join(state, 'cache', 'blobs')).catch(() => [])).toEqual([]);
+  });
+
+  it('a layer object changed in the repository is refused (DIGEST_MISMATCH): Podman never gets the whole layer, and nothing is named', async () => {
+    const { dir, repo } = await fileRepo();
+    // its last byte (zstd's checksum of the frame): every byte of the layer decompresses as before
+    const layer = (await objects(dir))[0]!;
+    const bad = await readFile(layer);
+    bad[bad.length - 1]! ^= 0xff;
+    await writeFile(layer, bad);
+    const calls: string[] = [];
+    const images = new Map<string, string>();
+    const err = await pull(repo, new PodmanRuntime(compatApi(images, []), pullingLibpod(calls)), { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: await tempDir() }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'DIGEST_MISMATCH' });
+    expect((err as Error).message).toContain(`object sha256:${layer.split('/').at(-1)}`);
+    expect(calls.filter((c) => !c.startsWith('pull '))).toEqual([]);
+    expect([...images.keys()]).toEqual([]);
   });
 });
