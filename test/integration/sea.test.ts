@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -65,6 +65,10 @@ describe('the single executable', () => {
     expect(doc.executable).toBe(true);
     expect(doc.zstd).toEqual({ codec: 'zstd-napi', binding: { source: 'executable', path: copy }, notLoaded: [] });
     expect((await stat(join(dir, '.cache', 'tarport', 'native'))).mode & 0o777).toBe(0o700);
+    // a copy whose bytes are not what the file carries is replaced before anything is loaded
+    await writeFile(copy, 'not the binary');
+    expect((JSON.parse((await sea(['version', '--json'])).stdout) as { zstd: unknown }).zstd).toEqual({ codec: 'zstd-napi', binding: { source: 'executable', path: copy }, notLoaded: [] });
+    expect((await readFile(copy)).equals(shipped)).toBe(true);
     // $XDG_CACHE_HOME is the user's cache where it is set; where no cache folder can be made, the temp folder
     const xdg = join(dir, 'xdg');
     const inXdg = JSON.parse((await sea(['version', '--json'], { XDG_CACHE_HOME: xdg })).stdout) as { zstd: { binding?: { path: string } } };
