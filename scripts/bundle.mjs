@@ -21,9 +21,10 @@ await build({
   absWorkingDir: root,
   // the worker files are entries of their own, found beside the chunk that starts them
   // (new URL('./zstdworker.js', import.meta.url)): every output file sits in one folder
-  entryPoints: ['dist/cli/main.js', 'dist/archive/zstdworker.js', 'dist/sync/copyworker.js'],
+  // archive.js: the codec as the package carries it (its zstd-napi binary in native/, put there by
+  // scripts/build-native), for scripts/lib/bench-codec.mjs to measure an installed package by
+  entryPoints: { main: 'dist/cli/main.js', zstdworker: 'dist/archive/zstdworker.js', copyworker: 'dist/sync/copyworker.js', archive: 'dist/archive/index.js' },
   outdir: 'dist/bundle',
-  entryNames: '[name]',
   chunkNames: 'chunk-[hash]',
   bundle: true,
   splitting: true,

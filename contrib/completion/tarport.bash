@@ -8,7 +8,7 @@ _tarport() {
   done
   if [[ -z $cmd ]]; then
     if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--version -V --config --json --quiet -q --help" -- "$cur"))
-    else COMPREPLY=($(compgen -W "push watch pull poll ls log sync inventory check gc init repair keys demo" -- "$cur")); fi
+    else COMPREPLY=($(compgen -W "push watch pull poll ls log sync inventory check gc init repair keys version demo" -- "$cur")); fi
     return
   fi
   case "$cmd" in
@@ -29,6 +29,7 @@ _tarport() {
     "init") flags="--password-file --ca --identity --known-hosts --connections --idle-timeout --s3-endpoint --s3-region --s3-path-style --help --version -V --config --json --quiet -q --help" ;;
     "repair") flags="--password-file --ca --identity --known-hosts --connections --idle-timeout --s3-endpoint --s3-region --s3-path-style --sign-key --sign-key-passphrase-file --catalog-ttl --help --version -V --config --json --quiet -q --help" ;;
     "keys generate") flags="--uid --out --type --passphrase-file --help --version -V --config --json --quiet -q --help" ;;
+    "version") flags="--help --version -V --config --json --quiet -q --help" ;;
     "demo") flags="--archive --repo-dir --repo --state --help --version -V --config --json --quiet -q --help" ;;
   esac
   if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "$flags" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi

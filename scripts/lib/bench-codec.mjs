@@ -22,6 +22,9 @@
 //   feed, read       feedFile, and a 1 MiB fs.createReadStream, with no codec (the input side)
 //   napi-loop        zstd-napi's context driven in one synchronous loop over two reused 1 MiB
 //                    buffers: the library alone, which is the CLI's C code (it should match the CLI)
+// PACKAGE=DIR (an installed npm package's folder, e.g. PREFIX/lib/node_modules/tarport): one row
+// `package` per mode and Node instead, the codec as that package loads it (dist/bundle/archive.js:
+// zstd-napi's binary it carries, or Node's zlib where that does not load; the row says which).
 // Compression is compared with `zstd -3` as users run it (zstd 1.5 uses a worker thread besides its
 // I/O thread by default) and, for CPU, also with `zstd -3 --single-thread` (one thread, no overlap).
 import { execFileSync } from 'node:child_process';
@@ -77,7 +80,22 @@ async function napiLoop(mode, file) {
   return n;
 }
 
+/** The installed package's own codec (PACKAGE), fed and drained as `one` does; says which codec it was. */
+async function packaged(mode, file) {
+  const a = await import(join(process.env.PACKAGE, 'dist/bundle/archive.js'));
+  let n = 0;
+  let giveBack;
+  const sink = new Writable({ highWaterMark: MIB, write: (c, _e, cb) => ((n += c.length), giveBack?.(c), cb()) });
+  const [t0, c0] = [performance.now(), process.cpuUsage()];
+  const z = mode === 'c' ? a.compressor('zstd') : a.decompressor('zstd');
+  giveBack = a.releaserOf(z);
+  await Promise.all([a.feedFile(file, z), pipeline(z, sink)]);
+  const c = process.cpuUsage(c0);
+  return { wall: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6, bytes: n, peakRssKiB: process.resourceUsage().maxRSS, zstd: a.zstdCodecInfo() };
+}
+
 async function one(codec, mode, file) {
+  if (codec === 'package') return packaged(mode, file);
   const m = await import(join(ROOT, 'dist/archive/compression.js'));
   const { feedFile } = await import(join(ROOT, 'dist/archive/filefeed.js'));
   let n = 0;
@@ -147,8 +165,9 @@ function compare(file, nodes) {
   const rows = [];
   for (const node of [process.execPath, ...nodes]) {
     const version = execFileSync(node, ['--version']).toString().trim();
-    const have = JSON.parse(execFileSync(node, ['--input-type=module', '-e', `import('${join(ROOT, 'dist/archive/compression.js')}').then((m) => console.log(JSON.stringify(m.zstdCodecs())))`]).toString());
-    const codecs = [...have, ...(have.includes('zstd-napi') ? ['zstd-napi/threaded', 'zstd-napi/fresh', 'napi-loop'] : []), 'feed', 'read'].filter((c) => !process.env.CODEC_ROWS || process.env.CODEC_ROWS.split(',').includes(c));
+    const have = process.env.PACKAGE ? [] : JSON.parse(execFileSync(node, ['--input-type=module', '-e', `import('${join(ROOT, 'dist/archive/compression.js')}').then((m) => console.log(JSON.stringify(m.zstdCodecs())))`]).toString());
+    const all = process.env.PACKAGE ? ['package'] : [...have, ...(have.includes('zstd-napi') ? ['zstd-napi/threaded', 'zstd-napi/fresh', 'napi-loop'] : []), 'feed', 'read'];
+    const codecs = all.filter((c) => !process.env.CODEC_ROWS || process.env.CODEC_ROWS.split(',').includes(c));
     for (const codec of codecs) {
       for (const mode of codec.includes('/') ? ['d'] : ['c', 'd']) {
         const runs = { codec: [], cli: [], cliSingle: [] };
@@ -159,7 +178,8 @@ function compare(file, nodes) {
         }
         const row = { codec, node: version, mode: mode === 'c' ? 'compress' : 'decompress', wall: med(runs.codec, 'wall'), cpu: med(runs.codec, 'cpu'), peakRssKiB: Math.max(...runs.codec.map((x) => x.peakRssKiB)), cliWall: med(runs.cli, 'wall'), cliCpu: med(runs.cli, 'cpu') };
         const single = mode === 'c' ? { cliSingleCpu: med(runs.cliSingle, 'cpu'), ratioCpuSingle: med(runs.cliSingle, 'cpu') / row.cpu } : {};
-        rows.push({ ...row, ratioWall: row.cliWall / row.wall, ratioCpu: row.cliCpu / row.cpu, ...single, rounds: runs });
+        const zstd = runs.codec[0].zstd ? { zstd: runs.codec[0].zstd } : {};
+        rows.push({ ...row, ratioWall: row.cliWall / row.wall, ratioCpu: row.cliCpu / row.cpu, ...single, ...zstd, rounds: runs });
       }
     }
   }
@@ -172,7 +192,8 @@ function report(file, rows) {
   process.stderr.write(`zstd codecs on ${mb.toFixed(0)} MB (${file}), medians of ${ROUNDS}; ratio = CLI time / codec time (>= 0.8 passes; 'feed', 'read' and 'napi-loop' are not codecs: see the head of this file)\n`);
   for (const r of rows) {
     const single = r.ratioCpuSingle === undefined ? '' : ` (vs --single-thread ${r.ratioCpuSingle.toFixed(2)})`;
-    process.stderr.write(`${`${r.codec} (Node ${r.node})`.padEnd(28)} ${r.mode.padEnd(10)} ${(mb / r.wall).toFixed(0).padStart(5)} MB/s wall ${r.cpu.toFixed(2)} s CPU ${String(Math.round(r.peakRssKiB / 1024)).padStart(4)} MiB RSS | zstd ${r.mode === 'compress' ? '-3' : '-d'} ${(mb / r.cliWall).toFixed(0).padStart(5)} MB/s ${r.cliCpu.toFixed(2)} s CPU | ratio wall ${r.ratioWall.toFixed(2)} CPU ${r.ratioCpu.toFixed(2)}${single}\n`);
+    const codec = r.zstd ? `package: ${r.zstd.codec ?? 'none'}${r.zstd.binding ? ` ${r.zstd.binding.source}` : ''}` : r.codec;
+    process.stderr.write(`${`${codec} (Node ${r.node})`.padEnd(28)} ${r.mode.padEnd(10)} ${(mb / r.wall).toFixed(0).padStart(5)} MB/s wall ${r.cpu.toFixed(2)} s CPU ${String(Math.round(r.peakRssKiB / 1024)).padStart(4)} MiB RSS | zstd ${r.mode === 'compress' ? '-3' : '-d'} ${(mb / r.cliWall).toFixed(0).padStart(5)} MB/s ${r.cliCpu.toFixed(2)} s CPU | ratio wall ${r.ratioWall.toFixed(2)} CPU ${r.ratioCpu.toFixed(2)}${single}\n`);
   }
   process.stdout.write(JSON.stringify({ inputBytes: statSync(file).size, rounds: ROUNDS, rows }, null, 2) + '\n');
 }

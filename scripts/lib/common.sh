@@ -17,6 +17,12 @@ TP_APT_PACKAGES=(docker.io busybox-static skopeo zstd gnupg ca-certificates vsft
 # in qemu-user-static; Debian 13's qemu-user is the static build (its qemu-user-static is a transitional
 # package that also pulls binfmt registration, which nothing here needs).
 if [ "$(. /etc/os-release 2>/dev/null; echo "${VERSION_ID%%.*}")" = 12 ]; then TP_APT_PACKAGES+=(qemu-user-static); else TP_APT_PACKAGES+=(qemu-user); fi
+# The cross compiler for zstd-napi's binary of the other architecture (scripts/build-native, run by the
+# build: the npm package and the arm64 executable carry it; built once per zstd-napi version, cached).
+case "$(dpkg --print-architecture 2>/dev/null)" in
+  amd64) TP_APT_PACKAGES+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu) ;;
+  arm64) TP_APT_PACKAGES+=(gcc-x86-64-linux-gnu g++-x86-64-linux-gnu) ;;
+esac
 # arm64 libraries the arm64 executable (Node's own glibc build) is linked against, run under qemu.
 TP_ARM64_PACKAGES=(libc6:arm64 libstdc++6:arm64)
 

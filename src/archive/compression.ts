@@ -1,12 +1,12 @@
 import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { createRequire } from 'node:module';
 import { Duplex, Transform, type TransformCallback } from 'node:stream';
 import { Worker } from 'node:worker_threads';
 import * as zlib from 'node:zlib';
 import { createGunzip, createGzip } from 'node:zlib';
 import { TarportError } from '../errors.js';
 import { Lender, giveBack, lendOut } from '../lending.js';
+import { defaultCandidates, findBinding, type BindingSearch, type BindingSource, type Candidate } from './zstdnative.js';
 
 export type Compression = 'none' | 'gzip' | 'zstd';
 export const COMPRESSIONS: readonly Compression[] = ['zstd', 'gzip', 'none'];
@@ -19,18 +19,18 @@ export function sniffCompression(head: Buffer): Compression {
 }
 
 /**
- * Where zstd comes from. Node's own zlib has it from 22.15 / 23.8 (native, streams on libuv's pool,
- * nothing to install: what the single executable uses). zstd-napi is used where it is installed
- * (a dev dependency; users of older Nodes add it by hand): it needs a download or a compiler at
- * install time, so the npm package does not carry it. scripts/bench measures both against the CLI.
+ * Where zstd comes from. zstd-napi (the zstd library's own C code, a Node-API addon) is preferred:
+ * installed beside tarport (a dev dependency), else the binary tarport's build carries (beside the
+ * bundle in the npm package, an asset inside the single executable: zstdnative.ts). Node's own zlib
+ * has zstd from 22.15 / 23.8 (native, streams on libuv's pool, nothing to load) and serves where no
+ * binary loads. scripts/bench measures both against the CLI.
  */
 export type ZstdCodec = 'node-zlib' | 'zstd-napi';
 
 /**
- * The zstd codecs this process can use, the preferred first: zstd-napi where it is installed (its
- * streams here reuse their buffers: 0.74-1.08 x the CLI's wall time where Node's own zlib streams
- * measured 0.27-0.48, docs/install.md), then Node's own (no addon: the npm package and the single
- * executable use it).
+ * The zstd codecs this process can use, the preferred first: zstd-napi where its binary loads (its
+ * streams here reuse their buffers: 0.82-0.94 x the CLI's speed where Node's own zlib streams
+ * measured 0.24-0.46, docs/install.md), then Node's own (where no binary loads).
  */
 export function zstdCodecs(): ZstdCodec[] {
   const have: ZstdCodec[] = [];
@@ -53,7 +53,7 @@ export function zstdCodec(): ZstdCodec {
   if (!c) {
     throw new TarportError(
       'CONFIG',
-      `zstd is not available in Node ${process.versions.node}: it is built into Node >= 22.15 (or use the single executable, docs/install.md), ` +
+      `zstd is not available in Node ${process.versions.node}${zstdNotLoadedNote()}: it is built into Node >= 22.15 (or use the single executable, docs/install.md), ` +
         'or install zstd-napi beside tarport (npm install -g zstd-napi); --compress gzip works without it',
     );
   }
@@ -241,19 +241,54 @@ interface Dctx {
   reset(directive: number): void;
 }
 let napiModule: Napi | null | undefined;
+let napiSearch: BindingSearch = { notLoaded: [] };
+let candidates: readonly Candidate[] | undefined;
 
-/** zstd-napi when it is installed and its binary loads; null otherwise. */
+/** zstd-napi's binding where one loads (zstdnative.ts: installed, shipped, or the executable's); null otherwise. */
 function napi(): Napi | null {
   if (napiModule === undefined) {
-    try {
-      const req = createRequire(import.meta.url);
-      const b = req('zstd-napi/binding.js') as Napi;
-      napiModule = { CCtx: b.CCtx, CParameter: b.CParameter, EndDirective: b.EndDirective, DCtx: b.DCtx, ResetDirective: b.ResetDirective };
-    } catch {
-      napiModule = null; // not installed, or its binary was never built: Node's zlib or a clear refusal
+    napiSearch = findBinding(candidates ?? defaultCandidates());
+    const b = napiSearch.found?.binding as Napi | undefined;
+    // a file that loaded but is not zstd-napi's binding counts as one that did not load
+    if (b && typeof b.CCtx !== 'function') {
+      napiSearch = { notLoaded: [...napiSearch.notLoaded, `${napiSearch.found!.path} loaded but is not zstd-napi's binding`] };
     }
+    napiModule = napiSearch.found ? { CCtx: b!.CCtx, CParameter: b!.CParameter, EndDirective: b!.EndDirective, DCtx: b!.DCtx, ResetDirective: b!.ResetDirective } : null;
   }
   return napiModule;
+}
+
+/**
+ * Looks for zstd-napi's binding among these candidates from now on (undefined: the default places);
+ * tests point it at a missing or broken file to see the fallback to Node's zlib.
+ */
+export function searchZstdBinding(c: readonly Candidate[] | undefined): void {
+  candidates = c;
+  napiModule = undefined;
+  idleDctx.length = 0;
+}
+
+/** What this process's zstd is, for `tarport version` and the messages of a host without zstd. */
+export interface ZstdCodecInfo {
+  /** The codec zstd streams use; undefined: none (a push stores gzip layers, with a warning). */
+  codec: ZstdCodec | undefined;
+  /** Where zstd-napi's binary came from, when one loaded. */
+  binding?: { source: BindingSource; path: string };
+  /** Binaries that are there but did not load, each with why. */
+  notLoaded: string[];
+}
+
+export function zstdCodecInfo(): ZstdCodecInfo {
+  const have = zstdCodecs();
+  const codec = preferred && have.includes(preferred) ? preferred : have[0];
+  const found = napiSearch.found;
+  return { codec, ...(napiModule && found ? { binding: { source: found.source, path: found.path } } : {}), notLoaded: [...napiSearch.notLoaded] };
+}
+
+/** Why no zstd-napi binary serves here, for a message that offers the alternatives; '' when none was there. */
+export function zstdNotLoadedNote(): string {
+  napi();
+  return napiSearch.notLoaded.length ? ` (zstd-napi's binary did not load: ${napiSearch.notLoaded.join('; ')})` : '';
 }
 
 /**

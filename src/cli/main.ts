@@ -1,5 +1,6 @@
 import { constants as osConstants } from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
+import { setNativeCacheBase } from '../archive/zstdnative.js';
 import { TarportError } from '../errors.js';
 import { VERSION } from '../version.js';
 import { applyConfig, applyEnvBooleans, collect, configSchema, envName, parseEnvBoolean, readConfigFile, validateConfig } from './config.js';
@@ -167,6 +168,11 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
     .action((_f, cmd: Command) => run(async (ctx) => (await import('./commands/keys.js')).keysGenerateCommand(ctx, cmd.opts())));
 
   program
+    .command('version')
+    .description("tarport's version, the Node it runs on, and where its zstd codec comes from")
+    .action(() => run(async (ctx) => (await import('./commands/version.js')).versionCommand(ctx)));
+
+  program
     .command('demo')
     .description('the main job end to end: push to a local-directory repository, pull into DOCKER_HOST')
     .addOption(opt('--archive <file>', 'archive to use (repeatable; default: two generated versions)').argParser(collect))
@@ -222,6 +228,8 @@ export async function main(argv: string[]): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // the single executable writes its zstd binary to a cache file (src/archive/zstdnative.ts)
+  setNativeCacheBase(process.env.XDG_CACHE_HOME);
 
   let program: Command;
   const run = async (fn: (ctx: Context) => Promise<number>) => {

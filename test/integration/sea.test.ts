@@ -1,7 +1,8 @@
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, fixture, realEnv, tempDir } from '../helpers.js';
@@ -53,9 +54,30 @@ describe('the single executable', () => {
     expect(JSON.parse(push.stdout)).toMatchObject({ failed: [], pushed: [{ releases: [expect.objectContaining({ status: 'published' })] }] });
     const ls = await sea(['ls', join(dir, 'repo'), '--json']);
     expect(JSON.stringify(JSON.parse(ls.stdout))).toContain('app');
-    // zstd layers, written and read back by Node 24's own zstd inside the file (check exits 0)
+    // zstd layers, written and read back by the zstd-napi binary inside the file (check exits 0)
     await sea(['check', join(dir, 'repo'), '--trust', join(dir, 'k.pub.asc')]);
   }, 300_000);
+
+  it("carries zstd-napi's binary and loads it from a private cache copy named by its sha256", async () => {
+    const shipped = await readFile(join(dir, 'src', 'dist/bundle/native/zstd-napi-linux-x64.node'));
+    const copy = join(dir, '.cache', 'tarport', 'native', `zstd-napi-${createHash('sha256').update(shipped).digest('hex')}.node`);
+    const doc = JSON.parse((await sea(['version', '--json'])).stdout) as { executable: boolean; zstd: unknown };
+    expect(doc.executable).toBe(true);
+    expect(doc.zstd).toEqual({ codec: 'zstd-napi', binding: { source: 'executable', path: copy }, notLoaded: [] });
+    expect((await stat(join(dir, '.cache', 'tarport', 'native'))).mode & 0o777).toBe(0o700);
+    // a copy whose bytes are not what the file carries is replaced before anything is loaded
+    await writeFile(copy, 'not the binary');
+    expect((JSON.parse((await sea(['version', '--json'])).stdout) as { zstd: unknown }).zstd).toEqual({ codec: 'zstd-napi', binding: { source: 'executable', path: copy }, notLoaded: [] });
+    expect((await readFile(copy)).equals(shipped)).toBe(true);
+    // $XDG_CACHE_HOME is the user's cache where it is set; where no cache folder can be made, the temp folder
+    const xdg = join(dir, 'xdg');
+    const inXdg = JSON.parse((await sea(['version', '--json'], { XDG_CACHE_HOME: xdg })).stdout) as { zstd: { binding?: { path: string } } };
+    expect(inXdg.zstd.binding?.path).toBe(join(xdg, 'tarport', 'native', basename(copy)));
+    const tmp = join(dir, 'tmp');
+    await mkdir(tmp);
+    const noHome = JSON.parse((await sea(['version', '--json'], { HOME: fixture('app-v1.tar'), TMPDIR: tmp })).stdout) as { zstd: { binding?: { path: string } } };
+    expect(noHome.zstd.binding?.path).toBe(join(tmp, `tarport-native-${process.getuid!()}`, basename(copy)));
+  }, 120_000);
 
   it('carries the S3 SDK: pushes to s3rver and lists the release there', async () => {
     const s3 = ['--s3-endpoint', process.env.TP_S3_ENDPOINT ?? 'TP_S3_ENDPOINT unset: run through scripts/test', '--s3-path-style'];
@@ -81,6 +103,9 @@ describe('the single executable', () => {
       run(qemu, [arm64, ...args], { cwd: dir, env: { PATH: '/nonexistent', HOME: dir, ...extra }, timeout: 300_000, maxBuffer: 64 << 20 });
     const version = (JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
     expect((await arm(['--version'])).stdout.trim()).toBe(version);
+    // its own zstd-napi binary (cross-compiled by scripts/build-native) loads under qemu
+    const zstd = (JSON.parse((await arm(['version', '--json'])).stdout) as { zstd: { codec?: string; binding?: { source: string; path: string } } }).zstd;
+    expect([zstd.codec, zstd.binding?.source, basename(zstd.binding?.path ?? '')]).toEqual(['zstd-napi', 'executable', expect.stringMatching(/^zstd-napi-[0-9a-f]{64}\.node$/)]);
     const repo = join(dir, 'repo-arm64');
     const push = await arm(['push', '--init', fixture('app-v1.tar'), '--to', repo, '--name', 'sea/arm64:1', '--json']);
     expect(JSON.parse(push.stdout)).toMatchObject({ failed: [], pushed: [{ releases: [expect.objectContaining({ status: 'published' })] }] });

@@ -1,4 +1,4 @@
-import { COMPRESSIONS, zstdCodecs, type Compression } from '../../archive/index.js';
+import { COMPRESSIONS, zstdCodecs, zstdNotLoadedNote, type Compression } from '../../archive/index.js';
 import { loadRecipients } from '../../crypto/index.js';
 import { TarportError } from '../../errors.js';
 import { publishArchive, type PublishResult } from '../../producer/index.js';
@@ -27,7 +27,7 @@ export interface PushFlags extends ConnectionFlags, MetricsFlags {
 export function compressionOf(v: string | undefined, warn?: (line: string) => void): Compression {
   if (v === undefined && zstdCodecs().length === 0) {
     warn?.(
-      `zstd is not available in Node ${process.versions.node} (it is built into Node >= 22.15; or install zstd-napi beside tarport): ` +
+      `zstd is not available in Node ${process.versions.node}${zstdNotLoadedNote()} (it is built into Node >= 22.15; or install zstd-napi beside tarport): ` +
         'layers are stored gzip-compressed instead; --compress gzip says so without this warning',
     );
     return 'gzip';

@@ -1,4 +1,8 @@
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { describe, expect, it, vi } from 'vitest';
+import { tempDir } from '../../../helpers.js';
 
 // a Node with no zstd at all: Node 20's zlib has none, and the optional zstd-napi is not installed
 const codecs = vi.hoisted(() => ({ none: false }));
@@ -7,6 +11,9 @@ vi.mock('../../../../src/archive/index.js', async (importOriginal) => {
   return { ...real, zstdCodecs: () => (codecs.none ? [] : real.zstdCodecs()) };
 });
 const { compressionOf } = await import('../../../../src/cli/commands/push.js');
+const { searchZstdBinding } = await import('../../../../src/archive/compression.js');
+const { shipped, shippedName } = await import('../../../../src/archive/zstdnative.js');
+const nodeHasZstd = Number(process.versions.node.split('.')[0]) >= 24 || /^(22\.(1[5-9]|[2-9]\d)|23\.([89]|\d\d))\./.test(process.versions.node);
 
 describe('the layer compression of push and watch', () => {
   it('is zstd by default where this Node has a zstd codec, without a warning', () => {
@@ -32,5 +39,21 @@ describe('the layer compression of push and watch', () => {
     expect(compressionOf('none', warn)).toBe('none');
     expect(warn).not.toHaveBeenCalled();
     expect(() => compressionOf('lz4', warn)).toThrow(/--compress "lz4": use zstd, gzip or none/);
+  });
+
+  it("where the shipped zstd-napi binary does not load: zstd from Node's zlib, else gzip with a warning naming the file", async () => {
+    codecs.none = false;
+    const dir = await tempDir('tarport-push-native-');
+    await writeFile(join(dir, shippedName()), 'not a binary');
+    searchZstdBinding([() => shipped(pathToFileURL(dir + '/'))]);
+    try {
+      const warn = vi.fn();
+      expect(compressionOf(undefined, warn)).toBe(nodeHasZstd ? 'zstd' : 'gzip');
+      expect(warn.mock.calls.map((c) => String(c[0]))).toEqual(
+        nodeHasZstd ? [] : [expect.stringContaining(`(zstd-napi's binary did not load: ${join(dir, shippedName())} did not load: `)],
+      );
+    } finally {
+      searchZstdBinding(undefined);
+    }
   });
 });
