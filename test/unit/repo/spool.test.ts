@@ -100,7 +100,9 @@ describe('stageBlob on a remote store', () => {
     const src = new PassThrough();
     const staging = stageBlob(new Store(t), src);
     src.write(randomBytes(1 << 20));
-    setTimeout(() => src.destroy(new Error('unexpected end of the layer')), 20);
+    // the source fails once the upload is under way (and the spool's pipeline is listening to it)
+    while (t.readWhileOpen === 0) await new Promise((r) => setTimeout(r, 2));
+    src.destroy(new Error('unexpected end of the layer'));
     await expect(staging).rejects.toThrow('unexpected end of the layer');
     expect([...t.files.keys()]).toEqual([]);
   });
