@@ -94,12 +94,9 @@ export class Repository {
     });
     let acked = false;
     const work = (async () => {
-      // the catalog the page is drawn from is read while the acknowledgement is written
-      const reading = readCatalog(store, signal);
-      reading.catch(() => undefined);
       await writeAck(store, host, loaded, signal);
       acked = true;
-      const catalog = (await reading)?.catalog;
+      const catalog = (await readCatalog(store, signal))?.catalog;
       if (catalog) await writePage(store, catalog, signal);
     })();
     work.catch(() => undefined);
