@@ -93,7 +93,7 @@ function s3Options(flags: ConnectionFlags): Pick<TransportOptions, 's3'> {
  * writes (`write: true`) is refused before it starts when the location is read-only (a web mirror).
  * `signal` (the command's: SIGTERM, SIGINT) drops every connection at once when it fires.
  */
-export async function openRepository(url: string | undefined, flag: string, flags: ConnectionFlags = {}, opts: { write?: boolean; signal?: AbortSignal; warn?: (message: string) => void } = {}): Promise<Repository & { counters: TransportCounters; beside: Transport }> {
+export async function openRepository(url: string | undefined, flag: string, flags: ConnectionFlags = {}, opts: { write?: boolean; signal?: AbortSignal; warn?: (message: string) => void; connectEarly?: boolean } = {}): Promise<Repository & { counters: TransportCounters; beside: Transport }> {
   if (!url) throw new TarportError('USAGE', `no repository given: pass ${flag} URL (a path, file://, ftp://, ftps://, sftp://, http://, https:// or s3://)`);
   const loc = parseLocation(url);
   const topts = await transportOptions(flags);
@@ -105,6 +105,8 @@ export async function openRepository(url: string | undefined, flag: string, flag
     throw new TarportError('USAGE', `${flag} ${transport.location}: ${loc.kind}:// locations are read-only (a web mirror serves what an origin publishes); write to the origin instead`);
   }
   const counting = new CountingTransport(transport);
+  // the handshake runs while the command does its local work (Transport.connectEarly)
+  if (opts.connectEarly) counting.connectEarly();
   // `beside`: the same location for files that are not the repository's own (the tool that
   // `sync --with-tool` carries, src/sync/tool.ts); repo/ never reads or writes them
   return Object.assign(new Repository(counting), { counters: counting.counters, beside: counting as Transport });

@@ -111,7 +111,13 @@ async function publishIn(tx: WriteTransaction, repo: Repository, tar: TarArchive
     let blob: StagedBlob;
     try {
       const stored = encryption ? await encryptStream(out, opts.encryptTo!) : out;
-      [blob] = await Promise.all([tx.stageBlob(stored), feeding]);
+      const [b, f] = await Promise.allSettled([tx.stageBlob(stored), feeding]);
+      // the upload runs while the layer is read (stageBlob): when it fails, the read it cut short
+      // fails too, but the upload's own error (a TarportError) is the cause; otherwise the read's
+      if (b.status === 'rejected' && b.reason instanceof TarportError) throw b.reason;
+      if (f.status === 'rejected') throw f.reason;
+      if (b.status === 'rejected') throw b.reason;
+      blob = b.value;
     } catch (e) {
       out.destroy();
       stream.destroy();

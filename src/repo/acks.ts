@@ -19,6 +19,8 @@ export const HOST_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const label = z.string().max(255).regex(/^[A-Za-z0-9][A-Za-z0-9._:/+@ -]*$/, 'not a plain label');
 export const MAX_ACK_BYTES = 1 << 20;
 export const ACK_SCHEMA = 'tarport.ack/v1';
+/** Acknowledgements read at once (readAcks). */
+const ACK_READS_AT_ONCE = 8;
 
 export const AckEntrySchema = z.strictObject({
   name: z.string().max(255).regex(NAME_RE),
@@ -52,20 +54,27 @@ export function ackKey(host: string): string {
 export async function readAcks(store: Store, signal?: AbortSignal): Promise<{ acks: Ack[]; bad: { file: string; problem: string }[] }> {
   const acks: Ack[] = [];
   const bad: { file: string; problem: string }[] = [];
-  for (const e of await store.list(ACKS_FOLDER, signal)) {
-    if (!e.name.endsWith('.json') || !HOST_ID_RE.test(e.name.slice(0, -5))) continue;
-    const key = `${ACKS_FOLDER}/${e.name}`;
-    try {
-      const bytes = await store.readOptional(key, MAX_ACK_BYTES, 'acknowledgement', signal);
-      if (!bytes) continue;
-      const ack = parseWith(AckSchema, bytes, `acknowledgement ${key}`);
-      if (`${ack.host}.json` !== e.name) throw new TarportError('INTEGRITY', `${key} names host ${ack.host}`);
-      acks.push(ack);
-    } catch (err) {
-      if (signal?.aborted) throw err;
-      bad.push({ file: key, problem: messageOf(err) });
+  const names = (await store.list(ACKS_FOLDER, signal)).map((e) => e.name).filter((n) => n.endsWith('.json') && HOST_ID_RE.test(n.slice(0, -5)));
+  // a few at once: every pull that loaded something rewrites the page from all of them, and one
+  // after another a fleet's files cost a round trip each
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < names.length; i = next++) {
+      const key = `${ACKS_FOLDER}/${names[i]!}`;
+      try {
+        const bytes = await store.readOptional(key, MAX_ACK_BYTES, 'acknowledgement', signal);
+        if (!bytes) continue;
+        const ack = parseWith(AckSchema, bytes, `acknowledgement ${key}`);
+        if (`${ack.host}.json` !== names[i]) throw new TarportError('INTEGRITY', `${key} names host ${ack.host}`);
+        acks.push(ack);
+      } catch (err) {
+        if (signal?.aborted) throw err;
+        bad.push({ file: key, problem: messageOf(err) });
+      }
     }
-  }
+  };
+  await Promise.all(Array.from({ length: Math.min(ACK_READS_AT_ONCE, names.length) }, worker));
+  bad.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
   return { acks: acks.sort((a, b) => (a.host < b.host ? -1 : a.host > b.host ? 1 : 0)), bad };
 }
 

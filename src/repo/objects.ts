@@ -12,6 +12,7 @@ import type { ByteSink } from '../transport/index.js';
 import { drainInto } from '../transport/source.js';
 import { BLOBS_FOLDER, blobKey, stableTempKeyFor, tempKeyFor } from './layout.js';
 import { parseWith, serialize } from './records.js';
+import { GrowingFile } from './spool.js';
 import type { Store } from './store.js';
 
 // Objects: immutable, content-addressed files in blobs/sha256/ (docs/repo-format.md, "Objects").
@@ -201,6 +202,8 @@ export async function stageBlob(store: Store, source: Readable, signal?: AbortSi
 }
 
 async function stageViaSpool(store: Store, source: Readable, signal?: AbortSignal): Promise<StagedBlob> {
+  // a store whose writes are atomic (S3) shares one temporary name per digest: that needs the digest first
+  if (store.transport.capabilities.atomicWrite !== true) return stageWhileSpooling(store, source, signal);
   const dir = await mkdtemp(join(tmpdir(), 'tarport-spool-'));
   const file = join(dir, 'blob');
   try {
@@ -223,6 +226,52 @@ async function stageViaSpool(store: Store, source: Readable, signal?: AbortSigna
       throw e;
     }
     return staged(store, tmp, digest, size, signal, stable);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Spools and uploads at once: the upload reads the spool file as it grows (GrowingFile), so a layer
+ * goes over the link while it is still being compressed; a broken upload resumes from the spool as
+ * before. The digest is known only at the end, so the upload goes to a temporary name of its own,
+ * and a blob the server turns out to hold already (an interrupted earlier run) is removed again.
+ * Whichever side fails first stops the other, and its error is the one reported (a bad layer is
+ * BAD_INPUT, not the upload it cut short).
+ */
+async function stageWhileSpooling(store: Store, source: Readable, signal?: AbortSignal): Promise<StagedBlob> {
+  const dir = await mkdtemp(join(tmpdir(), 'tarport-spool-'));
+  const tmp = tempKeyFor(`${BLOBS_FOLDER}/x`);
+  const stop = new AbortController();
+  const both = signal ? AbortSignal.any([signal, stop.signal]) : stop.signal;
+  let first: { error: unknown } | undefined;
+  const fail = (e: unknown) => {
+    first ??= { error: e };
+    stop.abort();
+  };
+  try {
+    const spool = await GrowingFile.create(join(dir, 'blob'));
+    const digester = new Digester();
+    const spooling = pipeline(source, digester, spool.writer(), { signal: both });
+    const sending = store.transport.write(tmp, () => spool.reader(), { signal: both });
+    spooling.catch(fail);
+    sending.catch(fail);
+    const [, sent] = await Promise.allSettled([spooling, sending]);
+    if (first) throw first.error;
+    const digest = digester.digest();
+    const size = digester.bytes;
+    if (sent.status === 'fulfilled' && sent.value.size !== size) {
+      throw new TarportError('IO', `upload of ${digest} to ${store.location}: ${sent.value.size} bytes sent, ${size} spooled`);
+    }
+    const have = await blobInfo(store, digest, signal);
+    if (have?.size === size) {
+      await store.remove(tmp).catch(() => undefined);
+      return { digest, size, uploaded: false, commit: async () => undefined, discard: async () => undefined };
+    }
+    return staged(store, tmp, digest, size, signal);
+  } catch (e) {
+    await store.remove(tmp).catch(() => undefined);
+    throw e;
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -82,6 +82,10 @@ export class CountingTransport implements Transport {
     return this.inner.remove(key, signal);
   }
 
+  connectEarly(): void {
+    this.inner.connectEarly?.();
+  }
+
   close(): Promise<void> {
     return this.inner.close();
   }

@@ -160,13 +160,17 @@ export class SftpTransport implements Transport {
         sock.destroy();
         throw this.classify(isTimeout(e) ? stalled(`connect to ${this.loc.host}:${this.loc.port}`, this.timeoutMs) : e, 'connect');
       }
+      // cut by close() while it connected (connectEarly): no handshake on a destroyed socket
+      if (sock.destroyed) throw new TarportError('CONNECTION', `connect to ${this.location}: closed before the SSH handshake`, { retryable: true });
       const client = new Client();
       let hostKeyFault: TarportError | undefined;
       const privateKey = this.privateKey();
       // 'ready', or a failure: an error, or a connection that closes before the handshake is done
       const ready = new Promise<void>((resolve, reject) => {
         client.once('ready', resolve);
-        client.once('error', reject);
+        // on, not once: a socket cut during the handshake (close() after connectEarly) may make
+        // ssh2 report more than one error, and an unheard one would end the process
+        client.on('error', reject);
         client.once('close', () => reject(new Error('connection closed during the SSH handshake')));
       });
       client.connect({
@@ -237,9 +241,12 @@ export class SftpTransport implements Transport {
     if (!this.session) {
       const s = this.connectOnce();
       this.session = s;
-      s.catch(() => {
-        if (this.session === s) this.session = undefined;
-      });
+      s.then(
+        () => this.established.add(s),
+        () => {
+          if (this.session === s) this.session = undefined;
+        },
+      );
     }
     return this.session;
   }
@@ -406,11 +413,32 @@ export class SftpTransport implements Transport {
     );
   }
 
+  /**
+   * Starts the SSH session now (see Transport.connectEarly): the handshake takes a few round trips
+   * and ~0.1-0.3 s of CPU on both ends, which then overlaps reading the archive or the consumer's
+   * state. A session that fails here is dropped (sess), and the first request connects again and
+   * reports why.
+   */
+  connectEarly(): void {
+    this.sess().catch(() => undefined);
+  }
+
   async close(): Promise<void> {
     const s = this.session;
     this.session = undefined;
-    if (s) (await s.catch(() => undefined))?.client.end();
+    if (!s) return;
+    // a handshake still under way (a command that failed before its first request) is cut, not
+    // waited for: a slow server must not hold the exit for its timeout
+    if (!this.established.has(s)) {
+      s.catch(() => undefined);
+      for (const sock of this.sockets) sock.destroy();
+      return;
+    }
+    (await s.catch(() => undefined))?.client.end();
   }
+
+  /** Sessions whose handshake completed. */
+  private readonly established = new WeakSet<Promise<Session>>();
 }
 
 /** Closes a remote file handle; a connection that died never answers, so do not wait long. */

@@ -76,6 +76,13 @@ export interface Transport {
   remove(key: string, signal?: AbortSignal): Promise<void>;
   close(): Promise<void>;
   /**
+   * Begins opening the connection now, so that its handshake (an SSH key exchange and login) runs
+   * while the caller does local work, such as reading an archive or the consumer's state. Never
+   * fails: a connection that cannot be made is reported by the first request, which tries again.
+   * Transports without a costly handshake need not have it.
+   */
+  connectEarly?(): void;
+  /**
    * Local transports only: the file that holds `key` on this host, so that a copy between two local
    * stores can run without a stream per byte (sync). Checked like any other access (no link out of
    * the repository); callers open it without following links, and still go through `rename`/`remove`.

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
+import { connect as netConnect, createServer, type AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { TLSSocket } from 'node:tls';
@@ -281,6 +281,41 @@ describe('SFTP folders', () => {
     await t.rename('a/b/three', 'c/d/four');
     expect((await readAll(t, 'c/d/four')).equals(data)).toBe(true);
     expect(await t.stat('a/b/three')).toBeUndefined();
+  });
+});
+
+describe('SFTP: an early connect', () => {
+  it('opens the one session every request of the transport then uses; a refused host key still fails the first request', async () => {
+    // a forwarder in front of the sshd that counts the connections made through it
+    let connections = 0;
+    const fwd = createServer((c) => {
+      connections++;
+      const s = netConnect(portOf(S.TP_SFTP_URL), '127.0.0.1');
+      c.pipe(s).pipe(c);
+      c.on('error', () => s.destroy());
+      s.on('error', () => c.destroy());
+    });
+    fwd.listen(0, '127.0.0.1');
+    await once(fwd, 'listening');
+    const port = (fwd.address() as AddressInfo).port;
+    try {
+      const t = await open(withPort(S.TP_SFTP_URL, port), { knownHosts: await viaProxies([port]) });
+      t.connectEarly!();
+      while (connections === 0) await new Promise((r) => setTimeout(r, 5)); // dialled before any request
+      const data = randomBytes(100_000);
+      await t.write('a/one', () => Readable.from([data]));
+      expect((await readAll(t, 'a/one')).equals(data)).toBe(true);
+      expect((await t.stat('a/one'))?.size).toBe(data.length);
+      expect(connections).toBe(1);
+      const dir = await tempDir();
+      await writeFile(join(dir, 'empty_known_hosts'), '');
+      const u = await open(S.TP_SFTP_URL, { knownHosts: join(dir, 'empty_known_hosts') });
+      u.connectEarly!();
+      const e = await u.stat('x').then(() => undefined, (err: Error & { code?: string }) => err);
+      expect(e?.code).toBe('UNTRUSTED');
+    } finally {
+      fwd.close();
+    }
   });
 });
 

@@ -85,7 +85,7 @@ export async function pullCommand(ctx: Context, names: string[], flags: PullFlag
   const options = await consumerOptions(names, flags);
   const warnings = [unauthenticatedWarning(options)].filter((w) => w !== undefined);
   for (const w of warnings) ctx.out.warn(w);
-  const repo = await openRepository(flags.from, '--from', flags, { signal: ctx.signal });
+  const repo = await openRepository(flags.from, '--from', flags, { signal: ctx.signal, connectEarly: true });
   const sink = await openMetrics(flags, (e) => ctx.out.warn(`metrics not written: ${(e as Error).message}`));
   const progress = await progressLine(ctx.out, 'pull', () => repo.counters.bytesRead);
   let ok = false;

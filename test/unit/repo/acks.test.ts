@@ -70,4 +70,34 @@ describe('acknowledgements', () => {
     expect((await checkRepository(repo)).warnings.map((w) => w.what)).toEqual(['tarport/acks/evil.json']);
     expect(e).not.toBeInstanceOf(TarportError);
   });
+
+  it("a fleet's acknowledgements are read several at once, each once, and come back sorted; a bad one is named", async () => {
+    const t = new MemoryTransport();
+    await publish(t, 0, '1');
+    const repo = new Repository(t);
+    const entry = await loadedEntry(t);
+    for (let i = 0; i < 20; i++) {
+      const r = await repo.acknowledge({ id: `h-${String(i).padStart(2, '0')}`, hostname: `edge-${i}` }, [entry], { timeoutMs: 5_000 });
+      expect(r.written).toBe(true);
+    }
+    t.files.set('tarport/acks/h-bad.json', Buffer.from('{'));
+    let inFlight = 0;
+    let most = 0;
+    const reads: string[] = [];
+    const read = t.read.bind(t);
+    t.read = async (key, o) => {
+      reads.push(key);
+      inFlight++;
+      most = Math.max(most, inFlight);
+      await new Promise((r) => setTimeout(r, 5));
+      inFlight--;
+      return read(key, o);
+    };
+    const { acks, bad } = await repo.readAcks();
+    expect(acks.map((a) => a.host)).toEqual(Array.from({ length: 20 }, (_, i) => `h-${String(i).padStart(2, '0')}`));
+    expect(bad.map((b) => b.file)).toEqual(['tarport/acks/h-bad.json']);
+    expect(reads.filter((k) => k.startsWith('tarport/acks/')).length).toBe(21);
+    expect(most).toBeGreaterThan(1);
+    expect(most).toBeLessThanOrEqual(8);
+  });
 });

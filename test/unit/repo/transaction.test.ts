@@ -137,6 +137,20 @@ describe('racing publishes', () => {
   }, 60_000);
 });
 
+describe('beginning a write', () => {
+  it('reads the format file once in a repository that has its identity', async () => {
+    const base = await withV1();
+    const reads: string[] = [];
+    const read = base.read.bind(base);
+    base.read = (key, o) => (reads.push(key), read(key, o));
+    const readTo = base.readTo.bind(base);
+    base.readTo = (key, sink, o) => (reads.push(key), readTo(key, sink, o));
+    const tx = await new Repository(base).begin();
+    await tx.end();
+    expect(reads.filter((k) => k === 'tarport/format.json')).toHaveLength(1);
+  });
+});
+
 describe('verified types', () => {
   it('only the verifying reader makes a PinnedRecord', async () => {
     const base = await withV1();

@@ -1,9 +1,11 @@
-import { EventEmitter } from 'node:events';
+import { EventEmitter, once } from 'node:events';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { SFTPWrapper } from 'ssh2';
 import { describe, expect, it } from 'vitest';
-import { PipelinedWriter, WRITE_DEPTH } from '../../../src/transport/sftp.js';
+import { PipelinedWriter, SftpTransport, WRITE_DEPTH } from '../../../src/transport/sftp.js';
+import { parseLocation } from '../../../src/transport/location.js';
 
 /** An SFTP session that answers each write after a tick, writing into `file`, and counts writes unanswered. */
 function fakeSession(fail?: { atRequest: number }) {
@@ -51,5 +53,33 @@ describe('PipelinedWriter', () => {
     const done = pipeline(Readable.from([Buffer.alloc(1 << 20)]), w);
     setImmediate(() => (sftp as unknown as EventEmitter).emit('close'));
     await expect(done).rejects.toThrow('the connection was lost');
+  });
+});
+
+describe('SftpTransport.connectEarly', () => {
+  it('starts the handshake at once, and close() cuts a handshake still under way instead of waiting for its timeout', async () => {
+    // a server that takes the connection and never says a word (a hung sshd)
+    const held: Socket[] = [];
+    const server = createServer((c) => {
+      held.push(c);
+      c.resume(); // reads (and drops) what comes, so that the client's end is heard
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const port = (server.address() as AddressInfo).port;
+    try {
+      const t = new SftpTransport(parseLocation(`sftp://u@127.0.0.1:${port}/r`) as never, { timeoutMs: 30_000, password: 'x' });
+      t.connectEarly();
+      while (held.length === 0) await new Promise((r) => setTimeout(r, 5)); // no request was made: the early connect dialled
+      const closed = once(held[0]!, 'close');
+      const t0 = Date.now();
+      await t.close();
+      await closed;
+      expect(held.length).toBe(1);
+      expect(Date.now() - t0).toBeLessThan(5_000); // far below the 30 s the handshake would wait
+    } finally {
+      for (const c of held) c.destroy();
+      server.close();
+    }
   });
 });

@@ -1,0 +1,129 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough, Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { TarportError } from '../../../src/errors.js';
+import { stageBlob } from '../../../src/repo/objects.js';
+import { GrowingFile } from '../../../src/repo/spool.js';
+import { Store } from '../../../src/repo/store.js';
+import { MemoryTransport } from '../../../src/transport/memory.js';
+import type { Source, WriteOptions } from '../../../src/transport/types.js';
+
+const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+/** A remote-like store (not local: stageBlob spools); `seen` is how many bytes the upload had read when the source was still open. */
+class RemoteMemory extends MemoryTransport {
+  constructor() {
+    super();
+    // a memory store that says it is not on this host, as SFTP and FTP say
+    Object.assign(this, { capabilities: { ...this.capabilities, local: false } });
+  }
+  failUpload = false;
+  readWhileOpen = 0;
+  sourceOpen = true;
+  override async write(key: string, source: Source, opts?: WriteOptions): Promise<{ size: number }> {
+    if (this.failUpload) throw new TarportError('CONNECTION', `upload ${key}: the connection was lost`, { retryable: false });
+    const s = (source as () => Readable)();
+    const chunks: Buffer[] = [];
+    for await (const c of s) {
+      if (this.sourceOpen) this.readWhileOpen += (c as Buffer).length;
+      chunks.push(c as Buffer);
+    }
+    return super.write(key, () => Readable.from([Buffer.concat(chunks)]), opts);
+  }
+}
+
+describe('GrowingFile', () => {
+  it('a reader opened before the first byte gets every byte, each part as soon as it is written, and ends with the writer', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tp-spool-'));
+    try {
+      const g = await GrowingFile.create(join(dir, 'f'));
+      const r = g.reader();
+      const w = g.writer();
+      const parts = [randomBytes(3000), randomBytes(1 << 20), randomBytes(5)];
+      const got: Buffer[] = [];
+      const reading = (async () => {
+        for await (const c of r) got.push(c as Buffer);
+      })();
+      for (const p of parts) {
+        await new Promise<void>((res, rej) => w.write(p, (e) => (e ? rej(e) : res())));
+        while (Buffer.concat(got).length < parts.slice(0, parts.indexOf(p) + 1).reduce((n, x) => n + x.length, 0)) await new Promise((res) => setTimeout(res, 2));
+      }
+      w.end();
+      await reading;
+      expect(Buffer.concat(got).equals(Buffer.concat(parts))).toBe(true);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a writer that fails fails its readers with its error', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tp-spool-'));
+    try {
+      const g = await GrowingFile.create(join(dir, 'f'));
+      const r = g.reader();
+      const w = g.writer();
+      w.on('error', () => undefined); // the pipeline that feeds a spool hears it; here nobody else does
+      w.write(randomBytes(100));
+      setTimeout(() => w.destroy(new Error('the layer broke off')), 20);
+      await expect((async () => {
+        for await (const _ of r) void _;
+      })()).rejects.toThrow('the layer broke off');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('stageBlob on a remote store', () => {
+  it('uploads while the source is still being read, and stages the blob under its digest', async () => {
+    const t = new RemoteMemory();
+    const data = randomBytes(3 << 20);
+    const src = new PassThrough();
+    const staging = stageBlob(new Store(t), src);
+    src.write(data.subarray(0, 2 << 20));
+    // the upload takes the first part before the source ends
+    while (t.readWhileOpen === 0) await new Promise((r) => setTimeout(r, 2));
+    t.sourceOpen = false;
+    src.end(data.subarray(2 << 20));
+    const b = await staging;
+    expect(b).toMatchObject({ digest: sha(data), size: data.length, uploaded: true });
+    await b.commit();
+    expect(t.files.get(`blobs/sha256/${sha(data).slice(7)}`)?.equals(data)).toBe(true);
+    expect([...t.files.keys()].filter((k) => k.endsWith('.tmp'))).toEqual([]);
+  });
+
+  it("a source that fails is the error, and what was uploaded of it is removed", async () => {
+    const t = new RemoteMemory();
+    const src = new PassThrough();
+    const staging = stageBlob(new Store(t), src);
+    src.write(randomBytes(1 << 20));
+    // the source fails once the upload is under way (and the spool's pipeline is listening to it)
+    while (t.readWhileOpen === 0) await new Promise((r) => setTimeout(r, 2));
+    src.destroy(new Error('unexpected end of the layer'));
+    await expect(staging).rejects.toThrow('unexpected end of the layer');
+    expect([...t.files.keys()]).toEqual([]);
+  });
+
+  it("an upload that fails is the error (not the read it cut short), and nothing stays", async () => {
+    const t = new RemoteMemory();
+    t.failUpload = true;
+    const src = Readable.from([randomBytes(1 << 20), randomBytes(1 << 20)]);
+    const e = await stageBlob(new Store(t), src).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(TarportError);
+    expect((e as TarportError).code).toBe('CONNECTION');
+    expect([...t.files.keys()]).toEqual([]);
+  });
+
+  it('a blob the store holds already is not kept twice', async () => {
+    const t = new RemoteMemory();
+    const data = randomBytes(100_000);
+    const first = await stageBlob(new Store(t), Readable.from([data]));
+    await first.commit();
+    const again = await stageBlob(new Store(t), Readable.from([data]));
+    expect(again.uploaded).toBe(false);
+    expect([...t.files.keys()]).toEqual([`blobs/sha256/${sha(data).slice(7)}`]);
+  });
+});
