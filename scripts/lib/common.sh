@@ -49,11 +49,44 @@ tp_install() {
   local want; want=$(sha256sum package-lock.json | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     tp_log "npm ci"
-    npm ci --no-fund --no-audit --loglevel=error >/dev/null
+    # zstd-napi's binary, compiled by npm ci where no prebuilt one comes, asks for glibc's old
+    # pthread versions as scripts/build-native's does, which then takes it as it is
+    CFLAGS="-include $TP_ROOT/scripts/lib/glibc-compat.h" CXXFLAGS="-include $TP_ROOT/scripts/lib/glibc-compat.h" \
+      npm ci --no-fund --no-audit --loglevel=error >/dev/null
     echo "$want" > "$stamp"
   fi
+  # zstd-napi's binaries (minutes of compiling the first time, then cached) compile in the background
+  # while the TypeScript builds; scripts/test lets them go on through its set-up (TP_NATIVE_DEFER=1)
+  # and waits for them before the suite (tp_native_wait)
+  TP_NATIVE_LOG=$(mktemp /tmp/tarport-native.XXXXXX)
+  # a session of its own: tp_native_stop ends the whole compile (node-gyp, make, the compilers)
+  setsid bash scripts/build-native --cache-only > "$TP_NATIVE_LOG" 2>&1 &
+  TP_NATIVE_PID=$!
+  # until tp_rundir's trap (tp_cleanup) takes over: a set-up that fails before does not leave it running
+  trap tp_native_stop EXIT
   tp_log "building"
-  npm run --silent build
+  npm run --silent build:js
+  [ "${TP_NATIVE_DEFER:-}" = 1 ] || tp_native_wait
+}
+
+# Waits for the background compile tp_install started and puts zstd-napi's binaries into the build.
+tp_native_wait() {
+  [ -n "${TP_NATIVE_PID:-}" ] || return 0
+  local rc=0
+  wait "$TP_NATIVE_PID" || rc=$?
+  TP_NATIVE_PID=
+  cat "$TP_NATIVE_LOG" >&2; rm -f "$TP_NATIVE_LOG"
+  [ $rc = 0 ] || { tp_log "FAILED: zstd-napi's native build (log above)"; return 1; }
+  (cd "$TP_ROOT" && bash scripts/build-native)
+}
+
+# A set-up that stops early leaves no compile running.
+tp_native_stop() {
+  [ -n "${TP_NATIVE_PID:-}" ] || return 0
+  # every process of its session: timeout(1) inside puts node-gyp into a process group of its own
+  pkill -s "$TP_NATIVE_PID" 2>/dev/null || true
+  TP_NATIVE_PID=
+  rm -f "$TP_NATIVE_LOG"
 }
 
 # Debian's arm64 architecture and the few arm64 libraries Node's arm64 binary needs, so the arm64
@@ -220,6 +253,7 @@ tp_podman() { podman $TP_PODMAN_ARGS "$@"; }
 tp_cleanup() {
   local rc=$?
   set +e +o pipefail
+  tp_native_stop
   local f pid
   for f in "${TP_PIDFILES[@]}"; do
     [ -f "$f" ] || continue
