@@ -130,6 +130,7 @@ tp_rundir() {
 }
 
 TP_PIDFILES=()
+TP_SESSIONS=()
 TP_USERS=()
 
 # tp_storage_driver: overlay2 (what users run) where this kernel has overlay and the run dir's file
@@ -255,6 +256,8 @@ tp_cleanup() {
   set +e +o pipefail
   tp_native_stop
   local f pid
+  # background work started in sessions of its own (scripts/test's unit tests): every process of each
+  for pid in "${TP_SESSIONS[@]}"; do pkill -s "$pid" 2>/dev/null; done
   for f in "${TP_PIDFILES[@]}"; do
     [ -f "$f" ] || continue
     pid=$(cat "$f" 2>/dev/null || true)
