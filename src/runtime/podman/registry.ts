@@ -44,7 +44,7 @@ export class LoopbackRegistry {
   private readonly blobs: Map<string, ServedBlob>;
   /** Each blob's place in the manifest: streamed blobs go out earliest first (Turns). */
   private readonly places: Map<string, number>;
-  private readonly turns = new Turns();
+  private readonly turns: Turns;
 
   /** 127.0.0.1:port, once listening. */
   host = '';
@@ -53,16 +53,18 @@ export class LoopbackRegistry {
     private readonly server: Server,
     readonly repository: string,
     private readonly image: ServedImage,
+    patienceMs: number,
   ) {
+    this.turns = new Turns(patienceMs);
     this.blobs = new Map(image.blobs.map((b) => [b.digest, b]));
     this.places = new Map(image.blobs.map((b, i) => [b.digest, i]));
   }
 
   /** Starts the registry on an ephemeral loopback port. */
-  static async start(image: ServedImage): Promise<LoopbackRegistry> {
+  static async start(image: ServedImage, opts: { patienceMs?: number } = {}): Promise<LoopbackRegistry> {
     const repository = `tarport-load-${randomBytes(16).toString('hex')}`;
     const server = createServer();
-    const reg = new LoopbackRegistry(server, repository, image);
+    const reg = new LoopbackRegistry(server, repository, image, opts.patienceMs ?? PATIENCE_MS);
     server.on('request', (req, res) => reg.answer(req, res));
     await new Promise<void>((resolve, reject) => {
       server.once('error', (e) => reject(new TarportError('IO', `could not open a loopback port for Podman to pull from: ${messageOf(e)}`, { cause: e })));

@@ -195,13 +195,31 @@ describe('LoopbackRegistry streams the layers of a pull in the manifest order', 
   };
 
   it('a puller that reads every layer at once gets the earliest whole first, though it asked for it last', async () => {
-    const early = layerOf(8, 1);
-    const late = layerOf(48, 2);
-    reg = await LoopbackRegistry.start({ ...image(), blobs: [early.blob, late.blob] });
+    // the earlier layer is the larger: shared out evenly, the later one would end first
+    const early = layerOf(32, 1);
+    const late = layerOf(8, 2);
+    // the later layer has begun (its first MiB sent) when the earlier one is asked for, whatever the
+    // machine's load: its next chunks come only once the earlier layer was opened
+    let earlyAsked!: () => void;
+    const asked = new Promise<void>((r) => (earlyAsked = r));
+    const lateBlob = {
+      ...late.blob,
+      open: async () =>
+        Readable.from(
+          (async function* () {
+            yield late.body.subarray(0, 1 << 20);
+            await asked;
+            for (let i = 1; i < 8; i++) yield late.body.subarray(i << 20, (i + 1) << 20);
+          })(),
+        ),
+    };
+    const earlyBlob = { ...early.blob, open: async () => (earlyAsked(), early.blob.open()) };
+    // a patience no load reaches: the order is the turns', not the timers'
+    reg = await LoopbackRegistry.start({ ...image(), blobs: [earlyBlob, lateBlob] }, { patienceMs: 20_000 });
     const ended: string[] = [];
     const read = (l: typeof early, name: string) => get(`/v2/${reg!.repository}/blobs/${l.blob.digest}`).then((r) => (ended.push(name), r));
     const lateRead = read(late, 'late');
-    await sleep(5);
+    await vi.waitFor(() => expect(reg!.traffic.bytesSent).toBeGreaterThanOrEqual(1 << 20));
     const [a, b] = await Promise.all([read(early, 'early'), lateRead]);
     expect(ended).toEqual(['early', 'late']);
     expect(a.body.equals(early.body) && b.body.equals(late.body)).toBe(true);
