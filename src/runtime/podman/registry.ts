@@ -129,11 +129,13 @@ export class LoopbackRegistry {
   }
 
   private async stream(res: ServerResponse, blob: ServedBlob, headers: Record<string, string>): Promise<void> {
-    const src = await blob.open!();
-    res.writeHead(200, headers);
-    src.on('data', (c: Buffer) => (this.traffic.bytesSent += c.length));
+    // the turn is taken when the layer is asked for, not once it is open: a later layer must not
+    // run ahead while an earlier one is still being opened
     const turn = this.turns.join(this.places.get(blob.digest) ?? 0);
     try {
+      const src = await blob.open!();
+      res.writeHead(200, headers);
+      src.on('data', (c: Buffer) => (this.traffic.bytesSent += c.length));
       await pipeline(src, inTurn(res, blob.size, this.turns, turn, src.release));
     } finally {
       this.turns.leave(turn);

@@ -213,7 +213,8 @@ describe('LoopbackRegistry streams the layers of a pull in the manifest order', 
           })(),
         ),
     };
-    const earlyBlob = { ...early.blob, open: async () => (earlyAsked(), early.blob.open()) };
+    // and the earlier layer takes a while to open (a file on a slow disk): the later must not run ahead meanwhile
+    const earlyBlob = { ...early.blob, open: async () => (earlyAsked(), await new Promise((r) => setTimeout(r, 300)), early.blob.open()) };
     // a patience no load reaches: the order is the turns', not the timers'
     reg = await LoopbackRegistry.start({ ...image(), blobs: [earlyBlob, lateBlob] }, { patienceMs: 20_000 });
     const ended: string[] = [];
