@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { extname } from 'node:path';
 import type { Command, Option } from 'commander';
-import { z } from 'zod';
+import * as z from 'zod';
 import { TarportError } from '../errors.js';
 
 /**

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { DIGEST_RE } from '../crypto/index.js';
 import { TarportError, messageOf } from '../errors.js';
 import { ACKS_FOLDER } from './layout.js';

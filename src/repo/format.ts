@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { z } from 'zod';
+import * as z from 'zod';
 import { TarportError } from '../errors.js';
 import { FORMAT_KEY, OCI_LAYOUT_KEY } from './layout.js';
 import { parseWith, serialize } from './records.js';

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { z } from 'zod';
+import * as z from 'zod';
 import { blobInfo } from './objects.js';
 import { PENDING_FOLDER } from './layout.js';
 import { parseWith, serialize } from './records.js';

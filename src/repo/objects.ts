@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { z } from 'zod';
+import * as z from 'zod';
 import { Digester, Verifier, sha256 } from '../crypto/index.js';
 import { TarportError, isTarportError } from '../errors.js';
 import { givingBack } from '../lending.js';

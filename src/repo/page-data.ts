@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { hexOf } from '../crypto/index.js';
 import { PAGE_DATA_KEY, parseRecordFileName, recordKey } from './layout.js';
 import type { ReleaseRef } from './read.js';

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { DIGEST_RE } from '../crypto/index.js';
 import { TarportError } from '../errors.js';
 import { NAME_RE, TAG_RE } from './names.js';

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { hexOf, sha256 } from '../crypto/index.js';
 import { TarportError, isTarportError } from '../errors.js';
 import { blobKey } from './layout.js';

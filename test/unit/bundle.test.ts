@@ -1,4 +1,4 @@
-import { readdir, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ROOT, tarport, tempDir } from '../helpers.js';
@@ -26,5 +26,16 @@ describe('the bundle bin/tarport.js runs', () => {
   it('holds the worker threads beside the chunks that start them', async () => {
     const files = await readdir(join(ROOT, 'dist/bundle'));
     expect(files).toEqual(expect.arrayContaining(['main.js', 'zstdworker.js', 'copyworker.js']));
+  });
+
+  it('holds of zod only what src/ uses: its English messages, none of its other locales', async () => {
+    // `import { z } from 'zod'` kept all of zod (755 KB that every command parsed at start-up);
+    // `import * as z` lets esbuild leave out what no schema uses (docs/install.md, Start-up)
+    const dir = join(ROOT, 'dist/bundle');
+    const locales: string[] = [];
+    for (const f of (await readdir(dir)).filter((f) => f.endsWith('.js'))) {
+      for (const m of (await readFile(join(dir, f), 'utf8')).matchAll(/^\/\/ node_modules\/zod\/v4\/locales\/([^ \n]+)$/gm)) locales.push(m[1]!);
+    }
+    expect(locales).toEqual(['en.js']);
   });
 });
