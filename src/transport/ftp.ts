@@ -46,6 +46,8 @@ export class FtpTransport implements Transport {
   private readonly all = new Set<Client>();
   private busy = 0;
   private readonly waiters: (() => void)[] = [];
+  /** Closed by its owner: nothing more runs on it, and what was still running was given up. */
+  private closed = false;
   private readonly madeDirs = new Set<string>();
   private readonly root: string;
   private readonly retries: number;
@@ -83,8 +85,13 @@ export class FtpTransport implements Transport {
 
   // ---- connections -----------------------------------------------------------------------------
 
+  private closedError(): TarportError {
+    return new TarportError('ABORTED', `${this.location}: the connection was closed by its owner; the request in flight was given up`, { retryable: false });
+  }
+
   private async connect(): Promise<Client> {
     if (this.opts.signal?.aborted) throw new TarportError('ABORTED', `${this.location}: stopped`, { retryable: false });
+    if (this.closed) throw this.closedError();
     const c = new Client(this.timeoutMs);
     this.all.add(c);
     c.ftp.socket.once('close', () => this.all.delete(c));
@@ -108,7 +115,8 @@ export class FtpTransport implements Transport {
 
   /** Runs `fn` on a pooled connection; a connection that broke is dropped, not returned. */
   private async withClient<T>(fn: (c: Client) => Promise<T>): Promise<T> {
-    while (this.busy >= this.capabilities.maxConnections) await new Promise<void>((r) => this.waiters.push(r));
+    while (this.busy >= this.capabilities.maxConnections && !this.closed) await new Promise<void>((r) => this.waiters.push(r));
+    if (this.closed) throw this.closedError();
     if (this.opts.signal?.aborted) {
       this.waiters.shift()?.();
       throw new TarportError('ABORTED', `${this.location}: stopped`, { retryable: false });
@@ -118,12 +126,13 @@ export class FtpTransport implements Transport {
     try {
       c = this.idle.pop() ?? (await this.connect());
       const r = await fn(c);
-      if (!c.closed) this.idle.push(c);
+      if (this.closed) c.close();
+      else if (!c.closed) this.idle.push(c);
       return r;
     } catch (e) {
-      if (c && !c.closed && e instanceof FTPError) this.idle.push(c);
+      if (c && !c.closed && !this.closed && e instanceof FTPError) this.idle.push(c);
       else c?.close();
-      throw e;
+      throw this.closed ? this.closedError() : e;
     } finally {
       this.busy--;
       this.waiters.shift()?.();
@@ -133,6 +142,8 @@ export class FtpTransport implements Transport {
   /** Maps a basic-ftp or socket error to what the caller does next. */
   private classify(e: unknown, op: string): TarportError {
     if (e instanceof TarportError) return e;
+    // a request cut by close(): not a fault of the server's, and not to be tried again
+    if (this.closed) return this.closedError();
     const where = `${op} on ${this.location}`;
     if (e instanceof FTPError) {
       const code = e.code;
@@ -326,11 +337,17 @@ export class FtpTransport implements Transport {
     await this.retry(`remove ${key}`, () => this.withClient((c) => c.remove(p, true).then(() => undefined)));
   }
 
+  /**
+   * Closes every connection, the busy ones too: a request still in flight when the owner closes the
+   * transport was given up (a bounded acknowledgement that ran out of time, say), and a connection
+   * left open to a server that never answers would keep the process alive past its own bounds.
+   */
   async close(): Promise<void> {
-    for (const c of this.idle.splice(0)) {
-      c.close();
-      this.all.delete(c);
-    }
+    this.closed = true;
+    this.idle.length = 0;
+    for (const c of this.all) c.close();
+    this.all.clear();
+    for (const w of this.waiters.splice(0)) w();
   }
 }
 

@@ -12,6 +12,8 @@ export interface Lies {
   readonly endlessList?: readonly string[];
   /** RETR of these files sends bytes without end. */
   readonly endlessRetr?: readonly string[];
+  /** RETR of these files sends one chunk, then nothing, and keeps the connection open (a silent link). */
+  readonly stalledRetr?: readonly string[];
   /** SIZE of a file answers this instead of its size. */
   readonly size?: (path: string, real: number) => number;
 }
@@ -20,6 +22,8 @@ export interface LyingFtp {
   readonly port: number;
   /** Data bytes sent so far (all connections): what a client read before it stopped. */
   readonly sent: () => number;
+  /** Control connections accepted so far. */
+  readonly logins: () => number;
   close(): Promise<void>;
 }
 
@@ -27,9 +31,13 @@ const line = (s: Socket, text: string) => !s.destroyed && s.write(`${text}\r\n`)
 
 export async function startLyingFtp(root: string, lies: Lies = {}): Promise<LyingFtp> {
   let sent = 0;
+  let logins = 0;
+  let closing!: () => void;
+  const closed = new Promise<void>((r) => (closing = r));
   const sockets = new Set<Socket>();
   const servers = new Set<Server>();
   const control = createServer((s) => {
+    logins++;
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
     s.on('error', () => undefined);
@@ -87,6 +95,10 @@ export async function startLyingFtp(root: string, lies: Lies = {}): Promise<Lyin
         yield Buffer.from(`${st.isDirectory() ? 'd' : '-'}rw-r--r-- 1 ftp ftp ${st.size} Jan 01 00:00 ${name}\r\n`);
       }
     };
+    const stalled = async function* (): AsyncIterable<Buffer> {
+      yield Buffer.alloc(1 << 16, 0x20);
+      await closed;
+    };
     const endless = function* (): Iterable<Buffer> {
       const b = Buffer.alloc(1 << 16, 0x20);
       for (;;) yield b;
@@ -141,6 +153,7 @@ export async function startLyingFtp(root: string, lies: Lies = {}): Promise<Lyin
           const from = rest;
           rest = 0;
           if ((lies.endlessRetr ?? []).includes(resolve(arg))) return transfer(endless);
+          if ((lies.stalledRetr ?? []).includes(resolve(arg))) return transfer(stalled);
           const st = await stat(local(arg)).catch(() => undefined);
           if (!st?.isFile()) return line(s, '550 no such file');
           return transfer(() => createReadStream(local(arg), { start: from }) as AsyncIterable<Buffer>);
@@ -175,7 +188,9 @@ export async function startLyingFtp(root: string, lies: Lies = {}): Promise<Lyin
   return {
     port,
     sent: () => sent,
+    logins: () => logins,
     close: async () => {
+      closing();
       for (const so of sockets) so.destroy();
       for (const srv of servers) srv.close();
       await new Promise<void>((r) => control.close(() => r()));

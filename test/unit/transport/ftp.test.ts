@@ -1,6 +1,6 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { TarportError } from '../../../src/errors.js';
 import { FtpTransport } from '../../../src/transport/ftp.js';
 import { ListingTooLargeError } from '../../../src/transport/ftpdata.js';
@@ -61,6 +61,44 @@ describe('FTP folder listings', () => {
       expect(server.sent()).toBeGreaterThan(1 << 20);
     } finally {
       await t.close();
+      await server.close();
+    }
+  });
+});
+
+describe('FTP close()', () => {
+  let root: string;
+  beforeAll(async () => {
+    root = await tempDir('tarport-ftp-close-');
+    await writeFile(join(root, 'stall.json'), 'x'.repeat(1 << 20));
+  });
+  afterAll(() => rm(root, { recursive: true, force: true }));
+
+  it('ends a request still in flight on a silent server at once, retries nothing, and refuses what comes after', async () => {
+    const server = await startLyingFtp(root, { stalledRetr: ['/stall.json'] });
+    // a timeout and retries far longer than the test: only close() can end the read in time
+    const t = new FtpTransport(parseLocation(`ftp://t@127.0.0.1:${server.port}/`) as ConstructorParameters<typeof FtpTransport>[0], { password: 't', retries: 5, timeoutMs: 60_000 });
+    try {
+      const reading = t.readTo('stall.json', () => undefined).then(
+        () => 'read to the end',
+        (e: unknown) => e,
+      );
+      await vi.waitFor(() => expect(server.sent()).toBeGreaterThan(0));
+      const logins = server.logins();
+      await t.close();
+      const outcome = await Promise.race([reading, new Promise((r) => setTimeout(() => r('still running 5 s after close()'), 5000))]);
+      expect(outcome).toBeInstanceOf(TarportError);
+      expect((outcome as TarportError).code).toBe('ABORTED');
+      expect((outcome as TarportError).retryable).toBe(false);
+      const after = await t.stat('stall.json').then(
+        () => 'answered',
+        (e: unknown) => e,
+      );
+      expect((after as TarportError).code).toBe('ABORTED');
+      // no connection was opened again to retry the read or to serve the request after close()
+      await new Promise((r) => setTimeout(r, 300));
+      expect(server.logins()).toBe(logins);
+    } finally {
       await server.close();
     }
   });
