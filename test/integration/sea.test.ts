@@ -19,13 +19,15 @@ let arm64: string;
 
 beforeAll(async () => {
   dir = await tempDir();
-  // built from a copy of the working tree: build-sea rebuilds dist/, which the test files running
-  // beside this one run the CLI from meanwhile (node_modules hard-linked, as in package.test.ts)
+  // built from a copy of the working tree and of the dist/ that scripts/test built from it
+  // (SEA_PREBUILT: a second tsc and bundle cost the suite ~25 CPU seconds), so that nothing here
+  // touches the dist/ the test files beside this one run the CLI from (node_modules hard-linked, as
+  // in package.test.ts, which builds from a clean copy as `npm pack` does)
   const copy = join(dir, 'src');
   await mkdir(copy);
-  for (const f of ['package.json', 'package-lock.json', 'tsconfig.json', 'bin', 'src', 'scripts']) await run('cp', ['-a', join(ROOT, f), copy]);
+  for (const f of ['package.json', 'package-lock.json', 'tsconfig.json', 'bin', 'src', 'scripts', 'dist']) await run('cp', ['-a', join(ROOT, f), copy]);
   await run('cp', ['-al', join(ROOT, 'node_modules'), copy]);
-  await run('bash', [join(copy, 'scripts/build-sea'), 'x64', 'arm64'], { env: { ...process.env, SEA_OUT: join(dir, 'sea') }, timeout: 600_000, maxBuffer: 64 << 20 });
+  await run('bash', [join(copy, 'scripts/build-sea'), 'x64', 'arm64'], { env: { ...process.env, SEA_OUT: join(dir, 'sea'), SEA_PREBUILT: '1' }, timeout: 600_000, maxBuffer: 64 << 20 });
   exe = join(dir, 'sea', 'tarport-linux-x64');
   arm64 = join(dir, 'sea', 'tarport-linux-arm64');
 }, 660_000);
