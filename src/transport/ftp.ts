@@ -301,10 +301,11 @@ export class FtpTransport implements Transport {
       what,
       ...(opts.signal ? { signal: opts.signal } : {}),
       retryable: (e) => this.classify(e, 'upload').retryable,
-      upload: async (offset) => {
+      upload: async (offset, sourceEnded) => {
         try {
           const signal = opts.signal ?? new AbortController().signal;
-          return await this.withClient((c) => store(c.ftp, offset > 0 ? 'APPE' : 'STOR', p, source, offset, what, { signal, timeoutMs: this.timeoutMs, passive: this.passive }));
+          const onSourceEnd = (sent: number) => sourceEnded(offset + sent);
+          return await this.withClient((c) => store(c.ftp, offset > 0 ? 'APPE' : 'STOR', p, source, offset, what, { signal, timeoutMs: this.timeoutMs, passive: this.passive, onSourceEnd }));
         } catch (e) {
           throw this.classify(e, `upload ${key}`);
         }

@@ -375,7 +375,7 @@ class WriteWatch {
  * STOR (or APPE, to resume) `path` with the source's bytes from `from` on. Resolves with the bytes
  * sent once the server confirmed the transfer.
  */
-export async function store(ftp: FTPContext, verb: 'STOR' | 'APPE', path: string, source: Source, from: number, what: string, opts: DataOptions): Promise<number> {
+export async function store(ftp: FTPContext, verb: 'STOR' | 'APPE', path: string, source: Source, from: number, what: string, opts: DataOptions & { readonly onSourceEnd?: (sent: number) => void }): Promise<number> {
   let data: Socket | undefined;
   const onAbort = () => data?.destroy(opts.signal.reason instanceof Error ? opts.signal.reason : new TarportError('ABORTED', `${what}: stopped`));
   opts.signal.addEventListener('abort', onAbort, { once: true });
@@ -406,6 +406,8 @@ export async function store(ftp: FTPContext, verb: 'STOR' | 'APPE', path: string
         writes.ending();
         d.end();
         await once(d, 'finish');
+        // every byte went out; what follows is the server's confirmation (226), which may not come
+        opts.onSourceEnd?.(sent);
         writes.stop();
         d.setTimeout(opts.timeoutMs);
         watch.dataEnded();

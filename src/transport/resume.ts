@@ -164,8 +164,10 @@ export interface ResumableWriteOptions {
   /**
    * One upload attempt: send the source's bytes from `offset` on (APPE, or a write at an offset);
    * resolve with the bytes sent. A source that fails rejects with a source error (not retryable).
+   * `sourceEnded(total)`: the attempt handed the source's last byte to the link (the source holds
+   * `total`) and waits for the server to confirm it.
    */
-  readonly upload: (offset: number) => Promise<number>;
+  readonly upload: (offset: number, sourceEnded: (total: number) => void) => Promise<number>;
   /** How many bytes the server holds now (undefined: nothing). */
   readonly remoteSize: () => Promise<number | undefined>;
   /** Removes what a failed upload left. */
@@ -180,12 +182,22 @@ export interface ResumableWriteOptions {
  */
 export async function resumableWrite(opts: ResumableWriteOptions): Promise<{ size: number }> {
   let total = 0;
+  let sourceTotal: number | undefined;
+  const sourceEnded = (n: number) => void (sourceTotal = n);
   for (let attempt = 0; ; attempt++) {
     opts.signal?.throwIfAborted();
-    const have = attempt === 0 ? 0 : ((await opts.remoteSize().catch(() => 0)) ?? 0);
+    const held = attempt === 0 ? undefined : await opts.remoteSize().catch(() => undefined);
+    const have = held ?? 0;
     if (attempt > 0) opts.onResume?.(have);
+    // an attempt sent every byte and only the server's confirmation was lost (a control connection
+    // gone silent): the server holds them all, and an upload of nothing would be refused by some
+    // servers (vsftpd answers an empty APPE to a file an earlier session wrote with 426)
+    if (held !== undefined && held === sourceTotal) {
+      total = have;
+      break;
+    }
     try {
-      total = have + (await opts.upload(have));
+      total = have + (await opts.upload(have, sourceEnded));
       break;
     } catch (e) {
       // a failing source is not the server's fault: it is not retryable, so this gives up at once

@@ -217,7 +217,8 @@ describe('idle timeout: a silent link is found and the transfer resumes on a new
     // control connection, which passes the proxy, goes silent
     const proxy = await new CuttingProxy({ host: '127.0.0.1', port: portOf(url) }, [], 'stream').start();
     const resumes: number[] = [];
-    const t = await open(withPort(url, proxy.port), { idleTimeoutMs: IDLE, onResume: () => resumes.push(Date.now()), connections: 1 }, sub);
+    const resumedAt: number[] = [];
+    const t = await open(withPort(url, proxy.port), { idleTimeoutMs: IDLE, onResume: (at) => (resumedAt.push(at), resumes.push(Date.now())), connections: 1 }, sub);
     // the source is replayed on the resume: only the first attempt meets the stall
     async function* silencedAtEnd() {
       yield data;
@@ -225,6 +226,9 @@ describe('idle timeout: a silent link is found and the transfer resumes on a new
     }
     await t.write('blob', () => Readable.from(silencedAtEnd()));
     expect(proxy.stalls.length).toBe(1);
+    // the server held every byte: one look at its size, and no upload of nothing (which vsftpd
+    // answered with 426 while the first session's file was still its own)
+    expect(resumedAt).toEqual([SIZE]);
     const direct = await open(url, {}, sub);
     expect((await readAll(direct, 'blob')).equals(data)).toBe(true);
     const parts: Buffer[] = [];

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { TarportError } from '../../../src/errors.js';
-import { resumableInto, sinkStream } from '../../../src/transport/resume.js';
+import { resumableInto, resumableWrite, sinkStream } from '../../../src/transport/resume.js';
 
 const data = randomBytes(100_000);
 const opts = { offset: 0, retries: 3, what: 'read x', retryable: () => true };
@@ -123,5 +123,56 @@ describe('sinkStream', () => {
     const err = await new Promise<unknown>((r) => s.on('error', r).resume());
     expect(err).toBeInstanceOf(TarportError);
     expect((err as Error).message).toMatch(/read z: 550 gone/);
+  });
+});
+
+describe('resumableWrite', () => {
+  /** A server that holds what the attempts wrote; each attempt in `lost` sends all, then loses the confirmation. */
+  function server(total: number, lost: number, heldAfterLoss = total) {
+    const offsets: number[] = [];
+    let held: number | undefined;
+    const upload = async (offset: number, sourceEnded: (n: number) => void) => {
+      offsets.push(offset);
+      held = total;
+      sourceEnded(total);
+      if (offsets.length <= lost) {
+        held = heldAfterLoss;
+        throw Object.assign(new Error('no reply within the idle timeout'), { code: 'ETIMEDOUT' });
+      }
+      return total - offset;
+    };
+    return { upload, offsets, remoteSize: async () => held };
+  }
+  const base = { retries: 3, what: 'upload x', retryable: () => true, cleanup: async () => undefined };
+
+  it('an attempt that sent every byte and lost only the confirmation is not sent again', async () => {
+    const s = server(100_000, 1);
+    const resumes: number[] = [];
+    const r = await resumableWrite({ ...base, upload: s.upload, remoteSize: s.remoteSize, onResume: (at) => resumes.push(at) });
+    expect(r).toEqual({ size: 100_000 });
+    expect(s.offsets).toEqual([0]);
+    expect(resumes).toEqual([100_000]);
+  });
+
+  it('a server that holds less than the source sent gets the rest', async () => {
+    const s = server(100_000, 1, 60_000);
+    const r = await resumableWrite({ ...base, upload: s.upload, remoteSize: s.remoteSize });
+    expect(r).toEqual({ size: 100_000 });
+    expect(s.offsets).toEqual([0, 60_000]);
+  });
+
+  it('an empty source whose file the server does not hold is sent again', async () => {
+    let held: number | undefined;
+    const offsets: number[] = [];
+    const upload = async (offset: number, sourceEnded: (n: number) => void) => {
+      offsets.push(offset);
+      sourceEnded(0);
+      if (offsets.length === 1) throw new Error('cut before the file was made');
+      held = 0;
+      return 0;
+    };
+    const r = await resumableWrite({ ...base, upload, remoteSize: async () => held });
+    expect(r).toEqual({ size: 0 });
+    expect(offsets).toEqual([0, 0]);
   });
 });
