@@ -86,6 +86,8 @@ export class HttpTransport implements Transport {
   private readonly auth: string | undefined;
   private readonly idleMs: number;
   private readonly retries: number;
+  /** Closed by its owner: what was still in flight was given up, and nothing more is tried. */
+  private closed = false;
 
   constructor(
     loc: HttpLocation,
@@ -142,6 +144,7 @@ export class HttpTransport implements Transport {
 
   private classify(e: unknown, what: string): TarportError {
     if (e instanceof TarportError) return e;
+    if (this.closed) return new TarportError('ABORTED', `${what}: the transport was closed by its owner; the request in flight was given up`, { cause: e, retryable: false });
     const code = errorCode(e);
     if (code === 'ABORT_ERR' || (e as Error | undefined)?.name === 'AbortError') return new TarportError('ABORTED', `${what}: aborted`, { cause: e });
     if (code && TLS_TRUST_CODES.has(code)) {
@@ -267,10 +270,16 @@ export class HttpTransport implements Transport {
     this.readOnly(`remove ${key}`);
   }
 
+  /**
+   * Cuts every connection, a request still in flight too: its caller gave it up, and the pool's own
+   * close() would wait for it to end, which a server that trickles bytes puts off without bound.
+   */
   async close(): Promise<void> {
-    // the command's signal destroyed every connection already (a destroyed pool refuses close)
+    if (this.closed) return;
+    this.closed = true;
+    // the command's signal destroyed every connection already (a destroyed pool refuses another)
     if (this.opts.signal?.aborted) return;
-    await this.dispatcher.close();
+    await this.dispatcher.destroy();
   }
 }
 

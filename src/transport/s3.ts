@@ -427,7 +427,9 @@ export class S3Transport implements Transport {
     }
   }
 
+  /** A request still in flight was given up by its caller: it is aborted (not retried), then the connections go. */
   async close(): Promise<void> {
+    this.stop.abort(new TarportError('ABORTED', `${this.location}: the transport was closed by its owner`, { retryable: false }));
     this.client.destroy();
   }
 }

@@ -1,5 +1,7 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, onTestFinished, vi } from 'vitest';
+import { TarportError } from '../../../src/errors.js';
 import { S3Transport } from '../../../src/transport/s3.js';
+import { startTrickle, type Trickle } from '../../trickle.js';
 
 // How SDK and socket errors become typed ones: from names, codes and HTTP statuses only (the
 // transport against a real server: test/integration/s3.test.ts).
@@ -51,5 +53,40 @@ describe('S3Transport.classify', () => {
   it('names the location with the endpoint', () => {
     expect(t.location).toBe('s3://releases/site (http://127.0.0.1:1)');
     expect(t.capabilities).toMatchObject({ atomicRename: true, atomicWrite: true, local: false });
+  });
+});
+
+describe('S3Transport.close()', () => {
+  let server: Trickle | undefined;
+  afterEach(async () => {
+    await server?.close();
+    server = undefined;
+  });
+
+  it('cuts a read still in flight at once, even one that never goes idle, and does not retry it', async () => {
+    const s = (server = await startTrickle());
+    // credentials as the SDK reads them, put back afterwards (the unit files share one process)
+    const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
+    process.env.AWS_ACCESS_KEY_ID = 'test-key';
+    process.env.AWS_SECRET_ACCESS_KEY = 'test-secret';
+    onTestFinished(() => {
+      for (const [k, v] of [['AWS_ACCESS_KEY_ID', saved.id], ['AWS_SECRET_ACCESS_KEY', saved.secret]] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    });
+    // an idle timeout the trickle never reaches, and retries: only close() can end the read in time
+    const c = new S3Transport({ kind: 's3', bucket: 'releases', prefix: 'site' }, { endpoint: `http://127.0.0.1:${s.port}`, region: 'us-east-1', pathStyle: true, idleTimeoutMs: 5000, retries: 5 });
+    const reading = c.readTo('blob', () => undefined).then(
+      () => 'read to the end',
+      (e: unknown) => e,
+    );
+    await vi.waitFor(() => expect(s.sent()).toBeGreaterThan(2));
+    await c.close();
+    const outcome = await Promise.race([reading, new Promise((r) => setTimeout(() => r('the read still running 3 s after close()'), 3000))]);
+    expect(outcome).toBeInstanceOf(TarportError);
+    expect((outcome as TarportError).code).toBe('ABORTED');
+    expect((outcome as TarportError).retryable).toBe(false);
+    expect(s.requests()).toBe(1);
   });
 });
