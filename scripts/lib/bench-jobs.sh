@@ -11,6 +11,10 @@
 #             docker-daemon: transport ignores DOCKER_HOST (it fails with "writing blob: io:
 #             read/write on closed pipe"): the daemon is named with --dest-daemon-host
 #   tarport   docker save; tarport push over SFTP; tarport pull (and load) over SFTP
+# and Docker's own share, on loopback only (no link is crossed), the floor under the targets:
+#   save      docker save -o alone: the first step of every contender's job (an update's too)
+#   docker    docker save -o, then docker load -i of that file into the consumer daemon: the two
+#             steps of a store-and-forward job with the transfer taken out
 # for cases: fresh (v1 into an empty daemon), update (v2 into a daemon holding v1), many (40 layers)
 # and few (the same bytes in 4), each on loopback and through the tests' own proxy shaped to
 # 1 Gbit/s and 100 Mbit/s (BENCH_LINKS). A row: wall seconds, bytes over the link (the proxy's
@@ -106,6 +110,12 @@ cmd_skopeo() { # IMAGE
   else up="scp -q -r $(sshopts) -P $PORT $W/oci $suser@127.0.0.1:$home/oci"; down="scp -q -r $(sshopts) -P $PORT $suser@127.0.0.1:$home/oci $W/oci-dl"; fi
   echo "rm -rf $W/oci $W/oci-dl; $P save -o $W/sk.tar $1; skopeo copy -q docker-archive:$W/sk.tar oci:$W/oci:$1; $up; $down; skopeo copy -q --dest-daemon-host $TP_SOCK_consumer oci:$W/oci-dl:$1 docker-daemon:$1; rm -rf $W/sk.tar $W/oci $W/oci-dl"
 }
+cmd_save() { # IMAGE
+  echo "$P save -o $W/floor.tar $1; rm -f $W/floor.tar"
+}
+cmd_docker() { # IMAGE
+  echo "$P save -o $W/floor.tar $1; $C load -q -i $W/floor.tar; rm -f $W/floor.tar"
+}
 cmd_tarport() { # IMAGE
   local url="sftp://$suser@127.0.0.1:$PORT$home/repo" keys="--identity $TP_SFTP_IDENTITY --known-hosts $KH"
   echo "$P save -o $W/tp.tar $1; $TP push --init $W/tp.tar --to $url $keys --json > $J/$CASE-tarport-$LINK.push.json; DOCKER_HOST=$TP_SOCK_consumer $TP pull --from $url $keys --state $W/tp-state --json > $J/$CASE-tarport-$LINK.pull.json; rm -f $W/tp.tar"
@@ -125,7 +135,7 @@ start_link() { # RATE (bytes/s): a proxy in front of the sshd; sets PORT and PRO
 stop_link() { [ -z "${PROXY_PID:-}" ] || { kill "$PROXY_PID"; wait "$PROXY_PID" 2>/dev/null || true; }; PROXY_PID=; }
 
 LINKS=${BENCH_LINKS:-loopback 1gbit 100mbit}
-CONTENDERS=${BENCH_CONTENDERS:-book pipeline skopeo tarport}
+CONTENDERS=${BENCH_CONTENDERS:-book pipeline skopeo tarport save docker}
 for LINK in $LINKS; do
   case $LINK in
     loopback) PORT=$sshport; PROXY_PID=;;
@@ -135,6 +145,8 @@ for LINK in $LINKS; do
   esac
   tp_log "jobs on link $LINK"
   for who in $CONTENDERS; do
+    # Docker's own share crosses no link: measured once, on loopback
+    case $who in save | docker) [ "$LINK" = loopback ] || continue ;; esac
     empty_consumer; clean_server; rm -rf "$W/tp-state"
     CASE=fresh; job fresh "$who" "$(cmd_$who tarport-bench/app:1)"
     if [ "$who" != skopeo ]; then

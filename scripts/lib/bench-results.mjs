@@ -78,11 +78,33 @@ export function jobRatios(jobs) {
     const few = find('few', 'tarport', link);
     if (many && few) out.push({ name: `40 layers / 4 layers, ${LINK_NAME[link]}`, value: many.seconds / few.seconds, target: 1.2, better: 'lower', detail: `${many.seconds.toFixed(2)} s vs ${few.seconds.toFixed(2)} s` });
   }
+  out.push(...floorRatios(find));
   const tpRows = jobs.filter((j) => j.contender === 'tarport');
   if (tpRows.length) {
     const peak = Math.max(...tpRows.map((j) => j.peakRssKiB)) / 1024;
     out.push({ name: 'tarport peak RSS / 256 MiB (every job)', value: peak / 256, target: 1, better: 'lower', detail: `${peak.toFixed(0)} MiB` });
   }
+  return out;
+}
+
+/**
+ * Docker's own share of the jobs, the floor under issue 16's targets (no target of their own):
+ * `docker save` alone against the book's update (every contender saves the whole image, an update
+ * too), save and load with no transfer against the pipeline (which overlaps the two in one stream,
+ * where a repository in between runs them one after the other), the 40-layer image against 4 layers
+ * for save and load alone, and what tarport's job adds to save and load.
+ * @param {(c: string, who: string, link: string) => Job | undefined} find @returns {Ratio[]}
+ */
+function floorRatios(find) {
+  /** @type {Ratio[]} */
+  const out = [];
+  const bound = (name, a, b) => {
+    if (a && b) out.push({ name, value: a.seconds / b.seconds, target: null, better: 'lower', detail: `${a.seconds.toFixed(2)} s vs ${b.seconds.toFixed(2)} s` });
+  };
+  bound('floor: update, docker save alone / book, loopback', find('update', 'save', 'loopback'), find('update', 'book', 'loopback'));
+  bound('floor: fresh, docker save + load alone / pipeline, loopback', find('fresh', 'docker', 'loopback'), find('fresh', 'pipeline', 'loopback'));
+  bound('floor: 40 layers / 4 layers, docker save + load alone', find('many', 'docker', 'loopback'), find('few', 'docker', 'loopback'));
+  bound('fresh, loopback: tarport / docker save + load alone', find('fresh', 'tarport', 'loopback'), find('fresh', 'docker', 'loopback'));
   return out;
 }
 
@@ -145,12 +167,13 @@ const fmtBytes = (b) => (b === null || b === undefined ? '–' : b >= 1e9 ? `${(
  */
 export function readmeTable(run) {
   const find = jobFinder(run.jobs);
-  const who = ['tarport', 'pipeline', 'book', 'skopeo'];
+  const who = ['tarport', 'pipeline', 'book', 'skopeo', 'save', 'docker'];
+  const header = { save: 'docker save alone', docker: 'docker save + load alone' };
   const lines = [
     `Run of ${run.date.slice(0, 16).replace('T', ' ')} UTC${run.quick ? ' (quick mode)' : ''}, storage driver ${run.storageDriver}, fresh image ${fmtBytes(run.archiveBytes)}. A cell: wall time · bytes over the link · CPU seconds · peak RSS.`,
     ...(run.note ? ['', run.note] : []),
     '',
-    `| job | link | ${who.join(' | ')} |`,
+    `| job | link | ${who.map((w) => header[w] ?? w).join(' | ')} |`,
     `|---|---|${who.map(() => '---|').join('')}`,
   ];
   for (const c of ['fresh', 'update', 'many', 'few']) {

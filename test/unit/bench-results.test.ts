@@ -64,6 +64,21 @@ describe('jobRatios', () => {
     expect(byName('fresh, 1 Gbit/s: tarport / book')).toBeUndefined();
     expect(ratios).toHaveLength(5);
   });
+
+  it("gives Docker's own share as floors without targets, each from its own rows", () => {
+    const floors = jobRatios([
+      ...jobs,
+      job('update', 'book', 'loopback', 20), job('update', 'save', 'loopback', 8),
+      job('fresh', 'docker', 'loopback', 5), job('many', 'docker', 'loopback', 12), job('few', 'docker', 'loopback', 3),
+    ]);
+    const floor = (n: string) => floors.find((r) => r.name === n);
+    expect(floor('floor: update, docker save alone / book, loopback')).toMatchObject({ value: 0.4, target: null, detail: '8.00 s vs 20.00 s' });
+    expect(floor('floor: fresh, docker save + load alone / pipeline, loopback')).toMatchObject({ value: 1.25, target: null });
+    expect(floor('floor: 40 layers / 4 layers, docker save + load alone')).toMatchObject({ value: 4, target: null });
+    expect(floor('fresh, loopback: tarport / docker save + load alone')).toMatchObject({ value: 1.6, target: null });
+    // without the rows there is no floor (the jobs above have none of save's or docker's)
+    expect(ratios.filter((r) => r.name.startsWith('floor'))).toEqual([]);
+  });
 });
 
 describe('runtimeRatios', () => {
@@ -132,7 +147,8 @@ describe('README table and chart', () => {
   it('writes a line per job and link, and the ratios with their verdict', () => {
     const t = readmeTable(run);
     expect(t).toContain('storage driver overlay2');
-    expect(t).toContain('| fresh | loopback | 8.00 s · 400 MB · 8.0 s · 100 MiB | — | 10.00 s · – · 10.0 s · 100 MiB | — |');
+    expect(t).toContain('| job | link | tarport | pipeline | book | skopeo | docker save alone | docker save + load alone |');
+    expect(t).toContain('| fresh | loopback | 8.00 s · 400 MB · 8.0 s · 100 MiB | — | 10.00 s · – · 10.0 s · 100 MiB | — | — | — |');
     expect(t).toContain('| fresh, loopback: tarport / book (8 s vs 10 s) | 0.80 | ≤ 1 | met |');
     expect(t).not.toContain('Failed');
     expect(readmeTable({ ...run, note: 'stopped at the deadline' })).toContain('\n\nstopped at the deadline\n');
