@@ -139,8 +139,16 @@ export class SftpTransport implements Transport {
     return undefined;
   }
 
+  /** Set by close(): nothing more is asked of the server, and what close() cut is not tried again. */
+  private closed = false;
+
+  private closedError(op: string): TarportError {
+    return new TarportError('ABORTED', `${op} on ${this.location}: the transport was closed`, { retryable: false });
+  }
+
   /** Why a session's requests will never be answered: its connection stalled or dropped. */
   private lost(session: Session, op: string): TarportError {
+    if (this.closed) return this.closedError(op);
     const f = session.fault;
     const why = isTarportError(f) ? f.message : `the connection was lost${f ? ` (${messageOf(f)})` : ''}`;
     return new TarportError('CONNECTION', `${op} on ${this.location}: ${why}`, { cause: f, retryable: true });
@@ -214,6 +222,7 @@ export class SftpTransport implements Transport {
         client.sftp((err, s) => (err ? reject(this.classify(err, 'open SFTP')) : resolve(s)));
       });
       session.sftp = sftp;
+      sftp.once('close', () => endedChannels.add(sftp));
       const drop = () => {
         if (this.session === current) this.session = undefined;
       };
@@ -238,6 +247,7 @@ export class SftpTransport implements Transport {
 
   private sess(): Promise<Session> {
     if (this.opts.signal?.aborted) return Promise.reject(new TarportError('ABORTED', `${this.location}: stopped`, { retryable: false }));
+    if (this.closed) return Promise.reject(this.closedError('connect'));
     if (!this.session) {
       const s = this.connectOnce();
       this.session = s;
@@ -252,6 +262,8 @@ export class SftpTransport implements Transport {
   }
 
   private classify(e: unknown, op: string): TarportError {
+    // whatever a request cut by close() failed with, it was cut on purpose: never tried again
+    if (this.closed && !(e instanceof TarportError && !e.retryable)) return this.closedError(op);
     if (e instanceof TarportError) return e;
     const where = `${op} on ${this.location}`;
     const msg = messageOf(e);
@@ -423,26 +435,35 @@ export class SftpTransport implements Transport {
     this.sess().catch(() => undefined);
   }
 
+  /**
+   * Ends the session and cuts what is still in flight: a handshake under way (a command that failed
+   * before its first request), or a request a bounded caller gave up on (the acknowledgement's 5 s).
+   * Neither is waited for: a slow or silent server must not hold the exit for its timeout and
+   * retries. Anything asked after, or cut by it, ends ABORTED.
+   */
   async close(): Promise<void> {
+    this.closed = true;
     const s = this.session;
     this.session = undefined;
-    if (!s) return;
-    // a handshake still under way (a command that failed before its first request) is cut, not
-    // waited for: a slow server must not hold the exit for its timeout
-    if (!this.established.has(s)) {
-      s.catch(() => undefined);
-      for (const sock of this.sockets) sock.destroy();
-      return;
-    }
-    (await s.catch(() => undefined))?.client.end();
+    if (s && this.established.has(s)) (await s.catch(() => undefined))?.client.end();
+    else s?.catch(() => undefined);
+    // end() says goodbye; the sockets go now, whatever the server does with it
+    for (const sock of this.sockets) sock.destroy();
   }
 
   /** Sessions whose handshake completed. */
   private readonly established = new WeakSet<Promise<Session>>();
 }
 
-/** Closes a remote file handle; a connection that died never answers, so do not wait long. */
+/** SFTP channels that closed: a request sent on one is never answered (ssh2 drops it unanswered). */
+const endedChannels = new WeakSet<SFTPWrapper>();
+
+/**
+ * Closes a remote file handle; a connection that died never answers, so do not wait long, and not
+ * at all once the channel closed (close() cutting a transfer would otherwise hold it 2 s).
+ */
 function closeHandle(s: SFTPWrapper, handle: Buffer): Promise<void> {
+  if (endedChannels.has(s)) return Promise.resolve();
   return new Promise<void>((resolve) => {
     const t = setTimeout(resolve, 2000);
     try {

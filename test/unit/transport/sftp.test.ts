@@ -1,11 +1,15 @@
 import { EventEmitter, once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
-import { Readable } from 'node:stream';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { SFTPWrapper } from 'ssh2';
 import { describe, expect, it } from 'vitest';
 import { PipelinedWriter, SftpTransport, WRITE_DEPTH } from '../../../src/transport/sftp.js';
 import { parseLocation } from '../../../src/transport/location.js';
+import { TarportError } from '../../../src/errors.js';
 
 /** An SFTP session that answers each write after a tick, writing into `file`, and counts writes unanswered. */
 function fakeSession(fail?: { atRequest: number }) {
@@ -80,6 +84,75 @@ describe('SftpTransport.connectEarly', () => {
     } finally {
       for (const c of held) c.destroy();
       server.close();
+    }
+  });
+});
+
+/**
+ * An SSH server of the test's own (ssh2's Server) that lets anyone in, says every file is 1 MiB,
+ * and never answers a READ: a transfer hangs in flight, as on a server stuck behind a dead disk.
+ */
+async function stallingSftpServer() {
+  const { Server, utils } = await import('ssh2');
+  const keys = utils.generateKeyPairSync('ed25519');
+  const stats = { connections: 0, reads: 0 };
+  const clients = new Set<{ end(): unknown }>();
+  const server = new Server({ hostKeys: [keys.private] }, (client) => {
+    stats.connections++;
+    clients.add(client);
+    client.on('error', () => undefined);
+    client.on('authentication', (ctx) => ctx.accept());
+    client.on('ready', () =>
+      client.on('session', (accept) =>
+        accept().on('sftp', (acceptSftp) => {
+          const sftp = acceptSftp();
+          const attrs = { mode: 0o100644, size: 1 << 20, uid: 0, gid: 0, atime: 0, mtime: 0 };
+          sftp.on('STAT', (id) => sftp.attrs(id, attrs));
+          sftp.on('LSTAT', (id) => sftp.attrs(id, attrs));
+          sftp.on('OPEN', (id) => sftp.handle(id, Buffer.from('h')));
+          sftp.on('READ', () => void stats.reads++);
+          sftp.on('CLOSE', (id) => sftp.status(id, 0));
+        }),
+      ),
+    );
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as AddressInfo).port;
+  const dir = await mkdtemp(join(tmpdir(), 'tp-sftp-'));
+  const knownHosts = join(dir, 'known_hosts');
+  await writeFile(knownHosts, `[127.0.0.1]:${port} ${keys.public.split(' ').slice(0, 2).join(' ')}\n`);
+  return {
+    port,
+    knownHosts,
+    stats,
+    stop: async () => {
+      for (const c of clients) c.end();
+      server.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+describe('SftpTransport.close', () => {
+  it('cuts a read still in flight at once: it ends ABORTED, and no new connection is made for it', async () => {
+    const srv = await stallingSftpServer();
+    try {
+      const t = new SftpTransport(parseLocation(`sftp://u@127.0.0.1:${srv.port}/r`) as never, { timeoutMs: 30_000, password: 'x', knownHosts: srv.knownHosts });
+      const reading = pipeline(await t.read('objects/x'), new Writable({ write: (_c, _e, cb) => cb() }));
+      const outcome = reading.then(() => 'read to the end', (e: unknown) => e);
+      while (srv.stats.reads === 0) await new Promise((r) => setTimeout(r, 5));
+      const t0 = Date.now();
+      await t.close();
+      const e = await Promise.race([outcome, new Promise((r) => setTimeout(() => r('still waiting after 3 s'), 3_000))]);
+      expect(e).toBeInstanceOf(TarportError);
+      expect(e).toMatchObject({ code: 'ABORTED', retryable: false });
+      expect(Date.now() - t0).toBeLessThan(1_500); // not even the 2 s a dead handle's close may take
+      // nothing asked after close() dials again
+      await expect(t.stat('objects/x')).rejects.toMatchObject({ code: 'ABORTED' });
+      expect(srv.stats.connections).toBe(1);
+    } finally {
+      await srv.stop();
     }
   });
 });
