@@ -55,7 +55,7 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
       .addOption(opt('--metrics-file <file>', "write Prometheus metrics to FILE (node_exporter's textfile collector), atomically"))
       .addOption(opt('--init', 'create the repository when --to holds none (otherwise refused, exit 2: see tarport init)'));
 
-  producerFlags(program.command('push').description('publish docker save / docker export archives (plain, .gz or .zst)').argument('<archive...>', 'archives to publish')).action(
+  producerFlags(program.command('push').description('publish docker save / docker export archives (plain, .gz or .zst)').argument('<archive...>', 'archives to publish (- reads one from standard input)')).action(
     (archives: string[], _f, cmd: Command) => run(async (ctx) => (await import('./commands/push.js')).pushCommand(ctx, archives, cmd.opts())),
   );
 

@@ -1,16 +1,19 @@
-import { copyFile, readFile, rm, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { copyFile, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { pull } from '../../src/consumer/index.js';
 import { DockerClient, DockerRuntime } from '../../src/runtime/index.js';
 import { Repository, isPortableFileName, type ReleaseRecord } from '../../src/repo/index.js';
 import { CountingTransport, FileTransport } from '../../src/transport/index.js';
-import { docker, emptyDaemon, filesBelow, fixture, realEnv, tarport, tempDir } from '../helpers.js';
+import { ROOT, docker, emptyDaemon, filesBelow, fixture, realEnv, tarport, tempDir } from '../helpers.js';
 
 // A real image crosses from the producer daemon to the consumer daemon through a local-directory
 // repository. Fixtures and daemons come from scripts/test.
 
 const env = realEnv();
+const run = promisify(execFile);
 const consumerEnv = { DOCKER_HOST: env.consumer };
 
 async function runIn(image: string, script: string): Promise<string> {
@@ -129,6 +132,23 @@ describe('foundation: every archive shape', () => {
     const p = await tarport(['pull', '--from', repo, '--state', state], consumerEnv);
     expect(p.code, p.stderr).toBe(0);
     expect(p.stderr).toContain('0 already in the daemon');
+    expect(await imageIdIn('consumer', 'tarport-fixture/app:1')).toBe(await imageIdIn('producer', 'tarport-fixture/app:1'));
+    expect(await runIn('tarport-fixture/app:1', 'cat /app/hello.txt')).toBe('hello from v1');
+  });
+
+  it('docker save piped into push - publishes from standard input, loads and runs', async () => {
+    await emptyDaemon('consumer');
+    const repo = join(await tempDir(), 'repo');
+    const state = await tempDir();
+    const spool = await tempDir();
+    const cmd = 'set -o pipefail; "$DOCKER" save tarport-fixture/app:1 | "$NODE" "$CLI" push --init - --to "$REPO"';
+    const { stderr } = await run('bash', ['-c', cmd], {
+      env: { ...process.env, DOCKER: env.docker, DOCKER_HOST: env.producer, NODE: process.execPath, CLI: join(ROOT, 'bin/tarport.js'), REPO: repo, TMPDIR: spool },
+    });
+    expect(stderr).toContain(`published tarport-fixture/app:1 v1 (image) from standard input to file://${repo}`);
+    expect(await readdir(spool)).toEqual([]); // its copy of the input is gone, folder and all
+    const p = await tarport(['pull', '--from', repo, '--state', state], consumerEnv);
+    expect(p.code, p.stderr).toBe(0);
     expect(await imageIdIn('consumer', 'tarport-fixture/app:1')).toBe(await imageIdIn('producer', 'tarport-fixture/app:1'));
     expect(await runIn('tarport-fixture/app:1', 'cat /app/hello.txt')).toBe('hello from v1');
   });

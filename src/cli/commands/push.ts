@@ -7,6 +7,7 @@ import { openRepository, signerFrom, type ConnectionFlags, parseDuration, type C
 import { humanBytes, type ErrorDocument } from '../output.js';
 import { openMetrics, type MetricsFlags } from '../metrics.js';
 import { progressLine } from '../progress.js';
+import { STDIN_NAME, spoolStdin } from '../stdin.js';
 
 export interface PushFlags extends ConnectionFlags, MetricsFlags {
   signKey?: string;
@@ -42,6 +43,7 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
   const name = flags.name ? parseRef(flags.name, { what: '--name', defaultTag: 'latest' }) : undefined;
   const catalogTtlMs = parseDuration(flags.catalogTtl ?? '90d', '--catalog-ttl');
   if (name && archives.length > 1) throw new TarportError('USAGE', '--name applies to one archive; push the others separately');
+  if (archives.filter((a) => a === '-').length > 1) throw new TarportError('USAGE', `push: - (${STDIN_NAME}) given twice; it holds one archive`);
   const sign = await signerFrom(flags);
   const encryptTo = flags.encryptTo?.length ? await loadRecipients(flags.encryptTo) : undefined;
   const repo = await openRepository(flags.to, '--to', flags, { write: true, signal: ctx.signal, warn: (m) => ctx.out.warn(m), connectEarly: true });
@@ -55,9 +57,10 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
     for (const a of archives) {
       let r: PublishResult;
       let layers = 0;
-      progress.begin(a);
+      const shown = a === '-' ? STDIN_NAME : a;
+      progress.begin(shown);
       try {
-        r = await publishArchive(repo, a, {
+        r = await publishFrom(a, (path) => publishArchive(repo, path, {
           compression,
           onEvent: (e) => {
             if (e.kind === 'layer') progress.note(`${++layers} layer(s) stored`);
@@ -68,7 +71,7 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
           ...(flags.init ? { create: true } : {}),
           ...(sign ? { sign } : {}),
           ...(encryptTo ? { encryptTo } : {}),
-        });
+        }), ctx.signal);
       } catch (e) {
         progress.end();
         // one bad archive does not stop the others; the exit code reports the first fault
@@ -81,11 +84,11 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
       }
       progress.end();
       results.push(r);
-      sink.metrics.observeWatch({ kind: 'published', file: a, releases: r.releases.map((x) => ({ ref: `${x.name}:${x.tag}`, version: x.version, status: x.status })), uploadedBytes: r.uploadedBytes });
+      sink.metrics.observeWatch({ kind: 'published', file: shown, releases: r.releases.map((x) => ({ ref: `${x.name}:${x.tag}`, version: x.version, status: x.status })), uploadedBytes: r.uploadedBytes });
       for (const rel of r.releases) {
         ctx.out.info(
           rel.status === 'published'
-            ? `published ${rel.name}:${rel.tag} v${rel.version} (${rel.kind}) from ${a} to ${repo.location}`
+            ? `published ${rel.name}:${rel.tag} v${rel.version} (${rel.kind}) from ${shown} to ${repo.location}`
             : `unchanged ${rel.name}:${rel.tag}: identical to v${rel.version}, no new version`,
         );
         if (rel.notServedAsRegistry) ctx.out.warn(`${rel.name}:${rel.tag} is not served to registry clients (docs/mirror.md): ${rel.notServedAsRegistry}`);
@@ -100,4 +103,18 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
   }
   ctx.out.document({ pushed: results, failed: failures, transport: repo.counters });
   return code;
+}
+
+/**
+ * Publishes the archive `a`, or standard input when `a` is `-`: that is copied to a file first (the
+ * archive reader needs one, see stdin.ts), removed once published or refused. The result names `-`.
+ */
+async function publishFrom(a: string, publish: (path: string) => Promise<PublishResult>, signal: AbortSignal): Promise<PublishResult> {
+  if (a !== '-') return publish(a);
+  const spooled = await spoolStdin(process.stdin, signal);
+  try {
+    return { ...(await publish(spooled.path)), archive: '-' };
+  } finally {
+    await spooled.remove();
+  }
 }

@@ -1,0 +1,70 @@
+import { createWriteStream } from 'node:fs';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { TarportError, wrapSystemError } from '../errors.js';
+
+/** How `push` names standard input (the archive `-`) in its messages and its document. */
+export const STDIN_NAME = 'standard input';
+
+/**
+ * Standard input goes quiet for at most this long: `docker save` writes the whole image to a folder
+ * of its own before its first byte (~4 s per GiB here), and a writer that hangs longer than this
+ * must not hold a cron run for ever.
+ */
+export const STDIN_IDLE_MS = 10 * 60_000;
+
+export interface Spooled {
+  /** The archive as a file: the archive reader indexes it by seeking, as a `docker save -o` file. */
+  readonly path: string;
+  readonly bytes: number;
+  remove(): Promise<void>;
+}
+
+/**
+ * Copies standard input (`docker save IMAGE | tarport push -`) into a file of its own under the
+ * temporary folder (TMPDIR), for the archive reader, which needs a file: an image archive names its
+ * layers only at its end (manifest.json). The file is removed by `remove()`, and at once when the
+ * copy fails; a copy cut short leaves nothing behind.
+ */
+export async function spoolStdin(input: Readable & { isTTY?: boolean }, signal: AbortSignal, idleMs = STDIN_IDLE_MS): Promise<Spooled> {
+  if (input.isTTY) throw new TarportError('USAGE', `push -: ${STDIN_NAME} is a terminal; pipe an archive into it (docker save IMAGE | tarport push - --to URL)`);
+  const dir = await mkdtemp(join(tmpdir(), 'tarport-stdin-')).catch((e: unknown) => {
+    throw wrapSystemError(e, `make a folder for ${STDIN_NAME} in ${tmpdir()} (TMPDIR)`);
+  });
+  const path = join(dir, 'standard-input.tar');
+  const remove = () => rm(dir, { recursive: true, force: true });
+  try {
+    await pipeline(input, idleBound(idleMs), createWriteStream(path, { flags: 'wx' }), { signal });
+    const { size } = await stat(path);
+    if (size === 0) throw new TarportError('BAD_INPUT', `${STDIN_NAME}: nothing came (0 bytes), not an archive`);
+    return { path, bytes: size, remove };
+  } catch (e) {
+    await remove();
+    if (e instanceof TarportError) throw e;
+    throw wrapSystemError(e, `copy ${STDIN_NAME} to ${path}`);
+  }
+}
+
+/** Passes bytes through; fails when none came for `ms` (the writer of the pipe hung). */
+function idleBound(ms: number): Transform {
+  let timer: NodeJS.Timeout;
+  const t = new Transform({
+    transform(chunk, _enc, cb) {
+      timer.refresh();
+      cb(null, chunk);
+    },
+    flush(cb) {
+      clearTimeout(timer);
+      cb();
+    },
+    destroy(err, cb) {
+      clearTimeout(timer);
+      cb(err);
+    },
+  });
+  timer = setTimeout(() => t.destroy(new TarportError('BAD_INPUT', `${STDIN_NAME}: nothing came for ${ms >= 60_000 ? `${ms / 60_000} min` : `${ms / 1000} s`}; the writer of the pipe seems stuck (no archive was published)`)), ms);
+  return t;
+}

@@ -1,0 +1,120 @@
+// src/cli/stdin.ts: `tarport push -` copies standard input to a file of its own first; and the
+// command end to end, with a real pipe into the real CLI.
+import { spawn } from 'node:child_process';
+import { createReadStream } from 'node:fs';
+import { mkdir, readFile, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { PassThrough, Readable } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { writeDemoArchives } from '../../../src/archive/index.js';
+import { STDIN_NAME, spoolStdin } from '../../../src/cli/stdin.js';
+import { TarportError } from '../../../src/errors.js';
+import { ROOT, SMALL, tarport, tempDir, type CliResult } from '../../helpers.js';
+
+let tmp: string;
+let savedTmp: string | undefined;
+beforeEach(async () => {
+  savedTmp = process.env.TMPDIR;
+  tmp = await tempDir('tarport-stdin-test-');
+  process.env.TMPDIR = tmp; // os.tmpdir() reads it on every call
+});
+afterEach(() => {
+  if (savedTmp === undefined) delete process.env.TMPDIR;
+  else process.env.TMPDIR = savedTmp;
+});
+const never = new AbortController().signal;
+
+describe('spoolStdin', () => {
+  it('copies every byte into a file under TMPDIR, which remove() takes away', async () => {
+    const bytes = Buffer.from(Array.from({ length: 3 << 20 }, (_, i) => i % 253));
+    const s = await spoolStdin(Readable.from([bytes.subarray(0, 1000), bytes.subarray(1000)]), never);
+    expect(s.path.startsWith(tmp)).toBe(true);
+    expect(s.bytes).toBe(bytes.length);
+    expect((await readFile(s.path)).equals(bytes)).toBe(true);
+    await s.remove();
+    expect(await readdir(tmp)).toEqual([]);
+  });
+
+  it('refuses an empty input as no archive, and leaves nothing behind', async () => {
+    const e = await spoolStdin(Readable.from([]), never).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(TarportError);
+    expect(e).toMatchObject({ code: 'BAD_INPUT', message: `${STDIN_NAME}: nothing came (0 bytes), not an archive` });
+    expect(await readdir(tmp)).toEqual([]);
+  });
+
+  it('refuses a terminal before it reads: it would wait for a person to type an archive', async () => {
+    const tty = Object.assign(Readable.from([Buffer.from('x')]), { isTTY: true });
+    await expect(spoolStdin(tty, never)).rejects.toMatchObject({ code: 'USAGE', message: expect.stringContaining('docker save IMAGE | tarport push - --to URL') });
+    expect(await readdir(tmp)).toEqual([]);
+  });
+
+  it('gives up on a writer that went quiet, bounded, and leaves nothing behind', async () => {
+    const pipe = new PassThrough();
+    pipe.write(Buffer.alloc(4096)); // some bytes, then silence: a hung docker save
+    const t0 = Date.now();
+    const e = await spoolStdin(pipe, never, 300).catch((x: unknown) => x);
+    expect(e).toMatchObject({ code: 'BAD_INPUT', message: `${STDIN_NAME}: nothing came for 0.3 s; the writer of the pipe seems stuck (no archive was published)` });
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    expect(await readdir(tmp)).toEqual([]);
+  });
+
+  it('fails with the reason of a pipe that broke, and leaves nothing behind', async () => {
+    const pipe = new PassThrough();
+    pipe.write(Buffer.alloc(4096));
+    setTimeout(() => pipe.destroy(new Error('the writer died')), 20);
+    await expect(spoolStdin(pipe, never)).rejects.toThrow('the writer died');
+    expect(await readdir(tmp)).toEqual([]);
+  });
+});
+
+/** The real CLI with `file` (or nothing) on its standard input, through a real pipe. */
+function tarportFed(args: string[], file: string | undefined, env: Record<string, string>): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), ...args], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c) => (stdout += c));
+    child.stderr.on('data', (c) => (stderr += c));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    child.stdin.on('error', () => undefined); // a CLI that refused early closes its end
+    if (file) createReadStream(file).pipe(child.stdin);
+    else child.stdin.end();
+  });
+}
+
+describe('tarport push -', () => {
+  it('publishes the archive piped into it as a file push would, and removes its copy', async () => {
+    const dir = await tempDir();
+    const [v1, v2] = await writeDemoArchives(dir, undefined, SMALL);
+    const repo = join(dir, 'repo');
+    const spool = join(dir, 'tmp');
+    await mkdir(spool);
+    const r = await tarportFed(['push', '--init', '-', '--to', repo, '--json'], v1!, { TMPDIR: spool });
+    expect(r.stderr).toContain(`published tarport-demo/hello:latest v1 (image) from ${STDIN_NAME} to file://${repo}`);
+    expect(r.code).toBe(0);
+    const doc = JSON.parse(r.stdout) as { pushed: { archive: string; releases: { version: number; status: string }[] }[] };
+    expect(doc.pushed.map((p) => [p.archive, p.releases.map((x) => `${x.status} v${x.version}`)])).toEqual([['-', ['published v1']]]);
+    expect(await readdir(spool)).toEqual([]);
+    // the same content again from a file: the same release, nothing new
+    expect((await tarport(['push', v1!, '--to', repo])).stderr).toContain('unchanged tarport-demo/hello:latest: identical to v1');
+    // and a file beside - in one run
+    expect((await tarportFed(['push', v2!, '-', '--to', repo], v1!, { TMPDIR: spool })).code).toBe(0);
+    const versions = (await tarport(['ls', repo])).stdout.split('\n').flatMap((l) => /^tarport-demo\/hello\s+latest\s+(\d+)/.exec(l)?.[1] ?? []);
+    expect(versions).toEqual(['1', '2', '3']); // v2 from the file, then v1's content from the pipe again: the next version
+  });
+
+  it('refuses nothing on its input with exit 2 and writes no release; refuses - given twice', async () => {
+    const dir = await tempDir();
+    const repo = join(dir, 'repo');
+    expect((await tarport(['init', repo])).code).toBe(0);
+    const before = await readdir(join(repo, 'tarport'));
+    const r = await tarportFed(['push', '-', '--to', repo], undefined, { TMPDIR: dir });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`${STDIN_NAME}: nothing came (0 bytes), not an archive`);
+    expect(await readdir(join(repo, 'tarport'))).toEqual(before);
+    const twice = await tarportFed(['push', '-', '-', '--to', repo], undefined, { TMPDIR: dir });
+    expect(twice.code).toBe(2);
+    expect(twice.stderr).toContain(`- (${STDIN_NAME}) given twice`);
+  });
+});
