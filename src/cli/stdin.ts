@@ -1,4 +1,4 @@
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, fstatSync, rmSync } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,9 +19,11 @@ export const STDIN_IDLE_MS = 10 * 60_000;
 export interface Spooled {
   /** The archive as a file: the archive reader indexes it by seeking, as a `docker save -o` file. */
   readonly path: string;
-  readonly bytes: number;
   remove(): Promise<void>;
 }
+
+/** Standard input when it is a regular file (`tarport push - < app.tar`): read in place, not copied. */
+const STDIN_FILE = '/dev/stdin';
 
 /**
  * Copies standard input (`docker save IMAGE | tarport push -`) into a file of its own under the
@@ -29,22 +31,47 @@ export interface Spooled {
  * layers only at its end (manifest.json). The file is removed by `remove()`, and at once when the
  * copy fails; a copy cut short leaves nothing behind.
  */
-export async function spoolStdin(input: Readable & { isTTY?: boolean }, signal: AbortSignal, idleMs = STDIN_IDLE_MS): Promise<Spooled> {
+export async function spoolStdin(input: Readable & { isTTY?: boolean; fd?: number }, signal: AbortSignal, idleMs = STDIN_IDLE_MS): Promise<Spooled> {
   if (input.isTTY) throw new TarportError('USAGE', `push -: ${STDIN_NAME} is a terminal; pipe an archive into it (docker save IMAGE | tarport push - --to URL)`);
+  if (input.fd === 0 && isRegularFile(0)) return { path: STDIN_FILE, remove: async () => undefined };
   const dir = await mkdtemp(join(tmpdir(), 'tarport-stdin-')).catch((e: unknown) => {
     throw wrapSystemError(e, `make a folder for ${STDIN_NAME} in ${tmpdir()} (TMPDIR)`);
   });
   const path = join(dir, 'standard-input.tar');
-  const remove = () => rm(dir, { recursive: true, force: true });
+  // a second signal or the hard exit (bin/tarport.js) skips every finally: the copy, which may be
+  // gigabytes, goes with the process all the same
+  const onExit = () => rmSync(dir, { recursive: true, force: true });
+  process.once('exit', onExit);
+  const remove = async () => {
+    process.off('exit', onExit);
+    await rm(dir, { recursive: true, force: true });
+  };
   try {
     await pipeline(input, idleBound(idleMs), createWriteStream(path, { flags: 'wx' }), { signal });
     const { size } = await stat(path);
     if (size === 0) throw new TarportError('BAD_INPUT', `${STDIN_NAME}: nothing came (0 bytes), not an archive`);
-    return { path, bytes: size, remove };
+    return { path, remove };
   } catch (e) {
     await remove();
     if (e instanceof TarportError) throw e;
-    throw wrapSystemError(e, `copy ${STDIN_NAME} to ${path}`);
+    throw wrapSystemError(e, `copy ${STDIN_NAME} to ${path} (TMPDIR names a folder with room for the whole archive)`);
+  }
+}
+
+/**
+ * What a message about the archive says where it named the file that held standard input (a copy
+ * already removed, or /dev/stdin): "standard input". The error keeps its class, code and cause.
+ */
+export function namedAsStdin<E>(e: E, spooled: Spooled): E {
+  if (e instanceof Error && e.message.includes(spooled.path)) e.message = e.message.replaceAll(spooled.path, STDIN_NAME);
+  return e;
+}
+
+function isRegularFile(fd: number): boolean {
+  try {
+    return fstatSync(fd).isFile();
+  } catch {
+    return false;
   }
 }
 

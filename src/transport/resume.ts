@@ -13,6 +13,8 @@ export interface ResumeOptions {
   readonly signal?: AbortSignal;
   /** Decides whether an error is worth a reconnect. */
   readonly retryable: (e: unknown) => boolean;
+  /** The error to report when the read gives up (default: e itself, or CONNECTION when it is not a TarportError). */
+  readonly classify?: (e: unknown) => TarportError;
   /** Called with the bytes re-requested on each resume (0 re-sent bytes is the point). */
   readonly onResume?: (at: number) => void;
 }
@@ -64,10 +66,11 @@ export async function resumableInto(attempt: SinkAttempt, sink: ByteSink, opts: 
       await pending?.catch(() => undefined); // the sink finishes its chunk before anything else
       if (sinkFailed) throw sinkFailed.e;
       if (n >= opts.retries || !opts.retryable(e) || opts.signal?.aborted) {
+        if (opts.classify) throw opts.classify(e);
         throw e instanceof TarportError ? e : new TarportError('CONNECTION', `${opts.what}: ${messageOf(e)}`, { cause: e });
       }
       opts.onResume?.(opts.offset + delivered);
-      await new Promise((r) => setTimeout(r, backoffMs(n)));
+      await pause(backoffMs(n), opts.signal);
     } finally {
       opts.signal?.removeEventListener('abort', stop);
     }
@@ -205,7 +208,7 @@ export async function resumableWrite(opts: ResumableWriteOptions): Promise<{ siz
         await opts.cleanup().catch(() => undefined);
         throw e;
       }
-      await new Promise((r) => setTimeout(r, backoffMs(attempt)));
+      await pause(backoffMs(attempt), opts.signal);
     }
   }
   const got = await opts.remoteSize();
@@ -214,4 +217,17 @@ export async function resumableWrite(opts: ResumableWriteOptions): Promise<{ siz
     throw new TarportError('IO', `${opts.what}: the server holds ${got ?? 'no'} bytes, ${total} were sent`, { retryable: true });
   }
   return { size: total };
+}
+
+/** Waits `ms`, or less once `signal` aborts (the loop's next check then throws its reason). */
+function pause(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
 }

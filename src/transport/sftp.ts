@@ -141,6 +141,8 @@ export class SftpTransport implements Transport {
 
   /** Set by close(): nothing more is asked of the server, and what close() cut is not tried again. */
   private closed = false;
+  /** Aborted by close(): a connect under way and the pauses between retries end at once. */
+  private readonly closing = new AbortController();
 
   private closedError(op: string): TarportError {
     return new TarportError('ABORTED', `${op} on ${this.location}: the transport was closed`, { retryable: false });
@@ -163,10 +165,10 @@ export class SftpTransport implements Transport {
       sock.once('close', () => this.sockets.delete(sock));
       sock.setNoDelay(true);
       try {
-        await once(sock, 'connect', { signal: AbortSignal.timeout(this.timeoutMs) });
+        await once(sock, 'connect', { signal: AbortSignal.any([AbortSignal.timeout(this.timeoutMs), this.closing.signal]) });
       } catch (e) {
         sock.destroy();
-        throw this.classify(isTimeout(e) ? stalled(`connect to ${this.loc.host}:${this.loc.port}`, this.timeoutMs) : e, 'connect');
+        throw this.classify(isTimeout(e) && !this.closed ? stalled(`connect to ${this.loc.host}:${this.loc.port}`, this.timeoutMs) : e, 'connect');
       }
       // cut by close() while it connected (connectEarly): no handshake on a destroyed socket
       if (sock.destroyed) throw new TarportError('CONNECTION', `connect to ${this.location}: closed before the SSH handshake`, { retryable: true });
@@ -282,7 +284,7 @@ export class SftpTransport implements Transport {
   }
 
   private retry<T>(op: string, fn: (s: SFTPWrapper) => Promise<T>): Promise<T> {
-    return withRetries(async () => fn(await this.sftp()), { retries: this.retries, classify: (e) => this.classify(e, op) });
+    return withRetries(async () => fn(await this.sftp()), { retries: this.retries, classify: (e) => this.classify(e, op), signal: this.closing.signal });
   }
 
   async stat(key: string): Promise<ObjectInfo | undefined> {
@@ -321,8 +323,9 @@ export class SftpTransport implements Transport {
       offset: opts.offset ?? 0,
       retries: this.retries,
       what: `read ${key} from ${this.location}`,
-      signal: opts.signal,
+      signal: opts.signal ? AbortSignal.any([opts.signal, this.closing.signal]) : this.closing.signal,
       retryable: (e) => this.classify(e, 'read').retryable,
+      classify: (e) => this.classify(e, `read ${key}`),
       ...(this.opts.onResume ? { onResume: this.opts.onResume } : {}),
     });
   }
@@ -443,6 +446,7 @@ export class SftpTransport implements Transport {
    */
   async close(): Promise<void> {
     this.closed = true;
+    this.closing.abort(this.closedError('request'));
     const s = this.session;
     this.session = undefined;
     if (s && this.established.has(s)) (await s.catch(() => undefined))?.client.end();

@@ -7,7 +7,7 @@ import { openRepository, signerFrom, type ConnectionFlags, parseDuration, type C
 import { humanBytes, type ErrorDocument } from '../output.js';
 import { openMetrics, type MetricsFlags } from '../metrics.js';
 import { progressLine } from '../progress.js';
-import { STDIN_NAME, spoolStdin } from '../stdin.js';
+import { STDIN_NAME, namedAsStdin, spoolStdin } from '../stdin.js';
 
 export interface PushFlags extends ConnectionFlags, MetricsFlags {
   signKey?: string;
@@ -114,6 +114,8 @@ async function publishFrom(a: string, publish: (path: string) => Promise<Publish
   const spooled = await spoolStdin(process.stdin, signal);
   try {
     return { ...(await publish(spooled.path)), archive: '-' };
+  } catch (e) {
+    throw namedAsStdin(e, spooled);
   } finally {
     await spooled.remove();
   }

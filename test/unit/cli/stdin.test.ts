@@ -1,7 +1,7 @@
 // src/cli/stdin.ts: `tarport push -` copies standard input to a file of its own first; and the
 // command end to end, with a real pipe into the real CLI.
 import { spawn } from 'node:child_process';
-import { createReadStream } from 'node:fs';
+import { closeSync, createReadStream, openSync } from 'node:fs';
 import { mkdir, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -9,7 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { writeDemoArchives } from '../../../src/archive/index.js';
 import { STDIN_NAME, spoolStdin } from '../../../src/cli/stdin.js';
 import { TarportError } from '../../../src/errors.js';
-import { ROOT, SMALL, tarport, tempDir, type CliResult } from '../../helpers.js';
+import { ROOT, SMALL, filesBelow, tarport, tempDir, writeTar, type CliResult, type TarItem } from '../../helpers.js';
 
 let tmp: string;
 let savedTmp: string | undefined;
@@ -29,7 +29,6 @@ describe('spoolStdin', () => {
     const bytes = Buffer.from(Array.from({ length: 3 << 20 }, (_, i) => i % 253));
     const s = await spoolStdin(Readable.from([bytes.subarray(0, 1000), bytes.subarray(1000)]), never);
     expect(s.path.startsWith(tmp)).toBe(true);
-    expect(s.bytes).toBe(bytes.length);
     expect((await readFile(s.path)).equals(bytes)).toBe(true);
     await s.remove();
     expect(await readdir(tmp)).toEqual([]);
@@ -67,16 +66,22 @@ describe('spoolStdin', () => {
   });
 });
 
-/** The real CLI with `file` (or nothing) on its standard input, through a real pipe. */
-function tarportFed(args: string[], file: string | undefined, env: Record<string, string>): Promise<CliResult> {
+/**
+ * The real CLI with `file` (or nothing) on its standard input, through a real pipe; with
+ * `redirect`, the file itself is its standard input (`tarport push - < file`).
+ */
+function tarportFed(args: string[], file: string | undefined, env: Record<string, string>, redirect = false): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), ...args], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const stdin = redirect && file ? openSync(file, 'r') : 'pipe';
+    const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), ...args], { env: { ...process.env, ...env }, stdio: [stdin, 'pipe', 'pipe'] });
+    if (typeof stdin === 'number') closeSync(stdin);
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (c) => (stdout += c));
-    child.stderr.on('data', (c) => (stderr += c));
+    child.stdout!.on('data', (c) => (stdout += c));
+    child.stderr!.on('data', (c) => (stderr += c));
     child.on('error', reject);
     child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    if (!child.stdin) return;
     child.stdin.on('error', () => undefined); // a CLI that refused early closes its end
     if (file) createReadStream(file).pipe(child.stdin);
     else child.stdin.end();
@@ -104,17 +109,41 @@ describe('tarport push -', () => {
     expect(versions).toEqual(['1', '2', '3']); // v2 from the file, then v1's content from the pipe again: the next version
   });
 
-  it('refuses nothing on its input with exit 2 and writes no release; refuses - given twice', async () => {
+  it('refuses nothing on its input, or an archive it cannot publish, with exit 2, a message naming standard input, no release and no copy left', async () => {
     const dir = await tempDir();
     const repo = join(dir, 'repo');
+    const spool = join(dir, 'tmp');
+    await mkdir(spool);
     expect((await tarport(['init', repo])).code).toBe(0);
-    const before = await readdir(join(repo, 'tarport'));
-    const r = await tarportFed(['push', '-', '--to', repo], undefined, { TMPDIR: dir });
+    const before = await filesBelow(repo);
+    const r = await tarportFed(['push', '-', '--to', repo], undefined, { TMPDIR: spool });
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(`${STDIN_NAME}: nothing came (0 bytes), not an archive`);
-    expect(await readdir(join(repo, 'tarport'))).toEqual(before);
-    const twice = await tarportFed(['push', '-', '-', '--to', repo], undefined, { TMPDIR: dir });
+    // a root file system (docker export) without --name: the message names the input, not the copy
+    const rootfs = join(dir, 'rootfs.tar');
+    await writeTar(rootfs, [{ header: { name: 'etc/hostname', type: 'file', mode: 0o644 } as TarItem['header'], data: Buffer.from('box\n') }]);
+    const unnamed = await tarportFed(['push', '-', '--to', repo], rootfs, { TMPDIR: spool });
+    expect(unnamed.code).toBe(2);
+    expect(unnamed.stderr).toContain(`${STDIN_NAME}: this is a root file system archive (docker export) and carries no image name; give one with --name NAME:TAG`);
+    expect(unnamed.stderr).not.toContain('standard-input.tar');
+    expect(await readdir(spool)).toEqual([]);
+    expect(await filesBelow(repo)).toEqual(before); // no file written (the transaction's folders may stay)
+    const twice = await tarportFed(['push', '-', '-', '--to', repo], undefined, { TMPDIR: spool });
     expect(twice.code).toBe(2);
     expect(twice.stderr).toContain(`- (${STDIN_NAME}) given twice`);
+  });
+
+  it('reads a file redirected to it in place, without a copy', async () => {
+    const dir = await tempDir();
+    const [v1] = await writeDemoArchives(dir, undefined, SMALL);
+    const repo = join(dir, 'repo');
+    // a TMPDIR that does not exist: a copy would fail the push (root writes where modes forbid it)
+    const r = await tarportFed(['push', '--init', '-', '--to', repo], v1!, { TMPDIR: join(dir, 'no-such-folder') }, true);
+    expect(r.stderr).toContain(`published tarport-demo/hello:latest v1 (image) from ${STDIN_NAME}`);
+    expect(r.code).toBe(0);
+    // and through a pipe the same TMPDIR is where the copy fails, named
+    const piped = await tarportFed(['push', '-', '--to', repo], v1!, { TMPDIR: join(dir, 'no-such-folder') });
+    expect(piped.code).toBe(1);
+    expect(piped.stderr).toContain(`make a folder for ${STDIN_NAME} in ${join(dir, 'no-such-folder')} (TMPDIR)`);
   });
 });

@@ -141,7 +141,10 @@ describe('SftpTransport.close', () => {
       const t = new SftpTransport(parseLocation(`sftp://u@127.0.0.1:${srv.port}/r`) as never, { timeoutMs: 30_000, password: 'x', knownHosts: srv.knownHosts });
       const reading = pipeline(await t.read('objects/x'), new Writable({ write: (_c, _e, cb) => cb() }));
       const outcome = reading.then(() => 'read to the end', (e: unknown) => e);
-      while (srv.stats.reads === 0) await new Promise((r) => setTimeout(r, 5));
+      for (const until = Date.now() + 10_000; srv.stats.reads === 0; ) {
+        expect(Date.now(), 'the read reached the server').toBeLessThan(until);
+        await new Promise((r) => setTimeout(r, 5));
+      }
       const t0 = Date.now();
       await t.close();
       const e = await Promise.race([outcome, new Promise((r) => setTimeout(() => r('still waiting after 3 s'), 3_000))]);
