@@ -1,5 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { closeSync, createReadStream, createWriteStream, openSync } from 'node:fs';
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
@@ -44,19 +44,31 @@ export interface CliResult {
   stderr: string;
 }
 
+/**
+ * What the CLI gets on its standard input: nothing (the default), a file sent through a real pipe
+ * (`pipe: null`: a pipe closed at once), or the file itself (`tarport push - < file`).
+ */
+export type CliStdin = { pipe: string | null } | { redirect: string };
+
 /** Runs the real CLI (bin/tarport.js) as a user would. */
-export function tarport(args: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
+export function tarport(args: string[], env: Record<string, string | undefined> = {}, input?: CliStdin): Promise<CliResult> {
   return new Promise((resolve, reject) => {
+    const fd = input && 'redirect' in input ? openSync(input.redirect, 'r') : undefined;
     const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), ...args], {
       env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: [fd ?? (input ? 'pipe' : 'ignore'), 'pipe', 'pipe'],
     });
+    if (fd !== undefined) closeSync(fd);
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (c) => (stdout += c));
-    child.stderr.on('data', (c) => (stderr += c));
+    child.stdout!.on('data', (c) => (stdout += c));
+    child.stderr!.on('data', (c) => (stderr += c));
     child.on('error', reject);
     child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    if (!child.stdin || !input || !('pipe' in input)) return;
+    child.stdin.on('error', () => undefined); // a CLI that refused early closes its end
+    if (input.pipe) createReadStream(input.pipe).pipe(child.stdin);
+    else child.stdin.end();
   });
 }
 

@@ -8,7 +8,7 @@ import { formatLocation, type Location } from './location.js';
 import { listing, retrieve, store } from './ftpdata.js';
 import { resumableInto, resumableWrite, sinkStream } from './resume.js';
 import { TLS_TRUST_CODES } from './tls.js';
-import { withRetries } from './retry.js';
+import { closedByOwner, withRetries } from './retry.js';
 import type { ByteSink, ObjectInfo, ReadOptions, Source, Transport, WriteOptions } from './types.js';
 
 export interface FtpOptions {
@@ -86,7 +86,7 @@ export class FtpTransport implements Transport {
   // ---- connections -----------------------------------------------------------------------------
 
   private closedError(): TarportError {
-    return new TarportError('ABORTED', `${this.location}: the connection was closed by its owner; the request in flight was given up`, { retryable: false });
+    return closedByOwner(this.location);
   }
 
   private async connect(): Promise<Client> {

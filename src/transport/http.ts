@@ -6,7 +6,7 @@ import { TarportError, messageOf } from '../errors.js';
 import { keySegments } from './keys.js';
 import { TLS_TRUST_CODES } from './tls.js';
 import { resumableInto, sinkStream, type SinkAttempt } from './resume.js';
-import { withRetries } from './retry.js';
+import { closedByOwner, withRetries } from './retry.js';
 import type { ByteSink, ObjectInfo, ReadOptions, Source, Transport } from './types.js';
 
 export interface HttpOptions {
@@ -144,7 +144,7 @@ export class HttpTransport implements Transport {
 
   private classify(e: unknown, what: string): TarportError {
     if (e instanceof TarportError) return e;
-    if (this.closed) return new TarportError('ABORTED', `${what}: the transport was closed by its owner; the request in flight was given up`, { cause: e, retryable: false });
+    if (this.closed) return closedByOwner(what, e);
     const code = errorCode(e);
     if (code === 'ABORT_ERR' || (e as Error | undefined)?.name === 'AbortError') return new TarportError('ABORTED', `${what}: aborted`, { cause: e });
     if (code && TLS_TRUST_CODES.has(code)) {

@@ -1,8 +1,16 @@
 import pRetry, { AbortError } from 'p-retry';
-import type { TarportError } from '../errors.js';
+import { TarportError } from '../errors.js';
 
 /** Backoff shared by every retry in the transports: 200 ms, doubling, at most 5 s between tries. */
 export const BACKOFF = { minTimeout: 200, factor: 2, maxTimeout: 5000 } as const;
+
+/**
+ * What a request ends with when its transport's owner closed the transport under it (or asks after
+ * that): given up on purpose, so never tried again. One wording for every transport.
+ */
+export function closedByOwner(what: string, cause?: unknown): TarportError {
+  return new TarportError('ABORTED', `${what}: the transport was closed by its owner; the request was given up`, { ...(cause === undefined ? {} : { cause }), retryable: false });
+}
 
 /** The pause before try number `attempt + 2` (the resumable streams wait on their own). */
 export function backoffMs(attempt: number): number {

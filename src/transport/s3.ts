@@ -23,7 +23,7 @@ import { TarportError, messageOf } from '../errors.js';
 import type { JournalEntry, UploadJournal } from './journal.js';
 import { keySegments } from './keys.js';
 import { resumableInto, sinkStream, type SinkAttempt } from './resume.js';
-import { withRetries } from './retry.js';
+import { closedByOwner, withRetries } from './retry.js';
 import { readableFrom, sourceError } from './source.js';
 import { TLS_TRUST_CODES } from './tls.js';
 import type { ByteSink, ObjectInfo, ReadOptions, Source, Transport, WriteOptions } from './types.js';
@@ -429,7 +429,7 @@ export class S3Transport implements Transport {
 
   /** A request still in flight was given up by its caller: it is aborted (not retried), then the connections go. */
   async close(): Promise<void> {
-    this.stop.abort(new TarportError('ABORTED', `${this.location}: the transport was closed by its owner`, { retryable: false }));
+    this.stop.abort(closedByOwner(this.location));
     this.client.destroy();
   }
 }

@@ -11,7 +11,7 @@ import { checkHostKey, knownHostsName } from './knownhosts.js';
 import { keySegments, parentOf } from './keys.js';
 import { formatLocation, type Location } from './location.js';
 import { resumableRead, resumableWrite } from './resume.js';
-import { withRetries } from './retry.js';
+import { closedByOwner, withRetries } from './retry.js';
 import { drainInto, readableFrom } from './source.js';
 import type { ByteSink, ObjectInfo, ReadOptions, Source, Transport, WriteOptions } from './types.js';
 
@@ -145,7 +145,7 @@ export class SftpTransport implements Transport {
   private readonly closing = new AbortController();
 
   private closedError(op: string): TarportError {
-    return new TarportError('ABORTED', `${op} on ${this.location}: the transport was closed`, { retryable: false });
+    return closedByOwner(`${op} on ${this.location}`);
   }
 
   /** Why a session's requests will never be answered: its connection stalled or dropped. */

@@ -1,7 +1,5 @@
 // src/cli/stdin.ts: `tarport push -` copies standard input to a file of its own first; and the
-// command end to end, with a real pipe into the real CLI.
-import { spawn } from 'node:child_process';
-import { closeSync, createReadStream, openSync } from 'node:fs';
+// command end to end, with a real pipe (or a redirected file) into the real CLI (helpers.ts).
 import { mkdir, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -9,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { writeDemoArchives } from '../../../src/archive/index.js';
 import { STDIN_NAME, spoolStdin } from '../../../src/cli/stdin.js';
 import { TarportError } from '../../../src/errors.js';
-import { ROOT, SMALL, filesBelow, tarport, tempDir, writeTar, type CliResult, type TarItem } from '../../helpers.js';
+import { SMALL, filesBelow, tarport, tempDir, writeTar, type TarItem } from '../../helpers.js';
 
 let tmp: string;
 let savedTmp: string | undefined;
@@ -66,28 +64,6 @@ describe('spoolStdin', () => {
   });
 });
 
-/**
- * The real CLI with `file` (or nothing) on its standard input, through a real pipe; with
- * `redirect`, the file itself is its standard input (`tarport push - < file`).
- */
-function tarportFed(args: string[], file: string | undefined, env: Record<string, string>, redirect = false): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const stdin = redirect && file ? openSync(file, 'r') : 'pipe';
-    const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), ...args], { env: { ...process.env, ...env }, stdio: [stdin, 'pipe', 'pipe'] });
-    if (typeof stdin === 'number') closeSync(stdin);
-    let stdout = '';
-    let stderr = '';
-    child.stdout!.on('data', (c) => (stdout += c));
-    child.stderr!.on('data', (c) => (stderr += c));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-    if (!child.stdin) return;
-    child.stdin.on('error', () => undefined); // a CLI that refused early closes its end
-    if (file) createReadStream(file).pipe(child.stdin);
-    else child.stdin.end();
-  });
-}
-
 describe('tarport push -', () => {
   it('publishes the archive piped into it as a file push would, and removes its copy', async () => {
     const dir = await tempDir();
@@ -95,7 +71,7 @@ describe('tarport push -', () => {
     const repo = join(dir, 'repo');
     const spool = join(dir, 'tmp');
     await mkdir(spool);
-    const r = await tarportFed(['push', '--init', '-', '--to', repo, '--json'], v1!, { TMPDIR: spool });
+    const r = await tarport(['push', '--init', '-', '--to', repo, '--json'], { TMPDIR: spool }, { pipe: v1! });
     expect(r.stderr).toContain(`published tarport-demo/hello:latest v1 (image) from ${STDIN_NAME} to file://${repo}`);
     expect(r.code).toBe(0);
     const doc = JSON.parse(r.stdout) as { pushed: { archive: string; releases: { version: number; status: string }[] }[] };
@@ -104,7 +80,7 @@ describe('tarport push -', () => {
     // the same content again from a file: the same release, nothing new
     expect((await tarport(['push', v1!, '--to', repo])).stderr).toContain('unchanged tarport-demo/hello:latest: identical to v1');
     // and a file beside - in one run
-    expect((await tarportFed(['push', v2!, '-', '--to', repo], v1!, { TMPDIR: spool })).code).toBe(0);
+    expect((await tarport(['push', v2!, '-', '--to', repo], { TMPDIR: spool }, { pipe: v1! })).code).toBe(0);
     const versions = (await tarport(['ls', repo])).stdout.split('\n').flatMap((l) => /^tarport-demo\/hello\s+latest\s+(\d+)/.exec(l)?.[1] ?? []);
     expect(versions).toEqual(['1', '2', '3']); // v2 from the file, then v1's content from the pipe again: the next version
   });
@@ -116,19 +92,19 @@ describe('tarport push -', () => {
     await mkdir(spool);
     expect((await tarport(['init', repo])).code).toBe(0);
     const before = await filesBelow(repo);
-    const r = await tarportFed(['push', '-', '--to', repo], undefined, { TMPDIR: spool });
+    const r = await tarport(['push', '-', '--to', repo], { TMPDIR: spool }, { pipe: null });
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(`${STDIN_NAME}: nothing came (0 bytes), not an archive`);
     // a root file system (docker export) without --name: the message names the input, not the copy
     const rootfs = join(dir, 'rootfs.tar');
     await writeTar(rootfs, [{ header: { name: 'etc/hostname', type: 'file', mode: 0o644 } as TarItem['header'], data: Buffer.from('box\n') }]);
-    const unnamed = await tarportFed(['push', '-', '--to', repo], rootfs, { TMPDIR: spool });
+    const unnamed = await tarport(['push', '-', '--to', repo], { TMPDIR: spool }, { pipe: rootfs });
     expect(unnamed.code).toBe(2);
     expect(unnamed.stderr).toContain(`${STDIN_NAME}: this is a root file system archive (docker export) and carries no image name; give one with --name NAME:TAG`);
     expect(unnamed.stderr).not.toContain('standard-input.tar');
     expect(await readdir(spool)).toEqual([]);
     expect(await filesBelow(repo)).toEqual(before); // no file written (the transaction's folders may stay)
-    const twice = await tarportFed(['push', '-', '-', '--to', repo], undefined, { TMPDIR: spool });
+    const twice = await tarport(['push', '-', '-', '--to', repo], { TMPDIR: spool }, { pipe: null });
     expect(twice.code).toBe(2);
     expect(twice.stderr).toContain(`- (${STDIN_NAME}) given twice`);
   });
@@ -138,11 +114,11 @@ describe('tarport push -', () => {
     const [v1] = await writeDemoArchives(dir, undefined, SMALL);
     const repo = join(dir, 'repo');
     // a TMPDIR that does not exist: a copy would fail the push (root writes where modes forbid it)
-    const r = await tarportFed(['push', '--init', '-', '--to', repo], v1!, { TMPDIR: join(dir, 'no-such-folder') }, true);
+    const r = await tarport(['push', '--init', '-', '--to', repo], { TMPDIR: join(dir, 'no-such-folder') }, { redirect: v1! });
     expect(r.stderr).toContain(`published tarport-demo/hello:latest v1 (image) from ${STDIN_NAME}`);
     expect(r.code).toBe(0);
     // and through a pipe the same TMPDIR is where the copy fails, named
-    const piped = await tarportFed(['push', '-', '--to', repo], v1!, { TMPDIR: join(dir, 'no-such-folder') });
+    const piped = await tarport(['push', '-', '--to', repo], { TMPDIR: join(dir, 'no-such-folder') }, { pipe: v1! });
     expect(piped.code).toBe(1);
     expect(piped.stderr).toContain(`make a folder for ${STDIN_NAME} in ${join(dir, 'no-such-folder')} (TMPDIR)`);
   });
