@@ -55,6 +55,19 @@ describe('spoolStdin', () => {
     expect(await readdir(tmp)).toEqual([]);
   });
 
+  it('stops at the command\'s signal (SIGTERM, SIGINT) while it copies, and leaves nothing behind', async () => {
+    const pipe = new PassThrough();
+    pipe.write(Buffer.alloc(4096)); // a writer that is still writing
+    const stop = new AbortController();
+    const copying = spoolStdin(pipe, stop.signal).catch((x: unknown) => x);
+    setTimeout(() => stop.abort(new TarportError('ABORTED', 'interrupted by SIGTERM', { retryable: false })), 50);
+    const t0 = Date.now();
+    const e = await copying;
+    expect(e).toMatchObject({ code: 'ABORTED' });
+    expect(Date.now() - t0).toBeLessThan(5_000); // not the 10 min of the idle bound
+    expect(await readdir(tmp)).toEqual([]);
+  });
+
   it('fails with the reason of a pipe that broke, and leaves nothing behind', async () => {
     const pipe = new PassThrough();
     pipe.write(Buffer.alloc(4096));
