@@ -83,7 +83,7 @@ describe('FTP close()', () => {
         () => 'read to the end',
         (e: unknown) => e,
       );
-      await vi.waitFor(() => expect(server.sent()).toBeGreaterThan(0));
+      await vi.waitFor(() => expect(server.sent()).toBeGreaterThan(0), { timeout: 10_000 });
       const logins = server.logins();
       await t.close();
       const outcome = await Promise.race([reading, new Promise((r) => setTimeout(() => r('still running 5 s after close()'), 5000))]);

@@ -22,7 +22,7 @@ describe('HTTP close()', () => {
       () => 'read to the end',
       (e: unknown) => e,
     );
-    await vi.waitFor(() => expect(s.sent()).toBeGreaterThan(2));
+    await vi.waitFor(() => expect(s.sent()).toBeGreaterThan(2), { timeout: 10_000 }); // the body flows (a byte per 100 ms; slower on a loaded machine)
     const closed = await Promise.race([t.close().then(() => 'closed'), new Promise((r) => setTimeout(() => r('close() still waiting after 3 s'), 3000))]);
     expect(closed).toBe('closed');
     const outcome = await Promise.race([reading, new Promise((r) => setTimeout(() => r('the read still running 3 s after close()'), 3000))]);

@@ -81,7 +81,7 @@ describe('S3Transport.close()', () => {
       () => 'read to the end',
       (e: unknown) => e,
     );
-    await vi.waitFor(() => expect(s.sent()).toBeGreaterThan(2));
+    await vi.waitFor(() => expect(s.sent()).toBeGreaterThan(2), { timeout: 10_000 }); // the body flows (a byte per 100 ms; slower on a loaded machine)
     await c.close();
     const outcome = await Promise.race([reading, new Promise((r) => setTimeout(() => r('the read still running 3 s after close()'), 3000))]);
     expect(outcome).toBeInstanceOf(TarportError);
