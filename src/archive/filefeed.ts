@@ -1,4 +1,4 @@
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
 import { Lender } from '../lending.js';
 
@@ -30,6 +30,18 @@ export interface FeedOptions {
    * never reused: its slot reads into a fresh buffer.
    */
   lend?: boolean;
+  /** The file is still being written: read only what `follow` says is there (Follow). */
+  follow?: Follow;
+}
+
+/** A file written as it is read (the consumer's cache: Download in src/consumer/cache.ts). */
+export interface Follow {
+  /**
+   * How many bytes from `position` can be read: waits until there are `wanted`, or as many as the
+   * writer will let be read before it ends; 0 once the file is complete and `position` is its end.
+   * Rejects with the writer's fault.
+   */
+  readable(position: number, wanted: number): Promise<number>;
 }
 
 /**
@@ -46,14 +58,15 @@ export interface FeedOptions {
  * on a read fault, an abort or a write error `into` is destroyed with the error and the promise
  * rejects with it. Stops without error once `into` is destroyed by its reader.
  */
-export async function feedFile(path: string, into: Writable, opts: FeedOptions = {}): Promise<number> {
+export async function feedFile(path: string | FileHandle, into: Writable, opts: FeedOptions = {}): Promise<number> {
   const size = opts.chunk ?? FEED_CHUNK;
   const lender = opts.lend ? new Lender(size, LEND_KEPT) : undefined;
   const slots = Array.from({ length: RING }, () => ({ buf: (lender ? Buffer.alloc(0) : Buffer.allocUnsafeSlow(size)) as Buffer, busy: undefined as Promise<void> | undefined }));
-  const fh = await open(path, 'r').catch((e: unknown) => {
+  // an open file is the feed's to close
+  const fh = typeof path === 'string' ? await open(path, 'r').catch((e: unknown) => {
     into.destroy(e as Error);
     throw e;
-  });
+  }) : path;
   let fed = 0;
   try {
     const end = opts.length === undefined ? Infinity : opts.length;
@@ -66,7 +79,12 @@ export async function feedFile(path: string, into: Writable, opts: FeedOptions =
       else if (slot.buf.buffer.byteLength === 0) slot.buf = Buffer.allocUnsafeSlow(size);
       opts.signal?.throwIfAborted();
       if (into.destroyed) return fed;
-      const want = Math.min(size, end - fed);
+      // a followed file: wait for its writer (a fault of its own or of the reader ends the wait)
+      const there = opts.follow ? await opts.follow.readable((opts.start ?? 0) + fed, Math.min(size, end - fed)) : Infinity;
+      if (there === 0) break;
+      opts.signal?.throwIfAborted();
+      if (into.destroyed) return fed;
+      const want = Math.min(size, end - fed, there);
       const { bytesRead } = await fh.read(slot.buf, 0, want, (opts.start ?? 0) + fed);
       if (bytesRead === 0) break;
       fed += bytesRead;

@@ -4,4 +4,4 @@ export { readArchiveContent, sniffStream, REFERENCE_DIGEST, REFERENCE_TYPE, type
 export { CodecError, compressor, decompressor, threadedDecompressor, prewarmDecompressors, releaseDecompressors, releaserOf, sniffCompression, zstdCodecs, zstdCodecInfo, zstdNotLoadedNote, COMPRESSIONS, type ZstdCodecInfo, type Compression } from './compression.js';
 export { ociBlobPath, ociLayerMediaType, ociLoadManifest, writeLoadArchive, writeOciLoadArchive, type LoadArchiveSpec, type LoadFile, type OciLoadArchiveSpec } from './loadtar.js';
 export { writeDemoArchives } from './synthetic.js';
-export { feedFile, type FeedOptions } from './filefeed.js';
+export { feedFile, type FeedOptions, type Follow } from './filefeed.js';

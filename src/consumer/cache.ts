@@ -1,7 +1,8 @@
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
+import { feedFile, type Follow } from '../archive/index.js';
 import { DigestCheck, hexOf } from '../crypto/index.js';
 import { wrapSystemError } from '../errors.js';
 import type { Repository } from '../repo/index.js';
@@ -22,8 +23,27 @@ export class ObjectCache {
     return st !== undefined && st.size === desc.size;
   }
 
-  /** Makes sure the object is in the cache; returns the bytes read from the repository. */
-  async ensure(repo: Repository, desc: { digest: string; size: number }, signal?: AbortSignal): Promise<number> {
+  /** A download of the object that a reader can follow as it is written (ensure's `follow`). */
+  follow(desc: { digest: string; size: number }): Download {
+    return new Download(desc.size, this.final(desc.digest));
+  }
+
+  /**
+   * Makes sure the object is in the cache; returns the bytes read from the repository. `follow`
+   * hears of every byte written and of the outcome, whatever it is.
+   */
+  async ensure(repo: Repository, desc: { digest: string; size: number }, signal?: AbortSignal, follow?: Download): Promise<number> {
+    try {
+      const n = await this.fetch(repo, desc, signal, follow);
+      follow?.end();
+      return n;
+    } catch (e) {
+      follow?.end(e);
+      throw e;
+    }
+  }
+
+  private async fetch(repo: Repository, desc: { digest: string; size: number }, signal?: AbortSignal, follow?: Download): Promise<number> {
     if (await this.has(desc)) return 0;
     const partialDir = join(this.dir, 'partial');
     await mkdir(partialDir, { recursive: true });
@@ -41,6 +61,8 @@ export class ObjectCache {
       if (offset > 0) for await (const c of createReadStream(part, { highWaterMark: 1 << 20 })) check.update(c as Buffer);
       fh = await open(part, offset > 0 ? 'a' : 'w');
       const out = fh;
+      let written = offset;
+      follow?.begin(part, offset);
       // the repository lends its buffers (FTP reads into two of its own): each is hashed and
       // written before it goes back
       const fetched = await repo.readBlobTo(
@@ -48,6 +70,7 @@ export class ObjectCache {
         async (chunk) => {
           check.update(chunk);
           await writeAll(out, chunk);
+          follow?.wrote((written += chunk.length));
         },
         { offset, ...(signal ? { signal } : {}) },
       );
@@ -80,6 +103,93 @@ export class ObjectCache {
     for (const n of names) {
       if (!keep.has(`sha256:${n}`)) await rm(join(dir, n), { force: true }).catch((e: unknown) => wrapSystemError(e, 'prune cache'));
     }
+  }
+}
+
+/**
+ * An object's download into the cache as a reader follows it: every byte but the last can be read
+ * once it is written; the last only once the whole object matched its digest and lies in place. A
+ * reader therefore never sees the object end before it is verified, and a download that fails
+ * (a digest mismatch, a cut link) fails the reader with the download's fault. This lets the
+ * runtime take a layer while it downloads, as the load archive's index comes last and a stream that
+ * fails before it loads nothing.
+ */
+export class Download implements Follow {
+  private written = 0;
+  private partial: string | undefined;
+  private outcome: { fault: unknown } | 'verified' | undefined;
+  private wake: (() => void)[] = [];
+  private markStarted!: () => void;
+  /** Settles once the download began writing, or ended without (the object was in the cache already, or it failed). */
+  readonly started = new Promise<void>((resolve) => (this.markStarted = resolve));
+
+  constructor(
+    readonly size: number,
+    private readonly final: string,
+  ) {}
+
+  /** ensure: the partial file is open for writing and holds `offset` bytes already. */
+  begin(partial: string, offset: number): void {
+    this.partial = partial;
+    this.wrote(offset);
+    this.markStarted();
+  }
+
+  /** ensure: the partial file holds `total` bytes. */
+  wrote(total: number): void {
+    this.written = total;
+    this.notify();
+  }
+
+  /** ensure: the object is verified and in place, or the download failed with `fault`. The first call counts. */
+  end(fault?: unknown): void {
+    if (this.outcome !== undefined) return;
+    this.outcome = fault === undefined ? 'verified' : { fault };
+    this.markStarted();
+    this.notify();
+  }
+
+  /**
+   * Bytes a reader at `position` may read: once `wanted` are there, or all but the last byte (the
+   * rest waits for the verdict); 0 once the object is verified and read to its end.
+   */
+  async readable(position: number, wanted = 1): Promise<number> {
+    for (;;) {
+      if (this.outcome === 'verified') return Math.max(0, this.size - position);
+      if (this.outcome) throw this.outcome.fault;
+      const now = Math.min(this.written, this.size - 1) - position;
+      if (now > 0 && (now >= wanted || this.written >= this.size - 1)) return now;
+      await new Promise<void>((resolve) => this.wake.push(resolve));
+    }
+  }
+
+  /** The file to read from (once `started`): the partial file while it is written, else the object. */
+  async open(): Promise<FileHandle> {
+    await this.started;
+    if (typeof this.outcome === 'object') throw this.outcome.fault;
+    if (this.outcome === undefined && this.partial !== undefined) {
+      // renamed into place since: the object is complete (a failed download reports its fault)
+      const fh = await open(this.partial, 'r').catch((e: unknown) => ((e as { code?: string }).code === 'ENOENT' ? undefined : Promise.reject(e)));
+      if (fh) return fh;
+      await this.readable(this.size);
+    }
+    return open(this.final, 'r');
+  }
+
+  /** The object's bytes as they arrive (each read lends a fresh buffer: a pass-through keeps them). */
+  stream(signal?: AbortSignal): Readable {
+    const out = new PassThrough({ highWaterMark: 1 << 20 });
+    this.open().then(
+      (fh) => feedFile(fh, out, { follow: this, lend: true, ...(signal ? { signal } : {}) }),
+      (e: unknown) => out.destroy(e as Error),
+    ).catch(() => undefined); // feedFile destroys `out` with its fault
+    return out;
+  }
+
+  private notify(): void {
+    const woken = this.wake;
+    this.wake = [];
+    for (const w of woken) w();
   }
 }
 

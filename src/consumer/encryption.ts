@@ -2,9 +2,10 @@
 // object may hold, and how decrypted bytes reach the daemon only once their MDC is verified.
 
 import { createReadStream } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import { Readable, Transform, type Duplex } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
-import { feedFile, type Compression } from '../archive/index.js';
+import { feedFile, type Compression, type Follow } from '../archive/index.js';
 import { DigestCheck, Verifier, decryptStream, type DecryptionKey } from '../crypto/index.js';
 import { TarportError } from '../errors.js';
 import { MAX_SMALL_BLOB_BYTES, type LayerDescriptor, type ReleaseRecord } from '../repo/index.js';
@@ -62,6 +63,15 @@ export async function decryptConfig(stored: Buffer, key: DecryptionKey, what: st
 export interface ObjectFile {
   readonly file: string;
   readonly expect?: { readonly digest: string; readonly size: number; readonly what: string };
+  /** The file is being downloaded, checked by its writer: read as it grows (Download in cache.ts). */
+  readonly growing?: Growing;
+}
+
+/** A file being written and checked by its writer, which says what can be read (Download in cache.ts). */
+export interface Growing extends Follow {
+  open(): Promise<FileHandle>;
+  /** The file's bytes as they may be read, ending once the writer verified the whole. */
+  stream(signal?: AbortSignal): Readable;
 }
 
 /**
@@ -71,7 +81,9 @@ export interface ObjectFile {
  * cannot see the layer end cleanly over a message whose MDC then fails. For an object checked on
  * the way (`expect`) they wait for its digest check the same way.
  * `raw` may name a local file: a compressed plain layer is then fed to its decompressor from a few
- * reused buffers (feedFile), which saves more CPU than zstd's own work.
+ * reused buffers (feedFile), which saves more CPU than zstd's own work. A file still downloading
+ * (`growing`) is read as it is written; its writer holds its last byte until the whole matched its
+ * digest, so the layer cannot end before that.
  */
 export async function openLayer(
   raw: Readable | ObjectFile,
@@ -84,7 +96,10 @@ export async function openLayer(
   // a decompressor is done with a chunk when it calls back; a pass-through ('none') is not
   const feed = !(raw instanceof Readable) && !l.encryption && l.compression !== 'none' ? raw.file : undefined;
   const expect = raw instanceof Readable ? undefined : raw.expect;
-  let src: Readable | undefined = raw instanceof Readable ? raw : feed === undefined ? readChecked(raw) : undefined;
+  const growing = raw instanceof Readable ? undefined : raw.growing;
+  // ciphertext is decrypted only once its digest matched (the cache's, or readChecked's)
+  if (growing && l.encryption) throw new TarportError('INTERNAL', `internal error: ${what} is encrypted and was to be read as it downloads`);
+  let src: Readable | undefined = raw instanceof Readable ? raw : feed === undefined ? (growing ? growing.stream() : readChecked(raw)) : undefined;
   // a fed object's digest is known once the feed ended: its check is the verdict the last bytes wait for
   const check = feed !== undefined && expect ? new DigestCheck(expect, expect.what) : undefined;
   let verdict: Promise<void> = Promise.resolve();
@@ -95,8 +110,8 @@ export async function openLayer(
     verdict.catch(() => undefined); // seen through the gate
   }
   const dec = await decompressor(l.compression);
-  const feeding = src ? pipeline(src, dec) : feedFile(feed!, dec, check ? { onChunk: (_n, c) => check.update(c) } : {}).then(() => check?.finish());
-  if (check) verdict = feeding;
+  const feeding = src ? pipeline(src, dec) : feedFile(growing ? await growing.open() : feed!, dec, { ...(check ? { onChunk: (_n: number, c: Buffer) => check.update(c) } : {}), ...(growing ? { follow: growing } : {}) }).then(() => check?.finish());
+  if (check || growing) verdict = feeding;
   verdict.catch(() => undefined); // seen through the gate
   const out = gate(l.uncompressedSize, verdict, what);
   // A fault of the source or the decompressor reaches the reader as `explain` says it (a tampered

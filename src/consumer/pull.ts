@@ -462,17 +462,17 @@ interface LayerFetching {
 
 /**
  * The layer files of a load archive: each layer the plan does not leave out, once, fetched into the
- * cache and verified before the runtime sees a byte of it, except from a local repository when the
- * runtime takes thin archives or pulls the layers itself (`pulls`, Podman): there the object is
- * read in place, its digest checked on the way, and the layer's last bytes wait for that check
- * (openLayer); a mismatch fails the stream before the archive's index or the end of the blob, and
- * the runtime loads nothing. (A runtime that needs every layer from an archive keeps them in the
+ * cache and read from it as it downloads; the cache holds back the object's last byte until the
+ * whole matched its digest (Download in cache.ts), so the layer cannot end before that. From a
+ * local repository, when the runtime takes thin archives or pulls the layers itself (`pulls`,
+ * Podman), the object is read in place instead, its digest checked on the way, and the layer's
+ * last bytes wait for that check (openLayer). Either way a mismatch fails the stream before the
+ * archive's index or the end of the blob, and the runtime loads nothing. (A runtime that needs every layer from an archive keeps them in the
  * cache: a later stick may carry only a difference. One that pulls asks only for the layers it
  * lacks, and those it lacks a stick must carry.) A pull reads in place what it asks for only:
  * `done` counts those bytes. Encrypted objects always go through the cache: ciphertext is checked
- * before it is decrypted. The fetches run one after another in the background from the start, so
- * that the runtime loads a layer while the next one downloads; a file opens once its own object is
- * in the cache.
+ * before it is decrypted, so an encrypted layer's file opens once its object is in the cache. The
+ * fetches run one after another in the background from the start, in the archive's order.
  */
 function layerFiles(
   repo: Repository,
@@ -505,7 +505,14 @@ function layerFiles(
   for (const l of record.layers) {
     if (plan.omit.has(l.diffId) || included.has(l.diffId)) continue;
     included.add(l.diffId);
-    const fetched: Promise<number> = direct ? Promise.resolve(pulls ? 0 : l.size) : chain.then(() => cache.ensure(repo, l, fetchSignal));
+    // a plain layer is read as it downloads (its last byte waits for its digest: Download in cache.ts)
+    const download = direct || l.encryption ? undefined : cache.follow(l);
+    const fetched: Promise<number> = direct ? Promise.resolve(pulls ? 0 : l.size) : chain.then(() => cache.ensure(repo, l, fetchSignal, download));
+    // a fetch that never began (an earlier one failed) ends its download too: no reader waits on it
+    fetched.then(
+      () => download?.end(),
+      (e: unknown) => download?.end(e),
+    );
     chain = chain.then(async (n) => n + (await fetched));
     // a failed fetch is reported where its file opens, and by stop() (not the abort stop() causes
     // itself): never unhandled
@@ -519,10 +526,11 @@ function layerFiles(
       // layer"; containerd's content store checks each blob's digest), so we check the uncompressed
       // size only and spare a hash pass.
       open: async () => {
-        await fetched;
+        if (download) await download.started;
+        else await fetched;
         if (direct && pulls) readInPlace += l.size;
         // as stored: the runtime decompresses; read in place, the digest is checked on the way
-        if (stored) return direct ? await repo.readBlob(l, { signal }) : cache.open(l.digest);
+        if (stored) return direct ? await repo.readBlob(l, { signal }) : download ? download.stream(signal) : cache.open(l.digest);
         const what = `layer ${l.diffId} of ${ref}`;
         // the decoder's buffers go back to it once a reader that can say so is done with them
         let release: ((chunk: Buffer) => void) | undefined;
@@ -536,7 +544,7 @@ function layerFiles(
         };
         const out = direct
           ? await openLayer(await readPlaced(l), l, undefined, what, decoding, (e) => digestFirst(repo, l, e, signal))
-          : await openLayer(cache.file(l.digest), l, l.encryption ? needKey(key, record) : undefined, what, decoding);
+          : await openLayer(download ? { ...cache.file(l.digest), growing: download } : cache.file(l.digest), l, l.encryption ? needKey(key, record) : undefined, what, decoding);
         return release ? Object.assign(out, { release }) : out;
       },
     });

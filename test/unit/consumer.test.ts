@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { TarArchive, writeDemoArchives } from '../../src/archive/index.js';
 import { createHash } from 'node:crypto';
@@ -161,6 +161,104 @@ describe('consumer load archives per image store', () => {
     expect(repo.isLocal).toBe(false);
     const d = new FakeDaemon('graphdriver');
     const err = await pull(repo, new DockerRuntime(d), { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: await tempDir() }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'DIGEST_MISMATCH' });
+    expect(d.loads).toHaveLength(0);
+  });
+});
+
+/** A fake daemon that counts the load archive's bytes as they reach it. */
+class CountingDaemon extends FakeDaemon {
+  received = 0;
+  private watchers: { at: number; resolve: () => void }[] = [];
+
+  /** Settles once the daemon received `n` bytes of a load archive; false after `ms` without. */
+  receivedAtLeast(n: number, ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), ms);
+      this.watchers.push({
+        at: n,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve(true);
+        },
+      });
+      this.check();
+    });
+  }
+
+  private check(): void {
+    for (const w of this.watchers.filter((x) => this.received >= x.at)) w.resolve();
+    this.watchers = this.watchers.filter((x) => this.received < x.at);
+  }
+
+  override async load(archive: Readable): Promise<string[]> {
+    const counted = new Transform({
+      transform: (c: Buffer, _e, cb) => {
+        this.received += c.length;
+        this.check();
+        cb(null, c);
+      },
+    });
+    const [loaded] = await Promise.all([super.load(counted), pipeline(archive, counted)]);
+    return loaded;
+  }
+}
+
+describe('a remote repository: layers go to the runtime as they download', () => {
+  /** A repository as over FTP or SFTP (through the cache), of one image with an 8 MiB base layer. */
+  async function remoteRepo() {
+    // the cache hands a download over in reads of 1 MiB, the decompressor passes on whole 1 MiB
+    // buffers, and the layer's last buffer waits for its digest
+    const mem = new MemoryTransport();
+    const repo = new Repository(mem);
+    const [v1] = await writeDemoArchives(await tempDir(), undefined, 8 << 20);
+    await publishArchive(repo, v1!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' } });
+    const { record } = await repo.readRecord((await repo.listReleases('demo/app', '1')).at(-1)!);
+    const big = record.layers.reduce((a, b) => (b.size > a.size ? b : a));
+    expect(big.size).toBeGreaterThan(8 << 20);
+    Object.defineProperty(mem, 'capabilities', { value: { ...mem.capabilities, local: false } });
+    expect(repo.isLocal).toBe(false);
+    return { mem, repo, bigKey: `blobs/sha256/${big.digest.slice('sha256:'.length)}` };
+  }
+
+  /**
+   * The big layer's first half is sent, then the rest only once the daemon has received 512 KiB
+   * (config and headers are a few KiB: the rest is the layer), or after 5 s without; `seen` says
+   * which.
+   */
+  function sendSecondHalfOnceLoading(mem: MemoryTransport, bigKey: string, d: CountingDaemon): boolean[] {
+    const seen: boolean[] = [];
+    const readTo = mem.readTo.bind(mem);
+    mem.readTo = async (key, sink, opts) => {
+      if (key !== bigKey) return readTo(key, sink, opts);
+      const all = mem.files.get(key)!;
+      const half = Math.floor(all.length / 2);
+      await sink(all.subarray(0, half));
+      seen.push(await d.receivedAtLeast(512 << 10, 5000));
+      await sink(all.subarray(half));
+      return all.length;
+    };
+    return seen;
+  }
+
+  it('the daemon receives a layer while it is still downloading', async () => {
+    const { mem, repo, bigKey } = await remoteRepo();
+    const d = new CountingDaemon('graphdriver');
+    const seen = sendSecondHalfOnceLoading(mem, bigKey, d);
+    const r = await pull(repo, new DockerRuntime(d), { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: await tempDir() });
+    expect(seen).toEqual([true]);
+    expect(r.loaded.map((l) => l.ref)).toEqual(['demo/app:1']);
+    expect(d.loads).toHaveLength(1);
+  });
+
+  it('a layer whose last byte is wrong, streamed to the daemon as it downloads, fails the pull with its digest fault and loads nothing', async () => {
+    const { mem, repo, bigKey } = await remoteRepo();
+    const v = mem.files.get(bigKey)!;
+    mem.files.set(bigKey, Buffer.concat([v.subarray(0, v.length - 1), Buffer.from([v[v.length - 1]! ^ 1])]));
+    const d = new CountingDaemon('graphdriver');
+    const seen = sendSecondHalfOnceLoading(mem, bigKey, d);
+    const err = await pull(repo, new DockerRuntime(d), { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: await tempDir() }).catch((e: unknown) => e);
+    expect(seen).toEqual([true]);
     expect(err).toMatchObject({ code: 'DIGEST_MISMATCH' });
     expect(d.loads).toHaveLength(0);
   });

@@ -90,6 +90,19 @@ export function idleBound(req: ClientRequest, idleMs: number, fault: () => Tarpo
   req.setTimeout(idleMs, onIdle);
 }
 
+/**
+ * For idleBound: a count that moves at each idle check while the silence is the body's own (the
+ * daemon took all it was sent and the body has nothing more yet: a layer still downloading), and
+ * stands still once the daemon is the one that stopped (it takes no more of the body, or the body
+ * ended and no answer came). A stuck daemon is found; a slow download is not blamed on it.
+ */
+function ourSilence(body: Readable, req: ClientRequest): () => number {
+  let ended = false;
+  body.once('end', () => (ended = true));
+  let waits = 0;
+  return () => (ended || req.writableNeedDrain ? waits : ++waits);
+}
+
 /** The Docker Engine API over its socket: only what tarport needs. */
 export class DockerClient implements DockerApi {
   private readonly ep: Endpoint;
@@ -124,7 +137,7 @@ export class DockerClient implements DockerApi {
         resolve,
       );
       let bodyError: Error | undefined;
-      idleBound(req, this.idleMs, () => stuck(this.label.service, this.ep.display, method, path, this.idleMs));
+      idleBound(req, this.idleMs, () => stuck(this.label.service, this.ep.display, method, path, this.idleMs), body ? ourSilence(body, req) : undefined);
       req.on('error', (e) =>
         reject(
           bodyError ??

@@ -2,8 +2,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { describe, expect, it } from 'vitest';
-import { ObjectCache } from '../../../src/consumer/cache.js';
+import { describe, expect, it, vi } from 'vitest';
+import { ObjectCache, type Download } from '../../../src/consumer/cache.js';
 import { TarportError } from '../../../src/errors.js';
 import { Repository, blobKey } from '../../../src/repo/index.js';
 import { MemoryTransport, type ByteSink, type ReadOptions } from '../../../src/transport/index.js';
@@ -39,6 +39,59 @@ class CutOnce extends MemoryTransport {
     return sent;
   }
 }
+
+/**
+ * A memory store whose read stops twice, each time until the test lets it go on: after the first
+ * `first` bytes, and after the last byte, before the read returns (the cache checks the digest only
+ * then). `paused` settles at each stop.
+ */
+class Paced extends CutOnce {
+  first = 100_000;
+  private go: (() => void)[] = [];
+  private stopped: (() => void)[] = [];
+
+  /** Settles once the read stopped for the `n`th time (1 or 2). */
+  paused(n: 1 | 2): Promise<void> {
+    return new Promise((resolve) => (this.stopped[n] = resolve));
+  }
+
+  /** Lets the read go on from its `n`th stop. */
+  resume(n: 1 | 2): void {
+    this.go[n]?.();
+  }
+
+  private stop(n: 1 | 2): Promise<void> {
+    return new Promise((resolve) => {
+      this.go[n] = resolve;
+      this.stopped[n]?.();
+    });
+  }
+
+  override async readTo(key: string, sink: ByteSink, opts: ReadOptions = {}): Promise<number> {
+    const all: Buffer[] = [];
+    await super.readTo(key, async (c) => void all.push(Buffer.from(c)), opts);
+    const body = Buffer.concat(all);
+    await sink(body.subarray(0, this.first));
+    await this.stop(1);
+    await sink(body.subarray(this.first));
+    await this.stop(2);
+    return body.length;
+  }
+}
+
+/** Reads a followed download, recording what arrived and whether (and how) it ended. */
+function reader(d: Download) {
+  const got: Buffer[] = [];
+  const r = { got, bytes: () => Buffer.concat(got), ended: false, fault: undefined as unknown };
+  const s = d.stream();
+  s.on('data', (c: Buffer) => got.push(Buffer.from(c)));
+  s.on('end', () => (r.ended = true));
+  s.on('error', (e) => (r.fault = e));
+  return r;
+}
+
+/** Lets streams and file reads run for a while. */
+const settle = () => new Promise((resolve) => setTimeout(resolve, 100));
 
 async function setup(data = randomBytes(300_000)) {
   const transport = new CutOnce();
@@ -133,5 +186,99 @@ describe('ObjectCache', () => {
     await cache.prune(new Set([other.digest]));
     expect(await readdir(join(dir, 'blobs'))).toEqual([hex(other.digest)]);
     await new ObjectCache(join(dir, 'never-used')).prune(new Set()); // nothing cached yet: no error
+  });
+});
+
+describe('Download: reading an object as the cache downloads it', () => {
+  async function paced(data = randomBytes(300_000)) {
+    const transport = new Paced();
+    const repo = new Repository(transport);
+    const desc = descOf(data);
+    await transport.write(blobKey(desc.digest), () => Readable.from([data]));
+    const dir = await tempDir();
+    return { transport, repo, desc, data, dir, cache: new ObjectCache(dir) };
+  }
+
+  it('hands over what has arrived, holds the last byte until the object is verified and in place, then ends', async () => {
+    // the reader takes whole 1 MiB reads while the download goes on (fewer, larger reads)
+    const { transport, repo, desc, data, dir, cache } = await paced(randomBytes(3 << 20));
+    transport.first = 2 << 20;
+    const download = cache.follow(desc);
+    const r = reader(download);
+    const first = transport.paused(1);
+    const second = transport.paused(2);
+    const ensured = cache.ensure(repo, desc, undefined, download);
+    await first;
+    await settle();
+    expect(r.bytes().equals(data.subarray(0, 2 << 20))).toBe(true);
+    expect(r.ended).toBe(false);
+    transport.resume(1);
+    await second;
+    await settle();
+    // every byte written, not yet verified: all but the last
+    expect(r.bytes().equals(data.subarray(0, data.length - 1))).toBe(true);
+    expect(r.ended).toBe(false);
+    transport.resume(2);
+    expect(await ensured).toBe(data.length);
+    await vi.waitFor(() => expect(r.ended).toBe(true));
+    expect(r.bytes().equals(data)).toBe(true);
+    expect(r.fault).toBeUndefined();
+    expect(await readdir(join(dir, 'blobs'))).toEqual([hex(desc.digest)]);
+  });
+
+  it('an object served wrong fails its reader with the digest fault, and the reader never saw its last byte', async () => {
+    const { transport, repo, desc, data, cache } = await paced();
+    const bad = Buffer.from(data);
+    bad[200_000]! ^= 0x01;
+    await transport.write(blobKey(desc.digest), () => Readable.from([bad]));
+    const download = cache.follow(desc);
+    const r = reader(download);
+    const second = transport.paused(2);
+    transport.paused(1).then(() => transport.resume(1), () => undefined);
+    const ensured = cache.ensure(repo, desc, undefined, download);
+    await second;
+    transport.resume(2);
+    const e = await errorOf(ensured);
+    expect(e.code).toBe('DIGEST_MISMATCH');
+    await vi.waitFor(() => expect(r.fault).toBe(e));
+    expect(r.ended).toBe(false);
+    expect(r.bytes().length).toBeLessThan(data.length);
+  });
+
+  it('a resumed download is read from its first byte: the bytes already in the partial file, then the rest', async () => {
+    const { transport, repo, desc, data, dir, cache } = await paced();
+    await mkdir(join(dir, 'partial'), { recursive: true });
+    await writeFile(join(dir, 'partial', hex(desc.digest)), data.subarray(0, 50_000));
+    transport.paused(1).then(() => transport.resume(1), () => undefined);
+    transport.paused(2).then(() => transport.resume(2), () => undefined);
+    const download = cache.follow(desc);
+    const r = reader(download);
+    expect(await cache.ensure(repo, desc, undefined, download)).toBe(data.length - 50_000);
+    expect(transport.offsets).toEqual([50_000]);
+    await vi.waitFor(() => expect(r.ended).toBe(true));
+    expect(r.bytes().equals(data)).toBe(true);
+  });
+
+  it('an object already in the cache is read from there', async () => {
+    const { transport, repo, desc, data, cache } = await paced();
+    transport.paused(1).then(() => transport.resume(1), () => undefined);
+    transport.paused(2).then(() => transport.resume(2), () => undefined);
+    await cache.ensure(repo, desc);
+    const download = cache.follow(desc);
+    const r = reader(download);
+    expect(await cache.ensure(repo, desc, undefined, download)).toBe(0);
+    await vi.waitFor(() => expect(r.ended).toBe(true));
+    expect(r.bytes().equals(data)).toBe(true);
+    expect(transport.offsets).toEqual([0]);
+  });
+
+  it('a download that never began (ended with a fault) fails its reader with that fault', async () => {
+    const { desc, cache } = await paced();
+    const download = cache.follow(desc);
+    const r = reader(download);
+    const fault = new TarportError('CONNECTION', 'an earlier layer failed (test)');
+    download.end(fault);
+    await vi.waitFor(() => expect(r.fault).toBe(fault));
+    expect(r.got).toEqual([]);
   });
 });

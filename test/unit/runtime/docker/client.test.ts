@@ -54,6 +54,47 @@ describe('a silent daemon', () => {
     expect((err as Error).message).toContain('POST /images/load sent and took nothing');
   });
 
+  it('a load archive whose own source is silent for longer than the bound (a layer still downloading) is not the daemon\'s silence', async () => {
+    let took = 0;
+    const host = await daemon((req, res) => {
+      req.on('data', (c: Buffer) => (took += c.length));
+      req.on('end', () => res.end('{"stream":"Loaded image: x:1\\n"}\n'));
+    });
+    async function* slowly() {
+      yield Buffer.alloc(1 << 10);
+      await new Promise((r) => setTimeout(r, IDLE * 4));
+      yield Buffer.alloc(1 << 10);
+    }
+    const lines = await new DockerClient(host, undefined, { idleMs: IDLE }).load(Readable.from(slowly()));
+    expect(took).toBe(2 << 10);
+    expect(lines).toEqual(['Loaded image: x:1']);
+  });
+
+  it('a daemon that stops reading a load archive its source still has bytes for is given up on', async () => {
+    let took = 0;
+    const host = await daemon((req) => {
+      req.once('data', (c: Buffer) => {
+        took += c.length;
+        req.pause();
+      });
+    });
+    // 256 MiB offered, 1 MiB at a time: far more than the socket's buffers hold
+    let offered = 0;
+    const archive = new Readable({
+      read() {
+        offered += 1 << 20;
+        this.push(offered > 256 << 20 ? null : Buffer.alloc(1 << 20));
+      },
+    });
+    const t0 = Date.now();
+    const err = await new DockerClient(host, undefined, { idleMs: IDLE }).load(archive).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DaemonStuckError);
+    expect((err as Error).message).toContain('POST /images/load sent and took nothing for 300 ms');
+    expect(took).toBeGreaterThan(0);
+    expect(offered).toBeLessThan(256 << 20);
+    expect(Date.now() - t0).toBeLessThan(IDLE * 20);
+  });
+
   it('a libpod pull silent on its socket lives while its progress moves, and is given up once that stops', async () => {
     const host = await daemon((_req, res) => setTimeout(() => res.end('{"id":"0123"}\n'), IDLE * 4));
     let moved = 0;
