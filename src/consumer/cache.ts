@@ -64,16 +64,14 @@ export class ObjectCache {
       let written = offset;
       follow?.begin(part, offset);
       // the repository lends its buffers (FTP reads into two of its own): each is hashed and
-      // written before it goes back
-      const fetched = await repo.readBlobTo(
-        desc,
-        async (chunk) => {
-          check.update(chunk);
-          await writeAll(out, chunk);
-          follow?.wrote((written += chunk.length));
-        },
-        { offset, ...(signal ? { signal } : {}) },
-      );
+      // written before it goes back. A partial file that is whole (a run cut between its last
+      // write and the rename) needs no read: a server refuses a range that starts at the end.
+      const sink = async (chunk: Buffer) => {
+        check.update(chunk);
+        await writeAll(out, chunk);
+        follow?.wrote((written += chunk.length));
+      };
+      const fetched = offset < desc.size ? await repo.readBlobTo(desc, sink, { offset, ...(signal ? { signal } : {}) }) : 0;
       check.finish();
       await fh.close();
       fh = undefined;
@@ -115,7 +113,7 @@ export class ObjectCache {
  * fails before it loads nothing.
  */
 export class Download implements Follow {
-  private written = 0;
+  private bytes = 0;
   private partial: string | undefined;
   private outcome: { fault: unknown } | 'verified' | undefined;
   private wake: (() => void)[] = [];
@@ -128,6 +126,11 @@ export class Download implements Follow {
     private readonly final: string,
   ) {}
 
+  /** Bytes in the partial file so far (what a resumed download had, and what it wrote since). */
+  get written(): number {
+    return this.bytes;
+  }
+
   /** ensure: the partial file is open for writing and holds `offset` bytes already. */
   begin(partial: string, offset: number): void {
     this.partial = partial;
@@ -137,7 +140,7 @@ export class Download implements Follow {
 
   /** ensure: the partial file holds `total` bytes. */
   wrote(total: number): void {
-    this.written = total;
+    this.bytes = total;
     this.notify();
   }
 

@@ -109,8 +109,10 @@ export async function openLayer(
     verdict = finished(src);
     verdict.catch(() => undefined); // seen through the gate
   }
+  // a growing file opens before the decompressor exists: a download that failed meanwhile leaves none behind
+  const fed = src ? undefined : growing ? await growing.open() : feed!;
   const dec = await decompressor(l.compression);
-  const feeding = src ? pipeline(src, dec) : feedFile(growing ? await growing.open() : feed!, dec, { ...(check ? { onChunk: (_n: number, c: Buffer) => check.update(c) } : {}), ...(growing ? { follow: growing } : {}) }).then(() => check?.finish());
+  const feeding = src ? pipeline(src, dec) : feedFile(fed!, dec, { ...(check ? { onChunk: (_n: number, c: Buffer) => check.update(c) } : {}), ...(growing ? { follow: growing } : {}) }).then(() => check?.finish());
   if (check || growing) verdict = feeding;
   verdict.catch(() => undefined); // seen through the gate
   const out = gate(l.uncompressedSize, verdict, what);

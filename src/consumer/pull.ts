@@ -2,10 +2,10 @@ import { pipeline } from 'node:stream/promises';
 import { Writable, type Readable } from 'node:stream';
 import { CodecError, decompressor, ociBlobPath, ociLayerMediaType, prewarmDecompressors, releaseDecompressors, releaserOf, threadedDecompressor, writeLoadArchive, writeOciLoadArchive, type Compression, type LoadFile } from '../archive/index.js';
 import { Digester, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
-import { formatPlatform, type ImageName, type LoadPlan, type Platform, type Runtime, type VerifiedLoad } from '../runtime/index.js';
+import { formatPlatform, type Fetched, type ImageName, type LoadPlan, type Platform, type Runtime, type VerifiedLoad } from '../runtime/index.js';
 import { isRefusalCode, TarportError } from '../errors.js';
 import { MAX_SMALL_BLOB_BYTES, platformView, familiarName, qualifiedName, sameName, type AckEntry, type Catalog, type CatalogEntry, type LayerDescriptor, type PinnedRecord, type ReleaseRecord, type Repository } from '../repo/index.js';
-import { ObjectCache } from './cache.js';
+import { ObjectCache, type Download } from './cache.js';
 import { checkEncrypted, decryptConfig, openLayer, type ObjectFile } from './encryption.js';
 import { StateStore, type State } from './state.js';
 
@@ -377,7 +377,7 @@ async function loadImage(
   const oci = plan.format !== 'docker-save' ? writeOciLoadArchive({ configDigest: record.contentKey, config, imageName: name.qualified, layers: ociLayers, files }) : undefined;
   const archive = oci?.stream ?? writeLoadArchive({ configDigest: record.contentKey, config, repoTags: [plan.qualifiedNames ? name.qualified : name.familiar], layerPaths: diffIds.map(layerPath), files });
   try {
-    await docker.load(archive, name, signal);
+    await docker.load(archive, name, signal, fetching.fetched);
   } catch (e) {
     // a layer that could not be fetched or failed its digest stopped the archive: that fault (its
     // code decides exit and retry), not the runtime's report of a broken stream
@@ -406,7 +406,7 @@ async function loadVerified(docker: Runtime, record: ReleaseRecord, config: Buff
   const name = imageName(record.name, record.tag);
   let r: VerifiedLoad;
   try {
-    r = await docker.loadVerified({ config, configDigest: record.contentKey, layers }, name, signal);
+    r = await docker.loadVerified({ config, configDigest: record.contentKey, layers }, name, signal, fetching.fetched);
   } catch (e) {
     throw (await fetching.stop()) ?? e;
   }
@@ -458,6 +458,8 @@ interface LayerFetching {
   readonly done: Promise<number>;
   /** Stops the fetches still running and waits for them; the first fault of a fetch, if one failed. */
   stop(): Promise<unknown>;
+  /** Bytes the downloads have written into the cache so far (the runtime's idle bound counts them as life). */
+  readonly fetched: Fetched;
 }
 
 /**
@@ -499,14 +501,17 @@ function layerFiles(
   const stopper = new AbortController();
   const fetchSignal = signal ? AbortSignal.any([signal, stopper.signal]) : stopper.signal;
   const files: LoadFile[] = [];
+  const downloads: Download[] = [];
   const included = new Set<string>();
   let chain: Promise<number> = Promise.resolve(0);
   let fault: unknown;
   for (const l of record.layers) {
     if (plan.omit.has(l.diffId) || included.has(l.diffId)) continue;
     included.add(l.diffId);
+    const download = direct ? undefined : cache.follow(l);
+    if (download) downloads.push(download);
     // a plain layer is read as it downloads (its last byte waits for its digest: Download in cache.ts)
-    const download = direct || l.encryption ? undefined : cache.follow(l);
+    const followed = l.encryption ? undefined : download;
     const fetched: Promise<number> = direct ? Promise.resolve(pulls ? 0 : l.size) : chain.then(() => cache.ensure(repo, l, fetchSignal, download));
     // a fetch that never began (an earlier one failed) ends its download too: no reader waits on it
     fetched.then(
@@ -526,11 +531,11 @@ function layerFiles(
       // layer"; containerd's content store checks each blob's digest), so we check the uncompressed
       // size only and spare a hash pass.
       open: async () => {
-        if (download) await download.started;
+        if (followed) await followed.started;
         else await fetched;
         if (direct && pulls) readInPlace += l.size;
         // as stored: the runtime decompresses; read in place, the digest is checked on the way
-        if (stored) return direct ? await repo.readBlob(l, { signal }) : download ? download.stream(signal) : cache.open(l.digest);
+        if (stored) return direct ? await repo.readBlob(l, { signal }) : followed ? followed.stream(signal) : cache.open(l.digest);
         const what = `layer ${l.diffId} of ${ref}`;
         // the decoder's buffers go back to it once a reader that can say so is done with them
         let release: ((chunk: Buffer) => void) | undefined;
@@ -544,7 +549,7 @@ function layerFiles(
         };
         const out = direct
           ? await openLayer(await readPlaced(l), l, undefined, what, decoding, (e) => digestFirst(repo, l, e, signal))
-          : await openLayer(download ? { ...cache.file(l.digest), growing: download } : cache.file(l.digest), l, l.encryption ? needKey(key, record) : undefined, what, decoding);
+          : await openLayer(followed ? { ...cache.file(l.digest), growing: followed } : cache.file(l.digest), l, l.encryption ? needKey(key, record) : undefined, what, decoding);
         return release ? Object.assign(out, { release }) : out;
       },
     });
@@ -562,6 +567,7 @@ function layerFiles(
       await done.catch(() => undefined);
       return fault;
     },
+    fetched: () => downloads.reduce((n, d) => n + d.written, 0),
   };
 }
 

@@ -100,6 +100,12 @@ export interface ExpectedImage {
 }
 
 /**
+ * Bytes the layers behind a load have downloaded so far: while it moves, a load that waits for its
+ * own bytes is waiting on the repository, not stuck in the runtime (docker/client.ts, idleBound).
+ */
+export type Fetched = () => number;
+
+/**
  * The local container runtime, one implementation per folder (docker/, containerd/, podman/).
  * The consumer talks to this interface only.
  */
@@ -123,9 +129,9 @@ export interface Runtime {
    * `loaded: false` with a reason when the runtime could not take this path (the consumer then
    * loads an archive as planned and says why); throws when the runtime refused the image.
    */
-  loadVerified?(image: VerifiedImage, name: ImageName, signal?: AbortSignal): Promise<VerifiedLoad>;
+  loadVerified?(image: VerifiedImage, name: ImageName, signal?: AbortSignal, fetched?: Fetched): Promise<VerifiedLoad>;
   /** Loads an archive of the planned shape that holds the image `name`. */
-  load(archive: Readable, name: ImageName, signal?: AbortSignal): Promise<void>;
+  load(archive: Readable, name: ImageName, signal?: AbortSignal, fetched?: Fetched): Promise<void>;
   /** Imports a root file system tar under `name`; returns the image ID. */
   importRootfs(rootfs: Readable, name: ImageName, signal?: AbortSignal): Promise<string>;
   /** The ID of the image under `name`, or undefined when there is none. */

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { TarportError } from '../../errors.js';
@@ -17,6 +17,8 @@ export interface CtrOptions {
 /** How long a ctr call that only reads metadata may take, and an import after its input ended. */
 export const CTR_QUERY_TIMEOUT_MS = 60_000;
 export const CTR_IMPORT_TAIL_TIMEOUT_MS = 600_000;
+/** How long ctr has to end on its own once its input was cut (cutImport), before it is killed. */
+const CUT_GRACE_MS = 5_000;
 
 /**
  * Runs `ctr -a SOCKET -n NAMESPACE ARGS…` and returns its stdout. A non-zero exit fails with ctr's
@@ -30,7 +32,8 @@ export function ctr(o: CtrOptions, args: readonly string[], opts: { input?: Read
   // ctr waits up to its dial timeout for a socket that is not there: say so at once
   if (!existsSync(o.socket)) return Promise.reject(new TarportError('DAEMON', `${what}: no socket at ${o.socket}: is containerd running, and is --containerd-socket right?`));
   return new Promise((resolve, reject) => {
-    const child = spawn(bin, full, { stdio: [opts.input ? 'pipe' : 'ignore', 'pipe', 'pipe'], ...(opts.signal ? { signal: opts.signal } : {}) });
+    // an import is stopped through its input (cutImport), a query by the signal itself
+    const child = spawn(bin, full, { stdio: [opts.input ? 'pipe' : 'ignore', 'pipe', 'pipe'], ...(opts.signal && !opts.input ? { signal: opts.signal } : {}) });
     let out = '';
     let err = '';
     let inputError: Error | undefined;
@@ -60,13 +63,33 @@ export function ctr(o: CtrOptions, args: readonly string[], opts: { input?: Read
     });
     if (opts.input) {
       const input = opts.input;
-      input.on('error', (e) => {
+      const cut = (e: Error) => {
+        if (inputError) return;
         inputError = e;
-        child.kill('SIGKILL');
-      });
+        cutImport(child, input);
+      };
+      input.on('error', cut);
+      const onAbort = () => cut(new TarportError('ABORTED', `${what}: cancelled`));
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      child.once('close', () => opts.signal?.removeEventListener('abort', onAbort));
       input.on('end', () => arm(opts.timeoutMs ?? CTR_IMPORT_TAIL_TIMEOUT_MS));
       child.stdin!.on('error', () => undefined); // ctr exiting early shows as its exit status
       input.pipe(child.stdin!);
+      if (opts.signal?.aborted) onAbort();
     } else arm(opts.timeoutMs ?? CTR_QUERY_TIMEOUT_MS);
   });
+}
+
+/**
+ * Ends an import whose input failed or was cancelled through ctr's own error path: a block that is
+ * no tar header (or, inside an entry, bytes after which the entry ends too soon), then the end of
+ * its stdin. ctr then fails the import and deletes the lease it took for it, so containerd
+ * collects what the import had written; a ctr killed instead leaves that lease behind, and the
+ * blobs with it, for the lease's 24 hours. Killed all the same if it does not end in time. The
+ * archive's index comes last, so a cut import creates no image either way.
+ */
+function cutImport(child: ChildProcess, input: Readable): void {
+  input.unpipe(child.stdin!);
+  child.stdin!.end(Buffer.alloc(1024, 0xff));
+  setTimeout(() => child.kill('SIGKILL'), CUT_GRACE_MS).unref();
 }

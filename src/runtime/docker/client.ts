@@ -2,7 +2,7 @@ import { request, type ClientRequest, type IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import { TarportError, messageOf } from '../../errors.js';
 import { pipeGivingBack } from '../../lending.js';
-import { chainIds } from '../types.js';
+import { chainIds, type Fetched } from '../types.js';
 
 export type ImageStore = 'graphdriver' | 'containerd';
 
@@ -52,7 +52,7 @@ export interface DockerApi {
   version(signal?: AbortSignal): Promise<EngineVersion>;
   layerChainIds(signal?: AbortSignal): Promise<Set<string>>;
   inspectImage(ref: string, signal?: AbortSignal, opts?: { manifests?: boolean }): Promise<ImageInspect | undefined>;
-  load(archive: Readable, signal?: AbortSignal): Promise<string[]>;
+  load(archive: Readable, signal?: AbortSignal, fetched?: Fetched): Promise<string[]>;
   import(rootfs: Readable, repo: string, tag: string, signal?: AbortSignal): Promise<string>;
   /** Resolves false when there is no such image. */
   removeImage(ref: string, signal?: AbortSignal): Promise<boolean>;
@@ -91,16 +91,27 @@ export function idleBound(req: ClientRequest, idleMs: number, fault: () => Tarpo
 }
 
 /**
- * For idleBound: a count that moves at each idle check while the silence is the body's own (the
- * daemon took all it was sent and the body has nothing more yet: a layer still downloading), and
- * stands still once the daemon is the one that stopped (it takes no more of the body, or the body
- * ended and no answer came). A stuck daemon is found; a slow download is not blamed on it.
+ * Whose silence a request with a body is in, for idleBound. The daemon's, once it takes no more of
+ * the body (the socket's buffer is full) or the body ended and no answer came. Otherwise the body's
+ * own: it waits for its next bytes (a layer still downloading), and that counts as life while the
+ * download behind it moves (`fetched`). So a stuck daemon is found, a slow download is not blamed on
+ * it, and a download that stopped (a repository read that hangs) still ends the wait.
  */
-function ourSilence(body: Readable, req: ClientRequest): () => number {
+function bodySilence(body: Readable, req: ClientRequest, fetched?: Fetched): { moved: () => number; waitingOnBody: () => boolean } {
   let ended = false;
   body.once('end', () => (ended = true));
-  let waits = 0;
-  return () => (ended || req.writableNeedDrain ? waits : ++waits);
+  const waitingOnBody = () => !ended && !req.writableNeedDrain;
+  let last = fetched?.();
+  let moves = 0;
+  return {
+    waitingOnBody,
+    moved: () => {
+      const now = fetched?.();
+      if (waitingOnBody() && now !== last) moves++;
+      last = now;
+      return moves;
+    },
+  };
 }
 
 /** The Docker Engine API over its socket: only what tarport needs. */
@@ -122,7 +133,7 @@ export class DockerClient implements DockerApi {
     return this.ep.display;
   }
 
-  private call(method: string, path: string, body?: Readable, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<IncomingMessage> {
+  private call(method: string, path: string, body?: Readable, headers: Record<string, string> = {}, signal?: AbortSignal, fetched?: Fetched): Promise<IncomingMessage> {
     return new Promise((resolve, reject) => {
       const req = request(
         {
@@ -137,7 +148,9 @@ export class DockerClient implements DockerApi {
         resolve,
       );
       let bodyError: Error | undefined;
-      idleBound(req, this.idleMs, () => stuck(this.label.service, this.ep.display, method, path, this.idleMs), body ? ourSilence(body, req) : undefined);
+      const silence = body ? bodySilence(body, req, fetched) : undefined;
+      const fault = () => (silence?.waitingOnBody() ? bodyStalled(this.label.service, this.ep.display, method, path, this.idleMs) : stuck(this.label.service, this.ep.display, method, path, this.idleMs));
+      idleBound(req, this.idleMs, fault, silence?.moved);
       req.on('error', (e) =>
         reject(
           bodyError ??
@@ -212,8 +225,8 @@ export class DockerClient implements DockerApi {
   }
 
   /** `docker load` from a stream; returns what the daemon reported. Fails on any error message. */
-  async load(archive: Readable, signal?: AbortSignal): Promise<string[]> {
-    const res = await this.call('POST', '/images/load?quiet=1', archive, {}, signal);
+  async load(archive: Readable, signal?: AbortSignal, fetched?: Fetched): Promise<string[]> {
+    const res = await this.call('POST', '/images/load?quiet=1', archive, {}, signal, fetched);
     return progressLines(this.label.service, this.ep.display, 'load', res);
   }
 
@@ -239,6 +252,11 @@ export class DockerClient implements DockerApi {
     if ((res.statusCode ?? 500) >= 300) throw apiError(this.label.service, this.ep.display, 'DELETE', `/images/${ref}`, res.statusCode, text);
     return true;
   }
+}
+
+/** A request whose own body brought nothing for the idle bound (its download stalled): not the daemon's fault. */
+export function bodyStalled(service: string, display: string, method: string, path: string, idleMs: number): TarportError {
+  return new TarportError('IO', `${method} ${path.split('?')[0]} to the ${service} at ${display}: the archive it sends got no bytes from the repository for ${idleMs >= 1000 ? `${Math.round(idleMs / 1000)} s` : `${idleMs} ms`}; given up`, { retryable: true });
 }
 
 /** A daemon that went silent in the middle of a call: neither answered nor read for the idle bound. */

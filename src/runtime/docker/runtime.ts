@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { TarportError } from '../../errors.js';
-import { chainIds, formatPlatform, platformOfMachine, type ExpectedImage, type ImageName, type LoadPlan, type Platform, type Runtime } from '../types.js';
+import { chainIds, formatPlatform, platformOfMachine, type ExpectedImage, type Fetched, type ImageName, type LoadPlan, type Platform, type Runtime } from '../types.js';
 import type { DockerApi, ImageInspect, ImageStore } from './client.js';
 
 /**
@@ -43,8 +43,8 @@ export class DockerRuntime implements Runtime {
     return { format: 'docker-save', omit: new Set(diffIds.slice(0, skip)), thin: true, qualifiedNames: false };
   }
 
-  async load(archive: Readable, name: ImageName, signal?: AbortSignal): Promise<void> {
-    const lines = await this.api.load(archive, signal);
+  async load(archive: Readable, name: ImageName, signal?: AbortSignal, fetched?: Fetched): Promise<void> {
+    const lines = await this.api.load(archive, signal, fetched);
     // Docker 27.2+ on the containerd store: an image that imported but failed to unpack is reported
     // in the progress stream ("Error unpacking image NAME: …") with status 200 (moby
     // daemon/containerd/image_exporter.go); 25.0-27.1 failed the call itself.

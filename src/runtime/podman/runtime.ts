@@ -3,7 +3,7 @@ import { machine } from 'node:os';
 import type { Readable } from 'node:stream';
 import { TarportError, messageOf } from '../../errors.js';
 import { DaemonStuckError, DockerClient, type DockerApi } from '../docker/client.js';
-import { platformOfMachine, type ExpectedImage, type ImageName, type LoadPlan, type Platform, type Runtime, type StoredLayer, type VerifiedImage, type VerifiedLoad } from '../types.js';
+import { platformOfMachine, type ExpectedImage, type Fetched, type ImageName, type LoadPlan, type Platform, type Runtime, type StoredLayer, type VerifiedImage, type VerifiedLoad } from '../types.js';
 import { LibpodClient, type LibpodApi } from './libpod.js';
 import { LoopbackRegistry, type RegistryTraffic, type ServedImage } from './registry.js';
 
@@ -66,14 +66,15 @@ export class PodmanRuntime implements Runtime {
    * manifest's digest, and the config's digest is the image ID checked after the load: a cache file
    * changed after tarport verified it cannot go in unnoticed.
    */
-  async loadVerified(image: VerifiedImage, name: ImageName, signal?: AbortSignal): Promise<VerifiedLoad> {
+  async loadVerified(image: VerifiedImage, name: ImageName, signal?: AbortSignal, fetched?: Fetched): Promise<VerifiedLoad> {
     const libpod = this.libpod;
     if (!libpod?.local) return { loaded: false, reason: `the Podman API service at ${this.endpoint} is not a local socket: it cannot pull from this machine's loopback` };
     const served = servedImage(image);
     const registry = await LoopbackRegistry.start(served);
     let id: string;
     try {
-      id = await libpod.pull(registry.reference, signal, () => registry.traffic.requests + registry.traffic.bytesSent);
+      // a layer Podman asks for may wait on a download: while it moves, that is life too
+      id = await libpod.pull(registry.reference, signal, () => registry.traffic.requests + registry.traffic.bytesSent + (fetched?.() ?? 0));
     } catch (e) {
       // tarport's own fault (a fetch or a decoder, as the pull read a layer): not the runtime's;
       // nor is a stuck service one an upload would get past
@@ -100,8 +101,8 @@ export class PodmanRuntime implements Runtime {
     }
   }
 
-  async load(archive: Readable, _name: ImageName, signal?: AbortSignal): Promise<void> {
-    await this.api.load(archive, signal);
+  async load(archive: Readable, _name: ImageName, signal?: AbortSignal, fetched?: Fetched): Promise<void> {
+    await this.api.load(archive, signal, fetched);
   }
 
   async importRootfs(rootfs: Readable, name: ImageName, signal?: AbortSignal): Promise<string> {

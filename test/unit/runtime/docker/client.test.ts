@@ -54,20 +54,37 @@ describe('a silent daemon', () => {
     expect((err as Error).message).toContain('POST /images/load sent and took nothing');
   });
 
-  it('a load archive whose own source is silent for longer than the bound (a layer still downloading) is not the daemon\'s silence', async () => {
+  /** A load archive that sends 1 KiB, waits four idle bounds for its next bytes, then sends 1 KiB more. */
+  async function* slowly() {
+    yield Buffer.alloc(1 << 10);
+    await new Promise((r) => setTimeout(r, IDLE * 4));
+    yield Buffer.alloc(1 << 10);
+  }
+
+  it('a load archive waiting for its own bytes longer than the bound is not the daemon\'s silence while the download behind it moves', async () => {
     let took = 0;
     const host = await daemon((req, res) => {
       req.on('data', (c: Buffer) => (took += c.length));
       req.on('end', () => res.end('{"stream":"Loaded image: x:1\\n"}\n'));
     });
-    async function* slowly() {
-      yield Buffer.alloc(1 << 10);
-      await new Promise((r) => setTimeout(r, IDLE * 4));
-      yield Buffer.alloc(1 << 10);
+    let downloaded = 0;
+    const ticking = setInterval(() => (downloaded += 1000), IDLE / 3);
+    try {
+      const lines = await new DockerClient(host, undefined, { idleMs: IDLE }).load(Readable.from(slowly()), undefined, () => downloaded);
+      expect(took).toBe(2 << 10);
+      expect(lines).toEqual(['Loaded image: x:1']);
+    } finally {
+      clearInterval(ticking);
     }
-    const lines = await new DockerClient(host, undefined, { idleMs: IDLE }).load(Readable.from(slowly()));
-    expect(took).toBe(2 << 10);
-    expect(lines).toEqual(['Loaded image: x:1']);
+  });
+
+  it('a load archive whose download stopped is given up after the bound as the repository\'s silence, not the daemon\'s', async () => {
+    const host = await daemon((req, res) => req.on('end', () => res.end('{"stream":"Loaded image: x:1\\n"}\n')));
+    const err = await new DockerClient(host, undefined, { idleMs: IDLE }).load(Readable.from(slowly()), undefined, () => 0).catch((e: unknown) => e);
+    expect(err).not.toBeInstanceOf(DaemonStuckError);
+    expect(err).toMatchObject({ code: 'IO', retryable: true });
+    expect((err as Error).message).toContain('POST /images/load to the Docker daemon at unix://');
+    expect((err as Error).message).toContain('got no bytes from the repository for 300 ms');
   });
 
   it('a daemon that stops reading a load archive its source still has bytes for is given up on', async () => {
