@@ -27,6 +27,12 @@ export interface RegistryTraffic {
   bytesSent: number;
   /** Blob digests whose bytes were sent in full. */
   readonly blobsSent: Set<string>;
+  /**
+   * Streamed blobs in the order their last chunk was handed to the socket: the order Turns gave
+   * them. (blobsSent's order is when each response finished, which also depends on how fast the
+   * puller reads each connection.)
+   */
+  readonly lastChunks: string[];
   /** The first blob that could not be opened or read, and why. */
   fault?: unknown;
 }
@@ -40,7 +46,7 @@ export interface RegistryTraffic {
  * the seconds it lives. Podman checks every blob against the manifest's digest as it copies it.
  */
 export class LoopbackRegistry {
-  readonly traffic: RegistryTraffic = { requests: 0, bytesSent: 0, blobsSent: new Set() };
+  readonly traffic: RegistryTraffic = { requests: 0, bytesSent: 0, blobsSent: new Set(), lastChunks: [] };
   private readonly blobs: Map<string, ServedBlob>;
   /** Each blob's place in the manifest: streamed blobs go out earliest first (Turns). */
   private readonly places: Map<string, number>;
@@ -136,7 +142,7 @@ export class LoopbackRegistry {
       const src = await blob.open!();
       res.writeHead(200, headers);
       src.on('data', (c: Buffer) => (this.traffic.bytesSent += c.length));
-      await pipeline(src, inTurn(res, blob.size, this.turns, turn, src.release));
+      await pipeline(src, inTurn(res, blob.size, this.turns, turn, src.release, () => this.traffic.lastChunks.push(blob.digest)));
     } finally {
       this.turns.leave(turn);
     }
@@ -244,7 +250,7 @@ const PATIENCE_MS = 100;
  * out without waiting: a puller that has every byte may close the connection straight away (Podman
  * does), which is then no fault.
  */
-export function inTurn(res: ServerResponse, size: number, turns: Turns, turn: Turn, release?: (chunk: Buffer) => void): Writable {
+export function inTurn(res: ServerResponse, size: number, turns: Turns, turn: Turn, release?: (chunk: Buffer) => void, onLast?: () => void): Writable {
   let given = 0;
   let allWritten = false;
   let closed = false;
@@ -254,7 +260,10 @@ export function inTurn(res: ServerResponse, size: number, turns: Turns, turn: Tu
     write(chunk: Buffer, _e, cb) {
       given += chunk.length;
       const last = given >= size;
-      if (last) turns.leave(turn);
+      if (last) {
+        turns.leave(turn);
+        onLast?.();
+      }
       const took = res.write(chunk, (e) => {
         if (e) return cb(e);
         release?.(chunk);
