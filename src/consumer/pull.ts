@@ -503,8 +503,25 @@ function layerFiles(
   const files: LoadFile[] = [];
   const downloads: Download[] = [];
   const included = new Set<string>();
+  // the fetches run one after another, in the order they start (the bytes they read add up here)
   let chain: Promise<number> = Promise.resolve(0);
   let fault: unknown;
+  const fetchInTurn = (l: LayerDescriptor, download: Download): Promise<number> => {
+    const fetched = chain.then(() => cache.ensure(repo, l, fetchSignal, download));
+    // a fetch that never began (an earlier one failed) ends its download too: no reader waits on it
+    fetched.then(
+      () => download.end(),
+      (e: unknown) => download.end(e),
+    );
+    chain = chain.then(async (n) => n + (await fetched));
+    chain.catch(() => undefined);
+    // a failed fetch is reported where its file opens, and by stop() (not the abort stop() causes
+    // itself): never unhandled
+    fetched.catch((e: unknown) => {
+      if (!stopper.signal.aborted) fault ??= e;
+    });
+    return fetched;
+  };
   for (const l of record.layers) {
     if (plan.omit.has(l.diffId) || included.has(l.diffId)) continue;
     included.add(l.diffId);
@@ -512,18 +529,12 @@ function layerFiles(
     if (download) downloads.push(download);
     // a plain layer is read as it downloads (its last byte waits for its digest: Download in cache.ts)
     const followed = l.encryption ? undefined : download;
-    const fetched: Promise<number> = direct ? Promise.resolve(pulls ? 0 : l.size) : chain.then(() => cache.ensure(repo, l, fetchSignal, download));
-    // a fetch that never began (an earlier one failed) ends its download too: no reader waits on it
-    fetched.then(
-      () => download?.end(),
-      (e: unknown) => download?.end(e),
-    );
-    chain = chain.then(async (n) => n + (await fetched));
-    // a failed fetch is reported where its file opens, and by stop() (not the abort stop() causes
-    // itself): never unhandled
-    fetched.catch((e: unknown) => {
-      if (!stopper.signal.aborted) fault ??= e;
-    });
+    // all start at once, in the archive's order; a runtime that pulls starts a layer's fetch when
+    // it asks for it, so a layer it has from elsewhere is not downloaded
+    let fetched: Promise<number> | undefined = download ? (pulls ? undefined : fetchInTurn(l, download)) : Promise.resolve(0);
+    const fetching = () => (fetched ??= fetchInTurn(l, download!));
+    // read in place: a thin load reads each such object whole (a pull's count is readInPlace)
+    if (!download && !pulls) chain = chain.then((n) => n + l.size);
     files.push({
       name: plan.format === 'docker-save' ? layerPath(l.diffId) : ociBlobPath(stored ? l.digest : l.diffId),
       size: stored ? l.size : l.uncompressedSize,
@@ -531,8 +542,9 @@ function layerFiles(
       // layer"; containerd's content store checks each blob's digest), so we check the uncompressed
       // size only and spare a hash pass.
       open: async () => {
+        const f = fetching();
         if (followed) await followed.started;
-        else await fetched;
+        else await f;
         if (direct && pulls) readInPlace += l.size;
         // as stored: the runtime decompresses; read in place, the digest is checked on the way
         if (stored) return direct ? await repo.readBlob(l, { signal }) : followed ? followed.stream(signal) : cache.open(l.digest);
@@ -554,17 +566,15 @@ function layerFiles(
       },
     });
   }
-  const done = chain;
-  done.catch(() => undefined);
   return {
     files,
-    // read once the load is over: by then a pull has read in place all it asked for
+    // read once the load is over: by then a pull has fetched, or read in place, all it asked for
     get done() {
-      return done.then((n) => n + readInPlace);
+      return chain.then((n) => n + readInPlace);
     },
     stop: async () => {
       stopper.abort();
-      await done.catch(() => undefined);
+      await chain.catch(() => undefined);
       return fault;
     },
     fetched: () => downloads.reduce((n, d) => n + d.written, 0),

@@ -190,6 +190,8 @@ describe('from a remote repository (SFTP): each layer goes to the runtime as it 
     sub = `runtimes-${process.pid}-${Date.now()}`;
     const push = await tarport(['push', '--init', fixture('app-v1.tar'), '--to', `${sftp}/${sub}`, '--name', 'tarport-remote/app:1', ...keys]);
     expect(push.code, push.stderr).toBe(0);
+    const push2 = await tarport(['push', fixture('app-v2.tar'), '--to', `${sftp}/${sub}`, '--name', 'tarport-remote/app:2', ...keys]);
+    expect(push2.code, push2.stderr).toBe(0);
   });
 
   /** A copy of the repository on the server whose largest layer object has its last byte changed (same size). */
@@ -235,10 +237,22 @@ describe('from a remote repository (SFTP): each layer goes to the runtime as it 
     const names = await podman('images', '--format', '{{.Repository}}:{{.Tag}}');
     expect(names).not.toContain('tarport-remote/app');
     expect(names).not.toContain('tarport-load-');
-    const p = await pullJson(['--from', `${sftp}/${sub}`, ...keys, '--state', await tempDir(), '--runtime', 'podman', '--podman-socket', podmanSock]);
+    const p = await pullJson(['--from', `${sftp}/${sub}`, ...keys, '--state', await tempDir(), '--runtime', 'podman', '--podman-socket', podmanSock, 'tarport-remote/app:1']);
     expect(p.code, p.stderr).toBe(0);
     expect(p.stderr).toContain("pulled by Podman from tarport's loopback registry");
     expect(await podman('run', '--rm', '--network', 'none', 'tarport-remote/app:1', '/bin/cat', '/app/hello.txt')).toBe('hello from v1');
+  });
+
+  it('Podman, with a fresh cache: the layers it has from elsewhere (podman load of v1) are not downloaded for v2', async () => {
+    const ids = (await podman('images', '-q')).split('\n').filter(Boolean);
+    if (ids.length > 0) await podman('rmi', '-f', ...new Set(ids));
+    await podman('load', '-q', '-i', fixture('app-v1.tar'));
+    const p = await pullJson(['--from', `${sftp}/${sub}`, ...keys, '--state', await tempDir(), '--runtime', 'podman', '--podman-socket', podmanSock, 'tarport-remote/app:2']);
+    expect(p.code, p.stderr).toBe(0);
+    expect(p.stderr).toMatch(/pulled by Podman from tarport's loopback registry \([0-9.]+ MiB served: 1 of 5 layer\(s\) uncompressed, no upload\)\n/);
+    // the new layer and the config, a few KiB: not v1's layers (the busybox one alone is ~1 MB)
+    expect(p.doc.bytesFetched).toBeLessThan(64 << 10);
+    expect(await podman('run', '--rm', '--network', 'none', 'tarport-remote/app:2')).toBe('hello from v2');
   });
 });
 

@@ -317,7 +317,11 @@ class FetchingRuntime implements Runtime {
   readonly uploads: number[] = [];
   readonly pulled: string[] = [];
   private readonly images = new Map<string, string>();
-  constructor(private readonly reachable: boolean) {}
+  /** `has`: layers (by the digest served) the runtime holds already and does not ask for, as Podman skips them. */
+  constructor(
+    private readonly reachable: boolean,
+    private readonly has: ReadonlySet<string> = new Set(),
+  ) {}
   async platform() {
     return { os: 'linux', architecture: 'amd64' };
   }
@@ -331,6 +335,7 @@ class FetchingRuntime implements Runtime {
     if (!this.reachable) return { loaded: false, reason: 'the fake service is elsewhere' };
     // like Podman's pull: every blob is read and checked against the manifest's digest
     for (const l of image.layers) {
+      if (this.has.has(l.digest)) continue;
       const bytes = await readAll(await l.open());
       if (`sha256:${createHash('sha256').update(bytes).digest('hex')}` !== l.digest) throw new Error(`blob ${l.digest} does not match`);
       this.pulled.push(l.digest);
@@ -389,6 +394,21 @@ describe('a runtime that fetches the layers itself (loadVerified)', () => {
     expect(rt.uploads).toEqual([2]);
     expect(events.filter((e) => e.kind === 'warning')).toEqual([{ kind: 'warning', message: 'demo/app:1 v1: the fake service is elsewhere; uploading the image to podman as an archive instead' }]);
     expect(events.find((e) => e.kind === 'loaded')).not.toHaveProperty('via');
+  });
+
+  it('from a remote repository, a layer the runtime does not ask for is not downloaded', async () => {
+    const repo = await repoWithDemo();
+    Object.defineProperty(mem, 'capabilities', { value: { ...mem.capabilities, local: false } });
+    const { record } = await repo.readRecord((await repo.listReleases('demo/app', '1')).at(-1)!);
+    const [base, app] = record.layers;
+    expect(base!.size).toBeGreaterThan(100_000);
+    const rt = new FetchingRuntime(true, new Set([base!.digest]));
+    const state = await tempDir();
+    const r = await pull(repo, rt, { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: state });
+    expect(r.loaded.map((l) => l.ref)).toEqual(['demo/app:1']);
+    expect(rt.pulled).toEqual([app!.digest]);
+    // the config and the small layer: not the base layer's 256 KiB
+    expect(r.bytesFetched).toBe(app!.size + record.config!.size);
   });
 
   it('a tampered object fails the pull with its digest fault, and nothing is loaded or uploaded', async () => {
