@@ -111,7 +111,10 @@ export async function openLayer(
   }
   // a growing file opens before the decompressor exists: a download that failed meanwhile leaves none behind
   const fed = src ? undefined : growing ? await growing.open() : feed!;
-  const dec = await decompressor(l.compression);
+  const dec = await decompressor(l.compression).catch(async (e: unknown) => {
+    if (typeof fed === 'object') await fed.close();
+    throw e;
+  });
   const feeding = src ? pipeline(src, dec) : feedFile(fed!, dec, { ...(check ? { onChunk: (_n: number, c: Buffer) => check.update(c) } : {}), ...(growing ? { follow: growing } : {}) }).then(() => check?.finish());
   if (check || growing) verdict = feeding;
   verdict.catch(() => undefined); // seen through the gate

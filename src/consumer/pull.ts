@@ -474,7 +474,9 @@ interface LayerFetching {
  * lacks, and those it lacks a stick must carry.) A pull reads in place what it asks for only:
  * `done` counts those bytes. Encrypted objects always go through the cache: ciphertext is checked
  * before it is decrypted, so an encrypted layer's file opens once its object is in the cache. The
- * fetches run one after another in the background from the start, in the archive's order.
+ * fetches run one after another in the background, from the start and in the archive's order;
+ * for a runtime that pulls, each starts when the runtime asks for its layer (in that order), so a
+ * layer it has from elsewhere is never downloaded.
  */
 function layerFiles(
   repo: Repository,

@@ -18,7 +18,7 @@ export interface CtrOptions {
 export const CTR_QUERY_TIMEOUT_MS = 60_000;
 export const CTR_IMPORT_TAIL_TIMEOUT_MS = 600_000;
 /** How long ctr has to end on its own once its input was cut (cutImport), before it is killed. */
-const CUT_GRACE_MS = 5_000;
+const CUT_GRACE_MS = 10_000;
 
 /**
  * Runs `ctr -a SOCKET -n NAMESPACE ARGS…` and returns its stdout. A non-zero exit fails with ctr's
@@ -32,8 +32,10 @@ export function ctr(o: CtrOptions, args: readonly string[], opts: { input?: Read
   // ctr waits up to its dial timeout for a socket that is not there: say so at once
   if (!existsSync(o.socket)) return Promise.reject(new TarportError('DAEMON', `${what}: no socket at ${o.socket}: is containerd running, and is --containerd-socket right?`));
   return new Promise((resolve, reject) => {
-    // an import is stopped through its input (cutImport), a query by the signal itself
-    const child = spawn(bin, full, { stdio: [opts.input ? 'pipe' : 'ignore', 'pipe', 'pipe'], ...(opts.signal && !opts.input ? { signal: opts.signal } : {}) });
+    // an import is stopped through its input (cutImport), a query by the signal itself; an import
+    // runs in a process group of its own, so that Ctrl-C in a terminal reaches tarport, which cuts
+    // it, and not ctr, which would die with its lease left behind
+    const child = spawn(bin, full, { stdio: [opts.input ? 'pipe' : 'ignore', 'pipe', 'pipe'], ...(opts.signal && !opts.input ? { signal: opts.signal } : {}), ...(opts.input ? { detached: true } : {}) });
     let out = '';
     let err = '';
     let inputError: Error | undefined;
@@ -63,16 +65,22 @@ export function ctr(o: CtrOptions, args: readonly string[], opts: { input?: Read
     });
     if (opts.input) {
       const input = opts.input;
+      let ended = false;
       const cut = (e: Error) => {
         if (inputError) return;
         inputError = e;
-        cutImport(child, input);
+        // once the whole archive went in, only a kill stops ctr (and its lease stays)
+        if (ended) child.kill('SIGKILL');
+        else cutImport(child, input);
       };
       input.on('error', cut);
       const onAbort = () => cut(new TarportError('ABORTED', `${what}: cancelled`));
       opts.signal?.addEventListener('abort', onAbort, { once: true });
       child.once('close', () => opts.signal?.removeEventListener('abort', onAbort));
-      input.on('end', () => arm(opts.timeoutMs ?? CTR_IMPORT_TAIL_TIMEOUT_MS));
+      input.on('end', () => {
+        ended = true;
+        arm(opts.timeoutMs ?? CTR_IMPORT_TAIL_TIMEOUT_MS);
+      });
       child.stdin!.on('error', () => undefined); // ctr exiting early shows as its exit status
       input.pipe(child.stdin!);
       if (opts.signal?.aborted) onAbort();
@@ -86,7 +94,7 @@ export function ctr(o: CtrOptions, args: readonly string[], opts: { input?: Read
  * its stdin. ctr then fails the import and deletes the lease it took for it, so containerd
  * collects what the import had written; a ctr killed instead leaves that lease behind, and the
  * blobs with it, for the lease's 24 hours. Killed all the same if it does not end in time. The
- * archive's index comes last, so a cut import creates no image either way.
+ * archive's index comes last, so an import cut before its input ended creates no image either way.
  */
 function cutImport(child: ChildProcess, input: Readable): void {
   input.unpipe(child.stdin!);
