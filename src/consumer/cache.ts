@@ -172,7 +172,10 @@ export class Download implements Follow {
     if (typeof this.outcome === 'object') throw this.outcome.fault;
     if (this.outcome === undefined && this.partial !== undefined) {
       // renamed into place since: the object is complete (a failed download reports its fault)
-      const fh = await open(this.partial, 'r').catch((e: unknown) => ((e as { code?: string }).code === 'ENOENT' ? undefined : Promise.reject(e)));
+      const fh = await open(this.partial, 'r').catch((e: unknown) => {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+        return undefined;
+      });
       if (fh) return fh;
       await this.readable(this.size);
     }

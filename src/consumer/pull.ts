@@ -469,9 +469,10 @@ interface LayerFetching {
  * local repository, when the runtime takes thin archives or pulls the layers itself (`pulls`,
  * Podman), the object is read in place instead, its digest checked on the way, and the layer's
  * last bytes wait for that check (openLayer). Either way a mismatch fails the stream before the
- * archive's index or the end of the blob, and the runtime loads nothing. (A runtime that needs every layer from an archive keeps them in the
- * cache: a later stick may carry only a difference. One that pulls asks only for the layers it
- * lacks, and those it lacks a stick must carry.) A pull reads in place what it asks for only:
+ * archive's index or the end of the blob, and the runtime loads nothing. (A runtime that needs
+ * every layer from an archive keeps them in the cache: a later stick may carry only a difference.
+ * One that pulls asks only for the layers it lacks, and those it lacks a stick must carry.) A pull
+ * reads in place what it asks for only:
  * `done` counts those bytes. Encrypted objects always go through the cache: ciphertext is checked
  * before it is decrypted, so an encrypted layer's file opens once its object is in the cache. The
  * fetches run one after another in the background, from the start and in the archive's order;
@@ -500,43 +501,21 @@ function layerFiles(
   // the objects as stored go to the runtime as they are (planLoad offers that for unencrypted layers only)
   const stored = plan.format === 'oci-layout-stored';
   if (stored && record.layers.some((l) => l.encryption)) throw new TarportError('INTERNAL', `internal error: ${ref}: encrypted layers planned to go as stored`);
-  const stopper = new AbortController();
-  const fetchSignal = signal ? AbortSignal.any([signal, stopper.signal]) : stopper.signal;
+  const fetches = new FetchChain(repo, cache, signal);
   const files: LoadFile[] = [];
-  const downloads: Download[] = [];
   const included = new Set<string>();
-  // the fetches run one after another, in the order they start (the bytes they read add up here)
-  let chain: Promise<number> = Promise.resolve(0);
-  let fault: unknown;
-  const fetchInTurn = (l: LayerDescriptor, download: Download): Promise<number> => {
-    const fetched = chain.then(() => cache.ensure(repo, l, fetchSignal, download));
-    // a fetch that never began (an earlier one failed) ends its download too: no reader waits on it
-    fetched.then(
-      () => download.end(),
-      (e: unknown) => download.end(e),
-    );
-    chain = chain.then(async (n) => n + (await fetched));
-    chain.catch(() => undefined);
-    // a failed fetch is reported where its file opens, and by stop() (not the abort stop() causes
-    // itself): never unhandled
-    fetched.catch((e: unknown) => {
-      if (!stopper.signal.aborted) fault ??= e;
-    });
-    return fetched;
-  };
   for (const l of record.layers) {
     if (plan.omit.has(l.diffId) || included.has(l.diffId)) continue;
     included.add(l.diffId);
-    const download = direct ? undefined : cache.follow(l);
-    if (download) downloads.push(download);
+    const download = direct ? undefined : fetches.follow(l);
     // a plain layer is read as it downloads (its last byte waits for its digest: Download in cache.ts)
     const followed = l.encryption ? undefined : download;
     // all start at once, in the archive's order; a runtime that pulls starts a layer's fetch when
     // it asks for it, so a layer it has from elsewhere is not downloaded
-    let fetched: Promise<number> | undefined = download ? (pulls ? undefined : fetchInTurn(l, download)) : Promise.resolve(0);
-    const fetching = () => (fetched ??= fetchInTurn(l, download!));
+    let fetched: Promise<number> | undefined = download ? (pulls ? undefined : fetches.start(l, download)) : Promise.resolve(0);
+    const fetching = () => (fetched ??= fetches.start(l, download!));
     // read in place: a thin load reads each such object whole (a pull's count is readInPlace)
-    if (!download && !pulls) chain = chain.then((n) => n + l.size);
+    if (!download && !pulls) fetches.count(l.size);
     files.push({
       name: plan.format === 'docker-save' ? layerPath(l.diffId) : ociBlobPath(stored ? l.digest : l.diffId),
       size: stored ? l.size : l.uncompressedSize,
@@ -572,15 +551,78 @@ function layerFiles(
     files,
     // read once the load is over: by then a pull has fetched, or read in place, all it asked for
     get done() {
-      return chain.then((n) => n + readInPlace);
+      return fetches.done.then((n) => n + readInPlace);
     },
-    stop: async () => {
-      stopper.abort();
-      await chain.catch(() => undefined);
-      return fault;
-    },
-    fetched: () => downloads.reduce((n, d) => n + d.written, 0),
+    stop: () => fetches.stop(),
+    fetched: () => fetches.written(),
   };
+}
+
+/**
+ * The downloads of one load's layers into the cache, one after another in the order they start,
+ * each followed by its reader (Download); the bytes they read add up in `done`. A failed fetch
+ * fails the ones after it, and is kept for stop() (not the abort stop() causes itself).
+ */
+class FetchChain {
+  private chain: Promise<number> = Promise.resolve(0);
+  private fault: unknown;
+  private readonly stopper = new AbortController();
+  private readonly signal: AbortSignal;
+  private readonly downloads: Download[] = [];
+
+  constructor(
+    private readonly repo: Repository,
+    private readonly cache: ObjectCache,
+    signal?: AbortSignal,
+  ) {
+    this.signal = signal ? AbortSignal.any([signal, this.stopper.signal]) : this.stopper.signal;
+  }
+
+  /** A download of the layer's object, for a reader to follow once its fetch starts. */
+  follow(l: LayerDescriptor): Download {
+    const d = this.cache.follow(l);
+    this.downloads.push(d);
+    return d;
+  }
+
+  /** Fetches the object after the fetches started before; resolves with the bytes it read. */
+  start(l: LayerDescriptor, download: Download): Promise<number> {
+    const fetched = this.chain.then(() => this.cache.ensure(this.repo, l, this.signal, download));
+    // a fetch that never began (an earlier one failed) ends its download too: no reader waits on it
+    fetched.then(
+      () => download.end(),
+      (e: unknown) => download.end(e),
+    );
+    this.chain = this.chain.then(async (n) => n + (await fetched));
+    this.chain.catch(() => undefined);
+    // a failed fetch is reported where its file opens, and by stop(): never unhandled
+    fetched.catch((e: unknown) => {
+      if (!this.stopper.signal.aborted) this.fault ??= e;
+    });
+    return fetched;
+  }
+
+  /** Bytes read without a fetch (an object read in place), counted with the fetches'. */
+  count(bytes: number): void {
+    this.chain = this.chain.then((n) => n + bytes);
+  }
+
+  /** The bytes read, once every fetch started so far ended; rejects with the first fault. */
+  get done(): Promise<number> {
+    return this.chain;
+  }
+
+  /** Stops the fetches still running and waits for them; the first fault of a fetch, if one failed. */
+  async stop(): Promise<unknown> {
+    this.stopper.abort();
+    await this.chain.catch(() => undefined);
+    return this.fault;
+  }
+
+  /** Bytes the downloads have written into the cache so far. */
+  written(): number {
+    return this.downloads.reduce((n, d) => n + d.written, 0);
+  }
 }
 
 /**
