@@ -1,4 +1,5 @@
 import { request, type ClientRequest, type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { TarportError, messageOf } from '../../errors.js';
 import { pipeGivingBack } from '../../lending.js';
@@ -69,25 +70,33 @@ export const DAEMON_IDLE_MS = 600_000;
 /**
  * Ends `req` with `fault` once its socket has been idle (nothing read, nothing written) for `idleMs`,
  * unless `progress` (a count of work done elsewhere for this request, e.g. bytes the daemon pulled
- * from tarport's loopback registry) moved meanwhile.
+ * from tarport's loopback registry) moved meanwhile, and then after each further idle `idleMs` in
+ * which it did not move. On the socket, not the request: a ClientRequest passes its socket's
+ * 'timeout' on once only (Node's listenSocketTimeout), so a bound re-armed through
+ * `req.setTimeout` after progress never fired again, and the call waited without a bound.
  */
 export function idleBound(req: ClientRequest, idleMs: number, fault: () => TarportError, progress?: () => number): void {
   let last = progress?.();
   let answer: IncomingMessage | undefined;
   req.once('response', (res: IncomingMessage) => (answer = res));
-  const onIdle = () => {
-    const now = progress?.();
-    if (now !== last) {
-      last = now;
-      req.setTimeout(idleMs, onIdle);
-      return;
-    }
-    const f = fault();
-    // once the answer has begun, its reader hears the fault from the answer's stream
-    answer?.destroy(f);
-    req.destroy(f);
-  };
-  req.setTimeout(idleMs, onIdle);
+  req.once('socket', (socket: Socket) => {
+    const onIdle = () => {
+      const now = progress?.();
+      if (now !== last) {
+        last = now;
+        socket.setTimeout(idleMs);
+        return;
+      }
+      const f = fault();
+      // once the answer has begun, its reader hears the fault from the answer's stream
+      answer?.destroy(f);
+      req.destroy(f);
+    };
+    socket.setTimeout(idleMs);
+    socket.on('timeout', onIdle);
+    // a kept-alive socket goes on to other requests (and the agent's own timeout) without this one's
+    req.once('close', () => socket.removeListener('timeout', onIdle));
+  });
 }
 
 /**
@@ -254,9 +263,20 @@ export class DockerClient implements DockerApi {
   }
 }
 
+/**
+ * A runtime call given up on after the idle bound while it waited for bytes from the repository
+ * (a download that stopped: a hung mount, a server that went silent), not for the runtime: IO, and
+ * retryable, as any stalled read of the repository is.
+ */
+export class RepositorySilentError extends TarportError {
+  constructor(message: string) {
+    super('IO', message, { retryable: true });
+  }
+}
+
 /** A request whose own body brought nothing for the idle bound (its download stalled): not the daemon's fault. */
-export function bodyStalled(service: string, display: string, method: string, path: string, idleMs: number): TarportError {
-  return new TarportError('IO', `${method} ${path.split('?')[0]} to the ${service} at ${display}: the archive it sends got no bytes from the repository for ${idleMs >= 1000 ? `${Math.round(idleMs / 1000)} s` : `${idleMs} ms`}; given up`, { retryable: true });
+export function bodyStalled(service: string, display: string, method: string, path: string, idleMs: number): RepositorySilentError {
+  return new RepositorySilentError(`${method} ${path.split('?')[0]} to the ${service} at ${display}: the archive it sends got no bytes from the repository for ${durationOf(idleMs)}; given up`);
 }
 
 /** A daemon that went silent in the middle of a call: neither answered nor read for the idle bound. */
@@ -267,7 +287,12 @@ export class DaemonStuckError extends TarportError {
 }
 
 export function stuck(service: string, display: string, method: string, path: string, idleMs: number): DaemonStuckError {
-  return new DaemonStuckError(`${service} at ${display}: ${method} ${path.split('?')[0]} sent and took nothing for ${idleMs >= 1000 ? `${Math.round(idleMs / 1000)} s` : `${idleMs} ms`}; given up (is it stuck? see its log)`);
+  return new DaemonStuckError(`${service} at ${display}: ${method} ${path.split('?')[0]} sent and took nothing for ${durationOf(idleMs)}; given up (is it stuck? see its log)`);
+}
+
+/** An idle bound as messages say it. */
+export function durationOf(ms: number): string {
+  return ms >= 1000 ? `${Math.round(ms / 1000)} s` : `${ms} ms`;
 }
 
 async function readAll(res: IncomingMessage): Promise<string> {

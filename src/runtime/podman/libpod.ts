@@ -1,6 +1,6 @@
 import { request, type IncomingMessage } from 'node:http';
 import { TarportError, messageOf } from '../../errors.js';
-import { DAEMON_IDLE_MS, idleBound, parseDockerHost, stuck, type Endpoint } from '../docker/client.js';
+import { DAEMON_IDLE_MS, RepositorySilentError, durationOf, idleBound, parseDockerHost, stuck, type Endpoint } from '../docker/client.js';
 
 /** Podman's own (libpod) API calls tarport makes beside the Docker-compatible ones. */
 export interface LibpodApi {
@@ -9,9 +9,11 @@ export interface LibpodApi {
   /**
    * Pulls `reference` over plain HTTP (a loopback registry); returns the image ID. `progress`
    * counts what the service took from the registry: the call is silent while it pulls, and is given
-   * up only when neither moved for the idle bound (docker/client.ts, DAEMON_IDLE_MS).
+   * up only when neither moved for the idle bound (docker/client.ts, DAEMON_IDLE_MS). Given up
+   * while `waitingForSource` holds (the registry waits for a layer's bytes), the silence is the
+   * repository's (RepositorySilentError), not a stuck service's.
    */
-  pull(reference: string, signal?: AbortSignal, progress?: () => number): Promise<string>;
+  pull(reference: string, signal?: AbortSignal, progress?: () => number, waitingForSource?: () => boolean): Promise<string>;
   /** Gives image `id` the name repo:tag. */
   tag(id: string, repo: string, tag: string, signal?: AbortSignal): Promise<void>;
   /** Takes the name repo:tag off the image `id`. */
@@ -34,9 +36,11 @@ export class LibpodClient implements LibpodApi {
     return this.ep.socketPath !== undefined;
   }
 
-  async pull(reference: string, signal?: AbortSignal, progress?: () => number): Promise<string> {
+  async pull(reference: string, signal?: AbortSignal, progress?: () => number, waitingForSource?: () => boolean): Promise<string> {
     const q = new URLSearchParams({ reference, tlsVerify: 'false', quiet: 'true', policy: 'always' });
-    const res = await this.call('POST', `${PREFIX}/images/pull?${q}`, signal, progress);
+    const path = `${PREFIX}/images/pull?${q}`;
+    const silent = () => (waitingForSource?.() ? pullStarved(this.ep.display, this.idleMs) : undefined);
+    const res = await this.call('POST', path, signal, progress, silent);
     const text = await readAll(res);
     if ((res.statusCode ?? 500) >= 300) throw this.failed('pull', res.statusCode, text);
     return pullResult(text);
@@ -66,16 +70,22 @@ export class LibpodClient implements LibpodApi {
     return new TarportError('DAEMON', `Podman API service at ${this.ep.display}: ${op} failed (${status}): ${msg}`, { retryable: (status ?? 500) >= 500 });
   }
 
-  private call(method: string, path: string, signal?: AbortSignal, progress?: () => number): Promise<IncomingMessage> {
+  /** `silent`: the fault of a call given up on when it is not the service's (a stuck one's otherwise). */
+  private call(method: string, path: string, signal?: AbortSignal, progress?: () => number, silent?: () => TarportError | undefined): Promise<IncomingMessage> {
     return new Promise((resolve, reject) => {
       const req = request({ method, path, socketPath: this.ep.socketPath, host: this.ep.host ?? 'localhost', port: this.ep.port, signal }, resolve);
-      idleBound(req, this.idleMs, () => stuck('Podman API service', this.ep.display, method, path, this.idleMs), progress);
+      idleBound(req, this.idleMs, () => silent?.() ?? stuck('Podman API service', this.ep.display, method, path, this.idleMs), progress);
       req.on('error', (e) =>
         reject(e instanceof TarportError ? e : new TarportError('DAEMON', `Podman API service at ${this.ep.display}: ${messageOf(e)}; is it running, and is --podman-socket right?`, { cause: e, retryable: true })),
       );
       req.end();
     });
   }
+}
+
+/** A pull given up on while the loopback registry waited for a layer's bytes from the repository. */
+export function pullStarved(display: string, idleMs: number): RepositorySilentError {
+  return new RepositorySilentError(`Podman's pull (the API service at ${display}) from tarport's loopback registry: the layer it reads got no bytes from the repository for ${durationOf(idleMs)}; given up`);
 }
 
 /**

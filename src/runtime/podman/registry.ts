@@ -66,6 +66,14 @@ export class LoopbackRegistry {
     this.places = new Map(image.blobs.map((b, i) => [b.digest, i]));
   }
 
+  /**
+   * Whether a blob being streamed waits for its next bytes from tarport's side (a layer that
+   * downloads, or whose download has not begun): Podman's silence then is the repository's.
+   */
+  waitingForSource(): boolean {
+    return this.turns.starving();
+  }
+
   /** Starts the registry on an ephemeral loopback port. */
   static async start(image: ServedImage, opts: { patienceMs?: number } = {}): Promise<LoopbackRegistry> {
     const repository = `tarport-load-${randomBytes(16).toString('hex')}`;
@@ -168,7 +176,8 @@ export class Turns {
 
   /** A stream of the blob at `place` in the manifest (a repeated request comes after the first). */
   join(place: number): Turn {
-    const t: Turn = { place, seq: this.seq++, waitingSince: undefined, parked: undefined };
+    // it waits for its blob to open (a download that has not begun) until its first chunk
+    const t: Turn = { place, seq: this.seq++, waitingSince: undefined, parked: undefined, starved: true };
     this.streams.push(t);
     this.streams.sort((a, b) => a.place - b.place || a.seq - b.seq);
     return t;
@@ -187,6 +196,11 @@ export class Turns {
     t.parked = go;
     // a stream before it that waits on its socket holds it up for the patience at most
     this.wakeLater();
+  }
+
+  /** Whether a stream waits for its source's next bytes (Turn.starved). */
+  starving(): boolean {
+    return this.streams.some((s) => s.starved);
   }
 
   /** `t` ended (done, failed or cut off). */
@@ -237,6 +251,8 @@ export interface Turn {
   /** When its last write began to wait on the socket; undefined while it has the thread. */
   waitingSince: number | undefined;
   parked: (() => void) | undefined;
+  /** It asked its source for the next chunk and has none yet (not its socket's nor its turn's wait). */
+  starved: boolean;
 }
 
 /**
@@ -263,6 +279,7 @@ export function inTurn(res: ServerResponse, size: number, turns: Turns, turn: Tu
   const w = new Writable({
     highWaterMark: 1 << 20,
     write(chunk: Buffer, _e, cb) {
+      turn.starved = false;
       given += chunk.length;
       const last = given >= size;
       if (last) {
@@ -272,7 +289,12 @@ export function inTurn(res: ServerResponse, size: number, turns: Turns, turn: Tu
       const took = res.write(chunk, (e) => {
         if (e) return cb(e);
         release?.(chunk);
-        if (!last) return turns.next(turn, () => cb());
+        if (!last) {
+          return turns.next(turn, () => {
+            turn.starved = true;
+            cb();
+          });
+        }
         allWritten = true;
         cb();
       });

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { machine } from 'node:os';
 import type { Readable } from 'node:stream';
 import { TarportError, messageOf } from '../../errors.js';
-import { DaemonStuckError, DockerClient, type DockerApi } from '../docker/client.js';
+import { DaemonStuckError, DockerClient, RepositorySilentError, type DockerApi } from '../docker/client.js';
 import { platformOfMachine, type ExpectedImage, type Fetched, type ImageName, type LoadPlan, type Platform, type Runtime, type StoredLayer, type VerifiedImage, type VerifiedLoad } from '../types.js';
 import { LibpodClient, type LibpodApi } from './libpod.js';
 import { LoopbackRegistry, type RegistryTraffic, type ServedImage } from './registry.js';
@@ -74,12 +74,12 @@ export class PodmanRuntime implements Runtime {
     let id: string;
     try {
       // a layer Podman asks for may wait on a download: while it moves, that is life too
-      id = await libpod.pull(registry.reference, signal, () => registry.traffic.requests + registry.traffic.bytesSent + (fetched?.() ?? 0));
+      id = await libpod.pull(registry.reference, signal, () => registry.traffic.requests + registry.traffic.bytesSent + (fetched?.() ?? 0), () => registry.waitingForSource());
     } catch (e) {
-      // tarport's own fault (a fetch or a decoder, as the pull read a layer): not the runtime's;
-      // nor is a stuck service one an upload would get past
+      // tarport's own fault (a fetch or a decoder, as the pull read a layer, or a repository that
+      // went silent under it): not the runtime's; nor is a stuck service one an upload would get past
       if (signal?.aborted || registry.traffic.fault) throw registry.traffic.fault ?? e;
-      if (e instanceof DaemonStuckError) throw e;
+      if (e instanceof DaemonStuckError || e instanceof RepositorySilentError) throw e;
       const reached = registry.traffic.requests > 0 ? `after ${registry.traffic.requests} request(s) to it` : 'which it never reached';
       return { loaded: false, reason: `Podman could not pull from tarport's loopback registry ${registry.host} (${reached}): ${messageOf(e)}` };
     } finally {

@@ -112,6 +112,38 @@ describe('a silent daemon', () => {
     expect(Date.now() - t0).toBeLessThan(IDLE * 20);
   });
 
+  it('a libpod pull whose progress moved and then stopped is given up one bound after it stopped (the bound is armed again)', async () => {
+    const host = await daemon(() => undefined);
+    let moved = 0;
+    const ticking = setInterval(() => moved++, IDLE / 3);
+    setTimeout(() => clearInterval(ticking), IDLE * 3);
+    const t0 = Date.now();
+    const err = await new LibpodClient(host, { idleMs: IDLE }).pull('127.0.0.1:1/x:load', undefined, () => moved).catch((e: unknown) => e);
+    clearInterval(ticking);
+    expect(err).toBeInstanceOf(DaemonStuckError);
+    expect((err as Error).message).toContain('POST /v4.0.0/libpod/images/pull sent and took nothing for 300 ms');
+    // it lived while the progress moved (3 bounds), and ended within 3 bounds after that
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(IDLE * 3);
+    expect(Date.now() - t0).toBeLessThan(IDLE * 6);
+  }, 10_000);
+
+  it('a load archive whose download moved and then stopped is given up as the repository\'s silence', async () => {
+    const host = await daemon(() => undefined);
+    let downloaded = 0;
+    const ticking = setInterval(() => (downloaded += 1000), IDLE / 3);
+    setTimeout(() => clearInterval(ticking), IDLE * 3);
+    // 1 KiB, then nothing more: the download behind it stops after three bounds
+    const archive = new Readable({ read() {} });
+    archive.push(Buffer.alloc(1 << 10));
+    const t0 = Date.now();
+    const err = await new DockerClient(host, undefined, { idleMs: IDLE }).load(archive, undefined, () => downloaded).catch((e: unknown) => e);
+    clearInterval(ticking);
+    expect(err).toMatchObject({ code: 'IO', retryable: true });
+    expect((err as Error).message).toContain('got no bytes from the repository for 300 ms');
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(IDLE * 3);
+    expect(Date.now() - t0).toBeLessThan(IDLE * 6);
+  }, 10_000);
+
   it('a libpod pull silent on its socket lives while its progress moves, and is given up once that stops', async () => {
     const host = await daemon((_req, res) => setTimeout(() => res.end('{"id":"0123"}\n'), IDLE * 4));
     let moved = 0;

@@ -175,6 +175,34 @@ describe('inTurn: a blob written to its response in its turn', () => {
     await expect(done).resolves.toBeUndefined();
   });
 
+  it('a stream starves from its join to its first chunk and while it waits for its source, not while it waits on its socket', async () => {
+    const turns = new Turns(60_000);
+    const t = turns.join(0);
+    expect(turns.starving()).toBe(true); // its blob is still opening (a download not begun)
+    // a socket that takes nothing until the test says so
+    let sent: (() => void) | undefined;
+    const res = Object.assign(new EventEmitter(), {
+      writableFinished: false,
+      write: (_c: Buffer, cb: () => void) => ((sent = cb), false),
+      end: (cb: () => void) => void setImmediate(cb),
+    }) as unknown as ServerResponse;
+    const src = new Readable({ read() {} });
+    const done = pipeline(src, inTurn(res, 6, turns, t));
+    src.push(Buffer.from('abc'));
+    await vi.waitFor(() => expect(sent).toBeDefined());
+    expect(turns.starving()).toBe(false); // its socket is full: the puller's silence, not the source's
+    sent!();
+    expect(turns.starving()).toBe(true); // the socket took it; no next chunk yet
+    sent = undefined;
+    src.push(Buffer.from('def'));
+    src.push(null);
+    await vi.waitFor(() => expect(sent).toBeDefined());
+    expect(turns.starving()).toBe(false);
+    sent!();
+    await done;
+    expect(turns.starving()).toBe(false);
+  });
+
   it('a puller that closes before it has every byte fails the copy', async () => {
     const turns = new Turns(60_000);
     turns.join(0);

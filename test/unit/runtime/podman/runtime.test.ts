@@ -2,19 +2,22 @@
 // consumer's pull of a real release (the real Podman runs in test/integration/runtimes.test.ts).
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
+import { createServer, get as httpGet, type IncomingMessage } from 'node:http';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { machine } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
+import type { TarportError } from '../../../../src/errors.js';
 import { TarArchive, writeDemoArchives } from '../../../../src/archive/index.js';
 import { pull } from '../../../../src/consumer/index.js';
 import { generateKeyPair, loadDecryptionKey, loadRecipients } from '../../../../src/crypto/index.js';
 import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../../../src/producer/index.js';
 import { Repository } from '../../../../src/repo/index.js';
 import { PodmanRuntime, platformOfMachine, type DockerApi, type VerifiedLoad } from '../../../../src/runtime/index.js';
-import type { LibpodApi } from '../../../../src/runtime/podman/libpod.js';
+import { DaemonStuckError, RepositorySilentError } from '../../../../src/runtime/docker/client.js';
+import { LibpodClient, type LibpodApi } from '../../../../src/runtime/podman/libpod.js';
 import { servedImage } from '../../../../src/runtime/podman/runtime.js';
 import { FileTransport, MemoryTransport } from '../../../../src/transport/index.js';
 import { SMALL, tempDir } from '../../../helpers.js';
@@ -241,4 +244,78 @@ describe('Podman loadVerified from a local repository: each layer read in place,
     expect(calls.filter((c) => !c.startsWith('pull '))).toEqual([]);
     expect([...images.keys()]).toEqual([]);
   });
+});
+
+/**
+ * A Podman API service on a unix socket whose pull reads the manifest and every layer from the
+ * loopback registry as Podman does: to the end (`reads: 'all'`), or it takes the answer of the
+ * first layer and reads none of it (`'none'`: a service stuck mid-pull). It never answers the pull
+ * itself: the client's idle bound ends it.
+ */
+async function fakeService(reads: 'all' | 'none'): Promise<{ socket: string; close: () => Promise<void> }> {
+  const socket = join(await tempDir(), 'podman.sock');
+  const server = createServer((req) => {
+    const ref = new URL(req.url!, 'http://x').searchParams.get('reference')!;
+    const [host, rest] = [ref.slice(0, ref.indexOf('/')), ref.slice(ref.indexOf('/') + 1)];
+    const repo = rest.split(':')[0]!;
+    const get = (path: string) => new Promise<IncomingMessage>((resolve, reject) => httpGet(`http://${host}/v2/${repo}/${path}`, resolve).on('error', reject));
+    void (async () => {
+      const m = JSON.parse(await readBody(await get('manifests/load'))) as PulledManifest;
+      for (const l of m.layers) {
+        const res = await get(`blobs/${l.digest}`);
+        if (reads === 'none') return void res.pause();
+        await readBody(res);
+      }
+    })().catch(() => undefined); // the registry closes when the client gives up
+  });
+  await new Promise<void>((resolve) => server.listen(socket, resolve));
+  return {
+    socket: `unix://${socket}`,
+    close: () => new Promise<void>((resolve) => (server.closeAllConnections(), server.close(() => resolve()))),
+  };
+}
+
+async function readBody(res: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of res) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+describe('Podman loadVerified: whose silence ends a pull', () => {
+  it('a layer whose bytes stop coming from the repository is the repository silent (IO), not a stuck service, and no fallback', async () => {
+    const service = await fakeService('all');
+    // 64 KiB, then nothing: a download that stopped (a hung mount)
+    const stalled = {
+      ...layerB,
+      size: 1 << 20,
+      open: async () => {
+        const r = new Readable({ read() {} });
+        r.push(Buffer.alloc(64 << 10, 7));
+        return r;
+      },
+    };
+    try {
+      const rt = new PodmanRuntime(api, new LibpodClient(service.socket, { idleMs: 300 }));
+      const err = await rt.loadVerified({ ...verified, layers: [stalled] }, name).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(RepositorySilentError);
+      expect((err as TarportError).code).toBe('IO');
+      expect((err as Error).message).toMatch(/^Podman's pull \(the API service at unix:\/\/.+\) from tarport's loopback registry: the layer it reads got no bytes from the repository for 300 ms; given up$/);
+    } finally {
+      await service.close();
+    }
+  }, 10_000);
+
+  it('a service that stops reading the layer it asked for is stuck (DaemonStuckError)', async () => {
+    const service = await fakeService('none');
+    // more than the loopback socket's buffers take: the registry ends up waiting on the socket
+    const big = blob(Buffer.alloc(32 << 20, 5), 'application/vnd.oci.image.layer.v1.tar');
+    try {
+      const rt = new PodmanRuntime(api, new LibpodClient(service.socket, { idleMs: 300 }));
+      const err = await rt.loadVerified({ ...verified, layers: [big] }, name).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(DaemonStuckError);
+      expect((err as Error).message).toMatch(/^Podman API service at unix:\/\/.+: POST \/v4\.0\.0\/libpod\/images\/pull sent and took nothing for 300 ms; given up \(is it stuck\? see its log\)$/);
+    } finally {
+      await service.close();
+    }
+  }, 10_000);
 });
