@@ -6,6 +6,7 @@ import { formatPlatform, type Fetched, type ImageName, type LoadPlan, type Platf
 import { isRefusalCode, TarportError } from '../errors.js';
 import { MAX_SMALL_BLOB_BYTES, platformView, familiarName, qualifiedName, sameName, type AckEntry, type Catalog, type CatalogEntry, type LayerDescriptor, type PinnedRecord, type ReleaseRecord, type Repository } from '../repo/index.js';
 import { ObjectCache, type Download } from './cache.js';
+import { runHook } from './hook.js';
 import { checkEncrypted, decryptConfig, openLayer, type ObjectFile } from './encryption.js';
 import { StateStore, type State } from './state.js';
 
@@ -206,7 +207,7 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
       emit({ kind: 'loaded', ref, version: record.version, imageId, bytesFetched, ...(signer ? { signer } : {}), runtime: docker.kind, platform: formatPlatform(platform), ...(via ? { via } : {}) });
       anyThin ||= thin;
       if (opts.keepImages !== undefined) await retire(docker, loadedHere[ref]!, ref, opts.keepImages, emit, () => store.write(state));
-      if (opts.hook) emit(await runHook(opts.hook, ref, record.version, opts.signal));
+      if (opts.hook) emit({ kind: 'hook', ref, version: record.version, ...(await runHook(opts.hook, ref, record.version, opts.signal)) });
     } catch (e) {
       if ((e as { code?: string }).code === 'ABORTED' || opts.signal?.aborted) throw e;
       refuse(ref, entry, e);
@@ -306,33 +307,6 @@ async function retire(docker: Runtime, loaded: { previous: string[] }, ref: stri
   }
   loaded.previous = kept;
   await save();
-}
-
-/** Runs the hook with NAME:TAG and the version; its failure is reported, never fatal. */
-async function runHook(cmd: string, ref: string, version: number, signal?: AbortSignal): Promise<PullEvent> {
-  const { spawn } = await import('node:child_process');
-  return new Promise((resolve) => {
-    let out = '';
-    // CMD gets NAME:TAG and the version as arguments, and as TARPORT_REF and TARPORT_VERSION
-    const child = spawn('/bin/sh', ['-c', `${cmd} "$@"`, 'tarport-hook', ref, String(version)], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, TARPORT_REF: ref, TARPORT_VERSION: String(version) },
-      ...(signal ? { signal } : {}),
-      timeout: 300_000,
-    });
-    child.stdout.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-2000)));
-    child.stderr.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-2000)));
-    child.on('error', (e) => resolve({ kind: 'hook', ref, version, ok: false, message: `hook ${JSON.stringify(cmd)} could not run: ${e.message}` }));
-    child.on('close', (code, sig) =>
-      resolve({
-        kind: 'hook',
-        ref,
-        version,
-        ok: code === 0,
-        message: code === 0 ? `hook ${JSON.stringify(cmd)} done` : `hook ${JSON.stringify(cmd)} failed (${sig ?? `exit ${code}`}): ${out.trim().split('\n').slice(-3).join(' | ')}`,
-      }),
-    );
-  });
 }
 
 const layerPath = (diffId: string) => `${hexOf(diffId)}/layer.tar`;

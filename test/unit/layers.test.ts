@@ -26,7 +26,7 @@ const BOTTOM = ['errors.ts', 'version.ts', 'lending.ts'];
  */
 const ENV_READERS: Record<string, string> = {
   // the hook inherits the consumer's environment (as any child process would) plus TARPORT_REF/VERSION
-  'consumer/pull.ts': 'process.env',
+  'consumer/hook.ts': 'process.env',
   // TODO(issue 18): the default socket should come from cli/ (DOCKER_HOST is read here when none is given)
   'runtime/docker/client.ts': 'process.env.DOCKER_HOST',
   // TODO(issue 18): sftp:// without a user takes the local user name, as ssh does; belongs in cli/
