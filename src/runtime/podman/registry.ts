@@ -301,6 +301,8 @@ export function inTurn(res: ServerResponse, size: number, turns: Turns, turn: Tu
       if (!took && !last) turns.wait(turn);
     },
     final(cb) {
+      // a source that ended short waits on the socket now, not on itself
+      turn.starved = false;
       if (closed) return cb();
       let once = false;
       finished = () => {

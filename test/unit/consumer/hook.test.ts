@@ -5,22 +5,23 @@ import { describe, expect, it, vi } from 'vitest';
 import { runHook } from '../../../src/consumer/hook.js';
 import { tempDir } from '../../helpers.js';
 
-/** Whether a process is alive (signal 0 only checks). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
+/** Whether a process is alive: a zombie (killed, not yet reaped by a PID 1 that does not reap) is not. */
+async function alive(pid: number): Promise<boolean> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  return stat !== undefined && stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
 }
 
-/** A hook whose shell starts a command of its own (a sleep that writes its pid), then waits for it. */
-async function forkingHook(): Promise<{ cmd: string; pidOf: () => Promise<number> }> {
+/**
+ * A hook whose shell starts a command of its own (a sleep that writes its pid; `trap` lines the
+ * command runs first, e.g. to ignore SIGTERM), then waits for it, or (`leave`) exits 0 at once
+ * with the command still holding its output.
+ */
+async function forkingHook(opts: { ignoreTerm?: boolean; leave?: boolean } = {}): Promise<{ cmd: string; pidOf: () => Promise<number> }> {
   const dir = await tempDir();
   const script = join(dir, 'hook.sh');
   const pidFile = join(dir, 'child.pid');
-  await writeFile(script, `#!/bin/sh\nsleep 60 &\necho $! > ${pidFile}\nwait\n`, { mode: 0o755 });
+  const child = opts.ignoreTerm ? `sh -c 'trap "" TERM; sleep 600 & wait; sleep 600'` : 'sleep 600';
+  await writeFile(script, `#!/bin/sh\n${child} &\necho $! > ${pidFile}\n${opts.leave ? 'exit 0' : 'wait'}\n`, { mode: 0o755 });
   return {
     cmd: script,
     pidOf: async () => {
@@ -52,13 +53,13 @@ describe('runHook', () => {
     const ctl = new AbortController();
     const running = runHook(hook.cmd, 'team/app:1', 1, ctl.signal);
     const child = await hook.pidOf();
-    expect(alive(child)).toBe(true);
+    expect(await alive(child)).toBe(true);
     ctl.abort();
     const r = await running;
     expect(r.ok).toBe(false);
     expect(r.message).toBe(`hook ${JSON.stringify(hook.cmd)} failed (stopped: the run was cancelled): `);
-    await vi.waitFor(() => expect(alive(child)).toBe(false), { timeout: 5000 });
-  });
+    await vi.waitFor(async () => expect(await alive(child)).toBe(false), { timeout: 5000 });
+  }, 15_000);
 
   it('a hook past its time limit is stopped with what it started', async () => {
     const hook = await forkingHook();
@@ -66,6 +67,35 @@ describe('runHook', () => {
     const child = await hook.pidOf();
     const r = await running;
     expect(r.message).toBe(`hook ${JSON.stringify(hook.cmd)} failed (stopped after 2 s): `);
-    await vi.waitFor(() => expect(alive(child)).toBe(false), { timeout: 5000 });
+    await vi.waitFor(async () => expect(await alive(child)).toBe(false), { timeout: 5000 });
+  }, 15_000);
+
+  it('a command of the hook that ignores SIGTERM is killed after the grace, though the hook was reported', async () => {
+    const hook = await forkingHook({ ignoreTerm: true });
+    const ctl = new AbortController();
+    const running = runHook(hook.cmd, 'team/app:1', 1, ctl.signal);
+    const child = await hook.pidOf();
+    ctl.abort();
+    expect((await running).message).toBe(`hook ${JSON.stringify(hook.cmd)} failed (stopped: the run was cancelled): `);
+    expect(await alive(child)).toBe(true); // TERM ignored
+    await vi.waitFor(async () => expect(await alive(child)).toBe(false), { timeout: 8000, interval: 100 });
+  }, 15_000);
+
+  it('a hook that exits 0 leaving a command that holds its output is done, not held until the limit', async () => {
+    const hook = await forkingHook({ leave: true });
+    const t0 = Date.now();
+    const r = await runHook(hook.cmd, 'team/app:1', 1, undefined, 60_000);
+    expect(r).toEqual({ ok: true, message: `hook ${JSON.stringify(hook.cmd)} done` });
+    expect(Date.now() - t0).toBeLessThan(30_000);
+    process.kill(await hook.pidOf(), 'SIGKILL');
+  }, 45_000);
+
+  it('a run already cancelled does not start the hook', async () => {
+    const dir = await tempDir();
+    const ctl = new AbortController();
+    ctl.abort();
+    const r = await runHook(`touch ${join(dir, 'ran')}`, 'team/app:1', 1, ctl.signal);
+    expect(r).toEqual({ ok: false, message: `hook ${JSON.stringify(`touch ${join(dir, 'ran')}`)} not run: the run was cancelled` });
+    expect(await readFile(join(dir, 'ran')).catch(() => 'absent')).toBe('absent');
   });
 });

@@ -307,8 +307,10 @@ describe('Podman loadVerified: whose silence ends a pull', () => {
 
   it('a service that stops reading the layer it asked for is stuck (DaemonStuckError)', async () => {
     const service = await fakeService('none');
-    // more than the loopback socket's buffers take: the registry ends up waiting on the socket
-    const big = blob(Buffer.alloc(32 << 20, 5), 'application/vnd.oci.image.layer.v1.tar');
+    // more than the loopback socket's buffers take, in 1 MiB chunks: the registry's stream ends up
+    // waiting on its socket in the middle of the blob
+    const bytes = Buffer.alloc(32 << 20, 5);
+    const big = { ...blob(bytes, 'application/vnd.oci.image.layer.v1.tar'), open: async () => Readable.from(Array.from({ length: 32 }, (_, i) => bytes.subarray(i << 20, (i + 1) << 20))) };
     try {
       const rt = new PodmanRuntime(api, new LibpodClient(service.socket, { idleMs: 300 }));
       const err = await rt.loadVerified({ ...verified, layers: [big] }, name).catch((e: unknown) => e);
