@@ -5,7 +5,8 @@ import { Digester, hexOf, sha256, verifyDetached, type DecryptionKey, type Trust
 import { formatPlatform, type Fetched, type ImageName, type LoadPlan, type Platform, type Runtime, type VerifiedLoad } from '../runtime/index.js';
 import { isRefusalCode, TarportError } from '../errors.js';
 import { MAX_SMALL_BLOB_BYTES, platformView, familiarName, qualifiedName, sameName, type AckEntry, type Catalog, type CatalogEntry, type LayerDescriptor, type PinnedRecord, type ReleaseRecord, type Repository } from '../repo/index.js';
-import { ObjectCache, type Download } from './cache.js';
+import { ObjectCache } from './cache.js';
+import { FetchChain } from './fetches.js';
 import { runHook } from './hook.js';
 import { checkEncrypted, decryptConfig, openLayer, type ObjectFile } from './encryption.js';
 import { StateStore, type State } from './state.js';
@@ -450,8 +451,9 @@ interface LayerFetching {
  * `done` counts those bytes. Encrypted objects always go through the cache: ciphertext is checked
  * before it is decrypted, so an encrypted layer's file opens once its object is in the cache. The
  * fetches run one after another in the background, from the start and in the archive's order;
- * for a runtime that pulls, each starts when the runtime asks for its layer (in that order), so a
- * layer it has from elsewhere is never downloaded.
+ * for a runtime that pulls, each is asked for when the runtime asks for its layer, so a layer it
+ * has from elsewhere is never downloaded, and of those asked for the earliest in the archive goes
+ * next (FetchChain).
  */
 function layerFiles(
   repo: Repository,
@@ -486,8 +488,9 @@ function layerFiles(
     const followed = l.encryption ? undefined : download;
     // all start at once, in the archive's order; a runtime that pulls starts a layer's fetch when
     // it asks for it, so a layer it has from elsewhere is not downloaded
-    let fetched: Promise<number> | undefined = download ? (pulls ? undefined : fetches.start(l, download)) : Promise.resolve(0);
-    const fetching = () => (fetched ??= fetches.start(l, download!));
+    const place = files.length;
+    let fetched: Promise<number> | undefined = download ? (pulls ? undefined : fetches.start(l, download, place)) : Promise.resolve(0);
+    const fetching = () => (fetched ??= fetches.start(l, download!, place));
     // read in place: a thin load reads each such object whole (a pull's count is readInPlace)
     if (!download && !pulls) fetches.count(l.size);
     files.push({
@@ -530,73 +533,6 @@ function layerFiles(
     stop: () => fetches.stop(),
     fetched: () => fetches.written(),
   };
-}
-
-/**
- * The downloads of one load's layers into the cache, one after another in the order they start,
- * each followed by its reader (Download); the bytes they read add up in `done`. A failed fetch
- * fails the ones after it, and is kept for stop() (not the abort stop() causes itself).
- */
-class FetchChain {
-  private chain: Promise<number> = Promise.resolve(0);
-  private fault: unknown;
-  private readonly stopper = new AbortController();
-  private readonly signal: AbortSignal;
-  private readonly downloads: Download[] = [];
-
-  constructor(
-    private readonly repo: Repository,
-    private readonly cache: ObjectCache,
-    signal?: AbortSignal,
-  ) {
-    this.signal = signal ? AbortSignal.any([signal, this.stopper.signal]) : this.stopper.signal;
-  }
-
-  /** A download of the layer's object, for a reader to follow once its fetch starts. */
-  follow(l: LayerDescriptor): Download {
-    const d = this.cache.follow(l);
-    this.downloads.push(d);
-    return d;
-  }
-
-  /** Fetches the object after the fetches started before; resolves with the bytes it read. */
-  start(l: LayerDescriptor, download: Download): Promise<number> {
-    const fetched = this.chain.then(() => this.cache.ensure(this.repo, l, this.signal, download));
-    // a fetch that never began (an earlier one failed) ends its download too: no reader waits on it
-    fetched.then(
-      () => download.end(),
-      (e: unknown) => download.end(e),
-    );
-    this.chain = this.chain.then(async (n) => n + (await fetched));
-    this.chain.catch(() => undefined);
-    // a failed fetch is reported where its file opens, and by stop(): never unhandled
-    fetched.catch((e: unknown) => {
-      if (!this.stopper.signal.aborted) this.fault ??= e;
-    });
-    return fetched;
-  }
-
-  /** Bytes read without a fetch (an object read in place), counted with the fetches'. */
-  count(bytes: number): void {
-    this.chain = this.chain.then((n) => n + bytes);
-  }
-
-  /** The bytes read, once every fetch started so far ended; rejects with the first fault. */
-  get done(): Promise<number> {
-    return this.chain;
-  }
-
-  /** Stops the fetches still running and waits for them; the first fault of a fetch, if one failed. */
-  async stop(): Promise<unknown> {
-    this.stopper.abort();
-    await this.chain.catch(() => undefined);
-    return this.fault;
-  }
-
-  /** Bytes the downloads have written into the cache so far. */
-  written(): number {
-    return this.downloads.reduce((n, d) => n + d.written, 0);
-  }
 }
 
 /**
