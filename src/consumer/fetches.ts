@@ -13,7 +13,9 @@ interface Waiting {
  * (Download); the bytes they read add up in `done`. The next to begin is the earliest in the load
  * archive of those asked for: a runtime that pulls (Podman) asks for several layers at once, in any
  * order, and applies them in the archive's; the first must not wait behind a later one's download.
- * A failed fetch fails the ones after it, and is kept for stop() (not the abort stop() causes itself).
+ * So a fetch asked for while none runs waits `gatherMs` for the requests that come with it. A
+ * failed fetch fails those waiting and any asked for later, without beginning them, and is kept
+ * for stop() (not the abort stop() causes itself); after stop() nothing begins.
  */
 export class FetchChain {
   private readonly waiting: Waiting[] = [];
@@ -22,14 +24,17 @@ export class FetchChain {
   private readonly stopper = new AbortController();
   private readonly signal: AbortSignal;
   private busy = false;
+  private gathering: NodeJS.Timeout | undefined;
   private broken: { fault: unknown } | undefined;
   private fault: unknown;
   private counted = 0;
 
+  /** `gatherMs`: how long a fetch asked for while none runs waits for others asked for with it (0: none). */
   constructor(
     private readonly repo: Repository,
     private readonly cache: ObjectCache,
     signal?: AbortSignal,
+    private readonly gatherMs = 0,
   ) {
     this.signal = signal ? AbortSignal.any([signal, this.stopper.signal]) : this.stopper.signal;
   }
@@ -48,7 +53,8 @@ export class FetchChain {
   start(l: LayerDescriptor, download: Download, place: number): Promise<number> {
     let settle!: (fetched: Promise<number>) => void;
     const fetched = new Promise<number>((resolve) => (settle = resolve));
-    this.waiting.push({ place, begin: () => this.cache.ensure(this.repo, l, this.signal, download), settle });
+    // async: a throw of ensure's becomes this fetch's fault, never a chain stuck busy
+    this.waiting.push({ place, begin: async () => this.cache.ensure(this.repo, l, this.signal, download), settle });
     // a fetch that never began (an earlier one failed) ends its download too: no reader waits on it
     fetched.then(
       () => download.end(),
@@ -59,7 +65,8 @@ export class FetchChain {
       if (!this.stopper.signal.aborted) this.fault ??= e;
     });
     this.started.push(fetched);
-    this.next();
+    if (this.busy || this.gathering || this.gatherMs === 0) this.next();
+    else this.gathering = setTimeout(() => ((this.gathering = undefined), this.next()), this.gatherMs);
     return fetched;
   }
 
@@ -76,6 +83,9 @@ export class FetchChain {
   /** Stops the fetches still running and waits for them; the first fault of a fetch, if one failed. */
   async stop(): Promise<unknown> {
     this.stopper.abort();
+    clearTimeout(this.gathering);
+    this.gathering = undefined;
+    this.next();
     await Promise.allSettled(this.started);
     return this.fault;
   }
@@ -85,13 +95,13 @@ export class FetchChain {
     return this.downloads.reduce((n, d) => n + d.written, 0);
   }
 
-  /** Begins the earliest fetch waiting, unless one runs; after a failure, fails every one waiting. */
+  /** Begins the earliest fetch waiting, unless one runs; after a failure or stop(), fails every one waiting. */
   private next(): void {
-    while (!this.busy && this.waiting.length > 0) {
+    while (!this.busy && !this.gathering && this.waiting.length > 0) {
       const i = this.waiting.reduce((best, w, k) => (w.place < this.waiting[best]!.place ? k : best), 0);
       const w = this.waiting.splice(i, 1)[0]!;
-      if (this.broken) {
-        w.settle(Promise.reject(this.broken.fault));
+      if (this.broken || this.signal.aborted) {
+        w.settle(Promise.reject(this.broken?.fault ?? this.signal.reason));
         continue;
       }
       this.busy = true;

@@ -477,7 +477,9 @@ function layerFiles(
   // the objects as stored go to the runtime as they are (planLoad offers that for unencrypted layers only)
   const stored = plan.format === 'oci-layout-stored';
   if (stored && record.layers.some((l) => l.encryption)) throw new TarportError('INTERNAL', `internal error: ${ref}: encrypted layers planned to go as stored`);
-  const fetches = new FetchChain(repo, cache, signal);
+  // a runtime that pulls asks for its layers over separate requests a few ms apart: gathered, the
+  // earliest of them downloads first
+  const fetches = new FetchChain(repo, cache, signal, pulls ? GATHER_MS : 0);
   const files: LoadFile[] = [];
   const included = new Set<string>();
   for (const l of record.layers) {
@@ -534,6 +536,9 @@ function layerFiles(
     fetched: () => fetches.written(),
   };
 }
+
+/** How long the first layer a pulling runtime asks for waits for the requests that come with it. */
+const GATHER_MS = 20;
 
 /**
  * The fault to report for an object read in place whose decoding failed: bytes that do not match
