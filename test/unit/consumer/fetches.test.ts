@@ -31,6 +31,16 @@ function handCache(opts: { ignoreAbort?: boolean } = {}): { cache: ObjectCache; 
   };
 }
 
+/** A chain asked for two layers in archive order: the first begins, the second waits. */
+function twoAsked(h: ReturnType<typeof handCache>) {
+  const chain = new FetchChain({} as Repository, h.cache);
+  const [a, b] = [layer(1), layer(2)];
+  const db = chain.follow(b);
+  const fa = chain.start(a, chain.follow(a), 0);
+  const fb = chain.start(b, db, 1);
+  return { chain, a, b, db, fa, fb };
+}
+
 describe('FetchChain', () => {
   it('of the fetches asked for while one runs, the earliest in the archive goes next, not the first asked', async () => {
     const h = handCache();
@@ -58,11 +68,7 @@ describe('FetchChain', () => {
 
   it('a failed fetch fails those waiting without beginning them, ends their downloads, and is what done and stop() report', async () => {
     const h = handCache();
-    const chain = new FetchChain({} as Repository, h.cache);
-    const [a, b] = [layer(1), layer(2)];
-    const db = chain.follow(b);
-    const fa = chain.start(a, chain.follow(a), 0);
-    const fb = chain.start(b, db, 1);
+    const { chain, a, db, fa, fb } = twoAsked(h);
     const fault = new Error('object sha256:111… failed its digest check');
     h.finish(a.digest, fault);
     await expect(fa).rejects.toBe(fault);
@@ -91,11 +97,7 @@ describe('FetchChain', () => {
 
   it('stop() aborts the running fetch, fails those waiting without beginning them, and reports no fault of its own', async () => {
     const h = handCache();
-    const chain = new FetchChain({} as Repository, h.cache);
-    const [a, b] = [layer(1), layer(2)];
-    const db = chain.follow(b);
-    const fa = chain.start(a, chain.follow(a), 0);
-    const fb = chain.start(b, db, 1);
+    const { chain, a, db, fa, fb } = twoAsked(h);
     expect(await chain.stop()).toBeUndefined();
     await expect(fa).rejects.toThrow();
     await expect(fb).rejects.toThrow();
