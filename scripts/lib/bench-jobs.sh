@@ -10,7 +10,8 @@
 #             OCI directory has no way to send only what the far side lacks). skopeo 1.9's
 #             docker-daemon: transport ignores DOCKER_HOST (it fails with "writing blob: io:
 #             read/write on closed pipe"): the daemon is named with --dest-daemon-host
-#   tarport   docker save; tarport push over SFTP; tarport pull (and load) over SFTP
+#   tarport   docker save | tarport push - over SFTP (its new layers go up while the archive still
+#             comes: docs/producer.md, "From a pipe"); tarport pull (and load) over SFTP
 # and Docker's own share, on loopback only (no link is crossed), the floor under the targets:
 #   save      docker save -o alone: the first step of every contender's job (an update's too)
 #   docker    docker save -o, then docker load -i of that file into the consumer daemon: the two
@@ -118,7 +119,7 @@ cmd_docker() { # IMAGE
 }
 cmd_tarport() { # IMAGE
   local url="sftp://$suser@127.0.0.1:$PORT$home/repo" keys="--identity $TP_SFTP_IDENTITY --known-hosts $KH"
-  echo "$P save -o $W/tp.tar $1; $TP push --init $W/tp.tar --to $url $keys --json > $J/$CASE-tarport-$LINK.push.json; DOCKER_HOST=$TP_SOCK_consumer $TP pull --from $url $keys --state $W/tp-state --json > $J/$CASE-tarport-$LINK.pull.json; rm -f $W/tp.tar"
+  echo "$P save $1 | $TP push --init - --to $url $keys --json > $J/$CASE-tarport-$LINK.push.json; DOCKER_HOST=$TP_SOCK_consumer $TP pull --from $url $keys --state $W/tp-state --json > $J/$CASE-tarport-$LINK.pull.json"
 }
 
 # known_hosts naming the sshd's key under its own port and every proxy's

@@ -5,3 +5,4 @@ export { CodecError, compressor, decompressor, threadedDecompressor, prewarmDeco
 export { ociBlobPath, ociLayerMediaType, ociLoadManifest, writeLoadArchive, writeOciLoadArchive, type LoadArchiveSpec, type LoadFile, type OciLoadArchiveSpec } from './loadtar.js';
 export { writeDemoArchives } from './synthetic.js';
 export { feedFile, type FeedOptions, type Follow } from './filefeed.js';
+export { LayerWatch, type WatchedLayer } from './layerwatch.js';

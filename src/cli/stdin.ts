@@ -1,8 +1,8 @@
-import { createWriteStream, fstatSync, rmSync } from 'node:fs';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { fstatSync, rmSync } from 'node:fs';
+import { mkdtemp, open, rm, stat, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Transform, type Readable } from 'node:stream';
+import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TarportError, wrapSystemError } from '../errors.js';
 
@@ -32,8 +32,26 @@ const STDIN_FILE = '/dev/stdin';
  * copy fails; a copy cut short leaves nothing behind.
  */
 export async function spoolStdin(input: Readable & { isTTY?: boolean; fd?: number }, signal: AbortSignal, idleMs = STDIN_IDLE_MS): Promise<Spooled> {
+  const s = await startSpool(input, signal, { idleMs });
+  await s.complete;
+  return s;
+}
+
+export interface Spooling extends Spooled {
+  /** False when standard input is a regular file, read in place: nothing is copied, nothing comes later. */
+  readonly copied: boolean;
+  /** Resolves once every byte is in the file; rejects with the copy's fault, the file removed. */
+  readonly complete: Promise<void>;
+}
+
+/**
+ * Starts the copy of standard input (spoolStdin) and returns at once, so that the archive can be
+ * worked on while it comes: `tap` sees every chunk, in order, once it is in the file (a reader of
+ * the file may then read it).
+ */
+export async function startSpool(input: Readable & { isTTY?: boolean; fd?: number }, signal: AbortSignal, opts: { idleMs?: number; tap?: (chunk: Buffer) => void } = {}): Promise<Spooling> {
   if (input.isTTY) throw new TarportError('USAGE', `push -: ${STDIN_NAME} is a terminal; pipe an archive into it (docker save IMAGE | tarport push - --to URL)`);
-  if (input.fd === 0 && isRegularFile(0)) return { path: STDIN_FILE, remove: async () => undefined };
+  if (input.fd === 0 && isRegularFile(0)) return { path: STDIN_FILE, copied: false, complete: Promise.resolve(), remove: async () => undefined };
   const dir = await mkdtemp(join(tmpdir(), 'tarport-stdin-')).catch((e: unknown) => {
     throw wrapSystemError(e, `make a folder for ${STDIN_NAME} in ${tmpdir()} (TMPDIR)`);
   });
@@ -46,15 +64,56 @@ export async function spoolStdin(input: Readable & { isTTY?: boolean; fd?: numbe
     process.off('exit', onExit);
     await rm(dir, { recursive: true, force: true });
   };
-  try {
-    await pipeline(input, idleBound(idleMs), createWriteStream(path, { flags: 'wx' }), { signal });
-    const { size } = await stat(path);
-    if (size === 0) throw new TarportError('BAD_INPUT', `${STDIN_NAME}: nothing came (0 bytes), not an archive`);
-    return { path, remove };
-  } catch (e) {
-    await remove();
-    if (e instanceof TarportError) throw e;
-    throw wrapSystemError(e, `copy ${STDIN_NAME} to ${path} (TMPDIR names a folder with room for the whole archive)`);
+  const copy = async () => {
+    try {
+      const fh = await open(path, 'wx');
+      await pipeline(input, idleBound(opts.idleMs ?? STDIN_IDLE_MS), fileSink(fh, opts.tap), { signal });
+      const { size } = await stat(path);
+      if (size === 0) throw new TarportError('BAD_INPUT', `${STDIN_NAME}: nothing came (0 bytes), not an archive`);
+    } catch (e) {
+      await remove();
+      if (e instanceof TarportError) throw e;
+      throw wrapSystemError(e, `copy ${STDIN_NAME} to ${path} (TMPDIR names a folder with room for the whole archive)`);
+    }
+  };
+  const complete = copy();
+  complete.catch(() => undefined); // the caller awaits it; a failure before that is not unhandled
+  return { path, copied: true, complete, remove };
+}
+
+/**
+ * Writes chunks to the file, then shows them to `tap`: what a tap saw is in the file. The chunks
+ * that queued up while a write ran go in one write: a pipe gives 64 KiB at a time, and a round trip
+ * to the file system per chunk slowed the copy to the pace of the busy main thread.
+ */
+function fileSink(fh: FileHandle, tap: ((chunk: Buffer) => void) | undefined): Writable {
+  let position = 0;
+  let closed: Promise<void> | undefined;
+  const close = () => (closed ??= fh.close());
+  const put = async (chunks: readonly Buffer[]) => {
+    const all = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+    await writeAll(fh, all, position);
+    position += all.length;
+    if (tap) for (const c of chunks) tap(c);
+  };
+  return new Writable({
+    highWaterMark: 4 << 20,
+    writev(chunks, cb) {
+      put(chunks.map((c) => c.chunk as Buffer)).then(() => cb(), cb);
+    },
+    final(cb) {
+      close().then(() => cb(), cb);
+    },
+    destroy(err, cb) {
+      close().then(() => cb(err), () => cb(err));
+    },
+  });
+}
+
+async function writeAll(fh: FileHandle, chunk: Buffer, position: number): Promise<void> {
+  for (let done = 0; done < chunk.length; ) {
+    const { bytesWritten } = await fh.write(chunk, done, chunk.length - done, position + done);
+    done += bytesWritten;
   }
 }
 

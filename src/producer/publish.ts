@@ -1,33 +1,19 @@
 import { createReadStream } from 'node:fs';
 import { PassThrough, Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import {
-  TarArchive,
-  bombGuard,
-  compressor,
-  decompressor,
-  readArchiveContent,
-  sniffStream,
-  type ArchiveContent,
-  type ArchiveImage,
-  type Compression,
-} from '../archive/index.js';
-import { Digester, encryptStream, sha256, type TrustedKey } from '../crypto/index.js';
+import { TarArchive, feedFile, readArchiveContent, type ArchiveContent, type ArchiveImage, type Compression, type WatchedLayer } from '../archive/index.js';
+import { encryptStream, sha256, type TrustedKey } from '../crypto/index.js';
 import { TarportError } from '../errors.js';
 import {
-  MEDIA_TYPES,
   RECORD_SCHEMA,
   RECORD_SCHEMA_INDEX,
   formatRef,
   parseRef,
   type CatalogEntry,
-  type Descriptor,
   type ImageRef,
   type LayerDescriptor,
   type ReleaseRecord,
   type RegistryView,
   type Repository,
-  type StagedBlob,
   type Sign,
   type Encryption,
   type WriteTransaction,
@@ -35,6 +21,7 @@ import {
 import { VERSION } from '../version.js';
 import { indexParts, imageParts, type ImageContext } from './multiplatform.js';
 import { UnnamedArchiveError } from './naming.js';
+import { LayerUploader, type Uploaded } from './upload.js';
 
 export interface PublishOptions {
   readonly compression: Compression;
@@ -79,175 +66,274 @@ const DAY = 24 * 3600 * 1000;
 export const DEFAULT_CATALOG_TTL_MS = 90 * DAY;
 
 /**
+ * An archive still being written to `path` (standard input copied to a file, `push -`), with its
+ * layer-shaped entries as they are seen whole (LayerWatch): a producer stores new layers while the
+ * rest of the archive comes, instead of after it.
+ */
+export interface GrowingArchive {
+  readonly path: string;
+  /** Resolves once the whole archive is in the file; rejects with the copy's fault. */
+  readonly complete: Promise<void>;
+  /** Ends when the copy does. */
+  readonly layers: AsyncIterable<WatchedLayer>;
+}
+
+/**
  * Publishes one archive: every image in it under each of its tags (or `name`), or a rootfs archive
  * under `name`, through one write transaction (repo/transaction.ts: objects, then records, then the
  * catalog). Objects go to temporary names first and are renamed into place only after every layer
  * has been checked against its diff_id, so a bad archive leaves nothing in the repository.
  */
-export async function publishArchive(repo: Repository, path: string, opts: PublishOptions): Promise<PublishResult> {
-  const tar = await TarArchive.open(path, opts.signal);
+export async function publishArchive(repo: Repository, source: string | GrowingArchive, opts: PublishOptions): Promise<PublishResult> {
+  if (typeof source !== 'string') return publishGrowing(repo, source, opts);
+  const tar = await TarArchive.open(source, opts.signal);
   const content = await readArchiveContent(tar);
-  const tx = await repo.begin({ ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.create ? { create: true } : {}) });
+  const tx = await repo.begin(txOptions(opts));
   try {
-    return await publishIn(tx, repo, tar, content, path, opts);
+    const uploader = new LayerUploader(tx, source, opts.compression, opts.encryptTo, opts.signal);
+    return await publishIn({ tx, repo, tar, content, path: source, opts, uploader, early: new Map() });
   } finally {
     await tx.end();
   }
 }
 
-async function publishIn(tx: WriteTransaction, repo: Repository, tar: TarArchive, content: Awaited<ReturnType<typeof readArchiveContent>>, path: string, opts: PublishOptions): Promise<PublishResult> {
-  const staged: StagedBlob[] = [];
-  let uploadedBytes = 0;
-  const emit = opts.onEvent ?? (() => undefined);
-  const encryption: Encryption | undefined = opts.encryptTo?.length ? { scheme: 'openpgp', recipients: opts.encryptTo.map((k) => k.fingerprint).sort() } : undefined;
-
-  /** Streams one layer: (decompress) → diff_id → compress → temporary object. */
-  const uploadLayer = async (stream: Readable, declared: Compression | undefined, what: string, expectDiffId?: string, sizeHint?: number): Promise<LayerDescriptor> => {
-    const inComp = declared ?? (await sniffStream(stream));
-    const diff = new Digester();
-    const out = new PassThrough({ highWaterMark: 1 << 20 });
-    const guard = bombGuard(); // a compressed layer that expands without end is refused, not read for hours
-    const feeding = pipeline(stream, guard.input, decompressor(inComp), guard.output, diff, compressor(opts.compression, inComp === 'none' ? sizeHint : undefined), out, { signal: opts.signal });
-    let blob: StagedBlob;
-    try {
-      const stored = encryption ? await encryptStream(out, opts.encryptTo!) : out;
-      const [b, f] = await Promise.allSettled([tx.stageBlob(stored), feeding]);
-      // the upload runs while the layer is read (stageBlob): when it fails, the read it cut short
-      // fails too, but the upload's own error (a TarportError) is the cause; otherwise the read's
-      if (b.status === 'rejected' && b.reason instanceof TarportError) throw b.reason;
-      if (f.status === 'rejected') throw f.reason;
-      if (b.status === 'rejected') throw b.reason;
-      blob = b.value;
-    } catch (e) {
-      out.destroy();
-      stream.destroy();
-      if (e instanceof TarportError) throw e;
-      throw new TarportError('BAD_INPUT', `${path}: ${what}: ${(e as Error).message}`, { cause: e });
-    }
-    staged.push(blob);
-    if (blob.uploaded) uploadedBytes += blob.size;
-    const diffId = diff.digest();
-    if (expectDiffId && diffId !== expectDiffId) {
-      throw new TarportError('BAD_INPUT', `${path}: ${what} does not match its diff_id: the config says ${expectDiffId}, the layer's digest is ${diffId}`);
-    }
-    emit({ kind: 'layer', diffId, status: 'uploaded', bytes: blob.size });
-    return {
-      mediaType: MEDIA_TYPES.layer[opts.compression] + (encryption ? '+encrypted' : ''),
-      digest: blob.digest,
-      size: blob.size,
-      diffId,
-      uncompressedSize: diff.bytes,
-      compression: opts.compression,
-      ...(encryption ? { encryption } : {}),
-    };
-  };
-
+/**
+ * A growing archive: the transaction begins at once, and each new uncompressed layer is stored as
+ * soon as it was seen whole, its digest (its diff_id) not among the layers of the repository's
+ * current releases. Once the archive is complete it is read as a file is, and every layer is
+ * checked against the config's diff_id as before; a stored layer no image names is dropped.
+ */
+async function publishGrowing(repo: Repository, g: GrowingArchive, opts: PublishOptions): Promise<PublishResult> {
+  let tx: WriteTransaction;
   try {
+    tx = await repo.begin(txOptions(opts));
+  } catch {
+    // as for a file, the archive's own faults come before the repository's (that begin fails again)
+    await g.complete;
+    return publishArchive(repo, g.path, opts);
+  }
+  try {
+    const uploader = new LayerUploader(tx, g.path, opts.compression, opts.encryptTo, opts.signal);
     const catalog = (await repo.readCatalog(opts.signal))?.catalog;
-    // only the layers this archive holds are worth a look (a root file system's diff_id is known once read)
-    const wanted = content.kind === 'rootfs' ? undefined : new Set(imagesOf(content).flatMap((im) => im.layers.map((l) => l.diffId)));
-    const known = await knownLayers(tx, repo, catalog?.releases ?? [], encryption, wanted, opts.signal);
-    const now = new Date().toISOString();
-    const producer = { tool: 'tarport', version: VERSION };
-    const plans: { ref: ImageRef; record: Omit<ReleaseRecord, 'version'> }[] = [];
+    const candidates = await layerCandidates(repo, catalog?.releases ?? [], uploader.encryption, undefined, opts.signal);
+    const early = await uploadWhileComing(uploader, g, new Set(candidates.keys()));
+    await g.complete;
+    const tar = await TarArchive.open(g.path, opts.signal);
+    const content = await readArchiveContent(tar);
+    return await publishIn({ tx, repo, tar, content, path: g.path, opts, uploader, early, candidates });
+  } finally {
+    await tx.end();
+  }
+}
+
+/** Stores the new uncompressed layers of a growing archive as they come, one at a time; by entry name. */
+async function uploadWhileComing(uploader: LayerUploader, g: GrowingArchive, held: ReadonlySet<string>): Promise<Map<string, Uploaded>> {
+  const out = new Map<string, Uploaded>();
+  const seen = new Set<string>(held);
+  for await (const l of g.layers) {
+    if (l.form !== 'tar' || seen.has(l.digest)) continue;
+    seen.add(l.digest);
+    const stream = new PassThrough({ highWaterMark: 1 << 20 });
+    const feeding = feedFile(g.path, stream, { start: l.offset, length: l.size, lend: true });
+    const u = await uploader.upload({ stream, what: `layer ${l.name}`, hashed: { diffId: l.digest, size: l.size } });
+    // the watch hashed what went into the file: the read must give back as many bytes
+    const fed = await feeding;
+    if (fed !== l.size) throw new TarportError('BAD_INPUT', `${g.path}: layer ${l.name}: ${fed} bytes read back of ${l.size}`);
+    out.set(l.name, u);
+  }
+  return out;
+}
+
+function txOptions(opts: PublishOptions): { signal?: AbortSignal; create?: boolean } {
+  return { ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.create ? { create: true } : {}) };
+}
+
+/** One publish under way. */
+interface Publishing {
+  readonly tx: WriteTransaction;
+  readonly repo: Repository;
+  readonly tar: TarArchive;
+  readonly content: ArchiveContent;
+  readonly path: string;
+  readonly opts: PublishOptions;
+  readonly uploader: LayerUploader;
+  /** Layers stored while the archive came (growing archives), by entry name; not yet checked. */
+  readonly early: ReadonlyMap<string, Uploaded>;
+  /** The layers of the current releases, by diff_id, when already read. */
+  readonly candidates?: ReadonlyMap<string, LayerDescriptor>;
+}
+
+interface Plan {
+  readonly ref: ImageRef;
+  readonly record: Omit<ReleaseRecord, 'version'>;
+}
+
+async function publishIn(p: Publishing): Promise<PublishResult> {
+  const { tx, opts } = p;
+  try {
+    const known = await knownLayers(p);
     const smallBlobs: Buffer[] = [];
-
-    if (content.kind === 'rootfs') {
-      if (!opts.name) {
-        throw new UnnamedArchiveError(`${path}: this is a root file system archive (docker export) and carries no image name; give one with --name NAME:TAG`);
-      }
-      let layer = await uploadLayer(createReadStream(path, { highWaterMark: 1 << 20 }), tar.compression, 'root file system');
-      const reuse = known.get(layer.diffId);
-      if (reuse) {
-        // The same root file system is stored already: keep that object, drop ours.
-        const dropped = staged.pop()!;
-        await tx.discard(dropped);
-        if (dropped.uploaded) uploadedBytes -= layer.size;
-        layer = reuse;
-      }
-      plans.push({ ref: opts.name, record: { schema: RECORD_SCHEMA, name: opts.name.name, tag: opts.name.tag, created: now, kind: 'rootfs', contentKey: layer.diffId, layers: [layer], producer } });
-    } else {
-      const count = content.images.length + content.indexes.length;
-      if (opts.name && count > 1) {
-        throw new TarportError('BAD_INPUT', `${path}: holds ${count} images; --name applies to one; publish them by their own tags or one archive per image`);
-      }
-      const targets = content.images.map((im) => ({ im, refs: imageRefs(path, im.repoTags, im.configDigest, opts.name) }));
-      const indexTargets = content.indexes.map((ix) => ({ ix, refs: imageRefs(path, ix.repoTags, ix.digest || 'index', opts.name) }));
-      const allImages = imagesOf(content);
-      // Layers: what the repository does not hold yet, each diff_id once.
-      const need = new Map<string, { declared?: Compression; diffId: string }>();
-      for (const im of allImages) {
-        for (const l of im.layers) {
-          if (!known.has(l.diffId) && !need.has(l.entry)) need.set(l.entry, { diffId: l.diffId, ...(l.declaredCompression ? { declared: l.declaredCompression } : {}) });
-        }
-      }
-      const fresh = new Map<string, LayerDescriptor>();
-      for await (const { entry, stream } of tar.streamEntries(need.keys(), opts.signal)) {
-        const n = need.get(entry.name)!;
-        if (fresh.has(n.diffId)) {
-          stream.resume();
-          continue;
-        }
-        fresh.set(n.diffId, await uploadLayer(stream, n.declared, `layer ${entry.name}`, n.diffId, entry.size));
-      }
-      const ctx: ImageContext = {
-        path,
-        encrypted: encryption !== undefined,
-        layer: (diffId) => known.get(diffId) ?? fresh.get(diffId)!,
-        small: async (bytes, mediaType) => {
-          if (!encryption) {
-            smallBlobs.push(bytes);
-            return { mediaType, digest: sha256(bytes), size: bytes.length };
-          }
-          const sealed = await collect(await encryptStream(Readable.from([bytes]), opts.encryptTo!));
-          smallBlobs.push(sealed);
-          return { mediaType: mediaType + '+encrypted', digest: sha256(sealed), size: sealed.length, encryption };
-        },
-        plain: (bytes) => void smallBlobs.push(bytes),
-      };
-      const base = { schema: RECORD_SCHEMA as typeof RECORD_SCHEMA | typeof RECORD_SCHEMA_INDEX, created: now, kind: 'image' as const, producer };
-      for (const { im, refs } of targets) {
-        const { config, manifest, layers } = await imageParts(im, ctx);
-        for (const ref of refs) {
-          plans.push({ ref, record: { ...base, name: ref.name, tag: ref.tag, contentKey: im.configDigest, config, ...(manifest ? { manifest } : {}), layers, sourceTags: [...im.repoTags] } });
-        }
-      }
-      for (const { ix, refs } of indexTargets) {
-        const { contentKey, manifest, layers, index } = await indexParts(tar, ix, ctx);
-        for (const ref of refs) {
-          plans.push({ ref, record: { ...base, schema: RECORD_SCHEMA_INDEX, name: ref.name, tag: ref.tag, contentKey, ...(manifest ? { manifest } : {}), layers, sourceTags: [...ix.repoTags], index } });
-        }
-      }
-    }
-
+    const plans = p.content.kind === 'rootfs' ? await planRootfs(p, known) : await planImages(p, known, smallBlobs);
     // Every layer checked: make objects visible, then the small objects, then records, then the catalog.
-    const uploadedObjects = staged.filter((b) => b.uploaded).length;
+    const uploadedObjects = p.uploader.staged.filter((b) => b.uploaded).length;
+    const uploadedBytes = p.uploader.uploadedBytes;
     await tx.commitObjects(smallBlobs);
-    staged.length = 0;
-
-    const releases: PublishedRelease[] = [];
-    for (const { ref, record } of plans) {
-      const last = (await repo.listReleases(ref.name, ref.tag, opts.signal)).at(-1);
-      if (last) {
-        const { record: prev } = await repo.readRecord(last, undefined, opts.signal ? { signal: opts.signal } : {});
-        if (prev.contentKey === record.contentKey && prev.kind === record.kind) {
-          releases.push({ name: ref.name, tag: ref.tag, version: prev.version, status: 'unchanged', kind: record.kind, record: last.record });
-          emit({ kind: 'release', ref: formatRef(ref), status: 'unchanged', version: prev.version });
-          continue;
-        }
-      }
-      const full: ReleaseRecord = { ...record, version: (last?.version ?? 0) + 1 };
-      const w = await tx.writeRecord(full, opts.sign);
-      releases.push({ name: ref.name, tag: ref.tag, version: full.version, status: 'published', kind: full.kind, record: w.file });
-      emit({ kind: 'release', ref: formatRef(ref), status: 'published', version: full.version });
-    }
+    p.uploader.staged.length = 0;
+    const releases = await writeReleases(p, plans);
     // Always, also when nothing was new: a catalog left behind by a crash or a lost race converges here.
     await tx.publishCatalog({ ttlMs: opts.catalogTtlMs, ...(opts.sign ? { sign: opts.sign } : {}) });
-    return { archive: path, releases: withRegistryNotes(releases, tx.registryView), uploadedBytes, uploadedObjects };
+    return { archive: p.path, releases: withRegistryNotes(releases, tx.registryView), uploadedBytes, uploadedObjects };
   } catch (e) {
-    for (const b of staged) await tx.discard(b);
+    await p.uploader.dropAll();
     throw e;
   }
+}
+
+function baseRecord() {
+  return { schema: RECORD_SCHEMA as typeof RECORD_SCHEMA | typeof RECORD_SCHEMA_INDEX, created: new Date().toISOString(), kind: 'image' as const, producer: { tool: 'tarport', version: VERSION } };
+}
+
+async function planRootfs(p: Publishing, known: ReadonlyMap<string, LayerDescriptor>): Promise<Plan[]> {
+  const { opts, path } = p;
+  if (!opts.name) {
+    throw new UnnamedArchiveError(`${path}: this is a root file system archive (docker export) and carries no image name; give one with --name NAME:TAG`);
+  }
+  for (const u of p.early.values()) await p.uploader.drop(u); // entries named like layers, in a file system
+  const u = await p.uploader.upload({ stream: createReadStream(path, { highWaterMark: 1 << 20 }), ...(p.tar.compression ? { declared: p.tar.compression } : {}), what: 'root file system' });
+  let layer = u.layer;
+  const reuse = known.get(layer.diffId);
+  if (reuse) {
+    // The same root file system is stored already: keep that object, drop ours.
+    await p.uploader.drop(u);
+    layer = reuse;
+  } else {
+    emitLayer(p, u);
+  }
+  const base = baseRecord();
+  return [{ ref: opts.name, record: { ...base, schema: RECORD_SCHEMA, name: opts.name.name, tag: opts.name.tag, kind: 'rootfs', contentKey: layer.diffId, layers: [layer] } }];
+}
+
+async function planImages(p: Publishing, known: ReadonlyMap<string, LayerDescriptor>, smallBlobs: Buffer[]): Promise<Plan[]> {
+  const { opts, path, tar } = p;
+  const content = p.content as Exclude<ArchiveContent, { kind: 'rootfs' }>;
+  const count = content.images.length + content.indexes.length;
+  if (opts.name && count > 1) {
+    throw new TarportError('BAD_INPUT', `${path}: holds ${count} images; --name applies to one; publish them by their own tags or one archive per image`);
+  }
+  const targets = content.images.map((im) => ({ im, refs: imageRefs(path, im.repoTags, im.configDigest, opts.name) }));
+  const indexTargets = content.indexes.map((ix) => ({ ix, refs: imageRefs(path, ix.repoTags, ix.digest || 'index', opts.name) }));
+  const fresh = await storeLayers(p, neededLayers(imagesOf(content), known));
+  const encryptTo = opts.encryptTo;
+  const encryption = p.uploader.encryption;
+  const ctx: ImageContext = {
+    path,
+    encrypted: encryption !== undefined,
+    layer: (diffId) => known.get(diffId) ?? fresh.get(diffId)!,
+    small: async (bytes, mediaType) => {
+      if (!encryption) {
+        smallBlobs.push(bytes);
+        return { mediaType, digest: sha256(bytes), size: bytes.length };
+      }
+      const sealed = await collect(await encryptStream(Readable.from([bytes]), encryptTo!));
+      smallBlobs.push(sealed);
+      return { mediaType: mediaType + '+encrypted', digest: sha256(sealed), size: sealed.length, encryption };
+    },
+    plain: (bytes) => void smallBlobs.push(bytes),
+  };
+  const base = baseRecord();
+  const plans: Plan[] = [];
+  for (const { im, refs } of targets) {
+    const { config, manifest, layers } = await imageParts(im, ctx);
+    for (const ref of refs) {
+      plans.push({ ref, record: { ...base, name: ref.name, tag: ref.tag, contentKey: im.configDigest, config, ...(manifest ? { manifest } : {}), layers, sourceTags: [...im.repoTags] } });
+    }
+  }
+  for (const { ix, refs } of indexTargets) {
+    const { contentKey, manifest, layers, index } = await indexParts(tar, ix, ctx);
+    for (const ref of refs) {
+      plans.push({ ref, record: { ...base, schema: RECORD_SCHEMA_INDEX, name: ref.name, tag: ref.tag, contentKey, ...(manifest ? { manifest } : {}), layers, sourceTags: [...ix.repoTags], index } });
+    }
+  }
+  return plans;
+}
+
+interface Needed {
+  readonly diffId: string;
+  readonly declared?: Compression;
+}
+
+/** Layers the repository does not hold yet, by entry, each diff_id once. */
+function neededLayers(images: readonly ArchiveImage[], known: ReadonlyMap<string, LayerDescriptor>): Map<string, Needed> {
+  const need = new Map<string, Needed>();
+  for (const im of images) {
+    for (const l of im.layers) {
+      if (!known.has(l.diffId) && !need.has(l.entry)) need.set(l.entry, { diffId: l.diffId, ...(l.declaredCompression ? { declared: l.declaredCompression } : {}) });
+    }
+  }
+  return need;
+}
+
+/**
+ * Stores the needed layers, by diff_id: those stored while the archive came are taken when their
+ * digest is the config's diff_id and the archive does not call them compressed; the others are read
+ * from the archive now. A layer stored early that no image needs is dropped.
+ */
+async function storeLayers(p: Publishing, need: ReadonlyMap<string, Needed>): Promise<Map<string, LayerDescriptor>> {
+  const fresh = new Map<string, LayerDescriptor>();
+  const taken = new Set<Uploaded>();
+  for (const [entry, n] of need) {
+    const u = p.early.get(entry);
+    if (!u || (n.declared && n.declared !== 'none') || fresh.has(n.diffId)) continue;
+    if (u.layer.diffId !== n.diffId) throw diffMismatch(p.path, `layer ${entry}`, n.diffId, u.layer.diffId);
+    fresh.set(n.diffId, u.layer);
+    taken.add(u);
+    emitLayer(p, u);
+  }
+  for (const u of p.early.values()) if (!taken.has(u)) await p.uploader.drop(u);
+  const rest = [...need].filter(([, n]) => !fresh.has(n.diffId)).map(([entry]) => entry);
+  for await (const { entry, stream } of p.tar.streamEntries(rest, p.opts.signal)) {
+    const n = need.get(entry.name)!;
+    if (fresh.has(n.diffId)) {
+      stream.resume();
+      continue;
+    }
+    const u = await p.uploader.upload({ stream, ...(n.declared ? { declared: n.declared } : {}), what: `layer ${entry.name}`, sizeHint: entry.size });
+    if (u.layer.diffId !== n.diffId) throw diffMismatch(p.path, `layer ${entry.name}`, n.diffId, u.layer.diffId);
+    fresh.set(n.diffId, u.layer);
+    emitLayer(p, u);
+  }
+  return fresh;
+}
+
+function diffMismatch(path: string, what: string, expected: string, got: string): TarportError {
+  return new TarportError('BAD_INPUT', `${path}: ${what} does not match its diff_id: the config says ${expected}, the layer's digest is ${got}`);
+}
+
+function emitLayer(p: Publishing, u: Uploaded): void {
+  p.opts.onEvent?.({ kind: 'layer', diffId: u.layer.diffId, status: 'uploaded', bytes: u.blob.size });
+}
+
+/** Writes a record for each plan whose content differs from its tag's current release. */
+async function writeReleases(p: Publishing, plans: readonly Plan[]): Promise<PublishedRelease[]> {
+  const { repo, tx, opts } = p;
+  const emit = opts.onEvent ?? (() => undefined);
+  const releases: PublishedRelease[] = [];
+  for (const { ref, record } of plans) {
+    const last = (await repo.listReleases(ref.name, ref.tag, opts.signal)).at(-1);
+    if (last) {
+      const { record: prev } = await repo.readRecord(last, undefined, opts.signal ? { signal: opts.signal } : {});
+      if (prev.contentKey === record.contentKey && prev.kind === record.kind) {
+        releases.push({ name: ref.name, tag: ref.tag, version: prev.version, status: 'unchanged', kind: record.kind, record: last.record });
+        emit({ kind: 'release', ref: formatRef(ref), status: 'unchanged', version: prev.version });
+        continue;
+      }
+    }
+    const full: ReleaseRecord = { ...record, version: (last?.version ?? 0) + 1 };
+    const w = await tx.writeRecord(full, opts.sign);
+    releases.push({ name: ref.name, tag: ref.tag, version: full.version, status: 'published', kind: full.kind, record: w.file });
+    emit({ kind: 'release', ref: formatRef(ref), status: 'published', version: full.version });
+  }
+  return releases;
 }
 
 /** The name:tag list an image is published under. */
@@ -269,8 +355,30 @@ function imageRefs(path: string, repoTags: readonly string[], id: string, name: 
  * Layers the repository holds already, by diff_id, taken from the current release of every tag:
  * a new version usually shares most layers with the one before it.
  */
-async function knownLayers(
-  tx: WriteTransaction,
+async function knownLayers(p: Publishing): Promise<Map<string, LayerDescriptor>> {
+  const { tx, repo, opts, content } = p;
+  // only the layers this archive holds are worth a look (a root file system's diff_id is known once read)
+  const wanted = content.kind === 'rootfs' ? undefined : new Set(imagesOf(content).flatMap((im) => im.layers.map((l) => l.diffId)));
+  let candidates: ReadonlyMap<string, LayerDescriptor>;
+  if (p.candidates) candidates = p.candidates;
+  else {
+    const catalog = (await repo.readCatalog(opts.signal))?.catalog;
+    candidates = await layerCandidates(repo, catalog?.releases ?? [], p.uploader.encryption, wanted, opts.signal);
+  }
+  const mine = [...candidates].filter(([diffId]) => !wanted || wanted.has(diffId));
+  // named in our intent before we look: gc spares them from now on (docs/repo-format.md)
+  const missing = await tx.protect(mine.map(([, l]) => l.digest));
+  const out = new Map<string, LayerDescriptor>();
+  for (const [diffId, l] of mine) {
+    if (missing.has(l.digest)) continue;
+    const have = await repo.blobInfo(l.digest, opts.signal);
+    if (have && have.size === l.size) out.set(diffId, l);
+  }
+  return out;
+}
+
+/** The layers the current releases name (those of `wanted` only, when given) that the same keys can read, by diff_id. */
+async function layerCandidates(
   repo: Repository,
   current: readonly CatalogEntry[],
   encryption: Encryption | undefined,
@@ -289,15 +397,7 @@ async function knownLayers(
     }
     for (const l of record.layers) if ((!wanted || wanted.has(l.diffId)) && !candidates.has(l.diffId) && sameKeys(l.encryption)) candidates.set(l.diffId, l);
   }
-  // named in our intent before we look: gc spares them from now on (docs/repo-format.md)
-  const missing = await tx.protect([...candidates.values()].map((l) => l.digest));
-  const out = new Map<string, LayerDescriptor>();
-  for (const [diffId, l] of candidates) {
-    if (missing.has(l.digest)) continue;
-    const have = await repo.blobInfo(l.digest, signal);
-    if (have && have.size === l.size) out.set(diffId, l);
-  }
-  return out;
+  return candidates;
 }
 
 /** Every runnable image of an archive: its images and the platform images of its indexes. */

@@ -1,13 +1,13 @@
-import { COMPRESSIONS, zstdCodecs, zstdNotLoadedNote, type Compression } from '../../archive/index.js';
+import { COMPRESSIONS, LayerWatch, zstdCodecs, zstdNotLoadedNote, type Compression } from '../../archive/index.js';
 import { loadRecipients } from '../../crypto/index.js';
 import { TarportError } from '../../errors.js';
-import { publishArchive, type PublishResult } from '../../producer/index.js';
+import { publishArchive, type GrowingArchive, type PublishResult } from '../../producer/index.js';
 import { parseRef } from '../../repo/index.js';
 import { openRepository, signerFrom, type ConnectionFlags, parseDuration, type Context } from '../context.js';
 import { humanBytes, type ErrorDocument } from '../output.js';
 import { openMetrics, type MetricsFlags } from '../metrics.js';
 import { progressLine } from '../progress.js';
-import { STDIN_NAME, namedAsStdin, spoolStdin } from '../stdin.js';
+import { STDIN_NAME, namedAsStdin, startSpool } from '../stdin.js';
 
 export interface PushFlags extends ConnectionFlags, MetricsFlags {
   signKey?: string;
@@ -60,7 +60,7 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
       const shown = a === '-' ? STDIN_NAME : a;
       progress.begin(shown);
       try {
-        r = await publishFrom(a, (path) => publishArchive(repo, path, {
+        r = await publishFrom(a, (source) => publishArchive(repo, source, {
           compression,
           onEvent: (e) => {
             if (e.kind === 'layer') progress.note(`${++layers} layer(s) stored`);
@@ -106,17 +106,25 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
 }
 
 /**
- * Publishes the archive `a`, or standard input when `a` is `-`: that is copied to a file first (the
- * archive reader needs one, see stdin.ts), removed once published or refused. The result names `-`.
+ * Publishes the archive `a`, or standard input when `a` is `-`: that is copied to a file (the
+ * archive reader needs one, see stdin.ts), removed once published or refused. While it is copied,
+ * a LayerWatch follows it, so that new layers are stored as they come (publishArchive's growing
+ * archive). A publish that fails stops the copy. The result names `-`.
  */
-async function publishFrom(a: string, publish: (path: string) => Promise<PublishResult>, signal: AbortSignal): Promise<PublishResult> {
+async function publishFrom(a: string, publish: (source: string | GrowingArchive) => Promise<PublishResult>, signal: AbortSignal): Promise<PublishResult> {
   if (a !== '-') return publish(a);
-  const spooled = await spoolStdin(process.stdin, signal);
+  const stop = new AbortController();
+  const watch = new LayerWatch();
+  const spooled = await startSpool(process.stdin, AbortSignal.any([signal, stop.signal]), { tap: (c) => watch.write(c) });
+  spooled.complete.then(() => watch.end(), () => watch.end());
   try {
-    return { ...(await publish(spooled.path)), archive: '-' };
+    const source = spooled.copied ? { path: spooled.path, complete: spooled.complete, layers: watch.layers() } : spooled.path;
+    return { ...(await publish(source)), archive: '-' };
   } catch (e) {
     throw namedAsStdin(e, spooled);
   } finally {
+    stop.abort();
+    await spooled.complete.catch(() => undefined);
     await spooled.remove();
   }
 }

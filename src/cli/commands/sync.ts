@@ -2,7 +2,6 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { StateStore } from '../../consumer/index.js';
 import { DockerClient, chainIds } from '../../runtime/index.js';
 import { TarportError } from '../../errors.js';
-import { BLOBS_FOLDER } from '../../repo/index.js';
 import { parseInventory, putTool, readToolFiles, syncRepos, type Inventory, type ToolResult } from '../../sync/index.js';
 import { defaultStateDir, deprecatedAlias, openRepository, parseDuration, signerFrom, type ConnectionFlags, type Context } from '../context.js';
 import { humanBytes } from '../output.js';

@@ -1,7 +1,15 @@
+// src/producer/publish.ts: what a publish reuses, and an archive published while it still comes.
+import { appendFile, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { LayerWatch, TarArchive } from '../../../src/archive/index.js';
+import { TarportError } from '../../../src/errors.js';
+import { DEFAULT_CATALOG_TTL_MS, publishArchive, type GrowingArchive } from '../../../src/producer/index.js';
 import { Repository } from '../../../src/repo/index.js';
 import { MemoryTransport } from '../../../src/transport/index.js';
-import { publish } from '../repo/fixtures.js';
+import { dockerSave, sha, tarBytes } from '../../corpus/tarwriter.js';
+import { tempDir } from '../../helpers.js';
+import { demoArchives, faults, publish } from '../repo/fixtures.js';
 
 describe('publishArchive: what it looks up to reuse', () => {
   it("looks only at stored layers the archive holds, not at every layer of every tag's current release", async () => {
@@ -25,5 +33,150 @@ describe('publishArchive: what it looks up to reuse', () => {
     for (const l of shared) expect(looked).toContain(`blobs/sha256/${l.digest.slice(7)}`);
     expect(looked.filter((k) => k.endsWith(onlyA[0]!.digest.slice(7)))).toEqual([]);
     expect(b.find((l) => l.diffId === shared[0]!.diffId)!.digest).toBe(shared[0]!.digest);
+  });
+});
+
+/**
+ * A growing archive as `push -` makes one: `original`'s bytes appended to a file of its own when
+ * told, each shown to a LayerWatch once written.
+ */
+async function growing(original: string) {
+  const bytes = await readFile(original);
+  const path = join(await tempDir(), 'growing.tar');
+  await writeFile(path, '');
+  const watch = new LayerWatch();
+  let fed = 0;
+  let settle!: { resolve: () => void; reject: (e: Error) => void };
+  const complete = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
+  complete.then(() => watch.end(), () => watch.end());
+  const source: GrowingArchive = { path, complete, layers: watch.layers() };
+  return {
+    source,
+    bytes,
+    /** Appends the original's bytes up to `end`. */
+    async feed(end: number) {
+      const chunk = bytes.subarray(fed, end);
+      await appendFile(path, chunk);
+      watch.write(chunk);
+      fed = end;
+    },
+    async finish() {
+      await this.feed(bytes.length);
+      settle.resolve();
+    },
+    fail: (e: Error) => settle.reject(e),
+  };
+}
+
+/** Records every key the transport writes, in order. */
+function writesOf(t: MemoryTransport): string[] {
+  const keys: string[] = [];
+  const write = t.write.bind(t);
+  t.write = (key, source, opts) => {
+    keys.push(key);
+    return write(key, source, opts);
+  };
+  return keys;
+}
+
+/** The temporary names of staged objects among written keys (repo/objects.ts, stageBlob). */
+const stagedKeys = (keys: readonly string[]) => keys.filter((k) => /^blobs\/sha256\/\.tarport-[0-9a-f]{16}\.tmp$/.test(k));
+
+const opts = { compression: 'zstd' as const, catalogTtlMs: DEFAULT_CATALOG_TTL_MS };
+/** When `until` holds, polled; fails the test after 5 s. */
+async function eventually(until: () => boolean, what: string): Promise<void> {
+  for (const t0 = Date.now(); !until(); await new Promise((r) => setTimeout(r, 5))) {
+    if (Date.now() - t0 > 5_000) throw new Error(`not within 5 s: ${what}`);
+  }
+}
+
+describe('publishArchive: a growing archive (push -)', () => {
+  it('stores a new layer while the rest of the archive still comes, and publishes what a file push publishes', async () => {
+    const [v1] = await demoArchives();
+    const tar = await TarArchive.open(v1!);
+    const first = tar.order.map((n) => tar.entries.get(n)!).find((e) => e.name.endsWith('/layer.tar'))!;
+    const t = new MemoryTransport();
+    const keys = writesOf(t);
+    const g = await growing(v1!);
+    const publishing = publishArchive(new Repository(t), g.source, { ...opts, create: true });
+    await g.feed(first.offset + first.size);
+    // a staged object, while the manifest has not come
+    await eventually(() => stagedKeys(keys).length === 1, 'the first layer staged');
+    await g.finish();
+    const r = await publishing;
+    expect(r.releases.map((x) => `${x.status} ${x.name}:${x.tag} v${x.version}`)).toEqual(['published demo/app:latest v1']);
+    // the same release as a push of the file: the same content key and the same layers by diff_id
+    const byFile = new MemoryTransport('byfile');
+    await publishArchive(new Repository(byFile), v1!, { ...opts, create: true });
+    const layersOf = async (tr: MemoryTransport) => (await new Repository(tr).readRecord((await new Repository(tr).listReleases('demo/app', 'latest')).at(-1)!)).record;
+    const [a, b] = [await layersOf(t), await layersOf(byFile)];
+    expect(a.contentKey).toBe(b.contentKey);
+    expect(a.layers.map((l) => [l.diffId, l.uncompressedSize])).toEqual(b.layers.map((l) => [l.diffId, l.uncompressedSize]));
+    expect(await faults(t)).toEqual([]);
+  });
+
+  it('stores only the layer the repository lacks: an update sends its new layer alone', async () => {
+    const [v1, v2] = await demoArchives();
+    const t = new MemoryTransport();
+    await publishArchive(new Repository(t), v1!, { ...opts, create: true });
+    const keys = writesOf(t);
+    const g = await growing(v2!);
+    const publishing = publishArchive(new Repository(t), g.source, opts);
+    await g.finish();
+    const r = await publishing;
+    expect(r.uploadedObjects).toBe(1);
+    expect(stagedKeys(keys)).toHaveLength(3); // its new layer, then its config and its manifest; not the base layer
+    expect(await faults(t)).toEqual([]);
+  });
+
+  it('refuses a layer that is not the diff_id its config names, after it was stored early, and leaves no object', async () => {
+    const s = dockerSave();
+    const layer = s.items.find((i) => i.name === s.layerPaths[0])!;
+    const items = s.items.map((i) => (i === layer ? { ...i, data: tarBytes([{ name: 'forged.txt', data: Buffer.from('not what the config says\n') }]) } : i));
+    const path = join(await tempDir(), 'forged.tar');
+    await writeFile(path, tarBytes(items));
+    const t = new MemoryTransport();
+    await publishArchive(new Repository(t), (await demoArchives())[0]!, { ...opts, create: true });
+    const before = [...t.files.keys()].sort();
+    const keys = writesOf(t);
+    const g = await growing(path);
+    const publishing = publishArchive(new Repository(t), g.source, opts).catch((e: unknown) => e);
+    await g.finish();
+    const e = await publishing;
+    expect(e).toMatchObject({ code: 'BAD_INPUT', message: expect.stringContaining(`layer ${s.layerPaths[0]} does not match its diff_id: the config says`) });
+    expect(stagedKeys(keys)).toHaveLength(2); // both layers were stored early, before the config came
+    expect([...t.files.keys()].sort()).toEqual(before);
+  });
+
+  it('drops a layer-shaped entry no image names, and an archive that breaks off leaves nothing', async () => {
+    const s = dockerSave();
+    const stray = tarBytes([{ name: 'stray.txt', data: Buffer.alloc(5000, 1) }]);
+    const items = [{ name: 'stray', type: '5' }, { name: 'stray/layer.tar', data: stray }, ...s.items];
+    const path = join(await tempDir(), 'stray.tar');
+    await writeFile(path, tarBytes(items));
+    const t = new MemoryTransport();
+    const keys = writesOf(t);
+    const g = await growing(path);
+    const r = await Promise.all([publishArchive(new Repository(t), g.source, { ...opts, create: true }), g.finish()]).then(([x]) => x);
+    expect(r.uploadedObjects).toBe(2); // the image's two layers; the stray was staged, then dropped
+    expect(stagedKeys(keys)).toHaveLength(5); // the stray and the two layers, then the config and the manifest
+    const strayDigest = (await new Repository(t).readRecord((await new Repository(t).listReleases('corpus/app', '1')).at(-1)!)).record.layers.map((l) => l.diffId);
+    expect(strayDigest).not.toContain(`sha256:${sha(stray)}`);
+    expect(await faults(t)).toEqual([]);
+
+    // the same archive cut off after its first layer: the copy fails, so does the publish, and
+    // nothing it staged stays
+    const t2 = new MemoryTransport();
+    await publishArchive(new Repository(t2), (await demoArchives())[0]!, { ...opts, create: true });
+    const before = [...t2.files.keys()].sort();
+    const keys2 = writesOf(t2);
+    const cut = await growing(path);
+    const publishing = publishArchive(new Repository(t2), cut.source, opts).catch((e: unknown) => e);
+    await cut.feed(3 * 512 + stray.length + 2048);
+    await eventually(() => stagedKeys(keys2).length === 1, 'the stray layer staged');
+    const broke = new TarportError('BAD_INPUT', 'standard input: the writer died');
+    cut.fail(broke);
+    expect(await publishing).toBe(broke);
+    expect([...t2.files.keys()].sort()).toEqual(before);
   });
 });
