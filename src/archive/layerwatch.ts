@@ -1,6 +1,6 @@
 import { createHash, type Hash } from 'node:crypto';
 import { sniffCompression } from './compression.js';
-import { HeaderDecoder, TarFormatError, decodeHeader, isZeroBlock } from './tarheader.js';
+import { HeaderDecoder, decodeHeader, isZeroBlock } from './tarheader.js';
 
 /** An entry shaped as an image layer, seen whole as the archive went by. */
 export interface WatchedLayer {
@@ -82,8 +82,8 @@ export class LayerWatch {
       try {
         at += this.step(chunk, at);
       } catch (e) {
-        if (!(e instanceof TarFormatError)) throw e;
-        this.stop(`${was === 'header' ? `the header at byte ${this.pos - 512}` : `the extended header ending at byte ${this.pos}`}: ${e.message}`);
+        // whatever it is, the copy goes on: the archive reader judges the file
+        this.stop(`${was === 'header' ? `the header at byte ${this.pos - 512}` : `the extended header ending at byte ${this.pos}`}: ${e instanceof Error ? e.message : String(e)}`);
       }
     }
   }

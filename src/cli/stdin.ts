@@ -42,6 +42,8 @@ export interface Spooling extends Spooled {
   readonly copied: boolean;
   /** Resolves once every byte is in the file; rejects with the copy's fault, the file removed. */
   readonly complete: Promise<void>;
+  /** The copy's fault, set as soon as it failed: before the file is removed and `complete` rejects. */
+  readonly fault: () => Error | undefined;
 }
 
 /**
@@ -51,7 +53,7 @@ export interface Spooling extends Spooled {
  */
 export async function startSpool(input: Readable & { isTTY?: boolean; fd?: number }, signal: AbortSignal, opts: { idleMs?: number; tap?: (chunk: Buffer) => void } = {}): Promise<Spooling> {
   if (input.isTTY) throw new TarportError('USAGE', `push -: ${STDIN_NAME} is a terminal; pipe an archive into it (docker save IMAGE | tarport push - --to URL)`);
-  if (input.fd === 0 && isRegularFile(0)) return { path: STDIN_FILE, copied: false, complete: Promise.resolve(), remove: async () => undefined };
+  if (input.fd === 0 && isRegularFile(0)) return { path: STDIN_FILE, copied: false, complete: Promise.resolve(), fault: () => undefined, remove: async () => undefined };
   const dir = await mkdtemp(join(tmpdir(), 'tarport-stdin-')).catch((e: unknown) => {
     throw wrapSystemError(e, `make a folder for ${STDIN_NAME} in ${tmpdir()} (TMPDIR)`);
   });
@@ -64,6 +66,7 @@ export async function startSpool(input: Readable & { isTTY?: boolean; fd?: numbe
     process.off('exit', onExit);
     await rm(dir, { recursive: true, force: true });
   };
+  let fault: Error | undefined;
   const copy = async () => {
     try {
       const fh = await open(path, 'wx');
@@ -71,14 +74,14 @@ export async function startSpool(input: Readable & { isTTY?: boolean; fd?: numbe
       const { size } = await stat(path);
       if (size === 0) throw new TarportError('BAD_INPUT', `${STDIN_NAME}: nothing came (0 bytes), not an archive`);
     } catch (e) {
+      fault = e instanceof TarportError ? e : wrapSystemError(e, `copy ${STDIN_NAME} to ${path} (TMPDIR names a folder with room for the whole archive)`);
       await remove();
-      if (e instanceof TarportError) throw e;
-      throw wrapSystemError(e, `copy ${STDIN_NAME} to ${path} (TMPDIR names a folder with room for the whole archive)`);
+      throw fault;
     }
   };
   const complete = copy();
   complete.catch(() => undefined); // the caller awaits it; a failure before that is not unhandled
-  return { path, copied: true, complete, remove };
+  return { path, copied: true, complete, fault: () => fault, remove };
 }
 
 /**

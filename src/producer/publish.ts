@@ -76,6 +76,11 @@ export interface GrowingArchive {
   readonly complete: Promise<void>;
   /** Ends when the copy does. */
   readonly layers: AsyncIterable<WatchedLayer>;
+  /**
+   * The copy's fault once it failed, set before the file goes: a layer read that fails because the
+   * file went reports this instead.
+   */
+  fault(): unknown;
 }
 
 /**
@@ -114,32 +119,49 @@ async function publishGrowing(repo: Repository, g: GrowingArchive, opts: Publish
   }
   try {
     const uploader = new LayerUploader(tx, g.path, opts.compression, opts.encryptTo, opts.signal);
-    const catalog = (await repo.readCatalog(opts.signal))?.catalog;
-    const candidates = await layerCandidates(repo, catalog?.releases ?? [], uploader.encryption, undefined, opts.signal);
-    const early = await uploadWhileComing(uploader, g, new Set(candidates.keys()));
+    // a repository that cannot say what it holds now stores nothing early: the archive's faults
+    // come first, and publishIn asks again once the archive is whole
+    const candidates = await currentLayers(repo, uploader, opts.signal).catch(() => undefined);
+    const early = candidates ? await uploadWhileComing(uploader, g, new Set(candidates.keys()), opts).catch((e: unknown) => {
+      throw g.fault() ?? e; // a layer read cut short by the copy's failure: the copy's fault is the cause
+    }) : new Map<string, Uploaded>();
     await g.complete;
     const tar = await TarArchive.open(g.path, opts.signal);
     const content = await readArchiveContent(tar);
-    return await publishIn({ tx, repo, tar, content, path: g.path, opts, uploader, early, candidates });
+    return await publishIn({ tx, repo, tar, content, path: g.path, opts, uploader, early, ...(candidates ? { candidates } : {}) });
   } finally {
     await tx.end();
   }
 }
 
-/** Stores the new uncompressed layers of a growing archive as they come, one at a time; by entry name. */
-async function uploadWhileComing(uploader: LayerUploader, g: GrowingArchive, held: ReadonlySet<string>): Promise<Map<string, Uploaded>> {
+/** The layers of every tag's current release, by diff_id, that the uploader's keys can read. */
+async function currentLayers(repo: Repository, uploader: LayerUploader, signal: AbortSignal | undefined): Promise<Map<string, LayerDescriptor>> {
+  const catalog = (await repo.readCatalog(signal))?.catalog;
+  return layerCandidates(repo, catalog?.releases ?? [], uploader.encryption, undefined, signal);
+}
+
+/**
+ * Stores the new uncompressed layers of a growing archive as they come, one at a time; by entry
+ * name. Each is a layer stored (the `layer` event) once its upload ended, as a file push says it.
+ */
+async function uploadWhileComing(uploader: LayerUploader, g: GrowingArchive, held: ReadonlySet<string>, opts: PublishOptions): Promise<Map<string, Uploaded>> {
   const out = new Map<string, Uploaded>();
   const seen = new Set<string>(held);
   for await (const l of g.layers) {
-    if (l.form !== 'tar' || seen.has(l.digest)) continue;
+    if (g.fault() !== undefined) break; // the copy failed: what it queued is not worth a read
+    // an entry named twice: the first is the one the archive reader indexes (an image archive is
+    // then refused; a root file system stores none of these)
+    if (l.form !== 'tar' || seen.has(l.digest) || out.has(l.name)) continue;
     seen.add(l.digest);
     const stream = new PassThrough({ highWaterMark: 1 << 20 });
     const feeding = feedFile(g.path, stream, { start: l.offset, length: l.size, lend: true });
+    feeding.catch(() => undefined); // its fault reaches the upload through the stream, awaited below
     const u = await uploader.upload({ stream, what: `layer ${l.name}`, hashed: { diffId: l.digest, size: l.size } });
     // the watch hashed what went into the file: the read must give back as many bytes
     const fed = await feeding;
     if (fed !== l.size) throw new TarportError('BAD_INPUT', `${g.path}: layer ${l.name}: ${fed} bytes read back of ${l.size}`);
     out.set(l.name, u);
+    opts.onEvent?.({ kind: 'layer', diffId: u.layer.diffId, status: 'uploaded', bytes: u.blob.size });
   }
   return out;
 }
@@ -287,7 +309,6 @@ async function storeLayers(p: Publishing, need: ReadonlyMap<string, Needed>): Pr
     if (u.layer.diffId !== n.diffId) throw diffMismatch(p.path, `layer ${entry}`, n.diffId, u.layer.diffId);
     fresh.set(n.diffId, u.layer);
     taken.add(u);
-    emitLayer(p, u);
   }
   for (const u of p.early.values()) if (!taken.has(u)) await p.uploader.drop(u);
   const rest = [...need].filter(([, n]) => !fresh.has(n.diffId)).map(([entry]) => entry);

@@ -47,7 +47,7 @@ export class LayerUploader {
     return this.encryptTo?.length ? { scheme: 'openpgp', recipients: this.encryptTo.map((k) => k.fingerprint).sort() } : undefined;
   }
 
-  /** Bytes of new objects staged (what went over the link). */
+  /** Bytes of the new objects staged and kept (a layer dropped again is not counted). */
   get uploadedBytes(): number {
     return this.staged.reduce((n, b) => n + (b.uploaded ? b.size : 0), 0);
   }

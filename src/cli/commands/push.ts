@@ -118,7 +118,7 @@ async function publishFrom(a: string, publish: (source: string | GrowingArchive)
   const spooled = await startSpool(process.stdin, AbortSignal.any([signal, stop.signal]), { tap: (c) => watch.write(c) });
   spooled.complete.then(() => watch.end(), () => watch.end());
   try {
-    const source = spooled.copied ? { path: spooled.path, complete: spooled.complete, layers: watch.layers() } : spooled.path;
+    const source = spooled.copied ? { path: spooled.path, complete: spooled.complete, layers: watch.layers(), fault: spooled.fault } : spooled.path;
     return { ...(await publish(source)), archive: '-' };
   } catch (e) {
     throw namedAsStdin(e, spooled);

@@ -1,5 +1,5 @@
 // src/producer/publish.ts: what a publish reuses, and an archive published while it still comes.
-import { appendFile, readFile, writeFile } from 'node:fs/promises';
+import { appendFile, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { LayerWatch, TarArchive } from '../../../src/archive/index.js';
@@ -46,10 +46,11 @@ async function growing(original: string) {
   await writeFile(path, '');
   const watch = new LayerWatch();
   let fed = 0;
+  let fault: Error | undefined;
   let settle!: { resolve: () => void; reject: (e: Error) => void };
   const complete = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
   complete.then(() => watch.end(), () => watch.end());
-  const source: GrowingArchive = { path, complete, layers: watch.layers() };
+  const source: GrowingArchive = { path, complete, layers: watch.layers(), fault: () => fault };
   return {
     source,
     bytes,
@@ -65,6 +66,12 @@ async function growing(original: string) {
       settle.resolve();
     },
     fail: (e: Error) => settle.reject(e),
+    /** As the copy fails (stdin.ts): its fault set, the file removed, then `complete` rejects. */
+    async failAndRemove(e: Error) {
+      fault = e;
+      await rm(path);
+      settle.reject(e);
+    },
   };
 }
 
@@ -178,5 +185,36 @@ describe('publishArchive: a growing archive (push -)', () => {
     cut.fail(broke);
     expect(await publishing).toBe(broke);
     expect([...t2.files.keys()].sort()).toEqual(before);
+  });
+
+  it('reports the copy\'s fault, not the read of a file it removed, when it fails with layers still to store', async () => {
+    const path = join(await tempDir(), 'app.tar');
+    await writeFile(path, tarBytes(dockerSave().items)); // layers the repository does not hold
+    const t = new MemoryTransport();
+    await publishArchive(new Repository(t), (await demoArchives())[1]!, { ...opts, create: true });
+    const before = [...t.files.keys()].sort();
+    const g = await growing(path);
+    const tar = await TarArchive.open(path);
+    const layers = tar.order.map((n) => tar.entries.get(n)!).filter((e) => e.name.endsWith('/layer.tar'));
+    await g.feed(layers[1]!.offset + layers[1]!.size); // two layers seen whole before the publish looks
+    const full = new TarportError('IO', 'copy standard input to a file: no space left on device (ENOSPC)');
+    await g.failAndRemove(full);
+    const e = await publishArchive(new Repository(t), g.source, opts).catch((x: unknown) => x);
+    expect(e).toBe(full);
+    expect([...t.files.keys()].sort()).toEqual(before);
+  });
+
+  it('stores one object for a root file system whose entries are named like layers, twice', async () => {
+    const a = tarBytes([{ name: 'a.txt', data: Buffer.alloc(3000, 1) }]);
+    const b = tarBytes([{ name: 'b.txt', data: Buffer.alloc(3000, 2) }]);
+    const path = join(await tempDir(), 'rootfs.tar');
+    await writeFile(path, tarBytes([{ name: 'd', type: '5' }, { name: 'd/layer.tar', data: a }, { name: 'd/layer.tar', data: b }, { name: 'etc/hostname', data: Buffer.from('box\n') }]));
+    const t = new MemoryTransport();
+    const g = await growing(path);
+    const [r] = await Promise.all([publishArchive(new Repository(t), g.source, { ...opts, create: true, name: { name: 'box/rootfs', tag: '1' } }), g.finish()]);
+    expect(r.uploadedObjects).toBe(1);
+    const { record } = await new Repository(t).readRecord((await new Repository(t).listReleases('box/rootfs', '1')).at(-1)!);
+    const stored = [...t.files.keys()].filter((k) => /^blobs\/sha256\/[0-9a-f]{64}$/.test(k));
+    expect(stored).toEqual([`blobs/sha256/${record.layers[0]!.digest.slice(7)}`]); // no object of either inner "layer"
   });
 });
