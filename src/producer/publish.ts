@@ -103,17 +103,21 @@ export async function publishArchive(repo: Repository, source: string | GrowingA
 }
 
 /**
- * A growing archive: the transaction begins at once, and each new uncompressed layer is stored as
- * soon as it was seen whole, its digest (its diff_id) not among the layers of the repository's
- * current releases. Once the archive is complete it is read as a file is, and every layer is
- * checked against the config's diff_id as before; a stored layer no image names is dropped.
+ * A growing archive: the transaction begins once a first layer-shaped entry came whole (so empty
+ * or foreign input leaves the location as it found it, `--init` or not), and each new uncompressed
+ * layer is stored as soon as it was seen whole, its digest (its diff_id) not among the layers of
+ * the repository's current releases. Once the archive is complete it is read as a file is, and
+ * every layer is checked against the config's diff_id as before; a stored layer no image names is
+ * dropped.
  */
 async function publishGrowing(repo: Repository, g: GrowingArchive, opts: PublishOptions): Promise<PublishResult> {
-  let tx: WriteTransaction;
-  try {
-    tx = await repo.begin(txOptions(opts));
-  } catch {
-    // as for a file, the archive's own faults come before the repository's (that begin fails again)
+  const coming = g.layers[Symbol.asyncIterator]();
+  const first = await coming.next();
+  let tx: WriteTransaction | undefined;
+  if (!first.done) tx = await repo.begin(txOptions(opts)).catch(() => undefined);
+  if (!tx) {
+    // nothing to store early, or a repository that refused the write: as for a file, the
+    // archive's own faults come before the repository's (whose begin then fails again)
     await g.complete;
     return publishArchive(repo, g.path, opts);
   }
@@ -122,7 +126,8 @@ async function publishGrowing(repo: Repository, g: GrowingArchive, opts: Publish
     // a repository that cannot say what it holds now stores nothing early: the archive's faults
     // come first, and publishIn asks again once the archive is whole
     const candidates = await currentLayers(repo, uploader, opts.signal).catch(() => undefined);
-    const early = candidates ? await uploadWhileComing(uploader, g, new Set(candidates.keys()), opts).catch((e: unknown) => {
+    const layers = prepend(first.value as WatchedLayer, coming);
+    const early = candidates ? await uploadWhileComing(uploader, g, layers, new Set(candidates.keys()), opts).catch((e: unknown) => {
       throw g.fault() ?? e; // a layer read cut short by the copy's failure: the copy's fault is the cause
     }) : new Map<string, Uploaded>();
     await g.complete;
@@ -132,6 +137,11 @@ async function publishGrowing(repo: Repository, g: GrowingArchive, opts: Publish
   } finally {
     await tx.end();
   }
+}
+
+async function* prepend<T>(first: T, rest: AsyncIterator<T>): AsyncGenerator<T> {
+  yield first;
+  for (let n = await rest.next(); !n.done; n = await rest.next()) yield n.value;
 }
 
 /** The layers of every tag's current release, by diff_id, that the uploader's keys can read. */
@@ -144,10 +154,10 @@ async function currentLayers(repo: Repository, uploader: LayerUploader, signal: 
  * Stores the new uncompressed layers of a growing archive as they come, one at a time; by entry
  * name. Each is a layer stored (the `layer` event) once its upload ended, as a file push says it.
  */
-async function uploadWhileComing(uploader: LayerUploader, g: GrowingArchive, held: ReadonlySet<string>, opts: PublishOptions): Promise<Map<string, Uploaded>> {
+async function uploadWhileComing(uploader: LayerUploader, g: GrowingArchive, layers: AsyncIterable<WatchedLayer>, held: ReadonlySet<string>, opts: PublishOptions): Promise<Map<string, Uploaded>> {
   const out = new Map<string, Uploaded>();
   const seen = new Set<string>(held);
-  for await (const l of g.layers) {
+  for await (const l of layers) {
     if (g.fault() !== undefined) break; // the copy failed: what it queued is not worth a read
     // an entry named twice: the first is the one the archive reader indexes (an image archive is
     // then refused; a root file system stores none of these)

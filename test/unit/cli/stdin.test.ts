@@ -1,6 +1,7 @@
 // src/cli/stdin.ts: `tarport push -` copies standard input to a file of its own first; and the
 // command end to end, with a real pipe (or a redirected file) into the real CLI (helpers.ts).
-import { mkdir, readFile, readdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -120,6 +121,20 @@ describe('tarport push -', () => {
     const twice = await tarport(['push', '-', '-', '--to', repo], { TMPDIR: spool }, { pipe: null });
     expect(twice.code).toBe(2);
     expect(twice.stderr).toContain(`- (${STDIN_NAME}) given twice`);
+  });
+
+  it('with --init, creates nothing where nothing or no archive came: the location stays as it was', async () => {
+    const dir = await tempDir();
+    const spool = join(dir, 'tmp');
+    await mkdir(spool);
+    const garbage = join(dir, 'garbage.bin');
+    await writeFile(garbage, Buffer.alloc(4096, 'not a tar '));
+    for (const [input, says] of [[null, 'nothing came (0 bytes)'], [garbage, 'not a tar archive']] as const) {
+      const r = await tarport(['push', '--init', '-', '--to', join(dir, 'repo')], { TMPDIR: spool }, { pipe: input });
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(`${STDIN_NAME}: ${says}`);
+      expect(existsSync(join(dir, 'repo'))).toBe(false);
+    }
   });
 
   it('reads a file redirected to it in place, without a copy', async () => {
