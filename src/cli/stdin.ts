@@ -25,18 +25,6 @@ export interface Spooled {
 /** Standard input when it is a regular file (`tarport push - < app.tar`): read in place, not copied. */
 const STDIN_FILE = '/dev/stdin';
 
-/**
- * Copies standard input (`docker save IMAGE | tarport push -`) into a file of its own under the
- * temporary folder (TMPDIR), for the archive reader, which needs a file: an image archive names its
- * layers only at its end (manifest.json). The file is removed by `remove()`, and at once when the
- * copy fails; a copy cut short leaves nothing behind.
- */
-export async function spoolStdin(input: Readable & { isTTY?: boolean; fd?: number }, signal: AbortSignal, idleMs = STDIN_IDLE_MS): Promise<Spooled> {
-  const s = await startSpool(input, signal, { idleMs });
-  await s.complete;
-  return s;
-}
-
 export interface Spooling extends Spooled {
   /** False when standard input is a regular file, read in place: nothing is copied, nothing comes later. */
   readonly copied: boolean;
@@ -47,7 +35,10 @@ export interface Spooling extends Spooled {
 }
 
 /**
- * Starts the copy of standard input (spoolStdin) and returns at once, so that the archive can be
+ * Copies standard input (`docker save IMAGE | tarport push -`) into a file of its own under the
+ * temporary folder (TMPDIR), for the archive reader, which needs a file: an image archive names its
+ * layers only at its end (manifest.json). The file is removed by `remove()`, and at once when the
+ * copy fails; a copy cut short leaves nothing behind. Returns at once, so that the archive can be
  * worked on while it comes: `tap` sees every chunk, in order, once it is in the file (a reader of
  * the file may then read it).
  */

@@ -125,7 +125,7 @@ async function publishGrowing(repo: Repository, g: GrowingArchive, opts: Publish
     const uploader = new LayerUploader(tx, g.path, opts.compression, opts.encryptTo, opts.signal);
     // a repository that cannot say what it holds now stores nothing early: the archive's faults
     // come first, and publishIn asks again once the archive is whole
-    const candidates = await currentLayers(repo, uploader, opts.signal).catch(() => undefined);
+    const candidates = await currentLayers(repo, uploader, undefined, opts.signal).catch(() => undefined);
     const layers = prepend(first.value as WatchedLayer, coming);
     const early = candidates ? await uploadWhileComing(uploader, g, layers, new Set(candidates.keys()), opts).catch((e: unknown) => {
       throw g.fault() ?? e; // a layer read cut short by the copy's failure: the copy's fault is the cause
@@ -144,10 +144,10 @@ async function* prepend<T>(first: T, rest: AsyncIterator<T>): AsyncGenerator<T> 
   for (let n = await rest.next(); !n.done; n = await rest.next()) yield n.value;
 }
 
-/** The layers of every tag's current release, by diff_id, that the uploader's keys can read. */
-async function currentLayers(repo: Repository, uploader: LayerUploader, signal: AbortSignal | undefined): Promise<Map<string, LayerDescriptor>> {
+/** The layers of every tag's current release (those of `wanted` only, when given), by diff_id, that the uploader's keys can read. */
+async function currentLayers(repo: Repository, uploader: LayerUploader, wanted: ReadonlySet<string> | undefined, signal: AbortSignal | undefined): Promise<Map<string, LayerDescriptor>> {
   const catalog = (await repo.readCatalog(signal))?.catalog;
-  return layerCandidates(repo, catalog?.releases ?? [], uploader.encryption, undefined, signal);
+  return layerCandidates(repo, catalog?.releases ?? [], uploader.encryption, wanted, signal);
 }
 
 /**
@@ -171,7 +171,7 @@ async function uploadWhileComing(uploader: LayerUploader, g: GrowingArchive, lay
     const fed = await feeding;
     if (fed !== l.size) throw new TarportError('BAD_INPUT', `${g.path}: layer ${l.name}: ${fed} bytes read back of ${l.size}`);
     out.set(l.name, u);
-    opts.onEvent?.({ kind: 'layer', diffId: u.layer.diffId, status: 'uploaded', bytes: u.blob.size });
+    emitLayer(opts, u);
   }
   return out;
 }
@@ -239,7 +239,7 @@ async function planRootfs(p: Publishing, known: ReadonlyMap<string, LayerDescrip
     await p.uploader.drop(u);
     layer = reuse;
   } else {
-    emitLayer(p, u);
+    emitLayer(p.opts, u);
   }
   const base = baseRecord();
   return [{ ref: opts.name, record: { ...base, schema: RECORD_SCHEMA, name: opts.name.name, tag: opts.name.tag, kind: 'rootfs', contentKey: layer.diffId, layers: [layer] } }];
@@ -331,7 +331,7 @@ async function storeLayers(p: Publishing, need: ReadonlyMap<string, Needed>): Pr
     const u = await p.uploader.upload({ stream, ...(n.declared ? { declared: n.declared } : {}), what: `layer ${entry.name}`, sizeHint: entry.size });
     if (u.layer.diffId !== n.diffId) throw diffMismatch(p.path, `layer ${entry.name}`, n.diffId, u.layer.diffId);
     fresh.set(n.diffId, u.layer);
-    emitLayer(p, u);
+    emitLayer(p.opts, u);
   }
   return fresh;
 }
@@ -340,8 +340,8 @@ function diffMismatch(path: string, what: string, expected: string, got: string)
   return new TarportError('BAD_INPUT', `${path}: ${what} does not match its diff_id: the config says ${expected}, the layer's digest is ${got}`);
 }
 
-function emitLayer(p: Publishing, u: Uploaded): void {
-  p.opts.onEvent?.({ kind: 'layer', diffId: u.layer.diffId, status: 'uploaded', bytes: u.blob.size });
+function emitLayer(opts: PublishOptions, u: Uploaded): void {
+  opts.onEvent?.({ kind: 'layer', diffId: u.layer.diffId, status: 'uploaded', bytes: u.blob.size });
 }
 
 /** Writes a record for each plan whose content differs from its tag's current release. */
@@ -390,12 +390,7 @@ async function knownLayers(p: Publishing): Promise<Map<string, LayerDescriptor>>
   const { tx, repo, opts, content } = p;
   // only the layers this archive holds are worth a look (a root file system's diff_id is known once read)
   const wanted = content.kind === 'rootfs' ? undefined : new Set(imagesOf(content).flatMap((im) => im.layers.map((l) => l.diffId)));
-  let candidates: ReadonlyMap<string, LayerDescriptor>;
-  if (p.candidates) candidates = p.candidates;
-  else {
-    const catalog = (await repo.readCatalog(opts.signal))?.catalog;
-    candidates = await layerCandidates(repo, catalog?.releases ?? [], p.uploader.encryption, wanted, opts.signal);
-  }
+  const candidates = p.candidates ?? (await currentLayers(repo, p.uploader, wanted, opts.signal));
   const mine = [...candidates].filter(([diffId]) => !wanted || wanted.has(diffId));
   // named in our intent before we look: gc spares them from now on (docs/repo-format.md)
   const missing = await tx.protect(mine.map(([, l]) => l.digest));

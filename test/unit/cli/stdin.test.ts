@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { writeDemoArchives } from '../../../src/archive/index.js';
-import { STDIN_NAME, spoolStdin } from '../../../src/cli/stdin.js';
+import { STDIN_NAME, startSpool } from '../../../src/cli/stdin.js';
 import { TarportError } from '../../../src/errors.js';
 import { SMALL, filesBelow, tarport, tempDir, writeTar, type TarItem } from '../../helpers.js';
 
@@ -22,6 +22,13 @@ afterEach(() => {
   else process.env.TMPDIR = savedTmp;
 });
 const never = new AbortController().signal;
+
+/** The whole copy, as push waits for it before it reads the archive's end. */
+async function spoolStdin(input: Parameters<typeof startSpool>[0], signal: AbortSignal, idleMs?: number) {
+  const s = await startSpool(input, signal, idleMs === undefined ? {} : { idleMs });
+  await s.complete;
+  return s;
+}
 
 describe('spoolStdin', () => {
   it('copies every byte into a file under TMPDIR, which remove() takes away', async () => {
