@@ -74,6 +74,9 @@ describe('watch --once', () => {
     const code = new Promise<number>((res) => child.on('close', (c) => res(c ?? -1)));
     // grows once more after the run found it incomplete (its first attempt), then stops short of its end
     for (let i = 0; i < 600 && !stderr.includes('publishing'); i++) await sleep(50);
+    // well after the run began: the growth must move its --give-up time past the run's own deadline
+    // (run start + --give-up), or the two fall within milliseconds and either ending may come (exit 2)
+    await sleep(1000);
     await appendFile(join(drop, 'cut.tar'), archive.subarray(1024, 2048));
     const r = { code: await code, stderr };
     expect(r.code, r.stderr).toBe(75);
