@@ -20,8 +20,9 @@ async function forkingHook(opts: { ignoreTerm?: boolean; leave?: boolean } = {})
   const dir = await tempDir();
   const script = join(dir, 'hook.sh');
   const pidFile = join(dir, 'child.pid');
-  const child = opts.ignoreTerm ? `sh -c 'trap "" TERM; sleep 600 & wait; sleep 600'` : 'sleep 600';
-  await writeFile(script, `#!/bin/sh\n${child} &\necho $! > ${pidFile}\n${opts.leave ? 'exit 0' : 'wait'}\n`, { mode: 0o755 });
+  // a child that ignores TERM names itself once its trap is set: a TERM before that would end it
+  const child = opts.ignoreTerm ? `sh -c 'trap "" TERM; echo $$ > ${pidFile}; sleep 600 & wait; sleep 600' &` : `sleep 600 &\necho $! > ${pidFile}`;
+  await writeFile(script, `#!/bin/sh\n${child}\n${opts.leave ? 'exit 0' : 'wait'}\n`, { mode: 0o755 });
   return {
     cmd: script,
     pidOf: async () => {
