@@ -12,7 +12,7 @@ interface ImageRow {
 /**
  * containerd directly, driven through its own client `ctr` (shipped with every containerd): no
  * gRPC code generation, and what tarport does is what an operator would type. Loads are OCI image
- * layouts; any layer whose blob the content store already holds is left out of the archive, and
+ * layouts; any layer whose blob the content store holds for an image is left out of the archive, and
  * containerd's importer takes the manifest's other blobs from the content store (measured with
  * containerd 1.6, docs/consumer.md). Unencrypted layers go as the repository stores them
  * (compressed, as a registry pull would bring them): containerd decompresses them as it unpacks,
@@ -56,9 +56,15 @@ export class ContainerdRuntime implements Runtime {
     return { format: 'oci-layout-stored', omit: byStored, thin: true, qualifiedNames: true };
   }
 
-  /** The digests of every blob in the namespace's content store. */
+  /**
+   * The digests of the blobs in the namespace's content store that containerd keeps: those an
+   * image reaches. A blob nothing references (written by an import that failed, or left by an image
+   * removed a moment ago) stays only until containerd's next garbage collection, which may come
+   * while the load runs: an archive that left it out would fail its import for a layer that is gone.
+   */
   private async content(signal?: AbortSignal): Promise<Set<string>> {
-    return new Set((await ctr(this.o, ['content', 'ls', '-q'], { signal })).split('\n').map((l) => l.trim()));
+    const [images, listing] = await Promise.all([this.images(signal), ctr(this.o, ['content', 'ls'], { signal })]);
+    return reachableBlobs(images.map((i) => i.digest), listing);
   }
 
   async load(archive: Readable, _name: ImageName, signal?: AbortSignal): Promise<void> {
@@ -117,6 +123,37 @@ export class ContainerdRuntime implements Runtime {
     await ctr(this.o, ['images', 'rm', ...names], { signal });
     return true;
   }
+}
+
+const DIGEST = /^[a-z0-9]+:[0-9a-f]{32,}$/;
+/** A label that makes containerd's collector follow a reference to content (manifest → layers). */
+const CONTENT_REF = /(?:^|[\s,])containerd\.io\/gc\.ref\.content(?:\.[^=,\s]*)?=([a-z0-9]+:[0-9a-f]{32,})/g;
+/** A label that makes a blob a root of its own. */
+const GC_ROOT = /(?:^|[\s,])containerd\.io\/gc\.root=/;
+
+/**
+ * What containerd's garbage collector keeps of a `ctr content ls` listing (DIGEST SIZE AGE LABELS):
+ * the blobs reached from the images' targets and from blobs labelled as roots, through the
+ * `containerd.io/gc.ref.content.*` labels it follows (an index names its manifests, a manifest its
+ * config and layers). Leases protect content too, but ctr does not list what they hold: a blob held
+ * only by a lease counts as absent, which costs its bytes, never a failed import.
+ */
+export function reachableBlobs(roots: readonly string[], listing: string): Set<string> {
+  const refs = new Map<string, string[]>();
+  const todo = [...roots];
+  for (const line of listing.split('\n').slice(1)) {
+    const digest = line.trim().split(/\s+/)[0] ?? '';
+    if (!DIGEST.test(digest)) continue;
+    refs.set(digest, [...line.matchAll(CONTENT_REF)].map((m) => m[1]!));
+    if (GC_ROOT.test(line)) todo.push(digest);
+  }
+  const kept = new Set<string>();
+  for (let d = todo.pop(); d !== undefined; d = todo.pop()) {
+    if (kept.has(d) || !refs.has(d)) continue;
+    kept.add(d);
+    todo.push(...refs.get(d)!);
+  }
+  return kept;
 }
 
 export function parsePlatform(s: string): Platform {
