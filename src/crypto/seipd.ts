@@ -109,51 +109,91 @@ export class SeipdEncrypt extends Transform {
   }
 }
 
+const NO_BYTES = Buffer.alloc(0);
+
 /**
  * CFB decryption in parallel: P[i] = C[i] xor E(C[i-1]), and E of every ciphertext block can be
  * computed at once with ECB, which OpenSSL pipelines (several GB/s with AES-NI) where its CFB
  * decryption runs block after block. Encryption has no such shortcut (each block needs the last).
+ * The ciphertext is not copied: a block split between two pieces is joined on its own, the
+ * keystream of the block before a piece comes from an ECB call of its own, and the plaintext is the
+ * keystream buffer (OpenSSL's output, ours) with the ciphertext xored in.
  */
 class CfbDecipher {
   private readonly ecb: Cipher;
   private prev: Buffer = Buffer.alloc(16);
-  private pending: Buffer = Buffer.alloc(0);
+  private pending: Buffer = NO_BYTES;
+  /** An 8-byte aligned copy of ciphertext that is not aligned, reused (see xorInto). */
+  private scratch: Buffer = NO_BYTES;
 
   constructor(algorithm: string, key: Buffer) {
     this.ecb = createCipheriv(algorithm.replace('-cfb', '-ecb'), key, null);
     this.ecb.setAutoPadding(false);
   }
 
-  update(c: Buffer): Buffer {
-    const data = this.pending.length ? Buffer.concat([this.pending, c]) : c;
-    const n = data.length - (data.length % 16);
-    this.pending = Buffer.from(data.subarray(n));
-    if (n === 0) return Buffer.alloc(0);
-    // the keystream buffer is ours: the plaintext is xored into it, sparing a copy
-    const ks = this.ecb.update(Buffer.concat([this.prev, data.subarray(0, n - 16)]));
-    this.prev = Buffer.from(data.subarray(n - 16, n));
-    xorInto(ks, data.subarray(0, n));
-    return ks;
+  /** The plaintext of `c`, as far as whole blocks reach, in pieces; the rest waits for more. */
+  update(c: Buffer): Buffer[] {
+    const out: Buffer[] = [];
+    if (this.pending.length > 0) {
+      const need = 16 - this.pending.length;
+      if (c.length < need) {
+        this.pending = Buffer.concat([this.pending, c]);
+        return out;
+      }
+      this.blocks(Buffer.concat([this.pending, c.subarray(0, need)]), out);
+      c = c.subarray(need);
+    }
+    const n = c.length - (c.length % 16);
+    if (n > 0) this.blocks(c.subarray(0, n), out);
+    this.pending = n < c.length ? Buffer.from(c.subarray(n)) : NO_BYTES;
+    return out;
   }
 
   final(): Buffer {
-    if (this.pending.length === 0) return Buffer.alloc(0);
+    if (this.pending.length === 0) return NO_BYTES;
     const ks = this.ecb.update(this.prev);
     const out = Buffer.from(this.pending);
     xorInto(out, ks.subarray(0, out.length));
     return out;
   }
+
+  /** Whole blocks: the first with the keystream of the last block before them, the rest with their own. */
+  private blocks(c: Buffer, out: Buffer[]): void {
+    const first = this.ecb.update(this.prev);
+    xorInto(first, c.subarray(0, 16));
+    out.push(first);
+    if (c.length > 16) {
+      const rest = this.ecb.update(c.subarray(0, c.length - 16));
+      xorInto(rest, this.aligned(c.subarray(16)));
+      out.push(rest);
+    }
+    this.prev = Buffer.from(c.subarray(c.length - 16));
+  }
+
+  /** `c` itself when it is 8-byte aligned, else its copy in the scratch buffer. */
+  private aligned(c: Buffer): Buffer {
+    if (c.byteOffset % 8 === 0) return c;
+    if (this.scratch.length < c.length) this.scratch = Buffer.alloc(Math.max(c.length, CHUNK + 64));
+    c.copy(this.scratch);
+    return this.scratch.subarray(0, c.length);
+  }
 }
 
-function xorInto(out: Buffer, ks: Buffer): void {
+/**
+ * out ^= x: in 64-bit words where both are 8-byte aligned (V8 compiles BigUint64Array xors to
+ * machine words; see docs/trust.md for what it saves), the tail and anything unaligned byte by byte.
+ */
+function xorInto(out: Buffer, x: Buffer): void {
   const n = out.length;
-  if (out.byteOffset % 4 === 0 && ks.byteOffset % 4 === 0 && n % 4 === 0) {
-    const a = new Uint32Array(out.buffer, out.byteOffset, n / 4);
-    const b = new Uint32Array(ks.buffer, ks.byteOffset, n / 4);
-    for (let i = 0; i < a.length; i++) a[i]! ^= b[i]!;
-    return;
+  let i = 0;
+  if (out.byteOffset % 8 === 0 && x.byteOffset % 8 === 0) {
+    const words = Math.floor(n / 8);
+    const a = new BigUint64Array(out.buffer, out.byteOffset, words);
+    const b = new BigUint64Array(x.buffer, x.byteOffset, words);
+    for (let w = 0; w < words; w++) a[w]! ^= b[w]!;
+    i = words * 8;
   }
-  for (let i = 0; i < n; i++) out[i]! ^= ks[i]!;
+  for (; i < n; i++) out[i]! ^= x[i]!;
 }
 
 /** Splits a message into its session-key packets and a reader positioned at the SEIPD body. */
@@ -268,7 +308,7 @@ class Plaintext implements AsyncIterable<Buffer> {
       if (this.version !== 1) throw new TarportError('INTEGRITY', `${this.what}: SEIPD version ${this.version} is not supported`);
       p = p.subarray(1);
     }
-    this.take(this.decipher.update(p));
+    for (const d of this.decipher.update(p)) this.take(d);
   }
 
   private take(d: Buffer): void {

@@ -62,6 +62,25 @@ describe('OpenPGP streaming encryption (SEIPD v1 over node:crypto)', () => {
     expect(opened.equals(data)).toBe(true);
   });
 
+  it('decrypts the same plaintext whatever the ciphertext pieces\' sizes and their alignment in memory', async () => {
+    const { recipients, key } = await keyFiles();
+    const data = randomBytes(200_003);
+    const sealed = await collect(await encryptStream(Readable.from([data]), recipients));
+    // blocks split over many pieces (1, 15, 17 bytes), whole blocks, and long pieces; each at every
+    // offset from an 8-byte boundary (the 64-bit xor and the aligned copy)
+    for (const size of [1, 15, 16, 17, 4099, 1 << 20]) {
+      for (const shift of [0, 1, 4, 7]) {
+        const room = Buffer.alloc(sealed.length + 8);
+        sealed.copy(room, shift);
+        const at = room.subarray(shift, shift + sealed.length);
+        const pieces: Buffer[] = [];
+        for (let i = 0; i < at.length; i += size) pieces.push(at.subarray(i, i + size));
+        const opened = await collect(await decryptStream(Readable.from(pieces), key, 'test', LIMIT));
+        expect(opened.equals(data), `pieces of ${size} bytes at offset ${shift}`).toBe(true);
+      }
+    }
+  });
+
   it('detects a changed byte (MDC), and a cut message', async () => {
     const { recipients, key } = await keyFiles();
     const sealed = await collect(await encryptStream(Readable.from([randomBytes(200_000)]), recipients));
