@@ -6,9 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeDemoArchives } from '../../dist/archive/index.js';
 import { pull } from '../../dist/consumer/index.js';
-import { DockerClient } from '../../dist/docker/index.js';
+import { DockerClient, DockerRuntime } from '../../dist/runtime/index.js';
 import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../dist/producer/index.js';
-import { Repository, catalogEntryOf } from '../../dist/repo/index.js';
+import { Repository } from '../../dist/repo/index.js';
 import { CountingTransport, FileTransport } from '../../dist/transport/index.js';
 
 const out = {};
@@ -16,18 +16,21 @@ for (const n of [10, 1000]) {
   const dir = await mkdtemp(join(tmpdir(), 'tarport-idle-'));
   const repo = new Repository(new FileTransport(join(dir, 'repo')));
   const [v1] = await writeDemoArchives(dir);
-  await publishArchive(repo, v1, { compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'bench/idle', tag: 't0' } });
+  await publishArchive(repo, v1, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'bench/idle', tag: 't0' } });
   const first = (await repo.readCatalog()).catalog.releases[0];
   const { record } = await repo.readRecord(first, first);
-  const entries = [];
-  for (let i = 1; i < n; i++) {
-    const w = await repo.writeRecord({ ...record, tag: `t${i}` });
-    entries.push(catalogEntryOf({ ...record, tag: `t${i}` }, w.file, w.digest, w.size));
+  // the same image under n - 1 more tags, in one write (repo/ owns the write order)
+  const tx = await repo.begin();
+  try {
+    for (let i = 1; i < n; i++) await tx.writeRecord({ ...record, tag: `t${i}` });
+    await tx.publishCatalog({ ttlMs: DEFAULT_CATALOG_TTL_MS });
+  } finally {
+    await tx.end();
   }
-  await repo.updateCatalog(entries, DEFAULT_CATALOG_TTL_MS);
+  if ((await repo.readCatalog()).catalog.releases.length !== n) throw new Error(`the catalog does not list ${n} releases`);
   const counting = new CountingTransport(new FileTransport(join(dir, 'repo')));
   const r = new Repository(counting);
-  const docker = new DockerClient();
+  const docker = new DockerRuntime(new DockerClient(process.env.DOCKER_HOST));
   const opts = { subscriptions: [{ name: 'bench/idle', tag: 't0' }], stateDir: join(dir, 'state') };
   await pull(r, docker, opts);
   const before = { ...counting.counters };
