@@ -133,6 +133,26 @@ TP_PIDFILES=()
 TP_SESSIONS=()
 TP_USERS=()
 
+# tp_report_failures NAME, after tp_rundir: a step that fails (set -e) stops the script, which then
+# says which command failed before it stops what it started (tp_cleanup), so that a stopped run is
+# never silent and never leaves its daemons running.
+tp_report_failures() {
+  TP_SCRIPT_NAME=$1
+  set -E
+  trap 'tp_failed="$BASH_COMMAND (line $LINENO of ${BASH_SOURCE[0]:-$0})"' ERR
+  trap tp_exit_report EXIT
+}
+tp_exit_report() {
+  local rc=$?
+  # errexit still holds in an EXIT trap: the status handed on below would end the trap there,
+  # before the cleanup (scripts/bench once left its daemons running so)
+  set +e
+  [ "$rc" = 0 ] || tp_log "$TP_SCRIPT_NAME stopped (exit $rc); the last command that failed: ${tp_failed:-none}"
+  # tp_cleanup exits with the status it finds: the log line's own 0 must not stand in for the failure
+  (exit "$rc")
+  tp_cleanup
+}
+
 # tp_storage_driver: overlay2 (what users run) where this kernel has overlay and the run dir's file
 # system can carry it, vfs otherwise; TP_STORAGE_DRIVER chooses. Printed by the scripts that measure.
 tp_storage_driver() {

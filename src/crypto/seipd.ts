@@ -115,11 +115,12 @@ const NO_BYTES = Buffer.alloc(0);
  * CFB decryption in parallel: P[i] = C[i] xor E(C[i-1]), and E of every ciphertext block can be
  * computed at once with ECB, which OpenSSL pipelines (several GB/s with AES-NI) where its CFB
  * decryption runs block after block. Encryption has no such shortcut (each block needs the last).
- * The ciphertext is not copied: a block split between two pieces is joined on its own, the
+ * The ciphertext is not gathered: a block split between two pieces is joined on its own, the
  * keystream of the block before a piece comes from an ECB call of its own, and the plaintext is the
- * keystream buffer (OpenSSL's output, ours) with the ciphertext xored in.
+ * keystream buffer (OpenSSL's output, ours) with the ciphertext xored in; ciphertext that is not
+ * 8-byte aligned is copied once, into a reused buffer, for the 64-bit xor.
  */
-class CfbDecipher {
+export class CfbDecipher {
   private readonly ecb: Cipher;
   private prev: Buffer = Buffer.alloc(16);
   private pending: Buffer = NO_BYTES;
@@ -173,7 +174,8 @@ class CfbDecipher {
   /** `c` itself when it is 8-byte aligned, else its copy in the scratch buffer. */
   private aligned(c: Buffer): Buffer {
     if (c.byteOffset % 8 === 0) return c;
-    if (this.scratch.length < c.length) this.scratch = Buffer.alloc(Math.max(c.length, CHUNK + 64));
+    // grown in steps of 64 KiB: a config's few kilobytes do not cost a megabyte
+    if (this.scratch.length < c.length) this.scratch = Buffer.alloc(Math.ceil(c.length / 65536) * 65536);
     c.copy(this.scratch);
     return this.scratch.subarray(0, c.length);
   }

@@ -1,8 +1,9 @@
-import { randomBytes } from 'node:crypto';
+import { createCipheriv, randomBytes } from 'node:crypto';
 import { inflateRawSync } from 'node:zlib';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { decryptStream, encryptStream, generateKeyPair, loadDecryptionKey, loadRecipients, type DecryptionKey } from '../../src/crypto/index.js';
+import { CfbDecipher } from '../../src/crypto/seipd.js';
 import { TarportError } from '../../src/errors.js';
 import { tempDir } from '../helpers.js';
 import { compressed, flipBlock2, forge, injectedCompressedLiteral, literal, literalToEnd, packet } from '../forge.js';
@@ -66,8 +67,8 @@ describe('OpenPGP streaming encryption (SEIPD v1 over node:crypto)', () => {
     const { recipients, key } = await keyFiles();
     const data = randomBytes(200_003);
     const sealed = await collect(await encryptStream(Readable.from([data]), recipients));
-    // blocks split over many pieces (1, 15, 17 bytes), whole blocks, and long pieces; each at every
-    // offset from an 8-byte boundary (the 64-bit xor and the aligned copy)
+    // chunks of a few bytes (the packet parser gathers them into 64 KiB pieces) and long ones (passed
+    // on as views), each at several offsets from an 8-byte boundary
     for (const size of [1, 15, 16, 17, 4099, 1 << 20]) {
       for (const shift of [0, 1, 4, 7]) {
         const room = Buffer.alloc(sealed.length + 8);
@@ -111,6 +112,39 @@ describe('OpenPGP streaming encryption (SEIPD v1 over node:crypto)', () => {
     ).rejects.toThrow(MODIFIED);
     expect(seen).toBeGreaterThan(0);
     expect(seen).toBeLessThan(data.length);
+  });
+});
+
+describe('CfbDecipher: CFB through ECB, against OpenSSL\'s own CFB', () => {
+  /** Pieces of the sizes `sizes` cycles through, each copied to an offset 0-7 from an 8-byte boundary. */
+  function decipherInPieces(cipher: Buffer, key: Buffer, sizes: readonly number[]): Buffer {
+    const d = new CfbDecipher('aes-256-cfb', key);
+    const out: Buffer[] = [];
+    for (let i = 0, k = 0; i < cipher.length; k++) {
+      const size = sizes[k % sizes.length]!;
+      const room = Buffer.alloc(size + 8);
+      const piece = room.subarray(k % 8, (k % 8) + size);
+      cipher.copy(piece, 0, i, i + size);
+      out.push(...d.update(piece.subarray(0, Math.min(size, cipher.length - i))));
+      i += size;
+    }
+    out.push(d.final());
+    return Buffer.concat(out);
+  }
+
+  it.each([
+    ['0 to 40 bytes (blocks split over several pieces, empty pieces)', Array.from({ length: 41 }, (_, i) => (i * 17) % 41)],
+    ['whole blocks and odd lengths past them', [16, 32, 33, 47, 4099]],
+    ['long pieces', [65_536 + 5, 300_001]],
+  ])('decrypts pieces of %s at every alignment as OpenSSL\'s CFB does', (_name, sizes) => {
+    const key = randomBytes(32);
+    const data = randomBytes(700_003);
+    // OpenPGP's CFB: a zero IV (the random prefix stands in for one)
+    const enc = createCipheriv('aes-256-cfb', key, Buffer.alloc(16));
+    const cipher = Buffer.concat([enc.update(data), enc.final()]);
+    const opened = decipherInPieces(cipher, key, sizes);
+    expect(opened.length).toBe(data.length);
+    expect(opened.equals(data)).toBe(true);
   });
 });
 
