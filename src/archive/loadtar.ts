@@ -111,8 +111,12 @@ export function writeOciLoadArchive(spec: OciLoadArchiveSpec): { stream: Readabl
 /** Small files first, then the streamed files, then the small files that must come last. */
 function tarStream(head: readonly [string, Buffer][], files: readonly LoadFile[], tail: readonly [string, Buffer][]): Readable {
   const out = new PassThrough({ highWaterMark: 1 << 20 });
+  // a reader that goes away (the load was cut) ends the wait for room, and with it the writing
+  const gone = new AbortController();
+  out.once('close', () => gone.abort());
   const put = async (buf: Buffer) => {
-    if (buf.length > 0 && !out.write(buf)) await once(out, 'drain');
+    if (out.destroyed) throw new TarportError('INTERNAL', 'the load archive was closed by its reader');
+    if (buf.length > 0 && !out.write(buf)) await once(out, 'drain', { signal: gone.signal });
   };
   const putFile = async (name: string, data: Buffer) => {
     await put(encodeFileHeader(name, data.length));
@@ -123,7 +127,11 @@ function tarStream(head: readonly [string, Buffer][], files: readonly LoadFile[]
     for (const [name, data] of head) await putFile(name, data);
     for (const f of files) {
       await put(encodeFileHeader(f.name, f.size));
-      await pipeline(await f.open(), exactly(f.size, f.name), out, { end: false });
+      // through put, not piped into out: a pipeline into out per layer (end: false) leaves its
+      // listeners on out, and an image of more than 10 layers made Node warn of a leak
+      await pipeline(await f.open(), exactly(f.size, f.name), async (body: AsyncIterable<Buffer>) => {
+        for await (const c of body) await put(c);
+      });
       await put(padding(f.size));
     }
     for (const [name, data] of tail) await putFile(name, data);

@@ -72,13 +72,18 @@ function stalled(what: string, ms: number): TarportError {
 const CHUNK = 64 << 10; // below every server's packet limit (OpenSSH: 255 KiB)
 const DEPTH = 32; // requests in flight per transfer: 2 MiB, enough to fill a fast link
 /**
- * Write requests in flight per upload: 512 KiB. OpenSSH's sshd (9.2, internal-sftp) slows to a crawl
- * the first time a session holds 2 MiB of unwritten data: it then opens its window 64 KiB at a time,
- * every 100-500 ms (an 8 MiB upload took 3-5 s on loopback, 0.5 s with 512 KiB in flight; OpenSSH's
- * own sftp client, 2 MiB in flight, takes 3 s too). 512 KiB still fills a 100 Mbit/s link up to
- * ~40 ms of round trip. Downloads keep DEPTH: the server's replies do not pile up in sshd.
+ * Write requests in flight at the start of an upload: 512 KiB. OpenSSH's sshd (9.2, internal-sftp)
+ * answers the first megabytes of a file slower the more of them are in flight (it opens its window
+ * 64 KiB at a time; docs/producer.md has the figures).
  */
 export const WRITE_DEPTH = 8;
+/**
+ * Write requests in flight once WRITE_RAMP bytes of the file were answered: 1.5 MiB, what a link
+ * of 1 Gbit/s with 12 ms of round trip holds. 512 KiB would cap such a link at 40 MB/s, and a
+ * satellite link of 600 ms at under 1 MB/s.
+ */
+export const WRITE_DEPTH_MAX = 24;
+export const WRITE_RAMP = 8 << 20;
 
 /** SFTP status codes (draft-ietf-secsh-filexfer; 14 and 15 from version 5 on). */
 const SFTP_STATUS = { NO_SUCH_FILE: 2, PERMISSION_DENIED: 3, FAILURE: 4, BAD_MESSAGE: 5, NO_CONNECTION: 6, CONNECTION_LOST: 7, OP_UNSUPPORTED: 8, NO_SPACE: 14, QUOTA_EXCEEDED: 15 } as const;
@@ -572,11 +577,13 @@ class PipelinedReader extends Readable {
 }
 
 /**
- * Writes a remote file with up to WRITE_DEPTH requests in flight; `finish` only once every write was
- * confirmed. Exported for its unit test.
+ * Writes a remote file with up to WRITE_DEPTH requests in flight, WRITE_DEPTH_MAX once WRITE_RAMP
+ * bytes were confirmed; `finish` only once every write was confirmed. Exported for its unit test.
  */
 export class PipelinedWriter extends Writable {
   private pending = 0;
+  /** Bytes the server confirmed: past WRITE_RAMP, more writes go out at once. */
+  private answered = 0;
   private failed: Error | undefined;
   private waiting: (() => void) | undefined;
 
@@ -605,24 +612,29 @@ export class PipelinedWriter extends Writable {
 
   override _write(chunk: Buffer, _e: BufferEncoding, cb: (e?: Error | null) => void): void {
     let off = 0;
-    // parts go out while fewer than WRITE_DEPTH are unanswered; the rest of the chunk waits for answers
+    // parts go out while fewer than the depth are unanswered; the rest of the chunk waits for answers
     const send = () => {
       if (this.failed) return cb(this.failed);
-      for (; off < chunk.length && this.pending < WRITE_DEPTH; off += CHUNK) {
+      for (; off < chunk.length && this.pending < this.depth(); off += CHUNK) {
         const part = chunk.subarray(off, Math.min(chunk.length, off + CHUNK));
         const at = this.pos;
         this.pos += part.length;
         this.pending++;
         this.sftp.write(this.handle, part, 0, part.length, at, (err) => {
           this.pending--;
+          this.answered += part.length;
           if (err && !this.failed) this.failed = err;
           this.settle();
         });
       }
-      if (off < chunk.length || this.pending >= WRITE_DEPTH) this.waiting = send;
+      if (off < chunk.length || this.pending >= this.depth()) this.waiting = send;
       else cb();
     };
     send();
+  }
+
+  private depth(): number {
+    return this.answered >= WRITE_RAMP ? WRITE_DEPTH_MAX : WRITE_DEPTH;
   }
 
   override _final(cb: (e?: Error | null) => void): void {

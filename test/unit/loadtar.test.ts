@@ -3,7 +3,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
 import { describe, expect, it } from 'vitest';
-import { ociLayerMediaType, writeOciLoadArchive } from '../../src/archive/index.js';
+import { ociLayerMediaType, writeLoadArchive, writeOciLoadArchive } from '../../src/archive/index.js';
 
 const sha = (b: Buffer) => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
@@ -65,5 +65,32 @@ describe('OCI-layout load archive (containerd)', () => {
     const seen: [string, Buffer][] = [];
     await expect(entries(writeOciLoadArchive(bad).stream, seen)).rejects.toThrow(/3 bytes, expected 14/);
     expect(seen.map(([n]) => n)).not.toContain('index.json');
+  });
+});
+
+describe('docker save load archive', () => {
+  it('an image of 41 layers: every layer in order, and the stream gathers no listener per layer (Node warns past 10)', async () => {
+    const layers = Array.from({ length: 41 }, (_, i) => Buffer.from(`layer ${i} `.repeat(i + 1)));
+    const config = Buffer.from('{}');
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.name);
+    process.on('warning', onWarning);
+    try {
+      const stream = writeLoadArchive({
+        configDigest: sha(config),
+        config,
+        repoTags: ['app:1'],
+        layerPaths: layers.map((l) => `${sha(l).slice(7)}/layer.tar`),
+        files: layers.map((l) => ({ name: `${sha(l).slice(7)}/layer.tar`, size: l.length, open: async () => Readable.from([l]) })),
+      });
+      const got = await entries(stream);
+      expect(got.map(([n]) => n)).toEqual([`${sha(config).slice(7)}.json`, ...layers.map((l) => `${sha(l).slice(7)}/layer.tar`), 'manifest.json']);
+      expect(got.slice(1, -1).every(([, b], i) => b.equals(layers[i]!))).toBe(true);
+      expect(stream.listenerCount('close')).toBeLessThan(5);
+      await new Promise((r) => setImmediate(r));
+      expect(warnings).not.toContain('MaxListenersExceededWarning');
+    } finally {
+      process.off('warning', onWarning);
+    }
   });
 });

@@ -7,19 +7,21 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { SFTPWrapper } from 'ssh2';
 import { describe, expect, it } from 'vitest';
-import { PipelinedWriter, SftpTransport, WRITE_DEPTH } from '../../../src/transport/sftp.js';
+import { PipelinedWriter, SftpTransport, WRITE_DEPTH, WRITE_DEPTH_MAX, WRITE_RAMP } from '../../../src/transport/sftp.js';
 import { parseLocation } from '../../../src/transport/location.js';
 import { TarportError } from '../../../src/errors.js';
 
 /** An SFTP session that answers each write after a tick, writing into `file`, and counts writes unanswered. */
 function fakeSession(fail?: { atRequest: number }) {
-  const file = Buffer.alloc(8 << 20);
-  const stats = { inFlight: 0, maxInFlight: 0, requests: 0, written: 0 };
+  const file = Buffer.alloc(16 << 20);
+  // the most writes unanswered before WRITE_RAMP bytes were answered, and after
+  const stats = { inFlight: 0, maxInFlight: 0, maxBeforeRamp: 0, requests: 0, written: 0 };
   const sftp = Object.assign(new EventEmitter(), {
     write(_h: Buffer, buf: Buffer, off: number, len: number, pos: number, cb: (err?: Error) => void) {
       const n = ++stats.requests;
       stats.inFlight++;
       stats.maxInFlight = Math.max(stats.maxInFlight, stats.inFlight);
+      if (stats.written < WRITE_RAMP) stats.maxBeforeRamp = Math.max(stats.maxBeforeRamp, stats.inFlight);
       const copy = Buffer.from(buf.subarray(off, off + len));
       setImmediate(() => {
         stats.inFlight--;
@@ -43,6 +45,18 @@ describe('PipelinedWriter', () => {
     expect(stats.inFlight).toBe(0); // finished only once every write was answered
     expect(stats.written).toBe(data.length);
     expect(file.subarray(4096, 4096 + data.length).equals(data)).toBe(true);
+  });
+
+  it(`raises the writes in flight to ${WRITE_DEPTH_MAX} once ${WRITE_RAMP >> 20} MiB were answered (a fast link with some round trip)`, async () => {
+    const { sftp, file, stats } = fakeSession();
+    const data = Buffer.from(Array.from({ length: WRITE_RAMP + (3 << 20) + 777 }, (_, i) => (i * 7) % 253));
+    const chunks: Buffer[] = [];
+    for (let i = 0; i < data.length; i += 1 << 20) chunks.push(data.subarray(i, i + (1 << 20)));
+    await pipeline(Readable.from(chunks), new PipelinedWriter(sftp, Buffer.from('h'), 0, () => new Error('lost')));
+    expect(stats.maxBeforeRamp).toBe(WRITE_DEPTH);
+    expect(stats.maxInFlight).toBe(WRITE_DEPTH_MAX);
+    expect(stats.inFlight).toBe(0);
+    expect(file.subarray(0, data.length).equals(data)).toBe(true);
   });
 
   it('fails the upload with the server\'s error when one write is refused', async () => {
