@@ -114,6 +114,11 @@ function tarStream(head: readonly [string, Buffer][], files: readonly LoadFile[]
   // a reader that goes away (the load was cut) ends the wait for room, and with it the writing
   const gone = new AbortController();
   out.once('close', () => gone.abort());
+  // The writing starts before the runtime's request reads the archive: a layer that fails in that
+  // moment (a tampered object read in place fails at once) destroys `out` with no reader listening,
+  // and an 'error' without a listener would end the agent. The fault stays on the stream: a reader
+  // that comes later gets it from its pipeline or iterator (Node hands them a destroyed stream's error).
+  out.on('error', () => undefined);
   const put = async (buf: Buffer) => {
     if (out.destroyed) throw new TarportError('INTERNAL', 'the load archive was closed by its reader');
     if (buf.length > 0 && !out.write(buf)) await once(out, 'drain', { signal: gone.signal });

@@ -185,6 +185,9 @@ export class Download implements Follow {
   /** The object's bytes as they arrive (each read lends a fresh buffer: a pass-through keeps them). */
   stream(signal?: AbortSignal): Readable {
     const out = new PassThrough({ highWaterMark: 1 << 20 });
+    // A fault may come before the reader attaches (a download that ended with one): unheard, its
+    // 'error' would end the agent. It stays on the stream for the reader's pipeline or iterator.
+    out.on('error', () => undefined);
     this.open().then(
       (fh) => feedFile(fh, out, { follow: this, lend: true, ...(signal ? { signal } : {}) }),
       (e: unknown) => out.destroy(e as Error),

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { ociLayerMediaType, writeLoadArchive, writeOciLoadArchive } from '../../src/archive/index.js';
 
 const sha = (b: Buffer) => 'sha256:' + createHash('sha256').update(b).digest('hex');
@@ -65,6 +65,19 @@ describe('OCI-layout load archive (containerd)', () => {
     const seen: [string, Buffer][] = [];
     await expect(entries(writeOciLoadArchive(bad).stream, seen)).rejects.toThrow(/3 bytes, expected 14/);
     expect(seen.map(([n]) => n)).not.toContain('index.json');
+  });
+
+  it('a layer that fails before the runtime reads the archive fails the stream for the reader that comes later, and throws nothing meanwhile', async () => {
+    const fault = new Error('object sha256:1234 in memory://test: digest mismatch');
+    const bad = { ...spec, files: [{ ...spec.files[0]!, open: async () => Readable.from((async function* () { throw fault; })()) }] };
+    const { stream } = writeOciLoadArchive(bad);
+    // with no reader yet, an 'error' without a listener is thrown from emit (and would end the agent)
+    const emitted = vi.spyOn(stream, 'emit');
+    for (let i = 0; i < 20 && !stream.destroyed; i++) await new Promise((r) => setImmediate(r));
+    expect(stream.destroyed).toBe(true);
+    expect(emitted.mock.calls.map(([ev]) => ev)).toContain('error');
+    expect(emitted.mock.results.filter((r) => r.type === 'throw')).toEqual([]);
+    await expect(entries(stream)).rejects.toBe(fault);
   });
 });
 

@@ -1,7 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { describe, expect, it, vi } from 'vitest';
 import { ObjectCache, type Download } from '../../../src/consumer/cache.js';
 import { TarportError } from '../../../src/errors.js';
@@ -306,6 +307,21 @@ describe('Download: reading an object as the cache downloads it', () => {
     download.end(fault);
     await vi.waitFor(() => expect(r.fault).toBe(fault));
     expect(r.got).toEqual([]);
+  });
+
+  it('a stream taken before its reader comes keeps a fault for it, and throws nothing meanwhile', async () => {
+    const { desc, cache } = await paced();
+    const download = cache.follow(desc);
+    const s = download.stream();
+    // with no listener yet, an 'error' is thrown from emit (and would end the agent)
+    const emitted = vi.spyOn(s, 'emit');
+    const fault = new TarportError('CONNECTION', 'an earlier layer failed (test)');
+    download.end(fault);
+    await vi.waitFor(() => expect(s.destroyed).toBe(true));
+    await settle();
+    expect(emitted.mock.calls.map(([ev]) => ev)).toContain('error');
+    expect(emitted.mock.results.filter((r) => r.type === 'throw')).toEqual([]);
+    await expect(pipeline(s, new PassThrough())).rejects.toBe(fault);
   });
 
   it('a download cut by the link fails its reader with the cut; the partial file stays for the next attempt', async () => {
