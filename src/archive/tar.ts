@@ -113,10 +113,17 @@ export class TarArchive {
       return;
     }
     const stop = new AbortController();
-    const streams = list.map(() => new PassThrough({ highWaterMark: CHUNK }));
+    // A failed pass fails every entry not yet read, before any reader holds them: unheard, their
+    // 'error' would end the process. The fault stays on each stream, and one not yet handed out is
+    // not handed out: the fault is thrown here instead.
+    const streams = list.map(() => new PassThrough({ highWaterMark: CHUNK }).on('error', () => undefined));
     const pump = this.cutRanges(list, streams, signal ? AbortSignal.any([signal, stop.signal]) : stop.signal);
     try {
-      for (const [i, entry] of list.entries()) yield { entry, stream: streams[i]! };
+      for (const [i, entry] of list.entries()) {
+        const failed = streams[i]!.errored;
+        if (failed) throw failed;
+        yield { entry, stream: streams[i]! };
+      }
     } finally {
       stop.abort();
       for (const s of streams) if (!s.writableEnded) s.destroy();

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { SeipdEncrypt, decryptSeipd, openMessage } from './seipd.js';
 import * as openpgp from 'openpgp';
 import { TarportError } from '../errors.js';
@@ -202,8 +203,13 @@ export async function encryptStream(input: Readable, recipients: readonly Truste
     await openpgp.encryptSessionKey({ data: sessionKey, algorithm: 'aes256', encryptionKeys: recipients.map((r) => r.key), format: 'binary' }),
   );
   const enc = new SeipdEncrypt(pkesk, sessionKey);
-  input.on('error', (e) => enc.destroy(e));
-  return input.pipe(enc);
+  // A pipeline, not pipe(): an input that failed while the session key was sealed (above) is
+  // already destroyed, and pipe() would leave `enc` waiting for ever; a pipeline fails `enc` with
+  // the input's fault. That may come before the caller reads `enc` (it stages objects once a place
+  // is ready): the fault stays on the stream for the reader's pipeline, not thrown unheard.
+  enc.on('error', () => undefined);
+  pipeline(input, enc).catch(() => undefined);
+  return enc;
 }
 
 /**

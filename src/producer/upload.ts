@@ -60,6 +60,8 @@ export class LayerUploader {
     const hashing = diff ?? new PassThrough({ highWaterMark: 1 << 20 });
     const sizeHint = inComp === 'none' ? (src.hashed?.size ?? src.sizeHint) : undefined;
     const feeding = pipeline(src.stream, guard.input, decompressor(inComp), guard.output, hashing, compressor(this.compression, sizeHint), out, { ...(this.signal ? { signal: this.signal } : {}) });
+    // awaited below, after the session key is sealed: a read that fails before then is no unhandled rejection
+    feeding.catch(() => undefined);
     let blob: StagedBlob;
     try {
       const stored = this.encryptTo?.length ? await encryptStream(out, this.encryptTo) : out;

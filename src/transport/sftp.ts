@@ -229,12 +229,20 @@ export class SftpTransport implements Transport {
         client.sftp((err, s) => (err ? reject(this.classify(err, 'open SFTP')) : resolve(s)));
       });
       session.sftp = sftp;
-      sftp.once('close', () => endedChannels.add(sftp));
       const drop = () => {
         if (this.session === current) this.session = undefined;
       };
       client.on('close', drop);
       client.on('error', drop);
+      // ssh2 drops its own 'error' listener once the channel is open: a malformed packet from the
+      // server fails the channel with an 'error' that, unheard, would end the agent. Its requests in
+      // flight fail with it (protocolFault names it), and the session, whose one channel is gone, ends.
+      sftp.on('error', (e: unknown) => {
+        session.fault ??= e;
+        drop();
+        client.end();
+      });
+      sftp.once('close', () => endedChannels.add(sftp));
       return session;
     })();
     return current;
@@ -289,7 +297,24 @@ export class SftpTransport implements Transport {
   }
 
   private retry<T>(op: string, fn: (s: SFTPWrapper) => Promise<T>): Promise<T> {
-    return withRetries(async () => fn(await this.sftp()), { retries: this.retries, classify: (e) => this.classify(e, op), signal: this.closing.signal });
+    const attempt = async () => {
+      const session = await this.sess();
+      return fn(session.sftp).catch((e: unknown) => {
+        throw this.protocolFault(session, op) ?? e;
+      });
+    };
+    return withRetries(attempt, { retries: this.retries, classify: (e) => this.classify(e, op), signal: this.closing.signal });
+  }
+
+  /**
+   * A server that sent what is not SFTP (ssh2 fails the channel: 'sftp-protocol'): the request fails
+   * with that, named, rather than as "No response from server". Retryable as a lost connection is
+   * (a new session each time, within the retries' bound): the server is at fault, not the files.
+   */
+  private protocolFault(session: Session, op: string): TarportError | undefined {
+    const f = session.fault as { level?: unknown } | undefined;
+    if (f?.level !== 'sftp-protocol') return undefined;
+    return new TarportError('CONNECTION', `${op} on ${this.location}: the server sent a malformed SFTP packet (${messageOf(f)})`, { cause: f, retryable: true });
   }
 
   async stat(key: string): Promise<ObjectInfo | undefined> {

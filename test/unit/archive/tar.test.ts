@@ -2,11 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { compress as zstdCompress } from 'zstd-napi';
 import { TarArchive, readArchiveContent, writeDemoArchives, writeLoadArchive } from '../../../src/archive/index.js';
 import { CodecError, ZstdCompress, decompressor } from '../../../src/archive/compression.js';
-import { Transform, Writable } from 'node:stream';
+import { PassThrough, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { encodeFileHeader, padding } from '../../../src/archive/tarheader.js';
 import { TarportError } from '../../../src/errors.js';
@@ -205,6 +205,38 @@ describe('the one tar decoder: what a root file system may hold and an image arc
       ['empty', sha256(Buffer.alloc(0))],
       ['z', sha256(Buffer.from('Z'))],
     ]);
+  });
+});
+
+describe('TarArchive: a compressed archive whose second pass fails', () => {
+  it('fails the entry being read and hands out none after it, and no entry stream throws its error unheard', async () => {
+    const dir = await tempDir();
+    const p = join(dir, 'x.tar.gz');
+    const entries = ['one', 'two', 'three', 'four'].map((name) => ({ name, data: randomBytes(1 << 20) }));
+    const whole = gzipSync(tarBytes(entries));
+    await writeFile(p, whole);
+    const t = await TarArchive.open(p);
+    // the file changes between the index and the pass that cuts it (a watched folder): cut inside 'two'
+    await writeFile(p, whole.subarray(0, Math.floor(whole.length * 0.4)));
+    // an entry stream not yet handed out has no reader: an 'error' emitted on it would be thrown
+    const emit = vi.spyOn(PassThrough.prototype, 'emit');
+    try {
+      const read: string[] = [];
+      const err = await (async () => {
+        for await (const { entry, stream } of t.streamEntries(entries.map((e) => e.name))) {
+          await collect(stream);
+          read.push(entry.name);
+        }
+      })().catch((e: unknown) => e);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(err).toBeInstanceOf(TarportError);
+      expect((err as TarportError).message).toContain(p);
+      expect(read).toEqual(['one']);
+      expect(emit.mock.calls.filter(([ev]) => ev === 'error').length).toBeGreaterThan(1);
+      expect(emit.mock.results.filter((r) => r.type === 'throw')).toEqual([]);
+    } finally {
+      emit.mockRestore();
+    }
   });
 });
 

@@ -1,10 +1,14 @@
 // src/producer/upload.ts: a layer stored under a temporary name, its diff_id computed or taken as given.
-import { Readable } from 'node:stream';
-import { describe, expect, it } from 'vitest';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable, Transform } from 'node:stream';
+import { describe, expect, it, vi } from 'vitest';
+import { generateKeyPair, loadRecipients } from '../../../src/crypto/index.js';
 import { Repository } from '../../../src/repo/index.js';
 import { LayerUploader } from '../../../src/producer/upload.js';
 import { MemoryTransport } from '../../../src/transport/index.js';
 import { sha, tarBytes } from '../../corpus/tarwriter.js';
+import { tempDir } from '../../helpers.js';
 
 const layer = tarBytes([{ name: 'a.bin', data: Buffer.alloc(200_000, 3) }]);
 const diffId = `sha256:${sha(layer)}`;
@@ -49,6 +53,33 @@ describe('LayerUploader', () => {
     const { tx, up } = await uploader();
     const broken = new Readable({ read() { this.destroy(new Error('disk went away')); } });
     await expect(up.upload({ stream: broken, declared: 'none', what: 'layer z' })).rejects.toMatchObject({ code: 'BAD_INPUT', message: 'app.tar: layer z: disk went away' });
+    expect(up.staged).toEqual([]);
+    await tx.end();
+  });
+
+  it('an encrypted layer that fails while its session key is being sealed fails its upload, and nothing goes unheard', async () => {
+    const dir = await tempDir();
+    const pair = await generateKeyPair('unit <u@example.invalid>', { type: 'ecc' });
+    await writeFile(join(dir, 'pub'), pair.publicKey);
+    const t = new MemoryTransport();
+    const tx = await new Repository(t).begin({ create: true });
+    const up = new LayerUploader(tx, 'app.tar', 'zstd', await loadRecipients([join(dir, 'pub')]), undefined);
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown) => unhandled.push(e);
+    process.on('unhandledRejection', onUnhandled);
+    // the encrypting stream has no reader until the session key is sealed (asynchronous work)
+    const emit = vi.spyOn(Transform.prototype, 'emit');
+    try {
+      const broken = new Readable({ read() { this.destroy(new Error('disk went away')); } });
+      await expect(up.upload({ stream: broken, declared: 'none', what: 'layer e' })).rejects.toMatchObject({ code: 'BAD_INPUT', message: 'app.tar: layer e: disk went away' });
+      await new Promise((r) => setTimeout(r, 50));
+      expect(emit.mock.calls.filter(([ev]) => ev === 'error').length).toBeGreaterThan(0);
+      expect(emit.mock.results.filter((r) => r.type === 'throw')).toEqual([]);
+      expect(unhandled).toEqual([]);
+    } finally {
+      emit.mockRestore();
+      process.off('unhandledRejection', onUnhandled);
+    }
     expect(up.staged).toEqual([]);
     await tx.end();
   });

@@ -127,3 +127,17 @@ describe('stageBlob on a remote store', () => {
     expect([...t.files.keys()]).toEqual([`blobs/sha256/${sha(data).slice(7)}`]);
   });
 });
+
+describe('stageBlob on a local store', () => {
+  it('a write that fails before it reads the blob is the error: the source, more than its buffers hold, is not left waiting', async () => {
+    const t = new MemoryTransport();
+    expect(t.capabilities.local).toBe(true);
+    const refused = new TarportError('IO', 'blobs/sha256/x: permission denied', { retryable: false });
+    Object.assign(t, { write: async () => Promise.reject(refused) });
+    const src = Readable.from((function* () {
+      for (let i = 0; i < 16; i++) yield randomBytes(1 << 20);
+    })());
+    const got = await Promise.race([stageBlob(new Store(t), src).then(() => 'staged', (e: unknown) => e), new Promise((r) => setTimeout(() => r('still waiting after 5 s'), 5_000))]);
+    expect(got).toBe(refused);
+  });
+});

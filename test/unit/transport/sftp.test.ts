@@ -106,7 +106,7 @@ describe('SftpTransport.connectEarly', () => {
  * An SSH server of the test's own (ssh2's Server) that lets anyone in, says every file is 1 MiB,
  * and never answers a READ: a transfer hangs in flight, as on a server stuck behind a dead disk.
  */
-async function stallingSftpServer() {
+async function stallingSftpServer(opts: { garbleStat?: boolean } = {}) {
   const { Server, utils } = await import('ssh2');
   const keys = utils.generateKeyPairSync('ed25519');
   const stats = { connections: 0, reads: 0 };
@@ -121,7 +121,9 @@ async function stallingSftpServer() {
         accept().on('sftp', (acceptSftp) => {
           const sftp = acceptSftp();
           const attrs = { mode: 0o100644, size: 1 << 20, uid: 0, gid: 0, atime: 0, mtime: 0 };
-          sftp.on('STAT', (id) => sftp.attrs(id, attrs));
+          // a lying server: an SFTP packet of a type that does not exist (ssh2's client fails its channel)
+          const garbled = (sftp as unknown as { _protocol: { channelData(id: number, b: Buffer): void }; outgoing: { id: number } });
+          sftp.on('STAT', (id) => (opts.garbleStat ? garbled._protocol.channelData(garbled.outgoing.id, Buffer.from([0, 0, 0, 5, 250, 0, 0, 0, id])) : sftp.attrs(id, attrs)));
           sftp.on('LSTAT', (id) => sftp.attrs(id, attrs));
           sftp.on('OPEN', (id) => sftp.handle(id, Buffer.from('h')));
           sftp.on('READ', () => void stats.reads++);
@@ -169,6 +171,28 @@ describe('SftpTransport.close', () => {
       await expect(t.stat('objects/x')).rejects.toMatchObject({ code: 'ABORTED' });
       expect(srv.stats.connections).toBe(1);
     } finally {
+      await srv.stop();
+    }
+  });
+});
+
+describe('SftpTransport against a server that sends a malformed SFTP packet', () => {
+  it('fails the request in flight with the connection fault, and the channel\'s error is heard (never thrown out of the agent)', async () => {
+    const srv = await stallingSftpServer({ garbleStat: true });
+    const uncaught: unknown[] = [];
+    const onUncaught = (e: unknown) => uncaught.push(e);
+    process.on('uncaughtException', onUncaught);
+    try {
+      const t = new SftpTransport(parseLocation(`sftp://u@127.0.0.1:${srv.port}/r`) as never, { timeoutMs: 30_000, password: 'x', knownHosts: srv.knownHosts, retries: 2 });
+      const got = await Promise.race([t.stat('objects/x').then(() => 'answered', (e: unknown) => e), new Promise((r) => setTimeout(() => r('no answer after 8 s'), 8_000))]);
+      expect(got).toBeInstanceOf(TarportError);
+      expect(got).toMatchObject({ code: 'CONNECTION', retryable: true, message: `stat objects/x on sftp://u@127.0.0.1:${srv.port}/r: the server sent a malformed SFTP packet (Unknown packet type 250)` });
+      // each try had a session of its own: the broken one ended
+      expect(srv.stats.connections).toBe(3);
+      expect(uncaught).toEqual([]);
+      await t.close();
+    } finally {
+      process.off('uncaughtException', onUncaught);
       await srv.stop();
     }
   });
