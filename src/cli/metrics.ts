@@ -186,7 +186,7 @@ export async function openMetrics(flags: MetricsFlags, onError: (e: unknown) => 
   const metrics = new Metrics();
   const file = flags.metricsFile;
   if (file) metrics.seed(await readFile(file, 'utf8').catch(() => ''));
-  const server = flags.metricsListen ? await serve(parseListen(flags.metricsListen), metrics) : undefined;
+  const server = flags.metricsListen ? await serveMetrics(parseListen(flags.metricsListen), metrics, onError) : undefined;
   // writes run one after another: two renames racing could leave the older numbers in place
   let writing: Promise<void> = Promise.resolve();
   const update = () => {
@@ -204,7 +204,11 @@ export async function openMetrics(flags: MetricsFlags, onError: (e: unknown) => 
   };
 }
 
-function serve(at: { host: string; port: number }, metrics: Metrics): Promise<Server> {
+/**
+ * The /metrics endpoint. Once it listens, a fault of the server (an accept that failed: out of file
+ * descriptors) goes to `onError` and costs that scrape only; unheard, it would end the agent.
+ */
+export function serveMetrics(at: { host: string; port: number }, metrics: Metrics, onError: (e: unknown) => void): Promise<Server> {
   const server = createServer((req, res) => {
     if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('tarport serves /metrics only\n');
@@ -217,6 +221,7 @@ function serve(at: { host: string; port: number }, metrics: Metrics): Promise<Se
       reject(new TarportError('IO', `--metrics-listen ${at.host}:${at.port}: ${e.code === 'EADDRINUSE' ? 'the port is in use' : e.message}`, { cause: e, retryable: false })),
     );
     server.listen(at.port, at.host, () => {
+      server.on('error', (e: Error) => onError(new TarportError('IO', `--metrics-listen ${at.host}:${at.port}: ${e.message}`, { cause: e })));
       // a scrape must not keep the agent alive after SIGTERM
       server.unref();
       resolve(server);

@@ -4,7 +4,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { writeDemoArchives } from '../../src/archive/index.js';
-import { Metrics, parseListen, writeMetricsFile } from '../../src/cli/metrics.js';
+import { Metrics, parseListen, serveMetrics, writeMetricsFile } from '../../src/cli/metrics.js';
 import { ROOT, SMALL, tarport, tarportInProcess, tempDir } from '../helpers.js';
 
 /** promtool (Debian's prometheus package) reads the text on stdin; its exit code and its words. */
@@ -82,6 +82,20 @@ describe('Metrics', () => {
     await writeMetricsFile(f, 'x 2\n');
     expect(await readFile(f, 'utf8')).toBe('x 2\n');
     expect(await readdir(dir)).toEqual(['tarport.prom']);
+  });
+
+  it('a fault of the listening server (an accept that failed) is handed to the agent\'s error log, each time, not thrown', async () => {
+    const heard: unknown[] = [];
+    const server = await serveMetrics({ host: '127.0.0.1', port: 0 }, new Metrics(), (e) => heard.push(e));
+    try {
+      const accept = Object.assign(new Error('accept EMFILE'), { code: 'EMFILE' });
+      expect(() => server.emit('error', accept)).not.toThrow();
+      expect(() => server.emit('error', accept)).not.toThrow();
+      expect(heard).toHaveLength(2);
+      expect(heard[0]).toMatchObject({ code: 'IO', message: '--metrics-listen 127.0.0.1:0: accept EMFILE' });
+    } finally {
+      server.close();
+    }
   });
 
   it('--metrics-listen takes loopback only', () => {
