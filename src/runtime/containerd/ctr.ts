@@ -82,7 +82,10 @@ export function ctr(o: CtrOptions, args: readonly string[], opts: { input?: Read
         arm(opts.timeoutMs ?? CTR_IMPORT_TAIL_TIMEOUT_MS);
       });
       child.stdin!.on('error', () => undefined); // ctr exiting early shows as its exit status
-      input.pipe(child.stdin!);
+      // an input that failed before ctr started keeps its fault on the stream: no 'error' comes to
+      // hear, and piping it would leave ctr waiting on its stdin for ever
+      if (input.errored || input.destroyed) cut(input.errored ?? new TarportError('INTERNAL', `${what}: its input was closed before it started`));
+      else input.pipe(child.stdin!);
       if (opts.signal?.aborted) onAbort();
     } else arm(opts.timeoutMs ?? CTR_QUERY_TIMEOUT_MS);
   });

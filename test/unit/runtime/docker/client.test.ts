@@ -25,6 +25,25 @@ async function daemon(answer: (req: IncomingMessage, res: ServerResponse) => voi
   return `unix://${sock}`;
 }
 
+describe('a load archive that failed before the call', () => {
+  it('fails the load at once with its own fault (the fault stays on the stream; no error event comes to hear)', async () => {
+    let requests = 0;
+    const host = await daemon((req, res) => {
+      requests++;
+      req.resume().on('end', () => res.end('{}'));
+    });
+    const fault = new Error('object sha256:12 in memory://test: digest mismatch');
+    const archive = new Readable({ read() {} }).on('error', () => undefined);
+    archive.destroy(fault);
+    await new Promise((r) => setImmediate(r));
+    const t0 = Date.now();
+    const err = await new DockerClient(host, undefined, { idleMs: 5_000 }).load(archive).catch((e: unknown) => e);
+    expect(err).toBe(fault);
+    expect(Date.now() - t0).toBeLessThan(2_000);
+    expect(requests).toBe(0);
+  });
+});
+
 describe('a silent daemon', () => {
   it('that never answers a query: DaemonStuckError naming the call and the bound', async () => {
     const host = await daemon(() => undefined);
