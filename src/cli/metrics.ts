@@ -221,7 +221,7 @@ export function serveMetrics(at: { host: string; port: number }, metrics: Metric
       reject(new TarportError('IO', `--metrics-listen ${at.host}:${at.port}: ${e.code === 'EADDRINUSE' ? 'the port is in use' : e.message}`, { cause: e, retryable: false })),
     );
     server.listen(at.port, at.host, () => {
-      server.on('error', (e: Error) => onError(new TarportError('IO', `--metrics-listen ${at.host}:${at.port}: ${e.message}`, { cause: e })));
+      server.on('error', (e: Error) => onError(new TarportError('IO', `--metrics-listen ${at.host}:${at.port}: a scrape was not served (${e.message})`, { cause: e })));
       // a scrape must not keep the agent alive after SIGTERM
       server.unref();
       resolve(server);

@@ -193,14 +193,17 @@ export async function stageBlob(store: Store, source: Readable, signal?: AbortSi
     { signal },
   );
   // a write that fails (before it read anything, or midway) stops the feeding, which would wait for
-  // room in `out` for ever; the feeding then ends as cut short, and the write's fault is the cause
-  writing.catch(() => out.destroy());
+  // room in `out` for ever; when the write failed first (`out` still open), its fault is the cause
+  let cutByWrite = false;
+  writing.catch(() => {
+    cutByWrite = !out.destroyed;
+    out.destroy();
+  });
   const [f, w] = await Promise.allSettled([feeding, writing]);
   if (f.status === 'rejected' || w.status === 'rejected') {
     out.destroy();
     await store.remove(tmp).catch(() => undefined);
-    const cut = f.status === 'rejected' && (f.reason as NodeJS.ErrnoException | undefined)?.code === 'ERR_STREAM_PREMATURE_CLOSE';
-    throw f.status === 'rejected' && !(cut && w.status === 'rejected') ? f.reason : (w as PromiseRejectedResult).reason;
+    throw w.status === 'rejected' && (cutByWrite || f.status === 'fulfilled') ? w.reason : (f as PromiseRejectedResult).reason;
   }
   return staged(store, tmp, digester.digest(), digester.bytes, signal);
 }

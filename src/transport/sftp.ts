@@ -223,29 +223,40 @@ export class SftpTransport implements Transport {
       const session: Session = { client, sftp: undefined as unknown as SFTPWrapper };
       client.on('error', (e: unknown) => (session.fault ??= e));
       watchSilence(sock, this.timeoutMs, session, client);
-      const sftp = await new Promise<SFTPWrapper>((resolve, reject) => {
-        // a session that dies before the SFTP channel opened (a stall found by the keepalive)
-        client.once('close', () => reject(this.lost(session, 'open SFTP')));
-        client.sftp((err, s) => (err ? reject(this.classify(err, 'open SFTP')) : resolve(s)));
-      });
-      session.sftp = sftp;
       const drop = () => {
         if (this.session === current) this.session = undefined;
       };
       client.on('close', drop);
       client.on('error', drop);
-      // ssh2 drops its own 'error' listener once the channel is open: a malformed packet from the
-      // server fails the channel with an 'error' that, unheard, would end the agent. Its requests in
-      // flight fail with it (protocolFault names it), and the session, whose one channel is gone, ends.
-      sftp.on('error', (e: unknown) => {
-        session.fault ??= e;
-        drop();
-        client.end();
-      });
-      sftp.once('close', () => endedChannels.add(sftp));
+      session.sftp = await this.openChannel(session, drop);
       return session;
     })();
     return current;
+  }
+
+  /**
+   * The session's one SFTP channel. ssh2 drops its own 'error' listener as it hands the channel
+   * over, while it may still be reading the server's packets: ours is attached in that same call. A
+   * malformed packet fails the channel with an 'error' that, unheard, would end the agent; its
+   * requests in flight fail with it (protocolFault names it), and the session, whose channel is
+   * gone, ends.
+   */
+  private openChannel(session: Session, drop: () => void): Promise<SFTPWrapper> {
+    const { client } = session;
+    return new Promise<SFTPWrapper>((resolve, reject) => {
+      // a session that dies before the SFTP channel opened (a stall found by the keepalive)
+      client.once('close', () => reject(this.lost(session, 'open SFTP')));
+      client.sftp((err, sftp) => {
+        if (err) return reject(this.classify(err, 'open SFTP'));
+        sftp.on('error', (e: unknown) => {
+          session.fault ??= e;
+          drop();
+          client.end();
+        });
+        sftp.once('close', () => endedChannels.add(sftp));
+        resolve(sftp);
+      });
+    });
   }
 
   private sftp(): Promise<SFTPWrapper> {
@@ -297,10 +308,21 @@ export class SftpTransport implements Transport {
   }
 
   private retry<T>(op: string, fn: (s: SFTPWrapper) => Promise<T>): Promise<T> {
+    // An operation of several requests (a rename's fallback, mkdirs) may ask again on a channel
+    // that closed meanwhile: such a request is never sent nor answered, so the channel's close ends
+    // the attempt. A request that ssh2 failed itself (no SFTP status) on a channel the server broke
+    // is named for that (protocolFault); a status the server sent is its own answer.
     const attempt = async () => {
       const session = await this.sess();
-      return fn(session.sftp).catch((e: unknown) => {
-        throw this.protocolFault(session, op) ?? e;
+      const sftp = session.sftp;
+      const broken = (e: unknown) => (sftpCode(e) === undefined ? this.protocolFault(session, op) : undefined) ?? e;
+      return new Promise<T>((resolve, reject) => {
+        const gone = () => reject(this.protocolFault(session, op) ?? this.lost(session, op));
+        if (endedChannels.has(sftp)) return gone();
+        sftp.once('close', gone);
+        fn(sftp)
+          .then(resolve, (e: unknown) => reject(broken(e)))
+          .finally(() => sftp.off('close', gone));
       });
     };
     return withRetries(attempt, { retries: this.retries, classify: (e) => this.classify(e, op), signal: this.closing.signal });

@@ -92,7 +92,7 @@ describe('Metrics', () => {
       expect(() => server.emit('error', accept)).not.toThrow();
       expect(() => server.emit('error', accept)).not.toThrow();
       expect(heard).toHaveLength(2);
-      expect(heard[0]).toMatchObject({ code: 'IO', message: '--metrics-listen 127.0.0.1:0: accept EMFILE' });
+      expect(heard[0]).toMatchObject({ code: 'IO', message: '--metrics-listen 127.0.0.1:0: a scrape was not served (accept EMFILE)' });
     } finally {
       server.close();
     }

@@ -175,10 +175,10 @@ export class DockerClient implements DockerApi {
           bodyError = e;
           req.destroy(e);
         };
+        body.on('error', failBody);
         // a body that failed before this call (a load archive whose first layer failed while the
         // request was made) keeps its fault on the stream: no 'error' comes any more to hear
-        if (body.errored || body.destroyed) return failBody(body.errored ?? new TarportError('INTERNAL', `${method} ${path.split('?')[0]}: the stream to send was closed before the call`));
-        body.on('error', failBody);
+        if (body.errored || body.destroyed) return failBody(body.errored ?? new TarportError('INTERNAL', `${method} ${path.split('?')[0]} to the ${this.label.service} at ${this.ep.display}: the archive to send was closed before the call`));
         // the socket is the last holder of each chunk: a decompressor's lent buffers go back once sent
         pipeGivingBack(body, req);
       } else req.end();

@@ -196,4 +196,18 @@ describe('SftpTransport against a server that sends a malformed SFTP packet', ()
       await srv.stop();
     }
   });
+
+  it('an operation of several requests (making folders) whose channel the server broke midway ends with the fault, not waiting on the dead channel', async () => {
+    const srv = await stallingSftpServer({ garbleStat: true });
+    try {
+      const t = new SftpTransport(parseLocation(`sftp://u@127.0.0.1:${srv.port}/r`) as never, { timeoutMs: 30_000, password: 'x', knownHosts: srv.knownHosts, retries: 1 });
+      // mkdirs: a STAT (answered with garbage: the channel fails), then a MKDIR asked on the closed channel
+      const got = await Promise.race([t.rename('objects/a', 'objects/b').then(() => 'renamed', (e: unknown) => e), new Promise((r) => setTimeout(() => r('no answer after 8 s'), 8_000))]);
+      expect(got).toMatchObject({ code: 'CONNECTION', message: `create folder for objects/b on sftp://u@127.0.0.1:${srv.port}/r: the server sent a malformed SFTP packet (Unknown packet type 250)` });
+      expect(srv.stats.connections).toBe(2);
+      await t.close();
+    } finally {
+      await srv.stop();
+    }
+  });
 });
