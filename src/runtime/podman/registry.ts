@@ -54,6 +54,8 @@ export class LoopbackRegistry {
 
   /** 127.0.0.1:port, once listening. */
   host = '';
+  /** The first fault of the listening server (an accept that failed: out of file descriptors), for the load's report. */
+  serverFault: Error | undefined;
 
   private constructor(
     private readonly server: Server,
@@ -84,6 +86,8 @@ export class LoopbackRegistry {
       server.once('error', (e) => reject(new TarportError('IO', `could not open a loopback port for Podman to pull from: ${messageOf(e)}`, { cause: e })));
       server.listen(0, '127.0.0.1', () => resolve());
     });
+    // heard each time (unheard, a second would end the agent); Podman's pull fails with its own words
+    server.on('error', (e) => (reg.serverFault ??= e));
     reg.host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
     return reg;
   }

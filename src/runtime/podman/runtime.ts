@@ -81,7 +81,8 @@ export class PodmanRuntime implements Runtime {
       if (signal?.aborted || registry.traffic.fault) throw registry.traffic.fault ?? e;
       if (e instanceof DaemonStuckError || e instanceof RepositorySilentError) throw e;
       const reached = registry.traffic.requests > 0 ? `after ${registry.traffic.requests} request(s) to it` : 'which it never reached';
-      return { loaded: false, reason: `Podman could not pull from tarport's loopback registry ${registry.host} (${reached}): ${messageOf(e)}` };
+      const accept = registry.serverFault ? `; the registry could not take a connection (${messageOf(registry.serverFault)})` : '';
+      return { loaded: false, reason: `Podman could not pull from tarport's loopback registry ${registry.host} (${reached}): ${messageOf(e)}${accept}` };
     } finally {
       await registry.close();
     }

@@ -48,6 +48,16 @@ describe('LoopbackRegistry', () => {
     expect((await get('/v2/')).status).toBe(200);
   });
 
+  it('a fault of its listening server (an accept that failed) is kept for the load\'s report, each time heard, never thrown', async () => {
+    reg = await LoopbackRegistry.start(image());
+    const server = (reg as unknown as { server: EventEmitter }).server;
+    const accept = Object.assign(new Error('accept EMFILE'), { code: 'EMFILE' });
+    expect(() => server.emit('error', accept)).not.toThrow();
+    expect(() => server.emit('error', new Error('accept ENFILE'))).not.toThrow();
+    expect(reg.serverFault).toBe(accept);
+    expect((await get('/v2/')).status).toBe(200);
+  });
+
   it('serves the manifest by its tag and by its digest, with its media type and digest', async () => {
     reg = await LoopbackRegistry.start(image());
     for (const ref of ['load', digestOf(manifestBytes)]) {
