@@ -97,6 +97,8 @@ export function describeWatch(e: WatchEvent): string {
       return `${e.file}: publishing`;
     case 'retrying':
       return `${e.file}: ${e.message}; trying again in ${Math.round(e.inMs / 1000)} s`;
+    case 'warning':
+      return `${e.file}: ${e.message}`;
     case 'watching':
       return `watching ${e.dir}`;
     case 'stopped':
@@ -106,6 +108,6 @@ export function describeWatch(e: WatchEvent): string {
 
 export function watchLevel(e: WatchEvent): Level {
   if (e.kind === 'failed') return 'error';
-  if (e.kind === 'retrying' || e.kind === 'left') return 'warn';
+  if (e.kind === 'retrying' || e.kind === 'left' || e.kind === 'warning') return 'warn';
   return e.kind === 'waiting' ? 'debug' : 'info';
 }

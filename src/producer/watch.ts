@@ -1,7 +1,7 @@
 import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { watch as chokidar } from 'chokidar';
-import { TarportError } from '../errors.js';
+import { TarportError, messageOf } from '../errors.js';
 import type { ImageRef } from '../repo/index.js';
 import { UnnamedArchiveError } from './naming.js';
 import type { PublishResult } from './publish.js';
@@ -34,6 +34,8 @@ export type WatchEvent =
   | { kind: 'left'; file: string; reason: string }
   | { kind: 'publishing'; file: string }
   | { kind: 'retrying'; file: string; inMs: number; message: string }
+  /** Something went wrong beside the publish (the file could not be moved after it): said, and the queue goes on. */
+  | { kind: 'warning'; file: string; message: string }
   | { kind: 'watching'; dir: string }
   | { kind: 'stopped' };
 
@@ -73,24 +75,31 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
   const queued = new Set<string>();
   const retryAt = new Map<string, number>();
   const attempts = new Map<string, number>();
-  const timers = new Set<NodeJS.Timeout>();
+  // one pending retry per file: a 'change' of a file that waits for its retry does not add another
+  const timers = new Map<string, NodeJS.Timeout>();
   let left = 0;
   // one publish at a time: the catalog is written last by each, and a queue keeps order by arrival
   let chain: Promise<void> = Promise.resolve();
 
   const schedule = (path: string, delayMs: number) => {
     if (opts.once || opts.signal.aborted) return;
+    clearTimeout(timers.get(path));
     const t = setTimeout(() => {
-      timers.delete(t);
+      timers.delete(path);
       enqueue(path);
     }, delayMs);
-    timers.add(t);
+    timers.set(path, t);
   };
 
+  // A step that throws (a move refused, a file gone) is said and costs that file only: a rejected
+  // chain would skip every publish after it, and end the agent as an unhandled rejection.
   const enqueue = (path: string) => {
     if (queued.has(path) || opts.signal.aborted) return;
     queued.add(path);
-    chain = chain.then(() => handle(path)).finally(() => queued.delete(path));
+    chain = chain
+      .then(() => handle(path))
+      .catch((e: unknown) => emit({ kind: 'warning', file: path, message: messageOf(e) }))
+      .finally(() => queued.delete(path));
   };
 
   async function settled(path: string): Promise<{ size: number; mtimeMs: number } | undefined> {
@@ -120,7 +129,8 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
   async function handle(path: string): Promise<void> {
     if (opts.signal.aborted) return;
     const wait = retryAt.get(path);
-    if (wait && wait > Date.now()) return;
+    // woken before its retry is due (a 'change', or a timer a few ms early): the retry stays due
+    if (wait && wait > Date.now()) return schedule(path, wait - Date.now());
     const st = await settled(path);
     if (!st) return;
     const outcome = await attempt(path);
@@ -202,22 +212,31 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
       if (opts.signal.aborted) return { kind: 'done' }; // stopped: the file stays and is published next time
       const err = e instanceof TarportError ? e : new TarportError('INTERNAL', `internal error: ${e instanceof Error ? e.message : String(e)}`);
       if (err.truncated) return { kind: 'truncated', error: err };
-      if (err.retryable) retryLater(path, err);
-      else await fail(path, err);
+      if (fileAtFault(err)) await fail(path, err);
+      else retryLater(path, err);
       return { kind: 'done' };
     }
     attempts.delete(path);
     retryAt.delete(path);
-    if (opts.removeDone) {
-      await rm(path, { force: true });
-      await rm(`${path}.name`, { force: true });
-    } else await moveTo('done', path);
+    // published: a file that cannot be moved away stays, and its next publish is identical content
+    // (no new version); said, not a failure of the publish
+    const unmoved = await putAway(path).then(() => undefined, (e: unknown) => e);
     summary.published++;
     emit({ kind: 'published', file: path, releases: result.releases.map((r) => ({ ref: `${r.name}:${r.tag}`, version: r.version, status: r.status })), uploadedBytes: result.uploadedBytes });
+    if (unmoved) emit({ kind: 'warning', file: path, message: `published, but not moved out of the folder (it will be published again, as identical content): ${messageOf(unmoved)}` });
     return { kind: 'done' };
   }
 
-  /** The server is down or the link broke: keep the file, try again with growing pauses. */
+  async function putAway(path: string): Promise<void> {
+    if (!opts.removeDone) return void (await moveTo('done', path));
+    await rm(path, { force: true });
+    await rm(`${path}.name`, { force: true });
+  }
+
+  /**
+   * Not the file's fault (the server is down, the link broke, the repository refused the write, the
+   * disk is full): keep the file, try again with growing pauses.
+   */
   function retryLater(path: string, err: TarportError): void {
     const n = (attempts.get(path) ?? 0) + 1;
     attempts.set(path, n);
@@ -278,11 +297,20 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
   emit({ kind: 'watching', dir: opts.dir });
   await existing();
   await new Promise<void>((r) => (opts.signal.aborted ? r() : opts.signal.addEventListener('abort', () => r(), { once: true })));
-  for (const t of timers) clearTimeout(t);
+  for (const t of timers.values()) clearTimeout(t);
   await watcher.close();
   await chain.catch(() => undefined);
   emit({ kind: 'stopped' });
   return summary;
+}
+
+/**
+ * A fault of the file itself goes to failed/ with its reason: a bad archive or name, or one tarport
+ * could not handle (an internal error, which would recur on every try). Any other is kept and tried
+ * again: it is the repository's, the link's or this host's, and the file is not to blame.
+ */
+function fileAtFault(err: TarportError): boolean {
+  return err.code === 'BAD_INPUT' || err.code === 'USAGE' || err.code === 'INTERNAL';
 }
 
 /** Sleeps, or returns early when the signal fires. */

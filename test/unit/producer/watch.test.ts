@@ -1,6 +1,6 @@
-import { readFile, readdir, stat, utimes, writeFile } from 'node:fs/promises';
+import { readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { TarportError } from '../../../src/errors.js';
 import { UnnamedArchiveError } from '../../../src/producer/naming.js';
 import type { PublishResult } from '../../../src/producer/publish.js';
@@ -171,6 +171,42 @@ describe('watchFolder --once', () => {
     expect(events).toContainEqual({ kind: 'failed', file: join(dir, 'a.tar'), code: 'CONNECTION', message: 'ftp://host: connection refused (left in place for the next run)' });
   });
 
+  it.each([
+    ['a full disk', new TarportError('IO', '/var/spool/repo/blobs: no space left on device; free space, then run again', { retryable: false })],
+    ['a login refused', new TarportError('IO', 'sftp://deploy@host/repo: login refused', { retryable: false })],
+    ['an untrusted host key', new TarportError('UNTRUSTED', 'sftp://host/repo: unknown host key', { retryable: false })],
+    ['a repository that is not there', new TarportError('NO_REPOSITORY', 'ftp://host/repo holds no repository', { retryable: false })],
+  ])('%s is not the file\'s fault: the file stays for the next run (exit 1), nothing goes to failed/', async (_what, fault) => {
+    const dir = await tempDir();
+    await settledFile(join(dir, 'a.tar'));
+    const { run, events } = once(dir, async () => {
+      throw fault;
+    });
+    expect(await run).toEqual({ published: 0, failed: 0, pending: 1, exitCode: 1 });
+    expect((await readdir(dir)).sort()).toEqual(['a.tar', 'done', 'failed']);
+    expect(await readdir(join(dir, 'failed'))).toEqual([]);
+    expect(events).toContainEqual({ kind: 'failed', file: join(dir, 'a.tar'), code: fault.code, message: `${fault.message} (left in place for the next run)` });
+  });
+
+  it('a published file that cannot be moved away is still published (with a warning), and the next file is published too', async () => {
+    const dir = await tempDir();
+    await settledFile(join(dir, 'a.tar'));
+    await settledFile(join(dir, 'b.tar'));
+    const seen: string[] = [];
+    const { run, events } = once(dir, async (p) => {
+      seen.push(p);
+      // the file goes away under the publish (another process took it): the move fails
+      if (p.endsWith('a.tar')) await rm(p);
+      return published(p);
+    });
+    expect(await run).toEqual({ published: 2, failed: 0, pending: 0, exitCode: 0 });
+    expect(seen).toEqual([join(dir, 'a.tar'), join(dir, 'b.tar')]);
+    expect(await readdir(join(dir, 'done'))).toEqual(['b.tar']);
+    const warning = events.find((e) => e.kind === 'warning');
+    expect(warning).toMatchObject({ kind: 'warning', file: join(dir, 'a.tar') });
+    expect((warning as { message: string }).message).toMatch(/^published, but not moved out of the folder \(it will be published again, as identical content\): ENOENT/);
+  });
+
   it('an archive that ends early and stays quiet for giveUpMs is given up on (failed/)', async () => {
     const dir = await tempDir();
     await settledFile(join(dir, 'a.tar'));
@@ -230,5 +266,44 @@ describe('watchFolder (watching)', () => {
     expect(await within(run, 30_000, 'stop')).toEqual({ published: 1, failed: 0, pending: 0, exitCode: 0 });
     expect(events.map((e) => e.kind)).toEqual(['watching', 'publishing', 'published', 'stopped']);
     expect(await readdir(join(dir, 'done'))).toEqual(['late.tar']);
+  });
+});
+
+describe('watchFolder (watching): retries', () => {
+  it('a retry whose timer fires before its time by the wall clock (a clock stepped back) is kept, not dropped', async () => {
+    const dir = await tempDir();
+    await settledFile(join(dir, 'a.tar'));
+    const stop = new AbortController();
+    let tries = 0;
+    let onPublished = () => undefined as void;
+    const publishedOnce = new Promise<void>((r) => (onPublished = r));
+    const realNow = Date.now.bind(Date);
+    const clock = vi.spyOn(Date, 'now');
+    try {
+      const run = watchFolder({
+        dir,
+        publish: async (p) => {
+          if (++tries === 1) throw new TarportError('CONNECTION', 'ftp://host: connection refused');
+          return published(p);
+        },
+        nameFor: async () => undefined,
+        settleMs: 100,
+        giveUpMs: 60_000,
+        once: false,
+        removeDone: false,
+        signal: stop.signal,
+        onEvent: (e) => {
+          // the wall clock steps back by 300 ms while the retry waits (NTP)
+          if (e.kind === 'retrying') clock.mockImplementation(() => realNow() - 300);
+          if (e.kind === 'published') onPublished();
+        },
+      });
+      await within(publishedOnce, 10_000, 'the retry');
+      expect(tries).toBe(2);
+      stop.abort();
+      expect(await within(run, 10_000, 'stop')).toEqual({ published: 1, failed: 0, pending: 0, exitCode: 0 });
+    } finally {
+      clock.mockRestore();
+    }
   });
 });
