@@ -112,7 +112,7 @@ export async function takeLock(p: string, waitMs: number): Promise<() => Promise
     }
     const seen = await lockHolder(p);
     if (!seen) continue; // released meanwhile: try again at once
-    if (seen.pid <= 0 || !alive(seen.pid)) {
+    if (!(await holderLives(seen))) {
       await breakStale(p, seen, unique);
       continue;
     }
@@ -126,7 +126,7 @@ export async function takeLock(p: string, waitMs: number): Promise<() => Promise
 /** Writes this process's pid to `tmp` and links it to `p`; false when a lock is there. */
 async function linkInto(tmp: string, p: string): Promise<boolean> {
   try {
-    await writeFile(tmp, `${process.pid}\n`, { flag: 'w' });
+    await writeFile(tmp, `${await selfMark()}\n`, { flag: 'w' });
     await link(tmp, p);
     return true;
   } catch (e) {
@@ -139,6 +139,8 @@ async function linkInto(tmp: string, p: string): Promise<boolean> {
 
 interface Holder {
   readonly pid: number;
+  /** When the holder started (clock ticks since boot, from /proc): absent in a lock of tarport before 0.4, or off Linux. */
+  readonly start?: string;
   /** The lock file's identity: a new lock at the same path is another file. */
   readonly id: string;
 }
@@ -156,8 +158,8 @@ async function lockHolder(p: string): Promise<Holder | undefined> {
     const st = await fh.stat({ bigint: true });
     const text = (await fh.readFile('utf8')).trim();
     // a lock is never written empty or in parts (linkInto); anything else was not made by tarport
-    const pid = /^\d{1,10}$/.test(text) ? Number(text) : 0;
-    return { pid, id: `${st.ino}-${st.mtimeNs}` };
+    const m = /^(\d{1,10})(?: (\d{1,20}))?$/.exec(text);
+    return { pid: m ? Number(m[1]) : 0, ...(m?.[2] ? { start: m[2] } : {}), id: `${st.ino}-${st.mtimeNs}` };
   } finally {
     await fh.close();
   }
@@ -199,8 +201,38 @@ async function tidyMarkers(p: string): Promise<void> {
   }
 }
 
+/**
+ * Whether the lock's holder still runs. A pid alone is not enough: a lock outlives a process that was
+ * killed (SIGKILL, out of memory, power lost), and its pid comes back, to another process after a
+ * reboot, or to this very process when tarport is a container's first process (pid 1, every time).
+ * So the lock also names when its holder started, and a live process with that pid that started at
+ * another time is not the holder.
+ */
+async function holderLives(h: Holder): Promise<boolean> {
+  if (h.pid <= 0) return false;
+  if (h.pid === process.pid) return h.start !== undefined && h.start === (await startOf(process.pid));
+  if (!alive(h.pid)) return false;
+  if (h.start === undefined) return true;
+  const now = await startOf(h.pid);
+  return now === undefined || now === h.start;
+}
+
+/** This process as a lock names it: its pid and, where /proc tells, when it started. */
+async function selfMark(): Promise<string> {
+  const start = await startOf(process.pid);
+  return start === undefined ? `${process.pid}` : `${process.pid} ${start}`;
+}
+
+/** A process's start time in clock ticks since boot (field 22 of /proc/PID/stat), if /proc has it. */
+async function startOf(pid: number): Promise<string | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  // the command name (field 2) is in parentheses and may hold spaces or ')': fields follow the last ')'
+  const fields = stat?.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const start = fields?.[19];
+  return start !== undefined && /^\d+$/.test(start) ? start : undefined;
+}
+
 function alive(pid: number): boolean {
-  if (pid === process.pid) return true;
   try {
     process.kill(pid, 0);
     return true;

@@ -2,7 +2,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { StateStore, takeLock } from '../../src/consumer/state.js';
 import { ROOT, tempDir } from '../helpers.js';
 
@@ -42,10 +42,10 @@ describe('the consumer lock', () => {
     }
   }, 120_000);
 
-  it('never exists empty, names its holder, and is gone after release', async () => {
+  it('never exists empty, names its holder and when it started, and is gone after release', async () => {
     const dir = await tempDir('tarport-lock-');
     const release = await new StateStore(dir).lock(0);
-    expect(await readFile(join(dir, 'lock'), 'utf8')).toBe(`${process.pid}\n`);
+    expect(await readFile(join(dir, 'lock'), 'utf8')).toBe(`${process.pid} ${await startOf(process.pid)}\n`);
     await release();
     expect(await readdir(dir)).toEqual([]);
   });
@@ -69,8 +69,45 @@ describe('the consumer lock', () => {
       const dir = await tempDir('tarport-lock-');
       await writeFile(join(dir, 'lock'), content);
       const release = await takeLock(join(dir, 'lock'), 0);
-      expect(await readFile(join(dir, 'lock'), 'utf8')).toBe(`${process.pid}\n`);
+      expect(await readFile(join(dir, 'lock'), 'utf8')).toBe(`${process.pid} ${await startOf(process.pid)}\n`);
       await release();
     }
   });
+
+  it('a live holder named with its start time is waited for, then refused as LOCKED', async () => {
+    const dir = await tempDir('tarport-lock-');
+    const c = spawn('sleep', ['30']);
+    try {
+      await vi.waitFor(async () => expect(await startOf(c.pid!)).toMatch(/^\d+$/));
+      await writeFile(join(dir, 'lock'), `${c.pid} ${await startOf(c.pid!)}\n`);
+      await expect(takeLock(join(dir, 'lock'), 300)).rejects.toMatchObject({ code: 'LOCKED', message: expect.stringContaining(`pid ${c.pid}`) });
+    } finally {
+      c.kill();
+    }
+  });
+
+  it('a lock left by an earlier process whose pid is alive again (reused after a reboot, or pid 1 in a container) is taken as stale', async () => {
+    const c = spawn('sleep', ['30']);
+    try {
+      await vi.waitFor(async () => expect(await startOf(c.pid!)).toMatch(/^\d+$/));
+      const earlier = String(Number(await startOf(c.pid!)) - 1);
+      // another process now has the pid; this very process has it (tarport as pid 1, restarted);
+      // and a lock of a tarport before 0.4 (no start time) that names this process's pid
+      for (const content of [`${c.pid} ${earlier}\n`, `${process.pid} ${String(Number(await startOf(process.pid)) - 1)}\n`, `${process.pid}\n`]) {
+        const dir = await tempDir('tarport-lock-');
+        await writeFile(join(dir, 'lock'), content);
+        const release = await takeLock(join(dir, 'lock'), 0);
+        expect(await readFile(join(dir, 'lock'), 'utf8'), content).toBe(`${process.pid} ${await startOf(process.pid)}\n`);
+        await release();
+      }
+    } finally {
+      c.kill();
+    }
+  });
 });
+
+/** A process's start time as /proc/PID/stat gives it (field 22), read here on its own. */
+async function startOf(pid: number): Promise<string | undefined> {
+  const text = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  return text?.slice(text.lastIndexOf(')') + 2).split(' ')[19];
+}
