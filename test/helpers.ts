@@ -1,6 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
 import { closeSync, createReadStream, createWriteStream, openSync } from 'node:fs';
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -235,4 +235,10 @@ export async function writeTar(path: string, items: TarItem[]): Promise<void> {
   }
   pack.finalize();
   await writing;
+}
+
+/** A process's start time as /proc/PID/stat gives it (field 22), read on its own: the consumer lock names its holder by it. */
+export async function procStartOf(pid: number): Promise<string | undefined> {
+  const text = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  return text?.slice(text.lastIndexOf(')') + 2).split(' ')[19];
 }

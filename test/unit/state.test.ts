@@ -4,7 +4,7 @@ import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { StateStore, takeLock } from '../../src/consumer/state.js';
-import { ROOT, tempDir } from '../helpers.js';
+import { ROOT, procStartOf, tempDir } from '../helpers.js';
 
 /** A pid that is certainly not running: a child that already exited (a tiny program, not Node). */
 function deadPid(): number {
@@ -45,7 +45,7 @@ describe('the consumer lock', () => {
   it('never exists empty, names its holder and when it started, and is gone after release', async () => {
     const dir = await tempDir('tarport-lock-');
     const release = await new StateStore(dir).lock(0);
-    expect(await readFile(join(dir, 'lock'), 'utf8')).toBe(`${process.pid} ${await startOf(process.pid)}\n`);
+    expect(await readFile(join(dir, 'lock'), 'utf8')).toBe(`${process.pid} ${await procStartOf(process.pid)}\n`);
     await release();
     expect(await readdir(dir)).toEqual([]);
   });
@@ -69,7 +69,7 @@ describe('the consumer lock', () => {
       const dir = await tempDir('tarport-lock-');
       await writeFile(join(dir, 'lock'), content);
       const release = await takeLock(join(dir, 'lock'), 0);
-      expect(await readFile(join(dir, 'lock'), 'utf8')).toBe(`${process.pid} ${await startOf(process.pid)}\n`);
+      expect(await readFile(join(dir, 'lock'), 'utf8')).toBe(`${process.pid} ${await procStartOf(process.pid)}\n`);
       await release();
     }
   });
@@ -78,8 +78,8 @@ describe('the consumer lock', () => {
     const dir = await tempDir('tarport-lock-');
     const c = spawn('sleep', ['30']);
     try {
-      await vi.waitFor(async () => expect(await startOf(c.pid!)).toMatch(/^\d+$/));
-      await writeFile(join(dir, 'lock'), `${c.pid} ${await startOf(c.pid!)}\n`);
+      await vi.waitFor(async () => expect(await procStartOf(c.pid!)).toMatch(/^\d+$/));
+      await writeFile(join(dir, 'lock'), `${c.pid} ${await procStartOf(c.pid!)}\n`);
       await expect(takeLock(join(dir, 'lock'), 300)).rejects.toMatchObject({ code: 'LOCKED', message: expect.stringContaining(`pid ${c.pid}`) });
     } finally {
       c.kill();
@@ -89,15 +89,15 @@ describe('the consumer lock', () => {
   it('a lock left by an earlier process whose pid is alive again (reused after a reboot, or pid 1 in a container) is taken as stale', async () => {
     const c = spawn('sleep', ['30']);
     try {
-      await vi.waitFor(async () => expect(await startOf(c.pid!)).toMatch(/^\d+$/));
-      const earlier = String(Number(await startOf(c.pid!)) - 1);
+      await vi.waitFor(async () => expect(await procStartOf(c.pid!)).toMatch(/^\d+$/));
+      const earlier = String(Number(await procStartOf(c.pid!)) - 1);
       // another process now has the pid; this very process has it (tarport as pid 1, restarted);
       // and a lock of a tarport before 0.4 (no start time) that names this process's pid
-      for (const content of [`${c.pid} ${earlier}\n`, `${process.pid} ${String(Number(await startOf(process.pid)) - 1)}\n`, `${process.pid}\n`]) {
+      for (const content of [`${c.pid} ${earlier}\n`, `${process.pid} ${String(Number(await procStartOf(process.pid)) - 1)}\n`, `${process.pid}\n`]) {
         const dir = await tempDir('tarport-lock-');
         await writeFile(join(dir, 'lock'), content);
         const release = await takeLock(join(dir, 'lock'), 0);
-        expect(await readFile(join(dir, 'lock'), 'utf8'), content).toBe(`${process.pid} ${await startOf(process.pid)}\n`);
+        expect(await readFile(join(dir, 'lock'), 'utf8'), content).toBe(`${process.pid} ${await procStartOf(process.pid)}\n`);
         await release();
       }
     } finally {
@@ -105,9 +105,3 @@ describe('the consumer lock', () => {
     }
   });
 });
-
-/** A process's start time as /proc/PID/stat gives it (field 22), read here on its own. */
-async function startOf(pid: number): Promise<string | undefined> {
-  const text = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
-  return text?.slice(text.lastIndexOf(')') + 2).split(' ')[19];
-}

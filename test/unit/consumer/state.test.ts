@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { StateStore, type State } from '../../../src/consumer/state.js';
 import { TarportError } from '../../../src/errors.js';
-import { tempDir } from '../../helpers.js';
+import { procStartOf, tempDir } from '../../helpers.js';
 
 async function errorOf(p: Promise<unknown>): Promise<TarportError> {
   const e = await p.then(
@@ -68,7 +68,7 @@ describe('StateStore: the lock', () => {
   it('is held until released; a second run waits its bounded time, then is refused naming the holder', async () => {
     const store = new StateStore(join(await tempDir(), 'st'));
     const release = await store.lock(0);
-    expect((await readFile(join(store.dir, 'lock'), 'utf8')).trim()).toBe(String(process.pid));
+    expect((await readFile(join(store.dir, 'lock'), 'utf8')).trim()).toBe(`${process.pid} ${await procStartOf(process.pid)}`);
     const t0 = Date.now();
     const e = await errorOf(store.lock(600));
     const waited = Date.now() - t0;
@@ -87,7 +87,7 @@ describe('StateStore: the lock', () => {
     const waiting = store.lock(20_000);
     setTimeout(() => void release(), 300);
     const second = await waiting;
-    expect((await readFile(join(store.dir, 'lock'), 'utf8')).trim()).toBe(String(process.pid));
+    expect((await readFile(join(store.dir, 'lock'), 'utf8')).trim()).toBe(`${process.pid} ${await procStartOf(process.pid)}`);
     await second();
   });
 
@@ -105,7 +105,7 @@ describe('StateStore: the lock', () => {
       const store = new StateStore(await tempDir());
       await writeFile(join(store.dir, 'lock'), left);
       const release = await store.lock(0);
-      expect((await readFile(join(store.dir, 'lock'), 'utf8')).trim(), JSON.stringify(left)).toBe(String(process.pid));
+      expect((await readFile(join(store.dir, 'lock'), 'utf8')).trim(), JSON.stringify(left)).toBe(`${process.pid} ${await procStartOf(process.pid)}`);
       await release();
     }
   });
