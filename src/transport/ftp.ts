@@ -11,6 +11,10 @@ import { TLS_TRUST_CODES } from './tls.js';
 import { closedByOwner, withRetries } from './retry.js';
 import type { ByteSink, ObjectInfo, ReadOptions, Source, Transport, WriteOptions } from './types.js';
 
+
+/** A login's commands (greeting, AUTH TLS and its handshake, USER, PASS, PBSZ, PROT, TYPE...) each get the timeout; the whole login gets this many. */
+const LOGIN_BOUND_COMMANDS = 3;
+
 export interface FtpOptions {
   readonly password?: string;
   /** PEM file of a private CA for FTPS. */
@@ -95,8 +99,17 @@ export class FtpTransport implements Transport {
     const c = new Client(this.timeoutMs);
     this.all.add(c);
     c.ftp.socket.once('close', () => this.all.delete(c));
+    // basic-ftp bounds each command of the login, but not the TLS handshake after AUTH TLS: a server
+    // (or a link) that goes silent there would hold the connection, and its pool slot, for ever.
+    // Closing the client does not end that handshake (basic-ftp takes its listeners off the socket
+    // under it), so the login is raced against its bound, and abandoned when the bound comes first.
+    const bound = LOGIN_BOUND_COMMANDS * this.timeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new TarportError('CONNECTION', `connect on ${this.location}: the login did not finish within ${Math.round(bound / 1000)} s (the server went silent during it)`)), bound);
+    });
     try {
-      await c.access({
+      const login = c.access({
         host: this.loc.host,
         port: this.loc.port,
         user: this.loc.user,
@@ -105,10 +118,14 @@ export class FtpTransport implements Transport {
         // Certificates are always verified; a private CA is added with --ca, never switched off.
         secureOptions: this.loc.kind === 'ftps' ? { ...(this.ca ? { ca: this.ca } : {}), rejectUnauthorized: true, ...(isIP(this.loc.host) ? {} : { servername: this.loc.host }) } : undefined,
       });
+      login.catch(() => undefined); // abandoned when late: its end is of no interest then
+      await Promise.race([login, late]);
     } catch (e) {
       c.close();
       this.all.delete(c);
       throw this.classify(e, 'connect');
+    } finally {
+      clearTimeout(timer);
     }
     return c;
   }

@@ -103,3 +103,32 @@ describe('FTP close()', () => {
     }
   });
 });
+
+describe('FTPS login', () => {
+  it('a server that goes silent in the TLS handshake after AUTH TLS is given up on within the login\'s bound (basic-ftp leaves the handshake unbounded)', async () => {
+    const { createServer } = await import('node:net');
+    const sockets = new Set<import('node:net').Socket>();
+    const server = createServer((sock) => {
+      sockets.add(sock);
+      sock.on('error', () => undefined);
+      sock.write('220 welcome\r\n');
+      sock.on('data', (d: Buffer) => {
+        // answers AUTH TLS, then sends nothing more: the client's ClientHello is never answered
+        if (d.toString().startsWith('AUTH TLS')) sock.write('234 go ahead\r\n');
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as import('node:net').AddressInfo).port;
+    try {
+      const t = new FtpTransport(parseLocation(`ftps://t@127.0.0.1:${port}/`) as ConstructorParameters<typeof FtpTransport>[0], { password: 't', retries: 0, timeoutMs: 300 });
+      const t0 = Date.now();
+      const got = await Promise.race([t.stat('catalog.json').then(() => 'answered', (e: unknown) => e), new Promise((r) => setTimeout(() => r('no answer after 5 s'), 5_000))]);
+      expect(got).toMatchObject({ code: 'CONNECTION', message: `connect on ftps://t@127.0.0.1:${port}/: the login did not finish within 1 s (the server went silent during it)` });
+      expect(Date.now() - t0).toBeLessThan(3_000);
+      await t.close();
+    } finally {
+      for (const s of sockets) s.destroy();
+      server.close();
+    }
+  });
+});
