@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { feedFile, type Follow } from '../archive/index.js';
 import { DigestCheck, hexOf } from '../crypto/index.js';
-import { wrapSystemError } from '../errors.js';
+import { TarportError, wrapSystemError } from '../errors.js';
 import type { Repository } from '../repo/index.js';
 
 /**
@@ -72,6 +72,11 @@ export class ObjectCache {
         follow?.wrote((written += chunk.length));
       };
       const fetched = offset < desc.size ? await repo.readBlobTo(desc, sink, { offset, ...(signal ? { signal } : {}) }) : 0;
+      // a read that ended early without a fault (a server or proxy that closed the body as if it
+      // were whole) is a cut: the bytes kept are good so far, and the next attempt resumes after them
+      if (check.bytes < desc.size) {
+        throw new TarportError('CONNECTION', `download ${desc.digest} from ${repo.location}: the transfer ended after ${check.bytes} of ${desc.size} bytes`, { retryable: true });
+      }
       check.finish();
       await fh.close();
       fh = undefined;

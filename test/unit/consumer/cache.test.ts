@@ -141,6 +141,30 @@ describe('ObjectCache', () => {
     await expect(stat(part)).rejects.toThrow(/ENOENT/);
   });
 
+  it('a read that ends early without a fault (a server that says it sent all) keeps the partial file as a cut does; the next attempt fetches the rest', async () => {
+    const { transport, repo, desc, data, dir, cache } = await setup();
+    // the first read hands over 100 000 bytes, then returns as if that were the whole object
+    const honest = transport.readTo.bind(transport);
+    let short = true;
+    transport.readTo = async (key, sink, opts) => {
+      if (!short) return honest(key, sink, opts);
+      short = false;
+      let sent = 0;
+      await honest(key, async (c) => {
+        const part = c.subarray(0, Math.max(0, 100_000 - sent));
+        sent += part.length;
+        if (part.length > 0) await sink(part);
+      }, opts);
+      return sent;
+    };
+    const early = await errorOf(cache.ensure(repo, desc));
+    expect(early).toMatchObject({ code: 'CONNECTION', retryable: true, message: `download ${desc.digest} from memory://test: the transfer ended after 100000 of ${data.length} bytes` });
+    const part = join(dir, 'partial', hex(desc.digest));
+    expect((await stat(part)).size).toBe(100_000);
+    expect(await cache.ensure(repo, desc)).toBe(data.length - 100_000);
+    expect((await readFile(join(dir, 'blobs', hex(desc.digest)))).equals(data)).toBe(true);
+  });
+
   it('a partial file with wrong bytes fails the digest check and is removed; the next attempt starts afresh', async () => {
     const { transport, repo, desc, data, dir, cache } = await setup();
     const part = join(dir, 'partial', hex(desc.digest));
