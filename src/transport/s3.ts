@@ -206,6 +206,9 @@ export class S3Transport implements Transport {
     const prefix = folder === '' ? (this.root ? `${this.root}/` : '') : `${this.keyOf(folder)}/`;
     const what = `${this.location}: listing of ${folder || '/'}`;
     const folders = new Set<string>();
+    // a server that hands out a page's token again, or says there is more without a token, would
+    // list for ever or stop short and call it whole: both are refused as a lying server
+    const tokens = new Set<string>();
     let token: string | undefined;
     do {
       const page = await this.run(
@@ -228,6 +231,9 @@ export class S3Transport implements Transport {
         }
       }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      if (page.IsTruncated && !token) throw new TarportError('INTEGRITY', `${what}: the server says the listing goes on but gives no continuation token`, { retryable: false });
+      if (token !== undefined && tokens.has(token)) throw new TarportError('INTEGRITY', `${what}: the server gave the continuation token ${JSON.stringify(token)} twice (a listing without end)`, { retryable: false });
+      if (token !== undefined) tokens.add(token);
     } while (token);
   }
 

@@ -47,6 +47,10 @@ export function readableFrom(source: Source, from: number, what: string, onCount
   // an upload may attach its listeners only after it connected: until then an early source error
   // must not go unhandled (the attempt sees it through the stream itself)
   t.on('error', () => undefined);
+  // an attempt that gives up (aborted, cut, one part of a split upload done) destroys `t`: pipe()
+  // would only pause the source, which keeps its file (or a spool reader's handle) open; one per
+  // failed attempt runs an agent on a flaky link out of file descriptors
+  t.once('close', () => raw.destroy());
   return raw.pipe(t);
 }
 

@@ -90,3 +90,45 @@ describe('S3Transport.close()', () => {
     expect(s.requests()).toBe(1);
   });
 });
+
+describe('S3Transport.list against a lying server', () => {
+  /** A server that answers every listing with one key and `more` (a page's token, or none). */
+  async function lister(more: { truncated: boolean; token?: string }) {
+    const { createServer } = await import('node:http');
+    let pages = 0;
+    const server = createServer((_req, res) => {
+      pages++;
+      res.writeHead(200, { 'Content-Type': 'application/xml' });
+      res.end(
+        `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>releases</Name><Prefix>site/</Prefix><KeyCount>1</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>${more.truncated}</IsTruncated>` +
+          `${more.token ? `<NextContinuationToken>${more.token}</NextContinuationToken>` : ''}<Contents><Key>site/catalog.json</Key><Size>2</Size></Contents></ListBucketResult>`,
+      );
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    onTestFinished(() => void server.close());
+    const port = (server.address() as import('node:net').AddressInfo).port;
+    // the SDK's own credential chain reads these
+    vi.stubEnv('AWS_ACCESS_KEY_ID', 'test');
+    vi.stubEnv('AWS_SECRET_ACCESS_KEY', 'test');
+    onTestFinished(() => void vi.unstubAllEnvs());
+    const s3 = new S3Transport({ kind: 's3', bucket: 'releases', prefix: 'site' }, { endpoint: `http://127.0.0.1:${port}`, pathStyle: true, idleTimeoutMs: 5000 });
+    const listing = (async () => {
+      const got: string[] = [];
+      for await (const e of s3.list('')) got.push(e.name);
+      return got;
+    })();
+    return { listing, pages: () => pages };
+  }
+
+  it('a continuation token handed out twice is refused (INTEGRITY), not listed for ever', async () => {
+    const { listing, pages } = await lister({ truncated: true, token: 'again' });
+    const err = await Promise.race([listing.catch((e: unknown) => e), new Promise((r) => setTimeout(() => r('still listing after 5 s'), 5_000))]);
+    expect(err).toMatchObject({ code: 'INTEGRITY', retryable: false, message: expect.stringMatching(/^s3:\/\/releases\/site \(http:\/\/127\.0\.0\.1:\d+\): listing of \/: the server gave the continuation token "again" twice \(a listing without end\)$/) });
+    expect(pages()).toBe(2);
+  });
+
+  it('a listing said to go on without a continuation token is refused, not taken as whole', async () => {
+    const { listing } = await lister({ truncated: true });
+    await expect(listing).rejects.toMatchObject({ code: 'INTEGRITY', message: expect.stringContaining('listing of /: the server says the listing goes on but gives no continuation token') });
+  });
+});

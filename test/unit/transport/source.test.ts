@@ -2,8 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { describe, expect, it } from 'vitest';
-import { sendFrom } from '../../../src/transport/source.js';
+import { describe, expect, it, vi } from 'vitest';
+import { readableFrom, sendFrom } from '../../../src/transport/source.js';
 import { tempDir } from '../../helpers.js';
 
 describe('sendFrom', () => {
@@ -52,3 +52,32 @@ describe('sendFrom', () => {
     await expect(sendFrom({ file: '/nonexistent/tarport-x' }, 0, 'upload y', async () => undefined)).rejects.toMatchObject({ code: 'IO', retryable: false, message: expect.stringMatching(/upload y: reading the source failed: .*tarport-x/) });
   });
 });
+
+describe('readableFrom', () => {
+  it('a stream given up on (destroyed by its attempt) closes the file it reads', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'blob');
+    await writeFile(file, randomBytes(4 << 20));
+    const s = readableFrom({ file }, 0, 'upload x');
+    await new Promise((r) => s.once('readable', r));
+    expect(await openFdsOn(file)).toBe(1);
+    s.destroy();
+    await vi.waitFor(async () => expect(await openFdsOn(file)).toBe(0));
+  });
+
+  it('a stream given up on closes the stream it reads', async () => {
+    const raw = Readable.from((function* () { for (;;) yield Buffer.alloc(1 << 16); })());
+    const s = readableFrom(() => raw, 0, 'upload x');
+    await new Promise((r) => s.once('readable', r));
+    s.destroy();
+    await vi.waitFor(() => expect(raw.destroyed).toBe(true));
+  });
+});
+
+/** How many of this process's file descriptors are open on `path`. */
+async function openFdsOn(path: string): Promise<number> {
+  const { readdir, readlink } = await import('node:fs/promises');
+  let n = 0;
+  for (const fd of await readdir('/proc/self/fd')) if ((await readlink(`/proc/self/fd/${fd}`).catch(() => '')) === path) n++;
+  return n;
+}
