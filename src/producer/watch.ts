@@ -78,6 +78,15 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
   // one pending retry per file: a 'change' of a file that waits for its retry does not add another
   const timers = new Map<string, NodeJS.Timeout>();
   let left = 0;
+  // A file that waits for its retry holds back every file after it: published later, an older
+  // archive of a tag would become its newest release (a roll-back). Held files go on, in order,
+  // once it is published, failed or gone.
+  let blocker: string | undefined;
+  const held: string[] = [];
+  const release = () => {
+    blocker = undefined;
+    for (const p of held.splice(0)) enqueue(p);
+  };
   // one publish at a time: the catalog is written last by each, and a queue keeps order by arrival
   let chain: Promise<void> = Promise.resolve();
 
@@ -128,12 +137,17 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
 
   async function handle(path: string): Promise<void> {
     if (opts.signal.aborted) return;
+    if (blocker !== undefined && blocker !== path) return hold(path);
     const wait = retryAt.get(path);
     // woken before its retry is due (a 'change', or a timer a few ms early): the retry stays due
     if (wait && wait > Date.now()) return schedule(path, wait - Date.now());
     const st = await settled(path);
-    if (!st) return;
+    if (!st) {
+      forget(path);
+      return;
+    }
     const outcome = await attempt(path);
+    if (blocker === path && !retryAt.has(path)) release();
     if (outcome.kind !== 'truncated') return;
     // the size held still, but the archive does not end yet: a writer that pauses. Wait for more,
     // and give up only when it stays like this for giveUpMs.
@@ -143,6 +157,19 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
       return;
     }
     await fail(path, outcome.error);
+  }
+
+  function hold(path: string): void {
+    if (held.includes(path)) return;
+    held.push(path);
+    emit({ kind: 'waiting', file: path, reason: `after ${basename(blocker!)}, which waits for its retry: files are published in order` });
+  }
+
+  /** A file that went away: its retry is void, and what it held back goes on. */
+  function forget(path: string): void {
+    retryAt.delete(path);
+    attempts.delete(path);
+    if (blocker === path) release();
   }
 
   /**
@@ -244,15 +271,19 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
     if (opts.once) {
       summary.pending++;
       summary.exitCode ||= 1;
+      blocker = path; // the files after it are left too (runOnce), in order for the next run
       emit({ kind: 'failed', file: path, code: err.code, message: `${err.message} (left in place for the next run)` });
       return;
     }
     retryAt.set(path, Date.now() + inMs);
+    blocker = path;
     emit({ kind: 'retrying', file: path, inMs, message: err.message });
     schedule(path, inMs);
   }
 
   async function fail(path: string, err: TarportError): Promise<void> {
+    retryAt.delete(path);
+    attempts.delete(path);
     const target = await moveTo('failed', path).catch(() => path);
     await writeFile(`${target}.reason`, `${err.message}\n\n${advice(err)}\n`).catch(() => undefined);
     summary.failed++;
@@ -272,7 +303,8 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
     }
     for (const f of [...files.filter((f) => f.quiet), ...files.filter((f) => !f.quiet)]) {
       if (opts.signal.aborted) return;
-      await handleOnce(f.path, deadline);
+      if (blocker !== undefined) leave(f.path, `after ${basename(blocker)}, which could not be published this run: files are published in order`);
+      else await handleOnce(f.path, deadline);
     }
   }
 

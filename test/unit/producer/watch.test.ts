@@ -1,5 +1,5 @@
 import { readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { TarportError } from '../../../src/errors.js';
 import { UnnamedArchiveError } from '../../../src/producer/naming.js';
@@ -207,6 +207,22 @@ describe('watchFolder --once', () => {
     expect((warning as { message: string }).message).toMatch(/^published, but not moved out of the folder \(it will be published again, as identical content\): ENOENT/);
   });
 
+  it('after a file that could not be published (server down), the files after it are left too, in order: none of them goes first', async () => {
+    const dir = await tempDir();
+    await settledFile(join(dir, 'a.tar'));
+    await settledFile(join(dir, 'b.tar'));
+    const tried: string[] = [];
+    const { run, events } = once(dir, async (p) => {
+      tried.push(p);
+      if (p.endsWith('a.tar')) throw new TarportError('CONNECTION', 'ftp://host: connection refused');
+      return published(p);
+    });
+    expect(await run).toEqual({ published: 0, failed: 0, pending: 2, exitCode: 1 });
+    expect(tried).toEqual([join(dir, 'a.tar')]);
+    expect((await readdir(dir)).sort()).toEqual(['a.tar', 'b.tar', 'done', 'failed']);
+    expect(events).toContainEqual({ kind: 'left', file: join(dir, 'b.tar'), reason: 'after a.tar, which could not be published this run: files are published in order' });
+  });
+
   it('an archive that ends early and stays quiet for giveUpMs is given up on (failed/)', async () => {
     const dir = await tempDir();
     await settledFile(join(dir, 'a.tar'));
@@ -270,6 +286,41 @@ describe('watchFolder (watching)', () => {
 });
 
 describe('watchFolder (watching): retries', () => {
+  it('a file waiting for its retry holds back the files after it, which go on in order once it is published (no older archive lands last)', async () => {
+    const dir = await tempDir();
+    await settledFile(join(dir, 'a.tar'));
+    await settledFile(join(dir, 'b.tar'));
+    const stop = new AbortController();
+    const events: WatchEvent[] = [];
+    const tried: string[] = [];
+    let onBoth = () => undefined as void;
+    const both = new Promise<void>((r) => (onBoth = r));
+    const run = watchFolder({
+      dir,
+      publish: async (p) => {
+        tried.push(basename(p));
+        if (tried.length === 1) throw new TarportError('CONNECTION', 'ftp://host: connection refused');
+        return published(p);
+      },
+      nameFor: async () => undefined,
+      settleMs: 100,
+      giveUpMs: 60_000,
+      once: false,
+      removeDone: false,
+      signal: stop.signal,
+      onEvent: (e) => {
+        events.push(e);
+        if (events.filter((x) => x.kind === 'published').length === 2) onBoth();
+      },
+    });
+    await within(both, 15_000, 'both published');
+    stop.abort();
+    await within(run, 10_000, 'stop');
+    expect(tried).toEqual(['a.tar', 'a.tar', 'b.tar']);
+    expect(events).toContainEqual({ kind: 'waiting', file: join(dir, 'b.tar'), reason: 'after a.tar, which waits for its retry: files are published in order' });
+    expect(events.filter((e) => e.kind === 'published').map((e) => basename((e as { file: string }).file))).toEqual(['a.tar', 'b.tar']);
+  });
+
   it('a retry whose timer fires before its time by the wall clock (a clock stepped back) is kept, not dropped', async () => {
     const dir = await tempDir();
     await settledFile(join(dir, 'a.tar'));
