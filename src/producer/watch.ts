@@ -114,14 +114,18 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
   async function settled(path: string): Promise<{ size: number; mtimeMs: number } | undefined> {
     let last = await stat(path).catch(() => undefined);
     if (!last?.isFile()) return undefined;
-    // wait until the size and mtime hold still for settleMs (a slow copy, an FTP upload, a stick)
+    // wait until the size and mtime hold still for settleMs (a slow copy, an FTP upload, a stick):
+    // by the file's own time, or by ours since we saw it so (a modification time in the future,
+    // from a host whose clock runs ahead, would otherwise hold the queue for as long)
+    let seenSince = Date.now();
     for (;;) {
-      const quietFor = Date.now() - last.mtimeMs;
+      const quietFor = Math.max(Date.now() - last.mtimeMs, Date.now() - seenSince);
       if (quietFor >= opts.settleMs) return last;
       await new Promise((r) => setTimeout(r, Math.min(opts.settleMs - quietFor + 50, opts.settleMs)));
       if (opts.signal.aborted) return undefined;
       const now = await stat(path).catch(() => undefined);
       if (!now?.isFile()) return undefined;
+      if (now.size !== last.size || now.mtimeMs !== last.mtimeMs) seenSince = Date.now();
       last = now;
     }
   }
@@ -323,6 +327,9 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
     ignoreInitial: true,
     ignored: (p: string) => p !== opts.dir && ignoredName(basename(p)),
   });
+  // a watcher that fails (the inotify limit reached, the folder gone) says so; unheard, its 'error'
+  // would end the agent
+  watcher.on('error', (e: unknown) => emit({ kind: 'warning', file: opts.dir, message: `watching the folder failed: ${messageOf(e)}` }));
   watcher.on('add', (p: string) => enqueue(p));
   watcher.on('change', (p: string) => enqueue(p));
   await new Promise<void>((r) => watcher.once('ready', () => r()));

@@ -358,3 +358,30 @@ describe('watchFolder (watching): retries', () => {
     }
   });
 });
+
+describe('watchFolder (watching): settling', () => {
+  it('a file whose modification time lies in the future (a clock ahead) is published once it held still for settleMs by our clock', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'ahead.tar');
+    await writeFile(path, 'archive');
+    const ahead = new Date(Date.now() + 86_400_000);
+    await utimes(path, ahead, ahead);
+    const stop = new AbortController();
+    let onPublished = () => undefined as void;
+    const publishedOnce = new Promise<void>((r) => (onPublished = r));
+    const run = watchFolder({
+      dir,
+      publish: async (p) => published(p),
+      nameFor: async () => undefined,
+      settleMs: 300,
+      giveUpMs: 60_000,
+      once: false,
+      removeDone: false,
+      signal: stop.signal,
+      onEvent: (e) => e.kind === 'published' && onPublished(),
+    });
+    await within(publishedOnce, 10_000, 'publish of a file with a future time');
+    stop.abort();
+    expect(await within(run, 10_000, 'stop')).toEqual({ published: 1, failed: 0, pending: 0, exitCode: 0 });
+  });
+});
