@@ -105,6 +105,10 @@ async function syncIn(tx: WriteTransaction, src: Repository, dst: Repository, go
   const srcCatalog = got.catalog;
   const srcCatalogSig = await src.readCatalogSignature(got, opts.signal);
   const entries = srcCatalog.releases.filter((e) => selected(opts.only, e));
+  // an --only that names nothing there (a typo) is said, as pull says it of a subscription
+  for (const o of opts.only ?? []) {
+    if (!srcCatalog.releases.some((e) => selected([o], e))) emit({ kind: 'warning', message: `--only ${o.name}${o.tag ? ':' + o.tag : ''} is not in the catalog of ${src.location}` });
+  }
   const { plan, siteHas } = await planReleases(src, entries, opts, emit);
   await copyObjects(tx, src, dst, plan, opts, emit, result);
 

@@ -64,6 +64,14 @@ describe('syncRepos between two memory repositories', () => {
     expect((await checkRepository(dst)).faults).toEqual([]);
   });
 
+  it('--only that names nothing in the source (a typo) is said as a warning, naming it and the source', async () => {
+    const dst = new Repository(new MemoryTransport('dst'));
+    const events: SyncEvent[] = [];
+    const r = await syncRepos(src, dst, { ...opts(events), only: [{ name: 'demo/app', tag: '1' }, { name: 'demo/ap', tag: '1' }] });
+    expect(r.releasesCopied).toBe(1);
+    expect(events.filter((e) => e.kind === 'warning')).toEqual([{ kind: 'warning', message: `--only demo/ap:1 is not in the catalog of ${src.location}` }]);
+  });
+
   it('objects the site already has (inventory) are not carried', async () => {
     const dst = new Repository(new MemoryTransport('dst'));
     const have = blobs(srcT).map((k) => `sha256:${k.split('/').pop()}`);
