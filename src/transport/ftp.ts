@@ -201,7 +201,9 @@ export class FtpTransport implements Transport {
           const mtime = await c.lastMod(p).catch(() => undefined);
           return { name: key.slice(key.lastIndexOf('/') + 1), isDir: false, size, ...(mtime ? { mtime } : {}) };
         } catch (e) {
-          if (e instanceof FTPError && e.code >= 500) return undefined; // 550: no such file
+          // 550: no such file. Any other refusal (502: no SIZE command, 530: not logged in) is
+          // no answer about the file, and must not read as "missing" (no catalog, no object)
+          if (e instanceof FTPError && e.code === 550) return undefined;
           throw e;
         }
       }),

@@ -16,6 +16,8 @@ export interface Lies {
   readonly stalledRetr?: readonly string[];
   /** SIZE of a file answers this instead of its size. */
   readonly size?: (path: string, real: number) => number;
+  /** SIZE is answered with this reply instead (a server without SIZE: `502 ...`). */
+  readonly sizeReply?: string;
 }
 
 export interface LyingFtp {
@@ -128,6 +130,7 @@ export async function startLyingFtp(root: string, lies: Lies = {}): Promise<Lyin
           return line(s, '250 ok');
         }
         case 'SIZE': {
+          if (lies.sizeReply) return line(s, lies.sizeReply);
           const st = await stat(local(arg)).catch(() => undefined);
           if (!st?.isFile()) return line(s, '550 no such file');
           return line(s, `213 ${lies.size ? lies.size(resolve(arg), st.size) : st.size}`);

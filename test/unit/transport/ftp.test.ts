@@ -66,6 +66,28 @@ describe('FTP folder listings', () => {
   });
 });
 
+describe('FTP stat', () => {
+  it('a missing file is missing (550); a server that refuses SIZE itself (502) is an error naming it, not a missing file', async () => {
+    const root = await tempDir('tarport-ftp-stat-');
+    await writeFile(join(root, 'catalog.json'), '{}');
+    const honest = await startLyingFtp(root);
+    const refusing = await startLyingFtp(root, { sizeReply: '502 SIZE not implemented' });
+    try {
+      const at = (port: number) => new FtpTransport(parseLocation(`ftp://t@127.0.0.1:${port}/`) as ConstructorParameters<typeof FtpTransport>[0], { password: 't', retries: 0, timeoutMs: 5000 });
+      const a = at(honest.port);
+      expect(await a.stat('catalog.json')).toMatchObject({ name: 'catalog.json', size: 2 });
+      expect(await a.stat('no-such.json')).toBeUndefined();
+      await a.close();
+      const b = at(refusing.port);
+      await expect(b.stat('catalog.json')).rejects.toMatchObject({ code: 'IO', retryable: false, message: `stat catalog.json on ftp://t@127.0.0.1:${refusing.port}/: 502 SIZE not implemented` });
+      await b.close();
+    } finally {
+      await honest.close();
+      await refusing.close();
+    }
+  });
+});
+
 describe('FTP close()', () => {
   let root: string;
   beforeAll(async () => {
