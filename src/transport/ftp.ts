@@ -130,6 +130,20 @@ export class FtpTransport implements Transport {
     return c;
   }
 
+  /**
+   * An idle pooled connection that is still open. One the server ended while it idled (an idle
+   * timeout, a restart) is dropped here, not used: it would cost the request a retry, or fail it
+   * where none is left.
+   */
+  private takeIdle(): Client | undefined {
+    for (let c = this.idle.pop(); c; c = this.idle.pop()) {
+      if (!c.closed) return c;
+      c.close();
+      this.all.delete(c);
+    }
+    return undefined;
+  }
+
   /** Runs `fn` on a pooled connection; a connection that broke is dropped, not returned. */
   private async withClient<T>(fn: (c: Client) => Promise<T>): Promise<T> {
     while (this.busy >= this.capabilities.maxConnections && !this.closed) await new Promise<void>((r) => this.waiters.push(r));
@@ -141,14 +155,17 @@ export class FtpTransport implements Transport {
     this.busy++;
     let c: Client | undefined;
     try {
-      c = this.idle.pop() ?? (await this.connect());
+      c = this.takeIdle() ?? (await this.connect());
       const r = await fn(c);
       if (this.closed) c.close();
       else if (!c.closed) this.idle.push(c);
       return r;
     } catch (e) {
       if (c && !c.closed && !this.closed && e instanceof FTPError) this.idle.push(c);
-      else c?.close();
+      else if (c) {
+        c.close();
+        this.all.delete(c);
+      }
       throw this.closed ? this.closedError() : e;
     } finally {
       this.busy--;

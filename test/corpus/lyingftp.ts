@@ -26,6 +26,8 @@ export interface LyingFtp {
   readonly sent: () => number;
   /** Control connections accepted so far. */
   readonly logins: () => number;
+  /** Ends every connection and goes on listening, as a server that drops idle sessions (vsftpd's idle_session_timeout). */
+  dropConnections(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -192,6 +194,11 @@ export async function startLyingFtp(root: string, lies: Lies = {}): Promise<Lyin
     port,
     sent: () => sent,
     logins: () => logins,
+    dropConnections: async () => {
+      const ending = [...sockets].map((so) => new Promise<void>((r) => (so.destroyed ? r() : so.once('close', () => r()))));
+      for (const so of sockets) so.end('421 Timeout.\r\n');
+      await Promise.all(ending);
+    },
     close: async () => {
       closing();
       for (const so of sockets) so.destroy();

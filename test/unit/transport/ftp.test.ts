@@ -88,6 +88,25 @@ describe('FTP stat', () => {
   });
 });
 
+describe('FTP connection pool', () => {
+  it('a pooled connection the server dropped while idle is not used again: the next request logs in anew and needs no retry', async () => {
+    const root = await tempDir('tarport-ftp-pool-');
+    await writeFile(join(root, 'catalog.json'), '{}');
+    const server = await startLyingFtp(root);
+    try {
+      const t = new FtpTransport(parseLocation(`ftp://t@127.0.0.1:${server.port}/`) as ConstructorParameters<typeof FtpTransport>[0], { password: 't', retries: 0, timeoutMs: 5000 });
+      expect(await t.stat('catalog.json')).toMatchObject({ size: 2 });
+      await server.dropConnections();
+      await new Promise((r) => setTimeout(r, 50));
+      expect(await t.stat('catalog.json')).toMatchObject({ size: 2 });
+      expect(server.logins()).toBe(2);
+      await t.close();
+    } finally {
+      await server.close();
+    }
+  });
+});
+
 describe('FTP close()', () => {
   let root: string;
   beforeAll(async () => {
