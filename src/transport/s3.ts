@@ -19,6 +19,7 @@ import {
   UploadPartCommand,
   type CompletedPart,
 } from '@aws-sdk/client-s3';
+import { withSignal } from '../signals.js';
 import { TarportError, messageOf } from '../errors.js';
 import type { JournalEntry, UploadJournal } from './journal.js';
 import { keySegments } from './keys.js';
@@ -143,13 +144,14 @@ export class S3Transport implements Transport {
     return this.root ? `${this.root}/${segs.join('/')}` : segs.join('/');
   }
 
-  /** The signal of one request: the caller's and the transport's own end. */
-  private signalOf(signal?: AbortSignal): AbortSignal {
-    return signal ? AbortSignal.any([signal, this.stop.signal]) : this.stop.signal;
+  /** Runs `fn` with the signal of one operation: the caller's and the transport's own end (withSignal). */
+  private scoped<T>(signal: AbortSignal | undefined, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    return withSignal([signal, this.stop.signal], fn);
   }
 
-  private run<T>(what: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    return withRetries(fn, { retries: this.retries, classify: (e) => this.classify(e, what), signal: this.signalOf(signal) });
+  /** One request, retried as its errors allow, under the operation's signal. */
+  private run<T>(what: string, fn: (signal: AbortSignal) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return this.scoped(signal, (s) => withRetries(() => fn(s), { retries: this.retries, classify: (e) => this.classify(e, what), signal: s }));
   }
 
   /** Maps an SDK or socket error to a typed one: from error names, codes and HTTP statuses only. */
@@ -188,7 +190,7 @@ export class S3Transport implements Transport {
     const k = this.keyOf(key);
     const what = `${this.location}: ${key}`;
     try {
-      const r = await this.run(what, () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: k }), { abortSignal: this.signalOf(signal) }), signal);
+      const r = await this.run(what, (s) => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: k }), { abortSignal: s }), signal);
       return { name: key.slice(key.lastIndexOf('/') + 1), isDir: false, size: r.ContentLength ?? 0, ...(r.LastModified ? { mtime: r.LastModified } : {}) };
     } catch (e) {
       const err = this.classify(e, what);
@@ -213,7 +215,7 @@ export class S3Transport implements Transport {
     do {
       const page = await this.run(
         what,
-        () => this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }), { abortSignal: this.signalOf(signal) }),
+        (s) => this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }), { abortSignal: s }),
         signal,
       );
       for (const o of page.Contents ?? []) {
@@ -243,7 +245,8 @@ export class S3Transport implements Transport {
     return async (offset, sink, signal) => {
       try {
         const r = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.keyOf(key), ...(offset > 0 ? { Range: `bytes=${offset}-` } : {}) }), {
-          abortSignal: AbortSignal.any([signal, this.stop.signal]),
+          // the attempt's signal follows the operation's, which follows the transport's end (scoped)
+          abortSignal: signal,
         });
         if (offset > 0 && !String(r.ContentRange ?? '').startsWith(`bytes ${offset}-`)) {
           (r.Body as Readable | undefined)?.destroy();
@@ -261,16 +264,16 @@ export class S3Transport implements Transport {
     // a missing object fails here, not in the middle of a pipeline
     if (!(await this.stat(key, opts.signal))) throw new TarportError('NOT_FOUND', `${this.location}: ${key}: not found`);
     const what = `${this.location}: ${key}`;
-    return sinkStream((sink, signal) => resumableInto(this.attempt(key), sink, this.resumeOptions(opts.offset ?? 0, what, signal)), what, opts.signal);
+    return sinkStream((sink, signal) => this.scoped(signal, (s) => resumableInto(this.attempt(key), sink, this.resumeOptions(opts.offset ?? 0, what, s))), what, opts.signal);
   }
 
   async readTo(key: string, sink: ByteSink, opts: ReadOptions = {}): Promise<number> {
     const what = `${this.location}: ${key}`;
-    return resumableInto(this.attempt(key), sink, this.resumeOptions(opts.offset ?? 0, what, opts.signal));
+    return this.scoped(opts.signal, (s) => resumableInto(this.attempt(key), sink, this.resumeOptions(opts.offset ?? 0, what, s)));
   }
 
-  private resumeOptions(offset: number, what: string, signal?: AbortSignal) {
-    return { offset, retries: this.retries, what, retryable: (e: unknown) => this.classify(e, what).retryable, signal: this.signalOf(signal), ...(this.opts.onResume ? { onResume: this.opts.onResume } : {}) };
+  private resumeOptions(offset: number, what: string, signal: AbortSignal) {
+    return { offset, retries: this.retries, what, retryable: (e: unknown) => this.classify(e, what).retryable, signal, ...(this.opts.onResume ? { onResume: this.opts.onResume } : {}) };
   }
 
   /**
@@ -279,9 +282,11 @@ export class S3Transport implements Transport {
    * its upload starts at once and its parts are read straight into their buffers (no stream).
    */
   async write(key: string, source: Source, opts: WriteOptions = {}): Promise<{ size: number }> {
-    const k = this.keyOf(key);
     const what = `${this.location}: ${key}`;
-    const signal = this.signalOf(opts.signal);
+    return this.scoped(opts.signal, (signal) => this.upload(this.keyOf(key), what, source, signal));
+  }
+
+  private async upload(k: string, what: string, source: Source, signal: AbortSignal): Promise<{ size: number }> {
     if (typeof source !== 'function') {
       const fh = await open(source.file, 'r').catch((e: unknown) => {
         throw sourceError(e, what);
@@ -418,7 +423,7 @@ export class S3Transport implements Transport {
       await this.write(to, () => sinkStream((sink, sig) => this.readTo(from, sink, { signal: sig }), what, signal), signal ? { signal } : {});
     } else {
       const source = `${this.bucket}/${this.keyOf(from).split('/').map(encodeURIComponent).join('/')}`;
-      await this.run(what, () => this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key: this.keyOf(to), CopySource: source }), { abortSignal: this.signalOf(signal) }), signal);
+      await this.run(what, (s) => this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key: this.keyOf(to), CopySource: source }), { abortSignal: s }), signal);
     }
     await this.remove(from, signal);
   }
@@ -427,7 +432,7 @@ export class S3Transport implements Transport {
     const k = this.keyOf(key);
     const what = `${this.location}: remove ${key}`;
     try {
-      await this.run(what, () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: k }), { abortSignal: this.signalOf(signal) }), signal);
+      await this.run(what, (s) => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: k }), { abortSignal: s }), signal);
     } catch (e) {
       if (this.classify(e, what).code !== 'NOT_FOUND') throw this.classify(e, what);
     }
