@@ -132,3 +132,64 @@ describe('S3Transport.list against a lying server', () => {
     await expect(listing).rejects.toMatchObject({ code: 'INTEGRITY', message: expect.stringContaining('listing of /: the server says the listing goes on but gives no continuation token') });
   });
 });
+
+describe('S3Transport: a recorded multipart upload resumed against a failing server', () => {
+  /** A server that answers every request with `status` and an S3 error named `code`; what it was asked. */
+  async function failing(status: number, code: string) {
+    const { createServer } = await import('node:http');
+    const asked: string[] = [];
+    const server = createServer((req, res) => {
+      asked.push(`${req.method} ${req.url}`);
+      req.resume().on('end', () => {
+        res.writeHead(status, { 'Content-Type': 'application/xml' });
+        res.end(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>${code}</Code><Message>test</Message></Error>`);
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    onTestFinished(() => void server.close());
+    return { port: (server.address() as import('node:net').AddressInfo).port, asked };
+  }
+
+  async function resumeAgainst(status: number, code: string) {
+    const { port, asked } = await failing(status, code);
+    vi.stubEnv('AWS_ACCESS_KEY_ID', 'test');
+    vi.stubEnv('AWS_SECRET_ACCESS_KEY', 'test');
+    onTestFinished(() => void vi.unstubAllEnvs());
+    const { mkdtemp, writeFile: write } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const file = join(await mkdtemp(join(tmpdir(), 'tarport-s3-resume-')), 'blob');
+    const partSize = 1 << 16;
+    await write(file, Buffer.alloc(3 * partSize, 7));
+    const endpoint = `http://127.0.0.1:${port}`;
+    const target = `${endpoint} releases site/blobs/sha256/x`;
+    const dropped: string[] = [];
+    const stale: string[] = [];
+    const journal = {
+      load: async (t: string) => (t === target ? { target, uploadId: 'u-1', size: 3 * partSize, partSize, parts: [{ n: 1, etag: '"e1"' }] } : undefined),
+      save: async () => undefined,
+      drop: async (t: string) => void dropped.push(t),
+    };
+    const s3 = new S3Transport({ kind: 's3', bucket: 'releases', prefix: 'site' }, { endpoint, pathStyle: true, idleTimeoutMs: 5000, retries: 0, partSize, journal, onStaleUpload: (id) => stale.push(id) });
+    const err = await s3.write('blobs/sha256/x', { file }).catch((e: unknown) => e);
+    return { err, asked, dropped, stale };
+  }
+
+  it('a failing server (500) leaves the recorded upload for the next run: not aborted, not dropped, not called stale', async () => {
+    const { err, asked, dropped, stale } = await resumeAgainst(500, 'InternalError');
+    expect(err).toMatchObject({ code: 'CONNECTION', retryable: true });
+    expect(dropped).toEqual([]);
+    expect(stale).toEqual([]);
+    expect(asked.filter((a) => a.startsWith('DELETE'))).toEqual([]);
+  });
+
+  it('an upload the server does not know (NoSuchUpload) is stale: aborted, dropped from the journal, and sent afresh', async () => {
+    const { asked, dropped, stale } = await resumeAgainst(404, 'NoSuchUpload');
+    expect(stale).toEqual(['u-1']);
+    // dropped first as stale (the fresh upload that follows, refused too, ends its own record again)
+    expect(dropped[0]).toMatch(/^http:\/\/127\.0\.0\.1:\d+ releases site\/blobs\/sha256\/x$/);
+    expect(asked.some((a) => a.startsWith('DELETE') && a.includes('uploadId=u-1'))).toBe(true);
+    // afresh: a new multipart upload is asked for
+    expect(asked.some((a) => a.startsWith('POST') && a.includes('uploads'))).toBe(true);
+  });
+});
