@@ -329,9 +329,7 @@ export class S3Transport implements Transport {
         return await this.multipart(k, what, filePartsOf(fh, size, partSize, what, new Set(prior.parts.map((p) => p.n))), signal, { journal, entry: prior });
       } catch (e) {
         const err = e instanceof TarportError ? e : this.classify(e, what);
-        // only an upload the server no longer knows is stale; a cut link, a busy or failing server
-        // leaves the recorded upload good for the next run, which resumes it
-        if (!staleUpload(e)) throw err;
+        if (err.code === 'ABORTED') throw err;
         this.opts.onStaleUpload?.(prior.uploadId, err);
         await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: k, UploadId: prior.uploadId })).catch(() => undefined);
         await journal.drop(target);
@@ -485,17 +483,6 @@ function makeClient(opts: S3Options, idleMs: number): S3Client {
     { step: 'build', name: 'tarportUnsignedPayload' },
   );
   return client;
-}
-
-/**
- * Whether the server refused a recorded multipart upload as one it does not know: NoSuchUpload
- * (aborted, expired, another server), a part it has not (InvalidPart), or a 404. Decided from error
- * names and statuses, on the error or the cause a TarportError carries.
- */
-function staleUpload(e: unknown): boolean {
-  const sdk = (e instanceof TarportError ? e.cause : e) as SdkError | undefined;
-  const name = sdk?.name ?? '';
-  return name === 'NoSuchUpload' || name === 'InvalidPart' || name === 'InvalidPartOrder' || sdk?.$metadata?.httpStatusCode === 404;
 }
 
 /** The region the SDK would find on its own (AWS_REGION, ~/.aws/config), if any. */
