@@ -11,7 +11,6 @@ import { TLS_TRUST_CODES } from './tls.js';
 import { closedByOwner, withRetries } from './retry.js';
 import type { ByteSink, ObjectInfo, ReadOptions, Source, Transport, WriteOptions } from './types.js';
 
-
 /** A login's commands (greeting, AUTH TLS and its handshake, USER, PASS, PBSZ, PROT, TYPE...) each get the timeout; the whole login gets this many. */
 const LOGIN_BOUND_COMMANDS = 3;
 
@@ -52,6 +51,8 @@ export class FtpTransport implements Transport {
   private readonly waiters: (() => void)[] = [];
   /** Closed by its owner: nothing more runs on it, and what was still running was given up. */
   private closed = false;
+  /** Aborted by close() or the command's signal: a login under way is given up at once (connect). */
+  private readonly stopping = new AbortController();
   private readonly madeDirs = new Set<string>();
   private readonly root: string;
   private readonly retries: number;
@@ -72,6 +73,7 @@ export class FtpTransport implements Transport {
     this.retries = opts.retries ?? 5;
     this.timeoutMs = opts.timeoutMs ?? 30_000;
     opts.signal?.addEventListener('abort', () => {
+      this.stopping.abort();
       for (const c of this.all) c.close();
     }, { once: true });
     if (opts.ca) {
@@ -103,10 +105,14 @@ export class FtpTransport implements Transport {
     // (or a link) that goes silent there would hold the connection, and its pool slot, for ever.
     // Closing the client does not end that handshake (basic-ftp takes its listeners off the socket
     // under it), so the login is raced against its bound, and abandoned when the bound comes first.
+    // A close() or SIGTERM in the meantime ends the wait at once.
     const bound = LOGIN_BOUND_COMMANDS * this.timeoutMs;
     let timer: NodeJS.Timeout | undefined;
+    let stopped = () => undefined as void;
     const late = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new TarportError('CONNECTION', `connect on ${this.location}: the login did not finish within ${Math.round(bound / 1000)} s (the server went silent during it)`)), bound);
+      stopped = () => reject(this.closed ? this.closedError() : new TarportError('ABORTED', `${this.location}: stopped`, { retryable: false }));
+      this.stopping.signal.addEventListener('abort', stopped, { once: true });
     });
     try {
       const login = c.access({
@@ -126,6 +132,7 @@ export class FtpTransport implements Transport {
       throw this.classify(e, 'connect');
     } finally {
       clearTimeout(timer);
+      this.stopping.signal.removeEventListener('abort', stopped);
     }
     return c;
   }
@@ -381,6 +388,7 @@ export class FtpTransport implements Transport {
    */
   async close(): Promise<void> {
     this.closed = true;
+    this.stopping.abort();
     this.idle.length = 0;
     for (const c of this.all) c.close();
     this.all.clear();

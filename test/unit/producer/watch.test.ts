@@ -285,74 +285,83 @@ describe('watchFolder (watching)', () => {
   });
 });
 
+/**
+ * The agent on `dir`, watching, until `stop()`; `published(n)` settles once n files were published.
+ * `onEvent` sees each event first (a test that changes the clock at one).
+ */
+function watching(dir: string, publish: WatchOptions['publish'], settleMs: number, onEvent: (e: WatchEvent) => void = () => undefined) {
+  const stop = new AbortController();
+  const events: WatchEvent[] = [];
+  const waiters: { n: number; resolve: () => void }[] = [];
+  const run = watchFolder({
+    dir,
+    publish,
+    nameFor: async () => undefined,
+    settleMs,
+    giveUpMs: 60_000,
+    once: false,
+    removeDone: false,
+    signal: stop.signal,
+    onEvent: (e) => {
+      onEvent(e);
+      events.push(e);
+      const count = events.filter((x) => x.kind === 'published').length;
+      for (const w of waiters) if (count >= w.n) w.resolve();
+    },
+  });
+  return {
+    events,
+    published: (n: number) => new Promise<void>((resolve) => waiters.push({ n, resolve })),
+    /** Stops the agent; its summary. */
+    stop: () => {
+      stop.abort();
+      return within(run, 10_000, 'stop');
+    },
+  };
+}
+
 describe('watchFolder (watching): retries', () => {
   it('a file waiting for its retry holds back the files after it, which go on in order once it is published (no older archive lands last)', async () => {
     const dir = await tempDir();
     await settledFile(join(dir, 'a.tar'));
     await settledFile(join(dir, 'b.tar'));
-    const stop = new AbortController();
-    const events: WatchEvent[] = [];
     const tried: string[] = [];
-    let onBoth = () => undefined as void;
-    const both = new Promise<void>((r) => (onBoth = r));
-    const run = watchFolder({
+    const agent = watching(
       dir,
-      publish: async (p) => {
+      async (p) => {
         tried.push(basename(p));
         if (tried.length === 1) throw new TarportError('CONNECTION', 'ftp://host: connection refused');
         return published(p);
       },
-      nameFor: async () => undefined,
-      settleMs: 100,
-      giveUpMs: 60_000,
-      once: false,
-      removeDone: false,
-      signal: stop.signal,
-      onEvent: (e) => {
-        events.push(e);
-        if (events.filter((x) => x.kind === 'published').length === 2) onBoth();
-      },
-    });
-    await within(both, 15_000, 'both published');
-    stop.abort();
-    await within(run, 10_000, 'stop');
+      100,
+    );
+    await within(agent.published(2), 15_000, 'both published');
+    await agent.stop();
     expect(tried).toEqual(['a.tar', 'a.tar', 'b.tar']);
-    expect(events).toContainEqual({ kind: 'waiting', file: join(dir, 'b.tar'), reason: 'after a.tar, which waits for its retry: files are published in order' });
-    expect(events.filter((e) => e.kind === 'published').map((e) => basename((e as { file: string }).file))).toEqual(['a.tar', 'b.tar']);
+    expect(agent.events).toContainEqual({ kind: 'waiting', file: join(dir, 'b.tar'), reason: 'after a.tar, which waits for its retry: files are published in order' });
+    expect(agent.events.filter((e) => e.kind === 'published').map((e) => basename((e as { file: string }).file))).toEqual(['a.tar', 'b.tar']);
   });
 
   it('a retry whose timer fires before its time by the wall clock (a clock stepped back) is kept, not dropped', async () => {
     const dir = await tempDir();
     await settledFile(join(dir, 'a.tar'));
-    const stop = new AbortController();
     let tries = 0;
-    let onPublished = () => undefined as void;
-    const publishedOnce = new Promise<void>((r) => (onPublished = r));
     const realNow = Date.now.bind(Date);
     const clock = vi.spyOn(Date, 'now');
     try {
-      const run = watchFolder({
+      const agent = watching(
         dir,
-        publish: async (p) => {
+        async (p) => {
           if (++tries === 1) throw new TarportError('CONNECTION', 'ftp://host: connection refused');
           return published(p);
         },
-        nameFor: async () => undefined,
-        settleMs: 100,
-        giveUpMs: 60_000,
-        once: false,
-        removeDone: false,
-        signal: stop.signal,
-        onEvent: (e) => {
-          // the wall clock steps back by 300 ms while the retry waits (NTP)
-          if (e.kind === 'retrying') clock.mockImplementation(() => realNow() - 300);
-          if (e.kind === 'published') onPublished();
-        },
-      });
-      await within(publishedOnce, 10_000, 'the retry');
+        100,
+        // the wall clock steps back by 300 ms while the retry waits (NTP)
+        (e) => e.kind === 'retrying' && void clock.mockImplementation(() => realNow() - 300),
+      );
+      await within(agent.published(1), 10_000, 'the retry');
       expect(tries).toBe(2);
-      stop.abort();
-      expect(await within(run, 10_000, 'stop')).toEqual({ published: 1, failed: 0, pending: 0, exitCode: 0 });
+      expect(await agent.stop()).toEqual({ published: 1, failed: 0, pending: 0, exitCode: 0 });
     } finally {
       clock.mockRestore();
     }
@@ -366,22 +375,8 @@ describe('watchFolder (watching): settling', () => {
     await writeFile(path, 'archive');
     const ahead = new Date(Date.now() + 86_400_000);
     await utimes(path, ahead, ahead);
-    const stop = new AbortController();
-    let onPublished = () => undefined as void;
-    const publishedOnce = new Promise<void>((r) => (onPublished = r));
-    const run = watchFolder({
-      dir,
-      publish: async (p) => published(p),
-      nameFor: async () => undefined,
-      settleMs: 300,
-      giveUpMs: 60_000,
-      once: false,
-      removeDone: false,
-      signal: stop.signal,
-      onEvent: (e) => e.kind === 'published' && onPublished(),
-    });
-    await within(publishedOnce, 10_000, 'publish of a file with a future time');
-    stop.abort();
-    expect(await within(run, 10_000, 'stop')).toEqual({ published: 1, failed: 0, pending: 0, exitCode: 0 });
+    const agent = watching(dir, async (p) => published(p), 300);
+    await within(agent.published(1), 10_000, 'publish of a file with a future time');
+    expect(await agent.stop()).toEqual({ published: 1, failed: 0, pending: 0, exitCode: 0 });
   });
 });

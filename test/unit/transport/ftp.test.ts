@@ -18,6 +18,11 @@ async function all(it: AsyncIterable<ObjectInfo>): Promise<ObjectInfo[]> {
   return out;
 }
 
+/** A transport to a test server on loopback (`ftps` for explicit TLS), user t, password t. */
+function ftpAt(port: number, opts: { retries: number; timeoutMs: number }, scheme: 'ftp' | 'ftps' = 'ftp'): FtpTransport {
+  return new FtpTransport(parseLocation(`${scheme}://t@127.0.0.1:${port}/`) as ConstructorParameters<typeof FtpTransport>[0], { password: 't', ...opts });
+}
+
 describe('FTP folder listings', () => {
   let root: string;
   beforeAll(async () => {
@@ -28,7 +33,7 @@ describe('FTP folder listings', () => {
   });
   afterAll(() => rm(root, { recursive: true, force: true }));
 
-  const transport = (port: number) => new FtpTransport(parseLocation(`ftp://t@127.0.0.1:${port}/`) as ConstructorParameters<typeof FtpTransport>[0], { password: 't', retries: 2, timeoutMs: 5000 });
+  const transport = (port: number) => ftpAt(port, { retries: 2, timeoutMs: 5000 });
 
   it('an honest listing is read whole: names, folders and sizes', async () => {
     const server = await startLyingFtp(root);
@@ -73,7 +78,7 @@ describe('FTP stat', () => {
     const honest = await startLyingFtp(root);
     const refusing = await startLyingFtp(root, { sizeReply: '502 SIZE not implemented' });
     try {
-      const at = (port: number) => new FtpTransport(parseLocation(`ftp://t@127.0.0.1:${port}/`) as ConstructorParameters<typeof FtpTransport>[0], { password: 't', retries: 0, timeoutMs: 5000 });
+      const at = (port: number) => ftpAt(port, { retries: 0, timeoutMs: 5000 });
       const a = at(honest.port);
       expect(await a.stat('catalog.json')).toMatchObject({ name: 'catalog.json', size: 2 });
       expect(await a.stat('no-such.json')).toBeUndefined();
@@ -94,7 +99,7 @@ describe('FTP connection pool', () => {
     await writeFile(join(root, 'catalog.json'), '{}');
     const server = await startLyingFtp(root);
     try {
-      const t = new FtpTransport(parseLocation(`ftp://t@127.0.0.1:${server.port}/`) as ConstructorParameters<typeof FtpTransport>[0], { password: 't', retries: 0, timeoutMs: 5000 });
+      const t = ftpAt(server.port, { retries: 0, timeoutMs: 5000 });
       expect(await t.stat('catalog.json')).toMatchObject({ size: 2 });
       await server.dropConnections();
       await new Promise((r) => setTimeout(r, 50));
@@ -118,7 +123,7 @@ describe('FTP close()', () => {
   it('ends a request still in flight on a silent server at once, retries nothing, and refuses what comes after', async () => {
     const server = await startLyingFtp(root, { stalledRetr: ['/stall.json'] });
     // a timeout and retries far longer than the test: only close() can end the read in time
-    const t = new FtpTransport(parseLocation(`ftp://t@127.0.0.1:${server.port}/`) as ConstructorParameters<typeof FtpTransport>[0], { password: 't', retries: 5, timeoutMs: 60_000 });
+    const t = ftpAt(server.port, { retries: 5, timeoutMs: 60_000 });
     try {
       const reading = t.readTo('stall.json', () => undefined).then(
         () => 'read to the end',
@@ -145,31 +150,57 @@ describe('FTP close()', () => {
   });
 });
 
+/** A server that greets, answers AUTH TLS with 234, then sends nothing: the client's TLS hello is never answered. */
+async function silentAfterAuthTls() {
+  const { createServer } = await import('node:net');
+  const sockets = new Set<import('node:net').Socket>();
+  const server = createServer((sock) => {
+    sockets.add(sock);
+    sock.on('error', () => undefined);
+    sock.write('220 welcome\r\n');
+    sock.on('data', (d: Buffer) => {
+      if (d.toString().startsWith('AUTH TLS')) sock.write('234 go ahead\r\n');
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as import('node:net').AddressInfo).port,
+    stop: () => {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+}
+
+/** How `p` ended, or that it had not within `ms`. */
+const outcomeWithin = (p: Promise<unknown>, ms: number) => Promise.race([p.then(() => 'answered', (e: unknown) => e), new Promise((r) => setTimeout(() => r(`no answer after ${ms} ms`), ms))]);
+
 describe('FTPS login', () => {
   it('a server that goes silent in the TLS handshake after AUTH TLS is given up on within the login\'s bound (basic-ftp leaves the handshake unbounded)', async () => {
-    const { createServer } = await import('node:net');
-    const sockets = new Set<import('node:net').Socket>();
-    const server = createServer((sock) => {
-      sockets.add(sock);
-      sock.on('error', () => undefined);
-      sock.write('220 welcome\r\n');
-      sock.on('data', (d: Buffer) => {
-        // answers AUTH TLS, then sends nothing more: the client's ClientHello is never answered
-        if (d.toString().startsWith('AUTH TLS')) sock.write('234 go ahead\r\n');
-      });
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const port = (server.address() as import('node:net').AddressInfo).port;
+    const srv = await silentAfterAuthTls();
     try {
-      const t = new FtpTransport(parseLocation(`ftps://t@127.0.0.1:${port}/`) as ConstructorParameters<typeof FtpTransport>[0], { password: 't', retries: 0, timeoutMs: 300 });
+      const t = ftpAt(srv.port, { retries: 0, timeoutMs: 300 }, 'ftps');
       const t0 = Date.now();
-      const got = await Promise.race([t.stat('catalog.json').then(() => 'answered', (e: unknown) => e), new Promise((r) => setTimeout(() => r('no answer after 5 s'), 5_000))]);
-      expect(got).toMatchObject({ code: 'CONNECTION', message: `connect on ftps://t@127.0.0.1:${port}/: the login did not finish within 1 s (the server went silent during it)` });
+      const got = await outcomeWithin(t.stat('catalog.json'), 5_000);
+      expect(got).toMatchObject({ code: 'CONNECTION', message: `connect on ftps://t@127.0.0.1:${srv.port}/: the login did not finish within 1 s (the server went silent during it)` });
       expect(Date.now() - t0).toBeLessThan(3_000);
       await t.close();
     } finally {
-      for (const s of sockets) s.destroy();
-      server.close();
+      srv.stop();
+    }
+  });
+
+  it('close() during such a login ends it at once, not at the login\'s bound', async () => {
+    const srv = await silentAfterAuthTls();
+    try {
+      // a bound of 30 s: only close() can end the login within the test's wait
+      const t = ftpAt(srv.port, { retries: 0, timeoutMs: 10_000 }, 'ftps');
+      const asked = outcomeWithin(t.stat('catalog.json'), 5_000);
+      await new Promise((r) => setTimeout(r, 300));
+      await t.close();
+      expect(await asked).toMatchObject({ code: 'ABORTED', retryable: false, message: `ftps://t@127.0.0.1:${srv.port}/: the transport was closed by its owner; the request was given up` });
+    } finally {
+      srv.stop();
     }
   });
 });
