@@ -6,18 +6,31 @@
  * "Memory"). Here each source gets a listener, removed when `fn` settles.
  */
 export async function withSignal<T>(signals: readonly (AbortSignal | undefined)[], fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const link = linkSignals(signals);
+  try {
+    return await fn(link.signal);
+  } finally {
+    link.unlink();
+  }
+}
+
+/**
+ * withSignal for an operation that outlives a call (a stream, a class's fetches): the signal, and
+ * `unlink`, which lets go of the sources; the owner calls it once the operation is over. Calling it
+ * again does nothing.
+ */
+export function linkSignals(signals: readonly (AbortSignal | undefined)[]): { readonly signal: AbortSignal; unlink(): void } {
   const ctl = new AbortController();
   const sources = signals.filter((s): s is AbortSignal => s !== undefined);
   const already = sources.find((s) => s.aborted);
-  if (already) ctl.abort(already.reason);
+  if (already) {
+    ctl.abort(already.reason);
+    return { signal: ctl.signal, unlink: () => undefined };
+  }
   const follow = sources.map((s) => {
     const onAbort = () => ctl.abort(s.reason);
     s.addEventListener('abort', onAbort, { once: true });
     return () => s.removeEventListener('abort', onAbort);
   });
-  try {
-    return await fn(ctl.signal);
-  } finally {
-    for (const stop of follow) stop();
-  }
+  return { signal: ctl.signal, unlink: () => follow.splice(0).forEach((stop) => stop()) };
 }

@@ -6,6 +6,7 @@ import { DecompressionBombError, bombGuard } from './bomb.js';
 import { CodecError, decompressor, releaserOf, sniffCompression, type Compression } from './compression.js';
 import { feedFile } from './filefeed.js';
 import { HeaderDecoder, TarFormatError, isZeroBlock, type EntryType } from './tarheader.js';
+import { linkSignals } from '../signals.js';
 
 export interface TarEntry {
   /** Normalized name (no leading './'). */
@@ -117,7 +118,8 @@ export class TarArchive {
     // 'error' would end the process. The fault stays on each stream, and one not yet handed out is
     // not handed out: the fault is thrown here instead.
     const streams = list.map(() => new PassThrough({ highWaterMark: CHUNK }).on('error', () => undefined));
-    const pump = this.cutRanges(list, streams, signal ? AbortSignal.any([signal, stop.signal]) : stop.signal);
+    const link = linkSignals([signal, stop.signal]);
+    const pump = this.cutRanges(list, streams, link.signal);
     try {
       for (const [i, entry] of list.entries()) {
         const failed = streams[i]!.errored;
@@ -127,6 +129,7 @@ export class TarArchive {
     } finally {
       stop.abort();
       for (const s of streams) if (!s.writableEnded) s.destroy();
+      link.unlink(); // aborted with stop already: nothing more to follow
       await pump;
     }
   }

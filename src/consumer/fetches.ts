@@ -1,4 +1,5 @@
 import type { LayerDescriptor, Repository } from '../repo/index.js';
+import { withSignal } from '../signals.js';
 import type { Download, ObjectCache } from './cache.js';
 
 /** A fetch asked for and not begun: its place in the load archive, and how to begin it. */
@@ -22,7 +23,8 @@ export class FetchChain {
   private readonly started: Promise<number>[] = [];
   private readonly downloads: Download[] = [];
   private readonly stopper = new AbortController();
-  private readonly signal: AbortSignal;
+  // the caller's signal (the agent's, alive for months): each fetch follows it only while it runs
+  private readonly outer: AbortSignal | undefined;
   private busy = false;
   private gathering: NodeJS.Timeout | undefined;
   private broken: { fault: unknown } | undefined;
@@ -36,7 +38,7 @@ export class FetchChain {
     signal?: AbortSignal,
     private readonly gatherMs = 0,
   ) {
-    this.signal = signal ? AbortSignal.any([signal, this.stopper.signal]) : this.stopper.signal;
+    this.outer = signal;
   }
 
   /** A download of the layer's object, for a reader to follow once its fetch starts. */
@@ -54,7 +56,7 @@ export class FetchChain {
     let settle!: (fetched: Promise<number>) => void;
     const fetched = new Promise<number>((resolve) => (settle = resolve));
     // async: a throw of ensure's becomes this fetch's fault, never a chain stuck busy
-    this.waiting.push({ place, begin: async () => this.cache.ensure(this.repo, l, this.signal, download), settle });
+    this.waiting.push({ place, begin: async () => withSignal([this.outer, this.stopper.signal], (s) => this.cache.ensure(this.repo, l, s, download)), settle });
     // a fetch that never began (an earlier one failed) ends its download too: no reader waits on it
     fetched.then(
       () => download.end(),
@@ -100,8 +102,9 @@ export class FetchChain {
     while (!this.busy && !this.gathering && this.waiting.length > 0) {
       const i = this.waiting.reduce((best, w, k) => (w.place < this.waiting[best]!.place ? k : best), 0);
       const w = this.waiting.splice(i, 1)[0]!;
-      if (this.broken || this.signal.aborted) {
-        w.settle(Promise.reject(this.broken?.fault ?? this.signal.reason));
+      const aborted = [this.outer, this.stopper.signal].find((s) => s?.aborted);
+      if (this.broken || aborted) {
+        w.settle(Promise.reject(this.broken?.fault ?? aborted!.reason));
         continue;
       }
       this.busy = true;

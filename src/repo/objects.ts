@@ -14,6 +14,7 @@ import { BLOBS_FOLDER, blobKey, stableTempKeyFor, tempKeyFor } from './layout.js
 import { parseWith, serialize } from './records.js';
 import { GrowingFile } from './spool.js';
 import type { Store } from './store.js';
+import { linkSignals } from '../signals.js';
 
 // Objects: immutable, content-addressed files in blobs/sha256/ (docs/repo-format.md, "Objects").
 
@@ -250,7 +251,8 @@ async function stageWhileSpooling(store: Store, source: Readable, signal?: Abort
   const dir = await mkdtemp(join(tmpdir(), 'tarport-spool-'));
   const tmp = tempKeyFor(`${BLOBS_FOLDER}/x`);
   const stop = new AbortController();
-  const both = signal ? AbortSignal.any([signal, stop.signal]) : stop.signal;
+  const link = linkSignals([signal, stop.signal]);
+  const both = link.signal;
   let first: { error: unknown } | undefined;
   const fail = (e: unknown) => {
     first ??= { error: e };
@@ -280,6 +282,7 @@ async function stageWhileSpooling(store: Store, source: Readable, signal?: Abort
     await store.remove(tmp).catch(() => undefined);
     throw e;
   } finally {
+    link.unlink();
     await rm(dir, { recursive: true, force: true });
   }
 }

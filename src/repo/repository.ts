@@ -12,6 +12,7 @@ import { writePage } from './page.js';
 import { describeRelease, type ReleaseSummary } from './describe.js';
 import { TarportError, messageOf } from '../errors.js';
 import { WriteTransaction, repositoryState } from './transaction.js';
+import { linkSignals } from '../signals.js';
 
 const stores = new WeakMap<Repository, Store>();
 
@@ -83,7 +84,8 @@ export class Repository {
     const store = storeOf(this);
     if (store.transport.capabilities.readOnly) return { written: false, readOnly: true, reason: `${store.location} is read-only` };
     const ctl = new AbortController();
-    const signal = opts.signal ? AbortSignal.any([opts.signal, ctl.signal]) : ctl.signal;
+    const link = linkSignals([opts.signal, ctl.signal]);
+    const signal = link.signal;
     let timer: NodeJS.Timeout | undefined;
     // the bound holds even over a transport that does not heed the abort: the race returns in time
     const late = new Promise<never>((_, reject) => {
@@ -111,6 +113,7 @@ export class Repository {
     } finally {
       clearTimeout(timer);
       late.catch(() => undefined);
+      link.unlink();
     }
   }
 

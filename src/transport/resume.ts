@@ -3,6 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import { TarportError, messageOf } from '../errors.js';
 import { backoffMs } from './retry.js';
 import type { ByteSink } from './types.js';
+import { linkSignals } from '../signals.js';
 
 export interface ResumeOptions {
   /** First byte to deliver. */
@@ -112,14 +113,17 @@ export function sinkStream(run: (sink: ByteSink, signal: AbortSignal) => Promise
     if (out.destroyed) throw new TarportError('ABORTED', `${what}: the reader stopped`, { retryable: false });
     if (!out.push(chunk)) return new Promise<void>((r) => (wake = r));
   };
-  run(push, signal ? AbortSignal.any([signal, stopper.signal]) : stopper.signal).then(
-    () => {
-      if (!out.destroyed) out.push(null);
-    },
-    (e: unknown) => {
-      if (!out.destroyed) out.destroy(e instanceof TarportError ? e : new TarportError('CONNECTION', `${what}: ${messageOf(e)}`, { cause: e }));
-    },
-  );
+  const link = linkSignals([signal, stopper.signal]);
+  run(push, link.signal)
+    .then(
+      () => {
+        if (!out.destroyed) out.push(null);
+      },
+      (e: unknown) => {
+        if (!out.destroyed) out.destroy(e instanceof TarportError ? e : new TarportError('CONNECTION', `${what}: ${messageOf(e)}`, { cause: e }));
+      },
+    )
+    .finally(() => link.unlink());
   // a consumer that reads nothing yet must not miss an early failure (a missing file)
   out.on('error', () => undefined);
   return out;

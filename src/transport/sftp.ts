@@ -14,6 +14,7 @@ import { resumableRead, resumableWrite } from './resume.js';
 import { closedByOwner, withRetries } from './retry.js';
 import { drainInto, readableFrom } from './source.js';
 import type { ByteSink, ObjectInfo, ReadOptions, Source, Transport, WriteOptions } from './types.js';
+import { linkSignals, withSignal } from '../signals.js';
 
 export interface SftpOptions {
   readonly password?: string;
@@ -170,7 +171,7 @@ export class SftpTransport implements Transport {
       sock.once('close', () => this.sockets.delete(sock));
       sock.setNoDelay(true);
       try {
-        await once(sock, 'connect', { signal: AbortSignal.any([AbortSignal.timeout(this.timeoutMs), this.closing.signal]) });
+        await withSignal([AbortSignal.timeout(this.timeoutMs), this.closing.signal], (signal) => once(sock, 'connect', { signal }));
       } catch (e) {
         sock.destroy();
         throw this.classify(isTimeout(e) && !this.closed ? stalled(`connect to ${this.loc.host}:${this.loc.port}`, this.timeoutMs) : e, 'connect');
@@ -368,18 +369,23 @@ export class SftpTransport implements Transport {
     const p = this.path(key);
     const st = await this.stat(key);
     if (!st || st.isDir) throw new TarportError('NOT_FOUND', `read ${key} from ${this.location}: not found`);
-    return resumableRead(async (offset) => {
+    // the read follows the caller's signal and close() while it runs, and lets go of both when it closes
+    const link = linkSignals([opts.signal, this.closing.signal]);
+    const out = resumableRead(async (offset) => {
       const sess = await this.sess();
       return new PipelinedReader(sess.sftp, p, offset, st.size, () => this.lost(sess, `read ${key}`));
     }, {
       offset: opts.offset ?? 0,
       retries: this.retries,
       what: `read ${key} from ${this.location}`,
-      signal: opts.signal ? AbortSignal.any([opts.signal, this.closing.signal]) : this.closing.signal,
+      signal: link.signal,
       retryable: (e) => this.classify(e, 'read').retryable,
       classify: (e) => this.classify(e, `read ${key}`),
       ...(this.opts.onResume ? { onResume: this.opts.onResume } : {}),
     });
+    // 'close' comes once the stream ended and was read, or was destroyed: the read is over either way
+    out.once('close', () => link.unlink());
+    return out;
   }
 
   private async mkdirs(key: string): Promise<void> {

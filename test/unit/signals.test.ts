@@ -1,7 +1,10 @@
 // src/signals.ts: one operation's signal, following long-lived ones without staying registered with them.
 import { getEventListeners } from 'node:events';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { withSignal } from '../../src/signals.js';
+import { linkSignals, withSignal } from '../../src/signals.js';
+import { ROOT } from '../helpers.js';
 
 describe('withSignal', () => {
   it('aborts with the reason of whichever source aborts, while the operation runs', async () => {
@@ -31,5 +34,56 @@ describe('withSignal', () => {
     await withSignal([agent.signal], async (s) => void (made = s));
     agent.abort();
     expect(made!.aborted).toBe(false);
+  });
+});
+
+describe('linkSignals', () => {
+  it('follows every source until unlinked, then none; unlinking twice does nothing', () => {
+    const agent = new AbortController();
+    const transport = new AbortController();
+    const link = linkSignals([agent.signal, undefined, transport.signal]);
+    expect(getEventListeners(agent.signal, 'abort')).toHaveLength(1);
+    expect(getEventListeners(transport.signal, 'abort')).toHaveLength(1);
+    link.unlink();
+    link.unlink();
+    expect(getEventListeners(agent.signal, 'abort')).toHaveLength(0);
+    expect(getEventListeners(transport.signal, 'abort')).toHaveLength(0);
+    transport.abort(new Error('closed'));
+    expect(link.signal.aborted).toBe(false);
+  });
+
+  it("aborts with the first aborting source's reason while linked", () => {
+    const agent = new AbortController();
+    const stop = new AbortController();
+    const link = linkSignals([agent.signal, stop.signal]);
+    stop.abort(new Error('the other side failed'));
+    agent.abort(new Error('SIGTERM'));
+    expect((link.signal.reason as Error).message).toBe('the other side failed');
+    link.unlink();
+    expect(getEventListeners(agent.signal, 'abort')).toHaveLength(0);
+  });
+
+  it('starts aborted, registering nothing, when a source already is', () => {
+    const agent = new AbortController();
+    const gone = new AbortController();
+    gone.abort(new Error('closed before'));
+    const link = linkSignals([agent.signal, gone.signal]);
+    expect((link.signal.reason as Error).message).toBe('closed before');
+    expect(getEventListeners(agent.signal, 'abort')).toHaveLength(0);
+  });
+});
+
+describe('the abort signals of src/', () => {
+  // AbortSignal.any keeps its long-lived sources' entries for every signal it makes (docs/operations.md,
+  // "Memory"): every place that ties an operation to the agent's or a transport's signal links them
+  it('are linked with withSignal or linkSignals, never AbortSignal.any', async () => {
+    const files = (await readdir(join(ROOT, 'src'), { recursive: true })).filter((f) => f.endsWith('.ts'));
+    const callers: string[] = [];
+    for (const f of files) {
+      const code = (await readFile(join(ROOT, 'src', f), 'utf8')).replace(/\/\*[\s\S]*?\*\//g, '').replace(/\/\/.*$/gm, '');
+      if (code.includes('AbortSignal.any(')) callers.push(f);
+    }
+    expect(files.length).toBeGreaterThan(50);
+    expect(callers).toEqual([]);
   });
 });

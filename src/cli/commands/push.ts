@@ -8,6 +8,7 @@ import { humanBytes, type ErrorDocument } from '../output.js';
 import { openMetrics, type MetricsFlags } from '../metrics.js';
 import { progressLine } from '../progress.js';
 import { STDIN_NAME, namedAsStdin, startSpool } from '../stdin.js';
+import { linkSignals } from '../../signals.js';
 
 export interface PushFlags extends ConnectionFlags, MetricsFlags {
   signKey?: string;
@@ -115,7 +116,11 @@ async function publishFrom(a: string, publish: (source: string | GrowingArchive)
   if (a !== '-') return publish(a);
   const stop = new AbortController();
   const watch = new LayerWatch();
-  const spooled = await startSpool(process.stdin, AbortSignal.any([signal, stop.signal]), { tap: (c) => watch.write(c) });
+  const link = linkSignals([signal, stop.signal]);
+  const spooled = await startSpool(process.stdin, link.signal, { tap: (c) => watch.write(c) }).catch((e: unknown) => {
+    link.unlink();
+    throw e;
+  });
   spooled.complete.then(() => watch.end(), () => watch.end());
   try {
     const source = spooled.copied ? { path: spooled.path, complete: spooled.complete, layers: watch.layers(), fault: spooled.fault } : spooled.path;
@@ -124,6 +129,7 @@ async function publishFrom(a: string, publish: (source: string | GrowingArchive)
     throw namedAsStdin(e, spooled);
   } finally {
     stop.abort();
+    link.unlink();
     await spooled.complete.catch(() => undefined);
     await spooled.remove();
   }
