@@ -141,79 +141,19 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
   for (const s of opts.subscriptions) {
     if (!catalog.releases.some((e) => subscribed([s], e))) emit({ kind: 'warning', message: `${s.name}${s.tag ? ':' + s.tag : ''} is not in the catalog of ${loc}` });
   }
-  const loadedHere = (state.loaded[key] ??= {});
-  const acked: AckEntry[] = [];
-  const cache = new ObjectCache(store.cacheDir);
-  let platform: Platform | undefined;
-  let anyThin = false;
+  const round: Round = { repo, docker, store, state, opts, emit, result, loadedHere: (state.loaded[key] ??= {}), acked: [], cache: new ObjectCache(store.cacheDir), anyThin: false };
   let failure: unknown;
-  const refuse = (ref: string, entry: CatalogEntry, e: unknown) => {
-    const code = (e as { code?: string }).code ?? 'INTERNAL';
-    const message = e instanceof Error ? e.message : String(e);
-    result.refused.push({ ref, digest: entry.digest, code, message });
-    emit({ kind: 'refused', ref, version: entry.version, digest: entry.digest, message, code });
-    failure ??= e;
-  };
-
   for (const entry of catalog.releases.filter((e) => subscribed(opts.subscriptions, e))) {
     opts.signal?.throwIfAborted();
-    const ref = `${entry.name}:${entry.tag}`;
-    const prev = loadedHere[ref];
-    if (opts.fetchOnly && prev?.digest === entry.digest) {
-      result.upToDate.push(ref);
-      emit({ kind: 'up-to-date', ref, version: entry.version });
-      continue;
-    }
-    if (prev && prev.digest === entry.digest) {
-      // still there? a removed image is loaded again
-      const present = await docker.imageId(imageName(entry.name, entry.tag), opts.signal);
-      if (present === prev.imageId) {
-        result.upToDate.push(ref);
-        emit({ kind: 'up-to-date', ref, version: entry.version });
-        continue;
-      }
-    } else if (prev && entry.version < prev.version) {
-      refuse(ref, entry, new TarportError('ROLLBACK', `${ref}: the catalog offers v${entry.version}, older than v${prev.version} loaded before; refusing`));
-      continue;
-    }
-    if (opts.skip?.get(ref) === entry.digest) continue; // refused before and unchanged since
     try {
-      const trust = opts.trust?.length ? opts.trust : undefined;
-      const verified = await repo.readRecord(entry, { digest: entry.digest, size: entry.size }, {
-        ...(trust ? { verify: (data: Buffer, sig: Buffer | undefined, what: string) => verifyDetached(data, sig, trust, what) } : {}),
-        ...(opts.signal ? { signal: opts.signal } : {}),
-      });
-      const record = verified.record;
-      const signer = verified.signedBy as string | undefined;
-      checkEncrypted(record, opts);
-      if (opts.fetchOnly) {
-        const f = await fetchRelease(repo, cache, opts.platform && record.kind === 'image' ? platformView(record, opts.platform) : record, opts.signal);
-        (result as { bytesFetched: number }).bytesFetched += f.bytesFetched;
-        result.fetched!.push({ ref, version: record.version });
-        emit({ kind: 'fetched', ref, version: record.version, ...f });
-        continue;
-      }
-      platform ??= opts.platform ?? (await docker.platform(opts.signal));
-      // a multi-platform release: this platform's image only (its config and layers); never an attestation
-      const view = record.kind === 'image' ? { ...verified, record: platformView(record, platform) } : verified;
-      const { imageId, bytesFetched, thin, via } = record.kind === 'image'
-        ? await loadImage(repo, docker, cache, view, (e) => emit(e), opts.decryptKey, opts.signal)
-        : await importRootfs(repo, docker, cache, verified, platform, opts.decryptKey, opts.signal);
-      (result as { bytesFetched: number }).bytesFetched += bytesFetched;
-      const previous = prev && prev.imageId !== imageId ? [prev.imageId, ...prev.previous.filter((p) => p !== imageId)] : (prev?.previous ?? []);
-      loadedHere[ref] = { version: record.version, record: entry.record, digest: entry.digest, imageId, loadedAt: new Date().toISOString(), previous };
-      await store.write(state);
-      result.loaded.push({ ref, version: record.version, imageId });
-      acked.push({ name: entry.name, tag: entry.tag, version: record.version, digest: entry.digest, platform: formatPlatform(platform), runtime: docker.kind, loaded: loadedHere[ref]!.loadedAt });
-      emit({ kind: 'loaded', ref, version: record.version, imageId, bytesFetched, ...(signer ? { signer } : {}), runtime: docker.kind, platform: formatPlatform(platform), ...(via ? { via } : {}) });
-      anyThin ||= thin;
-      if (opts.keepImages !== undefined) await retire(docker, loadedHere[ref]!, ref, opts.keepImages, emit, () => store.write(state));
-      if (opts.hook) emit({ kind: 'hook', ref, version: record.version, ...(await runHook(opts.hook, ref, record.version, opts.signal)) });
+      await pullRelease(round, entry);
     } catch (e) {
       if ((e as { code?: string }).code === 'ABORTED' || opts.signal?.aborted) throw e;
-      refuse(ref, entry, e);
+      refuse(round, entry, e);
+      failure ??= e;
     }
   }
+  const { cache, anyThin, acked } = round;
   // a runtime that takes thin archives keeps what it loaded: the cache need not; once per run, so
   // that objects prefetched for later releases, and those of a release that failed, stay
   if (anyThin && result.refused.length === 0) await cache.prune(new Set());
@@ -235,6 +175,111 @@ async function acknowledge(repo: Repository, host: NonNullable<PullOptions['ack'
       ? { kind: 'ack', written: true, readOnly: false, host: host.id, message: `acknowledged ${loaded.length} release(s) in ${repo.location} as host ${host.id} (${r.key})` }
       : { kind: 'ack', written: false, readOnly: r.readOnly, host: host.id, message: `no acknowledgement left in ${repo.location}: ${r.reason}` },
   );
+}
+
+/** What one run shares between its releases. */
+interface Round {
+  readonly repo: Repository;
+  readonly docker: Runtime;
+  readonly store: StateStore;
+  readonly state: State;
+  readonly opts: PullOptions;
+  readonly emit: (e: PullEvent) => void;
+  readonly result: PullResult;
+  /** This repository's part of the state: what was loaded from it, by name:tag. */
+  readonly loadedHere: State['loaded'][string];
+  readonly acked: AckEntry[];
+  readonly cache: ObjectCache;
+  platform?: Platform;
+  anyThin: boolean;
+}
+
+function refuse(round: Round, entry: CatalogEntry, e: unknown): void {
+  const ref = `${entry.name}:${entry.tag}`;
+  const code = (e as { code?: string }).code ?? 'INTERNAL';
+  const message = e instanceof Error ? e.message : String(e);
+  round.result.refused.push({ ref, digest: entry.digest, code, message });
+  round.emit({ kind: 'refused', ref, version: entry.version, digest: entry.digest, message, code });
+}
+
+/**
+ * One subscribed release of the catalog: up to date, skipped, fetched or loaded; a fault (the
+ * runtime's included, asked whether the image is still there) refuses this release only.
+ */
+async function pullRelease(round: Round, entry: CatalogEntry): Promise<void> {
+  const { opts, emit, docker, result } = round;
+  const ref = `${entry.name}:${entry.tag}`;
+  const prev = round.loadedHere[ref];
+  if (prev?.digest === entry.digest && (opts.fetchOnly || (await docker.imageId(imageName(entry.name, entry.tag), opts.signal)) === prev.imageId)) {
+    // still there (a removed image is loaded again); a prefetch loads nothing, so asks nothing
+    result.upToDate.push(ref);
+    emit({ kind: 'up-to-date', ref, version: entry.version });
+    if (prev.hookPending && opts.hook && !opts.fetchOnly) {
+      emit({ kind: 'warning', message: `the hook for ${ref} v${prev.version} did not run to its end after its load (the run was cut short); running it now` });
+      await hook(round, ref, prev);
+    }
+    return;
+  }
+  if (prev && prev.digest !== entry.digest && entry.version < prev.version) {
+    throw new TarportError('ROLLBACK', `${ref}: the catalog offers v${entry.version}, older than v${prev.version} loaded before; refusing`);
+  }
+  if (opts.skip?.get(ref) === entry.digest) return; // refused before and unchanged since
+  const trust = opts.trust?.length ? opts.trust : undefined;
+  const verified = await round.repo.readRecord(entry, { digest: entry.digest, size: entry.size }, {
+    ...(trust ? { verify: (data: Buffer, sig: Buffer | undefined, what: string) => verifyDetached(data, sig, trust, what) } : {}),
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  });
+  checkEncrypted(verified.record, opts);
+  if (opts.fetchOnly) return prefetch(round, verified.record);
+  await loadRelease(round, entry, verified);
+}
+
+/** --fetch-only: the release's objects (this platform's, with --platform) into the cache. */
+async function prefetch(round: Round, record: ReleaseRecord): Promise<void> {
+  const { opts, result } = round;
+  const f = await fetchRelease(round.repo, round.cache, opts.platform && record.kind === 'image' ? platformView(record, opts.platform) : record, opts.signal);
+  (result as { bytesFetched: number }).bytesFetched += f.bytesFetched;
+  result.fetched!.push({ ref: `${record.name}:${record.tag}`, version: record.version });
+  round.emit({ kind: 'fetched', ref: `${record.name}:${record.tag}`, version: record.version, ...f });
+}
+
+/** Loads a verified release, records it as loaded, then retires old images and runs the hook. */
+async function loadRelease(round: Round, entry: CatalogEntry, verified: PinnedRecord): Promise<void> {
+  const { opts, emit, docker, result, repo, cache } = round;
+  const record = verified.record;
+  const ref = `${entry.name}:${entry.tag}`;
+  const prev = round.loadedHere[ref];
+  const signer = verified.signedBy as string | undefined;
+  const platform = (round.platform ??= opts.platform ?? (await docker.platform(opts.signal)));
+  // a multi-platform release: this platform's image only (its config and layers); never an attestation
+  const view = record.kind === 'image' ? { ...verified, record: platformView(record, platform) } : verified;
+  const { imageId, bytesFetched, thin, via } = record.kind === 'image'
+    ? await loadImage(repo, docker, cache, view, (e) => emit(e), opts.decryptKey, opts.signal)
+    : await importRootfs(repo, docker, cache, verified, platform, opts.decryptKey, opts.signal);
+  (result as { bytesFetched: number }).bytesFetched += bytesFetched;
+  const previous = prev && prev.imageId !== imageId ? [prev.imageId, ...prev.previous.filter((p) => p !== imageId)] : (prev?.previous ?? []);
+  const loaded = (round.loadedHere[ref] = { version: record.version, record: entry.record, digest: entry.digest, imageId, loadedAt: new Date().toISOString(), previous, ...(opts.hook ? { hookPending: true } : {}) });
+  await round.store.write(round.state);
+  result.loaded.push({ ref, version: record.version, imageId });
+  round.acked.push({ name: entry.name, tag: entry.tag, version: record.version, digest: entry.digest, platform: formatPlatform(platform), runtime: docker.kind, loaded: loaded.loadedAt });
+  emit({ kind: 'loaded', ref, version: record.version, imageId, bytesFetched, ...(signer ? { signer } : {}), runtime: docker.kind, platform: formatPlatform(platform), ...(via ? { via } : {}) });
+  round.anyThin ||= thin;
+  if (opts.keepImages !== undefined) await retire(docker, loaded, ref, opts.keepImages, emit, () => round.store.write(round.state));
+  if (opts.hook) await hook(round, ref, loaded);
+}
+
+/**
+ * Runs the hook for a loaded release. The state says it is due from the load on (hookPending), and
+ * no longer once it ran to its end, failed or not: a run cut short between the two (a crash, a
+ * SIGTERM) leaves it due, and the next run runs it.
+ */
+async function hook(round: Round, ref: string, loaded: State['loaded'][string][string]): Promise<void> {
+  const outcome = await runHook(round.opts.hook!, ref, loaded.version, round.opts.signal);
+  if (!round.opts.signal?.aborted) {
+    delete loaded.hookPending;
+    await round.store.write(round.state);
+  }
+  round.emit({ kind: 'hook', ref, version: loaded.version, ...outcome });
 }
 
 /**

@@ -12,6 +12,8 @@ const LoadedSchema = z.object({
   loadedAt: z.string(),
   /** Image IDs this tag had before, newest first (for --keep-images). */
   previous: z.array(z.string()).default([]),
+  /** Loaded, and the hook (--hook) not yet run to its end: the next run runs it. */
+  hookPending: z.boolean().optional(),
 });
 export type Loaded = z.infer<typeof LoadedSchema>;
 

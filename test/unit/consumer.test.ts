@@ -8,7 +8,9 @@ import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../src/producer/index
 import { Repository } from '../../src/repo/index.js';
 import { MemoryTransport } from '../../src/transport/index.js';
 import { SMALL, tempDir } from '../helpers.js';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { TarportError } from '../../src/errors.js';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 
@@ -419,5 +421,70 @@ describe('a runtime that fetches the layers itself (loadVerified)', () => {
     const rt = new FetchingRuntime(true);
     await expect(pull(repo, rt, { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: await tempDir() })).rejects.toThrow(/digest mismatch/);
     expect([rt.uploads, await rt.imageId({ familiar: 'demo/app:1', qualified: 'docker.io/demo/app:1' })]).toEqual([[], undefined]);
+  });
+});
+
+describe('each release on its own', () => {
+  it('a daemon that fails when asked whether a loaded image is still there refuses that release only; the others are still checked', async () => {
+    const repo = await repoWithDemo();
+    const d = new FakeDaemon('graphdriver');
+    const state = await tempDir();
+    await pull(repo, new DockerRuntime(d), { subscriptions: [], stateDir: state });
+    const inspect = d.inspectImage.bind(d);
+    d.inspectImage = async (ref: string) => {
+      if (ref === 'demo/app:1') throw new TarportError('DAEMON', 'inspect demo/app:1: the daemon hung up');
+      return inspect(ref);
+    };
+    const events: PullEvent[] = [];
+    const r = await pull(repo, new DockerRuntime(d), { subscriptions: [], stateDir: state, throwOnRefused: false, onEvent: (e) => events.push(e) });
+    expect(r.refused).toEqual([{ ref: 'demo/app:1', digest: expect.any(String), code: 'DAEMON', message: 'inspect demo/app:1: the daemon hung up' }]);
+    expect(r.upToDate).toEqual(['demo/app:2']);
+    expect(events.map((e) => e.kind)).toEqual(['refused', 'up-to-date']);
+  });
+});
+
+describe('the hook of a load cut short', () => {
+  it('runs in the next run, once, when the run that loaded the release was cancelled while its hook ran', async () => {
+    const repo = await repoWithDemo();
+    const d = new FakeDaemon('graphdriver');
+    const state = await tempDir();
+    const marks = join(await tempDir(), 'marks');
+    const hook = `echo "$TARPORT_REF $TARPORT_VERSION" >> ${marks}; true`;
+    const sub = [{ name: 'demo/app', tag: '1' }];
+    const stop = new AbortController();
+    // the first run's hook is cut by the signal before it writes anything
+    const cut: PullEvent[] = [];
+    const first = await pull(repo, new DockerRuntime(d), {
+      subscriptions: sub,
+      stateDir: state,
+      hook: `sleep 30; ${hook}`,
+      signal: stop.signal,
+      onEvent: (e) => (cut.push(e), e.kind === 'loaded' && setTimeout(() => stop.abort(), 200)),
+    });
+    expect(first.loaded.map((l) => l.ref)).toEqual(['demo/app:1']);
+    expect(cut.find((e) => e.kind === 'hook')).toMatchObject({ ok: false });
+    expect(existsSync(marks)).toBe(false);
+    const events: PullEvent[] = [];
+    const second = await pull(repo, new DockerRuntime(d), { subscriptions: sub, stateDir: state, hook, onEvent: (e) => events.push(e) });
+    expect(second.upToDate).toEqual(['demo/app:1']);
+    expect(events.filter((e) => e.kind === 'warning')).toEqual([{ kind: 'warning', message: 'the hook for demo/app:1 v1 did not run to its end after its load (the run was cut short); running it now' }]);
+    expect(events.find((e) => e.kind === 'hook')).toMatchObject({ ok: true, ref: 'demo/app:1', version: 1 });
+    await pull(repo, new DockerRuntime(d), { subscriptions: sub, stateDir: state, hook });
+    expect(await readFile(marks, 'utf8')).toBe('demo/app:1 1\n');
+    expect(d.loads).toHaveLength(1);
+  });
+
+  it('a hook that ran to its end, even failing, is not run again', async () => {
+    const repo = await repoWithDemo();
+    const d = new FakeDaemon('graphdriver');
+    const state = await tempDir();
+    const marks = join(await tempDir(), 'marks');
+    const sub = [{ name: 'demo/app', tag: '1' }];
+    const hook = `echo "$TARPORT_REF" >> ${marks}; exit 4`;
+    const events: PullEvent[] = [];
+    await pull(repo, new DockerRuntime(d), { subscriptions: sub, stateDir: state, hook, onEvent: (e) => events.push(e) });
+    await pull(repo, new DockerRuntime(d), { subscriptions: sub, stateDir: state, hook });
+    expect(events.find((e) => e.kind === 'hook')).toMatchObject({ ok: false });
+    expect(await readFile(marks, 'utf8')).toBe('demo/app:1\n');
   });
 });
