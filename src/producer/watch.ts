@@ -151,6 +151,7 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
       return;
     }
     const outcome = await attempt(path);
+    if (outcome.kind === 'changed') return schedule(path, opts.settleMs);
     if (blocker === path && !retryAt.has(path)) release();
     if (outcome.kind !== 'truncated') return;
     // the size held still, but the archive does not end yet: a writer that pauses. Wait for more,
@@ -188,6 +189,7 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
         return;
       }
       const outcome = await attempt(path);
+      if (outcome.kind === 'changed') continue;
       if (outcome.kind !== 'truncated') return;
       // complete archives end: this one may grow again. Wait for that, until it has been still for
       // --give-up (then it is given up on) or the run's time is up (then it is left)
@@ -232,9 +234,14 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
     emit({ kind: 'left', file: path, reason });
   }
 
-  /** Publishes a file that held still; moves it to done/ or failed/, or keeps it for a retry. */
-  async function attempt(path: string): Promise<{ kind: 'done' } | { kind: 'truncated'; error: TarportError }> {
+  /**
+   * Publishes a file that held still; moves it to done/ or failed/, or keeps it for a retry. A file
+   * written again or replaced under its name while it was read ('changed') is neither: what was
+   * read is not what lies there now, so it is published again once it holds still.
+   */
+  async function attempt(path: string): Promise<{ kind: 'done' | 'changed' } | { kind: 'truncated'; error: TarportError }> {
     let result: PublishResult;
+    const before = await identity(path);
     try {
       const name = await opts.nameFor(path);
       emit({ kind: 'publishing', file: path });
@@ -243,19 +250,27 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
       if (opts.signal.aborted) return { kind: 'done' }; // stopped: the file stays and is published next time
       const err = e instanceof TarportError ? e : new TarportError('INTERNAL', `internal error: ${e instanceof Error ? e.message : String(e)}`);
       if (err.truncated) return { kind: 'truncated', error: err };
-      if (fileAtFault(err)) await fail(path, err);
-      else retryLater(path, err);
+      if (!fileAtFault(err)) retryLater(path, err);
+      else if (await changedSince(path, before)) return changed(path, `it changed while it was read (${err.message})`);
+      else await fail(path, err);
       return { kind: 'done' };
     }
     attempts.delete(path);
     retryAt.delete(path);
+    const replaced = await changedSince(path, before);
     // published: a file that cannot be moved away stays, and its next publish is identical content
     // (no new version); said, not a failure of the publish
-    const unmoved = await putAway(path).then(() => undefined, (e: unknown) => e);
+    const unmoved = replaced ? undefined : await putAway(path).then(() => undefined, (e: unknown) => e);
     summary.published++;
     emit({ kind: 'published', file: path, releases: result.releases.map((r) => ({ ref: `${r.name}:${r.tag}`, version: r.version, status: r.status })), uploadedBytes: result.uploadedBytes });
+    if (replaced) return changed(path, 'it was written again or replaced while it was published: what was read is published, and the file as it is now is published next');
     if (unmoved) emit({ kind: 'warning', file: path, message: `published, but not moved out of the folder (it will be published again, as identical content): ${messageOf(unmoved)}` });
     return { kind: 'done' };
+  }
+
+  function changed(path: string, reason: string): { kind: 'changed' } {
+    emit({ kind: 'waiting', file: path, reason: `${reason}; publishing it again once it holds still` });
+    return { kind: 'changed' };
   }
 
   async function putAway(path: string): Promise<void> {
@@ -353,6 +368,18 @@ function fileAtFault(err: TarportError): boolean {
 }
 
 /** Sleeps, or returns early when the signal fires. */
+/** What names one version of a file: replaced (another inode) or written again (size, times) differs. */
+async function identity(path: string): Promise<string | undefined> {
+  const st = await stat(path, { bigint: true }).catch(() => undefined);
+  return st ? [st.dev, st.ino, st.size, st.mtimeNs, st.ctimeNs].join(':') : undefined;
+}
+
+/** True when the file at `path` is there and is no longer the one `before` named. */
+async function changedSince(path: string, before: string | undefined): Promise<boolean> {
+  const now = await identity(path);
+  return now !== undefined && now !== before;
+}
+
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {

@@ -1,4 +1,4 @@
-import { readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { readFile, readdir, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { TarportError } from '../../../src/errors.js';
@@ -378,5 +378,72 @@ describe('watchFolder (watching): settling', () => {
     const agent = watching(dir, async (p) => published(p), 300);
     await within(agent.published(1), 10_000, 'publish of a file with a future time');
     expect(await agent.stop()).toEqual({ published: 1, failed: 0, pending: 0, exitCode: 0 });
+  });
+});
+
+describe('watchFolder: a file written again or replaced while it is published', () => {
+  it('--once: what was read is published, the file is not moved, and its new content is published next and then moved', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'app.tar');
+    await settledFile(path, 'v1');
+    const read: string[] = [];
+    const { run, events } = once(
+      dir,
+      async (p) => {
+        read.push(await readFile(p, 'utf8'));
+        // `docker save -o app.tar` run again over the same name while the first is published
+        if (read.length === 1) await writeFile(p, 'v2, longer');
+        return published(p);
+      },
+      { settleMs: 100 },
+    );
+    expect(await run).toEqual({ published: 2, failed: 0, pending: 0, exitCode: 0 });
+    expect(read).toEqual(['v1', 'v2, longer']);
+    expect(await readFile(join(dir, 'done', 'app.tar'), 'utf8')).toBe('v2, longer');
+    expect(events.filter((e) => e.kind === 'waiting')).toEqual([
+      { kind: 'waiting', file: path, reason: 'it was written again or replaced while it was published: what was read is published, and the file as it is now is published next; publishing it again once it holds still' },
+    ]);
+  });
+
+  it('--once: a bad archive replaced by another under its name while it was read is not sent to failed/; the new one is published', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'app.tar');
+    await settledFile(path, 'half-copied');
+    await settledFile(join(dir, '.app.tar.part'), 'whole');
+    let calls = 0;
+    const { run, events } = once(
+      dir,
+      async (p) => {
+        if (++calls > 1) return published(p);
+        // replaced whole (another inode, same size and time would not hide it) as the read fails
+        await rename(join(dir, '.app.tar.part'), p);
+        throw new TarportError('BAD_INPUT', `${p}: not a tar archive`);
+      },
+      { settleMs: 100 },
+    );
+    expect(await run).toEqual({ published: 1, failed: 0, pending: 0, exitCode: 0 });
+    expect(await readdir(join(dir, 'failed'))).toEqual([]);
+    expect(await readFile(join(dir, 'done', 'app.tar'), 'utf8')).toBe('whole');
+    expect(events.find((e) => e.kind === 'waiting')).toEqual({ kind: 'waiting', file: path, reason: `it changed while it was read (${path}: not a tar archive); publishing it again once it holds still` });
+  });
+
+  it('watching: the new content is published after the old, and only then moved to done/', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'app.tar');
+    const read: string[] = [];
+    const agent = watching(
+      dir,
+      async (p) => {
+        read.push(await readFile(p, 'utf8'));
+        if (read.length === 1) await writeFile(p, 'v2, longer');
+        return published(p);
+      },
+      100,
+    );
+    await settledFile(path, 'v1');
+    await within(agent.published(2), 10_000, 'two publishes');
+    await agent.stop();
+    expect(read).toEqual(['v1', 'v2, longer']);
+    expect(await readFile(join(dir, 'done', 'app.tar'), 'utf8')).toBe('v2, longer');
   });
 });
