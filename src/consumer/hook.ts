@@ -4,6 +4,8 @@ import { spawn } from 'node:child_process';
 export interface HookOutcome {
   readonly ok: boolean;
   readonly message: string;
+  /** The run was cancelled before the hook ran to its end (not started, or stopped): it is still due. */
+  readonly cancelled?: boolean;
 }
 
 /** How long a hook may run before it is stopped (docs/consumer.md, "Hook"). */
@@ -27,7 +29,7 @@ const DRAIN_MS = 500;
  * still holds its output does not hold the run.
  */
 export function runHook(cmd: string, ref: string, version: number, signal?: AbortSignal, limitMs = HOOK_LIMIT_MS): Promise<HookOutcome> {
-  if (signal?.aborted) return Promise.resolve({ ok: false, message: `hook ${JSON.stringify(cmd)} not run: the run was cancelled` });
+  if (signal?.aborted) return Promise.resolve({ ok: false, message: `hook ${JSON.stringify(cmd)} not run: the run was cancelled`, cancelled: true });
   return new Promise((resolve) => {
     let out = '';
     // CMD gets NAME:TAG and the version as arguments, and as TARPORT_REF and TARPORT_VERSION
@@ -52,7 +54,8 @@ export function runHook(cmd: string, ref: string, version: number, signal?: Abor
       }, HOOK_GRACE_MS).unref();
     };
     const limit = setTimeout(() => stop(`stopped after ${Math.round(limitMs / 1000)} s`), limitMs);
-    const onAbort = () => stop('stopped: the run was cancelled');
+    const CANCELLED = 'stopped: the run was cancelled';
+    const onAbort = () => stop(CANCELLED);
     signal?.addEventListener('abort', onAbort, { once: true });
     let settled = false;
     const done = (o: HookOutcome) => {
@@ -69,11 +72,14 @@ export function runHook(cmd: string, ref: string, version: number, signal?: Abor
     child.stderr.on('data', keep);
     child.on('error', (e) => done({ ok: false, message: `hook ${JSON.stringify(cmd)} could not run: ${e.message}` }));
     child.on('exit', (code, sig) => {
+      // the outcome is the hook's as it exited: a cancel that comes while its output drains stops
+      // what it left running, but the hook itself had run to its end
+      const stoppedBy = stopped;
       const outcome = () => {
         child.stdout.destroy();
         child.stderr.destroy();
-        if (code === 0 && stopped === undefined) return done({ ok: true, message: `hook ${JSON.stringify(cmd)} done` });
-        done({ ok: false, message: `hook ${JSON.stringify(cmd)} failed (${stopped ?? sig ?? `exit ${code}`}): ${out.trim().split('\n').slice(-3).join(' | ')}` });
+        if (code === 0 && stoppedBy === undefined) return done({ ok: true, message: `hook ${JSON.stringify(cmd)} done` });
+        done({ ok: false, message: `hook ${JSON.stringify(cmd)} failed (${stoppedBy ?? sig ?? `exit ${code}`}): ${out.trim().split('\n').slice(-3).join(' | ')}`, ...(stoppedBy === CANCELLED ? { cancelled: true } : {}) });
       };
       // the last of its output, unless a command it left running keeps the pipes open
       const drained = setTimeout(outcome, DRAIN_MS);

@@ -3,7 +3,7 @@ import { Writable, type Readable } from 'node:stream';
 import { CodecError, decompressor, ociBlobPath, ociLayerMediaType, prewarmDecompressors, releaseDecompressors, releaserOf, threadedDecompressor, writeLoadArchive, writeOciLoadArchive, type Compression, type LoadFile } from '../archive/index.js';
 import { Digester, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
 import { formatPlatform, type Fetched, type ImageName, type LoadPlan, type Platform, type Runtime, type VerifiedLoad } from '../runtime/index.js';
-import { isRefusalCode, TarportError } from '../errors.js';
+import { isRefusalCode, messageOf, TarportError } from '../errors.js';
 import { MAX_SMALL_BLOB_BYTES, platformView, familiarName, qualifiedName, sameName, type AckEntry, type Catalog, type CatalogEntry, type LayerDescriptor, type PinnedRecord, type ReleaseRecord, type Repository } from '../repo/index.js';
 import { ObjectCache } from './cache.js';
 import { FetchChain } from './fetches.js';
@@ -123,7 +123,7 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
   const stat = await repo.catalogStat(opts.signal);
   if (!stat) throw new TarportError('NOT_FOUND', `${repo.location} holds no catalog (tarport/catalog.json): not a tarport repository, or nothing was pushed yet`);
   const last = state.catalogStat[loc];
-  if (opts.cheap && last && last.size === stat.size && last.mtime === stat.mtime && stat.mtime !== 0) {
+  if (opts.cheap && last && last.size === stat.size && last.mtime === stat.mtime && stat.mtime !== 0 && !(opts.hook && hookDue(state))) {
     emit({ kind: 'idle' });
     return { ...result, idle: true };
   }
@@ -175,6 +175,11 @@ async function acknowledge(repo: Repository, host: NonNullable<PullOptions['ack'
       ? { kind: 'ack', written: true, readOnly: false, host: host.id, message: `acknowledged ${loaded.length} release(s) in ${repo.location} as host ${host.id} (${r.key})` }
       : { kind: 'ack', written: false, readOnly: r.readOnly, host: host.id, message: `no acknowledgement left in ${repo.location}: ${r.reason}` },
   );
+}
+
+/** A load whose hook did not run to its end (hookPending): a cheap poll must not pass it by. */
+function hookDue(state: State): boolean {
+  return Object.values(state.loaded).some((byRef) => Object.values(byRef).some((l) => l.hookPending));
 }
 
 /** What one run shares between its releases. */
@@ -271,15 +276,17 @@ async function loadRelease(round: Round, entry: CatalogEntry, verified: PinnedRe
 /**
  * Runs the hook for a loaded release. The state says it is due from the load on (hookPending), and
  * no longer once it ran to its end, failed or not: a run cut short between the two (a crash, a
- * SIGTERM) leaves it due, and the next run runs it.
+ * SIGTERM) leaves it due, and the next run runs it. A state that cannot record that it ran is said;
+ * the hook then runs again next time.
  */
 async function hook(round: Round, ref: string, loaded: State['loaded'][string][string]): Promise<void> {
-  const outcome = await runHook(round.opts.hook!, ref, loaded.version, round.opts.signal);
-  if (!round.opts.signal?.aborted) {
-    delete loaded.hookPending;
-    await round.store.write(round.state);
-  }
+  const { cancelled, ...outcome } = await runHook(round.opts.hook!, ref, loaded.version, round.opts.signal);
   round.emit({ kind: 'hook', ref, version: loaded.version, ...outcome });
+  if (cancelled) return;
+  delete loaded.hookPending;
+  await round.store.write(round.state).catch((e: unknown) =>
+    round.emit({ kind: 'warning', message: `the hook for ${ref} v${loaded.version} ran, but the consumer state could not record it (it will run again): ${messageOf(e)}` }),
+  );
 }
 
 /**

@@ -75,6 +75,8 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
   const queued = new Set<string>();
   const retryAt = new Map<string, number>();
   const attempts = new Map<string, number>();
+  // how often in a row a file changed while it was read (rewritten)
+  const rewrites = new Map<string, number>();
   // one pending retry per file: a 'change' of a file that waits for its retry does not add another
   const timers = new Map<string, NodeJS.Timeout>();
   let left = 0;
@@ -151,7 +153,11 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
       return;
     }
     const outcome = await attempt(path);
-    if (outcome.kind === 'changed') return schedule(path, opts.settleMs);
+    if (outcome.kind === 'changed') {
+      // its new content arrived before the files that came during its publish: they wait for it
+      blocker = path;
+      return schedule(path, opts.settleMs);
+    }
     if (blocker === path && !retryAt.has(path)) release();
     if (outcome.kind !== 'truncated') return;
     // the size held still, but the archive does not end yet: a writer that pauses. Wait for more,
@@ -174,6 +180,7 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
   function forget(path: string): void {
     retryAt.delete(path);
     attempts.delete(path);
+    rewrites.delete(path);
     if (blocker === path) release();
   }
 
@@ -249,15 +256,19 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
     } catch (e) {
       if (opts.signal.aborted) return { kind: 'done' }; // stopped: the file stays and is published next time
       const err = e instanceof TarportError ? e : new TarportError('INTERNAL', `internal error: ${e instanceof Error ? e.message : String(e)}`);
+      if (!err.truncated && !fileAtFault(err)) {
+        retryLater(path, err);
+        return { kind: 'done' };
+      }
+      // a file truncated and written again in place reads as one that ends early: changed, not cut short
+      if (await rewritten(path, before)) return changed(path, `it changed while it was read (${err.message})`);
       if (err.truncated) return { kind: 'truncated', error: err };
-      if (!fileAtFault(err)) retryLater(path, err);
-      else if (await changedSince(path, before)) return changed(path, `it changed while it was read (${err.message})`);
-      else await fail(path, err);
+      await fail(path, err);
       return { kind: 'done' };
     }
     attempts.delete(path);
     retryAt.delete(path);
-    const replaced = await changedSince(path, before);
+    const replaced = await rewritten(path, before);
     // published: a file that cannot be moved away stays, and its next publish is identical content
     // (no new version); said, not a failure of the publish
     const unmoved = replaced ? undefined : await putAway(path).then(() => undefined, (e: unknown) => e);
@@ -266,6 +277,26 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
     if (replaced) return changed(path, 'it was written again or replaced while it was published: what was read is published, and the file as it is now is published next');
     if (unmoved) emit({ kind: 'warning', file: path, message: `published, but not moved out of the folder (it will be published again, as identical content): ${messageOf(unmoved)}` });
     return { kind: 'done' };
+  }
+
+  /**
+   * True when the file changed since `before`, at most MAX_REWRITES times in a row for one file: an
+   * identity that changes on every look (inode numbers a network file system makes up, a chmod
+   * loop) is taken as the file's after that, so no file is published again without end.
+   */
+  async function rewritten(path: string, before: string | undefined): Promise<boolean> {
+    const n = rewrites.get(path) ?? 0;
+    if (!(await changedSince(path, before))) {
+      rewrites.delete(path);
+      return false;
+    }
+    if (n >= MAX_REWRITES) {
+      rewrites.delete(path);
+      emit({ kind: 'warning', file: path, message: `it changed while it was read ${n + 1} times in a row; taking what was read as the file` });
+      return false;
+    }
+    rewrites.set(path, n + 1);
+    return true;
   }
 
   function changed(path: string, reason: string): { kind: 'changed' } {
@@ -363,6 +394,9 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
  * could not handle (an internal error, which would recur on every try). Any other is kept and tried
  * again: it is the repository's, the link's or this host's, and the file is not to blame.
  */
+/** How often in a row one file may change while it is read before what was read is taken as it. */
+const MAX_REWRITES = 3;
+
 function fileAtFault(err: TarportError): boolean {
   return err.code === 'BAD_INPUT' || err.code === 'USAGE' || err.code === 'INTERNAL';
 }

@@ -1,3 +1,4 @@
+import { getEventListeners } from 'node:events';
 import { Transform, type Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { TarArchive, writeDemoArchives } from '../../src/archive/index.js';
@@ -6,7 +7,7 @@ import { pull, type PullEvent } from '../../src/consumer/index.js';
 import { DockerRuntime, chainIds, type DockerApi, type ExpectedImage, type ImageName, type ImageStore, type LoadPlan, type Runtime, type VerifiedImage, type VerifiedLoad } from '../../src/runtime/index.js';
 import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../src/producer/index.js';
 import { Repository } from '../../src/repo/index.js';
-import { MemoryTransport } from '../../src/transport/index.js';
+import { FileTransport, MemoryTransport } from '../../src/transport/index.js';
 import { SMALL, tempDir } from '../helpers.js';
 import { createWriteStream, existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -425,6 +426,17 @@ describe('a runtime that fetches the layers itself (loadVerified)', () => {
 });
 
 describe('each release on its own', () => {
+  it("leaves nothing registered with the caller's signal once it returned (an agent's signal lives for months)", async () => {
+    const repo = await repoWithDemo();
+    const agent = new AbortController();
+    const events: PullEvent[] = [];
+    const opts = { subscriptions: [], stateDir: await tempDir(), signal: agent.signal, ack: { id: 'host-1', hostname: 'edge-1', timeoutMs: 5_000 }, onEvent: (e: PullEvent) => events.push(e) };
+    const r = await pull(repo, new DockerRuntime(new FakeDaemon('containerd')), opts);
+    expect(r.loaded.map((l) => l.ref).sort()).toEqual(['demo/app:1', 'demo/app:2']);
+    expect(events.find((e) => e.kind === 'ack')).toMatchObject({ written: true });
+    expect(getEventListeners(agent.signal, 'abort')).toHaveLength(0);
+  });
+
   it('a daemon that fails when asked whether a loaded image is still there refuses that release only; the others are still checked', async () => {
     const repo = await repoWithDemo();
     const d = new FakeDaemon('graphdriver');
@@ -445,7 +457,9 @@ describe('each release on its own', () => {
 
 describe('the hook of a load cut short', () => {
   it('runs in the next run, once, when the run that loaded the release was cancelled while its hook ran', async () => {
-    const repo = await repoWithDemo();
+    // a repository on disk: its catalog has a modification time, so a cheap poll can find it unchanged
+    const repo = new Repository(new FileTransport(await tempDir()));
+    await publishArchive(repo, (await demoArchives())[0]!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' } });
     const d = new FakeDaemon('graphdriver');
     const state = await tempDir();
     const marks = join(await tempDir(), 'marks');
@@ -465,10 +479,12 @@ describe('the hook of a load cut short', () => {
     expect(cut.find((e) => e.kind === 'hook')).toMatchObject({ ok: false });
     expect(existsSync(marks)).toBe(false);
     const events: PullEvent[] = [];
-    const second = await pull(repo, new DockerRuntime(d), { subscriptions: sub, stateDir: state, hook, onEvent: (e) => events.push(e) });
+    // a cheap poll (catalog unchanged since) does not pass the due hook by
+    const second = await pull(repo, new DockerRuntime(d), { subscriptions: sub, stateDir: state, hook, cheap: true, onEvent: (e) => events.push(e) });
     expect(second.upToDate).toEqual(['demo/app:1']);
     expect(events.filter((e) => e.kind === 'warning')).toEqual([{ kind: 'warning', message: 'the hook for demo/app:1 v1 did not run to its end after its load (the run was cut short); running it now' }]);
     expect(events.find((e) => e.kind === 'hook')).toMatchObject({ ok: true, ref: 'demo/app:1', version: 1 });
+    expect((await pull(repo, new DockerRuntime(d), { subscriptions: sub, stateDir: state, hook, cheap: true })).idle).toBe(true);
     await pull(repo, new DockerRuntime(d), { subscriptions: sub, stateDir: state, hook });
     expect(await readFile(marks, 'utf8')).toBe('demo/app:1 1\n');
     expect(d.loads).toHaveLength(1);

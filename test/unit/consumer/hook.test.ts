@@ -57,8 +57,7 @@ describe('runHook', () => {
     expect(await alive(child)).toBe(true);
     ctl.abort();
     const r = await running;
-    expect(r.ok).toBe(false);
-    expect(r.message).toBe(`hook ${JSON.stringify(hook.cmd)} failed (stopped: the run was cancelled): `);
+    expect(r).toEqual({ ok: false, message: `hook ${JSON.stringify(hook.cmd)} failed (stopped: the run was cancelled): `, cancelled: true });
     await vi.waitFor(async () => expect(await alive(child)).toBe(false), { timeout: 5000 });
   }, 15_000);
 
@@ -91,12 +90,24 @@ describe('runHook', () => {
     process.kill(await hook.pidOf(), 'SIGKILL');
   }, 45_000);
 
+  it('a run cancelled after the hook exited 0 (while its output drains) has it done, and stops what it left running', async () => {
+    const hook = await forkingHook({ leave: true });
+    const ctl = new AbortController();
+    const running = runHook(hook.cmd, 'team/app:1', 1, ctl.signal, 60_000);
+    const child = await hook.pidOf();
+    // the script exits right after naming its child; its output drains for up to 0.5 s after
+    await new Promise((r) => setTimeout(r, 150));
+    ctl.abort();
+    expect(await running).toEqual({ ok: true, message: `hook ${JSON.stringify(hook.cmd)} done` });
+    await vi.waitFor(async () => expect(await alive(child)).toBe(false), { timeout: 5000 });
+  }, 15_000);
+
   it('a run already cancelled does not start the hook', async () => {
     const dir = await tempDir();
     const ctl = new AbortController();
     ctl.abort();
     const r = await runHook(`touch ${join(dir, 'ran')}`, 'team/app:1', 1, ctl.signal);
-    expect(r).toEqual({ ok: false, message: `hook ${JSON.stringify(`touch ${join(dir, 'ran')}`)} not run: the run was cancelled` });
+    expect(r).toEqual({ ok: false, message: `hook ${JSON.stringify(`touch ${join(dir, 'ran')}`)} not run: the run was cancelled`, cancelled: true });
     expect(await readFile(join(dir, 'ran')).catch(() => 'absent')).toBe('absent');
   });
 });

@@ -442,8 +442,92 @@ describe('watchFolder: a file written again or replaced while it is published', 
     );
     await settledFile(path, 'v1');
     await within(agent.published(2), 10_000, 'two publishes');
-    await agent.stop();
+    expect(await agent.stop()).toEqual({ published: 2, failed: 0, pending: 0, exitCode: 0 });
     expect(read).toEqual(['v1', 'v2, longer']);
     expect(await readFile(join(dir, 'done', 'app.tar'), 'utf8')).toBe('v2, longer');
+  });
+
+  it('watching: files that came while it was published wait for its new content (no older archive lands last)', async () => {
+    const dir = await tempDir();
+    const order: string[] = [];
+    const agent = watching(
+      dir,
+      async (p) => {
+        order.push(`${basename(p)}=${await readFile(p, 'utf8')}`);
+        if (order.length === 1) {
+          await writeFile(p, 'a2'); // a.tar saved again ...
+          await settledFile(join(dir, 'b.tar'), 'b1'); // ... then b.tar arrives, settled at once
+        }
+        return published(p);
+      },
+      300,
+    );
+    await settledFile(join(dir, 'a.tar'), 'a1');
+    await within(agent.published(3), 10_000, 'three publishes');
+    expect(await agent.stop()).toEqual({ published: 3, failed: 0, pending: 0, exitCode: 0 });
+    expect(order).toEqual(['a.tar=a1', 'a.tar=a2', 'b.tar=b1']);
+  });
+
+  it('--once: written again in place with the same size and its old times put back is still told by its change time', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'app.tar');
+    await settledFile(path, 'v1');
+    const read: string[] = [];
+    const { run } = once(
+      dir,
+      async (p) => {
+        read.push(await readFile(p, 'utf8'));
+        if (read.length === 1) {
+          const { atime, mtime } = await stat(p);
+          await writeFile(p, 'v2');
+          await utimes(p, atime, mtime); // cp -p, rsync -t
+        }
+        return published(p);
+      },
+      { settleMs: 100 },
+    );
+    expect(await run).toEqual({ published: 2, failed: 0, pending: 0, exitCode: 0 });
+    expect(read).toEqual(['v1', 'v2']);
+  });
+
+  it('--once: truncated and written again while it was read (which reads as an archive that ends early) is published, not sent to failed/', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'app.tar');
+    await settledFile(path, 'an old archive');
+    let calls = 0;
+    const { run } = once(
+      dir,
+      async (p) => {
+        if (++calls > 1) return published(p);
+        await writeFile(p, 'the new one'); // docker save -o over it: truncated, then written
+        throw new TarportError('BAD_INPUT', `${p}: the archive ends in the middle of a layer`, { truncated: true });
+      },
+      // an old file: a truncated archive that held still this long would be given up on
+      { settleMs: 100, giveUpMs: 2_000 },
+    );
+    expect(await run).toEqual({ published: 1, failed: 0, pending: 0, exitCode: 0 });
+    expect(await readdir(join(dir, 'failed'))).toEqual([]);
+  });
+
+  it('--once: a file that changes on every read is taken as read after 3 changes in a row (no publish without end)', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'app.tar');
+    await settledFile(path, 'v0');
+    let calls = 0;
+    const { run, events } = once(
+      dir,
+      async (p) => {
+        calls++;
+        await writeFile(p, `v${calls}, longer`);
+        const past = new Date(Date.now() - 60_000);
+        await utimes(p, past, past);
+        return published(p);
+      },
+      { settleMs: 100 },
+    );
+    expect(await run).toEqual({ published: 4, failed: 0, pending: 0, exitCode: 0 });
+    expect(calls).toBe(4);
+    expect(events.filter((e) => e.kind === 'warning')).toEqual([{ kind: 'warning', file: path, message: 'it changed while it was read 4 times in a row; taking what was read as the file' }]);
+    expect(await readdir(join(dir, 'done'))).toEqual(['app.tar']);
   });
 });
