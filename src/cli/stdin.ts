@@ -45,6 +45,9 @@ export interface Spooling extends Spooled {
 export async function startSpool(input: Readable & { isTTY?: boolean; fd?: number }, signal: AbortSignal, opts: { idleMs?: number; tap?: (chunk: Buffer) => void } = {}): Promise<Spooling> {
   if (input.isTTY) throw new TarportError('USAGE', `push -: ${STDIN_NAME} is a terminal; pipe an archive into it (docker save IMAGE | tarport push - --to URL)`);
   if (input.fd === 0 && isRegularFile(0)) return { path: STDIN_FILE, copied: false, complete: Promise.resolve(), fault: () => undefined, remove: async () => undefined };
+  // a pipe that breaks before the copy's pipeline listens (while its folder and file are made) would
+  // end the process with its 'error'; the fault stays on the stream, and the pipeline reports it
+  input.on('error', () => undefined);
   const dir = await mkdtemp(join(tmpdir(), 'tarport-stdin-')).catch((e: unknown) => {
     throw wrapSystemError(e, `make a folder for ${STDIN_NAME} in ${tmpdir()} (TMPDIR)`);
   });

@@ -76,6 +76,13 @@ describe('spoolStdin', () => {
     expect(await readdir(tmp)).toEqual([]);
   });
 
+  it('fails with the reason of a pipe that broke before the copy began, and leaves nothing behind', async () => {
+    const pipe = new PassThrough();
+    pipe.destroy(new Error('the writer died at once'));
+    await expect(spoolStdin(pipe, never)).rejects.toThrow('the writer died at once');
+    expect(await readdir(tmp)).toEqual([]);
+  });
+
   it('fails with the reason of a pipe that broke, and leaves nothing behind', async () => {
     const pipe = new PassThrough();
     pipe.write(Buffer.alloc(4096));
