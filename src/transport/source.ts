@@ -51,6 +51,13 @@ export function readableFrom(source: Source, from: number, what: string, onCount
   // would only pause the source, which keeps its file (or a spool reader's handle) open; one per
   // failed attempt runs an agent on a flaky link out of file descriptors
   t.once('close', () => raw.destroy());
+  // a source that failed before it was asked for (a layer that broke while the transport opened its
+  // file) emits nothing more: its stored fault is the upload's, or the upload would wait for ever
+  const early = raw.errored ?? (raw.destroyed && !raw.readableEnded ? new Error('the source was closed before it was read') : undefined);
+  if (early) {
+    t.destroy(sourceError(early, what));
+    return t;
+  }
   return raw.pipe(t);
 }
 

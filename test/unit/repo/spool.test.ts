@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -8,7 +8,9 @@ import { TarportError } from '../../../src/errors.js';
 import { stageBlob } from '../../../src/repo/objects.js';
 import { GrowingFile } from '../../../src/repo/spool.js';
 import { Store } from '../../../src/repo/store.js';
+import { FileTransport } from '../../../src/transport/file.js';
 import { MemoryTransport } from '../../../src/transport/memory.js';
+import { tempDir } from '../../helpers.js';
 import type { Source, WriteOptions } from '../../../src/transport/types.js';
 
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -139,5 +141,15 @@ describe('stageBlob on a local store', () => {
     })());
     const got = await Promise.race([stageBlob(new Store(t), src).then(() => 'staged', (e: unknown) => e), new Promise((r) => setTimeout(() => r('still waiting after 5 s'), 5_000))]);
     expect(got).toBe(refused);
+  });
+
+  it('a layer that fails while a directory repository opens its file is the error, not a wait for ever', async () => {
+    const t = new FileTransport(await tempDir());
+    const bad = new TarportError('BAD_INPUT', 'app.tar: layer 3: corrupted zstd block', { retryable: false });
+    // fails on its first read, long before the transport's checks and open are done
+    const src = new Readable({ read() { this.destroy(bad); } });
+    const got = await Promise.race([stageBlob(new Store(t), src).then(() => 'staged', (e: unknown) => e), new Promise((r) => setTimeout(() => r('still waiting after 5 s'), 5_000))]);
+    expect(got).toBe(bad);
+    expect(await readdir(join(t.root, 'blobs', 'sha256')).catch(() => [])).toEqual([]);
   });
 });

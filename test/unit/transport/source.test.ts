@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import { describe, expect, it, vi } from 'vitest';
 import { readableFrom, sendFrom } from '../../../src/transport/source.js';
 import { tempDir } from '../../helpers.js';
@@ -63,6 +64,22 @@ describe('readableFrom', () => {
     expect(await openFdsOn(file)).toBe(1);
     s.destroy();
     await vi.waitFor(async () => expect(await openFdsOn(file)).toBe(0));
+  });
+
+  it('a source that failed before it was asked for fails the stream with its fault (a reader would wait for ever)', async () => {
+    const raw = new PassThrough().on('error', () => undefined);
+    raw.destroy(new Error('zstd: corrupted block'));
+    await new Promise((r) => setImmediate(r));
+    const s = readableFrom(() => raw, 0, 'upload blobs/x');
+    const got = await Promise.race([finished(s).then(() => 'ended', (e: unknown) => e), new Promise((r) => setTimeout(() => r('still waiting after 5 s'), 5_000))]);
+    expect(got).toMatchObject({ code: 'IO', retryable: false, message: 'upload blobs/x: reading the source failed: zstd: corrupted block' });
+  });
+
+  it('a source closed early without a fault fails the stream too', async () => {
+    const raw = new PassThrough();
+    raw.destroy();
+    const s = readableFrom(() => raw, 0, 'upload blobs/x');
+    await expect(finished(s)).rejects.toMatchObject({ message: 'upload blobs/x: reading the source failed: the source was closed before it was read' });
   });
 
   it('a stream given up on closes the stream it reads', async () => {
