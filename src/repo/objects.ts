@@ -152,8 +152,18 @@ export async function putSplit(store: Store, desc: { digest: string; size: numbe
     state.sent = 0;
     const p = piece(reader, state, maxPart);
     const tmp = tempKeyFor(partKey(desc.digest, i));
+    let opened = false;
+    // the piece is read from the object's one stream: it cannot be read twice, so a transport that
+    // would send it again (a retry) gets a refusal it does not retry, not a stream that never ends;
+    // pipeline carries a failed read of the object (a damaged source, a cut link) into the upload
+    const part = () => {
+      if (opened) throw new TarportError('IO', `part ${i + 1} of ${desc.digest}: cannot be sent again (read once from the source object)`, { retryable: false });
+      opened = true;
+      pipeline(p, dg).catch(() => undefined);
+      return dg;
+    };
     try {
-      await store.transport.write(tmp, () => p.pipe(dg), { signal });
+      await store.transport.write(tmp, part, { signal });
       if (state.sent === 0) {
         await store.remove(tmp);
         break;
