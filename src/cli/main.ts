@@ -216,7 +216,17 @@ export function interruptedExitCode(sig: NodeJS.Signals): number {
   return 128 + (osConstants.signals[sig] ?? 0);
 }
 
+/**
+ * A reader of tarport's output that went away (a log shipper restarting, `| head`, a closed ssh
+ * session) makes the next write fail (EPIPE, EIO). Unheard, that 'error' would end an agent in the
+ * middle of its work; the work goes on, and the exit code stays the work's.
+ */
+function outliveOutputReaders(): void {
+  for (const s of [process.stdout, process.stderr]) if (s.listenerCount('error') === 0) s.on('error', () => undefined);
+}
+
 export async function main(argv: string[]): Promise<number> {
+  outliveOutputReaders();
   let code: number = EXIT.ok;
   let out: Output | undefined;
   const abort = new AbortController();

@@ -64,6 +64,27 @@ describe('data on stdout, messages on stderr', () => {
   });
 });
 
+describe('a reader of the output that went away', () => {
+  it.each(['stdout', 'stderr'] as const)('closed %s: the push is done and its exit code is the work\'s, with no crash on the broken pipe', async (which) => {
+    const dir = await tempDir();
+    const [v1] = await writeDemoArchives(dir, undefined, SMALL);
+    const repo = join(dir, 'repo');
+    const r = await new Promise<{ code: number | null; other: string }>((resolve, reject) => {
+      const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), 'push', '--init', v1!, '--to', repo, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      // the reader is gone before tarport writes a byte: each write fails with EPIPE
+      child[which].destroy();
+      let other = '';
+      child[which === 'stdout' ? 'stderr' : 'stdout'].on('data', (c) => (other += c));
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code, other }));
+    });
+    expect(r.other).not.toContain('EPIPE');
+    expect(r.code).toBe(0);
+    const ls = await tarport(['ls', repo]);
+    expect(ls.stdout).toContain('tarport-demo/hello');
+  });
+});
+
 describe('--json prints exactly one document', () => {
   it('push of a bad and a good archive: both side by side, exit code of the failure', async () => {
     const dir = await tempDir();
