@@ -406,6 +406,8 @@ async function loadImage(
   try {
     await docker.load(archive, name, signal, fetching.fetched);
   } catch (e) {
+    // a runtime that failed midway only paused the archive (see closedOnFailure)
+    archive.destroy();
     // a layer that could not be fetched or failed its digest stopped the archive: that fault (its
     // code decides exit and retry), not the runtime's report of a broken stream
     throw (await fetching.stop()) ?? e;
@@ -625,15 +627,28 @@ async function importRootfs(repo: Repository, docker: Runtime, cache: ObjectCach
   const rootfs = plain;
   const name = imageName(record.name, record.tag);
   const plan = await docker.plan([l.diffId], signal);
-  if (plan.format !== 'oci-layout') return { imageId: await docker.importRootfs(await rootfs(), name, signal), bytesFetched, thin: false };
+  if (plan.format !== 'oci-layout') return { imageId: await closedOnFailure(await rootfs(), (s) => docker.importRootfs(s, name, signal)), bytesFetched, thin: false };
   // a runtime without an import of its own (containerd) gets the image docker import would make:
   // one layer and a config for this platform
   const config = rootfsConfig(l.diffId, platform);
   const files = plan.omit.has(l.diffId) ? [] : [{ name: ociBlobPath(l.diffId), size: l.uncompressedSize, open: rootfs }];
   const archive = writeOciLoadArchive({ configDigest: sha256(config), config, imageName: name.qualified, layers: [{ digest: l.diffId, size: l.uncompressedSize }], files });
-  await docker.importRootfs(archive.stream, name, signal);
+  await closedOnFailure(archive.stream, (s) => docker.importRootfs(s, name, signal));
   const imageId = await docker.verify({ name, configDigest: sha256(config), diffIds: [l.diffId], manifestDigest: archive.manifestDigest }, signal);
   return { imageId, bytesFetched, thin: plan.thin };
+}
+
+/**
+ * Hands `stream` to a runtime; when that fails, closes it: a runtime that failed midway only paused
+ * it, and what feeds it (a layer's file, a decompressor) would wait for a reader for ever.
+ */
+async function closedOnFailure<T>(stream: Readable, use: (s: Readable) => Promise<T>): Promise<T> {
+  try {
+    return await use(stream);
+  } catch (e) {
+    stream.destroy();
+    throw e;
+  }
 }
 
 /** The config `docker import` writes for a root file system, without the time (so it is the same each time). */

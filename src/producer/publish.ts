@@ -325,7 +325,9 @@ async function storeLayers(p: Publishing, need: ReadonlyMap<string, Needed>): Pr
   for await (const { entry, stream } of p.tar.streamEntries(rest, p.opts.signal)) {
     const n = need.get(entry.name)!;
     if (fresh.has(n.diffId)) {
-      stream.resume();
+      // a second entry of a layer already stored: read past, unused; a read of it that fails (a disk
+      // error) must not end the process for want of a listener, and a failed pass fails the next entry
+      stream.on('error', () => undefined).resume();
       continue;
     }
     const u = await p.uploader.upload({ stream, ...(n.declared ? { declared: n.declared } : {}), what: `layer ${entry.name}`, sizeHint: entry.size });

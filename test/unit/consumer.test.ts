@@ -1,4 +1,4 @@
-import { getEventListeners } from 'node:events';
+import { getEventListeners, once } from 'node:events';
 import { Transform, type Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { TarArchive, writeDemoArchives } from '../../src/archive/index.js';
@@ -452,6 +452,22 @@ describe('each release on its own', () => {
     expect(r.refused).toEqual([{ ref: 'demo/app:1', digest: expect.any(String), code: 'DAEMON', message: 'inspect demo/app:1: the daemon hung up' }]);
     expect(r.upToDate).toEqual(['demo/app:2']);
     expect(events.map((e) => e.kind)).toEqual(['refused', 'up-to-date']);
+  });
+});
+
+describe('a runtime that fails in the middle of a load', () => {
+  it('the load archive is closed, so its writer lets go of the layer it was reading', async () => {
+    const repo = await repoWithDemo();
+    const d = new FakeDaemon('graphdriver');
+    let archive: Readable | undefined;
+    d.load = async (a: Readable) => {
+      archive = a;
+      await once(a, 'readable');
+      a.read(); // some of it, as a daemon reads before its disk fills up
+      throw new TarportError('DAEMON', 'load: write /var/lib/docker/tmp/docker-import-1/layer.tar: no space left on device');
+    };
+    await expect(pull(repo, new DockerRuntime(d), { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: await tempDir() })).rejects.toMatchObject({ code: 'DAEMON' });
+    expect(archive?.destroyed).toBe(true);
   });
 });
 
