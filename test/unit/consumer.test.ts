@@ -10,7 +10,9 @@ import { Repository } from '../../src/repo/index.js';
 import { FileTransport, MemoryTransport } from '../../src/transport/index.js';
 import { SMALL, tempDir } from '../helpers.js';
 import { createWriteStream, existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { TarportError } from '../../src/errors.js';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -468,6 +470,28 @@ describe('a runtime that fails in the middle of a load', () => {
     };
     await expect(pull(repo, new DockerRuntime(d), { subscriptions: [{ name: 'demo/app', tag: '1' }], stateDir: await tempDir() })).rejects.toMatchObject({ code: 'DAEMON' });
     expect(archive?.destroyed).toBe(true);
+  });
+
+  it('a root file system whose import fails midway is closed too', async () => {
+    const dir = await tempDir();
+    await mkdir(join(dir, 'root', 'bin'), { recursive: true });
+    await writeFile(join(dir, 'root', 'bin', 'app'), randomBytes(8 << 20)); // more than the stream buffers
+    execFileSync('tar', ['-C', join(dir, 'root'), '-cf', join(dir, 'export.tar'), '.']);
+    mem = new MemoryTransport();
+    const repo = new Repository(mem);
+    await publishArchive(repo, join(dir, 'export.tar'), { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/root', tag: '1' } });
+    const d = new FakeDaemon('graphdriver');
+    let rootfs: Readable | undefined;
+    Object.assign(d, {
+      import: async (a: Readable) => {
+        rootfs = a;
+        await once(a, 'readable');
+        a.read();
+        throw new TarportError('DAEMON', 'import: no space left on device');
+      },
+    });
+    await expect(pull(repo, new DockerRuntime(d), { subscriptions: [], stateDir: await tempDir() })).rejects.toMatchObject({ code: 'DAEMON' });
+    expect(rootfs?.destroyed).toBe(true);
   });
 });
 
