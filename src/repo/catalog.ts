@@ -2,7 +2,7 @@ import { sha256 } from '../crypto/index.js';
 import { TarportError, isTarportError } from '../errors.js';
 import { CATALOGS_FOLDER, CATALOG_KEY, LEGACY_CATALOG_SIGNATURE_KEY, catalogFileName, parseCatalogFileName } from './layout.js';
 import { readFormat } from './format.js';
-import { listReleases, listTags, readRecord } from './read.js';
+import { listReleases, listTags, readRecord, unreadableRecord } from './read.js';
 import { CATALOG_SCHEMA, CATALOG_SCHEMA_V1, CatalogSchema, compareReleases, parseWith, serialize, type Catalog, type CatalogEntry, type ReleaseRecord } from './records.js';
 import type { Store } from './store.js';
 
@@ -129,8 +129,9 @@ async function newestEntry(store: Store, name: string, tag: string, cached: Cata
       const r = await readRecord(store, ref, undefined, { ...(signal ? { signal } : {}) });
       return catalogEntryOf(r.record, ref.record, r.digest, r.bytes.length);
     } catch (e) {
-      if ((e as { code?: string }).code === 'ABORTED' || signal?.aborted) throw e;
-      // a damaged record is check's to report; the tag's truth is the newest record that reads
+      // a damaged record is check's to report; the tag's truth is the newest record that reads. A
+      // record that could not be read (a dropped link) may be the newest: the catalog waits for it
+      if (signal?.aborted || !unreadableRecord(e)) throw e;
     }
   }
   return undefined;

@@ -3,7 +3,7 @@ import { listCatalogFiles, readCatalog } from './catalog.js';
 import { CLOCK_SKEW_MS, announceGc, holds, listPending } from './intents.js';
 import { objectOfFile } from './objects.js';
 import { removeDigestCopies } from './registry.js';
-import { listReleases, listTags, readRecord, signatureKey, type ReleaseRef } from './read.js';
+import { listReleases, listTags, readRecord, signatureKey, unreadableRecord, type ReleaseRef } from './read.js';
 import type { ReleaseRecord } from './records.js';
 import { recordObjects } from './platforms.js';
 import { storeOf, type Repository } from './repository.js';
@@ -77,8 +77,10 @@ async function newlyReferenced(store: Store, plan: Plan, signal?: AbortSignal): 
       if (plan.seen.has(recordKey(name, tag, ref.record))) continue;
       try {
         for (const d of objectsOf((await readRecord(store, ref, undefined, signal ? { signal } : {})).record)) out.add(d);
-      } catch {
-        // unreadable: it names nothing we can know of; check reports it
+      } catch (e) {
+        // damaged: it names nothing we can know of, and check reports it; a record that could not be
+        // read (a dropped link) may name live objects: the sweep stops rather than remove them
+        if (signal?.aborted || !unreadableRecord(e)) throw e;
       }
     }
   }

@@ -1,5 +1,5 @@
 import { sha256 } from '../crypto/index.js';
-import { TarportError, isTarportError } from '../errors.js';
+import { TarportError, isRefusalCode, isTarportError } from '../errors.js';
 import { RELEASES_FOLDER, parseRecordFileName, recordKey, releaseFolder } from './layout.js';
 import { decodeSegment } from './names.js';
 import { MAX_RECORD_BYTES } from './objects.js';
@@ -44,6 +44,16 @@ export interface VerifiedRecord<P extends boolean = boolean> {
 
 /** A record whose bytes match what the catalog pins: what a consumer may load. */
 export type PinnedRecord = VerifiedRecord<true>;
+
+/**
+ * Whether a record that failed to read is damaged or gone (a refusal: bad bytes, a bad signature;
+ * or removed meanwhile), so that a scan of the releases may pass over it. Any other fault (the link
+ * dropped, a read refused, a cancel) says nothing of the record: a scan must not go on without it.
+ */
+export function unreadableRecord(e: unknown): boolean {
+  const code = (e as { code?: string }).code;
+  return code !== undefined && (isRefusalCode(code) || code === 'NOT_FOUND');
+}
 
 export function readRecord(store: Store, ref: ReleaseRef, pin: { digest: string; size: number }, opts?: { verify?: CheckSignature; signal?: AbortSignal }): Promise<PinnedRecord>;
 export function readRecord(store: Store, ref: ReleaseRef, pin?: undefined, opts?: { verify?: CheckSignature; signal?: AbortSignal }): Promise<VerifiedRecord>;

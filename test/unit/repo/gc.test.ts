@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Repository, collectGarbage } from '../../../src/repo/index.js';
-import { MemoryTransport } from '../../../src/transport/index.js';
+import { TarportError } from '../../../src/errors.js';
+import { MemoryTransport, type ReadOptions } from '../../../src/transport/index.js';
 import { FaultyTransport } from './faulty.js';
 import { copies, faults, publish } from './fixtures.js';
 
@@ -67,4 +68,25 @@ describe('gc', () => {
     expect(broken).toBe(0);
     expect(failed).toBe(0);
   }, 300_000);
+
+  it('a record published meanwhile that cannot be read (a dropped link) stops the sweep: the objects it may name stay', async () => {
+    const base = await repoWithGarbage();
+    await publish(base, 0, 'b'); // names the objects gc --keep 1 would take from demo/app:a v1
+    const tags = 'tarport/releases/demo%2Fapp';
+    let listings = 0;
+    const cut = new TarportError('CONNECTION', 'read tarport/releases/demo%2Fapp/b/…: the connection was lost', { retryable: true });
+    // demo/app:b comes only after gc planned (published meanwhile), and its record does not read
+    const t = Object.assign(Object.create(base) as MemoryTransport, {
+      async *list(folder: string) {
+        const first = folder === tags && listings++ === 0;
+        for await (const e of base.list(folder)) if (!(first && e.name === 'b')) yield e;
+      },
+      async read(key: string, opts?: ReadOptions) {
+        if (key.startsWith(`${tags}/b/`)) throw cut;
+        return base.read(key, opts);
+      },
+    });
+    await expect(collectGarbage(new Repository(t), { keep: 1, dryRun: false, graceMs: 0 })).rejects.toBe(cut);
+    expect(await faults(base)).toEqual([]);
+  });
 });
