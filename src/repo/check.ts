@@ -13,6 +13,7 @@ import type { ReleaseRecord } from './records.js';
 import { recordObjects } from './platforms.js';
 import { storeOf, type Repository } from './repository.js';
 import type { Store } from './store.js';
+import { requireRepository } from './transaction.js';
 
 export interface Fault {
   readonly what: string;
@@ -73,6 +74,7 @@ async function checkConvergence(store: Store, got: CatalogCopy | undefined, faul
  */
 export async function checkRepository(repo: Repository, opts: { verify?: CheckSignature; signal?: AbortSignal } = {}): Promise<CheckResult> {
   const store = storeOf(repo);
+  await requireRepository(store, 'check', opts.signal);
   const result: CheckResult = { releases: 0, objects: 0, bytes: 0, faults: [], warnings: [] };
   const fault: Report = (what, problem) => result.faults.push({ what, problem });
   const warn: Report = (what, problem) => result.warnings.push({ what, problem });

@@ -9,6 +9,7 @@ import { recordObjects } from './platforms.js';
 import { storeOf, type Repository } from './repository.js';
 import type { Store } from './store.js';
 import { sha256 } from '../crypto/index.js';
+import { requireRepository } from './transaction.js';
 
 export interface GcResult {
   releasesRemoved: string[];
@@ -104,6 +105,7 @@ export interface GcOptions {
  */
 export async function collectGarbage(repo: Repository, opts: GcOptions): Promise<GcResult> {
   const store = storeOf(repo);
+  await requireRepository(store, 'gc', opts.signal);
   const result: GcResult = { releasesRemoved: [], objectsRemoved: [], bytesFreed: 0, temporaryRemoved: [], objectsSpared: [], housekeeping: [], objectsLeft: 0 };
   const old = (mtime: Date | undefined) => mtime !== undefined && Date.now() - mtime.getTime() > opts.graceMs;
   const plan = await sweepReleases(store, opts, result);

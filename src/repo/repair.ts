@@ -4,6 +4,7 @@ import { checkRegistryView, writeRegistryView } from './registry.js';
 import type { Catalog } from './records.js';
 import { storeOf, type Repository } from './repository.js';
 import type { Store } from './store.js';
+import { requireRepository } from './transaction.js';
 
 export interface RepairResult {
   /** What was done. */
@@ -21,6 +22,7 @@ export interface RepairResult {
  */
 export async function repairRepository(repo: Repository, opts: { ttlMs: number; sign?: Sign; signal?: AbortSignal }): Promise<RepairResult> {
   const store = storeOf(repo);
+  await requireRepository(store, 'repair', opts.signal);
   const result: RepairResult = { repaired: [], needsKey: [] };
   const current = await readCatalog(store, opts.signal);
   const truth = await rebuildEntries(store, current?.catalog, opts.signal);

@@ -238,6 +238,17 @@ export async function repositoryState(store: Store, signal?: AbortSignal): Promi
   return (await store.list(RELEASES_FOLDER, signal)).length > 0 ? 'legacy' : 'none';
 }
 
+/**
+ * For what reads or tends a repository (check, gc, repair): a location that holds none (a typo, a
+ * stick that is not mounted, a bucket's wrong prefix) lists as empty, and must not pass for a clean,
+ * empty repository with exit 0.
+ */
+export async function requireRepository(store: Store, what: string, signal?: AbortSignal): Promise<void> {
+  if ((await repositoryState(store, signal)) === 'none') {
+    throw new TarportError('NOT_FOUND', `${what} ${store.location}: it holds no tarport repository (no ${FORMAT_KEY}, no catalog, no releases): a typo, a stick or mount that is not there, or nothing was pushed yet`);
+  }
+}
+
 export function noRepository(location: string): TarportError {
   // retryable: a stick mounted later holds it (watch keeps the file and tries again)
   return new TarportError('NO_REPOSITORY', `${location} holds no tarport repository (no ${FORMAT_KEY}): create one with \`tarport init ${location}\`, or pass --init to create it in this run`, { retryable: true });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { sha256 } from '../../../src/crypto/index.js';
-import { Repository, repairRepository, type PinnedRecord, type ReleaseRecord } from '../../../src/repo/index.js';
+import { Repository, checkRepository, collectGarbage, repairRepository, type PinnedRecord, type ReleaseRecord } from '../../../src/repo/index.js';
 import { MemoryTransport } from '../../../src/transport/index.js';
 import { FaultyTransport } from './faulty.js';
 import { copies, faults, publish } from './fixtures.js';
@@ -148,6 +148,22 @@ describe('beginning a write', () => {
     const tx = await new Repository(base).begin();
     await tx.end();
     expect(reads.filter((k) => k === 'tarport/format.json')).toHaveLength(1);
+  });
+});
+
+describe('a location that holds no repository', () => {
+  // a stick that is not mounted lists as an empty folder: check and gc must not call it clean
+  it.each(['check', 'gc', 'repair'] as const)('%s refuses it (NOT_FOUND), naming the location', async (what) => {
+    const repo = new Repository(new MemoryTransport('stick'));
+    const run = { check: () => checkRepository(repo), gc: () => collectGarbage(repo, { keep: 1, dryRun: false, graceMs: 0 }), repair: () => repairRepository(repo, { ttlMs: 60_000 }) }[what];
+    await expect(run()).rejects.toMatchObject({ code: 'NOT_FOUND', message: `${what} memory://stick: it holds no tarport repository (no tarport/format.json, no catalog, no releases): a typo, a stick or mount that is not there, or nothing was pushed yet` });
+  });
+
+  it('an initialised repository with nothing in it yet is checked and collected as empty', async () => {
+    const repo = new Repository(new MemoryTransport());
+    await repo.init();
+    expect((await checkRepository(repo)).faults).toEqual([]);
+    expect((await collectGarbage(repo, { keep: 1, dryRun: false, graceMs: 0 })).objectsRemoved).toEqual([]);
   });
 });
 
