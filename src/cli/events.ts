@@ -47,7 +47,7 @@ export function pollLevel(e: PollEvent): Level {
   if (e.kind === 'refused' || e.kind === 'poll-failed') return 'error';
   if (e.kind === 'warning' || e.kind === 'retrying' || e.kind === 'skipping' || (e.kind === 'hook' && !e.ok)) return 'warn';
   // a read-only location (a web mirror) never takes an acknowledgement: not worth a line per poll
-  return e.kind === 'idle' || (e.kind === 'ack' && e.readOnly) ? 'debug' : 'info';
+  return e.kind === 'idle' || e.kind === 'round' || (e.kind === 'ack' && e.readOnly) ? 'debug' : 'info';
 }
 
 export function describe(e: PollEvent): string {
@@ -78,6 +78,8 @@ export function describe(e: PollEvent): string {
       return `skipping ${e.ref} (${e.code}): refused for integrity or trust; tried again when the catalog offers another record for it`;
     case 'retrying':
       return `retrying ${e.ref} in ${e.retryInMs / 1000} s: ${e.message} (${e.code}: transient, not skipped)`;
+    case 'round':
+      return e.ok ? 'round done' : 'round done, with a failure';
     case 'stopped':
       return 'stopped';
   }

@@ -24,29 +24,39 @@ export class Metrics {
 
   constructor(private readonly now: () => number = Date.now) {}
 
+  /**
+   * A one-shot run (push, pull) succeeds or not as a whole (finished): a release loaded or an archive
+   * published on the way says nothing of the others, so its events do not stamp a success.
+   */
+  oneShot = false;
+
   private stamp(success: boolean): void {
     const t = this.now() / 1000;
     this.lastPoll = t;
-    if (success) this.lastSuccess = t;
+    if (success && !this.oneShot) this.lastSuccess = t;
   }
 
   failure(code: string): void {
     this.failures.set(code, (this.failures.get(code) ?? 0) + 1);
   }
 
-  /** A poll round or a pull: what it loaded, what it found current, what failed. */
+  /**
+   * A poll round or a pull: what it loaded, what it found current, what failed. A round is a success
+   * only when nothing in it failed (its end says so): a tag that fails every round while the others
+   * are current must not keep the last success time fresh.
+   */
   observePoll(e: PollEvent): void {
     switch (e.kind) {
       case 'loaded':
         this.loaded++;
         this.bytes.down += e.bytesFetched;
         this.versions.set(e.ref, e.version);
-        return this.stamp(true);
+        return;
       case 'up-to-date':
         this.versions.set(e.ref, e.version);
-        return this.stamp(true);
-      case 'idle':
-        return this.stamp(true);
+        return;
+      case 'round':
+        return this.stamp(e.ok);
       case 'refused':
       case 'poll-failed':
         this.failure(e.code);
@@ -77,7 +87,9 @@ export class Metrics {
 
   /** The end of a one-shot run (push, pull): success or not. */
   finished(ok: boolean): void {
-    this.stamp(ok);
+    const t = this.now() / 1000;
+    this.lastPoll = t;
+    if (ok) this.lastSuccess = t;
   }
 
   render(): string {

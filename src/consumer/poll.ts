@@ -18,6 +18,8 @@ export type PollEvent =
   | { kind: 'skipping'; ref: string; digest: string; code: string }
   /** A release that failed for a transient reason (daemon, network, server): tried again soon. */
   | { kind: 'retrying'; ref: string; code: string; message: string; retryInMs: number }
+  /** A round's end: `ok` when nothing in it was refused or failed (the last success time follows it). */
+  | { kind: 'round'; ok: boolean }
   | { kind: 'stopped' };
 
 /**
@@ -36,6 +38,7 @@ export async function poll(repo: Repository, docker: Runtime, opts: PollOptions)
   for (let n = 0; !opts.signal.aborted; n++) {
     const retryInMs = Math.min(opts.intervalMs, backoffMs(failures));
     let transient = false;
+    let ok = false;
     try {
       const r = await pull(repo, docker, {
         ...opts,
@@ -55,6 +58,7 @@ export async function poll(repo: Repository, docker: Runtime, opts: PollOptions)
           emit({ kind: 'retrying', ref: f.ref, code: f.code, message: f.message, retryInMs });
         }
       }
+      ok = r.refused.length === 0;
     } catch (e) {
       if (opts.signal.aborted) break;
       const err = e instanceof TarportError ? e : new TarportError('INTERNAL', `internal error: ${e instanceof Error ? e.message : String(e)}`);
@@ -64,6 +68,7 @@ export async function poll(repo: Repository, docker: Runtime, opts: PollOptions)
       else emit({ kind: 'poll-failed', message: err.message, code: err.code, retryInMs: transient ? retryInMs : opts.intervalMs });
     }
     failures = transient ? failures + 1 : 0;
+    emit({ kind: 'round', ok });
     await sleep(transient ? retryInMs : opts.intervalMs, opts.signal);
   }
   emit({ kind: 'stopped' });

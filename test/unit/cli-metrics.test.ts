@@ -59,9 +59,35 @@ describe('Metrics', () => {
     expect(sample(text, 'tarport_releases_published_total')).toBe(1);
   });
 
+  it('a poll round in which one tag failed is no success, though the others were current', () => {
+    let now = 1_000_000;
+    const m = new Metrics(() => now);
+    m.observePoll({ kind: 'round', ok: true });
+    now += 60_000;
+    m.observePoll({ kind: 'up-to-date', ref: 'team/db:1', version: 4 });
+    m.observePoll({ kind: 'refused', ref: 'team/app:2', version: 9, digest: 'sha256:y', message: 'the daemon is down', code: 'DAEMON' });
+    m.observePoll({ kind: 'round', ok: false });
+    const text = m.render();
+    expect(sample(text, 'tarport_last_success_timestamp_seconds')).toBe(1000);
+    expect(sample(text, 'tarport_last_poll_timestamp_seconds')).toBe(1060);
+  });
+
+  it('a one-shot run that published one archive and failed another is no success', () => {
+    const m = new Metrics(() => 5_000_000);
+    m.oneShot = true;
+    m.observeWatch({ kind: 'published', file: 'a.tar', releases: [{ ref: 'team/db:2', version: 7, status: 'published' }], uploadedBytes: 500 });
+    m.observeWatch({ kind: 'failed', file: 'b.tar', code: 'CONNECTION', message: 'lost' });
+    m.finished(false);
+    const text = m.render();
+    expect(text).not.toContain('tarport_last_success_timestamp_seconds');
+    expect(sample(text, 'tarport_last_poll_timestamp_seconds')).toBe(5000);
+    expect(sample(text, 'tarport_releases_published_total')).toBe(1);
+  });
+
   it('an earlier file seeds counters and the last success, so cron runs add up', () => {
     const a = new Metrics(() => 1000_000);
     a.observePoll({ kind: 'loaded', ref: 'a/b:c', version: 2, imageId: 'i', bytesFetched: 10, runtime: 'docker', platform: 'linux/amd64' });
+    a.observePoll({ kind: 'round', ok: true });
     a.failure('CONNECTION');
     const b = new Metrics(() => 2000_000);
     b.seed(a.render());

@@ -87,6 +87,7 @@ export async function pullCommand(ctx: Context, names: string[], flags: PullFlag
   for (const w of warnings) ctx.out.warn(w);
   const repo = await openRepository(flags.from, '--from', flags, { signal: ctx.signal, connectEarly: true });
   const sink = await openMetrics(flags, (e) => ctx.out.warn(`metrics not written: ${(e as Error).message}`));
+  sink.metrics.oneShot = true;
   const progress = await progressLine(ctx.out, 'pull', () => repo.counters.bytesRead);
   let ok = false;
   try {
@@ -147,7 +148,8 @@ export async function pollCommand(ctx: Context, names: string[], flags: PollFlag
       intervalMs,
       signal: ctx.signal,
       onEvent: (e) => {
-        print(e);
+        // a round's end is for the metrics: under --json it would be a line per poll saying nothing new
+        if (e.kind !== 'round') print(e);
         sink.metrics.observePoll(e);
         void sink.update();
       },

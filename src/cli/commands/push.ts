@@ -49,6 +49,7 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
   const encryptTo = flags.encryptTo?.length ? await loadRecipients(flags.encryptTo) : undefined;
   const repo = await openRepository(flags.to, '--to', flags, { write: true, signal: ctx.signal, warn: (m) => ctx.out.warn(m), connectEarly: true });
   const sink = await openMetrics(flags, (e) => ctx.out.warn(`metrics not written: ${(e as Error).message}`));
+  sink.metrics.oneShot = true;
   // the transport counts an object's bytes when its write ends: the line also counts layers and time
   const progress = await progressLine(ctx.out, 'push', () => repo.counters.bytesWritten);
   const results: PublishResult[] = [];
