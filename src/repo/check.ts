@@ -8,7 +8,7 @@ import { readAcks } from './acks.js';
 import { CATALOG_KEY, recordKey } from './layout.js';
 import { readBlobTo } from './objects.js';
 import { checkRegistryView } from './registry.js';
-import { listReleases, listTags, readRecord, type CheckSignature } from './read.js';
+import { listReleases, listTags, readRecord, unreadableRecord, type CheckSignature } from './read.js';
 import type { ReleaseRecord } from './records.js';
 import { recordObjects } from './platforms.js';
 import { storeOf, type Repository } from './repository.js';
@@ -32,6 +32,17 @@ export interface CheckResult {
 
 type Report = (what: string, problem: string) => void;
 
+/**
+ * Reports `e` as a fault of the repository when it is one (bad bytes or signature, a file missing:
+ * unreadableRecord's kinds, or a fault with no code); a fault of the way to it (the link dropped, a
+ * read refused, a cancel) ends the check instead: a network outage in a long check is exit 1, not a
+ * list of false faults and exit 3.
+ */
+function faultOrThrow(fault: Report, what: string, e: unknown): void {
+  if ((e as { code?: unknown }).code !== undefined && !unreadableRecord(e)) throw e;
+  fault(what, messageOf(e));
+}
+
 /** The catalog: present, signed when asked, not expired, naming this repository. */
 async function checkCatalog(repo: Repository, store: Store, verify: CheckSignature | undefined, fault: Report, signal?: AbortSignal): Promise<CatalogCopy | undefined> {
   let got: CatalogCopy | undefined;
@@ -42,12 +53,12 @@ async function checkCatalog(repo: Repository, store: Store, verify: CheckSignatu
       const why = store.atomicRename ? 'removed by hand?' : 'a write stopped between removing the old one and renaming the new one into place';
       fault(CATALOG_KEY, `missing (${why}); readers use ${got.from} meanwhile; run 'tarport repair'`);
     }
-    if (verify) await verify(got.bytes, await repo.readCatalogSignature(got, signal), 'catalog').catch((e: unknown) => fault(CATALOG_KEY, messageOf(e)));
+    if (verify) await verify(got.bytes, await repo.readCatalogSignature(got, signal), 'catalog').catch((e: unknown) => faultOrThrow(fault, CATALOG_KEY, e));
     if (Date.parse(got.catalog.expires) < Date.now()) fault(CATALOG_KEY, `expired at ${got.catalog.expires}`);
     const id = (await readFormat(store, signal))?.id;
     if (got.catalog.repository && id && got.catalog.repository !== id) fault(CATALOG_KEY, `names repository ${got.catalog.repository}, but tarport/format.json says ${id}`);
   } catch (e) {
-    fault(CATALOG_KEY, messageOf(e));
+    faultOrThrow(fault, CATALOG_KEY, e);
   }
   return got;
 }
@@ -91,9 +102,9 @@ export async function checkRepository(repo: Repository, opts: { verify?: CheckSi
         const pin = pinned?.record === ref.record ? { digest: pinned.digest, size: pinned.size } : undefined;
         const sig = opts.signal ? { signal: opts.signal } : {};
         record = (pin ? await readRecord(store, ref, pin, sig) : await readRecord(store, ref, undefined, sig)).record;
-        if (opts.verify) await readRecord(store, ref, undefined, { ...sig, verify: opts.verify }).catch((e: unknown) => fault(where, messageOf(e)));
+        if (opts.verify) await readRecord(store, ref, undefined, { ...sig, verify: opts.verify }).catch((e: unknown) => faultOrThrow(fault, where, e));
       } catch (e) {
-        fault(where, messageOf(e));
+        faultOrThrow(fault, where, e);
         continue;
       }
       for (const d of recordObjects(record)) {
@@ -122,7 +133,7 @@ async function checkObjects(store: Store, objects: Map<string, { size: number; w
       check.finish();
       result.bytes += check.bytes;
     } catch (e) {
-      fault(`object ${digest} (named by ${where})`, messageOf(e));
+      faultOrThrow(fault, `object ${digest} (named by ${where})`, e);
     }
   }
 }

@@ -43,6 +43,20 @@ describe('pull as an operator sees it', () => {
     expect(await docker('consumer', 'image', 'inspect', '-f', '{{.Id}}', good)).toMatch(/^sha256:/);
   });
 
+  it('pull --quiet --json with a failing --hook: the failure shows on stderr and in the document, the exit stays 0', async () => {
+    const id = randomBytes(3).toString('hex');
+    const dir = await tempDir();
+    const repo = join(dir, 'repo');
+    const ref = `tarport-test/ops-hook-${id}:1`;
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo, '--name', ref])).code).toBe(0);
+    const r = await tarport(['pull', '--from', repo, '--state', join(dir, 'st'), '--hook', 'echo restart refused; exit 4', '--quiet', '--json'], { DOCKER_HOST: env.consumer });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('hook "echo restart refused; exit 4" failed (exit 4): restart refused');
+    const doc = JSON.parse(r.stdout) as { loaded: { ref: string }[]; hooks: { ref: string; ok: boolean; message: string }[] };
+    expect(doc.loaded.map((l) => l.ref)).toEqual([ref]);
+    expect(doc.hooks).toEqual([{ ref, version: 1, ok: false, message: 'hook "echo restart refused; exit 4" failed (exit 4): restart refused' }]);
+  });
+
   it('on a terminal, push and pull show a progress line; in a log, none', async () => {
     const id = randomBytes(3).toString('hex');
     const dir = await tempDir();

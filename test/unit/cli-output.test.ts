@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { writeDemoArchives } from '../../src/archive/index.js';
@@ -61,6 +61,22 @@ describe('data on stdout, messages on stderr', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('holds no release of tarport-demo/hello:9');
     expect(oneDocument(r.stdout)).toEqual({ error: { code: 'NOT_FOUND', message: expect.stringContaining('tarport-demo/hello:9') } });
+  });
+});
+
+describe('check --quiet', () => {
+  it('exits 3 and still says which fault, as an error line', async () => {
+    const dir = await tempDir();
+    const [v1] = await writeDemoArchives(dir, undefined, SMALL);
+    const repo = join(dir, 'repo');
+    expect((await tarportInProcess(['push', '--init', v1!, '--to', repo])).code).toBe(0);
+    const blobs = join(repo, 'blobs', 'sha256');
+    const sizes = await Promise.all((await readdir(blobs)).map(async (f) => [f, (await stat(join(blobs, f))).size] as const));
+    const [big] = sizes.sort((a, b) => b[1] - a[1])[0]!;
+    await writeFile(join(blobs, big), Buffer.alloc(16));
+    const r = await tarportInProcess(['check', repo, '--quiet']);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toContain(`fault: object sha256:${big}`);
   });
 });
 

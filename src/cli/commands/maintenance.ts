@@ -17,7 +17,8 @@ export async function checkCommand(ctx: Context, url: string, flags: CheckFlags)
       signal: ctx.signal,
       ...(trust ? { verify: (data: Buffer, sig: Buffer | undefined, what: string) => verifyDetached(data, sig, trust, what) } : {}),
     });
-    for (const f of r.faults) ctx.out.info(`fault: ${f.what}: ${f.problem}`);
+    // errors, shown under --quiet too: a check that exits 3 says why
+    for (const f of r.faults) ctx.out.line('error', `fault: ${f.what}: ${f.problem}`);
     for (const w of r.warnings) ctx.out.warn(`${w.what}: ${w.problem}`);
     ctx.out.info(`${repo.location}: ${r.releases} release(s), ${r.objects} object(s), ${humanBytes(r.bytes)} checked${trust ? ', signatures verified' : ''}; ${r.faults.length} fault(s)`);
     ctx.out.document({ repository: repo.location, ...r });
@@ -82,7 +83,7 @@ export async function repairCommand(ctx: Context, url: string, flags: RepairFlag
   try {
     const r = await repairRepository(repo, { ttlMs, ...(sign ? { sign } : {}), signal: ctx.signal });
     for (const x of r.repaired) ctx.out.info(`repaired: ${x}`);
-    for (const x of r.needsKey) ctx.out.info(`needs the signing key: ${x}`);
+    for (const x of r.needsKey) ctx.out.warn(`needs the signing key: ${x}`);
     if (r.repaired.length === 0 && r.needsKey.length === 0) ctx.out.info(`${repo.location}: nothing to repair`);
     ctx.out.document({ repository: repo.location, ...r });
     return r.needsKey.length > 0 ? EXIT.trust : EXIT.ok;

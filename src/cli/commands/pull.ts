@@ -90,6 +90,7 @@ export async function pullCommand(ctx: Context, names: string[], flags: PullFlag
   sink.metrics.oneShot = true;
   const progress = await progressLine(ctx.out, 'pull', () => repo.counters.bytesRead);
   let ok = false;
+  const hooks: { ref: string; version: number; ok: boolean; message: string }[] = [];
   try {
     // a refused release does not hide the ones that loaded: both go into the one report
     const r = await pull(repo, openRuntime(flags), {
@@ -106,10 +107,12 @@ export async function pullCommand(ctx: Context, names: string[], flags: PullFlag
         if (e.kind === 'warning') ctx.out.warn(e.message);
         else if (e.kind === 'ack') ctx.out.line(e.readOnly ? 'debug' : 'info', e.message);
         else if (e.kind === 'refused') ctx.out.failure(new TarportError(e.code as ErrorCode, `refused ${e.ref} v${e.version}: ${e.message}`));
-        else if (e.kind !== 'idle') ctx.out.info(describe(e));
+        // a failed hook is a warning (the service may still run the old image), never info alone
+        else if (pollLevel(e) !== 'debug') ctx.out.line(pollLevel(e), describe(e));
+        if (e.kind === 'hook') hooks.push({ ref: e.ref, version: e.version, ok: e.ok, message: e.message });
       },
     });
-    ctx.out.document({ ...r, transport: repo.counters, ...(warnings.length ? { warnings } : {}) });
+    ctx.out.document({ ...r, ...(hooks.length ? { hooks } : {}), transport: repo.counters, ...(warnings.length ? { warnings } : {}) });
     const first = r.refused[0];
     ok = !first;
     return first ? exitCodeOf(first.code as ErrorCode) : 0;

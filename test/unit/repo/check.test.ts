@@ -1,0 +1,51 @@
+// src/repo/check.ts: a fault of the repository is listed; a fault of the way to it ends the check.
+import type { Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { TarportError } from '../../../src/errors.js';
+import { Repository, checkRepository } from '../../../src/repo/index.js';
+import { MemoryTransport, type ReadOptions } from '../../../src/transport/index.js';
+import { copies, publish } from './fixtures.js';
+
+const demo = copies(async () => {
+  const base = new MemoryTransport();
+  await publish(base, 0, 'a');
+  return base;
+});
+
+/** A copy of `from` whose object reads fail with `fault()`. */
+function objectsFail(from: MemoryTransport, fault: () => Error): MemoryTransport {
+  const t = new (class extends MemoryTransport {
+    override async read(key: string, opts?: ReadOptions): Promise<Readable> {
+      if (key.startsWith('blobs/')) throw fault();
+      return super.read(key, opts);
+    }
+    override async readTo(key: string, ...rest: Parameters<MemoryTransport['readTo']> extends [string, ...infer R] ? R : never): Promise<number> {
+      if (key.startsWith('blobs/')) throw fault();
+      return super.readTo(key, ...rest);
+    }
+  })();
+  for (const [k, v] of from.files) t.files.set(k, v);
+  return t;
+}
+
+describe('checkRepository', () => {
+  it('an object whose bytes changed is a fault of the repository, listed', async () => {
+    const base = await demo();
+    const key = [...base.files.keys()].find((k) => k.startsWith('blobs/') && base.files.get(k)!.length > 1000)!;
+    base.files.set(key, Buffer.alloc(base.files.get(key)!.length));
+    const r = await checkRepository(new Repository(base));
+    expect(r.faults.map((f) => f.problem)).toEqual([expect.stringContaining('digest mismatch')]);
+  });
+
+  it('a link that drops while objects are read ends the check with that fault (exit 1), not a list of false faults (exit 3)', async () => {
+    const cut = new TarportError('CONNECTION', 'read blobs/sha256/…: the connection was lost', { retryable: true });
+    await expect(checkRepository(new Repository(objectsFail(await demo(), () => cut)))).rejects.toBe(cut);
+  });
+
+  it('an object that is not there is a fault of the repository', async () => {
+    const missing = () => new TarportError('NOT_FOUND', 'read blobs/sha256/…: not found');
+    const r = await checkRepository(new Repository(objectsFail(await demo(), missing)));
+    expect(r.faults.length).toBeGreaterThan(0);
+    expect(r.faults.every((f) => f.problem === 'read blobs/sha256/…: not found')).toBe(true);
+  });
+});
