@@ -1,3 +1,4 @@
+import { stat } from 'node:fs/promises';
 import { COMPRESSIONS, LayerWatch, zstdCodecs, zstdNotLoadedNote, type Compression } from '../../archive/index.js';
 import { loadRecipients } from '../../crypto/index.js';
 import { TarportError } from '../../errors.js';
@@ -114,7 +115,15 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
  * archive). A publish that fails stops the copy. The result names `-`.
  */
 async function publishFrom(a: string, publish: (source: string | GrowingArchive) => Promise<PublishResult>, signal: AbortSignal): Promise<PublishResult> {
-  if (a !== '-') return publish(a);
+  if (a !== '-') {
+    // a name that names no file is bad input (exit 2), as a bad archive is: a retry cannot help
+    const st = await stat(a).catch((e: unknown) => {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new TarportError('BAD_INPUT', `${a}: no such file`);
+      return undefined; // other faults are the archive reader's to name
+    });
+    if (st?.isDirectory()) throw new TarportError('BAD_INPUT', `${a}: a directory, not an archive (docker save -o FILE, or pipe it into push -)`);
+    return publish(a);
+  }
   const stop = new AbortController();
   const watch = new LayerWatch();
   const link = linkSignals([signal, stop.signal]);

@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it, vi } from 'vitest';
-import { tempDir } from '../../../helpers.js';
+import { SMALL, tarportInProcess, tempDir } from '../../../helpers.js';
 
 // a Node with no zstd at all: Node 20's zlib has none, and the optional zstd-napi is not installed
 const codecs = vi.hoisted(() => ({ none: false }));
@@ -12,6 +12,7 @@ vi.mock('../../../../src/archive/index.js', async (importOriginal) => {
 });
 const { compressionOf } = await import('../../../../src/cli/commands/push.js');
 const { searchZstdBinding } = await import('../../../../src/archive/compression.js');
+const { writeDemoArchives } = await import('../../../../src/archive/index.js');
 const { shipped, shippedName } = await import('../../../../src/archive/zstdnative.js');
 const nodeHasZstd = Number(process.versions.node.split('.')[0]) >= 24 || /^(22\.(1[5-9]|[2-9]\d)|23\.([89]|\d\d))\./.test(process.versions.node);
 
@@ -55,5 +56,22 @@ describe('the layer compression of push and watch', () => {
     } finally {
       searchZstdBinding(undefined);
     }
+  });
+});
+
+describe('push of a name that is no archive file', () => {
+  it.each([
+    ['a file that is not there', (dir: string) => join(dir, 'app.tar'), (p: string) => `${p}: no such file`],
+    ['a directory', (dir: string) => dir, (p: string) => `${p}: a directory, not an archive (docker save -o FILE, or pipe it into push -)`],
+  ])('%s is bad input (exit 2), named, and the others are still pushed', async (_what, path, message) => {
+    const dir = await tempDir();
+    const [v1] = await writeDemoArchives(dir, undefined, SMALL);
+    const bad = path(await tempDir());
+    const repo = join(dir, 'repo');
+    const r = await tarportInProcess(['push', '--init', bad, v1!, '--to', repo, '--json']);
+    expect(r.code).toBe(2);
+    const doc = JSON.parse(r.stdout) as { pushed: unknown[]; failed: { archive: string; error: { code: string; message: string } }[] };
+    expect(doc.failed).toEqual([{ archive: bad, error: { code: 'BAD_INPUT', message: message(bad) } }]);
+    expect(doc.pushed).toHaveLength(1);
   });
 });
