@@ -99,13 +99,15 @@ export class ObjectCache {
     return createReadStream(this.final(digest), { highWaterMark: 1 << 20 });
   }
 
-  /** Removes every cached object not in `keep`. */
-  async prune(keep: ReadonlySet<string>): Promise<void> {
+  /** Removes every cached object not in `keep`; says what could not be removed (the cache then grows). */
+  async prune(keep: ReadonlySet<string>): Promise<string[]> {
     const dir = join(this.dir, 'blobs');
     const names = await readdir(dir).catch(() => [] as string[]);
+    const problems: string[] = [];
     for (const n of names) {
-      if (!keep.has(`sha256:${n}`)) await rm(join(dir, n), { force: true }).catch((e: unknown) => wrapSystemError(e, 'prune cache'));
+      if (!keep.has(`sha256:${n}`)) await rm(join(dir, n), { force: true }).catch((e: unknown) => problems.push(wrapSystemError(e, `prune the cache (${join(dir, n)})`).message));
     }
+    return problems;
   }
 }
 

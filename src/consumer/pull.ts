@@ -156,7 +156,7 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
   const { cache, anyThin, acked } = round;
   // a runtime that takes thin archives keeps what it loaded: the cache need not; once per run, so
   // that objects prefetched for later releases, and those of a release that failed, stay
-  if (anyThin && result.refused.length === 0) await cache.prune(new Set());
+  if (anyThin && result.refused.length === 0) for (const p of await cache.prune(new Set())) emit({ kind: 'warning', message: p });
   state.catalogSequence[key] = Math.max(seen, catalog.sequence);
   // a prefetch loads nothing, and a release that failed for a transient reason must be tried again:
   // in both cases a cheap poll that saw this stat would take the catalog as handled

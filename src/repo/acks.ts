@@ -1,6 +1,6 @@
 import * as z from 'zod';
 import { DIGEST_RE } from '../crypto/index.js';
-import { TarportError, messageOf } from '../errors.js';
+import { TarportError, isTarportError, messageOf } from '../errors.js';
 import { ACKS_FOLDER } from './layout.js';
 import { NAME_RE, TAG_RE } from './names.js';
 import { parseWith, serialize } from './records.js';
@@ -85,7 +85,12 @@ export async function readAcks(store: Store, signal?: AbortSignal): Promise<{ ac
 export async function writeAck(store: Store, host: { id: string; hostname: string }, loaded: readonly AckEntry[], signal?: AbortSignal): Promise<Ack> {
   const key = ackKey(host.id);
   let earlier: AckEntry[] = [];
-  const bytes = await store.readOptional(key, MAX_ACK_BYTES, 'acknowledgement', signal).catch(() => undefined);
+  // a file of our own too large to be one is replaced; one that could not be read (a dropped link)
+  // is not: rewritten from this run's entries alone, it would forget what this host loaded before
+  const bytes = await store.readOptional(key, MAX_ACK_BYTES, 'acknowledgement', signal).catch((e: unknown) => {
+    if (isTarportError(e, 'INTEGRITY')) return undefined;
+    throw e;
+  });
   if (bytes) {
     try {
       earlier = parseWith(AckSchema, bytes, `acknowledgement ${key}`).releases;

@@ -232,7 +232,17 @@ describe('ObjectCache', () => {
     await cache.ensure(repo, other);
     await cache.prune(new Set([other.digest]));
     expect(await readdir(join(dir, 'blobs'))).toEqual([hex(other.digest)]);
-    await new ObjectCache(join(dir, 'never-used')).prune(new Set()); // nothing cached yet: no error
+    expect(await new ObjectCache(join(dir, 'never-used')).prune(new Set())).toEqual([]); // nothing cached yet: no error
+  });
+
+  it('prune says what it could not remove (the cache would grow without a word)', async () => {
+    const { cache, dir } = await setup();
+    // an entry rm cannot take without recursion: a folder where an object would be
+    const stuck = join(dir, 'blobs', 'a'.repeat(64));
+    await mkdir(join(stuck, 'inside'), { recursive: true });
+    const problems = await cache.prune(new Set());
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toContain(`prune the cache (${stuck})`);
   });
 });
 

@@ -42,6 +42,28 @@ describe('acknowledgements', () => {
     expect(c.warnings).toEqual([]);
   });
 
+  it("a host's earlier file that could not be read (a dropped link) is not overwritten with this run's entries alone", async () => {
+    const t = new MemoryTransport();
+    await publish(t, 0, '1');
+    await publish(t, 1, '2');
+    const repo = new Repository(t);
+    await repo.acknowledge(host, [await loadedEntry(t, '1')], { timeoutMs: 5000 });
+    const before = t.files.get(`tarport/acks/${host.id}.json`);
+    const cut = new Proxy(t, {
+      get(target, prop, receiver) {
+        if (prop === 'read') return async (key: string, ...rest: unknown[]) => {
+          if (key.startsWith('tarport/acks/')) throw new TarportError('CONNECTION', `read ${key}: the connection was lost`, { retryable: true });
+          return (target.read as (...a: unknown[]) => unknown)(key, ...rest);
+        };
+        const v = Reflect.get(target, prop, receiver) as unknown;
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    const r = await new Repository(cut).acknowledge(host, [await loadedEntry(t, '2')], { timeoutMs: 5000 });
+    expect(r).toEqual({ written: false, readOnly: false, reason: `read tarport/acks/${host.id}.json: the connection was lost` });
+    expect(t.files.get(`tarport/acks/${host.id}.json`)).toEqual(before);
+  });
+
   it('a read-only location is not tried; a stalled write is given up within the bound, the ack not claimed', async () => {
     const t = new MemoryTransport();
     await publish(t, 0, '1');
