@@ -114,12 +114,12 @@ export async function takeLock(p: string, waitMs: number): Promise<() => Promise
     }
     const seen = await lockHolder(p);
     if (!seen) continue; // released meanwhile: try again at once
-    if (!(await holderLives(seen))) {
-      await breakStale(p, seen, unique);
-      continue;
-    }
+    const lives = await holderLives(seen);
+    // broken (or gone meanwhile): try again at once; another process breaking it is waited for as a
+    // live holder is, within the same bound, never in a loop that spins
+    if (!lives && (await breakStale(p, seen, unique))) continue;
     if (Date.now() >= deadline) {
-      throw new TarportError('LOCKED', `another tarport run (pid ${seen.pid}) holds the lock ${p}; it will pick up anything new`);
+      throw new TarportError('LOCKED', lives ? `another tarport run (pid ${seen.pid}) holds the lock ${p}; it will pick up anything new` : `the lock ${p} of a stopped run (pid ${seen.pid}) is being broken by another run`);
     }
     await new Promise((r) => setTimeout(r, 100 + Math.random() * 100));
   }
@@ -168,18 +168,27 @@ async function lockHolder(p: string): Promise<Holder | undefined> {
 }
 
 /** Moves the stale lock `seen` away, if this process wins the right to; else does nothing. */
-async function breakStale(p: string, seen: Holder, unique: string): Promise<void> {
+async function breakStale(p: string, seen: Holder, unique: string): Promise<boolean> {
+  const marker = `${p}.break-${seen.id}`;
   try {
-    await writeFile(`${p}.break-${seen.id}`, `${process.pid}\n`, { flag: 'wx' });
+    await writeFile(marker, `${process.pid}\n`, { flag: 'wx' });
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return; // another process breaks it
-    throw wrapSystemError(e, `break stale lock ${p}`);
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw wrapSystemError(e, `break stale lock ${p}`);
+    // another process breaks it; a marker older than a breaking takes was left by a breaker that
+    // died between its marker and its rename: nobody else would ever remove it (holders tidy
+    // markers, and no holder can come while the stale lock stays)
+    const st = await stat(marker).catch(() => undefined);
+    if (st && Date.now() - st.mtimeMs > MARKER_STALE_MS) {
+      await rm(marker, { force: true });
+      return true;
+    }
+    return false;
   }
   const moved = `${p}.${unique}.stale`;
   try {
     await rename(p, moved);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return true;
     throw wrapSystemError(e, `break stale lock ${p}`);
   }
   const got = await lockHolder(moved);
@@ -188,7 +197,11 @@ async function breakStale(p: string, seen: Holder, unique: string): Promise<void
     await link(moved, p).catch(() => undefined);
   }
   await rm(moved, { force: true });
+  return true;
 }
+
+/** How old a break marker may get before its breaker is taken as dead (breaking takes a few calls). */
+const MARKER_STALE_MS = 60_000;
 
 /** Removes break markers and leftovers older than a minute (a holder does this; see takeLock). */
 async function tidyMarkers(p: string): Promise<void> {
@@ -199,7 +212,7 @@ async function tidyMarkers(p: string): Promise<void> {
     if (!n.startsWith(`${base}.`)) continue;
     const f = join(dir, n);
     const st = await stat(f).catch(() => undefined);
-    if (st && Date.now() - st.mtimeMs > 60_000) await rm(f, { force: true }).catch(() => undefined);
+    if (st && Date.now() - st.mtimeMs > MARKER_STALE_MS) await rm(f, { force: true }).catch(() => undefined);
   }
 }
 
