@@ -109,13 +109,19 @@ export async function listPending(store: Store, kind: 'intent' | 'gc', signal?: 
 /** True while an intent or notice still holds by this host's clock, allowing for skew. */
 export const holds = (p: Pending, now = Date.now()) => now < p.until + CLOCK_SKEW_MS;
 
-/** Waits (bounded by the notices' deadlines) until no gc that announced one of `objects` runs. */
+/**
+ * Waits until no gc that announced one of `objects` runs: bounded by the notices' deadlines, and by
+ * this host's clock. A gc deletes only within GC_WINDOW_MS of its notice, which was written before
+ * we first saw it; a deadline further off (the gc host's clock hours ahead, a notice killed gc left
+ * behind, a hostile one for year 9999) would otherwise hold every publish that long.
+ */
 async function waitForGc(store: Store, objects: ReadonlySet<string>, signal?: AbortSignal): Promise<void> {
   if (objects.size === 0) return;
+  const latest = Date.now() + GC_WINDOW_MS + 2 * CLOCK_SKEW_MS;
   for (;;) {
     const notices = (await listPending(store, 'gc', signal)).filter((n) => holds(n) && n.objects.some((o) => objects.has(o)));
     if (notices.length === 0) return;
-    const until = Math.max(...notices.map((n) => n.until + CLOCK_SKEW_MS));
+    const until = Math.min(latest, Math.max(...notices.map((n) => n.until + CLOCK_SKEW_MS)));
     if (Date.now() >= until) return;
     await sleep(Math.min(500, until - Date.now()), signal);
   }

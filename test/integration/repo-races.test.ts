@@ -53,7 +53,11 @@ function killedAfter(args: string[], ms: number, env: Record<string, string> = {
 /** check; when it finds faults, repair and check again. Returns what it took. */
 async function checkAfterRepair(url: string, extra: string[] = []): Promise<{ faultsBefore: number; repaired: boolean; clean: boolean; stderr: string }> {
   const first = await tarportInProcess(['check', url, '--json', ...extra], withPw);
-  const faultsBefore = first.code === 0 ? 0 : (JSON.parse(first.stdout || '{"faults":[1]}').faults?.length ?? 1);
+  const doc = JSON.parse(first.stdout || '{"faults":[1]}') as { faults?: unknown[]; error?: { code: string } };
+  // a run killed before its first write (a sync to a fresh stick) leaves no repository: nothing is
+  // visible, which is clean; check says so (NOT_FOUND) rather than call an empty folder a repository
+  if (doc.error?.code === 'NOT_FOUND') return { faultsBefore: 0, repaired: false, clean: true, stderr: '' };
+  const faultsBefore = first.code === 0 ? 0 : (doc.faults?.length ?? 1);
   if (first.code === 0) return { faultsBefore, repaired: false, clean: true, stderr: '' };
   const rep = await tarportInProcess(['repair', url, ...extra], withPw);
   const second = await tarportInProcess(['check', url, '--json', ...extra], withPw);
