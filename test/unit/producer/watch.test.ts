@@ -369,6 +369,38 @@ describe('watchFolder (watching): retries', () => {
 });
 
 describe('watchFolder (watching): settling', () => {
+  it('a file that never stops changing is said after --give-up and no longer holds the files after it', async () => {
+    const dir = await tempDir();
+    const busy = join(dir, 'a.tar');
+    await writeFile(busy, 'x');
+    // a writer that never stops (a log written into the folder by mistake)
+    const writer = setInterval(() => void writeFile(busy, `x${Date.now()}`), 40);
+    const stop = new AbortController();
+    const events: WatchEvent[] = [];
+    const published: string[] = [];
+    const run = watchFolder({
+      dir,
+      publish: async (p) => (published.push(basename(p)), { archive: p, releases: [], uploadedBytes: 0, uploadedObjects: 0 }),
+      nameFor: async () => undefined,
+      settleMs: 200,
+      giveUpMs: 800,
+      once: false,
+      removeDone: false,
+      signal: stop.signal,
+      onEvent: (e) => events.push(e),
+    });
+    try {
+      await settledFile(join(dir, 'b.tar'));
+      await vi.waitFor(() => expect(published).toEqual(['b.tar']), { timeout: 5_000, interval: 50 });
+      expect(events).toContainEqual({ kind: 'waiting', file: busy, reason: 'still being written after --give-up (1 s); the files after it go on, and it is published once it holds still' });
+    } finally {
+      clearInterval(writer);
+    }
+    await vi.waitFor(() => expect(published).toEqual(['b.tar', 'a.tar']), { timeout: 5_000, interval: 50 });
+    stop.abort();
+    expect(await within(run, 10_000, 'stop')).toEqual({ published: 2, failed: 0, pending: 0, exitCode: 0 });
+  });
+
   it('a file whose modification time lies in the future (a clock ahead) is published once it held still for settleMs by our clock', async () => {
     const dir = await tempDir();
     const path = join(dir, 'ahead.tar');
