@@ -473,7 +473,7 @@ async function readConfig(repo: Repository, cache: ObjectCache, record: ReleaseR
     throw new TarportError('INTEGRITY', `${ref} v${record.version}: the config's digest ${sha256(config)} is not the image ID ${record.contentKey} the record names`);
   }
   const diffIds = record.layers.map((l) => l.diffId);
-  const cfgDiffIds = (JSON.parse(config.toString('utf8')) as { rootfs?: { diff_ids?: string[] } }).rootfs?.diff_ids ?? [];
+  const cfgDiffIds = configDiffIds(config, `${ref} v${record.version}`);
   if (cfgDiffIds.length !== diffIds.length || cfgDiffIds.some((d, i) => d !== diffIds[i])) {
     throw new TarportError('INTEGRITY', `${ref} v${record.version}: the record's layers do not match the image config's diff_ids`);
   }
@@ -589,6 +589,20 @@ function layerFiles(
     stop: () => fetches.stop(),
     fetched: () => fetches.written(),
   };
+}
+
+/** The image config's diff_ids; a config that is no JSON object with them is an integrity fault (exit 3, skipped), not a crash retried each round. */
+function configDiffIds(config: Buffer, what: string): unknown[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(config.toString('utf8'));
+  } catch (e) {
+    throw new TarportError('INTEGRITY', `${what}: the image config is not valid JSON (${messageOf(e)})`);
+  }
+  const ids = (parsed as { rootfs?: { diff_ids?: unknown } } | null)?.rootfs?.diff_ids;
+  if (ids === undefined) return [];
+  if (!Array.isArray(ids)) throw new TarportError('INTEGRITY', `${what}: the image config's rootfs.diff_ids is not a list`);
+  return ids;
 }
 
 /** How long the first layer a pulling runtime asks for waits for the requests that come with it. */

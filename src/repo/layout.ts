@@ -33,7 +33,7 @@ export function releaseFolder(name: string, tag: string): string {
   return `${RELEASES_FOLDER}/${encodeSegment(name)}/${encodeSegment(tag)}`;
 }
 
-const RECORD_FILE_RE = /^(\d{8,})-([0-9a-f]{16})\.json$/;
+export const RECORD_FILE_RE = /^(\d{8,})-([0-9a-f]{16})\.json$/;
 
 /**
  * A release record's file name: the version, zero-padded so that names sort by version, and the

@@ -2,6 +2,7 @@ import * as z from 'zod';
 import { hexOf } from '../crypto/index.js';
 import { PAGE_DATA_KEY, parseRecordFileName, recordKey } from './layout.js';
 import type { ReleaseRef } from './read.js';
+import { parseWith } from './records.js';
 import type { Store } from './store.js';
 
 /**
@@ -41,7 +42,7 @@ export async function readPageData(store: Store, signal?: AbortSignal): Promise<
   try {
     const bytes = await store.readOptional(PAGE_DATA_KEY, MAX_PAGE_DATA_BYTES, 'page data', signal);
     if (!bytes) return new Map();
-    return new Map(Object.entries(PageDataSchema.parse(JSON.parse(bytes.toString('utf8'))).releases));
+    return new Map(Object.entries(parseWith(PageDataSchema, bytes, 'page data').releases));
   } catch (e) {
     if (signal?.aborted) throw e;
     return new Map();

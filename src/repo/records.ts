@@ -1,6 +1,7 @@
 import * as z from 'zod';
 import { DIGEST_RE } from '../crypto/index.js';
 import { TarportError } from '../errors.js';
+import { RECORD_FILE_RE } from './layout.js';
 import { NAME_RE, TAG_RE } from './names.js';
 
 export const MEDIA_TYPES = {
@@ -131,8 +132,8 @@ export const CatalogEntrySchema = z.strictObject({
   version: z.number().int().positive(),
   kind: z.enum(['image', 'rootfs']),
   created: z.string(),
-  /** The record's file name in releases/<name>/<tag>/. */
-  record: z.string(),
+  /** The record's file name in releases/<name>/<tag>/ (a name of that form: never a path). */
+  record: z.string().regex(RECORD_FILE_RE),
   /** Digest and size of the record file: pins it against mix-and-match. */
   digest,
   size,
@@ -159,6 +160,7 @@ export function serialize(value: unknown): Buffer {
 }
 
 export function parseWith<T>(schema: z.ZodType<T>, bytes: Buffer, what: string): T {
+  refuseContainerBomb(bytes, what);
   let raw: unknown;
   try {
     raw = JSON.parse(bytes.toString('utf8'));
@@ -172,6 +174,24 @@ export function parseWith<T>(schema: z.ZodType<T>, bytes: Buffer, what: string):
   }
   return r.data;
 }
+
+/**
+ * JSON of a few bytes per array or object (`[[],[],…]`) costs tens of bytes of heap each once
+ * parsed: a 64 MiB catalog of them, from a server that lies before any signature is checked, would
+ * take a gigabyte. What tarport writes has far fewer: at most one per 8 bytes, and a million in all.
+ */
+function refuseContainerBomb(bytes: Buffer, what: string): void {
+  const limit = Math.min(MAX_JSON_CONTAINERS, Math.floor(bytes.length / 8) + 1000);
+  let n = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i];
+    if ((b === 0x5b || b === 0x7b) && ++n > limit) {
+      throw new TarportError('INTEGRITY', `${what} holds more than ${limit} arrays and objects in ${bytes.length} bytes: not one tarport writes (refused before parsing it)`);
+    }
+  }
+}
+
+const MAX_JSON_CONTAINERS = 1_000_000;
 
 /** Total order of releases of one tag: version, then record file name. */
 export function compareReleases(a: { version: number; record: string }, b: { version: number; record: string }): number {

@@ -4,7 +4,7 @@ import { TarportError, isTarportError } from '../errors.js';
 import { blobKey } from './layout.js';
 import { isPortableFileName, qualifiedName } from './names.js';
 import { MAX_RECORD_BYTES, partsKey } from './objects.js';
-import { serialize, type Catalog, type CatalogEntry } from './records.js';
+import { parseWith, serialize, type Catalog, type CatalogEntry } from './records.js';
 import type { Store } from './store.js';
 
 // The registry view (docs/mirror.md, "The mirror as a registry"): the few small files a static web
@@ -122,10 +122,22 @@ export async function readView(store: Store, signal?: AbortSignal): Promise<Regi
   const bytes = await store.readOptional(REGISTRY_VIEW_KEY, MAX_RECORD_BYTES, 'registry view', signal);
   if (!bytes) return undefined;
   try {
-    return ViewSchema.parse(JSON.parse(bytes.toString('utf8')));
+    const view = parseWith(ViewSchema, bytes, 'registry view');
+    // its keys name files the next write removes: one that is no clean path (a damaged or forged
+    // view) would fail every later push, sync and repair; such a view is rebuilt instead
+    return Object.entries(view.tags).every(([key, t]) => cleanTagKey(key) && KINDS.has(t.kind)) ? view : undefined;
   } catch {
     return undefined; // rebuilt in whole by the next write
   }
+}
+
+const KINDS = new Set(Object.values(MANIFEST_KINDS));
+
+/** `PATH:TAG` of the view: a tag after the last colon, and a path of clean segments. */
+function cleanTagKey(key: string): boolean {
+  const colon = key.lastIndexOf(':');
+  if (colon <= 0 || colon === key.length - 1 || /[/\\\0]/.test(key.slice(colon + 1))) return false;
+  return key.slice(0, colon).split('/').every((s) => s !== '' && s !== '.' && s !== '..' && !/[\\\0]/.test(s));
 }
 
 /**

@@ -5,7 +5,10 @@ import { REGISTRY_VIEW_KEY, digestFileKey, planView, registryPath, tagFileKey, w
 import { Store } from '../../../src/repo/store.js';
 import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../../src/producer/index.js';
 import { syncRepos } from '../../../src/sync/sync.js';
-import { MemoryTransport } from '../../../src/transport/index.js';
+import { FileTransport, MemoryTransport } from '../../../src/transport/index.js';
+import { tempDir } from '../../helpers.js';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { FaultyTransport } from './faulty.js';
 import { demoArchives, publish } from './fixtures.js';
 
@@ -50,6 +53,24 @@ describe('registry view', () => {
     expect(t.files.get(digestFileKey(e.manifest!.digest, 'oci-manifest'))).toEqual(manifest);
     const view = JSON.parse(t.files.get(REGISTRY_VIEW_KEY)!.toString()) as { tags: Record<string, unknown> };
     expect(view.tags).toEqual({ 'demo/app:1': { digest: e.manifest!.digest, kind: 'oci-manifest' } });
+  });
+
+  it.each([
+    ['an empty path segment', 'demo//app:1', 'oci-manifest'],
+    ['a path that climbs', '../../etc:1', 'oci-manifest'],
+    ['a kind that is none', 'demo/app:old', '../../x'],
+  ])('a view whose key holds %s (damaged or forged) is rebuilt by the next publish, which succeeds', async (_what, key, kind) => {
+    // a directory: its transport refuses keys that are no clean path, as every real one does
+    const root = await tempDir();
+    const t = new FileTransport(root);
+    await publish(t, 0, '1');
+    const file = join(root, REGISTRY_VIEW_KEY);
+    const view = JSON.parse(await readFile(file, 'utf8')) as { tags: Record<string, { digest: string; kind: string }> };
+    view.tags[key] = { digest: `sha256:${'3'.repeat(64)}`, kind };
+    await writeFile(file, JSON.stringify(view));
+    await publish(t, 1, '1');
+    const after = JSON.parse(await readFile(file, 'utf8')) as { tags: Record<string, unknown> };
+    expect(Object.keys(after.tags)).toEqual(['demo/app:1']);
   });
 
   it('an update rewrites only the tag that moved; the old version stays pullable by digest', async () => {

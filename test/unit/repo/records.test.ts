@@ -1,0 +1,34 @@
+// src/repo/records.ts: what a repository's JSON files may hold, checked before it is trusted.
+import { describe, expect, it } from 'vitest';
+import { CatalogSchema, parseWith } from '../../../src/repo/records.js';
+import { Repository } from '../../../src/repo/index.js';
+import { MemoryTransport } from '../../../src/transport/index.js';
+import { publish } from './fixtures.js';
+
+describe('parseWith', () => {
+  it('refuses JSON made of empty arrays (a gigabyte of heap once parsed) before parsing it', () => {
+    const bomb = Buffer.from(`[${'[],'.repeat(400_000)}[]]`);
+    const before = process.memoryUsage().heapUsed;
+    expect(() => parseWith(CatalogSchema, bomb, 'catalog tarport/catalog.json')).toThrow(
+      expect.objectContaining({ code: 'INTEGRITY', message: `catalog tarport/catalog.json holds more than ${Math.floor(bomb.length / 8) + 1000} arrays and objects in ${bomb.length} bytes: not one tarport writes (refused before parsing it)` }),
+    );
+    expect(process.memoryUsage().heapUsed - before).toBeLessThan(8 << 20);
+  });
+
+  it('takes a catalog tarport wrote', async () => {
+    const t = new MemoryTransport();
+    await publish(t, 0, 'a');
+    const got = await new Repository(t).readCatalog();
+    expect(got!.catalog.releases.map((e) => e.tag)).toEqual(['a']);
+    expect(parseWith(CatalogSchema, got!.bytes, 'catalog').releases).toHaveLength(1);
+  });
+
+  it('a catalog entry whose record is a path, not a record file name, is refused (INTEGRITY), never read', async () => {
+    const t = new MemoryTransport();
+    await publish(t, 0, 'a');
+    const { bytes } = (await new Repository(t).readCatalog())!;
+    const forged = JSON.parse(bytes.toString()) as { releases: { record: string }[] };
+    forged.releases[0]!.record = '../../../format.json';
+    expect(() => parseWith(CatalogSchema, Buffer.from(JSON.stringify(forged)), 'catalog')).toThrow(expect.objectContaining({ code: 'INTEGRITY', message: expect.stringContaining('releases.0.record') }));
+  });
+});
