@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { TarportError } from '../../errors.js';
 
 export interface CtrOptions {
@@ -17,6 +17,12 @@ export interface CtrOptions {
 /** How long a ctr call that only reads metadata may take, and an import after its input ended. */
 export const CTR_QUERY_TIMEOUT_MS = 60_000;
 export const CTR_IMPORT_TAIL_TIMEOUT_MS = 600_000;
+/**
+ * How long an import's ctr may leave its input waiting (its stdin full, nothing taken) before the
+ * import is cut: containerd that stopped taking the import would otherwise hold it, and the
+ * downloads that feed it, for ever (Docker's loads have the same bound, DAEMON_IDLE_MS).
+ */
+export const CTR_INTAKE_IDLE_MS = 600_000;
 /** How long ctr has to end on its own once its input was cut (cutImport), before it is killed. */
 const CUT_GRACE_MS = 10_000;
 
@@ -25,7 +31,7 @@ const CUT_GRACE_MS = 10_000;
  * own last lines of stderr. With `input`, the stream is ctr's stdin; the bound on the call then
  * starts when the input has ended (an import takes as long as its input takes to arrive).
  */
-export function ctr(o: CtrOptions, args: readonly string[], opts: { input?: Readable; signal?: AbortSignal; timeoutMs?: number } = {}): Promise<string> {
+export function ctr(o: CtrOptions, args: readonly string[], opts: { input?: Readable; signal?: AbortSignal; timeoutMs?: number; intakeIdleMs?: number } = {}): Promise<string> {
   const bin = o.ctr ?? 'ctr';
   const full = ['-a', o.socket, '-n', o.namespace, ...args];
   const what = `ctr ${args.slice(0, 2).join(' ')} (containerd at ${o.socket}, namespace ${o.namespace})`;
@@ -77,8 +83,12 @@ export function ctr(o: CtrOptions, args: readonly string[], opts: { input?: Read
       const onAbort = () => cut(new TarportError('ABORTED', `${what}: cancelled`));
       opts.signal?.addEventListener('abort', onAbort, { once: true });
       child.once('close', () => opts.signal?.removeEventListener('abort', onAbort));
+      const idleMs = opts.intakeIdleMs ?? CTR_INTAKE_IDLE_MS;
+      const unwatch = watchIntake(child.stdin!, idleMs, () => cut(new TarportError('DAEMON', `${what} took none of its input for ${idleMs / 1000} s: is containerd stuck?`, { retryable: true })));
+      child.once('close', unwatch);
       input.on('end', () => {
         ended = true;
+        unwatch();
         arm(opts.timeoutMs ?? CTR_IMPORT_TAIL_TIMEOUT_MS);
       });
       child.stdin!.on('error', () => undefined); // ctr exiting early shows as its exit status
@@ -89,6 +99,29 @@ export function ctr(o: CtrOptions, args: readonly string[], opts: { input?: Read
       if (opts.signal?.aborted) onAbort();
     } else arm(opts.timeoutMs ?? CTR_QUERY_TIMEOUT_MS);
   });
+}
+
+/**
+ * Calls `onStall` once `stdin` stayed full (nothing taken since its last drain) for `idleMs`; returns
+ * the stop. A slow but moving import drains now and then, and is never cut.
+ */
+function watchIntake(stdin: Writable, idleMs: number, onStall: () => void): () => void {
+  let fullSince: number | undefined;
+  const drained = () => (fullSince = undefined);
+  stdin.on('drain', drained);
+  const t = setInterval(() => {
+    if (!stdin.writableNeedDrain) return void (fullSince = undefined);
+    fullSince ??= Date.now();
+    if (Date.now() - fullSince < idleMs) return;
+    stop();
+    onStall();
+  }, Math.max(50, Math.min(1000, idleMs / 4)));
+  t.unref();
+  const stop = () => {
+    clearInterval(t);
+    stdin.off('drain', drained);
+  };
+  return stop;
 }
 
 /**

@@ -27,4 +27,20 @@ describe('ctr with an input', () => {
     expect(got).toBe(fault);
     expect(Date.now() - t0).toBeLessThan(3_000);
   });
+
+  it('an import whose ctr stops taking its input is cut after the intake bound, not left waiting for ever', async () => {
+    const dir = await tempDir();
+    const socket = join(dir, 'containerd.sock');
+    await writeFile(socket, '');
+    // as ctr when containerd stops answering: it reads none of its stdin and never ends
+    const bin = join(dir, 'ctr');
+    await writeFile(bin, '#!/bin/sh\nexec sleep 60\n');
+    await chmod(bin, 0o755);
+    const input = new Readable({ read() { this.push(Buffer.alloc(64 << 10)); } });
+    const got = await Promise.race([
+      ctr({ socket, namespace: 'k8s.io', ctr: bin }, ['images', 'import', '-'], { input, intakeIdleMs: 300 }).then(() => 'imported', (e: unknown) => e),
+      new Promise((r) => setTimeout(() => r('still waiting after 25 s'), 25_000)),
+    ]);
+    expect(got).toMatchObject({ code: 'DAEMON', retryable: true, message: 'ctr images import (containerd at ' + socket + ', namespace k8s.io) took none of its input for 0.3 s: is containerd stuck?' });
+  }, 30_000);
 });
