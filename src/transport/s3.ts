@@ -22,7 +22,7 @@ import {
 import { withSignal } from '../signals.js';
 import { TarportError, messageOf } from '../errors.js';
 import type { JournalEntry, UploadJournal } from './journal.js';
-import { keySegments } from './keys.js';
+import { MAX_FOLDER_ENTRIES, keySegments } from './keys.js';
 import { resumableInto, sinkStream, type SinkAttempt } from './resume.js';
 import { closedByOwner, withRetries } from './retry.js';
 import { readableFrom, sourceError } from './source.js';
@@ -212,12 +212,16 @@ export class S3Transport implements Transport {
     // list for ever or stop short and call it whole: both are refused as a lying server
     const tokens = new Set<string>();
     let token: string | undefined;
+    let keys = 0;
     do {
       const page = await this.run(
         what,
         (s) => this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }), { abortSignal: s }),
         signal,
       );
+      keys += page.Contents?.length ?? 0;
+      // new tokens without end: a listing of more keys than any repository holds is refused
+      if (keys > MAX_FOLDER_ENTRIES) throw new TarportError('INTEGRITY', `${what}: more than ${MAX_FOLDER_ENTRIES} keys (a listing without end?)`, { retryable: false });
       for (const o of page.Contents ?? []) {
         const rest = (o.Key ?? '').slice(prefix.length);
         const slash = rest.indexOf('/');

@@ -8,7 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { Client, type SFTPWrapper } from 'ssh2';
 import { TarportError, isTarportError, messageOf } from '../errors.js';
 import { checkHostKey, knownHostsName } from './knownhosts.js';
-import { keySegments, parentOf } from './keys.js';
+import { MAX_FOLDER_ENTRIES, keySegments, parentOf } from './keys.js';
 import { formatLocation, type Location } from './location.js';
 import { resumableRead, resumableWrite } from './resume.js';
 import { closedByOwner, withRetries } from './retry.js';
@@ -89,6 +89,37 @@ export const WRITE_RAMP = 8 << 20;
 /** SFTP status codes (draft-ietf-secsh-filexfer; 14 and 15 from version 5 on). */
 const SFTP_STATUS = { NO_SUCH_FILE: 2, PERMISSION_DENIED: 3, FAILURE: 4, BAD_MESSAGE: 5, NO_CONNECTION: 6, CONNECTION_LOST: 7, OP_UNSUPPORTED: 8, NO_SPACE: 14, QUOTA_EXCEEDED: 15 } as const;
 const NO_SUCH_FILE = SFTP_STATUS.NO_SUCH_FILE;
+
+interface FolderEntry {
+  filename: string;
+  attrs: { size: number; mode: number; mtime: number };
+}
+
+/**
+ * A folder's entries, batch by batch through its handle, at most MAX_FOLDER_ENTRIES: ssh2's readdir of
+ * a path gathers every batch a server sends until it says the end, and a server that never does would
+ * take the agent's memory. A missing folder lists as empty.
+ */
+function readFolder(s: SFTPWrapper, p: string, what: string): Promise<FolderEntry[]> {
+  return new Promise((resolve, reject) => {
+    s.opendir(p, (err, handle) => {
+      if (err) return sftpCode(err) === NO_SUCH_FILE ? resolve([]) : reject(err);
+      const out: FolderEntry[] = [];
+      const done = (e?: unknown) => s.close(handle, () => (e ? reject(e) : resolve(out)));
+      const next = () =>
+        s.readdir(handle, (e, list) => {
+          if (e) return sftpCode(e) === SFTP_EOF ? done() : done(e);
+          out.push(...(list as FolderEntry[]));
+          if (out.length > MAX_FOLDER_ENTRIES) return done(new TarportError('INTEGRITY', `${what}: more than ${MAX_FOLDER_ENTRIES} entries (a listing without end?)`, { retryable: false }));
+          next();
+        });
+      next();
+    });
+  });
+}
+
+/** SFTP's end-of-file status, which also ends a folder's listing. */
+const SFTP_EOF = 1;
 
 function sftpCode(e: unknown): number | undefined {
   return (e as { code?: number } | undefined)?.code;
@@ -354,11 +385,7 @@ export class SftpTransport implements Transport {
 
   async *list(folder: string): AsyncIterable<ObjectInfo> {
     const p = folder === '' ? this.root || '/' : this.path(folder);
-    const items = await this.retry(`list ${folder || '/'}`, (s) =>
-      new Promise<{ filename: string; attrs: { size: number; mode: number; mtime: number } }[]>((resolve, reject) =>
-        s.readdir(p, (err, list) => (err ? (sftpCode(err) === NO_SUCH_FILE ? resolve([]) : reject(err)) : resolve(list))),
-      ),
-    );
+    const items = await this.retry(`list ${folder || '/'}`, (s) => readFolder(s, p, `${this.location}: listing of ${folder || '/'}`));
     for (const f of items) {
       if (f.filename === '.' || f.filename === '..') continue;
       yield { name: f.filename, isDir: (f.attrs.mode & 0o170000) === 0o040000, size: f.attrs.size, mtime: new Date(f.attrs.mtime * 1000) };

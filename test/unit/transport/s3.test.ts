@@ -99,9 +99,11 @@ describe('S3Transport.list against a lying server', () => {
     const server = createServer((_req, res) => {
       pages++;
       res.writeHead(200, { 'Content-Type': 'application/xml' });
+      const keys = '<Contents><Key>site/catalog.json</Key><Size>2</Size></Contents>';
+      const token = more.token;
       res.end(
         `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>releases</Name><Prefix>site/</Prefix><KeyCount>1</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>${more.truncated}</IsTruncated>` +
-          `${more.token ? `<NextContinuationToken>${more.token}</NextContinuationToken>` : ''}<Contents><Key>site/catalog.json</Key><Size>2</Size></Contents></ListBucketResult>`,
+          `${token ? `<NextContinuationToken>${token}</NextContinuationToken>` : ''}${keys}</ListBucketResult>`,
       );
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -125,6 +127,20 @@ describe('S3Transport.list against a lying server', () => {
     const err = await Promise.race([listing.catch((e: unknown) => e), new Promise((r) => setTimeout(() => r('still listing after 5 s'), 5_000))]);
     expect(err).toMatchObject({ code: 'INTEGRITY', retryable: false, message: expect.stringMatching(/^s3:\/\/releases\/site \(http:\/\/127\.0\.0\.1:\d+\): listing of \/: the server gave the continuation token "again" twice \(a listing without end\)$/) });
     expect(pages()).toBe(2);
+  });
+
+  it('a listing that hands out new tokens without end is refused (INTEGRITY) after a million keys', async () => {
+    const s3 = new S3Transport({ kind: 's3', bucket: 'releases', prefix: 'site' }, { endpoint: 'http://127.0.0.1:9', pathStyle: true, idleTimeoutMs: 5000 });
+    // the server's answers as the SDK hands them over (its XML parsing of a million keys would
+    // take this test ten seconds): a thousand keys and a new token on every page
+    let pages = 0;
+    const page = Array.from({ length: 1000 }, () => ({ Key: 'site/blobs/x', Size: 2 }));
+    Object.assign((s3 as unknown as { client: object }).client, { send: async () => ({ Contents: page, IsTruncated: true, NextContinuationToken: `page-${++pages}` }) });
+    const listing = (async () => {
+      for await (const e of s3.list('')) void e;
+    })();
+    await expect(listing).rejects.toMatchObject({ code: 'INTEGRITY', retryable: false, message: 'listing of /: more than 1000000 keys (a listing without end?)'.replace(/^/, `${s3.location}: `) });
+    expect(pages).toBe(1001);
   });
 
   it('a listing said to go on without a continuation token is refused, not taken as whole', async () => {

@@ -106,7 +106,7 @@ describe('SftpTransport.connectEarly', () => {
  * An SSH server of the test's own (ssh2's Server) that lets anyone in, says every file is 1 MiB,
  * and never answers a READ: a transfer hangs in flight, as on a server stuck behind a dead disk.
  */
-async function stallingSftpServer(opts: { garbleStat?: boolean } = {}) {
+async function stallingSftpServer(opts: { garbleStat?: boolean; endlessListing?: boolean } = {}) {
   const { Server, utils } = await import('ssh2');
   const keys = utils.generateKeyPairSync('ed25519');
   const stats = { connections: 0, reads: 0 };
@@ -128,6 +128,10 @@ async function stallingSftpServer(opts: { garbleStat?: boolean } = {}) {
           sftp.on('OPEN', (id) => sftp.handle(id, Buffer.from('h')));
           sftp.on('READ', () => void stats.reads++);
           sftp.on('CLOSE', (id) => sftp.status(id, 0));
+          // a lying server: a folder whose listing never ends, 5,000 new names a batch
+          let listed = 0;
+          sftp.on('OPENDIR', (id) => (opts.endlessListing ? sftp.handle(id, Buffer.from('d')) : sftp.status(id, 2)));
+          sftp.on('READDIR', (id) => sftp.name(id, Array.from({ length: 5000 }, () => ({ filename: `f${listed++}`, longname: '', attrs }))));
         }),
       ),
     );
@@ -149,6 +153,24 @@ async function stallingSftpServer(opts: { garbleStat?: boolean } = {}) {
     },
   };
 }
+
+describe('SftpTransport.list', () => {
+  it('a listing that never ends is refused (INTEGRITY) after a million entries, not gathered until memory runs out', async () => {
+    const srv = await stallingSftpServer({ endlessListing: true });
+    try {
+      const t = new SftpTransport(parseLocation(`sftp://u@127.0.0.1:${srv.port}/r`) as never, { timeoutMs: 30_000, password: 'x', knownHosts: srv.knownHosts });
+      const names: string[] = [];
+      const got = await (async () => {
+        for await (const e of t.list('blobs/sha256')) names.push(e.name);
+      })().then(() => 'listed', (e: unknown) => e);
+      expect(got).toMatchObject({ code: 'INTEGRITY', retryable: false, message: `sftp://u@127.0.0.1:${srv.port}/r: listing of blobs/sha256: more than 1000000 entries (a listing without end?)` });
+      expect(names).toEqual([]);
+      await t.close();
+    } finally {
+      await srv.stop();
+    }
+  }, 60_000);
+});
 
 describe('SftpTransport.close', () => {
   it('cuts a read still in flight at once: it ends ABORTED, and no new connection is made for it', async () => {
