@@ -152,9 +152,12 @@ function renderTag(versions: readonly PageRelease[]): string {
   const { name, tag } = versions[0]!;
   const ref = `${name}:${tag}`;
   const head = ['version', 'created', 'kind', 'platforms', 'size', 'layers', 'signer', 'encrypted', 'record', 'hosts'];
+  // how many versions hold each layer, counted once: a set of the others' layers per version would
+  // cost versions² × layers, which a repository of many versions (or one built to) makes minutes
+  const holders = new Map<string, number>();
+  for (const v of versions) for (const l of new Set(v.layers)) holders.set(l, (holders.get(l) ?? 0) + 1);
   const rows = versions.map((v) => {
-    const others = new Set(versions.filter((o) => o !== v).flatMap((o) => o.layers));
-    const shared = v.layers.filter((l) => others.has(l)).length;
+    const shared = v.layers.filter((l) => holders.get(l)! > 1).length;
     const hosts = v.hosts.map((h) => `${esc(h.hostname)} <span class="muted">(${esc(h.host)}, ${esc(h.runtime)} ${esc(h.platform)}, ${esc(h.loaded)})</span>`).join('<br>') || '<span class="muted">none</span>';
     const cells = [
       `v${esc(v.version)}${v.current ? ' <strong>current</strong>' : ''}`,

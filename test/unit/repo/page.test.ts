@@ -30,6 +30,18 @@ const release = (over: Partial<PageRelease>): PageRelease => ({
 });
 
 describe('index.html', () => {
+  it('counts a layer as shared only when another version holds it, not when one version lists it twice', () => {
+    const L = (c: string) => `sha256:${c.repeat(64)}`;
+    const html = renderPage({
+      catalog,
+      releases: [release({ version: 1, layers: [L('1'), L('2'), L('2')] }), release({ version: 2, layers: [L('1'), L('3')] }), release({ version: 3, layers: [L('4')] })],
+      acks: [],
+    });
+    expect(html).toContain('<td>3 (1 shared with other versions)</td>');
+    expect(html).toContain('<td>2 (1 shared with other versions)</td>');
+    expect(html).toMatch(/<td>v3<\/td>(<td>[^<]*<\/td>){4}<td>1<\/td>/);
+  });
+
   it('escapes every string from the repository: no markup of its own gets through', () => {
     const ack: Ack = { schema: 'tarport.ack/v1', host: 'h1', hostname: 'edge-1', updated: '2026-12-01T01:00:00Z', releases: [] };
     const html = renderPage({ catalog, releases: [release({ created: HOSTILE, platforms: [HOSTILE], signer: HOSTILE, signerUserId: HOSTILE, hosts: [{ host: 'h1', hostname: 'edge-1', loaded: HOSTILE, runtime: 'docker', platform: 'linux/amd64' }] })], acks: [ack] });
