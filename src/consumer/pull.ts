@@ -123,7 +123,7 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
   const stat = await repo.catalogStat(opts.signal);
   if (!stat) throw new TarportError('NOT_FOUND', `${repo.location} holds no catalog (tarport/catalog.json): not a tarport repository, or nothing was pushed yet`);
   const last = state.catalogStat[loc];
-  if (opts.cheap && last && last.size === stat.size && last.mtime === stat.mtime && stat.mtime !== 0 && !(opts.hook && hookDue(state))) {
+  if (opts.cheap && last && last.size === stat.size && last.mtime === stat.mtime && stat.mtime !== 0) {
     emit({ kind: 'idle' });
     return { ...result, idle: true };
   }
@@ -175,11 +175,6 @@ async function acknowledge(repo: Repository, host: NonNullable<PullOptions['ack'
       ? { kind: 'ack', written: true, readOnly: false, host: host.id, message: `acknowledged ${loaded.length} release(s) in ${repo.location} as host ${host.id} (${r.key})` }
       : { kind: 'ack', written: false, readOnly: r.readOnly, host: host.id, message: `no acknowledgement left in ${repo.location}: ${r.reason}` },
   );
-}
-
-/** A load whose hook did not run to its end (hookPending): a cheap poll must not pass it by. */
-function hookDue(state: State): boolean {
-  return Object.values(state.loaded).some((byRef) => Object.values(byRef).some((l) => l.hookPending));
 }
 
 /** What one run shares between its releases. */

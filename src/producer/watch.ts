@@ -114,22 +114,25 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
   };
 
   /**
-   * The file once it held still, undefined when it is gone, or 'busy' when it kept changing for
-   * giveUpMs (a log file, a writer that never stops): it is said, looked at again later, and no
-   * longer holds the queue.
+   * The file once it held still, or undefined when it is gone. A file that keeps changing (a slow
+   * copy; a log written into the folder, which never stops) is said every giveUpMs: the files after
+   * it wait for it, since publishing them first could make an older archive a tag's newest release.
    */
-  async function settled(path: string): Promise<{ size: number; mtimeMs: number } | 'busy' | undefined> {
+  async function settled(path: string): Promise<{ size: number; mtimeMs: number } | undefined> {
     let last = await stat(path).catch(() => undefined);
     if (!last?.isFile()) return undefined;
     // wait until the size and mtime hold still for settleMs (a slow copy, an FTP upload, a stick):
     // by the file's own time, or by ours since we saw it so (a modification time in the future,
     // from a host whose clock runs ahead, would otherwise hold the queue for as long)
     let seenSince = Date.now();
-    const busyAt = Date.now() + opts.giveUpMs;
+    let sayAt = Date.now() + opts.giveUpMs;
     for (;;) {
       const quietFor = Math.max(Date.now() - last.mtimeMs, Date.now() - seenSince);
       if (quietFor >= opts.settleMs) return last;
-      if (Date.now() >= busyAt) return 'busy';
+      if (Date.now() >= sayAt) {
+        sayAt += opts.giveUpMs;
+        emit({ kind: 'waiting', file: path, reason: `still being written after ${Math.round(opts.giveUpMs / 1000)} s; the files after it wait for it (they are published in order)` });
+      }
       await new Promise((r) => setTimeout(r, Math.min(opts.settleMs - quietFor + 50, opts.settleMs)));
       if (opts.signal.aborted) return undefined;
       const now = await stat(path).catch(() => undefined);
@@ -158,10 +161,6 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
     if (!st) {
       forget(path);
       return;
-    }
-    if (st === 'busy') {
-      emit({ kind: 'waiting', file: path, reason: `still being written after --give-up (${Math.round(opts.giveUpMs / 1000)} s); the files after it go on, and it is published once it holds still` });
-      return schedule(path, opts.settleMs);
     }
     const outcome = await attempt(path);
     if (outcome.kind === 'changed') {
