@@ -67,6 +67,8 @@ interface Resume {
 
 export const DEFAULT_S3_IDLE_MS = 30_000;
 /** 16 MiB parts: few requests per layer, and at most 3 parts (48 MiB) in memory per upload. */
+/** The most keys a listing pages through below a folder (its entries are bounded by MAX_FOLDER_ENTRIES). */
+const MAX_KEYS_BELOW = 50 * MAX_FOLDER_ENTRIES;
 const PART_SIZE = 16 << 20;
 /** S3 allows 10,000 parts: parts grow by one PART_SIZE every 1,000, so a stream of unknown length may reach ~880 GB. */
 const PARTS_PER_STEP = 1000;
@@ -212,7 +214,12 @@ export class S3Transport implements Transport {
     // list for ever or stop short and call it whole: both are refused as a lying server
     const tokens = new Set<string>();
     let token: string | undefined;
+    // what the folder holds is bounded (MAX_FOLDER_ENTRIES); the keys below it, paged through to
+    // find them, are bounded far higher (a repository's root lists every object): a server that
+    // hands out new tokens for ever ends there
+    let entries = 0;
     let keys = 0;
+    const tooMany = (n: number, of: string) => new TarportError('INTEGRITY', `${what}: more than ${n} ${of} (a listing without end?)`, { retryable: false });
     do {
       const page = await this.run(
         what,
@@ -220,19 +227,21 @@ export class S3Transport implements Transport {
         signal,
       );
       keys += page.Contents?.length ?? 0;
-      // new tokens without end: a listing of more keys than any repository holds is refused
-      if (keys > MAX_FOLDER_ENTRIES) throw new TarportError('INTEGRITY', `${what}: more than ${MAX_FOLDER_ENTRIES} keys (a listing without end?)`, { retryable: false });
+      if (keys > MAX_KEYS_BELOW) throw tooMany(MAX_KEYS_BELOW, 'keys below it');
       for (const o of page.Contents ?? []) {
+        if (entries > MAX_FOLDER_ENTRIES) throw tooMany(MAX_FOLDER_ENTRIES, 'entries');
         const rest = (o.Key ?? '').slice(prefix.length);
         const slash = rest.indexOf('/');
         if (slash > 0) {
           const name = rest.slice(0, slash);
           if (!folders.has(name)) {
             folders.add(name);
+            entries++;
             yield { name, isDir: true, size: 0 };
           }
         } else if (rest !== '' && slash < 0) {
           // '' is a folder marker some tools write
+          entries++;
           yield { name: rest, isDir: false, size: o.Size ?? 0, ...(o.LastModified ? { mtime: o.LastModified } : {}) };
         }
       }

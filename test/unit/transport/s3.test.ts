@@ -129,18 +129,34 @@ describe('S3Transport.list against a lying server', () => {
     expect(pages()).toBe(2);
   });
 
-  it('a listing that hands out new tokens without end is refused (INTEGRITY) after a million keys', async () => {
+  it('a listing that hands out new tokens without end is refused (INTEGRITY) after a million entries', async () => {
     const s3 = new S3Transport({ kind: 's3', bucket: 'releases', prefix: 'site' }, { endpoint: 'http://127.0.0.1:9', pathStyle: true, idleTimeoutMs: 5000 });
     // the server's answers as the SDK hands them over (its XML parsing of a million keys would
-    // take this test ten seconds): a thousand keys and a new token on every page
+    // take this test ten seconds): a thousand new names and a new token on every page
     let pages = 0;
-    const page = Array.from({ length: 1000 }, () => ({ Key: 'site/blobs/x', Size: 2 }));
-    Object.assign((s3 as unknown as { client: object }).client, { send: async () => ({ Contents: page, IsTruncated: true, NextContinuationToken: `page-${++pages}` }) });
+    Object.assign((s3 as unknown as { client: object }).client, {
+      send: async () => {
+        const p = ++pages;
+        return { Contents: Array.from({ length: 1000 }, (_, i) => ({ Key: `site/blobs/sha256/k${p}-${i}`, Size: 2 })), IsTruncated: true, NextContinuationToken: `page-${p}` };
+      },
+    });
+    let listed = 0;
     const listing = (async () => {
-      for await (const e of s3.list('')) void e;
+      for await (const _ of s3.list('blobs/sha256')) listed++;
     })();
-    await expect(listing).rejects.toMatchObject({ code: 'INTEGRITY', retryable: false, message: 'listing of /: more than 1000000 keys (a listing without end?)'.replace(/^/, `${s3.location}: `) });
-    expect(pages).toBe(1001);
+    await expect(listing).rejects.toMatchObject({ code: 'INTEGRITY', retryable: false, message: `${s3.location}: listing of blobs/sha256: more than 1000000 entries (a listing without end?)` });
+    expect(listed).toBe(1_000_001);
+  });
+
+  it("a folder's one subfolder holding many keys is listed whole: the bound is on entries, not on the keys below", async () => {
+    const s3 = new S3Transport({ kind: 's3', bucket: 'releases', prefix: 'site' }, { endpoint: 'http://127.0.0.1:9', pathStyle: true, idleTimeoutMs: 5000 });
+    let pages = 0;
+    const page = Array.from({ length: 1000 }, () => ({ Key: 'site/blobs/sha256/x', Size: 2 }));
+    // 1,500 pages (1.5 million keys below blobs/), then the end: the root lists one folder
+    Object.assign((s3 as unknown as { client: object }).client, { send: async () => (++pages < 1500 ? { Contents: page, IsTruncated: true, NextContinuationToken: `page-${pages}` } : { Contents: page, IsTruncated: false }) });
+    const names: string[] = [];
+    for await (const e of s3.list('')) names.push(e.name);
+    expect(names).toEqual(['blobs']);
   });
 
   it('a listing said to go on without a continuation token is refused, not taken as whole', async () => {
