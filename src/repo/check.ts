@@ -34,12 +34,14 @@ type Report = (what: string, problem: string) => void;
 
 /**
  * Reports `e` as a fault of the repository when it is one (bad bytes or signature, a file missing:
- * unreadableRecord's kinds, or a fault with no code); a fault of the way to it (the link dropped, a
- * read refused, a cancel) ends the check instead: a network outage in a long check is exit 1, not a
- * list of false faults and exit 3.
+ * unreadableRecord's kinds, a fault with no code, and on a repository on this host's disk or stick
+ * any read error: a bad sector is the medium's damage); a fault of the way to a remote one (the link
+ * dropped, a read refused, a cancel) ends the check instead: a network outage in a long check is
+ * exit 1, not a list of false faults and exit 3.
  */
-function faultOrThrow(fault: Report, what: string, e: unknown): void {
-  if ((e as { code?: unknown }).code !== undefined && !unreadableRecord(e)) throw e;
+function faultOrThrow(fault: Report, what: string, e: unknown, local: boolean): void {
+  const code = (e as { code?: unknown }).code;
+  if (code !== undefined && !unreadableRecord(e) && !(local && code === 'IO')) throw e;
   fault(what, messageOf(e));
 }
 
@@ -53,12 +55,12 @@ async function checkCatalog(repo: Repository, store: Store, verify: CheckSignatu
       const why = store.atomicRename ? 'removed by hand?' : 'a write stopped between removing the old one and renaming the new one into place';
       fault(CATALOG_KEY, `missing (${why}); readers use ${got.from} meanwhile; run 'tarport repair'`);
     }
-    if (verify) await verify(got.bytes, await repo.readCatalogSignature(got, signal), 'catalog').catch((e: unknown) => faultOrThrow(fault, CATALOG_KEY, e));
+    if (verify) await verify(got.bytes, await repo.readCatalogSignature(got, signal), 'catalog').catch((e: unknown) => faultOrThrow(fault, CATALOG_KEY, e, store.transport.capabilities.local));
     if (Date.parse(got.catalog.expires) < Date.now()) fault(CATALOG_KEY, `expired at ${got.catalog.expires}`);
     const id = (await readFormat(store, signal))?.id;
     if (got.catalog.repository && id && got.catalog.repository !== id) fault(CATALOG_KEY, `names repository ${got.catalog.repository}, but tarport/format.json says ${id}`);
   } catch (e) {
-    faultOrThrow(fault, CATALOG_KEY, e);
+    faultOrThrow(fault, CATALOG_KEY, e, store.transport.capabilities.local);
   }
   return got;
 }
@@ -102,9 +104,9 @@ export async function checkRepository(repo: Repository, opts: { verify?: CheckSi
         const pin = pinned?.record === ref.record ? { digest: pinned.digest, size: pinned.size } : undefined;
         const sig = opts.signal ? { signal: opts.signal } : {};
         record = (pin ? await readRecord(store, ref, pin, sig) : await readRecord(store, ref, undefined, sig)).record;
-        if (opts.verify) await readRecord(store, ref, undefined, { ...sig, verify: opts.verify }).catch((e: unknown) => faultOrThrow(fault, where, e));
+        if (opts.verify) await readRecord(store, ref, undefined, { ...sig, verify: opts.verify }).catch((e: unknown) => faultOrThrow(fault, where, e, store.transport.capabilities.local));
       } catch (e) {
-        faultOrThrow(fault, where, e);
+        faultOrThrow(fault, where, e, store.transport.capabilities.local);
         continue;
       }
       for (const d of recordObjects(record)) {
@@ -133,7 +135,7 @@ async function checkObjects(store: Store, objects: Map<string, { size: number; w
       check.finish();
       result.bytes += check.bytes;
     } catch (e) {
-      faultOrThrow(fault, `object ${digest} (named by ${where})`, e);
+      faultOrThrow(fault, `object ${digest} (named by ${where})`, e, store.transport.capabilities.local);
     }
   }
 }

@@ -48,4 +48,16 @@ describe('checkRepository', () => {
     expect(r.faults.length).toBeGreaterThan(0);
     expect(r.faults.every((f) => f.problem === 'read blobs/sha256/…: not found')).toBe(true);
   });
+
+  it("a read error of a repository on this host's disk (a bad sector: EIO) is the medium's fault, listed; over a link it ends the check", async () => {
+    const eio = () => new TarportError('IO', 'read blobs/sha256/…: EIO: i/o error, read');
+    const local = objectsFail(await demo(), eio);
+    expect(local.capabilities.local).toBe(true);
+    const r = await checkRepository(new Repository(local));
+    expect(r.faults.length).toBeGreaterThan(0);
+    expect(r.faults.every((f) => f.problem === 'read blobs/sha256/…: EIO: i/o error, read')).toBe(true);
+    const remote = objectsFail(await demo(), eio);
+    Object.defineProperty(remote, 'capabilities', { value: { ...remote.capabilities, local: false } });
+    await expect(checkRepository(new Repository(remote))).rejects.toMatchObject({ code: 'IO' });
+  });
 });
