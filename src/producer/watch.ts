@@ -399,19 +399,18 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
   return summary;
 }
 
+/** How often in a row one file may change while it is read before what was read is taken as it. */
+const MAX_REWRITES = 3;
+
 /**
  * A fault of the file itself goes to failed/ with its reason: a bad archive or name, or one tarport
  * could not handle (an internal error, which would recur on every try). Any other is kept and tried
  * again: it is the repository's, the link's or this host's, and the file is not to blame.
  */
-/** How often in a row one file may change while it is read before what was read is taken as it. */
-const MAX_REWRITES = 3;
-
 function fileAtFault(err: TarportError): boolean {
   return err.code === 'BAD_INPUT' || err.code === 'USAGE' || err.code === 'INTERNAL';
 }
 
-/** Sleeps, or returns early when the signal fires. */
 /** What names one version of a file: replaced (another inode) or written again (size, times) differs. */
 async function identity(path: string): Promise<string | undefined> {
   const st = await stat(path, { bigint: true }).catch(() => undefined);
@@ -424,6 +423,7 @@ async function changedSince(path: string, before: string | undefined): Promise<b
   return now !== undefined && now !== before;
 }
 
+/** Sleeps, or returns early when the signal fires. */
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {

@@ -66,9 +66,9 @@ interface Resume {
 }
 
 export const DEFAULT_S3_IDLE_MS = 30_000;
-/** 16 MiB parts: few requests per layer, and at most 3 parts (48 MiB) in memory per upload. */
 /** The most keys a listing pages through below a folder (its entries are bounded by MAX_FOLDER_ENTRIES). */
 const MAX_KEYS_BELOW = 50 * MAX_FOLDER_ENTRIES;
+/** 16 MiB parts: few requests per layer, and at most 3 parts (48 MiB) in memory per upload. */
 const PART_SIZE = 16 << 20;
 /** S3 allows 10,000 parts: parts grow by one PART_SIZE every 1,000, so a stream of unknown length may reach ~880 GB. */
 const PARTS_PER_STEP = 1000;
