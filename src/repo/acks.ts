@@ -18,6 +18,12 @@ export const HOST_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 /** Names a person reads (a hostname, a runtime, a platform): printable, no markup, no escapes. */
 const label = z.string().max(255).regex(/^[A-Za-z0-9][A-Za-z0-9._:/+@ -]*$/, 'not a plain label');
 export const MAX_ACK_BYTES = 1 << 20;
+/**
+ * The most bytes of acknowledgements read in all: a fleet of thousands of hosts writes a few KiB
+ * each; a repository that holds more (forged, or a fleet far beyond that) has the rest named as not
+ * read, and the page and `ls` show who read what fitted.
+ */
+export const MAX_ACKS_TOTAL_BYTES = 64 << 20;
 export const ACK_SCHEMA = 'tarport.ack/v1';
 /** Acknowledgements read at once (readAcks). */
 const ACK_READS_AT_ONCE = 8;
@@ -58,12 +64,18 @@ export async function readAcks(store: Store, signal?: AbortSignal): Promise<{ ac
   // a few at once: every pull that loaded something rewrites the page from all of them, and one
   // after another a fleet's files cost a round trip each
   let next = 0;
+  let total = 0;
   const worker = async () => {
     for (let i = next++; i < names.length; i = next++) {
       const key = `${ACKS_FOLDER}/${names[i]!}`;
+      if (total > MAX_ACKS_TOTAL_BYTES) {
+        bad.push({ file: key, problem: `not read: the acknowledgements read before it hold more than ${MAX_ACKS_TOTAL_BYTES} bytes` });
+        continue;
+      }
       try {
         const bytes = await store.readOptional(key, MAX_ACK_BYTES, 'acknowledgement', signal);
         if (!bytes) continue;
+        total += bytes.length;
         const ack = parseWith(AckSchema, bytes, `acknowledgement ${key}`);
         if (`${ack.host}.json` !== names[i]) throw new TarportError('INTEGRITY', `${key} names host ${ack.host}`);
         acks.push(ack);

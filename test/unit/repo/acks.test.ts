@@ -64,6 +64,23 @@ describe('acknowledgements', () => {
     expect(t.files.get(`tarport/acks/${host.id}.json`)).toEqual(before);
   });
 
+  it('reads at most 64 MiB of acknowledgements in all; the rest are named as not read', async () => {
+    const t = new MemoryTransport();
+    await publish(t, 0, '1');
+    // 100 acknowledgements of 1 MiB each (valid, padded with spaces): more than a fleet writes
+    const pad = ' '.repeat((1 << 20) - 400);
+    for (let i = 0; i < 100; i++) {
+      const id = `h-${String(i).padStart(3, '0')}`;
+      t.files.set(`tarport/acks/${id}.json`, Buffer.from(`{"schema":"tarport.ack/v1","host":"${id}","hostname":"edge","updated":"2026-12-01T00:00:00Z","releases":[]}${pad}`));
+    }
+    const { acks, bad } = await new Repository(t).readAcks();
+    expect(acks.length + bad.length).toBe(100);
+    // 65 fill the budget; up to 7 more were being read at once (8 reads in flight)
+    expect(acks.length).toBeGreaterThanOrEqual(64);
+    expect(acks.length).toBeLessThanOrEqual(72);
+    expect(bad.every((b) => b.problem === `not read: the acknowledgements read before it hold more than ${64 << 20} bytes`)).toBe(true);
+  });
+
   it('a read-only location is not tried; a stalled write is given up within the bound, the ack not claimed', async () => {
     const t = new MemoryTransport();
     await publish(t, 0, '1');
