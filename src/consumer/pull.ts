@@ -141,7 +141,7 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
   for (const s of opts.subscriptions) {
     if (!catalog.releases.some((e) => subscribed([s], e))) emit({ kind: 'warning', message: `${s.name}${s.tag ? ':' + s.tag : ''} is not in the catalog of ${loc}` });
   }
-  const round: Round = { repo, docker, store, state, opts, emit, result, loadedHere: (state.loaded[key] ??= {}), acked: [], cache: new ObjectCache(store.cacheDir), anyThin: false };
+  const round: Round = { repo, docker, store, state, opts, emit, result, key, loadedHere: (state.loaded[key] ??= {}), acked: [], cache: new ObjectCache(store.cacheDir), anyThin: false };
   let failure: unknown;
   for (const entry of catalog.releases.filter((e) => subscribed(opts.subscriptions, e))) {
     opts.signal?.throwIfAborted();
@@ -186,6 +186,8 @@ interface Round {
   readonly opts: PullOptions;
   readonly emit: (e: PullEvent) => void;
   readonly result: PullResult;
+  /** This repository's key in the state (stateKey). */
+  readonly key: string;
   /** This repository's part of the state: what was loaded from it, by name:tag. */
   readonly loadedHere: State['loaded'][string];
   readonly acked: AckEntry[];
@@ -231,6 +233,7 @@ async function pullRelease(round: Round, entry: CatalogEntry): Promise<void> {
   });
   checkEncrypted(verified.record, opts);
   if (opts.fetchOnly) return prefetch(round, verified.record);
+  refuseOlderThanElsewhere(round, ref, verified.record);
   await loadRelease(round, entry, verified);
 }
 
@@ -258,7 +261,7 @@ async function loadRelease(round: Round, entry: CatalogEntry, verified: PinnedRe
     : await importRootfs(repo, docker, cache, verified, platform, opts.decryptKey, opts.signal);
   (result as { bytesFetched: number }).bytesFetched += bytesFetched;
   const previous = prev && prev.imageId !== imageId ? [prev.imageId, ...prev.previous.filter((p) => p !== imageId)] : (prev?.previous ?? []);
-  const loaded = (round.loadedHere[ref] = { version: record.version, record: entry.record, digest: entry.digest, imageId, loadedAt: new Date().toISOString(), previous, ...(opts.hook ? { hookPending: true } : {}) });
+  const loaded = (round.loadedHere[ref] = { version: record.version, record: entry.record, digest: entry.digest, imageId, loadedAt: new Date().toISOString(), created: record.created, previous, ...(opts.hook ? { hookPending: true } : {}) });
   await round.store.write(round.state);
   result.loaded.push({ ref, version: record.version, imageId });
   round.acked.push({ name: entry.name, tag: entry.tag, version: record.version, digest: entry.digest, platform: formatPlatform(platform), runtime: docker.kind, loaded: loaded.loadedAt });
@@ -266,6 +269,36 @@ async function loadRelease(round: Round, entry: CatalogEntry, verified: PinnedRe
   round.anyThin ||= thin;
   if (opts.keepImages !== undefined) await retire(docker, loaded, ref, opts.keepImages, emit, () => round.store.write(round.state));
   if (opts.hook) await hook(round, ref, loaded);
+}
+
+/**
+ * A tag whose last load came from another repository (one the producer re-created, or another one
+ * signed by the same key, served in this one's place) moves forward only: a release created before
+ * the one loaded is refused. Sequences and versions are a repository's own and do not compare across
+ * repositories; the signed creation times do, as far as the producers' clocks agree. A load the state
+ * recorded without its creation time (written before the state kept it) is not compared.
+ */
+function refuseOlderThanElsewhere(round: Round, ref: string, record: ReleaseRecord): void {
+  const here = round.loadedHere[ref];
+  const other = lastLoadedElsewhere(round.state, round.key, ref);
+  if (!other?.loaded.created || (here && Date.parse(here.loadedAt) >= Date.parse(other.loaded.loadedAt))) return;
+  const created = Date.parse(record.created);
+  if (!Number.isNaN(created) && created >= Date.parse(other.loaded.created)) return;
+  const from = other.key.startsWith('repository:') ? `repository ${other.key.slice('repository:'.length)}` : other.key;
+  throw new TarportError(
+    'ROLLBACK',
+    `${ref}: ${round.repo.location} offers v${record.version} created ${record.created}, older than v${other.loaded.version} created ${other.loaded.created} that was loaded last, from ${from}; refusing (a tag goes back only by a newer push); what is loaded stays`,
+  );
+}
+
+/** The last load of `ref` from any repository but `key`, by the time it was loaded. */
+function lastLoadedElsewhere(state: State, key: string, ref: string): { key: string; loaded: State['loaded'][string][string] } | undefined {
+  let last: { key: string; loaded: State['loaded'][string][string] } | undefined;
+  for (const [k, tags] of Object.entries(state.loaded)) {
+    const l = k === key ? undefined : tags[ref];
+    if (l && (!last || Date.parse(l.loadedAt) > Date.parse(last.loaded.loadedAt))) last = { key: k, loaded: l };
+  }
+  return last;
 }
 
 /**

@@ -10,6 +10,8 @@ const LoadedSchema = z.object({
   digest: z.string(),
   imageId: z.string(),
   loadedAt: z.string(),
+  /** The release's creation time as its signed record says: orders releases across repositories. */
+  created: z.string().optional(),
   /** Image IDs this tag had before, newest first (for --keep-images). */
   previous: z.array(z.string()).default([]),
   /** Loaded, and the hook (--hook) not yet run to its end: the next run runs it. */

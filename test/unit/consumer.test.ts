@@ -315,6 +315,47 @@ describe('rollback state follows the repository, not its location', () => {
   });
 });
 
+describe('a tag loaded from one repository goes forward only, whichever repository offers it next', () => {
+  const push = async (t: MemoryTransport, which: number) => {
+    const archives = await demoArchives();
+    await publishArchive(new Repository(t), archives[which]!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' } });
+  };
+  const follow = [{ name: 'demo/app', tag: '1' }];
+
+  it('another repository (same tag, own id) whose release was created before the one loaded is refused (ROLLBACK); a newer push there is loaded', async () => {
+    const other = new MemoryTransport('other');
+    await push(other, 0); // created first: the older release
+    const main = new MemoryTransport('main');
+    await push(main, 1);
+    const d = new FakeDaemon('graphdriver');
+    const state = await tempDir();
+    expect((await pull(new Repository(main), new DockerRuntime(d), { subscriptions: follow, stateDir: state })).loaded.map((l) => l.ref)).toEqual(['demo/app:1']);
+    const err = await pull(new Repository(other), new DockerRuntime(d), { subscriptions: follow, stateDir: state }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'ROLLBACK' });
+    expect((err as Error).message).toContain('demo/app:1: memory://other offers v1 created');
+    expect(d.loads).toHaveLength(1);
+    await push(other, 1); // a newer push there: v2 of that repository
+    const r = await pull(new Repository(other), new DockerRuntime(d), { subscriptions: follow, stateDir: state });
+    expect(r.loaded.map((l) => l.version)).toEqual([2]);
+    expect(d.loads).toHaveLength(2);
+  });
+
+  it('two repositories that take turns: the one whose release is older is refused once the newer was loaded, and loads nothing back', async () => {
+    const a = new MemoryTransport('a');
+    await push(a, 0);
+    const b = new MemoryTransport('b');
+    await push(b, 1);
+    const d = new FakeDaemon('graphdriver');
+    const state = await tempDir();
+    expect((await pull(new Repository(a), new DockerRuntime(d), { subscriptions: follow, stateDir: state })).loaded).toHaveLength(1);
+    expect((await pull(new Repository(b), new DockerRuntime(d), { subscriptions: follow, stateDir: state })).loaded).toHaveLength(1);
+    // a's release is what its state loaded, but the runtime's tag now holds b's newer image
+    await expect(pull(new Repository(a), new DockerRuntime(d), { subscriptions: follow, stateDir: state })).rejects.toMatchObject({ code: 'ROLLBACK' });
+    expect(d.loads).toHaveLength(2);
+    expect((await pull(new Repository(b), new DockerRuntime(d), { subscriptions: follow, stateDir: state })).upToDate).toEqual(['demo/app:1']);
+  });
+});
+
 /** A runtime that fetches layers itself (as Podman from the loopback registry), or cannot (`reachable` false). */
 class FetchingRuntime implements Runtime {
   readonly kind = 'podman' as const;
