@@ -38,6 +38,8 @@ interface Session {
   readonly client: Client;
   sftp: SFTPWrapper;
   fault?: unknown;
+  /** The SFTP requests this session awaits, and when the server last answered one. */
+  readonly replies: { pending: number; heard: number };
 }
 
 /**
@@ -51,15 +53,63 @@ interface Session {
 function watchSilence(sock: Socket, ms: number, session: Session, client: Client): void {
   let heard = Date.now();
   sock.on('data', () => (heard = Date.now()));
+  const { replies } = session;
   const timer = setInterval(() => {
-    if (Date.now() - heard < ms) return;
+    const now = Date.now();
+    const silent = now - heard >= ms;
+    // the SSH side alive (keepalive replies) while the server's SFTP process answers nothing: a
+    // hung sftp-server, a stopped one, one stuck on a dead disk of its own
+    const deaf = replies.pending > 0 && now - replies.heard >= ms;
+    if (!silent && !deaf) return;
     clearInterval(timer);
-    session.fault ??= new TarportError('CONNECTION', `stalled: nothing came from the server for ${ms / 1000} s`, { retryable: true });
+    session.fault ??= new TarportError('CONNECTION', silent ? `stalled: nothing came from the server for ${ms / 1000} s` : `stalled: the server's SFTP subsystem answered none of ${replies.pending} request(s) for ${ms / 1000} s, while its SSH connection lives`, { retryable: true });
     sock.destroy();
   }, Math.max(25, Math.floor(ms / 8)));
   timer.unref();
   client.once('close', () => clearInterval(timer));
   sock.once('close', () => clearInterval(timer));
+}
+
+/** The SFTPWrapper methods that send a request and take its answer in a callback (ssh2 1.x). */
+const REQUESTS = new Set(['open', 'close', 'read', 'write', 'fstat', 'fsetstat', 'futimes', 'fchown', 'fchmod', 'opendir', 'readdir', 'unlink', 'rename', 'mkdir', 'rmdir', 'stat', 'lstat', 'setstat', 'utimes', 'chown', 'chmod', 'readlink', 'symlink', 'realpath', 'ext_openssh_rename', 'ext_openssh_statvfs', 'ext_openssh_fstatvfs', 'ext_openssh_hardlink', 'ext_openssh_fsync', 'ext_openssh_lsetstat', 'ext_openssh_expandPath', 'ext_copy_data', 'ext_home_dir', 'ext_users_groups']);
+
+/**
+ * The channel, with every request it sends counted until its answer (or its failure) comes: what
+ * watchSilence needs to tell a hung SFTP subsystem behind a live SSH connection. ssh2 keeps its own
+ * table of requests in flight private, so the count is kept here, through the public methods.
+ */
+function countReplies(sftp: SFTPWrapper, replies: Session['replies']): SFTPWrapper {
+  return new Proxy(sftp, {
+    get(target, prop) {
+      const v = Reflect.get(target, prop, target) as unknown;
+      if (typeof v !== 'function') return v;
+      const method = v as (...a: unknown[]) => unknown;
+      if (typeof prop !== 'string' || !REQUESTS.has(prop)) return method.bind(target);
+      return (...args: unknown[]) => {
+        const cb = args[args.length - 1];
+        if (typeof cb !== 'function') return method.apply(target, args);
+        let answered = false;
+        const answer = () => {
+          if (answered) return;
+          answered = true;
+          replies.pending--;
+          replies.heard = Date.now();
+        };
+        // the wait for an answer starts with the first request sent after a quiet spell
+        if (replies.pending++ === 0) replies.heard = Date.now();
+        args[args.length - 1] = (...r: unknown[]) => {
+          answer();
+          return (cb as (...a: unknown[]) => unknown)(...r);
+        };
+        try {
+          return method.apply(target, args);
+        } catch (e) {
+          answer(); // refused before it was sent: nothing to wait for
+          throw e;
+        }
+      };
+    },
+  });
 }
 
 function isTimeout(e: unknown): boolean {
@@ -252,7 +302,7 @@ export class SftpTransport implements Transport {
         client.end();
         throw hostKeyFault ?? this.classify(e, 'connect');
       }
-      const session: Session = { client, sftp: undefined as unknown as SFTPWrapper };
+      const session: Session = { client, sftp: undefined as unknown as SFTPWrapper, replies: { pending: 0, heard: Date.now() } };
       client.on('error', (e: unknown) => (session.fault ??= e));
       watchSilence(sock, this.timeoutMs, session, client);
       const drop = () => {
@@ -285,8 +335,9 @@ export class SftpTransport implements Transport {
           drop();
           client.end();
         });
-        sftp.once('close', () => endedChannels.add(sftp));
-        resolve(sftp);
+        const counted = countReplies(sftp, session.replies);
+        sftp.once('close', () => endedChannels.add(counted));
+        resolve(counted);
       });
     });
   }

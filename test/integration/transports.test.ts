@@ -248,6 +248,66 @@ describe('idle timeout: a silent link is found and the transfer resumes on a new
   });
 });
 
+/** The processes that hold the TCP connection of 127.0.0.1:local to 127.0.0.1:remote, from /proc. */
+async function socketHolders(local: number, remote: number): Promise<number[]> {
+  const { readdir, readlink } = await import('node:fs/promises');
+  const hex = (p: number) => p.toString(16).toUpperCase().padStart(4, '0');
+  const row = (await readFile('/proc/net/tcp', 'utf8')).split('\n').map((l) => l.trim().split(/\s+/)).find((f) => f[1]?.endsWith(`:${hex(local)}`) && f[2]?.endsWith(`:${hex(remote)}`));
+  if (!row) throw new Error(`no TCP connection 127.0.0.1:${local} -> :${remote} in /proc/net/tcp`);
+  const holders: number[] = [];
+  for (const pid of (await readdir('/proc')).filter((d) => /^\d+$/.test(d))) {
+    const fds = await readdir(`/proc/${pid}/fd`).catch(() => [] as string[]);
+    for (const fd of fds) if ((await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')) === `socket:[${row[9]}]`) holders.push(Number(pid));
+  }
+  return holders;
+}
+
+/** OpenSSH's internal-sftp process of the session whose sshd holds that connection. */
+async function internalSftpOf(holders: number[]): Promise<number> {
+  const { readdir } = await import('node:fs/promises');
+  for (const pid of (await readdir('/proc')).filter((d) => /^\d+$/.test(d))) {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (holders.includes(ppid) && cmd.includes('@internal-sftp')) return Number(pid);
+  }
+  throw new Error(`no internal-sftp process under ${holders.join(', ')}`);
+}
+
+describe('a hung SFTP subsystem behind a live SSH connection', () => {
+  it('sftp (OpenSSH): a download whose internal-sftp process was stopped resumes on a new session, though sshd answers every keepalive', async () => {
+    const sub = `hung-${randomBytes(4).toString('hex')}`;
+    const data = randomBytes(16 << 20);
+    const direct = await open(S.TP_SFTP_URL, {}, sub);
+    await direct.write('blob', () => Readable.from([data]));
+    const proxy = await new CuttingProxy({ host: '127.0.0.1', port: portOf(S.TP_SFTP_URL) }, [], 'stream').start();
+    const knownHosts = await viaProxies([proxy.port]);
+    const idle = 4_000;
+    const resumes: number[] = [];
+    const t = await open(withPort(S.TP_SFTP_URL, proxy.port), { knownHosts, idleTimeoutMs: idle, onResume: () => resumes.push(Date.now()) }, sub);
+    const stream = await t.read('blob');
+    const it = stream[Symbol.asyncIterator]();
+    const chunks: Buffer[] = [(await it.next()).value as Buffer]; // the reader fills its buffer, then waits for us
+    const upstream = [...(proxy as unknown as { sockets: Set<import('node:net').Socket> }).sockets].find((x) => x.remotePort === portOf(S.TP_SFTP_URL))!;
+    const stopped = await internalSftpOf(await socketHolders(portOf(S.TP_SFTP_URL), upstream.localPort!));
+    process.kill(stopped, 'SIGSTOP');
+    const stoppedAt = Date.now();
+    try {
+      for (let r = await it.next(); !r.done; r = await it.next()) chunks.push(r.value as Buffer);
+      expect(Buffer.concat(chunks).equals(data)).toBe(true);
+      expect(resumes.length).toBe(1);
+      const delay = resumes[0]! - stoppedAt;
+      console.log(`sftp: stopped internal-sftp to resume: ${delay} ms (idle timeout ${idle} ms)`);
+      expect(delay).toBeGreaterThanOrEqual(idle - 200);
+      expect(delay).toBeLessThan(2 * idle);
+    } finally {
+      process.kill(stopped, 'SIGKILL');
+      await t.close();
+      await proxy.close();
+    }
+  }, 60_000);
+});
+
 describe('passive mode', () => {
   it('a server without EPSV: every transfer falls back to PASV, and EPSV is asked once per server', async () => {
     const proxy = await new CuttingProxy({ host: '127.0.0.1', port: portOf(S.TP_FTP_URL) }, [], 'ftp', { refuseEpsv: true }).start();

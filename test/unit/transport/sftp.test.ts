@@ -172,6 +172,27 @@ describe('SftpTransport.list', () => {
   }, 60_000);
 });
 
+describe('SftpTransport against a server whose SFTP side hangs while its SSH side answers', () => {
+  it('a read the server never answers ends as a stall (CONNECTION), resumed on a new session and given up after the retries, never waited on for ever', async () => {
+    const srv = await stallingSftpServer();
+    try {
+      // keepalives every 400 ms, each answered: the socket is never silent for the 1.2 s timeout
+      const t = new SftpTransport(parseLocation(`sftp://u@127.0.0.1:${srv.port}/r`) as never, { timeoutMs: 1_200, retries: 1, password: 'x', knownHosts: srv.knownHosts });
+      const t0 = Date.now();
+      const reading = pipeline(await t.read('objects/x'), new Writable({ write: (_c, _e, cb) => cb() }));
+      const e = await Promise.race([reading.then(() => 'read to the end', (x: unknown) => x), new Promise((r) => setTimeout(() => r('still waiting after 20 s'), 20_000))]);
+      expect(e).toBeInstanceOf(TarportError);
+      expect(e).toMatchObject({ code: 'CONNECTION' });
+      expect((e as Error).message).toContain("the server's SFTP subsystem answered none of");
+      expect(srv.stats.connections).toBe(2); // the first session and the one retry
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(2 * 1_200);
+      await t.close();
+    } finally {
+      await srv.stop();
+    }
+  }, 30_000);
+});
+
 describe('SftpTransport.close', () => {
   it('cuts a read still in flight at once: it ends ABORTED, and no new connection is made for it', async () => {
     const srv = await stallingSftpServer();
