@@ -19,6 +19,7 @@ import {
   UploadPartCommand,
   type CompletedPart,
 } from '@aws-sdk/client-s3';
+import { defaultProvider } from '@aws-sdk/credential-provider-node';
 import { withSignal } from '../signals.js';
 import { TarportError, messageOf } from '../errors.js';
 import type { JournalEntry, UploadJournal } from './journal.js';
@@ -57,6 +58,8 @@ export interface S3Options {
   readonly journal?: UploadJournal;
   /** A recorded upload the server refused on resume (unknown, aborted): it is sent afresh. */
   readonly onStaleUpload?: (uploadId: string, why: TarportError) => void;
+  /** How long the SDK's credential chain may take (CREDENTIALS_LIMIT_MS; tests). */
+  readonly credentialsLimitMs?: number;
 }
 
 /** An upload recorded in a journal: `entry.uploadId` empty until the server gave one. */
@@ -66,6 +69,12 @@ interface Resume {
 }
 
 export const DEFAULT_S3_IDLE_MS = 30_000;
+/**
+ * How long the SDK's credential chain may take to hand out credentials: a `credential_process` of the
+ * shared config runs with no bound of its own (the SDK's exec has no timeout), and an SSO or
+ * metadata endpoint may be slow. A minute covers a helper that asks a vault or a token service.
+ */
+export const CREDENTIALS_LIMIT_MS = 60_000;
 /** The most keys a listing pages through below a folder (its entries are bounded by MAX_FOLDER_ENTRIES). */
 const MAX_KEYS_BELOW = 50 * MAX_FOLDER_ENTRIES;
 /** 16 MiB parts: few requests per layer, and at most 3 parts (48 MiB) in memory per upload. */
@@ -470,6 +479,7 @@ function makeClient(opts: S3Options, idleMs: number): S3Client {
   const agentOpts = { keepAlive: true, maxSockets: 8 };
   const client = new S3Client({
     ...(opts.endpoint ? { endpoint: opts.endpoint } : {}),
+    credentials: boundedCredentials(defaultProvider(), opts.credentialsLimitMs ?? CREDENTIALS_LIMIT_MS),
     // the SDK's own chain (AWS_REGION, shared config) first; a server that ignores regions gets one
     region: opts.region ?? (async () => (await regionFromChain()) ?? 'us-east-1'),
     forcePathStyle: opts.pathStyle ?? false,
@@ -508,6 +518,32 @@ async function regionFromChain(): Promise<string | undefined> {
   } catch {
     return undefined;
   }
+}
+
+type CredentialChain = ReturnType<typeof defaultProvider>;
+
+/**
+ * The credential chain, bounded: a chain that has not answered within `ms` fails the request
+ * (CONNECTION, as a server that does not answer, exit 1; not retried within the command: each try
+ * would wait the bound again). A lookup still under way is shared by
+ * the next request rather than started again, so a hung helper is not spawned once per request or
+ * poll round; the SDK keeps what it got until it expires.
+ */
+function boundedCredentials(chain: CredentialChain, ms: number): CredentialChain {
+  let pending: Promise<Awaited<ReturnType<CredentialChain>>> | undefined;
+  return async (props) => {
+    const lookup = (pending ??= chain(props).finally(() => (pending = undefined)));
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new TarportError('CONNECTION', `S3 credentials: the AWS credential chain (environment, shared config and its credential_process, SSO, instance metadata) gave none within ${Math.round(ms / 1000)} s`, { retryable: false })), ms);
+      timer.unref();
+    });
+    try {
+      return await Promise.race([lookup, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
 }
 
 function isInvalidRange(e: unknown): boolean {

@@ -164,3 +164,29 @@ describe('S3Transport.list against a lying server', () => {
     await expect(listing).rejects.toMatchObject({ code: 'INTEGRITY', message: expect.stringContaining('listing of /: the server says the listing goes on but gives no continuation token') });
   });
 });
+
+describe('the AWS credential chain', () => {
+  it('a credential_process that hangs fails the request (CONNECTION, not retried) within the bound, and is started once for requests that come meanwhile', async () => {
+    const { mkdtemp, readFile, writeFile } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = await mkdtemp(join(tmpdir(), 'tp-s3-creds-'));
+    const started = join(dir, 'started');
+    await writeFile(join(dir, 'config'), `[default]\ncredential_process = sh -c 'echo run >> ${started}; sleep 4'\n`);
+    await writeFile(join(dir, 'credentials'), '');
+    vi.stubEnv('AWS_ACCESS_KEY_ID', undefined);
+    vi.stubEnv('AWS_SECRET_ACCESS_KEY', undefined);
+    vi.stubEnv('AWS_PROFILE', undefined);
+    vi.stubEnv('AWS_CONFIG_FILE', join(dir, 'config'));
+    vi.stubEnv('AWS_SHARED_CREDENTIALS_FILE', join(dir, 'credentials'));
+    vi.stubEnv('AWS_EC2_METADATA_DISABLED', 'true');
+    onTestFinished(() => void vi.unstubAllEnvs());
+    const s3 = new S3Transport({ kind: 's3', bucket: 'releases', prefix: 'site' }, { endpoint: 'http://127.0.0.1:9', region: 'us-east-1', pathStyle: true, idleTimeoutMs: 5000, credentialsLimitMs: 1_000 });
+    const t0 = Date.now();
+    const outcomes = await Promise.all([s3.stat('a'), s3.stat('b')].map((p) => Promise.race([p.then(() => 'answered', (e: unknown) => e), new Promise((r) => setTimeout(() => r('still waiting after 3 s'), 3_000))])));
+    for (const e of outcomes) expect(e).toMatchObject({ code: 'CONNECTION', retryable: false, message: expect.stringContaining('the AWS credential chain (environment, shared config and its credential_process, SSO, instance metadata) gave none within 1 s') });
+    expect(Date.now() - t0).toBeLessThan(2_500);
+    expect((await readFile(started, 'utf8')).split('\n').filter(Boolean)).toEqual(['run']);
+    await s3.close();
+  }, 15_000);
+});
