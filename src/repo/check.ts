@@ -80,16 +80,26 @@ async function checkConvergence(store: Store, got: CatalogCopy | undefined, faul
   }
 }
 
+export interface CheckOptions {
+  readonly verify?: CheckSignature;
+  readonly signal?: AbortSignal;
+  /** Each fault as it is found: a check that a dropped link ends later has said what it found. */
+  readonly onFault?: (f: { what: string; problem: string }) => void;
+}
+
 /**
  * Verifies a whole repository: the catalog and its pins, that it names every tag's newest release,
  * every record (name, path, digest, and its signature when `verify` is given), and every object a
  * record names (present, right size, right digest, parts included). Reads every byte once.
  */
-export async function checkRepository(repo: Repository, opts: { verify?: CheckSignature; signal?: AbortSignal } = {}): Promise<CheckResult> {
+export async function checkRepository(repo: Repository, opts: CheckOptions = {}): Promise<CheckResult> {
   const store = storeOf(repo);
   await requireRepository(store, 'check', opts.signal);
   const result: CheckResult = { releases: 0, objects: 0, bytes: 0, faults: [], warnings: [] };
-  const fault: Report = (what, problem) => result.faults.push({ what, problem });
+  const fault: Report = (what, problem) => {
+    result.faults.push({ what, problem });
+    opts.onFault?.({ what, problem });
+  };
   const warn: Report = (what, problem) => result.warnings.push({ what, problem });
   const got = await checkCatalog(repo, store, opts.verify, fault, opts.signal);
   await checkConvergence(store, got, fault, opts.signal);

@@ -12,17 +12,25 @@ export interface CheckFlags extends ConnectionFlags {
 export async function checkCommand(ctx: Context, url: string, flags: CheckFlags): Promise<number> {
   const trust = flags.trust?.length ? await loadTrustedKeys(flags.trust) : undefined;
   const repo = await openRepository(url, 'URL', flags, { signal: ctx.signal });
+  let found = 0;
   try {
     const r = await checkRepository(repo, {
       signal: ctx.signal,
       ...(trust ? { verify: (data: Buffer, sig: Buffer | undefined, what: string) => verifyDetached(data, sig, trust, what) } : {}),
+      // errors, shown under --quiet too, as they are found: a check that exits 3 says why, and one
+      // that a dropped link ends (exit 1) has said what it found before
+      onFault: (f) => {
+        found++;
+        ctx.out.line('error', `fault: ${f.what}: ${f.problem}`);
+      },
     });
-    // errors, shown under --quiet too: a check that exits 3 says why
-    for (const f of r.faults) ctx.out.line('error', `fault: ${f.what}: ${f.problem}`);
     for (const w of r.warnings) ctx.out.warn(`${w.what}: ${w.problem}`);
     ctx.out.info(`${repo.location}: ${r.releases} release(s), ${r.objects} object(s), ${humanBytes(r.bytes)} checked${trust ? ', signatures verified' : ''}; ${r.faults.length} fault(s)`);
     ctx.out.document({ repository: repo.location, ...r });
     return r.faults.length > 0 ? EXIT.trust : EXIT.ok;
+  } catch (e) {
+    if (found > 0) ctx.out.line('error', `the check ended early, after ${found} fault(s) listed above; the rest of the repository was not checked`);
+    throw e;
   } finally {
     await repo.close();
   }

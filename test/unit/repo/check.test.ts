@@ -42,6 +42,16 @@ describe('checkRepository', () => {
     await expect(checkRepository(new Repository(objectsFail(await demo(), () => cut)))).rejects.toBe(cut);
   });
 
+  it('faults found before a link drops are handed out as they are found (onFault), so a check cut short has said them', async () => {
+    const cut = new TarportError('CONNECTION', 'read blobs/sha256/…: the connection was lost', { retryable: true });
+    let reads = 0;
+    const t = objectsFail(await demo(), () => (++reads === 1 ? new TarportError('NOT_FOUND', 'read blobs/sha256/…: not found') : cut));
+    const heard: string[] = [];
+    await expect(checkRepository(new Repository(t), { onFault: (f) => heard.push(f.problem) })).rejects.toBe(cut);
+    expect(reads).toBe(2);
+    expect(heard).toEqual(['read blobs/sha256/…: not found']);
+  });
+
   it('an object that is not there is a fault of the repository', async () => {
     const missing = () => new TarportError('NOT_FOUND', 'read blobs/sha256/…: not found');
     const r = await checkRepository(new Repository(objectsFail(await demo(), missing)));
