@@ -338,7 +338,7 @@ export class S3Transport implements Transport {
    * A file's multipart upload, resumed from the journal (S3Options.journal) when an earlier run left
    * one of the same size and part size: the parts it confirmed are neither read nor sent again. An
    * upload the server no longer knows (aborted, expired, another server) fails on resume, and the
-   * file is then sent afresh, once.
+   * file is then sent afresh, once; a resume that the link fails keeps the upload for the next run.
    */
   private async multipartFile(k: string, what: string, fh: FileHandle, size: number, signal: AbortSignal): Promise<{ size: number }> {
     const partSize = Math.max(this.partSize, Math.ceil(size / MAX_PARTS));
@@ -351,7 +351,10 @@ export class S3Transport implements Transport {
         return await this.multipart(k, what, filePartsOf(fh, size, partSize, what, new Set(prior.parts.map((p) => p.n))), signal, { journal, entry: prior });
       } catch (e) {
         const err = e instanceof TarportError ? e : this.classify(e, what);
-        if (err.code === 'ABORTED') throw err;
+        // a link that failed on the way says nothing of the upload: it is kept for the next run
+        // (a flaky link must not throw away the parts sent); only the server's own answer (AWS:
+        // NoSuchUpload; s3rver: 500 at completion) ends it
+        if (err.code === 'ABORTED' || (err.code === 'CONNECTION' && httpStatusOf(err) === undefined)) throw err;
         this.opts.onStaleUpload?.(prior.uploadId, err);
         await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: k, UploadId: prior.uploadId })).catch(() => undefined);
         await journal.drop(target);
@@ -544,6 +547,15 @@ function boundedCredentials(chain: CredentialChain, ms: number): CredentialChain
       clearTimeout(timer);
     }
   };
+}
+
+/** The HTTP status the server answered with, along an error's cause chain; undefined when none came. */
+function httpStatusOf(e: unknown): number | undefined {
+  for (let cur = e, depth = 0; cur && depth < 5; cur = (cur as { cause?: unknown }).cause, depth++) {
+    const status = (cur as SdkError).$metadata?.httpStatusCode;
+    if (status !== undefined) return status;
+  }
+  return undefined;
 }
 
 function isInvalidRange(e: unknown): boolean {

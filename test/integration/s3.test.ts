@@ -4,7 +4,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateMultipartUploadCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
 import { afterAll, describe, expect, it } from 'vitest';
 import { folderJournal } from '../../src/transport/journal.js';
 import { S3Transport, type S3Options } from '../../src/transport/s3.js';
@@ -265,6 +265,44 @@ describe('multipart uploads resume across runs (journal)', () => {
     expect(sent).toBeLessThan((PARTS - had) * PART + (1 << 20));
     expect(sha(await stored(`${prefix}/blob`))).toBe(sha(data));
     expect(await journal.load(target)).toBeUndefined(); // done: the record is gone
+  }, 120_000);
+
+  it('a resume that the link fails keeps the upload for the next run (never sent afresh for a dropped link), and the next run sends only what is missing', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'blob');
+    await writeFile(file, data);
+    const prefix = fresh('flaky');
+    // the first run's link drops 3 MiB in (the earlier run's parts go to the server directly)
+    const proxy = await new CuttingProxy({ host: '127.0.0.1', port }, [3 << 20], 'stream').start();
+    const endpoint = `http://127.0.0.1:${proxy.port}`;
+    const journal = folderJournal(join(dir, 'journal'), (m) => expect.fail(m));
+    const target = `${endpoint} ${E.TP_S3_BUCKET} ${prefix}/blob`;
+    // an earlier run's upload: four parts the server holds
+    const raw = rawClient();
+    const { UploadId } = await raw.send(new CreateMultipartUploadCommand({ Bucket: E.TP_S3_BUCKET, Key: `${prefix}/blob` }));
+    const parts: { n: number; etag: string }[] = [];
+    for (let n = 1; n <= 4; n++) {
+      const r = await raw.send(new UploadPartCommand({ Bucket: E.TP_S3_BUCKET, Key: `${prefix}/blob`, UploadId, PartNumber: n, Body: data.subarray((n - 1) * PART, n * PART) }));
+      parts.push({ n, etag: r.ETag! });
+    }
+    raw.destroy();
+    await journal.save({ target, uploadId: UploadId!, size: PARTS * PART, partSize: PART, parts });
+    const stale: string[] = [];
+    // the run does not try again
+    const cut = open(prefix, { partSize: PART, retries: 0, journal, onStaleUpload: (id) => stale.push(id) }, endpoint);
+    await expect(cut.write('blob', { file })).rejects.toMatchObject({ code: 'CONNECTION' });
+    expect(proxy.cuts).toBe(1);
+    expect(stale).toEqual([]);
+    const kept = await journal.load(target);
+    expect(kept?.uploadId).toBe(UploadId);
+    const before = proxy.bytes;
+    const next = open(prefix, { partSize: PART, journal, onStaleUpload: (id) => stale.push(id) }, endpoint);
+    expect(await next.write('blob', { file })).toEqual({ size: PARTS * PART });
+    const sent = proxy.bytes - before;
+    await proxy.close();
+    expect(stale).toEqual([]);
+    expect(sent).toBeLessThan((PARTS - kept!.parts.length) * PART + (1 << 20));
+    expect(sha(await stored(`${prefix}/blob`))).toBe(sha(data));
   }, 120_000);
 
   it('a journal naming an upload the server does not know is sent afresh, and the object arrives whole', async () => {
