@@ -261,7 +261,7 @@ async function loadRelease(round: Round, entry: CatalogEntry, verified: PinnedRe
     : await importRootfs(repo, docker, cache, verified, platform, opts.decryptKey, opts.signal);
   (result as { bytesFetched: number }).bytesFetched += bytesFetched;
   const previous = prev && prev.imageId !== imageId ? [prev.imageId, ...prev.previous.filter((p) => p !== imageId)] : (prev?.previous ?? []);
-  const loaded = (round.loadedHere[ref] = { version: record.version, record: entry.record, digest: entry.digest, imageId, loadedAt: new Date().toISOString(), created: record.created, previous, ...(opts.hook ? { hookPending: true } : {}) });
+  const loaded = (round.loadedHere[ref] = { version: record.version, record: entry.record, digest: entry.digest, imageId, loadedAt: new Date().toISOString(), created: record.created, contentKey: record.contentKey, order: ++round.state.loads, previous, ...(opts.hook ? { hookPending: true } : {}) });
   await round.store.write(round.state);
   result.loaded.push({ ref, version: record.version, imageId });
   round.acked.push({ name: entry.name, tag: entry.tag, version: record.version, digest: entry.digest, platform: formatPlatform(platform), runtime: docker.kind, loaded: loaded.loadedAt });
@@ -274,14 +274,17 @@ async function loadRelease(round: Round, entry: CatalogEntry, verified: PinnedRe
 /**
  * A tag whose last load came from another repository (one the producer re-created, or another one
  * signed by the same key, served in this one's place) moves forward only: a release created before
- * the one loaded is refused. Sequences and versions are a repository's own and do not compare across
- * repositories; the signed creation times do, as far as the producers' clocks agree. A load the state
- * recorded without its creation time (written before the state kept it) is not compared.
+ * the one loaded is refused, unless it is the same image (one image pushed to two repositories).
+ * Sequences and versions are a repository's own and do not compare across repositories; the signed
+ * creation times do, as far as the producers' clocks agree. Which load came last is the state's own
+ * count, not this host's clock. A load the state recorded without its creation time (written before
+ * the state kept it) is not compared.
  */
 function refuseOlderThanElsewhere(round: Round, ref: string, record: ReleaseRecord): void {
   const here = round.loadedHere[ref];
   const other = lastLoadedElsewhere(round.state, round.key, ref);
-  if (!other?.loaded.created || (here && Date.parse(here.loadedAt) >= Date.parse(other.loaded.loadedAt))) return;
+  if (!other?.loaded.created || (here && loadOrder(here) >= loadOrder(other.loaded))) return;
+  if (other.loaded.contentKey === record.contentKey) return;
   const created = Date.parse(record.created);
   if (!Number.isNaN(created) && created >= Date.parse(other.loaded.created)) return;
   const from = other.key.startsWith('repository:') ? `repository ${other.key.slice('repository:'.length)}` : other.key;
@@ -291,14 +294,32 @@ function refuseOlderThanElsewhere(round: Round, ref: string, record: ReleaseReco
   );
 }
 
-/** The last load of `ref` from any repository but `key`, by the time it was loaded. */
-function lastLoadedElsewhere(state: State, key: string, ref: string): { key: string; loaded: State['loaded'][string][string] } | undefined {
-  let last: { key: string; loaded: State['loaded'][string][string] } | undefined;
+type LoadedEntry = State['loaded'][string][string];
+
+/** A load's place in the state's order; loads recorded before the order was kept come first, by time. */
+function loadOrder(l: LoadedEntry): number {
+  return l.order ?? 0;
+}
+
+/** The last load of `ref` (by Docker's familiar name) from any repository but `key`. */
+function lastLoadedElsewhere(state: State, key: string, ref: string): { key: string; loaded: LoadedEntry } | undefined {
+  const same = familiarRef(ref);
+  let last: { key: string; loaded: LoadedEntry } | undefined;
   for (const [k, tags] of Object.entries(state.loaded)) {
-    const l = k === key ? undefined : tags[ref];
-    if (l && (!last || Date.parse(l.loadedAt) > Date.parse(last.loaded.loadedAt))) last = { key: k, loaded: l };
+    if (k === key) continue;
+    for (const [r, l] of Object.entries(tags)) {
+      if (familiarRef(r) !== same) continue;
+      const later = !last || loadOrder(l) > loadOrder(last.loaded) || (loadOrder(l) === loadOrder(last.loaded) && Date.parse(l.loadedAt) > Date.parse(last.loaded.loadedAt));
+      if (later) last = { key: k, loaded: l };
+    }
   }
   return last;
+}
+
+/** "name:tag" with the name in Docker's familiar form (docker.io/library/x:1 is x:1). */
+function familiarRef(ref: string): string {
+  const at = ref.lastIndexOf(':');
+  return `${familiarName(ref.slice(0, at))}:${ref.slice(at + 1)}`;
 }
 
 /**

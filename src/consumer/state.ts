@@ -12,6 +12,10 @@ const LoadedSchema = z.object({
   loadedAt: z.string(),
   /** The release's creation time as its signed record says: orders releases across repositories. */
   created: z.string().optional(),
+  /** What makes two releases the same (the record's contentKey): one image pushed to two repositories is no rollback. */
+  contentKey: z.string().optional(),
+  /** The load's place in this state's order of loads (State.loads): later loads have higher ones, whatever the clock did. */
+  order: z.number().int().nonnegative().optional(),
   /** Image IDs this tag had before, newest first (for --keep-images). */
   previous: z.array(z.string()).default([]),
   /** Loaded, and the hook (--hook) not yet run to its end: the next run runs it. */
@@ -27,11 +31,13 @@ const StateSchema = z.object({
   loaded: z.record(z.string(), z.record(z.string(), LoadedSchema)),
   /** Per repository location: size and modification time of the catalog last read (cheap polls). */
   catalogStat: z.record(z.string(), z.object({ size: z.number(), mtime: z.number() })).default({}),
+  /** How many loads this state recorded (Loaded.order). */
+  loads: z.number().int().nonnegative().default(0),
 });
 export type State = z.infer<typeof StateSchema>;
 
 function emptyState(): State {
-  return { schema: 'tarport.consumer-state/v1', catalogSequence: {}, loaded: {}, catalogStat: {} };
+  return { schema: 'tarport.consumer-state/v1', catalogSequence: {}, loaded: {}, catalogStat: {}, loads: 0 };
 }
 
 /** The consumer's local state: what was loaded, written atomically (temp file, fsync, rename). */

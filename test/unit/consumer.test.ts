@@ -340,6 +340,19 @@ describe('a tag loaded from one repository goes forward only, whichever reposito
     expect(d.loads).toHaveLength(2);
   });
 
+  it('one image pushed to two repositories is no rollback: the repository pushed first is pulled after the other without refusal', async () => {
+    const first = new MemoryTransport('first');
+    await push(first, 1);
+    const second = new MemoryTransport('second');
+    await push(second, 1); // the same image, created later
+    const d = new FakeDaemon('graphdriver');
+    const state = await tempDir();
+    expect((await pull(new Repository(second), new DockerRuntime(d), { subscriptions: follow, stateDir: state })).loaded).toHaveLength(1);
+    const r = await pull(new Repository(first), new DockerRuntime(d), { subscriptions: follow, stateDir: state });
+    expect(r.refused).toEqual([]);
+    expect(r.loaded.map((l) => l.ref)).toEqual(['demo/app:1']);
+  });
+
   it('two repositories that take turns: the one whose release is older is refused once the newer was loaded, and loads nothing back', async () => {
     const a = new MemoryTransport('a');
     await push(a, 0);
@@ -349,6 +362,11 @@ describe('a tag loaded from one repository goes forward only, whichever reposito
     const state = await tempDir();
     expect((await pull(new Repository(a), new DockerRuntime(d), { subscriptions: follow, stateDir: state })).loaded).toHaveLength(1);
     expect((await pull(new Repository(b), new DockerRuntime(d), { subscriptions: follow, stateDir: state })).loaded).toHaveLength(1);
+    // this host's clock stepped back after b's load: the order of loads is the state's, not the clock's
+    const file = join(state, 'state.json');
+    const saved = JSON.parse(await readFile(file, 'utf8')) as { loaded: Record<string, Record<string, { loadedAt: string }>> };
+    for (const [k, tags] of Object.entries(saved.loaded)) if (k !== Object.keys(saved.loaded)[0]) tags['demo/app:1']!.loadedAt = '2000-01-01T00:00:00.000Z';
+    await writeFile(file, JSON.stringify(saved));
     // a's release is what its state loaded, but the runtime's tag now holds b's newer image
     await expect(pull(new Repository(a), new DockerRuntime(d), { subscriptions: follow, stateDir: state })).rejects.toMatchObject({ code: 'ROLLBACK' });
     expect(d.loads).toHaveLength(2);

@@ -28,12 +28,13 @@ const sample: State = {
   catalogSequence: { '/srv/repo': 7 },
   loaded: { '/srv/repo': { 'app:1': { version: 3, record: 'releases/app/1/3.json', digest: 'sha256:ab', imageId: 'sha256:cd', loadedAt: '2026-01-01T00:00:00.000Z', previous: ['sha256:ef'] } } },
   catalogStat: { '/srv/repo': { size: 10, mtime: 20 } },
+  loads: 1,
 };
 
 describe('StateStore: the state file', () => {
   it('reads an empty state where there is none yet', async () => {
     const store = new StateStore(join(await tempDir(), 'not-yet'));
-    expect(await store.read()).toEqual({ schema: 'tarport.consumer-state/v1', catalogSequence: {}, loaded: {}, catalogStat: {} });
+    expect(await store.read()).toEqual({ schema: 'tarport.consumer-state/v1', catalogSequence: {}, loaded: {}, catalogStat: {}, loads: 0 });
     expect(store.cacheDir).toBe(join(store.dir, 'cache'));
   });
 
