@@ -38,8 +38,8 @@ interface Session {
   readonly client: Client;
   sftp: SFTPWrapper;
   fault?: unknown;
-  /** The SFTP requests this session awaits, and when the server last answered one. */
-  readonly replies: { pending: number; heard: number };
+  /** The SFTP requests this session awaits (`slow`: those of SLOW_REQUESTS), and when the server last answered one. */
+  readonly replies: { pending: number; slow: number; heard: number };
 }
 
 /**
@@ -59,16 +59,26 @@ function watchSilence(sock: Socket, ms: number, session: Session, client: Client
     const silent = now - heard >= ms;
     // the SSH side alive (keepalive replies) while the server's SFTP process answers nothing: a
     // hung sftp-server, a stopped one, one stuck on a dead disk of its own
-    const deaf = replies.pending > 0 && now - replies.heard >= ms;
+    const bound = replies.slow > 0 ? SLOW_REPLY_FACTOR * ms : ms;
+    const deaf = replies.pending > 0 && now - replies.heard >= bound;
     if (!silent && !deaf) return;
     clearInterval(timer);
-    session.fault ??= new TarportError('CONNECTION', silent ? `stalled: nothing came from the server for ${ms / 1000} s` : `stalled: the server's SFTP subsystem answered none of ${replies.pending} request(s) for ${ms / 1000} s, while its SSH connection lives`, { retryable: true });
+    session.fault ??= new TarportError('CONNECTION', silent ? `stalled: nothing came from the server for ${ms / 1000} s` : `stalled: the server's SFTP subsystem answered none of ${replies.pending} request(s) for ${bound / 1000} s, while its SSH connection lives`, { retryable: true });
     sock.destroy();
   }, Math.max(25, Math.floor(ms / 8)));
   timer.unref();
   client.once('close', () => clearInterval(timer));
   sock.once('close', () => clearInterval(timer));
 }
+
+/**
+ * Requests a server may rightly take long over: a rename that copies (an SFTP gateway on object
+ * storage), the close that completes an upload there, an fsync on a slow disk. While one is
+ * unanswered (and a server answers in order, so everything sent after it waits too), silence is
+ * allowed SLOW_REPLY_FACTOR times the idle timeout.
+ */
+const SLOW_REQUESTS = new Set(['close', 'rename', 'ext_openssh_rename', 'ext_openssh_fsync', 'ext_copy_data']);
+const SLOW_REPLY_FACTOR = 10;
 
 /** The SFTPWrapper methods that send a request and take its answer in a callback (ssh2 1.x). */
 const REQUESTS = new Set(['open', 'close', 'read', 'write', 'fstat', 'fsetstat', 'futimes', 'fchown', 'fchmod', 'opendir', 'readdir', 'unlink', 'rename', 'mkdir', 'rmdir', 'stat', 'lstat', 'setstat', 'utimes', 'chown', 'chmod', 'readlink', 'symlink', 'realpath', 'ext_openssh_rename', 'ext_openssh_statvfs', 'ext_openssh_fstatvfs', 'ext_openssh_hardlink', 'ext_openssh_fsync', 'ext_openssh_lsetstat', 'ext_openssh_expandPath', 'ext_copy_data', 'ext_home_dir', 'ext_users_groups']);
@@ -88,15 +98,18 @@ function countReplies(sftp: SFTPWrapper, replies: Session['replies']): SFTPWrapp
       return (...args: unknown[]) => {
         const cb = args[args.length - 1];
         if (typeof cb !== 'function') return method.apply(target, args);
+        const slow = SLOW_REQUESTS.has(prop) ? 1 : 0;
         let answered = false;
         const answer = () => {
           if (answered) return;
           answered = true;
           replies.pending--;
+          replies.slow -= slow;
           replies.heard = Date.now();
         };
         // the wait for an answer starts with the first request sent after a quiet spell
         if (replies.pending++ === 0) replies.heard = Date.now();
+        replies.slow += slow;
         args[args.length - 1] = (...r: unknown[]) => {
           answer();
           return (cb as (...a: unknown[]) => unknown)(...r);
@@ -302,7 +315,7 @@ export class SftpTransport implements Transport {
         client.end();
         throw hostKeyFault ?? this.classify(e, 'connect');
       }
-      const session: Session = { client, sftp: undefined as unknown as SFTPWrapper, replies: { pending: 0, heard: Date.now() } };
+      const session: Session = { client, sftp: undefined as unknown as SFTPWrapper, replies: { pending: 0, slow: 0, heard: Date.now() } };
       client.on('error', (e: unknown) => (session.fault ??= e));
       watchSilence(sock, this.timeoutMs, session, client);
       const drop = () => {
@@ -544,17 +557,7 @@ export class SftpTransport implements Transport {
   async rename(from: string, to: string): Promise<void> {
     const [a, b] = [this.path(from), this.path(to)];
     await this.retry(`create folder for ${to}`, () => this.mkdirs(to));
-    await this.retry(`rename ${from} to ${to}`, (s) =>
-      this.inFolder(to, () =>
-        new Promise<void>((resolve, reject) =>
-          // posix-rename@openssh.com replaces the target in one step; plain SFTP rename refuses to
-          s.ext_openssh_rename(a, b, (err) => {
-            if (!err) return resolve();
-            s.unlink(b, () => s.rename(a, b, (e2) => (e2 ? reject(e2) : resolve())));
-          }),
-        ),
-      ),
-    );
+    await this.retry(`rename ${from} to ${to}`, (s) => this.inFolder(to, () => renameOver(s, a, b)));
   }
 
   async remove(key: string): Promise<void> {
@@ -593,6 +596,31 @@ export class SftpTransport implements Transport {
 
   /** Sessions whose handshake completed. */
   private readonly established = new WeakSet<Promise<Session>>();
+}
+
+/**
+ * Renames `a` to `b`, replacing `b`. posix-rename@openssh.com does it in one step. A server without
+ * it (ssh2 then refuses to send it) gets plain SFTP rename, which refuses an existing target: `b` is
+ * removed first, the one moment a reader can find it missing (docs/repo-format.md, "Renames"). Only
+ * then: any other failure must not remove `b`, which may be the very file an earlier try of this
+ * rename moved into place (its answer lost with its connection): that try is found by its source
+ * gone and its target there, and counts as done.
+ */
+export function renameOver(s: SFTPWrapper, a: string, b: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const plain = () => s.unlink(b, () => s.rename(a, b, (e2) => (e2 ? reject(e2) : resolve())));
+    const exists = (p: string) => new Promise<boolean | undefined>((r) => s.stat(p, (e) => r(!e ? true : sftpCode(e) === NO_SUCH_FILE ? false : undefined)));
+    try {
+      s.ext_openssh_rename(a, b, (err) => {
+        if (!err) return resolve();
+        if (sftpCode(err) === SFTP_STATUS.OP_UNSUPPORTED) return plain();
+        if (sftpCode(err) !== NO_SUCH_FILE) return reject(err);
+        void Promise.all([exists(a), exists(b)]).then(([source, target]) => (source === false && target === true ? resolve() : reject(err)));
+      });
+    } catch {
+      plain(); // ssh2 throws when the server did not offer posix-rename
+    }
+  });
 }
 
 /** SFTP channels that closed: a request sent on one is never answered (ssh2 drops it unanswered). */

@@ -7,7 +7,7 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { SFTPWrapper } from 'ssh2';
 import { describe, expect, it } from 'vitest';
-import { PipelinedWriter, SftpTransport, WRITE_DEPTH, WRITE_DEPTH_MAX, WRITE_RAMP } from '../../../src/transport/sftp.js';
+import { PipelinedWriter, SftpTransport, WRITE_DEPTH, WRITE_DEPTH_MAX, WRITE_RAMP, renameOver } from '../../../src/transport/sftp.js';
 import { parseLocation } from '../../../src/transport/location.js';
 import { TarportError } from '../../../src/errors.js';
 
@@ -106,10 +106,10 @@ describe('SftpTransport.connectEarly', () => {
  * An SSH server of the test's own (ssh2's Server) that lets anyone in, says every file is 1 MiB,
  * and never answers a READ: a transfer hangs in flight, as on a server stuck behind a dead disk.
  */
-async function stallingSftpServer(opts: { garbleStat?: boolean; endlessListing?: boolean } = {}) {
+async function stallingSftpServer(opts: { garbleStat?: boolean; endlessListing?: boolean; renameAfterMs?: number } = {}) {
   const { Server, utils } = await import('ssh2');
   const keys = utils.generateKeyPairSync('ed25519');
-  const stats = { connections: 0, reads: 0 };
+  const stats = { connections: 0, reads: 0, requests: [] as string[] };
   const clients = new Set<{ end(): unknown }>();
   const server = new Server({ hostKeys: [keys.private] }, (client) => {
     stats.connections++;
@@ -128,6 +128,9 @@ async function stallingSftpServer(opts: { garbleStat?: boolean; endlessListing?:
           sftp.on('OPEN', (id) => sftp.handle(id, Buffer.from('h')));
           sftp.on('READ', () => void stats.reads++);
           sftp.on('CLOSE', (id) => sftp.status(id, 0));
+          sftp.on('MKDIR', (id) => sftp.status(id, 0));
+          sftp.on('REMOVE', (id, p) => (stats.requests.push(`remove ${p}`), sftp.status(id, 0)));
+          sftp.on('RENAME', (id, a, b) => (stats.requests.push(`rename ${a} ${b}`), setTimeout(() => sftp.status(id, 0), opts.renameAfterMs ?? 0)));
           // a lying server: a folder whose listing never ends, 5,000 new names a batch
           let listed = 0;
           sftp.on('OPENDIR', (id) => (opts.endlessListing ? sftp.handle(id, Buffer.from('d')) : sftp.status(id, 2)));
@@ -191,6 +194,68 @@ describe('SftpTransport against a server whose SFTP side hangs while its SSH sid
       await srv.stop();
     }
   }, 30_000);
+});
+
+describe('renameOver', () => {
+  /** An SFTP channel whose posix-rename answers `posix` (or is not offered), with the files `there`. */
+  function channel(posix: { code: number } | 'not offered' | undefined, there: string[]) {
+    const asked: string[] = [];
+    const status = (code: number) => Object.assign(new Error(`status ${code}`), { code });
+    const files = new Set(there);
+    const sftp = {
+      ext_openssh_rename(a: string, b: string, cb: (e?: Error) => void) {
+        asked.push(`posix-rename ${a} ${b}`);
+        if (posix === 'not offered') throw new Error('Server does not support this extended request');
+        setImmediate(() => cb(posix ? status(posix.code) : undefined));
+      },
+      unlink(p: string, cb: (e?: Error) => void) {
+        asked.push(`unlink ${p}`);
+        files.delete(p);
+        setImmediate(() => cb());
+      },
+      rename(a: string, b: string, cb: (e?: Error) => void) {
+        asked.push(`rename ${a} ${b}`);
+        setImmediate(() => cb());
+      },
+      stat(p: string, cb: (e?: Error) => void) {
+        setImmediate(() => (files.has(p) ? cb() : cb(status(2))));
+      },
+    };
+    return { sftp: sftp as unknown as SFTPWrapper, asked };
+  }
+
+  it('a server without posix-rename gets plain rename, the target removed first', async () => {
+    const { sftp, asked } = channel('not offered', ['/b']);
+    await renameOver(sftp, '/a', '/b');
+    expect(asked).toEqual(['posix-rename /a /b', 'unlink /b', 'rename /a /b']);
+  });
+
+  it('a posix-rename whose source is gone and whose target is there (an earlier try whose answer was lost) is done, and the target stays', async () => {
+    const { sftp, asked } = channel({ code: 2 }, ['/b']);
+    await renameOver(sftp, '/a', '/b');
+    expect(asked).toEqual(['posix-rename /a /b']);
+  });
+
+  it('any other failure is the rename\'s, and never removes the target', async () => {
+    for (const [posix, there] of [[{ code: 3 }, ['/a', '/b']], [{ code: 2 }, []], [{ code: 2 }, ['/a', '/b']]] as const) {
+      const { sftp, asked } = channel(posix, [...there]);
+      await expect(renameOver(sftp, '/a', '/b')).rejects.toMatchObject({ code: posix.code });
+      expect(asked).toEqual(['posix-rename /a /b']);
+    }
+  });
+
+  it('a rename that the server takes longer than the idle timeout over (a gateway that copies) is waited for, within ten times the timeout', async () => {
+    const srv = await stallingSftpServer({ renameAfterMs: 2_500 });
+    try {
+      const t = new SftpTransport(parseLocation(`sftp://u@127.0.0.1:${srv.port}/r`) as never, { timeoutMs: 1_000, retries: 0, password: 'x', knownHosts: srv.knownHosts });
+      await t.rename('x.tmp', 'x');
+      expect(srv.stats.requests).toEqual(['remove /r/x', 'rename /r/x.tmp /r/x']);
+      expect(srv.stats.connections).toBe(1);
+      await t.close();
+    } finally {
+      await srv.stop();
+    }
+  }, 20_000);
 });
 
 describe('SftpTransport.close', () => {
