@@ -35,7 +35,16 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
   });
 }
 
+// Once the command has settled, the process ends when nothing is left to do. Should something it
+// started outlive it (a credential_process that hangs: the AWS SDK runs it with no bound and cannot
+// be told to stop it), the process ends all the same, EXIT_GRACE_MS later, with the command's own
+// exit code: cron must not find the run still there, nor a poll start a second helper beside it.
+const EXIT_GRACE_MS = 3000;
 main(process.argv).then((code) => {
   settled = true;
   process.exitCode = code;
+  setTimeout(() => {
+    process.stderr.write(`tarport: the command ended ${EXIT_GRACE_MS / 1000} s ago, but something it started still runs (a helper process, a connection); exiting\n`);
+    process.exit(code);
+  }, EXIT_GRACE_MS).unref();
 });

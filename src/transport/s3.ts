@@ -58,7 +58,7 @@ export interface S3Options {
   readonly journal?: UploadJournal;
   /** A recorded upload the server refused on resume (unknown, aborted): it is sent afresh. */
   readonly onStaleUpload?: (uploadId: string, why: TarportError) => void;
-  /** How long the SDK's credential chain may take (CREDENTIALS_LIMIT_MS; tests). */
+  /** How long the SDK's credential chain may take (default: CREDENTIALS_LIMIT_IDLE_TIMEOUTS idle timeouts). */
   readonly credentialsLimitMs?: number;
 }
 
@@ -70,11 +70,12 @@ interface Resume {
 
 export const DEFAULT_S3_IDLE_MS = 30_000;
 /**
- * How long the SDK's credential chain may take to hand out credentials: a `credential_process` of the
- * shared config runs with no bound of its own (the SDK's exec has no timeout), and an SSO or
- * metadata endpoint may be slow. A minute covers a helper that asks a vault or a token service.
+ * How long the SDK's credential chain may take to hand out credentials, in idle timeouts: a
+ * `credential_process` of the shared config runs with no bound of its own (the SDK's exec has no
+ * timeout), and an SSO or metadata endpoint may be slow. The default (a minute) covers a helper that
+ * asks a vault or a token service.
  */
-export const CREDENTIALS_LIMIT_MS = 60_000;
+export const CREDENTIALS_LIMIT_IDLE_TIMEOUTS = 2;
 /** The most keys a listing pages through below a folder (its entries are bounded by MAX_FOLDER_ENTRIES). */
 const MAX_KEYS_BELOW = 50 * MAX_FOLDER_ENTRIES;
 /** 16 MiB parts: few requests per layer, and at most 3 parts (48 MiB) in memory per upload. */
@@ -482,7 +483,7 @@ function makeClient(opts: S3Options, idleMs: number): S3Client {
   const agentOpts = { keepAlive: true, maxSockets: 8 };
   const client = new S3Client({
     ...(opts.endpoint ? { endpoint: opts.endpoint } : {}),
-    credentials: boundedCredentials(defaultProvider(), opts.credentialsLimitMs ?? CREDENTIALS_LIMIT_MS),
+    credentials: boundedCredentials(defaultProvider(), opts.credentialsLimitMs ?? CREDENTIALS_LIMIT_IDLE_TIMEOUTS * idleMs),
     // the SDK's own chain (AWS_REGION, shared config) first; a server that ignores regions gets one
     region: opts.region ?? (async () => (await regionFromChain()) ?? 'us-east-1'),
     forcePathStyle: opts.pathStyle ?? false,

@@ -346,6 +346,25 @@ describe('typed errors', () => {
     expect(cli.stderr + cli.stdout).not.toContain('wrong-secret-123');
   });
 
+  it('a credential_process that hangs fails the command within twice the idle timeout, and the process exits though the helper runs on', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'config'), `[default]\ncredential_process = sleep 60\n`);
+    await writeFile(join(dir, 'credentials'), '');
+    const started = Date.now();
+    const cli = await tarport(['ls', `s3://${E.TP_S3_BUCKET}/x`, ...S3FLAGS, '--idle-timeout', '1s'], {
+      AWS_ACCESS_KEY_ID: undefined,
+      AWS_SECRET_ACCESS_KEY: undefined,
+      AWS_PROFILE: undefined,
+      AWS_CONFIG_FILE: join(dir, 'config'),
+      AWS_SHARED_CREDENTIALS_FILE: join(dir, 'credentials'),
+      AWS_EC2_METADATA_DISABLED: 'true',
+    });
+    expect(cli.code).toBe(1);
+    expect(cli.stderr).toContain('gave none within 2 s');
+    expect(cli.stderr).toContain('tarport: the command ended 3 s ago, but something it started still runs');
+    expect(Date.now() - started).toBeLessThan(20_000);
+  }, 60_000);
+
   it('a missing bucket is named; a server that is down is a connection failure', async () => {
     const t = new S3Transport({ kind: 's3', bucket: 'no-such-bucket', prefix: 'p' }, { endpoint: E.TP_S3_ENDPOINT, pathStyle: true });
     opened.push(t);
