@@ -1,6 +1,6 @@
 import { constants as fsc } from 'node:fs';
 import { lstat, mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TarportError, wrapSystemError } from '../errors.js';
@@ -149,12 +149,20 @@ export class FileTransport implements Transport {
     return { size: out.bytesWritten };
   }
 
+  /**
+   * The rename, then the folders it changed made durable: a file's bytes are synced before it is
+   * renamed (write), but the name it gets lives in its folder, which a stick (vfat) keeps in the
+   * buffer cache until write-back. Without this a stick pulled right after "done" could lose the
+   * last names, the catalog's among them; folders made for it are synced with their parents.
+   */
   async rename(from: string, to: string): Promise<void> {
     try {
       const [a, b] = [await this.checked(from, 'rename'), await this.checked(to, 'rename')];
-      await mkdir(this.folderPath(to), { recursive: true });
+      const folder = this.folderPath(to);
+      const made = await mkdir(folder, { recursive: true });
       await this.checked(to, 'rename');
       await rename(a, b);
+      for (const d of foldersChanged(folder, made)) await syncFolder(d);
     } catch (e) {
       throw wrapSystemError(e, `rename ${from} to ${to} in ${this.location}`);
     }
@@ -170,6 +178,30 @@ export class FileTransport implements Transport {
   }
 
   async close(): Promise<void> {}
+}
+
+/** The folder a name went into, and when mkdir made folders for it, each of those and the parent of the first. */
+function foldersChanged(folder: string, firstMade: string | undefined): string[] {
+  const out = [folder];
+  if (firstMade === undefined) return out;
+  for (let d = folder; d !== dirname(firstMade) && d !== dirname(d); ) out.push((d = dirname(d)));
+  return out;
+}
+
+/**
+ * fsync of a folder. A file system that cannot sync a folder (some FUSE ones answer ENOSYS or
+ * EINVAL) writes its entries through anyway, or cannot be made to: that is no failure of the
+ * rename. Any other error (EIO) is.
+ */
+async function syncFolder(d: string): Promise<void> {
+  const fh = await open(d, fsc.O_RDONLY | fsc.O_DIRECTORY);
+  try {
+    await fh.sync().catch((e: unknown) => {
+      if (!['EINVAL', 'ENOSYS', 'ENOTSUP', 'EOPNOTSUPP'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
+    });
+  } finally {
+    await fh.close();
+  }
 }
 
 /**
