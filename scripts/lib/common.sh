@@ -12,7 +12,8 @@ tp_log() { printf '\033[1m[tarport]\033[0m %s\n' "$*" >&2; }
 # Debian packages the project needs at run time and in tests. Installed only when missing.
 TP_APT_PACKAGES=(docker.io busybox-static skopeo zstd gnupg ca-certificates vsftpd openssh-server openssh-client openssl curl nginx libnginx-mod-http-js
   libsodium23 libcap2 libpam0g containerd podman
-  prometheus systemd groff-base man-db bsdutils chromium)  # promtool checks metrics; systemd-analyze the units; groff/man the man page; script(1) a TTY; chromium renders index.html
+  prometheus systemd groff-base man-db bsdutils chromium  # promtool checks metrics; systemd-analyze the units; groff/man the man page; script(1) a TTY; chromium renders index.html
+  fusefat exfat-fuse dosfstools exfatprogs)  # real sticks for the air-gap tests (test/sticks.ts): FAT32 through fusefat, exFAT on a loop device
 # qemu-aarch64 runs the arm64 single executable (test/integration/sea.test.ts). Debian 12 has it static
 # in qemu-user-static; Debian 13's qemu-user is the static build (its qemu-user-static is a transitional
 # package that also pulls binfmt registration, which nothing here needs).
@@ -303,6 +304,8 @@ tp_cleanup() {
   if [ -n "${TP_RUN:-}" ] && [ -d "$TP_RUN" ] && [ -z "${TP_KEEP_RUN:-}" ]; then
     # vfs leaves plain directories; anything still mounted under the run dir is unmounted first
     { grep -o " $TP_RUN[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done; } || true
+    # the loop devices of exFAT sticks a test left behind (test/sticks.ts)
+    { losetup -n -l -O NAME,BACK-FILE 2>/dev/null | awk -v run="$TP_RUN/" 'index($2, run) == 1 { print $1 }' | while read -r d; do losetup -d "$d" 2>/dev/null; done; } || true
     rm -rf "$TP_RUN"
   fi
   exit $rc

@@ -59,6 +59,12 @@ const notPlain = (what: string, cause?: unknown) =>
  * its place since. Without /proc the copy goes through buffers (copyThroughBuffers).
  */
 const kernelCopy = existsSync('/proc/self/fd');
+/**
+ * What a file system answers when fs.copyFile cannot work there: libuv's copy also gives the target
+ * the source's mode (fchmod), which a FUSE stick (fusefat) does not implement. The copy then goes
+ * through buffers.
+ */
+const NO_KERNEL_COPY = new Set(['ENOSYS', 'ENOTSUP', 'EOPNOTSUPP']);
 
 /**
  * Copies one local file to another and checks the digest of what was written; the target is durable
@@ -91,12 +97,22 @@ export async function copyVerified(
     // a temporary name of its own: never there before (COPYFILE_EXCL: O_EXCL, so no link followed,
     // and a file found there is neither written nor removed)
     made = true;
-    await copyFile(`/proc/self/fd/${src.fd}`, to, fsc.COPYFILE_EXCL).catch((e: unknown) => {
-      if ((e as NodeJS.ErrnoException).code === 'EEXIST') made = false;
-      throw e;
-    });
+    const kernelCopied = await copyFile(`/proc/self/fd/${src.fd}`, to, fsc.COPYFILE_EXCL).then(
+      () => true,
+      (e: unknown) => {
+        const code = (e as NodeJS.ErrnoException).code ?? '';
+        if (code === 'EEXIST') made = false;
+        if (!NO_KERNEL_COPY.has(code)) throw e;
+        return false;
+      },
+    );
     await src.close();
     src = undefined;
+    if (!kernelCopied) {
+      await rm(to, { force: true });
+      made = false;
+      return await copyThroughBuffers(from, to, expected, what, signal, onBytes);
+    }
     signal?.throwIfAborted();
     dst = await open(to, fsc.O_RDONLY | fsc.O_NOFOLLOW);
     const d = dst;

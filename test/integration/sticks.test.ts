@@ -1,0 +1,60 @@
+import { randomBytes } from 'node:crypto';
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isPortableFileName } from '../../src/repo/index.js';
+import { docker, emptyDaemon, filesBelow, fixture, realEnv, tarport, tempDir } from '../helpers.js';
+import { mountStick, type Stick, type StickKind } from '../sticks.js';
+
+// The air gap on real sticks: a FAT32 image mounted with fusefat and an exFAT file system on a loop
+// device mounted with exfat-fuse. Both fold case (two tags that differ only in case must not meet
+// in one file) and have no symlinks; FAT32 holds no file of 4 GiB, which --max-file-size splits.
+
+const env = realEnv();
+const sticks: Stick[] = [];
+
+beforeAll(async () => {
+  await emptyDaemon('consumer');
+});
+
+afterAll(async () => {
+  for (const s of sticks.splice(0)) await s.unmount();
+});
+
+describe.each(['fat32', 'exfat'] as StickKind[])('a %s stick', (kind) => {
+  it('carries two tags that differ only in case, split into parts, checks clean, and loads both on the other side; the next sync adds only the new release', async () => {
+    const stick = await mountStick(kind);
+    sticks.push(stick);
+    const id = randomBytes(3).toString('hex');
+    const src = await tempDir();
+    const name = `tarport-test/stick-${kind}-${id}`;
+    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', src, '--name', `${name}:Live`])).code).toBe(0);
+    expect((await tarport(['push', fixture('app-v2.tar'), '--to', src, '--name', `${name}:live`])).code).toBe(0);
+    const s1 = await tarport(['sync', '--init', src, stick.path, '--max-file-size', '1M']);
+    expect(s1.code, s1.stderr).toBe(0);
+    const files = await filesBelow(stick.path);
+    for (const f of files) {
+      for (const seg of f.split('/')) expect(isPortableFileName(seg), f).toBe(true);
+      expect((await stat(join(stick.path, f))).size, f).toBeLessThanOrEqual(1 << 20);
+    }
+    expect(files.some((f) => f.endsWith('.parts'))).toBe(true);
+    const checked = await tarport(['check', stick.path]);
+    expect(checked.code, checked.stderr + checked.stdout).toBe(0);
+
+    const state = await tempDir();
+    const p = await tarport(['pull', '--from', stick.path, '--state', state], { DOCKER_HOST: env.consumer });
+    expect(p.code, p.stderr).toBe(0);
+    expect(await docker('consumer', 'run', '--rm', '--network', 'none', `${name}:Live`, '/bin/cat', '/app/hello.txt')).toBe('hello from v1');
+    expect(await docker('consumer', 'run', '--rm', '--network', 'none', `${name}:live`, '/bin/cat', '/app/v2.txt')).toBe('hello from v2');
+
+    // a new release on the high side: the next sync copies it, and what the stick had stays
+    expect((await tarport(['push', fixture('small-v1.tar'), '--to', src, '--name', `${name}:small`])).code).toBe(0);
+    const s2 = await tarport(['sync', src, stick.path, '--max-file-size', '1M', '--json']);
+    expect(s2.code, s2.stderr).toBe(0);
+    expect((JSON.parse(s2.stdout) as { releasesCopied: number }).releasesCopied).toBe(1);
+    expect(s2.stderr).toContain(`release ${name}:small v1: copied`);
+    const p2 = await tarport(['pull', '--from', stick.path, '--state', state], { DOCKER_HOST: env.consumer });
+    expect(p2.code, p2.stderr).toBe(0);
+    expect(p2.stderr).toContain(`${name}:small`);
+  }, 300_000);
+});
