@@ -14,6 +14,7 @@ import {
   type Sign,
   type WriteTransaction,
 } from '../repo/index.js';
+import { chainIds } from '../runtime/index.js';
 import type { Inventory } from './inventory.js';
 import { LocalCopier } from './localcopy.js';
 
@@ -189,7 +190,7 @@ async function copyObjects(tx: WriteTransaction, src: Repository, dst: Repositor
   await tx.protect(unique.keys());
   const local = src.writesLocalFiles && dst.writesLocalFiles;
   const copier = local ? new LocalCopier(opts.signal) : undefined;
-  const copy = new ObjectCopy(tx, src, dst, copier, opts, emit, result);
+  const copy = new ObjectCopy(tx, src, dst, copier, opts, emit, result, layersTheSiteHolds(plan, opts.have));
   try {
     await allBounded(
       objects.map((o) => (lane: number) => copy.one(o, lane)),
@@ -201,10 +202,31 @@ async function copyObjects(tx: WriteTransaction, src: Repository, dst: Repositor
   }
 }
 
+/**
+ * The layer objects the site's daemon will not ask for: Docker's classic store skips a layer only
+ * when it holds its whole chain (that layer on the very layers below it), so a layer counts as held
+ * when its chain ID is in the inventory, in every image of the plan that names it. A layer the site
+ * holds under another base is carried. An inventory without chain IDs (a daemon on the containerd
+ * store, which loads every layer, or an inventory of an older tarport) holds none.
+ */
+function layersTheSiteHolds(plan: readonly Planned[], have: Inventory | undefined): Set<string> {
+  const chains = new Set(have?.chainIds ?? []);
+  const held = new Set<string>();
+  if (chains.size === 0) return held;
+  const needed = new Set<string>();
+  for (const { record } of plan) {
+    for (const layers of [record.layers, ...(record.index?.platforms ?? []).map((p) => p.layers)]) {
+      const ids = chainIds(layers.map((l) => l.diffId));
+      layers.forEach((l, i) => (chains.has(ids[i]!) ? held : needed).add(l.digest));
+    }
+  }
+  for (const d of needed) held.delete(d);
+  return held;
+}
+
 /** Copies one object at a time per lane: checks what DST holds, then copies or repairs it. */
 class ObjectCopy {
   private readonly done = new Set<string>();
-  private readonly siteHasDiff: Set<string>;
   private readonly siteHasObject: Set<string>;
 
   constructor(
@@ -215,8 +237,9 @@ class ObjectCopy {
     private readonly opts: SyncOptions,
     private readonly emit: (e: SyncEvent) => void,
     private readonly result: SyncResult,
+    /** Layer objects the site's daemon holds with their whole chain (layersTheSiteHolds). */
+    private readonly siteHasLayer: ReadonlySet<string>,
   ) {
-    this.siteHasDiff = new Set(opts.have?.diffIds ?? []);
     this.siteHasObject = new Set(opts.have?.objects ?? []);
   }
 
@@ -251,10 +274,10 @@ class ObjectCopy {
     return intact ? 'present' : 'damaged';
   }
 
-  async one(d: Descriptor & { diffId?: string }, lane: number): Promise<void> {
+  async one(d: Descriptor, lane: number): Promise<void> {
     if (this.done.has(d.digest)) return;
     this.done.add(d.digest);
-    if (this.siteHasObject.has(d.digest) || (d.diffId && this.siteHasDiff.has(d.diffId))) {
+    if (this.siteHasObject.has(d.digest) || this.siteHasLayer.has(d.digest)) {
       this.emit({ kind: 'bytes', bytes: d.size });
       this.emit({ kind: 'object', digest: d.digest, size: d.size, status: 'site-has-it' });
       return;

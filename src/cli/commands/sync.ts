@@ -116,7 +116,9 @@ export async function inventoryCommand(ctx: Context, flags: InventoryFlags): Pro
       for (const l of layers) diff.add(l);
       for (const c of chainIds(layers)) chains.add(c);
     }
-    inv.chainIds = [...chains].sort();
+    // a daemon on the containerd store loads every layer of an image it is given: none can be left off
+    if ((await d.imageStore(ctx.signal)) === 'graphdriver') inv.chainIds = [...chains].sort();
+    else ctx.out.warn(`${d.endpoint} keeps images in the containerd store, which loads every layer of an image: the inventory offers no layer to leave off (only whole releases)`);
     inv.diffIds = [...diff].sort();
     // the releases this host loaded, from the consumer state
     const state = await new StateStore(flags.state ?? defaultStateDir()).read();

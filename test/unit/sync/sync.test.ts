@@ -5,6 +5,8 @@ import { writeDemoArchives } from '../../../src/archive/index.js';
 import { TarportError } from '../../../src/errors.js';
 import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../../src/producer/index.js';
 import { CATALOG_KEY, Repository, checkRepository } from '../../../src/repo/index.js';
+import { RECORD_FILE_RE, releaseFolder } from '../../../src/repo/layout.js';
+import { chainIds } from '../../../src/runtime/index.js';
 import { syncRepos, type SyncEvent } from '../../../src/sync/sync.js';
 import { FileTransport, MemoryTransport, type Transport } from '../../../src/transport/index.js';
 import { SMALL, filesBelow, tempDir } from '../../helpers.js';
@@ -80,6 +82,28 @@ describe('syncRepos between two memory repositories', () => {
     expect(r.objectsCopied).toBe(0);
     expect(events.filter((e) => e.kind === 'object').every((e) => e.kind === 'object' && e.status === 'site-has-it')).toBe(true);
     expect(r.releasesCopied).toBe(2);
+  });
+
+  it('a layer the site\'s daemon holds is left off only when it holds the layer\'s whole chain (the layers below it too, in order)', async () => {
+    const record = (tag: string) => {
+      const key = [...srcT.files.keys()].find((k) => k.startsWith(`${releaseFolder('demo/app', tag)}/`) && RECORD_FILE_RE.test(k.split('/').pop()!))!;
+      return JSON.parse(srcT.files.get(key)!.toString()) as { layers: { digest: string; diffId: string }[] };
+    };
+    const v2 = record('2').layers;
+    expect(v2).toHaveLength(3);
+    const inventory = (chainIds: string[]) => ({ schema: 'tarport.inventory/v1' as const, created: '', source: 'site', diffIds: v2.map((l) => l.diffId), chainIds, objects: [], releases: {} });
+    const leftOff = async (chains: string[]) => {
+      const events: SyncEvent[] = [];
+      await syncRepos(src, new Repository(new MemoryTransport('dst')), { ...opts(events), only: [{ name: 'demo/app', tag: '2' }], have: inventory(chains) });
+      return events.flatMap((e) => (e.kind === 'object' && e.status === 'site-has-it' ? [e.digest] : [])).sort();
+    };
+    // the site runs v1 (base, app1): those two are left off, app2 is carried
+    const v1Chains = chainIds(v2.slice(0, 2).map((l) => l.diffId));
+    expect(await leftOff(v1Chains)).toEqual([v2[0]!.digest, v2[1]!.digest].sort());
+    // the site holds app1's bytes, but on another base: Docker needs it sent again, and base too
+    expect(await leftOff(chainIds([v2[1]!.diffId]))).toEqual([]);
+    // an inventory without chain IDs (the containerd store, or an older tarport): nothing is left off
+    expect(await leftOff([])).toEqual([]);
   });
 
   it('an object the source serves wrong (same size) stops the sync: nothing of it, no record, no catalog on DST', async () => {
