@@ -84,6 +84,27 @@ describe('air gap: tarport sync', () => {
     expect(await docker('consumer', 'run', '--rm', '--network', 'none', tag, '/bin/cat', '/app/v2.txt')).toBe('hello from v2');
   });
 
+  it('inventory --docker counts a loaded release only while the daemon still holds its image under that name', async () => {
+    const id = randomBytes(3).toString('hex');
+    const src = join(dir, `inv-src-${id}`);
+    const tag = `tarport-test/inv-${id}:1`;
+    expect((await tarport(['push', '--init', fixture('small-v1.tar'), '--to', src, '--name', tag])).code).toBe(0);
+    const state = join(dir, `inv-state-${id}`);
+    const p = await tarport(['pull', '--from', src, '--state', state], { DOCKER_HOST: env.consumer });
+    expect(p.code, p.stderr).toBe(0);
+    const inv = join(dir, `inv-${id}.json`);
+    const held = async () => {
+      const r = await tarport(['inventory', '--docker', '--state', state, '-o', inv], { DOCKER_HOST: env.consumer });
+      expect(r.code, r.stderr).toBe(0);
+      return { releases: Object.keys(JSON.parse(await readFile(inv, 'utf8')).releases as Record<string, string[]>), stderr: r.stderr };
+    };
+    expect((await held()).releases).toContain(tag);
+    await docker('consumer', 'rmi', '-f', tag);
+    const after = await held();
+    expect(after.releases).not.toContain(tag);
+    expect(after.stderr).toContain(`${tag} v1: loaded once, but`);
+  });
+
   it('an interrupted sync resumes, a truncated object is repaired, and a small --max-file-size splits and reassembles', async () => {
     const id = randomBytes(3).toString('hex');
     const src = join(dir, `src-${id}`);

@@ -120,9 +120,15 @@ export async function inventoryCommand(ctx: Context, flags: InventoryFlags): Pro
     if ((await d.imageStore(ctx.signal)) === 'graphdriver') inv.chainIds = [...chains].sort();
     else ctx.out.warn(`${d.endpoint} keeps images in the containerd store, which loads every layer of an image: the inventory offers no layer to leave off (only whole releases)`);
     inv.diffIds = [...diff].sort();
-    // the releases this host loaded, from the consumer state
+    // the releases this host loaded, from the consumer state, whose image the daemon still holds
+    // under that name: one removed since (docker image prune) is loaded again, so the stick carries it
     const state = await new StateStore(flags.state ?? defaultStateDir()).read();
-    for (const byRef of Object.values(state.loaded)) for (const [ref, l] of Object.entries(byRef)) (inv.releases[ref] ??= []).push(l.digest);
+    for (const byRef of Object.values(state.loaded)) {
+      for (const [ref, l] of Object.entries(byRef)) {
+        if ((await d.inspectImage(ref, ctx.signal))?.Id === l.imageId) (inv.releases[ref] ??= []).push(l.digest);
+        else ctx.out.info(`${ref} v${l.version}: loaded once, but ${d.endpoint} no longer holds it under that name; not counted as held`);
+      }
+    }
   } else {
     const repo = await openRepository(from, '--from', flags, { signal: ctx.signal });
     inv.source = repo.location;
