@@ -132,7 +132,10 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
   // rollback state follows the repository (its id, covered by the catalog's signature), not the path
   const key = stateKey(state, catalog, loc);
   const seen = state.catalogSequence[key] ?? 0;
-  if (catalog.sequence < seen) return olderCopy(state, key, catalog, seen, loc, opts, emit, result);
+  // an older copy (an old stick, a mirror behind, a stick whose merged catalog ran ahead of its
+  // source): no tag goes back through it (pullRelease refuses that release), and what it carries
+  // that was not loaded is loaded as from any catalog
+  if (catalog.sequence < seen) emit({ kind: 'warning', message: `catalog of ${loc} has sequence ${catalog.sequence}, lower than ${seen} accepted before from the same repository (${catalog.repository ?? loc}): an older copy; no tag goes back through it` });
   if (Date.parse(catalog.expires) < Date.now()) {
     const msg = `catalog of ${loc} expired at ${catalog.expires}`;
     if (!opts.allowExpired) throw new TarportError('EXPIRED', `${msg}; publish again to refresh it, or pass --allow-expired to load from it anyway`);
@@ -351,27 +354,6 @@ function stateKey(state: State, catalog: Catalog, loc: string): string {
     state.loaded[key] = { ...state.loaded[loc] };
   }
   return key;
-}
-
-/**
- * A catalog older than one accepted before from the same repository (another stick, an old copy at
- * another path): nothing is loaded from it. When it would take a loaded tag back to another release
- * it is refused (ROLLBACK, exit 3); when it carries nothing but what was loaded, the run is up to
- * date. Either way the state is left as it was, so the next, newer delivery is accepted.
- */
-function olderCopy(state: State, key: string, catalog: Catalog, seen: number, loc: string, opts: PullOptions, emit: (e: PullEvent) => void, result: PullResult): PullResult {
-  const loaded = state.loaded[key] ?? {};
-  const differs = catalog.releases.filter((e) => subscribed(opts.subscriptions, e) && loaded[`${e.name}:${e.tag}`]?.digest !== e.digest);
-  if (differs.length > 0) {
-    const what = differs.map((e) => `${e.name}:${e.tag} v${e.version}${loaded[`${e.name}:${e.tag}`] ? ` (v${loaded[`${e.name}:${e.tag}`]!.version} loaded)` : ''}`).join(', ');
-    throw new TarportError('ROLLBACK', `catalog of ${loc} has sequence ${catalog.sequence}, lower than ${seen} accepted before from the same repository (${catalog.repository ?? loc}): an older copy (a replayed catalog, an old stick or mirror); refusing ${what}; nothing loaded, what is loaded stays`);
-  }
-  emit({ kind: 'warning', message: `catalog of ${loc} has sequence ${catalog.sequence}, lower than ${seen} accepted before from the same repository: an older copy carrying nothing new` });
-  for (const e of catalog.releases.filter((x) => subscribed(opts.subscriptions, x))) {
-    result.upToDate.push(`${e.name}:${e.tag}`);
-    emit({ kind: 'up-to-date', ref: `${e.name}:${e.tag}`, version: e.version });
-  }
-  return result;
 }
 
 /**

@@ -7,6 +7,7 @@ import { pull, type PullEvent } from '../../src/consumer/index.js';
 import { DockerRuntime, chainIds, type DockerApi, type ExpectedImage, type ImageName, type ImageStore, type LoadPlan, type Runtime, type VerifiedImage, type VerifiedLoad } from '../../src/runtime/index.js';
 import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../src/producer/index.js';
 import { Repository } from '../../src/repo/index.js';
+import { syncRepos } from '../../src/sync/sync.js';
 import { FileTransport, MemoryTransport } from '../../src/transport/index.js';
 import { SMALL, tempDir } from '../helpers.js';
 import { createWriteStream, existsSync } from 'node:fs';
@@ -295,6 +296,26 @@ describe('rollback state follows the repository, not its location', () => {
     await push(origin, 0, '1'); // v3
     const r = await pull(new Repository(copy(origin, 'stick-next')), new DockerRuntime(d), { subscriptions: follow, stateDir: state });
     expect(r.loaded.map((l) => l.version)).toEqual([3]);
+  });
+
+  it('a full stick after an --only stick (whose merged catalog ran ahead of its source): nothing goes back, and the tags the first stick did not carry are loaded', async () => {
+    const origin = new MemoryTransport('origin');
+    await push(origin, 0, '1');
+    await push(origin, 1, 'other');
+    const only = new MemoryTransport('stick-only');
+    await syncRepos(new Repository(origin), new Repository(only), { create: true, catalogTtlMs: DEFAULT_CATALOG_TTL_MS, only: [{ name: 'demo/app', tag: '1' }] });
+    const full = new MemoryTransport('stick-full');
+    await syncRepos(new Repository(origin), new Repository(full), { create: true, catalogTtlMs: DEFAULT_CATALOG_TTL_MS });
+    const d = new FakeDaemon('graphdriver');
+    const state = await tempDir();
+    const follow = [{ name: 'demo/app' }];
+    expect((await pull(new Repository(only), new DockerRuntime(d), { subscriptions: follow, stateDir: state })).loaded.map((l) => l.ref)).toEqual(['demo/app:1']);
+    const events: PullEvent[] = [];
+    const r = await pull(new Repository(full), new DockerRuntime(d), { subscriptions: follow, stateDir: state, onEvent: (e) => events.push(e) });
+    expect(r.refused).toEqual([]);
+    expect(r.upToDate).toEqual(['demo/app:1']);
+    expect(r.loaded.map((l) => l.ref)).toEqual(['demo/app:other']);
+    expect(events).toContainEqual(expect.objectContaining({ kind: 'warning', message: expect.stringContaining('an older copy; no tag goes back through it') }));
   });
 
   it('an older stick that carries nothing but what was loaded is up to date, in either order', async () => {
