@@ -13,7 +13,8 @@ const ALLOWED: Record<string, string[]> = {
   repo: ['transport', 'crypto'],
   producer: ['archive', 'crypto', 'repo', 'transport'],
   consumer: ['archive', 'crypto', 'repo', 'runtime', 'transport'],
-  sync: ['crypto', 'repo', 'transport'],
+  // runtime: Docker's rule of which layers a load may leave out (chain IDs), for `sync --have`
+  sync: ['crypto', 'repo', 'runtime', 'transport'],
   cli: ['transport', 'archive', 'crypto', 'repo', 'runtime', 'producer', 'consumer', 'sync'],
 };
 
