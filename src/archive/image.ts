@@ -79,6 +79,38 @@ const MAX_LINK_DEPTH = 8;
 const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
 const isDigest = (s: string) => DIGEST_RE.test(s);
 const sha256 = (b: Buffer) => 'sha256:' + createHash('sha256').update(b).digest('hex');
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/**
+ * Index descriptors one read of an archive visits in all, nested indexes counted each time they are
+ * listed: buildx writes a few dozen. Indexes that list the next one k times each would make k^depth.
+ */
+const MAX_DESCRIPTORS = 10_000;
+/** Images one manifest.json may list: `docker save` of a whole image store stays far below. */
+const MAX_SAVED_IMAGES = 4_096;
+
+/** An image config as read once: its bytes, digest and diff_ids. */
+interface Config {
+  readonly bytes: Buffer;
+  readonly digest: string;
+  readonly diffIds: string[];
+}
+
+/**
+ * One read of an archive's metadata. Each blob and config is read and parsed once however often the
+ * metadata names it (memory and time then follow the archive's size, not the number of references
+ * to one entry), and the index descriptors visited are counted against MAX_DESCRIPTORS.
+ */
+interface Reading {
+  readonly tar: TarArchive;
+  /** Manifest and index blobs, by resolved entry name. */
+  readonly blobs: Map<string, { readonly bytes: Buffer; readonly body: Record<string, unknown> }>;
+  /** Image configs, by resolved entry name. */
+  readonly configs: Map<string, Config>;
+  /** The platforms image configs declare, by config digest. */
+  readonly platforms: Map<string, ArchivePlatform>;
+  descriptors: number;
+}
 
 /**
  * Reads what an archive holds, from its metadata only: no layer byte is read here. Every reference
@@ -88,10 +120,25 @@ export async function readArchiveContent(tar: TarArchive): Promise<ArchiveConten
   const oci = tar.entries.has('index.json') && tar.entries.has('oci-layout');
   if (!tar.entries.has('manifest.json') && !oci) return { kind: 'rootfs' };
   checkImageShape(tar);
+  const r: Reading = { tar, blobs: new Map(), configs: new Map(), platforms: new Map(), descriptors: 0 };
   // an index in index.json is the whole truth: Docker 25+ lists only the local platform in manifest.json
-  if (oci && (await holdsIndex(tar))) return { kind: 'images', ...(await readOciContent(tar)) };
-  if (tar.entries.has('manifest.json')) return { kind: 'images', images: await readDockerSave(tar), indexes: [] };
-  return { kind: 'images', images: await readOciLayout(tar), indexes: [] };
+  if (oci && (await holdsIndex(r))) return { kind: 'images', ...(await readOciContent(r)) };
+  if (tar.entries.has('manifest.json')) return { kind: 'images', images: await readDockerSave(r), indexes: [] };
+  return { kind: 'images', images: await readOciLayout(r), indexes: [] };
+}
+
+/** Counts one more index descriptor visited; refuses the archive past MAX_DESCRIPTORS. */
+function visit(r: Reading, what: string): void {
+  if (++r.descriptors > MAX_DESCRIPTORS) {
+    throw bad(r.tar, `${what}: more than ${MAX_DESCRIPTORS} descriptors in its indexes (indexes that list other indexes many times): no image tool writes that`);
+  }
+}
+
+/** Refuses an index already being read above `what`: a link can make a blob list its own digest. */
+function enterIndex(r: Reading, d: Descriptor, what: string, path: readonly string[]): string[] {
+  const digest = d.digest as string; // checked by blobEntryName when its blob was read
+  if (path.includes(digest)) throw bad(r.tar, `${what} names index ${digest} again while reading it: a loop`);
+  return [...path, digest];
 }
 
 /**
@@ -176,35 +223,50 @@ function compressionOfMediaType(mt: unknown): Compression | undefined {
   return undefined;
 }
 
-async function readDockerSave(tar: TarArchive): Promise<ArchiveImage[]> {
+/** An image config entry, read and checked once (an archive may name one config many times). */
+async function readConfig(r: Reading, e: TarEntry): Promise<Config> {
+  let c = r.configs.get(e.name);
+  if (!c) {
+    const bytes = await r.tar.readEntry(e.name);
+    c = { bytes, digest: checkDigestName(r.tar, e, bytes, 'image config'), diffIds: parseConfig(r.tar, e.name, bytes) };
+    r.configs.set(e.name, c);
+  }
+  return c;
+}
+
+async function readDockerSave(r: Reading): Promise<ArchiveImage[]> {
+  const { tar } = r;
   const manifest = await readJson(tar, 'manifest.json');
   if (!Array.isArray(manifest) || manifest.length === 0) throw bad(tar, 'manifest.json is not a list of images');
-  const oci = tar.entries.has('oci-layout');
+  if (manifest.length > MAX_SAVED_IMAGES) throw bad(tar, `manifest.json lists ${manifest.length} images, more than the ${MAX_SAVED_IMAGES} accepted`);
   // Docker 25+ archives also carry index.json with media types; use them where they match a layer.
-  const mediaTypes = oci && tar.entries.has('index.json') ? await ociMediaTypes(tar) : new Map<string, string>();
+  const mediaTypes = tar.entries.has('oci-layout') && tar.entries.has('index.json') ? await ociMediaTypes(r) : new Map<string, string>();
   const images: ArchiveImage[] = [];
   for (const [i, item] of manifest.entries()) {
-    const m = item as { Config?: unknown; RepoTags?: unknown; Layers?: unknown };
-    const where = `manifest.json[${i}]`;
-    const cfgEntry = resolveEntry(tar, m.Config, `${where}.Config`);
-    const config = await tar.readEntry(cfgEntry.name);
-    const configDigest = checkDigestName(tar, cfgEntry, config, 'image config');
-    const diffIds = parseConfig(tar, cfgEntry.name, config);
-    if (!Array.isArray(m.Layers)) throw bad(tar, `${where}.Layers is missing`);
-    if (m.Layers.length !== diffIds.length) {
-      throw bad(tar, `${where} lists ${m.Layers.length} layers but its config ${cfgEntry.name} has ${diffIds.length} diff_ids`);
-    }
-    const layers = m.Layers.map((ref: unknown, j: number): ArchiveLayer => {
-      const e = resolveEntry(tar, ref, `${where}.Layers[${j}]`);
-      const hex = /(?:^|\/)sha256\/([0-9a-f]{64})$/.exec(e.name)?.[1];
-      const declared = hex ? compressionOfMediaType(mediaTypes.get(`sha256:${hex}`)) : undefined;
-      return { entry: e.name, diffId: diffIds[j]!, size: e.size, ...(declared ? { declaredCompression: declared } : {}) };
-    });
-    const repoTags = m.RepoTags == null ? [] : m.RepoTags;
-    if (!Array.isArray(repoTags) || repoTags.some((t) => typeof t !== 'string')) throw bad(tar, `${where}.RepoTags is not a list of strings`);
-    images.push({ format: oci ? 'docker-save-oci' : 'docker-save', config, configDigest, layers, repoTags: repoTags as string[] });
+    if (!isObject(item)) throw bad(tar, `manifest.json[${i}] is not an object`);
+    images.push(await savedImage(r, item, `manifest.json[${i}]`, mediaTypes));
   }
   return images;
+}
+
+/** One image of manifest.json. */
+async function savedImage(r: Reading, m: Record<string, unknown>, where: string, mediaTypes: ReadonlyMap<string, string>): Promise<ArchiveImage> {
+  const { tar } = r;
+  const cfgEntry = resolveEntry(tar, m.Config, `${where}.Config`);
+  const { bytes: config, digest: configDigest, diffIds } = await readConfig(r, cfgEntry);
+  if (!Array.isArray(m.Layers)) throw bad(tar, `${where}.Layers is missing`);
+  if (m.Layers.length !== diffIds.length) {
+    throw bad(tar, `${where} lists ${m.Layers.length} layers but its config ${cfgEntry.name} has ${diffIds.length} diff_ids`);
+  }
+  const layers = m.Layers.map((ref: unknown, j: number): ArchiveLayer => {
+    const e = resolveEntry(tar, ref, `${where}.Layers[${j}]`);
+    const hex = /(?:^|\/)sha256\/([0-9a-f]{64})$/.exec(e.name)?.[1];
+    const declared = hex ? compressionOfMediaType(mediaTypes.get(`sha256:${hex}`)) : undefined;
+    return { entry: e.name, diffId: diffIds[j]!, size: e.size, ...(declared ? { declaredCompression: declared } : {}) };
+  });
+  const repoTags = m.RepoTags == null ? [] : m.RepoTags;
+  if (!Array.isArray(repoTags) || repoTags.some((t) => typeof t !== 'string')) throw bad(tar, `${where}.RepoTags is not a list of strings`);
+  return { format: tar.entries.has('oci-layout') ? 'docker-save-oci' : 'docker-save', config, configDigest, layers, repoTags: repoTags as string[] };
 }
 
 interface Descriptor {
@@ -224,41 +286,55 @@ function blobEntryName(tar: TarArchive, d: Descriptor, what: string): string {
   return `blobs/sha256/${d.digest.slice(7)}`;
 }
 
+/** The descriptors of a manifest's `layers` (none when it has none), each checked to be an object. */
+function layerDescriptors(tar: TarArchive, manifest: Record<string, unknown>, where: string): Descriptor[] {
+  const layers = manifest.layers;
+  if (layers === undefined) return [];
+  if (!Array.isArray(layers)) throw bad(tar, `${where}: layers is not a list`);
+  for (const [j, l] of layers.entries()) if (!isObject(l)) throw bad(tar, `${where}: layers[${j}] is not a descriptor`);
+  return layers as Descriptor[];
+}
+
 /** Every descriptor's media type reachable from index.json (manifests and their layers). */
-async function ociMediaTypes(tar: TarArchive): Promise<Map<string, string>> {
+async function ociMediaTypes(r: Reading): Promise<Map<string, string>> {
   const out = new Map<string, string>();
-  for (const { manifest } of await ociManifests(tar)) {
-    for (const [j, l] of ((manifest.layers as Descriptor[] | undefined) ?? []).entries()) {
-      const blob = typeof l.digest === 'string' && isDigest(l.digest) ? tar.entries.get(`blobs/sha256/${l.digest.slice(7)}`) : undefined;
-      if (blob?.type === 'file') checkDeclaredSize(tar, l, blob, `index.json layer ${j}`);
+  for (const { manifest, entry } of await ociManifests(r)) {
+    for (const [j, l] of layerDescriptors(r.tar, manifest, `manifest ${entry}`).entries()) {
+      const blob = typeof l.digest === 'string' && isDigest(l.digest) ? r.tar.entries.get(`blobs/sha256/${l.digest.slice(7)}`) : undefined;
+      if (blob?.type === 'file') checkDeclaredSize(r.tar, l, blob, `index.json layer ${j}`);
       if (typeof l.digest === 'string' && typeof l.mediaType === 'string') out.set(l.digest, l.mediaType);
     }
   }
   return out;
 }
 
-async function ociManifests(tar: TarArchive): Promise<{ manifest: Record<string, unknown>; name?: string }[]> {
-  const out: { manifest: Record<string, unknown>; name?: string }[] = [];
-  const walk = async (index: unknown, what: string, depth: number, name?: string): Promise<void> => {
-    const manifests = (index as { manifests?: unknown } | null)?.manifests;
-    if (!Array.isArray(manifests)) throw bad(tar, `${what} has no manifests list`);
-    for (const [i, d] of (manifests as Descriptor[]).entries()) {
+interface LayoutManifest {
+  readonly manifest: Record<string, unknown>;
+  /** Its blob's entry. */
+  readonly entry: string;
+  readonly name?: string;
+}
+
+/** The image manifests index.json leads to, nested indexes flattened (the images of a layout). */
+async function ociManifests(r: Reading): Promise<LayoutManifest[]> {
+  const out: LayoutManifest[] = [];
+  const walk = async (list: readonly Descriptor[], what: string, path: readonly string[], name?: string): Promise<void> => {
+    for (const [i, d] of list.entries()) {
       const w = `${what}.manifests[${i}]`;
-      const entry = resolveEntry(tar, blobEntryName(tar, d, w), w);
-      checkDeclaredSize(tar, d, entry, w);
+      visit(r, w);
+      const { entry, body } = await readBlobJson(r, d, w);
       const refName = ociRefName(d.annotations) ?? name;
-      const body = (await readJson(tar, entry.name)) as Record<string, unknown>;
-      checkDigestName(tar, entry, await tar.readEntry(entry.name), w);
-      const mt = (d.mediaType ?? body.mediaType) as string | undefined;
+      const mt = d.mediaType ?? body.mediaType;
+      if (mt !== undefined && typeof mt !== 'string') throw bad(r.tar, `${w}: mediaType ${JSON.stringify(mt)} is not a string`);
       if (mt?.includes('index') || mt?.includes('manifest.list')) {
-        if (depth > 4) throw bad(tar, `${w}: indexes nested too deep`);
-        await walk(body, w, depth + 1, refName);
+        if (path.length > 4) throw bad(r.tar, `${w}: indexes nested too deep`);
+        await walk(descriptorsOf(r.tar, body, `${w} (${entry})`), w, enterIndex(r, d, w, path), refName);
       } else {
-        out.push({ manifest: body, ...(refName ? { name: refName } : {}) });
+        out.push({ manifest: body, entry, ...(refName ? { name: refName } : {}) });
       }
     }
   };
-  await walk(await readJson(tar, 'index.json'), 'index.json', 0);
+  await walk(await indexJsonDescriptors(r), 'index.json', []);
   return out;
 }
 
@@ -270,24 +346,23 @@ function ociRefName(a: Record<string, unknown> | undefined): string | undefined 
   return undefined;
 }
 
-async function readOciLayout(tar: TarArchive): Promise<ArchiveImage[]> {
+async function readOciLayout(r: Reading): Promise<ArchiveImage[]> {
   const images: ArchiveImage[] = [];
-  for (const [i, { manifest, name }] of (await ociManifests(tar)).entries()) {
-    images.push(await readOciImage(tar, manifest, `index.json image ${i}`, name ? [name] : []));
+  for (const [i, { manifest, entry, name }] of (await ociManifests(r)).entries()) {
+    images.push(await readOciImage(r, manifest, `index.json image ${i}: manifest ${entry}`, name ? [name] : []));
   }
   return images;
 }
 
 /** One image of an OCI layout from its manifest: config and layers, each checked against its descriptor. */
-async function readOciImage(tar: TarArchive, manifest: Record<string, unknown>, what: string, repoTags: string[]): Promise<ArchiveImage> {
-  const cfgDesc = manifest.config as Descriptor | undefined;
-  if (!cfgDesc) throw bad(tar, `${what}: manifest has no config`);
+async function readOciImage(r: Reading, manifest: Record<string, unknown>, what: string, repoTags: string[]): Promise<ArchiveImage> {
+  const { tar } = r;
+  const cfgDesc = manifest.config;
+  if (!isObject(cfgDesc)) throw bad(tar, `${what}: manifest has no config`);
   const cfgEntry = resolveEntry(tar, blobEntryName(tar, cfgDesc, `${what} config`), `${what} config`);
   checkDeclaredSize(tar, cfgDesc, cfgEntry, `${what} config`);
-  const config = await tar.readEntry(cfgEntry.name);
-  const configDigest = checkDigestName(tar, cfgEntry, config, 'image config');
-  const diffIds = parseConfig(tar, cfgEntry.name, config);
-  const descs = (manifest.layers as Descriptor[] | undefined) ?? [];
+  const { bytes: config, digest: configDigest, diffIds } = await readConfig(r, cfgEntry);
+  const descs = layerDescriptors(tar, manifest, what);
   if (descs.length !== diffIds.length) throw bad(tar, `${what}: ${descs.length} layers but ${diffIds.length} diff_ids in the config`);
   const layers = descs.map((d, j): ArchiveLayer => {
     const e = resolveEntry(tar, blobEntryName(tar, d, `${what} layer ${j}`), `${what} layer ${j}`);
@@ -311,17 +386,28 @@ const isIndexType = (mt: unknown) => typeof mt === 'string' && INDEX_TYPES.has(m
 const isAttestation = (d: Descriptor) => d.annotations?.[REFERENCE_TYPE] !== undefined;
 
 /** True when index.json holds an image index, or lists one name's platforms side by side. */
-async function holdsIndex(tar: TarArchive): Promise<boolean> {
-  const list = descriptorsOf(tar, await readJson(tar, 'index.json'), 'index.json');
+async function holdsIndex(r: Reading): Promise<boolean> {
+  const list = await indexJsonDescriptors(r);
   if (list.some((d) => isIndexType(d.mediaType))) return true;
   return [...groupPlatformDescriptors(list).values()].some((g) => isPlatformGroup(g.map(([d]) => d)));
 }
 
+/**
+ * What index.json lists. Docker 25.0.0 and 25.0.1 `docker save <ID>` write `"manifests": null` beside
+ * a valid manifest.json (moby#47210), and docker load takes it: with a manifest.json, no list is an
+ * empty one. An OCI layout without manifest.json must list its manifests.
+ */
+async function indexJsonDescriptors(r: Reading): Promise<Descriptor[]> {
+  const index = await readJson(r.tar, 'index.json');
+  if (isObject(index) && index.manifests == null && r.tar.entries.has('manifest.json')) return [];
+  return descriptorsOf(r.tar, index, 'index.json');
+}
+
 function descriptorsOf(tar: TarArchive, index: unknown, what: string): Descriptor[] {
-  const manifests = (index as { manifests?: unknown } | null)?.manifests;
+  const manifests = isObject(index) ? index.manifests : undefined;
   if (!Array.isArray(manifests)) throw bad(tar, `${what} has no manifests list`);
   for (const [i, d] of manifests.entries()) {
-    if (d === null || typeof d !== 'object' || Array.isArray(d)) throw bad(tar, `${what}.manifests[${i}] is not a descriptor`);
+    if (!isObject(d)) throw bad(tar, `${what}.manifests[${i}] is not a descriptor`);
   }
   return manifests as Descriptor[];
 }
@@ -344,8 +430,8 @@ const isPlatformGroup = (g: readonly Descriptor[]) => g.length > 1 || g.some(isA
  * What an OCI layout holds when it holds an index: single images as before, and each index (or each
  * group of platform manifests listed side by side in index.json under one name) as one ArchiveIndex.
  */
-async function readOciContent(tar: TarArchive): Promise<{ images: ArchiveImage[]; indexes: ArchiveIndex[] }> {
-  const list = descriptorsOf(tar, await readJson(tar, 'index.json'), 'index.json');
+async function readOciContent(r: Reading): Promise<{ images: ArchiveImage[]; indexes: ArchiveIndex[] }> {
+  const list = await indexJsonDescriptors(r);
   const images: ArchiveImage[] = [];
   const indexes: ArchiveIndex[] = [];
   const groups = groupPlatformDescriptors(list);
@@ -354,40 +440,59 @@ async function readOciContent(tar: TarArchive): Promise<{ images: ArchiveImage[]
     const w = `index.json.manifests[${i}]`;
     const name = ociRefName(d.annotations);
     if (grouped.has(i)) continue;
-    const { body } = await readBlobJson(tar, d, w);
+    visit(r, w);
+    const { entry, body } = await readBlobJson(r, d, w);
     if (isIndexType(d.mediaType) || isIndexType(body.mediaType)) {
-      indexes.push({ digest: d.digest as string, members: await indexMembers(tar, body, w, 1), repoTags: name ? [name] : [] });
+      indexes.push({ digest: d.digest as string, members: await indexMembers(r, body, w, 1, enterIndex(r, d, w, [])), repoTags: name ? [name] : [] });
     } else {
-      images.push(await readOciImage(tar, body, `index.json image ${i}`, name ? [name] : []));
+      images.push(await readOciImage(r, body, `index.json image ${i}: manifest ${entry}`, name ? [name] : []));
     }
   }
   for (const [name, g] of groups) {
     if (!g.every(([, i]) => grouped.has(i))) continue;
     const members: IndexMember[] = [];
-    for (const [d, i] of g) members.push(...(await indexMember(tar, d, `index.json.manifests[${i}]`, 1)));
+    for (const [d, i] of g) {
+      visit(r, `index.json.manifests[${i}]`);
+      members.push(...(await indexMember(r, d, `index.json.manifests[${i}]`, 1, [])));
+    }
     indexes.push({ digest: '', members, repoTags: name ? [name] : [] });
   }
   return { images, indexes };
 }
 
-async function readBlobJson(tar: TarArchive, d: Descriptor, what: string): Promise<{ bytes: Buffer; body: Record<string, unknown> }> {
+/** A manifest or index blob as a JSON object, checked against its descriptor; read and parsed once. */
+async function readBlobJson(r: Reading, d: Descriptor, what: string): Promise<{ entry: string; bytes: Buffer; body: Record<string, unknown> }> {
+  const { tar } = r;
   const entry = resolveEntry(tar, blobEntryName(tar, d, what), what);
   checkDeclaredSize(tar, d, entry, what);
-  const bytes = await tar.readEntry(entry.name);
-  checkDigestName(tar, entry, bytes, what);
-  let body: unknown;
-  try {
-    body = JSON.parse(bytes.toString('utf8'));
-  } catch (e) {
-    throw bad(tar, `${what}: ${entry.name} is not valid JSON (${(e as Error).message})`);
+  let blob = r.blobs.get(entry.name);
+  if (!blob) {
+    const bytes = await tar.readEntry(entry.name);
+    checkDigestName(tar, entry, bytes, what);
+    let body: unknown;
+    try {
+      body = JSON.parse(bytes.toString('utf8'));
+    } catch (e) {
+      throw bad(tar, `${what}: ${entry.name} is not valid JSON (${(e as Error).message})`);
+    }
+    if (!isObject(body)) throw bad(tar, `${what}: ${entry.name} is not a JSON object`);
+    blob = { bytes, body };
+    r.blobs.set(entry.name, blob);
   }
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw bad(tar, `${what}: ${entry.name} is not a JSON object`);
-  return { bytes, body: body as Record<string, unknown> };
+  return { entry: entry.name, ...blob };
 }
 
-async function indexMembers(tar: TarArchive, index: Record<string, unknown>, what: string, depth: number): Promise<IndexMember[]> {
+/**
+ * The members of an index, nested indexes flattened. `depth`: indexes above it; `path`: the digests
+ * of the indexes being read above it (a loop check).
+ */
+async function indexMembers(r: Reading, index: Record<string, unknown>, what: string, depth: number, path: readonly string[]): Promise<IndexMember[]> {
   const out: IndexMember[] = [];
-  for (const [i, d] of descriptorsOf(tar, index, what).entries()) out.push(...(await indexMember(tar, d, `${what}.manifests[${i}]`, depth)));
+  for (const [i, d] of descriptorsOf(r.tar, index, what).entries()) {
+    const w = `${what}.manifests[${i}]`;
+    visit(r, w);
+    out.push(...(await indexMember(r, d, w, depth, path)));
+  }
   return out;
 }
 
@@ -401,17 +506,18 @@ function presentBlob(tar: TarArchive, d: Descriptor, what: string): TarEntry | u
 }
 
 /** One member of an index (several when it is itself an index: nested indexes are flattened). */
-async function indexMember(tar: TarArchive, d: Descriptor, what: string, depth: number): Promise<IndexMember[]> {
+async function indexMember(r: Reading, d: Descriptor, what: string, depth: number, path: readonly string[]): Promise<IndexMember[]> {
+  const { tar } = r;
   const descriptor = indexDescriptor(tar, d, what);
   if (!presentBlob(tar, d, what)) return [{ kind: 'absent', descriptor, missing: `its manifest ${descriptor.digest}` }];
-  const { bytes, body } = await readBlobJson(tar, d, what);
+  const { entry, bytes, body } = await readBlobJson(r, d, what);
   if (isIndexType(descriptor.mediaType) || isIndexType(body.mediaType)) {
     if (depth > MAX_INDEX_DEPTH) throw bad(tar, `${what}: indexes nested too deep`);
-    return indexMembers(tar, body, what, depth + 1);
+    return indexMembers(r, body, what, depth + 1, enterIndex(r, d, what, path));
   }
-  const cfg = body.config as Descriptor | undefined;
-  const layers = Array.isArray(body.layers) ? (body.layers as Descriptor[]) : [];
-  if (!cfg || typeof cfg !== 'object') throw bad(tar, `${what}: manifest has no config`);
+  const cfg = body.config;
+  if (!isObject(cfg)) throw bad(tar, `${what}: manifest ${entry} has no config`);
+  const layers = layerDescriptors(tar, body, `${what}: manifest ${entry}`);
   const parts: [Descriptor, string][] = [[cfg, `${what} config`], ...layers.map((l, j): [Descriptor, string] => [l, `${what} layer ${j}`])];
   const missing = parts.find(([p, w]) => !presentBlob(tar, p, w));
   if (missing) return [{ kind: 'absent', descriptor, missing: `its ${missing[1].slice(what.length + 1)} ${missing[0].digest as string}` }];
@@ -419,8 +525,8 @@ async function indexMember(tar: TarArchive, d: Descriptor, what: string, depth: 
     const blobs = parts.map(([p, w]): ArchiveBlob => ({ entry: presentBlob(tar, p, w)!.name, digest: p.digest as string, size: p.size as number, mediaType: typeof p.mediaType === 'string' ? p.mediaType : 'application/octet-stream' }));
     return [{ kind: 'artifact', descriptor, manifest: bytes, blobs }];
   }
-  const image = await readOciImage(tar, body, what, []);
-  return [{ kind: 'image', descriptor, image, platform: descriptor.platform ?? platformOfConfig(tar, image.config, what) }];
+  const image = await readOciImage(r, body, `${what}: manifest ${entry}`, []);
+  return [{ kind: 'image', descriptor, image, platform: descriptor.platform ?? platformOfConfig(r, image, what) }];
 }
 
 /**
@@ -461,8 +567,14 @@ function platformOf(tar: TarArchive, p: unknown, what: string): ArchivePlatform 
   return { os: o.os as string, architecture: o.architecture as string, ...(typeof o.variant === 'string' && o.variant !== '' ? { variant: o.variant } : {}) };
 }
 
-function platformOfConfig(tar: TarArchive, config: Buffer, what: string): ArchivePlatform {
-  return platformOf(tar, JSON.parse(config.toString('utf8')), `${what} config`);
+/** The platform an image's config declares, by its digest (parsed once: many members may share one config). */
+function platformOfConfig(r: Reading, image: ArchiveImage, what: string): ArchivePlatform {
+  let p = r.platforms.get(image.configDigest);
+  if (!p) {
+    p = platformOf(r.tar, JSON.parse(image.config.toString('utf8')), `${what} config`);
+    r.platforms.set(image.configDigest, p);
+  }
+  return p;
 }
 
 /** Reads the first bytes of a stream to tell its compression, then puts them back. */

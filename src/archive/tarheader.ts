@@ -122,12 +122,21 @@ export function entryType(typeflag: string): EntryType {
   }
 }
 
-/** Normalizes an entry name: no leading './' or '/', no trailing '/'. */
+/** An empty or '.' component anywhere: a leading './' or '/', a '//' or '/./', a trailing '/' or '/.'. */
+const UNUSUAL_SPELLING = /(?:^|\/)\.?(?:\/|$)/;
+
+/**
+ * Normalizes an entry name as posix.normalize would ('..' never gets here: leavesRoot refuses it):
+ * no empty or '.' component. Every spelling of a path must be one name, or a second entry for it
+ * escapes the duplicate-entry refusal while docker load, which unpacks the whole tar, keeps the last.
+ */
 export function normalizeName(name: string): string {
-  if (name.charCodeAt(0) !== 0x2e && name.charCodeAt(0) !== 0x2f && !name.endsWith('/')) return name;
-  let n = name.replace(/^(\.\/)+/, '').replace(/^\/+/, '');
-  n = n.replace(/\/+$/, '');
-  return n;
+  // the common name needs no work: this runs once per header, and an archive may hold a million
+  if (!UNUSUAL_SPELLING.test(name)) return name;
+  return name
+    .split('/')
+    .filter((c) => c !== '' && c !== '.')
+    .join('/');
 }
 
 /** Why a path (an entry's name, a hard link's target) would leave the archive's root, or undefined. */

@@ -254,13 +254,14 @@ async function planImages(p: Publishing, known: ReadonlyMap<string, LayerDescrip
   }
   const targets = content.images.map((im) => ({ im, refs: imageRefs(path, im.repoTags, im.configDigest, opts.name) }));
   const indexTargets = content.indexes.map((ix) => ({ ix, refs: imageRefs(path, ix.repoTags, ix.digest || 'index', opts.name) }));
+  checkLayerEntries(path, imagesOf(content));
   const fresh = await storeLayers(p, neededLayers(imagesOf(content), known));
   const encryptTo = opts.encryptTo;
   const encryption = p.uploader.encryption;
   const ctx: ImageContext = {
     path,
     encrypted: encryption !== undefined,
-    layer: (diffId) => known.get(diffId) ?? fresh.get(diffId)!,
+    layer: (diffId) => storedLayer(known, fresh, diffId),
     small: async (bytes, mediaType) => {
       if (!encryption) {
         smallBlobs.push(bytes);
@@ -294,7 +295,31 @@ interface Needed {
   readonly declared?: Compression;
 }
 
-/** Layers the repository does not hold yet, by entry, each diff_id once. */
+/**
+ * Refuses an archive entry listed for two different diff_ids (Docker refuses it too): one entry has
+ * one digest, so one of them is false, and the layers are stored by entry, each read once.
+ */
+function checkLayerEntries(path: string, images: readonly ArchiveImage[]): void {
+  const byEntry = new Map<string, string>();
+  for (const im of images) {
+    for (const l of im.layers) {
+      const first = byEntry.get(l.entry);
+      if (first !== undefined && first !== l.diffId) {
+        throw new TarportError('BAD_INPUT', `${path}: the archive entry ${l.entry} is listed for two diff_ids, ${first} and ${l.diffId}: one entry holds one layer`);
+      }
+      byEntry.set(l.entry, l.diffId);
+    }
+  }
+}
+
+/** The stored layer of a diff_id; checkLayerEntries and storeLayers leave none missing. */
+function storedLayer(known: ReadonlyMap<string, LayerDescriptor>, fresh: ReadonlyMap<string, LayerDescriptor>, diffId: string): LayerDescriptor {
+  const l = known.get(diffId) ?? fresh.get(diffId);
+  if (!l) throw new TarportError('INTERNAL', `internal error: no layer stored for diff_id ${diffId}`);
+  return l;
+}
+
+/** Layers the repository does not hold yet, by entry, each diff_id once (checkLayerEntries: each entry has one). */
 function neededLayers(images: readonly ArchiveImage[], known: ReadonlyMap<string, LayerDescriptor>): Map<string, Needed> {
   const need = new Map<string, Needed>();
   for (const im of images) {

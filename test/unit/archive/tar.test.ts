@@ -8,10 +8,10 @@ import { TarArchive, readArchiveContent, writeDemoArchives, writeLoadArchive } f
 import { CodecError, ZstdCompress, decompressor } from '../../../src/archive/compression.js';
 import { PassThrough, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { encodeFileHeader, padding } from '../../../src/archive/tarheader.js';
+import { encodeFileHeader, normalizeName, padding } from '../../../src/archive/tarheader.js';
 import { TarportError } from '../../../src/errors.js';
 import { sha256 } from '../../../src/crypto/index.js';
-import { tarBytes } from '../../corpus/tarwriter.js';
+import { dockerSave, tarBytes } from '../../corpus/tarwriter.js';
 import { SMALL, tempDir } from '../../helpers.js';
 
 /** A decompressing stream of `z`. */
@@ -183,6 +183,29 @@ describe('the one tar decoder: what a root file system may hold and an image arc
     expect(t.shape.unusual).toEqual({ name: 'dev/null', what: 'a device' });
     expect(t.shape.duplicate).toBe('etc/hostname');
     expect((await readArchiveContent(t)).kind).toBe('rootfs');
+  });
+
+  it.each([
+    ['l1//layer.tar', 'l1/layer.tar'],
+    ['l1/./layer.tar', 'l1/layer.tar'],
+    ['./a//b/./c/', 'a/b/c'],
+    ['/a/b/', 'a/b'],
+    ['a/.hidden/..x', 'a/.hidden/..x'],
+    ['.', ''],
+    ['a/b.tar', 'a/b.tar'],
+  ])('names an entry %j as %j: one name for every spelling of a path', (raw, name) => {
+    expect(normalizeName(raw)).toBe(name);
+  });
+
+  it.each(['//', '/./', '/.//./'])("refuses an image archive with a layer entry named again with '%s' in place of '/' (docker load keeps the last one)", async (sep) => {
+    const s = dockerSave();
+    const [dir, file] = s.layerPaths[0]!.split('/');
+    const items = s.items.flatMap((i) => (i.name === s.layerPaths[0] ? [i, { name: `${dir}${sep}${file}`, data: tarBytes([{ name: 'other.txt', data: Buffer.from('not the layer\n') }]) }] : [i]));
+    const p = join(await tempDir(), 'twice.tar');
+    await writeFile(p, tarBytes(items));
+    const t = await TarArchive.open(p);
+    expect(t.shape.duplicate).toBe(s.layerPaths[0]);
+    await expect(readArchiveContent(t)).rejects.toMatchObject({ code: 'BAD_INPUT', message: expect.stringContaining(`two entries are named "${s.layerPaths[0]}"`) });
   });
 
   it('refuses an entry beneath a symbolic link in any archive, naming both', async () => {

@@ -3,6 +3,7 @@ import { appendFile, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { LayerWatch, TarArchive } from '../../../src/archive/index.js';
+import { generateKeyPair, loadRecipients } from '../../../src/crypto/index.js';
 import { TarportError } from '../../../src/errors.js';
 import { DEFAULT_CATALOG_TTL_MS, publishArchive, type GrowingArchive } from '../../../src/producer/index.js';
 import { Repository } from '../../../src/repo/index.js';
@@ -218,3 +219,39 @@ describe('publishArchive: a growing archive (push -)', () => {
     expect(stored).toEqual([`blobs/sha256/${record.layers[0]!.digest.slice(7)}`]); // no object of either inner "layer"
   });
 });
+
+describe('publishArchive: one layer entry listed for two diff_ids', () => {
+  /** A docker save archive whose manifest.json lists l1/layer.tar twice, for the config's diff_ids `[its own, other]`. */
+  async function twice(other: string): Promise<{ path: string; own: string }> {
+    const layer = tarBytes([{ name: 'hello.txt', data: Buffer.from('hello\n') }]);
+    const own = `sha256:${sha(layer)}`;
+    const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [own, other] } }));
+    const manifest = [{ Config: `${sha(config)}.json`, RepoTags: ['corpus/twice:1'], Layers: ['l1/layer.tar', 'l1/layer.tar'] }];
+    const path = join(await tempDir(), 'twice.tar');
+    await writeFile(path, tarBytes([{ name: `${sha(config)}.json`, data: config }, { name: 'l1', type: '5' }, { name: 'l1/layer.tar', data: layer }, { name: 'manifest.json', data: Buffer.from(JSON.stringify(manifest)) }]));
+    return { path, own };
+  }
+
+  it.each([
+    ['neither is stored yet', false, false],
+    ['the second is a layer the repository holds', true, false],
+    ['the release is encrypted', false, true],
+  ])('is refused, naming the entry and both diff_ids, when %s; the repository is left as it was', async (_what, heldSecond, encrypted) => {
+    const t = new MemoryTransport();
+    await publishArchive(new Repository(t), (await demoArchives())[0]!, { ...opts, create: true });
+    const held = (await new Repository(t).readRecord((await new Repository(t).listReleases('demo/app', 'latest')).at(-1)!)).record.layers[0]!.diffId;
+    const other = heldSecond ? held : `sha256:${sha(Buffer.from('another layer'))}`;
+    const { path, own } = await twice(other);
+    const before = [...t.files.keys()].sort();
+    const encryptTo = encrypted ? await recipients() : undefined;
+    const e = await publishArchive(new Repository(t), path, { ...opts, ...(encryptTo ? { encryptTo } : {}) }).catch((x: unknown) => x);
+    expect(e).toMatchObject({ code: 'BAD_INPUT', message: expect.stringContaining(`${path}: the archive entry l1/layer.tar is listed for two diff_ids, ${own} and ${other}`) });
+    expect([...t.files.keys()].sort()).toEqual(before);
+  });
+});
+
+async function recipients() {
+  const dir = await tempDir();
+  await writeFile(join(dir, 'pub'), (await generateKeyPair('unit <u@example.invalid>', { type: 'ecc' })).publicKey);
+  return loadRecipients([join(dir, 'pub')]);
+}
