@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
 import type { Readable } from 'node:stream';
-import { Agent, EnvHttpProxyAgent, request, type Dispatcher } from 'undici';
+import { Agent, EnvHttpProxyAgent, Pool, request, type Dispatcher } from 'undici';
 import { TarportError, messageOf } from '../errors.js';
 import { keySegments } from './keys.js';
 import { TLS_TRUST_CODES } from './tls.js';
@@ -42,6 +42,14 @@ export const DEFAULT_HTTP_IDLE_MS = 30_000;
 /** A folder listing is small (names and sizes); a server that sends more is lying. */
 const MAX_LISTING_BYTES = 16 << 20;
 const MAX_REDIRECTS = 5;
+/**
+ * The slowest a body may flow: fewer bytes than this rate over a window of the idle timeout count
+ * as a stall (curl's --speed-limit/--speed-time). The idle timeout alone measures only the gaps
+ * between chunks, so a server sending a byte now and then would hold a pull for ever. 1 KiB/s is
+ * below a 9600 baud line and below any link that can move an image at all (a 50 MiB layer would
+ * take 14 h); a trickler is bounded by it to a 64 MiB catalog in 18 h per attempt, not decades.
+ */
+const MIN_BYTES_PER_SECOND = 1024;
 
 /** Undici and Node error codes that mean the link or the server failed, not the request. */
 const TRANSIENT_CODES = new Set([
@@ -60,6 +68,21 @@ const TRANSIENT_CODES = new Set([
   'EAI_AGAIN',
 ]);
 
+
+/**
+ * A proxy answered the request for a tunnel (CONNECT) with a status other than 200. undici reports
+ * that as an abort whose status is only in its message; tunnelPool keeps it as a field instead.
+ */
+class ProxyRefusal extends Error {
+  constructor(
+    readonly status: number,
+    /** The proxy's origin, without the credentials its URL may carry. */
+    readonly proxy: string,
+  ) {
+    super(`the proxy ${proxy} answered the tunnel request with HTTP ${status}`);
+    this.name = 'ProxyRefusal';
+  }
+}
 
 /** The first `code` along an error's cause chain. */
 function errorCode(e: unknown): string | undefined {
@@ -120,9 +143,14 @@ export class HttpTransport implements Transport {
   private async send(method: 'GET' | 'HEAD', url: URL, headers: Record<string, string>, signal?: AbortSignal): Promise<{ res: Dispatcher.ResponseData; url: URL }> {
     for (let hop = 0; ; hop++) {
       const auth = this.auth && url.origin === this.base.origin ? { authorization: this.auth } : {};
-      const res = await request(url, { method, headers: { ...headers, ...auth }, dispatcher: this.dispatcher, signal: signal ?? null, headersTimeout: this.idleMs, bodyTimeout: this.idleMs });
+      // identity only: a cache reads a request without Accept-Encoding as "any", and compressed
+      // bytes taken for the file would be reported as tampering (a digest mismatch)
+      const res = await request(url, { method, headers: { ...headers, ...auth, 'accept-encoding': 'identity' }, dispatcher: this.dispatcher, signal: signal ?? null, headersTimeout: this.idleMs, bodyTimeout: this.idleMs });
       const location = res.headers.location;
-      if (res.statusCode < 300 || res.statusCode >= 400 || res.statusCode === 304 || typeof location !== 'string') return { res, url };
+      if (res.statusCode < 300 || res.statusCode >= 400 || res.statusCode === 304 || typeof location !== 'string') {
+        await this.refuseEncoded(res, url);
+        return { res, url };
+      }
       await res.body.dump();
       const next = new URL(location, url);
       if (hop >= MAX_REDIRECTS) throw new TarportError('IO', `${this.location}: more than ${MAX_REDIRECTS} redirects from ${url.pathname}`, { retryable: false });
@@ -131,6 +159,23 @@ export class HttpTransport implements Transport {
       }
       url = next;
     }
+  }
+
+  /**
+   * Refuses a success whose body is encoded (gzip, br…) although identity was asked for: its bytes
+   * are not the file's. Not retried: the cache or server that ignores Accept-Encoding does so again
+   * on the next try; CONNECTION, since the path to the repository is at fault, not its content.
+   */
+  private async refuseEncoded(res: Dispatcher.ResponseData, url: URL): Promise<void> {
+    const encoding = String(res.headers['content-encoding'] ?? '').trim().toLowerCase();
+    if (res.statusCode >= 300 || encoding === '' || encoding === 'identity') return;
+    await res.body.dump();
+    const via = [res.headers.via, res.headers.server].filter((h) => typeof h === 'string').join('; ');
+    throw new TarportError(
+      'CONNECTION',
+      `${this.location}: ${url.host} sent ${url.pathname} with Content-Encoding: ${encoding}${via ? ` (via ${via})` : ''} although tarport asks for identity; configure that server or cache to serve the files as stored`,
+      { retryable: false },
+    );
   }
 
   /** Maps a status that is not a success to a typed error (undefined for 404 and 410). */
@@ -142,11 +187,17 @@ export class HttpTransport implements Transport {
     return new TarportError('IO', `${what}: the server answered HTTP ${status}`, { retryable: false });
   }
 
-  private classify(e: unknown, what: string): TarportError {
+  /** `signal`: the caller's own; only it or the owner's close or signal make an abort a cancel. */
+  private classify(e: unknown, what: string, signal?: AbortSignal): TarportError {
     if (e instanceof TarportError) return e;
     if (this.closed) return closedByOwner(what, e);
+    if (signal?.aborted || this.opts.signal?.aborted) return new TarportError('ABORTED', `${what}: aborted`, { cause: e, retryable: false });
+    if (e instanceof ProxyRefusal) return proxyError(e, what);
     const code = errorCode(e);
-    if (code === 'ABORT_ERR' || (e as Error | undefined)?.name === 'AbortError') return new TarportError('ABORTED', `${what}: aborted`, { cause: e });
+    // undici raises abort errors for more than a cancel; with no cancel here, the link failed
+    if (code === 'ABORT_ERR' || code === 'UND_ERR_ABORTED' || (e as Error | undefined)?.name === 'AbortError') {
+      return new TarportError('CONNECTION', `${what}: the request was broken off (${messageOf(e)})`, { cause: e, retryable: true });
+    }
     if (code && TLS_TRUST_CODES.has(code)) {
       return new TarportError('UNTRUSTED', `${what}: the server's TLS certificate is not trusted (${code}); give its CA with --ca FILE`, { cause: e, retryable: false });
     }
@@ -171,14 +222,14 @@ export class HttpTransport implements Transport {
         const mtime = typeof modified === 'string' ? new Date(modified) : undefined;
         return { name, isDir: url.pathname.endsWith('/'), size: Number(res.headers['content-length'] ?? 0), ...(mtime && !isNaN(mtime.getTime()) ? { mtime } : {}) };
       },
-      { retries: this.retries, classify: (e) => this.classify(e, what), ...(signal ? { signal } : {}) },
+      { retries: this.retries, classify: (e) => this.classify(e, what, signal), ...(signal ? { signal } : {}) },
     );
   }
 
   async *list(folder: string, signal?: AbortSignal): AsyncIterable<ObjectInfo> {
     const url = folder === '' ? this.base : new URL(`${keySegments(folder).map(encodeURIComponent).join('/')}/`, this.base);
     const what = `${this.location}: listing of ${folder || '/'}`;
-    const entries = await withRetries(() => this.fetchListing(url, what, signal), { retries: this.retries, classify: (e) => this.classify(e, what), ...(signal ? { signal } : {}) });
+    const entries = await withRetries(() => this.fetchListing(url, what, signal), { retries: this.retries, classify: (e) => this.classify(e, what, signal), ...(signal ? { signal } : {}) });
     for (const e of entries) yield e;
   }
 
@@ -197,41 +248,59 @@ export class HttpTransport implements Transport {
         { retryable: false },
       );
     }
-    const body = await readCapped(res.body, MAX_LISTING_BYTES, what);
+    const body = await readCapped(res.body, MAX_LISTING_BYTES, this.idleMs, what);
     return parseListing(body, what);
   }
 
-  /** One download attempt from `offset`; fails (retryably) when the body ends short. */
+  /** One download attempt from `offset` (a Range request when above 0); fails (retryably) when the body ends short. */
   private attempt(key: string): SinkAttempt {
     const what = `${this.location}: ${key}`;
     return async (offset, sink, signal) => {
       try {
         const { res } = await this.send('GET', this.urlOf(key), offset > 0 ? { range: `bytes=${offset}-` } : {}, signal);
-        const skip = await this.checkDownload(res, offset, what);
-        await deliver(res.body, skip, sink, what);
+        const answer = await this.checkDownload(res, offset, what);
+        await deliver(res.body, answer, sink, this.idleMs, what);
+        // a server may answer a range with less than the rest (a cache's part size): a cut, resumed after it
+        if (answer.partial) {
+          throw new TarportError('CONNECTION', `${what}: the server sent bytes ${offset}-${answer.partial.end} of ${answer.partial.total}; the rest is asked for again`, { retryable: true });
+        }
       } catch (e) {
-        throw this.classify(e, what);
+        throw this.classify(e, what, signal);
       }
     };
   }
 
-  /** Checks a download's status; returns how many bytes to skip (a server that ignored Range). */
-  private async checkDownload(res: Dispatcher.ResponseData, offset: number, what: string): Promise<number> {
-    if (res.statusCode === 206) {
-      const m = /^bytes (\d+)-/.exec(String(res.headers['content-range'] ?? ''));
-      if (!m || Number(m[1]) !== offset) {
-        await res.body.dump();
-        throw new TarportError('IO', `${what}: asked for bytes from ${offset}, the server sent ${String(res.headers['content-range'])}`, { retryable: false });
-      }
-      return 0;
-    }
-    if (res.statusCode === 200) return offset;
+  /** Checks a download's status: what of the body to deliver. */
+  private async checkDownload(res: Dispatcher.ResponseData, offset: number, what: string): Promise<Answer> {
+    if (res.statusCode === 206) return this.checkPartial(res, offset, what);
+    if (res.statusCode === 200) return { skip: offset }; // a server that ignored Range sends from byte 0
     if (res.statusCode === 416 && offset > 0) {
       await res.body.dump();
       throw new TarportError('IO', `${what}: the server holds less than the ${offset} bytes read before (HTTP 416): it changed under us`, { retryable: false });
     }
     await res.body.dump();
     throw this.statusError(res.statusCode, what) ?? new TarportError('NOT_FOUND', `${what}: not found`);
+  }
+
+  /**
+   * A 206's Content-Range, `bytes a-b/c`: it must start at `offset` (a Range request was sent only
+   * above 0) and may end before the file does, a cut resumed after b; with c unknown (`*`) the body's
+   * length decides. A 206 nobody asked for is taken only when it holds the whole file.
+   */
+  private async checkPartial(res: Dispatcher.ResponseData, offset: number, what: string): Promise<Answer> {
+    const range = String(res.headers['content-range'] ?? '').trim();
+    const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(range);
+    const start = Number(m?.[1]);
+    const end = Number(m?.[2]);
+    const total = m?.[3] === '*' ? undefined : Number(m?.[3]);
+    const whole = total !== undefined && end === total - 1;
+    const sane = m !== null && start === offset && end >= start && (total === undefined || end < total);
+    if (!sane || (offset === 0 && !whole)) {
+      await res.body.dump();
+      const asked = offset > 0 ? `asked for bytes from ${offset}` : 'asked for the whole file (no Range)';
+      throw new TarportError('IO', `${what}: ${asked}, the server sent HTTP 206 with ${range ? `Content-Range: ${range}` : 'no Content-Range'}`, { retryable: false });
+    }
+    return { skip: 0, length: end - start + 1, ...(total !== undefined && !whole ? { partial: { end, total } } : {}) };
   }
 
   async read(key: string, opts: ReadOptions = {}): Promise<Readable> {
@@ -247,7 +316,7 @@ export class HttpTransport implements Transport {
   }
 
   private resumeOptions(offset: number, what: string, signal?: AbortSignal) {
-    return { offset, retries: this.retries, what, retryable: (e: unknown) => this.classify(e, what).retryable, ...(signal ? { signal } : {}), ...(this.opts.onResume ? { onResume: this.opts.onResume } : {}) };
+    return { offset, retries: this.retries, what, retryable: (e: unknown) => this.classify(e, what, signal).retryable, ...(signal ? { signal } : {}), ...(this.opts.onResume ? { onResume: this.opts.onResume } : {}) };
   }
 
   private readOnly(op: string): never {
@@ -296,14 +365,55 @@ function makeDispatcher(caFile: string | undefined, idleMs: number, proxy: HttpP
   const timeouts = { headersTimeout: idleMs, bodyTimeout: idleMs, connectTimeout: idleMs };
   // the CA applies through a proxy's tunnel too; NO_PROXY hosts are reached directly
   return proxy?.httpsProxy || proxy?.httpProxy
-    ? new EnvHttpProxyAgent({ ...timeouts, connect: tls, requestTls: tls, ...(proxy.httpsProxy ? { httpsProxy: proxy.httpsProxy } : {}), ...(proxy.httpProxy ? { httpProxy: proxy.httpProxy } : {}), ...(proxy.noProxy ? { noProxy: proxy.noProxy } : {}) })
+    ? new EnvHttpProxyAgent({ ...timeouts, connect: tls, requestTls: tls, clientFactory: tunnelPool, ...(proxy.httpsProxy ? { httpsProxy: proxy.httpsProxy } : {}), ...(proxy.httpProxy ? { httpProxy: proxy.httpProxy } : {}), ...(proxy.noProxy ? { noProxy: proxy.noProxy } : {}) })
     : new Agent({ ...timeouts, connect: tls });
 }
 
-/** Hands the body to the sink from byte `skip` on; fails when it ends before Content-Length. */
-async function deliver(body: Dispatcher.ResponseData['body'], skip: number, sink: ByteSink, what: string): Promise<void> {
-  let toSkip = skip;
-  for await (const c of body as AsyncIterable<Buffer>) {
+/**
+ * The pool a proxy agent asks its proxy for tunnels (CONNECT) through. A refusal (407, 403, 502…)
+ * becomes a typed ProxyRefusal here: undici would report it as an abort, its status in the message.
+ */
+function tunnelPool(proxy: URL, opts: object): Dispatcher {
+  const pool = new Pool(proxy, opts);
+  const connect = pool.connect.bind(pool) as (o: Dispatcher.ConnectOptions) => Promise<Dispatcher.ConnectData>;
+  return Object.assign(pool, {
+    connect: async (o: Dispatcher.ConnectOptions): Promise<Dispatcher.ConnectData> => {
+      const tunnel = await connect(o);
+      if (tunnel.statusCode === 200) return tunnel;
+      tunnel.socket.destroy();
+      throw new ProxyRefusal(tunnel.statusCode, `${proxy.protocol}//${proxy.host}`);
+    },
+  });
+}
+
+/** A proxy's refusal of a tunnel: retried when the proxy failed (5xx), with advice when it is ours to fix. */
+function proxyError(e: ProxyRefusal, what: string): TarportError {
+  const said = `${what}: the proxy ${e.proxy} refused the tunnel (HTTP ${e.status})`;
+  if (e.status === 407) {
+    return new TarportError('CONNECTION', `${said}: it wants credentials; give them in the proxy's URL (HTTPS_PROXY=http://USER:PASSWORD@${e.proxy.replace(/^[a-z]+:\/\//, '')})`, { cause: e, retryable: false });
+  }
+  if (e.status === 403) return new TarportError('CONNECTION', `${said}: it does not allow this host; ask its operator, or list the host in NO_PROXY`, { cause: e, retryable: false });
+  return new TarportError('CONNECTION', said, { cause: e, retryable: e.status >= 500 });
+}
+
+/** What of a download's body to deliver, as checkDownload found it. */
+interface Answer {
+  /** Bytes at the body's start to drop (a server that ignored Range sends from byte 0). */
+  readonly skip: number;
+  /** The bytes the body holds after `skip`, when its Content-Range says. */
+  readonly length?: number;
+  /** A 206 that ends before the file does: its last byte and the file's size. */
+  readonly partial?: { readonly end: number; readonly total: number };
+}
+
+/**
+ * Hands the body to the sink from byte `skip` on; fails when it ends before Content-Length or the
+ * length its range names, or flows slower than the floor (paced).
+ */
+async function deliver(body: Dispatcher.ResponseData['body'], answer: Answer, sink: ByteSink, idleMs: number, what: string): Promise<void> {
+  let toSkip = answer.skip;
+  let left = answer.length ?? Infinity;
+  for await (const c of paced(body, idleMs, what)) {
     let chunk = c;
     if (toSkip > 0) {
       const n = Math.min(toSkip, chunk.length);
@@ -311,16 +421,83 @@ async function deliver(body: Dispatcher.ResponseData['body'], skip: number, sink
       chunk = chunk.subarray(n);
       if (chunk.length === 0) continue;
     }
+    if (chunk.length > left) throw new TarportError('IO', `${what}: the server sent more bytes than its Content-Range names`, { retryable: false });
+    left -= chunk.length;
     const r = sink(chunk);
     if (r) await r;
   }
   if (toSkip > 0) throw new TarportError('CONNECTION', `${what}: the body ended before the offset to resume from`, { retryable: true });
+  if (answer.length !== undefined && left > 0) throw new TarportError('CONNECTION', `${what}: the body ended ${left} bytes before the end of its Content-Range`, { retryable: true });
 }
 
-async function readCapped(body: Dispatcher.ResponseData['body'], limit: number, what: string): Promise<Buffer> {
+/**
+ * The body's chunks, failing it as stalled when fewer than MIN_BYTES_PER_SECOND arrive over a
+ * window of `windowMs` (the idle timeout). Only time spent waiting for the network counts: while
+ * the caller works on a chunk (a reader that pauses, a disk), the clock stops.
+ */
+async function* paced(body: Dispatcher.ResponseData['body'], windowMs: number, what: string): AsyncGenerator<Buffer> {
+  const floor = Math.ceil((MIN_BYTES_PER_SECOND * windowMs) / 1000);
+  const stall = () => body.destroy(new TarportError('CONNECTION', `${what}: fewer than ${floor} bytes in ${windowMs / 1000} s (below ${MIN_BYTES_PER_SECOND} B/s): the transfer stalled`, { retryable: true }));
+  const clock = new SpeedFloor(windowMs, floor, stall);
+  try {
+    clock.wait();
+    for await (const c of body as AsyncIterable<Buffer>) {
+      clock.got(c.length);
+      yield c;
+      clock.wait();
+    }
+  } finally {
+    clock.stop();
+  }
+}
+
+/** Counts the bytes of windows of network time; calls `onStall` at the end of one that held fewer than `floor`. */
+class SpeedFloor {
+  private bytes = 0;
+  /** Network time left in the window under way. */
+  private left: number;
+  private since = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly windowMs: number,
+    private readonly floor: number,
+    private readonly onStall: () => void,
+  ) {
+    this.left = windowMs;
+  }
+
+  /** The transfer waits for the network: the clock runs. */
+  wait(): void {
+    this.since = performance.now();
+    this.timer = setTimeout(() => this.windowEnds(), Math.max(0, this.left));
+  }
+
+  /** `n` bytes arrived: the clock stops until the next wait. */
+  got(n: number): void {
+    this.stop();
+    this.left -= performance.now() - this.since;
+    this.bytes += n;
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private windowEnds(): void {
+    this.timer = undefined;
+    if (this.bytes < this.floor) return this.onStall();
+    this.bytes = 0;
+    this.left = this.windowMs;
+    this.wait();
+  }
+}
+
+async function readCapped(body: Dispatcher.ResponseData['body'], limit: number, idleMs: number, what: string): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let n = 0;
-  for await (const c of body as AsyncIterable<Buffer>) {
+  for await (const c of paced(body, idleMs, what)) {
     n += c.length;
     if (n > limit) {
       body.destroy();
