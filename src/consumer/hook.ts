@@ -28,7 +28,7 @@ const DRAIN_MS = 500;
  * (docs/consumer.md). The outcome is the shell's exit: a command it left in the background that
  * still holds its output does not hold the run.
  */
-export function runHook(cmd: string, ref: string, version: number, signal?: AbortSignal, limitMs = HOOK_LIMIT_MS): Promise<HookOutcome> {
+export function runHook(cmd: string, ref: string, version: number, signal?: AbortSignal, limitMs = HOOK_LIMIT_MS, graceMs = HOOK_GRACE_MS): Promise<HookOutcome> {
   if (signal?.aborted) return Promise.resolve({ ok: false, message: `hook ${JSON.stringify(cmd)} not run: the run was cancelled`, cancelled: true });
   return new Promise((resolve) => {
     let out = '';
@@ -51,7 +51,7 @@ export function runHook(cmd: string, ref: string, version: number, signal?: Abor
       setTimeout(() => {
         group.signal('SIGKILL');
         process.removeListener('exit', onExit);
-      }, HOOK_GRACE_MS).unref();
+      }, graceMs).unref();
     };
     const limit = setTimeout(() => stop(`stopped after ${Math.round(limitMs / 1000)} s`), limitMs);
     const CANCELLED = 'stopped: the run was cancelled';

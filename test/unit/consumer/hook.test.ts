@@ -73,12 +73,12 @@ describe('runHook', () => {
   it('a command of the hook that ignores SIGTERM is killed after the grace, though the hook was reported', async () => {
     const hook = await forkingHook({ ignoreTerm: true });
     const ctl = new AbortController();
-    const running = runHook(hook.cmd, 'team/app:1', 1, ctl.signal);
+    const running = runHook(hook.cmd, 'team/app:1', 1, ctl.signal, undefined, 1_500);
     const child = await hook.pidOf();
     ctl.abort();
     expect((await running).message).toBe(`hook ${JSON.stringify(hook.cmd)} failed (stopped: the run was cancelled): `);
     expect(await alive(child)).toBe(true); // TERM ignored
-    await vi.waitFor(async () => expect(await alive(child)).toBe(false), { timeout: 8000, interval: 100 });
+    await vi.waitFor(async () => expect(await alive(child)).toBe(false), { timeout: 8000, interval: 50 });
   }, 15_000);
 
   it('a hook that exits 0 leaving a command that holds its output is done, not held until the limit', async () => {

@@ -108,7 +108,9 @@ describe('SftpTransport.connectEarly', () => {
  */
 async function stallingSftpServer(opts: { garbleStat?: boolean; endlessListing?: boolean; renameAfterMs?: number } = {}) {
   const { Server, utils } = await import('ssh2');
-  const keys = utils.generateKeyPairSync('ed25519');
+  // ssh2 now and then writes an ed25519 key it cannot parse back ("Malformed OpenSSH private key"): another is made
+  let keys = utils.generateKeyPairSync('ed25519');
+  for (let i = 0; i < 10 && utils.parseKey(keys.private) instanceof Error; i++) keys = utils.generateKeyPairSync('ed25519');
   const stats = { connections: 0, reads: 0, requests: [] as string[] };
   const clients = new Set<{ end(): unknown }>();
   const server = new Server({ hostKeys: [keys.private] }, (client) => {
@@ -245,7 +247,7 @@ describe('renameOver', () => {
   });
 
   it('a rename that the server takes longer than the idle timeout over (a gateway that copies) is waited for, within ten times the timeout', async () => {
-    const srv = await stallingSftpServer({ renameAfterMs: 2_500 });
+    const srv = await stallingSftpServer({ renameAfterMs: 1_600 });
     try {
       const t = new SftpTransport(parseLocation(`sftp://u@127.0.0.1:${srv.port}/r`) as never, { timeoutMs: 1_000, retries: 0, password: 'x', knownHosts: srv.knownHosts });
       await t.rename('x.tmp', 'x');
