@@ -179,6 +179,9 @@ export async function putSplit(store: Store, desc: { digest: string; size: numbe
   const total = parts.reduce((n, p) => n + p.size, 0);
   if (total !== desc.size) throw new TarportError('DIGEST_MISMATCH', `object ${desc.digest}: ${total} bytes arrived, ${desc.size} expected`);
   await store.putAtomic(partsKey(desc.digest), serialize({ digest: desc.digest, size: desc.size, parts }), signal);
+  // a whole copy stored before (a cut or damaged one being repaired in parts) would be read first
+  // (readBlob, blobInfo): once the parts are complete it goes
+  if (await store.stat(blobKey(desc.digest), signal)) await store.remove(blobKey(desc.digest));
 }
 
 /**

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { TarportError } from '../../../src/errors.js';
-import { putSplit } from '../../../src/repo/objects.js';
+import { blobInfo, putSplit, readBlob } from '../../../src/repo/objects.js';
 import { Store } from '../../../src/repo/store.js';
 import { FileTransport } from '../../../src/transport/file.js';
 import { MemoryTransport } from '../../../src/transport/memory.js';
@@ -52,5 +52,19 @@ describe('putSplit', () => {
     const got = await within(putSplit(new Store(t), desc, async () => Readable.from([randomBytes(desc.size)]), 1 << 20), 5_000);
     expect(calls).toBe(1);
     expect(got).toMatchObject({ code: 'IO', retryable: false, message: `part 1 of ${desc.digest}: cannot be sent again (read once from the source object)` });
+  });
+
+  it('a damaged whole copy stored before is removed once the parts are complete: readers then read the parts', async () => {
+    const data = randomBytes(3 << 20);
+    const { createHash } = await import('node:crypto');
+    const d = { digest: `sha256:${createHash('sha256').update(data).digest('hex')}`, size: data.length };
+    const t = new FileTransport(await tempDir());
+    const store = new Store(t);
+    await t.write(`blobs/sha256/${d.digest.slice(7)}`, () => Readable.from([Buffer.alloc(d.size)])); // the right size, the wrong bytes
+    await putSplit(store, d, async () => Readable.from([data]), 1 << 20);
+    expect(await blobInfo(store, d.digest)).toEqual({ size: d.size, split: true });
+    const chunks: Buffer[] = [];
+    for await (const c of await readBlob(store, d)) chunks.push(c as Buffer);
+    expect(Buffer.concat(chunks).equals(data)).toBe(true);
   });
 });
