@@ -81,8 +81,12 @@ interface Planned {
   readonly bytes: Buffer;
 }
 
-/** Stage 1: the records of the selected releases (small), each checked against the source catalog's pin. */
-async function planReleases(src: Repository, entries: readonly CatalogEntry[], opts: SyncOptions, emit: (e: SyncEvent) => void): Promise<{ plan: Planned[]; siteHas: number }> {
+/**
+ * Stage 1: the records of the selected releases (small), each checked against the source catalog's
+ * pin. A record the source lacks while DST holds it (a stick made with --have left out what the
+ * site had, and is now synced into the site's repository) is DST's already: nothing to carry.
+ */
+async function planReleases(src: Repository, dst: Repository, entries: readonly CatalogEntry[], opts: SyncOptions, emit: (e: SyncEvent) => void): Promise<{ plan: Planned[]; siteHas: number }> {
   const plan: Planned[] = [];
   let siteHas = 0;
   for (const e of entries) {
@@ -94,8 +98,16 @@ async function planReleases(src: Repository, entries: readonly CatalogEntry[], o
       emit({ kind: 'release', ref, version: e.version, status: 'site-has-it' });
       continue;
     }
-    const { record, bytes } = await src.readRecord(e, { digest: e.digest, size: e.size }, opts.signal ? { signal: opts.signal } : {});
-    plan.push({ e, ref, record, bytes });
+    const got = await src.readRecord(e, { digest: e.digest, size: e.size }, opts.signal ? { signal: opts.signal } : {}).catch(async (err: unknown) => {
+      if ((err as { code?: string }).code !== 'NOT_FOUND' || !(await dst.listReleases(e.name, e.tag, opts.signal)).some((r) => r.record === e.record)) throw err;
+      return undefined;
+    });
+    if (!got) {
+      siteHas++;
+      emit({ kind: 'release', ref, version: e.version, status: 'present' });
+      continue;
+    }
+    plan.push({ e, ref, record: got.record, bytes: got.bytes });
   }
   return { plan, siteHas };
 }
@@ -110,7 +122,7 @@ async function syncIn(tx: WriteTransaction, src: Repository, dst: Repository, go
   for (const o of opts.only ?? []) {
     if (!srcCatalog.releases.some((e) => selected([o], e))) emit({ kind: 'warning', message: `--only ${o.name}${o.tag ? ':' + o.tag : ''} is not in the catalog of ${src.location}` });
   }
-  const { plan, siteHas } = await planReleases(src, entries, opts, emit);
+  const { plan, siteHas } = await planReleases(src, dst, entries, opts, emit);
   await copyObjects(tx, src, dst, plan, opts, emit, result);
 
   // Records, once every object they name is in place.

@@ -106,6 +106,28 @@ describe('syncRepos between two memory repositories', () => {
     expect(await leftOff([])).toEqual([]);
   });
 
+  it('a stick made with --have (without what the site had) syncs into the site\'s repository: only the new release is carried', async () => {
+    const highT = new MemoryTransport('high');
+    for (const [k, v] of srcT.files) highT.files.set(k, v);
+    const high = new Repository(highT);
+    const lowT = new MemoryTransport('low');
+    const low = new Repository(lowT);
+    await syncRepos(high, low, opts());
+    const [, v2] = await writeDemoArchives(await tempDir(), undefined, SMALL);
+    await publishArchive(high, v2!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '3' } });
+    // the low side's inventory (inventory --from LOW): its objects and releases
+    const lowCatalog = (await low.readCatalog())!.catalog;
+    const releases = Object.fromEntries(lowCatalog.releases.map((e) => [`${e.name}:${e.tag}`, [e.digest]]));
+    const have = { schema: 'tarport.inventory/v1' as const, created: '', source: 'low', diffIds: [], chainIds: [], objects: blobs(lowT).map((k) => `sha256:${k.split('/').pop()}`), releases };
+    const stick = new Repository(new MemoryTransport('stick'));
+    expect((await syncRepos(high, stick, { ...opts(), have })).releasesCopied).toBe(1);
+    const events: SyncEvent[] = [];
+    const r = await syncRepos(stick, low, opts(events));
+    expect(r.releasesCopied).toBe(1);
+    expect(events.filter((e) => e.kind === 'release').map((e) => e.kind === 'release' && `${e.ref} ${e.status}`).sort()).toEqual(['demo/app:1 present', 'demo/app:2 present', 'demo/app:3 copied']);
+    expect((await checkRepository(low)).faults).toEqual([]);
+  });
+
   it('an object the source serves wrong (same size) stops the sync: nothing of it, no record, no catalog on DST', async () => {
     const liarT = new MemoryTransport('liar');
     for (const [k, v] of srcT.files) liarT.files.set(k, v);
