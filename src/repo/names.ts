@@ -86,7 +86,25 @@ export function parseRef(ref: string, opts: { defaultTag?: string; what?: string
     tag = ref.slice(colon + 1);
   }
   if (tag === undefined) throw new TarportError('BAD_INPUT', `invalid ${what} ${JSON.stringify(ref)}: give NAME:TAG`);
-  return { name: validateName(name, `image name in ${JSON.stringify(ref)}`), tag: validateTag(tag, `tag in ${JSON.stringify(ref)}`) };
+  const out = { name: validateName(name, `image name in ${JSON.stringify(ref)}`), tag: validateTag(tag, `tag in ${JSON.stringify(ref)}`) };
+  const tooLong = unstorableSegment(out);
+  if (tooLong) throw new TarportError('BAD_INPUT', `invalid ${what} ${JSON.stringify(ref)}: ${tooLong}`);
+  return out;
+}
+
+/** The longest folder name a file system takes (ext4: 255 bytes; FAT32, exFAT, NTFS: 255 characters). */
+export const MAX_SEGMENT = 255;
+
+/**
+ * Why a release's name or tag cannot be a folder of the repository (encodeSegment makes an
+ * uppercase letter, '/' and ':' three characters each), or undefined when both can.
+ */
+export function unstorableSegment(ref: ImageRef): string | undefined {
+  for (const [what, s] of [['name', ref.name], ['tag', ref.tag]] as const) {
+    const n = encodeSegment(s).length;
+    if (n > MAX_SEGMENT) return `its ${what} is ${n} characters as a folder name (an uppercase letter, '/' or ':' takes three), more than the ${MAX_SEGMENT} a file system allows`;
+  }
+  return undefined;
 }
 
 export function formatRef(r: ImageRef): string {

@@ -5,6 +5,7 @@ import { TarportError } from '../errors.js';
 import {
   recordObjects,
   compareReleases,
+  unstorableSegment,
   type Catalog,
   type CatalogCopy,
   type CatalogEntry,
@@ -82,6 +83,19 @@ interface Planned {
 }
 
 /**
+ * A release whose name or tag is too long for a folder (an S3 repository can hold one) cannot be
+ * carried to a directory or stick: refused before anything is copied, naming it, rather than after
+ * the objects, with the file system's bare "name too long".
+ */
+function refuseUnstorable(entries: readonly CatalogEntry[], dst: Repository): void {
+  if (!dst.isLocal) return;
+  for (const e of entries) {
+    const why = unstorableSegment(e);
+    if (why) throw new TarportError('BAD_INPUT', `${e.name}:${e.tag} cannot be carried to ${dst.location}: ${why}; leave it out with --only`);
+  }
+}
+
+/**
  * Stage 1: the records of the selected releases (small), each checked against the source catalog's
  * pin. A record the source lacks while DST holds it (a stick made with --have left out what the
  * site had, and is now synced into the site's repository) is DST's already: nothing to carry.
@@ -122,6 +136,7 @@ async function syncIn(tx: WriteTransaction, src: Repository, dst: Repository, go
   for (const o of opts.only ?? []) {
     if (!srcCatalog.releases.some((e) => selected([o], e))) emit({ kind: 'warning', message: `--only ${o.name}${o.tag ? ':' + o.tag : ''} is not in the catalog of ${src.location}` });
   }
+  refuseUnstorable(entries, dst);
   const { plan, siteHas } = await planReleases(src, dst, entries, opts, emit);
   await copyObjects(tx, src, dst, plan, opts, emit, result);
 

@@ -88,3 +88,13 @@ describe("Docker's reference rules: one name, however it is spelled", () => {
     expect(sameName('docker.io/a/b', 'a/c')).toBe(false);
   });
 });
+
+describe('names too long for a folder', () => {
+  it('a tag or name that encodes past 255 characters is refused at parseRef, naming the length; one that fits is taken', () => {
+    const tag = 'V'.repeat(128); // valid for Docker, 384 characters encoded
+    expect(() => parseRef(`app:${tag}`)).toThrow(`its tag is 384 characters as a folder name (an uppercase letter, '/' or ':' takes three), more than the 255 a file system allows`);
+    expect(parseRef(`app:${'v'.repeat(128)}`).tag).toBe('v'.repeat(128));
+    const name = Array.from({ length: 60 }, () => 'ab').join('/'); // 179 characters, 297 encoded
+    expect(() => parseRef(`${name}:1`)).toThrow('its name is 297 characters as a folder name');
+  });
+});

@@ -128,6 +128,18 @@ describe('syncRepos between two memory repositories', () => {
     expect((await checkRepository(low)).faults).toEqual([]);
   });
 
+  it('a release whose tag is too long for a folder (an S3 repository can hold one) is refused before anything is copied to a directory', async () => {
+    const longT = new MemoryTransport('long');
+    const long = new Repository(longT);
+    const [v1] = await writeDemoArchives(await tempDir(), undefined, SMALL);
+    const tag = 'V'.repeat(128);
+    await publishArchive(long, v1!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag } });
+    const dir = await tempDir();
+    const err = await syncRepos(new Repository(longT), new Repository(new FileTransport(dir)), opts()).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'BAD_INPUT', message: `demo/app:${tag} cannot be carried to file://${dir}: its tag is 384 characters as a folder name (an uppercase letter, '/' or ':' takes three), more than the 255 a file system allows; leave it out with --only` });
+    expect(await filesBelow(join(dir, 'blobs')).catch(() => [])).toEqual([]);
+  });
+
   it('an object the source serves wrong (same size) stops the sync: nothing of it, no record, no catalog on DST', async () => {
     const liarT = new MemoryTransport('liar');
     for (const [k, v] of srcT.files) liarT.files.set(k, v);
