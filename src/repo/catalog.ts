@@ -1,5 +1,6 @@
 import { sha256 } from '../crypto/index.js';
 import { TarportError, isTarportError } from '../errors.js';
+import { ListingUnavailableError } from '../transport/index.js';
 import { CATALOGS_FOLDER, CATALOG_KEY, LEGACY_CATALOG_SIGNATURE_KEY, catalogFileName, parseCatalogFileName } from './layout.js';
 import { readFormat } from './format.js';
 import { listReleases, listTags, readRecord, unreadableRecord } from './read.js';
@@ -36,9 +37,12 @@ export function catalogEntryOf(record: ReleaseRecord, file: string, digest: stri
   };
 }
 
-/** The immutable catalog copies, oldest first. */
+/**
+ * The immutable catalog copies, oldest first. A server that lists no folder (a mirror without
+ * autoindex) has none to offer: readers then go without the fallback (pull needs no listing).
+ */
 export async function listCatalogFiles(store: Store, signal?: AbortSignal): Promise<string[]> {
-  return (await store.list(CATALOGS_FOLDER, signal))
+  return (await store.list(CATALOGS_FOLDER, signal).catch(noListingIsEmpty))
     .filter((e) => !e.isDir && parseCatalogFileName(e.name))
     .map((e) => e.name)
     .sort();
@@ -223,4 +227,10 @@ export async function convergeCatalog(store: Store, opts: ConvergeOptions): Prom
     await new Promise((r) => setTimeout(r, 20 + Math.random() * 60 * (round + 1)));
   }
   throw new TarportError('IO', `the catalog of ${store.location} kept changing under us for ${MAX_CONVERGE_ROUNDS} rounds (other producers?); run 'tarport repair ${store.location}' once they end`);
+}
+
+/** A listing the server does not offer, as an empty one (for fallbacks only: see ListingUnavailableError). */
+export function noListingIsEmpty(e: unknown): never[] {
+  if (e instanceof ListingUnavailableError) return [];
+  throw e;
 }

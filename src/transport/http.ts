@@ -4,6 +4,7 @@ import type { Readable } from 'node:stream';
 import { Agent, EnvHttpProxyAgent, Pool, request, type Dispatcher } from 'undici';
 import { TarportError, messageOf } from '../errors.js';
 import { keySegments } from './keys.js';
+import { ListingUnavailableError } from './listing.js';
 import { TLS_TRUST_CODES } from './tls.js';
 import { resumableInto, sinkStream, type SinkAttempt } from './resume.js';
 import { closedByOwner, withRetries } from './retry.js';
@@ -242,10 +243,8 @@ export class HttpTransport implements Transport {
     const type = String(res.headers['content-type'] ?? '');
     if (res.statusCode !== 200 || !type.includes('json')) {
       await res.body.dump();
-      throw new TarportError(
-        'IO',
+      throw new ListingUnavailableError(
         `${what}: the server offers no JSON folder listing (HTTP ${res.statusCode}, ${type || 'no content type'}); this command needs one: serve the repository with nginx's "autoindex on; autoindex_format json;" (docs/mirror.md), or run it against the origin`,
-        { retryable: false },
       );
     }
     const body = await readCapped(res.body, MAX_LISTING_BYTES, this.idleMs, what);

@@ -4,6 +4,7 @@ export { parseLocation, formatLocation, maskLocationString, type Location } from
 export { openTransport, type TransportOptions } from './open.js';
 export { CountingTransport, type TransportCounters } from './counting.js';
 export { MemoryTransport } from './memory.js';
+export { ListingUnavailableError } from './listing.js';
 export type { FtpOptions } from './ftp.js';
 export type { SftpOptions } from './sftp.js';
 export { checkHostKey, fingerprint } from './knownhosts.js';

@@ -5,6 +5,7 @@ import { TarportError } from '../../../src/errors.js';
 import { rebuildEntries } from '../../../src/repo/catalog.js';
 import { Store } from '../../../src/repo/store.js';
 import { MemoryTransport, type ReadOptions } from '../../../src/transport/index.js';
+import { Repository } from '../../../src/repo/index.js';
 import { copies, publish } from './fixtures.js';
 
 /** A memory store whose newest record of demo/app:a fails to read with `fault`. */
@@ -43,5 +44,45 @@ describe('rebuildEntries', () => {
     const cut = new TarportError('CONNECTION', 'read releases/demo/app/a/…: the connection was lost', { retryable: true });
     const t = new NewestRecordFails(await twoVersions(), () => cut);
     await expect(rebuildEntries(new Store(t), undefined)).rejects.toBe(cut);
+  });
+});
+
+describe('a mirror that lists no folder (HTTP without autoindex: pull needs none)', () => {
+  /** Serves the files of `t` over HTTP; a folder gets 403 and an HTML page, as nginx without autoindex. */
+  async function mirror(t: MemoryTransport, without: string[] = []) {
+    const { createServer } = await import('node:http');
+    const server = createServer((req, res) => {
+      const key = decodeURIComponent(new URL(req.url!, 'http://x').pathname.replace(/^\/repo\//, ''));
+      if (key.endsWith('/') || key === '') return res.writeHead(403, { 'content-type': 'text/html' }).end('<html>403 Forbidden</html>');
+      const body = without.includes(key) ? undefined : t.files.get(key);
+      if (!body) return res.writeHead(404).end();
+      res.writeHead(200, { 'content-length': body.length }).end(req.method === 'HEAD' ? undefined : body);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const { HttpTransport } = await import('../../../src/transport/http.js');
+    const { parseLocation } = await import('../../../src/transport/location.js');
+    const port = (server.address() as import('node:net').AddressInfo).port;
+    const http = new HttpTransport(parseLocation(`http://127.0.0.1:${port}/repo`) as ConstructorParameters<typeof HttpTransport>[0], {});
+    return { repo: new Repository(http), stop: async () => (await http.close(), server.close()) };
+  }
+
+  it('a missing catalog.json is no catalog (pull: NOT_FOUND), not a demand for a folder listing', async () => {
+    const m = await mirror(await twoVersions(), ['tarport/catalog.json']);
+    try {
+      expect(await m.repo.readCatalog()).toBeUndefined();
+    } finally {
+      await m.stop();
+    }
+  });
+
+  it("a catalog without its signature has none (--trust then says 'not signed'), not a demand for a folder listing", async () => {
+    const m = await mirror(await twoVersions());
+    try {
+      const got = (await m.repo.readCatalog())!;
+      expect(got.catalog.releases.length).toBeGreaterThan(0);
+      expect(await m.repo.readCatalogSignature(got)).toBeUndefined();
+    } finally {
+      await m.stop();
+    }
   });
 });
