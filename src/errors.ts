@@ -72,6 +72,11 @@ export function wrapSystemError(e: unknown, what: string): TarportError {
       return new TarportError('IO', `${what}: permission denied`, { cause: e, retryable: false });
     case 'EROFS':
       return new TarportError('IO', `${what}: read-only file system`, { cause: e, retryable: false });
+    case 'EFBIG':
+      // FAT32 takes no file of 4 GiB; a stick formatted so needs the objects in parts
+      return new TarportError('IO', `${what}: the file system takes no file this large (FAT32: at most 4 GiB - 1 byte); for a stick, sync with --max-file-size fat32`, { cause: e, retryable: false });
+    case 'ENAMETOOLONG':
+      return new TarportError('IO', `${what}: a name too long for the file system (255 characters a folder or file)`, { cause: e, retryable: false });
     case 'ABORT_ERR':
       return new TarportError('ABORTED', `${what}: aborted`, { cause: e });
     default:

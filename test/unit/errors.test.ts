@@ -1,0 +1,20 @@
+// src/errors.ts: a system error becomes a typed one with advice the user can act on.
+import { describe, expect, it } from 'vitest';
+import { wrapSystemError } from '../../src/errors.js';
+
+const sys = (code: string, message: string) => Object.assign(new Error(message), { code });
+
+describe('wrapSystemError', () => {
+  it.each([
+    ['ENOSPC', 'no space left on device; free space, then run again'],
+    ['EFBIG', 'the file system takes no file this large (FAT32: at most 4 GiB - 1 byte); for a stick, sync with --max-file-size fat32'],
+    ['ENAMETOOLONG', 'a name too long for the file system (255 characters a folder or file)'],
+  ])('%s: IO, not retried, with its advice', (code, advice) => {
+    const e = wrapSystemError(sys(code, `${code}: raw`), 'copy object x to /media/stick');
+    expect(e).toMatchObject({ code: 'IO', retryable: false, message: `copy object x to /media/stick: ${advice}` });
+  });
+
+  it('an error it has no advice for keeps its own message', () => {
+    expect(wrapSystemError(sys('EIO', 'EIO: i/o error, read'), 'read x')).toMatchObject({ code: 'IO', message: 'read x: EIO: i/o error, read' });
+  });
+});
