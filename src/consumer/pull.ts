@@ -144,7 +144,7 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
   for (const s of opts.subscriptions) {
     if (!catalog.releases.some((e) => subscribed([s], e))) emit({ kind: 'warning', message: `${s.name}${s.tag ? ':' + s.tag : ''} is not in the catalog of ${loc}` });
   }
-  const round: Round = { repo, docker, store, state, opts, emit, result, key, loadedHere: (state.loaded[key] ??= {}), acked: [], cache: new ObjectCache(store.cacheDir), anyThin: false };
+  const round: Round = { repo, docker, store, state, opts, emit, result, key, ...(catalog.sequence < seen ? { olderCopy: { sequence: catalog.sequence, seen } } : {}), loadedHere: (state.loaded[key] ??= {}), acked: [], cache: new ObjectCache(store.cacheDir), anyThin: false };
   let failure: unknown;
   for (const entry of catalog.releases.filter((e) => subscribed(opts.subscriptions, e))) {
     opts.signal?.throwIfAborted();
@@ -191,6 +191,8 @@ interface Round {
   readonly result: PullResult;
   /** This repository's key in the state (stateKey). */
   readonly key: string;
+  /** Set when the catalog's sequence is below the highest accepted from this repository. */
+  readonly olderCopy?: { readonly sequence: number; readonly seen: number };
   /** This repository's part of the state: what was loaded from it, by name:tag. */
   readonly loadedHere: State['loaded'][string];
   readonly acked: AckEntry[];
@@ -226,7 +228,8 @@ async function pullRelease(round: Round, entry: CatalogEntry): Promise<void> {
     return;
   }
   if (prev && prev.digest !== entry.digest && entry.version < prev.version) {
-    throw new TarportError('ROLLBACK', `${ref}: the catalog offers v${entry.version}, older than v${prev.version} loaded before; refusing`);
+    const copy = round.olderCopy ? ` (the catalog is an older copy, sequence ${round.olderCopy.sequence} below ${round.olderCopy.seen} accepted: replayed, an old stick or a mirror behind)` : '';
+    throw new TarportError('ROLLBACK', `${ref}: the catalog offers v${entry.version}, older than v${prev.version} loaded before${copy}; refusing`);
   }
   if (opts.skip?.get(ref) === entry.digest) return; // refused before and unchanged since
   const trust = opts.trust?.length ? opts.trust : undefined;

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { stat } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isPortableFileName } from '../../src/repo/index.js';
@@ -30,9 +30,13 @@ describe.each(['fat32', 'exfat'] as StickKind[])('a %s stick', (kind) => {
     const name = `tarport-test/stick-${kind}-${id}`;
     expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', src, '--name', `${name}:Live`])).code).toBe(0);
     expect((await tarport(['push', fixture('app-v2.tar'), '--to', src, '--name', `${name}:live`])).code).toBe(0);
-    const s1 = await tarport(['sync', '--init', src, stick.path, '--max-file-size', '1M']);
+    // the tool rides along, as on every delivery to a site without tarport
+    const exe = join(src, '..', `tarport-linux-x64-${id}`);
+    await writeFile(exe, Buffer.alloc(1 << 20, 'tool'));
+    const s1 = await tarport(['sync', '--init', src, stick.path, '--max-file-size', '1M', '--with-tool', exe]);
     expect(s1.code, s1.stderr).toBe(0);
-    const files = await filesBelow(stick.path);
+    expect((await readFile(join(stick.path, 'tarport-tool', `tarport-linux-x64-${id}`))).equals(await readFile(exe))).toBe(true);
+    const files = (await filesBelow(stick.path)).filter((f) => !f.startsWith('tarport-tool/'));
     for (const f of files) {
       for (const seg of f.split('/')) expect(isPortableFileName(seg), f).toBe(true);
       expect((await stat(join(stick.path, f))).size, f).toBeLessThanOrEqual(1 << 20);
