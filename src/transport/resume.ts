@@ -26,9 +26,13 @@ export interface ResumeOptions {
  */
 export type SinkAttempt = (offset: number, sink: ByteSink, signal: AbortSignal) => Promise<void>;
 
+/** An attempt that delivered this much before it broke made progress: the count of failures starts again. */
+export const RESUME_PROGRESS_BYTES = 1 << 20;
+
 /**
  * A download into a sink that survives cut connections: when an attempt fails, another starts at
- * the byte where it broke (FTP REST, SFTP read offset) with growing pauses, up to `retries` times.
+ * the byte where it broke (FTP REST, SFTP read offset) with growing pauses, up to `retries` times
+ * in a row without progress.
  * A byte counts as delivered once the sink was handed it (a stream has it from that moment, a
  * hashing sink has hashed it), so a resumed attempt neither repeats nor skips one; and the next
  * attempt starts only after the sink finished with the last chunk, so its calls never overlap.
@@ -55,17 +59,22 @@ export async function resumableInto(attempt: SinkAttempt, sink: ByteSink, opts: 
     });
     return pending;
   };
+  // n: the attempts in a row that failed without moving RESUME_PROGRESS_BYTES (only those count
+  // against `retries`: a cache that answers each range with a part, or a link cut now and then
+  // through a long download, goes on as long as every attempt brings something)
   for (let n = 0; ; n++) {
     opts.signal?.throwIfAborted();
     const ac = new AbortController();
     const stop = () => ac.abort(opts.signal?.reason);
     opts.signal?.addEventListener('abort', stop, { once: true });
+    const before = delivered;
     try {
       await attempt(opts.offset + delivered, counted, ac.signal);
       return delivered;
     } catch (e) {
       await pending?.catch(() => undefined); // the sink finishes its chunk before anything else
       if (sinkFailed) throw sinkFailed.e;
+      if (delivered - before >= RESUME_PROGRESS_BYTES) n = 0;
       if (n >= opts.retries || !opts.retryable(e) || opts.signal?.aborted) {
         if (opts.classify) throw opts.classify(e);
         throw e instanceof TarportError ? e : new TarportError('CONNECTION', `${opts.what}: ${messageOf(e)}`, { cause: e });

@@ -70,6 +70,22 @@ describe('resumableInto', () => {
     expect(offsets).toHaveLength(4); // the first try and three retries
   });
 
+  it('an attempt that moved a mebibyte before it broke does not count against the retries: a long download cut now and then goes on', async () => {
+    const big = randomBytes(3 * (1 << 20) + 500_000);
+    const offsets: number[] = [];
+    const attempt = async (offset: number, sink: (c: Buffer) => void | Promise<void>) => {
+      offsets.push(offset);
+      // each answer carries 1.2 MiB at most, as a cache that serves ranges in parts
+      const end = Math.min(big.length, offset + 1_200_000);
+      for (let at = offset; at < end; at += 100_000) await sink(big.subarray(at, Math.min(end, at + 100_000)));
+      if (end < big.length) throw Object.assign(new Error('connection reset'), { code: 'ECONNRESET' });
+    };
+    const got: Buffer[] = [];
+    expect(await resumableInto(attempt, (c) => void got.push(Buffer.from(c)), { ...opts, retries: 1 })).toBe(big.length);
+    expect(offsets).toEqual([0, 1_200_000, 2_400_000, 3_600_000]);
+    expect(Buffer.concat(got).equals(big)).toBe(true);
+  });
+
   it('a failing sink ends the download at once: no retry, its own error', async () => {
     const { attempt, offsets } = flaky([]);
     let calls = 0;
