@@ -604,18 +604,21 @@ export class SftpTransport implements Transport {
  * removed first, the one moment a reader can find it missing (docs/repo-format.md, "Renames"). Only
  * then: any other failure must not remove `b`, which may be the very file an earlier try of this
  * rename moved into place (its answer lost with its connection): that try is found by its source
- * gone and its target there, and counts as done.
+ * gone and its target there, and counts as done, before either way of renaming removes anything.
  */
 export function renameOver(s: SFTPWrapper, a: string, b: string): Promise<void> {
   return new Promise<void>((resolve, reject) => {
-    const plain = () => s.unlink(b, () => s.rename(a, b, (e2) => (e2 ? reject(e2) : resolve())));
     const exists = (p: string) => new Promise<boolean | undefined>((r) => s.stat(p, (e) => r(!e ? true : sftpCode(e) === NO_SUCH_FILE ? false : undefined)));
+    // an earlier try whose answer was lost: its source gone, its target there
+    const doneBefore = async () => (await exists(a)) === false && (await exists(b)) === true;
+    const plain = () =>
+      void doneBefore().then((done) => (done ? resolve() : s.unlink(b, () => s.rename(a, b, (e2) => (e2 ? reject(e2) : resolve())))), reject);
     try {
       s.ext_openssh_rename(a, b, (err) => {
         if (!err) return resolve();
         if (sftpCode(err) === SFTP_STATUS.OP_UNSUPPORTED) return plain();
         if (sftpCode(err) !== NO_SUCH_FILE) return reject(err);
-        void Promise.all([exists(a), exists(b)]).then(([source, target]) => (source === false && target === true ? resolve() : reject(err)));
+        void doneBefore().then((done) => (done ? resolve() : reject(err)), reject);
       });
     } catch {
       plain(); // ssh2 throws when the server did not offer posix-rename

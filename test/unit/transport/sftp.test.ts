@@ -227,9 +227,15 @@ describe('renameOver', () => {
   }
 
   it('a server without posix-rename gets plain rename, the target removed first', async () => {
-    const { sftp, asked } = channel('not offered', ['/b']);
+    const { sftp, asked } = channel('not offered', ['/a', '/b']);
     await renameOver(sftp, '/a', '/b');
     expect(asked).toEqual(['posix-rename /a /b', 'unlink /b', 'rename /a /b']);
+  });
+
+  it('without posix-rename, a rename whose source is gone and whose target is there (an earlier try whose answer was lost) is done: nothing removed', async () => {
+    const { sftp, asked } = channel('not offered', ['/b']);
+    await renameOver(sftp, '/a', '/b');
+    expect(asked).toEqual(['posix-rename /a /b']);
   });
 
   it('a posix-rename whose source is gone and whose target is there (an earlier try whose answer was lost) is done, and the target stays', async () => {
