@@ -4,7 +4,7 @@ import { CodecError, decompressor, ociBlobPath, ociLayerMediaType, prewarmDecomp
 import { Digester, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
 import { formatPlatform, type Fetched, type ImageName, type LoadPlan, type Platform, type Runtime, type VerifiedLoad } from '../runtime/index.js';
 import { isRefusalCode, messageOf, TarportError } from '../errors.js';
-import { MAX_SMALL_BLOB_BYTES, platformView, familiarName, qualifiedName, sameName, type AckEntry, type Catalog, type CatalogEntry, type LayerDescriptor, type PinnedRecord, type ReleaseRecord, type Repository } from '../repo/index.js';
+import { MAX_SMALL_BLOB_BYTES, compareReleases, platformView, familiarName, qualifiedName, sameName, type AckEntry, type Catalog, type CatalogEntry, type LayerDescriptor, type PinnedRecord, type ReleaseRecord, type Repository } from '../repo/index.js';
 import { ObjectCache } from './cache.js';
 import { FetchChain } from './fetches.js';
 import { runHook } from './hook.js';
@@ -227,9 +227,11 @@ async function pullRelease(round: Round, entry: CatalogEntry): Promise<void> {
     }
     return;
   }
-  if (prev && prev.digest !== entry.digest && entry.version < prev.version) {
+  // (version, record file name) orders a tag's releases, two producers' v5 included (compareReleases)
+  if (prev && prev.digest !== entry.digest && compareReleases(entry, prev) < 0) {
     const copy = round.olderCopy ? ` (the catalog is an older copy, sequence ${round.olderCopy.sequence} below ${round.olderCopy.seen} accepted: replayed, an old stick or a mirror behind)` : '';
-    throw new TarportError('ROLLBACK', `${ref}: the catalog offers v${entry.version}, older than v${prev.version} loaded before${copy}; refusing`);
+    const which = entry.version === prev.version ? ` (${entry.record}, ordered before ${prev.record}: two producers wrote v${prev.version})` : '';
+    throw new TarportError('ROLLBACK', `${ref}: the catalog offers v${entry.version}, older than v${prev.version} loaded before${which}${copy}; refusing`);
   }
   if (opts.skip?.get(ref) === entry.digest) return; // refused before and unchanged since
   const trust = opts.trust?.length ? opts.trust : undefined;

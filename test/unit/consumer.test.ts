@@ -318,6 +318,24 @@ describe('rollback state follows the repository, not its location', () => {
     expect(events).toContainEqual(expect.objectContaining({ kind: 'warning', message: expect.stringContaining('an older copy; no tag goes back through it') }));
   });
 
+  it('a release of the same version ordered before the one loaded (two producers wrote v1) is refused as going back', async () => {
+    const origin = new MemoryTransport('origin');
+    await push(origin, 0, '1');
+    const d = new FakeDaemon('graphdriver');
+    const state = await tempDir();
+    const follow = [{ name: 'demo/app', tag: '1' }];
+    expect((await pull(new Repository(origin), new DockerRuntime(d), { subscriptions: follow, stateDir: state })).loaded).toHaveLength(1);
+    // what the state says was loaded: the other producer's v1, whose file name sorts after this one's
+    const file = join(state, 'state.json');
+    const saved = JSON.parse(await readFile(file, 'utf8')) as { loaded: Record<string, Record<string, { record: string; digest: string }>> };
+    const loaded = Object.values(saved.loaded)[0]!['demo/app:1']!;
+    Object.assign(loaded, { record: '00000001-ffffffffffffffff.json', digest: `sha256:${'f'.repeat(64)}` });
+    await writeFile(file, JSON.stringify(saved));
+    const err = await pull(new Repository(origin), new DockerRuntime(d), { subscriptions: follow, stateDir: state }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'ROLLBACK', message: expect.stringContaining('ordered before 00000001-ffffffffffffffff.json: two producers wrote v1') });
+    expect(d.loads).toHaveLength(1);
+  });
+
   it('an older stick that carries nothing but what was loaded is up to date, in either order', async () => {
     const origin = new MemoryTransport('origin');
     await push(origin, 0, '1');
