@@ -75,7 +75,7 @@ export async function syncRepos(src: Repository, dst: Repository, opts: SyncOpti
   }
 }
 
-interface Planned {
+export interface Planned {
   readonly e: CatalogEntry;
   readonly ref: string;
   readonly record: ReleaseRecord;
@@ -236,13 +236,14 @@ async function copyObjects(tx: WriteTransaction, src: Repository, dst: Repositor
  * holds under another base is carried. An inventory without chain IDs (a daemon on the containerd
  * store, which loads every layer, or an inventory of an older tarport) holds none.
  */
-function layersTheSiteHolds(plan: readonly Planned[], have: Inventory | undefined): Set<string> {
+export function layersTheSiteHolds(plan: readonly Planned[], have: Inventory | undefined): Set<string> {
   const chains = new Set(have?.chainIds ?? []);
   const held = new Set<string>();
   if (chains.size === 0) return held;
   const needed = new Set<string>();
   for (const { record } of plan) {
-    for (const layers of [record.layers, ...(record.index?.platforms ?? []).map((p) => p.layers)]) {
+    // an index record's own list is the union of its platforms' layers: no chain of any image
+    for (const layers of record.index ? record.index.platforms.map((p) => p.layers) : [record.layers]) {
       const ids = chainIds(layers.map((l) => l.diffId));
       layers.forEach((l, i) => (chains.has(ids[i]!) ? held : needed).add(l.digest));
     }

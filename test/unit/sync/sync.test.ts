@@ -7,7 +7,7 @@ import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../../src/producer/in
 import { CATALOG_KEY, Repository, checkRepository } from '../../../src/repo/index.js';
 import { RECORD_FILE_RE, releaseFolder } from '../../../src/repo/layout.js';
 import { chainIds } from '../../../src/runtime/index.js';
-import { syncRepos, type SyncEvent } from '../../../src/sync/sync.js';
+import { layersTheSiteHolds, syncRepos, type Planned, type SyncEvent } from '../../../src/sync/sync.js';
 import { FileTransport, MemoryTransport, type Transport } from '../../../src/transport/index.js';
 import { SMALL, filesBelow, tempDir } from '../../helpers.js';
 
@@ -183,3 +183,17 @@ describe('syncRepos between two directories', () => {
     expect((await checkRepository(dst)).faults).toEqual([]);
   });
 });
+
+describe('layersTheSiteHolds', () => {
+  const layer = (c: string) => ({ digest: `sha256:${c.repeat(64)}`, diffId: `sha256:${c.repeat(63)}0` });
+  const [a, b, c, d] = ['a', 'b', 'c', 'd'].map(layer) as [ReturnType<typeof layer>, ReturnType<typeof layer>, ReturnType<typeof layer>, ReturnType<typeof layer>];
+  const have = (chains: string[]) => ({ schema: 'tarport.inventory/v1' as const, created: '', source: 'site', diffIds: [], chainIds: chains, objects: [], releases: {} });
+
+  it("a multi-platform release: each platform's layers by their own chain (the record's list is their union, no image's chain)", () => {
+    const record = { layers: [a, b, c, d], index: { platforms: [{ layers: [a, b] }, { layers: [c, d] }] } };
+    const plan = [{ record }] as unknown as Planned[];
+    // an arm64 site holding the arm64 image (c, d)
+    expect([...layersTheSiteHolds(plan, have(chainIds([c.diffId, d.diffId])))].sort()).toEqual([c.digest, d.digest].sort());
+  });
+});
+
