@@ -240,6 +240,11 @@ export class HttpTransport implements Transport {
       await res.body.dump();
       return [];
     }
+    // a server that failed, or asks who we are, says nothing of whether it lists folders
+    if (res.statusCode === 401 || res.statusCode === 408 || res.statusCode === 429 || res.statusCode >= 500) {
+      await res.body.dump();
+      throw this.statusError(res.statusCode, what)!;
+    }
     const type = String(res.headers['content-type'] ?? '');
     if (res.statusCode !== 200 || !type.includes('json')) {
       await res.body.dump();

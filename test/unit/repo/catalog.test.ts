@@ -49,11 +49,11 @@ describe('rebuildEntries', () => {
 
 describe('a mirror that lists no folder (HTTP without autoindex: pull needs none)', () => {
   /** Serves the files of `t` over HTTP; a folder gets 403 and an HTML page, as nginx without autoindex. */
-  async function mirror(t: MemoryTransport, without: string[] = []) {
+  async function mirror(t: MemoryTransport, without: string[] = [], folderStatus = 403) {
     const { createServer } = await import('node:http');
     const server = createServer((req, res) => {
       const key = decodeURIComponent(new URL(req.url!, 'http://x').pathname.replace(/^\/repo\//, ''));
-      if (key.endsWith('/') || key === '') return res.writeHead(403, { 'content-type': 'text/html' }).end('<html>403 Forbidden</html>');
+      if (key.endsWith('/') || key === '') return res.writeHead(folderStatus, { 'content-type': 'text/html' }).end(`<html>${folderStatus}</html>`);
       const body = without.includes(key) ? undefined : t.files.get(key);
       if (!body) return res.writeHead(404).end();
       res.writeHead(200, { 'content-length': body.length }).end(req.method === 'HEAD' ? undefined : body);
@@ -62,7 +62,7 @@ describe('a mirror that lists no folder (HTTP without autoindex: pull needs none
     const { HttpTransport } = await import('../../../src/transport/http.js');
     const { parseLocation } = await import('../../../src/transport/location.js');
     const port = (server.address() as import('node:net').AddressInfo).port;
-    const http = new HttpTransport(parseLocation(`http://127.0.0.1:${port}/repo`) as ConstructorParameters<typeof HttpTransport>[0], {});
+    const http = new HttpTransport(parseLocation(`http://127.0.0.1:${port}/repo`) as ConstructorParameters<typeof HttpTransport>[0], { retries: 1 });
     return { repo: new Repository(http), stop: async () => (await http.close(), server.close()) };
   }
 
@@ -81,6 +81,15 @@ describe('a mirror that lists no folder (HTTP without autoindex: pull needs none
       const got = (await m.repo.readCatalog())!;
       expect(got.catalog.releases.length).toBeGreaterThan(0);
       expect(await m.repo.readCatalogSignature(got)).toBeUndefined();
+    } finally {
+      await m.stop();
+    }
+  });
+
+  it('a server that fails the listing (503) is a failure of the server, tried again and named: not a server without listings', async () => {
+    const m = await mirror(await twoVersions(), ['tarport/catalog.json'], 503);
+    try {
+      await expect(m.repo.readCatalog()).rejects.toMatchObject({ code: 'CONNECTION', retryable: true, message: expect.stringContaining('the server answered HTTP 503') });
     } finally {
       await m.stop();
     }
