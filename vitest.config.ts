@@ -2,6 +2,8 @@ import { availableParallelism } from 'node:os';
 import { defineConfig } from 'vitest/config';
 import DurationSequencer from './test/sequencer.js';
 
+const unitThreads = Number(process.env.VITEST_MAX_THREADS) || 2 * Math.max(2, availableParallelism());
+
 export default defineConfig({
   test: {
     testTimeout: 120_000,
@@ -22,7 +24,8 @@ export default defineConfig({
     // the project's wall time halves (60 s to under 40 s on 2 cores). minThreads as many: tinypool ends
     // threads idle above its minimum, and one ended with a task's teardown pending failed the run
     // ("Terminating worker thread").
-    poolOptions: { threads: { isolate: false, maxThreads: 2 * Math.max(2, availableParallelism()), minThreads: 2 * Math.max(2, availableParallelism()) } },
+    // VITEST_MAX_THREADS still sets the number (both bounds, so they never conflict).
+    poolOptions: { threads: { isolate: false, maxThreads: unitThreads, minThreads: unitThreads } },
     projects: [
       {
         // no daemon, no server: files run in parallel (`npm run test:unit`), on worker threads of one

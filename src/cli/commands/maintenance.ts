@@ -29,7 +29,11 @@ export async function checkCommand(ctx: Context, url: string, flags: CheckFlags)
     ctx.out.document({ repository: repo.location, ...r });
     return r.faults.length > 0 ? EXIT.trust : EXIT.ok;
   } catch (e) {
-    if (found > 0) ctx.out.line('error', `the check ended early, after ${found} fault(s) listed above; the rest of the repository was not checked`);
+    // the way to the repository failed part-way (docs/cli.md): say what was left unchecked
+    const code = (e as { code?: string }).code;
+    if (found > 0 || code === 'CONNECTION' || code === 'IO') {
+      ctx.out.line('error', `the check ended early, ${found > 0 ? `after ${found} fault(s) listed above` : 'before it found any fault'}; the rest of the repository was not checked`);
+    }
     throw e;
   } finally {
     await repo.close();
