@@ -352,10 +352,12 @@ export class S3Transport implements Transport {
         return await this.multipart(k, what, filePartsOf(fh, size, partSize, what, new Set(prior.parts.map((p) => p.n))), signal, { journal, entry: prior });
       } catch (e) {
         const err = e instanceof TarportError ? e : this.classify(e, what);
-        // a link that failed on the way says nothing of the upload: it is kept for the next run
-        // (a flaky link must not throw away the parts sent); only the server's own answer (AWS:
-        // NoSuchUpload; s3rver: 500 at completion) ends it
-        if (err.code === 'ABORTED' || (err.code === 'CONNECTION' && httpStatusOf(err) === undefined)) throw err;
+        // a fault worth trying again (a dropped link, a 503 SlowDown) says nothing of the upload: it
+        // is kept for the next run, so a flaky link or a busy server never throws away the parts
+        // sent. What ends it is the server's own word that it is gone: a refusal (NoSuchUpload,
+        // InvalidPart), or s3rver's 500 to the completion of an upload it does not know
+        const gone = !err.retryable || (err instanceof CompletionFailed && (httpStatusOf(err) ?? 0) >= 500);
+        if (err.code === 'ABORTED' || !gone) throw err;
         this.opts.onStaleUpload?.(prior.uploadId, err);
         await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: k, UploadId: prior.uploadId })).catch(() => undefined);
         await journal.drop(target);
@@ -402,7 +404,9 @@ export class S3Transport implements Transport {
       await Promise.all(inflight);
       await saving;
       done.sort((a, b) => a.PartNumber! - b.PartNumber!);
-      await this.run(what, () => this.client.send(new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: k, UploadId: uploadId, MultipartUpload: { Parts: done } }), { abortSignal: signal }), signal);
+      await this.run(what, () => this.client.send(new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: k, UploadId: uploadId, MultipartUpload: { Parts: done } }), { abortSignal: signal }), signal).catch((e: unknown) => {
+        throw new CompletionFailed(e instanceof TarportError ? e : this.classify(e, what));
+      });
       await resume?.journal.drop(resume.entry.target);
       return { size };
     } catch (e) {
@@ -548,6 +552,14 @@ function boundedCredentials(chain: CredentialChain, ms: number): CredentialChain
       clearTimeout(timer);
     }
   };
+}
+
+/** CompleteMultipartUpload failed (after its retries): the error as classified, marked by where it came from. */
+class CompletionFailed extends TarportError {
+  constructor(e: TarportError) {
+    super(e.code, e.message, { cause: e, retryable: e.retryable });
+    this.name = 'CompletionFailed';
+  }
 }
 
 /** The HTTP status the server answered with, along an error's cause chain; undefined when none came. */

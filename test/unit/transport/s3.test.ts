@@ -190,3 +190,39 @@ describe('the AWS credential chain', () => {
     await s3.close();
   }, 15_000);
 });
+
+describe('a resumed multipart upload', () => {
+  it('a server too busy to take a part (503 SlowDown) keeps the upload and its record for the next run: nothing aborted, nothing sent afresh', async () => {
+    const { createServer } = await import('node:http');
+    const { mkdtemp, writeFile } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { folderJournal } = await import('../../../src/transport/journal.js');
+    const seen: string[] = [];
+    const server = createServer((req, res) => {
+      req.resume();
+      seen.push(`${req.method} ${new URL(req.url!, 'http://x').search.includes('uploadId') ? 'part or upload' : 'object'}`);
+      if (req.method === 'PUT') return res.writeHead(503, { 'content-type': 'application/xml' }).end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>');
+      res.writeHead(204).end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    onTestFinished(() => void server.close());
+    vi.stubEnv('AWS_ACCESS_KEY_ID', 'test');
+    vi.stubEnv('AWS_SECRET_ACCESS_KEY', 'test');
+    onTestFinished(() => void vi.unstubAllEnvs());
+    const dir = await mkdtemp(join(tmpdir(), 'tp-s3-resume-'));
+    const file = join(dir, 'blob');
+    await writeFile(file, Buffer.alloc(12 << 20, 7));
+    const endpoint = `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`;
+    const journal = folderJournal(join(dir, 'journal'), (m) => expect.fail(m));
+    const target = `${endpoint} releases site/blob`;
+    await journal.save({ target, uploadId: 'u-1', size: 12 << 20, partSize: 5 << 20, parts: [{ n: 1, etag: '"0123456789abcdef0123456789abcdef"' }] });
+    const stale: string[] = [];
+    const s3 = new S3Transport({ kind: 's3', bucket: 'releases', prefix: 'site' }, { endpoint, region: 'us-east-1', pathStyle: true, idleTimeoutMs: 5000, retries: 0, partSize: 5 << 20, journal, onStaleUpload: (id) => stale.push(id) });
+    await expect(s3.write('blob', { file })).rejects.toMatchObject({ code: 'CONNECTION', retryable: true });
+    expect(stale).toEqual([]);
+    expect(seen.filter((r) => r.startsWith('DELETE'))).toEqual([]);
+    expect((await journal.load(target))?.uploadId).toBe('u-1');
+    await s3.close();
+  }, 20_000);
+});
