@@ -352,12 +352,12 @@ export class S3Transport implements Transport {
         return await this.multipart(k, what, filePartsOf(fh, size, partSize, what, new Set(prior.parts.map((p) => p.n))), signal, { journal, entry: prior });
       } catch (e) {
         const err = e instanceof TarportError ? e : this.classify(e, what);
-        // a fault worth trying again (a dropped link, a 503 SlowDown) says nothing of the upload: it
-        // is kept for the next run, so a flaky link or a busy server never throws away the parts
-        // sent. What ends it is the server's own word that it is gone: a refusal (NoSuchUpload,
-        // InvalidPart), or s3rver's 500 to the completion of an upload it does not know
-        const gone = !err.retryable || (err instanceof CompletionFailed && (httpStatusOf(err) ?? 0) >= 500);
-        if (err.code === 'ABORTED' || !gone) throw err;
+        // what ends the upload is the server's own word that it is gone or unusable: NoSuchUpload
+        // (404), a part refused (400: InvalidPart, EntityTooSmall), or s3rver's 500 to the completion
+        // of an upload it does not know. A fault worth trying again (a dropped link, a 503 SlowDown, a
+        // credential helper that hangs) says nothing of the upload: multipart kept it for the next
+        // run, so no part already sent is thrown away (a refusal, 403, it ended there)
+        if (err.code === 'ABORTED' || !uploadGone(err)) throw err;
         this.opts.onStaleUpload?.(prior.uploadId, err);
         await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: k, UploadId: prior.uploadId })).catch(() => undefined);
         await journal.drop(target);
@@ -552,6 +552,12 @@ function boundedCredentials(chain: CredentialChain, ms: number): CredentialChain
       clearTimeout(timer);
     }
   };
+}
+
+/** The server's word that a resumed multipart upload is gone or unusable (see multipartFile). */
+function uploadGone(err: TarportError): boolean {
+  const status = httpStatusOf(err);
+  return status === 404 || status === 400 || (err instanceof CompletionFailed && status === 500);
 }
 
 /** CompleteMultipartUpload failed (after its retries): the error as classified, marked by where it came from. */

@@ -192,7 +192,10 @@ describe('the AWS credential chain', () => {
 });
 
 describe('a resumed multipart upload', () => {
-  it('a server too busy to take a part (503 SlowDown) keeps the upload and its record for the next run: nothing aborted, nothing sent afresh', async () => {
+  it.each([
+    ['to take a part', 'PUT'],
+    ['to complete the upload', 'POST'],
+  ])('a server too busy (503 SlowDown) %s keeps the upload and its record for the next run: nothing aborted, nothing sent afresh', async (_what, busy) => {
     const { createServer } = await import('node:http');
     const { mkdtemp, writeFile } = await import('node:fs/promises');
     const { tmpdir } = await import('node:os');
@@ -202,7 +205,8 @@ describe('a resumed multipart upload', () => {
     const server = createServer((req, res) => {
       req.resume();
       seen.push(`${req.method} ${new URL(req.url!, 'http://x').search.includes('uploadId') ? 'part or upload' : 'object'}`);
-      if (req.method === 'PUT') return res.writeHead(503, { 'content-type': 'application/xml' }).end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>');
+      if (req.method === busy) return res.writeHead(503, { 'content-type': 'application/xml' }).end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>');
+      if (req.method === 'PUT') return res.writeHead(200, { etag: '"0123456789abcdef0123456789abcdef"' }).end();
       res.writeHead(204).end();
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
