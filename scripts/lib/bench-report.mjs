@@ -6,7 +6,7 @@
 //   bench-report.mjs WORKDIR DRIVER ARCHIVE_BYTES ROUNDS ELAPSED_SECONDS [quick|''] [RESULTS_FILE]
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { appendRun, jobRatios, meets, ratioText, runtimeRatios, syncRatios } from './bench-results.mjs';
+import { appendRun, jobRatios, meets, pullLoadRatios, ratioText, runtimeRatios, syncRatios } from './bench-results.mjs';
 
 const [W, driver, archiveBytes, rounds, elapsed, quick, resultsFile] = process.argv.slice(2);
 const R = Number(rounds);
@@ -67,7 +67,7 @@ function moreRatios(upd, sync, dirPush, legacy) {
   if (dirPush) out.push({ name: 'push to a directory / skopeo copy into oci:', value: dirPush.seconds / dirPush.skopeoSeconds, target: 1.0, better: 'lower', detail: `${dirPush.seconds.toFixed(2)} s vs ${dirPush.skopeoSeconds.toFixed(2)} s` });
   if (sync) out.push(...syncRatios(sync));
   if (legacy) {
-    out.push({ name: 'pull and load / docker load -i', value: legacy.pullLoad.ratio, target: 1.1, better: 'lower', detail: `${legacy.pullLoad.seconds.toFixed(2)} s vs ${legacy.pullLoad.baselineSeconds.toFixed(2)} s` });
+    out.push(...pullLoadRatios(legacy.pullLoad));
     const e = legacy.encryption;
     out.push({ name: 'encrypt: gpg / tarport (speed ratio)', value: e.gpgEncryptSeconds / e.encryptSeconds, target: 0.8, better: 'higher', detail: `${e.encryptSeconds.toFixed(2)} s vs ${e.gpgEncryptSeconds.toFixed(2)} s` });
     out.push({ name: 'decrypt: gpg / tarport (speed ratio)', value: e.gpgDecryptSeconds / e.decryptSeconds, target: 0.8, better: 'higher', detail: `${e.decryptSeconds.toFixed(2)} s vs ${e.gpgDecryptSeconds.toFixed(2)} s` });

@@ -49,6 +49,7 @@ export interface RuntimeTimes {
   seconds: number;
   baselineSeconds: number;
 }
+export declare function pullLoadRatios(p: { seconds: number; baselineSeconds: number; zstdPipeSeconds?: number }): Ratio[];
 export declare function runtimeRatios(rt: { containerd?: RuntimeTimes; podman?: RuntimeTimes; containerdUpdate?: { bytesRead: number; newCompressedBytes: number } }): Ratio[];
 /** sync dir → dir against cp -r + sha256sum -c (target 0.8, higher is better) and the physical limit. */
 export declare function syncRatios(sync: { seconds: number; cpSha256sumSeconds: number; limitSeconds: number }): Ratio[];

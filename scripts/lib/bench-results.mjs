@@ -129,6 +129,24 @@ export function runtimeRatios(rt) {
 }
 
 /**
+ * tarport's pull and load against `docker load -i` of the archive (target 1.1), and, where the run
+ * measured it (runs since 2026-12-03), the floor under that target: the same load fed by `zstd -d`,
+ * what decompressing alone costs on the daemon's cores, and tarport against that pipe.
+ * @param {{ seconds: number, baselineSeconds: number, zstdPipeSeconds?: number }} p
+ * @returns {Ratio[]}
+ */
+export function pullLoadRatios(p) {
+  const s = (x) => `${x.toFixed(2)} s`;
+  /** @type {Ratio[]} */
+  const out = [{ name: 'pull and load / docker load -i', value: p.seconds / p.baselineSeconds, target: 1.1, better: 'lower', detail: `${s(p.seconds)} vs ${s(p.baselineSeconds)}` }];
+  const z = p.zstdPipeSeconds;
+  if (z === undefined) return out;
+  out.push({ name: 'floor: pull and load, zstd -d | docker load / docker load -i', value: z / p.baselineSeconds, target: null, better: 'lower', detail: `${s(z)} vs ${s(p.baselineSeconds)}` });
+  out.push({ name: 'pull and load / (zstd -d | docker load)', value: p.seconds / z, target: null, better: 'lower', detail: `${s(p.seconds)} vs ${s(z)}` });
+  return out;
+}
+
+/**
  * sync dir → dir against cp -r + sha256sum -c of every object (the same work), and against the
  * physical limit measured in the run (no target: shown beside it).
  * @param {{ seconds: number, cpSha256sumSeconds: number, limitSeconds: number }} sync

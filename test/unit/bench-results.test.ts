@@ -9,6 +9,7 @@ import {
   jobRatios,
   layerRatios,
   meets,
+  pullLoadRatios,
   ratioText,
   readmeTable,
   replaceBetweenMarkers,
@@ -78,6 +79,22 @@ describe('jobRatios', () => {
     expect(floor('fresh, loopback: tarport / docker save + load alone')).toMatchObject({ value: 1.6, target: null });
     // without the rows there is no floor (the jobs above have none of save's or docker's)
     expect(ratios.filter((r) => r.name.startsWith('floor'))).toEqual([]);
+  });
+});
+
+describe('pullLoadRatios', () => {
+  it('gives the pull against docker load -i (target 1.1), and the zstd pipe as the floor under it', () => {
+    const ratios = pullLoadRatios({ seconds: 12, baselineSeconds: 10, zstdPipeSeconds: 11 });
+    expect(ratios.map((r) => [r.name, r.value, r.target, meets(r)])).toEqual([
+      ['pull and load / docker load -i', 1.2, 1.1, false],
+      ['floor: pull and load, zstd -d | docker load / docker load -i', 1.1, null, true],
+      ['pull and load / (zstd -d | docker load)', 12 / 11, null, true],
+    ]);
+    expect(ratios[1]!.detail).toBe('11.00 s vs 10.00 s');
+  });
+
+  it('leaves the floor out of a run that did not measure it', () => {
+    expect(pullLoadRatios({ seconds: 10.5, baselineSeconds: 10 }).map((r) => [r.name, r.value, meets(r)])).toEqual([['pull and load / docker load -i', 1.05, true]]);
   });
 });
 
