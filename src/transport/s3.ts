@@ -147,7 +147,7 @@ export class S3Transport implements Transport {
     this.idleMs = opts.idleTimeoutMs ?? DEFAULT_S3_IDLE_MS;
     this.retries = opts.retries ?? 5;
     this.partSize = opts.partSize ?? PART_SIZE;
-    this.client = makeClient(opts, this.idleMs);
+    this.client = makeClient(opts, this.idleMs, this.stop.signal);
     opts.signal?.addEventListener('abort', () => this.stop.abort(opts.signal?.reason), { once: true });
   }
 
@@ -475,7 +475,7 @@ export class S3Transport implements Transport {
   }
 }
 
-function makeClient(opts: S3Options, idleMs: number): S3Client {
+function makeClient(opts: S3Options, idleMs: number, stop: AbortSignal): S3Client {
   let ca: string[] | undefined;
   if (opts.ca) {
     try {
@@ -487,7 +487,7 @@ function makeClient(opts: S3Options, idleMs: number): S3Client {
   const agentOpts = { keepAlive: true, maxSockets: 8 };
   const client = new S3Client({
     ...(opts.endpoint ? { endpoint: opts.endpoint } : {}),
-    credentials: boundedCredentials(defaultProvider(), opts.credentialsLimitMs ?? CREDENTIALS_LIMIT_IDLE_TIMEOUTS * idleMs),
+    credentials: boundedCredentials(defaultProvider(), opts.credentialsLimitMs ?? CREDENTIALS_LIMIT_IDLE_TIMEOUTS * idleMs, stop),
     // the SDK's own chain (AWS_REGION, shared config) first; a server that ignores regions gets one
     region: opts.region ?? (async () => (await regionFromChain()) ?? 'us-east-1'),
     forcePathStyle: opts.pathStyle ?? false,
@@ -537,19 +537,26 @@ type CredentialChain = ReturnType<typeof defaultProvider>;
  * the next request rather than started again, so a hung helper is not spawned once per request or
  * poll round; the SDK keeps what it got until it expires.
  */
-function boundedCredentials(chain: CredentialChain, ms: number): CredentialChain {
+function boundedCredentials(chain: CredentialChain, ms: number, stop: AbortSignal): CredentialChain {
   let pending: Promise<Awaited<ReturnType<CredentialChain>>> | undefined;
   return async (props) => {
     const lookup = (pending ??= chain(props).finally(() => (pending = undefined)));
     let timer: NodeJS.Timeout | undefined;
+    let onStop: (() => void) | undefined;
+    // the SDK hands the request's abort signal to its HTTP handler only, after signing: a SIGTERM
+    // during the lookup is heard here, from the transport's own end, or the command would wait it out
     const late = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new TarportError('CONNECTION', `S3 credentials: the AWS credential chain (environment, shared config and its credential_process, SSO, instance metadata) gave none within ${Math.round(ms / 1000)} s`, { retryable: false })), ms);
       timer.unref();
+      onStop = () => reject(new TarportError('ABORTED', 'S3 credentials: the lookup was given up: the command is stopping', { cause: stop.reason, retryable: false }));
+      if (stop.aborted) onStop();
+      else stop.addEventListener('abort', onStop, { once: true });
     });
     try {
       return await Promise.race([lookup, late]);
     } finally {
       clearTimeout(timer);
+      if (onStop) stop.removeEventListener('abort', onStop);
     }
   };
 }

@@ -191,6 +191,33 @@ describe('the AWS credential chain', () => {
   }, 15_000);
 });
 
+describe('the AWS credential chain and the command\'s end', () => {
+  it('a SIGTERM while a credential_process hangs ends the request at once (ABORTED), not after the bound', async () => {
+    const { mkdtemp, writeFile } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = await mkdtemp(join(tmpdir(), 'tp-s3-creds-'));
+    await writeFile(join(dir, 'config'), `[default]\ncredential_process = sh -c 'sleep 4'\n`);
+    await writeFile(join(dir, 'credentials'), '');
+    vi.stubEnv('AWS_ACCESS_KEY_ID', undefined);
+    vi.stubEnv('AWS_SECRET_ACCESS_KEY', undefined);
+    vi.stubEnv('AWS_PROFILE', undefined);
+    vi.stubEnv('AWS_CONFIG_FILE', join(dir, 'config'));
+    vi.stubEnv('AWS_SHARED_CREDENTIALS_FILE', join(dir, 'credentials'));
+    vi.stubEnv('AWS_EC2_METADATA_DISABLED', 'true');
+    onTestFinished(() => void vi.unstubAllEnvs());
+    const command = new AbortController();
+    const s3 = new S3Transport({ kind: 's3', bucket: 'releases', prefix: 'site' }, { endpoint: 'http://127.0.0.1:9', region: 'us-east-1', pathStyle: true, idleTimeoutMs: 5000, credentialsLimitMs: 10_000, signal: command.signal });
+    const t0 = Date.now();
+    const outcome = s3.stat('a').then(() => 'answered', (e: unknown) => e);
+    setTimeout(() => command.abort(new Error('SIGTERM')), 300);
+    const e = await Promise.race([outcome, new Promise((r) => setTimeout(() => r('still waiting after 2 s'), 2_000))]);
+    expect(e).toMatchObject({ code: 'ABORTED', retryable: false });
+    expect(Date.now() - t0).toBeLessThan(1_500);
+    await s3.close();
+  }, 15_000);
+});
+
 describe('a resumed multipart upload', () => {
   it.each([
     ['to take a part', 'PUT'],
