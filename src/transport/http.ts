@@ -367,9 +367,10 @@ function makeDispatcher(caFile: string | undefined, idleMs: number, proxy: HttpP
   }
   const tls = ca ? { ca } : {};
   const timeouts = { headersTimeout: idleMs, bodyTimeout: idleMs, connectTimeout: idleMs };
-  // the CA applies through a proxy's tunnel too; NO_PROXY hosts are reached directly
+  // the CA applies through a proxy's tunnel too; NO_PROXY hosts are reached directly. Each setting
+  // is passed, '' where unset: undici reads the environment for one left out, and only cli/ does
   return proxy?.httpsProxy || proxy?.httpProxy
-    ? new EnvHttpProxyAgent({ ...timeouts, connect: tls, requestTls: tls, clientFactory: tunnelPool, ...(proxy.httpsProxy ? { httpsProxy: proxy.httpsProxy } : {}), ...(proxy.httpProxy ? { httpProxy: proxy.httpProxy } : {}), ...(proxy.noProxy ? { noProxy: proxy.noProxy } : {}) })
+    ? new EnvHttpProxyAgent({ ...timeouts, connect: tls, requestTls: tls, clientFactory: tunnelPool, httpsProxy: proxy.httpsProxy ?? '', httpProxy: proxy.httpProxy ?? '', noProxy: proxy.noProxy ?? '' })
     : new Agent({ ...timeouts, connect: tls });
 }
 

@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { gzipSync } from 'node:zlib';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it, onTestFinished, vi } from 'vitest';
 import { TarportError } from '../../../src/errors.js';
 import { HttpTransport, type HttpOptions } from '../../../src/transport/http.js';
 import { parseLocation } from '../../../src/transport/location.js';
@@ -137,6 +137,26 @@ describe('HTTP through a proxy', () => {
     expect((err as TarportError).code).toBe('CONNECTION');
     expect((err as TarportError).retryable).toBe(true);
     expect(p.connects()).toBe(2);
+  });
+
+  it('takes the proxies it is given and nothing from the environment: an unset one is no proxy, an unset NO_PROXY excludes nothing', async () => {
+    const data = randomBytes(1000);
+    const origin = await serve(ranged(data));
+    const good = await proxyAnswering(200);
+    const refusing = await proxyAnswering(403);
+    const env = (proxy: string, noProxy: string) => {
+      for (const k of ['HTTP_PROXY', 'http_proxy']) vi.stubEnv(k, proxy);
+      for (const k of ['NO_PROXY', 'no_proxy']) vi.stubEnv(k, noProxy);
+    };
+    onTestFinished(() => void vi.unstubAllEnvs());
+    // only an https proxy given: an http origin is reached directly, not through HTTP_PROXY
+    env(refusing.url, '');
+    expect((await open(origin.port, { proxy: { httpsProxy: refusing.url } }).stat('blob'))?.size).toBe(data.length);
+    expect(refusing.connects()).toBe(0);
+    // no NO_PROXY given: the environment's does not exempt the origin from the proxy given
+    env('', '127.0.0.1');
+    expect((await open(origin.port, { proxy: { httpProxy: good.url } }).stat('blob'))?.size).toBe(data.length);
+    expect(good.connects()).toBe(1);
   });
 
   it('a proxy that opens the tunnel carries stat and the read', async () => {
