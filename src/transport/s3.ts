@@ -14,6 +14,7 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
+  ListPartsCommand,
   PutObjectCommand,
   S3Client,
   UploadPartCommand,
@@ -358,12 +359,29 @@ export class S3Transport implements Transport {
         // credential helper that hangs) says nothing of the upload: multipart kept it for the next
         // run, so no part already sent is thrown away (a refusal, 403, it ended there)
         if (err.code === 'ABORTED' || !uploadGone(err)) throw err;
+        // AWS may answer a completion with a passing 500 too: where the server lists the upload's
+        // parts, it is asked; only an upload it does not list (or a server that cannot list) is gone
+        if (err instanceof CompletionFailed && (await this.uploadListed(k, prior.uploadId, signal))) throw err;
         this.opts.onStaleUpload?.(prior.uploadId, err);
         await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: k, UploadId: prior.uploadId })).catch(() => undefined);
         await journal.drop(target);
       }
     }
     return this.multipart(k, what, filePartsOf(fh, size, partSize, what, new Set()), signal, fresh());
+  }
+
+  /**
+   * Whether the upload may still be there: the server lists its parts, or its answer says nothing
+   * of the upload (a link that failed, a 5xx, a 429). False when it does not know the upload (404,
+   * 400) or cannot list parts at all (405, 501: s3rver answers 405), where the 500 was the answer.
+   */
+  private async uploadListed(k: string, uploadId: string, signal: AbortSignal): Promise<boolean> {
+    try {
+      await this.client.send(new ListPartsCommand({ Bucket: this.bucket, Key: k, UploadId: uploadId, MaxParts: 1 }), { abortSignal: signal });
+      return true;
+    } catch (e) {
+      return ![400, 404, 405, 501].includes(httpStatusOf(e) ?? 0);
+    }
   }
 
   private async multipart(k: string, what: string, rest: AsyncIterator<Buffer | number>, signal: AbortSignal, resume?: Resume): Promise<{ size: number }> {

@@ -256,4 +256,52 @@ describe('a resumed multipart upload', () => {
     expect((await journal.load(target))?.uploadId).toBe('u-1');
     await s3.close();
   }, 20_000);
+
+  it.each([
+    ['lists its parts (200): kept for the next run', 200, false],
+    ['does not know it (404 NoSuchUpload): ended, and the file sent afresh', 404, true],
+    ['cannot list parts (405, as s3rver): ended, and the file sent afresh', 405, true],
+  ])('a 500 to the completion, asked of the upload, the server %s', async (_what, listing, gone) => {
+    const { createServer } = await import('node:http');
+    const { mkdtemp, writeFile } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { folderJournal } = await import('../../../src/transport/journal.js');
+    const seen: string[] = [];
+    const xmlError = (code: string) => `<?xml version="1.0" encoding="UTF-8"?><Error><Code>${code}</Code><Message>${code}</Message></Error>`;
+    const server = createServer((req, res) => {
+      req.resume();
+      const q = new URL(req.url!, 'http://x').searchParams;
+      seen.push(`${req.method} ${q.has('uploadId') ? `upload ${q.get('uploadId')}` : q.has('uploads') ? 'create' : 'object'}`);
+      if (req.method === 'GET' && q.has('uploadId')) {
+        if (listing !== 200) return res.writeHead(listing, { 'content-type': 'application/xml' }).end(xmlError(listing === 404 ? 'NoSuchUpload' : 'MethodNotAllowed'));
+        return res.writeHead(200, { 'content-type': 'application/xml' }).end('<?xml version="1.0" encoding="UTF-8"?><ListPartsResult><Bucket>releases</Bucket><Key>site/blob</Key><UploadId>u-1</UploadId><IsTruncated>false</IsTruncated></ListPartsResult>');
+      }
+      // the completion, and a fresh upload's creation: a server error each
+      if (req.method === 'POST') return res.writeHead(500, { 'content-type': 'application/xml' }).end(xmlError('InternalError'));
+      if (req.method === 'PUT') return res.writeHead(200, { etag: '"0123456789abcdef0123456789abcdef"' }).end();
+      res.writeHead(204).end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    onTestFinished(() => void server.close());
+    vi.stubEnv('AWS_ACCESS_KEY_ID', 'test');
+    vi.stubEnv('AWS_SECRET_ACCESS_KEY', 'test');
+    onTestFinished(() => void vi.unstubAllEnvs());
+    const dir = await mkdtemp(join(tmpdir(), 'tp-s3-resume-'));
+    const file = join(dir, 'blob');
+    await writeFile(file, Buffer.alloc(12 << 20, 7));
+    const endpoint = `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`;
+    const journal = folderJournal(join(dir, 'journal'), (m) => expect.fail(m));
+    const target = `${endpoint} releases site/blob`;
+    await journal.save({ target, uploadId: 'u-1', size: 12 << 20, partSize: 5 << 20, parts: [{ n: 1, etag: '"0123456789abcdef0123456789abcdef"' }] });
+    const stale: string[] = [];
+    const s3 = new S3Transport({ kind: 's3', bucket: 'releases', prefix: 'site' }, { endpoint, region: 'us-east-1', pathStyle: true, idleTimeoutMs: 5000, retries: 0, partSize: 5 << 20, journal, onStaleUpload: (id) => stale.push(id) });
+    await expect(s3.write('blob', { file })).rejects.toMatchObject({ code: 'CONNECTION' });
+    expect(seen).toContain('GET upload u-1');
+    expect(stale).toEqual(gone ? ['u-1'] : []);
+    expect(seen.includes('DELETE upload u-1')).toBe(gone);
+    expect(seen.includes('POST create')).toBe(gone);
+    expect((await journal.load(target))?.uploadId).toBe(gone ? undefined : 'u-1');
+    await s3.close();
+  }, 20_000);
 });
