@@ -225,6 +225,8 @@ async function pullRelease(round: Round, entry: CatalogEntry): Promise<void> {
       emit({ kind: 'warning', message: `the hook for ${ref} v${prev.version} did not run to its end after its load (the run was cut short); running it now` });
       await hook(round, ref, prev);
     }
+    // earlier images kept last time (a name was still on them, a container used them) are tried again
+    if (opts.keepImages !== undefined && !opts.fetchOnly) await retire(docker, prev, ref, opts.keepImages, emit, () => round.store.write(round.state));
     return;
   }
   // (version, record file name) orders a tag's releases, two producers' v5 included (compareReleases)
@@ -387,7 +389,12 @@ async function retire(docker: Runtime, loaded: { previous: string[] }, ref: stri
   const kept: string[] = loaded.previous.slice(0, keep);
   for (const id of old) {
     try {
-      if (await docker.removeImage(id)) emit({ kind: 'removed-image', ref, imageId: id });
+      const r = await docker.removeImage(id);
+      if (r.removed) emit({ kind: 'removed-image', ref, imageId: id });
+      if (r.namedAs) {
+        kept.push(id); // the other name may be one of ours that moves later: tried again next time
+        emit({ kind: 'warning', message: `kept ${id.slice(0, 19)}, an earlier image of ${ref}: it is still named ${r.namedAs.join(', ')}` });
+      }
     } catch (e) {
       const msg = e instanceof Error ? e.message : String(e);
       kept.push(id); // in use by a container, or shared: try again next time

@@ -141,8 +141,19 @@ export interface Runtime {
    * and it is usable (unpacked). Throws a DAEMON error naming what is wrong; returns the image ID.
    */
   verify(expected: ExpectedImage, signal?: AbortSignal): Promise<string>;
-  /** Removes an image by ID; resolves with false when there was no such image. */
-  removeImage(id: string, signal?: AbortSignal): Promise<boolean>;
+  /**
+   * Removes an earlier image by ID (retention), unless it still carries a name: a tag the user gave
+   * it, or another tag of the same release, is not tarport's to take away (the daemon would delete
+   * an image with one name left along with that name).
+   */
+  removeImage(id: string, signal?: AbortSignal): Promise<Removal>;
+}
+
+/** What became of an earlier image retention asked to remove. */
+export interface Removal {
+  readonly removed: boolean;
+  /** The names it still carries, when it was kept for them (none: it was not there). */
+  readonly namedAs?: readonly string[];
 }
 
 /** The chain ID of each prefix of a list of diff IDs (OCI image spec). */

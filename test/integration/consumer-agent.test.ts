@@ -200,21 +200,31 @@ describe('consumer agent: tarport poll', () => {
     expect(await docker('consumer', 'image', 'inspect', '-f', '{{.Id}}', tag)).toBe(expected);
   });
 
-  it('--keep-images 0 removes the image a tag had before', async () => {
+  it('--keep-images 0 keeps an earlier image while the user has a name on it, and removes it once none is left', async () => {
     const dir = await tempDir();
     const repo = join(dir, 'repo');
-    const tag = `tarport-test/keep-${randomBytes(3).toString('hex')}:1`;
+    const suffix = randomBytes(3).toString('hex');
+    const tag = `tarport-test/keep-${suffix}:1`;
+    const guard = `tarport-test/keep-guard-${suffix}:1`;
     const state = join(dir, 'state');
-    expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', repo, '--name', tag, '--compress', 'none'])).code).toBe(0);
-    expect((await tarport(['pull', '--from', repo, '--state', state], { DOCKER_HOST: env.consumer })).code).toBe(0);
-    // an image of our own for v1, so that removing it does not touch other tests' images
+    // v1 imported from a root file system: an image ID of its own, no other test's image
     expect((await tarport(['push', '--init', fixture('app-export.tar'), '--to', repo, '--name', tag])).code).toBe(0);
+    expect((await tarport(['pull', '--from', repo, '--state', state], { DOCKER_HOST: env.consumer })).code).toBe(0);
     const v1 = await docker('consumer', 'image', 'inspect', '-f', '{{.Id}}', tag);
-    await docker('consumer', 'tag', v1, 'tarport-test/keep-guard:1');
-    const r = await tarport(['pull', '--from', repo, '--state', state, '--keep-images', '0'], { DOCKER_HOST: env.consumer });
-    expect(r.code, r.stderr).toBe(0);
-    // v1's image is still tagged elsewhere: the daemon refuses, the agent says so and goes on
-    expect(r.stderr).toMatch(/could not remove|removed/);
+    await docker('consumer', 'tag', v1, guard);
+    expect((await tarport(['push', fixture('app-v1.tar'), '--to', repo, '--name', tag, '--compress', 'none'])).code).toBe(0);
+    const kept = await tarport(['pull', '--from', repo, '--state', state, '--keep-images', '0'], { DOCKER_HOST: env.consumer });
+    expect(kept.code, kept.stderr).toBe(0);
+    expect(kept.stderr).toContain(`kept ${v1.slice(0, 19)}, an earlier image of ${tag}: it is still named ${guard}`);
+    expect(await docker('consumer', 'image', 'inspect', '-f', '{{.Id}}', guard)).toBe(v1);
+    // the user's name moved to another image (not removed: the daemon would delete v1 with its last
+    // name): the next run removes v1, though the tag itself is up to date
+    await docker('consumer', 'tag', tag, guard);
+    const removed = await tarport(['pull', '--from', repo, '--state', state, '--keep-images', '0'], { DOCKER_HOST: env.consumer });
+    expect(removed.code, removed.stderr).toBe(0);
+    expect(removed.stderr).toContain(`removed ${v1.slice(0, 19)}, an earlier image of ${tag}`);
+    expect(await docker('consumer', 'image', 'inspect', '-f', '{{.Id}}', v1).catch(() => 'gone')).toBe('gone');
+    await docker('consumer', 'rmi', guard, tag); // v2 is the fixture's image, held under other names too
   });
 });
 

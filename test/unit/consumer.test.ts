@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { TarArchive, writeDemoArchives } from '../../src/archive/index.js';
 import { createHash } from 'node:crypto';
 import { pull, type PullEvent } from '../../src/consumer/index.js';
-import { DockerRuntime, chainIds, type DockerApi, type ExpectedImage, type ImageName, type ImageStore, type LoadPlan, type Runtime, type VerifiedImage, type VerifiedLoad } from '../../src/runtime/index.js';
+import { DockerRuntime, chainIds, type DockerApi, type ExpectedImage, type ImageName, type ImageStore, type LoadPlan, type Removal, type Runtime, type VerifiedImage, type VerifiedLoad } from '../../src/runtime/index.js';
 import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../src/producer/index.js';
 import { Repository } from '../../src/repo/index.js';
 import { syncRepos } from '../../src/sync/sync.js';
@@ -23,6 +23,8 @@ class FakeDaemon implements DockerApi {
   readonly endpoint = 'fake://daemon';
   readonly loads: string[][] = [];
   private readonly images = new Map<string, { Id: string; layers: string[] }>();
+  /** Every image by ID, named or not: a daemon keeps an image whose last tag moved on (dangling). */
+  private readonly byId = new Map<string, { Id: string; layers: string[] }>();
 
   constructor(private readonly store: ImageStore) {}
 
@@ -36,13 +38,14 @@ class FakeDaemon implements DockerApi {
 
   async layerChainIds() {
     const out = new Set<string>();
-    for (const im of this.images.values()) for (const c of chainIds(im.layers)) out.add(c);
+    for (const im of this.byId.values()) for (const c of chainIds(im.layers)) out.add(c);
     return out;
   }
 
   async inspectImage(ref: string) {
-    const im = this.images.get(ref);
-    return im ? { Id: im.Id, RootFS: { Layers: im.layers } } : undefined;
+    // by name, or by ID as the daemon answers both; RepoTags: every name on that image
+    const im = this.images.get(ref) ?? this.byId.get(ref);
+    return im ? { Id: im.Id, RootFS: { Layers: im.layers }, RepoTags: [...this.images].filter(([, v]) => v.Id === im.Id).map(([k]) => k) } : undefined;
   }
 
   async load(archive: Readable): Promise<string[]> {
@@ -59,7 +62,9 @@ class FakeDaemon implements DockerApi {
       if (!t.entries.has(l) && (this.store === 'containerd' || !have.has(chains[i]!))) throw new Error(`layer ${l} missing from the load archive`);
     });
     this.loads.push(m.Layers.filter((l: string) => t.entries.has(l)));
-    for (const tag of m.RepoTags) this.images.set(tag, { Id: `sha256:${m.Config.replace('.json', '')}`, layers: cfg.rootfs.diff_ids });
+    const image = { Id: `sha256:${m.Config.replace('.json', '')}`, layers: cfg.rootfs.diff_ids };
+    this.byId.set(image.Id, image);
+    for (const tag of m.RepoTags) this.images.set(tag, image);
     return [];
   }
 
@@ -67,10 +72,14 @@ class FakeDaemon implements DockerApi {
     throw new Error('not used');
   }
 
+  /** `docker tag`: one more name on the image that `name` names. */
+  tagAs(name: string, another: string): void {
+    this.images.set(another, this.images.get(name)!);
+  }
+
   async removeImage(id: string): Promise<boolean> {
-    let found = false;
-    for (const [k, v] of this.images) if (v.Id === id) found = this.images.delete(k);
-    return found;
+    for (const [k, v] of this.images) if (v.Id === id) this.images.delete(k);
+    return this.byId.delete(id);
   }
 }
 
@@ -88,6 +97,42 @@ async function repoWithDemo(): Promise<Repository> {
   await publishArchive(repo, v2!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '2' } });
   return repo;
 }
+
+describe('retention (--keep-images)', () => {
+  /** demo/app:1 loaded at v1, then v2 of demo/app:1 published: the pull to come moves the tag. */
+  async function movedTag(): Promise<{ repo: Repository; d: FakeDaemon; rt: DockerRuntime; state: string; v1Id: string }> {
+    mem = new MemoryTransport();
+    const repo = new Repository(mem);
+    const [v1, v2] = await demoArchives();
+    const publish = (a: string) => publishArchive(repo, a, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' } });
+    await publish(v1!);
+    const d = new FakeDaemon('graphdriver');
+    const rt = new DockerRuntime(d);
+    const state = await tempDir();
+    await pull(repo, rt, { subscriptions: [], stateDir: state, keepImages: 0 });
+    const v1Id = (await d.inspectImage('demo/app:1'))!.Id;
+    await publish(v2!);
+    return { repo, d, rt, state, v1Id };
+  }
+
+  it('removes the earlier image once no name is left on it', async () => {
+    const { repo, d, rt, state, v1Id } = await movedTag();
+    const events: PullEvent[] = [];
+    await pull(repo, rt, { subscriptions: [], stateDir: state, keepImages: 0, onEvent: (e) => events.push(e) });
+    expect(events.filter((e) => e.kind === 'removed-image')).toEqual([{ kind: 'removed-image', ref: 'demo/app:1', imageId: v1Id }]);
+    expect(await d.inspectImage(v1Id)).toBeUndefined();
+  });
+
+  it('keeps an earlier image the user gave a name of their own, and says so', async () => {
+    const { repo, d, rt, state, v1Id } = await movedTag();
+    d.tagAs('demo/app:1', 'mine/app:old');
+    const events: PullEvent[] = [];
+    await pull(repo, rt, { subscriptions: [], stateDir: state, keepImages: 0, onEvent: (e) => events.push(e) });
+    expect(events.filter((e) => e.kind === 'removed-image')).toEqual([]);
+    expect(events.filter((e) => e.kind === 'warning')).toEqual([{ kind: 'warning', message: `kept ${v1Id.slice(0, 19)}, an earlier image of demo/app:1: it is still named mine/app:old` }]);
+    expect((await d.inspectImage('mine/app:old'))?.Id).toBe(v1Id);
+  });
+});
 
 describe('consumer load archives per image store', () => {
   it('graphdriver: the second load leaves out the layers the daemon has', async () => {
@@ -471,8 +516,8 @@ class FetchingRuntime implements Runtime {
     if (this.images.get(expected.name.qualified) !== expected.configDigest) throw new Error(`${expected.name.qualified} is not there`);
     return expected.configDigest;
   }
-  async removeImage(): Promise<boolean> {
-    return false;
+  async removeImage(): Promise<Removal> {
+    return { removed: false };
   }
 }
 

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { TarportError } from '../../errors.js';
-import type { ExpectedImage, ImageName, LoadPlan, Platform, Runtime, StoredLayer } from '../types.js';
+import type { ExpectedImage, ImageName, LoadPlan, Platform, Removal, Runtime, StoredLayer } from '../types.js';
 import { ctr, type CtrOptions } from './ctr.js';
 
 /** One row of `ctr images ls`: the name and the digest of its target (the image ID tarport records). */
@@ -117,11 +117,13 @@ export class ContainerdRuntime implements Runtime {
     return id;
   }
 
-  async removeImage(id: string, signal?: AbortSignal): Promise<boolean> {
+  /**
+   * containerd's images are names: an earlier image no name points at any longer is already gone
+   * (its content is collected), and one a name still points at is kept for that name.
+   */
+  async removeImage(id: string, signal?: AbortSignal): Promise<Removal> {
     const names = (await this.images(signal)).filter((r) => r.digest === id).map((r) => r.name);
-    if (names.length === 0) return false;
-    await ctr(this.o, ['images', 'rm', ...names], { signal });
-    return true;
+    return names.length === 0 ? { removed: false } : { removed: false, namedAs: names };
   }
 }
 

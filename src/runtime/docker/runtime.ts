@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { TarportError } from '../../errors.js';
-import { chainIds, formatPlatform, platformOfMachine, type ExpectedImage, type Fetched, type ImageName, type LoadPlan, type Platform, type Runtime } from '../types.js';
+import { chainIds, formatPlatform, platformOfMachine, type ExpectedImage, type Fetched, type ImageName, type LoadPlan, type Platform, type Removal, type Runtime } from '../types.js';
 import type { DockerApi, ImageInspect, ImageStore } from './client.js';
 
 /**
@@ -76,9 +76,21 @@ export class DockerRuntime implements Runtime {
     return got.Id;
   }
 
-  async removeImage(id: string, signal?: AbortSignal): Promise<boolean> {
-    return this.api.removeImage(id, signal);
+  async removeImage(id: string, signal?: AbortSignal): Promise<Removal> {
+    return removeUnnamed(this.api, id, signal);
   }
+}
+
+/**
+ * Removes an image through the Docker API (Docker's, Podman's) only while no name is left on it:
+ * a DELETE by ID of an image with one tag left deletes the image and that tag with it.
+ */
+export async function removeUnnamed(api: DockerApi, id: string, signal?: AbortSignal): Promise<Removal> {
+  const got = await api.inspectImage(id, signal);
+  if (!got) return { removed: false };
+  const namedAs = (got.RepoTags ?? []).filter((t) => t !== '<none>:<none>');
+  if (namedAs.length > 0) return { removed: false, namedAs };
+  return { removed: await api.removeImage(id, signal) };
 }
 
 /**

@@ -3,7 +3,8 @@ import { machine } from 'node:os';
 import type { Readable } from 'node:stream';
 import { TarportError, messageOf } from '../../errors.js';
 import { DaemonStuckError, DockerClient, RepositorySilentError, type DockerApi } from '../docker/client.js';
-import { platformOfMachine, type ExpectedImage, type Fetched, type ImageName, type LoadPlan, type Platform, type Runtime, type StoredLayer, type VerifiedImage, type VerifiedLoad } from '../types.js';
+import { platformOfMachine, type ExpectedImage, type Fetched, type ImageName, type LoadPlan, type Platform, type Removal, type Runtime, type StoredLayer, type VerifiedImage, type VerifiedLoad } from '../types.js';
+import { removeUnnamed } from '../docker/runtime.js';
 import { LibpodClient, type LibpodApi } from './libpod.js';
 import { LoopbackRegistry, type RegistryTraffic, type ServedImage } from './registry.js';
 
@@ -124,8 +125,8 @@ export class PodmanRuntime implements Runtime {
     return id;
   }
 
-  async removeImage(id: string, signal?: AbortSignal): Promise<boolean> {
-    return this.api.removeImage(id, signal);
+  async removeImage(id: string, signal?: AbortSignal): Promise<Removal> {
+    return removeUnnamed(this.api, id, signal);
   }
 }
 
