@@ -40,7 +40,10 @@ export class DockerRuntime implements Runtime {
     const chains = chainIds(diffIds);
     let skip = 0;
     while (skip < chains.length && have.has(chains[skip]!)) skip++;
-    return { format: 'docker-save', omit: new Set(diffIds.slice(0, skip)), thin: true, qualifiedNames: false };
+    // the archive names layer files by diff ID: one the prefix shares with a later, new chain (an
+    // empty layer twice, as Podman and Buildah builds make) must be there for that one
+    const later = new Set(diffIds.slice(skip));
+    return { format: 'docker-save', omit: new Set(diffIds.slice(0, skip).filter((d) => !later.has(d))), thin: true, qualifiedNames: false };
   }
 
   async load(archive: Readable, name: ImageName, signal?: AbortSignal, fetched?: Fetched): Promise<void> {

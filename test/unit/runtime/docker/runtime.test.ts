@@ -6,7 +6,7 @@ import { writeDemoArchives } from '../../../../src/archive/index.js';
 import { pull } from '../../../../src/consumer/index.js';
 import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../../../src/producer/index.js';
 import { Repository } from '../../../../src/repo/index.js';
-import { DockerClient, DockerRuntime } from '../../../../src/runtime/index.js';
+import { DockerClient, DockerRuntime, chainIds, type DockerApi } from '../../../../src/runtime/index.js';
 import { MemoryTransport } from '../../../../src/transport/index.js';
 import { SMALL, tempDir } from '../../../helpers.js';
 
@@ -133,5 +133,24 @@ describe('Docker, containerd image store (recorded answers of Docker 28.0 / API 
     const host = await fakeEngine({ load: loaded });
     const r = await pull(await demoRepo(), new DockerRuntime(new DockerClient(host)), { subscriptions: [], stateDir: await tempDir() });
     expect(r.loaded.map((l) => l.imageId)).toEqual([MANIFEST]);
+  });
+});
+
+describe('Docker, classic store: the plan of a thin load', () => {
+  /** A daemon that holds exactly the chains of `held` (the layers of an image loaded before). */
+  const holding = (held: string[]) =>
+    new DockerRuntime({ endpoint: 'fake://d', imageStore: async () => 'graphdriver', layerChainIds: async () => new Set(chainIds(held)) } as unknown as DockerApi);
+  const d = (c: string) => `sha256:${c.repeat(64)}`;
+  const [B, E, A, N] = [d('b'), d('e'), d('a'), d('c')];
+
+  it('leaves out the layers of the prefix the daemon has, and keeps every later one', async () => {
+    const plan = await holding([B, E]).plan([B, E, N]);
+    expect([...plan.omit].sort()).toEqual([B, E].sort());
+  });
+
+  it('keeps a layer of that prefix whose diff ID comes again in a new chain (an empty layer twice): its file is named by diff ID', async () => {
+    // v1 [B, E, A, E] loaded; v2 adds E again: its fifth chain is new, and needs E's file
+    const plan = await holding([B, E, A, E]).plan([B, E, A, E, E]);
+    expect([...plan.omit].sort()).toEqual([A, B].sort());
   });
 });
