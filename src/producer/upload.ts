@@ -2,7 +2,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { bombGuard, compressor, decompressor, sniffStream, type Compression } from '../archive/index.js';
 import { Digester, encryptStream, type TrustedKey } from '../crypto/index.js';
-import { TarportError } from '../errors.js';
+import { TarportError, isSystemError, wrapSystemError } from '../errors.js';
 import { MEDIA_TYPES, type Encryption, type LayerDescriptor, type StagedBlob, type WriteTransaction } from '../repo/index.js';
 
 /** A layer stored under a temporary name, not yet part of the repository. */
@@ -67,8 +67,12 @@ export class LayerUploader {
       const stored = this.encryptTo?.length ? await encryptStream(out, this.encryptTo) : out;
       const [b, f] = await Promise.allSettled([this.tx.stageBlob(stored), feeding]);
       // the upload runs while the layer is read (stageBlob): when it fails, the read it cut short
-      // fails too, but the upload's own error (a TarportError) is the cause; otherwise the read's
+      // fails too ("Premature close"), but the upload's own error (a TarportError) is the cause. A
+      // system call that failed on either side (a full disk) is this host's fault, not the
+      // archive's: IO, and the file is kept for another try
       if (b.status === 'rejected' && b.reason instanceof TarportError) throw b.reason;
+      const sys = [b, f].map((r) => (r.status === 'rejected' ? r.reason : undefined)).find(isSystemError);
+      if (sys) throw wrapSystemError(sys, `${this.path}: ${src.what}`);
       if (f.status === 'rejected') throw f.reason;
       if (b.status === 'rejected') throw b.reason;
       blob = b.value;

@@ -6,7 +6,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as z from 'zod';
 import { Digester, Verifier, sha256 } from '../crypto/index.js';
-import { TarportError, isTarportError } from '../errors.js';
+import { TarportError, isSystemError, isTarportError, wrapSystemError } from '../errors.js';
 import { givingBack } from '../lending.js';
 import type { ByteSink } from '../transport/index.js';
 import { drainInto } from '../transport/source.js';
@@ -207,7 +207,9 @@ export async function stageBlob(store: Store, source: Readable, signal?: AbortSi
     { signal },
   );
   // a write that fails (before it read anything, or midway) stops the feeding, which would wait for
-  // room in `out` for ever; when the write failed first (`out` still open), its fault is the cause
+  // room in `out` for ever; when the write failed first (`out` still open), its fault is the cause.
+  // The write's own pipeline may have destroyed `out` already (a full disk): the feeding then ends
+  // with "Premature close", which is the write's fault too, never the cause to report
   let cutByWrite = false;
   writing.catch(() => {
     cutByWrite = !out.destroyed;
@@ -217,7 +219,8 @@ export async function stageBlob(store: Store, source: Readable, signal?: AbortSi
   if (f.status === 'rejected' || w.status === 'rejected') {
     out.destroy();
     await store.remove(tmp).catch(() => undefined);
-    throw w.status === 'rejected' && (cutByWrite || f.status === 'fulfilled') ? w.reason : (f as PromiseRejectedResult).reason;
+    const feedCut = f.status === 'fulfilled' || cutByWrite || (f.reason as NodeJS.ErrnoException | undefined)?.code === 'ERR_STREAM_PREMATURE_CLOSE';
+    throw w.status === 'rejected' && feedCut ? w.reason : (f as PromiseRejectedResult).reason;
   }
   return staged(store, tmp, digester.digest(), digester.bytes, signal);
 }
@@ -225,12 +228,14 @@ export async function stageBlob(store: Store, source: Readable, signal?: AbortSi
 async function stageViaSpool(store: Store, source: Readable, signal?: AbortSignal): Promise<StagedBlob> {
   // a store whose writes are atomic (S3) shares one temporary name per digest: that needs the digest first
   if (store.transport.capabilities.atomicWrite !== true) return stageWhileSpooling(store, source, signal);
-  const dir = await mkdtemp(join(tmpdir(), 'tarport-spool-'));
+  const dir = await spoolFolder();
   const file = join(dir, 'blob');
   try {
     const digester = new Digester();
     // the spool file is the last holder of each chunk: lent buffers go back for reuse once written
-    await pipeline(source, digester, givingBack(createWriteStream(file, { highWaterMark: 1 << 20 })), { signal });
+    await pipeline(source, digester, givingBack(createWriteStream(file, { highWaterMark: 1 << 20 })), { signal }).catch((e: unknown) => {
+      throw spoolFault(e, dir);
+    });
     const digest = digester.digest();
     const size = digester.bytes;
     const have = await blobInfo(store, digest, signal);
@@ -261,7 +266,7 @@ async function stageViaSpool(store: Store, source: Readable, signal?: AbortSigna
  * BAD_INPUT, not the upload it cut short).
  */
 async function stageWhileSpooling(store: Store, source: Readable, signal?: AbortSignal): Promise<StagedBlob> {
-  const dir = await mkdtemp(join(tmpdir(), 'tarport-spool-'));
+  const dir = await spoolFolder();
   const tmp = tempKeyFor(`${BLOBS_FOLDER}/x`);
   const stop = new AbortController();
   const link = linkSignals([signal, stop.signal]);
@@ -276,7 +281,7 @@ async function stageWhileSpooling(store: Store, source: Readable, signal?: Abort
     const digester = new Digester();
     const spooling = pipeline(source, digester, spool.writer(), { signal: both });
     const sending = store.transport.write(tmp, () => spool.reader(), { signal: both });
-    spooling.catch(fail);
+    spooling.catch((e: unknown) => fail(spoolFault(e, dir)));
     sending.catch(fail);
     const [, sent] = await Promise.allSettled([spooling, sending]);
     if (first) throw first.error;
@@ -298,6 +303,18 @@ async function stageWhileSpooling(store: Store, source: Readable, signal?: Abort
     link.unlink();
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** A folder of its own under TMPDIR for one blob's spool; a full or read-only TMPDIR is named as such. */
+async function spoolFolder(): Promise<string> {
+  return mkdtemp(join(tmpdir(), 'tarport-spool-')).catch((e: unknown) => {
+    throw wrapSystemError(e, `spool folder in ${tmpdir()} (TMPDIR)`);
+  });
+}
+
+/** A spool that failed for this host's reason (a full TMPDIR) says so; a fault of what it read stays as it is. */
+function spoolFault(e: unknown, dir: string): unknown {
+  return isSystemError(e) ? wrapSystemError(e, `spool of a blob in ${dir} (TMPDIR)`) : e;
 }
 
 function staged(store: Store, tmp: string, digest: string, size: number, signal?: AbortSignal, shared = false): StagedBlob {

@@ -1,8 +1,9 @@
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { appendFile, mkdir, readdir, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
-import { dockerSave, tarBytes } from '../corpus/tarwriter.js';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { dockerSave, sha, tarBytes } from '../corpus/tarwriter.js';
 import { ROOT, tarport, tempDir } from '../helpers.js';
 
 // `watch --once` tells cron the truth: it waits (bounded by --settle and --give-up) for files still
@@ -105,5 +106,29 @@ describe('watch --once', () => {
     const r = await run;
     expect(r.code, r.stderr).toBe(0);
     expect(await readdir(join(drop, 'done'))).toEqual(['paused.tar']);
+  });
+
+  it('a repository whose disk fills keeps the archive for the next run (exit 1, IO), never failed/ as a bad archive', async () => {
+    // a real full disk: a tmpfs of 4 MiB (the suite runs as root) under an archive of a 6 MiB layer
+    const { drop } = await setup();
+    const disk = await tempDir();
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', disk]);
+    onTestFinished(() => void execFileSync('umount', ['-l', disk]));
+    const repo = join(disk, 'repo');
+    expect((await tarport(['init', repo])).code).toBe(0);
+    const layer = tarBytes([{ name: 'data.bin', data: randomBytes(6 << 20) }]);
+    const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [`sha256:${sha(layer)}`] } }));
+    const archive = tarBytes([
+      { name: `${sha(config)}.json`, data: config },
+      { name: 'l/layer.tar', data: layer },
+      { name: 'manifest.json', data: Buffer.from(JSON.stringify([{ Config: `${sha(config)}.json`, RepoTags: ['corpus/full:1'], Layers: ['l/layer.tar'] }])) },
+    ]);
+    await writeFile(join(drop, 'full.tar'), archive);
+    await utimes(join(drop, 'full.tar'), new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
+    const r = await tarport(['watch', drop, '--to', repo, '--once', '--settle', '200ms', '--compress', 'none']);
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toContain('no space left on device; free space, then run again');
+    expect((await readdir(drop)).filter((f) => f.endsWith('.tar'))).toEqual(['full.tar']);
+    expect(await readdir(join(drop, 'failed'))).toEqual([]);
   });
 });

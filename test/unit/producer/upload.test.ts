@@ -57,6 +57,25 @@ describe('LayerUploader', () => {
     await tx.end();
   });
 
+  const enospc = () => Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28, syscall: 'write' });
+
+  it('a full disk under the layer as it is read (a spool in TMPDIR) is this host\'s fault (IO), not a bad archive', async () => {
+    const { tx, up } = await uploader();
+    const spool = new Readable({ read() { this.destroy(enospc()); } });
+    await expect(up.upload({ stream: spool, declared: 'none', what: 'layer z' })).rejects.toMatchObject({ code: 'IO', message: 'app.tar: layer z: no space left on device; free space, then run again' });
+    await tx.end();
+  });
+
+  it('a full disk under the repository is the cause named (IO), not the read it cut short ("Premature close")', async () => {
+    const { tx, up } = await uploader();
+    vi.spyOn(tx, 'stageBlob').mockImplementation(async (stream) => {
+      (stream as Readable).destroy();
+      throw enospc();
+    });
+    await expect(up.upload({ stream: Readable.from([layer]), what: 'layer z' })).rejects.toMatchObject({ code: 'IO', message: 'app.tar: layer z: no space left on device; free space, then run again' });
+    await tx.end();
+  });
+
   it('an encrypted layer that fails while its session key is being sealed fails its upload, and nothing goes unheard', async () => {
     const dir = await tempDir();
     const pair = await generateKeyPair('unit <u@example.invalid>', { type: 'ecc' });

@@ -1,9 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, open, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { TarportError } from '../../../src/errors.js';
 import { stageBlob } from '../../../src/repo/objects.js';
 import { GrowingFile } from '../../../src/repo/spool.js';
@@ -79,6 +79,23 @@ describe('GrowingFile', () => {
   });
 });
 
+/**
+ * The disk fills after the first write: every later write through a file handle fails with ENOSPC
+ * (through FileHandle's prototype: the class is not exported; a handle of our own leads to it).
+ */
+async function diskFullAfterFirstWrite(): Promise<void> {
+  const probe = await open(await tempDir());
+  const proto = Object.getPrototypeOf(probe) as { write: (...a: unknown[]) => Promise<unknown> };
+  await probe.close();
+  const real = proto.write;
+  let calls = 0;
+  proto.write = function (this: unknown, ...a: unknown[]) {
+    if (++calls > 1) return Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28, syscall: 'write' }));
+    return real.apply(this, a);
+  };
+  onTestFinished(() => void (proto.write = real));
+}
+
 describe('stageBlob on a remote store', () => {
   it('uploads while the source is still being read, and stages the blob under its digest', async () => {
     const t = new RemoteMemory();
@@ -95,6 +112,16 @@ describe('stageBlob on a remote store', () => {
     await b.commit();
     expect(t.files.get(`blobs/sha256/${sha(data).slice(7)}`)?.equals(data)).toBe(true);
     expect([...t.files.keys()].filter((k) => k.endsWith('.tmp'))).toEqual([]);
+  });
+
+  it('a spool whose disk fills (TMPDIR) is named as such (IO), not as the layer\'s fault', async () => {
+    const t = new RemoteMemory();
+    await diskFullAfterFirstWrite();
+    const src = Readable.from((function* () {
+      for (let i = 0; i < 16; i++) yield randomBytes(1 << 20);
+    })());
+    const e = await stageBlob(new Store(t), src).catch((x: unknown) => x);
+    expect(e).toMatchObject({ code: 'IO', message: expect.stringMatching(/^spool of a blob in .*tarport-spool-.* \(TMPDIR\): no space left on device; free space, then run again$/) });
   });
 
   it("a source that fails is the error, and what was uploaded of it is removed", async () => {
@@ -141,6 +168,15 @@ describe('stageBlob on a local store', () => {
     })());
     const got = await Promise.race([stageBlob(new Store(t), src).then(() => 'staged', (e: unknown) => e), new Promise((r) => setTimeout(() => r('still waiting after 5 s'), 5_000))]);
     expect(got).toBe(refused);
+  });
+
+  it('a directory repository whose disk fills midway names the full disk (IO), not the feed it cut short (Premature close)', async () => {
+    const t = new FileTransport(await tempDir());
+    await diskFullAfterFirstWrite();
+    const src = Readable.from((function* () {
+      for (let i = 0; i < 16; i++) yield randomBytes(1 << 20);
+    })());
+    expect(await stageBlob(new Store(t), src).catch((e: unknown) => e)).toMatchObject({ code: 'IO', message: expect.stringContaining('no space left on device; free space, then run again') });
   });
 
   it('a layer that fails while a directory repository opens its file is the error, not a wait for ever', async () => {
