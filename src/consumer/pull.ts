@@ -684,7 +684,13 @@ async function importRootfs(repo: Repository, docker: Runtime, cache: ObjectCach
   const rootfs = plain;
   const name = imageName(record.name, record.tag);
   const plan = await docker.plan([l.diffId], signal);
-  if (plan.format !== 'oci-layout') return { imageId: await closedOnFailure(await rootfs(), (s) => docker.importRootfs(s, name, signal)), bytesFetched, thin: false };
+  if (plan.format !== 'oci-layout') {
+    const imageId = await closedOnFailure(await rootfs(), (s) => docker.importRootfs(s, name, signal));
+    // the runtime's word is the image it made, not where it put it: the name must lead to that image
+    const named = await docker.imageId(name, signal);
+    if (named !== imageId) throw new TarportError('DAEMON', `${ref} v${record.version}: the ${docker.kind} runtime imported the root file system as ${imageId}, but ${name.familiar} names ${named ?? 'no image'}`);
+    return { imageId, bytesFetched, thin: false };
+  }
   // a runtime without an import of its own (containerd) gets the image docker import would make:
   // one layer and a config for this platform
   const config = rootfsConfig(l.diffId, platform);

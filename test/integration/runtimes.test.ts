@@ -167,6 +167,22 @@ describe('Podman: --runtime podman through its API service', () => {
     expect(await podman('run', '--rm', '--network', 'none', 'tarport-fixture/app:2')).toBe('hello from v2');
   });
 
+  it('an export release (a root file system) goes in under its own tag, runs, and a second pull finds it there', async () => {
+    const exp = join(await tempDir(), 'repo');
+    const st = await tempDir();
+    expect((await tarport(['push', '--init', fixture('app-export.tar'), '--to', exp, '--name', 'tarport-fixture/exported:1'])).code).toBe(0);
+    const p = await pullJson(['--from', exp, '--state', st, '--runtime', 'podman', '--podman-socket', podmanSock]);
+    expect(p.code, p.stderr).toBe(0);
+    expect(p.doc.loaded.map((l) => l.ref)).toEqual(['tarport-fixture/exported:1']);
+    const names = await podman('images', '--no-trunc', '--format', '{{.Repository}}:{{.Tag}} {{.ID}}');
+    expect(names).toContain(`docker.io/tarport-fixture/exported:1 ${p.doc.loaded[0]!.imageId}`);
+    expect(names).not.toContain('docker.io/tarport-fixture/exported:latest');
+    expect(await podman('run', '--rm', '--network', 'none', 'tarport-fixture/exported:1', '/bin/cat', '/app/hello.txt')).toBe('hello from v1');
+    const again = await pullJson(['--from', exp, '--state', st, '--runtime', 'podman', '--podman-socket', podmanSock]);
+    expect(again.code).toBe(0);
+    expect(again.doc.loaded).toEqual([]);
+  });
+
   it('layers Podman has from elsewhere (podman load of the docker save archive) are not asked for again', async () => {
     const ids = (await podman('images', '-q')).split('\n').filter(Boolean);
     if (ids.length > 0) await podman('rmi', '-f', ...new Set(ids));

@@ -243,9 +243,12 @@ export class DockerClient implements DockerApi {
     return progressLines(this.label.service, this.ep.display, 'load', res);
   }
 
-  /** `docker import` of a root file system tar under repo:tag; returns the new image ID. */
+  /**
+   * `docker import` of a root file system tar under repo:tag; returns the new image ID. An empty
+   * `tag` sends none: `repo` then carries it (`name:tag`, which the API takes too).
+   */
   async import(rootfs: Readable, repo: string, tag: string, signal?: AbortSignal): Promise<string> {
-    const q = new URLSearchParams({ fromSrc: '-', repo, tag });
+    const q = new URLSearchParams({ fromSrc: '-', repo, ...(tag ? { tag } : {}) });
     const res = await this.call('POST', `/images/create?${q}`, rootfs, {}, signal);
     const lines = await progressLines(this.label.service, this.ep.display, 'import', res);
     const id = lines.map((l) => /sha256:[0-9a-f]{64}/.exec(l)?.[0]).find(Boolean);

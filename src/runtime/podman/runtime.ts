@@ -107,9 +107,12 @@ export class PodmanRuntime implements Runtime {
     await this.api.load(archive, signal, fetched);
   }
 
+  /**
+   * The tag goes inside `repo`: Podman 4.3's compatible import ignores a `tag` parameter, and the
+   * image got `:latest` (taken from whatever image had it) instead of the release's tag.
+   */
   async importRootfs(rootfs: Readable, name: ImageName, signal?: AbortSignal): Promise<string> {
-    const colon = name.qualified.lastIndexOf(':');
-    return this.api.import(rootfs, name.qualified.slice(0, colon), name.qualified.slice(colon + 1), signal);
+    return this.api.import(rootfs, name.qualified, '', signal);
   }
 
   async imageId(name: ImageName, signal?: AbortSignal): Promise<string | undefined> {
