@@ -133,10 +133,21 @@ export class Output {
     return { exitCode: exitCodeOf(err.code), error: { code: err.code, message } };
   }
 
+  /**
+   * What the run did so far, to go beside the error in the document if one ends it (a SIGTERM, a
+   * state file that cannot be written): a script still learns what was done. The command keeps the
+   * object up to date as it works.
+   */
+  doneSoFar(doc: object): void {
+    this.partial = doc;
+  }
+
+  private partial: object | undefined;
+
   /** Prints the error that ended the run and returns the exit code; the JSON document, if none was printed yet. */
   error(e: unknown): number {
     const { exitCode, error } = this.failure(e);
-    if (this.json && !this.documented) this.document({ error });
+    if (this.json && !this.documented) this.document({ ...this.partial, error });
     return exitCode;
   }
 }

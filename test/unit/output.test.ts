@@ -1,5 +1,6 @@
-import { describe, expect, it } from 'vitest';
-import { forTerminal } from '../../src/cli/output.js';
+import { describe, expect, it, vi } from 'vitest';
+import { TarportError } from '../../src/errors.js';
+import { Output, forTerminal } from '../../src/cli/output.js';
 import { maskLocationString, parseLocation } from '../../src/transport/location.js';
 
 describe('what reaches the terminal', () => {
@@ -20,5 +21,24 @@ describe('what reaches the terminal', () => {
     expect(message).not.toBe('');
     expect(message).not.toContain(pw);
     expect(maskLocationString(url)).not.toContain(pw);
+  });
+});
+
+describe('the one --json document of a run an error ends', () => {
+  it('carries what the run did so far beside the error, as it stood when the error came', () => {
+    const written: string[] = [];
+    const spy = vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => (written.push(String(c)), true));
+    const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      const out = new Output(true);
+      const soFar = { loaded: [] as { ref: string }[], upToDate: [] as string[] };
+      out.doneSoFar(soFar);
+      soFar.loaded.push({ ref: 'app:1' });
+      expect(out.error(new TarportError('ABORTED', 'interrupted by SIGTERM'))).toBe(1);
+    } finally {
+      spy.mockRestore();
+      stderr.mockRestore();
+    }
+    expect(written.map((w) => JSON.parse(w) as unknown)).toEqual([{ loaded: [{ ref: 'app:1' }], upToDate: [], error: { code: 'ABORTED', message: 'interrupted by SIGTERM' } }]);
   });
 });

@@ -91,6 +91,9 @@ export async function pullCommand(ctx: Context, names: string[], flags: PullFlag
   const progress = await progressLine(ctx.out, 'pull', () => repo.counters.bytesRead);
   let ok = false;
   const hooks: { ref: string; version: number; ok: boolean; message: string }[] = [];
+  // what was done before an error ends the run, for its document
+  const soFar = { loaded: [] as { ref: string; version: number; imageId: string }[], upToDate: [] as string[], refused: [] as { ref: string; digest: string; code: string; message: string }[] };
+  ctx.out.doneSoFar(soFar);
   try {
     // a refused release does not hide the ones that loaded: both go into the one report
     const r = await pull(repo, openRuntime(flags), {
@@ -99,6 +102,9 @@ export async function pullCommand(ctx: Context, names: string[], flags: PullFlag
       signal: ctx.signal,
       onEvent: (e) => {
         sink.metrics.observePoll(e);
+        if (e.kind === 'loaded') soFar.loaded.push({ ref: e.ref, version: e.version, imageId: e.imageId });
+        else if (e.kind === 'up-to-date') soFar.upToDate.push(e.ref);
+        else if (e.kind === 'refused') soFar.refused.push({ ref: e.ref, digest: e.digest, code: e.code, message: e.message });
         if (e.kind === 'loading') {
           ctx.out.info(describe(e));
           return progress.begin(`${e.ref} v${e.version}`);
@@ -120,7 +126,7 @@ export async function pullCommand(ctx: Context, names: string[], flags: PullFlag
     if (isTarportError(e, 'LOCKED')) {
       // an overlapping cron run: the one at work picks up anything new
       ctx.out.info(e.message);
-      ctx.out.document({ locked: true, message: e.message });
+      ctx.out.document({ loaded: [], upToDate: [], refused: [], locked: true, message: e.message });
       return 0;
     }
     sink.metrics.failure(e instanceof TarportError ? e.code : 'INTERNAL');
