@@ -217,7 +217,9 @@ async function pullRelease(round: Round, entry: CatalogEntry): Promise<void> {
   const { opts, emit, docker, result } = round;
   const ref = `${entry.name}:${entry.tag}`;
   const prev = round.loadedHere[ref];
-  if (prev?.digest === entry.digest && (opts.fetchOnly || (await docker.imageId(imageName(entry.name, entry.tag), opts.signal)) === prev.imageId)) {
+  // a platform other than the one loaded for (--platform given, changed or dropped) is no "up to date"
+  const otherPlatform = !opts.fetchOnly && prev?.platform !== undefined && prev.digest === entry.digest && prev.platform !== formatPlatform((round.platform ??= opts.platform ?? (await docker.platform(opts.signal))));
+  if (prev?.digest === entry.digest && !otherPlatform && (opts.fetchOnly || (await docker.imageId(imageName(entry.name, entry.tag), opts.signal)) === prev.imageId)) {
     // still there (a removed image is loaded again); a prefetch loads nothing, so asks nothing
     result.upToDate.push(ref);
     emit({ kind: 'up-to-date', ref, version: entry.version });
@@ -271,7 +273,7 @@ async function loadRelease(round: Round, entry: CatalogEntry, verified: PinnedRe
     : await importRootfs(repo, docker, cache, verified, platform, opts.decryptKey, opts.signal);
   (result as { bytesFetched: number }).bytesFetched += bytesFetched;
   const previous = prev && prev.imageId !== imageId ? [prev.imageId, ...prev.previous.filter((p) => p !== imageId)] : (prev?.previous ?? []);
-  const loaded = (round.loadedHere[ref] = { version: record.version, record: entry.record, digest: entry.digest, imageId, loadedAt: new Date().toISOString(), created: record.created, contentKey: record.contentKey, order: ++round.state.loads, previous, ...(opts.hook ? { hookPending: true } : {}) });
+  const loaded = (round.loadedHere[ref] = { version: record.version, record: entry.record, digest: entry.digest, imageId, loadedAt: new Date().toISOString(), created: record.created, contentKey: record.contentKey, order: ++round.state.loads, ...(record.kind === 'image' && record.index ? { platform: formatPlatform(platform) } : {}), previous, ...(opts.hook ? { hookPending: true } : {}) });
   await round.store.write(round.state);
   result.loaded.push({ ref, version: record.version, imageId });
   round.acked.push({ name: entry.name, tag: entry.tag, version: record.version, digest: entry.digest, platform: formatPlatform(platform), runtime: docker.kind, loaded: loaded.loadedAt });

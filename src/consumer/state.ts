@@ -16,6 +16,8 @@ const LoadedSchema = z.object({
   contentKey: z.string().optional(),
   /** The load's place in this state's order of loads (State.loads): later loads have higher ones, whatever the clock did. */
   order: z.number().int().nonnegative().optional(),
+  /** A multi-platform release's platform the load was for (--platform, else the runtime's): another one asked for loads again. */
+  platform: z.string().optional(),
   /** Image IDs this tag had before, newest first (for --keep-images). */
   previous: z.array(z.string()).default([]),
   /** Loaded, and the hook (--hook) not yet run to its end: the next run runs it. */

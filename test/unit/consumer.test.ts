@@ -98,6 +98,29 @@ async function repoWithDemo(): Promise<Repository> {
   return repo;
 }
 
+describe('the platform loaded for', () => {
+  it('a multi-platform release loaded for one platform is loaded again when another is asked for, not "up to date"', async () => {
+    const { multiPlatform, tarBytes } = await import('../corpus/tarwriter.js');
+    const mp = multiPlatform({ shape: 'nested', ref: 'demo/multi:1' });
+    const archive = join(await tempDir(), 'multi.tar');
+    await writeFile(archive, tarBytes(mp.items));
+    mem = new MemoryTransport();
+    const repo = new Repository(mem);
+    await publishArchive(repo, archive, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS });
+    const d = new FakeDaemon('graphdriver');
+    const rt = new DockerRuntime(d);
+    const state = await tempDir();
+    const amd = await pull(repo, rt, { subscriptions: [], stateDir: state });
+    expect(amd.loaded.map((l) => [l.ref, l.imageId])).toEqual([['demo/multi:1', mp.amd64.config]]);
+    const arm = await pull(repo, rt, { subscriptions: [], stateDir: state, platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } });
+    expect(arm.upToDate).toEqual([]);
+    expect(arm.loaded.map((l) => [l.ref, l.imageId])).toEqual([['demo/multi:1', mp.arm64.config]]);
+    expect((await pull(repo, rt, { subscriptions: [], stateDir: state, platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } })).upToDate).toEqual(['demo/multi:1']);
+    // the flag dropped: the runtime's own platform again
+    expect((await pull(repo, rt, { subscriptions: [], stateDir: state })).loaded.map((l) => l.imageId)).toEqual([mp.amd64.config]);
+  });
+});
+
 describe('retention (--keep-images)', () => {
   /** demo/app:1 loaded at v1, then v2 of demo/app:1 published: the pull to come moves the tag. */
   async function movedTag(): Promise<{ repo: Repository; d: FakeDaemon; rt: DockerRuntime; state: string; v1Id: string }> {
