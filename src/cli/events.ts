@@ -72,6 +72,8 @@ export function describe(e: PollEvent): string {
       return e.message;
     case 'idle':
       return 'nothing new';
+    case 'empty':
+      return e.message;
     case 'poll-failed':
       return `poll failed: ${e.message}; trying again in ${e.retryInMs / 1000} s`;
     case 'skipping':

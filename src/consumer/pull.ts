@@ -77,7 +77,9 @@ export type PullEvent =
   | { kind: 'removed-image'; ref: string; imageId: string }
   /** The acknowledgement of this host's loads: written, or why not (read-only, timeout, error). */
   | { kind: 'ack'; written: boolean; readOnly: boolean; host: string; message: string }
-  | { kind: 'idle' };
+  | { kind: 'idle' }
+  /** The location holds a repository (tarport init) with nothing published yet: nothing to load, no fault. */
+  | { kind: 'empty'; message: string };
 
 export interface PullResult {
   readonly loaded: { ref: string; version: number; imageId: string }[];
@@ -121,7 +123,13 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
   const loc = repo.location;
   const result: PullResult = { loaded: [], upToDate: [], bytesFetched: 0, idle: false, refused: [], ...(opts.fetchOnly ? { fetched: [] } : {}) };
   const stat = await repo.catalogStat(opts.signal);
-  if (!stat) throw new TarportError('NOT_FOUND', `${repo.location} holds no catalog (tarport/catalog.json): not a tarport repository, or nothing was pushed yet`);
+  if (!stat) {
+    // a consumer set up right after `tarport init` waits for the first push; a location that holds
+    // no repository at all (a typo, a mount that is not there) stays a fault
+    if (!(await repo.identity(opts.signal))) throw new TarportError('NOT_FOUND', `${repo.location} holds no catalog (tarport/catalog.json): not a tarport repository, or nothing was pushed yet`);
+    emit({ kind: 'empty', message: `${repo.location} is a repository with nothing published yet: nothing to load` });
+    return result;
+  }
   const last = state.catalogStat[loc];
   if (opts.cheap && last && last.size === stat.size && last.mtime === stat.mtime && stat.mtime !== 0) {
     emit({ kind: 'idle' });

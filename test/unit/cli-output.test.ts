@@ -27,6 +27,21 @@ describe('data on stdout, messages on stderr', () => {
   let shared: ReturnType<typeof twoVersions> | undefined;
   const readOnly = () => (shared ??= twoVersions());
 
+  it('ls and pull of a repository initialised with nothing pushed yet: empty, exit 0; of a location holding none: NOT_FOUND, exit 1', async () => {
+    const dir = await tempDir();
+    const repo = join(dir, 'repo');
+    expect((await tarport(['init', repo])).code).toBe(0);
+    const ls = await tarport(['ls', repo, '--json']);
+    expect([ls.code, JSON.parse(ls.stdout)]).toEqual([0, { repository: `file://${repo}`, releases: [] }]);
+    expect(ls.stderr).not.toContain('warning');
+    const pull = await tarport(['pull', '--from', repo, '--state', join(dir, 'st'), '--json'], { DOCKER_HOST: 'unix:///nonexistent/docker.sock' });
+    expect([pull.code, JSON.parse(pull.stdout)]).toMatchObject([0, { loaded: [], upToDate: [], refused: [] }]);
+    expect(pull.stderr).toContain(`file://${repo} is a repository with nothing published yet: nothing to load`);
+    const none = await tarport(['ls', join(dir, 'typo')]);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toContain('holds no catalog (tarport/catalog.json) and no releases');
+  });
+
   it('the ls table goes to stdout, so grep finds it', async () => {
     const { repo } = await readOnly();
     // a real process: its stdout and stderr are real pipes

@@ -55,10 +55,11 @@ export async function lsCommand(ctx: Context, url: string, flags: LsFlags): Prom
     const acks = await readAcksNoting(ctx, repo);
     const tags = (await repo.listTags(ctx.signal)).sort((a, b) => (`${a.name}:${a.tag}` < `${b.name}:${b.tag}` ? -1 : 1));
     // a typo in the path, or a stick that is not mounted, must not read as an empty repository
-    if (!hasCatalog && tags.length === 0) {
+    // (an initialised repository with nothing pushed yet lists as empty)
+    if (!hasCatalog && tags.length === 0 && !(await repo.identity(ctx.signal))) {
       throw new TarportError('NOT_FOUND', `${repo.location} holds no catalog (tarport/catalog.json) and no releases: not a tarport repository, or nothing was pushed yet`);
     }
-    if (!hasCatalog) ctx.out.warn(`${repo.location} holds releases but no catalog: consumers see none of them until a push or sync writes one`);
+    if (!hasCatalog && tags.length > 0) ctx.out.warn(`${repo.location} holds releases but no catalog: consumers see none of them until a push or sync writes one`);
     for (const { name, tag } of tags) {
       const refs = await repo.listReleases(name, tag, ctx.signal);
       for (const ref of flags.latest ? refs.slice(-1) : refs) rows.push(await describeRelease(repo, ref, current, acks, ctx.signal));
