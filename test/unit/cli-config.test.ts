@@ -194,6 +194,10 @@ describe('through the command line', () => {
     const clash = await tarportInProcess(['inventory', '--from', repo, '--repo', join(dir, 'other'), '-o', join(dir, 'c.json')]);
     expect(clash.code).toBe(2);
     expect(clash.stderr).toContain('disagree');
+    // -o into a folder that is not there: a usage error naming it, no stack trace
+    const nowhere = await tarportInProcess(['inventory', '--from', repo, '-o', join(dir, 'missing', 'd.json')]);
+    expect(nowhere.code).toBe(2);
+    expect(nowhere.stderr).toContain(`-o ${join(dir, 'missing', 'd.json')}: the folder ${join(dir, 'missing')} does not exist`);
   });
 });
 

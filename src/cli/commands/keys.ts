@@ -22,7 +22,13 @@ export async function keysGenerateCommand(ctx: Context, flags: KeysFlags): Promi
   const type = flags.type ?? 'rsa';
   if (type !== 'rsa' && type !== 'ecc') throw new TarportError('USAGE', `--type ${JSON.stringify(type)}: rsa or ecc`);
   let passphrase: string | undefined;
-  if (flags.passphraseFile) passphrase = (await readFile(flags.passphraseFile, 'utf8')).replace(/\r?\n$/, '');
+  if (flags.passphraseFile) {
+    passphrase = (
+      await readFile(flags.passphraseFile, 'utf8').catch((e: NodeJS.ErrnoException) => {
+        throw new TarportError('USAGE', `--passphrase-file ${flags.passphraseFile}: ${e.code === 'ENOENT' ? 'not found' : e.message}`);
+      })
+    ).replace(/\r?\n$/, '');
+  }
   const pair = await generateKeyPair(flags.uid, { type, ...(passphrase ? { passphrase } : {}) });
   const pub = `${flags.out}.pub.asc`;
   const sec = `${flags.out}.sec.asc`;

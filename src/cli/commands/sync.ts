@@ -1,7 +1,8 @@
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { StateStore } from '../../consumer/index.js';
 import { DockerClient, chainIds } from '../../runtime/index.js';
-import { TarportError } from '../../errors.js';
+import { TarportError, wrapSystemError } from '../../errors.js';
 import { parseInventory, putTool, readToolFiles, syncRepos, type Inventory, type ToolResult } from '../../sync/index.js';
 import { defaultStateDir, deprecatedAlias, openRepository, parseDuration, signerFrom, type ConnectionFlags, type Context } from '../context.js';
 import { humanBytes } from '../output.js';
@@ -139,10 +140,26 @@ export async function inventoryCommand(ctx: Context, flags: InventoryFlags): Pro
       await repo.close();
     }
   }
-  await writeFile(flags.output, JSON.stringify(inv, null, 2) + '\n');
+  await writeInventory(flags.output, inv);
   ctx.out.info(`wrote ${flags.output}: ${inv.diffIds.length} layer(s), ${inv.objects.length} object(s), ${Object.keys(inv.releases).length} release tag(s) from ${inv.source}`);
   ctx.out.document(inv);
   return 0;
+}
+
+/**
+ * The inventory file, whole or not at all (a full disk leaves the earlier one, never half a file
+ * that `sync --have` would refuse): written beside its place, then renamed over it.
+ */
+async function writeInventory(file: string, inv: Inventory): Promise<void> {
+  const tmp = `${file}.${process.pid}.tmp`;
+  try {
+    await writeFile(tmp, JSON.stringify(inv, null, 2) + '\n');
+    await rename(tmp, file);
+  } catch (e) {
+    await rm(tmp, { force: true }).catch(() => undefined);
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new TarportError('USAGE', `-o ${file}: the folder ${dirname(file)} does not exist`);
+    throw wrapSystemError(e, `write the inventory ${file}`);
+  }
 }
 
 /** Bytes done of bytes planned, with speed and time left, redrawn in place on stderr. */
