@@ -20,8 +20,8 @@ function opt(flags: string, description: string): Option {
 /** The flags of every command that takes a repository URL. */
 function withConnection(cmd: Command): Command {
   return cmd
-    .addOption(opt('--password-file <file>', 'read the FTP/SFTP password from this file (or set TARPORT_PASSWORD)'))
-    .addOption(opt('--ca <file>', 'PEM file of a private CA that signed the FTPS server certificate'))
+    .addOption(opt('--password-file <file>', 'read the FTP/SFTP password, or an https mirror\'s basic-auth password, from this file (or set TARPORT_PASSWORD)'))
+    .addOption(opt('--ca <file>', 'PEM file of a private CA that signed the server certificate (FTPS, https, an https S3 endpoint)'))
     .addOption(opt('--identity <file>', 'SFTP private key (default ~/.ssh/id_ed25519, id_ecdsa or id_rsa)'))
     .addOption(opt('--known-hosts <file>', 'SFTP known_hosts file that must list the server key (default ~/.ssh/known_hosts)'))
     .addOption(opt('--connections <n>', 'transfers at once on FTP/FTPS (default 2)'))
@@ -33,11 +33,11 @@ function withConnection(cmd: Command): Command {
 
 function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): Command {
   const program = new Command('tarport')
-    .description('Move Docker images without a registry: a directory, a USB stick, FTP, FTPS or SFTP.')
+    .description('Move container images without a registry: a directory, a USB stick, FTP, FTPS, SFTP or S3; consumers also read HTTP(S) mirrors.')
     .version(VERSION)
     .addOption(opt('--config <file>', 'read flags from a TOML or YAML file (flag names as keys)'))
     .addOption(opt('--json', 'machine-readable output on stdout'))
-    .addOption(opt('-q, --quiet', 'only errors on stderr'))
+    .addOption(opt('-q, --quiet', 'only warnings and errors on stderr'))
     .showHelpAfterError()
     // commander's own error lines get the same marks as ours (journald priority, or the time)
     .configureOutput({ outputError: (str, write) => write(styleLine(lineStyle(), 'error', str.trimEnd())) })
@@ -102,7 +102,7 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
 
   withConnection(program
     .command('ls'))
-    .description('list releases: name, tag, version, size, created, signer, encrypted')
+    .description('list releases: name, tag, version, kind, size, created, signer, encrypted, platforms, hosts')
     .argument('<url>', 'repository')
     .addOption(opt('--latest', 'only the newest release per tag'))
     .action((url: string, _f, cmd: Command) => run(async (ctx) => (await import('./commands/ls.js')).lsCommand(ctx, url, cmd.opts())));
@@ -201,11 +201,22 @@ function allOptions(program: Command): Option[] {
 }
 
 /** --json as the command line or TARPORT_JSON asks, for errors that come before the command runs. */
-function jsonWanted(argv: string[]): boolean {
+async function jsonWanted(argv: string[]): Promise<boolean> {
   const end = argv.indexOf('--');
-  if ((end < 0 ? argv : argv.slice(0, end)).includes('--json')) return true;
+  const args = end < 0 ? argv : argv.slice(0, end);
+  if (args.includes('--json')) return true;
   try {
-    return process.env.TARPORT_JSON !== undefined && parseEnvBoolean('TARPORT_JSON', process.env.TARPORT_JSON);
+    if (process.env.TARPORT_JSON !== undefined) return parseEnvBoolean('TARPORT_JSON', process.env.TARPORT_JSON);
+  } catch {
+    return false;
+  }
+  // `json = true` in the config file counts too, as for any flag: read here on its own, since the
+  // error may have come before (or from) the file's own reading
+  const i = args.findIndex((a) => a === '--config' || a.startsWith('--config='));
+  const file = i < 0 ? process.env.TARPORT_CONFIG : args[i]!.startsWith('--config=') ? args[i]!.slice('--config='.length) : args[i + 1];
+  if (!file) return false;
+  try {
+    return (await readConfigFile(file)).json === true;
   } catch {
     return false;
   }
@@ -263,12 +274,14 @@ export async function main(argv: string[]): Promise<number> {
     await program.parseAsync(argv);
   } catch (e) {
     if (e instanceof CommanderError) {
-      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return EXIT.ok;
+      // help asked for (--help, `tarport help`) is no error; help shown for want of a command is
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || (e.code === 'commander.help' && e.exitCode === 0)) return EXIT.ok;
+      const message = e.code === 'commander.help' ? 'a command is needed (the help above lists them)' : e.message.replace(/^error: /, '');
       // commander printed the message on stderr; a script under --json still gets its one document
-      if (jsonWanted(argv)) new Output(true).document({ error: { code: 'USAGE', message: e.message.replace(/^error: /, '') } });
+      if (await jsonWanted(argv)) new Output(true).document({ error: { code: 'USAGE', message } });
       return EXIT.usage;
     }
-    out ??= new Output(program.opts<{ json?: boolean }>().json ?? jsonWanted(argv));
+    out ??= new Output(program.opts<{ json?: boolean }>().json ?? (await jsonWanted(argv)));
     if (signalled && abort.signal.aborted) {
       // an interrupted command: what it left is as a crash leaves it (invisible, resumable)
       out.error(new TarportError('ABORTED', `interrupted by ${signalled}: stopped; nothing half-done is visible, and the next run resumes`));

@@ -129,6 +129,21 @@ describe('--json prints exactly one document', () => {
     expect(doc.failed.map((f) => [f.archive, f.error.code])).toEqual([[bad, 'BAD_INPUT']]);
   });
 
+  it('json = true in the config file counts for errors that come before or from it; no command at all is a usage error (exit 2), help asked for is not', async () => {
+    const dir = await tempDir();
+    const cfg = join(dir, 'j.toml');
+    await writeFile(cfg, 'json = true\n');
+    const unknownFlag = await tarportInProcess(['ls', dir, '--config', cfg, '--bogus']);
+    expect([unknownFlag.code, oneDocument(unknownFlag.stdout)]).toEqual([2, { error: { code: 'USAGE', message: "unknown option '--bogus'" } }]);
+    const badEnv = await tarportInProcess(['ls', dir, '--config', cfg], { TARPORT_LATEST: 'maybe' });
+    expect([badEnv.code, (oneDocument(badEnv.stdout).error as { code: string }).code]).toEqual([2, 'CONFIG']);
+    const none = await tarportInProcess(['--json']);
+    expect([none.code, oneDocument(none.stdout)]).toEqual([2, { error: { code: 'USAGE', message: 'a command is needed (the help above lists them)' } }]);
+    expect((await tarportInProcess(['keys'])).code).toBe(2);
+    expect((await tarportInProcess(['--help'])).code).toBe(0);
+    expect((await tarportInProcess(['help'])).code).toBe(0);
+  });
+
   it('a usage error, a bad config value and a bad environment value each give one error document', async () => {
     const dir = await tempDir();
     const usage = await tarportInProcess(['push', '--init', '--json']);
