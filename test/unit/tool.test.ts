@@ -15,7 +15,7 @@ async function setup() {
   await mkdir(stick);
   const exe = join(dir, 'tarport-linux-x64');
   await writeFile(exe, Buffer.alloc(300_000, 'x'));
-  const tgz = join(dir, 'tarport-0.1.0.tgz');
+  const tgz = join(dir, 'tarport-0.3.0.tgz');
   await writeFile(tgz, 'not really a tarball');
   return { dir, stick, exe, tgz, dst: new FileTransport(stick) };
 }
@@ -27,12 +27,12 @@ describe('the tool on the stick (sync --with-tool)', () => {
     let signed: Buffer | undefined;
     const r = await putTool(s.dst, files, { sign: async (d) => ((signed = d), Buffer.from('SIG')) });
     const folder = join(s.stick, TOOL_FOLDER);
-    expect((await readdir(folder)).sort()).toEqual(['README.txt', SUMS_FILE, SUMS_SIGNATURE, 'tarport-0.1.0.tgz', 'tarport-linux-x64']);
+    expect((await readdir(folder)).sort()).toEqual(['README.txt', SUMS_FILE, SUMS_SIGNATURE, 'tarport-0.3.0.tgz', 'tarport-linux-x64']);
     const sums = await readFile(join(folder, SUMS_FILE));
     expect(signed?.equals(sums)).toBe(true);
     expect(await readFile(join(folder, SUMS_SIGNATURE), 'utf8')).toBe('SIG');
     const { stdout } = await run('sha256sum', ['-c', SUMS_FILE], { cwd: folder });
-    expect(stdout.trim().split('\n').sort()).toEqual(['README.txt: OK', 'tarport-0.1.0.tgz: OK', 'tarport-linux-x64: OK']);
+    expect(stdout.trim().split('\n').sort()).toEqual(['README.txt: OK', 'tarport-0.3.0.tgz: OK', 'tarport-linux-x64: OK']);
     expect(r.signed).toBe(true);
   });
 
@@ -45,7 +45,7 @@ describe('the tool on the stick (sync --with-tool)', () => {
     const folder = join(s.stick, TOOL_FOLDER);
     expect((await readdir(folder)).sort()).toEqual(['README.txt', SUMS_FILE, 'tarport-linux-x64']);
     expect(await readFile(join(folder, 'tarport-linux-x64'), 'utf8')).toBe('y'.repeat(1000));
-    expect(events).toEqual(['tool', 'removed tarport-0.1.0.tgz', 'tool-sums']);
+    expect(events).toEqual(['tool', 'removed tarport-0.3.0.tgz', 'tool-sums']);
     await run('sha256sum', ['-c', SUMS_FILE], { cwd: folder });
   });
 
