@@ -208,7 +208,11 @@ export async function convergeCatalog(store: Store, opts: ConvergeOptions): Prom
       return { catalog: current.catalog, wrote };
     }
     const now = new Date();
-    const sequence = Math.max(current?.catalog.sequence ?? 0, opts.minSequence ?? 0) + 1;
+    // past every copy in catalogs/ too: a catalog.json put back from an older copy (a restore, an
+    // old stick's) must not make the next catalog repeat a sequence, which consumers that saw the
+    // higher one take for a replay
+    const written = (await listCatalogFiles(store, opts.signal)).reduce((n, f) => Math.max(n, parseCatalogFileName(f)!.sequence), 0);
+    const sequence = Math.max(current?.catalog.sequence ?? 0, opts.minSequence ?? 0, written) + 1;
     if (!Number.isSafeInteger(sequence)) {
       // past 2^53 - 1 a sequence no longer grows by one in JSON numbers: no reader could order it
       throw new TarportError('INTEGRITY', `the catalog of ${store.location} is at sequence ${current?.catalog.sequence}, the largest a catalog can count to; nothing was written (a repository that got there was written by something other than tarport)`);

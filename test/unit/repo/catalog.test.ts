@@ -95,3 +95,21 @@ describe('a mirror that lists no folder (HTTP without autoindex: pull needs none
     }
   });
 });
+
+describe('the next catalog\'s sequence', () => {
+  it('goes past every copy in catalogs/, not only past catalog.json: an older catalog put back does not make a sequence repeat', async () => {
+    const t = await twoVersions();
+    const seqOf = (k: string) => Number(/catalogs\/(\d+)-/.exec(k)![1]);
+    const copiesNow = () => [...t.files.keys()].filter((k) => k.startsWith('tarport/catalogs/') && k.endsWith('.json'));
+    const highest = Math.max(...copiesNow().map(seqOf));
+    const oldest = copiesNow().sort()[0]!;
+    expect(seqOf(oldest)).toBeLessThan(highest);
+    // catalog.json restored from the oldest copy (a backup, an old stick's), then a push of a new tag
+    t.files.set('tarport/catalog.json', t.files.get(oldest)!);
+    await publish(t, 0, 'b');
+    const repo = new Repository(t);
+    expect((await repo.readCatalog())!.catalog.sequence).toBe(highest + 1);
+    const seqs = copiesNow().map(seqOf);
+    expect(new Set(seqs).size).toBe(seqs.length);
+  });
+});
