@@ -91,10 +91,19 @@ export class PodmanRuntime implements Runtime {
     return { loaded: true, manifestDigest: served.manifest.digest, via: `pulled by Podman from tarport's loopback registry (${servedSummary(image, registry.traffic)}, no upload)${untagged}` };
   }
 
-  /** The pulled image gets its name; the registry's name comes off (a failure there is only said). */
+  /**
+   * The pulled image gets its name; the registry's name comes off (a failure there is only said).
+   * A tag refused (a name Podman does not take) takes the registry's name off too before it fails:
+   * a failed load leaves no name behind, one more each run.
+   */
   private async renameFromRegistry(libpod: LibpodApi, id: string, registry: LoopbackRegistry, name: ImageName, signal?: AbortSignal): Promise<string> {
     const colon = name.qualified.lastIndexOf(':');
-    await libpod.tag(id, name.qualified.slice(0, colon), name.qualified.slice(colon + 1), signal);
+    try {
+      await libpod.tag(id, name.qualified.slice(0, colon), name.qualified.slice(colon + 1), signal);
+    } catch (e) {
+      await libpod.untag(id, `${registry.host}/${registry.repository}`, 'load', signal).catch(() => undefined);
+      throw e;
+    }
     try {
       await libpod.untag(id, `${registry.host}/${registry.repository}`, 'load', signal);
       return '';

@@ -99,6 +99,14 @@ describe('Podman loadVerified: a pull from the loopback registry', () => {
     expect(calls).toHaveLength(3);
   });
 
+  it('a tag Podman refuses fails the load and still takes the registry name off: no name is left behind', async () => {
+    const calls: string[] = [];
+    const libpod = { ...pullingLibpod(calls), tag: async () => Promise.reject(new Error('tag failed (500): invalid reference format')) };
+    await expect(new PodmanRuntime(api, libpod).loadVerified(verified, name)).rejects.toThrow('invalid reference format');
+    expect(calls.map((c) => c.split(' ')[0])).toEqual(['pull', 'untag']);
+    expect(calls[1]).toMatch(/^untag sha256:[0-9a-f]{64} 127\.0\.0\.1:\d+\/tarport-load-[0-9a-f]{32}:load$/);
+  });
+
   it('has an OCI manifest naming the config and every layer in order, and serves a repeated layer once', () => {
     const served = servedImage(verified);
     const m = JSON.parse(served.manifest.bytes.toString()) as { mediaType: string; config: { digest: string; size: number }; layers: { digest: string }[] };
