@@ -72,3 +72,14 @@ describe('zstd codecs', () => {
     expect((await through(data, decompressor('none'))).equals(data)).toBe(true);
   });
 });
+
+describe('a zstd frame with a window past the decoder\'s bound', () => {
+  // a valid frame, by hand: no content size, window descriptor 1 GiB (exponent 20: 2^(10+20)), one
+  // raw last block of one byte; zstd --long=30 of a stream writes such a header
+  const frame = Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 20 << 3, 0x09, 0x00, 0x00, 0x41]);
+
+  it.each(zstdCodecs())('%s: refused, saying the window is the reason and what to do, not as data that is not zstd', async (c: ZstdCodec) => {
+    const e = await through(frame, zstdDecompressor(c)).catch((x: unknown) => x);
+    expect(e).toMatchObject({ code: 'BAD_INPUT', message: expect.stringContaining('zstd: the data asks for a window larger than tarport decodes (at most 128 MiB') });
+  });
+});
