@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { link, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import * as z from 'zod';
 import { TarportError, wrapSystemError } from '../errors.js';
+import { makeFolders } from '../folders.js';
 
 const LoadedSchema = z.object({
   version: z.number().int().positive(),
@@ -71,7 +72,9 @@ export class StateStore {
   }
 
   async write(state: State): Promise<void> {
-    await mkdir(this.dir, { recursive: true });
+    await makeFolders(this.dir).catch((e: unknown) => {
+      throw wrapSystemError(e, `create state folder ${this.dir}`);
+    });
     const p = join(this.dir, 'state.json');
     const tmp = join(this.dir, `.state-${process.pid}.tmp`);
     try {
@@ -92,7 +95,7 @@ export class StateStore {
    * ever hold it at once.
    */
   async lock(waitMs: number): Promise<() => Promise<void>> {
-    await mkdir(this.dir, { recursive: true }).catch((e: unknown) => {
+    await makeFolders(this.dir).catch((e: unknown) => {
       throw wrapSystemError(e, `create state folder ${this.dir}`);
     });
     return takeLock(join(this.dir, 'lock'), waitMs);
