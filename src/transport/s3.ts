@@ -191,7 +191,7 @@ export class S3Transport implements Transport {
     if (code === 'ENOTFOUND') return new TarportError('CONNECTION', `${what}: host not found (check --s3-endpoint, or --s3-path-style for a server without bucket host names)`, { cause: e, retryable: false });
     // the server's MD5 of a body differs from its Content-MD5: damaged on the way, so sent again
     if (name === 'BadDigest') return new TarportError('CONNECTION', `${what}: the server received the body damaged (BadDigest)`, { cause: e, retryable: true });
-    if (name === 'TimeoutError') return new TarportError('CONNECTION', `${what}: the server sent nothing for ${this.idleMs / 1000} s (idle timeout)`, { cause: e, retryable: true });
+    if (name === 'TimeoutError') return new TarportError('CONNECTION', `${what}: ${timeoutCause(code, this.idleMs)}`, { cause: e, retryable: true });
     if (TRANSIENT_NAMES.has(name) || (code && TRANSIENT_CODES.has(code)) || status === 408 || status === 429 || (status !== undefined && status >= 500)) {
       return new TarportError('CONNECTION', `${what}: ${messageOf(e) || name} (${code ?? name ?? status})`, { cause: e, retryable: true });
     }
@@ -577,6 +577,15 @@ function boundedCredentials(chain: CredentialChain, ms: number, stop: AbortSigna
       if (onStop) stop.removeEventListener('abort', onStop);
     }
   };
+}
+
+/**
+ * What the SDK's "TimeoutError" was: its HTTP handler gives that name to a connection the peer reset
+ * or closed (ECONNRESET, EPIPE) as well as to a silent one, and an operator needs to know which.
+ */
+function timeoutCause(code: string | undefined, idleMs: number): string {
+  if (code === 'ECONNRESET' || code === 'EPIPE') return `the connection was closed by the server or on the way (${code})`;
+  return `the server sent nothing for ${idleMs / 1000} s (idle timeout)`;
 }
 
 /** The server's word that a resumed multipart upload is gone or unusable (see multipartFile). */

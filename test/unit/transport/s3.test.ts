@@ -28,6 +28,9 @@ describe('S3Transport.classify', () => {
     ['429', sdkError('TooManyRequests', 429), 'CONNECTION', true, /some words/],
     ['socket timeout of the SDK', sdkError('TimeoutError'), 'CONNECTION', true, /sent nothing for 5 s \(idle timeout\)/],
     ['connection reset', Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }), 'CONNECTION', true, /ECONNRESET/],
+    // the SDK's HTTP handler names a reset or closed connection TimeoutError too: it is said as what it was
+    ['connection reset, as the SDK names it', Object.assign(new Error('socket hang up'), { name: 'TimeoutError', code: 'ECONNRESET' }), 'CONNECTION', true, /: the connection was closed by the server or on the way \(ECONNRESET\)$/],
+    ['a write into a closed connection, as the SDK names it', Object.assign(new Error('write EPIPE'), { name: 'TimeoutError', code: 'EPIPE' }), 'CONNECTION', true, /: the connection was closed by the server or on the way \(EPIPE\)$/],
     ['refused', Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }), 'CONNECTION', true, /ECONNREFUSED/],
     ['host not found', Object.assign(new Error('getaddrinfo ENOTFOUND'), { code: 'ENOTFOUND' }), 'CONNECTION', false, /host not found/],
     ['untrusted certificate', Object.assign(new Error('self-signed'), { code: 'SELF_SIGNED_CERT_IN_CHAIN' }), 'UNTRUSTED', false, /--ca FILE/],
