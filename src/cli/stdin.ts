@@ -68,7 +68,7 @@ export async function startSpool(input: Readable & { isTTY?: boolean; fd?: numbe
       const { size } = await stat(path);
       if (size === 0) throw new TarportError('BAD_INPUT', `${STDIN_NAME}: nothing came (0 bytes), not an archive`);
     } catch (e) {
-      fault = e instanceof TarportError ? e : wrapSystemError(e, `copy ${STDIN_NAME} to ${path} (TMPDIR names a folder with room for the whole archive)`);
+      fault = e instanceof TarportError ? e : wrapSystemError(e, `copy ${STDIN_NAME} into ${tmpdir()} (TMPDIR: it needs room for the whole archive)`);
       await remove();
       throw fault;
     }

@@ -40,6 +40,22 @@ describe('spoolStdin', () => {
     expect(await readdir(tmp)).toEqual([]);
   });
 
+  it('a TMPDIR that fills is named by its folder (the copy\'s own path is shown as standard input), and nothing is left', async () => {
+    const { open } = await import('node:fs/promises');
+    const probe = await open(tmp, 'r');
+    const proto = Object.getPrototypeOf(probe) as { write: (...a: unknown[]) => Promise<unknown> };
+    await probe.close();
+    const real = proto.write;
+    proto.write = () => Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28, syscall: 'write' }));
+    try {
+      const e = await spoolStdin(Readable.from([Buffer.alloc(1 << 20, 1)]), never).catch((x: unknown) => x);
+      expect(e).toMatchObject({ code: 'IO', message: `copy ${STDIN_NAME} into ${tmp} (TMPDIR: it needs room for the whole archive): no space left on device; free space, then run again` });
+    } finally {
+      proto.write = real;
+    }
+    expect(await readdir(tmp)).toEqual([]);
+  });
+
   it('refuses an empty input as no archive, and leaves nothing behind', async () => {
     const e = await spoolStdin(Readable.from([]), never).catch((x: unknown) => x);
     expect(e).toBeInstanceOf(TarportError);
