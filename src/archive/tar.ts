@@ -50,6 +50,10 @@ export class TarArchive {
     let size: number;
     try {
       const st = await stat(path);
+      if (st.isFIFO() || st.isCharacterDevice() || st.isSocket()) {
+        // an archive is read more than once (index, then layers): a pipe is read through push -
+        throw new TarportError('BAD_INPUT', `${path}: a pipe or device, not a file; pipe an archive into 'tarport push -' (docker save IMAGE | tarport push - --to URL)`);
+      }
       if (!st.isFile()) throw new TarportError('BAD_INPUT', `${path}: not a regular file`);
       size = st.size;
     } catch (e) {

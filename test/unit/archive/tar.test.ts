@@ -84,6 +84,15 @@ describe('TarArchive', () => {
   });
 });
 
+describe('an archive path that is a pipe', () => {
+  it('a FIFO (push <(docker save ...)) is refused at once, pointing at push -, not read as a file', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const fifo = join(await tempDir(), 'save.fifo');
+    execFileSync('mkfifo', [fifo]);
+    await expect(TarArchive.open(fifo)).rejects.toMatchObject({ code: 'BAD_INPUT', message: `${fifo}: a pipe or device, not a file; pipe an archive into 'tarport push -' (docker save IMAGE | tarport push - --to URL)` });
+  });
+});
+
 describe('zstd codec faults are named by their class, not their wording', () => {
   it.each([
     ['cut inside a frame', zstdCompress(tarBytes([{ name: 'a', data: Buffer.alloc(200_000, 3) }])).subarray(0, 60), true, 'truncated zstd archive (zstd: truncated'],
