@@ -398,7 +398,7 @@ async function writeReleases(p: Publishing, plans: readonly Plan[]): Promise<Pub
 function imageRefs(path: string, repoTags: readonly string[], id: string, name: ImageRef | undefined): ImageRef[] {
   if (name) return [name];
   if (repoTags.length === 0) {
-    throw new UnnamedArchiveError(`${path}: the image ${id.slice(0, 19)} carries no tag; give one with --name NAME:TAG (or save it with 'docker save NAME:TAG')`);
+    throw new UnnamedArchiveError(`${path}: the image ${id.slice(0, 19)} carries no NAME:TAG (no tag in a docker save archive; in an OCI layout, an org.opencontainers.image.ref.name that is a tag alone, as skopeo's oci:DIR:TAG writes, names no image); give one with --name NAME:TAG`);
   }
   return repoTags.map((t) => {
     try {

@@ -255,3 +255,22 @@ async function recipients() {
   await writeFile(join(dir, 'pub'), (await generateKeyPair('unit <u@example.invalid>', { type: 'ecc' })).publicKey);
   return loadRecipients([join(dir, 'pub')]);
 }
+
+describe('an image without a name', () => {
+  it('an OCI layout whose ref.name is a tag alone (skopeo oci:DIR:TAG) is refused naming why, and asks for --name', async () => {
+    const { ociLayout } = await import('../../corpus/tarwriter.js');
+    const layer = tarBytes([{ name: 'a.txt', data: Buffer.from('a\n') }]);
+    const items = ociLayout(layer, `sha256:${sha(layer)}`, 'application/vnd.oci.image.layer.v1.tar');
+    // the corpus layout names its image in full; skopeo's oci:DIR:TAG writes the tag alone
+    const index = items.find((i) => i.name === 'index.json')!;
+    const doc = JSON.parse(index.data!.toString()) as { manifests: { annotations?: Record<string, string> }[] };
+    for (const m of doc.manifests) m.annotations = { 'org.opencontainers.image.ref.name': 'v1.2' };
+    const archive = join(await tempDir(), 'oci.tar');
+    await writeFile(archive, tarBytes(items.map((i) => (i === index ? { ...i, data: Buffer.from(JSON.stringify(doc)) } : i))));
+    const repo = new Repository(new MemoryTransport());
+    await expect(publishArchive(repo, archive, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS })).rejects.toMatchObject({
+      code: 'BAD_INPUT',
+      message: expect.stringContaining("an org.opencontainers.image.ref.name that is a tag alone, as skopeo's oci:DIR:TAG writes, names no image); give one with --name NAME:TAG"),
+    });
+  });
+});
