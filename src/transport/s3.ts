@@ -361,7 +361,7 @@ export class S3Transport implements Transport {
         if (err.code === 'ABORTED' || !uploadGone(err)) throw err;
         // AWS may answer a completion with a passing 500 too: where the server lists the upload's
         // parts, it is asked; only an upload it does not list (or a server that cannot list) is gone
-        if (err instanceof CompletionFailed && (await this.uploadListed(k, prior.uploadId, signal))) throw err;
+        if (err instanceof CompletionFailed && httpStatusOf(err) === 500 && (await this.uploadListed(k, prior.uploadId, signal))) throw err;
         this.opts.onStaleUpload?.(prior.uploadId, err);
         await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: k, UploadId: prior.uploadId })).catch(() => undefined);
         await journal.drop(target);
@@ -372,15 +372,17 @@ export class S3Transport implements Transport {
 
   /**
    * Whether the upload may still be there: the server lists its parts, or its answer says nothing
-   * of the upload (a link that failed, a 5xx, a 429). False when it does not know the upload (404,
-   * 400) or cannot list parts at all (405, 501: s3rver answers 405), where the 500 was the answer.
+   * of the upload (a link that failed, a 5xx, 408, 429). False on any other answer: it does not know
+   * the upload (404), cannot list parts (405, 501: s3rver answers 405), or will not let us (403: a
+   * policy without s3:ListMultipartUploadParts); the 500 to the completion was then the answer.
    */
   private async uploadListed(k: string, uploadId: string, signal: AbortSignal): Promise<boolean> {
     try {
       await this.client.send(new ListPartsCommand({ Bucket: this.bucket, Key: k, UploadId: uploadId, MaxParts: 1 }), { abortSignal: signal });
       return true;
     } catch (e) {
-      return ![400, 404, 405, 501].includes(httpStatusOf(e) ?? 0);
+      const status = httpStatusOf(e);
+      return status === undefined || status >= 500 || status === 408 || status === 429;
     }
   }
 

@@ -261,10 +261,12 @@ describe('a resumed multipart upload', () => {
   }, 20_000);
 
   it.each([
-    ['lists its parts (200): kept for the next run', 200, false],
-    ['does not know it (404 NoSuchUpload): ended, and the file sent afresh', 404, true],
-    ['cannot list parts (405, as s3rver): ended, and the file sent afresh', 405, true],
-  ])('a 500 to the completion, asked of the upload, the server %s', async (_what, listing, gone) => {
+    ['a 500 to the completion, and the server lists the upload\'s parts (200): kept for the next run', 500, 200, false],
+    ['a 500 to the completion, and the server does not know the upload (404 NoSuchUpload): ended, and the file sent afresh', 500, 404, true],
+    ['a 500 to the completion, and the server cannot list parts (405, as s3rver): ended, and the file sent afresh', 500, 405, true],
+    ['a 500 to the completion, and a policy without s3:ListMultipartUploadParts (403): ended, and the file sent afresh', 500, 403, true],
+    ['a part refused at the completion (400 InvalidPart): ended at once, nothing asked, and the file sent afresh', 400, 200, true],
+  ])('%s', async (_what, completion, listing, gone) => {
     const { createServer } = await import('node:http');
     const { mkdtemp, writeFile } = await import('node:fs/promises');
     const { tmpdir } = await import('node:os');
@@ -277,11 +279,11 @@ describe('a resumed multipart upload', () => {
       const q = new URL(req.url!, 'http://x').searchParams;
       seen.push(`${req.method} ${q.has('uploadId') ? `upload ${q.get('uploadId')}` : q.has('uploads') ? 'create' : 'object'}`);
       if (req.method === 'GET' && q.has('uploadId')) {
-        if (listing !== 200) return res.writeHead(listing, { 'content-type': 'application/xml' }).end(xmlError(listing === 404 ? 'NoSuchUpload' : 'MethodNotAllowed'));
+        if (listing !== 200) return res.writeHead(listing, { 'content-type': 'application/xml' }).end(xmlError(listing === 404 ? 'NoSuchUpload' : listing === 403 ? 'AccessDenied' : 'MethodNotAllowed'));
         return res.writeHead(200, { 'content-type': 'application/xml' }).end('<?xml version="1.0" encoding="UTF-8"?><ListPartsResult><Bucket>releases</Bucket><Key>site/blob</Key><UploadId>u-1</UploadId><IsTruncated>false</IsTruncated></ListPartsResult>');
       }
-      // the completion, and a fresh upload's creation: a server error each
-      if (req.method === 'POST') return res.writeHead(500, { 'content-type': 'application/xml' }).end(xmlError('InternalError'));
+      // the completion, and a fresh upload's creation: refused each
+      if (req.method === 'POST') return res.writeHead(completion, { 'content-type': 'application/xml' }).end(xmlError(completion === 400 ? 'InvalidPart' : 'InternalError'));
       if (req.method === 'PUT') return res.writeHead(200, { etag: '"0123456789abcdef0123456789abcdef"' }).end();
       res.writeHead(204).end();
     });
@@ -299,8 +301,8 @@ describe('a resumed multipart upload', () => {
     await journal.save({ target, uploadId: 'u-1', size: 12 << 20, partSize: 5 << 20, parts: [{ n: 1, etag: '"0123456789abcdef0123456789abcdef"' }] });
     const stale: string[] = [];
     const s3 = new S3Transport({ kind: 's3', bucket: 'releases', prefix: 'site' }, { endpoint, region: 'us-east-1', pathStyle: true, idleTimeoutMs: 5000, retries: 0, partSize: 5 << 20, journal, onStaleUpload: (id) => stale.push(id) });
-    await expect(s3.write('blob', { file })).rejects.toMatchObject({ code: 'CONNECTION' });
-    expect(seen).toContain('GET upload u-1');
+    await expect(s3.write('blob', { file })).rejects.toMatchObject({ code: completion === 400 ? 'IO' : 'CONNECTION' });
+    expect(seen.includes('GET upload u-1')).toBe(completion === 500);
     expect(stale).toEqual(gone ? ['u-1'] : []);
     expect(seen.includes('DELETE upload u-1')).toBe(gone);
     expect(seen.includes('POST create')).toBe(gone);
