@@ -35,6 +35,13 @@ export async function poll(repo: Repository, docker: Runtime, opts: PollOptions)
   const skip = new Map<string, string>();
   const fullEvery = opts.fullEvery ?? 10;
   let failures = 0; // rounds in a row with a transient failure: the pause grows
+  // a repository with nothing published yet is said once; later rounds are "nothing new" (debug)
+  let saidEmpty = false;
+  const onPull = (e: PullEvent) => {
+    if (e.kind === 'empty' && saidEmpty) return emit({ kind: 'idle' });
+    if (e.kind === 'empty') saidEmpty = true;
+    emit(e);
+  };
   for (let n = 0; !opts.signal.aborted; n++) {
     const retryInMs = Math.min(opts.intervalMs, backoffMs(failures));
     let transient = false;
@@ -47,7 +54,7 @@ export async function poll(repo: Repository, docker: Runtime, opts: PollOptions)
         skip,
         throwOnRefused: false,
         lockWaitMs: opts.lockWaitMs ?? 1000,
-        onEvent: emit,
+        onEvent: onPull,
       });
       for (const f of r.refused) {
         if (isRefusalCode(f.code)) {

@@ -127,6 +127,8 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
     // a consumer set up right after `tarport init` waits for the first push; a location that holds
     // no repository at all (a typo, a mount that is not there) stays a fault
     if (!(await repo.identity(opts.signal))) throw new TarportError('NOT_FOUND', `${repo.location} holds no catalog (tarport/catalog.json): not a tarport repository, or nothing was pushed yet`);
+    // releases without a catalog: a push cut before its catalog, or a catalog lost; not "empty"
+    if ((await repo.listTags(opts.signal)).length > 0) throw new TarportError('NOT_FOUND', `${repo.location} holds releases but no catalog (tarport/catalog.json): a push cut short, or the catalog lost; run 'tarport repair ${repo.location}'`);
     emit({ kind: 'empty', message: `${repo.location} is a repository with nothing published yet: nothing to load` });
     return result;
   }

@@ -40,6 +40,15 @@ describe('data on stdout, messages on stderr', () => {
     const none = await tarport(['ls', join(dir, 'typo')]);
     expect(none.code).toBe(1);
     expect(none.stderr).toContain('holds no catalog (tarport/catalog.json) and no releases');
+    // releases but no catalog (a push cut before it, a catalog lost) is no empty repository
+    const [v1] = await writeDemoArchives(dir, undefined, SMALL);
+    expect((await tarport(['push', v1!, '--to', repo])).code).toBe(0);
+    const { rm } = await import('node:fs/promises');
+    await rm(join(repo, 'tarport', 'catalog.json'));
+    await rm(join(repo, 'tarport', 'catalogs'), { recursive: true });
+    const cut = await tarport(['pull', '--from', repo, '--state', join(dir, 'st')], { DOCKER_HOST: 'unix:///nonexistent/docker.sock' });
+    expect(cut.code).toBe(1);
+    expect(cut.stderr).toContain(`holds releases but no catalog (tarport/catalog.json): a push cut short, or the catalog lost; run 'tarport repair file://${repo}'`);
   });
 
   it('the ls table goes to stdout, so grep finds it', async () => {

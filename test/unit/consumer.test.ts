@@ -3,7 +3,7 @@ import { Transform, type Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { TarArchive, writeDemoArchives } from '../../src/archive/index.js';
 import { createHash } from 'node:crypto';
-import { pull, type PullEvent } from '../../src/consumer/index.js';
+import { poll, pull, type PollEvent, type PullEvent } from '../../src/consumer/index.js';
 import { DockerRuntime, chainIds, type DockerApi, type ExpectedImage, type ImageName, type ImageStore, type LoadPlan, type Removal, type Runtime, type VerifiedImage, type VerifiedLoad } from '../../src/runtime/index.js';
 import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../src/producer/index.js';
 import { Repository } from '../../src/repo/index.js';
@@ -97,6 +97,30 @@ async function repoWithDemo(): Promise<Repository> {
   await publishArchive(repo, v2!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '2' } });
   return repo;
 }
+
+describe('a repository with nothing published yet', () => {
+  it('poll says so once, then each round is "nothing new" (no info line a round until the first push)', async () => {
+    const t = new MemoryTransport();
+    const repo = new Repository(t);
+    await repo.init(); // tarport init: the identity, nothing else
+    expect(await repo.identity()).toBeDefined();
+    const stop = new AbortController();
+    const events: PollEvent[] = [];
+    await poll(repo, new DockerRuntime(new FakeDaemon('graphdriver')), {
+      subscriptions: [],
+      stateDir: await tempDir(),
+      intervalMs: 5,
+      signal: stop.signal,
+      onEvent: (e) => {
+        events.push(e);
+        if (events.filter((x) => x.kind === 'round').length >= 3) stop.abort();
+      },
+    });
+    expect(events.filter((e) => e.kind === 'empty')).toHaveLength(1);
+    expect(events.filter((e) => e.kind === 'idle').length).toBeGreaterThanOrEqual(2);
+    expect(events.filter((e) => e.kind === 'round').every((e) => e.kind === 'round' && e.ok)).toBe(true);
+  });
+});
 
 describe('the platform loaded for', () => {
   it('a multi-platform release loaded for one platform is loaded again when another is asked for, not "up to date"', async () => {
