@@ -283,7 +283,7 @@ async function loadRelease(round: Round, entry: CatalogEntry, verified: PinnedRe
     : await importRootfs(repo, docker, cache, verified, platform, opts.decryptKey, opts.signal);
   (result as { bytesFetched: number }).bytesFetched += bytesFetched;
   const previous = prev && prev.imageId !== imageId ? [prev.imageId, ...prev.previous.filter((p) => p !== imageId)] : (prev?.previous ?? []);
-  const loaded = (round.loadedHere[ref] = { version: record.version, record: entry.record, digest: entry.digest, imageId, loadedAt: new Date().toISOString(), created: record.created, contentKey: record.contentKey, order: ++round.state.loads, ...(record.kind === 'image' && record.index ? { platform: formatPlatform(platform) } : {}), previous, ...(opts.hook ? { hookPending: true } : {}) });
+  const loaded = (round.loadedHere[ref] = { version: record.version, record: entry.record, digest: entry.digest, imageId, loadedAt: new Date().toISOString(), created: record.created, contentKey: record.contentKey, order: ++round.state.loads, ...(record.kind === 'image' && record.index ? { platform: formatPlatform(platform) } : {}), previous, ...(prev?.keptSaid ? { keptSaid: prev.keptSaid } : {}), ...(opts.hook ? { hookPending: true } : {}) });
   await round.store.write(round.state);
   result.loaded.push({ ref, version: record.version, imageId });
   round.acked.push({ name: entry.name, tag: entry.tag, version: record.version, digest: entry.digest, platform: formatPlatform(platform), runtime: docker.kind, loaded: loaded.loadedAt });
@@ -395,26 +395,33 @@ async function readTrustedCatalog(repo: Repository, opts: PullOptions): Promise<
 }
 
 /** Removes the images a tag had before, beyond the newest `keep`; an image in use stays. */
-async function retire(docker: Runtime, loaded: { previous: string[] }, ref: string, keep: number, emit: (e: PullEvent) => void, save: () => Promise<void>): Promise<void> {
+async function retire(docker: Runtime, loaded: { previous: string[]; keptSaid?: string[] | undefined }, ref: string, keep: number, emit: (e: PullEvent) => void, save: () => Promise<void>): Promise<void> {
   const old = loaded.previous.slice(keep);
   if (old.length === 0) return;
   const kept: string[] = loaded.previous.slice(0, keep);
+  // an image kept is said once, when first kept, not on every later run that tries it again
+  const said = new Set(loaded.keptSaid ?? []);
+  const keepSaying = (id: string, message: string) => {
+    kept.push(id);
+    if (!said.has(id)) emit({ kind: 'warning', message });
+    said.add(id);
+  };
   for (const id of old) {
     try {
       const r = await docker.removeImage(id);
       if (r.removed) emit({ kind: 'removed-image', ref, imageId: id });
-      if (r.namedAs) {
-        kept.push(id); // the other name may be one of ours that moves later: tried again next time
-        emit({ kind: 'warning', message: `kept ${id.slice(0, 19)}, an earlier image of ${ref}: it is still named ${r.namedAs.join(', ')}` });
-      }
+      // the other name may be one of ours that moves later: tried again next time
+      if (r.namedAs) keepSaying(id, `kept ${id.slice(0, 19)}, an earlier image of ${ref}: it is still named ${r.namedAs.join(', ')}; tried again on later runs`);
     } catch (e) {
-      const msg = e instanceof Error ? e.message : String(e);
-      kept.push(id); // in use by a container, or shared: try again next time
-      emit({ kind: 'warning', message: `could not remove ${id.slice(0, 19)}, an earlier image of ${ref}: ${msg}` });
+      // in use by a container, or shared: tried again next time
+      keepSaying(id, `could not remove ${id.slice(0, 19)}, an earlier image of ${ref}: ${e instanceof Error ? e.message : String(e)}; tried again on later runs`);
     }
   }
+  const keptSaid = kept.filter((id) => said.has(id));
+  const changed = kept.length !== loaded.previous.length || keptSaid.length !== (loaded.keptSaid ?? []).length;
   loaded.previous = kept;
-  await save();
+  loaded.keptSaid = keptSaid;
+  if (changed) await save();
 }
 
 const layerPath = (diffId: string) => `${hexOf(diffId)}/layer.tar`;

@@ -19,6 +19,8 @@ const LoadedSchema = z.object({
   order: z.number().int().nonnegative().optional(),
   /** A multi-platform release's platform the load was for (--platform, else the runtime's): another one asked for loads again. */
   platform: z.string().optional(),
+  /** Of those, the ones retention kept (a name or a container on them) and has said so once. */
+  keptSaid: z.array(z.string()).optional(),
   /** Image IDs this tag had before, newest first (for --keep-images). */
   previous: z.array(z.string()).default([]),
   /** Loaded, and the hook (--hook) not yet run to its end: the next run runs it. */

@@ -176,7 +176,13 @@ describe('retention (--keep-images)', () => {
     const events: PullEvent[] = [];
     await pull(repo, rt, { subscriptions: [], stateDir: state, keepImages: 0, onEvent: (e) => events.push(e) });
     expect(events.filter((e) => e.kind === 'removed-image')).toEqual([]);
-    expect(events.filter((e) => e.kind === 'warning')).toEqual([{ kind: 'warning', message: `kept ${v1Id.slice(0, 19)}, an earlier image of demo/app:1: it is still named mine/app:old` }]);
+    expect(events.filter((e) => e.kind === 'warning')).toEqual([{ kind: 'warning', message: `kept ${v1Id.slice(0, 19)}, an earlier image of demo/app:1: it is still named mine/app:old; tried again on later runs` }]);
+    expect((await d.inspectImage('mine/app:old'))?.Id).toBe(v1Id);
+    // tried again on the next run (up to date), kept again, and not said again
+    const again: PullEvent[] = [];
+    const r = await pull(repo, rt, { subscriptions: [], stateDir: state, keepImages: 0, onEvent: (e) => again.push(e) });
+    expect(r.upToDate).toEqual(['demo/app:1']);
+    expect(again.filter((e) => e.kind === 'warning' || e.kind === 'removed-image')).toEqual([]);
     expect((await d.inspectImage('mine/app:old'))?.Id).toBe(v1Id);
   });
 });
