@@ -160,7 +160,7 @@ describe('producer agent: tarport watch', () => {
     expect(r.code).toBe(2);
     const ls = JSON.parse((await tarport(['ls', repo, '--json'])).stdout).releases.map((x: { name: string; tag: string }) => `${x.name}:${x.tag}`).sort();
     expect(ls).toEqual(['tarport-test/mapped:7', 'tarport-test/sidecar:2024']);
-    expect(await readFile(join(drop, 'failed', 'nameless.tar.reason'), 'utf8')).toMatch(/--name-map|\.name/);
+    expect(await readFile(join(drop, 'failed', 'nameless.tar.reason'), 'utf8')).toContain('Name it: put NAME:TAG into a file beside it called <file>.name, or run the agent with --name-map PATTERN=NAME:TAG.');
     expect((await readdir(join(drop, 'done'))).sort()).toEqual(['other.tar.gz', 'other.tar.gz.name', 'rootfs-7.tar']);
   });
 });
