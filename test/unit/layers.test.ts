@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { ROOT } from '../helpers.js';
 
 // DESIGN.md: dependencies point down the table and never up; transport, archive, crypto and runtime
-// know nothing of each other. errors.ts, version.ts, lending.ts (buffer reuse) and signals.ts (an operation's abort signal) sit below everything.
+// know nothing of each other. errors.ts, version.ts, lending.ts (buffer reuse), signals.ts (an operation's abort signal) and folders.ts (mkdir -p, bounded) sit below everything.
 const ALLOWED: Record<string, string[]> = {
   transport: [],
   archive: [],
@@ -19,7 +19,7 @@ const ALLOWED: Record<string, string[]> = {
 };
 
 /** Files directly in src/: below every layer, so they import none. */
-const BOTTOM = ['errors.ts', 'version.ts', 'lending.ts', 'signals.ts'];
+const BOTTOM = ['errors.ts', 'version.ts', 'lending.ts', 'signals.ts', 'folders.ts'];
 
 /**
  * cli/ is the only place that reads the environment (and argv). Each exception is listed with its
