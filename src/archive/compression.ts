@@ -311,13 +311,17 @@ export class CodecError extends TarportError {
   }
 }
 
+/** zstd's own name of the error ZSTD_error_frameParameter_windowTooLarge (lib/common/error_private.c). */
+const ZSTD_WINDOW_TOO_LARGE = 'Frame requires too much memory for decoding';
+
 function zstdError(e: Error): TarportError {
   if (e instanceof TarportError) return e;
   const code = (e as NodeJS.ErrnoException).code;
   if (code === 'Z_BUF_ERROR') return truncatedFrame(e);
   // valid data whose window (zstd --long=28 and beyond) is more than the decoder may hold: the
-  // bound keeps a hostile frame from taking gigabytes of memory, so the data is refused, as such
-  if (/requires too much memory|window.*too large/i.test(e.message)) {
+  // bound keeps a hostile frame from taking gigabytes of memory, so the data is refused, as such.
+  // The binding gives zstd's error only by its name, ZSTD_getErrorName(frameParameter_windowTooLarge)
+  if (e.message.includes(ZSTD_WINDOW_TOO_LARGE)) {
     return new CodecError(`zstd: the data asks for a window larger than tarport decodes (at most 128 MiB, zstd's default: compressed with zstd --long=28 or more?); compress it again without --long, or with gzip (${e.message})`, { cause: e });
   }
   return new CodecError(`zstd: not valid zstd data (${e.message})`, { cause: e });

@@ -1,4 +1,4 @@
-import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { open, readFile, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { StateStore } from '../../consumer/index.js';
 import { DockerClient, chainIds } from '../../runtime/index.js';
@@ -153,7 +153,14 @@ export async function inventoryCommand(ctx: Context, flags: InventoryFlags): Pro
 async function writeInventory(file: string, inv: Inventory): Promise<void> {
   const tmp = `${file}.${process.pid}.tmp`;
   try {
-    await writeFile(tmp, JSON.stringify(inv, null, 2) + '\n');
+    // synced before the rename: an inventory is often written onto the stick that carries it
+    const fh = await open(tmp, 'w');
+    try {
+      await fh.writeFile(JSON.stringify(inv, null, 2) + '\n');
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
     await rename(tmp, file);
   } catch (e) {
     await rm(tmp, { force: true }).catch(() => undefined);
