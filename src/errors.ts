@@ -57,12 +57,12 @@ export function messageOf(e: unknown): string {
   return String(e);
 }
 
-/** Wraps a Node system error (ENOENT, ENOSPC, …) with what we were doing. */
 /** An error of a system call (fs, net: it names its syscall and errno code), not of the data. */
 export function isSystemError(e: unknown): e is NodeJS.ErrnoException {
   return typeof (e as NodeJS.ErrnoException | undefined)?.syscall === 'string' && typeof (e as NodeJS.ErrnoException).code === 'string';
 }
 
+/** Wraps a Node system error (ENOENT, ENOSPC, …) with what we were doing. */
 export function wrapSystemError(e: unknown, what: string): TarportError {
   if (e instanceof TarportError) return e;
   const code = (e as NodeJS.ErrnoException | undefined)?.code;
