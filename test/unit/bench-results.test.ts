@@ -87,8 +87,8 @@ describe('pullLoadRatios', () => {
     const ratios = pullLoadRatios({ seconds: 12, baselineSeconds: 10, zstdPipeSeconds: 11 });
     expect(ratios.map((r) => [r.name, r.value, r.target, meets(r)])).toEqual([
       ['pull and load / docker load -i', 1.2, 1.1, false],
-      ['floor: pull and load, zstd -d | docker load / docker load -i', 1.1, null, true],
-      ['pull and load / (zstd -d | docker load)', 12 / 11, null, true],
+      ['floor: pull and load, zstd -d piped into docker load / docker load -i', 1.1, null, true],
+      ['pull and load / (zstd -d piped into docker load)', 12 / 11, null, true],
     ]);
     expect(ratios[1]!.detail).toBe('11.00 s vs 10.00 s');
   });
