@@ -221,16 +221,38 @@ describe('the AWS credential chain and the command\'s end', () => {
   }, 15_000);
 });
 
+/**
+ * A 12 MiB file whose multipart upload (5 MiB parts) an earlier run left as `u-1`, its first part
+ * confirmed in the journal, and a transport (no retries) to resume it against `server` (listening).
+ */
+async function resumedUpload(server: import('node:http').Server) {
+  const { mkdtemp, writeFile } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { folderJournal } = await import('../../../src/transport/journal.js');
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  onTestFinished(() => void server.close());
+  vi.stubEnv('AWS_ACCESS_KEY_ID', 'test');
+  vi.stubEnv('AWS_SECRET_ACCESS_KEY', 'test');
+  onTestFinished(() => void vi.unstubAllEnvs());
+  const dir = await mkdtemp(join(tmpdir(), 'tp-s3-resume-'));
+  const file = join(dir, 'blob');
+  await writeFile(file, Buffer.alloc(12 << 20, 7));
+  const endpoint = `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`;
+  const journal = folderJournal(join(dir, 'journal'), (m) => expect.fail(m));
+  const target = `${endpoint} releases site/blob`;
+  await journal.save({ target, uploadId: 'u-1', size: 12 << 20, partSize: 5 << 20, parts: [{ n: 1, etag: '"0123456789abcdef0123456789abcdef"' }] });
+  const stale: string[] = [];
+  const s3 = new S3Transport({ kind: 's3', bucket: 'releases', prefix: 'site' }, { endpoint, region: 'us-east-1', pathStyle: true, idleTimeoutMs: 5000, retries: 0, partSize: 5 << 20, journal, onStaleUpload: (id) => stale.push(id) });
+  return { s3, file, journal, target, stale };
+}
+
 describe('a resumed multipart upload', () => {
   it.each([
     ['to take a part', 'PUT'],
     ['to complete the upload', 'POST'],
   ])('a server too busy (503 SlowDown) %s keeps the upload and its record for the next run: nothing aborted, nothing sent afresh', async (_what, busy) => {
     const { createServer } = await import('node:http');
-    const { mkdtemp, writeFile } = await import('node:fs/promises');
-    const { tmpdir } = await import('node:os');
-    const { join } = await import('node:path');
-    const { folderJournal } = await import('../../../src/transport/journal.js');
     const seen: string[] = [];
     const server = createServer((req, res) => {
       req.resume();
@@ -239,20 +261,7 @@ describe('a resumed multipart upload', () => {
       if (req.method === 'PUT') return res.writeHead(200, { etag: '"0123456789abcdef0123456789abcdef"' }).end();
       res.writeHead(204).end();
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    onTestFinished(() => void server.close());
-    vi.stubEnv('AWS_ACCESS_KEY_ID', 'test');
-    vi.stubEnv('AWS_SECRET_ACCESS_KEY', 'test');
-    onTestFinished(() => void vi.unstubAllEnvs());
-    const dir = await mkdtemp(join(tmpdir(), 'tp-s3-resume-'));
-    const file = join(dir, 'blob');
-    await writeFile(file, Buffer.alloc(12 << 20, 7));
-    const endpoint = `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`;
-    const journal = folderJournal(join(dir, 'journal'), (m) => expect.fail(m));
-    const target = `${endpoint} releases site/blob`;
-    await journal.save({ target, uploadId: 'u-1', size: 12 << 20, partSize: 5 << 20, parts: [{ n: 1, etag: '"0123456789abcdef0123456789abcdef"' }] });
-    const stale: string[] = [];
-    const s3 = new S3Transport({ kind: 's3', bucket: 'releases', prefix: 'site' }, { endpoint, region: 'us-east-1', pathStyle: true, idleTimeoutMs: 5000, retries: 0, partSize: 5 << 20, journal, onStaleUpload: (id) => stale.push(id) });
+    const { s3, file, journal, target, stale } = await resumedUpload(server);
     await expect(s3.write('blob', { file })).rejects.toMatchObject({ code: 'CONNECTION', retryable: true });
     expect(stale).toEqual([]);
     expect(seen.filter((r) => r.startsWith('DELETE'))).toEqual([]);
@@ -268,10 +277,6 @@ describe('a resumed multipart upload', () => {
     ['a part refused at the completion (400 InvalidPart): ended at once, nothing asked, and the file sent afresh', 400, 200, true],
   ])('%s', async (_what, completion, listing, gone) => {
     const { createServer } = await import('node:http');
-    const { mkdtemp, writeFile } = await import('node:fs/promises');
-    const { tmpdir } = await import('node:os');
-    const { join } = await import('node:path');
-    const { folderJournal } = await import('../../../src/transport/journal.js');
     const seen: string[] = [];
     const xmlError = (code: string) => `<?xml version="1.0" encoding="UTF-8"?><Error><Code>${code}</Code><Message>${code}</Message></Error>`;
     const server = createServer((req, res) => {
@@ -287,20 +292,7 @@ describe('a resumed multipart upload', () => {
       if (req.method === 'PUT') return res.writeHead(200, { etag: '"0123456789abcdef0123456789abcdef"' }).end();
       res.writeHead(204).end();
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    onTestFinished(() => void server.close());
-    vi.stubEnv('AWS_ACCESS_KEY_ID', 'test');
-    vi.stubEnv('AWS_SECRET_ACCESS_KEY', 'test');
-    onTestFinished(() => void vi.unstubAllEnvs());
-    const dir = await mkdtemp(join(tmpdir(), 'tp-s3-resume-'));
-    const file = join(dir, 'blob');
-    await writeFile(file, Buffer.alloc(12 << 20, 7));
-    const endpoint = `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`;
-    const journal = folderJournal(join(dir, 'journal'), (m) => expect.fail(m));
-    const target = `${endpoint} releases site/blob`;
-    await journal.save({ target, uploadId: 'u-1', size: 12 << 20, partSize: 5 << 20, parts: [{ n: 1, etag: '"0123456789abcdef0123456789abcdef"' }] });
-    const stale: string[] = [];
-    const s3 = new S3Transport({ kind: 's3', bucket: 'releases', prefix: 'site' }, { endpoint, region: 'us-east-1', pathStyle: true, idleTimeoutMs: 5000, retries: 0, partSize: 5 << 20, journal, onStaleUpload: (id) => stale.push(id) });
+    const { s3, file, journal, target, stale } = await resumedUpload(server);
     await expect(s3.write('blob', { file })).rejects.toMatchObject({ code: completion === 400 ? 'IO' : 'CONNECTION' });
     expect(seen.includes('GET upload u-1')).toBe(completion === 500);
     expect(stale).toEqual(gone ? ['u-1'] : []);
