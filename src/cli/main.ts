@@ -200,7 +200,10 @@ function allOptions(program: Command): Option[] {
   return out;
 }
 
-/** --json as the command line or TARPORT_JSON asks, for errors that come before the command runs. */
+/**
+ * --json as the command line, TARPORT_JSON or the config file (`json = true`) asks, for errors that
+ * come before the command runs. Where --config is given twice the last one counts, as in commander.
+ */
 async function jsonWanted(argv: string[]): Promise<boolean> {
   const end = argv.indexOf('--');
   const args = end < 0 ? argv : argv.slice(0, end);
@@ -212,7 +215,7 @@ async function jsonWanted(argv: string[]): Promise<boolean> {
   }
   // `json = true` in the config file counts too, as for any flag: read here on its own, since the
   // error may have come before (or from) the file's own reading
-  const i = args.findIndex((a) => a === '--config' || a.startsWith('--config='));
+  const i = args.map((a) => a === '--config' || a.startsWith('--config=')).lastIndexOf(true);
   const file = i < 0 ? process.env.TARPORT_CONFIG : args[i]!.startsWith('--config=') ? args[i]!.slice('--config='.length) : args[i + 1];
   if (!file) return false;
   try {

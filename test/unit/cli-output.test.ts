@@ -153,6 +153,17 @@ describe('--json prints exactly one document', () => {
     expect((await tarportInProcess(['help'])).code).toBe(0);
   });
 
+  it('given --config twice, the last file decides --json for an early usage error, as commander decides which file is read', async () => {
+    const dir = await tempDir();
+    const [plain, json] = [join(dir, 'plain.toml'), join(dir, 'json.toml')];
+    await writeFile(plain, 'quiet = true\n');
+    await writeFile(json, 'json = true\n');
+    const lastJson = await tarportInProcess(['ls', dir, '--config', plain, '--config', json, '--bogus']);
+    expect([lastJson.code, oneDocument(lastJson.stdout)]).toEqual([2, { error: { code: 'USAGE', message: "unknown option '--bogus'" } }]);
+    const lastPlain = await tarportInProcess(['ls', dir, '--config', json, '--config=' + plain, '--bogus']);
+    expect([lastPlain.code, lastPlain.stdout]).toEqual([2, '']);
+  });
+
   it('a usage error, a bad config value and a bad environment value each give one error document', async () => {
     const dir = await tempDir();
     const usage = await tarportInProcess(['push', '--init', '--json']);
