@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect as netConnect, createServer, type AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -464,13 +464,20 @@ describe('credentials and identity', () => {
     const ro = join(S.TP_SERVER_HOME, `ro-${randomBytes(3).toString('hex')}`);
     await mkdir(ro);
     await chmod(ro, 0o555);
-    for (const url of [S.TP_FTP_URL, S.TP_SFTP_URL]) {
+    // each server's own word: vsftpd's 553 reply, the SFTP status code's name
+    const said = [
+      [S.TP_FTP_URL, /: refused \(553 [^)]*\); check that the path exists and the user may write there$/],
+      [S.TP_SFTP_URL, /: permission denied; check that the user may write there$/],
+    ] as const;
+    for (const [url, message] of said) {
       const sub = ro.slice(S.TP_SERVER_HOME.length + 1);
       const t = await open(url, {}, sub);
       const e = await errorOf(t.write('f', () => Readable.from([Buffer.from('x')])));
-      expect(e?.message).toMatch(/refused|permission denied/);
+      expect(e?.message).toMatch(message);
+      expect(e?.message).toContain(`upload f on ${url}/${sub}: `);
       expect(e?.retryable).toBe(false);
     }
+    expect(await readdir(ro)).toEqual([]);
   });
 });
 
