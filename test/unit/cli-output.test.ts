@@ -1,5 +1,8 @@
 import { spawn } from 'node:child_process';
+import { createReadStream, type ReadStream } from 'node:fs';
 import { readdir, stat, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { writeDemoArchives } from '../../src/archive/index.js';
@@ -163,6 +166,40 @@ describe('--json prints exactly one document', () => {
     const lastPlain = await tarportInProcess(['ls', dir, '--config', json, '--config=' + plain, '--bogus']);
     expect([lastPlain.code, lastPlain.stdout]).toEqual([2, '']);
   });
+
+  it('pull --fetch-only stopped by SIGTERM: its one document lists what was fetched before the stop, beside the error', async () => {
+    const dir = await tempDir();
+    const [v1, v2] = await writeDemoArchives(dir, undefined, SMALL);
+    const repo = join(dir, 'repo');
+    expect((await tarport(['push', '--init', v1!, '--to', repo, '--name', 'a/one:1'])).code).toBe(0);
+    expect((await tarport(['push', v2!, '--to', repo, '--name', 'b/two:1'])).code).toBe(0);
+    // the repository over HTTP, with every read of b/two's release left unanswered
+    const server = createServer((req, res) => {
+      const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
+      if (path.includes('b%2Ftwo')) return;
+      createReadStream(join(repo, path))
+        .on('error', () => res.writeHead(404).end())
+        .on('open', function (this: ReadStream) {
+          res.writeHead(200);
+          this.pipe(res);
+        });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+      const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), 'pull', '--fetch-only', '--json', '--from', url, '--state', join(dir, 'st')], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let [stdout, stderr] = ['', ''];
+      child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+      const closed = new Promise<number | null>((r) => child.on('close', (c) => r(c)));
+      await new Promise<void>((r) => child.stderr.on('data', (c: Buffer) => ((stderr += c.toString()), stderr.includes('fetched a/one:1') && r())));
+      child.kill('SIGTERM');
+      expect(await closed).toBe(143);
+      expect(oneDocument(stdout)).toMatchObject({ loaded: [], upToDate: [], refused: [], fetched: [{ ref: 'a/one:1', version: 1 }], error: { code: 'ABORTED' } });
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+  }, 60_000);
 
   it('a usage error, a bad config value and a bad environment value each give one error document', async () => {
     const dir = await tempDir();

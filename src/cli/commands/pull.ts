@@ -92,7 +92,12 @@ export async function pullCommand(ctx: Context, names: string[], flags: PullFlag
   let ok = false;
   const hooks: { ref: string; version: number; ok: boolean; message: string }[] = [];
   // what was done before an error ends the run, for its document
-  const soFar = { loaded: [] as { ref: string; version: number; imageId: string }[], upToDate: [] as string[], refused: [] as { ref: string; digest: string; code: string; message: string }[] };
+  const soFar = {
+    loaded: [] as { ref: string; version: number; imageId: string }[],
+    upToDate: [] as string[],
+    refused: [] as { ref: string; digest: string; code: string; message: string }[],
+    ...(flags.fetchOnly ? { fetched: [] as { ref: string; version: number }[] } : {}),
+  };
   ctx.out.doneSoFar(soFar);
   try {
     // a refused release does not hide the ones that loaded: both go into the one report
@@ -105,6 +110,7 @@ export async function pullCommand(ctx: Context, names: string[], flags: PullFlag
         if (e.kind === 'loaded') soFar.loaded.push({ ref: e.ref, version: e.version, imageId: e.imageId });
         else if (e.kind === 'up-to-date') soFar.upToDate.push(e.ref);
         else if (e.kind === 'refused') soFar.refused.push({ ref: e.ref, digest: e.digest, code: e.code, message: e.message });
+        else if (e.kind === 'fetched') soFar.fetched?.push({ ref: e.ref, version: e.version });
         if (e.kind === 'loading') {
           ctx.out.info(describe(e));
           return progress.begin(`${e.ref} v${e.version}`);
@@ -126,7 +132,7 @@ export async function pullCommand(ctx: Context, names: string[], flags: PullFlag
     if (isTarportError(e, 'LOCKED')) {
       // an overlapping cron run: the one at work picks up anything new
       ctx.out.info(e.message);
-      ctx.out.document({ loaded: [], upToDate: [], refused: [], locked: true, message: e.message });
+      ctx.out.document({ loaded: [], upToDate: [], refused: [], ...(flags.fetchOnly ? { fetched: [] } : {}), locked: true, message: e.message });
       return 0;
     }
     sink.metrics.failure(e instanceof TarportError ? e.code : 'INTERNAL');
