@@ -7,12 +7,13 @@
 // A binary that does not load (another libc, a missing file, bytes that are not what was shipped)
 // is never fatal: the reason is kept for `tarport version` and the codec falls back to Node's zlib.
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, constants as fsc, existsSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync, chmodSync } from 'node:fs';
+import { closeSync, constants as fsc, existsSync, fstatSync, lstatSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync, chmodSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir, tmpdir } from 'node:os';
 import { dirname, join, parse } from 'node:path';
 import { getAsset, isSea } from 'node:sea';
 import { fileURLToPath } from 'node:url';
+import { makeFoldersSync } from '../folders.js';
 
 /** Where a loaded binding came from: zstd-napi installed beside tarport, the file tarport's package carries, or the single executable's asset. */
 export type BindingSource = 'installed' | 'shipped' | 'executable';
@@ -154,7 +155,7 @@ export function cacheCopy(bytes: Uint8Array, sha256: string, dirs: readonly stri
  */
 export function privateDir(dir: string): void {
   const uid = process.getuid?.() ?? 0;
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  makeFoldersSync(dir, 0o700);
   const st = lstatSync(dir);
   if (!st.isDirectory()) throw new NativeLoadError(`${dir} is not a folder (a symbolic link?)`);
   if (st.uid !== uid) throw new NativeLoadError(`${dir} belongs to user ${st.uid}, not to this user (${uid})`);

@@ -1,7 +1,8 @@
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
+import { makeFolders } from '../folders.js';
 import { feedFile, type Follow } from '../archive/index.js';
 import { DigestCheck, hexOf } from '../crypto/index.js';
 import { TarportError, wrapSystemError } from '../errors.js';
@@ -46,8 +47,8 @@ export class ObjectCache {
   private async fetch(repo: Repository, desc: { digest: string; size: number }, signal?: AbortSignal, follow?: Download): Promise<number> {
     if (await this.has(desc)) return 0;
     const partialDir = join(this.dir, 'partial');
-    await mkdir(partialDir, { recursive: true });
-    await mkdir(join(this.dir, 'blobs'), { recursive: true });
+    await makeFolders(partialDir);
+    await makeFolders(join(this.dir, 'blobs'));
     const part = join(partialDir, hexOf(desc.digest));
     let offset = (await stat(part).catch(() => undefined))?.size ?? 0;
     if (offset > desc.size) {

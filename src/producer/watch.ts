@@ -1,5 +1,6 @@
-import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
+import { makeFolders } from '../folders.js';
 import { watch as chokidar } from 'chokidar';
 import { TarportError, messageOf } from '../errors.js';
 import type { ImageRef } from '../repo/index.js';
@@ -70,8 +71,8 @@ export function ignoredName(name: string): boolean {
 export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
   const emit = opts.onEvent ?? (() => undefined);
   const summary: WatchSummary = { published: 0, failed: 0, pending: 0, exitCode: 0 };
-  await mkdir(join(opts.dir, 'done'), { recursive: true });
-  await mkdir(join(opts.dir, 'failed'), { recursive: true });
+  await makeFolders(join(opts.dir, 'done'));
+  await makeFolders(join(opts.dir, 'failed'));
   const queued = new Set<string>();
   const retryAt = new Map<string, number>();
   const attempts = new Map<string, number>();

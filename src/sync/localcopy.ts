@@ -1,7 +1,8 @@
 import { constants as fsc, existsSync } from 'node:fs';
-import { access, copyFile, mkdir, open, rm, type FileHandle } from 'node:fs/promises';
+import { access, copyFile, open, rm, type FileHandle } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { dirname } from 'node:path';
+import { makeFolders } from '../folders.js';
 import { DigestCheck } from '../crypto/index.js';
 import { TarportError, wrapSystemError } from '../errors.js';
 
@@ -93,7 +94,7 @@ export async function copyVerified(
   try {
     src = await openPlain(from, what);
     sizeCheck((await src.stat()).size, expected, what); // a wrong size is refused before a byte is copied
-    await mkdir(dirname(to), { recursive: true });
+    await makeFolders(dirname(to));
     // a temporary name of its own: never there before (COPYFILE_EXCL: O_EXCL, so no link followed,
     // and a file found there is neither written nor removed)
     made = true;
@@ -181,7 +182,7 @@ export async function copyThroughBuffers(
   let dst: FileHandle | undefined;
   try {
     src = await openPlain(from, what);
-    await mkdir(dirname(to), { recursive: true });
+    await makeFolders(dirname(to));
     // a temporary name of its own: never there before, and never a link followed
     dst = await open(to, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o666);
     const bufs = takeBuffers(3, expected.size);

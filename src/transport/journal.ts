@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { makeFolders } from '../folders.js';
 import * as z from 'zod';
 
 /**
@@ -51,7 +52,7 @@ export function folderJournal(dir: string, onFault: (message: string) => void): 
       if (broken) return;
       const tmp = `${file(entry.target)}.${randomBytes(4).toString('hex')}.tmp`;
       try {
-        await mkdir(dir, { recursive: true, mode: 0o700 });
+        await makeFolders(dir, 0o700);
         await writeFile(tmp, JSON.stringify(entry), { mode: 0o600 });
         await rename(tmp, file(entry.target));
       } catch (e) {

@@ -2,7 +2,7 @@
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { makeFolders } from '../../src/folders.js';
+import { makeFolders, makeFoldersSync } from '../../src/folders.js';
 import { tempDir } from '../helpers.js';
 
 describe('makeFolders', () => {
@@ -25,5 +25,28 @@ describe('makeFolders', () => {
     const { writeFile } = await import('node:fs/promises');
     await writeFile(join(root, 'f'), 'x');
     await expect(makeFolders(join(root, 'f', 'state'))).rejects.toMatchObject({ code: 'ENOTDIR' });
+  });
+});
+
+describe('what makeFolders made', () => {
+  it('returns the topmost folder it made, or undefined when all were there, as the recursive mkdir does; the sync twin alike', async () => {
+    const root = await tempDir();
+    expect(await makeFolders(join(root, 'a', 'b', 'c'))).toBe(join(root, 'a'));
+    expect(await makeFolders(join(root, 'a', 'b', 'c'))).toBeUndefined();
+    expect(await makeFolders(join(root, 'a', 'x'))).toBe(join(root, 'a', 'x'));
+    expect(makeFoldersSync(join(root, 's', 't'))).toBe(join(root, 's'));
+    expect(makeFoldersSync(join(root, 's', 't'))).toBeUndefined();
+    expect((await stat(join(root, 's', 't'))).isDirectory()).toBe(true);
+  });
+
+  it('gives every folder it made the mode asked for', async () => {
+    const root = await tempDir();
+    await makeFolders(join(root, 'p', 'q'), 0o700);
+    makeFoldersSync(join(root, 'r', 's'), 0o700);
+    for (const d of ['p', 'p/q', 'r', 'r/s']) expect(((await stat(join(root, d))).mode & 0o777).toString(8)).toBe('700');
+  });
+
+  it('the sync twin is bounded under /proc as well', () => {
+    expect(() => makeFoldersSync('/proc/tarport-test/cache')).toThrow(expect.objectContaining({ code: 'ENOENT' }));
   });
 });
