@@ -15,6 +15,11 @@ export class Store {
     return this.transport.location;
   }
 
+  /** Holds the location for a write (Transport.hold); a no-op where the transport has no such notion. */
+  async hold(): Promise<() => void> {
+    return (await this.transport.hold?.()) ?? (() => undefined);
+  }
+
   /** True when rename replaces its target in one step (docs/repo-format.md, "Renames"). */
   get atomicRename(): boolean {
     return this.transport.capabilities.atomicRename;

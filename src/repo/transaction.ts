@@ -47,6 +47,8 @@ export class WriteTransaction {
     /** True while the repository is still to be created (`create`): its identity is written with the first object. */
     private unborn: boolean,
     private readonly signal: AbortSignal | undefined,
+    /** Releases the hold on the location taken for this write (Store.hold). */
+    private readonly release: () => void,
   ) {}
 
   /** The repository's id (for a repository this transaction creates: the one it will write). */
@@ -60,23 +62,43 @@ export class WriteTransaction {
    * first thing the transaction keeps, so a write that fails before that leaves no file behind.
    */
   static async begin(store: Store, opts: { signal?: AbortSignal; adoptId?: string; create?: boolean } = {}): Promise<WriteTransaction> {
-    // one read of the format file serves both questions for a repository that has its identity
-    // (every push after the first): a round trip less per write
-    const format = await readFormat(store, opts.signal);
-    const state = format ? 'repository' : await repositoryState(store, opts.signal);
-    if (state === 'none' && !opts.create) throw noRepository(store.location);
-    const known = format?.id && format.version >= BASE_FORMAT_VERSION ? format.id : undefined;
-    const id = state === 'none' ? (opts.adoptId ?? newRepositoryId()) : (known ?? (await ensureIdentity(store, opts.signal, opts.adoptId)));
-    const intent = await PublishIntent.open(store, opts.signal);
-    return new WriteTransaction(store, intent, id, state === 'none', opts.signal);
+    // held before the repository is looked for: every write of this transaction goes to the folder
+    // found to hold it, not to an empty mount point left by a stick pulled since
+    const release = await store.hold();
+    try {
+      // one read of the format file serves both questions for a repository that has its identity
+      // (every push after the first): a round trip less per write
+      const format = await readFormat(store, opts.signal);
+      const state = format ? 'repository' : await repositoryState(store, opts.signal);
+      if (state === 'none' && !opts.create) throw noRepository(store.location);
+      const known = format?.id && format.version >= BASE_FORMAT_VERSION ? format.id : undefined;
+      const id = state === 'none' ? (opts.adoptId ?? newRepositoryId()) : (known ?? (await ensureIdentity(store, opts.signal, opts.adoptId)));
+      const intent = await PublishIntent.open(store, opts.signal);
+      return new WriteTransaction(store, intent, id, state === 'none', opts.signal, release);
+    } catch (e) {
+      release();
+      throw e;
+    }
   }
 
   /** Writes the identity of a repository this transaction creates (once, before anything it keeps). */
   private async bear(): Promise<void> {
     if (!this.unborn) return;
-    this.id = await ensureIdentity(this.store, this.signal, this.id);
-    this.unborn = false;
+    // one write, however many objects a sync copies at once ask for it
+    this.born ??= ensureIdentity(this.store, this.signal, this.id).then(
+      (id) => {
+        this.id = id;
+        this.unborn = false;
+      },
+      (e: unknown) => {
+        this.born = undefined; // the next object tries again
+        throw e;
+      },
+    );
+    await this.born;
   }
+
+  private born: Promise<void> | undefined;
 
   private enter(phase: number, what: string): void {
     if (phase < this.phase) throw new TarportError('INTERNAL', `internal error: ${what} after a later step of the write transaction (docs/repo-format.md, "Write order")`);
@@ -109,6 +131,7 @@ export class WriteTransaction {
   async putObject(digest: string, source: ObjectSource): Promise<void> {
     this.enter(1, 'putObject');
     await this.intent.protect([digest], this.signal);
+    await this.bear(); // a sync cut after its first object leaves a repository its re-run can find
     await putObject(this.store, digest, source, this.signal);
   }
 
@@ -116,6 +139,7 @@ export class WriteTransaction {
   async putSplit(desc: { digest: string; size: number }, open: () => Promise<Readable>, maxPart: number): Promise<void> {
     this.enter(1, 'putSplit');
     await this.intent.protect([desc.digest], this.signal);
+    await this.bear();
     await putSplit(this.store, desc, open, maxPart, this.signal);
   }
 
@@ -221,9 +245,13 @@ export class WriteTransaction {
   /** Ends the transaction: staged objects not committed are removed, the intent is withdrawn. */
   async end(): Promise<void> {
     this.phase = 5;
-    for (const b of this.staged) await b.discard();
-    this.staged.length = 0;
-    await this.intent.close();
+    try {
+      for (const b of this.staged) await b.discard();
+      this.staged.length = 0;
+      await this.intent.close();
+    } finally {
+      this.release();
+    }
   }
 }
 

@@ -1,8 +1,9 @@
 import { constants as fsc } from 'node:fs';
-import { lstat, mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { lstat, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { makeFolders } from '../folders.js';
 import { TarportError, wrapSystemError } from '../errors.js';
 import { givingBack } from '../lending.js';
 import { keySegments, parentOf } from './keys.js';
@@ -18,6 +19,66 @@ export class FileTransport implements Transport {
 
   constructor(readonly root: string) {
     this.location = `file://${root}`;
+  }
+
+  /** Holds taken (hold) and not yet released; the root's identity while there are any. */
+  private holds = 0;
+  private place: { dev: number; ino: number } | undefined;
+
+  /**
+   * From now until the release, a write or rename fails if the root is gone or is another folder
+   * than it was (by device and inode): a stick unplugged or unmounted mid-write leaves its empty
+   * mount point, on the host's own disk, and what followed was written there, reported done. A
+   * root that did not exist yet (a repository being created) is held from when it is made.
+   */
+  async hold(): Promise<() => void> {
+    if (this.holds++ === 0) this.place = await this.rootIdentity().catch(() => undefined);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      if (--this.holds === 0) this.place = undefined;
+    };
+  }
+
+  /** While held: the root is still the folder held (or, for one being created, now held). */
+  private async samePlace(what: string): Promise<void> {
+    if (this.holds === 0) return;
+    const now = await this.rootIdentity();
+    if (!this.place) {
+      this.place = now;
+      return;
+    }
+    if (now?.dev === this.place.dev && now.ino === this.place.ino) return;
+    throw new TarportError(
+      'IO',
+      `${what} in ${this.location}: the repository folder ${now ? 'is another folder than' : 'is gone since'} when this write began (a stick unplugged, unmounted or swapped?); nothing more is written there: run again once it is back`,
+      { retryable: false },
+    );
+  }
+
+  private async rootIdentity(): Promise<{ dev: number; ino: number } | undefined> {
+    try {
+      const st = await stat(this.root);
+      return { dev: st.dev, ino: st.ino };
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+      throw wrapSystemError(e, `stat the folder of ${this.location}`);
+    }
+  }
+
+  /** The folder of `key`, made if missing, on the root held. */
+  private async makeFolderOf(key: string, what: string): Promise<string | undefined> {
+    await this.samePlace(what);
+    let made: string | undefined;
+    try {
+      made = await makeFolders(this.folderPath(key));
+    } catch (e) {
+      throw wrapSystemError(e, `create folder for ${key} in ${this.location}`);
+    }
+    await this.samePlace(what); // a root this made is held from now on
+    return made;
   }
 
   private path(key: string): string {
@@ -61,11 +122,7 @@ export class FileTransport implements Transport {
   async localPath(key: string, op: 'read' | 'write'): Promise<string> {
     const p = await this.checked(key, op);
     if (op === 'read') return p;
-    try {
-      await mkdir(this.folderPath(key), { recursive: true });
-    } catch (e) {
-      throw wrapSystemError(e, `create folder for ${key} in ${this.location}`);
-    }
+    await this.makeFolderOf(key, `write ${key}`);
     return this.checked(key, op); // the folders just made, or found
   }
 
@@ -123,11 +180,7 @@ export class FileTransport implements Transport {
 
   async write(key: string, source: Source, opts: WriteOptions = {}): Promise<{ size: number }> {
     const p = await this.checked(key, 'write');
-    try {
-      await mkdir(this.folderPath(key), { recursive: true });
-    } catch (e) {
-      throw wrapSystemError(e, `create folder for ${key} in ${this.location}`);
-    }
+    await this.makeFolderOf(key, `write ${key}`);
     await this.checked(key, 'write'); // the folders just made, or found
     const fh = await open(p, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o666).catch((e: unknown) => {
       throw wrapSystemError(e, `write ${key} to ${this.location}`);
@@ -159,7 +212,7 @@ export class FileTransport implements Transport {
     try {
       const [a, b] = [await this.checked(from, 'rename'), await this.checked(to, 'rename')];
       const folder = this.folderPath(to);
-      const made = await mkdir(folder, { recursive: true });
+      const made = await this.makeFolderOf(to, `rename ${from} to ${to}`);
       await this.checked(to, 'rename');
       await rename(a, b);
       for (const d of foldersChanged(folder, made)) await syncFolder(d);

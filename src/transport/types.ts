@@ -88,4 +88,10 @@ export interface Transport {
    * the repository); callers open it without following links, and still go through `rename`/`remove`.
    */
   localPath?(key: string, op: 'read' | 'write'): Promise<string>;
+  /**
+   * Local transports only: until the returned release is called, writes and renames fail (IO, not
+   * retryable) once the location is no longer the folder it was when held: a stick unplugged or
+   * unmounted leaves its mount point, an empty folder on the host's own disk. Holds nest.
+   */
+  hold?(): Promise<() => void>;
 }

@@ -1,7 +1,11 @@
+import { mkdir, readdir, rename } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { sha256 } from '../../../src/crypto/index.js';
 import { Repository, checkRepository, collectGarbage, repairRepository, type PinnedRecord, type ReleaseRecord } from '../../../src/repo/index.js';
-import { MemoryTransport } from '../../../src/transport/index.js';
+import { FileTransport, MemoryTransport } from '../../../src/transport/index.js';
+import { tempDir } from '../../helpers.js';
 import { FaultyTransport } from './faulty.js';
 import { copies, faults, publish } from './fixtures.js';
 
@@ -148,6 +152,42 @@ describe('beginning a write', () => {
     const tx = await new Repository(base).begin();
     await tx.end();
     expect(reads.filter((k) => k === 'tarport/format.json')).toHaveLength(1);
+  });
+
+  it('creating: the identity is written with the first object copied (putObject, putSplit), so a sync cut there is found again without --init', async () => {
+    for (const put of ['putObject', 'putSplit'] as const) {
+      const t = new MemoryTransport();
+      const tx = await new Repository(t).begin({ create: true });
+      const bytes = Buffer.from(`one object, copied by ${put}`);
+      const digest = sha256(bytes);
+      // copied at once, as a sync copies objects side by side: one identity, written once
+      const copies = [0, 1].map(() => (put === 'putObject' ? tx.putObject(digest, { stream: () => Readable.from([bytes]) }) : tx.putSplit({ digest, size: bytes.length }, async () => Readable.from([bytes]), 8)));
+      await Promise.all(copies);
+      // the run is cut here: no end, no record, no catalog
+      const format = JSON.parse(t.files.get('tarport/format.json')?.toString() ?? '{}') as { id?: string };
+      expect([put, format.id]).toEqual([put, tx.repositoryId]);
+      const again = await new Repository(t).begin();
+      expect(again.repositoryId).toBe(tx.repositoryId);
+      await again.end();
+    }
+  });
+});
+
+describe('a write whose folder is swapped under it', () => {
+  it('a stick unmounted mid-write: the rest does not go to its empty mount point, and the next write is refused there', async () => {
+    const base = await tempDir();
+    const root = join(base, 'stick');
+    await new Repository(new FileTransport(root)).init();
+    const repo = new Repository(new FileTransport(root));
+    const tx = await repo.begin();
+    const bytes = Buffer.from('an object copied after the stick went');
+    await rename(root, join(base, 'unplugged'));
+    await mkdir(root); // the mount point left behind, on the host's disk
+    await expect(tx.putObject(sha256(bytes), { stream: () => Readable.from([bytes]) })).rejects.toMatchObject({ code: 'IO', retryable: false });
+    await tx.end();
+    expect(await readdir(root)).toEqual([]);
+    // the next write begins afresh: the empty folder holds no repository
+    await expect(repo.begin()).rejects.toMatchObject({ code: 'NO_REPOSITORY' });
   });
 });
 

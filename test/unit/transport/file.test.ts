@@ -1,6 +1,6 @@
 // src/transport/file.ts: what a rename leaves durable (the folders whose entries it changed).
 import { readlinkSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -42,5 +42,72 @@ describe('FileTransport.rename', () => {
     w.synced.length = 0; // the write syncs its file
     await t.rename('tmp/y.part', 'a/b/c/y'); // its folder was there already
     expect(w.synced).toEqual([join(root, 'a/b/c')]);
+  });
+});
+
+describe('FileTransport folders', () => {
+  it('a repository under /proc (a typo in --to): write, rename and localPath fail at once with the folder named, where a recursive mkdir spins', async () => {
+    const t = new FileTransport('/proc/tarport-test/repo');
+    const bounded = <T>(p: Promise<T>) => Promise.race([p.then(() => 'done', (e: unknown) => (e as Error).message), new Promise((r) => setTimeout(() => r('still running after 2 s'), 2_000))]);
+    expect(await bounded(t.write('a/b', () => Readable.from([Buffer.from('x')])))).toMatch(/^create folder for a\/b in file:\/\/\/proc\/tarport-test\/repo: /);
+    expect(await bounded(t.localPath('a/b', 'write'))).toMatch(/^create folder for a\/b in file:\/\/\/proc\/tarport-test\/repo: /);
+    expect(await bounded(t.rename('a/b', 'c/d'))).toMatch(/^create folder for c\/d in file:\/\/\/proc\/tarport-test\/repo: /);
+  });
+});
+
+describe('FileTransport.hold', () => {
+  const write = (t: FileTransport, key: string) => t.write(key, () => Readable.from([Buffer.from(key)]));
+  const gone = (root: string, how: string) => `in file://${root}: the repository folder ${how} when this write began (a stick unplugged, unmounted or swapped?); nothing more is written there: run again once it is back`;
+
+  it('while held, a root swapped for another folder (a stick unmounted: its empty mount point) takes no write or rename', async () => {
+    const base = await tempDir();
+    const root = join(base, 'stick');
+    await mkdir(root);
+    const t = new FileTransport(root);
+    const release = await t.hold();
+    await write(t, 'blobs/a');
+    await rename(root, join(base, 'unplugged'));
+    await mkdir(root); // the mount point, on the host's disk
+    await expect(write(t, 'blobs/b')).rejects.toMatchObject({ code: 'IO', retryable: false, message: `write blobs/b ${gone(root, 'is another folder than')}` });
+    await expect(t.rename('x', 'tarport/catalog.json')).rejects.toMatchObject({ code: 'IO', message: `rename x to tarport/catalog.json ${gone(root, 'is another folder than')}` });
+    await expect(t.localPath('blobs/c', 'write')).rejects.toMatchObject({ code: 'IO' });
+    expect(await readdir(root)).toEqual([]);
+    release();
+    // a new hold (the next round of an agent, the stick plugged in again) takes the folder as it is
+    const again = await t.hold();
+    await write(t, 'blobs/b');
+    again();
+    expect(await readdir(join(root, 'blobs'))).toEqual(['b']);
+  });
+
+  it('while held, a root that is gone is not made again; a root that was not there yet (init) is held from when it is made', async () => {
+    const base = await tempDir();
+    const root = join(base, 'new-repo');
+    const t = new FileTransport(root);
+    const release = await t.hold();
+    await write(t, 'tarport/format.json'); // makes the root
+    await rm(root, { recursive: true });
+    await expect(write(t, 'blobs/b')).rejects.toMatchObject({ code: 'IO', message: `write blobs/b ${gone(root, 'is gone since')}` });
+    await expect(stat(root)).rejects.toMatchObject({ code: 'ENOENT' });
+    release();
+    // not held: a write makes its folders, the root among them, as before
+    await write(t, 'blobs/b');
+    expect(await readdir(join(root, 'blobs'))).toEqual(['b']);
+  });
+
+  it('holds nest: the root stays held until the last is released, and a release twice counts once', async () => {
+    const base = await tempDir();
+    const root = join(base, 'r');
+    await mkdir(root);
+    const t = new FileTransport(root);
+    const [first, second] = [await t.hold(), await t.hold()];
+    first();
+    first();
+    await rename(root, join(base, 'old'));
+    await mkdir(root);
+    await expect(write(t, 'f')).rejects.toMatchObject({ code: 'IO' });
+    second();
+    await write(t, 'f');
+    expect(await readdir(root)).toEqual(['f']);
   });
 });
