@@ -126,9 +126,14 @@ async function pullLocked(repo: Repository, docker: Runtime, store: StateStore, 
   if (!stat) {
     // a consumer set up right after `tarport init` waits for the first push; a location that holds
     // no repository at all (a typo, a mount that is not there) stays a fault
-    if (!(await repo.identity(opts.signal))) throw new TarportError('NOT_FOUND', `${repo.location} holds no catalog (tarport/catalog.json): not a tarport repository, or nothing was pushed yet`);
+    const id = await repo.identity(opts.signal);
+    if (!id) throw new TarportError('NOT_FOUND', `${repo.location} holds no catalog (tarport/catalog.json): not a tarport repository, or nothing was pushed yet`);
     // releases without a catalog: a push cut before its catalog, or a catalog lost; not "empty"
     if ((await repo.listTags(opts.signal)).length > 0) throw new TarportError('NOT_FOUND', `${repo.location} holds releases but no catalog (tarport/catalog.json): a push cut short, or the catalog lost; run 'tarport repair ${repo.location}'`);
+    // nor is a repository this host took a catalog from before (a mirror that offers no listing, or
+    // answers 404 for the catalog it hides): "empty" would keep it on old releases past any expiry
+    const seen = state.catalogSequence[`repository:${id}`] ?? state.catalogSequence[loc];
+    if (seen !== undefined) throw new TarportError('NOT_FOUND', `${loc} holds no catalog (tarport/catalog.json), but this host accepted its catalog at sequence ${seen} before: a mirror or cache that hides it, or the catalog lost; run 'tarport repair' on the repository if it is lost`);
     emit({ kind: 'empty', message: `${repo.location} is a repository with nothing published yet: nothing to load` });
     return result;
   }

@@ -120,6 +120,24 @@ describe('a repository with nothing published yet', () => {
     expect(events.filter((e) => e.kind === 'idle').length).toBeGreaterThanOrEqual(2);
     expect(events.filter((e) => e.kind === 'round').every((e) => e.kind === 'round' && e.ok)).toBe(true);
   });
+
+  it('a catalog gone from a repository this host took one from before (a mirror that hides it, no listing) is NOT_FOUND, not "empty"', async () => {
+    const t = new MemoryTransport('mirror');
+    const repo = new Repository(t);
+    const [v1] = await demoArchives();
+    await publishArchive(repo, v1!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' } });
+    const rt = new DockerRuntime(new FakeDaemon('graphdriver'));
+    const stateDir = await tempDir();
+    expect((await pull(repo, rt, { subscriptions: [], stateDir })).loaded.map((l) => l.ref)).toEqual(['demo/app:1']);
+    // what such a mirror shows: the identity, no catalog, and (no listing) no releases
+    for (const k of [...t.files.keys()]) if (k !== 'tarport/format.json') t.files.delete(k);
+    await expect(pull(repo, rt, { subscriptions: [], stateDir })).rejects.toMatchObject({
+      code: 'NOT_FOUND',
+      message: 'memory://mirror holds no catalog (tarport/catalog.json), but this host accepted its catalog at sequence 1 before: a mirror or cache that hides it, or the catalog lost; run \'tarport repair\' on the repository if it is lost',
+    });
+    // another host, that never took a catalog from it, still finds a repository with nothing published yet
+    expect((await pull(repo, rt, { subscriptions: [], stateDir: await tempDir() })).loaded).toEqual([]);
+  });
 });
 
 describe('the platform loaded for', () => {
