@@ -65,7 +65,15 @@ export class DigestCheck {
     this.hash.update(chunk);
   }
 
-  finish(): void {
+  /**
+   * `shortIsCut`: bytes that came over a transfer; ending before the declared size is the transfer
+   * cut short (CONNECTION, retryable), even where the server ended its answer as if it were whole,
+   * not a damaged object: refused and skipped, a passing lie would keep a release out for good.
+   */
+  finish(shortIsCut = false): void {
+    if (shortIsCut && this.bytes < this.expected.size) {
+      throw new TarportError('CONNECTION', `${this.what}: the transfer ended after ${this.bytes} of ${this.expected.size} bytes`, { retryable: true });
+    }
     if (this.bytes !== this.expected.size) {
       throw new TarportError('DIGEST_MISMATCH', `${this.what}: size mismatch, expected ${this.expected.size} bytes, got ${this.bytes}`, { retryable: false });
     }
@@ -76,7 +84,10 @@ export class DigestCheck {
   }
 }
 
-/** A pass-through that fails when the bytes do not match the expected digest and size (see DigestCheck). */
+/**
+ * A pass-through that fails when the bytes do not match the expected digest and size (see
+ * DigestCheck); a stream that ends short is a cut transfer (DigestCheck.finish, `shortIsCut`).
+ */
 export class Verifier extends Transform {
   private readonly check: DigestCheck;
 
@@ -102,7 +113,7 @@ export class Verifier extends Transform {
 
   override _flush(cb: TransformCallback): void {
     try {
-      this.check.finish();
+      this.check.finish(true);
     } catch (e) {
       cb(e as Error);
       return;

@@ -1,5 +1,5 @@
 import { getEventListeners, once } from 'node:events';
-import { Transform, type Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { TarArchive, writeDemoArchives } from '../../src/archive/index.js';
 import { createHash } from 'node:crypto';
@@ -137,6 +137,48 @@ describe('a repository with nothing published yet', () => {
     });
     // another host, that never took a catalog from it, still finds a repository with nothing published yet
     expect((await pull(repo, rt, { subscriptions: [], stateDir: await tempDir() })).loaded).toEqual([]);
+  });
+});
+
+describe('a transfer that ends short, as if whole', () => {
+  it('a config and a record cut once by a lying server: poll retries them (transient) and loads, never skips the release', async () => {
+    const t = new MemoryTransport();
+    const repo = new Repository(t);
+    const [v1] = await demoArchives();
+    await publishArchive(repo, v1!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' } });
+    // every record and every small object (the config) is answered short once, and ended cleanly
+    const cut = new Set<string>();
+    const read = t.read.bind(t);
+    t.read = async (key, o) => {
+      const whole = t.files.get(key);
+      const small = key.startsWith('tarport/releases/') ? !key.endsWith('.asc') : key.startsWith('blobs/') && (whole?.length ?? 0) < 4096;
+      if (!small || cut.has(key) || !whole) return read(key, o);
+      cut.add(key);
+      return Readable.from([whole.subarray(0, whole.length - 10)]);
+    };
+    const stop = new AbortController();
+    const events: PollEvent[] = [];
+    await poll(repo, new DockerRuntime(new FakeDaemon('graphdriver')), {
+      subscriptions: [],
+      stateDir: await tempDir(),
+      intervalMs: 5,
+      signal: stop.signal,
+      onEvent: (e) => {
+        events.push(e);
+        if (e.kind === 'loaded' || events.filter((x) => x.kind === 'round').length >= 8) stop.abort();
+      },
+    });
+    expect(events.filter((e) => e.kind === 'skipping')).toEqual([]);
+    // one retry per object cut, each named with the bytes that came and those expected
+    const said = (key: string) => {
+      const n = t.files.get(key)!.length;
+      if (key.startsWith('tarport/releases/')) return `release record demo/app:1 v1 (${key}): the transfer ended after ${n - 10} of the ${n} bytes the catalog pins`;
+      return `object sha256:${key.slice('blobs/sha256/'.length)} in memory://test: the transfer ended after ${n - 10} of ${n} bytes`;
+    };
+    const retried = events.flatMap((e) => (e.kind === 'retrying' ? [[e.code, e.message]] : []));
+    expect(retried).toEqual([...cut].map((k) => ['CONNECTION', said(k)]));
+    expect(events.filter((e) => e.kind === 'loaded').map((e) => e.kind === 'loaded' && e.ref)).toEqual(['demo/app:1']);
+    expect([...cut].filter((k) => k.startsWith('tarport/releases/'))).toHaveLength(1);
   });
 });
 
