@@ -51,6 +51,15 @@ export const RECORD_SCHEMA_INDEX = 'tarport.release/v2';
 /** Printed by ls and the page: short names only (no control characters, no terminal escapes). */
 const platformPart = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'not a platform name');
 const printable = z.string().max(1024).regex(/^[^\x00-\x1f\x7f]*$/, 'holds control characters');
+/**
+ * A time as tarport writes it (toISOString), printed by ls, log and the page: a date and time, so
+ * that nothing else (a terminal escape, a right-to-left override) reaches a terminal in its column.
+ */
+const timestamp = z
+  .string()
+  .max(64)
+  .regex(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)$/, 'is no date and time (as 2026-01-31T12:00:00.000Z)')
+  .refine((t) => !Number.isNaN(Date.parse(t)), 'is no date and time (as 2026-01-31T12:00:00.000Z)');
 export const PlatformSchema = z.strictObject({ os: platformPart, architecture: platformPart, variant: platformPart.optional() });
 export type RecordPlatform = z.infer<typeof PlatformSchema>;
 
@@ -106,7 +115,7 @@ export const ReleaseRecordSchema = z.strictObject({
   name: imageName,
   tag: imageTag,
   version: z.number().int().positive(),
-  created: z.string(),
+  created: timestamp,
   /** image: loaded with `docker load`; rootfs: a `docker export` tar, loaded with `docker import`. */
   kind: z.enum(['image', 'rootfs']),
   /** What makes two releases the same: the image ID (config digest), or the rootfs tar's digest. */
@@ -131,7 +140,7 @@ export const CatalogEntrySchema = z.strictObject({
   tag: imageTag,
   version: z.number().int().positive(),
   kind: z.enum(['image', 'rootfs']),
-  created: z.string(),
+  created: timestamp,
   /** The record's file name in releases/<name>/<tag>/ (a name of that form: never a path). */
   record: z.string().regex(RECORD_FILE_RE),
   /** Digest and size of the record file: pins it against mix-and-match. */
@@ -148,8 +157,8 @@ export const CatalogSchema = z.strictObject({
   repository: z.string().regex(/^[0-9a-f]{32}$/).optional(),
   /** Grows by one with every write; a consumer never goes back to a lower one. */
   sequence: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
-  created: z.string(),
-  expires: z.string(),
+  created: timestamp,
+  expires: timestamp,
   releases: z.array(CatalogEntrySchema),
 });
 export type Catalog = z.infer<typeof CatalogSchema>;
