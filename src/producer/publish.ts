@@ -17,6 +17,7 @@ import {
   type Sign,
   type Encryption,
   type WriteTransaction,
+  unsignedOverSignedWarning,
 } from '../repo/index.js';
 import { VERSION } from '../version.js';
 import { indexParts, imageParts, type ImageContext } from './multiplatform.js';
@@ -60,6 +61,8 @@ export interface PublishResult {
   /** Bytes of new objects written to the repository. */
   readonly uploadedBytes: number;
   readonly uploadedObjects: number;
+  /** What the producer must hear though the publish succeeded (an unsigned catalog over a signed one). */
+  readonly warnings?: string[];
 }
 
 const DAY = 24 * 3600 * 1000;
@@ -213,8 +216,9 @@ async function publishIn(p: Publishing): Promise<PublishResult> {
     p.uploader.staged.length = 0;
     const releases = await writeReleases(p, plans);
     // Always, also when nothing was new: a catalog left behind by a crash or a lost race converges here.
-    await tx.publishCatalog({ ttlMs: opts.catalogTtlMs, ...(opts.sign ? { sign: opts.sign } : {}) });
-    return { archive: p.path, releases: withRegistryNotes(releases, tx.registryView), uploadedBytes, uploadedObjects };
+    const { unsignedOverSigned } = await tx.publishCatalog({ ttlMs: opts.catalogTtlMs, ...(opts.sign ? { sign: opts.sign } : {}) });
+    const warnings = unsignedOverSigned ? { warnings: [unsignedOverSignedWarning(p.repo.location)] } : {};
+    return { archive: p.path, releases: withRegistryNotes(releases, tx.registryView), uploadedBytes, uploadedObjects, ...warnings };
   } catch (e) {
     await p.uploader.dropAll();
     throw e;

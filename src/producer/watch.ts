@@ -285,6 +285,7 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
     const unmoved = replaced ? undefined : await putAway(path).then(() => undefined, (e: unknown) => e);
     summary.published++;
     emit({ kind: 'published', file: path, releases: result.releases.map((r) => ({ ref: `${r.name}:${r.tag}`, version: r.version, status: r.status })), uploadedBytes: result.uploadedBytes });
+    for (const w of result.warnings ?? []) emit({ kind: 'warning', file: path, message: w });
     if (replaced) return changed(path, 'it was written again or replaced while it was published: what was read is published, and the file as it is now is published next');
     if (unmoved) emit({ kind: 'warning', file: path, message: `published, but not moved out of the folder (it will be published again, as identical content): ${messageOf(unmoved)}` });
     return { kind: 'done' };

@@ -1,5 +1,6 @@
 export { Repository } from './repository.js';
 export type { WriteTransaction } from './transaction.js';
+export { unsignedOverSignedWarning } from './transaction.js';
 export { catalogEntryOf, catalogLag, type CatalogCopy, type CatalogLag, type Sign } from './catalog.js';
 export { FORMAT_VERSION, REPOSITORY_ID_RE } from './format.js';
 export { MAX_RECORD_BYTES, MAX_SMALL_BLOB_BYTES, partKey, partsKey, type ObjectSource, type PartList, type StagedBlob } from './objects.js';

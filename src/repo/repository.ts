@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { ByteSink, Transport } from '../transport/index.js';
-import { catalogStat, noListingIsEmpty, readCatalog, type CatalogCopy } from './catalog.js';
+import { catalogStat, noListingIsEmpty, readCatalog, readCatalogSignature, type CatalogCopy } from './catalog.js';
 import { ensureIdentity, readFormat } from './format.js';
 import { CATALOGS_FOLDER, recordKey } from './layout.js';
 import { CATALOG_SCHEMA_V1 } from './records.js';
@@ -133,12 +133,7 @@ export class Repository {
    * was signed, and the check of that signature says so ("bad signature", not "not signed").
    */
   async readCatalogSignature(copy: CatalogCopy, signal?: AbortSignal): Promise<Buffer | undefined> {
-    const store = storeOf(this);
-    const sig = await store.readOptional(copy.signatureKey, MAX_SIGNATURE_BYTES, 'signature of the catalog', signal);
-    if (sig || copy.catalog.schema === CATALOG_SCHEMA_V1) return sig;
-    const prefix = `${String(copy.catalog.sequence).padStart(12, '0')}-`;
-    const other = (await store.list(CATALOGS_FOLDER, signal).catch(noListingIsEmpty)).find((e) => e.name.startsWith(prefix) && e.name.endsWith('.json.asc'));
-    return other ? store.readOptional(`${CATALOGS_FOLDER}/${other.name}`, MAX_SIGNATURE_BYTES, 'signature of the catalog', signal) : undefined;
+    return readCatalogSignature(storeOf(this), copy, signal);
   }
 
   // ---- records ---------------------------------------------------------------------------------

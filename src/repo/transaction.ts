@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import { sha256 } from '../crypto/index.js';
 import { TarportError } from '../errors.js';
-import { convergeCatalog, writeCatalogBytes, type CatalogCopy, type Sign } from './catalog.js';
+import { convergeCatalog, readCatalog, readCatalogSignature, writeCatalogBytes, type CatalogCopy, type Sign } from './catalog.js';
 import { BASE_FORMAT_VERSION, INDEX_FORMAT_VERSION, ensureIdentity, newRepositoryId, readFormat } from './format.js';
 import { PublishIntent } from './intents.js';
 import { CATALOG_KEY, FORMAT_KEY, RELEASES_FOLDER, recordFileName, recordKey } from './layout.js';
@@ -212,20 +212,36 @@ export class WriteTransaction {
   // ---- 3. catalog, 4. derived files ------------------------------------------------------------
 
   /** Rebuilds the catalog from releases/ until it agrees (see convergeCatalog), then the derived files. */
-  async publishCatalog(opts: { ttlMs: number; sign?: Sign; minSequence?: number }): Promise<{ catalog: Catalog; wrote: boolean }> {
+  async publishCatalog(opts: { ttlMs: number; sign?: Sign; minSequence?: number }): Promise<{ catalog: Catalog; wrote: boolean; unsignedOverSigned: boolean }> {
     this.enter(3, 'publishCatalog');
     await this.bear();
+    const wasSigned = opts.sign ? false : await this.signedNow();
     const r = await convergeCatalog(this.store, { id: this.repositoryId, ttlMs: opts.ttlMs, ...(opts.sign ? { sign: opts.sign } : {}), ...(opts.minSequence !== undefined ? { minSequence: opts.minSequence } : {}), ...(this.signal ? { signal: this.signal } : {}) });
     if (r.wrote) await this.writeDerived(r.catalog);
-    return r;
+    return { ...r, unsignedOverSigned: r.wrote && wasSigned };
   }
 
-  /** Writes another repository's catalog as it is, signature and all (sync of a whole repository). */
-  async adoptCatalog(copy: CatalogCopy, signature: Buffer | undefined): Promise<void> {
+  /**
+   * Writes another repository's catalog as it is, signature and all (sync of a whole repository).
+   * Says whether an unsigned catalog took the place of a signed one.
+   */
+  async adoptCatalog(copy: CatalogCopy, signature: Buffer | undefined): Promise<{ unsignedOverSigned: boolean }> {
     this.enter(3, 'adoptCatalog');
     await this.bear();
+    const wasSigned = signature ? false : await this.signedNow();
     await writeCatalogBytes(this.store, copy.catalog, copy.bytes, signature, this.signal);
     await this.writeDerived(copy.catalog);
+    return { unsignedOverSigned: wasSigned };
+  }
+
+  /**
+   * Whether the catalog now in place is signed: an unsigned write over it makes every consumer
+   * that pins keys (--trust) refuse the whole repository, which its writer must be told.
+   */
+  private async signedNow(): Promise<boolean> {
+    // a catalog that does not read is being replaced anyway (converged): no signature to lose
+    const current = await readCatalog(this.store, this.signal).catch(() => undefined);
+    return current !== undefined && (await readCatalogSignature(this.store, current, this.signal).catch(() => undefined)) !== undefined;
   }
 
   /** Rewrites the derived files from a catalog that did not change (what they show did: acknowledgements). */
@@ -253,6 +269,11 @@ export class WriteTransaction {
       this.release();
     }
   }
+}
+
+/** What a writer says when its unsigned catalog took the place of a signed one (publishCatalog, adoptCatalog). */
+export function unsignedOverSignedWarning(location: string): string {
+  return `the catalog of ${location} was signed, and this write replaced it with an unsigned one: consumers that pin keys (--trust) now refuse every release in it; write again with --sign-key`;
 }
 
 /**

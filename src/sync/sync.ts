@@ -14,6 +14,7 @@ import {
   type Repository,
   type Sign,
   type WriteTransaction,
+  unsignedOverSignedWarning,
 } from '../repo/index.js';
 import { chainIds } from '../runtime/index.js';
 import type { Inventory } from './inventory.js';
@@ -177,7 +178,9 @@ async function syncCatalog(tx: WriteTransaction, dst: Repository, got: CatalogCo
       emit({ kind: 'catalog', status: 'unchanged', signed: sig !== undefined });
       return;
     }
-    await tx.adoptCatalog(got, sig);
+    const { unsignedOverSigned } = await tx.adoptCatalog(got, sig);
+    // a stick the other side wrote to, synced back: its unsigned catalog over a signed one
+    if (unsignedOverSigned) emit({ kind: 'warning', message: unsignedOverSignedWarning(dst.location) });
     emit({ kind: 'catalog', status: 'copied', signed: sig !== undefined });
     return;
   }
@@ -187,10 +190,19 @@ async function syncCatalog(tx: WriteTransaction, dst: Repository, got: CatalogCo
     emit({ kind: 'catalog', status: 'unchanged', signed: false });
     return;
   }
-  if (!opts.sign && sig) {
-    emit({ kind: 'warning', message: `the catalog of ${dst.location} was merged and is not signed: consumers that pin keys (--trust) refuse it; sync with --sign-key, or carry every release (no --only)` });
-  }
+  if (r.unsignedOverSigned) emit({ kind: 'warning', message: unsignedOverSignedWarning(dst.location) });
+  else if (!opts.sign && sig) emit({ kind: 'warning', message: mergedUnsigned(dst.location, everything, dstCatalog?.sequence, src.sequence) });
   emit({ kind: 'catalog', status: 'merged', signed: opts.sign !== undefined });
+}
+
+/** Why a sync without --sign-key left DST's catalog unsigned though SRC's is signed, and what helps. */
+function mergedUnsigned(location: string, everything: boolean, dstSequence: number | undefined, srcSequence: number): string {
+  const why = !everything
+    ? 'sync with --sign-key, or carry every release (no --only)'
+    : dstSequence !== undefined && dstSequence > srcSequence
+      ? `its catalog (sequence ${dstSequence}) ran ahead of the source's (${srcSequence}) with an earlier merge, so the source's signed one cannot be copied as it is until the source publishes past it; sync with --sign-key`
+      : 'it holds releases the source does not name; sync with --sign-key';
+  return `the catalog of ${location} was merged and is not signed: consumers that pin keys (--trust) refuse it; ${why}`;
 }
 
 /** True when every tag's newest release in DST's releases/ is what the source catalog names. */

@@ -97,6 +97,7 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
         if (rel.notServedAsRegistry) ctx.out.warn(`${rel.name}:${rel.tag} is not served to registry clients (docs/mirror.md): ${rel.notServedAsRegistry}`);
       }
       ctx.out.info(`  ${r.uploadedObjects} new object(s), ${humanBytes(r.uploadedBytes)} uploaded`);
+      for (const w of r.warnings ?? []) ctx.out.warn(w);
     }
   } finally {
     progress.end();

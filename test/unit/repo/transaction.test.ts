@@ -173,6 +173,42 @@ describe('beginning a write', () => {
   });
 });
 
+describe('an unsigned catalog over a signed one', () => {
+  it('the writer is told (publish: a warning in its result), once: an unsigned write over an unsigned catalog, or a signed one, says nothing', async () => {
+    const { publishArchive, DEFAULT_CATALOG_TTL_MS } = await import('../../../src/producer/index.js');
+    const { demoArchives } = await import('./fixtures.js');
+    const [v1, v2] = await demoArchives();
+    const t = new MemoryTransport('signed');
+    const push = (archive: string, tag: string, sign?: typeof fakeSign) => publishArchive(new Repository(t), archive, { create: true, compression: 'none', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag }, ...(sign ? { sign } : {}) });
+    expect((await push(v1!, '1')).warnings).toBeUndefined();
+    expect((await push(v1!, '2', fakeSign)).warnings).toBeUndefined();
+    expect((await push(v2!, '3')).warnings).toEqual([
+      'the catalog of memory://signed was signed, and this write replaced it with an unsigned one: consumers that pin keys (--trust) now refuse every release in it; write again with --sign-key',
+    ]);
+    expect((await push(v2!, '4')).warnings).toBeUndefined();
+  });
+
+  it('a sync that copies an unsigned catalog over a signed one (a stick the other side wrote to, synced back) warns', async () => {
+    const { publishArchive, DEFAULT_CATALOG_TTL_MS } = await import('../../../src/producer/index.js');
+    const { syncRepos } = await import('../../../src/sync/sync.js');
+    const { demoArchives } = await import('./fixtures.js');
+    const [v1, v2] = await demoArchives();
+    const [high, stick] = [new MemoryTransport('high'), new MemoryTransport('stick')];
+    await publishArchive(new Repository(high), v1!, { create: true, compression: 'none', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' }, sign: fakeSign });
+    const warnings = async (src: MemoryTransport, dst: MemoryTransport) => {
+      const said: string[] = [];
+      await syncRepos(new Repository(src), new Repository(dst), { create: true, catalogTtlMs: TTL, onEvent: (e) => void (e.kind === 'warning' && said.push(e.message)) });
+      return said;
+    };
+    expect(await warnings(high, stick)).toEqual([]);
+    // the low side pushes to the stick, unsigned; the stick goes back to the high side
+    await publishArchive(new Repository(stick), v2!, { compression: 'none', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' } });
+    expect(await warnings(stick, high)).toEqual([
+      'the catalog of memory://high was signed, and this write replaced it with an unsigned one: consumers that pin keys (--trust) now refuse every release in it; write again with --sign-key',
+    ]);
+  });
+});
+
 describe('a write whose folder is swapped under it', () => {
   it('a stick unmounted mid-write: the rest does not go to its empty mount point, and the next write is refused there', async () => {
     const base = await tempDir();
