@@ -11,7 +11,7 @@ import { ackKey, readAcks, writeAck, type Ack, type AckEntry } from './acks.js';
 import { writePage } from './page.js';
 import { describeRelease, type ReleaseSummary } from './describe.js';
 import { TarportError, messageOf } from '../errors.js';
-import { WriteTransaction, repositoryState } from './transaction.js';
+import { WriteTransaction, repositoryState, requireRepository } from './transaction.js';
 import { linkSignals } from '../signals.js';
 
 const stores = new WeakMap<Repository, Store>();
@@ -49,6 +49,14 @@ export class Repository {
   }
 
   /** The repository's id (undefined for a repository written by tarport 0.1 that nothing has written to since). */
+  /**
+   * Refuses (NOT_FOUND, naming `what` and the location) a location that holds no repository: a
+   * typo or a stick not mounted lists as empty, which must not pass for an empty repository.
+   */
+  async require(what: string, signal?: AbortSignal): Promise<void> {
+    await requireRepository(storeOf(this), what, signal);
+  }
+
   async identity(signal?: AbortSignal): Promise<string | undefined> {
     return (await readFormat(storeOf(this), signal))?.id;
   }

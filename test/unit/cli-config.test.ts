@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
@@ -198,6 +199,10 @@ describe('through the command line', () => {
     const nowhere = await tarportInProcess(['inventory', '--from', repo, '-o', join(dir, 'missing', 'd.json')]);
     expect(nowhere.code).toBe(2);
     expect(nowhere.stderr).toContain(`-o ${join(dir, 'missing', 'd.json')}: the folder ${join(dir, 'missing')} does not exist`);
+    // --from a location that holds no repository (a typo, a stick not mounted): no inventory of "nothing"
+    const typo = await tarportInProcess(['inventory', '--from', join(dir, 'typo'), '-o', join(dir, 'e.json')]);
+    expect([typo.code, existsSync(join(dir, 'e.json'))]).toEqual([1, false]);
+    expect(typo.stderr).toContain(`inventory file://${join(dir, 'typo')}: it holds no tarport repository`);
   });
 });
 

@@ -134,6 +134,8 @@ export async function inventoryCommand(ctx: Context, flags: InventoryFlags): Pro
     const repo = await openRepository(from, '--from', flags, { signal: ctx.signal });
     inv.source = repo.location;
     try {
+      // the inventory is a site's claim of what it holds: a typo must not claim "nothing"
+      await repo.require('inventory', ctx.signal);
       inv.objects.push(...(await repo.listObjects(ctx.signal)));
       for (const e of (await repo.readCatalog(ctx.signal))?.catalog.releases ?? []) (inv.releases[`${e.name}:${e.tag}`] ??= []).push(e.digest);
     } finally {
