@@ -10,7 +10,8 @@ import { Store } from './store.js';
 import { ackKey, readAcks, writeAck, type Ack, type AckEntry } from './acks.js';
 import { writePage } from './page.js';
 import { describeRelease, type ReleaseSummary } from './describe.js';
-import { TarportError, messageOf } from '../errors.js';
+import { TarportError, isTarportError, messageOf } from '../errors.js';
+import { sha256 } from '../crypto/index.js';
 import { WriteTransaction, repositoryState, requireRepository } from './transaction.js';
 import { linkSignals } from '../signals.js';
 
@@ -155,6 +156,20 @@ export class Repository {
   /** One release as ls and the page show it (unverified; `current`: the catalog's "name:tag:record" entries). */
   describeRelease(ref: ReleaseRef, current: ReadonlySet<string>, acks: readonly Ack[], signal?: AbortSignal): Promise<ReleaseSummary> {
     return describeRelease(storeOf(this), ref, current, acks, signal);
+  }
+
+  /**
+   * True when the record file of a catalog entry is here and is the one it pins (digest and size):
+   * a record damaged on a stick is no "present" release, though its name is listed.
+   */
+  async recordIntact(entry: ReleaseRef & { digest: string; size: number }, signal?: AbortSignal): Promise<boolean> {
+    const bytes = await storeOf(this)
+      .readOptional(recordKey(entry.name, entry.tag, entry.record), entry.size, 'release record', signal)
+      .catch((e: unknown) => {
+        if (isTarportError(e, 'INTEGRITY')) return undefined; // larger than pinned
+        throw e;
+      });
+    return bytes !== undefined && bytes.length === entry.size && sha256(bytes) === entry.digest;
   }
 
   readRecordSignature(ref: ReleaseRef, signal?: AbortSignal): Promise<Buffer | undefined> {

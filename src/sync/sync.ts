@@ -42,7 +42,7 @@ export type SyncEvent =
   /** Progress: this many more bytes of objects are done (copied, or found in place). */
   | { kind: 'bytes'; bytes: number }
   | { kind: 'object'; digest: string; size: number; status: 'copied' | 'present' | 'repaired' | 'site-has-it' }
-  | { kind: 'release'; ref: string; version: number; status: 'copied' | 'present' | 'site-has-it' }
+  | { kind: 'release'; ref: string; version: number; status: 'copied' | 'present' | 'repaired' | 'site-has-it' }
   | { kind: 'catalog'; status: 'copied' | 'merged' | 'unchanged'; signed: boolean }
   | { kind: 'warning'; message: string }
   /** Acknowledgements of consumer hosts carried from SRC (newer than DST's). */
@@ -144,13 +144,14 @@ async function syncIn(tx: WriteTransaction, src: Repository, dst: Repository, go
   // Records, once every object they name is in place.
   const copied: CatalogEntry[] = [];
   for (const { e, ref, bytes } of plan) {
-    const there = (await dst.listReleases(e.name, e.tag, opts.signal)).some((r) => r.record === e.record);
-    if (there) {
+    const listed = (await dst.listReleases(e.name, e.tag, opts.signal)).some((r) => r.record === e.record);
+    if (listed && (await dst.recordIntact(e, opts.signal))) {
       emit({ kind: 'release', ref, version: e.version, status: 'present' });
     } else {
+      // missing, or there but not what the catalog pins (a damaged stick): written whole again
       await tx.copyRecord(e, bytes, await src.readRecordSignature(e, opts.signal));
       result.releasesCopied++;
-      emit({ kind: 'release', ref, version: e.version, status: 'copied' });
+      emit({ kind: 'release', ref, version: e.version, status: listed ? 'repaired' : 'copied' });
     }
     copied.push(e);
   }

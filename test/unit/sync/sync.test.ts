@@ -53,6 +53,26 @@ describe('syncRepos between two memory repositories', () => {
     expect(again).toEqual({ objectsCopied: 0, bytesCopied: 0, objectsRepaired: 0, releasesCopied: 0 });
   });
 
+  it('a record damaged on the destination (a cut stick) is written again, said as repaired, not "present" for ever', async () => {
+    const dstT = new MemoryTransport('dst');
+    const dst = new Repository(dstT);
+    await syncRepos(src, dst, opts());
+    const records = [...dstT.files.keys()].filter((k) => k.startsWith('tarport/releases/') && k.endsWith('.json')).sort();
+    const [cut, swapped] = records;
+    const whole = dstT.files.get(cut!)!;
+    dstT.files.set(cut!, whole.subarray(0, 100));
+    dstT.files.set(swapped!, Buffer.concat([dstT.files.get(swapped!)!, Buffer.from(' ')]));
+    const events: SyncEvent[] = [];
+    const r = await syncRepos(src, dst, opts(events));
+    expect(r.releasesCopied).toBe(2);
+    expect(events.filter((e) => e.kind === 'release').map((e) => e.kind === 'release' && e.status)).toEqual(['repaired', 'repaired']);
+    expect(dstT.files.get(cut!)!.equals(whole)).toBe(true);
+    expect((await checkRepository(dst)).faults).toEqual([]);
+    const again: SyncEvent[] = [];
+    await syncRepos(src, dst, opts(again));
+    expect(again.filter((e) => e.kind === 'release').map((e) => e.kind === 'release' && e.status)).toEqual(['present', 'present']);
+  });
+
   it('--only one tag: only its objects and record, and a merged catalog that names just it', async () => {
     const dstT = new MemoryTransport('dst');
     const dst = new Repository(dstT);
