@@ -23,10 +23,13 @@ const GcNoticeSchema = z.strictObject({ schema: z.literal('tarport.gc-notice/v1'
 const INTENT_RE = /^intent-[0-9a-f]{16}\.json$/;
 const NOTICE_RE = /^gc-[0-9a-f]{16}\.json$/;
 
+/** A pause that an abort ends; its listener goes with it (a wait of many steps adds none up). */
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve, reject) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => (clearTimeout(t), reject(signal.reason)), { once: true });
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => (clearTimeout(t), reject(signal!.reason));
+    const t = setTimeout(() => (signal?.removeEventListener('abort', onAbort), resolve()), ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
   });
 
 /**
@@ -36,7 +39,10 @@ const sleep = (ms: number, signal?: AbortSignal) =>
 export class PublishIntent {
   private readonly objects = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
-  private readonly key = `${PENDING_FOLDER}/intent-${randomBytes(8).toString('hex')}.json`;
+  /** The file that holds the intent now. */
+  private key = newIntentKey();
+  /** Writes one after another: a refresh never races a protect's write. */
+  private writing: Promise<void> = Promise.resolve();
 
   private constructor(private readonly store: Store) {}
 
@@ -48,10 +54,24 @@ export class PublishIntent {
     return intent;
   }
 
-  private async write(signal?: AbortSignal): Promise<void> {
+  private write(signal?: AbortSignal): Promise<void> {
+    const next = this.writing.then(() => this.writeNow(signal));
+    this.writing = next.catch(() => undefined);
+    return next;
+  }
+
+  private async writeNow(signal?: AbortSignal): Promise<void> {
     const now = Date.now();
-    const body = { schema: 'tarport.intent/v1', created: new Date(now).toISOString(), expires: new Date(now + INTENT_TTL_MS).toISOString(), objects: [...this.objects].sort() };
-    await this.store.putAtomic(this.key, serialize(body), signal);
+    const body = serialize({ schema: 'tarport.intent/v1', created: new Date(now).toISOString(), expires: new Date(now + INTENT_TTL_MS).toISOString(), objects: [...this.objects].sort() });
+    if (this.store.replacesAtomically) return this.store.putAtomic(this.key, body, signal);
+    // where a rename over a file deletes it first (SFTP without posix-rename, some FTP servers) a
+    // gc listing in that moment would find no intent and delete what this publish counts on: a
+    // new file first, then the old one removed, so one is always there
+    const key = newIntentKey();
+    await this.store.putAtomic(key, body, signal);
+    const old = this.key;
+    this.key = key;
+    await this.store.remove(old).catch(() => undefined); // a leftover expires with its TTL
   }
 
   /**
@@ -71,9 +91,12 @@ export class PublishIntent {
 
   async close(): Promise<void> {
     clearInterval(this.timer);
+    await this.writing;
     await this.store.remove(this.key).catch(() => undefined);
   }
 }
+
+const newIntentKey = () => `${PENDING_FOLDER}/intent-${randomBytes(8).toString('hex')}.json`;
 
 interface Pending {
   readonly key: string;

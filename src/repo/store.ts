@@ -20,6 +20,11 @@ export class Store {
     return (await this.transport.hold?.()) ?? (() => undefined);
   }
 
+  /** True when putAtomic replaces a key's file in one step: a rename that does, or one atomic write (S3). */
+  get replacesAtomically(): boolean {
+    return this.transport.capabilities.atomicRename || this.transport.capabilities.atomicWrite === true;
+  }
+
   /** True when rename replaces its target in one step (docs/repo-format.md, "Renames"). */
   get atomicRename(): boolean {
     return this.transport.capabilities.atomicRename;

@@ -1,6 +1,7 @@
 // src/repo/intents.ts: a publish waits out a gc that announced it would delete what it reuses.
+import { getEventListeners } from 'node:events';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { CLOCK_SKEW_MS, GC_WINDOW_MS, PublishIntent } from '../../../src/repo/intents.js';
+import { CLOCK_SKEW_MS, GC_WINDOW_MS, PublishIntent, listPending } from '../../../src/repo/intents.js';
 import { PENDING_FOLDER } from '../../../src/repo/layout.js';
 import { Store } from '../../../src/repo/store.js';
 import { MemoryTransport } from '../../../src/transport/index.js';
@@ -27,5 +28,67 @@ describe('PublishIntent.protect', () => {
     expect(done).toBe(true);
     expect(await protecting).toEqual(new Set([object])); // it was never stored: the publish sends it
     await intent.close();
+  });
+
+  it('a long wait for a gc notice holds one abort listener at a time, not one more per step', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] });
+    const t = new MemoryTransport();
+    const notice = { schema: 'tarport.gc-notice/v1', created: new Date().toISOString(), deadline: new Date(Date.now() + 60_000).toISOString(), objects: [object] };
+    t.files.set(`${PENDING_FOLDER}/gc-0011223344556677.json`, Buffer.from(JSON.stringify(notice)));
+    const intent = await PublishIntent.open(new Store(t));
+    const stop = new AbortController();
+    const protecting = intent.protect([object], stop.signal).catch((e: unknown) => e);
+    await vi.advanceTimersByTimeAsync(30_000);
+    expect(getEventListeners(stop.signal, 'abort').length).toBeLessThanOrEqual(1);
+    stop.abort(new Error('stopped'));
+    expect(await protecting).toMatchObject({ message: 'stopped' });
+    await intent.close();
+  });
+});
+
+/**
+ * A server whose rename over a file deletes the target first (SFTP without posix-rename, an FTP
+ * server that refuses to rename over a file): at each such gap, what a gc listing would find.
+ */
+class DeleteThenRename extends MemoryTransport {
+  override readonly capabilities = { atomicRename: false, maxConnections: 8, local: false } as const;
+  readonly seenInGaps: string[][] = [];
+  override async rename(from: string, to: string): Promise<void> {
+    if (this.files.has(to)) {
+      this.files.delete(to);
+      const intents = await listPending(new Store(this), 'intent');
+      this.seenInGaps.push(intents.flatMap((i) => i.objects));
+    }
+    return super.rename(from, to);
+  }
+}
+
+describe('PublishIntent on a server whose rename over a file deletes it first', () => {
+  it('the intent never disappears while it is rewritten: a gc listing at any moment finds every object it protects', async () => {
+    const t = new DeleteThenRename();
+    const intent = await PublishIntent.open(new Store(t));
+    const objects = ['a', 'b', 'c'].map((c) => `sha256:${c.repeat(64)}`);
+    const protectedSoFar: string[] = [];
+    for (const o of objects) {
+      await intent.protect([o]);
+      protectedSoFar.push(o);
+      const found = (await listPending(new Store(t), 'intent')).flatMap((i) => i.objects);
+      expect(found.sort()).toEqual([...protectedSoFar].sort());
+    }
+    // no rewrite went through a rename over the intent: there was no moment without it
+    expect(t.seenInGaps).toEqual([]);
+    await intent.close();
+    expect([...t.files.keys()].filter((k) => k.startsWith(`${PENDING_FOLDER}/`))).toEqual([]);
+  });
+
+  it('where a rename replaces in one step, the intent keeps one file, rewritten in place', async () => {
+    const t = new MemoryTransport();
+    const intent = await PublishIntent.open(new Store(t));
+    const keys = () => [...t.files.keys()].filter((k) => k.startsWith(`${PENDING_FOLDER}/intent-`));
+    const first = keys();
+    await intent.protect([object]);
+    expect(keys()).toEqual(first);
+    await intent.close();
+    expect(keys()).toEqual([]);
   });
 });
