@@ -10,6 +10,7 @@ import { storeOf, type Repository } from './repository.js';
 import type { Store } from './store.js';
 import { sha256 } from '../crypto/index.js';
 import { requireRepository } from './transaction.js';
+import { messageOf } from '../errors.js';
 
 export interface GcResult {
   releasesRemoved: string[];
@@ -22,6 +23,11 @@ export interface GcResult {
   housekeeping: string[];
   /** Objects left for the next run: the gc window (GC_WINDOW_MS) ended before their turn. */
   objectsLeft: number;
+  /**
+   * Tags whose releases were all kept, and why: a record that should be kept does not read (damaged),
+   * so what stands in its place is kept rather than leave the tag with nothing that loads.
+   */
+  tagsKept?: string[];
 }
 
 const objectsOf = (r: ReleaseRecord) => recordObjects(r).map((d) => d.digest);
@@ -56,18 +62,37 @@ async function sweepReleases(store: Store, opts: GcOptions, result: GcResult): P
     const keep = new Set(refs.slice(-Math.max(1, opts.keep)).map((r) => r.record));
     const current = catalog?.releases.find((e) => e.name === name && e.tag === tag)?.record;
     if (current) keep.add(current); // never the release the catalog names
-    for (const ref of refs) {
-      plan.seen.add(recordKey(name, tag, ref.record));
-      if (keep.has(ref.record)) {
-        const { record } = await readRecord(store, ref, undefined, { ...(opts.signal ? { signal: opts.signal } : {}) });
-        for (const d of objectsOf(record)) plan.referenced.add(d);
-        continue;
-      }
+    for (const ref of refs) plan.seen.add(recordKey(name, tag, ref.record));
+    // every release kept is read before any is removed: if one is damaged, the older ones are all
+    // that may still load, and none goes
+    const damaged = await referenceKept(store, refs.filter((r) => keep.has(r.record)), plan, opts.signal);
+    if (damaged) {
+      await referenceKept(store, refs.filter((r) => !keep.has(r.record)), plan, opts.signal);
+      (result.tagsKept ??= []).push(`${name}:${tag}: every release kept, since ${damaged}; run 'tarport check'`);
+      continue;
+    }
+    for (const ref of refs.filter((r) => !keep.has(r.record))) {
       result.releasesRemoved.push(`${name}:${tag} v${ref.version}`);
       if (!opts.dryRun) await removeRelease(store, ref);
     }
   }
   return plan;
+}
+
+/** Adds what the records name to the plan's referenced objects; says which one is damaged, if one is. */
+async function referenceKept(store: Store, refs: readonly ReleaseRef[], plan: Plan, signal?: AbortSignal): Promise<string | undefined> {
+  let damaged: string | undefined;
+  for (const ref of refs) {
+    try {
+      const { record } = await readRecord(store, ref, undefined, signal ? { signal } : {});
+      for (const d of objectsOf(record)) plan.referenced.add(d);
+    } catch (e) {
+      // a record that could not be read (a dropped link) may name live objects: the sweep stops
+      if (signal?.aborted || !unreadableRecord(e)) throw e;
+      damaged ??= `v${ref.version} (${ref.record}) does not read: ${messageOf(e)}`;
+    }
+  }
+  return damaged;
 }
 
 /** Records written since step 1 (a publish that ended meanwhile): what they name is live too. */

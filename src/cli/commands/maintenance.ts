@@ -2,7 +2,7 @@ import { loadTrustedKeys, verifyDetached } from '../../crypto/index.js';
 import { TarportError } from '../../errors.js';
 import { checkRepository, collectGarbage, repairRepository } from '../../repo/index.js';
 import { openRepository, parseDuration, signerFrom, type ConnectionFlags, type Context } from '../context.js';
-import { EXIT, humanBytes } from '../output.js';
+import { EXIT, exitCodeOf, humanBytes } from '../output.js';
 
 export interface CheckFlags extends ConnectionFlags {
   trust?: string[];
@@ -61,8 +61,10 @@ export async function gcCommand(ctx: Context, url: string, flags: GcFlags): Prom
     if (r.objectsSpared.length) ctx.out.info(`kept ${r.objectsSpared.length} unreferenced object(s): a publish under way named them`);
     if (r.objectsLeft) ctx.out.warn(`${r.objectsLeft} unreferenced object(s) left for the next gc: its deletion window ended`);
     ctx.out.info(`${verb} ${r.releasesRemoved.length} release(s) and ${r.objectsRemoved.length} object(s), ${humanBytes(r.bytesFreed)}`);
+    // a damaged record is a fault of the repository: said, and the exit code of one (3)
+    for (const x of r.tagsKept ?? []) ctx.out.failure(new TarportError('INTEGRITY', x));
     ctx.out.document({ repository: repo.location, dryRun: flags.dryRun ?? false, ...r });
-    return 0;
+    return r.tagsKept?.length ? exitCodeOf('INTEGRITY') : 0;
   } finally {
     await repo.close();
   }

@@ -29,6 +29,24 @@ describe('gc', () => {
     expect(await faults(base)).toEqual([]);
   });
 
+  it('a kept record that is damaged: every release of its tag stays (the older ones may be all that loads), said, and the other tags are swept', async () => {
+    const base = await repoWithGarbage();
+    await publish(base, 0, 'b');
+    await publish(base, 1, 'b');
+    const records = (tag: string) => [...base.files.keys()].filter((k) => k.startsWith(`tarport/releases/demo%2Fapp/${tag}/`) && k.endsWith('.json')).sort();
+    const [, newest] = records('a');
+    const bytes = Buffer.from(base.files.get(newest!)!);
+    bytes[20] = bytes[20]! ^ 1;
+    base.files.set(newest!, bytes);
+    const r = await collectGarbage(new Repository(remote(base)), { keep: 1, dryRun: false, graceMs: 0 });
+    expect(records('a')).toHaveLength(2);
+    expect(r.releasesRemoved).toEqual(['demo/app:b v1']);
+    expect(r.tagsKept).toEqual([expect.stringMatching(/^demo\/app:a: every release kept, since v2 \(00000002-[0-9a-f]{16}\.json\) does not read: .+; run 'tarport check'$/)]);
+    // the objects of the release that still reads are all there
+    const v1 = await new Repository(base).readRecord({ name: 'demo/app', tag: 'a', version: 1, record: records('a')[0]!.split('/').pop()! });
+    for (const l of v1.record.layers) expect(base.files.has(`blobs/sha256/${l.digest.slice(7)}`), l.digest).toBe(true);
+  });
+
   it('spares what a publish under way announced, whatever its age', async () => {
     const base = await repoWithGarbage();
     const repo = new Repository(remote(base));
