@@ -356,13 +356,7 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
   /** --once: files that held still first, then those still being written, all by one deadline. */
   async function runOnce(): Promise<void> {
     const deadline = Date.now() + opts.giveUpMs;
-    const files: { path: string; quiet: boolean }[] = [];
-    for (const name of (await readdir(opts.dir)).sort()) {
-      if (ignoredName(name)) continue;
-      const path = join(opts.dir, name);
-      const st = await stat(path).catch(() => undefined);
-      if (st?.isFile()) files.push({ path, quiet: Date.now() - st.mtimeMs >= opts.settleMs });
-    }
+    const files = (await byArrival(opts.dir)).map((f) => ({ path: f.path, quiet: Date.now() - f.mtimeMs >= opts.settleMs }));
     for (const f of [...files.filter((f) => f.quiet), ...files.filter((f) => !f.quiet)]) {
       if (opts.signal.aborted) return;
       if (blocker !== undefined) leave(f.path, `after ${basename(blocker)}, which could not be published this run: files are published in order`);
@@ -371,7 +365,7 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
   }
 
   const existing = async () => {
-    for (const name of (await readdir(opts.dir)).sort()) if (!ignoredName(name)) enqueue(join(opts.dir, name));
+    for (const f of await byArrival(opts.dir)) enqueue(f.path);
   };
 
   if (opts.once) {
@@ -443,4 +437,23 @@ function advice(e: TarportError): string {
   if (e instanceof UnnamedArchiveError) return 'Name it: put NAME:TAG into a file beside it called <file>.name, or run the agent with --name-map PATTERN=NAME:TAG.';
   if (e.code === 'BAD_INPUT') return 'Make the archive again with docker save (or docker export) and drop it into the folder again.';
   return 'Fix the cause above, then move the file back into the watched folder.';
+}
+
+/**
+ * The files waiting in the folder, in the order they arrived: by when each was made (its birth
+ * time; where the file system keeps none, its last write), then by name. Not by name alone:
+ * build-10.tar sorts before build-9.tar, and published in that order (a cron run, an agent's
+ * restart) the older archive would become the tag's newest release. Not by last write: a file
+ * still being written would go behind those that came after it.
+ */
+async function byArrival(dir: string): Promise<{ path: string; mtimeMs: number }[]> {
+  const files: { path: string; name: string; mtimeMs: number; arrived: number }[] = [];
+  for (const name of await readdir(dir)) {
+    if (ignoredName(name)) continue;
+    const path = join(dir, name);
+    const st = await stat(path).catch(() => undefined);
+    if (st?.isFile()) files.push({ path, name, mtimeMs: st.mtimeMs, arrived: st.birthtimeMs > 0 ? st.birthtimeMs : st.mtimeMs });
+  }
+  // birth times are coarse (a few ms): two files made in the same tick go by last write, then name
+  return files.sort((a, b) => a.arrived - b.arrived || a.mtimeMs - b.mtimeMs || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }

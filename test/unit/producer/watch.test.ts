@@ -15,6 +15,9 @@ const published = (path: string, name?: ImageRef): PublishResult => ({
   uploadedObjects: 1,
 });
 
+/** A wait past the file system's tick of birth times: files made before and after it arrived apart. */
+const tick = () => new Promise((r) => setTimeout(r, 30));
+
 /** A file written long enough ago to have settled. */
 async function settledFile(path: string, text = 'archive'): Promise<void> {
   await writeFile(path, text);
@@ -55,9 +58,10 @@ describe('ignoredName', () => {
 });
 
 describe('watchFolder --once', () => {
-  it('publishes every settled file in name order, with its name, and moves it (and its sidecar) to done/', async () => {
+  it('publishes every settled file in the order they arrived, with its name, and moves it (and its sidecar) to done/', async () => {
     const dir = await tempDir();
     await settledFile(join(dir, 'b.tar'));
+    await tick();
     await settledFile(join(dir, 'a.tar'));
     await writeFile(join(dir, 'a.tar.name'), 'web:1');
     await settledFile(join(dir, 'c.tar.part'));
@@ -72,14 +76,14 @@ describe('watchFolder --once', () => {
     );
     expect(await run).toEqual({ published: 2, failed: 0, pending: 0, exitCode: 0 });
     expect(calls).toEqual([
-      [join(dir, 'a.tar'), { name: 'web', tag: '1' }],
       [join(dir, 'b.tar'), undefined],
+      [join(dir, 'a.tar'), { name: 'web', tag: '1' }],
     ]);
     expect((await readdir(dir)).sort()).toEqual(['c.tar.part', 'done', 'failed']);
     expect((await readdir(join(dir, 'done'))).sort()).toEqual(['a.tar', 'a.tar.name', 'b.tar']);
     expect(events.filter((e) => e.kind === 'published')).toEqual([
-      { kind: 'published', file: join(dir, 'a.tar'), releases: [{ ref: 'web:1', version: 1, status: 'published' }], uploadedBytes: 10 },
       { kind: 'published', file: join(dir, 'b.tar'), releases: [{ ref: 'app:latest', version: 1, status: 'published' }], uploadedBytes: 10 },
+      { kind: 'published', file: join(dir, 'a.tar'), releases: [{ ref: 'web:1', version: 1, status: 'published' }], uploadedBytes: 10 },
     ]);
   });
 
@@ -320,6 +324,40 @@ function watching(dir: string, publish: WatchOptions['publish'], settleMs: numbe
   };
 }
 
+describe('the order files are published in', () => {
+  /**
+   * build-9.tar arrived before build-10.tar, which sorts first by name; both carry the same
+   * modification time (copied with their times kept), so only when each arrived can tell.
+   */
+  async function twoBuilds(): Promise<string> {
+    const dir = await tempDir();
+    const past = new Date(Date.now() - 60_000);
+    for (const name of ['build-9.tar', 'build-10.tar']) {
+      await writeFile(join(dir, name), name);
+      await utimes(join(dir, name), past, past);
+      await tick();
+    }
+    return dir;
+  }
+
+  it('--once (cron): in the order they arrived, not by name, so the older archive never becomes the newest release', async () => {
+    const dir = await twoBuilds();
+    const tried: string[] = [];
+    const { run } = once(dir, async (p) => (tried.push(basename(p)), published(p)));
+    await run;
+    expect(tried).toEqual(['build-9.tar', 'build-10.tar']);
+  });
+
+  it('an agent started on a folder with a backlog (a restart): in the order they arrived', async () => {
+    const dir = await twoBuilds();
+    const tried: string[] = [];
+    const agent = watching(dir, async (p) => (tried.push(basename(p)), published(p)), 100);
+    await within(agent.published(2), 15_000, 'both published');
+    await agent.stop();
+    expect(tried).toEqual(['build-9.tar', 'build-10.tar']);
+  });
+});
+
 describe('watchFolder (watching): retries', () => {
   it('a file waiting for its retry holds back the files after it, which go on in order once it is published (no older archive lands last)', async () => {
     const dir = await tempDir();
@@ -373,6 +411,7 @@ describe('watchFolder (watching): settling', () => {
     const dir = await tempDir();
     const busy = join(dir, 'a.tar');
     await writeFile(busy, 'x');
+    await tick(); // b.tar, made below, arrives after it
     // a writer that does not stop (a slow copy, or a log written into the folder by mistake)
     const writer = setInterval(() => void writeFile(busy, `x${Date.now()}`), 40);
     const stop = new AbortController();
