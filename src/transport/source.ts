@@ -1,4 +1,4 @@
-import { createReadStream, readSync } from 'node:fs';
+import { constants as fsc, createReadStream, readSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { Transform, type Readable } from 'node:stream';
 import { TarportError, messageOf } from '../errors.js';
@@ -146,12 +146,15 @@ export async function drainInto(src: Readable, sink: ByteSink): Promise<number> 
  * has the current one.
  */
 export async function readFileInto(path: string, offset: number, sink: ByteSink, signal: AbortSignal | undefined, what: string): Promise<number> {
-  const fh = await open(path, 'r').catch((e: unknown) => {
+  // no link followed, no FIFO waited on: a repository's file is a plain file, or it is refused
+  const fh = await open(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK).catch((e: unknown) => {
     throw new TarportError((e as NodeJS.ErrnoException).code === 'ENOENT' ? 'NOT_FOUND' : 'IO', `${what}: ${messageOf(e)}`, { cause: e });
   });
   let reading: Promise<{ bytesRead: number }> | undefined;
   try {
-    const size = (await fh.stat()).size;
+    const st = await fh.stat();
+    if (!st.isFile()) throw new TarportError('INTEGRITY', `${what}: ${st.isDirectory() ? 'a folder' : 'not a plain file'}, where a file belongs; refusing`, { retryable: false });
+    const size = st.size;
     const len = Math.max(1, Math.min(CHUNK, size - offset + 1));
     const bufs = [Buffer.allocUnsafe(len), Buffer.allocUnsafe(len)];
     let pos = offset;

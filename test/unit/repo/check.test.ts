@@ -1,5 +1,5 @@
 // src/repo/check.ts: a fault of the repository is listed; a fault of the way to it ends the check.
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { TarportError } from '../../../src/errors.js';
 import { Repository, checkRepository } from '../../../src/repo/index.js';
@@ -69,5 +69,24 @@ describe('checkRepository', () => {
     const remote = objectsFail(await demo(), eio);
     Object.defineProperty(remote, 'capabilities', { value: { ...remote.capabilities, local: false } });
     await expect(checkRepository(new Repository(remote))).rejects.toMatchObject({ code: 'IO' });
+  });
+
+  it('an object whose path is a folder (on a local repository) is a fault naming it, not an internal error', async () => {
+    const { mkdtemp, mkdir, rm } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const { FileTransport } = await import('../../../src/transport/index.js');
+    const root = await mkdtemp(join(tmpdir(), 'tarport-check-'));
+    try {
+      const t = new FileTransport(root);
+      for (const [k, v] of (await demo()).files) await t.write(k, () => Readable.from([v]));
+      const key = [...(await demo()).files.keys()].find((k) => k.startsWith('blobs/sha256/'))!;
+      await rm(join(root, key));
+      await mkdir(join(root, key));
+      const r = await checkRepository(new Repository(t));
+      expect(r.faults.map((f) => f.problem)).toContain(`read ${key} from file://${root}: a folder, where a file belongs; refusing`);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
   });
 });

@@ -51,8 +51,12 @@ describe('PublishIntent.protect', () => {
  * server that refuses to rename over a file): at each such gap, what a gc listing would find.
  */
 class DeleteThenRename extends MemoryTransport {
-  override readonly capabilities = { atomicRename: false, maxConnections: 8, local: false } as const;
   readonly seenInGaps: string[][] = [];
+  constructor() {
+    super();
+    Object.defineProperty(this, 'capabilities', { value: { atomicRename: false, maxConnections: 8, local: false } });
+  }
+
   override async rename(from: string, to: string): Promise<void> {
     if (this.files.has(to)) {
       this.files.delete(to);
