@@ -104,7 +104,8 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
   const got = await checkCatalog(repo, store, opts.verify, fault, opts.signal);
   await checkConvergence(store, got, fault, opts.signal);
   const objects = new Map<string, { size: number; where: string }>();
-  for (const { name, tag } of await listTags(store, opts.signal)) {
+  const foreign = (folder: string, why: string) => warn(folder, `${why}: a folder no tarport wrote, left out of every listing; move it out of the repository`);
+  for (const { name, tag } of await listTags(store, opts.signal, foreign)) {
     const pinned = got?.catalog.releases.find((e) => e.name === name && e.tag === tag);
     for (const ref of await listReleases(store, name, tag, opts.signal)) {
       result.releases++;

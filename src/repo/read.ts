@@ -108,13 +108,32 @@ export async function listReleases(store: Store, name: string, tag: string, sign
 }
 
 /** Every name:tag that has a release folder, from the folder listing. */
-export async function listTags(store: Store, signal?: AbortSignal): Promise<{ name: string; tag: string }[]> {
+export async function listTags(store: Store, signal?: AbortSignal, onForeign?: (folder: string, why: string) => void): Promise<{ name: string; tag: string }[]> {
   const out: { name: string; tag: string }[] = [];
   for (const n of await store.list(RELEASES_FOLDER, signal)) {
     if (!n.isDir) continue;
+    const name = decoded(n.name);
+    if (name instanceof TarportError) {
+      // a folder no tarport wrote (`New Folder`, a copy by hand): no release of it is known, and it
+      // must not stop every push, gc and ls of the repository; check names it (onForeign)
+      onForeign?.(`${RELEASES_FOLDER}/${n.name}`, name.message);
+      continue;
+    }
     for (const t of await store.list(`${RELEASES_FOLDER}/${n.name}`, signal)) {
-      if (t.isDir) out.push({ name: decodeSegment(n.name), tag: decodeSegment(t.name) });
+      if (!t.isDir) continue;
+      const tag = decoded(t.name);
+      if (tag instanceof TarportError) onForeign?.(`${RELEASES_FOLDER}/${n.name}/${t.name}`, tag.message);
+      else out.push({ name, tag });
     }
   }
   return out;
+}
+
+function decoded(segment: string): string | TarportError {
+  try {
+    return decodeSegment(segment);
+  } catch (e) {
+    if (e instanceof TarportError) return e;
+    throw e;
+  }
 }

@@ -89,4 +89,20 @@ describe('checkRepository', () => {
       await rm(root, { recursive: true, force: true });
     }
   });
+
+  it('a folder under releases/ that no tarport wrote (New Folder) is a warning of check, and stops no listing, gc or publish', async () => {
+    const t = await demo();
+    t.files.set('tarport/releases/New Folder/x/readme.txt', Buffer.from('copied by hand'));
+    t.files.set('tarport/releases/demo%2Fapp/Tag With Space/readme.txt', Buffer.from('copied by hand'));
+    const repo = new Repository(t);
+    expect((await repo.listTags()).map((x) => `${x.name}:${x.tag}`)).toEqual(['demo/app:a']);
+    const r = await checkRepository(repo);
+    expect(r.faults).toEqual([]);
+    expect(r.warnings.filter((w) => w.what.startsWith('tarport/releases/')).sort((a, b) => (a.what < b.what ? -1 : 1))).toEqual([
+      { what: 'tarport/releases/New Folder', problem: 'not an encoded name: "New Folder": a folder no tarport wrote, left out of every listing; move it out of the repository' },
+      { what: 'tarport/releases/demo%2Fapp/Tag With Space', problem: 'not an encoded name: "Tag With Space": a folder no tarport wrote, left out of every listing; move it out of the repository' },
+    ]);
+    await publish(t, 1, 'b');
+    expect((await repo.readCatalog())!.catalog.releases.map((e) => e.tag).sort()).toEqual(['a', 'b']);
+  });
 });
