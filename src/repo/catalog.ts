@@ -1,7 +1,7 @@
 import { sha256 } from '../crypto/index.js';
 import { TarportError, isTarportError } from '../errors.js';
 import { ListingUnavailableError } from '../transport/index.js';
-import { CATALOGS_FOLDER, CATALOG_KEY, LEGACY_CATALOG_SIGNATURE_KEY, catalogFileName, parseCatalogFileName } from './layout.js';
+import { CATALOGS_FOLDER, CATALOG_KEY, LEGACY_CATALOG_SIGNATURE_KEY, MAX_CATALOG_BYTES, catalogFileName, parseCatalogFileName } from './layout.js';
 import { readFormat } from './format.js';
 import { MAX_SIGNATURE_BYTES, listReleases, listTags, readRecord, unreadableRecord } from './read.js';
 import { CATALOG_SCHEMA, CATALOG_SCHEMA_V1, CatalogSchema, compareReleases, parseWith, serialize, type Catalog, type CatalogEntry, type ReleaseRecord } from './records.js';
@@ -9,7 +9,7 @@ import type { Store } from './store.js';
 
 // The catalog: a cache of releases/ that makes polling cheap (docs/repo-format.md, "Catalog").
 
-export const MAX_CATALOG_BYTES = 64 << 20;
+export { MAX_CATALOG_BYTES } from './layout.js';
 
 /** Signs bytes (a record, the catalog): returns a detached armored signature. Injected by the caller. */
 export type Sign = (data: Buffer) => Promise<Buffer>;

@@ -5,7 +5,7 @@ import { readFormat } from './format.js';
 import { findTempFiles } from './gc.js';
 import { holds, listPending } from './intents.js';
 import { readAcks } from './acks.js';
-import { CATALOG_KEY, recordKey } from './layout.js';
+import { CATALOG_KEY, FORMAT_KEY, recordKey } from './layout.js';
 import { readBlobTo } from './objects.js';
 import { checkRegistryView } from './registry.js';
 import { listReleases, listTags, readRecord, unreadableRecord, type CheckSignature } from './read.js';
@@ -46,7 +46,7 @@ function faultOrThrow(fault: Report, what: string, e: unknown, local: boolean): 
 }
 
 /** The catalog: present, signed when asked, not expired, naming this repository. */
-async function checkCatalog(repo: Repository, store: Store, verify: CheckSignature | undefined, fault: Report, signal?: AbortSignal): Promise<CatalogCopy | undefined> {
+async function checkCatalog(repo: Repository, store: Store, verify: CheckSignature | undefined, fault: Report, warn: Report, signal?: AbortSignal): Promise<CatalogCopy | undefined> {
   let got: CatalogCopy | undefined;
   try {
     got = await readCatalog(store, signal);
@@ -59,6 +59,7 @@ async function checkCatalog(repo: Repository, store: Store, verify: CheckSignatu
     if (Date.parse(got.catalog.expires) < Date.now()) fault(CATALOG_KEY, `expired at ${got.catalog.expires}`);
     const id = (await readFormat(store, signal))?.id;
     if (got.catalog.repository && id && got.catalog.repository !== id) fault(CATALOG_KEY, `names repository ${got.catalog.repository}, but tarport/format.json says ${id}`);
+    if (got.catalog.repository && !id) warn(FORMAT_KEY, `missing: the repository's identity (${got.catalog.repository}, which the catalog names) is written again from the catalog by the next push or sync`);
   } catch (e) {
     faultOrThrow(fault, CATALOG_KEY, e, store.transport.capabilities.local);
   }
@@ -101,7 +102,7 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
     opts.onFault?.({ what, problem });
   };
   const warn: Report = (what, problem) => result.warnings.push({ what, problem });
-  const got = await checkCatalog(repo, store, opts.verify, fault, opts.signal);
+  const got = await checkCatalog(repo, store, opts.verify, fault, warn, opts.signal);
   await checkConvergence(store, got, fault, opts.signal);
   const objects = new Map<string, { size: number; where: string }>();
   const foreign = (folder: string, why: string) => warn(folder, `${why}: a folder no tarport wrote, left out of every listing; move it out of the repository`);

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import * as z from 'zod';
 import { TarportError } from '../errors.js';
-import { FORMAT_KEY, OCI_LAYOUT_KEY } from './layout.js';
-import { parseWith, serialize } from './records.js';
+import { CATALOG_KEY, FORMAT_KEY, MAX_CATALOG_BYTES, OCI_LAYOUT_KEY } from './layout.js';
+import { CatalogSchema, MEDIA_TYPES, parseWith, serialize, type Catalog } from './records.js';
 import type { Store } from './store.js';
 
 /**
@@ -51,13 +51,32 @@ export function newRepositoryId(): string {
 export async function ensureIdentity(store: Store, signal?: AbortSignal, adopt?: string, version = BASE_FORMAT_VERSION): Promise<string> {
   const have = await readFormat(store, signal);
   if (have?.id && have.version >= version) return have.id;
-  const id = have?.id ?? adopt ?? newRepositoryId();
+  // a format file lost (removed by hand, a stick's bad sector) while the catalog still names the
+  // repository: its identity and version come back from the catalog, never a new id (consumers
+  // key their rollback memory by it) nor a lower version
+  const lost = have?.id ? undefined : await identityInCatalog(store, signal);
+  const id = have?.id ?? lost?.id ?? adopt ?? newRepositoryId();
   // never lowered: a repository that holds version-3 records stays version 3
-  await store.putAtomic(FORMAT_KEY, serialize({ format: 'tarport', version: Math.max(version, have?.version ?? 0), id }), signal);
+  await store.putAtomic(FORMAT_KEY, serialize({ format: 'tarport', version: Math.max(version, have?.version ?? 0, lost?.version ?? 0), id }), signal);
   if (!(await store.stat(OCI_LAYOUT_KEY, signal))) {
     await store.putAtomic(OCI_LAYOUT_KEY, Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })), signal);
   }
   const again = await readFormat(store, signal);
   if (!again?.id) throw new TarportError('IO', `${store.location}: ${FORMAT_KEY} was written but reads back without an id`);
   return again.id;
+}
+
+/** The id and format version the catalog shows, when it names a repository (a v2 catalog). */
+async function identityInCatalog(store: Store, signal?: AbortSignal): Promise<{ id: string; version: number } | undefined> {
+  const bytes = await store.readOptional(CATALOG_KEY, MAX_CATALOG_BYTES, 'catalog', signal).catch(() => undefined);
+  if (!bytes) return undefined;
+  let catalog: Catalog;
+  try {
+    catalog = parseWith(CatalogSchema, bytes, `catalog ${CATALOG_KEY}`);
+  } catch {
+    return undefined; // a catalog that does not read tells nothing; repair rebuilds it
+  }
+  if (!catalog.repository) return undefined;
+  const multiPlatform = catalog.releases.some((e) => e.manifest?.mediaType === MEDIA_TYPES.index);
+  return { id: catalog.repository, version: multiPlatform ? INDEX_FORMAT_VERSION : BASE_FORMAT_VERSION };
 }

@@ -10,6 +10,8 @@ export const INDEX_KEY = 'index.json';
 export const BLOBS_FOLDER = 'blobs/sha256';
 export const TARPORT_FOLDER = 'tarport';
 export const RELEASES_FOLDER = 'tarport/releases';
+/** The largest catalog a reader takes (a bound on what a hostile repository can make it hold). */
+export const MAX_CATALOG_BYTES = 64 << 20;
 export const CATALOG_KEY = 'tarport/catalog.json';
 export const FORMAT_KEY = 'tarport/format.json';
 /** Every catalog ever written, named by sequence and digest, with its signature beside it. */

@@ -23,6 +23,26 @@ describe('repository identity', () => {
     expect([...t.files.keys()].filter((k) => k.startsWith('tarport/pending/'))).toEqual([]);
   });
 
+  it('a lost tarport/format.json: check warns, and the next write takes the id and format version back from the catalog, never a new id', async () => {
+    const { checkRepository } = await import('../../../src/repo/index.js');
+    const t = new MemoryTransport();
+    await publish(t, 0, '1');
+    const repo = new Repository(t);
+    const id = await repo.identity();
+    // the catalog shows a multi-platform release: the format it needs is 3
+    const format = JSON.parse(t.files.get('tarport/format.json')!.toString()) as { version: number };
+    t.files.delete('tarport/format.json');
+    const catalog = JSON.parse(t.files.get('tarport/catalog.json')!.toString()) as { releases: { manifest?: { mediaType: string } }[] };
+    const multi = { ...catalog, releases: catalog.releases.map((e) => ({ ...e, manifest: { ...e.manifest!, mediaType: 'application/vnd.oci.image.index.v1+json' } })) };
+    t.files.set('tarport/catalog.json', Buffer.from(JSON.stringify(multi)));
+    expect((await checkRepository(repo)).warnings).toContainEqual({ what: 'tarport/format.json', problem: `missing: the repository's identity (${id}, which the catalog names) is written again from the catalog by the next push or sync` });
+    const tx = await repo.begin();
+    await tx.end();
+    expect(tx.repositoryId).toBe(id);
+    expect(JSON.parse(t.files.get('tarport/format.json')!.toString())).toEqual({ format: 'tarport', version: 3, id });
+    expect(format.version).toBe(2);
+  });
+
   it('a write to a location without a repository is refused before anything is written, unless create', async () => {
     const t = new MemoryTransport('stick');
     const e = await new Repository(t).begin().then(() => undefined, (err: unknown) => err);
