@@ -167,6 +167,42 @@ describe('--json prints exactly one document', () => {
     expect([lastPlain.code, lastPlain.stdout]).toEqual([2, '']);
   });
 
+  it('ls and log through a web server without a JSON folder listing (404 for folders, or an HTML page): each tag\'s current release, from the catalog', async () => {
+    const dir = await tempDir();
+    const [v1, v2] = await writeDemoArchives(dir, undefined, SMALL);
+    const repo = join(dir, 'repo');
+    expect((await tarport(['push', '--init', v1!, '--to', repo, '--name', 'a/one:1'])).code).toBe(0);
+    expect((await tarport(['push', v2!, '--to', repo, '--name', 'a/one:1'])).code).toBe(0);
+    expect((await tarport(['push', v2!, '--to', repo, '--name', 'b/two:1'])).code).toBe(0);
+    for (const folders of ['404', 'html'] as const) {
+      const server = createServer((req, res) => {
+        const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
+        if (path.endsWith('/')) return folders === '404' ? res.writeHead(404).end() : res.writeHead(200, { 'content-type': 'text/html' }).end('<html><a href="x">x</a></html>');
+        createReadStream(join(repo, path))
+          .on('error', () => res.writeHead(404).end())
+          .on('open', function (this: ReadStream) {
+            res.writeHead(200);
+            this.pipe(res);
+          });
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      try {
+        const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+        const ls = await tarport(['ls', url, '--json']);
+        expect([folders, ls.code]).toEqual([folders, 0]);
+        const said = folders === '404' ? [] : ['offers no folder listing: which hosts loaded each release is not shown', "offers no folder listing: each tag's current release, from the catalog (older versions are not shown)"];
+        expect([folders, ls.stderr.split('\n').filter((l) => l).map((l) => l.slice(l.indexOf(url) + url.length - 1).replace(/^\/ /, ''))]).toEqual([folders, said]);
+        const rows = (JSON.parse(ls.stdout) as { releases: { name: string; tag: string; version: number; current: boolean }[] }).releases;
+        expect([folders, rows.map((r) => [r.name, r.tag, r.version, r.current])]).toEqual([folders, [['a/one', '1', 2, true], ['b/two', '1', 1, true]]]);
+        const log = await tarport(['log', 'a/one:1', '--from', url, '--json']);
+        expect([folders, log.code, (JSON.parse(log.stdout) as { versions: { version: number }[] }).versions.map((v) => v.version)]).toEqual([folders, 0, [2]]);
+      } finally {
+        server.closeAllConnections();
+        server.close();
+      }
+    }
+  }, 60_000);
+
   it('pull --fetch-only stopped by SIGTERM: its one document lists what was fetched before the stop, beside the error', async () => {
     const dir = await tempDir();
     const [v1, v2] = await writeDemoArchives(dir, undefined, SMALL);

@@ -2,7 +2,7 @@ import { TarportError } from '../../errors.js';
 import { parseRef } from '../../repo/index.js';
 import { openRepository, type ConnectionFlags, type Context } from '../context.js';
 import { humanBytes, table } from '../output.js';
-import { currentRecords, describeRelease, hostsCell, readAcksNoting, shortTime, type ListedRelease } from './ls.js';
+import { currentRecords, describeRelease, hostsCell, readAcksNoting, releasesOf, shortTime, type ListedRelease } from './ls.js';
 
 export interface LogFlags extends ConnectionFlags {
   from?: string;
@@ -14,9 +14,9 @@ export async function logCommand(ctx: Context, refArg: string, flags: LogFlags):
   const repo = await openRepository(flags.from, '--from', flags, { signal: ctx.signal });
   const versions: ListedRelease[] = [];
   try {
-    const { current } = await currentRecords(repo, ctx.signal);
+    const { current, entries } = await currentRecords(repo, ctx.signal);
     const acks = await readAcksNoting(ctx, repo);
-    for (const ref of await repo.listReleases(name, tag, ctx.signal)) versions.push(await describeRelease(repo, ref, current, acks, ctx.signal));
+    for (const ref of await releasesOf(repo, name, tag, entries, ctx.signal)) versions.push(await describeRelease(repo, ref, current, acks, ctx.signal));
   } finally {
     await repo.close();
   }

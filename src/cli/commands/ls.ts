@@ -1,5 +1,6 @@
 import { TarportError } from '../../errors.js';
 import { type Ack, type ReleaseMember, type ReleaseSummary, type ReleaseRef, type Repository } from '../../repo/index.js';
+import { ListingUnavailableError } from '../../transport/index.js';
 import { openRepository, type ConnectionFlags, type Context } from '../context.js';
 import { humanBytes, table } from '../output.js';
 
@@ -29,17 +30,50 @@ export function membersColumn(members: readonly ReleaseMember[]): string {
   return [images.join(','), ...[...counts].map(([k, n]) => `+${n} ${k}`)].join(' ');
 }
 
-/** The catalog's current record of every tag (name:tag:record), and whether there is a catalog at all. */
-export async function currentRecords(repo: Repository, signal: AbortSignal): Promise<{ current: Set<string>; hasCatalog: boolean }> {
+/** The catalog's current record of every tag (name:tag:record, and the entries), and whether there is a catalog at all. */
+export async function currentRecords(repo: Repository, signal: AbortSignal): Promise<{ current: Set<string>; hasCatalog: boolean; entries: readonly ReleaseRef[] }> {
   const catalog = (await repo.readCatalog(signal))?.catalog;
-  return { current: new Set((catalog?.releases ?? []).map((e) => `${e.name}:${e.tag}:${e.record}`)), hasCatalog: catalog !== undefined };
+  const entries = catalog?.releases ?? [];
+  return { current: new Set(entries.map((e) => `${e.name}:${e.tag}:${e.record}`)), hasCatalog: catalog !== undefined, entries };
+}
+
+/**
+ * The releases of one tag as the repository lists them, or, where it cannot list (a web mirror
+ * without a folder listing, one that answers 404 for folders), the current one the catalog names:
+ * the catalog and the records are all `ls` and `log` need (docs/mirror.md).
+ */
+export async function releasesOf(repo: Repository, name: string, tag: string, entries: readonly ReleaseRef[], signal: AbortSignal): Promise<ReleaseRef[]> {
+  const listed = await repo.listReleases(name, tag, signal).catch((e: unknown) => {
+    if (e instanceof ListingUnavailableError) return [];
+    throw e;
+  });
+  if (listed.length > 0) return listed;
+  return entries.filter((e) => e.name === name && e.tag === tag);
+}
+
+/** The tags the repository lists, with those only its catalog names (no listing), sorted. */
+async function allTags(repo: Repository, entries: readonly ReleaseRef[], signal: AbortSignal): Promise<{ tags: { name: string; tag: string }[]; listing: boolean }> {
+  let listing = true;
+  const listed = await repo.listTags(signal).catch((e: unknown) => {
+    if (!(e instanceof ListingUnavailableError)) throw e;
+    listing = false;
+    return [];
+  });
+  const seen = new Set(listed.map((t) => `${t.name}:${t.tag}`));
+  const tags = [...listed, ...entries.filter((e) => !seen.has(`${e.name}:${e.tag}`)).map((e) => ({ name: e.name, tag: e.tag }))];
+  return { tags: tags.sort((a, b) => (`${a.name}:${a.tag}` < `${b.name}:${b.tag}` ? -1 : 1)), listing };
 }
 
 /** The hosts' acknowledgements; one that does not parse is named in a warning and left out. */
 export async function readAcksNoting(ctx: Context, repo: Repository): Promise<Ack[]> {
-  const { acks, bad } = await repo.readAcks(ctx.signal);
-  for (const b of bad) ctx.out.warn(`${b.file}: ${b.problem}`);
-  return acks;
+  const got = await repo.readAcks(ctx.signal).catch((e: unknown) => {
+    if (!(e instanceof ListingUnavailableError)) throw e;
+    // a web mirror without a folder listing: the releases still list, without their hosts
+    ctx.out.info(`${repo.location} offers no folder listing: which hosts loaded each release is not shown`);
+    return { acks: [], bad: [] };
+  });
+  for (const b of got.bad) ctx.out.warn(`${b.file}: ${b.problem}`);
+  return got.acks;
 }
 
 /** The HOSTS column: host names (ids where two hosts share a name), or '-'. */
@@ -51,9 +85,10 @@ export async function lsCommand(ctx: Context, url: string, flags: LsFlags): Prom
   const repo = await openRepository(url, 'URL', flags, { signal: ctx.signal });
   const rows: ListedRelease[] = [];
   try {
-    const { current, hasCatalog } = await currentRecords(repo, ctx.signal);
+    const { current, hasCatalog, entries } = await currentRecords(repo, ctx.signal);
     const acks = await readAcksNoting(ctx, repo);
-    const tags = (await repo.listTags(ctx.signal)).sort((a, b) => (`${a.name}:${a.tag}` < `${b.name}:${b.tag}` ? -1 : 1));
+    const { tags, listing } = await allTags(repo, entries, ctx.signal);
+    if (!listing && !flags.latest) ctx.out.info(`${repo.location} offers no folder listing: each tag's current release, from the catalog (older versions are not shown)`);
     // a typo in the path, or a stick that is not mounted, must not read as an empty repository
     // (an initialised repository with nothing pushed yet lists as empty)
     if (!hasCatalog && tags.length === 0 && !(await repo.identity(ctx.signal))) {
@@ -61,7 +96,7 @@ export async function lsCommand(ctx: Context, url: string, flags: LsFlags): Prom
     }
     if (!hasCatalog && tags.length > 0) ctx.out.warn(`${repo.location} holds releases but no catalog: consumers see none of them until a push or sync writes one`);
     for (const { name, tag } of tags) {
-      const refs = await repo.listReleases(name, tag, ctx.signal);
+      const refs = await releasesOf(repo, name, tag, entries, ctx.signal);
       for (const ref of flags.latest ? refs.slice(-1) : refs) rows.push(await describeRelease(repo, ref, current, acks, ctx.signal));
     }
   } finally {
