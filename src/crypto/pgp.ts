@@ -141,16 +141,19 @@ export async function verifyDetached(data: Buffer, armored: Buffer | undefined, 
     throw new TarportError('UNTRUSTED', `${what} is signed by ${issuer}, which is not among the trusted keys (${trusted.map((t) => t.fingerprint).join(', ')})`, { retryable: false });
   }
   const result = await openpgp.verify({ message: await openpgp.createMessage({ binary: data }), signature: sig, verificationKeys: match.map((m) => m.key), format: 'binary' });
+  let failed: string | undefined;
   for (const v of result.signatures) {
+    const signer = match.find((m) => m.key.getKeys(v.keyID).length > 0);
     try {
       await v.verified;
-      const signer = match.find((m) => m.key.getKeys(v.keyID).length > 0);
       return signer?.fingerprint ?? issuer;
     } catch {
-      /* try the next signature */
+      // the one to blame is a trusted key whose signature does not hold, not the first packet's
+      // issuer: a signature file may carry several, and an untrusted key's proves nothing
+      failed ??= signer?.fingerprint;
     }
   }
-  throw new TarportError('UNTRUSTED', `${what}: bad signature by ${issuer}: the file was changed after it was signed`, { retryable: false });
+  throw new TarportError('UNTRUSTED', `${what}: bad signature by ${failed ?? issuer}: the file was changed after it was signed`, { retryable: false });
 }
 
 /** A new key pair, armored; gpg imports both (RSA 3072 by default, for gpg 2.2 and ocicrypt). */

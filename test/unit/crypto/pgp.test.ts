@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as openpgp from 'openpgp';
 import { describe, expect, it } from 'vitest';
-import { SIGNER_NOTATION, generateKeyPair, loadSigningKey, signDetached, signatureIssuer, signatureUserId } from '../../../src/crypto/pgp.js';
+import { SIGNER_NOTATION, generateKeyPair, loadSigningKey, loadTrustedKeys, signDetached, signatureIssuer, signatureUserId, verifyDetached } from '../../../src/crypto/pgp.js';
 import { tempDir } from '../../helpers.js';
 
 async function signingKey(uid: string) {
@@ -44,5 +44,24 @@ describe('the signer a signature names', () => {
     expect(await signatureUserId(await signedWithNotation(signer.key, Uint8Array.from([0xff, 0xfe])))).toBeUndefined();
     expect(await signatureUserId(await signedWithNotation(signer.key, new TextEncoder().encode('Ops <ops@example.org>')))).toBe('Ops <ops@example.org>');
     expect(await signatureUserId(Buffer.from('not a signature'))).toBeUndefined();
+  });
+});
+
+describe('verifyDetached', () => {
+  it('a signature file of two: an untrusted key\'s good signature and the trusted key\'s over other bytes; the fault named is the trusted key\'s', async () => {
+    const evil = await signingKey('Evil <evil@example.org>');
+    const prod = await signingKey('Prod <prod@example.org>');
+    const pub = join(await tempDir('tarport-pgp-'), 'prod.pub.asc');
+    await writeFile(pub, prod.pair.publicKey);
+    const trusted = await loadTrustedKeys([pub]);
+    const data = Buffer.from('the catalog');
+    const good = await openpgp.readSignature({ armoredSignature: (await signDetached(data, evil.signer)).toString() });
+    const other = await openpgp.readSignature({ armoredSignature: (await signDetached(Buffer.from('another catalog'), prod.signer)).toString() });
+    const both = new openpgp.PacketList<openpgp.AnyPacket>();
+    both.push(...good.packets, ...other.packets);
+    const armored = Buffer.from(new openpgp.Signature(both as unknown as openpgp.PacketList<openpgp.SignaturePacket>).armor());
+    await expect(verifyDetached(data, armored, trusted, 'catalog')).rejects.toMatchObject({ code: 'UNTRUSTED', message: `catalog: bad signature by ${prod.pair.fingerprint}: the file was changed after it was signed` });
+    // the trusted key's own good signature is taken
+    await expect(verifyDetached(data, await signDetached(data, prod.signer), trusted, 'catalog')).resolves.toBe(prod.pair.fingerprint);
   });
 });
