@@ -1,5 +1,5 @@
 import { DigestCheck } from '../crypto/index.js';
-import { messageOf } from '../errors.js';
+import { isTarportError, messageOf } from '../errors.js';
 import { catalogLag, rebuildEntries, readCatalog, type CatalogCopy } from './catalog.js';
 import { readFormat } from './format.js';
 import { findTempFiles } from './gc.js';
@@ -67,8 +67,17 @@ async function checkCatalog(repo: Repository, store: Store, verify: CheckSignatu
 }
 
 /** Every tag's newest release must be what the catalog names; every entry's record must exist. */
-async function checkConvergence(store: Store, got: CatalogCopy | undefined, fault: Report, signal?: AbortSignal): Promise<void> {
-  const truth = await rebuildEntries(store, got?.catalog, signal);
+async function checkConvergence(store: Store, first: CatalogCopy | undefined, fault: Report, waitMs: number, signal?: AbortSignal): Promise<void> {
+  let got = first;
+  let truth = await rebuildEntries(store, got?.catalog, signal);
+  // a publish under way (its intent holds) writes its records, then its catalog: a lag seen in
+  // between is looked at again until that catalog came, or the publish is gone, or for waitMs
+  for (const until = Date.now() + waitMs; got && catalogLag(got.catalog, truth).length > 0 && Date.now() < until; ) {
+    if (!(await listPending(store, 'intent', signal)).some(holds)) break;
+    await new Promise((r) => setTimeout(r, Math.min(1000, Math.max(0, until - Date.now()))));
+    got = (await readCatalog(store, signal)) ?? got;
+    truth = await rebuildEntries(store, got.catalog, signal);
+  }
   if (!got && truth.length > 0) fault(CATALOG_KEY, `missing while releases/ holds ${truth.length} tag(s); run 'tarport repair'`);
   if (!got) return;
   for (const lag of catalogLag(got.catalog, truth)) {
@@ -81,9 +90,14 @@ async function checkConvergence(store: Store, got: CatalogCopy | undefined, faul
   }
 }
 
+/** How long a catalog lag is looked at again while a publish is under way (a killed one's intent holds 30 min). */
+const LAG_WAIT_MS = 30_000;
+
 export interface CheckOptions {
   readonly verify?: CheckSignature;
   readonly signal?: AbortSignal;
+  /** LAG_WAIT_MS, for tests. */
+  readonly lagWaitMs?: number;
   /** Each fault as it is found: a check that a dropped link ends later has said what it found. */
   readonly onFault?: (f: { what: string; problem: string }) => void;
 }
@@ -103,8 +117,8 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
   };
   const warn: Report = (what, problem) => result.warnings.push({ what, problem });
   const got = await checkCatalog(repo, store, opts.verify, fault, warn, opts.signal);
-  await checkConvergence(store, got, fault, opts.signal);
-  const objects = new Map<string, { size: number; where: string }>();
+  await checkConvergence(store, got, fault, opts.lagWaitMs ?? LAG_WAIT_MS, opts.signal);
+  const objects = new Map<string, { size: number; where: string; record: string }>();
   const foreign = (folder: string, why: string) => warn(folder, `${why}: a folder no tarport wrote, left out of every listing; move it out of the repository`);
   for (const { name, tag } of await listTags(store, opts.signal, foreign)) {
     const pinned = got?.catalog.releases.find((e) => e.name === name && e.tag === tag);
@@ -122,7 +136,7 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
         continue;
       }
       for (const d of recordObjects(record)) {
-        if (!objects.has(d.digest)) objects.set(d.digest, { size: d.size, where });
+        if (!objects.has(d.digest)) objects.set(d.digest, { size: d.size, where, record: recordKey(name, tag, ref.record) });
       }
     }
   }
@@ -136,8 +150,8 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
   return result;
 }
 
-async function checkObjects(store: Store, objects: Map<string, { size: number; where: string }>, result: CheckResult, fault: Report, signal?: AbortSignal): Promise<void> {
-  for (const [digest, { size, where }] of objects) {
+async function checkObjects(store: Store, objects: Map<string, { size: number; where: string; record: string }>, result: CheckResult, fault: Report, signal?: AbortSignal): Promise<void> {
+  for (const [digest, { size, where, record }] of objects) {
     signal?.throwIfAborted();
     result.objects++;
     try {
@@ -147,6 +161,8 @@ async function checkObjects(store: Store, objects: Map<string, { size: number; w
       check.finish();
       result.bytes += check.bytes;
     } catch (e) {
+      // gone with its release: a gc removed both while this check ran (the record goes first)
+      if (isTarportError(e, 'NOT_FOUND') && !(await store.stat(record, signal))) continue;
       faultOrThrow(fault, `object ${digest} (named by ${where})`, e, store.transport.capabilities.local);
     }
   }

@@ -30,7 +30,8 @@ export async function publish(t: Transport, which: 0 | 1, tag: string, name = 'd
 
 /** The faults `check` finds, as "what: problem" lines (an empty list: clean). */
 export async function faults(t: Transport): Promise<string[]> {
-  const r = await checkRepository(new Repository(t));
+  // a publish killed mid-way leaves its intent: its lag is a fault at once here, not after a wait
+  const r = await checkRepository(new Repository(t), { lagWaitMs: 0 });
   return r.faults.map((f) => `${f.what}: ${f.problem}`);
 }
 

@@ -154,6 +154,67 @@ describe('beginning a write', () => {
     expect(reads.filter((k) => k === 'tarport/format.json')).toHaveLength(1);
   });
 
+  it('check while a publish is under way (its intent holds): a catalog lag is looked at again until its catalog comes; one that stays is a fault', async () => {
+    const probe = new FaultyTransport(await withV1());
+    await publish(probe, 1, '1');
+    const record = probe.log.findIndex((l) => /^rename \S+ tarport\/releases\/\S+\.json$/.test(l));
+    const base = await withV1();
+    const f = new FaultyTransport(base);
+    f.failAt = record + 2;
+    await expect(publish(f, 1, '1')).rejects.toThrow(/injected fault/);
+    const now = Date.now();
+    const intent = { schema: 'tarport.intent/v1', created: new Date(now).toISOString(), expires: new Date(now + 600_000).toISOString(), objects: [] };
+    base.files.set('tarport/pending/intent-0123456789abcdef.json', Buffer.from(JSON.stringify(intent)));
+    // the publish writes its catalog while check looks (at its first look again)
+    const list = base.list.bind(base);
+    let looks = 0;
+    base.list = (folder) => {
+      if (folder === 'tarport/pending' && ++looks === 2) void publish(base, 1, '1');
+      return list(folder);
+    };
+    const during = await checkRepository(new Repository(base), { lagWaitMs: 10_000 });
+    expect(looks).toBeGreaterThanOrEqual(2);
+    expect(during.faults).toEqual([]);
+    base.list = list;
+    // a lag that stays (a publish killed; its intent holds 30 minutes) is a fault once the wait ends
+    const killed = await withV1();
+    const k = new FaultyTransport(killed);
+    k.failAt = record + 2;
+    await expect(publish(k, 1, '1')).rejects.toThrow(/injected fault/);
+    killed.files.set('tarport/pending/intent-0123456789abcdef.json', Buffer.from(JSON.stringify(intent)));
+    const started = Date.now();
+    const after = await checkRepository(new Repository(killed), { lagWaitMs: 1500 });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1400);
+    expect(after.faults.map((x) => x.problem)).toContainEqual(expect.stringMatching(/^the catalog names v1, releases\/ holds the newer v2/));
+  });
+
+  it('check while a gc removes a release: an object gone with its record is no fault', async () => {
+    const base = await withV1();
+    const repo = new Repository(base);
+    const rec = [...base.files.keys()].find((k) => k.startsWith('tarport/releases/') && k.endsWith('.json'))!;
+    const layer = [...base.files.keys()].filter((k) => k.startsWith('blobs/sha256/')).sort((a, b) => base.files.get(b)!.length - base.files.get(a)!.length)[0]!;
+    // the gc takes the record, then the object, while check reads the objects
+    const readTo = base.readTo.bind(base);
+    let gcRan = false;
+    base.readTo = async (key, sink, o) => {
+      if (!gcRan && key.startsWith('blobs/')) {
+        gcRan = true;
+        base.files.delete(rec);
+        base.files.delete(layer);
+      }
+      return readTo(key, sink, o);
+    };
+    const r = await checkRepository(repo);
+    expect(gcRan).toBe(true);
+    expect(r.faults.filter((x) => x.what.startsWith('object '))).toEqual([]);
+    // the same object gone while its record stays is a fault
+    base.readTo = readTo;
+    base.files.delete(layer);
+    const rest = await withV1();
+    for (const [k, v] of rest.files) if (!base.files.has(k) && k !== layer) base.files.set(k, v);
+    expect((await checkRepository(repo)).faults.map((x) => x.what)).toContainEqual(expect.stringMatching(new RegExp(`^object sha256:${layer.slice('blobs/sha256/'.length)} \\(named by `)));
+  });
+
   it('creating: the identity is written with the first object copied (putObject, putSplit), so a sync cut there is found again without --init', async () => {
     for (const put of ['putObject', 'putSplit'] as const) {
       const t = new MemoryTransport();
