@@ -17,6 +17,7 @@ import {
   type Sign,
   type Encryption,
   type WriteTransaction,
+  type BeginOptions,
   unsignedOverSignedWarning,
 } from '../repo/index.js';
 import { VERSION } from '../version.js';
@@ -42,7 +43,9 @@ export interface PublishOptions {
 
 export type PublishEvent =
   | { kind: 'layer'; diffId: string; status: 'uploaded' | 'present'; bytes: number }
-  | { kind: 'release'; ref: string; status: 'published' | 'unchanged'; version: number };
+  | { kind: 'release'; ref: string; status: 'published' | 'unchanged'; version: number }
+  /** The publish waits (for a gc's notice to end): said once, so that minutes without a line are no mystery. */
+  | { kind: 'waiting'; message: string };
 
 export interface PublishedRelease {
   readonly name: string;
@@ -179,8 +182,9 @@ async function uploadWhileComing(uploader: LayerUploader, g: GrowingArchive, lay
   return out;
 }
 
-function txOptions(opts: PublishOptions): { signal?: AbortSignal; create?: boolean } {
-  return { ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.create ? { create: true } : {}) };
+function txOptions(opts: PublishOptions): BeginOptions {
+  const onEvent = opts.onEvent;
+  return { ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.create ? { create: true } : {}), ...(onEvent ? { onWait: (message: string) => onEvent({ kind: 'waiting', message }) } : {}) };
 }
 
 /** One publish under way. */

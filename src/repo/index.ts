@@ -1,5 +1,5 @@
 export { Repository } from './repository.js';
-export type { WriteTransaction } from './transaction.js';
+export type { BeginOptions, WriteTransaction } from './transaction.js';
 export { unsignedOverSignedWarning } from './transaction.js';
 export { catalogEntryOf, catalogLag, type CatalogCopy, type CatalogLag, type Sign } from './catalog.js';
 export { FORMAT_VERSION, REPOSITORY_ID_RE } from './format.js';

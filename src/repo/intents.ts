@@ -44,10 +44,13 @@ export class PublishIntent {
   /** Writes one after another: a refresh never races a protect's write. */
   private writing: Promise<void> = Promise.resolve();
 
-  private constructor(private readonly store: Store) {}
+  private constructor(
+    private readonly store: Store,
+    private readonly onWait?: (message: string) => void,
+  ) {}
 
-  static async open(store: Store, signal?: AbortSignal): Promise<PublishIntent> {
-    const intent = new PublishIntent(store);
+  static async open(store: Store, signal?: AbortSignal, onWait?: (message: string) => void): Promise<PublishIntent> {
+    const intent = new PublishIntent(store, onWait);
     await intent.write(signal);
     intent.timer = setInterval(() => void intent.write().catch(() => undefined), INTENT_REFRESH_MS);
     intent.timer.unref();
@@ -83,7 +86,7 @@ export class PublishIntent {
     const added = [...digests].filter((d) => !this.objects.has(d));
     for (const d of added) this.objects.add(d);
     if (added.length > 0) await this.write(signal);
-    await waitForGc(this.store, new Set(added), signal);
+    await waitForGc(this.store, new Set(added), signal, this.onWait);
     const missing = new Set<string>();
     for (const d of added) if (!(await blobInfo(this.store, d, signal))) missing.add(d);
     return missing;
@@ -138,14 +141,18 @@ export const holds = (p: Pending, now = Date.now()) => now < p.until + CLOCK_SKE
  * we first saw it; a deadline further off (the gc host's clock hours ahead, a notice killed gc left
  * behind, a hostile one for year 9999) would otherwise hold every publish that long.
  */
-async function waitForGc(store: Store, objects: ReadonlySet<string>, signal?: AbortSignal): Promise<void> {
+async function waitForGc(store: Store, objects: ReadonlySet<string>, signal?: AbortSignal, onWait?: (message: string) => void): Promise<void> {
   if (objects.size === 0) return;
   const latest = Date.now() + GC_WINDOW_MS + 2 * CLOCK_SKEW_MS;
+  let said = false;
   for (;;) {
     const notices = (await listPending(store, 'gc', signal)).filter((n) => holds(n) && n.objects.some((o) => objects.has(o)));
     if (notices.length === 0) return;
     const until = Math.min(latest, Math.max(...notices.map((n) => n.until + CLOCK_SKEW_MS)));
     if (Date.now() >= until) return;
+    // a wait of minutes is said once, naming what it waits for: not a hang with no line
+    if (!said) onWait?.(`waiting for ${notices.map((n) => n.key).join(', ')} in ${store.location}: a gc announced it may delete objects this publish reuses; waiting until ${new Date(until).toISOString()} at the latest (docs/repo-format.md, "Garbage collection and concurrent publishes")`);
+    said = true;
     await sleep(Math.min(500, until - Date.now()), signal);
   }
 }

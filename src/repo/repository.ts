@@ -12,7 +12,7 @@ import { writePage } from './page.js';
 import { describeRelease, type ReleaseSummary } from './describe.js';
 import { TarportError, isTarportError, messageOf } from '../errors.js';
 import { sha256 } from '../crypto/index.js';
-import { WriteTransaction, repositoryState, requireRepository } from './transaction.js';
+import { WriteTransaction, repositoryState, requireRepository, type BeginOptions } from './transaction.js';
 import { linkSignals } from '../signals.js';
 
 const stores = new WeakMap<Repository, Store>();
@@ -66,7 +66,7 @@ export class Repository {
    * Starts a write (see WriteTransaction for the order it enforces). A location without a
    * repository is refused (NO_REPOSITORY) unless `create`.
    */
-  async begin(opts: { signal?: AbortSignal; adoptId?: string; create?: boolean } = {}): Promise<WriteTransaction> {
+  async begin(opts: BeginOptions = {}): Promise<WriteTransaction> {
     return WriteTransaction.begin(storeOf(this), opts);
   }
 

@@ -15,6 +15,15 @@ import { signatureKey } from './read.js';
 import { MEDIA_TYPES, serialize, type Catalog, type CatalogEntry, type ReleaseRecord } from './records.js';
 import type { Store } from './store.js';
 
+export interface BeginOptions {
+  readonly signal?: AbortSignal;
+  /** The id a repository this write creates takes (sync: its source's). */
+  readonly adoptId?: string;
+  readonly create?: boolean;
+  /** Told once when the write waits for a gc that announced it may delete what it reuses (minutes). */
+  readonly onWait?: (message: string) => void;
+}
+
 /**
  * The write protocol of a repository, the one way push, watch and sync write (docs/repo-format.md,
  * "Write order"). A writer MUST call, in this order:
@@ -61,7 +70,7 @@ export class WriteTransaction {
    * is written, unless `create`: then the identity (`adoptId`, or a new one) is written with the
    * first thing the transaction keeps, so a write that fails before that leaves no file behind.
    */
-  static async begin(store: Store, opts: { signal?: AbortSignal; adoptId?: string; create?: boolean } = {}): Promise<WriteTransaction> {
+  static async begin(store: Store, opts: BeginOptions = {}): Promise<WriteTransaction> {
     // held before the repository is looked for: every write of this transaction goes to the folder
     // found to hold it, not to an empty mount point left by a stick pulled since
     const release = await store.hold();
@@ -73,7 +82,7 @@ export class WriteTransaction {
       if (state === 'none' && !opts.create) throw noRepository(store.location);
       const known = format?.id && format.version >= BASE_FORMAT_VERSION ? format.id : undefined;
       const id = state === 'none' ? (opts.adoptId ?? newRepositoryId()) : (known ?? (await ensureIdentity(store, opts.signal, opts.adoptId)));
-      const intent = await PublishIntent.open(store, opts.signal);
+      const intent = await PublishIntent.open(store, opts.signal, opts.onWait);
       return new WriteTransaction(store, intent, id, state === 'none', opts.signal, release);
     } catch (e) {
       release();

@@ -67,6 +67,7 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
           compression,
           onEvent: (e) => {
             if (e.kind === 'layer') progress.note(`${++layers} layer(s) stored`);
+            else if (e.kind === 'waiting') ctx.out.info(e.message);
           },
           ...(name ? { name } : {}),
           catalogTtlMs,

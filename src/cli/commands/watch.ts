@@ -49,7 +49,17 @@ export async function watchCommand(ctx: Context, dirArg: string, flags: WatchFla
         void sink.update();
       },
       nameFor: async (p) => fixed ?? (await nameFor(p, rules)),
-      publish: (p, name, signal) => publishArchive(repo, p, { compression, catalogTtlMs, signal, ...(flags.init ? { create: true } : {}), ...(name ? { name } : {}), ...(sign ? { sign } : {}), ...(encryptTo ? { encryptTo } : {}) }),
+      publish: (p, name, signal) =>
+        publishArchive(repo, p, {
+          compression,
+          catalogTtlMs,
+          signal,
+          onEvent: (e) => void (e.kind === 'waiting' && ctx.out.info(e.message)),
+          ...(flags.init ? { create: true } : {}),
+          ...(name ? { name } : {}),
+          ...(sign ? { sign } : {}),
+          ...(encryptTo ? { encryptTo } : {}),
+        }),
     });
     if (!flags.once) return 0;
     // a pass over the folder is a run of its own: its end counts as a poll, a clean one as a success

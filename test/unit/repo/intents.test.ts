@@ -30,16 +30,19 @@ describe('PublishIntent.protect', () => {
     await intent.close();
   });
 
-  it('a long wait for a gc notice holds one abort listener at a time, not one more per step', async () => {
+  it('a long wait for a gc notice is said once, and holds one abort listener at a time, not one more per step', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] });
     const t = new MemoryTransport();
     const notice = { schema: 'tarport.gc-notice/v1', created: new Date().toISOString(), deadline: new Date(Date.now() + 60_000).toISOString(), objects: [object] };
     t.files.set(`${PENDING_FOLDER}/gc-0011223344556677.json`, Buffer.from(JSON.stringify(notice)));
-    const intent = await PublishIntent.open(new Store(t));
+    const said: string[] = [];
+    const intent = await PublishIntent.open(new Store(t), undefined, (m) => said.push(m));
     const stop = new AbortController();
     const protecting = intent.protect([object], stop.signal).catch((e: unknown) => e);
     await vi.advanceTimersByTimeAsync(30_000);
     expect(getEventListeners(stop.signal, 'abort').length).toBeLessThanOrEqual(1);
+    // said once, naming the notice it waits for, not a silence of minutes
+    expect(said).toEqual([expect.stringMatching(/^waiting for tarport\/pending\/gc-0011223344556677\.json in memory:\/\/test: a gc announced it may delete objects this publish reuses; waiting until \S+ at the latest/)]);
     stop.abort(new Error('stopped'));
     expect(await protecting).toMatchObject({ message: 'stopped' });
     await intent.close();
