@@ -382,11 +382,17 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
   // a watcher that fails (the inotify limit reached, the folder gone) says so; unheard, its 'error'
   // would end the agent
   watcher.on('error', (e: unknown) => emit({ kind: 'warning', file: opts.dir, message: `watching the folder failed: ${messageOf(e)}` }));
-  watcher.on('add', (p: string) => enqueue(p));
-  watcher.on('change', (p: string) => enqueue(p));
+  // what arrives while the files already there are put in order waits behind them: a newer file
+  // must not be queued before an older one the first look has not reached yet
+  let early: string[] | undefined = [];
+  const arrived = (p: string) => (early ? early.push(p) : enqueue(p));
+  watcher.on('add', arrived);
+  watcher.on('change', arrived);
   await new Promise<void>((r) => watcher.once('ready', () => r()));
   emit({ kind: 'watching', dir: opts.dir });
   await existing();
+  for (const p of early.splice(0)) enqueue(p);
+  early = undefined;
   await new Promise<void>((r) => (opts.signal.aborted ? r() : opts.signal.addEventListener('abort', () => r(), { once: true })));
   for (const t of timers.values()) clearTimeout(t);
   await watcher.close();
