@@ -282,7 +282,9 @@ async function stageWhileSpooling(store: Store, source: Readable, signal?: Abort
     const spooling = pipeline(source, digester, spool.writer(), { signal: both });
     const sending = store.transport.write(tmp, () => spool.reader(), { signal: both });
     spooling.catch((e: unknown) => fail(spoolFault(e, dir)));
-    sending.catch(fail);
+    // a transport says its own faults as TarportErrors; a bare system error here is the spool's,
+    // which the upload read from (a full TMPDIR), whichever side heard it first
+    sending.catch((e: unknown) => fail(spoolFault(e, dir)));
     const [, sent] = await Promise.allSettled([spooling, sending]);
     if (first) throw first.error;
     const digest = digester.digest();
