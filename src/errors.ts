@@ -1,3 +1,4 @@
+import { statfs } from 'node:fs/promises';
 // One error type for the whole program. `code` says what kind of failure it is; the CLI maps codes to
 // exit codes (CLI.md) and `retryable` tells retry wrappers whether trying again can help.
 
@@ -60,6 +61,31 @@ export function messageOf(e: unknown): string {
 /** An error of a system call (fs, net: it names its syscall and errno code), not of the data. */
 export function isSystemError(e: unknown): e is NodeJS.ErrnoException {
   return typeof (e as NodeJS.ErrnoException | undefined)?.syscall === 'string' && typeof (e as NodeJS.ErrnoException).code === 'string';
+}
+
+/**
+ * wrapSystemError for a write into `folder`, where a full file system may answer in other words:
+ * fusefat refuses a write to a full FAT stick with EPERM ("operation not permitted"), which read as
+ * "permission denied" sent the user to the stick's permissions. A refusal (EPERM, EACCES) while
+ * the file system has less than 1 MiB left is told as the full disk it is.
+ */
+export async function wrapWriteError(e: unknown, what: string, folder: string): Promise<TarportError> {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  if (!(e instanceof TarportError) && (code === 'EPERM' || code === 'EACCES') && (await freeBytes(folder)) < FULL_BELOW) {
+    return new TarportError('IO', `${what}: no space left on device (the file system answered "${messageOf(e)}"); free space, then run again`, { cause: e, retryable: false });
+  }
+  return wrapSystemError(e, what);
+}
+
+const FULL_BELOW = 1 << 20;
+
+async function freeBytes(folder: string): Promise<number> {
+  try {
+    const st = await statfs(folder);
+    return st.bavail * st.bsize;
+  } catch {
+    return Infinity; // not known: the error is told as it came
+  }
 }
 
 /** Wraps a Node system error (ENOENT, ENOSPC, …) with what we were doing. */

@@ -4,7 +4,7 @@ import { availableParallelism } from 'node:os';
 import { dirname } from 'node:path';
 import { makeFolders } from '../folders.js';
 import { DigestCheck } from '../crypto/index.js';
-import { TarportError, wrapSystemError } from '../errors.js';
+import { TarportError, wrapSystemError, wrapWriteError } from '../errors.js';
 
 const CHUNK = 4 << 20;
 const FLUSH_EVERY = 16 << 20;
@@ -128,7 +128,7 @@ export async function copyVerified(
     dst = undefined;
     if (made) await rm(to, { force: true }).catch(() => undefined);
     if (e instanceof TarportError) throw e;
-    throw wrapSystemError(e, `copy ${what} to ${to}`);
+    throw await wrapWriteError(e, `copy ${what} to ${to}`, dirname(to));
   } finally {
     await src?.close().catch(() => undefined);
   }
@@ -232,7 +232,7 @@ export async function copyThroughBuffers(
     dst = undefined;
     await rm(to, { force: true }).catch(() => undefined);
     if (e instanceof TarportError) throw e;
-    throw wrapSystemError(e, `copy ${what} to ${to}`);
+    throw await wrapWriteError(e, `copy ${what} to ${to}`, dirname(to));
   } finally {
     await src?.close().catch(() => undefined);
   }

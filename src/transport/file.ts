@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { makeFolders } from '../folders.js';
-import { TarportError, wrapSystemError } from '../errors.js';
+import { TarportError, wrapSystemError, wrapWriteError } from '../errors.js';
 import { givingBack } from '../lending.js';
 import { keySegments, parentOf } from './keys.js';
 import { readFileInto, readableFrom } from './source.js';
@@ -197,7 +197,7 @@ export class FileTransport implements Transport {
       await fh.close().catch(() => undefined);
       await rm(p, { force: true }).catch(() => undefined);
       if (e instanceof TarportError) throw e;
-      throw wrapSystemError(e, `write ${key} to ${this.location}`);
+      throw await wrapWriteError(e, `write ${key} to ${this.location}`, dirname(p));
     }
     return { size: out.bytesWritten };
   }

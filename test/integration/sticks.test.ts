@@ -62,3 +62,59 @@ describe.each(['fat32', 'exfat'] as StickKind[])('a %s stick', (kind) => {
     expect(p2.stderr).toContain(`${name}:small`);
   }, 300_000);
 });
+
+describe('a stick pulled while a write is under way', () => {
+  it('the rest of the write is refused (exit 1 in a sync), never written into the empty mount point left on the host\'s disk', async () => {
+    const { execFile } = await import('node:child_process');
+    const { promisify } = await import('node:util');
+    const { readdir, rm } = await import('node:fs/promises');
+    const { Readable } = await import('node:stream');
+    const { Repository } = await import('../../src/repo/index.js');
+    const { FileTransport } = await import('../../src/transport/index.js');
+    const { sha256 } = await import('../../src/crypto/index.js');
+    const stick = await mountStick('fat32', 64);
+    try {
+      expect((await tarport(['init', stick.path])).code).toBe(0);
+      const tx = await new Repository(new FileTransport(stick.path)).begin();
+      const before = Buffer.from('an object copied while the stick was in');
+      await tx.putObject(sha256(before), { stream: () => Readable.from([before]) });
+      // pulled: the mount goes, its mount point stays, an empty folder on the host's own disk
+      await promisify(execFile)('fusermount', ['-u', stick.path]);
+      expect(await readdir(stick.path)).toEqual([]);
+      const after = Buffer.from('an object copied after the stick went');
+      await expect(tx.putObject(sha256(after), { stream: () => Readable.from([after]) })).rejects.toMatchObject({ code: 'IO', retryable: false, message: expect.stringContaining('the repository folder is another folder than when this write began (a stick unplugged, unmounted or swapped?)') });
+      await tx.end();
+      expect(await readdir(stick.path)).toEqual([]);
+    } finally {
+      await stick.unmount().catch(() => undefined);
+      await rm(`${stick.path}.img`, { force: true });
+      await rm(stick.path, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('a full FAT32 stick (fusefat answers a write that does not fit with "operation not permitted")', () => {
+  it('sync says the stick is full, not "permission denied", exits 1, and leaves no temporary file', async () => {
+    const { rm } = await import('node:fs/promises');
+    const stick = await mountStick('fat32', 40);
+    try {
+      const src = await tempDir();
+      expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', src, '--name', 'tarport-test/full:1'])).code).toBe(0);
+      // the stick filled up by something else: less than the repository needs is left
+      const { statfs } = await import('node:fs/promises');
+      const free = async () => {
+        const st = await statfs(stick.path);
+        return st.bavail * st.bsize;
+      };
+      await writeFile(join(stick.path, 'filler.bin'), Buffer.alloc(Math.max(0, (await free()) - (64 << 10))));
+      const r = await tarport(['sync', '--init', src, join(stick.path, 'repo')]);
+      expect(r.code, r.stderr).toBe(1);
+      expect(r.stderr).toMatch(/: no space left on device \(the file system answered "[^"]+"\); free space, then run again/);
+      expect(r.stderr).not.toContain('permission denied');
+      expect((await filesBelow(stick.path)).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    } finally {
+      await stick.unmount().catch(() => undefined);
+      await rm(`${stick.path}.img`, { force: true });
+    }
+  });
+});

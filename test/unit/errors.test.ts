@@ -1,6 +1,6 @@
 // src/errors.ts: a system error becomes a typed one with advice the user can act on.
 import { describe, expect, it } from 'vitest';
-import { wrapSystemError } from '../../src/errors.js';
+import { wrapSystemError, wrapWriteError } from '../../src/errors.js';
 
 const sys = (code: string, message: string) => Object.assign(new Error(message), { code });
 
@@ -16,5 +16,19 @@ describe('wrapSystemError', () => {
 
   it('an error it has no advice for keeps its own message', () => {
     expect(wrapSystemError(sys('EIO', 'EIO: i/o error, read'), 'read x')).toMatchObject({ code: 'IO', message: 'read x: EIO: i/o error, read' });
+  });
+});
+
+describe('wrapWriteError', () => {
+  const eperm = Object.assign(new Error('EPERM: operation not permitted, write'), { code: 'EPERM', syscall: 'write' });
+
+  it('a refusal where the file system has room is a refusal (permission denied), as wrapSystemError says it', async () => {
+    const e = await wrapWriteError(eperm, 'write x to file:///r', process.cwd());
+    expect([e.code, e.message]).toEqual(['IO', 'write x to file:///r: permission denied']);
+  });
+
+  it('a folder whose file system cannot be asked leaves the error as it came', async () => {
+    const e = await wrapWriteError(eperm, 'write x', '/nonexistent/folder');
+    expect(e.message).toBe('write x: permission denied');
   });
 });
