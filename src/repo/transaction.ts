@@ -140,16 +140,18 @@ export class WriteTransaction {
   async putObject(digest: string, source: ObjectSource): Promise<void> {
     this.enter(1, 'putObject');
     await this.intent.protect([digest], this.signal);
-    await this.bear(); // a sync cut after its first object leaves a repository its re-run can find
     await putObject(this.store, digest, source, this.signal);
+    // kept: a sync cut after its first object leaves a repository its re-run finds (and one whose
+    // first copy failed leaves no identity behind)
+    await this.bear();
   }
 
   /** Copies an object in parts of at most `maxPart` bytes. */
   async putSplit(desc: { digest: string; size: number }, open: () => Promise<Readable>, maxPart: number): Promise<void> {
     this.enter(1, 'putSplit');
     await this.intent.protect([desc.digest], this.signal);
-    await this.bear();
     await putSplit(this.store, desc, open, maxPart, this.signal);
+    await this.bear();
   }
 
   /** Makes every staged object visible, then writes the small objects (configs, manifests). */

@@ -231,6 +231,13 @@ describe('beginning a write', () => {
       expect(again.repositoryId).toBe(tx.repositoryId);
       await again.end();
     }
+    // a first copy that fails keeps nothing, and so writes no identity either
+    const t = new MemoryTransport();
+    const tx = await new Repository(t).begin({ create: true });
+    const broken = () => new Readable({ read() { this.destroy(new Error('the source broke off')); } });
+    await expect(tx.putObject(`sha256:${'a'.repeat(64)}`, { stream: broken })).rejects.toThrow('the source broke off');
+    await tx.end();
+    expect([...t.files.keys()]).toEqual([]);
   });
 });
 
