@@ -15,7 +15,7 @@ export interface RepoCase {
   readonly name: string;
   /** Commands this lie concerns (the others never read what it changes). */
   readonly commands: readonly Command[];
-  /** Exit codes accepted: 3 for a refusal, 1 where the fault is I/O (a FIFO, a device). */
+  /** Exit codes accepted: 3 for a refusal, 1 where the fault is I/O (a FIFO, a device), 0 where the lie is left out and said. */
   readonly codes: readonly number[];
   /** Which defence it waits on, when it is not in this branch's files (for the report). */
   readonly defence: 'repo caps (this branch)' | 'transport (branch i13-faults)' | 'names and sequences (branch i13-faults)';
@@ -164,9 +164,11 @@ export const repoCases: readonly RepoCase[] = [
   },
   {
     name: 'bad-percent-encoding-in-a-folder-name',
-    // sync copies what the catalog lists, and never reads a folder it does not name
+    // sync copies what the catalog lists, and never reads a folder it does not name; check and gc
+    // leave a folder no tarport wrote out of every listing (check names it as a warning), so one
+    // such folder does not stop every command on the repository
     commands: ['check', 'gc'],
-    codes: [3],
+    codes: [0],
     defence: 'names and sequences (branch i13-faults)',
     make: async (repo) => {
       await cp(join(releasesDir(repo), 'corpus%2Fapp'), join(releasesDir(repo), 'bad%zz'), { recursive: true });
