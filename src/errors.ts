@@ -1,4 +1,5 @@
 import { statfs } from 'node:fs/promises';
+import { dirname } from 'node:path';
 // One error type for the whole program. `code` says what kind of failure it is; the CLI maps codes to
 // exit codes (CLI.md) and `retryable` tells retry wrappers whether trying again can help.
 
@@ -67,24 +68,33 @@ export function isSystemError(e: unknown): e is NodeJS.ErrnoException {
  * wrapSystemError for a write into `folder`, where a full file system may answer in other words:
  * fusefat refuses a write to a full FAT stick with EPERM ("operation not permitted"), which read as
  * "permission denied" sent the user to the stick's permissions. A refusal (EPERM, EACCES) while
- * the file system has less than 1 MiB left is told as the full disk it is.
+ * the file system has less than 1 MiB left is told as the full disk it is; where it reports no size
+ * (fusefat), as either.
  */
 export async function wrapWriteError(e: unknown, what: string, folder: string): Promise<TarportError> {
   const code = (e as NodeJS.ErrnoException | undefined)?.code;
-  if (!(e instanceof TarportError) && (code === 'EPERM' || code === 'EACCES') && (await freeBytes(folder)) < FULL_BELOW) {
-    return new TarportError('IO', `${what}: no space left on device (the file system answered "${messageOf(e)}"); free space, then run again`, { cause: e, retryable: false });
+  if (e instanceof TarportError || (code !== 'EPERM' && code !== 'EACCES')) return wrapSystemError(e, what);
+  const free = await freeBytes(folder);
+  if (free === 'unknown') {
+    // fusefat reports no size at all (0 blocks): the two cannot be told apart, so both are said
+    return new TarportError('IO', `${what}: the file system refused the write (${code}); it may be full: it answers a full disk so too, and reports no free space to tell; free space, or check that the user may write there, then run again`, { cause: e, retryable: false });
   }
+  if (free < FULL_BELOW) return new TarportError('IO', `${what}: no space left on device (the file system answered "${messageOf(e)}"); free space, then run again`, { cause: e, retryable: false });
   return wrapSystemError(e, what);
 }
 
 const FULL_BELOW = 1 << 20;
 
-async function freeBytes(folder: string): Promise<number> {
-  try {
-    const st = await statfs(folder);
-    return st.bavail * st.bsize;
-  } catch {
-    return Infinity; // not known: the error is told as it came
+/** Bytes free for this user; 'unknown' where the file system reports no size (fusefat: 0 blocks). */
+async function freeBytes(folder: string): Promise<number | 'unknown'> {
+  // the folder a write would have made may not be there: its nearest parent is on the same disk
+  for (let d = folder; ; d = dirname(d)) {
+    try {
+      const st = await statfs(d);
+      return st.blocks === 0 ? 'unknown' : st.bavail * st.bsize;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || dirname(d) === d) return Infinity; // not asked: the error is told as it came
+    }
   }
 }
 

@@ -75,7 +75,7 @@ export class FileTransport implements Transport {
     try {
       made = await makeFolders(this.folderPath(key));
     } catch (e) {
-      throw wrapSystemError(e, `create folder for ${key} in ${this.location}`);
+      throw await wrapWriteError(e, `create folder for ${key} in ${this.location}`, this.folderPath(key));
     }
     await this.samePlace(what); // a root this made is held from now on
     return made;

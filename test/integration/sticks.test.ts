@@ -94,22 +94,26 @@ describe('a stick pulled while a write is under way', () => {
 });
 
 describe('a full FAT32 stick (fusefat answers a write that does not fit with "operation not permitted")', () => {
-  it('sync says the stick is full, not "permission denied", exits 1, and leaves no temporary file', async () => {
+  it('sync says the stick may be full (fusefat reports no free space to tell), not only "permission denied"; exits 1, and leaves no temporary file', async () => {
     const { rm } = await import('node:fs/promises');
     const stick = await mountStick('fat32', 40);
     try {
       const src = await tempDir();
       expect((await tarport(['push', '--init', fixture('app-v1.tar'), '--to', src, '--name', 'tarport-test/full:1'])).code).toBe(0);
-      // the stick filled up by something else: less than the repository needs is left
-      const { statfs } = await import('node:fs/promises');
-      const free = async () => {
-        const st = await statfs(stick.path);
-        return st.bavail * st.bsize;
-      };
-      await writeFile(join(stick.path, 'filler.bin'), Buffer.alloc(Math.max(0, (await free()) - (64 << 10))));
+      // the stick filled up by something else, to its last cluster
+      const { open } = await import('node:fs/promises');
+      const filler = await open(join(stick.path, 'filler.bin'), 'w');
+      const chunk = Buffer.alloc(1 << 20, 1);
+      try {
+        for (;;) await filler.write(chunk);
+      } catch (e) {
+        expect((e as NodeJS.ErrnoException).code).toBe('EPERM'); // fusefat's word for a full stick
+      } finally {
+        await filler.close().catch(() => undefined);
+      }
       const r = await tarport(['sync', '--init', src, join(stick.path, 'repo')]);
       expect(r.code, r.stderr).toBe(1);
-      expect(r.stderr).toMatch(/: no space left on device \(the file system answered "[^"]+"\); free space, then run again/);
+      expect(r.stderr).toMatch(/: the file system refused the write \(EPERM\); it may be full: it answers a full disk so too, and reports no free space to tell; free space, or check that the user may write there, then run again/);
       expect(r.stderr).not.toContain('permission denied');
       expect((await filesBelow(stick.path)).filter((f) => f.endsWith('.tmp'))).toEqual([]);
     } finally {
