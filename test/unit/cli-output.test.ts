@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createReadStream, type ReadStream } from 'node:fs';
 import { readdir, stat, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:http';
+import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -14,6 +14,31 @@ function oneDocument(stdout: string): Record<string, unknown> {
   const lines = stdout.split('\n').filter((l) => l.trim() !== '');
   expect(lines).toHaveLength(1);
   return JSON.parse(lines[0]!) as Record<string, unknown>;
+}
+
+/**
+ * A folder served over HTTP as a plain web server would: each file, 404 for what is not there.
+ * `answer` may take a request first (its path decoded): true when it did (answered, or left hanging).
+ */
+async function serveFolder(root: string, answer: (path: string, res: ServerResponse) => boolean = () => false): Promise<{ url: string; close: () => void }> {
+  const server = createServer((req, res) => {
+    const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
+    if (answer(path, res)) return;
+    createReadStream(join(root, path))
+      .on('error', () => res.writeHead(404).end())
+      .on('open', function (this: ReadStream) {
+        res.writeHead(200);
+        this.pipe(res);
+      });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/`,
+    close: () => {
+      server.closeAllConnections();
+      server.close();
+    },
+  };
 }
 
 async function twoVersions(): Promise<{ dir: string; repo: string; v1: string; v2: string }> {
@@ -175,19 +200,13 @@ describe('--json prints exactly one document', () => {
     expect((await tarport(['push', v2!, '--to', repo, '--name', 'a/one:1'])).code).toBe(0);
     expect((await tarport(['push', v2!, '--to', repo, '--name', 'b/two:1'])).code).toBe(0);
     for (const folders of ['404', 'html'] as const) {
-      const server = createServer((req, res) => {
-        const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
-        if (path.endsWith('/')) return folders === '404' ? res.writeHead(404).end() : res.writeHead(200, { 'content-type': 'text/html' }).end('<html><a href="x">x</a></html>');
-        createReadStream(join(repo, path))
-          .on('error', () => res.writeHead(404).end())
-          .on('open', function (this: ReadStream) {
-            res.writeHead(200);
-            this.pipe(res);
-          });
+      const { url, close } = await serveFolder(repo, (path, res) => {
+        if (!path.endsWith('/')) return false;
+        if (folders === '404') res.writeHead(404).end();
+        else res.writeHead(200, { 'content-type': 'text/html' }).end('<html><a href="x">x</a></html>');
+        return true;
       });
-      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
       try {
-        const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
         const ls = await tarport(['ls', url, '--json']);
         expect([folders, ls.code]).toEqual([folders, 0]);
         const said = folders === '404' ? [] : ['offers no folder listing: which hosts loaded each release is not shown', "offers no folder listing: each tag's current release, from the catalog (older versions are not shown)"];
@@ -197,8 +216,7 @@ describe('--json prints exactly one document', () => {
         const log = await tarport(['log', 'a/one:1', '--from', url, '--json']);
         expect([folders, log.code, (JSON.parse(log.stdout) as { versions: { version: number }[] }).versions.map((v) => v.version)]).toEqual([folders, 0, [2]]);
       } finally {
-        server.closeAllConnections();
-        server.close();
+        close();
       }
     }
   }, 60_000);
@@ -210,19 +228,8 @@ describe('--json prints exactly one document', () => {
     expect((await tarport(['push', '--init', v1!, '--to', repo, '--name', 'a/one:1'])).code).toBe(0);
     expect((await tarport(['push', v2!, '--to', repo, '--name', 'b/two:1'])).code).toBe(0);
     // the repository over HTTP, with every read of b/two's release left unanswered
-    const server = createServer((req, res) => {
-      const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
-      if (path.includes('b%2Ftwo')) return;
-      createReadStream(join(repo, path))
-        .on('error', () => res.writeHead(404).end())
-        .on('open', function (this: ReadStream) {
-          res.writeHead(200);
-          this.pipe(res);
-        });
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const { url, close } = await serveFolder(repo, (path) => path.includes('b%2Ftwo'));
     try {
-      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
       const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), 'pull', '--fetch-only', '--json', '--from', url, '--state', join(dir, 'st')], { stdio: ['ignore', 'pipe', 'pipe'] });
       let [stdout, stderr] = ['', ''];
       child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
@@ -232,8 +239,7 @@ describe('--json prints exactly one document', () => {
       expect(await closed).toBe(143);
       expect(oneDocument(stdout)).toMatchObject({ loaded: [], upToDate: [], refused: [], fetched: [{ ref: 'a/one:1', version: 1 }], error: { code: 'ABORTED' } });
     } finally {
-      server.closeAllConnections();
-      server.close();
+      close();
     }
   }, 60_000);
 
