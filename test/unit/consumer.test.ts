@@ -98,24 +98,30 @@ async function repoWithDemo(): Promise<Repository> {
   return repo;
 }
 
+/** The poll agent on `repo` (a fake daemon, a fresh state) until `enough` says so; every event it said. */
+async function pollUntil(repo: Repository, enough: (e: PollEvent, events: readonly PollEvent[]) => boolean): Promise<PollEvent[]> {
+  const stop = new AbortController();
+  const events: PollEvent[] = [];
+  await poll(repo, new DockerRuntime(new FakeDaemon('graphdriver')), {
+    subscriptions: [],
+    stateDir: await tempDir(),
+    intervalMs: 5,
+    signal: stop.signal,
+    onEvent: (e) => {
+      events.push(e);
+      if (enough(e, events)) stop.abort();
+    },
+  });
+  return events;
+}
+
 describe('a repository with nothing published yet', () => {
   it('poll says so once, then each round is "nothing new" (no info line a round until the first push)', async () => {
     const t = new MemoryTransport();
     const repo = new Repository(t);
     await repo.init(); // tarport init: the identity, nothing else
     expect(await repo.identity()).toBeDefined();
-    const stop = new AbortController();
-    const events: PollEvent[] = [];
-    await poll(repo, new DockerRuntime(new FakeDaemon('graphdriver')), {
-      subscriptions: [],
-      stateDir: await tempDir(),
-      intervalMs: 5,
-      signal: stop.signal,
-      onEvent: (e) => {
-        events.push(e);
-        if (events.filter((x) => x.kind === 'round').length >= 3) stop.abort();
-      },
-    });
+    const events = await pollUntil(repo, (_e, all) => all.filter((x) => x.kind === 'round').length >= 3);
     expect(events.filter((e) => e.kind === 'empty')).toHaveLength(1);
     expect(events.filter((e) => e.kind === 'idle').length).toBeGreaterThanOrEqual(2);
     expect(events.filter((e) => e.kind === 'round').every((e) => e.kind === 'round' && e.ok)).toBe(true);
@@ -156,18 +162,7 @@ describe('a transfer that ends short, as if whole', () => {
       cut.add(key);
       return Readable.from([whole.subarray(0, whole.length - 10)]);
     };
-    const stop = new AbortController();
-    const events: PollEvent[] = [];
-    await poll(repo, new DockerRuntime(new FakeDaemon('graphdriver')), {
-      subscriptions: [],
-      stateDir: await tempDir(),
-      intervalMs: 5,
-      signal: stop.signal,
-      onEvent: (e) => {
-        events.push(e);
-        if (e.kind === 'loaded' || events.filter((x) => x.kind === 'round').length >= 8) stop.abort();
-      },
-    });
+    const events = await pollUntil(repo, (e, all) => e.kind === 'loaded' || all.filter((x) => x.kind === 'round').length >= 8);
     expect(events.filter((e) => e.kind === 'skipping')).toEqual([]);
     // one retry per object cut, each named with the bytes that came and those expected
     const said = (key: string) => {
