@@ -51,6 +51,8 @@ export async function findTempFiles(store: Store, signal?: AbortSignal): Promise
 interface Plan {
   readonly referenced: Set<string>;
   readonly seen: Set<string>;
+  /** A kept record does not read: what it names is unknown, so no object is collected. */
+  damaged?: boolean;
 }
 
 /** Step 1: keep the newest `keep` releases of every tag (and the catalog's), remove the rest; note what the kept ones name. */
@@ -68,7 +70,9 @@ async function sweepReleases(store: Store, opts: GcOptions, result: GcResult): P
     const damaged = await referenceKept(store, refs.filter((r) => keep.has(r.record)), plan, opts.signal);
     if (damaged) {
       await referenceKept(store, refs.filter((r) => !keep.has(r.record)), plan, opts.signal);
-      (result.tagsKept ??= []).push(`${name}:${tag}: every release kept, since ${damaged}; run 'tarport check'`);
+      // what the damaged record names cannot be known: no object is collected this run
+      plan.damaged = true;
+      (result.tagsKept ??= []).push(`${name}:${tag}: every release kept, and no object collected, since ${damaged}; run 'tarport check'`);
       continue;
     }
     for (const ref of refs.filter((r) => !keep.has(r.record))) {
@@ -137,7 +141,7 @@ export async function collectGarbage(repo: Repository, opts: GcOptions): Promise
   // Candidates: object files nothing kept names, older than the grace period (a tarport 0.1
   // producer writes no intent: for it the age is still the only protection).
   const candidates = new Map<string, { key: string; size: number; whole: boolean }[]>();
-  for (const f of await store.list(BLOBS_FOLDER, opts.signal)) {
+  for (const f of plan.damaged ? [] : await store.list(BLOBS_FOLDER, opts.signal)) {
     const digest = f.isDir ? undefined : objectOfFile(f.name);
     if (!digest || plan.referenced.has(digest) || !old(f.mtime)) continue;
     const files = candidates.get(digest) ?? [];
