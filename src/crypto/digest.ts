@@ -86,12 +86,17 @@ export class DigestCheck {
 
 /**
  * A pass-through that fails when the bytes do not match the expected digest and size (see
- * DigestCheck); a stream that ends short is a cut transfer (DigestCheck.finish, `shortIsCut`).
+ * DigestCheck); over a link, a stream that ends short is a cut transfer (`shortIsCut`).
  */
 export class Verifier extends Transform {
   private readonly check: DigestCheck;
 
-  constructor(expected: { digest: string; size: number }, what: string) {
+  /** `shortIsCut`: the bytes come over a link (DigestCheck.finish); from a local file, a short one is damaged. */
+  constructor(
+    expected: { digest: string; size: number },
+    what: string,
+    private readonly shortIsCut = false,
+  ) {
     super({ highWaterMark: 1 << 20 });
     this.check = new DigestCheck(expected, what);
   }
@@ -113,7 +118,7 @@ export class Verifier extends Transform {
 
   override _flush(cb: TransformCallback): void {
     try {
-      this.check.finish(true);
+      this.check.finish(this.shortIsCut);
     } catch (e) {
       cb(e as Error);
       return;

@@ -72,7 +72,7 @@ export async function readBlob(store: Store, desc: { digest: string; size: numbe
     ? await store.transport.read(blobKey(desc.digest), { offset: opts.offset ?? 0, signal: opts.signal })
     : await readSplit(store, desc.digest, opts.offset ?? 0, opts.signal);
   if (opts.verify === false || (opts.offset ?? 0) > 0) return src;
-  const v = new Verifier(desc, `object ${desc.digest} in ${store.location}`);
+  const v = new Verifier(desc, `object ${desc.digest} in ${store.location}`, !store.transport.capabilities.local);
   pipeline(src, v).catch(() => undefined);
   return v;
 }
@@ -100,7 +100,7 @@ async function readSplit(store: Store, digest: string, offset: number, signal?: 
       if (end > offset) {
         const skip = Math.max(0, offset - start);
         const src = await store.transport.read(partKey(digest, i), { offset: skip, signal });
-        const check = skip === 0 ? new Verifier(p, `part ${i + 1} of ${digest} in ${store.location}`) : new PassThrough();
+        const check = skip === 0 ? new Verifier(p, `part ${i + 1} of ${digest} in ${store.location}`, !store.transport.capabilities.local) : new PassThrough();
         await pipeline(src, check, out, { end: false, signal });
       }
       start = end;

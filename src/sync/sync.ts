@@ -300,7 +300,7 @@ class ObjectCopy {
   private async verified(d: Descriptor): Promise<Readable> {
     const out = new PassThrough({ highWaterMark: 1 << 20 });
     const s = await this.src.readBlob(d, { signal: this.opts.signal, verify: false });
-    pipeline(s, new Verifier(d, `object ${d.digest} from ${this.src.location}`), this.counted(), out).catch((e: unknown) => out.destroy(e as Error));
+    pipeline(s, new Verifier(d, `object ${d.digest} from ${this.src.location}`, !this.src.isLocal), this.counted(), out).catch((e: unknown) => out.destroy(e as Error));
     return out;
   }
 

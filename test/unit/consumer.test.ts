@@ -149,6 +149,7 @@ describe('a repository with nothing published yet', () => {
 describe('a transfer that ends short, as if whole', () => {
   it('a config and a record cut once by a lying server: poll retries them (transient) and loads, never skips the release', async () => {
     const t = new MemoryTransport();
+    Object.defineProperty(t, 'capabilities', { value: { ...t.capabilities, local: false } }); // over a link
     const repo = new Repository(t);
     const [v1] = await demoArchives();
     await publishArchive(repo, v1!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' } });
@@ -165,15 +166,35 @@ describe('a transfer that ends short, as if whole', () => {
     const events = await pollUntil(repo, (e, all) => e.kind === 'loaded' || all.filter((x) => x.kind === 'round').length >= 8);
     expect(events.filter((e) => e.kind === 'skipping')).toEqual([]);
     // one retry per object cut, each named with the bytes that came and those expected
+    // the record and the config are read whole; a layer goes through the cache, which says "download"
+    const recordKey = [...cut].find((k) => k.startsWith('tarport/releases/'))!;
+    const config = (JSON.parse(t.files.get(recordKey)!.toString()) as { config: { digest: string } }).config.digest;
     const said = (key: string) => {
       const n = t.files.get(key)!.length;
-      if (key.startsWith('tarport/releases/')) return `release record demo/app:1 v1 (${key}): the transfer ended after ${n - 10} of the ${n} bytes the catalog pins`;
-      return `object sha256:${key.slice('blobs/sha256/'.length)} in memory://test: the transfer ended after ${n - 10} of ${n} bytes`;
+      const digest = `sha256:${key.slice('blobs/sha256/'.length)}`;
+      if (key === recordKey) return `release record demo/app:1 v1 (${key}): the transfer ended after ${n - 10} of the ${n} bytes the catalog pins`;
+      if (digest === config) return `object ${digest} in memory://test: the transfer ended after ${n - 10} of ${n} bytes`;
+      return `download ${digest} from memory://test: the transfer ended after ${n - 10} of ${n} bytes`;
     };
     const retried = events.flatMap((e) => (e.kind === 'retrying' ? [[e.code, e.message]] : []));
     expect(retried).toEqual([...cut].map((k) => ['CONNECTION', said(k)]));
     expect(events.filter((e) => e.kind === 'loaded').map((e) => e.kind === 'loaded' && e.ref)).toEqual(['demo/app:1']);
     expect([...cut].filter((k) => k.startsWith('tarport/releases/'))).toHaveLength(1);
+  });
+});
+
+describe('a file that is short on this host\'s disk (a damaged stick)', () => {
+  it('is damage, refused (DIGEST_MISMATCH), not a cut transfer to try again for ever', async () => {
+    const t = new MemoryTransport();
+    expect(t.capabilities.local).toBe(true);
+    const repo = new Repository(t);
+    const [v1] = await demoArchives();
+    await publishArchive(repo, v1!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' } });
+    const record = [...t.files.keys()].find((k) => k.startsWith('tarport/releases/') && k.endsWith('.json'))!;
+    t.files.set(record, t.files.get(record)!.subarray(0, 100));
+    const r = await pull(repo, new DockerRuntime(new FakeDaemon('graphdriver')), { subscriptions: [], stateDir: await tempDir(), throwOnRefused: false });
+    expect(r.refused.map((f) => f.code)).toEqual(['DIGEST_MISMATCH']);
+    expect(r.refused[0]!.message).toMatch(/: digest mismatch, the catalog pins sha256:[0-9a-f]{64} \(\d+ bytes\), the file has sha256:[0-9a-f]{64} \(100 bytes\)$/);
   });
 });
 
