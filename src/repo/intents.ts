@@ -110,13 +110,29 @@ interface Pending {
 
 /** Every intent or gc notice in tarport/pending/ (an unreadable one is reported through `bad`). */
 export async function listPending(store: Store, kind: 'intent' | 'gc', signal?: AbortSignal, bad?: (key: string, why: string) => void): Promise<Pending[]> {
+  // a file gone between the listing and its read may be an intent rewritten under a new name (its
+  // writer made the new one first): the folder is listed again, a few times at most, so that a gc
+  // never takes "rewritten" for "ended"
+  for (let round = 1; ; round++) {
+    const { found, gone } = await readPending(store, kind, signal, bad);
+    if (gone === 0 || round === PENDING_ROUNDS) return found;
+  }
+}
+
+const PENDING_ROUNDS = 5;
+
+async function readPending(store: Store, kind: 'intent' | 'gc', signal: AbortSignal | undefined, bad: ((key: string, why: string) => void) | undefined): Promise<{ found: Pending[]; gone: number }> {
   const out: Pending[] = [];
+  let gone = 0;
   for (const e of await store.list(PENDING_FOLDER, signal)) {
     if (e.isDir || !(kind === 'intent' ? INTENT_RE : NOTICE_RE).test(e.name)) continue;
     const key = `${PENDING_FOLDER}/${e.name}`;
     try {
       const bytes = await store.readOptional(key, 16 << 20, kind, signal);
-      if (!bytes) continue; // ended between list and read
+      if (!bytes) {
+        gone++; // ended between list and read, or rewritten under a new name
+        continue;
+      }
       if (kind === 'intent') {
         const i = parseWith(IntentSchema, bytes, `intent ${key}`);
         out.push({ key, objects: i.objects, until: Date.parse(i.expires) });
@@ -129,7 +145,7 @@ export async function listPending(store: Store, kind: 'intent' | 'gc', signal?: 
       bad?.(key, (e as Error).message);
     }
   }
-  return out;
+  return { found: out, gone };
 }
 
 /** True while an intent or notice still holds by this host's clock, allowing for skew. */

@@ -99,3 +99,27 @@ describe('PublishIntent on a server whose rename over a file deletes it first', 
     expect(keys()).toEqual([]);
   });
 });
+
+describe('listPending', () => {
+  it('an intent rewritten under a new name between the listing and its read is found under the new one, not taken as ended', async () => {
+    const t = new MemoryTransport();
+    const now = Date.now();
+    const body = Buffer.from(JSON.stringify({ schema: 'tarport.intent/v1', created: new Date(now).toISOString(), expires: new Date(now + 600_000).toISOString(), objects: [object] }));
+    const [first, second] = [`${PENDING_FOLDER}/intent-0000000000000001.json`, `${PENDING_FOLDER}/intent-0000000000000002.json`];
+    t.files.set(first, body);
+    // the writer's next update lands right after gc listed the folder: new file first, old one gone
+    const read = t.read.bind(t);
+    let moved = false;
+    t.read = async (key, o) => {
+      if (key === first && !moved) {
+        moved = true;
+        t.files.set(second, body);
+        t.files.delete(first);
+      }
+      return read(key, o);
+    };
+    const found = await listPending(new Store(t), 'intent');
+    expect(moved).toBe(true);
+    expect(found.map((p) => [p.key, p.objects])).toEqual([[second, [object]]]);
+  });
+});
