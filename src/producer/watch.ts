@@ -356,8 +356,9 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
   /** --once: files that held still first, then those still being written, all by one deadline. */
   async function runOnce(): Promise<void> {
     const deadline = Date.now() + opts.giveUpMs;
-    const files = (await byArrival(opts.dir)).map((f) => ({ path: f.path, quiet: Date.now() - f.mtimeMs >= opts.settleMs }));
-    for (const f of [...files.filter((f) => f.quiet), ...files.filter((f) => !f.quiet)]) {
+    // in the order they arrived, each waited for until it holds still: a quiet file that came later
+    // is not published before one still being copied (it would become the tag's newest release)
+    for (const f of await byArrival(opts.dir)) {
       if (opts.signal.aborted) return;
       if (blocker !== undefined) leave(f.path, `after ${basename(blocker)}, which could not be published this run: files are published in order`);
       else await handleOnce(f.path, deadline);

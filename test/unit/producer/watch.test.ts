@@ -348,6 +348,22 @@ describe('the order files are published in', () => {
     expect(tried).toEqual(['build-9.tar', 'build-10.tar']);
   });
 
+  it('--once: a file still being copied that arrived first is waited for, and published before a quiet one that came after it', async () => {
+    const dir = await tempDir();
+    const copying = join(dir, 'z-first.tar');
+    await writeFile(copying, 'part');
+    await tick();
+    await settledFile(join(dir, 'a-second.tar'));
+    // the copy goes on for a while, then ends
+    const { appendFile } = await import('node:fs/promises');
+    const writer = setInterval(() => void appendFile(copying, 'more'), 50);
+    setTimeout(() => clearInterval(writer), 400);
+    const tried: string[] = [];
+    const { run } = once(dir, async (p) => (tried.push(basename(p)), published(p)), { settleMs: 300, giveUpMs: 20_000 });
+    expect(await run).toMatchObject({ published: 2, exitCode: 0 });
+    expect(tried).toEqual(['z-first.tar', 'a-second.tar']);
+  });
+
   it('an agent started on a folder with a backlog (a restart): in the order they arrived', async () => {
     const dir = await twoBuilds();
     const tried: string[] = [];
