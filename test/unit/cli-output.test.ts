@@ -209,7 +209,9 @@ describe('--json prints exactly one document', () => {
       try {
         const ls = await tarport(['ls', url, '--json']);
         expect([folders, ls.code]).toEqual([folders, 0]);
-        const said = folders === '404' ? [] : ['offers no folder listing: which hosts loaded each release is not shown', "offers no folder listing: each tag's current release, from the catalog (older versions are not shown)"];
+        const noVersions = "offers no folder listing: each tag's current release, from the catalog (older versions are not shown)";
+        // a 404 for folders lists as empty (no hosts either, and none are said); an HTML page is no listing at all
+        const said = folders === '404' ? [noVersions] : ['offers no folder listing: which hosts loaded each release is not shown', noVersions];
         expect([folders, ls.stderr.split('\n').filter((l) => l).map((l) => l.slice(l.indexOf(url) + url.length - 1).replace(/^\/ /, ''))]).toEqual([folders, said]);
         const rows = (JSON.parse(ls.stdout) as { releases: { name: string; tag: string; version: number; current: boolean }[] }).releases;
         expect([folders, rows.map((r) => [r.name, r.tag, r.version, r.current])]).toEqual([folders, [['a/one', '1', 2, true], ['b/two', '1', 1, true]]]);
@@ -220,6 +222,19 @@ describe('--json prints exactly one document', () => {
       }
     }
   }, 60_000);
+
+  it('ls of a directory whose listing works lists what releases/ holds: a tag only the catalog still names (its folder removed) is no row, and stops no other', async () => {
+    const dir = await tempDir();
+    const [v1, v2] = await writeDemoArchives(dir, undefined, SMALL);
+    const repo = join(dir, 'repo');
+    expect((await tarport(['push', '--init', v1!, '--to', repo, '--name', 'a/one:1'])).code).toBe(0);
+    expect((await tarport(['push', v2!, '--to', repo, '--name', 'b/two:1'])).code).toBe(0);
+    const { rm } = await import('node:fs/promises');
+    await rm(join(repo, 'tarport', 'releases', 'b%2Ftwo'), { recursive: true });
+    const ls = await tarport(['ls', repo, '--json']);
+    expect([ls.code, (JSON.parse(ls.stdout) as { releases: { name: string }[] }).releases.map((r) => r.name)]).toEqual([0, ['a/one']]);
+    expect(ls.stderr).not.toContain('offers no folder listing');
+  });
 
   it('pull --fetch-only stopped by SIGTERM: its one document lists what was fetched before the stop, beside the error', async () => {
     const dir = await tempDir();

@@ -59,9 +59,10 @@ async function allTags(repo: Repository, entries: readonly ReleaseRef[], signal:
     listing = false;
     return [];
   });
-  const seen = new Set(listed.map((t) => `${t.name}:${t.tag}`));
-  const tags = [...listed, ...entries.filter((e) => !seen.has(`${e.name}:${e.tag}`)).map((e) => ({ name: e.name, tag: e.tag }))];
-  return { tags: tags.sort((a, b) => (`${a.name}:${a.tag}` < `${b.name}:${b.tag}` ? -1 : 1)), listing };
+  // the catalog's tags stand in only where the listing shows nothing (no listing; a mirror that
+  // answers 404 for folders): where it lists, a tag it lacks is a fault for check, not a row here
+  const tags = listed.length > 0 ? listed : entries.map((e) => ({ name: e.name, tag: e.tag }));
+  return { tags: tags.sort((a, b) => (`${a.name}:${a.tag}` < `${b.name}:${b.tag}` ? -1 : 1)), listing: listing && listed.length > 0 };
 }
 
 /** The hosts' acknowledgements; one that does not parse is named in a warning and left out. */
@@ -88,7 +89,7 @@ export async function lsCommand(ctx: Context, url: string, flags: LsFlags): Prom
     const { current, hasCatalog, entries } = await currentRecords(repo, ctx.signal);
     const acks = await readAcksNoting(ctx, repo);
     const { tags, listing } = await allTags(repo, entries, ctx.signal);
-    if (!listing && !flags.latest) ctx.out.info(`${repo.location} offers no folder listing: each tag's current release, from the catalog (older versions are not shown)`);
+    if (!listing && entries.length > 0 && !flags.latest) ctx.out.info(`${repo.location} offers no folder listing: each tag's current release, from the catalog (older versions are not shown)`);
     // a typo in the path, or a stick that is not mounted, must not read as an empty repository
     // (an initialised repository with nothing pushed yet lists as empty)
     if (!hasCatalog && tags.length === 0 && !(await repo.identity(ctx.signal))) {
