@@ -40,7 +40,15 @@ export function unauthenticatedWarning(opts: { decryptKey?: unknown; trust?: rea
 export function checkEncrypted(record: ReleaseRecord, opts: { decryptKey?: unknown; allowUnencrypted?: boolean }): void {
   if (!opts.decryptKey || opts.allowUnencrypted) return;
   const ref = `${record.name}:${record.tag} v${record.version}`;
-  const plain = [...(record.config && !record.config.encryption ? [`its config ${record.config.digest}`] : []), ...(record.index?.platforms ?? []).filter((p) => !p.config.encryption).map((p) => `its config ${p.config.digest}`), ...record.layers.filter((l) => !l.encryption).map((l) => `layer ${l.diffId}`)];
+  const platforms = record.index?.platforms ?? [];
+  // every object that may load: a multi-platform release loads its platform's own layers, each
+  // of which must be encrypted too (not only those of the record's top-level list)
+  const layers = [...record.layers, ...platforms.flatMap((p) => p.layers)];
+  const plain = [
+    ...(record.config && !record.config.encryption ? [`its config ${record.config.digest}`] : []),
+    ...platforms.filter((p) => !p.config.encryption).map((p) => `its config ${p.config.digest}`),
+    ...[...new Set(layers.filter((l) => !l.encryption).map((l) => `layer ${l.diffId}`))],
+  ];
   if (plain.length === 0) return;
   throw new TarportError(
     'UNTRUSTED',

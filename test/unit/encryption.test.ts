@@ -79,6 +79,19 @@ describe('consumer encryption policy', () => {
     expect(() => checkEncrypted(record([layer({ encryption: ENC })], true), { decryptKey: {} })).not.toThrow();
   });
 
+  it('a multi-platform release whose platform lists a plain layer (its top-level list all encrypted) is refused too: that is what loads', () => {
+    const plainDiff = `sha256:${'c'.repeat(64)}`;
+    const platform = (layers: LayerDescriptor[]) => ({ platform: { os: 'linux', architecture: 'amd64' }, contentKey: D, config: { mediaType: 'c', digest: D, size: 1, encryption: ENC }, layers });
+    const index = (layers: LayerDescriptor[]): ReleaseRecord => ({
+      ...record([layer({ encryption: ENC })], true),
+      schema: 'tarport.release/v2',
+      config: undefined,
+      index: { mediaType: 'application/vnd.oci.image.index.v1+json', platforms: [platform(layers)], artifacts: [], absent: [] },
+    }) as unknown as ReleaseRecord;
+    expect(() => checkEncrypted(index([layer({ diffId: plainDiff })]), { decryptKey: {} })).toThrow(`app:1 v3: layer ${plainDiff} is not encrypted, and --decrypt-key expects encrypted releases`);
+    expect(() => checkEncrypted(index([layer({ encryption: ENC })]), { decryptKey: {} })).not.toThrow();
+  });
+
   it('warns when releases are decrypted but not authenticated, not when a key is pinned', () => {
     expect(unauthenticatedWarning({ decryptKey: {} })).toMatch(/^--decrypt-key without --trust: releases are NOT authenticated/);
     expect(unauthenticatedWarning({ decryptKey: {}, trust: [{}] })).toBeUndefined();
