@@ -66,19 +66,30 @@ export async function loadTrustedKeys(files: readonly string[]): Promise<Trusted
 
 /** Reads a private key for signing; an encrypted one needs its passphrase (never from argv). */
 export async function loadSigningKey(file: string, passphrase?: string): Promise<SigningKey> {
-  const text = await readKeyFile(file, '--sign-key');
+  const k = await readPrivateKeyFile(file, passphrase, { flag: '--sign-key', passphraseFrom: 'TARPORT_SIGN_KEY_PASSPHRASE or --sign-key-passphrase-file' });
+  // a key that cannot sign now (expired, made in the future, no signing subkey) is refused here,
+  // before anything is written: not as an internal error once the layers are uploaded
+  await k.key.getSigningKey().catch((e: unknown) => {
+    throw new TarportError('CONFIG', `--sign-key ${file} (${k.fingerprint}) cannot sign now: ${(e as Error).message.replace(/^Could not find valid signing key packet in key [0-9a-f]+: /, '')}`);
+  });
+  return k;
+}
+
+/** A private key from its file, decrypted with the passphrase when it has one; `flag` and `passphraseFrom` name them in messages. */
+async function readPrivateKeyFile(file: string, passphrase: string | undefined, names: { flag: string; passphraseFrom: string }): Promise<SigningKey> {
+  const text = await readKeyFile(file, names.flag);
   let key: openpgp.PrivateKey;
   try {
     key = await openpgp.readPrivateKey({ armoredKey: text });
   } catch (e) {
-    throw new TarportError('CONFIG', `--sign-key ${file}: not an OpenPGP private key (${(e as Error).message}); export one with gpg --export-secret-keys --armor KEYID`);
+    throw new TarportError('CONFIG', `${names.flag} ${file}: not an OpenPGP private key (${(e as Error).message}); export one with gpg --export-secret-keys --armor KEYID`);
   }
   if (!key.isDecrypted()) {
-    if (passphrase === undefined) throw new TarportError('CONFIG', `--sign-key ${file} (${formatFingerprint(key.getFingerprint())}) is protected by a passphrase: set TARPORT_SIGN_KEY_PASSPHRASE or --sign-key-passphrase-file`);
+    if (passphrase === undefined) throw new TarportError('CONFIG', `${names.flag} ${file} (${formatFingerprint(key.getFingerprint())}) is protected by a passphrase: set ${names.passphraseFrom}`);
     try {
       key = await openpgp.decryptKey({ privateKey: key, passphrase });
     } catch {
-      throw new TarportError('CONFIG', `--sign-key ${file} (${formatFingerprint(key.getFingerprint())}): wrong passphrase`);
+      throw new TarportError('CONFIG', `${names.flag} ${file} (${formatFingerprint(key.getFingerprint())}): wrong passphrase`);
     }
   }
   const userId = await key.getPrimaryUser().then((u) => u.user.userID?.userID, () => undefined);
@@ -189,10 +200,7 @@ export interface DecryptionKey {
 }
 
 export async function loadDecryptionKey(file: string, passphrase?: string): Promise<DecryptionKey> {
-  const k = await loadSigningKey(file, passphrase).catch((e: unknown) => {
-    throw e instanceof TarportError ? new TarportError('CONFIG', e.message.replace(/--sign-key/g, '--decrypt-key').replace('TARPORT_SIGN_KEY_PASSPHRASE or --sign-key-passphrase-file', 'TARPORT_DECRYPT_KEY_PASSPHRASE')) : e;
-  });
-  return k;
+  return readPrivateKeyFile(file, passphrase, { flag: '--decrypt-key', passphraseFrom: 'TARPORT_DECRYPT_KEY_PASSPHRASE' });
 }
 
 /**

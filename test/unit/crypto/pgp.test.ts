@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as openpgp from 'openpgp';
 import { describe, expect, it } from 'vitest';
-import { SIGNER_NOTATION, generateKeyPair, loadSigningKey, loadTrustedKeys, signDetached, signatureIssuer, signatureUserId, verifyDetached } from '../../../src/crypto/pgp.js';
+import { SIGNER_NOTATION, generateKeyPair, loadDecryptionKey, loadSigningKey, loadTrustedKeys, signDetached, signatureIssuer, signatureUserId, verifyDetached } from '../../../src/crypto/pgp.js';
 import { tempDir } from '../../helpers.js';
 
 async function signingKey(uid: string) {
@@ -63,5 +63,25 @@ describe('verifyDetached', () => {
     await expect(verifyDetached(data, armored, trusted, 'catalog')).rejects.toMatchObject({ code: 'UNTRUSTED', message: `catalog: bad signature by ${prod.pair.fingerprint}: the file was changed after it was signed` });
     // the trusted key's own good signature is taken
     await expect(verifyDetached(data, await signDetached(data, prod.signer), trusted, 'catalog')).resolves.toBe(prod.pair.fingerprint);
+  });
+});
+
+describe('loading private keys', () => {
+  it('a signing key that cannot sign now (expired) is refused when it is loaded (CONFIG, naming the file and fingerprint), before anything is written', async () => {
+    const old = await openpgp.generateKey({ type: 'ecc', curve: 'curve25519Legacy', userIDs: [{ name: 'Old' }], date: new Date(Date.now() - 10 * 86_400_000), keyExpirationTime: 86_400, format: 'armored' });
+    const file = join(await tempDir('tarport-pgp-'), 'expired.sec.asc');
+    await writeFile(file, old.privateKey);
+    const fingerprint = (await openpgp.readKey({ armoredKey: old.publicKey })).getFingerprint().toUpperCase();
+    const e = await loadSigningKey(file).catch((x: unknown) => x as { code: string; message: string });
+    expect((e as { code: string }).code).toBe('CONFIG');
+    expect((e as { message: string }).message).toMatch(new RegExp(`^--sign-key ${file} \\(${fingerprint.match(/.{4}/g)!.join(' ?')}\\) cannot sign now: `));
+  });
+
+  it('a protected decryption key without its passphrase names the variable that gives it', async () => {
+    const pair = await generateKeyPair('Site <site@example.org>', { type: 'ecc', passphrase: 'secret words' });
+    const file = join(await tempDir('tarport-pgp-'), 'site.sec.asc');
+    await writeFile(file, pair.privateKey);
+    await expect(loadDecryptionKey(file)).rejects.toMatchObject({ code: 'CONFIG', message: `--decrypt-key ${file} (${pair.fingerprint}) is protected by a passphrase: set TARPORT_DECRYPT_KEY_PASSPHRASE` });
+    await expect(loadDecryptionKey(file, 'secret words')).resolves.toMatchObject({ fingerprint: pair.fingerprint });
   });
 });
