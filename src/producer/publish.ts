@@ -388,7 +388,10 @@ async function writeReleases(p: Publishing, plans: readonly Plan[]): Promise<Pub
     const last = (await repo.listReleases(ref.name, ref.tag, opts.signal)).at(-1);
     if (last) {
       const { record: prev } = await repo.readRecord(last, undefined, opts.signal ? { signal: opts.signal } : {});
-      if (prev.contentKey === record.contentKey && prev.kind === record.kind) {
+      // the same content under other protection (now signed, other recipients) is a new release:
+      // "unchanged" would keep the old record, unsigned or unreadable to a new site, for good
+      const sameProtection = recipientsOf(prev) === recipientsOf(record) && (!opts.sign || (await repo.readRecordSignature(last, opts.signal)) !== undefined);
+      if (prev.contentKey === record.contentKey && prev.kind === record.kind && sameProtection) {
         releases.push({ name: ref.name, tag: ref.tag, version: prev.version, status: 'unchanged', kind: record.kind, record: last.record });
         emit({ kind: 'release', ref: formatRef(ref), status: 'unchanged', version: prev.version });
         continue;
@@ -400,6 +403,12 @@ async function writeReleases(p: Publishing, plans: readonly Plan[]): Promise<Pub
     emit({ kind: 'release', ref: formatRef(ref), status: 'published', version: full.version });
   }
   return releases;
+}
+
+/** Who can decrypt a release: its recipients, sorted ('' for a plain one). */
+function recipientsOf(r: Omit<ReleaseRecord, 'version'>): string {
+  const all = [r.config, ...r.layers, ...(r.index?.platforms ?? []).flatMap((p) => [p.config, ...p.layers])].flatMap((d) => d?.encryption?.recipients ?? []);
+  return [...new Set(all)].sort().join(',');
 }
 
 /** The name:tag list an image is published under. */

@@ -274,3 +274,34 @@ describe('an image without a name', () => {
     });
   });
 });
+
+describe('the same content under other protection', () => {
+  const fakeSign = async (b: Buffer) => Buffer.from(`signature of ${b.length} bytes`);
+
+  it('pushed again with a signing key where its release is unsigned: a new, signed version; once signed, unchanged', async () => {
+    const t = new MemoryTransport();
+    const [v1] = await demoArchives();
+    const push = (sign?: typeof fakeSign) => publishArchive(new Repository(t), v1!, { create: true, compression: 'none', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' }, ...(sign ? { sign } : {}) });
+    const statusOf = async (sign?: typeof fakeSign) => (await push(sign)).releases.map((r) => [r.status, r.version]);
+    expect(await statusOf()).toEqual([['published', 1]]);
+    expect(await statusOf()).toEqual([['unchanged', 1]]);
+    expect(await statusOf(fakeSign)).toEqual([['published', 2]]);
+    expect(await statusOf(fakeSign)).toEqual([['unchanged', 2]]);
+    const repo = new Repository(t);
+    const got = (await repo.readCatalog())!;
+    expect((await repo.readCatalogSignature(got))?.toString()).toMatch(/^signature of \d+ bytes$/);
+  });
+
+  it('pushed again to other recipients: a new version encrypted to them; to the same ones, unchanged', async () => {
+    const t = new MemoryTransport();
+    const [v1] = await demoArchives();
+    const [one, two] = [await recipients(), await recipients()];
+    const push = (encryptTo: Awaited<ReturnType<typeof recipients>>) => publishArchive(new Repository(t), v1!, { create: true, compression: 'none', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' }, encryptTo });
+    expect((await push(one)).releases.map((r) => [r.status, r.version])).toEqual([['published', 1]]);
+    expect((await push(one)).releases.map((r) => [r.status, r.version])).toEqual([['unchanged', 1]]);
+    expect((await push([...one, ...two])).releases.map((r) => [r.status, r.version])).toEqual([['published', 2]]);
+    const repo = new Repository(t);
+    const v2 = (await repo.readRecord((await repo.listReleases('demo/app', '1')).at(-1)!)).record;
+    expect(v2.layers.every((l) => l.encryption?.recipients.length === 2)).toBe(true);
+  });
+});
