@@ -5,7 +5,7 @@ import { createReadStream } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { Readable, Transform, type Duplex } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
-import { feedFile, type Compression, type Follow } from '../archive/index.js';
+import { CodecError, feedFile, type Compression, type Follow } from '../archive/index.js';
 import { DigestCheck, Verifier, decryptStream, type DecryptionKey } from '../crypto/index.js';
 import { TarportError } from '../errors.js';
 import { MAX_SMALL_BLOB_BYTES, type LayerDescriptor, type ReleaseRecord } from '../repo/index.js';
@@ -130,12 +130,16 @@ export async function openLayer(
   // A fault of the source or the decompressor reaches the reader as `explain` says it (a tampered
   // object read in place fails the decompressor before its digest check ends: see pull.ts).
   let failed = false;
+  // a stored layer that does not decode as its record says, with nothing better to say of it (its
+  // digest), is the repository's fault (exit 3, and the poll agent skips it), not a bad input file
+  // of this host's (exit 2, tried again every round)
+  const asStored = (e: unknown) => (e instanceof CodecError ? new TarportError('INTEGRITY', `${what}: does not decode as its record says (${l.compression}): ${e.message}`, { cause: e, retryable: false }) : e);
   const fail = (e: unknown) => {
     if (failed) return;
     failed = true;
     explain(e).then(
-      (x) => out.destroy(x as Error),
-      () => out.destroy(e as Error),
+      (x) => out.destroy(asStored(x) as Error),
+      () => out.destroy(asStored(e) as Error),
     );
   };
   feeding.catch(fail);

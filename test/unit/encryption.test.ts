@@ -139,6 +139,16 @@ describe('decrypted objects reach the load only after the verdict', () => {
     await expect(collect(await openLayer({ file: join(dir, 'absent') }, gz, undefined, 'layer', async () => decompressor('gzip')))).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
+  it('a stored layer that does not decode as its record says is the repository\'s fault (INTEGRITY, naming it), not a bad input file', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'layer.zst');
+    await writeFile(file, randomBytes(64 << 10)); // digest as recorded (no expect here), bytes no zstd
+    const zst = layer({ compression: 'zstd', uncompressedSize: 1 << 20 });
+    const e = await collect(await openLayer({ file }, zst, undefined, 'layer sha256:x of app:1 v3', async () => decompressor('zstd'))).catch((x: unknown) => x as { code: string; message: string });
+    expect((e as { code: string }).code).toBe('INTEGRITY');
+    expect((e as { message: string }).message).toMatch(/^layer sha256:x of app:1 v3: does not decode as its record says \(zstd\): /);
+  });
+
   it('an object read in place and checked on the way: whole when it matches its digest; when not, refused and its last bytes never given', async () => {
     const dir = await tempDir();
     const data = Buffer.concat([randomBytes(3 << 20), Buffer.alloc(2 << 20, 'layer ')]);
