@@ -68,7 +68,8 @@ export async function ensureIdentity(store: Store, signal?: AbortSignal, adopt?:
 
 /** The id and format version the catalog shows, when it names a repository (a v2 catalog). */
 async function identityInCatalog(store: Store, signal?: AbortSignal): Promise<{ id: string; version: number } | undefined> {
-  const bytes = await store.readOptional(CATALOG_KEY, MAX_CATALOG_BYTES, 'catalog', signal).catch(() => undefined);
+  // a read that fails (a dropped link) fails the write: "no catalog" would mint a new id
+  const bytes = await store.readOptional(CATALOG_KEY, MAX_CATALOG_BYTES, 'catalog', signal);
   if (!bytes) return undefined;
   let catalog: Catalog;
   try {

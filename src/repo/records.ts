@@ -58,7 +58,8 @@ const printable = z.string().max(1024).regex(/^[^\x00-\x1f\x7f]*$/, 'holds contr
 const timestamp = z
   .string()
   .max(64)
-  .regex(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)$/, 'is no date and time (as 2026-01-31T12:00:00.000Z)')
+  // toISOString writes a year past 9999 with six digits and a sign (a --catalog-ttl of centuries)
+  .regex(/^(\d{4}|[+-]\d{6})-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)$/, 'is no date and time (as 2026-01-31T12:00:00.000Z)')
   .refine((t) => !Number.isNaN(Date.parse(t)), 'is no date and time (as 2026-01-31T12:00:00.000Z)');
 export const PlatformSchema = z.strictObject({ os: platformPart, architecture: platformPart, variant: platformPart.optional() });
 export type RecordPlatform = z.infer<typeof PlatformSchema>;

@@ -39,6 +39,10 @@ describe('parseWith', () => {
     const { bytes, catalog } = (await repo.readCatalog())!;
     const record = (await repo.readRecord(catalog.releases[0]!, { digest: catalog.releases[0]!.digest, size: catalog.releases[0]!.size })).record;
     expect(parseWith(ReleaseRecordSchema, Buffer.from(JSON.stringify(record)), 'record').created).toBe(record.created);
+    // a catalog that expires past the year 9999 (a --catalog-ttl of centuries), as toISOString writes it
+    const far = new Date(Date.UTC(10240, 0, 1)).toISOString();
+    expect(far).toMatch(/^\+010240-/);
+    expect(parseWith(CatalogSchema, Buffer.from(JSON.stringify({ ...(JSON.parse(bytes.toString()) as object), expires: far })), 'catalog').expires).toBe(far);
     for (const [field, value] of [
       ['created', '\u001b[2J\u001b[31mPWNED\u001b[0m'],
       ['created', '2026-01-01T00:00:00.000Z\u202e'],
