@@ -27,8 +27,13 @@ describe('wrapWriteError', () => {
     expect([e.code, e.message]).toEqual(['IO', 'write x to file:///r: permission denied']);
   });
 
-  it('a folder whose file system cannot be asked leaves the error as it came', async () => {
-    const e = await wrapWriteError(eperm, 'write x', '/nonexistent/folder');
+  it('a folder whose file system cannot be asked (a file where a folder should be) leaves the error as it came', async () => {
+    const { mkdtemp, writeFile } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const file = join(await mkdtemp(join(tmpdir(), 'tarport-errors-')), 'a-file');
+    await writeFile(file, 'x');
+    const e = await wrapWriteError(eperm, 'write x', join(file, 'folder'));
     expect(e.message).toBe('write x: permission denied');
   });
 });

@@ -168,11 +168,13 @@ describe('beginning a write', () => {
     // the publish writes its catalog while check looks (at its first look again)
     const list = base.list.bind(base);
     let looks = 0;
+    let landing: Promise<unknown> | undefined;
     base.list = (folder) => {
-      if (folder === 'tarport/pending' && ++looks === 2) void publish(base, 1, '1');
+      if (folder === 'tarport/pending' && ++looks === 2) landing = publish(base, 1, '1');
       return list(folder);
     };
     const during = await checkRepository(new Repository(base), { lagWaitMs: 10_000 });
+    await landing;
     expect(looks).toBeGreaterThanOrEqual(2);
     expect(during.faults).toEqual([]);
     base.list = list;
