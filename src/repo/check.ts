@@ -118,7 +118,7 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
   const warn: Report = (what, problem) => result.warnings.push({ what, problem });
   const got = await checkCatalog(repo, store, opts.verify, fault, warn, opts.signal);
   await checkConvergence(store, got, fault, opts.lagWaitMs ?? LAG_WAIT_MS, opts.signal);
-  const objects = new Map<string, { size: number; where: string; record: string }>();
+  const objects = new Map<string, { size: number; where: string; records: string[] }>();
   const foreign = (folder: string, why: string) => warn(folder, `${why}: a folder no tarport wrote, left out of every listing; move it out of the repository`);
   for (const { name, tag } of await listTags(store, opts.signal, foreign)) {
     const pinned = got?.catalog.releases.find((e) => e.name === name && e.tag === tag);
@@ -136,7 +136,9 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
         continue;
       }
       for (const d of recordObjects(record)) {
-        if (!objects.has(d.digest)) objects.set(d.digest, { size: d.size, where, record: recordKey(name, tag, ref.record) });
+        const seen = objects.get(d.digest);
+        if (seen) seen.records.push(recordKey(name, tag, ref.record));
+        else objects.set(d.digest, { size: d.size, where, records: [recordKey(name, tag, ref.record)] });
       }
     }
   }
@@ -150,8 +152,8 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
   return result;
 }
 
-async function checkObjects(store: Store, objects: Map<string, { size: number; where: string; record: string }>, result: CheckResult, fault: Report, signal?: AbortSignal): Promise<void> {
-  for (const [digest, { size, where, record }] of objects) {
+async function checkObjects(store: Store, objects: Map<string, { size: number; where: string; records: string[] }>, result: CheckResult, fault: Report, signal?: AbortSignal): Promise<void> {
+  for (const [digest, { size, where, records }] of objects) {
     signal?.throwIfAborted();
     result.objects++;
     try {
@@ -161,8 +163,9 @@ async function checkObjects(store: Store, objects: Map<string, { size: number; w
       check.finish();
       result.bytes += check.bytes;
     } catch (e) {
-      // gone with its release: a gc removed both while this check ran (the record goes first)
-      if (isTarportError(e, 'NOT_FOUND') && !(await store.stat(record, signal))) continue;
+      // gone with its releases: a gc removed them all while this check ran (records go first); one
+      // record still there that names it makes it a fault
+      if (isTarportError(e, 'NOT_FOUND') && !(await anyThere(store, records, signal))) continue;
       faultOrThrow(fault, `object ${digest} (named by ${where})`, e, store.transport.capabilities.local);
     }
   }
@@ -177,4 +180,9 @@ async function housekeepingWarnings(store: Store, warn: Report, signal?: AbortSi
       if (!holds(p)) warn(p.key, `${kind === 'intent' ? 'publish intent' : 'gc notice'} expired at ${new Date(p.until).toISOString()} (its writer stopped); 'tarport gc' removes it`);
     }
   }
+}
+
+async function anyThere(store: Store, keys: readonly string[], signal?: AbortSignal): Promise<boolean> {
+  for (const k of keys) if (await store.stat(k, signal)) return true;
+  return false;
 }

@@ -190,6 +190,29 @@ describe('beginning a write', () => {
     expect(after.faults.map((x) => x.problem)).toContainEqual(expect.stringMatching(/^the catalog names v1, releases\/ holds the newer v2/));
   });
 
+  it('check while a gc removes a release: an object that release shares with one still there, and that is gone, is a fault', async () => {
+    const base = new MemoryTransport();
+    await publish(base, 0, '1');
+    await publish(base, 1, '2'); // v2 of the demo shares v1's layers, under another tag
+    const repo = new Repository(base);
+    const first = (await repo.listReleases('demo/app', '1'))[0]!;
+    const v1 = (await repo.readRecord(first)).record;
+    const shared = `blobs/sha256/${v1.layers[0]!.digest.slice(7)}`;
+    const readTo = base.readTo.bind(base);
+    let gone = false;
+    base.readTo = async (key, sink, o) => {
+      if (!gone && key.startsWith('blobs/')) {
+        gone = true;
+        base.files.delete(`tarport/releases/demo%2Fapp/1/${first.record}`); // gc took demo/app:1
+        base.files.delete(shared); // and the layer is lost, though demo/app:2 names it
+      }
+      return readTo(key, sink, o);
+    };
+    const r = await checkRepository(repo, { lagWaitMs: 0 });
+    expect(gone).toBe(true);
+    expect(r.faults.map((f) => f.what)).toContainEqual(expect.stringMatching(new RegExp(`^object ${v1.layers[0]!.digest} \\(named by `)));
+  });
+
   it('check while a gc removes a release: an object gone with its record is no fault', async () => {
     const base = await withV1();
     const repo = new Repository(base);
