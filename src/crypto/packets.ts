@@ -20,11 +20,14 @@ const GATHER = 64 << 10;
 /** Parts at least this long are passed on as views, without copying. */
 const VIEW = 4 << 10;
 
-/** Pulls exact byte counts out of an async stream of chunks. */
+/** Pulls exact byte counts out of an async stream of chunks: the message `name`s (the object it is stored as). */
 export class ByteReader {
   private buf: Buffer = Buffer.alloc(0);
   private done = false;
-  constructor(private readonly it: AsyncIterator<Buffer>) {}
+  constructor(
+    private readonly it: AsyncIterator<Buffer>,
+    readonly name: string,
+  ) {}
 
   private async fill(n: number): Promise<boolean> {
     while (this.buf.length < n && !this.done) {
@@ -36,7 +39,7 @@ export class ByteReader {
   }
 
   async exact(n: number, what: string): Promise<Buffer> {
-    if (!(await this.fill(n))) throw new TarportError('INTEGRITY', `OpenPGP message ends inside ${what}`);
+    if (!(await this.fill(n))) throw new TarportError('INTEGRITY', `${this.name}: the OpenPGP message ends inside ${what}`);
     const out = this.buf.subarray(0, n);
     this.buf = this.buf.subarray(n);
     return out;
@@ -74,7 +77,7 @@ async function readNewLength(r: ByteReader): Promise<{ len: Len; raw: Buffer }> 
 export async function readHeader(r: ByteReader): Promise<Header | undefined> {
   if (await r.atEnd()) return undefined;
   const first = (await r.exact(1, 'a packet header'))[0]!;
-  if ((first & 0x80) === 0) throw new TarportError('INTEGRITY', 'not an OpenPGP message (bad packet header)');
+  if ((first & 0x80) === 0) throw new TarportError('INTEGRITY', `${r.name}: not an OpenPGP message (bad packet header)`);
   if (first & 0x40) {
     const { len, raw } = await readNewLength(r);
     return { tag: first & 0x3f, len, raw: Buffer.concat([Buffer.from([first]), raw]) };

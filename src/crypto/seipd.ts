@@ -200,7 +200,7 @@ function xorInto(out: Buffer, x: Buffer): void {
 
 /** Splits a message into its session-key packets and a reader positioned at the SEIPD body. */
 export async function openMessage(input: Readable, what: string): Promise<{ pkesk: Buffer; reader: ByteReader; seipd: Header }> {
-  const r = new ByteReader(input[Symbol.asyncIterator]() as AsyncIterator<Buffer>);
+  const r = new ByteReader(input[Symbol.asyncIterator]() as AsyncIterator<Buffer>, what);
   const keys: Buffer[] = [];
   for (;;) {
     const h = await readHeader(r);

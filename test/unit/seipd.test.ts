@@ -224,6 +224,14 @@ describe('forged messages: 0 accepted', () => {
     expect(a.message).toBe(MODIFIED);
   });
 
+  it('a plain object where an encrypted one belongs, and a message cut in a packet header: refused naming the object', async () => {
+    const { recipients, key } = await keyFiles();
+    expect((await refusal(Buffer.from('{"plain": "json"}'), key)).message).toBe('test: not an OpenPGP message (bad packet header)');
+    const sealed = await collect(await encryptStream(Readable.from([Buffer.from('secret')]), recipients));
+    // the first packet's header (new format: tag byte, then a length of 1, 2 or 5 bytes) cut after its tag byte
+    expect((await refusal(sealed.subarray(0, 1), key)).message).toBe('test: the OpenPGP message ends inside a packet length');
+  });
+
   it('data after the SEIPD packet: refused', async () => {
     const { publicKey, key } = await keyFiles();
     const e = await refusal(await forge(publicKey, literal(Buffer.from('x')), { after: Buffer.from('appended') }), key);
