@@ -41,6 +41,11 @@ export class PublishIntent {
   private timer: NodeJS.Timeout | undefined;
   /** The file that holds the intent now. */
   private key = newIntentKey();
+
+  /** The file that holds the intent now (it moves only where a rename does not replace in one step). */
+  get file(): string {
+    return this.key;
+  }
   /** Writes one after another: a refresh never races a protect's write. */
   private writing: Promise<void> = Promise.resolve();
 

@@ -20,6 +20,11 @@ export class Store {
     return (await this.transport.hold?.()) ?? (() => undefined);
   }
 
+  /** Within a hold: the file `key()` names must stay there while the write lasts (Transport.witness). */
+  witness(key: () => string): () => void {
+    return this.transport.witness?.(key) ?? (() => undefined);
+  }
+
   /** True when putAtomic replaces a key's file in one step: a rename that does, or one atomic write (S3). */
   get replacesAtomically(): boolean {
     return this.transport.capabilities.atomicRename || this.transport.capabilities.atomicWrite === true;

@@ -58,6 +58,8 @@ export class WriteTransaction {
     private readonly signal: AbortSignal | undefined,
     /** Releases the hold on the location taken for this write (Store.hold). */
     private readonly release: () => void,
+    /** Ends the intent's watch over the location (Store.witness): before the intent goes, so no other write in the same location misses it. */
+    private readonly unwitness: () => void,
   ) {}
 
   /** The repository's id (for a repository this transaction creates: the one it will write). */
@@ -83,7 +85,10 @@ export class WriteTransaction {
       const known = format?.id && format.version >= BASE_FORMAT_VERSION ? format.id : undefined;
       const id = state === 'none' ? (opts.adoptId ?? newRepositoryId()) : (known ?? (await ensureIdentity(store, opts.signal, opts.adoptId)));
       const intent = await PublishIntent.open(store, opts.signal, opts.onWait);
-      return new WriteTransaction(store, intent, id, state === 'none', opts.signal, release);
+      // the intent, written to the folder just held, is what tells that folder from another stick
+      // mounted in its place since (Store.witness)
+      const unwitness = store.witness(() => intent.file);
+      return new WriteTransaction(store, intent, id, state === 'none', opts.signal, release, unwitness);
     } catch (e) {
       release();
       throw e;
@@ -275,8 +280,10 @@ export class WriteTransaction {
     try {
       for (const b of this.staged) await b.discard();
       this.staged.length = 0;
+      this.unwitness();
       await this.intent.close();
     } finally {
+      this.unwitness();
       this.release();
     }
   }

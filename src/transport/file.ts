@@ -24,6 +24,8 @@ export class FileTransport implements Transport {
   /** Holds taken (hold) and not yet released; the root's identity while there are any. */
   private holds = 0;
   private place: { dev: number; ino: number } | undefined;
+  /** Files the holders keep in the root while they write (witness). */
+  private readonly witnesses = new Set<() => string>();
 
   /**
    * From now until the release, a write or rename fails if the root is gone or is another folder
@@ -49,12 +51,41 @@ export class FileTransport implements Transport {
       this.place = now;
       return;
     }
-    if (now?.dev === this.place.dev && now.ino === this.place.ino) return;
+    if (now?.dev === this.place.dev && now.ino === this.place.ino) return this.witnessed(what);
     throw new TarportError(
       'IO',
       `${what} in ${this.location}: the repository folder ${now ? 'is another folder than' : 'is gone since'} when this write began (a stick unplugged, unmounted or swapped?); nothing more is written there: run again once it is back`,
       { retryable: false },
     );
+  }
+
+  /**
+   * Within a hold: `key` (a file the holder wrote, and keeps while it writes: its publish intent)
+   * must be there at every later write and rename. The folder's device and inode do not tell two
+   * sticks apart when one takes the other's place at the same mount point: the root of every FAT
+   * file system is inode 1, and a stick in the same slot gets the same device number. Returns the
+   * release.
+   */
+  witness(key: () => string): () => void {
+    const w = () => key(); // an entry of its own, should one getter be passed twice
+    this.witnesses.add(w);
+    return () => void this.witnesses.delete(w);
+  }
+
+  private async witnessed(what: string): Promise<void> {
+    for (const key of this.witnesses) {
+      const k = key();
+      const st = await lstat(this.path(k)).catch((e: NodeJS.ErrnoException) => {
+        if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return undefined;
+        throw wrapSystemError(e, `stat ${k} in ${this.location}`);
+      });
+      if (st) continue;
+      throw new TarportError(
+        'IO',
+        `${what} in ${this.location}: the repository folder no longer holds ${k}, which this write put there when it began (another stick mounted in its place?); nothing more is written there: run again once the stick is back`,
+        { retryable: false },
+      );
+    }
   }
 
   private async rootIdentity(): Promise<{ dev: number; ino: number } | undefined> {

@@ -94,4 +94,11 @@ export interface Transport {
    * unmounted leaves its mount point, an empty folder on the host's own disk. Holds nest.
    */
   hold?(): Promise<() => void>;
+  /**
+   * Local transports only, within a hold: from now until the returned release, a write or rename
+   * also fails (IO, not retryable) once the file `key()` names (one the holder wrote, and keeps while
+   * it writes) is missing: another medium at the same mount point can have the folder's device and
+   * inode (the root of a FAT file system is always inode 1), not this file.
+   */
+  witness?(key: () => string): () => void;
 }

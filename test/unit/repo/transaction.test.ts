@@ -1,4 +1,4 @@
-import { mkdir, readdir, rename } from 'node:fs/promises';
+import { cp, mkdir, readdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
@@ -317,6 +317,28 @@ describe('a write whose folder is swapped under it', () => {
     expect(await readdir(root)).toEqual([]);
     // the next write begins afresh: the empty folder holds no repository
     await expect(repo.begin()).rejects.toMatchObject({ code: 'NO_REPOSITORY' });
+  });
+
+  it('another stick of the same repository mounted in its place (the same folder identity, as FAT roots have): its write intent is not there, so nothing more is written', async () => {
+    const base = await tempDir();
+    const root = join(base, 'stick');
+    await new Repository(new FileTransport(root)).init();
+    await cp(root, join(base, 'other'), { recursive: true }); // the second stick: a copy made earlier
+    const repo = new Repository(new FileTransport(root));
+    const tx = await repo.begin();
+    expect(await readdir(join(root, 'tarport', 'pending'))).toEqual([expect.stringMatching(/^intent-[0-9a-f]+\.json$/)]);
+    // the first stick leaves and the other takes its place under the same folder (device and inode unchanged)
+    for (const f of await readdir(root)) await rename(join(root, f), join(base, `first-${f}`));
+    for (const f of await readdir(join(base, 'other'))) await rename(join(base, 'other', f), join(root, f));
+    const bytes = Buffer.from('an object copied after the sticks were swapped');
+    await expect(tx.putObject(sha256(bytes), { stream: () => Readable.from([bytes]) })).rejects.toMatchObject({
+      code: 'IO',
+      retryable: false,
+      // the first write refused is the intent's own update, naming the object
+      message: expect.stringMatching(/^write tarport\/pending\/\.tarport-[0-9a-f]+\.tmp in file:\/\/.+: the repository folder no longer holds tarport\/pending\/intent-[0-9a-f]+\.json, which this write put there when it began \(another stick mounted in its place\?\); nothing more is written there: run again once the stick is back$/),
+    });
+    await tx.end();
+    expect(await readdir(join(root, 'tarport'))).toEqual(['format.json']);
   });
 });
 

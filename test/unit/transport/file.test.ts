@@ -95,6 +95,26 @@ describe('FileTransport.hold', () => {
     expect(await readdir(join(root, 'blobs'))).toEqual(['b']);
   });
 
+  it('a witness file gone from the held root (another stick at the same mount point: same device and inode) takes no write or rename; released, it is not asked', async () => {
+    const base = await tempDir();
+    const root = join(base, 'stick');
+    await mkdir(root);
+    const t = new FileTransport(root);
+    const release = await t.hold();
+    await write(t, 'pending/intent-1.json');
+    const unwitness = t.witness(() => 'pending/intent-1.json');
+    await write(t, 'blobs/a');
+    await rm(join(root, 'pending', 'intent-1.json'));
+    const why = `in file://${root}: the repository folder no longer holds pending/intent-1.json, which this write put there when it began (another stick mounted in its place?); nothing more is written there: run again once the stick is back`;
+    await expect(write(t, 'blobs/b')).rejects.toMatchObject({ code: 'IO', retryable: false, message: `write blobs/b ${why}` });
+    await expect(t.rename('blobs/a', 'blobs/c')).rejects.toMatchObject({ code: 'IO', retryable: false, message: `rename blobs/a to blobs/c ${why}` });
+    expect(await readdir(join(root, 'blobs'))).toEqual(['a']);
+    unwitness();
+    await write(t, 'blobs/b');
+    release();
+    expect(await readdir(join(root, 'blobs'))).toEqual(['a', 'b']);
+  });
+
   it('holds nest: the root stays held until the last is released, and a release twice counts once', async () => {
     const base = await tempDir();
     const root = join(base, 'r');
