@@ -93,6 +93,26 @@ function platformName(p: unknown): string | undefined {
 }
 
 /** Rewrites index.html from the catalog, releases/ and tarport/acks/. */
+/**
+ * Whether the page in place was written from this catalog. The page is the last derived file a
+ * write rewrites (docs/repo-format.md, "Write order"), so when it shows the catalog, index.json and
+ * the registry view do too; a writer that found the catalog current (nothing new) rewrites them only
+ * when it does not: after a writer killed between its catalog and its page, the next one catches up.
+ */
+export async function pageShows(store: Store, catalog: Catalog, signal?: AbortSignal): Promise<boolean> {
+  // unreadable, too large or missing: written again, as a write that changed the catalog would
+  const page = await store.readOptional(PAGE_KEY, MAX_PAGE_BYTES, 'index.html', signal).catch(() => undefined);
+  return page !== undefined && page.includes(catalogMark(catalog));
+}
+
+/** A page this large is written again rather than read (a page of thousands of releases is far smaller). */
+const MAX_PAGE_BYTES = 32 << 20;
+
+/** The page's note of the catalog it was written from (pageShows). */
+function catalogMark(catalog: Catalog): string {
+  return `<meta name="tarport-catalog" content="${esc(catalog.repository ?? '')} ${esc(catalog.sequence)} ${esc(catalog.created)}">`;
+}
+
 export async function writePage(store: Store, catalog: Catalog, signal?: AbortSignal): Promise<void> {
   const { acks } = await readAcks(store, signal);
   const { releases, facts, changed } = await pageReleases(store, catalog, acks, signal);
@@ -136,6 +156,7 @@ export function renderPage(model: { catalog: Catalog; releases: readonly PageRel
     '<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">',
     // no request of its own: the page names no script, style sheet, image or font outside itself
     `<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">`,
+    catalogMark(catalog),
     `<title>tarport repository</title><style>${STYLE}</style></head><body>`,
     '<h1>tarport repository</h1>',
     `<p>Repository <code>${esc(catalog.repository ?? 'without id (tarport 0.1)')}</code>, catalog sequence ${esc(catalog.sequence)}, written ${esc(catalog.created)}, valid until ${esc(catalog.expires)}. ` +

@@ -9,7 +9,7 @@ import { putObject, putSmallBlob, putSplit, stageBlob, type ObjectSource, type S
 import { writeOciIndex } from './oci-index.js';
 import { writeRegistryView, type RegistryView } from './registry.js';
 import { isIndexRecord } from './platforms.js';
-import { writePage } from './page.js';
+import { pageShows, writePage } from './page.js';
 import { ackKey, readAcks, type Ack } from './acks.js';
 import { signatureKey } from './read.js';
 import { MEDIA_TYPES, serialize, type Catalog, type CatalogEntry, type ReleaseRecord } from './records.js';
@@ -233,7 +233,8 @@ export class WriteTransaction {
     await this.bear();
     const wasSigned = opts.sign ? false : await this.signedNow();
     const r = await convergeCatalog(this.store, { id: this.repositoryId, ttlMs: opts.ttlMs, ...(opts.sign ? { sign: opts.sign } : {}), ...(opts.minSequence !== undefined ? { minSequence: opts.minSequence } : {}), ...(this.signal ? { signal: this.signal } : {}) });
-    if (r.wrote) await this.writeDerived(r.catalog);
+    // a catalog found current may still be ahead of its derived files (a writer killed between them)
+    if (r.wrote || !(await pageShows(this.store, r.catalog, this.signal))) await this.writeDerived(r.catalog);
     return { ...r, unsignedOverSigned: r.wrote && wasSigned };
   }
 
@@ -260,8 +261,12 @@ export class WriteTransaction {
     return current !== undefined && (await readCatalogSignature(this.store, current, this.signal).catch(() => undefined)) !== undefined;
   }
 
-  /** Rewrites the derived files from a catalog that did not change (what they show did: acknowledgements). */
-  async refreshDerived(catalog: Catalog): Promise<void> {
+  /**
+   * Rewrites the derived files from a catalog that did not change: when what they show did
+   * (`changed`: acknowledgements came), or when they lag it (a writer killed before its page).
+   */
+  async refreshDerived(catalog: Catalog, changed = true): Promise<void> {
+    if (!changed && (await pageShows(this.store, catalog, this.signal))) return;
     await this.bear();
     await this.writeDerived(catalog);
   }

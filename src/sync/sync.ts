@@ -175,7 +175,8 @@ async function syncCatalog(tx: WriteTransaction, dst: Repository, got: CatalogCo
   if (truthCovered) {
     if (dstCatalog && dstCatalog.sequence === src.sequence && sameEntries(dstCatalog.releases, src.releases)) {
       // the catalog stays; the page shows acknowledgements, so it is written again when they came
-      if (acksCarried) await tx.refreshDerived(dstCatalog);
+      // (or when it lags the catalog: a sync killed before it)
+      await tx.refreshDerived(dstCatalog, acksCarried);
       emit({ kind: 'catalog', status: 'unchanged', signed: sig !== undefined });
       return;
     }

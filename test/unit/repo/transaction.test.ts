@@ -55,6 +55,29 @@ describe('write transaction under faults', () => {
     console.log(`publish killed at each of its ${changes} changes: 0 lost, 0 hidden after repair, 0 broken`);
   }, 120_000);
 
+  it('a publish killed between its catalog and its derived files: the next publish of the same content (unchanged) brings index.json, the registry view and the page up to the catalog', async () => {
+    const probe = new FaultyTransport(await withV1());
+    await publish(probe, 1, '1');
+    const base = await withV1();
+    const f = new FaultyTransport(base);
+    // the change after catalog.json's rename: the first of the derived files
+    f.failAt = probe.log.findIndex((c) => c.endsWith(' tarport/catalog.json')) + 2;
+    await expect(publish(f, 1, '1')).rejects.toMatchObject({ code: 'IO' });
+    const shown = () => {
+      const catalog = JSON.parse(base.files.get('tarport/catalog.json')!.toString()) as { sequence: number; releases: { manifest: { digest: string } }[] };
+      const digest = catalog.releases[0]!.manifest.digest;
+      return [
+        (JSON.parse(base.files.get('index.json')!.toString()) as { manifests: { digest: string }[] }).manifests.map((m) => m.digest).includes(digest),
+        Object.values((JSON.parse(base.files.get('tarport/registry/view.json')!.toString()) as { tags: Record<string, { digest: string }> }).tags).map((t) => t.digest).includes(digest),
+        base.files.get('index.html')!.toString().includes(`catalog sequence ${catalog.sequence},`),
+      ];
+    };
+    expect(shown()).toEqual([false, false, false]);
+    await publish(base, 1, '1'); // the same archive: its release is unchanged, the catalog too
+    expect((await new Repository(base).readCatalog())!.catalog.releases[0]!.version).toBe(2);
+    expect(shown()).toEqual([true, true, true]);
+  });
+
   it('a failed write (the process goes on) at each change: the next publish alone makes check clean', async () => {
     const probe = new FaultyTransport(await withV1());
     await publish(probe, 1, '1');
