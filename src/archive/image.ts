@@ -112,13 +112,33 @@ interface Reading {
   descriptors: number;
 }
 
+/** What an archive is taken for: `auto` tells by its metadata files (an image's manifest.json or OCI index). */
+export type ArchiveKind = 'auto' | 'image' | 'rootfs';
+export const ARCHIVE_KINDS: readonly ArchiveKind[] = ['auto', 'image', 'rootfs'];
+
 /**
  * Reads what an archive holds, from its metadata only: no layer byte is read here. Every reference
  * is checked to stay inside the archive and to name a regular file.
  */
-export async function readArchiveContent(tar: TarArchive): Promise<ArchiveContent> {
+export async function readArchiveContent(tar: TarArchive, kind: ArchiveKind = 'auto'): Promise<ArchiveContent> {
+  // a root file system may hold /manifest.json (or /index.json and /oci-layout) of its own: --kind rootfs
+  if (kind === 'rootfs') return { kind: 'rootfs' };
   const oci = tar.entries.has('index.json') && tar.entries.has('oci-layout');
-  if (!tar.entries.has('manifest.json') && !oci) return { kind: 'rootfs' };
+  if (!tar.entries.has('manifest.json') && !oci) {
+    if (kind === 'image') throw bad(tar, 'not an image archive (no manifest.json, no OCI index.json and oci-layout), and --kind image says it is one');
+    return { kind: 'rootfs' };
+  }
+  try {
+    return await readImageContent(tar, oci);
+  } catch (e) {
+    // an archive still being written (truncated) is no root file system's doing
+    if (kind !== 'auto' || !(e instanceof TarportError) || e.code !== 'BAD_INPUT' || e.truncated) throw e;
+    const own = oci ? 'index.json and oci-layout' : 'manifest.json';
+    throw new TarportError('BAD_INPUT', `${e.message} (a root file system that holds ${own} of its own: publish it with --kind rootfs)`, { cause: e, retryable: e.retryable });
+  }
+}
+
+async function readImageContent(tar: TarArchive, oci: boolean): Promise<ArchiveContent> {
   checkImageShape(tar);
   const r: Reading = { tar, blobs: new Map(), configs: new Map(), platforms: new Map(), descriptors: 0 };
   // an index in index.json is the whole truth: Docker 25+ lists only the local platform in manifest.json

@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { PassThrough, Readable } from 'node:stream';
-import { TarArchive, feedFile, readArchiveContent, type ArchiveContent, type ArchiveImage, type Compression, type WatchedLayer } from '../archive/index.js';
+import { TarArchive, feedFile, readArchiveContent, type ArchiveContent, type ArchiveKind, type ArchiveImage, type Compression, type WatchedLayer } from '../archive/index.js';
 import { encryptStream, sha256, type TrustedKey } from '../crypto/index.js';
 import { TarportError } from '../errors.js';
 import {
@@ -39,6 +39,8 @@ export interface PublishOptions {
   readonly encryptTo?: readonly TrustedKey[];
   /** Create the repository when the location holds none (`--init`); otherwise that is refused (NO_REPOSITORY). */
   readonly create?: boolean;
+  /** What the archive is (`--kind`); default `auto`: an image when it has an image's metadata files. */
+  readonly kind?: ArchiveKind;
 }
 
 export type PublishEvent =
@@ -98,7 +100,7 @@ export interface GrowingArchive {
 export async function publishArchive(repo: Repository, source: string | GrowingArchive, opts: PublishOptions): Promise<PublishResult> {
   if (typeof source !== 'string') return publishGrowing(repo, source, opts);
   const tar = await TarArchive.open(source, opts.signal);
-  const content = await readArchiveContent(tar);
+  const content = await readArchiveContent(tar, opts.kind);
   const tx = await repo.begin(txOptions(opts));
   try {
     const uploader = new LayerUploader(tx, source, opts.compression, opts.encryptTo, opts.signal);
@@ -118,7 +120,8 @@ export async function publishArchive(repo: Repository, source: string | GrowingA
  */
 async function publishGrowing(repo: Repository, g: GrowingArchive, opts: PublishOptions): Promise<PublishResult> {
   const coming = g.layers[Symbol.asyncIterator]();
-  const first = await coming.next();
+  // a root file system has no layers to store early, whatever files of its own look like one
+  const first = opts.kind === 'rootfs' ? { done: true as const, value: undefined } : await coming.next();
   let tx: WriteTransaction | undefined;
   if (!first.done) tx = await repo.begin(txOptions(opts)).catch(() => undefined);
   if (!tx) {
@@ -138,7 +141,7 @@ async function publishGrowing(repo: Repository, g: GrowingArchive, opts: Publish
     }) : new Map<string, Uploaded>();
     await g.complete;
     const tar = await TarArchive.open(g.path, opts.signal);
-    const content = await readArchiveContent(tar);
+    const content = await readArchiveContent(tar, opts.kind);
     return await publishIn({ tx, repo, tar, content, path: g.path, opts, uploader, early, ...(candidates ? { candidates } : {}) });
   } finally {
     await tx.end();

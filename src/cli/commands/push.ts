@@ -1,5 +1,5 @@
 import { stat } from 'node:fs/promises';
-import { COMPRESSIONS, LayerWatch, zstdCodecs, zstdNotLoadedNote, type Compression } from '../../archive/index.js';
+import { ARCHIVE_KINDS, COMPRESSIONS, LayerWatch, zstdCodecs, zstdNotLoadedNote, type ArchiveKind, type Compression } from '../../archive/index.js';
 import { loadRecipients } from '../../crypto/index.js';
 import { TarportError } from '../../errors.js';
 import { publishArchive, type GrowingArchive, type PublishResult } from '../../producer/index.js';
@@ -20,6 +20,14 @@ export interface PushFlags extends ConnectionFlags, MetricsFlags {
   compress?: string;
   catalogTtl?: string;
   init?: boolean;
+  kind?: string;
+}
+
+/** `--kind`: what the archives are; `auto` (the default) tells an image by its metadata files. */
+export function kindOf(v: string | undefined): ArchiveKind {
+  const k = (v ?? 'auto') as ArchiveKind;
+  if (!ARCHIVE_KINDS.includes(k)) throw new TarportError('USAGE', `--kind ${JSON.stringify(v)}: use auto, image or rootfs`);
+  return k;
 }
 
 /**
@@ -42,6 +50,7 @@ export function compressionOf(v: string | undefined, warn?: (line: string) => vo
 
 export async function pushCommand(ctx: Context, archives: string[], flags: PushFlags): Promise<number> {
   const compression = compressionOf(flags.compress, (l) => ctx.out.warn(l));
+  const kind = kindOf(flags.kind);
   const name = flags.name ? parseRef(flags.name, { what: '--name', defaultTag: 'latest' }) : undefined;
   const catalogTtlMs = parseDuration(flags.catalogTtl ?? '90d', '--catalog-ttl');
   if (name && archives.length > 1) throw new TarportError('USAGE', '--name applies to one archive; push the others separately');
@@ -70,6 +79,7 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
             else if (e.kind === 'waiting') ctx.out.info(e.message);
           },
           ...(name ? { name } : {}),
+          kind,
           catalogTtlMs,
           signal: ctx.signal,
           ...(flags.init ? { create: true } : {}),

@@ -71,6 +71,25 @@ function fan(k: number, levels: number, typed: boolean): Item[] {
 const summary = (m: IndexMember) =>
   m.kind === 'image' ? `image ${[m.platform.os, m.platform.architecture, m.platform.variant].filter(Boolean).join('/')} ${m.image.configDigest}` : `${m.kind} ${m.descriptor.digest}`;
 
+describe('--kind: what an archive is taken for', () => {
+  // a root file system whose own files include /manifest.json (a web app's, say), as docker export writes it
+  const rootfsWithManifest: Item[] = [{ name: 'manifest.json', data: json({ name: 'my web app', icons: [] }) }, { name: 'etc/hostname', data: Buffer.from('box\n') }];
+
+  it('rootfs: an archive with a manifest.json of its own is a root file system; auto reads it as an image and refuses it', async () => {
+    expect(await readArchiveContent(await openOf(rootfsWithManifest), 'rootfs')).toEqual({ kind: 'rootfs' });
+    await expect(contentOf(rootfsWithManifest)).rejects.toMatchObject({ code: 'BAD_INPUT' });
+  });
+
+  it('image: an archive without an image\'s metadata files is refused, not published as a root file system', async () => {
+    const tar = await openOf([{ name: 'etc/hostname', data: Buffer.from('box\n') }]);
+    await expect(readArchiveContent(tar, 'image')).rejects.toMatchObject({
+      code: 'BAD_INPUT',
+      message: `${tar.path}: not an image archive (no manifest.json, no OCI index.json and oci-layout), and --kind image says it is one`,
+    });
+    expect(await readArchiveContent(tar, 'auto')).toEqual({ kind: 'rootfs' });
+  });
+});
+
 describe('image indexes: one multi-platform image per index', () => {
   it.each(['nested', 'flat'] as const)('a %s index is one index of two platform images and an attestation, not three images', async (shape) => {
     const mp = multiPlatform({ shape });

@@ -3,7 +3,7 @@ import { appendFile, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { LayerWatch, TarArchive } from '../../../src/archive/index.js';
-import { generateKeyPair, loadRecipients } from '../../../src/crypto/index.js';
+import { generateKeyPair, loadRecipients, sha256 } from '../../../src/crypto/index.js';
 import { TarportError } from '../../../src/errors.js';
 import { DEFAULT_CATALOG_TTL_MS, publishArchive, type GrowingArchive } from '../../../src/producer/index.js';
 import { Repository } from '../../../src/repo/index.js';
@@ -11,6 +11,7 @@ import { MemoryTransport } from '../../../src/transport/index.js';
 import { dockerSave, sha, tarBytes } from '../../corpus/tarwriter.js';
 import { tempDir } from '../../helpers.js';
 import { demoArchives, faults, publish } from '../repo/fixtures.js';
+import { FaultyTransport } from '../repo/faulty.js';
 
 describe('publishArchive: what it looks up to reuse', () => {
   it("looks only at stored layers the archive holds, not at every layer of every tag's current release", async () => {
@@ -217,6 +218,31 @@ describe('publishArchive: a growing archive (push -)', () => {
     const { record } = await new Repository(t).readRecord((await new Repository(t).listReleases('box/rootfs', '1')).at(-1)!);
     const stored = [...t.files.keys()].filter((k) => /^blobs\/sha256\/[0-9a-f]{64}$/.test(k));
     expect(stored).toEqual([`blobs/sha256/${record.layers[0]!.digest.slice(7)}`]); // no object of either inner "layer"
+  });
+});
+
+describe('publishArchive --kind rootfs: a root file system that holds a manifest.json of its own', () => {
+  const files = () => tarBytes([{ name: 'manifest.json', data: Buffer.from('{"name":"my web app"}') }, { name: 'app/layer.tar', data: tarBytes([{ name: 'x', data: Buffer.alloc(600, 7) }]) }, { name: 'etc/hostname', data: Buffer.from('box\n') }]);
+
+  it('from a file and from a pipe: one rootfs release of one layer (nothing stored for the inner "layer"); without --kind it is refused and nothing is written', async () => {
+    const path = join(await tempDir(), 'export.tar');
+    await writeFile(path, files());
+    const refused = new MemoryTransport();
+    await expect(publishArchive(new Repository(refused), path, { ...opts, create: true, name: { name: 'box/web', tag: '1' } })).rejects.toMatchObject({ code: 'BAD_INPUT' });
+    expect([...refused.files.keys()]).toEqual([]);
+    for (const from of ['file', 'pipe'] as const) {
+      const t = new MemoryTransport();
+      const logged = new FaultyTransport(t);
+      const g = from === 'pipe' ? await growing(path) : undefined;
+      const publishing = publishArchive(new Repository(logged), g ? g.source : path, { ...opts, kind: 'rootfs', create: true, name: { name: 'box/web', tag: '1' } });
+      const [r] = await Promise.all([publishing, g?.finish()]);
+      expect(r.releases.map((x) => [x.kind, x.status]), from).toEqual([['rootfs', 'published']]);
+      expect(r.uploadedObjects, from).toBe(1);
+      // from a pipe too, the inner "layer" is never stored early (then dropped): one upload, the root file system's
+      expect(logged.log.filter((c) => /^write blobs\//.test(c)), from).toHaveLength(1);
+      const { record } = await new Repository(t).readRecord((await new Repository(t).listReleases('box/web', '1')).at(-1)!);
+      expect(record.layers.map((l) => l.diffId), from).toEqual([`sha256:${sha256(files()).slice(7)}`]);
+    }
   });
 });
 

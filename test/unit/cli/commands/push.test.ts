@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it, vi } from 'vitest';
 import { SMALL, tarportInProcess, tempDir } from '../../../helpers.js';
+import { tarBytes } from '../../../corpus/tarwriter.js';
 
 // a Node with no zstd at all: Node 20's zlib has none, and the optional zstd-napi is not installed
 const codecs = vi.hoisted(() => ({ none: false }));
@@ -73,5 +74,22 @@ describe('push of a name that is no archive file', () => {
     const doc = JSON.parse(r.stdout) as { pushed: unknown[]; failed: { archive: string; error: { code: string; message: string } }[] };
     expect(doc.failed).toEqual([{ archive: bad, error: { code: 'BAD_INPUT', message: message(bad) } }]);
     expect(doc.pushed).toHaveLength(1);
+  });
+});
+
+describe('push --kind', () => {
+  it('rootfs publishes a docker export that holds a /manifest.json of its own (auto refuses it, exit 2); a kind that is none is a usage error (exit 2) before anything is read', async () => {
+    const dir = await tempDir();
+    const archive = join(dir, 'export.tar');
+    await writeFile(archive, tarBytes([{ name: 'manifest.json', data: Buffer.from('{"name":"my web app"}') }, { name: 'etc/hostname', data: Buffer.from('box\n') }]));
+    const repo = join(dir, 'repo');
+    const auto = await tarportInProcess(['push', '--init', archive, '--name', 'box/web:1', '--to', repo]);
+    expect(auto.code).toBe(2);
+    const r = await tarportInProcess(['push', '--init', archive, '--name', 'box/web:1', '--kind', 'rootfs', '--to', repo, '--json']);
+    expect(r.code).toBe(0);
+    expect((JSON.parse(r.stdout) as { pushed: { releases: { kind: string; status: string }[] }[] }).pushed[0]!.releases.map((x) => [x.kind, x.status])).toEqual([['rootfs', 'published']]);
+    const bad = await tarportInProcess(['push', archive, '--kind', 'docker', '--to', repo]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--kind "docker": use auto, image or rootfs');
   });
 });
