@@ -2,7 +2,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { TarportError } from '../errors.js';
 import { loadSigningKey, signDetached } from '../crypto/index.js';
-import { Repository } from '../repo/index.js';
+import { Repository, type Sign } from '../repo/index.js';
 import { readFile } from 'node:fs/promises';
 import { CountingTransport, openTransport, parseLocation, type Transport, type TransportCounters, type TransportOptions } from '../transport/index.js';
 import type { Output } from './output.js';
@@ -127,7 +127,7 @@ export function parseDuration(s: string, what: string): number {
 }
 
 /** The signing function for --sign-key; the passphrase from a file or TARPORT_SIGN_KEY_PASSPHRASE. */
-export async function signerFrom(flags: { signKey?: string; signKeyPassphraseFile?: string }): Promise<((data: Buffer) => Promise<Buffer>) | undefined> {
+export async function signerFrom(flags: { signKey?: string; signKeyPassphraseFile?: string }): Promise<Sign | undefined> {
   if (!flags.signKey) return undefined;
   let passphrase = process.env.TARPORT_SIGN_KEY_PASSPHRASE;
   if (flags.signKeyPassphraseFile) {
@@ -136,7 +136,7 @@ export async function signerFrom(flags: { signKey?: string; signKeyPassphraseFil
     })).replace(/\r?\n$/, '');
   }
   const key = await loadSigningKey(flags.signKey, passphrase);
-  return (data) => signDetached(data, key);
+  return Object.assign((data: Buffer) => signDetached(data, key), { fingerprint: key.signsAs });
 }
 
 /**

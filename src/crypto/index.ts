@@ -19,4 +19,5 @@ export const loadTrustedKeys = lazy('loadTrustedKeys');
 export const signDetached = lazy('signDetached');
 export const signatureIssuer = lazy('signatureIssuer');
 export const signatureUserId = lazy('signatureUserId');
+export const signedBy = lazy('signedBy');
 export const verifyDetached = lazy('verifyDetached');

@@ -18,7 +18,15 @@ export interface SigningKey {
   readonly fingerprint: string;
   /** The key's primary user id, which every signature names (SIGNER_NOTATION) for pages and listings. */
   readonly userId?: string;
+  /**
+   * The fingerprint of the key that makes the signatures: a signing subkey's when the key signs with
+   * one, else `fingerprint`. It is what each signature names as its issuer (signedBy).
+   */
+  readonly signsAs: string;
 }
+
+/** A private key as read from its file, before it is taken for signing or decryption. */
+type PrivateKeyFile = Omit<SigningKey, 'signsAs'>;
 
 /**
  * A notation (RFC 4880 5.2.3.16) in the signature's hashed area that names the signer's user id, so
@@ -69,14 +77,14 @@ export async function loadSigningKey(file: string, passphrase?: string): Promise
   const k = await readPrivateKeyFile(file, passphrase, { flag: '--sign-key', passphraseFrom: 'TARPORT_SIGN_KEY_PASSPHRASE or --sign-key-passphrase-file' });
   // a key that cannot sign now (expired, made in the future, no signing subkey) is refused here,
   // before anything is written: not as an internal error once the layers are uploaded
-  await k.key.getSigningKey().catch((e: unknown) => {
+  const signing = await k.key.getSigningKey().catch((e: unknown) => {
     throw new TarportError('CONFIG', `--sign-key ${file} (${k.fingerprint}) cannot sign now: ${(e as Error).message.replace(/^Could not find valid signing key packet in key [0-9a-f]+: /, '')}`);
   });
-  return k;
+  return { ...k, signsAs: formatFingerprint(signing.getFingerprint()) };
 }
 
 /** A private key from its file, decrypted with the passphrase when it has one; `flag` and `passphraseFrom` name them in messages. */
-async function readPrivateKeyFile(file: string, passphrase: string | undefined, names: { flag: string; passphraseFrom: string }): Promise<SigningKey> {
+async function readPrivateKeyFile(file: string, passphrase: string | undefined, names: { flag: string; passphraseFrom: string }): Promise<PrivateKeyFile> {
   const text = await readKeyFile(file, names.flag);
   let key: openpgp.PrivateKey;
   try {
@@ -114,6 +122,27 @@ export async function signatureIssuer(armored: Buffer): Promise<string | undefin
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Whether a detached signature was made by the key whose fingerprint is `fingerprint` (a SigningKey's
+ * `signsAs`): by the Issuer Fingerprint subpacket, or by the issuer key id where a packet carries
+ * no fingerprint (older signers). Any packet of a signature file will do, as it does for a consumer's
+ * check. A signature that cannot be read was made by no key.
+ */
+export async function signedBy(armored: Buffer, fingerprint: string): Promise<boolean> {
+  let sig: openpgp.Signature;
+  try {
+    sig = await openpgp.readSignature({ armoredSignature: armored.toString('utf8') });
+  } catch {
+    return false;
+  }
+  // a key id is the fingerprint's first 8 bytes for a v6 key (64 hex digits), its last 8 for a v4 key
+  const keyId = fingerprint.length === 64 ? fingerprint.slice(0, 16) : fingerprint.slice(-16);
+  return sig.packets.some((p) => {
+    if (p.issuerFingerprint) return formatFingerprint(Buffer.from(p.issuerFingerprint).toString('hex')) === fingerprint;
+    return p.issuerKeyID.toHex().toUpperCase() === keyId;
+  });
 }
 
 /**

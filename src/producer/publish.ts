@@ -1,8 +1,8 @@
 import { createReadStream } from 'node:fs';
 import { PassThrough, Readable } from 'node:stream';
 import { TarArchive, feedFile, readArchiveContent, type ArchiveContent, type ArchiveKind, type ArchiveImage, type Compression, type WatchedLayer } from '../archive/index.js';
-import { encryptStream, sha256, type TrustedKey } from '../crypto/index.js';
-import { TarportError } from '../errors.js';
+import { encryptStream, sha256, signedBy, type TrustedKey } from '../crypto/index.js';
+import { TarportError, isTarportError } from '../errors.js';
 import {
   RECORD_SCHEMA,
   RECORD_SCHEMA_INDEX,
@@ -13,6 +13,7 @@ import {
   type LayerDescriptor,
   type ReleaseRecord,
   type RegistryView,
+  type ReleaseRef,
   type Repository,
   type Sign,
   type Encryption,
@@ -391,10 +392,11 @@ async function writeReleases(p: Publishing, plans: readonly Plan[]): Promise<Pub
     const last = (await repo.listReleases(ref.name, ref.tag, opts.signal)).at(-1);
     if (last) {
       const { record: prev } = await repo.readRecord(last, undefined, opts.signal ? { signal: opts.signal } : {});
-      // the same content under other protection (now signed, other recipients) is a new release:
-      // "unchanged" would keep the old record, unsigned or unreadable to a new site, for good
-      const sameProtection = recipientsOf(prev) === recipientsOf(record) && (!opts.sign || (await repo.readRecordSignature(last, opts.signal)) !== undefined);
-      if (prev.contentKey === record.contentKey && prev.kind === record.kind && sameProtection) {
+      // the same content under other protection (now signed, by another key, to other recipients)
+      // is a new release: "unchanged" would keep the old record, unsigned, unverifiable to consumers
+      // that trust only the new key, or unreadable to a new site, for good
+      const same = prev.contentKey === record.contentKey && prev.kind === record.kind && recipientsOf(prev) === recipientsOf(record);
+      if (same && (!opts.sign || (await signedByNow(repo, last, opts.sign, opts.signal)))) {
         releases.push({ name: ref.name, tag: ref.tag, version: prev.version, status: 'unchanged', kind: record.kind, record: last.record });
         emit({ kind: 'release', ref: formatRef(ref), status: 'unchanged', version: prev.version });
         continue;
@@ -406,6 +408,19 @@ async function writeReleases(p: Publishing, plans: readonly Plan[]): Promise<Pub
     emit({ kind: 'release', ref: formatRef(ref), status: 'published', version: full.version });
   }
   return releases;
+}
+
+/**
+ * Whether the release `ref` was signed by the key that signs now: one small read, its signature. A
+ * signature too large to be one, or that does not parse, is taken as another key's (the release is
+ * written again, signed): it cannot be what the key signs now. Other read faults are the publish's.
+ */
+async function signedByNow(repo: Repository, ref: ReleaseRef, sign: Sign, signal: AbortSignal | undefined): Promise<boolean> {
+  const sig = await repo.readRecordSignature(ref, signal).catch((e: unknown) => {
+    if (isTarportError(e, 'INTEGRITY')) return undefined;
+    throw e;
+  });
+  return sig !== undefined && (await signedBy(sig, sign.fingerprint));
 }
 
 /** Who can decrypt a release: its recipients, sorted ('' for a plain one). */

@@ -12,7 +12,14 @@ import type { Store } from './store.js';
 export { MAX_CATALOG_BYTES } from './layout.js';
 
 /** Signs bytes (a record, the catalog): returns a detached armored signature. Injected by the caller. */
-export type Sign = (data: Buffer) => Promise<Buffer>;
+export interface Sign {
+  (data: Buffer): Promise<Buffer>;
+  /**
+   * The fingerprint its signatures name as their issuer (SigningKey.signsAs): a publish tells by it
+   * whether the current release of a tag was signed by this key or by another.
+   */
+  readonly fingerprint: string;
+}
 
 /** A catalog as read, with where its signature lies (named by its content: never another catalog's). */
 export interface CatalogCopy {

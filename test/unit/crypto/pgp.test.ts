@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as openpgp from 'openpgp';
 import { describe, expect, it } from 'vitest';
-import { SIGNER_NOTATION, generateKeyPair, loadDecryptionKey, loadSigningKey, loadTrustedKeys, signDetached, signatureIssuer, signatureUserId, verifyDetached } from '../../../src/crypto/pgp.js';
+import { SIGNER_NOTATION, generateKeyPair, loadDecryptionKey, loadSigningKey, loadTrustedKeys, signDetached, signatureIssuer, signatureUserId, signedBy, verifyDetached } from '../../../src/crypto/pgp.js';
 import { tempDir } from '../../helpers.js';
 
 async function signingKey(uid: string) {
@@ -44,6 +44,41 @@ describe('the signer a signature names', () => {
     expect(await signatureUserId(await signedWithNotation(signer.key, Uint8Array.from([0xff, 0xfe])))).toBeUndefined();
     expect(await signatureUserId(await signedWithNotation(signer.key, new TextEncoder().encode('Ops <ops@example.org>')))).toBe('Ops <ops@example.org>');
     expect(await signatureUserId(Buffer.from('not a signature'))).toBeUndefined();
+  });
+});
+
+describe('signedBy: whether a signature is the key that signs now', () => {
+  it("a signature names its own key's fingerprint, not another key's; one that does not parse names none", async () => {
+    const [a, b] = [await signingKey('A <a@example.org>'), await signingKey('B <b@example.org>')];
+    expect(a.signer.signsAs).toBe(a.pair.fingerprint);
+    const sig = await signDetached(Buffer.from('record'), a.signer);
+    expect(await signedBy(sig, a.signer.signsAs)).toBe(true);
+    expect(await signedBy(sig, b.signer.signsAs)).toBe(false);
+    expect(await signedBy(Buffer.from('not a signature'), a.signer.signsAs)).toBe(false);
+  });
+
+  it('a key that signs with a subkey: signsAs is that subkey, which its signatures name', async () => {
+    const made = await openpgp.generateKey({ type: 'ecc', curve: 'curve25519Legacy', userIDs: [{ name: 'Sub' }], subkeys: [{}, { sign: true }], format: 'armored' });
+    const file = join(await tempDir('tarport-pgp-'), 'sub.sec.asc');
+    await writeFile(file, made.privateKey);
+    const signer = await loadSigningKey(file);
+    const subkey = (await signer.key.getSigningKey()).getFingerprint().toUpperCase();
+    expect(signer.signsAs).toBe(subkey);
+    expect(signer.signsAs).not.toBe(signer.fingerprint);
+    expect(await signedBy(await signDetached(Buffer.from('record'), signer), signer.signsAs)).toBe(true);
+  });
+
+  it('a signature that carries only the issuer key id (no Issuer Fingerprint subpacket, as older signers make) is told by the key id', async () => {
+    const [a, b] = [await signingKey('A <a@example.org>'), await signingKey('B <b@example.org>')];
+    // openpgp.js always writes the fingerprint subpacket: a key packet that has no fingerprint to
+    // give makes it leave that out, as gpg 1.4 does
+    const packet = (await a.signer.key.getSigningKey()).keyPacket;
+    packet.getFingerprintBytes = () => null as unknown as Uint8Array;
+    const sig = await signDetached(Buffer.from('record'), a.signer);
+    const read = await openpgp.readSignature({ armoredSignature: sig.toString() });
+    expect(read.packets[0]!.issuerFingerprint).toBeNull();
+    expect(await signedBy(sig, a.pair.fingerprint)).toBe(true);
+    expect(await signedBy(sig, b.pair.fingerprint)).toBe(false);
   });
 });
 
