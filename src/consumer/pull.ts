@@ -4,7 +4,7 @@ import { CodecError, decompressor, ociBlobPath, ociLayerMediaType, prewarmDecomp
 import { Digester, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
 import { formatPlatform, type Fetched, type ImageName, type LoadPlan, type Platform, type Runtime, type VerifiedLoad } from '../runtime/index.js';
 import { isRefusalCode, messageOf, TarportError } from '../errors.js';
-import { MAX_SMALL_BLOB_BYTES, compareReleases, platformView, familiarName, qualifiedName, sameName, type AckEntry, type Catalog, type CatalogEntry, type LayerDescriptor, type PinnedRecord, type ReleaseRecord, type Repository } from '../repo/index.js';
+import { MAX_SMALL_BLOB_BYTES, compareReleases, platformView, samePlatform, familiarName, qualifiedName, sameName, type AckEntry, type Catalog, type CatalogEntry, type LayerDescriptor, type PinnedRecord, type ReleaseRecord, type Repository } from '../repo/index.js';
 import { ObjectCache } from './cache.js';
 import { FetchChain } from './fetches.js';
 import { runHook } from './hook.js';
@@ -232,8 +232,9 @@ async function pullRelease(round: Round, entry: CatalogEntry): Promise<void> {
   const { opts, emit, docker, result } = round;
   const ref = `${entry.name}:${entry.tag}`;
   const prev = round.loadedHere[ref];
-  // a platform other than the one loaded for (--platform given, changed or dropped) is no "up to date"
-  const otherPlatform = !opts.fetchOnly && prev?.platform !== undefined && prev.digest === entry.digest && prev.platform !== formatPlatform((round.platform ??= opts.platform ?? (await docker.platform(opts.signal))));
+  // a platform other than the one loaded for (--platform given, changed or dropped) is no "up to date";
+  // another spelling of it (arm64/v8 and arm64, arm and arm/v7) is the same platform
+  const otherPlatform = !opts.fetchOnly && prev?.platform !== undefined && prev.digest === entry.digest && !loadedFor(prev.platform, (round.platform ??= opts.platform ?? (await docker.platform(opts.signal))));
   if (prev?.digest === entry.digest && !otherPlatform && (opts.fetchOnly || (await docker.imageId(imageName(entry.name, entry.tag), opts.signal)) === prev.imageId)) {
     // still there (a removed image is loaded again); a prefetch loads nothing, so asks nothing
     result.upToDate.push(ref);
@@ -262,6 +263,14 @@ async function pullRelease(round: Round, entry: CatalogEntry): Promise<void> {
   if (opts.fetchOnly) return prefetch(round, verified.record);
   refuseOlderThanElsewhere(round, ref, verified.record);
   await loadRelease(round, entry, verified);
+}
+
+/** Whether `kept`, the platform the state says a release was loaded for (formatPlatform), is `now` in another spelling or the same. */
+function loadedFor(kept: string, now: Platform): boolean {
+  const [os, architecture, variant, ...more] = kept.split('/');
+  // a state written by hand that names no platform tarport writes: loaded again, as for another platform
+  if (!os || !architecture || more.length) return false;
+  return samePlatform({ os, architecture, ...(variant ? { variant } : {}) }, now);
 }
 
 /** --fetch-only: the release's objects (this platform's, with --platform) into the cache. */
