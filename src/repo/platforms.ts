@@ -1,10 +1,21 @@
 import { TarportError } from '../errors.js';
 import { blobKey } from './layout.js';
-import { MEDIA_TYPES, type Descriptor, type PlatformImage, type RecordPlatform, type ReleaseRecord } from './records.js';
+import { MEDIA_TYPES, PlatformSchema, type Descriptor, type PlatformImage, type RecordPlatform, type ReleaseRecord } from './records.js';
 
 /** `os/architecture[/variant]`, as Docker and `--platform` write it. */
 export function formatRecordPlatform(p: RecordPlatform): string {
   return [p.os, p.architecture, ...(p.variant ? [p.variant] : [])].join('/');
+}
+
+/**
+ * The platform an image config names (its os, architecture and variant: what the runtime files the
+ * image under), or undefined when it names none that is a platform name (printed, acknowledged).
+ */
+export function configPlatform(config: unknown): RecordPlatform | undefined {
+  const o = config as { os?: unknown; architecture?: unknown; variant?: unknown } | null;
+  const variant = o?.variant === '' ? undefined : o?.variant;
+  const r = PlatformSchema.safeParse({ os: o?.os, architecture: o?.architecture, ...(variant !== undefined ? { variant } : {}) });
+  return r.success ? r.data : undefined;
 }
 
 /** Parses `os/arch[/variant]` (a `--platform` value or config key); throws USAGE naming the value. */

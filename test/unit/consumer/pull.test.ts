@@ -3,12 +3,12 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { pull } from '../../../src/consumer/index.js';
+import { pull, type PullEvent } from '../../../src/consumer/index.js';
 import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../../src/producer/index.js';
 import { Repository } from '../../../src/repo/index.js';
-import type { ExpectedImage, ImageName, LoadPlan, Platform, Removal, Runtime } from '../../../src/runtime/index.js';
+import type { ExpectedImage, ImageName, ImportedRootfs, LoadPlan, Platform, Removal, Runtime } from '../../../src/runtime/index.js';
 import { MemoryTransport } from '../../../src/transport/index.js';
-import { multiPlatform, tarBytes } from '../../corpus/tarwriter.js';
+import { dockerSave, multiPlatform, tarBytes } from '../../corpus/tarwriter.js';
 import { tempDir } from '../../helpers.js';
 
 /** A runtime on `own` (what it reports, as it spells it) that counts its loads and keeps the images by name. */
@@ -28,8 +28,16 @@ class CountingRuntime implements Runtime {
     for await (const _ of archive); // the whole archive, as a daemon reads it
     this.loads++;
   }
-  async importRootfs(): Promise<string> {
-    throw new Error('not used');
+  /** The platform each import was asked for. */
+  readonly imports: Platform[] = [];
+  /** Podman's compatible import: the variant asked for is not kept. */
+  dropsVariant = false;
+  async importRootfs(rootfs: Readable, name: ImageName, platform: Platform): Promise<ImportedRootfs> {
+    for await (const _ of rootfs);
+    this.imports.push(platform);
+    const imageId = `sha256:${'e'.repeat(64)}`;
+    this.images.set(name.familiar, imageId);
+    return { imageId, platform: this.dropsVariant ? { os: platform.os, architecture: platform.architecture } : platform };
   }
   async imageId(name: ImageName): Promise<string | undefined> {
     return this.images.get(name.familiar);
@@ -85,3 +93,45 @@ describe('the platform a multi-platform release was loaded for', () => {
   });
 });
 
+
+/** The platform the `loaded` event and the acknowledgement name, pulling `archive` (published as demo/x:1) on `rt`. */
+async function loadedAs(items: Parameters<typeof tarBytes>[0], rt: CountingRuntime, platform?: Platform): Promise<string[]> {
+  const archive = join(await tempDir(), 'x.tar');
+  await writeFile(archive, tarBytes(items));
+  const t = new MemoryTransport();
+  const repo = new Repository(t);
+  await publishArchive(repo, archive, { create: true, compression: 'gzip', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/x', tag: '1' } });
+  const events: PullEvent[] = [];
+  await pull(repo, rt, { subscriptions: [], stateDir: await tempDir(), onEvent: (e) => events.push(e), ...(platform ? { platform } : {}), ack: { id: 'host-1', hostname: 'edge-1', timeoutMs: 5_000 } });
+  const ack = JSON.parse(t.files.get('tarport/acks/host-1.json')!.toString()) as { releases: { platform: string }[] };
+  return [...events.flatMap((e) => (e.kind === 'loaded' ? [e.platform] : [])), ...ack.releases.map((l) => l.platform)];
+}
+
+describe('the platform a load says it loaded', () => {
+  it('a single-platform image: the platform its config names, not a --platform it does not have', async () => {
+    expect(await loadedAs(dockerSave('demo/x:1').items, new CountingRuntime(linux('amd64')), linux('arm64'))).toEqual(['linux/amd64', 'linux/amd64']);
+  });
+
+  it('a multi-platform release: the platform of the image picked, as its config names it', async () => {
+    const mp = multiPlatform({ shape: 'nested', ref: 'demo/x:1' });
+    expect(await loadedAs(mp.items, new CountingRuntime(linux('amd64')), linux('aarch64'))).toEqual(['linux/arm64/v8', 'linux/arm64/v8']);
+  });
+
+  it('a root file system (its record names no platform) is imported for --platform, and says so', async () => {
+    const rt = new CountingRuntime(linux('amd64'));
+    expect(await loadedAs([{ name: 'bin/app', data: Buffer.from('#!/bin/sh\n') }], rt, linux('arm64', 'v8'))).toEqual(['linux/arm64/v8', 'linux/arm64/v8']);
+    expect(rt.imports).toEqual([linux('arm64', 'v8')]);
+  });
+
+  it("a root file system without --platform is imported for the runtime's platform", async () => {
+    const rt = new CountingRuntime(linux('arm', 'v7'));
+    expect(await loadedAs([{ name: 'bin/app', data: Buffer.from('#!/bin/sh\n') }], rt)).toEqual(['linux/arm/v7', 'linux/arm/v7']);
+    expect(rt.imports).toEqual([linux('arm', 'v7')]);
+  });
+
+  it('a root file system: what the runtime made of it, when it drops the variant asked for (Podman)', async () => {
+    const rt = new CountingRuntime(linux('amd64'));
+    rt.dropsVariant = true;
+    expect(await loadedAs([{ name: 'bin/app', data: Buffer.from('#!/bin/sh\n') }], rt, linux('arm', 'v6'))).toEqual(['linux/arm', 'linux/arm']);
+  });
+});
