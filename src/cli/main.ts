@@ -85,7 +85,7 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
       .addOption(opt('--namespace <ns>', 'containerd namespace to load into (k8s.io: kubelet, k3s and RKE2 see the image)').default('k8s.io'))
       .addOption(opt('--snapshotter <name>', "containerd snapshotter to unpack into (default: containerd's own, or CONTAINERD_SNAPSHOTTER)"))
       .addOption(opt('--podman-socket <url>', "Podman's API socket (--runtime podman; default: the root or rootless service's socket)"))
-      .addOption(opt('--platform <os/arch[/variant]>', "platform to load from multi-platform releases (default: the runtime's own, e.g. linux/arm64/v8)"))
+      .addOption(opt('--platform <os/arch[/variant]>', "platform to load from multi-platform releases and to import root file systems as (default: the runtime's own, e.g. linux/arm64/v8)"))
       .addOption(opt('--metrics-file <file>', "write Prometheus metrics to FILE (node_exporter's textfile collector), atomically"))
       .addOption(opt('--no-ack', 'leave no acknowledgement (tarport/acks/HOST-ID.json) in the repository after a load'))
       .addOption(opt('--host-id <id>', "this host's name in acknowledgements (default: a hash of /etc/machine-id)"));

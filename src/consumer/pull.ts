@@ -4,7 +4,7 @@ import { CodecError, decompressor, ociBlobPath, ociLayerMediaType, prewarmDecomp
 import { Digester, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
 import { formatPlatform, type Fetched, type ImageName, type LoadPlan, type Platform, type Runtime, type VerifiedLoad } from '../runtime/index.js';
 import { isRefusalCode, messageOf, TarportError } from '../errors.js';
-import { MAX_SMALL_BLOB_BYTES, compareReleases, platformView, familiarName, qualifiedName, sameName, type AckEntry, type Catalog, type CatalogEntry, type LayerDescriptor, type PinnedRecord, type ReleaseRecord, type Repository } from '../repo/index.js';
+import { MAX_SMALL_BLOB_BYTES, compareReleases, configPlatform, formatRecordPlatform, pickPlatform, platformView, samePlatform, familiarName, qualifiedName, sameName, type AckEntry, type Catalog, type CatalogEntry, type LayerDescriptor, type PinnedRecord, type ReleaseRecord, type Repository } from '../repo/index.js';
 import { ObjectCache } from './cache.js';
 import { FetchChain } from './fetches.js';
 import { runHook } from './hook.js';
@@ -55,8 +55,9 @@ export interface PullOptions {
    */
   readonly fetchOnly?: boolean;
   /**
-   * The platform to load from multi-platform releases; default: the runtime's own. A release that has
-   * no image for it is refused (PLATFORM, exit 2), naming the platforms it has.
+   * The platform to load from multi-platform releases, and to import root file systems as (their
+   * records name none); default: the runtime's own. A release that has no image for it is refused
+   * (PLATFORM, exit 2), naming the platforms it has. A single-platform image loads as it is.
    */
   readonly platform?: Platform;
   /**
@@ -232,8 +233,9 @@ async function pullRelease(round: Round, entry: CatalogEntry): Promise<void> {
   const { opts, emit, docker, result } = round;
   const ref = `${entry.name}:${entry.tag}`;
   const prev = round.loadedHere[ref];
-  // a platform other than the one loaded for (--platform given, changed or dropped) is no "up to date"
-  const otherPlatform = !opts.fetchOnly && prev?.platform !== undefined && prev.digest === entry.digest && prev.platform !== formatPlatform((round.platform ??= opts.platform ?? (await docker.platform(opts.signal))));
+  // a platform other than the one loaded for (--platform given, changed or dropped) is no "up to date";
+  // another spelling of it (arm64/v8 and arm64, arm and arm/v7) is the same platform
+  const otherPlatform = !opts.fetchOnly && prev?.platform !== undefined && prev.digest === entry.digest && !loadedFor(prev.platform, (round.platform ??= opts.platform ?? (await docker.platform(opts.signal))));
   if (prev?.digest === entry.digest && !otherPlatform && (opts.fetchOnly || (await docker.imageId(imageName(entry.name, entry.tag), opts.signal)) === prev.imageId)) {
     // still there (a removed image is loaded again); a prefetch loads nothing, so asks nothing
     result.upToDate.push(ref);
@@ -264,6 +266,14 @@ async function pullRelease(round: Round, entry: CatalogEntry): Promise<void> {
   await loadRelease(round, entry, verified);
 }
 
+/** Whether `kept`, the platform the state says a release was loaded for (formatPlatform), is `now` in another spelling or the same. */
+function loadedFor(kept: string, now: Platform): boolean {
+  const [os, architecture, variant, ...more] = kept.split('/');
+  // a state written by hand that names no platform tarport writes: loaded again, as for another platform
+  if (!os || !architecture || more.length) return false;
+  return samePlatform({ os, architecture, ...(variant ? { variant } : {}) }, now);
+}
+
 /** --fetch-only: the release's objects (this platform's, with --platform) into the cache. */
 async function prefetch(round: Round, record: ReleaseRecord): Promise<void> {
   const { opts, result } = round;
@@ -283,16 +293,20 @@ async function loadRelease(round: Round, entry: CatalogEntry, verified: PinnedRe
   const platform = (round.platform ??= opts.platform ?? (await docker.platform(opts.signal)));
   // a multi-platform release: this platform's image only (its config and layers); never an attestation
   const view = record.kind === 'image' ? { ...verified, record: platformView(record, platform) } : verified;
-  const { imageId, bytesFetched, thin, via } = record.kind === 'image'
+  const { imageId, bytesFetched, thin, via, platform: made } = record.kind === 'image'
     ? await loadImage(repo, docker, cache, view, (e) => emit(e), opts.decryptKey, opts.signal)
     : await importRootfs(repo, docker, cache, verified, platform, opts.decryptKey, opts.signal);
+  // what was loaded, not what was asked: a single-platform image is what its config says (the
+  // runtime loads it whatever --platform says), a multi-platform one the platform picked for this
+  // one (arm/v6 on an arm/v7 host), a root file system what the runtime made it
+  const loadedAs = made ?? (record.index ? formatRecordPlatform(pickPlatform(record, platform)!.platform) : 'unknown/unknown');
   (result as { bytesFetched: number }).bytesFetched += bytesFetched;
   const previous = prev && prev.imageId !== imageId ? [prev.imageId, ...prev.previous.filter((p) => p !== imageId)] : (prev?.previous ?? []);
   const loaded = (round.loadedHere[ref] = { version: record.version, record: entry.record, digest: entry.digest, imageId, loadedAt: new Date().toISOString(), created: record.created, contentKey: record.contentKey, order: ++round.state.loads, ...(record.kind === 'image' && record.index ? { platform: formatPlatform(platform) } : {}), previous, ...(prev?.keptSaid ? { keptSaid: prev.keptSaid } : {}), ...(opts.hook ? { hookPending: true } : {}) });
   await round.store.write(round.state);
   result.loaded.push({ ref, version: record.version, imageId });
-  round.acked.push({ name: entry.name, tag: entry.tag, version: record.version, digest: entry.digest, platform: formatPlatform(platform), runtime: docker.kind, loaded: loaded.loadedAt });
-  emit({ kind: 'loaded', ref, version: record.version, imageId, bytesFetched, ...(signer ? { signer } : {}), runtime: docker.kind, platform: formatPlatform(platform), ...(via ? { via } : {}) });
+  round.acked.push({ name: entry.name, tag: entry.tag, version: record.version, digest: entry.digest, platform: loadedAs, runtime: docker.kind, loaded: loaded.loadedAt });
+  emit({ kind: 'loaded', ref, version: record.version, imageId, bytesFetched, ...(signer ? { signer } : {}), runtime: docker.kind, platform: loadedAs, ...(via ? { via } : {}) });
   round.anyThin ||= thin;
   if (opts.keepImages !== undefined) await retire(docker, loaded, ref, opts.keepImages, emit, () => round.store.write(round.state));
   if (opts.hook) await hook(round, ref, loaded);
@@ -438,6 +452,8 @@ interface Loaded {
   readonly thin: boolean;
   /** How the image went in, when not by the planned archive (Runtime.loadVerified). */
   readonly via?: string;
+  /** The platform of the image loaded (os/arch[/variant]), when its config names one. */
+  readonly platform?: string;
 }
 
 async function loadImage(
@@ -462,8 +478,10 @@ async function loadImage(
   emit({ kind: 'loading', ref, version: record.version, layers: record.layers.length, skipped: new Set(diffIds.filter((d) => plan.omit.has(d))).size });
   const fetching = layerFiles(repo, cache, record, plan, key, signal, pullsItself(docker, plan));
   const { files } = fetching;
+  const made = configPlatform(JSON.parse(config.toString('utf8')));
+  const platform = made ? { platform: formatRecordPlatform(made) } : {};
   const pulled = await loadVerified(docker, record, config, plan, fetching, emit, signal);
-  if (pulled) return pulled;
+  if (pulled) return { ...pulled, ...platform };
   // The index (manifest.json, index.json) is written last: if any layer fails its check, the
   // runtime never sees it and loads nothing.
   const stored = plan.format === 'oci-layout-stored';
@@ -481,7 +499,7 @@ async function loadImage(
   }
   const bytesFetched = await fetching.done;
   const imageId = await docker.verify({ name, configDigest: record.contentKey, diffIds, ...(oci ? { manifestDigest: oci.manifestDigest } : {}) }, signal);
-  return { imageId, bytesFetched: bytesFetched + config.length, thin: plan.thin };
+  return { imageId, bytesFetched: bytesFetched + config.length, thin: plan.thin, ...platform };
 }
 
 /**
@@ -709,20 +727,20 @@ async function importRootfs(repo: Repository, docker: Runtime, cache: ObjectCach
   const name = imageName(record.name, record.tag);
   const plan = await docker.plan([l.diffId], signal);
   if (plan.format !== 'oci-layout') {
-    const imageId = await closedOnFailure(await rootfs(), (s) => docker.importRootfs(s, name, signal));
+    const made = await closedOnFailure(await rootfs(), (s) => docker.importRootfs(s, name, platform, signal));
     // the runtime's word is the image it made, not where it put it: the name must lead to that image
     const named = await docker.imageId(name, signal);
-    if (named !== imageId) throw new TarportError('DAEMON', `${ref} v${record.version}: the ${docker.kind} runtime imported the root file system as ${imageId}, but ${name.familiar} names ${named ?? 'no image'}`);
-    return { imageId, bytesFetched, thin: false };
+    if (named !== made.imageId) throw new TarportError('DAEMON', `${ref} v${record.version}: the ${docker.kind} runtime imported the root file system as ${made.imageId}, but ${name.familiar} names ${named ?? 'no image'}`);
+    return { imageId: made.imageId, bytesFetched, thin: false, platform: formatPlatform(made.platform) };
   }
   // a runtime without an import of its own (containerd) gets the image docker import would make:
   // one layer and a config for this platform
   const config = rootfsConfig(l.diffId, platform);
   const files = plan.omit.has(l.diffId) ? [] : [{ name: ociBlobPath(l.diffId), size: l.uncompressedSize, open: rootfs }];
   const archive = writeOciLoadArchive({ configDigest: sha256(config), config, imageName: name.qualified, layers: [{ digest: l.diffId, size: l.uncompressedSize }], files });
-  await closedOnFailure(archive.stream, (s) => docker.importRootfs(s, name, signal));
+  const made = await closedOnFailure(archive.stream, (s) => docker.importRootfs(s, name, platform, signal));
   const imageId = await docker.verify({ name, configDigest: sha256(config), diffIds: [l.diffId], manifestDigest: archive.manifestDigest }, signal);
-  return { imageId, bytesFetched, thin: plan.thin };
+  return { imageId, bytesFetched, thin: plan.thin, platform: formatPlatform(made.platform) };
 }
 
 /**

@@ -1,10 +1,21 @@
 import { TarportError } from '../errors.js';
 import { blobKey } from './layout.js';
-import { MEDIA_TYPES, type Descriptor, type PlatformImage, type RecordPlatform, type ReleaseRecord } from './records.js';
+import { MEDIA_TYPES, PlatformSchema, type Descriptor, type PlatformImage, type RecordPlatform, type ReleaseRecord } from './records.js';
 
 /** `os/architecture[/variant]`, as Docker and `--platform` write it. */
 export function formatRecordPlatform(p: RecordPlatform): string {
   return [p.os, p.architecture, ...(p.variant ? [p.variant] : [])].join('/');
+}
+
+/**
+ * The platform an image config names (its os, architecture and variant: what the runtime files the
+ * image under), or undefined when it names none that is a platform name (printed, acknowledged).
+ */
+export function configPlatform(config: unknown): RecordPlatform | undefined {
+  const o = config as { os?: unknown; architecture?: unknown; variant?: unknown } | null;
+  const variant = o?.variant === '' ? undefined : o?.variant;
+  const r = PlatformSchema.safeParse({ os: o?.os, architecture: o?.architecture, ...(variant !== undefined ? { variant } : {}) });
+  return r.success ? r.data : undefined;
 }
 
 /** Parses `os/arch[/variant]` (a `--platform` value or config key); throws USAGE naming the value. */
@@ -66,16 +77,51 @@ export function recordTopManifest(record: ReleaseRecord): (Descriptor & { key: s
 
 export const isIndexRecord = (record: ReleaseRecord) => record.index !== undefined || record.manifest?.mediaType === MEDIA_TYPES.index;
 
-// arm64 without a variant is v8, arm is v7, amd64 is v1 (containerd's platforms.Normalize)
-const DEFAULT_VARIANT: Record<string, string> = { arm64: 'v8', arm: 'v7', amd64: 'v1' };
-const ARCH_ALIAS: Record<string, string> = { x86_64: 'amd64', x86: '386', aarch64: 'arm64', armhf: 'arm', armel: 'arm' };
-
-function normalize(p: RecordPlatform): { os: string; architecture: string; variant: string } {
-  const architecture = ARCH_ALIAS[p.architecture.toLowerCase()] ?? p.architecture.toLowerCase();
-  return { os: p.os.toLowerCase(), architecture, variant: (p.variant ?? DEFAULT_VARIANT[architecture] ?? '').toLowerCase() };
+/**
+ * One spelling for each platform, as containerd's platforms.Normalize makes it: the architecture
+ * names of kernels and distributions (aarch64, x86_64, armhf, i386) become GOARCH names, and a
+ * variant that is the architecture's default is dropped (arm64 v8, amd64 v1) or, for arm, written
+ * (v7). Two spellings of one platform are then equal: `linux/arm64/v8` is `linux/arm64`.
+ */
+export function normalizePlatform(p: RecordPlatform): RecordPlatform {
+  const lower = p.os.toLowerCase();
+  const os = lower === 'macos' ? 'darwin' : lower;
+  const [architecture, variant] = normalizeArch(p.architecture.toLowerCase(), (p.variant ?? '').toLowerCase());
+  return { os, architecture, ...(variant ? { variant } : {}) };
 }
 
-const level = (v: string) => (/^v\d+$/.test(v) ? Number(v.slice(1)) : undefined);
+function normalizeArch(arch: string, variant: string): [string, string] {
+  switch (arch) {
+    case 'i386':
+      return ['386', ''];
+    case 'x86_64':
+    case 'x86-64':
+    case 'amd64':
+      return ['amd64', variant === 'v1' ? '' : variant];
+    case 'aarch64':
+    case 'arm64':
+      return ['arm64', ['8', 'v8', 'v8.0'].includes(variant) ? '' : ['9', '9.0', 'v9.0'].includes(variant) ? 'v9' : variant];
+    case 'armhf':
+      return ['arm', 'v7'];
+    case 'armel':
+      return ['arm', 'v6'];
+    case 'arm':
+      return ['arm', variant === '' || variant === '7' ? 'v7' : ['5', '6', '8'].includes(variant) ? `v${variant}` : variant];
+    default:
+      return [arch, variant];
+  }
+}
+
+/** Whether two platforms are one, however each is spelled (normalizePlatform). */
+export function samePlatform(a: RecordPlatform, b: RecordPlatform): boolean {
+  return formatRecordPlatform(normalizePlatform(a)) === formatRecordPlatform(normalizePlatform(b));
+}
+
+// the level of a variant the matcher orders (arm v5 < v6 < v7, amd64 v1 < v2 < v3); amd64 without one is v1
+const level = (p: RecordPlatform) => {
+  const v = p.variant ?? (p.architecture === 'amd64' ? 'v1' : '');
+  return /^v\d+$/.test(v) ? Number(v.slice(1)) : undefined;
+};
 
 /**
  * How well an image built for `have` runs on `want`: undefined when it does not, else a score (higher
@@ -83,12 +129,12 @@ const level = (v: string) => (/^v\d+$/.test(v) ? Number(v.slice(1)) : undefined)
  * containerd's platform matcher allows; any other difference in variant does not run.
  */
 export function platformScore(have: RecordPlatform, want: RecordPlatform): number | undefined {
-  const h = normalize(have);
-  const w = normalize(want);
+  const h = normalizePlatform(have);
+  const w = normalizePlatform(want);
   if (h.os !== w.os || h.architecture !== w.architecture) return undefined;
   if (h.variant === w.variant) return 1000;
-  const hl = level(h.variant);
-  const wl = level(w.variant);
+  const hl = level(h);
+  const wl = level(w);
   if ((w.architecture === 'arm' || w.architecture === 'amd64') && hl !== undefined && wl !== undefined && hl < wl) return hl;
   return undefined;
 }

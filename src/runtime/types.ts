@@ -132,8 +132,11 @@ export interface Runtime {
   loadVerified?(image: VerifiedImage, name: ImageName, signal?: AbortSignal, fetched?: Fetched): Promise<VerifiedLoad>;
   /** Loads an archive of the planned shape that holds the image `name`. */
   load(archive: Readable, name: ImageName, signal?: AbortSignal, fetched?: Fetched): Promise<void>;
-  /** Imports a root file system tar under `name`; returns the image ID. */
-  importRootfs(rootfs: Readable, name: ImageName, signal?: AbortSignal): Promise<string>;
+  /**
+   * Imports a root file system tar under `name` as an image for `platform` (the tar names none);
+   * returns the image ID and the platform the runtime made it for, as far as it takes `platform`.
+   */
+  importRootfs(rootfs: Readable, name: ImageName, platform: Platform, signal?: AbortSignal): Promise<ImportedRootfs>;
   /** The ID of the image under `name`, or undefined when there is none. */
   imageId(name: ImageName, signal?: AbortSignal): Promise<string | undefined>;
   /**
@@ -147,6 +150,12 @@ export interface Runtime {
    * an image with one name left along with that name).
    */
   removeImage(id: string, signal?: AbortSignal): Promise<Removal>;
+}
+
+/** The image a root file system became. */
+export interface ImportedRootfs {
+  readonly imageId: string;
+  readonly platform: Platform;
 }
 
 /** What became of an earlier image retention asked to remove. */

@@ -635,7 +635,7 @@ class FetchingRuntime implements Runtime {
     this.uploads.push(m.layers.length);
     this.images.set(name.qualified, m.config.digest);
   }
-  async importRootfs(): Promise<string> {
+  async importRootfs(): Promise<never> {
     throw new Error('not used');
   }
   async imageId(name: ImageName) {

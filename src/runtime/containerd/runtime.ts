@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { TarportError } from '../../errors.js';
-import type { ExpectedImage, ImageName, LoadPlan, Platform, Removal, Runtime, StoredLayer } from '../types.js';
+import type { ExpectedImage, ImageName, ImportedRootfs, LoadPlan, Platform, Removal, Runtime, StoredLayer } from '../types.js';
 import { ctr, type CtrOptions } from './ctr.js';
 
 /** One row of `ctr images ls`: the name and the digest of its target (the image ID tarport records). */
@@ -73,13 +73,13 @@ export class ContainerdRuntime implements Runtime {
 
   /**
    * containerd has no import of a root file system: the consumer hands it an OCI layout of one
-   * layer (see consumer/pull.ts), so this is a load.
+   * layer whose config names `platform` (see consumer/pull.ts), so this is a load.
    */
-  async importRootfs(rootfs: Readable, name: ImageName, signal?: AbortSignal): Promise<string> {
+  async importRootfs(rootfs: Readable, name: ImageName, platform: Platform, signal?: AbortSignal): Promise<ImportedRootfs> {
     await this.load(rootfs, name, signal);
     const id = await this.imageId(name, signal);
     if (!id) throw new TarportError('DAEMON', `${name.qualified}: containerd at ${this.endpoint} has no such image after the import`);
-    return id;
+    return { imageId: id, platform };
   }
 
   private async images(signal?: AbortSignal): Promise<ImageRow[]> {

@@ -54,7 +54,8 @@ export interface DockerApi {
   layerChainIds(signal?: AbortSignal): Promise<Set<string>>;
   inspectImage(ref: string, signal?: AbortSignal, opts?: { manifests?: boolean }): Promise<ImageInspect | undefined>;
   load(archive: Readable, signal?: AbortSignal, fetched?: Fetched): Promise<string[]>;
-  import(rootfs: Readable, repo: string, tag: string, signal?: AbortSignal): Promise<string>;
+  /** `platform` (os/arch[/variant]): the platform the image is made for; the daemon's own when absent. */
+  import(rootfs: Readable, repo: string, tag: string, signal?: AbortSignal, platform?: string): Promise<string>;
   /** Resolves false when there is no such image. */
   removeImage(ref: string, signal?: AbortSignal): Promise<boolean>;
 }
@@ -247,8 +248,8 @@ export class DockerClient implements DockerApi {
    * `docker import` of a root file system tar under repo:tag; returns the new image ID. An empty
    * `tag` sends none: `repo` then carries it (`name:tag`, which the API takes too).
    */
-  async import(rootfs: Readable, repo: string, tag: string, signal?: AbortSignal): Promise<string> {
-    const q = new URLSearchParams({ fromSrc: '-', repo, ...(tag ? { tag } : {}) });
+  async import(rootfs: Readable, repo: string, tag: string, signal?: AbortSignal, platform?: string): Promise<string> {
+    const q = new URLSearchParams({ fromSrc: '-', repo, ...(tag ? { tag } : {}), ...(platform ? { platform } : {}) });
     const res = await this.call('POST', `/images/create?${q}`, rootfs, {}, signal);
     const lines = await progressLines(this.label.service, this.ep.display, 'import', res);
     const id = lines.map((l) => /sha256:[0-9a-f]{64}/.exec(l)?.[0]).find(Boolean);

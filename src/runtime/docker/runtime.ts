@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { TarportError } from '../../errors.js';
-import { chainIds, formatPlatform, platformOfMachine, type ExpectedImage, type Fetched, type ImageName, type LoadPlan, type Platform, type Removal, type Runtime } from '../types.js';
+import { chainIds, formatPlatform, platformOfMachine, type ExpectedImage, type Fetched, type ImageName, type ImportedRootfs, type LoadPlan, type Platform, type Removal, type Runtime } from '../types.js';
 import type { DockerApi, ImageInspect, ImageStore } from './client.js';
 
 /**
@@ -55,9 +55,11 @@ export class DockerRuntime implements Runtime {
     if (unpack) throw new TarportError('DAEMON', `docker load of ${name.familiar} into ${this.endpoint}: the daemon imported the image but could not unpack it (${unpack})`);
   }
 
-  async importRootfs(rootfs: Readable, name: ImageName, signal?: AbortSignal): Promise<string> {
+  /** The daemon makes the image for the platform asked (the `platform` of POST /images/create, API 1.32+). */
+  async importRootfs(rootfs: Readable, name: ImageName, platform: Platform, signal?: AbortSignal): Promise<ImportedRootfs> {
     const colon = name.familiar.lastIndexOf(':');
-    return this.api.import(rootfs, name.familiar.slice(0, colon), name.familiar.slice(colon + 1), signal);
+    const imageId = await this.api.import(rootfs, name.familiar.slice(0, colon), name.familiar.slice(colon + 1), signal, formatPlatform(platform));
+    return { imageId, platform };
   }
 
   async imageId(name: ImageName, signal?: AbortSignal): Promise<string | undefined> {

@@ -3,7 +3,7 @@ import { machine } from 'node:os';
 import type { Readable } from 'node:stream';
 import { TarportError, messageOf } from '../../errors.js';
 import { DaemonStuckError, DockerClient, RepositorySilentError, type DockerApi } from '../docker/client.js';
-import { platformOfMachine, type ExpectedImage, type Fetched, type ImageName, type LoadPlan, type Platform, type Removal, type Runtime, type StoredLayer, type VerifiedImage, type VerifiedLoad } from '../types.js';
+import { platformOfMachine, type ExpectedImage, type Fetched, type ImageName, type ImportedRootfs, type LoadPlan, type Platform, type Removal, type Runtime, type StoredLayer, type VerifiedImage, type VerifiedLoad } from '../types.js';
 import { removeUnnamed } from '../docker/runtime.js';
 import { LibpodClient, type LibpodApi } from './libpod.js';
 import { LoopbackRegistry, type RegistryTraffic, type ServedImage } from './registry.js';
@@ -120,8 +120,10 @@ export class PodmanRuntime implements Runtime {
    * The tag goes inside `repo`: Podman 4.3's compatible import ignores a `tag` parameter, and the
    * image got `:latest` (taken from whatever image had it) instead of the release's tag.
    */
-  async importRootfs(rootfs: Readable, name: ImageName, signal?: AbortSignal): Promise<string> {
-    return this.api.import(rootfs, name.qualified, '', signal);
+  async importRootfs(rootfs: Readable, name: ImageName, platform: Platform, signal?: AbortSignal): Promise<ImportedRootfs> {
+    // the compatible import takes the os and architecture of `platform`, never its variant
+    const made = { os: platform.os, architecture: platform.architecture };
+    return { imageId: await this.api.import(rootfs, name.qualified, '', signal, `${made.os}/${made.architecture}`), platform: made };
   }
 
   async imageId(name: ImageName, signal?: AbortSignal): Promise<string | undefined> {

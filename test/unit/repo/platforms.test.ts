@@ -6,14 +6,17 @@ import {
   MEDIA_TYPES,
   ReleaseRecordSchema,
   Repository,
+  normalizePlatform,
   parsePlatform,
   parseWith,
+  pickPlatform,
   platformScore,
   platformView,
   recordMembers,
   recordObjects,
   recordPlatforms,
   recordTopManifest,
+  samePlatform,
   type ReleaseRecord,
 } from '../../../src/repo/index.js';
 import { MemoryTransport } from '../../../src/transport/index.js';
@@ -120,6 +123,51 @@ describe('platform matching', () => {
     expect(platformScore(p('linux/arm/v7'), p('linux/arm/v7'))).toBe(1000);
     expect(platformScore(p('linux/arm/v8'), p('linux/arm/v7'))).toBeUndefined();
     expect(platformScore(p('linux/arm/v7'), p('linux/arm/v6'))).toBeUndefined();
+  });
+  it('the spellings containerd takes as one platform are one (platforms.Normalize)', () => {
+    const n = (s: string) => normalizePlatform(p(s));
+    expect(n('linux/arm64/v8')).toEqual({ os: 'linux', architecture: 'arm64' });
+    expect(n('linux/aarch64')).toEqual({ os: 'linux', architecture: 'arm64' });
+    expect(n('linux/arm64/v8.0')).toEqual({ os: 'linux', architecture: 'arm64' });
+    expect(n('linux/arm64/9.0')).toEqual({ os: 'linux', architecture: 'arm64', variant: 'v9' });
+    expect(n('linux/x86_64')).toEqual({ os: 'linux', architecture: 'amd64' });
+    expect(n('linux/x86-64/v1')).toEqual({ os: 'linux', architecture: 'amd64' });
+    expect(n('linux/amd64/v3')).toEqual({ os: 'linux', architecture: 'amd64', variant: 'v3' });
+    expect(n('linux/arm')).toEqual({ os: 'linux', architecture: 'arm', variant: 'v7' });
+    expect(n('linux/arm/7')).toEqual({ os: 'linux', architecture: 'arm', variant: 'v7' });
+    expect(n('linux/armhf')).toEqual({ os: 'linux', architecture: 'arm', variant: 'v7' });
+    expect(n('linux/armel')).toEqual({ os: 'linux', architecture: 'arm', variant: 'v6' });
+    expect(n('linux/i386')).toEqual({ os: 'linux', architecture: '386' });
+    expect(n('macos/arm64')).toEqual({ os: 'darwin', architecture: 'arm64' });
+  });
+  it('samePlatform: equal after normalizing, and only then', () => {
+    expect(samePlatform(p('linux/arm64/v8'), p('linux/arm64'))).toBe(true);
+    expect(samePlatform(p('linux/arm'), p('linux/arm/v7'))).toBe(true);
+    expect(samePlatform(p('linux/armhf'), p('linux/arm/v7'))).toBe(true);
+    expect(samePlatform(p('linux/x86_64'), p('linux/amd64/v1'))).toBe(true);
+    expect(samePlatform(p('linux/i386'), p('linux/386'))).toBe(true);
+    expect(samePlatform(p('linux/arm/v6'), p('linux/arm/v7'))).toBe(false);
+    expect(samePlatform(p('linux/armel'), p('linux/arm'))).toBe(false);
+    expect(samePlatform(p('linux/amd64/v2'), p('linux/amd64'))).toBe(false);
+    expect(samePlatform(p('linux/arm64/v9'), p('linux/arm64'))).toBe(false);
+  });
+  it('matching takes every spelling of the platform: armel is arm v6, x86-64 and i386 are amd64 and 386', () => {
+    expect(platformScore(p('linux/armel'), p('linux/arm/v6'))).toBe(1000);
+    expect(platformScore(p('linux/armel'), p('linux/arm/v7'))).toBe(6);
+    expect(platformScore(p('linux/arm/7'), p('linux/armhf'))).toBe(1000);
+    expect(platformScore(p('linux/amd64'), p('linux/x86-64'))).toBe(1000);
+    expect(platformScore(p('linux/amd64/v2'), p('linux/x86_64/v3'))).toBe(2);
+    expect(platformScore(p('linux/386'), p('linux/i386'))).toBe(1000);
+    expect(platformScore(p('linux/arm64'), p('linux/arm64/v8.0'))).toBe(1000);
+  });
+  it('--platform linux/arm64/v8 picks a linux/arm64 image and linux/arm64 a linux/arm64/v8 one, whatever their spelling', () => {
+    const image = (platform: string, n: number) => ({ platform: p(platform), contentKey: `sha256:${String(n).repeat(64)}`, config: { mediaType: MEDIA_TYPES.config, digest: `sha256:${String(n).repeat(64)}`, size: 1 }, layers: [] });
+    const record = (platforms: string[]) => ({ name: 'team/app', tag: '1', version: 1, index: { platforms: platforms.map((s, i) => image(s, i + 1)), artifacts: [], absent: [] } }) as unknown as ReleaseRecord;
+    expect(pickPlatform(record(['linux/amd64', 'linux/arm64']), p('linux/arm64/v8'))?.platform).toEqual(p('linux/arm64'));
+    expect(pickPlatform(record(['linux/amd64', 'linux/arm64/v8']), p('linux/arm64'))?.platform).toEqual(p('linux/arm64/v8'));
+    expect(pickPlatform(record(['linux/x86_64', 'linux/aarch64']), p('linux/amd64'))?.platform).toEqual(p('linux/x86_64'));
+    expect(pickPlatform(record(['linux/arm/v7', 'linux/armel']), p('linux/arm/v6'))?.platform).toEqual(p('linux/armel'));
+    expect(pickPlatform(record(['linux/arm/v7', 'linux/armel']), p('linux/arm'))?.platform).toEqual(p('linux/arm/v7'));
   });
   it('--platform values are checked', () => {
     expect(p('Linux/ARM64/v8')).toEqual({ os: 'linux', architecture: 'arm64', variant: 'v8' });

@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import * as tar from 'tar-stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { writeDemoArchives } from '../../../../src/archive/index.js';
@@ -152,5 +153,20 @@ describe('Docker, classic store: the plan of a thin load', () => {
     // v1 [B, E, A, E] loaded; v2 adds E again: its fifth chain is new, and needs E's file
     const plan = await holding([B, E, A, E]).plan([B, E, A, E, E]);
     expect([...plan.omit].sort()).toEqual([A, B].sort());
+  });
+});
+
+describe('a root file system imported', () => {
+  it('is made for the platform asked (POST /images/create?fromSrc=-&platform=…), and says so', async () => {
+    const asked: string[] = [];
+    const sock = join(await tempDir(), 'docker.sock');
+    server = createServer((req, res) => {
+      asked.push(req.url!);
+      req.resume().on('end', () => res.end(`{"status":"sha256:${'a'.repeat(64)}"}\n`));
+    });
+    await new Promise<void>((r) => server!.listen(sock, r));
+    const made = await new DockerRuntime(new DockerClient(`unix://${sock}`)).importRootfs(Readable.from([Buffer.from('rootfs')]), { familiar: 'demo/root:1', qualified: 'docker.io/demo/root:1' }, { os: 'linux', architecture: 'arm64', variant: 'v8' });
+    expect(made).toEqual({ imageId: `sha256:${'a'.repeat(64)}`, platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } });
+    expect(asked.map((u) => new URL(u, 'http://d').searchParams.get('platform'))).toEqual(['linux/arm64/v8']);
   });
 });

@@ -329,3 +329,13 @@ describe('Podman loadVerified: whose silence ends a pull', () => {
     }
   }, 10_000);
 });
+
+describe('Podman: a root file system imported', () => {
+  it('is asked for the os and architecture of the platform (its compatible import keeps no variant), and says what it made', async () => {
+    const asked: (string | undefined)[] = [];
+    const compat = { import: async (_rootfs: Readable, _repo: string, _tag: string, _signal?: AbortSignal, platform?: string) => (asked.push(platform), `sha256:${'c'.repeat(64)}`) } as unknown as DockerApi;
+    const made = await new PodmanRuntime(compat).importRootfs(Readable.from([Buffer.from('rootfs')]), { familiar: 'demo/root:1', qualified: 'docker.io/demo/root:1' }, { os: 'linux', architecture: 'arm', variant: 'v6' });
+    expect(made).toEqual({ imageId: `sha256:${'c'.repeat(64)}`, platform: { os: 'linux', architecture: 'arm' } });
+    expect(asked).toEqual(['linux/arm']);
+  });
+});
