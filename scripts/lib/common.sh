@@ -19,6 +19,10 @@ TP_APT_PACKAGES=(docker.io busybox-static skopeo zstd gnupg ca-certificates vsft
 # in qemu-user-static; Debian 13's qemu-user is the static build (its qemu-user-static is a transitional
 # package that also pulls binfmt registration, which nothing here needs).
 if [ "$(. /etc/os-release 2>/dev/null; echo "${VERSION_ID%%.*}")" = 12 ]; then TP_APT_PACKAGES+=(qemu-user-static); else TP_APT_PACKAGES+=(qemu-user); fi
+# Debian 13 ships the docker client apart from the daemon (docker-cli, only a Recommends of docker.io,
+# which --no-install-recommends leaves out); in Debian 12 docker.io holds both and there is no docker-cli.
+# (Decided by the release, not apt-cache: a fresh machine has no package lists before apt-get update.)
+if [ "$(. /etc/os-release 2>/dev/null; echo "${VERSION_ID%%.*}")" != 12 ]; then TP_APT_PACKAGES+=(docker-cli); fi
 # The cross compiler for zstd-napi's binary of the other architecture (scripts/build-native, run by the
 # build: the npm package and the arm64 executable carry it; built once per zstd-napi version, cached).
 case "$(dpkg --print-architecture 2>/dev/null)" in
