@@ -1,5 +1,5 @@
 import { readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { makeFolders } from '../folders.js';
 import { watch as chokidar } from 'chokidar';
 import { TarportError, messageOf } from '../errors.js';
@@ -73,6 +73,7 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
   const summary: WatchSummary = { published: 0, failed: 0, pending: 0, exitCode: 0 };
   await makeFolders(join(opts.dir, 'done'));
   await makeFolders(join(opts.dir, 'failed'));
+  await recoverMoves(opts.dir);
   const queued = new Set<string>();
   const retryAt = new Map<string, number>();
   const attempts = new Map<string, number>();
@@ -147,8 +148,7 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
     const name = basename(path);
     let target = join(opts.dir, folder, name);
     if (await stat(target).catch(() => undefined)) target = join(opts.dir, folder, `${name}.${new Date().toISOString().replace(/[:.]/g, '-')}`);
-    await rename(path, target);
-    await rename(`${path}.name`, `${target}.name`).catch(() => undefined);
+    await moveOut(path, target);
     return target;
   }
 
@@ -318,8 +318,7 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
 
   async function putAway(path: string): Promise<void> {
     if (!opts.removeDone) return void (await moveTo('done', path));
-    await rm(path, { force: true });
-    await rm(`${path}.name`, { force: true });
+    await moveOut(path, undefined);
   }
 
   /**
@@ -410,6 +409,50 @@ const MAX_REWRITES = 3;
  * could not handle (an internal error, which would recur on every try). Any other is kept and tried
  * again: it is the repository's, the link's or this host's, and the file is not to blame.
  */
+/**
+ * The hidden name of a file's `.name` sidecar while the file moves out: a dot file (ignoredName), and
+ * the file's inode, which tells the file that was moving from a later one of the same name.
+ */
+const movingSidecar = (path: string, ino: number) => join(dirname(path), `.${basename(path)}.${ino}.name.moving`);
+const MOVING_SIDECAR = /^\.(.+)\.(\d+)\.name\.moving$/;
+
+/**
+ * Moves a file and its `.name` sidecar out of the folder (to `target`, or removed). Two renames are
+ * never one step: the sidecar is hidden first, so an agent killed between them leaves no
+ * `<file>.name` behind to name a later file of the same name (recoverMoves puts things right).
+ */
+async function moveOut(path: string, target: string | undefined): Promise<void> {
+  const hidden = movingSidecar(path, (await stat(path)).ino);
+  const had = await rename(`${path}.name`, hidden).then(
+    () => true,
+    (e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return false;
+      throw e;
+    },
+  );
+  if (target) await rename(path, target);
+  else await rm(path, { force: true });
+  if (!had) return;
+  if (target) await rename(hidden, `${target}.name`);
+  else await rm(hidden, { force: true });
+}
+
+/**
+ * After an agent killed mid-move (moveOut): a hidden sidecar whose file is still in the folder goes
+ * back beside it (the file is handled again, under the same name); one whose file went, though a
+ * later file may have its name, is dropped.
+ */
+async function recoverMoves(dir: string): Promise<void> {
+  for (const n of await readdir(dir)) {
+    const m = MOVING_SIDECAR.exec(n);
+    if (!m) continue;
+    const file = join(dir, m[1]!);
+    const st = await stat(file).catch(() => undefined);
+    if (st?.isFile() && String(st.ino) === m[2]) await rename(join(dir, n), `${file}.name`);
+    else await rm(join(dir, n), { force: true });
+  }
+}
+
 function fileAtFault(err: TarportError): boolean {
   return err.code === 'BAD_INPUT' || err.code === 'USAGE' || err.code === 'INTERNAL';
 }

@@ -2,7 +2,7 @@ import { readFile, readdir, rename, rm, stat, utimes, writeFile } from 'node:fs/
 import { basename, join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { TarportError } from '../../../src/errors.js';
-import { UnnamedArchiveError } from '../../../src/producer/naming.js';
+import { UnnamedArchiveError, nameFor } from '../../../src/producer/naming.js';
 import type { PublishResult } from '../../../src/producer/publish.js';
 import { EXIT_LEFT_FOR_NEXT_RUN, ignoredName, watchFolder, type WatchEvent, type WatchOptions } from '../../../src/producer/watch.js';
 import type { ImageRef } from '../../../src/repo/index.js';
@@ -99,6 +99,31 @@ describe('watchFolder --once', () => {
     expect(done[1]).toMatch(/^a\.tar\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d-\d{3}Z$/);
     expect(await readFile(join(dir, 'done', 'a.tar'), 'utf8')).toBe('first');
     expect(await readFile(join(dir, 'done', done[1]!), 'utf8')).toBe('second');
+  });
+
+  it('an agent killed while it moved a file and its sidecar: the sidecar goes back to a file not moved yet, and never names a later file of the same name', async () => {
+    const named = async (p: string) => nameFor(p, []);
+    const calls: [string, ImageRef | undefined][] = [];
+    const publish = async (p: string, name: ImageRef | undefined) => {
+      calls.push([basename(p), name]);
+      return published(p, name);
+    };
+    // killed after the sidecar was hidden, before the file moved: the file is handled again, by its sidecar's name
+    const dir = await tempDir();
+    await settledFile(join(dir, 'a.tar'));
+    await writeFile(join(dir, `.a.tar.${(await stat(join(dir, 'a.tar'))).ino}.name.moving`), 'web:1');
+    expect((await once(dir, publish, { nameFor: named }).run).published).toBe(1);
+    expect((await readdir(dir)).sort()).toEqual(['done', 'failed']);
+    expect((await readdir(join(dir, 'done'))).sort()).toEqual(['a.tar', 'a.tar.name']);
+    // killed after the file moved (to done/), before its sidecar: a new a.tar, without a sidecar, is not named by the old one
+    await writeFile(join(dir, `.a.tar.${(await stat(join(dir, 'done', 'a.tar'))).ino}.name.moving`), 'web:1');
+    await settledFile(join(dir, 'a.tar'), 'a later archive');
+    expect((await once(dir, publish, { nameFor: named }).run).published).toBe(1);
+    expect(calls).toEqual([
+      ['a.tar', { name: 'web', tag: '1' }],
+      ['a.tar', undefined],
+    ]);
+    expect((await readdir(dir)).sort()).toEqual(['done', 'failed']);
   });
 
   it('removeDone removes a published file and its sidecar instead of moving them', async () => {
