@@ -13,9 +13,15 @@ export class CountingTransport implements Transport {
   readonly counters: TransportCounters = { requests: 0, bytesRead: 0, bytesWritten: 0 };
 
   readonly localPath?: (key: string, op: 'read' | 'write') => Promise<string>;
+  // the optional parts of a local transport pass through as they are: a wrapper without them turns a
+  // write's hold on its folder (a stick unplugged or swapped mid-write) into nothing
+  readonly hold?: () => Promise<() => void>;
+  readonly witness?: (key: () => string) => () => void;
 
   constructor(private readonly inner: Transport) {
     if (inner.localPath) this.localPath = (key, op) => inner.localPath!(key, op);
+    if (inner.hold) this.hold = () => inner.hold!();
+    if (inner.witness) this.witness = (key) => inner.witness!(key);
   }
 
   get location(): string {

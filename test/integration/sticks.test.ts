@@ -69,13 +69,14 @@ describe('a stick pulled while a write is under way', () => {
     const { promisify } = await import('node:util');
     const { readdir, rm } = await import('node:fs/promises');
     const { Readable } = await import('node:stream');
-    const { Repository } = await import('../../src/repo/index.js');
-    const { FileTransport } = await import('../../src/transport/index.js');
+    const { openRepository } = await import('../../src/cli/context.js');
     const { sha256 } = await import('../../src/crypto/index.js');
     const stick = await mountStick('fat32', 64);
     try {
       expect((await tarport(['init', stick.path])).code).toBe(0);
-      const tx = await new Repository(new FileTransport(stick.path)).begin();
+      // the repository as the commands open it (its transport wrapped, counting what crosses it)
+      const repo = await openRepository(stick.path, '--to', {}, { write: true });
+      const tx = await repo.begin();
       const before = Buffer.from('an object copied while the stick was in');
       await tx.putObject(sha256(before), { stream: () => Readable.from([before]) });
       // pulled: the mount goes, its mount point stays, an empty folder on the host's own disk
@@ -84,6 +85,7 @@ describe('a stick pulled while a write is under way', () => {
       const after = Buffer.from('an object copied after the stick went');
       await expect(tx.putObject(sha256(after), { stream: () => Readable.from([after]) })).rejects.toMatchObject({ code: 'IO', retryable: false, message: expect.stringContaining('the repository folder is another folder than when this write began (a stick unplugged, unmounted or swapped?)') });
       await tx.end();
+      await repo.close();
       expect(await readdir(stick.path)).toEqual([]);
     } finally {
       await stick.unmount().catch(() => undefined);

@@ -1,0 +1,38 @@
+// src/cli/context.ts: the repository a command opens.
+import { cp, mkdir, readdir, rename } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { openRepository } from '../../../src/cli/context.js';
+import { sha256 } from '../../../src/crypto/index.js';
+import { Repository } from '../../../src/repo/index.js';
+import { FileTransport } from '../../../src/transport/index.js';
+import { tempDir } from '../../helpers.js';
+
+describe('openRepository: a write through what the commands open holds its folder', () => {
+  // the commands' repository wraps its transport (counting what crosses it): the hold must survive it
+  it.each([
+    ['a stick unmounted (its empty mount point left)', 'is another folder than'],
+    ['another stick of the same repository mounted in its place (the same folder)', 'no longer holds'],
+  ])('%s: the rest of the write is refused, not written there', async (what, says) => {
+    const base = await tempDir();
+    const root = join(base, 'stick');
+    await new Repository(new FileTransport(root)).init();
+    await cp(root, join(base, 'copy'), { recursive: true });
+    const repo = await openRepository(root, '--to', {}, { write: true });
+    const tx = await repo.begin();
+    for (const f of await readdir(root)) await rename(join(root, f), join(base, `first-${f}`));
+    if (what.startsWith('a stick unmounted')) {
+      await rename(root, join(base, 'unplugged'));
+      await mkdir(root);
+    } else {
+      for (const f of await readdir(join(base, 'copy'))) await rename(join(base, 'copy', f), join(root, f));
+    }
+    const before = (await readdir(root)).sort();
+    const bytes = Buffer.from('an object copied after the stick went');
+    await expect(tx.putObject(sha256(bytes), { stream: () => Readable.from([bytes]) })).rejects.toMatchObject({ code: 'IO', retryable: false, message: expect.stringContaining(`the repository folder ${says}`) });
+    await tx.end();
+    await repo.close();
+    expect((await readdir(root)).sort()).toEqual(before);
+  });
+});
