@@ -131,10 +131,28 @@ export async function readArchiveContent(tar: TarArchive, kind: ArchiveKind = 'a
   try {
     return await readImageContent(tar, oci);
   } catch (e) {
-    // an archive still being written (truncated) is no root file system's doing
-    if (kind !== 'auto' || !(e instanceof TarportError) || e.code !== 'BAD_INPUT' || e.truncated) throw e;
+    // an archive still being written (truncated), or image metadata that is only broken (a layer
+    // missing), is no root file system's doing: the advice would publish a broken image as one
+    if (kind !== 'auto' || !(e instanceof TarportError) || e.code !== 'BAD_INPUT' || e.truncated || !(await foreignMetadata(tar))) throw e;
     const own = oci ? 'index.json and oci-layout' : 'manifest.json';
     throw new TarportError('BAD_INPUT', `${e.message} (a root file system that holds ${own} of its own: publish it with --kind rootfs)`, { cause: e, retryable: e.retryable });
+  }
+}
+
+/**
+ * Whether the file that made the archive look like an image is not an image tool's: a manifest.json
+ * that is not `docker save`'s list of images, or an index.json without a manifests list (and no
+ * manifest.json beside it, as Docker 25.0.0's `docker save` of an ID writes).
+ */
+async function foreignMetadata(tar: TarArchive): Promise<boolean> {
+  const save = tar.entries.has('manifest.json');
+  try {
+    const v = JSON.parse((await tar.readEntry(save ? 'manifest.json' : 'index.json')).toString('utf8')) as unknown;
+    const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+    if (save) return !Array.isArray(v) || !v.every((m) => isObject(m) && 'Config' in m && 'Layers' in m);
+    return !isObject(v) || !Array.isArray(v.manifests);
+  } catch {
+    return true; // not JSON, or not a file that reads
   }
 }
 

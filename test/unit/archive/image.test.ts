@@ -75,9 +75,22 @@ describe('--kind: what an archive is taken for', () => {
   // a root file system whose own files include /manifest.json (a web app's, say), as docker export writes it
   const rootfsWithManifest: Item[] = [{ name: 'manifest.json', data: json({ name: 'my web app', icons: [] }) }, { name: 'etc/hostname', data: Buffer.from('box\n') }];
 
-  it('rootfs: an archive with a manifest.json of its own is a root file system; auto reads it as an image and refuses it', async () => {
-    expect(await readArchiveContent(await openOf(rootfsWithManifest), 'rootfs')).toEqual({ kind: 'rootfs' });
-    await expect(contentOf(rootfsWithManifest)).rejects.toMatchObject({ code: 'BAD_INPUT' });
+  it('rootfs: an archive with a manifest.json of its own is a root file system; auto reads it as an image and refuses it, naming --kind rootfs', async () => {
+    const tar = await openOf(rootfsWithManifest);
+    expect(await readArchiveContent(tar, 'rootfs')).toEqual({ kind: 'rootfs' });
+    await expect(readArchiveContent(tar)).rejects.toMatchObject({
+      code: 'BAD_INPUT',
+      message: `${tar.path}: manifest.json is not a list of images (a root file system that holds manifest.json of its own: publish it with --kind rootfs)`,
+    });
+  });
+
+  it("auto: a docker save archive that is only broken (a layer missing) is refused without the advice, which would publish it as a root file system", async () => {
+    const { items, layerPaths } = dockerSave();
+    const tar = await openOf(items.filter((i) => i.name !== layerPaths[1]));
+    const e = (await readArchiveContent(tar).catch((x: unknown) => x)) as Error;
+    expect(e).toMatchObject({ code: 'BAD_INPUT' });
+    expect(e.message).toContain(layerPaths[1]);
+    expect(e.message).not.toContain('--kind');
   });
 
   it('image: an archive without an image\'s metadata files is refused, not published as a root file system', async () => {
