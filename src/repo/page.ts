@@ -92,17 +92,19 @@ function platformName(p: unknown): string | undefined {
   return [o.os, o.architecture, ...(typeof o.variant === 'string' ? [o.variant] : [])].join('/');
 }
 
-/** Rewrites index.html from the catalog, releases/ and tarport/acks/. */
 /**
- * Whether the page in place was written from this catalog. The page is the last derived file a
- * write rewrites (docs/repo-format.md, "Write order"), so when it shows the catalog, index.json and
- * the registry view do too; a writer that found the catalog current (nothing new) rewrites them only
- * when it does not: after a writer killed between its catalog and its page, the next one catches up.
+ * Whether the page in place shows this catalog, or a later one of the same repository. The page is
+ * the last derived file a write rewrites (docs/repo-format.md, "Write order"), so when it does,
+ * index.json and the registry view do too; a writer that found the catalog current (nothing new)
+ * rewrites them only when it does not: after a writer killed between its catalog and its page, the
+ * next one catches up. A later catalog's page is left alone: a writer that read the catalog before
+ * another's publish must not put its older view back.
  */
 export async function pageShows(store: Store, catalog: Catalog, signal?: AbortSignal): Promise<boolean> {
   // unreadable, too large or missing: written again, as a write that changed the catalog would
   const page = await store.readOptional(PAGE_KEY, MAX_PAGE_BYTES, 'index.html', signal).catch(() => undefined);
-  return page !== undefined && page.includes(catalogMark(catalog));
+  const mark = page && CATALOG_MARK.exec(page.toString('utf8'));
+  return !!mark && mark[1] === esc(catalog.repository ?? '') && Number(mark[2]) >= catalog.sequence;
 }
 
 /** A page this large is written again rather than read (a page of thousands of releases is far smaller). */
@@ -112,7 +114,9 @@ const MAX_PAGE_BYTES = 32 << 20;
 function catalogMark(catalog: Catalog): string {
   return `<meta name="tarport-catalog" content="${esc(catalog.repository ?? '')} ${esc(catalog.sequence)} ${esc(catalog.created)}">`;
 }
+const CATALOG_MARK = /<meta name="tarport-catalog" content="([^" ]*) (\d+) [^"]*">/;
 
+/** Rewrites index.html from the catalog, releases/ and tarport/acks/. */
 export async function writePage(store: Store, catalog: Catalog, signal?: AbortSignal): Promise<void> {
   const { acks } = await readAcks(store, signal);
   const { releases, facts, changed } = await pageReleases(store, catalog, acks, signal);

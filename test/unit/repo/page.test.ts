@@ -4,6 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { DEFAULT_CATALOG_TTL_MS, publishArchive } from '../../../src/producer/index.js';
 import { Repository, renderPage, type Ack, type Catalog, type PageRelease } from '../../../src/repo/index.js';
 import { MemoryTransport } from '../../../src/transport/index.js';
+import { pageShows } from '../../../src/repo/page.js';
+import { Store } from '../../../src/repo/store.js';
 import { multiPlatform, tarBytes } from '../../corpus/tarwriter.js';
 import { tempDir } from '../../helpers.js';
 import { publish } from './fixtures.js';
@@ -134,5 +136,24 @@ describe('index.html', () => {
     expect(html).toContain('v2 <strong>current</strong>');
     expect(html).toContain('<h2 id="demo/app:2">demo/app:2</h2>');
     expect(Object.keys((JSON.parse(t.files.get('tarport/page-data.json')!.toString('utf8')) as typeof data).releases)).toHaveLength(3);
+  });
+});
+
+describe('pageShows: whether the derived files caught up with a catalog a writer found current', () => {
+  const store = async (page: string | undefined) => {
+    const t = new MemoryTransport();
+    if (page !== undefined) t.files.set('index.html', Buffer.from(page));
+    return new Store(t);
+  };
+  const pageOf = (c: Catalog) => renderPage({ catalog: c, releases: [], acks: [] });
+
+  it('the page of this catalog, or of a later one of the same repository: yes; of an earlier one, of another repository, an old page without the mark, none: no', async () => {
+    expect(await pageShows(await store(pageOf(catalog)), catalog)).toBe(true);
+    // a writer that read catalog 7 before another published 8 (and its page) leaves the newer page alone
+    expect(await pageShows(await store(pageOf({ ...catalog, sequence: 8 })), catalog)).toBe(true);
+    expect(await pageShows(await store(pageOf({ ...catalog, sequence: 6 })), catalog)).toBe(false);
+    expect(await pageShows(await store(pageOf({ ...catalog, repository: 'fedcba9876543210fedcba9876543210' })), catalog)).toBe(false);
+    expect(await pageShows(await store(pageOf(catalog).replace(/<meta name="tarport-catalog"[^>]*>/, '')), catalog)).toBe(false);
+    expect(await pageShows(await store(undefined), catalog)).toBe(false);
   });
 });

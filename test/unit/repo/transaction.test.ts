@@ -79,6 +79,13 @@ describe('write transaction under faults', () => {
     expect(shown()).toEqual([true, true, true]);
   });
 
+  it('a publish of the same content over derived files that show the catalog writes none of them again', async () => {
+    const base = await withV1();
+    const f = new FaultyTransport(base);
+    await publish(f, 0, '1'); // the release withV1 holds: unchanged
+    expect(f.log.filter((c) => / (index\.json|index\.html|tarport\/registry\/view\.json)$/.test(c))).toEqual([]);
+  });
+
   it('a failed write (the process goes on) at each change: the next publish alone makes check clean', async () => {
     const probe = new FaultyTransport(await withV1());
     await publish(probe, 1, '1');
