@@ -44,14 +44,14 @@ export class FileTransport implements Transport {
   }
 
   /** While held: the root is still the folder held (or, for one being created, now held). */
-  private async samePlace(what: string): Promise<void> {
+  private async samePlace(what: string, witnesses = true): Promise<void> {
     if (this.holds === 0) return;
     const now = await this.rootIdentity();
     if (!this.place) {
       this.place = now;
       return;
     }
-    if (now?.dev === this.place.dev && now.ino === this.place.ino) return this.witnessed(what);
+    if (now?.dev === this.place.dev && now.ino === this.place.ino) return witnesses ? this.witnessed(what) : undefined;
     throw new TarportError(
       'IO',
       `${what} in ${this.location}: the repository folder ${now ? 'is another folder than' : 'is gone since'} when this write began (a stick unplugged, unmounted or swapped?); nothing more is written there: run again once it is back`,
@@ -108,7 +108,8 @@ export class FileTransport implements Transport {
     } catch (e) {
       throw await wrapWriteError(e, `create folder for ${key} in ${this.location}`, this.folderPath(key));
     }
-    await this.samePlace(what); // a root this made is held from now on
+    // a root this made is held from now on; the witnesses were just looked at (a FUSE round trip each)
+    await this.samePlace(what, false);
     return made;
   }
 
