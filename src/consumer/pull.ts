@@ -302,7 +302,7 @@ async function loadRelease(round: Round, entry: CatalogEntry, verified: PinnedRe
   const loadedAs = made ?? (record.index ? formatRecordPlatform(pickPlatform(record, platform)!.platform) : 'unknown/unknown');
   (result as { bytesFetched: number }).bytesFetched += bytesFetched;
   const previous = prev && prev.imageId !== imageId ? [prev.imageId, ...prev.previous.filter((p) => p !== imageId)] : (prev?.previous ?? []);
-  const loaded = (round.loadedHere[ref] = { version: record.version, record: entry.record, digest: entry.digest, imageId, loadedAt: new Date().toISOString(), created: record.created, contentKey: record.contentKey, order: ++round.state.loads, ...(record.kind === 'image' && record.index ? { platform: formatPlatform(platform) } : {}), previous, ...(prev?.keptSaid ? { keptSaid: prev.keptSaid } : {}), ...(opts.hook ? { hookPending: true } : {}) });
+  const loaded = (round.loadedHere[ref] = { version: record.version, record: entry.record, digest: entry.digest, imageId, loadedAt: new Date().toISOString(), created: record.created, contentKey: record.contentKey, order: ++round.state.loads, ...(record.kind === 'rootfs' || record.index ? { platform: formatPlatform(platform) } : {}), previous, ...(prev?.keptSaid ? { keptSaid: prev.keptSaid } : {}), ...(opts.hook ? { hookPending: true } : {}) });
   await round.store.write(round.state);
   result.loaded.push({ ref, version: record.version, imageId });
   round.acked.push({ name: entry.name, tag: entry.tag, version: record.version, digest: entry.digest, platform: loadedAs, runtime: docker.kind, loaded: loaded.loadedAt });

@@ -8,7 +8,7 @@ import { VERSION } from '../../version.js';
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { hostname as osHostname } from 'node:os';
-import { HOST_ID_RE, parsePlatform, validateName, validateTag } from '../../repo/index.js';
+import { HOST_ID_RE, normalizePlatform, parsePlatform, validateName, validateTag, type RecordPlatform } from '../../repo/index.js';
 import { defaultStateDir, openRepository, parseDuration, type ConnectionFlags, type Context } from '../context.js';
 import { describe, eventPrinter, pollLevel } from '../events.js';
 import { openRuntime, type RuntimeFlags } from '../runtime.js';
@@ -42,6 +42,11 @@ export function parseSubscriptions(args: string[]): Subscription[] {
   });
 }
 
+/** `--platform`, as containerd spells it: what the state keeps, a root file system is made for, and the lines say. */
+export function platformFlag(value: string): RecordPlatform {
+  return normalizePlatform(parsePlatform(value));
+}
+
 async function consumerOptions(names: string[], flags: PullFlags) {
   let keepImages: number | undefined;
   if (flags.keepImages !== undefined) {
@@ -56,7 +61,7 @@ async function consumerOptions(names: string[], flags: PullFlags) {
     ...(keepImages !== undefined ? { keepImages } : {}),
     ...(flags.trust?.length ? { trust: await loadTrustedKeys(flags.trust) } : {}),
     ...(flags.fetchOnly ? { fetchOnly: true } : {}),
-    ...(flags.platform ? { platform: parsePlatform(flags.platform) } : {}),
+    ...(flags.platform ? { platform: platformFlag(flags.platform) } : {}),
     ...(flags.decryptKey ? { decryptKey: await loadDecryptionKey(flags.decryptKey, process.env.TARPORT_DECRYPT_KEY_PASSPHRASE) } : {}),
     allowUnencrypted: flags.allowUnencrypted ?? false,
     ...(flags.ack === false ? {} : { ack: { ...(await hostIdentity(flags.hostId)), timeoutMs: ACK_TIMEOUT_MS } }),

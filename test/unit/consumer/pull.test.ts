@@ -94,6 +94,21 @@ describe('the platform a multi-platform release was loaded for', () => {
 });
 
 
+describe('the platform a root file system was imported for', () => {
+  it('another --platform imports it again (its image is made for the platform asked); the same one, however spelled, does not', async () => {
+    const archive = join(await tempDir(), 'rootfs.tar');
+    await writeFile(archive, tarBytes([{ name: 'bin/app', data: Buffer.from('#!/bin/sh\n') }]));
+    const repo = new Repository(new MemoryTransport());
+    await publishArchive(repo, archive, { create: true, compression: 'gzip', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/root', tag: '1' } });
+    const rt = new CountingRuntime(linux('amd64'));
+    const stateDir = await tempDir();
+    await pull(repo, rt, { subscriptions: [], stateDir, platform: linux('arm64') });
+    await pull(repo, rt, { subscriptions: [], stateDir, platform: linux('aarch64', 'v8') });
+    await pull(repo, rt, { subscriptions: [], stateDir, platform: linux('amd64') });
+    expect(rt.imports).toEqual([linux('arm64'), linux('amd64')]);
+  });
+});
+
 /** The platform the `loaded` event and the acknowledgement name, pulling `archive` (published as demo/x:1) on `rt`. */
 async function loadedAs(items: Parameters<typeof tarBytes>[0], rt: CountingRuntime, platform?: Platform): Promise<string[]> {
   const archive = join(await tempDir(), 'x.tar');
