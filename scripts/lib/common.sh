@@ -3,7 +3,7 @@
 set -euo pipefail
 
 TP_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-# Debian's docker.io client matches its 20.10 daemon; another client earlier on PATH may not.
+# Debian's docker client (docker.io, or docker-cli on Debian 13) matches its daemon; another client earlier on PATH may not.
 if [ -x /usr/bin/docker ]; then TP_DOCKER=/usr/bin/docker; else TP_DOCKER=docker; fi
 export TP_ROOT TP_DOCKER
 
@@ -21,8 +21,9 @@ TP_APT_PACKAGES=(docker.io busybox-static skopeo zstd gnupg ca-certificates vsft
 if [ "$(. /etc/os-release 2>/dev/null; echo "${VERSION_ID%%.*}")" = 12 ]; then TP_APT_PACKAGES+=(qemu-user-static); else TP_APT_PACKAGES+=(qemu-user); fi
 # Debian 13 ships the docker client apart from the daemon (docker-cli, only a Recommends of docker.io,
 # which --no-install-recommends leaves out); in Debian 12 docker.io holds both and there is no docker-cli.
-# (Decided by the release, not apt-cache: a fresh machine has no package lists before apt-get update.)
-if [ "$(. /etc/os-release 2>/dev/null; echo "${VERSION_ID%%.*}")" != 12 ]; then TP_APT_PACKAGES+=(docker-cli); fi
+# (Decided by the release, not apt-cache: a fresh machine has no package lists before apt-get update;
+# Debian testing and unstable name no VERSION_ID, and have docker-cli too.)
+if (. /etc/os-release 2>/dev/null; [ "${ID:-}" = debian ] && { [ -z "${VERSION_ID:-}" ] || [ "${VERSION_ID%%.*}" -ge 13 ]; }); then TP_APT_PACKAGES+=(docker-cli); fi
 # The cross compiler for zstd-napi's binary of the other architecture (scripts/build-native, run by the
 # build: the npm package and the arm64 executable carry it; built once per zstd-napi version, cached).
 case "$(dpkg --print-architecture 2>/dev/null)" in
