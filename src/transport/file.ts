@@ -12,10 +12,25 @@ import type { ByteSink, ObjectInfo, ReadOptions, Source, Transport, WriteOptions
 
 const CHUNK = 1 << 20; // 1 MiB reads: the default 64 KiB halves hashing speed downstream (LIMITS.md)
 
+/**
+ * The rename FileTransport calls: a test stands in for a file system this machine does not mount
+ * (fusefat on libfuse 3, whose rename does not replace) by swapping it.
+ */
+export const fileSystem = { rename };
+
 /** A local directory or a mounted stick (file:// URLs and plain paths). */
 export class FileTransport implements Transport {
-  readonly capabilities = { atomicRename: true, maxConnections: 4, local: true } as const;
   readonly location: string;
+  /**
+   * False once a rename over a file was refused with EEXIST, as fusefat built on libfuse 3 (Debian
+   * 13) does: renames then remove their target first, as a delete-then-rename server's do, and the
+   * repository protocol takes the care it takes there (docs/repo-format.md, "Renames").
+   */
+  private renameReplaces = true;
+
+  get capabilities() {
+    return { atomicRename: this.renameReplaces, maxConnections: 4, local: true };
+  }
 
   constructor(readonly root: string) {
     this.location = `file://${root}`;
@@ -246,10 +261,23 @@ export class FileTransport implements Transport {
       const folder = this.folderPath(to);
       const made = await this.makeFolderOf(to, `rename ${from} to ${to}`);
       await this.checked(to, 'rename');
-      await rename(a, b);
+      await this.renameOver(a, b);
       for (const d of foldersChanged(folder, made)) await syncFolder(d);
     } catch (e) {
       throw wrapSystemError(e, `rename ${from} to ${to} in ${this.location}`);
+    }
+  }
+
+  /** rename(2), replacing a file at `b`: in one step where the file system can, else in two (renameReplaces). */
+  private async renameOver(a: string, b: string): Promise<void> {
+    try {
+      await fileSystem.rename(a, b);
+    } catch (e) {
+      // a folder in the way stays an error; only a file is replaced
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || !(await lstat(b).catch(() => undefined))?.isFile()) throw e;
+      this.renameReplaces = false;
+      await rm(b, { force: true });
+      await fileSystem.rename(a, b);
     }
   }
 

@@ -1,10 +1,10 @@
 // src/transport/file.ts: what a rename leaves durable (the folders whose entries it changed).
 import { readlinkSync } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import { FileTransport } from '../../../src/transport/file.js';
+import { FileTransport, fileSystem } from '../../../src/transport/file.js';
 import { tempDir } from '../../helpers.js';
 
 /**
@@ -129,5 +129,33 @@ describe('FileTransport.hold', () => {
     second();
     await write(t, 'f');
     expect(await readdir(root)).toEqual(['f']);
+  });
+});
+
+describe('a file system whose rename does not replace a file (fusefat on libfuse 3 answers EEXIST)', () => {
+  const put = (t: FileTransport, key: string, text: string) => t.write(key, () => Readable.from([Buffer.from(text)]));
+
+  it('a rename over a file removes it first, and the transport says from then on that its renames do not replace in one step; a folder in the way stays an error', async () => {
+    const root = await tempDir();
+    const t = new FileTransport(root);
+    const real = fileSystem.rename;
+    fileSystem.rename = async (a, b) => {
+      if (await stat(b).catch(() => undefined)) throw Object.assign(new Error(`EEXIST: file already exists, rename '${String(a)}' -> '${String(b)}'`), { code: 'EEXIST' });
+      return real(a, b);
+    };
+    try {
+      await put(t, 'a.tmp', 'new');
+      await put(t, 'a', 'old');
+      expect(t.capabilities.atomicRename).toBe(true);
+      await t.rename('a.tmp', 'a');
+      expect(await readFile(join(root, 'a'), 'utf8')).toBe('new');
+      expect(t.capabilities.atomicRename).toBe(false);
+      await mkdir(join(root, 'dir'));
+      await put(t, 'b.tmp', 'x');
+      await expect(t.rename('b.tmp', 'dir')).rejects.toMatchObject({ message: expect.stringContaining('rename b.tmp to dir in file://') });
+      expect((await readdir(root)).sort()).toEqual(['a', 'b.tmp', 'dir']);
+    } finally {
+      fileSystem.rename = real;
+    }
   });
 });
