@@ -65,7 +65,11 @@ const cases: [string, Maker, RegExp][] = [
   ],
   [
     'config-not-matching-its-name.tar',
-    (items) => items.map((i) => (i.header.name.endsWith('.json') && i.header.name !== 'manifest.json' ? { ...i, data: Buffer.from(i.data.toString().replace('"architecture"', '"architecture" ')) } : i)),
+    // the config manifest.json names: <hex>.json from Docker 20.10, blobs/sha256/<hex> from Docker 25+
+    (items) => {
+      const config = manifestOf(items)[0].Config;
+      return items.map((i) => (i.header.name.replace(/^\.\//, '') === config ? { ...i, data: Buffer.from(i.data.toString().replace('"architecture"', '"architecture" ')) } : i));
+    },
     /does not match its name/,
   ],
 ];
