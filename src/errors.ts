@@ -66,18 +66,20 @@ export function isSystemError(e: unknown): e is NodeJS.ErrnoException {
 
 /**
  * wrapSystemError for a write into `folder`, where a full file system may answer in other words:
- * fusefat refuses a write to a full FAT stick with EPERM ("operation not permitted"), which read as
- * "permission denied" sent the user to the stick's permissions. A refusal (EPERM, EACCES) while
- * the file system has less than 1 MiB left is told as the full disk it is; where it reports no size
- * (fusefat), as either.
+ * fusefat refuses a write to a full FAT stick with EPERM ("operation not permitted") where it is
+ * built on libfuse 2 (Debian 12), with EIO ("input/output error") on libfuse 3 (Debian 13); read as
+ * "permission denied" or a failing disk, either sent the user the wrong way. A refusal (EPERM,
+ * EACCES, EIO) while the file system has less than 1 MiB left is told as the full disk it is; where
+ * it reports no size (fusefat), as either.
  */
 export async function wrapWriteError(e: unknown, what: string, folder: string): Promise<TarportError> {
   const code = (e as NodeJS.ErrnoException | undefined)?.code;
-  if (e instanceof TarportError || (code !== 'EPERM' && code !== 'EACCES')) return wrapSystemError(e, what);
+  if (e instanceof TarportError || (code !== 'EPERM' && code !== 'EACCES' && code !== 'EIO')) return wrapSystemError(e, what);
   const free = await freeBytes(folder);
   if (free === 'unknown') {
     // fusefat reports no size at all (0 blocks): the two cannot be told apart, so both are said
-    return new TarportError('IO', `${what}: the file system refused the write (${code}); it may be full: it answers a full disk so too, and reports no free space to tell; free space, or check that the user may write there, then run again`, { cause: e, retryable: false });
+    const other = code === 'EIO' ? 'check the stick (a failing one answers so too)' : 'check that the user may write there';
+    return new TarportError('IO', `${what}: the file system refused the write (${code}); it may be full: it answers a full disk so too, and reports no free space to tell; free space, or ${other}, then run again`, { cause: e, retryable: false });
   }
   if (free < FULL_BELOW) return new TarportError('IO', `${what}: no space left on device (the file system answered "${messageOf(e)}"); free space, then run again`, { cause: e, retryable: false });
   return wrapSystemError(e, what);

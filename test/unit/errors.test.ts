@@ -27,6 +27,12 @@ describe('wrapWriteError', () => {
     expect([e.code, e.message]).toEqual(['IO', 'write x to file:///r: permission denied']);
   });
 
+  it('an i/o error where the file system has room is an i/o error (a failing disk), not a full one', async () => {
+    const eio = Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO', syscall: 'write' });
+    const e = await wrapWriteError(eio, 'write x to file:///r', process.cwd());
+    expect([e.code, e.message]).toEqual(['IO', 'write x to file:///r: EIO: i/o error, write']);
+  });
+
   it('a folder whose file system cannot be asked (a file where a folder should be) leaves the error as it came', async () => {
     const { mkdtemp, writeFile } = await import('node:fs/promises');
     const { join } = await import('node:path');
