@@ -1,7 +1,7 @@
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { TarportError } from '../errors.js';
-import { loadSigningKey, signDetached } from '../crypto/index.js';
+import { loadSigningKey, madeBy, signDetached } from '../crypto/index.js';
 import { Repository, type Sign } from '../repo/index.js';
 import { readFile } from 'node:fs/promises';
 import { CountingTransport, openTransport, parseLocation, type Transport, type TransportCounters, type TransportOptions } from '../transport/index.js';
@@ -136,7 +136,7 @@ export async function signerFrom(flags: { signKey?: string; signKeyPassphraseFil
     })).replace(/\r?\n$/, '');
   }
   const key = await loadSigningKey(flags.signKey, passphrase);
-  return Object.assign((data: Buffer) => signDetached(data, key), { fingerprint: key.signsAs });
+  return Object.assign((data: Buffer) => signDetached(data, key), { fingerprint: key.signsAs, verifies: (data: Buffer, signature: Buffer) => madeBy(data, signature, key) });
 }
 
 /**

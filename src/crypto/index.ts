@@ -20,4 +20,5 @@ export const signDetached = lazy('signDetached');
 export const signatureIssuer = lazy('signatureIssuer');
 export const signatureUserId = lazy('signatureUserId');
 export const signedBy = lazy('signedBy');
+export const madeBy = lazy('madeBy');
 export const verifyDetached = lazy('verifyDetached');

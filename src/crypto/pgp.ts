@@ -146,6 +146,22 @@ export async function signedBy(armored: Buffer, fingerprint: string): Promise<bo
 }
 
 /**
+ * Whether a detached signature over `data` was made by `signer`'s signing (sub)key (signedBy) and
+ * holds, checked with the key's public half. Anything that does not parse or verify: false.
+ */
+export async function madeBy(data: Buffer, armored: Buffer, signer: SigningKey): Promise<boolean> {
+  if (!(await signedBy(armored, signer.signsAs))) return false;
+  try {
+    const signature = await openpgp.readSignature({ armoredSignature: armored.toString('utf8') });
+    const { signatures } = await openpgp.verify({ message: await openpgp.createMessage({ binary: data }), signature, verificationKeys: signer.key.toPublic() });
+    for (const s of signatures) if (await s.verified.catch(() => false)) return true;
+    return false;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * The signer's user id as the signature claims it (SIGNER_NOTATION; unverified), when it is short
  * printable text: for pages and listings.
  */

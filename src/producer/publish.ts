@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { PassThrough, Readable } from 'node:stream';
 import { TarArchive, feedFile, readArchiveContent, type ArchiveContent, type ArchiveKind, type ArchiveImage, type Compression, type WatchedLayer } from '../archive/index.js';
-import { encryptStream, sha256, signedBy, type TrustedKey } from '../crypto/index.js';
+import { encryptStream, sha256, type TrustedKey } from '../crypto/index.js';
 import { TarportError, isTarportError } from '../errors.js';
 import {
   RECORD_SCHEMA,
@@ -391,12 +391,12 @@ async function writeReleases(p: Publishing, plans: readonly Plan[]): Promise<Pub
   for (const { ref, record } of plans) {
     const last = (await repo.listReleases(ref.name, ref.tag, opts.signal)).at(-1);
     if (last) {
-      const { record: prev } = await repo.readRecord(last, undefined, opts.signal ? { signal: opts.signal } : {});
+      const { record: prev, bytes: prevBytes } = await repo.readRecord(last, undefined, opts.signal ? { signal: opts.signal } : {});
       // the same content under other protection (now signed, by another key, to other recipients)
       // is a new release: "unchanged" would keep the old record, unsigned, unverifiable to consumers
       // that trust only the new key, or unreadable to a new site, for good
       const same = prev.contentKey === record.contentKey && prev.kind === record.kind && recipientsOf(prev) === recipientsOf(record);
-      if (same && (!opts.sign || (await signedByNow(repo, last, opts.sign, opts.signal)))) {
+      if (same && (!opts.sign || (await signedByNow(repo, last, prevBytes, opts.sign, opts.signal)))) {
         releases.push({ name: ref.name, tag: ref.tag, version: prev.version, status: 'unchanged', kind: record.kind, record: last.record });
         emit({ kind: 'release', ref: formatRef(ref), status: 'unchanged', version: prev.version });
         continue;
@@ -411,16 +411,17 @@ async function writeReleases(p: Publishing, plans: readonly Plan[]): Promise<Pub
 }
 
 /**
- * Whether the release `ref` was signed by the key that signs now: one small read, its signature. A
- * signature too large to be one, or that does not parse, is taken as another key's (the release is
- * written again, signed): it cannot be what the key signs now. Other read faults are the publish's.
+ * Whether the release `ref` (its record `bytes`) holds a signature the key that signs now made: one
+ * small read, its signature, checked with the key's public half. A signature too large to be one,
+ * one that does not parse, names another key, or does not hold over the record is not (the release
+ * is written again, signed). Other read faults are the publish's.
  */
-async function signedByNow(repo: Repository, ref: ReleaseRef, sign: Sign, signal: AbortSignal | undefined): Promise<boolean> {
+async function signedByNow(repo: Repository, ref: ReleaseRef, bytes: Buffer, sign: Sign, signal: AbortSignal | undefined): Promise<boolean> {
   const sig = await repo.readRecordSignature(ref, signal).catch((e: unknown) => {
     if (isTarportError(e, 'INTEGRITY')) return undefined;
     throw e;
   });
-  return sig !== undefined && (await signedBy(sig, sign.fingerprint));
+  return sig !== undefined && (await sign.verifies(bytes, sig));
 }
 
 /** Who can decrypt a release: its recipients, sorted ('' for a plain one). */

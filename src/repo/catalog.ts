@@ -19,6 +19,12 @@ export interface Sign {
    * whether the current release of a tag was signed by this key or by another.
    */
   readonly fingerprint: string;
+  /**
+   * Whether `signature` is one this key made over `data`, checked with its public half: a claimed
+   * issuer alone is not (a damaged signature file can name the key and still fail every consumer's
+   * check, and "unchanged" would keep it so for good).
+   */
+  readonly verifies: (data: Buffer, signature: Buffer) => Promise<boolean>;
 }
 
 /** A catalog as read, with where its signature lies (named by its content: never another catalog's). */

@@ -364,6 +364,22 @@ describe('the same content under other protection', () => {
     expect(await statusOf(sign)).toEqual([['unchanged', 3]]);
   });
 
+  it('a current release whose signature names this key but does not hold over its record (damaged, or another file\'s): written again, signed, and a consumer trusting the key then verifies it', async () => {
+    const t = new MemoryTransport();
+    const [v1] = await demoArchives();
+    const statusOf = pushTo(t, v1!);
+    const { sign, pub, fingerprint } = await signingKey('ci <ci@example.invalid>');
+    expect(await statusOf(sign)).toEqual([['published', 1]]);
+    // the key's own signature, over other bytes: it names the key as its issuer, and fails every check
+    const foreign = await sign(Buffer.from('another file'));
+    await t.write(await newestAsc(t), () => Readable.from([foreign]));
+    expect(await statusOf(sign)).toEqual([['published', 2]]);
+    expect(await statusOf(sign)).toEqual([['unchanged', 2]]);
+    const trusted = await loadTrustedKeys([pub]);
+    const got = await new Repository(t).readRecord(await newest(t), undefined, { verify: (data, sig, what) => verifyDetached(data, sig, trusted, what) });
+    expect(got.signedBy).toBe(fingerprint);
+  });
+
   it("an unsigned push reads no record's signature; a signed one reads the current record's only when the content is the same", async () => {
     const t = new MemoryTransport();
     const [v1, v2] = await demoArchives();

@@ -11,7 +11,7 @@ import { copies, faults, publish } from './fixtures.js';
 
 const TTL = 90 * 24 * 3600 * 1000;
 // no key: these tests look at where signatures go, not at who made them
-const fakeSign = Object.assign(async (b: Buffer) => Buffer.from(`signature of ${sha256(b)}`), { fingerprint: 'NO KEY' });
+const fakeSign = Object.assign(async (b: Buffer) => Buffer.from(`signature of ${sha256(b)}`), { fingerprint: 'NO KEY', verifies: async (b: Buffer, s: Buffer) => s.equals(Buffer.from(`signature of ${sha256(b)}`)) });
 
 /** A repository holding demo/app:1 at v1, and how many changes a publish of v2 over it makes. */
 const withV1 = copies(async () => {
