@@ -1,5 +1,5 @@
-import { statfs } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { readFile, statfs } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 // One error type for the whole program. `code` says what kind of failure it is; the CLI maps codes to
 // exit codes (CLI.md) and `retryable` tells retry wrappers whether trying again can help.
 
@@ -87,8 +87,14 @@ export async function wrapWriteError(e: unknown, what: string, folder: string): 
 
 const FULL_BELOW = 1 << 20;
 
-/** Bytes free for this user; 'unknown' where the file system reports no size (fusefat: 0 blocks). */
+/**
+ * Bytes free for this user; 'unknown' where the file system reports no size (fusefat: 0 blocks), or
+ * is a FUSE file system, which is not asked: fusefat on libfuse 3 (Debian 13) never answers a
+ * statfs on a full stick, and a call the kernel waits on cannot be given up (the process could not
+ * even exit).
+ */
 async function freeBytes(folder: string): Promise<number | 'unknown'> {
+  if (await onFuse(folder)) return 'unknown';
   // the folder a write would have made may not be there: its nearest parent is on the same disk
   for (let d = folder; ; d = dirname(d)) {
     try {
@@ -98,6 +104,27 @@ async function freeBytes(folder: string): Promise<number | 'unknown'> {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || dirname(d) === d) return Infinity; // not asked: the error is told as it came
     }
   }
+}
+
+/** Whether `path` lies on a FUSE mount, by this process's mount table (no call to the file system itself). */
+async function onFuse(path: string): Promise<boolean> {
+  return fuseIn(await readFile('/proc/self/mountinfo', 'utf8').catch(() => ''), path);
+}
+
+/** Whether the mount `path` lies on is a FUSE one (fuse.*, fuseblk), by a mount table (/proc/self/mountinfo). */
+export function fuseIn(mountinfo: string, path: string): boolean {
+  const at = resolve(path);
+  let best = { point: '', fuse: false };
+  for (const line of mountinfo.split('\n')) {
+    // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+    const f = line.split(' ');
+    const dash = f.indexOf('-');
+    if (f.length < 5 || dash < 0) continue;
+    const point = f[4]!.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    const inside = point === '/' || at === point || at.startsWith(`${point}/`);
+    if (inside && point.length >= best.point.length) best = { point, fuse: /^fuse(\.|blk$|$)/.test(f[dash + 1] ?? '') };
+  }
+  return best.fuse;
 }
 
 /** Wraps a Node system error (ENOENT, ENOSPC, …) with what we were doing. */

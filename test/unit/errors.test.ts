@@ -1,6 +1,6 @@
 // src/errors.ts: a system error becomes a typed one with advice the user can act on.
 import { describe, expect, it } from 'vitest';
-import { wrapSystemError, wrapWriteError } from '../../src/errors.js';
+import { fuseIn, wrapSystemError, wrapWriteError } from '../../src/errors.js';
 
 const sys = (code: string, message: string) => Object.assign(new Error(message), { code });
 
@@ -41,5 +41,24 @@ describe('wrapWriteError', () => {
     await writeFile(file, 'x');
     const e = await wrapWriteError(eperm, 'write x', join(file, 'folder'));
     expect(e.message).toBe('write x: permission denied');
+  });
+});
+
+describe('fuseIn', () => {
+  it('tells a FUSE mount by the mount table, without asking the file system (fusefat on libfuse 3 never answers a statfs of a full stick)', () => {
+    const table = [
+      '22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw',
+      '45 22 0:42 / /media/my\\040stick rw,nosuid,nodev,relatime shared:30 - fuse.fusefat fusefat rw,user_id=0,group_id=0',
+      '46 45 7:0 / /media/my\\040stick/inner rw,relatime - ext4 /dev/loop0 rw',
+      '47 22 7:1 / /media/exfat rw,relatime - fuseblk /dev/loop1 rw',
+      '',
+    ].join('\n');
+    expect(fuseIn(table, '/media/my stick/repo/blobs')).toBe(true);
+    expect(fuseIn(table, '/media/my stick')).toBe(true);
+    expect(fuseIn(table, '/media/my stick/inner/x')).toBe(false); // a mount inside the stick's
+    expect(fuseIn(table, '/media/my stickx')).toBe(false);
+    expect(fuseIn(table, '/media/exfat/repo')).toBe(true);
+    expect(fuseIn(table, '/tmp')).toBe(false);
+    expect(fuseIn('', '/tmp')).toBe(false);
   });
 });
