@@ -56,8 +56,19 @@ export async function mountStick(kind: StickKind, mib = 128): Promise<Stick> {
   return { kind, path: dir, unmount: () => takeAway(dir, image, dev) };
 }
 
+/**
+ * Whether fusefat is built on libfuse 3 (Debian 13). That build wedges once a FAT32 stick is full:
+ * after the write that did not fit, every access to the stick waits in the kernel for good (seen
+ * here: `ls` of it in state D), so no test can fill one.
+ */
+export async function fusefatOnFuse3(): Promise<boolean> {
+  const { stdout } = await run('sh', ['-c', 'ldd "$(command -v fusefat)"']);
+  return stdout.includes('libfuse3');
+}
+
 async function takeAway(dir: string, image: string, dev?: string): Promise<void> {
-  await run('fusermount', ['-u', dir]).catch(() => run('umount', ['-l', dir]));
+  // as root a FUSE mount unmounts as any other (fusermount is fusermount3 on libfuse 3)
+  await run('umount', [dir]).catch(() => run('umount', ['-l', dir]));
   if (dev) await run('losetup', ['-d', dev]);
   await rm(image, { force: true });
   await rm(dir, { recursive: true, force: true });
