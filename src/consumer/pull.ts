@@ -4,7 +4,7 @@ import { CodecError, decompressor, ociBlobPath, ociLayerMediaType, prewarmDecomp
 import { Digester, hexOf, sha256, verifyDetached, type DecryptionKey, type TrustedKey } from '../crypto/index.js';
 import { formatPlatform, type Fetched, type ImageName, type LoadPlan, type Platform, type Runtime, type VerifiedLoad } from '../runtime/index.js';
 import { isRefusalCode, messageOf, TarportError } from '../errors.js';
-import { MAX_SMALL_BLOB_BYTES, compareReleases, configPlatform, formatRecordPlatform, pickPlatform, platformView, samePlatform, familiarName, qualifiedName, sameName, type AckEntry, type Catalog, type CatalogEntry, type LayerDescriptor, type PinnedRecord, type ReleaseRecord, type Repository } from '../repo/index.js';
+import { MAX_SMALL_BLOB_BYTES, compareReleases, configPlatform, formatRecordPlatform, parsePlatform, pickPlatform, platformView, samePlatform, familiarName, qualifiedName, sameName, type AckEntry, type Catalog, type CatalogEntry, type LayerDescriptor, type PinnedRecord, type ReleaseRecord, type Repository } from '../repo/index.js';
 import { ObjectCache } from './cache.js';
 import { FetchChain } from './fetches.js';
 import { runHook } from './hook.js';
@@ -268,10 +268,11 @@ async function pullRelease(round: Round, entry: CatalogEntry): Promise<void> {
 
 /** Whether `kept`, the platform the state says a release was loaded for (formatPlatform), is `now` in another spelling or the same. */
 function loadedFor(kept: string, now: Platform): boolean {
-  const [os, architecture, variant, ...more] = kept.split('/');
-  // a state written by hand that names no platform tarport writes: loaded again, as for another platform
-  if (!os || !architecture || more.length) return false;
-  return samePlatform({ os, architecture, ...(variant ? { variant } : {}) }, now);
+  try {
+    return samePlatform(parsePlatform(kept, 'the state\'s platform'), now);
+  } catch {
+    return false; // a state written by hand that names no platform: loaded again, as for another platform
+  }
 }
 
 /** --fetch-only: the release's objects (this platform's, with --platform) into the cache. */

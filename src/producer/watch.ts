@@ -405,11 +405,6 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
 const MAX_REWRITES = 3;
 
 /**
- * A fault of the file itself goes to failed/ with its reason: a bad archive or name, or one tarport
- * could not handle (an internal error, which would recur on every try). Any other is kept and tried
- * again: it is the repository's, the link's or this host's, and the file is not to blame.
- */
-/**
  * The hidden name of a file's `.name` sidecar while the file moves out: a dot file (ignoredName), and
  * the file's inode, which tells the file that was moving from a later one of the same name.
  */
@@ -453,6 +448,11 @@ async function recoverMoves(dir: string): Promise<void> {
   }
 }
 
+/**
+ * A fault of the file itself goes to failed/ with its reason: a bad archive or name, or one tarport
+ * could not handle (an internal error, which would recur on every try). Any other is kept and tried
+ * again: it is the repository's, the link's or this host's, and the file is not to blame.
+ */
 function fileAtFault(err: TarportError): boolean {
   return err.code === 'BAD_INPUT' || err.code === 'USAGE' || err.code === 'INTERNAL';
 }
