@@ -73,7 +73,7 @@ export async function watchFolder(opts: WatchOptions): Promise<WatchSummary> {
   const summary: WatchSummary = { published: 0, failed: 0, pending: 0, exitCode: 0 };
   await makeFolders(join(opts.dir, 'done'));
   await makeFolders(join(opts.dir, 'failed'));
-  await recoverMoves(opts.dir);
+  for (const w of await recoverMoves(opts.dir)) emit({ kind: 'warning', ...w });
   const queued = new Set<string>();
   const retryAt = new Map<string, number>();
   const attempts = new Map<string, number>();
@@ -437,15 +437,22 @@ async function moveOut(path: string, target: string | undefined): Promise<void> 
  * back beside it (the file is handled again, under the same name); one whose file went, though a
  * later file may have its name, is dropped.
  */
-async function recoverMoves(dir: string): Promise<void> {
+async function recoverMoves(dir: string): Promise<{ file: string; message: string }[]> {
+  const said: { file: string; message: string }[] = [];
   for (const n of await readdir(dir)) {
     const m = MOVING_SIDECAR.exec(n);
     if (!m) continue;
     const file = join(dir, m[1]!);
     const st = await stat(file).catch(() => undefined);
-    if (st?.isFile() && String(st.ino) === m[2]) await rename(join(dir, n), `${file}.name`);
-    else await rm(join(dir, n), { force: true });
+    if (st?.isFile() && String(st.ino) === m[2]) {
+      await rename(join(dir, n), `${file}.name`);
+      said.push({ file, message: `an agent stopped while it moved this file away: its .name sidecar (${n}) is put back beside it, and the file is handled again` });
+    } else {
+      await rm(join(dir, n), { force: true });
+      said.push({ file, message: `an agent stopped while it moved this file away: the file went, and its left-over .name sidecar (${n}) is removed, so it names no later file` });
+    }
   }
+  return said;
 }
 
 /**

@@ -112,13 +112,17 @@ describe('watchFolder --once', () => {
     const dir = await tempDir();
     await settledFile(join(dir, 'a.tar'));
     await writeFile(join(dir, `.a.tar.${(await stat(join(dir, 'a.tar'))).ino}.name.moving`), 'web:1');
-    expect((await once(dir, publish, { nameFor: named }).run).published).toBe(1);
+    const first = once(dir, publish, { nameFor: named });
+    expect((await first.run).published).toBe(1);
+    expect(first.events.filter((e) => e.kind === 'warning').map((e) => e.kind === 'warning' && e.file)).toEqual([join(dir, 'a.tar')]);
     expect((await readdir(dir)).sort()).toEqual(['done', 'failed']);
     expect((await readdir(join(dir, 'done'))).sort()).toEqual(['a.tar', 'a.tar.name']);
     // killed after the file moved (to done/), before its sidecar: a new a.tar, without a sidecar, is not named by the old one
     await writeFile(join(dir, `.a.tar.${(await stat(join(dir, 'done', 'a.tar'))).ino}.name.moving`), 'web:1');
     await settledFile(join(dir, 'a.tar'), 'a later archive');
-    expect((await once(dir, publish, { nameFor: named }).run).published).toBe(1);
+    const second = once(dir, publish, { nameFor: named });
+    expect((await second.run).published).toBe(1);
+    expect(second.events.filter((e) => e.kind === 'warning').map((e) => e.kind === 'warning' && e.message)).toEqual([expect.stringContaining('its left-over .name sidecar')]);
     expect(calls).toEqual([
       ['a.tar', { name: 'web', tag: '1' }],
       ['a.tar', undefined],
