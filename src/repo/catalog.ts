@@ -3,7 +3,7 @@ import { TarportError, isTarportError } from '../errors.js';
 import { ListingUnavailableError } from '../transport/index.js';
 import { CATALOGS_FOLDER, CATALOG_KEY, LEGACY_CATALOG_SIGNATURE_KEY, MAX_CATALOG_BYTES, catalogFileName, parseCatalogFileName } from './layout.js';
 import { readFormat } from './format.js';
-import { MAX_SIGNATURE_BYTES, listReleases, listTags, readRecord, unreadableRecord } from './read.js';
+import { listReleases, listTags, readRecord, readSignatureFile, unreadableRecord } from './read.js';
 import { CATALOG_SCHEMA, CATALOG_SCHEMA_V1, CatalogSchema, compareReleases, parseWith, serialize, type Catalog, type CatalogEntry, type ReleaseRecord } from './records.js';
 import type { Store } from './store.js';
 
@@ -104,11 +104,11 @@ function parseCatalog(store: Store, bytes: Buffer, from: string): CatalogCopy {
  * immutable copy) that of the copy in catalogs/ with the same sequence. Undefined when unsigned.
  */
 export async function readCatalogSignature(store: Store, copy: CatalogCopy, signal?: AbortSignal): Promise<Buffer | undefined> {
-  const sig = await store.readOptional(copy.signatureKey, MAX_SIGNATURE_BYTES, 'signature of the catalog', signal);
+  const sig = await readSignatureFile(store, copy.signatureKey, 'signature of the catalog', signal);
   if (sig || copy.catalog.schema === CATALOG_SCHEMA_V1) return sig;
   const prefix = `${String(copy.catalog.sequence).padStart(12, '0')}-`;
   const other = (await store.list(CATALOGS_FOLDER, signal).catch(noListingIsEmpty)).find((e) => e.name.startsWith(prefix) && e.name.endsWith('.json.asc'));
-  return other ? store.readOptional(`${CATALOGS_FOLDER}/${other.name}`, MAX_SIGNATURE_BYTES, 'signature of the catalog', signal) : undefined;
+  return other ? readSignatureFile(store, `${CATALOGS_FOLDER}/${other.name}`, 'signature of the catalog', signal) : undefined;
 }
 
 /** Size and modification time of the catalog: one small request, for cheap polling. */

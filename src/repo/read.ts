@@ -94,7 +94,31 @@ export async function readRecord(store: Store, ref: ReleaseRef, pin?: { digest: 
 
 /** The detached signature of a file, or undefined when there is none. */
 export async function readSignature(store: Store, key: string, signal?: AbortSignal): Promise<Buffer | undefined> {
-  return store.readOptional(signatureKey(key), MAX_SIGNATURE_BYTES, `signature of ${key}`, signal);
+  return readSignatureFile(store, signatureKey(key), `signature of ${key}`, signal);
+}
+
+const ARMOR_BEGIN = '-----BEGIN PGP SIGNATURE-----';
+const ARMOR_END = '-----END PGP SIGNATURE-----';
+
+/**
+ * A signature file (`.asc`), or undefined when there is none. Signatures have no pinned size, but
+ * tarport writes them armored: over a link, one that is the start of an armor without its end line
+ * is a transfer cut short (CONNECTION, tried again), even one the server ended as whole, where a
+ * refusal would skip the release in the poll agent until the catalog changes. On this host's disk (a
+ * stick) it is damage, and the signature check refuses it.
+ */
+export async function readSignatureFile(store: Store, key: string, what: string, signal?: AbortSignal): Promise<Buffer | undefined> {
+  const bytes = await store.readOptional(key, MAX_SIGNATURE_BYTES, what, signal);
+  if (bytes && !store.transport.capabilities.local && cutArmor(bytes)) {
+    throw new TarportError('CONNECTION', `${what} (${key}): the transfer ended after ${bytes.length} bytes, before the end of the signature's armor`, { retryable: true });
+  }
+  return bytes;
+}
+
+/** Whether `bytes` begin as an armored signature does (or are empty) and never reach its end line. */
+function cutArmor(bytes: Buffer): boolean {
+  const head = bytes.subarray(0, ARMOR_BEGIN.length).toString('latin1');
+  return ARMOR_BEGIN.startsWith(head) && !bytes.includes(ARMOR_END, 0, 'latin1');
 }
 
 /** Every release of one tag, in order (oldest first), from the folder listing (the truth). */

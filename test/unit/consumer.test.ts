@@ -15,6 +15,8 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { TarportError } from '../../src/errors.js';
+import { signerFrom } from '../../src/cli/context.js';
+import { generateKeyPair, loadTrustedKeys, type TrustedKey } from '../../src/crypto/index.js';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 
@@ -99,11 +101,12 @@ async function repoWithDemo(): Promise<Repository> {
 }
 
 /** The poll agent on `repo` (a fake daemon, a fresh state) until `enough` says so; every event it said. */
-async function pollUntil(repo: Repository, enough: (e: PollEvent, events: readonly PollEvent[]) => boolean): Promise<PollEvent[]> {
+async function pollUntil(repo: Repository, enough: (e: PollEvent, events: readonly PollEvent[]) => boolean, trust?: readonly TrustedKey[]): Promise<PollEvent[]> {
   const stop = new AbortController();
   const events: PollEvent[] = [];
   await poll(repo, new DockerRuntime(new FakeDaemon('graphdriver')), {
     subscriptions: [],
+    ...(trust ? { trust } : {}),
     stateDir: await tempDir(),
     intervalMs: 5,
     signal: stop.signal,
@@ -180,6 +183,57 @@ describe('a transfer that ends short, as if whole', () => {
     expect(retried).toEqual([...cut].map((k) => ['CONNECTION', said(k)]));
     expect(events.filter((e) => e.kind === 'loaded').map((e) => e.kind === 'loaded' && e.ref)).toEqual(['demo/app:1']);
     expect([...cut].filter((k) => k.startsWith('tarport/releases/'))).toHaveLength(1);
+  });
+});
+
+describe('a signature cut short, as if whole', () => {
+  /** A repository over a link holding demo/app:1, pushed signed; the keys a consumer trusts. */
+  async function signedOverALink() {
+    const t = new MemoryTransport();
+    Object.defineProperty(t, 'capabilities', { value: { ...t.capabilities, local: false } });
+    const dir = await tempDir();
+    const pair = await generateKeyPair('ci <ci@example.invalid>', { type: 'ecc' });
+    await writeFile(join(dir, 'sec.asc'), pair.privateKey);
+    await writeFile(join(dir, 'pub.asc'), pair.publicKey);
+    const [v1] = await demoArchives();
+    const sign = (await signerFrom({ signKey: join(dir, 'sec.asc') }))!;
+    await publishArchive(new Repository(t), v1!, { create: true, compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/app', tag: '1' }, sign });
+    return { t, trust: await loadTrustedKeys([join(dir, 'pub.asc')]) };
+  }
+
+  it('the signatures of the catalog and of a record, each answered short once by a lying server: poll retries (transient) and loads, never skips the release', async () => {
+    const { t, trust } = await signedOverALink();
+    // the catalog's twice: pull reads a catalog and its signature again once, in the round, for a
+    // producer caught between writing the two
+    const cut = new Map<string, number>();
+    const reads = new Map<string, number>();
+    const read = t.read.bind(t);
+    t.read = async (key, o) => {
+      const whole = t.files.get(key);
+      reads.set(key, (reads.get(key) ?? 0) + 1);
+      if (!key.endsWith('.asc') || !whole || reads.get(key)! > (key.startsWith('tarport/catalogs/') ? 2 : 1)) return read(key, o);
+      cut.set(key, whole.length - 40); // the end line's last dashes and the newline are lost
+      return Readable.from([whole.subarray(0, whole.length - 40)]);
+    };
+    const events = await pollUntil(new Repository(t), (e, all) => e.kind === 'loaded' || all.filter((x) => x.kind === 'round').length >= 8, trust);
+    expect(events.filter((e) => e.kind === 'skipping')).toEqual([]);
+    expect([...cut.keys()].map((k) => k.replace(/[0-9a-f]{12,}/g, 'X'))).toEqual(['tarport/catalogs/X-X.json.asc', 'tarport/releases/demo%2Fapp/1/00000001-X.json.asc']);
+    // the catalog's is a failed round, tried again after the back-off; the record's, its release's
+    const said = ([key, n]: [string, number]) => {
+      const catalog = key.startsWith('tarport/catalogs/');
+      return [catalog ? 'poll-failed' : 'retrying', 'CONNECTION', `${catalog ? 'signature of the catalog' : `signature of ${key.slice(0, -4)}`} (${key}): the transfer ended after ${n} bytes, before the end of the signature's armor`];
+    };
+    expect(events.flatMap((e) => (e.kind === 'retrying' || e.kind === 'poll-failed' ? [[e.kind, e.code, e.message]] : []))).toEqual([...cut].map(said));
+    expect(events.filter((e) => e.kind === 'loaded').map((e) => e.kind === 'loaded' && e.ref)).toEqual(['demo/app:1']);
+  });
+
+  it('the same cut signature on this host\'s disk (a stick) is damage: refused (UNTRUSTED), not tried again', async () => {
+    const { t, trust } = await signedOverALink();
+    Object.defineProperty(t, 'capabilities', { value: { ...t.capabilities, local: true } });
+    const asc = [...t.files.keys()].find((k) => k.startsWith('tarport/releases/') && k.endsWith('.asc'))!;
+    t.files.set(asc, t.files.get(asc)!.subarray(0, t.files.get(asc)!.length - 40));
+    const r = await pull(new Repository(t), new DockerRuntime(new FakeDaemon('graphdriver')), { subscriptions: [], stateDir: await tempDir(), trust, throwOnRefused: false });
+    expect(r.refused.map((f) => [f.code, f.message.replace(/\(.*$/, '')])).toEqual([['UNTRUSTED', 'release demo/app:1 v1: unreadable signature ']]);
   });
 });
 
