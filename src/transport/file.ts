@@ -41,6 +41,11 @@ export class FileTransport implements Transport {
   private place: { dev: number; ino: number } | undefined;
   /** Files the holders keep in the root while they write (witness). */
   private readonly witnesses = new Set<() => string>();
+  /**
+   * Paths this transport is replacing in two steps (renameOver): absent for that moment by its own
+   * doing, not because another stick took the root's place, so a witness there still counts.
+   */
+  private readonly replacing = new Set<string>();
 
   /**
    * From now until the release, a write or rename fails if the root is gone or is another folder
@@ -94,7 +99,7 @@ export class FileTransport implements Transport {
         if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return undefined;
         throw wrapSystemError(e, `stat ${k} in ${this.location}`);
       });
-      if (st) continue;
+      if (st || this.replacing.has(this.path(k))) continue;
       throw new TarportError(
         'IO',
         `${what} in ${this.location}: the repository folder no longer holds ${k}, which this write put there when it began (another stick mounted in its place?); nothing more is written there: run again once the stick is back`,
@@ -276,8 +281,13 @@ export class FileTransport implements Transport {
       // a folder in the way stays an error; only a file is replaced
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || !(await lstat(b).catch(() => undefined))?.isFile()) throw e;
       this.renameReplaces = false;
-      await rm(b, { force: true });
-      await fileSystem.rename(a, b);
+      this.replacing.add(b);
+      try {
+        await rm(b, { force: true });
+        await fileSystem.rename(a, b);
+      } finally {
+        this.replacing.delete(b);
+      }
     }
   }
 

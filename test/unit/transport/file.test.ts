@@ -158,4 +158,34 @@ describe('a file system whose rename does not replace a file (fusefat on libfuse
       fileSystem.rename = real;
     }
   });
+
+  it('a witness this transport is replacing in two steps counts as there while it is absent (a write of the same transaction in that moment goes on)', async () => {
+    const root = await tempDir();
+    const t = new FileTransport(root);
+    const release = await t.hold();
+    await put(t, 'pending/intent-1.json', 'old');
+    await put(t, 'pending/intent-1.json.tmp', 'new');
+    const unwitness = t.witness(() => 'pending/intent-1.json');
+    const real = fileSystem.rename;
+    let between: Promise<unknown> | undefined;
+    fileSystem.rename = async (a, b) => {
+      if (await stat(b).catch(() => undefined)) throw Object.assign(new Error(`EEXIST: file already exists, rename '${String(a)}' -> '${String(b)}'`), { code: 'EEXIST' });
+      // the intent is removed and not yet renamed into place: another write of the transaction now
+      between ??= put(t, 'blobs/a', 'a').then(() => 'written', (e: unknown) => e);
+      await between;
+      return real(a, b);
+    };
+    try {
+      await t.rename('pending/intent-1.json.tmp', 'pending/intent-1.json');
+    } finally {
+      fileSystem.rename = real;
+    }
+    expect(await between).toBe('written');
+    expect(await readFile(join(root, 'pending', 'intent-1.json'), 'utf8')).toBe('new');
+    // once in place again, a missing witness is another stick's root, as before
+    await rm(join(root, 'pending', 'intent-1.json'));
+    await expect(put(t, 'blobs/b', 'b')).rejects.toMatchObject({ code: 'IO', message: expect.stringContaining('no longer holds pending/intent-1.json') });
+    unwitness();
+    release();
+  });
 });
