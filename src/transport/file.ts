@@ -99,7 +99,8 @@ export class FileTransport implements Transport {
         if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return undefined;
         throw wrapSystemError(e, `stat ${k} in ${this.location}`);
       });
-      if (st || this.replacing.has(this.path(k))) continue;
+      // released meanwhile (another transaction of this transport ended, and then removed it)
+      if (st || this.replacing.has(this.path(k)) || !this.witnesses.has(key)) continue;
       throw new TarportError(
         'IO',
         `${what} in ${this.location}: the repository folder no longer holds ${k}, which this write put there when it began (another stick mounted in its place?); nothing more is written there: run again once the stick is back`,

@@ -1,5 +1,5 @@
 // src/transport/file.ts: what a rename leaves durable (the folders whose entries it changed).
-import { readlinkSync } from 'node:fs';
+import { readlinkSync, rmSync } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -113,6 +113,24 @@ describe('FileTransport.hold', () => {
     await write(t, 'blobs/b');
     release();
     expect(await readdir(join(root, 'blobs'))).toEqual(['a', 'b']);
+  });
+
+  it('a witness released while another write looks at it (its transaction ended, then removed its file) does not fail that write', async () => {
+    const root = await tempDir();
+    const t = new FileTransport(root);
+    const release = await t.hold();
+    await write(t, 'pending/intent-1.json');
+    await write(t, 'pending/intent-2.json');
+    t.witness(() => 'pending/intent-1.json');
+    // the second transaction ends between the look reaching its witness and the stat of it
+    const unwitness2 = t.witness(() => {
+      unwitness2();
+      rmSync(join(root, 'pending', 'intent-2.json'));
+      return 'pending/intent-2.json';
+    });
+    await write(t, 'blobs/a');
+    expect(await readdir(join(root, 'blobs'))).toEqual(['a']);
+    release();
   });
 
   it('holds nest: the root stays held until the last is released, and a release twice counts once', async () => {
