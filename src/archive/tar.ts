@@ -2,7 +2,7 @@ import { open, stat, type FileHandle } from 'node:fs/promises';
 import { PassThrough, type Duplex, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TarportError, messageOf, wrapSystemError } from '../errors.js';
-import { DecompressionBombError, bombGuard } from './bomb.js';
+import { DecompressionBombError, MAX_RATIO, bombGuard } from './bomb.js';
 import { CodecError, decompressor, releaserOf, sniffCompression, type Compression } from './compression.js';
 import { feedFile } from './filefeed.js';
 import { HeaderDecoder, TarFormatError, isZeroBlock, type EntryType } from './tarheader.js';
@@ -44,9 +44,11 @@ export class TarArchive {
     private readonly small: ReadonlyMap<string, Buffer>,
     readonly fileSize: number,
     readonly shape: ArchiveShape,
+    /** How many times its size a compressed archive may expand (bombGuard; 0: no limit). */
+    private readonly maxExpansion: number,
   ) {}
 
-  static async open(path: string, signal?: AbortSignal): Promise<TarArchive> {
+  static async open(path: string, signal?: AbortSignal, maxExpansion = MAX_RATIO): Promise<TarArchive> {
     let size: number;
     try {
       const st = await stat(path);
@@ -65,8 +67,8 @@ export class TarArchive {
       const head = Buffer.alloc(512);
       await fh.read(head, 0, 512, 0);
       const compression = sniffCompression(head);
-      const r = compression === 'none' ? await indexPlain(fh, size, path, signal) : await indexCompressed(path, compression, signal);
-      return new TarArchive(path, compression, r.entries, r.order, r.small, size, r.shape);
+      const r = compression === 'none' ? await indexPlain(fh, size, path, signal) : await indexCompressed(path, compression, maxExpansion, signal);
+      return new TarArchive(path, compression, r.entries, r.order, r.small, size, r.shape, maxExpansion);
     } finally {
       await fh.close();
     }
@@ -140,7 +142,7 @@ export class TarArchive {
 
   /** One decompressing pass that writes each entry's bytes (by offset) into its stream. */
   private async cutRanges(list: readonly TarEntry[], streams: readonly PassThrough[], signal: AbortSignal): Promise<void> {
-    const guard = bombGuard();
+    const guard = bombGuard(this.maxExpansion);
     let i = 0;
     let pos = 0;
     const fill = async (source: AsyncIterable<Buffer>): Promise<void> => {
@@ -458,9 +460,9 @@ async function indexPlain(fh: FileHandle, fileSize: number, path: string, signal
   return result;
 }
 
-async function indexCompressed(path: string, compression: Compression, signal?: AbortSignal) {
+async function indexCompressed(path: string, compression: Compression, maxExpansion: number, signal?: AbortSignal) {
   const dec = decompressor(compression);
-  const guard = bombGuard();
+  const guard = bombGuard(maxExpansion);
   const feeding = feedFile(path, dec, { ...(signal ? { signal } : {}), onChunk: guard.countInput });
   const piping = Promise.all([feeding, pipeline(dec, guard.output, { signal })]);
   // scan copies what it keeps of a block, so each chunk goes back to the decompressor once passed

@@ -48,6 +48,7 @@ function build(run: (fn: (ctx: Context) => Promise<number>) => Promise<void>): C
       .addOption(opt('--to <url>', 'repository to publish to'))
       .addOption(opt('--name <name:tag>', 'publish under this name:tag (required for docker export archives)'))
       .addOption(opt('--kind <kind>', 'what the archives are: auto (an image when it holds manifest.json or an OCI index), image, or rootfs (a docker export that holds a /manifest.json of its own)'))
+      .addOption(opt('--max-expansion <ratio>', 'a compressed archive or layer may expand to at most this many times its size past its first 256 MiB (a decompression bomb is refused); 0: no limit, for an archive you trust whose layers hold little but zeros').default('200'))
       .addOption(opt('--compress <kind>', 'compression of stored layers: zstd, gzip or none (default: zstd; gzip, with a warning, where this Node has no zstd)'))
       .addOption(opt('--catalog-ttl <duration>', 'how long the catalog stays valid (consumers refuse it after)').default('90d'))
       .addOption(opt('--sign-key <file>', 'sign each release record and the catalog with this OpenPGP private key'))

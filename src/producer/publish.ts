@@ -42,6 +42,8 @@ export interface PublishOptions {
   readonly create?: boolean;
   /** What the archive is (`--kind`); default `auto`: an image when it has an image's metadata files. */
   readonly kind?: ArchiveKind;
+  /** How many times its size a compressed archive or layer may expand (`--max-expansion`; 0: no limit; default MAX_RATIO). */
+  readonly maxExpansion?: number;
 }
 
 export type PublishEvent =
@@ -100,11 +102,11 @@ export interface GrowingArchive {
  */
 export async function publishArchive(repo: Repository, source: string | GrowingArchive, opts: PublishOptions): Promise<PublishResult> {
   if (typeof source !== 'string') return publishGrowing(repo, source, opts);
-  const tar = await TarArchive.open(source, opts.signal);
+  const tar = await TarArchive.open(source, opts.signal, opts.maxExpansion);
   const content = await readArchiveContent(tar, opts.kind);
   const tx = await repo.begin(txOptions(opts));
   try {
-    const uploader = new LayerUploader(tx, source, opts.compression, opts.encryptTo, opts.signal);
+    const uploader = new LayerUploader(tx, source, opts.compression, opts.encryptTo, opts.signal, opts.maxExpansion);
     return await publishIn({ tx, repo, tar, content, path: source, opts, uploader, early: new Map() });
   } finally {
     await tx.end();
@@ -132,7 +134,7 @@ async function publishGrowing(repo: Repository, g: GrowingArchive, opts: Publish
     return publishArchive(repo, g.path, opts);
   }
   try {
-    const uploader = new LayerUploader(tx, g.path, opts.compression, opts.encryptTo, opts.signal);
+    const uploader = new LayerUploader(tx, g.path, opts.compression, opts.encryptTo, opts.signal, opts.maxExpansion);
     // a repository that cannot say what it holds now stores nothing early: the archive's faults
     // come first, and publishIn asks again once the archive is whole
     const candidates = await currentLayers(repo, uploader, undefined, opts.signal).catch(() => undefined);
@@ -141,7 +143,7 @@ async function publishGrowing(repo: Repository, g: GrowingArchive, opts: Publish
       throw g.fault() ?? e; // a layer read cut short by the copy's failure: the copy's fault is the cause
     }) : new Map<string, Uploaded>();
     await g.complete;
-    const tar = await TarArchive.open(g.path, opts.signal);
+    const tar = await TarArchive.open(g.path, opts.signal, opts.maxExpansion);
     const content = await readArchiveContent(tar, opts.kind);
     return await publishIn({ tx, repo, tar, content, path: g.path, opts, uploader, early, ...(candidates ? { candidates } : {}) });
   } finally {

@@ -1,6 +1,6 @@
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { bombGuard, compressor, decompressor, sniffStream, type Compression } from '../archive/index.js';
+import { MAX_RATIO, bombGuard, compressor, decompressor, sniffStream, type Compression } from '../archive/index.js';
 import { Digester, encryptStream, type TrustedKey } from '../crypto/index.js';
 import { TarportError, isSystemError, wrapSystemError } from '../errors.js';
 import { MEDIA_TYPES, type Encryption, type LayerDescriptor, type StagedBlob, type WriteTransaction } from '../repo/index.js';
@@ -41,6 +41,8 @@ export class LayerUploader {
     private readonly compression: Compression,
     private readonly encryptTo: readonly TrustedKey[] | undefined,
     private readonly signal: AbortSignal | undefined,
+    /** bombGuard's ratio for a compressed layer (`--max-expansion`; 0: no limit). */
+    private readonly maxExpansion = MAX_RATIO,
   ) {}
 
   get encryption(): Encryption | undefined {
@@ -56,7 +58,7 @@ export class LayerUploader {
     const inComp = src.hashed ? 'none' : (src.declared ?? (await sniffStream(src.stream)));
     const diff = src.hashed ? undefined : new Digester();
     const out = new PassThrough({ highWaterMark: 1 << 20 });
-    const guard = bombGuard(); // a compressed layer that expands without end is refused, not read for hours
+    const guard = bombGuard(this.maxExpansion); // a compressed layer that expands without end is refused, not read for hours
     const hashing = diff ?? new PassThrough({ highWaterMark: 1 << 20 });
     const sizeHint = inComp === 'none' ? (src.hashed?.size ?? src.sizeHint) : undefined;
     const feeding = pipeline(src.stream, guard.input, decompressor(inComp), guard.output, hashing, compressor(this.compression, sizeHint), out, { ...(this.signal ? { signal: this.signal } : {}) });

@@ -1,5 +1,5 @@
 import { stat } from 'node:fs/promises';
-import { ARCHIVE_KINDS, COMPRESSIONS, LayerWatch, zstdCodecs, zstdNotLoadedNote, type ArchiveKind, type Compression } from '../../archive/index.js';
+import { ARCHIVE_KINDS, COMPRESSIONS, LayerWatch, MAX_RATIO, zstdCodecs, zstdNotLoadedNote, type ArchiveKind, type Compression } from '../../archive/index.js';
 import { loadRecipients } from '../../crypto/index.js';
 import { TarportError } from '../../errors.js';
 import { publishArchive, type GrowingArchive, type PublishResult } from '../../producer/index.js';
@@ -21,6 +21,14 @@ export interface PushFlags extends ConnectionFlags, MetricsFlags {
   catalogTtl?: string;
   init?: boolean;
   kind?: string;
+  maxExpansion?: string;
+}
+
+/** `--max-expansion`: a whole number of times a compressed archive or layer may expand; 0 lifts the limit. */
+export function maxExpansionOf(v: string | undefined): number {
+  if (v === undefined) return MAX_RATIO;
+  if (!/^\d{1,9}$/.test(v.trim())) throw new TarportError('USAGE', `--max-expansion ${JSON.stringify(v)}: a whole number of times (default ${MAX_RATIO}), or 0 for no limit`);
+  return Number(v.trim());
 }
 
 /** `--kind`: what the archives are; `auto` (the default) tells an image by its metadata files. */
@@ -51,6 +59,7 @@ export function compressionOf(v: string | undefined, warn?: (line: string) => vo
 export async function pushCommand(ctx: Context, archives: string[], flags: PushFlags): Promise<number> {
   const compression = compressionOf(flags.compress, (l) => ctx.out.warn(l));
   const kind = kindOf(flags.kind);
+  const maxExpansion = maxExpansionOf(flags.maxExpansion);
   const name = flags.name ? parseRef(flags.name, { what: '--name', defaultTag: 'latest' }) : undefined;
   const catalogTtlMs = parseDuration(flags.catalogTtl ?? '90d', '--catalog-ttl');
   if (name && archives.length > 1) throw new TarportError('USAGE', '--name applies to one archive; push the others separately');
@@ -80,6 +89,7 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
           },
           ...(name ? { name } : {}),
           kind,
+          maxExpansion,
           catalogTtlMs,
           signal: ctx.signal,
           ...(flags.init ? { create: true } : {}),

@@ -6,7 +6,7 @@ import { nameFor, parseNameRule, publishArchive, watchFolder } from '../../produ
 import { parseRef } from '../../repo/index.js';
 import { openRepository, parseDuration, signerFrom, type Context } from '../context.js';
 import { describeWatch, eventPrinter, watchLevel } from '../events.js';
-import { compressionOf, kindOf, type PushFlags } from './push.js';
+import { compressionOf, kindOf, maxExpansionOf, type PushFlags } from './push.js';
 import { openMetrics, type MetricsFlags } from '../metrics.js';
 import { VERSION } from '../../version.js';
 
@@ -25,6 +25,7 @@ export async function watchCommand(ctx: Context, dirArg: string, flags: WatchFla
   if (!st?.isDirectory()) throw new TarportError('USAGE', `${dir}: not a folder to watch`);
   const compression = compressionOf(flags.compress, (l) => ctx.out.warn(l));
   const kind = kindOf(flags.kind);
+  const maxExpansion = maxExpansionOf(flags.maxExpansion);
   const fixed = flags.name ? parseRef(flags.name, { what: '--name', defaultTag: 'latest' }) : undefined;
   const rules = (flags.nameMap ?? []).map(parseNameRule);
   const catalogTtlMs = parseDuration(flags.catalogTtl ?? '90d', '--catalog-ttl');
@@ -54,6 +55,7 @@ export async function watchCommand(ctx: Context, dirArg: string, flags: WatchFla
         publishArchive(repo, p, {
           compression,
           kind,
+          maxExpansion,
           catalogTtlMs,
           signal,
           onEvent: (e) => void (e.kind === 'waiting' && ctx.out.info(e.message)),

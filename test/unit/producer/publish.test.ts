@@ -1,6 +1,8 @@
 // src/producer/publish.ts: what a publish reuses, and an archive published while it still comes.
 import { appendFile, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { LayerWatch, TarArchive } from '../../../src/archive/index.js';
@@ -12,8 +14,10 @@ import { Repository, signatureKey, type Sign } from '../../../src/repo/index.js'
 import { RELEASES_FOLDER, recordKey } from '../../../src/repo/layout.js';
 import { MAX_SIGNATURE_BYTES } from '../../../src/repo/read.js';
 import { MemoryTransport } from '../../../src/transport/index.js';
-import { dockerSave, sha, tarBytes } from '../../corpus/tarwriter.js';
+import { dockerSave, ociLayout, sha, tarBytes } from '../../corpus/tarwriter.js';
 import { tempDir } from '../../helpers.js';
+
+const MiB = 1 << 20;
 import { demoArchives, faults, publish } from '../repo/fixtures.js';
 import { FaultyTransport } from '../repo/faulty.js';
 
@@ -415,5 +419,40 @@ describe('the same content under other protection', () => {
     const repo = new Repository(t);
     const v2 = (await repo.readRecord((await repo.listReleases('demo/app', '1')).at(-1)!)).record;
     expect(v2.layers.every((l) => l.encryption?.recipients.length === 2)).toBe(true);
+  });
+});
+
+describe('publishArchive: a compressed layer of little but zeros (a preallocated file, a disk image)', () => {
+  /** An OCI layout whose one gzip layer is a tar of `mib` MiB of zeros in one file: what skopeo and podman write for `dd if=/dev/zero`. */
+  async function zerosLayout(mib: number): Promise<{ path: string; diffId: string }> {
+    const dir = await tempDir();
+    const header = tarBytes([{ name: 'zeros', sizeField: Buffer.from((mib * MiB).toString(8).padStart(11, '0') + '\0', 'latin1') }], false);
+    const tail = Buffer.alloc(1024); // the end-of-archive marker, after the file's last block
+    const member = gzipSync(Buffer.alloc(16 * MiB), { level: 9 });
+    const layer = Buffer.concat([gzipSync(header), ...Array.from({ length: mib / 16 }, () => member), gzipSync(tail)]);
+    const h = createHash('sha256').update(header);
+    const chunk = Buffer.alloc(16 * MiB);
+    for (let i = 0; i < mib / 16; i++) h.update(chunk);
+    const diffId = `sha256:${h.update(tail).digest('hex')}`;
+    const path = join(dir, 'zeros-oci.tar');
+    await writeFile(path, tarBytes(ociLayout(layer, diffId, 'application/vnd.oci.image.layer.v1.tar+gzip')));
+    return { path, diffId };
+  }
+
+  it('is refused past 200 times its size by default, naming --max-expansion and leaving the repository as it was; with --max-expansion 0 it is published', async () => {
+    const { path, diffId } = await zerosLayout(320);
+    const t = new MemoryTransport();
+    const opts = { create: true, compression: 'zstd' as const, catalogTtlMs: DEFAULT_CATALOG_TTL_MS };
+    await new Repository(t).init();
+    const before = [...t.files.keys()].sort();
+    await expect(publishArchive(new Repository(t), path, opts)).rejects.toMatchObject({
+      code: 'BAD_INPUT',
+      message: expect.stringMatching(/: decompresses to more than 200 times its size \(\d+ bytes from the first \d+\): a decompression bomb, or a file of almost nothing but zeros \(a preallocated file or a disk image\); an archive you trust is read whole with --max-expansion 0 \(no limit\) or a higher ratio$/),
+    });
+    expect([...t.files.keys()].sort()).toEqual(before);
+    const r = await publishArchive(new Repository(t), path, { ...opts, maxExpansion: 0 });
+    expect(r.releases.map((x) => [x.name, x.tag, x.status])).toEqual([['corpus/oci', '1', 'published']]);
+    const record = await new Repository(t).readRecord((await new Repository(t).listReleases('corpus/oci', '1'))[0]!);
+    expect(record.record.layers.map((l) => l.diffId)).toEqual([diffId]);
   });
 });

@@ -93,3 +93,13 @@ describe('push --kind', () => {
     expect(bad.stderr).toContain('--kind "docker": use auto, image or rootfs');
   });
 });
+
+describe('--max-expansion', () => {
+  it('is 200 unless given; takes a whole number of times, 0 for no limit; anything else is a usage error naming the value', async () => {
+    const { maxExpansionOf } = await import('../../../../src/cli/commands/push.js');
+    expect([maxExpansionOf(undefined), maxExpansionOf('0'), maxExpansionOf(' 1000 ')]).toEqual([200, 0, 1000]);
+    for (const bad of ['-1', '1.5', 'lots', '', '1e3']) {
+      expect(() => maxExpansionOf(bad)).toThrow(expect.objectContaining({ code: 'USAGE', message: `--max-expansion ${JSON.stringify(bad)}: a whole number of times (default 200), or 0 for no limit` }));
+    }
+  });
+});
