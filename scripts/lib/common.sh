@@ -14,7 +14,8 @@ TP_APT_PACKAGES=(docker.io busybox-static skopeo zstd gnupg ca-certificates vsft
   libsodium23 libcap2 libpam0g containerd podman
   prometheus systemd groff-base man-db bsdutils chromium  # promtool checks metrics; systemd-analyze the units; groff/man the man page; script(1) a TTY; chromium renders index.html
   fusefat exfat-fuse dosfstools exfatprogs  # real sticks for the air-gap tests (test/sticks.ts): FAT32 through fusefat, exFAT on a loop device
-  python3 make g++)  # npm ci builds zstd-napi with node-gyp where no prebuilt binary downloads
+  python3 make g++  # npm ci builds zstd-napi with node-gyp where no prebuilt binary downloads
+  xz-utils bzip2 lz4)  # archives of compressions tarport names and refuses (test/unit/archive/tar.test.ts)
 # qemu-aarch64 runs the arm64 single executable (test/integration/sea.test.ts). Debian 12 has it static
 # in qemu-user-static; Debian 13's qemu-user is the static build (its qemu-user-static is a transitional
 # package that also pulls binfmt registration, which nothing here needs).

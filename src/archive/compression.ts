@@ -11,11 +11,28 @@ import { defaultCandidates, findBinding, type BindingSearch, type BindingSource,
 export type Compression = 'none' | 'gzip' | 'zstd';
 export const COMPRESSIONS: readonly Compression[] = ['zstd', 'gzip', 'none'];
 
-/** Sniffs the compression of a stream from its first bytes. */
+/**
+ * Sniffs the compression of a stream from its first bytes. A zstd stream may open with a skippable
+ * frame (magic 0x184D2A50 to 0x184D2A5F): pzstd, zstd's parallel tool, writes one before each frame.
+ */
 export function sniffCompression(head: Buffer): Compression {
   if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) return 'gzip';
-  if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528) return 'zstd';
+  if (head.length >= 4 && (head.readUInt32LE(0) === 0xfd2fb528 || (head.readUInt32LE(0) & 0xfffffff0) === 0x184d2a50)) return 'zstd';
   return 'none';
+}
+
+/** Compressions that docker load takes and tarport does not, by their magic numbers, for a message that names them. */
+const FOREIGN: readonly { name: string; magic: Buffer; undo: string }[] = [
+  { name: 'xz', magic: Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]), undo: 'xz -d' },
+  { name: 'bzip2', magic: Buffer.from('BZh', 'latin1'), undo: 'bzip2 -d' },
+  { name: 'lz4', magic: Buffer.from([0x04, 0x22, 0x4d, 0x18]), undo: 'lz4 -d' },
+  { name: 'lzip', magic: Buffer.from('LZIP', 'latin1'), undo: 'lzip -d' },
+];
+
+/** The compression tarport does not read that `head` opens with, and the command that undoes it. */
+export function foreignCompression(head: Buffer): { name: string; undo: string } | undefined {
+  const f = FOREIGN.find((c) => head.length >= c.magic.length && head.subarray(0, c.magic.length).equals(c.magic));
+  return f && { name: f.name, undo: f.undo };
 }
 
 /**

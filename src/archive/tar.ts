@@ -3,9 +3,9 @@ import { PassThrough, type Duplex, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TarportError, messageOf, wrapSystemError } from '../errors.js';
 import { DecompressionBombError, MAX_RATIO, bombGuard } from './bomb.js';
-import { CodecError, decompressor, releaserOf, sniffCompression, type Compression } from './compression.js';
+import { CodecError, decompressor, foreignCompression, releaserOf, sniffCompression, type Compression } from './compression.js';
 import { feedFile } from './filefeed.js';
-import { HeaderDecoder, TarFormatError, isZeroBlock, type EntryType } from './tarheader.js';
+import { HeaderDecoder, TarFormatError, decodeHeader, isZeroBlock, type EntryType } from './tarheader.js';
 import { linkSignals } from '../signals.js';
 
 export interface TarEntry {
@@ -67,6 +67,11 @@ export class TarArchive {
       const head = Buffer.alloc(512);
       await fh.read(head, 0, 512, 0);
       const compression = sniffCompression(head);
+      const foreign = compression === 'none' ? foreignCompression(head) : undefined;
+      // a tar starts with a file name: these magic numbers are no tar header (a name of 'BZh' has NULs after it)
+      if (foreign && !looksLikeTarHeader(head)) {
+        throw new TarportError('BAD_INPUT', `${path}: a ${foreign.name}-compressed archive; tarport reads plain, gzip and zstd archives: decompress it first (${foreign.undo}), or compress it with gzip or zstd`);
+      }
       const r = compression === 'none' ? await indexPlain(fh, size, path, signal) : await indexCompressed(path, compression, maxExpansion, signal);
       return new TarArchive(path, compression, r.entries, r.order, r.small, size, r.shape, maxExpansion);
     } finally {
@@ -448,6 +453,16 @@ async function scan(r: BlockReader, path: string, keepSmall: boolean, signal?: A
 }
 
 const pad = (size: number) => (512 - (size % 512)) % 512;
+
+/** Whether a file's first block reads as a tar header (its checksum holds): a name may begin with any magic number. */
+function looksLikeTarHeader(head: Buffer): boolean {
+  try {
+    decodeHeader(head);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 function abortError(signal: AbortSignal, path: string): TarportError {
   const reason: unknown = signal.reason;

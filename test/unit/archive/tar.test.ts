@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -81,6 +82,43 @@ describe('TarArchive', () => {
     expect(err?.message).toMatch(msg);
     expect(err?.message).toContain(p);
     expect(err?.code).toBe('BAD_INPUT');
+  });
+});
+
+describe('TarArchive: archives of other compression tools', () => {
+  const files: [string, Buffer][] = [['a.txt', Buffer.from('alpha')], ['b.bin', randomBytes(70_000)]];
+
+  it('reads zstd that opens with a skippable frame, as pzstd writes it', async () => {
+    const p = join(await tempDir(), 'x.tar.zst');
+    const skippable = Buffer.alloc(12);
+    skippable.writeUInt32LE(0x184d2a50, 0);
+    skippable.writeUInt32LE(4, 4);
+    await writeFile(p, Buffer.concat([skippable, zstdCompress(tarOf(files))]));
+    const t = await TarArchive.open(p);
+    expect(t.compression).toBe('zstd');
+    expect(sha256(await t.readEntry('b.bin', 1 << 20))).toBe(sha256(files[1]![1]));
+  });
+
+  it.each([
+    ['xz', ['xz', '-c'], 'xz -d'],
+    ['bzip2', ['bzip2', '-c'], 'bzip2 -d'],
+    ['lz4', ['lz4', '-c'], 'lz4 -d'],
+  ])('refuses %s, naming the compression and what undoes it (not "not a tar archive")', async (name, argv, undo) => {
+    const dir = await tempDir();
+    const p = join(dir, `x.tar.${name}`);
+    const plain = join(dir, 'x.tar');
+    await writeFile(plain, tarOf(files));
+    await writeFile(p, execFileSync(argv[0]!, [...argv.slice(1), plain]));
+    await expect(TarArchive.open(p)).rejects.toMatchObject({
+      code: 'BAD_INPUT',
+      message: `${p}: a ${name}-compressed archive; tarport reads plain, gzip and zstd archives: decompress it first (${undo}), or compress it with gzip or zstd`,
+    });
+  });
+
+  it('reads a plain tar whose first file is named like a magic number', async () => {
+    const p = join(await tempDir(), 'x.tar');
+    await writeFile(p, tarOf([['BZh91AY', Buffer.from('x')]]));
+    expect([...(await TarArchive.open(p)).order]).toEqual(['BZh91AY']);
   });
 });
 
