@@ -1,4 +1,5 @@
 import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { ARCHIVE_KINDS, COMPRESSIONS, LayerWatch, MAX_RATIO, zstdCodecs, zstdNotLoadedNote, type ArchiveKind, type Compression } from '../../archive/index.js';
 import { loadRecipients } from '../../crypto/index.js';
 import { TarportError } from '../../errors.js';
@@ -136,6 +137,18 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
  * a LayerWatch follows it, so that new layers are stored as they come (publishArchive's growing
  * archive). A publish that fails stops the copy. The result names `-`.
  */
+/** What to do with a folder given as an archive: an OCI layout (skopeo oci:DIR, podman save --format oci-dir) goes in as a tar of itself. */
+async function directoryAdvice(dir: string): Promise<string> {
+  const layout = await stat(join(dir, 'oci-layout')).then((s) => s.isFile(), () => false);
+  if (!layout) return 'a directory, not an archive (docker save -o FILE, or pipe it into push -)';
+  return `an OCI layout directory, not an archive: push it as a tar of its contents (tar -C ${shellWord(dir)} -cf - . | tarport push - --to URL)`;
+}
+
+/** `s` as one shell word, quoted only when it needs to be. */
+function shellWord(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
 async function publishFrom(a: string, publish: (source: string | GrowingArchive) => Promise<PublishResult>, signal: AbortSignal): Promise<PublishResult> {
   if (a !== '-') {
     // a name that names no file is bad input (exit 2), as a bad archive is: a retry cannot help
@@ -143,7 +156,7 @@ async function publishFrom(a: string, publish: (source: string | GrowingArchive)
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new TarportError('BAD_INPUT', `${a}: no such file`);
       return undefined; // other faults are the archive reader's to name
     });
-    if (st?.isDirectory()) throw new TarportError('BAD_INPUT', `${a}: a directory, not an archive (docker save -o FILE, or pipe it into push -)`);
+    if (st?.isDirectory()) throw new TarportError('BAD_INPUT', `${a}: ${await directoryAdvice(a)}`);
     return publish(a);
   }
   const stop = new AbortController();

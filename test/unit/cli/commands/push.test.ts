@@ -1,4 +1,4 @@
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it, vi } from 'vitest';
@@ -64,10 +64,19 @@ describe('push of a name that is no archive file', () => {
   it.each([
     ['a file that is not there', (dir: string) => join(dir, 'app.tar'), (p: string) => `${p}: no such file`],
     ['a directory', (dir: string) => dir, (p: string) => `${p}: a directory, not an archive (docker save -o FILE, or pipe it into push -)`],
+    [
+      "an OCI layout directory (skopeo's oci:DIR)",
+      async (dir: string) => {
+        await mkdir(join(dir, "it's oci"));
+        await writeFile(join(dir, "it's oci", 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+        return join(dir, "it's oci");
+      },
+      (p: string) => `${p}: an OCI layout directory, not an archive: push it as a tar of its contents (tar -C '${p.replace(/'/g, "'\\''")}' -cf - . | tarport push - --to URL)`,
+    ],
   ])('%s is bad input (exit 2), named, and the others are still pushed', async (_what, path, message) => {
     const dir = await tempDir();
     const [v1] = await writeDemoArchives(dir, undefined, SMALL);
-    const bad = path(await tempDir());
+    const bad = await path(await tempDir());
     const repo = join(dir, 'repo');
     const r = await tarportInProcess(['push', '--init', bad, v1!, '--to', repo, '--json']);
     expect(r.code).toBe(2);
