@@ -294,9 +294,11 @@ async function loadRelease(round: Round, entry: CatalogEntry, verified: PinnedRe
   const platform = (round.platform ??= opts.platform ?? (await docker.platform(opts.signal)));
   // a multi-platform release: this platform's image only (its config and layers); never an attestation
   const view = record.kind === 'image' ? { ...verified, record: platformView(record, platform) } : verified;
-  const { imageId, bytesFetched, thin, via, platform: made } = record.kind === 'image'
+  const { imageId, bytesFetched, thin, via, platform: made, otherPlatform } = record.kind === 'image'
     ? await loadImage(repo, docker, cache, view, (e) => emit(e), opts.decryptKey, opts.signal)
     : await importRootfs(repo, docker, cache, verified, platform, opts.decryptKey, opts.signal);
+  // the state keeps the platform asked, so that the next round does not import it again
+  if (otherPlatform) emit({ kind: 'warning', message: otherPlatform });
   // what was loaded, not what was asked: a single-platform image is what its config says (the
   // runtime loads it whatever --platform says), a multi-platform one the platform picked for this
   // one (arm/v6 on an arm/v7 host), a root file system what the runtime made it
@@ -455,6 +457,8 @@ interface Loaded {
   readonly via?: string;
   /** The platform of the image loaded (os/arch[/variant]), when its config names one. */
   readonly platform?: string;
+  /** A root file system the runtime made an image of another platform than the one asked. */
+  readonly otherPlatform?: string;
 }
 
 async function loadImage(
@@ -732,7 +736,8 @@ async function importRootfs(repo: Repository, docker: Runtime, cache: ObjectCach
     // the runtime's word is the image it made, not where it put it: the name must lead to that image
     const named = await docker.imageId(name, signal);
     if (named !== made.imageId) throw new TarportError('DAEMON', `${ref} v${record.version}: the ${docker.kind} runtime imported the root file system as ${made.imageId}, but ${name.familiar} names ${named ?? 'no image'}`);
-    return { imageId: made.imageId, bytesFetched, thin: false, platform: formatPlatform(made.platform) };
+    const otherPlatform = samePlatform(made.platform, platform) ? undefined : `${ref} v${record.version}: the ${docker.kind} runtime made the root file system an image for ${formatPlatform(made.platform)}, not for the ${formatPlatform(platform)} asked (it ignored the platform: Docker 20.10 takes it only with its experimental features on); it is loaded as that`;
+    return { imageId: made.imageId, bytesFetched, thin: false, platform: formatPlatform(made.platform), ...(otherPlatform ? { otherPlatform } : {}) };
   }
   // a runtime without an import of its own (containerd) gets the image docker import would make:
   // one layer and a config for this platform

@@ -29,6 +29,10 @@ export function parseDockerHost(value: string | undefined): Endpoint {
 export interface ImageInspect {
   Id: string;
   RepoTags?: string[];
+  /** The platform of the image's config (classic store; Podman's compatible API too). */
+  Os?: string;
+  Architecture?: string;
+  Variant?: string;
   RootFS?: { Layers?: string[] };
   Manifests?: {
     ID: string;

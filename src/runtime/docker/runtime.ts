@@ -55,11 +55,15 @@ export class DockerRuntime implements Runtime {
     if (unpack) throw new TarportError('DAEMON', `docker load of ${name.familiar} into ${this.endpoint}: the daemon imported the image but could not unpack it (${unpack})`);
   }
 
-  /** The daemon makes the image for the platform asked (the `platform` of POST /images/create, API 1.32+). */
+  /**
+   * Asks the daemon to make the image for `platform` (the `platform` of POST /images/create, API
+   * 1.32+), and says what it made: Docker 20.10 takes the parameter only with its experimental
+   * features on, and otherwise makes an image of its own platform without a word.
+   */
   async importRootfs(rootfs: Readable, name: ImageName, platform: Platform, signal?: AbortSignal): Promise<ImportedRootfs> {
     const colon = name.familiar.lastIndexOf(':');
     const imageId = await this.api.import(rootfs, name.familiar.slice(0, colon), name.familiar.slice(colon + 1), signal, formatPlatform(platform));
-    return { imageId, platform };
+    return { imageId, platform: await platformMade(this.api, imageId, platform, signal) };
   }
 
   async imageId(name: ImageName, signal?: AbortSignal): Promise<string | undefined> {
@@ -84,6 +88,13 @@ export class DockerRuntime implements Runtime {
   async removeImage(id: string, signal?: AbortSignal): Promise<Removal> {
     return removeUnnamed(this.api, id, signal);
   }
+}
+
+/** The platform of an image the Docker API (Docker's, Podman's) made; `asked` where it says none. */
+export async function platformMade(api: DockerApi, id: string, asked: Platform, signal?: AbortSignal): Promise<Platform> {
+  const got = await api.inspectImage(id, signal);
+  if (!got?.Os || !got.Architecture) return asked;
+  return { os: got.Os, architecture: got.Architecture, ...(got.Variant ? { variant: got.Variant } : {}) };
 }
 
 /**

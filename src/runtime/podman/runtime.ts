@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream';
 import { TarportError, messageOf } from '../../errors.js';
 import { DaemonStuckError, DockerClient, RepositorySilentError, type DockerApi } from '../docker/client.js';
 import { platformOfMachine, type ExpectedImage, type Fetched, type ImageName, type ImportedRootfs, type LoadPlan, type Platform, type Removal, type Runtime, type StoredLayer, type VerifiedImage, type VerifiedLoad } from '../types.js';
-import { removeUnnamed } from '../docker/runtime.js';
+import { platformMade, removeUnnamed } from '../docker/runtime.js';
 import { LibpodClient, type LibpodApi } from './libpod.js';
 import { LoopbackRegistry, type RegistryTraffic, type ServedImage } from './registry.js';
 
@@ -122,8 +122,9 @@ export class PodmanRuntime implements Runtime {
    */
   async importRootfs(rootfs: Readable, name: ImageName, platform: Platform, signal?: AbortSignal): Promise<ImportedRootfs> {
     // the compatible import takes the os and architecture of `platform`, never its variant
-    const made = { os: platform.os, architecture: platform.architecture };
-    return { imageId: await this.api.import(rootfs, name.qualified, '', signal, `${made.os}/${made.architecture}`), platform: made };
+    const asked = { os: platform.os, architecture: platform.architecture };
+    const imageId = await this.api.import(rootfs, name.qualified, '', signal, `${asked.os}/${asked.architecture}`);
+    return { imageId, platform: await platformMade(this.api, imageId, asked, signal) };
   }
 
   async imageId(name: ImageName, signal?: AbortSignal): Promise<string | undefined> {

@@ -32,11 +32,14 @@ class CountingRuntime implements Runtime {
   readonly imports: Platform[] = [];
   /** Podman's compatible import: the variant asked for is not kept. */
   dropsVariant = false;
+  /** Docker 20.10 without its experimental features: every import is made for the runtime's own platform. */
+  ignoresPlatform = false;
   async importRootfs(rootfs: Readable, name: ImageName, platform: Platform): Promise<ImportedRootfs> {
     for await (const _ of rootfs);
     this.imports.push(platform);
     const imageId = `sha256:${'e'.repeat(64)}`;
     this.images.set(name.familiar, imageId);
+    if (this.ignoresPlatform) return { imageId, platform: this.own };
     return { imageId, platform: this.dropsVariant ? { os: platform.os, architecture: platform.architecture } : platform };
   }
   async imageId(name: ImageName): Promise<string | undefined> {
@@ -142,6 +145,24 @@ describe('the platform a load says it loaded', () => {
     const rt = new CountingRuntime(linux('arm', 'v7'));
     expect(await loadedAs([{ name: 'bin/app', data: Buffer.from('#!/bin/sh\n') }], rt)).toEqual(['linux/arm/v7', 'linux/arm/v7']);
     expect(rt.imports).toEqual([linux('arm', 'v7')]);
+  });
+
+  it('a root file system the runtime made for its own platform, not the one asked (Docker 20.10): a warning names both, the load says what it made, and the next run does not import it again', async () => {
+    const archive = join(await tempDir(), 'rootfs.tar');
+    await writeFile(archive, tarBytes([{ name: 'bin/app', data: Buffer.from('#!/bin/sh\n') }]));
+    const repo = new Repository(new MemoryTransport());
+    await publishArchive(repo, archive, { create: true, compression: 'gzip', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/root', tag: '1' } });
+    const rt = new CountingRuntime(linux('amd64'));
+    rt.ignoresPlatform = true;
+    const stateDir = await tempDir();
+    const events: PullEvent[] = [];
+    await pull(repo, rt, { subscriptions: [], stateDir, platform: linux('arm64'), onEvent: (e) => events.push(e) });
+    await pull(repo, rt, { subscriptions: [], stateDir, platform: linux('arm64'), onEvent: (e) => events.push(e) });
+    expect(events.flatMap((e) => (e.kind === 'warning' ? [e.message] : []))).toEqual([
+      "demo/root:1 v1: the docker runtime made the root file system an image for linux/amd64, not for the linux/arm64 asked (it ignored the platform: Docker 20.10 takes it only with its experimental features on); it is loaded as that",
+    ]);
+    expect(events.flatMap((e) => (e.kind === 'loaded' ? [e.platform] : []))).toEqual(['linux/amd64']);
+    expect(rt.imports).toEqual([linux('arm64')]);
   });
 
   it('a root file system: what the runtime made of it, when it drops the variant asked for (Podman)', async () => {

@@ -157,16 +157,33 @@ describe('Docker, classic store: the plan of a thin load', () => {
 });
 
 describe('a root file system imported', () => {
-  it('is made for the platform asked (POST /images/create?fromSrc=-&platform=…), and says so', async () => {
+  /** A daemon whose import makes images of `made`'s platform, whatever is asked; the paths and platforms asked. */
+  async function importingDaemon(made: { Os?: string; Architecture?: string; Variant?: string }): Promise<{ runtime: DockerRuntime; asked: string[] }> {
     const asked: string[] = [];
     const sock = join(await tempDir(), 'docker.sock');
+    const id = `sha256:${'a'.repeat(64)}`;
     server = createServer((req, res) => {
-      asked.push(req.url!);
-      req.resume().on('end', () => res.end(`{"status":"sha256:${'a'.repeat(64)}"}\n`));
+      const url = new URL(req.url!, 'http://d');
+      const path = decodeURIComponent(url.pathname).replace(/^\/v[\d.]+/, '');
+      asked.push(`${req.method} ${path} ${url.searchParams.get('platform') ?? ''}`.trim());
+      if (req.method === 'GET' && path === `/images/${id}/json`) return void res.setHeader('content-type', 'application/json').end(JSON.stringify({ Id: id, ...made }));
+      req.resume().on('end', () => res.end(`{"status":"${id}"}\n`));
     });
     await new Promise<void>((r) => server!.listen(sock, r));
-    const made = await new DockerRuntime(new DockerClient(`unix://${sock}`)).importRootfs(Readable.from([Buffer.from('rootfs')]), { familiar: 'demo/root:1', qualified: 'docker.io/demo/root:1' }, { os: 'linux', architecture: 'arm64', variant: 'v8' });
+    return { runtime: new DockerRuntime(new DockerClient(`unix://${sock}`)), asked };
+  }
+  const rootfs = () => Readable.from([Buffer.from('rootfs')]);
+  const name = { familiar: 'demo/root:1', qualified: 'docker.io/demo/root:1' };
+
+  it('is made for the platform asked (POST /images/create?fromSrc=-&platform=…), and says what the image it made says', async () => {
+    const { runtime, asked } = await importingDaemon({ Os: 'linux', Architecture: 'arm64', Variant: 'v8' });
+    const made = await runtime.importRootfs(rootfs(), name, { os: 'linux', architecture: 'arm64', variant: 'v8' });
     expect(made).toEqual({ imageId: `sha256:${'a'.repeat(64)}`, platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } });
-    expect(asked.map((u) => new URL(u, 'http://d').searchParams.get('platform'))).toEqual(['linux/arm64/v8']);
+    expect(asked).toEqual(['POST /images/create linux/arm64/v8', `GET /images/sha256:${'a'.repeat(64)}/json`]);
+  });
+
+  it('by a daemon that ignores the platform asked (Docker 20.10 without experimental features): says the platform it made', async () => {
+    const { runtime } = await importingDaemon({ Os: 'linux', Architecture: 'amd64' });
+    expect((await runtime.importRootfs(rootfs(), name, { os: 'linux', architecture: 'arm64' })).platform).toEqual({ os: 'linux', architecture: 'amd64' });
   });
 });

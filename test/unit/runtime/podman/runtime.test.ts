@@ -331,11 +331,18 @@ describe('Podman loadVerified: whose silence ends a pull', () => {
 });
 
 describe('Podman: a root file system imported', () => {
-  it('is asked for the os and architecture of the platform (its compatible import keeps no variant), and says what it made', async () => {
+  it('is asked for the os and architecture of the platform (its compatible import keeps no variant), and says what it made, as the image it made says', async () => {
     const asked: (string | undefined)[] = [];
-    const compat = { import: async (_rootfs: Readable, _repo: string, _tag: string, _signal?: AbortSignal, platform?: string) => (asked.push(platform), `sha256:${'c'.repeat(64)}`) } as unknown as DockerApi;
+    const inspected: string[] = [];
+    const id = `sha256:${'c'.repeat(64)}`;
+    const compat = {
+      import: async (_rootfs: Readable, _repo: string, _tag: string, _signal?: AbortSignal, platform?: string) => (asked.push(platform), id),
+      // what the image says, not what was asked: here it kept the arm of linux/arm, and a variant of its own
+      inspectImage: async (ref: string) => (inspected.push(ref), { Id: id, Os: 'linux', Architecture: 'arm', Variant: 'v7' }),
+    } as unknown as DockerApi;
     const made = await new PodmanRuntime(compat).importRootfs(Readable.from([Buffer.from('rootfs')]), { familiar: 'demo/root:1', qualified: 'docker.io/demo/root:1' }, { os: 'linux', architecture: 'arm', variant: 'v6' });
-    expect(made).toEqual({ imageId: `sha256:${'c'.repeat(64)}`, platform: { os: 'linux', architecture: 'arm' } });
+    expect(made).toEqual({ imageId: id, platform: { os: 'linux', architecture: 'arm', variant: 'v7' } });
     expect(asked).toEqual(['linux/arm']);
+    expect(inspected).toEqual([id]);
   });
 });
