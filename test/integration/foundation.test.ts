@@ -168,6 +168,27 @@ describe('foundation: every archive shape', () => {
     expect(await runIn('tarport-test/exported:1', 'cat /app/hello.txt; readlink /app/link-to-hello')).toBe('hello from v1\n/app/hello.txt');
   });
 
+  it('an export release pulled with --platform linux/arm64: the load names the platform of the image the daemon made, and warns when that is not the one asked', async () => {
+    const repo = join(await tempDir(), 'repo');
+    const state = await tempDir();
+    const ref = 'tarport-test/exported-arm:1';
+    expect((await tarport(['push', '--init', fixture('app-export.tar'), '--to', repo, '--name', ref])).code).toBe(0);
+    const p = await tarport(['pull', '--from', repo, '--state', state, '--platform', 'linux/arm64'], consumerEnv);
+    expect(p.code, p.stderr).toBe(0);
+    // the daemon's word on its image: Docker 20.10 (Debian 12) ignores the platform of an import
+    // without its experimental features; later ones make it for the platform asked
+    const made = await docker('consumer', 'image', 'inspect', '-f', '{{.Os}}/{{.Architecture}}', ref);
+    expect(p.stderr).toContain(`loaded ${ref} v1 as `);
+    expect(p.stderr).toContain(`into docker (${made})`);
+    const warned = p.stderr.split('\n').filter((l) => l.includes('made the root file system an image for'));
+    expect(warned.map((l) => l.slice(l.indexOf(ref)))).toEqual(
+      made === 'linux/arm64' ? [] : [`${ref} v1: the docker runtime made the root file system an image for ${made}, not for the linux/arm64 asked (it ignored the platform: Docker 20.10 takes it only with its experimental features on); it is loaded as that`],
+    );
+    const again = await tarport(['pull', '--from', repo, '--state', state, '--platform', 'linux/arm64', '--json'], consumerEnv);
+    expect(again.code, again.stderr).toBe(0);
+    expect((JSON.parse(again.stdout) as { loaded: unknown[] }).loaded).toEqual([]);
+  });
+
   it('skopeo reads the repository as an OCI layout', async () => {
     const dir = await tempDir();
     const repo = join(dir, 'repo');
