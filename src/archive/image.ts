@@ -384,11 +384,18 @@ function ociRefName(a: Record<string, unknown> | undefined): string | undefined 
   return undefined;
 }
 
+/**
+ * One image per manifest, with every name index.json gives it: skopeo's `oci:DIR:REF` adds an entry
+ * per copy, so one manifest may be listed under a full name and again under a bare tag (no name).
+ */
 async function readOciLayout(r: Reading): Promise<ArchiveImage[]> {
-  const images: ArchiveImage[] = [];
+  const byEntry = new Map<string, { manifest: Record<string, unknown>; at: number; names: Set<string> }>();
   for (const [i, { manifest, entry, name }] of (await ociManifests(r)).entries()) {
-    images.push(await readOciImage(r, manifest, `index.json image ${i}: manifest ${entry}`, name ? [name] : []));
+    const seen = byEntry.get(entry) ?? byEntry.set(entry, { manifest, at: i, names: new Set() }).get(entry)!;
+    if (name) seen.names.add(name);
   }
+  const images: ArchiveImage[] = [];
+  for (const [entry, { manifest, at, names }] of byEntry) images.push(await readOciImage(r, manifest, `index.json image ${at}: manifest ${entry}`, [...names]));
   return images;
 }
 

@@ -179,6 +179,25 @@ describe('nested indexes: each blob read once, loops and endless fans refused', 
   });
 });
 
+describe("an OCI layout that lists one manifest more than once (skopeo's oci:DIR:REF, one entry per copy)", () => {
+  it('is one image with every name given to it; an entry under a bare tag (no name) takes nothing from it', async () => {
+    const l = new Layout();
+    const app = l.image();
+    const other = l.image((m) => ({ ...m, annotations: { other: 'yes' } }));
+    const ref = (name: string) => ({ annotations: { 'org.opencontainers.image.ref.name': name } });
+    const content = await contentOf(l.items({ schemaVersion: 2, manifests: [{ ...app, ...ref('corpus/app:b') }, { ...app, ...ref('justtag') }, { ...other, ...ref('corpus/other:a') }, { ...app, ...ref('corpus/app:c') }] }));
+    expect(content.kind === 'images' && content.images.map((i) => i.repoTags)).toEqual([['corpus/app:b', 'corpus/app:c'], ['corpus/other:a']]);
+  });
+
+  it('with no name on any of its entries, is one image without a name (publish asks for --name)', async () => {
+    const l = new Layout();
+    const app = l.image();
+    const bare = { annotations: { 'org.opencontainers.image.ref.name': 'justtag' } };
+    const content = await contentOf(l.items({ schemaVersion: 2, manifests: [{ ...app, ...bare }, { ...app, ...bare }] }));
+    expect(content.kind === 'images' && content.images.map((i) => i.repoTags)).toEqual([[]]);
+  });
+});
+
 describe('manifest.json: each config read once, a bounded number of images', () => {
   /** A docker save archive whose manifest.json lists one image (no layers, a config of `pad` bytes) `n` times. */
   function repeated(n: number, pad: number): Item[] {
