@@ -126,6 +126,9 @@ export async function readArchiveContent(tar: TarArchive, kind: ArchiveKind = 'a
   const oci = tar.entries.has('index.json') && tar.entries.has('oci-layout');
   if (!tar.entries.has('manifest.json') && !oci) {
     if (kind === 'image') throw bad(tar, 'not an image archive (no manifest.json, no OCI index.json and oci-layout), and --kind image says it is one');
+    if (legacySave(tar)) {
+      throw bad(tar, "an image archive as docker save wrote it before Docker 1.10 (repositories and <id>/layer.tar, no manifest.json), which tarport does not read: load it and save it again with a newer docker (docker load -i FILE, then docker save); a root file system that holds such files of its own: publish it with --kind rootfs");
+    }
     return { kind: 'rootfs' };
   }
   try {
@@ -137,6 +140,16 @@ export async function readArchiveContent(tar: TarArchive, kind: ArchiveKind = 'a
     const own = oci ? 'index.json and oci-layout' : 'manifest.json';
     throw new TarportError('BAD_INPUT', `${e.message} (a root file system that holds ${own} of its own: publish it with --kind rootfs)`, { cause: e, retryable: e.retryable });
   }
+}
+
+/**
+ * The layout of `docker save` before Docker 1.10: a `repositories` file and a folder per layer, named
+ * by a 64-digit id, holding `json` and `layer.tar`. Taken for a root file system, it would publish
+ * as one layer of nested tars that runs nothing.
+ */
+function legacySave(tar: TarArchive): boolean {
+  if (tar.entries.get('repositories')?.type !== 'file') return false;
+  return tar.order.some((n) => /^[0-9a-f]{64}\/layer\.tar$/.test(n) && tar.entries.has(n.replace(/layer\.tar$/, 'json')));
 }
 
 /**

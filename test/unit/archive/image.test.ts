@@ -101,6 +101,24 @@ describe('--kind: what an archive is taken for', () => {
     });
     expect(await readArchiveContent(tar, 'auto')).toEqual({ kind: 'rootfs' });
   });
+
+  it('auto: a docker save archive of before Docker 1.10 (repositories, <id>/json and <id>/layer.tar, no manifest.json) is refused, not published as a root file system of nested tars; --kind rootfs takes it as one', async () => {
+    const id = 'a'.repeat(64);
+    const legacy: Item[] = [
+      { name: 'repositories', data: json({ 'corpus/old': { '1': id } }) },
+      { name: `${id}/VERSION`, data: Buffer.from('1.0') },
+      { name: `${id}/json`, data: json({ id, os: 'linux' }) },
+      { name: `${id}/layer.tar`, data: tarBytes([{ name: 'hello.txt', data: Buffer.from('hello\n') }]) },
+    ];
+    const tar = await openOf(legacy);
+    await expect(readArchiveContent(tar)).rejects.toMatchObject({
+      code: 'BAD_INPUT',
+      message: `${tar.path}: an image archive as docker save wrote it before Docker 1.10 (repositories and <id>/layer.tar, no manifest.json), which tarport does not read: load it and save it again with a newer docker (docker load -i FILE, then docker save); a root file system that holds such files of its own: publish it with --kind rootfs`,
+    });
+    expect(await readArchiveContent(tar, 'rootfs')).toEqual({ kind: 'rootfs' });
+    // a root file system with a file named repositories and nothing else of that layout is one
+    expect(await readArchiveContent(await openOf([legacy[0]!, { name: 'etc/hostname', data: Buffer.from('box\n') }]))).toEqual({ kind: 'rootfs' });
+  });
 });
 
 describe('image indexes: one multi-platform image per index', () => {
