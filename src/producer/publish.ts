@@ -50,7 +50,9 @@ export type PublishEvent =
   | { kind: 'layer'; diffId: string; status: 'uploaded' | 'present'; bytes: number }
   | { kind: 'release'; ref: string; status: 'published' | 'unchanged'; version: number }
   /** The publish waits (for a gc's notice to end): said once, so that minutes without a line are no mystery. */
-  | { kind: 'waiting'; message: string };
+  | { kind: 'waiting'; message: string }
+  /** Published, but some consumers will not take it as it is (a root file system Docker's import refuses). */
+  | { kind: 'warning'; message: string };
 
 export interface PublishedRelease {
   readonly name: string;
@@ -245,6 +247,9 @@ async function planRootfs(p: Publishing, known: ReadonlyMap<string, LayerDescrip
     throw new UnnamedArchiveError(`${path}: this is a root file system archive (docker export) and carries no image name; give one with --name NAME:TAG`);
   }
   for (const u of p.early.values()) await p.uploader.drop(u); // entries named like layers, in a file system
+  const dup = p.tar.shape.duplicate;
+  // moby's import (pkg/archive) refuses a tar that names one path twice; containerd and Podman take the last
+  if (dup !== undefined) opts.onEvent?.({ kind: 'warning', message: `${path}: the root file system holds ${JSON.stringify(dup)} more than once: Docker's import refuses such a tar ("duplicates of file paths not supported"), so Docker consumers will fail to load it; containerd and Podman take the last copy` });
   const u = await p.uploader.upload({ stream: createReadStream(path, { highWaterMark: 1 << 20 }), ...(p.tar.compression ? { declared: p.tar.compression } : {}), what: 'root file system' });
   let layer = u.layer;
   const reuse = known.get(layer.diffId);

@@ -87,6 +87,7 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
           onEvent: (e) => {
             if (e.kind === 'layer') progress.note(`${++layers} layer(s) stored`);
             else if (e.kind === 'waiting') ctx.out.info(e.message);
+            else if (e.kind === 'warning') ctx.out.warn(e.message);
           },
           ...(name ? { name } : {}),
           kind,
