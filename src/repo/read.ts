@@ -102,15 +102,18 @@ const ARMOR_END = '-----END PGP SIGNATURE-----';
 
 /**
  * A signature file (`.asc`), or undefined when there is none. Signatures have no pinned size, but
- * tarport writes them armored: over a link, one that is the start of an armor without its end line
- * is a transfer cut short (CONNECTION, tried again), even one the server ended as whole, where a
- * refusal would skip the release in the poll agent until the catalog changes. On this host's disk (a
- * stick) it is damage, and the signature check refuses it.
+ * tarport writes them armored: one that is the start of an armor without its end line, where the
+ * server lists the file larger than what came, is a transfer cut short (CONNECTION, tried again),
+ * even one the server ended as whole; a refusal would skip the release in the poll agent until the
+ * catalog changes. Where the server lists it at the size that came, the file itself is short: damage,
+ * which the signature check refuses (and push, check and ls name as an unreadable signature).
  */
 export async function readSignatureFile(store: Store, key: string, what: string, signal?: AbortSignal): Promise<Buffer | undefined> {
   const bytes = await store.readOptional(key, MAX_SIGNATURE_BYTES, what, signal);
-  if (bytes && !store.transport.capabilities.local && cutArmor(bytes)) {
-    throw new TarportError('CONNECTION', `${what} (${key}): the transfer ended after ${bytes.length} bytes, before the end of the signature's armor`, { retryable: true });
+  if (!bytes || !cutArmor(bytes)) return bytes;
+  const listed = (await store.stat(key, signal))?.size;
+  if (listed !== undefined && listed > bytes.length) {
+    throw new TarportError('CONNECTION', `${what} (${key}): the transfer ended after ${bytes.length} of the ${listed} bytes the server lists, before the end of the signature's armor`, { retryable: true });
   }
   return bytes;
 }

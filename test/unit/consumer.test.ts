@@ -221,15 +221,18 @@ describe('a signature cut short, as if whole', () => {
     // the catalog's is a failed round, tried again after the back-off; the record's, its release's
     const said = ([key, n]: [string, number]) => {
       const catalog = key.startsWith('tarport/catalogs/');
-      return [catalog ? 'poll-failed' : 'retrying', 'CONNECTION', `${catalog ? 'signature of the catalog' : `signature of ${key.slice(0, -4)}`} (${key}): the transfer ended after ${n} bytes, before the end of the signature's armor`];
+      return [catalog ? 'poll-failed' : 'retrying', 'CONNECTION', `${catalog ? 'signature of the catalog' : `signature of ${key.slice(0, -4)}`} (${key}): the transfer ended after ${n} of the ${n + 40} bytes the server lists, before the end of the signature's armor`];
     };
     expect(events.flatMap((e) => (e.kind === 'retrying' || e.kind === 'poll-failed' ? [[e.kind, e.code, e.message]] : []))).toEqual([...cut].map(said));
     expect(events.filter((e) => e.kind === 'loaded').map((e) => e.kind === 'loaded' && e.ref)).toEqual(['demo/app:1']);
   });
 
-  it('the same cut signature on this host\'s disk (a stick) is damage: refused (UNTRUSTED), not tried again', async () => {
+  it.each([
+    ['over a link, where the server lists it at the size that came (the file itself is short)', false],
+    ["on this host's disk (a stick)", true],
+  ])('a signature file that is itself short, %s, is damage: refused (UNTRUSTED), not tried again', async (_where, local) => {
     const { t, trust } = await signedOverALink();
-    Object.defineProperty(t, 'capabilities', { value: { ...t.capabilities, local: true } });
+    Object.defineProperty(t, 'capabilities', { value: { ...t.capabilities, local } });
     const asc = [...t.files.keys()].find((k) => k.startsWith('tarport/releases/') && k.endsWith('.asc'))!;
     t.files.set(asc, t.files.get(asc)!.subarray(0, t.files.get(asc)!.length - 40));
     const r = await pull(new Repository(t), new DockerRuntime(new FakeDaemon('graphdriver')), { subscriptions: [], stateDir: await tempDir(), trust, throwOnRefused: false });
