@@ -736,7 +736,9 @@ async function importRootfs(repo: Repository, docker: Runtime, cache: ObjectCach
     // the runtime's word is the image it made, not where it put it: the name must lead to that image
     const named = await docker.imageId(name, signal);
     if (named !== made.imageId) throw new TarportError('DAEMON', `${ref} v${record.version}: the ${docker.kind} runtime imported the root file system as ${made.imageId}, but ${name.familiar} names ${named ?? 'no image'}`);
-    const otherPlatform = samePlatform(made.platform, platform) ? undefined : `${ref} v${record.version}: the ${docker.kind} runtime made the root file system an image for ${formatPlatform(made.platform)}, not for the ${formatPlatform(platform)} asked (it ignored the platform: Docker 20.10 takes it only with its experimental features on); it is loaded as that`;
+    const asked = made.asked ?? platform;
+    const why = docker.kind === 'docker' ? 'it ignored the platform: Docker 20.10 takes it only with its experimental features on' : 'it ignored the platform';
+    const otherPlatform = samePlatform(made.platform, asked) ? undefined : `${ref} v${record.version}: the ${docker.kind} runtime made the root file system an image for ${formatPlatform(made.platform)}, not for the ${formatPlatform(asked)} asked (${why}); it is loaded as that`;
     return { imageId: made.imageId, bytesFetched, thin: false, platform: formatPlatform(made.platform), ...(otherPlatform ? { otherPlatform } : {}) };
   }
   // a runtime without an import of its own (containerd) gets the image docker import would make:

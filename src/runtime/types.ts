@@ -155,7 +155,10 @@ export interface Runtime {
 /** The image a root file system became. */
 export interface ImportedRootfs {
   readonly imageId: string;
+  /** The platform of the image made, as the runtime reports it. */
   readonly platform: Platform;
+  /** What the runtime was asked for, where it takes less than the platform given (Podman: no variant). */
+  readonly asked?: Platform;
 }
 
 /** What became of an earlier image retention asked to remove. */

@@ -124,7 +124,7 @@ export class PodmanRuntime implements Runtime {
     // the compatible import takes the os and architecture of `platform`, never its variant
     const asked = { os: platform.os, architecture: platform.architecture };
     const imageId = await this.api.import(rootfs, name.qualified, '', signal, `${asked.os}/${asked.architecture}`);
-    return { imageId, platform: await platformMade(this.api, imageId, asked, signal) };
+    return { imageId, platform: await platformMade(this.api, imageId, asked, signal), asked };
   }
 
   async imageId(name: ImageName, signal?: AbortSignal): Promise<string | undefined> {

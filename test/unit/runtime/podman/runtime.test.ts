@@ -341,7 +341,7 @@ describe('Podman: a root file system imported', () => {
       inspectImage: async (ref: string) => (inspected.push(ref), { Id: id, Os: 'linux', Architecture: 'arm', Variant: 'v7' }),
     } as unknown as DockerApi;
     const made = await new PodmanRuntime(compat).importRootfs(Readable.from([Buffer.from('rootfs')]), { familiar: 'demo/root:1', qualified: 'docker.io/demo/root:1' }, { os: 'linux', architecture: 'arm', variant: 'v6' });
-    expect(made).toEqual({ imageId: id, platform: { os: 'linux', architecture: 'arm', variant: 'v7' } });
+    expect(made).toEqual({ imageId: id, platform: { os: 'linux', architecture: 'arm', variant: 'v7' }, asked: { os: 'linux', architecture: 'arm' } });
     expect(asked).toEqual(['linux/arm']);
     expect(inspected).toEqual([id]);
   });
