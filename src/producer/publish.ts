@@ -50,9 +50,7 @@ export type PublishEvent =
   | { kind: 'layer'; diffId: string; status: 'uploaded' | 'present'; bytes: number }
   | { kind: 'release'; ref: string; status: 'published' | 'unchanged'; version: number }
   /** The publish waits (for a gc's notice to end): said once, so that minutes without a line are no mystery. */
-  | { kind: 'waiting'; message: string }
-  /** Published, but some consumers will not take it as it is (a root file system Docker's import refuses). */
-  | { kind: 'warning'; message: string };
+  | { kind: 'waiting'; message: string };
 
 export interface PublishedRelease {
   readonly name: string;
@@ -229,8 +227,8 @@ async function publishIn(p: Publishing): Promise<PublishResult> {
     const releases = await writeReleases(p, plans);
     // Always, also when nothing was new: a catalog left behind by a crash or a lost race converges here.
     const { unsignedOverSigned } = await tx.publishCatalog({ ttlMs: opts.catalogTtlMs, ...(opts.sign ? { sign: opts.sign } : {}) });
-    const warnings = unsignedOverSigned ? { warnings: [unsignedOverSignedWarning(p.repo.location)] } : {};
-    return { archive: p.path, releases: withRegistryNotes(releases, tx.registryView), uploadedBytes, uploadedObjects, ...warnings };
+    const warnings = [...(p.content.kind === 'rootfs' ? rootfsWarnings(p) : []), ...(unsignedOverSigned ? [unsignedOverSignedWarning(p.repo.location)] : [])];
+    return { archive: p.path, releases: withRegistryNotes(releases, tx.registryView), uploadedBytes, uploadedObjects, ...(warnings.length ? { warnings } : {}) };
   } catch (e) {
     await p.uploader.dropAll();
     throw e;
@@ -241,15 +239,23 @@ function baseRecord() {
   return { schema: RECORD_SCHEMA as typeof RECORD_SCHEMA | typeof RECORD_SCHEMA_INDEX, created: new Date().toISOString(), kind: 'image' as const, producer: { tool: 'tarport', version: VERSION } };
 }
 
+/**
+ * What makes a root file system that is published fail on some consumers: a tar that names one path
+ * twice, which the import of Docker's classic image store refuses (tar-split, "duplicates of file
+ * paths not supported"), where containerd and Podman take the last copy.
+ */
+function rootfsWarnings(p: Publishing): string[] {
+  const dup = p.tar.shape.duplicate;
+  if (dup === undefined) return [];
+  return [`${p.path}: the root file system holds ${JSON.stringify(dup)} more than once: Docker's import (its classic image store) refuses such a tar ("duplicates of file paths not supported"), so those consumers will fail to load it; containerd and Podman take the last copy`];
+}
+
 async function planRootfs(p: Publishing, known: ReadonlyMap<string, LayerDescriptor>): Promise<Plan[]> {
   const { opts, path } = p;
   if (!opts.name) {
     throw new UnnamedArchiveError(`${path}: this is a root file system archive (docker export) and carries no image name; give one with --name NAME:TAG`);
   }
   for (const u of p.early.values()) await p.uploader.drop(u); // entries named like layers, in a file system
-  const dup = p.tar.shape.duplicate;
-  // moby's import (pkg/archive) refuses a tar that names one path twice; containerd and Podman take the last
-  if (dup !== undefined) opts.onEvent?.({ kind: 'warning', message: `${path}: the root file system holds ${JSON.stringify(dup)} more than once: Docker's import refuses such a tar ("duplicates of file paths not supported"), so Docker consumers will fail to load it; containerd and Podman take the last copy` });
   const u = await p.uploader.upload({ stream: createReadStream(path, { highWaterMark: 1 << 20 }), ...(p.tar.compression ? { declared: p.tar.compression } : {}), what: 'root file system' });
   let layer = u.layer;
   const reuse = known.get(layer.diffId);

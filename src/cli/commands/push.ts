@@ -87,7 +87,6 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
           onEvent: (e) => {
             if (e.kind === 'layer') progress.note(`${++layers} layer(s) stored`);
             else if (e.kind === 'waiting') ctx.out.info(e.message);
-            else if (e.kind === 'warning') ctx.out.warn(e.message);
           },
           ...(name ? { name } : {}),
           kind,
@@ -132,12 +131,6 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
   return code;
 }
 
-/**
- * Publishes the archive `a`, or standard input when `a` is `-`: that is copied to a file (the
- * archive reader needs one, see stdin.ts), removed once published or refused. While it is copied,
- * a LayerWatch follows it, so that new layers are stored as they come (publishArchive's growing
- * archive). A publish that fails stops the copy. The result names `-`.
- */
 /** What to do with a folder given as an archive: an OCI layout (skopeo oci:DIR, podman save --format oci-dir) goes in as a tar of itself. */
 async function directoryAdvice(dir: string): Promise<string> {
   const layout = await stat(join(dir, 'oci-layout')).then((s) => s.isFile(), () => false);
@@ -150,6 +143,12 @@ function shellWord(s: string): string {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
+/**
+ * Publishes the archive `a`, or standard input when `a` is `-`: that is copied to a file (the
+ * archive reader needs one, see stdin.ts), removed once published or refused. While it is copied,
+ * a LayerWatch follows it, so that new layers are stored as they come (publishArchive's growing
+ * archive). A publish that fails stops the copy. The result names `-`.
+ */
 async function publishFrom(a: string, publish: (source: string | GrowingArchive) => Promise<PublishResult>, signal: AbortSignal): Promise<PublishResult> {
   if (a !== '-') {
     // a name that names no file is bad input (exit 2), as a bad archive is: a retry cannot help
@@ -170,7 +169,8 @@ async function publishFrom(a: string, publish: (source: string | GrowingArchive)
   spooled.complete.then(() => watch.end(), () => watch.end());
   try {
     const source = spooled.copied ? { path: spooled.path, complete: spooled.complete, layers: watch.layers(), fault: spooled.fault } : spooled.path;
-    return { ...(await publish(source)), archive: '-' };
+    const r = await publish(source);
+    return { ...r, archive: '-', ...(r.warnings ? { warnings: r.warnings.map((w) => w.replaceAll(spooled.path, STDIN_NAME)) } : {}) };
   } catch (e) {
     throw namedAsStdin(e, spooled);
   } finally {

@@ -58,7 +58,7 @@ export async function watchCommand(ctx: Context, dirArg: string, flags: WatchFla
           maxExpansion,
           catalogTtlMs,
           signal,
-          onEvent: (e) => void (e.kind === 'waiting' ? ctx.out.info(e.message) : e.kind === 'warning' && ctx.out.warn(e.message)),
+          onEvent: (e) => void (e.kind === 'waiting' && ctx.out.info(e.message)),
           ...(flags.init ? { create: true } : {}),
           ...(name ? { name } : {}),
           ...(sign ? { sign } : {}),

@@ -153,6 +153,19 @@ describe('tarport push -', () => {
     expect(twice.stderr).toContain(`- (${STDIN_NAME}) given twice`);
   });
 
+  it("a warning about what came (a root file system that names a path twice) names standard input, on stderr and in --json", async () => {
+    const dir = await tempDir();
+    const rootfs = join(dir, 'rootfs.tar');
+    const motd = (data: string) => ({ header: { name: 'etc/motd', type: 'file', mode: 0o644 } as TarItem['header'], data: Buffer.from(data) });
+    await writeTar(rootfs, [motd('1\n'), motd('2\n')]);
+    const r = await tarport(['push', '--init', '-', '--to', join(dir, 'repo'), '--name', 'box/root:1', '--json'], {}, { pipe: rootfs });
+    expect(r.code, r.stderr).toBe(0);
+    const said = `${STDIN_NAME}: the root file system holds "etc/motd" more than once: Docker's import (its classic image store) refuses such a tar ("duplicates of file paths not supported"), so those consumers will fail to load it; containerd and Podman take the last copy`;
+    expect(r.stderr).toContain(`warning: ${said}`);
+    expect(r.stderr).not.toContain('standard-input.tar');
+    expect((JSON.parse(r.stdout) as { pushed: { archive: string; warnings?: string[] }[] }).pushed.map((p) => [p.archive, p.warnings])).toEqual([['-', [said]]]);
+  });
+
   it('with --init, creates nothing where nothing or no archive came: the location stays as it was', async () => {
     const dir = await tempDir();
     const spool = join(dir, 'tmp');
