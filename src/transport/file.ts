@@ -42,10 +42,10 @@ export class FileTransport implements Transport {
   /** Files the holders keep in the root while they write (witness). */
   private readonly witnesses = new Set<() => string>();
   /**
-   * Paths this transport is replacing in two steps (renameOver): absent for that moment by its own
-   * doing, not because another stick took the root's place, so a witness there still counts.
+   * Paths this transport is replacing in two steps (renameOver), each with the file that takes its
+   * place: a witness absent for that moment is there as that file, which must then be there itself.
    */
-  private readonly replacing = new Set<string>();
+  private readonly replacing = new Map<string, string>();
 
   /**
    * From now until the release, a write or rename fails if the root is gone or is another folder
@@ -100,13 +100,21 @@ export class FileTransport implements Transport {
         throw wrapSystemError(e, `stat ${k} in ${this.location}`);
       });
       // released meanwhile (another transaction of this transport ended, and then removed it)
-      if (st || this.replacing.has(this.path(k)) || !this.witnesses.has(key)) continue;
+      if (st || !this.witnesses.has(key) || (await this.beingReplaced(this.path(k)))) continue;
       throw new TarportError(
         'IO',
         `${what} in ${this.location}: the repository folder no longer holds ${k}, which this write put there when it began (another stick mounted in its place?); nothing more is written there: run again once the stick is back`,
         { retryable: false },
       );
     }
+  }
+
+  /** Whether `p`, absent, is being replaced by this transport (renameOver): its replacement is there, or by now `p` again. */
+  private async beingReplaced(p: string): Promise<boolean> {
+    const by = this.replacing.get(p);
+    if (by === undefined) return false;
+    const there = async (f: string) => (await lstat(f).catch(() => undefined)) !== undefined;
+    return (await there(by)) || (await there(p));
   }
 
   private async rootIdentity(): Promise<{ dev: number; ino: number } | undefined> {
@@ -282,7 +290,7 @@ export class FileTransport implements Transport {
       // a folder in the way stays an error; only a file is replaced
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || !(await lstat(b).catch(() => undefined))?.isFile()) throw e;
       this.renameReplaces = false;
-      this.replacing.add(b);
+      this.replacing.set(b, a);
       try {
         await rm(b, { force: true });
         await fileSystem.rename(a, b);

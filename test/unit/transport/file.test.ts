@@ -1,5 +1,5 @@
 // src/transport/file.ts: what a rename leaves durable (the folders whose entries it changed).
-import { readlinkSync, rmSync } from 'node:fs';
+import { existsSync, readlinkSync, rmSync } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -203,6 +203,32 @@ describe('a file system whose rename does not replace a file (fusefat on libfuse
     // once in place again, a missing witness is another stick's root, as before
     await rm(join(root, 'pending', 'intent-1.json'));
     await expect(put(t, 'blobs/b', 'b')).rejects.toMatchObject({ code: 'IO', message: expect.stringContaining('no longer holds pending/intent-1.json') });
+    unwitness();
+    release();
+  });
+  it('a witness being replaced whose replacement is gone too (another stick in that moment) still stops the write', async () => {
+    const root = await tempDir();
+    const t = new FileTransport(root);
+    const release = await t.hold();
+    await put(t, 'pending/intent-1.json', 'old');
+    await put(t, 'pending/intent-1.json.tmp', 'new');
+    const unwitness = t.witness(() => 'pending/intent-1.json');
+    const real = fileSystem.rename;
+    let between: Promise<unknown> | undefined;
+    fileSystem.rename = async (a, b) => {
+      if (await stat(b).catch(() => undefined)) throw Object.assign(new Error(`EEXIST: file already exists, rename '${String(a)}' -> '${String(b)}'`), { code: 'EEXIST' });
+      await rm(a); // neither the intent nor what was to take its place: not the folder the write began in
+      between ??= put(t, 'blobs/a', 'a').then(() => 'written', (e: unknown) => e);
+      await between;
+      throw Object.assign(new Error(`ENOENT: no such file or directory, rename '${String(a)}' -> '${String(b)}'`), { code: 'ENOENT' });
+    };
+    try {
+      await expect(t.rename('pending/intent-1.json.tmp', 'pending/intent-1.json')).rejects.toMatchObject({ message: expect.stringContaining('rename pending/intent-1.json.tmp to pending/intent-1.json in file://') });
+    } finally {
+      fileSystem.rename = real;
+    }
+    expect(await between).toMatchObject({ code: 'IO', message: expect.stringContaining('no longer holds pending/intent-1.json') });
+    expect(existsSync(join(root, 'blobs', 'a'))).toBe(false);
     unwitness();
     release();
   });
