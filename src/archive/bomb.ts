@@ -28,7 +28,6 @@ export class DecompressionBombError extends Error {
   }
 }
 
-
 /**
  * A pair of counting pass-throughs to put on both sides of a decompressor: `input` counts the
  * compressed bytes, `output` the decompressed ones, and fails the stream at the first chunk that

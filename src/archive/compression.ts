@@ -22,17 +22,17 @@ export function sniffCompression(head: Buffer): Compression {
 }
 
 /** Compressions that docker load takes and tarport does not, by their magic numbers, for a message that names them. */
-const FOREIGN: readonly { name: string; magic: Buffer; undo: string }[] = [
-  { name: 'xz', magic: Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]), undo: 'xz -d' },
-  { name: 'bzip2', magic: Buffer.from('BZh', 'latin1'), undo: 'bzip2 -d' },
-  { name: 'lz4', magic: Buffer.from([0x04, 0x22, 0x4d, 0x18]), undo: 'lz4 -d' },
-  { name: 'lzip', magic: Buffer.from('LZIP', 'latin1'), undo: 'lzip -d' },
+const FOREIGN: readonly { name: string; article: string; magic: Buffer; undo: string }[] = [
+  { name: 'xz', article: 'an', magic: Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]), undo: 'xz -d' },
+  { name: 'bzip2', article: 'a', magic: Buffer.from('BZh', 'latin1'), undo: 'bzip2 -d' },
+  { name: 'lz4', article: 'an', magic: Buffer.from([0x04, 0x22, 0x4d, 0x18]), undo: 'lz4 -d' },
+  { name: 'lzip', article: 'an', magic: Buffer.from('LZIP', 'latin1'), undo: 'lzip -d' },
 ];
 
 /** The compression tarport does not read that `head` opens with, and the command that undoes it. */
-export function foreignCompression(head: Buffer): { name: string; undo: string } | undefined {
+export function foreignCompression(head: Buffer): { name: string; article: string; undo: string } | undefined {
   const f = FOREIGN.find((c) => head.length >= c.magic.length && head.subarray(0, c.magic.length).equals(c.magic));
-  return f && { name: f.name, undo: f.undo };
+  return f && { name: f.name, article: f.article, undo: f.undo };
 }
 
 /**

@@ -70,7 +70,7 @@ export class TarArchive {
       const foreign = compression === 'none' ? foreignCompression(head) : undefined;
       // a tar starts with a file name: these magic numbers are no tar header (a name of 'BZh' has NULs after it)
       if (foreign && !looksLikeTarHeader(head)) {
-        throw new TarportError('BAD_INPUT', `${path}: a ${foreign.name}-compressed archive; tarport reads plain, gzip and zstd archives: decompress it first (${foreign.undo}), or compress it with gzip or zstd`);
+        throw new TarportError('BAD_INPUT', `${path}: ${foreign.article} ${foreign.name}-compressed archive; tarport reads plain, gzip and zstd archives: decompress it first (${foreign.undo}), or compress it with gzip or zstd`);
       }
       const r = compression === 'none' ? await indexPlain(fh, size, path, signal) : await indexCompressed(path, compression, maxExpansion, signal);
       return new TarArchive(path, compression, r.entries, r.order, r.small, size, r.shape, maxExpansion);

@@ -100,10 +100,10 @@ describe('TarArchive: archives of other compression tools', () => {
   });
 
   it.each([
-    ['xz', ['xz', '-c'], 'xz -d'],
-    ['bzip2', ['bzip2', '-c'], 'bzip2 -d'],
-    ['lz4', ['lz4', '-c'], 'lz4 -d'],
-  ])('refuses %s, naming the compression and what undoes it (not "not a tar archive")', async (name, argv, undo) => {
+    ['xz', ['xz', '-c'], 'xz -d', 'an'],
+    ['bzip2', ['bzip2', '-c'], 'bzip2 -d', 'a'],
+    ['lz4', ['lz4', '-c'], 'lz4 -d', 'an'],
+  ])('refuses %s, naming the compression and what undoes it (not "not a tar archive")', async (name, argv, undo, article) => {
     const dir = await tempDir();
     const p = join(dir, `x.tar.${name}`);
     const plain = join(dir, 'x.tar');
@@ -111,7 +111,7 @@ describe('TarArchive: archives of other compression tools', () => {
     await writeFile(p, execFileSync(argv[0]!, [...argv.slice(1), plain]));
     await expect(TarArchive.open(p)).rejects.toMatchObject({
       code: 'BAD_INPUT',
-      message: `${p}: a ${name}-compressed archive; tarport reads plain, gzip and zstd archives: decompress it first (${undo}), or compress it with gzip or zstd`,
+      message: `${p}: ${article} ${name}-compressed archive; tarport reads plain, gzip and zstd archives: decompress it first (${undo}), or compress it with gzip or zstd`,
     });
   });
 
