@@ -125,6 +125,25 @@ export function applyConfig(cmd: Command, config: Record<string, unknown>): void
   }
 }
 
+/**
+ * A flag that takes a value, given an empty one (`--sign-key ""`, `TARPORT_DECRYPT_KEY=` left by an
+ * unset variable in a unit file, `sign-key = ""` in a config file): refused, never read as "not
+ * given", which would quietly turn off what the flag asks for (a signature, a decryption, a bound).
+ */
+export function refuseEmptyValues(cmd: Command): void {
+  for (const opt of cmd.options as readonly Option[]) {
+    if (kindOf(opt) === 'boolean') continue;
+    const attr = opt.attributeName();
+    const v: unknown = cmd.getOptionValue(attr);
+    const empty = (Array.isArray(v) ? v : [v]).find((x): x is string => typeof x === 'string' && x.trim() === '');
+    if (empty === undefined) continue;
+    const source = cmd.getOptionValueSource(attr);
+    if (source === 'env') throw new TarportError('CONFIG', `environment variable ${opt.envVar}: an empty value; unset it for ${opt.long}'s default`);
+    if (source === 'config') throw new TarportError('CONFIG', `config file key "${configKey(opt)}": an empty value; leave the key out for ${opt.long}'s default`);
+    throw new TarportError('USAGE', `${opt.long} ${JSON.stringify(empty)}: an empty value; leave the flag out for its default`);
+  }
+}
+
 const TRUE = new Set(['true', '1', 'yes']);
 const FALSE = new Set(['false', '0', 'no']);
 

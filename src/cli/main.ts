@@ -3,7 +3,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { setNativeCacheBase } from '../archive/zstdnative.js';
 import { TarportError } from '../errors.js';
 import { VERSION } from '../version.js';
-import { applyConfig, applyEnvBooleans, collect, configSchema, envName, parseEnvBoolean, readConfigFile, validateConfig } from './config.js';
+import { applyConfig, applyEnvBooleans, collect, configSchema, envName, parseEnvBoolean, readConfigFile, refuseEmptyValues, validateConfig } from './config.js';
 import type { Context } from './context.js';
 import { Output, EXIT, lineStyle, styleLine } from './output.js';
 
@@ -274,6 +274,8 @@ export async function main(argv: string[]): Promise<number> {
       applyConfig(program, cfg);
       applyConfig(action, cfg);
     }
+    refuseEmptyValues(program);
+    refuseEmptyValues(action);
   });
   try {
     await program.parseAsync(argv);

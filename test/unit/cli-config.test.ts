@@ -206,6 +206,27 @@ describe('through the command line', () => {
   });
 });
 
+describe('an empty value for a flag that takes one', () => {
+  it('is refused (exit 2, naming the flag, variable or key), never read as "not given": a signature, a decryption or a bound would quietly be off', async () => {
+    const dir = await tempDir();
+    const repo = join(dir, 'repo');
+    const [v1] = await writeDemoArchives(dir, undefined, SMALL);
+    const cfg = join(dir, 'c.toml');
+    await writeFile(cfg, 'keep-images = ""\n');
+    const cases: [string[], Record<string, string>, string][] = [
+      [['push', '--init', v1!, '--to', repo, '--sign-key', ''], {}, 'USAGE --sign-key "": an empty value; leave the flag out for its default'],
+      [['pull', '--from', repo, '--state', dir], { TARPORT_DECRYPT_KEY: '' }, "CONFIG environment variable TARPORT_DECRYPT_KEY: an empty value; unset it for --decrypt-key's default"],
+      [['--config', cfg, 'pull', '--from', repo, '--state', dir], {}, 'CONFIG config file key "keep-images": an empty value; leave the key out for --keep-images\'s default'],
+      [['pull', '--from', repo, '--state', dir, '--trust', ' '], {}, 'USAGE --trust " ": an empty value; leave the flag out for its default'],
+    ];
+    for (const [args, env, said] of cases) {
+      const r = await tarportInProcess(['--json', ...args], env);
+      expect([r.code, (JSON.parse(r.stdout) as { error: { code: string; message: string } }).error].map((x) => (typeof x === 'object' ? `${x.code} ${x.message}` : x)), args.join(' ')).toEqual([2, said]);
+    }
+    expect(existsSync(repo)).toBe(false); // nothing was done
+  });
+});
+
 describe('the config examples in the docs', () => {
   it('every TOML and YAML block of docs/*.md passes the schema', async () => {
     const { parse: toml } = await import('smol-toml');
