@@ -118,12 +118,29 @@ export function defaultStateDir(): string {
   return join(base, 'tarport');
 }
 
-export function parseDuration(s: string, what: string): number {
+const DAY_MS = 86_400_000;
+/** The longest wait tarport asks a timer for: Node fires a longer one (over 2^31 - 1 ms) at once, and an agent would loop. */
+export const MAX_WAIT_MS = 24 * DAY_MS;
+/**
+ * How long a catalog may stay valid (`--catalog-ttl`): 0 is not "for ever" (a catalog of 0 expires as
+ * it is written), and past 100 years the date is no date a reader takes.
+ */
+export const CATALOG_TTL_BOUNDS = { min: 1, max: 36_500 * DAY_MS, say: 'more than 0 (it is not "no expiry": a catalog of 0 expires as it is written) and at most 36500d (100 years)' };
+
+/**
+ * A duration flag, in ms, within `bounds` (by default, what a timer can wait: at most 24 days). A
+ * value past them is refused, not clamped: a catalog that expires as it is written, or an interval
+ * Node's timers take for none, would fail far from the flag.
+ */
+export function parseDuration(s: string, what: string, bounds: { min?: number; max?: number; say?: string } = {}): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(s.trim());
   if (!m) throw new TarportError('USAGE', `${what} ${JSON.stringify(s)}: expected a duration such as 30s, 5m, 12h or 90d`);
   const n = Number(m[1]);
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h' | 'd'];
-  return n * unit;
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: DAY_MS }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h' | 'd'];
+  const ms = n * unit;
+  const { min = 0, max = MAX_WAIT_MS, say = 'at most 24d (the longest a timer waits)' } = bounds;
+  if (!(ms >= min && ms <= max)) throw new TarportError('USAGE', `${what} ${JSON.stringify(s)}: ${say}`);
+  return ms;
 }
 
 /** The signing function for --sign-key; the passphrase from a file or TARPORT_SIGN_KEY_PASSPHRASE. */

@@ -1,7 +1,7 @@
 import { loadTrustedKeys, verifyDetached } from '../../crypto/index.js';
 import { TarportError } from '../../errors.js';
 import { checkRepository, collectGarbage, repairRepository } from '../../repo/index.js';
-import { openRepository, parseDuration, signerFrom, type ConnectionFlags, type Context } from '../context.js';
+import { CATALOG_TTL_BOUNDS, openRepository, parseDuration, signerFrom, type ConnectionFlags, type Context } from '../context.js';
 import { EXIT, exitCodeOf, humanBytes } from '../output.js';
 
 export interface CheckFlags extends ConnectionFlags {
@@ -50,7 +50,7 @@ export interface GcFlags extends ConnectionFlags {
 export async function gcCommand(ctx: Context, url: string, flags: GcFlags): Promise<number> {
   const keep = Number(flags.keep);
   if (flags.keep === undefined || !Number.isInteger(keep) || keep < 1) throw new TarportError('USAGE', `--keep ${JSON.stringify(flags.keep ?? '')}: how many versions per tag to keep, 1 or more`);
-  const graceMs = parseDuration(flags.grace ?? '1h', '--grace');
+  const graceMs = parseDuration(flags.grace ?? '1h', '--grace', { max: CATALOG_TTL_BOUNDS.max, say: 'at most 36500d (100 years)' });
   const repo = await openRepository(url, 'URL', flags, { write: !flags.dryRun, signal: ctx.signal });
   try {
     const r = await collectGarbage(repo, { keep, dryRun: flags.dryRun ?? false, graceMs, signal: ctx.signal });
@@ -92,7 +92,7 @@ export interface RepairFlags extends ConnectionFlags {
 /** `tarport repair URL`: the catalog rebuilt from releases/; exit 3 when something needs the signing key. */
 export async function repairCommand(ctx: Context, url: string, flags: RepairFlags): Promise<number> {
   const sign = await signerFrom(flags);
-  const ttlMs = parseDuration(flags.catalogTtl ?? '90d', '--catalog-ttl');
+  const ttlMs = parseDuration(flags.catalogTtl ?? '90d', '--catalog-ttl', CATALOG_TTL_BOUNDS);
   const repo = await openRepository(url, 'URL', flags, { write: true, signal: ctx.signal });
   try {
     const r = await repairRepository(repo, { ttlMs, ...(sign ? { sign } : {}), signal: ctx.signal });

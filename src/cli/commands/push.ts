@@ -5,7 +5,7 @@ import { loadRecipients } from '../../crypto/index.js';
 import { TarportError } from '../../errors.js';
 import { publishArchive, type GrowingArchive, type PublishResult } from '../../producer/index.js';
 import { parseRef } from '../../repo/index.js';
-import { openRepository, signerFrom, type ConnectionFlags, parseDuration, type Context } from '../context.js';
+import { CATALOG_TTL_BOUNDS, openRepository, signerFrom, type ConnectionFlags, parseDuration, type Context } from '../context.js';
 import { humanBytes, type ErrorDocument } from '../output.js';
 import { openMetrics, type MetricsFlags } from '../metrics.js';
 import { progressLine } from '../progress.js';
@@ -62,7 +62,7 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
   const kind = kindOf(flags.kind);
   const maxExpansion = maxExpansionOf(flags.maxExpansion);
   const name = flags.name ? parseRef(flags.name, { what: '--name', defaultTag: 'latest' }) : undefined;
-  const catalogTtlMs = parseDuration(flags.catalogTtl ?? '90d', '--catalog-ttl');
+  const catalogTtlMs = parseDuration(flags.catalogTtl ?? '90d', '--catalog-ttl', CATALOG_TTL_BOUNDS);
   if (name && archives.length > 1) throw new TarportError('USAGE', '--name applies to one archive; push the others separately');
   if (archives.filter((a) => a === '-').length > 1) throw new TarportError('USAGE', `push: - (${STDIN_NAME}) given twice; it holds one archive`);
   const sign = await signerFrom(flags);

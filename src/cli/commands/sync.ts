@@ -4,7 +4,7 @@ import { StateStore } from '../../consumer/index.js';
 import { DockerClient, chainIds } from '../../runtime/index.js';
 import { TarportError, wrapSystemError } from '../../errors.js';
 import { parseInventory, putTool, readToolFiles, syncRepos, type Inventory, type ToolResult } from '../../sync/index.js';
-import { defaultStateDir, deprecatedAlias, openRepository, parseDuration, signerFrom, type ConnectionFlags, type Context } from '../context.js';
+import { CATALOG_TTL_BOUNDS, defaultStateDir, deprecatedAlias, openRepository, parseDuration, signerFrom, type ConnectionFlags, type Context } from '../context.js';
 import { humanBytes } from '../output.js';
 import { parseSubscriptions } from './pull.js';
 
@@ -48,7 +48,7 @@ export async function syncCommand(ctx: Context, srcUrl: string, dstUrl: string, 
       ...(only.length ? { only } : {}),
       ...(have ? { have } : {}),
       ...(sign ? { sign } : {}),
-      catalogTtlMs: parseDuration(flags.catalogTtl ?? '90d', '--catalog-ttl'),
+      catalogTtlMs: parseDuration(flags.catalogTtl ?? '90d', '--catalog-ttl', CATALOG_TTL_BOUNDS),
       ...(flags.maxFileSize ? { maxFileSize: parseSize(flags.maxFileSize, '--max-file-size') } : {}),
       signal: ctx.signal,
       ...(flags.init ? { create: true } : {}),

@@ -4,7 +4,7 @@ import { loadRecipients } from '../../crypto/index.js';
 import { TarportError } from '../../errors.js';
 import { nameFor, parseNameRule, publishArchive, watchFolder } from '../../producer/index.js';
 import { parseRef } from '../../repo/index.js';
-import { openRepository, parseDuration, signerFrom, type Context } from '../context.js';
+import { CATALOG_TTL_BOUNDS, openRepository, parseDuration, signerFrom, type Context } from '../context.js';
 import { describeWatch, eventPrinter, watchLevel } from '../events.js';
 import { compressionOf, kindOf, maxExpansionOf, type PushFlags } from './push.js';
 import { openMetrics, type MetricsFlags } from '../metrics.js';
@@ -28,7 +28,7 @@ export async function watchCommand(ctx: Context, dirArg: string, flags: WatchFla
   const maxExpansion = maxExpansionOf(flags.maxExpansion);
   const fixed = flags.name ? parseRef(flags.name, { what: '--name', defaultTag: 'latest' }) : undefined;
   const rules = (flags.nameMap ?? []).map(parseNameRule);
-  const catalogTtlMs = parseDuration(flags.catalogTtl ?? '90d', '--catalog-ttl');
+  const catalogTtlMs = parseDuration(flags.catalogTtl ?? '90d', '--catalog-ttl', CATALOG_TTL_BOUNDS);
   const settleMs = parseDuration(flags.settle ?? '5s', '--settle');
   const giveUpMs = parseDuration(flags.giveUp ?? '10m', '--give-up');
   const sign = await signerFrom(flags);

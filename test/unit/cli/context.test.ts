@@ -3,7 +3,7 @@ import { cp, mkdir, readdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { openRepository } from '../../../src/cli/context.js';
+import { CATALOG_TTL_BOUNDS, openRepository, parseDuration } from '../../../src/cli/context.js';
 import { sha256 } from '../../../src/crypto/index.js';
 import { Repository } from '../../../src/repo/index.js';
 import { FileTransport } from '../../../src/transport/index.js';
@@ -34,5 +34,21 @@ describe('openRepository: a write through what the commands open holds its folde
     await tx.end();
     await repo.close();
     expect((await readdir(root)).sort()).toEqual(before);
+  });
+});
+
+describe('parseDuration: a duration flag within its bounds', () => {
+  it('a wait (--interval, --settle, --give-up) is at most 24 days, which Node timers can wait; beyond, refused naming the value, never taken for none', () => {
+    expect([parseDuration('100ms', '--interval'), parseDuration('1.5m', '--interval'), parseDuration('24d', '--settle')]).toEqual([100, 90_000, 24 * 86_400_000]);
+    expect(() => parseDuration('30d', '--interval')).toThrow(expect.objectContaining({ code: 'USAGE', message: '--interval "30d": at most 24d (the longest a timer waits)' }));
+  });
+
+  it('--catalog-ttl: 0 (no expiry, a user may think; expired as it is written) and past 100 years are refused; in between taken', () => {
+    expect([parseDuration('1ms', '--catalog-ttl', CATALOG_TTL_BOUNDS), parseDuration('36500d', '--catalog-ttl', CATALOG_TTL_BOUNDS)]).toEqual([1, 36_500 * 86_400_000]);
+    for (const bad of ['0', '0s', '36501d', '999999999d']) {
+      expect(() => parseDuration(bad, '--catalog-ttl', CATALOG_TTL_BOUNDS)).toThrow(
+        expect.objectContaining({ code: 'USAGE', message: `--catalog-ttl ${JSON.stringify(bad)}: more than 0 (it is not "no expiry": a catalog of 0 expires as it is written) and at most 36500d (100 years)` }),
+      );
+    }
   });
 });
