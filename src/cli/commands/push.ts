@@ -74,6 +74,8 @@ export async function pushCommand(ctx: Context, archives: string[], flags: PushF
   const progress = await progressLine(ctx.out, 'push', () => repo.counters.bytesWritten);
   const results: PublishResult[] = [];
   const failures: { archive: string; error: ErrorDocument }[] = [];
+  // a run stopped by a signal after some archives still says which were pushed (the error's document)
+  ctx.out.doneSoFar({ pushed: results, failed: failures });
   let code = 0;
   try {
     for (const a of archives) {

@@ -1,6 +1,8 @@
 // src/cli/stdin.ts: `tarport push -` copies standard input to a file of its own first; and the
 // command end to end, with a real pipe (or a redirected file) into the real CLI (helpers.ts).
 import { existsSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -8,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { writeDemoArchives } from '../../../src/archive/index.js';
 import { STDIN_NAME, startSpool } from '../../../src/cli/stdin.js';
 import { TarportError } from '../../../src/errors.js';
-import { SMALL, filesBelow, tarport, tempDir, writeTar, type TarItem } from '../../helpers.js';
+import { ROOT, SMALL, filesBelow, tarport, tempDir, writeTar, type TarItem } from '../../helpers.js';
 
 let tmp: string;
 let savedTmp: string | undefined;
@@ -164,6 +166,23 @@ describe('tarport push -', () => {
     expect(r.stderr).toContain(`warning: ${said}`);
     expect(r.stderr).not.toContain('standard-input.tar');
     expect((JSON.parse(r.stdout) as { pushed: { archive: string; warnings?: string[] }[] }).pushed.map((p) => [p.archive, p.warnings])).toEqual([['-', [said]]]);
+  });
+
+  it('stopped by SIGTERM while it waits on standard input, after a file was pushed: exit 143, and --json still says what was pushed', async () => {
+    const dir = await tempDir();
+    const [v1] = await writeDemoArchives(dir, undefined, SMALL);
+    const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), 'push', '--init', v1!, '-', '--to', join(dir, 'repo'), '--json'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let [stdout, stderr] = ['', ''];
+    child.stdout.on('data', (c) => (stdout += c));
+    child.stderr.on('data', (c) => {
+      stderr += c;
+      // once: a second signal ends a command at once, without its document; the pipe stays open, so push waits on it
+      if (!child.killed && stderr.includes('published tarport-demo/hello:latest v1')) child.kill('SIGTERM');
+    });
+    const [code] = (await once(child, 'close')) as [number];
+    expect(code, stderr).toBe(143);
+    const doc = JSON.parse(stdout) as { pushed: { archive: string }[]; failed: unknown[]; error: { code: string } };
+    expect([doc.pushed.map((p) => p.archive), doc.failed, doc.error.code]).toEqual([[v1!], [], 'ABORTED']);
   });
 
   it('with --init, creates nothing where nothing or no archive came: the location stays as it was', async () => {
