@@ -92,6 +92,23 @@ async function readCatalogBytes(store: Store, signal?: AbortSignal): Promise<{ b
   return copy ? { bytes: copy, from } : undefined;
 }
 
+/**
+ * The newest copy in tarport/catalogs/ that reads (repair, when catalog.json itself does not): a
+ * copy that is damaged too is passed over for the one before it. Undefined when none reads.
+ */
+export async function newestReadableCopy(store: Store, signal?: AbortSignal): Promise<CatalogCopy | undefined> {
+  for (const name of (await listCatalogFiles(store, signal)).reverse()) {
+    const from = `${CATALOGS_FOLDER}/${name}`;
+    try {
+      const bytes = await store.readOptional(from, MAX_CATALOG_BYTES, 'catalog', signal);
+      if (bytes) return parseCatalog(store, bytes, from);
+    } catch (e) {
+      if (!isTarportError(e, 'INTEGRITY')) throw e;
+    }
+  }
+  return undefined;
+}
+
 function parseCatalog(store: Store, bytes: Buffer, from: string): CatalogCopy {
   const catalog = parseWith(CatalogSchema, bytes, `catalog ${from} of ${store.location}`);
   if (catalog.schema === CATALOG_SCHEMA && !catalog.repository) throw new TarportError('INTEGRITY', `catalog ${from} of ${store.location} names no repository`);

@@ -1,7 +1,9 @@
-import { catalogLag, rebuildEntries, readCatalog, writeCatalogBytes, type Sign } from './catalog.js';
-import { CATALOG_KEY } from './layout.js';
+import { isTarportError } from '../errors.js';
+import { catalogLag, newestReadableCopy, rebuildEntries, readCatalog, writeCatalogBytes, type CatalogCopy, type Sign } from './catalog.js';
+import { CATALOG_KEY, recordKey } from './layout.js';
+import { signatureKey } from './read.js';
 import { checkRegistryView, writeRegistryView } from './registry.js';
-import type { Catalog } from './records.js';
+import type { Catalog, CatalogEntry } from './records.js';
 import { storeOf, type Repository } from './repository.js';
 import type { Store } from './store.js';
 import { requireRepository } from './transaction.js';
@@ -14,43 +16,77 @@ export interface RepairResult {
 }
 
 /**
- * Fixes what a crash or a lost race can leave: a catalog that is missing, behind releases/ or names
- * a missing record is rebuilt from releases/ (the truth). A signed catalog is rewritten only with
+ * Fixes what a crash or a lost race can leave: a catalog that is missing, does not read, is behind
+ * releases/ or names a missing record is rebuilt from releases/ (the truth). A signed repository's
+ * catalog (its catalog signed, or, with none that reads, its newest records) is rewritten only with
  * the signing key; without it the lag is reported (a consumer that pins keys would refuse an
- * unsigned one). A missing catalog.json whose immutable copy is current is put back as it was,
- * signature and all: that needs no key. Temporary files are gc's (they may be a publish's).
+ * unsigned one), and with it a current catalog that lost its signature is signed again. A
+ * catalog.json that is missing or does not read, whose newest readable copy in catalogs/ is current,
+ * is put back from that copy, signature and all: that needs no key. Temporary files are gc's (they
+ * may be a publish's).
  */
 export async function repairRepository(repo: Repository, opts: { ttlMs: number; sign?: Sign; signal?: AbortSignal }): Promise<RepairResult> {
   const store = storeOf(repo);
   await requireRepository(store, 'repair', opts.signal);
   const result: RepairResult = { repaired: [], needsKey: [] };
-  const current = await readCatalog(store, opts.signal);
+  const { copy: current, damaged } = await currentCatalog(store, opts.signal);
+  if (damaged) result.repaired.push(`${CATALOG_KEY} does not read (${damaged})${current ? `: ${current.from} does` : ''}`);
   const truth = await rebuildEntries(store, current?.catalog, opts.signal);
   const lag = catalogLag(current?.catalog, truth);
   const describe = lag.map((l) => `${l.ref}: ${l.problem === 'missing' ? 'not in the catalog' : l.problem === 'record-missing' ? 'record missing' : `catalog at v${l.catalog!.version}, releases/ at v${l.truth!.version}`}`);
+  const catalogSigned = current ? (await repo.readCatalogSignature(current, opts.signal)) !== undefined : false;
   if (current && lag.length === 0 && current.from !== CATALOG_KEY) {
     const sig = await repo.readCatalogSignature(current, opts.signal);
     await writeCatalogBytes(store, current.catalog, current.bytes, sig, opts.signal);
     result.repaired.push(`${CATALOG_KEY} put back from ${current.from}`);
   }
-  if (lag.length === 0 && current?.catalog.repository) {
+  const signedRecords = !catalogSigned && (await anySigned(store, truth, opts.signal));
+  const resign = signedRecords && lag.length === 0 && !!current;
+  if (resign && !opts.sign) {
+    result.needsKey.push('the catalog is not signed, where its releases are (a consumer that pins keys refuses it): repair with --sign-key');
+    return result;
+  }
+  if (lag.length === 0 && current?.catalog.repository && !resign) {
     await repairRegistryView(store, current.catalog, result, opts.signal);
     return result;
   }
   if (!current && truth.length === 0) return result;
-  const signed = current ? (await repo.readCatalogSignature(current, opts.signal)) !== undefined : false;
-  if (signed && !opts.sign) {
-    result.needsKey.push(...(describe.length ? describe : ['the catalog names no repository id (written by tarport 0.1)']).map((d) => `${d} (the catalog is signed: repair with --sign-key)`));
+  if ((catalogSigned || signedRecords) && !opts.sign) {
+    const why = catalogSigned ? 'the catalog is signed' : 'its releases are signed';
+    result.needsKey.push(...(describe.length ? describe : ['the catalog names no repository id (written by tarport 0.1)']).map((d) => `${d} (${why}: repair with --sign-key)`));
     return result;
   }
+  // every writer reads catalog.json first, and would fail on a damaged one as this did
+  if (damaged) await store.remove(CATALOG_KEY, opts.signal);
   const tx = await repo.begin(opts.signal ? { signal: opts.signal } : {});
   try {
-    const { catalog } = await tx.publishCatalog({ ttlMs: opts.ttlMs, ...(opts.sign ? { sign: opts.sign } : {}) });
+    const { catalog } = await tx.publishCatalog({ ttlMs: opts.ttlMs, ...(opts.sign ? { sign: opts.sign } : {}), ...(resign ? { minSequence: current!.catalog.sequence } : {}) });
+    if (resign) result.repaired.push('the catalog was not signed, where the releases are');
     result.repaired.push(...describe, `catalog rewritten at sequence ${catalog.sequence}${opts.sign ? ' (signed)' : ''}`);
   } finally {
     await tx.end();
   }
   return result;
+}
+
+/**
+ * The current catalog. A catalog.json that does not read (damaged: not JSON, not a catalog) gives
+ * way to the newest copy in catalogs/ that reads, or none, and is named (`damaged`): what `check`
+ * sends here to repair, repair must get past.
+ */
+async function currentCatalog(store: Store, signal?: AbortSignal): Promise<{ copy: CatalogCopy | undefined; damaged?: string }> {
+  try {
+    return { copy: await readCatalog(store, signal) };
+  } catch (e) {
+    if (!isTarportError(e, 'INTEGRITY')) throw e;
+    return { copy: await newestReadableCopy(store, signal), damaged: e.message };
+  }
+}
+
+/** Whether any tag's newest release is signed (its record has a signature beside it). */
+async function anySigned(store: Store, truth: readonly CatalogEntry[], signal?: AbortSignal): Promise<boolean> {
+  for (const e of truth) if (await store.stat(signatureKey(recordKey(e.name, e.tag, e.record)), signal)) return true;
+  return false;
 }
 
 /** The registry view of a current catalog, written again in whole when check finds it off (a derived file: no key needed). */
