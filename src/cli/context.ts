@@ -43,7 +43,7 @@ export async function transportOptions(flags: ConnectionFlags): Promise<Transpor
   const password = await readPassword(flags);
   let connections: number | undefined;
   if (flags.connections !== undefined) {
-    connections = Number(flags.connections);
+    connections = wholeNumber(flags.connections);
     if (!Number.isInteger(connections) || connections < 1 || connections > 16) throw new TarportError('USAGE', `--connections ${JSON.stringify(flags.connections)}: a whole number from 1 to 16`);
   }
   const env = process.env;
@@ -116,6 +116,12 @@ export function defaultStateDir(): string {
   if (process.getuid?.() === 0) return '/var/lib/tarport';
   const base = process.env.XDG_STATE_HOME || join(homedir(), '.local', 'state');
   return join(base, 'tarport');
+}
+
+/** A count flag's value: decimal digits only (`Number` would take 0x2, 1e1 and " "), else NaN for the caller's message. */
+export function wholeNumber(v: string | number): number {
+  const s = String(v).trim();
+  return /^\d{1,15}$/.test(s) ? Number(s) : NaN;
 }
 
 const DAY_MS = 86_400_000;

@@ -1,7 +1,7 @@
 import { loadTrustedKeys, verifyDetached } from '../../crypto/index.js';
 import { TarportError } from '../../errors.js';
 import { checkRepository, collectGarbage, repairRepository } from '../../repo/index.js';
-import { CATALOG_TTL_BOUNDS, openRepository, parseDuration, signerFrom, type ConnectionFlags, type Context } from '../context.js';
+import { CATALOG_TTL_BOUNDS, openRepository, parseDuration, wholeNumber, signerFrom, type ConnectionFlags, type Context } from '../context.js';
 import { EXIT, exitCodeOf, humanBytes } from '../output.js';
 
 export interface CheckFlags extends ConnectionFlags {
@@ -48,7 +48,7 @@ export interface GcFlags extends ConnectionFlags {
 
 /** `tarport gc URL --keep N`: old versions and unreferenced objects go. */
 export async function gcCommand(ctx: Context, url: string, flags: GcFlags): Promise<number> {
-  const keep = Number(flags.keep);
+  const keep = flags.keep === undefined ? NaN : wholeNumber(flags.keep);
   if (flags.keep === undefined || !Number.isInteger(keep) || keep < 1) throw new TarportError('USAGE', `--keep ${JSON.stringify(flags.keep ?? '')}: how many versions per tag to keep, 1 or more`);
   const graceMs = parseDuration(flags.grace ?? '1h', '--grace', { max: CATALOG_TTL_BOUNDS.max, say: 'at most 36500d (100 years)' });
   const repo = await openRepository(url, 'URL', flags, { write: !flags.dryRun, signal: ctx.signal });

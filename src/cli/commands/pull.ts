@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { hostname as osHostname } from 'node:os';
 import { HOST_ID_RE, normalizePlatform, parsePlatform, validateName, validateTag, type RecordPlatform } from '../../repo/index.js';
-import { defaultStateDir, openRepository, parseDuration, type ConnectionFlags, type Context } from '../context.js';
+import { defaultStateDir, openRepository, parseDuration, wholeNumber, type ConnectionFlags, type Context } from '../context.js';
 import { describe, eventPrinter, pollLevel } from '../events.js';
 import { openRuntime, type RuntimeFlags } from '../runtime.js';
 
@@ -50,7 +50,7 @@ export function platformFlag(value: string): RecordPlatform {
 async function consumerOptions(names: string[], flags: PullFlags) {
   let keepImages: number | undefined;
   if (flags.keepImages !== undefined) {
-    keepImages = Number(flags.keepImages);
+    keepImages = wholeNumber(flags.keepImages);
     if (!Number.isInteger(keepImages) || keepImages < 0) throw new TarportError('USAGE', `--keep-images ${JSON.stringify(flags.keepImages)}: a whole number, 0 or more`);
   }
   return {

@@ -3,11 +3,11 @@ import { cp, mkdir, readdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { CATALOG_TTL_BOUNDS, openRepository, parseDuration } from '../../../src/cli/context.js';
+import { CATALOG_TTL_BOUNDS, openRepository, parseDuration, wholeNumber } from '../../../src/cli/context.js';
 import { sha256 } from '../../../src/crypto/index.js';
 import { Repository } from '../../../src/repo/index.js';
 import { FileTransport } from '../../../src/transport/index.js';
-import { tempDir } from '../../helpers.js';
+import { tarportInProcess, tempDir } from '../../helpers.js';
 
 describe('openRepository: a write through what the commands open holds its folder', () => {
   // the commands' repository wraps its transport (counting what crosses it): the hold must survive it
@@ -50,5 +50,18 @@ describe('parseDuration: a duration flag within its bounds', () => {
         expect.objectContaining({ code: 'USAGE', message: `--catalog-ttl ${JSON.stringify(bad)}: more than 0 (it is not "no expiry": a catalog of 0 expires as it is written) and at most 36500d (100 years)` }),
       );
     }
+  });
+});
+
+describe('wholeNumber: the count flags (--connections, --keep, --keep-images)', () => {
+  it('takes decimal digits only; 0x2, 1e1, 2.0, -1 and blanks are not numbers (NaN, which each flag refuses by name)', () => {
+    expect([wholeNumber('0'), wholeNumber(' 12 '), wholeNumber(3)]).toEqual([0, 12, 3]);
+    for (const bad of ['0x2', '1e1', '2.0', '-1', '', ' ', '+1', '0b1']) expect(wholeNumber(bad), bad).toBeNaN();
+  });
+
+  it('through the command line: gc --keep 0x2 is a usage error (exit 2) naming the value', async () => {
+    const repo = join(await tempDir(), 'repo');
+    const r = await tarportInProcess(['gc', repo, '--keep', '0x2', '--json']);
+    expect([r.code, JSON.parse(r.stdout)]).toEqual([2, { error: { code: 'USAGE', message: '--keep "0x2": how many versions per tag to keep, 1 or more' } }]);
   });
 });
