@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { TarportError } from '../errors.js';
 import { loadSigningKey, madeBy, signDetached } from '../crypto/index.js';
 import { Repository, type Sign } from '../repo/index.js';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { CountingTransport, openTransport, parseLocation, type Transport, type TransportCounters, type TransportOptions } from '../transport/index.js';
 import type { Output } from './output.js';
 import { envName } from './config.js';
@@ -96,6 +96,11 @@ function s3Options(flags: ConnectionFlags): Pick<TransportOptions, 's3'> {
 export async function openRepository(url: string | undefined, flag: string, flags: ConnectionFlags = {}, opts: { write?: boolean; signal?: AbortSignal; warn?: (message: string) => void; connectEarly?: boolean } = {}): Promise<Repository & { counters: TransportCounters; beside: Transport }> {
   if (!url) throw new TarportError('USAGE', `no repository given: pass ${flag} URL (a path, file://, ftp://, ftps://, sftp://, http://, https:// or s3://)`);
   const loc = parseLocation(url);
+  // a file where the repository's folder should be (`--to app.tar`): the flag's fault, said so, not a
+  // system error from deep in the first read (ENOTDIR)
+  if (loc.kind === 'file' && (await stat(loc.path).then((s) => !s.isDirectory(), () => false))) {
+    throw new TarportError('USAGE', `${flag} ${loc.path}: a file, not a folder; a repository is a folder (tarport init creates one)`);
+  }
   const topts = await transportOptions(flags);
   const warn = opts.warn;
   const s3 = topts.s3 && warn ? { s3: { ...topts.s3, onJournalFault: warn } } : {};

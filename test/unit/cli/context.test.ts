@@ -1,5 +1,5 @@
 // src/cli/context.ts: the repository a command opens.
-import { cp, mkdir, readdir, rename } from 'node:fs/promises';
+import { cp, mkdir, readdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
@@ -63,5 +63,18 @@ describe('wholeNumber: the count flags (--connections, --keep, --keep-images)', 
     const repo = join(await tempDir(), 'repo');
     const r = await tarportInProcess(['gc', repo, '--keep', '0x2', '--json']);
     expect([r.code, JSON.parse(r.stdout)]).toEqual([2, { error: { code: 'USAGE', message: '--keep "0x2": how many versions per tag to keep, 1 or more' } }]);
+  });
+});
+
+describe('openRepository: a location that is a file', () => {
+  it('is a usage error (exit 2) naming the flag and the file, for a writer and a reader alike', async () => {
+    const file = join(await tempDir(), 'app.tar');
+    await writeFile(file, 'not a folder');
+    for (const args of [['push', file, '--to', file], ['check', file]]) {
+      const r = await tarportInProcess([...args, '--json']);
+      const flag = args[0] === 'push' ? '--to' : 'check';
+      expect([r.code, (JSON.parse(r.stdout) as { error: { code: string; message: string } }).error.code], args.join(' ')).toEqual([2, 'USAGE']);
+      expect(r.stderr, flag).toContain(`${file}: a file, not a folder; a repository is a folder (tarport init creates one)`);
+    }
   });
 });
