@@ -4,7 +4,7 @@ export { unsignedOverSignedWarning } from './transaction.js';
 export { catalogEntryOf, catalogLag, type CatalogCopy, type CatalogLag, type Sign } from './catalog.js';
 export { FORMAT_VERSION, REPOSITORY_ID_RE } from './format.js';
 export { MAX_RECORD_BYTES, MAX_SMALL_BLOB_BYTES, partKey, partsKey, type ObjectSource, type PartList, type StagedBlob } from './objects.js';
-export { signatureKey, type CheckSignature, type PinnedRecord, type ReleaseRef, type VerifiedRecord } from './read.js';
+export { signatureKey, unreadableRecord, type CheckSignature, type PinnedRecord, type ReleaseRef, type VerifiedRecord } from './read.js';
 export * from './records.js';
 export * from './layout.js';
 export * from './names.js';

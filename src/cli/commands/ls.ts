@@ -1,8 +1,8 @@
-import { TarportError } from '../../errors.js';
-import { type Ack, type ReleaseMember, type ReleaseSummary, type ReleaseRef, type Repository } from '../../repo/index.js';
+import { TarportError, isRefusalCode } from '../../errors.js';
+import { unreadableRecord, type Ack, type ReleaseMember, type ReleaseSummary, type ReleaseRef, type Repository } from '../../repo/index.js';
 import { ListingUnavailableError } from '../../transport/index.js';
 import { openRepository, type ConnectionFlags, type Context } from '../context.js';
-import { humanBytes, table } from '../output.js';
+import { EXIT, humanBytes, table } from '../output.js';
 
 export interface LsFlags extends ConnectionFlags {
   latest?: boolean;
@@ -85,6 +85,7 @@ export const shortTime = (iso: string) => iso.replace(/\.\d+Z$/, 'Z');
 export async function lsCommand(ctx: Context, url: string, flags: LsFlags): Promise<number> {
   const repo = await openRepository(url, 'URL', flags, { signal: ctx.signal });
   const rows: ListedRelease[] = [];
+  const unreadable: { name: string; tag: string; version: number; record: string; error: { code: string; message: string } }[] = [];
   try {
     const { current, hasCatalog, entries } = await currentRecords(repo, ctx.signal);
     const acks = await readAcksNoting(ctx, repo);
@@ -98,20 +99,32 @@ export async function lsCommand(ctx: Context, url: string, flags: LsFlags): Prom
     if (!hasCatalog && tags.length > 0) ctx.out.warn(`${repo.location} holds releases but no catalog: consumers see none of them until a push or sync writes one`);
     for (const { name, tag } of tags) {
       const refs = await releasesOf(repo, name, tag, entries, ctx.signal);
-      for (const ref of flags.latest ? refs.slice(-1) : refs) rows.push(await describeRelease(repo, ref, current, acks, ctx.signal));
+      for (const ref of flags.latest ? refs.slice(-1) : refs) {
+        // one damaged record (a stray file, a cut copy) is named, and the others are still listed
+        const row = await describeRelease(repo, ref, current, acks, ctx.signal).catch((e: unknown) => {
+          if (!unreadableRecord(e)) throw e;
+          const { code, message } = e as TarportError;
+          unreadable.push({ name: ref.name, tag: ref.tag, version: ref.version, record: ref.record, error: { code, message } });
+          ctx.out.warn(`${ref.name}:${ref.tag} v${ref.version} not listed: ${message}`);
+          return undefined;
+        });
+        if (row) rows.push(row);
+      }
     }
   } finally {
     await repo.close();
   }
-  ctx.out.document({ repository: repo.location, releases: rows });
+  ctx.out.document({ repository: repo.location, releases: rows, ...(unreadable.length ? { unreadable } : {}) });
+  // a record gone since the listing (a gc meanwhile) is said, not a fault
+  const code = unreadable.some((u) => isRefusalCode(u.error.code)) ? EXIT.trust : EXIT.ok;
   if (rows.length === 0) {
     ctx.out.info(`${repo.location}: no releases`);
-    return 0;
+    return code;
   }
   // the table is data (`tarport ls REPO | grep app`): stdout
   const header = ['NAME', 'TAG', 'VERSION', 'KIND', 'SIZE', 'CREATED', 'SIGNER', 'ENCRYPTED', 'PLATFORMS', 'HOSTS'];
   ctx.out.data(
     table([header, ...rows.map((r) => [r.name, r.tag, String(r.version), r.kind, humanBytes(r.size), shortTime(r.created), r.signer ?? '-', r.encrypted ? 'yes' : 'no', membersColumn(r.platforms), hostsCell(r)])]),
   );
-  return 0;
+  return code;
 }
