@@ -206,6 +206,14 @@ describe('through the command line', () => {
   });
 });
 
+describe('demo: its flags are checked before it looks for a daemon', () => {
+  it('--repo and --repo-dir that disagree are a usage error (exit 2) with no Docker daemon there', async () => {
+    const dir = await tempDir();
+    const r = await tarportInProcess(['demo', '--repo', join(dir, 'a'), '--repo-dir', join(dir, 'b'), '--json'], { DOCKER_HOST: `unix://${join(dir, 'no.sock')}` });
+    expect([r.code, (JSON.parse(r.stdout) as { error: { code: string } }).error.code]).toEqual([2, 'USAGE']);
+  });
+});
+
 describe('an empty value for a flag that takes one', () => {
   it('is refused (exit 2, naming the flag, variable or key), never read as "not given": a signature, a decryption or a bound would quietly be off', async () => {
     const dir = await tempDir();

@@ -25,6 +25,8 @@ export interface DemoFlags {
  * crosses over. Without archives, two small generated versions of one image are used.
  */
 export async function demoCommand(ctx: Context, flags: DemoFlags): Promise<number> {
+  // the flags first: a usage error is said as one (exit 2), daemon or not
+  const chosenDir = deprecatedAlias(ctx, { name: '--repo-dir', value: flags.repoDir }, { name: '--repo', env: 'TARPORT_REPO', value: flags.repo });
   const work = await mkdtemp(join(tmpdir(), 'tarport-demo-'));
   const steps: unknown[] = [];
   try {
@@ -33,7 +35,7 @@ export async function demoCommand(ctx: Context, flags: DemoFlags): Promise<numbe
       throw new TarportError('DAEMON', `the demo loads into a Docker daemon and none answers at ${docker.endpoint} (${(e as Error).message}); start one or set DOCKER_HOST`);
     });
     const archives = flags.archive && flags.archive.length > 0 ? flags.archive : await writeDemoArchives(work);
-    const repoDir = deprecatedAlias(ctx, { name: '--repo-dir', value: flags.repoDir }, { name: '--repo', env: 'TARPORT_REPO', value: flags.repo }) ?? join(work, 'repo');
+    const repoDir = chosenDir ?? join(work, 'repo');
     const repo = new Repository(new FileTransport(repoDir));
     const stateDir = flags.state ?? join(work, 'state');
     ctx.out.info(`repository: ${repoDir} (a local directory; a USB stick works the same)`);
