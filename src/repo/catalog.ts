@@ -227,6 +227,8 @@ export interface ConvergeOptions {
   readonly sign?: Sign;
   /** The catalog's sequence is at least this + 1 (a sync destination follows its source). */
   readonly minSequence?: number;
+  /** repair: a current catalog that does not read counts as none, and the one written takes its place. */
+  readonly overDamaged?: boolean;
   readonly signal?: AbortSignal;
 }
 
@@ -243,7 +245,10 @@ export async function convergeCatalog(store: Store, opts: ConvergeOptions): Prom
   for (let round = 0; round < MAX_CONVERGE_ROUNDS; round++) {
     // two writers that created an id at once on a new repository: format.json's survivor wins
     const id = (await readFormat(store, opts.signal))?.id ?? opts.id;
-    const current = await readCatalog(store, opts.signal);
+    const current = await readCatalog(store, opts.signal).catch((e: unknown) => {
+      if (opts.overDamaged && isTarportError(e, 'INTEGRITY')) return undefined;
+      throw e;
+    });
     const truth = await rebuildEntries(store, current?.catalog, opts.signal);
     const seqOk = (current?.catalog.sequence ?? 0) > (opts.minSequence ?? -1);
     if (current && current.catalog.repository === id && seqOk && catalogLag(current.catalog, truth).length === 0) {

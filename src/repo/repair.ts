@@ -1,6 +1,6 @@
 import { isTarportError } from '../errors.js';
-import { catalogLag, newestReadableCopy, rebuildEntries, readCatalog, writeCatalogBytes, type CatalogCopy, type Sign } from './catalog.js';
-import { CATALOG_KEY, recordKey } from './layout.js';
+import { catalogLag, listCatalogFiles, newestReadableCopy, rebuildEntries, readCatalog, writeCatalogBytes, type CatalogCopy, type Sign } from './catalog.js';
+import { CATALOG_KEY, parseCatalogFileName, recordKey } from './layout.js';
 import { signatureKey } from './read.js';
 import { checkRegistryView, writeRegistryView } from './registry.js';
 import type { Catalog, CatalogEntry } from './records.js';
@@ -18,55 +18,59 @@ export interface RepairResult {
 /**
  * Fixes what a crash or a lost race can leave: a catalog that is missing, does not read, is behind
  * releases/ or names a missing record is rebuilt from releases/ (the truth). A signed repository's
- * catalog (its catalog signed, or, with none that reads, its newest records) is rewritten only with
+ * catalog (its catalog signed, or, where no catalog reads, its newest records) is rewritten only with
  * the signing key; without it the lag is reported (a consumer that pins keys would refuse an
- * unsigned one), and with it a current catalog that lost its signature is signed again. A
- * catalog.json that is missing or does not read, whose newest readable copy in catalogs/ is current,
- * is put back from that copy, signature and all: that needs no key. Temporary files are gc's (they
- * may be a publish's).
+ * unsigned one). A catalog.json that is missing or does not read is put back from the newest copy in
+ * catalogs/, signature and all, when that copy reads and is current: that needs no key; an older
+ * copy is never put back (consumers saw the newer one). With the key, a current catalog that is not
+ * signed, in a repository whose releases are, is signed again. Temporary files are gc's.
  */
 export async function repairRepository(repo: Repository, opts: { ttlMs: number; sign?: Sign; signal?: AbortSignal }): Promise<RepairResult> {
   const store = storeOf(repo);
   await requireRepository(store, 'repair', opts.signal);
   const result: RepairResult = { repaired: [], needsKey: [] };
   const { copy: current, damaged } = await currentCatalog(store, opts.signal);
-  if (damaged) result.repaired.push(`${CATALOG_KEY} does not read (${damaged})${current ? `: ${current.from} does` : ''}`);
   const truth = await rebuildEntries(store, current?.catalog, opts.signal);
   const lag = catalogLag(current?.catalog, truth);
   const describe = lag.map((l) => `${l.ref}: ${l.problem === 'missing' ? 'not in the catalog' : l.problem === 'record-missing' ? 'record missing' : `catalog at v${l.catalog!.version}, releases/ at v${l.truth!.version}`}`);
-  const catalogSigned = current ? (await repo.readCatalogSignature(current, opts.signal)) !== undefined : false;
-  if (current && lag.length === 0 && current.from !== CATALOG_KEY) {
+  const said = damaged ? [damaged] : [];
+  // catalog.json holds the current catalog: it read, or is put back now from the newest copy
+  let inPlace = current?.from === CATALOG_KEY;
+  if (current && !inPlace && lag.length === 0 && (await isNewestCopy(store, current, opts.signal))) {
     const sig = await repo.readCatalogSignature(current, opts.signal);
     await writeCatalogBytes(store, current.catalog, current.bytes, sig, opts.signal);
-    result.repaired.push(`${CATALOG_KEY} put back from ${current.from}`);
+    result.repaired.push(...said.splice(0), `${CATALOG_KEY} put back from ${current.from}`);
+    inPlace = true;
   }
-  const signedRecords = !catalogSigned && (await anySigned(store, truth, opts.signal));
-  const resign = signedRecords && lag.length === 0 && !!current;
-  if (resign && !opts.sign) {
-    result.needsKey.push('the catalog is not signed, where its releases are (a consumer that pins keys refuses it): repair with --sign-key');
-    return result;
-  }
-  if (lag.length === 0 && current?.catalog.repository && !resign) {
+  const catalogSigned = current ? (await repo.readCatalogSignature(current, opts.signal)) !== undefined : false;
+  const resign = !!opts.sign && inPlace && !catalogSigned && lag.length === 0 && (await anySigned(store, truth, opts.signal));
+  if (current && inPlace && lag.length === 0 && current.catalog.repository && !resign) {
     await repairRegistryView(store, current.catalog, result, opts.signal);
     return result;
   }
-  if (!current && truth.length === 0) return result;
-  if ((catalogSigned || signedRecords) && !opts.sign) {
+  if (!current && truth.length === 0 && !damaged) return result;
+  const signed = catalogSigned || (!current && (await anySigned(store, truth, opts.signal)));
+  if (signed && !opts.sign) {
     const why = catalogSigned ? 'the catalog is signed' : 'its releases are signed';
-    result.needsKey.push(...(describe.length ? describe : ['the catalog names no repository id (written by tarport 0.1)']).map((d) => `${d} (${why}: repair with --sign-key)`));
+    const what = [...said, ...describe];
+    result.needsKey.push(...(what.length ? what : ['the catalog names no repository id (written by tarport 0.1)']).map((d) => `${d} (${why}: repair with --sign-key)`));
     return result;
   }
-  // every writer reads catalog.json first, and would fail on a damaged one as this did
-  if (damaged) await store.remove(CATALOG_KEY, opts.signal);
   const tx = await repo.begin(opts.signal ? { signal: opts.signal } : {});
   try {
-    const { catalog } = await tx.publishCatalog({ ttlMs: opts.ttlMs, ...(opts.sign ? { sign: opts.sign } : {}), ...(resign ? { minSequence: current!.catalog.sequence } : {}) });
+    const { catalog } = await tx.publishCatalog({ ttlMs: opts.ttlMs, overDamaged: true, ...(opts.sign ? { sign: opts.sign } : {}), ...(resign ? { minSequence: current!.catalog.sequence } : {}) });
     if (resign) result.repaired.push('the catalog was not signed, where the releases are');
-    result.repaired.push(...describe, `catalog rewritten at sequence ${catalog.sequence}${opts.sign ? ' (signed)' : ''}`);
+    result.repaired.push(...said, ...describe, `catalog rewritten at sequence ${catalog.sequence}${opts.sign ? ' (signed)' : ''}`);
   } finally {
     await tx.end();
   }
   return result;
+}
+
+/** Whether `copy` (from catalogs/) is of the highest sequence written there: only that one may stand in for catalog.json. */
+async function isNewestCopy(store: Store, copy: CatalogCopy, signal?: AbortSignal): Promise<boolean> {
+  const highest = (await listCatalogFiles(store, signal)).reduce((n, f) => Math.max(n, parseCatalogFileName(f)!.sequence), 0);
+  return copy.catalog.sequence >= highest;
 }
 
 /**

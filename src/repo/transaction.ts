@@ -228,11 +228,11 @@ export class WriteTransaction {
   // ---- 3. catalog, 4. derived files ------------------------------------------------------------
 
   /** Rebuilds the catalog from releases/ until it agrees (see convergeCatalog), then the derived files. */
-  async publishCatalog(opts: { ttlMs: number; sign?: Sign; minSequence?: number }): Promise<{ catalog: Catalog; wrote: boolean; unsignedOverSigned: boolean }> {
+  async publishCatalog(opts: { ttlMs: number; sign?: Sign; minSequence?: number; overDamaged?: boolean }): Promise<{ catalog: Catalog; wrote: boolean; unsignedOverSigned: boolean }> {
     this.enter(3, 'publishCatalog');
     await this.bear();
     const wasSigned = opts.sign ? false : await this.signedNow();
-    const r = await convergeCatalog(this.store, { id: this.repositoryId, ttlMs: opts.ttlMs, ...(opts.sign ? { sign: opts.sign } : {}), ...(opts.minSequence !== undefined ? { minSequence: opts.minSequence } : {}), ...(this.signal ? { signal: this.signal } : {}) });
+    const r = await convergeCatalog(this.store, { id: this.repositoryId, ttlMs: opts.ttlMs, ...(opts.sign ? { sign: opts.sign } : {}), ...(opts.minSequence !== undefined ? { minSequence: opts.minSequence } : {}), ...(opts.overDamaged ? { overDamaged: true } : {}), ...(this.signal ? { signal: this.signal } : {}) });
     // a catalog found current may still be ahead of its derived files (a writer killed between them)
     if (r.wrote || !(await pageShows(this.store, r.catalog, this.signal))) await this.writeDerived(r.catalog);
     return { ...r, unsignedOverSigned: r.wrote && wasSigned };

@@ -23,34 +23,85 @@ async function twoTags(sign?: Sign): Promise<MemoryTransport> {
 const catalogsIn = (t: MemoryTransport) => [...t.files.keys()].filter((k) => k.startsWith('tarport/catalogs/'));
 const repair = (t: MemoryTransport, sign?: Sign) => repairRepository(new Repository(t), { ttlMs: TTL, ...(sign ? { sign } : {}) });
 
+const copiesIn = (t: MemoryTransport) => catalogsIn(t).filter((k) => k.endsWith('.json')).sort();
+const sequenceOf = async (t: MemoryTransport) => (await new Repository(t).readCatalog())!.catalog.sequence;
+
 describe('repair of a catalog.json that does not read', () => {
-  it('puts back the newest copy that reads, signature and all, without the key; check is clean after', async () => {
+  it('puts back the newest copy when it reads and is current, signature and all, without the key; check is clean after', async () => {
     const t = await twoTags(fakeSign);
     const good = t.files.get(CATALOG_KEY)!;
     t.files.set(CATALOG_KEY, good.subarray(0, 40));
     expect(await faults(t)).not.toEqual([]);
     const r = await repair(t);
-    const newest = catalogsIn(t).filter((k) => k.endsWith('.json')).sort().at(-1)!;
     expect(r.needsKey).toEqual([]);
-    expect(r.repaired).toEqual([expect.stringMatching(new RegExp(`^${CATALOG_KEY} does not read \\(catalog ${CATALOG_KEY} of memory://test is not valid JSON .*\\): ${newest} does$`)), `${CATALOG_KEY} put back from ${newest}`]);
+    expect(r.repaired).toEqual([expect.stringMatching(new RegExp(`^catalog ${CATALOG_KEY} of memory://test is not valid JSON `)), `${CATALOG_KEY} put back from ${copiesIn(t).at(-1)}`]);
     expect(t.files.get(CATALOG_KEY)!.equals(good)).toBe(true);
     expect(await faults(t)).toEqual([]);
   });
 
-  it('with no copy that reads, in a signed repository: not rebuilt unsigned without the key (listed, the file left as it is); with the key, rebuilt and signed', async () => {
+  it('with no copy that reads, in a signed repository: not rebuilt unsigned without the key (listed, the file left as it is); with the key, rebuilt and signed past every sequence written', async () => {
     const t = await twoTags(fakeSign);
-    for (const k of catalogsIn(t)) t.files.delete(k);
+    const highest = copiesIn(t).length;
+    for (const k of copiesIn(t)) t.files.set(k, Buffer.from('damaged'));
     t.files.set(CATALOG_KEY, Buffer.from('{"schema":'));
     const without = await repair(t);
-    expect(without.needsKey).toEqual(['demo/app:1: not in the catalog (its releases are signed: repair with --sign-key)', 'demo/app:2: not in the catalog (its releases are signed: repair with --sign-key)']);
+    expect(without.repaired).toEqual([]);
+    expect(without.needsKey).toEqual([
+      expect.stringMatching(/^catalog tarport\/catalog\.json of memory:\/\/test is not valid JSON .*\(its releases are signed: repair with --sign-key\)$/),
+      'demo/app:1: not in the catalog (its releases are signed: repair with --sign-key)',
+      'demo/app:2: not in the catalog (its releases are signed: repair with --sign-key)',
+    ]);
     expect(t.files.get(CATALOG_KEY)!.toString()).toBe('{"schema":');
     const withKey = await repair(t, fakeSign);
     expect(withKey.needsKey).toEqual([]);
-    expect(withKey.repaired.at(-1)).toMatch(/^catalog rewritten at sequence \d+ \(signed\)$/);
+    expect(withKey.repaired.at(-1)).toBe(`catalog rewritten at sequence ${highest + 1} (signed)`);
     const repo = new Repository(t);
     const got = (await repo.readCatalog())!;
     expect(got.catalog.releases.map((e) => `${e.name}:${e.tag}`)).toEqual(['demo/app:1', 'demo/app:2']);
     expect((await repo.readCatalogSignature(got))?.toString()).toBe(`signature of ${sha256(got.bytes)}`);
+    expect(await faults(t)).toEqual([]);
+  });
+
+  it('with the newest copy damaged too and an older one behind releases/: rebuilt past the newest sequence, once (the next run finds nothing to do)', async () => {
+    const t = await twoTags();
+    const [, newest] = copiesIn(t);
+    t.files.set(newest!, Buffer.from('damaged'));
+    t.files.set(CATALOG_KEY, Buffer.from('damaged'));
+    const r = await repair(t);
+    expect(r.needsKey).toEqual([]);
+    expect(r.repaired.at(-1)).toBe('catalog rewritten at sequence 3');
+    expect(await faults(t)).toEqual([]);
+    expect(await repair(t)).toEqual({ repaired: [], needsKey: [] });
+  });
+
+  it('with the newest copy damaged and an older one that is current: the older one is not put back (consumers saw the newer), a catalog is written past it', async () => {
+    const t = await twoTags();
+    // the second push's catalog (2) names both tags; a third catalog, the same releases, then damaged
+    await new Repository(t).begin().then(async (tx) => {
+      await tx.publishCatalog({ ttlMs: TTL, minSequence: 2 });
+      await tx.end();
+    });
+    expect(copiesIn(t)).toHaveLength(3);
+    t.files.set(copiesIn(t).at(-1)!, Buffer.from('damaged'));
+    t.files.delete(CATALOG_KEY);
+    const r = await repair(t);
+    expect(r.repaired.at(-1)).toBe('catalog rewritten at sequence 4');
+    expect(await sequenceOf(t)).toBe(4);
+  });
+
+  it('in a repository with nothing pushed yet, and no copy that reads: an empty catalog is written in its place', async () => {
+    const t = new MemoryTransport();
+    await new Repository(t).init();
+    await new Repository(t).begin({ create: true }).then(async (tx) => {
+      await tx.publishCatalog({ ttlMs: TTL });
+      await tx.end();
+    });
+    for (const k of copiesIn(t)) t.files.set(k, Buffer.from('damaged'));
+    t.files.set(CATALOG_KEY, Buffer.from('damaged'));
+    expect(await faults(t)).not.toEqual([]);
+    const r = await repair(t);
+    expect(r.repaired.at(-1)).toBe('catalog rewritten at sequence 2');
+    expect((await new Repository(t).readCatalog())!.catalog.releases).toEqual([]);
     expect(await faults(t)).toEqual([]);
   });
 
@@ -60,30 +111,25 @@ describe('repair of a catalog.json that does not read', () => {
     t.files.set(CATALOG_KEY, Buffer.from('not json'));
     const r = await repair(t);
     expect(r.needsKey).toEqual([]);
-    expect(r.repaired.at(-1)).toMatch(/^catalog rewritten at sequence \d+$/);
+    expect(r.repaired.at(-1)).toBe('catalog rewritten at sequence 1');
     expect(await faults(t)).toEqual([]);
   });
 });
 
-describe('repair of a signed repository whose catalog lost its signature (rebuilt unsigned, its history gone)', () => {
-  it('says it needs the key; with the key, signs the catalog again at a new sequence', async () => {
+describe('repair of a signed repository whose catalog is not signed (an unsigned push over it, or an older repair)', () => {
+  it('without the key leaves it (as check does: a mixed repository is allowed); with the key, signs the catalog again at a new sequence', async () => {
     const t = await twoTags(fakeSign);
-    for (const k of catalogsIn(t)) t.files.delete(k);
-    t.files.delete(CATALOG_KEY);
-    // what an older repair did without the key: an unsigned catalog over signed releases
-    expect((await repair(t)).needsKey).toHaveLength(2);
     await new Repository(t).begin().then(async (tx) => {
-      await tx.publishCatalog({ ttlMs: TTL });
+      await tx.publishCatalog({ ttlMs: TTL, minSequence: 2 });
       await tx.end();
     });
     const unsigned = (await new Repository(t).readCatalog())!;
     expect(await new Repository(t).readCatalogSignature(unsigned)).toBeUndefined();
-    expect((await repair(t)).needsKey).toEqual(['the catalog is not signed, where its releases are (a consumer that pins keys refuses it): repair with --sign-key']);
+    expect(await repair(t)).toEqual({ repaired: [], needsKey: [] });
     const r = await repair(t, fakeSign);
     expect(r.repaired).toEqual(['the catalog was not signed, where the releases are', `catalog rewritten at sequence ${unsigned.catalog.sequence + 1} (signed)`]);
     const now = (await new Repository(t).readCatalog())!;
     expect((await new Repository(t).readCatalogSignature(now))?.toString()).toBe(`signature of ${sha256(now.bytes)}`);
-    // and once signed, nothing more to do
     expect(await repair(t, fakeSign)).toEqual({ repaired: [], needsKey: [] });
   });
 });
