@@ -99,7 +99,8 @@ export async function lsCommand(ctx: Context, url: string, flags: LsFlags): Prom
     if (!hasCatalog && tags.length > 0) ctx.out.warn(`${repo.location} holds releases but no catalog: consumers see none of them until a push or sync writes one`);
     for (const { name, tag } of tags) {
       const refs = await releasesOf(repo, name, tag, entries, ctx.signal);
-      for (const ref of flags.latest ? refs.slice(-1) : refs) {
+      // --latest: the newest that reads, as the catalog's rebuild takes it; the ones above it are named
+      for (const ref of flags.latest ? [...refs].reverse() : refs) {
         // one damaged record (a stray file, a cut copy) is named, and the others are still listed
         const row = await describeRelease(repo, ref, current, acks, ctx.signal).catch((e: unknown) => {
           if (!unreadableRecord(e)) throw e;
@@ -109,6 +110,7 @@ export async function lsCommand(ctx: Context, url: string, flags: LsFlags): Prom
           return undefined;
         });
         if (row) rows.push(row);
+        if (row && flags.latest) break;
       }
     }
   } finally {

@@ -72,9 +72,9 @@ describe('openRepository: a location that is a file', () => {
     await writeFile(file, 'not a folder');
     for (const args of [['push', file, '--to', file], ['check', file]]) {
       const r = await tarportInProcess([...args, '--json']);
-      const flag = args[0] === 'push' ? '--to' : 'check';
+      const flag = args[0] === 'push' ? '--to' : 'URL';
       expect([r.code, (JSON.parse(r.stdout) as { error: { code: string; message: string } }).error.code], args.join(' ')).toEqual([2, 'USAGE']);
-      expect(r.stderr, flag).toContain(`${file}: a file, not a folder; a repository is a folder (tarport init creates one)`);
+      expect(r.stderr, flag).toContain(`${flag} ${file}: a file, not a folder; a repository is a folder (tarport init creates one)`);
     }
   });
 });

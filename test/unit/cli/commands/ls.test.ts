@@ -20,5 +20,10 @@ describe('ls of a repository that holds a record that does not read', () => {
     expect(doc.releases.map((x) => `${x.name}:${x.tag} v${x.version}`)).toEqual(['tarport-demo/hello:latest v1', 'tarport-demo/hello:latest v2']);
     expect(doc.unreadable.map((u) => [u.version, u.record, u.error.code])).toEqual([[3, stray, 'INTEGRITY']]);
     expect(r.stderr).toContain(`tarport-demo/hello:latest v3 not listed: release record tarport-demo/hello:latest v3 (tarport/releases/tarport-demo%2Fhello/latest/${stray}): `);
+    // --latest: the newest release that reads (the catalog's), the damaged one above it named
+    const latest = await tarportInProcess(['ls', repo, '--latest', '--json']);
+    expect(latest.code).toBe(3);
+    const l = JSON.parse(latest.stdout) as typeof doc;
+    expect([l.releases.map((x) => `${x.name}:${x.tag} v${x.version}`), l.unreadable.map((u) => u.version)]).toEqual([['tarport-demo/hello:latest v2'], [3]]);
   });
 });
