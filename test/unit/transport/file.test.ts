@@ -177,7 +177,12 @@ describe('a file system whose rename does not replace a file (fusefat on libfuse
     }
   });
 
-  it('a witness this transport is replacing in two steps counts as there while it is absent (a write of the same transaction in that moment goes on)', async () => {
+  /**
+   * A held transport whose intent (the witness) is renamed over by its refreshed copy on a file
+   * system that refuses to replace (EEXIST); `between` runs after the intent was removed, before the
+   * rename that puts the copy in its place, and says what a write of the same transaction did then.
+   */
+  async function replacingIntent(between: (t: FileTransport, from: string) => Promise<void>): Promise<{ root: string; t: FileTransport; wrote: unknown; renamed: unknown; done: () => void }> {
     const root = await tempDir();
     const t = new FileTransport(root);
     const release = await t.hold();
@@ -185,51 +190,38 @@ describe('a file system whose rename does not replace a file (fusefat on libfuse
     await put(t, 'pending/intent-1.json.tmp', 'new');
     const unwitness = t.witness(() => 'pending/intent-1.json');
     const real = fileSystem.rename;
-    let between: Promise<unknown> | undefined;
+    let wrote: unknown;
     fileSystem.rename = async (a, b) => {
       if (await stat(b).catch(() => undefined)) throw Object.assign(new Error(`EEXIST: file already exists, rename '${String(a)}' -> '${String(b)}'`), { code: 'EEXIST' });
-      // the intent is removed and not yet renamed into place: another write of the transaction now
-      between ??= put(t, 'blobs/a', 'a').then(() => 'written', (e: unknown) => e);
-      await between;
+      await between(t, String(a));
+      wrote ??= await put(t, 'blobs/a', 'a').then(() => 'written', (e: unknown) => e);
       return real(a, b);
     };
+    let renamed: unknown = 'renamed';
     try {
-      await t.rename('pending/intent-1.json.tmp', 'pending/intent-1.json');
+      await t.rename('pending/intent-1.json.tmp', 'pending/intent-1.json').catch((e: unknown) => (renamed = e));
     } finally {
       fileSystem.rename = real;
     }
-    expect(await between).toBe('written');
+    return { root, t, wrote, renamed, done: () => (unwitness(), release()) };
+  }
+
+  it('a witness this transport is replacing in two steps counts as there while it is absent (a write of the same transaction in that moment goes on)', async () => {
+    const { root, t, wrote, renamed, done } = await replacingIntent(async () => undefined);
+    expect([wrote, renamed]).toEqual(['written', 'renamed']);
     expect(await readFile(join(root, 'pending', 'intent-1.json'), 'utf8')).toBe('new');
     // once in place again, a missing witness is another stick's root, as before
     await rm(join(root, 'pending', 'intent-1.json'));
     await expect(put(t, 'blobs/b', 'b')).rejects.toMatchObject({ code: 'IO', message: expect.stringContaining('no longer holds pending/intent-1.json') });
-    unwitness();
-    release();
+    done();
   });
+
   it('a witness being replaced whose replacement is gone too (another stick in that moment) still stops the write', async () => {
-    const root = await tempDir();
-    const t = new FileTransport(root);
-    const release = await t.hold();
-    await put(t, 'pending/intent-1.json', 'old');
-    await put(t, 'pending/intent-1.json.tmp', 'new');
-    const unwitness = t.witness(() => 'pending/intent-1.json');
-    const real = fileSystem.rename;
-    let between: Promise<unknown> | undefined;
-    fileSystem.rename = async (a, b) => {
-      if (await stat(b).catch(() => undefined)) throw Object.assign(new Error(`EEXIST: file already exists, rename '${String(a)}' -> '${String(b)}'`), { code: 'EEXIST' });
-      await rm(a); // neither the intent nor what was to take its place: not the folder the write began in
-      between ??= put(t, 'blobs/a', 'a').then(() => 'written', (e: unknown) => e);
-      await between;
-      throw Object.assign(new Error(`ENOENT: no such file or directory, rename '${String(a)}' -> '${String(b)}'`), { code: 'ENOENT' });
-    };
-    try {
-      await expect(t.rename('pending/intent-1.json.tmp', 'pending/intent-1.json')).rejects.toMatchObject({ message: expect.stringContaining('rename pending/intent-1.json.tmp to pending/intent-1.json in file://') });
-    } finally {
-      fileSystem.rename = real;
-    }
-    expect(await between).toMatchObject({ code: 'IO', message: expect.stringContaining('no longer holds pending/intent-1.json') });
+    // neither the intent nor what was to take its place: not the folder the write began in
+    const { root, wrote, renamed, done } = await replacingIntent(async (_t, from) => rm(from));
+    expect(wrote).toMatchObject({ code: 'IO', message: expect.stringContaining('no longer holds pending/intent-1.json') });
+    expect(renamed).toMatchObject({ message: expect.stringContaining('rename pending/intent-1.json.tmp to pending/intent-1.json in file://') });
     expect(existsSync(join(root, 'blobs', 'a'))).toBe(false);
-    unwitness();
-    release();
+    done();
   });
 });
