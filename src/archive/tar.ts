@@ -314,6 +314,8 @@ export interface ArchiveShape {
   readonly overflow: boolean;
   /** The first name that two entries share (one of them not a folder). */
   readonly duplicate?: string;
+  /** The first name that two entries share, folders included (the import of Docker's classic store refuses any). */
+  readonly repeated?: string;
   /** The first entry that is no file, folder or link (device, FIFO, sparse file, unknown type). */
   readonly unusual?: { readonly name: string; readonly what: string };
 }
@@ -337,6 +339,7 @@ class IndexBuilder {
   count = 0;
   overflow = false;
   duplicate: string | undefined;
+  repeated: string | undefined;
   unusual: { name: string; what: string } | undefined;
 
   /** Adds an entry; true when it is in the index. */
@@ -353,6 +356,7 @@ class IndexBuilder {
     }
     const prev = this.entries.get(e.name);
     if (prev) {
+      this.repeated ??= e.name;
       if (!this.duplicate && (prev.type !== 'dir' || e.type !== 'dir')) this.duplicate = e.name;
       return false;
     }
@@ -378,6 +382,7 @@ class IndexBuilder {
       entryCount: this.count,
       overflow: this.overflow,
       ...(this.duplicate !== undefined ? { duplicate: this.duplicate } : {}),
+      ...(this.repeated !== undefined ? { repeated: this.repeated } : {}),
       ...(this.unusual ? { unusual: this.unusual } : {}),
     };
   }

@@ -245,7 +245,7 @@ function baseRecord() {
  * paths not supported"), where containerd and Podman take the last copy.
  */
 function rootfsWarnings(p: Publishing): string[] {
-  const dup = p.tar.shape.duplicate;
+  const dup = p.tar.shape.repeated;
   if (dup === undefined) return [];
   return [`${p.path}: the root file system holds ${JSON.stringify(dup)} more than once: Docker's import (its classic image store) refuses such a tar ("duplicates of file paths not supported"), so those consumers will fail to load it; containerd and Podman take the last copy`];
 }

@@ -230,18 +230,18 @@ describe('publishArchive: a growing archive (push -)', () => {
 });
 
 describe("publishArchive: a root file system Docker's import refuses", () => {
-  it('one that names a path twice (tar -r of a changed file) is published with a warning naming the path and why; one that does not, without', async () => {
+  it('one that names a path twice (tar -r of a changed file; a folder given twice) is published with a warning naming the path and why; one that does not, without', async () => {
     const dir = await tempDir();
     const [twice, once] = [join(dir, 'twice.tar'), join(dir, 'once.tar')];
     await writeFile(twice, tarBytes([{ name: 'etc/motd', data: Buffer.from('1\n') }, { name: 'bin/app', data: Buffer.from('x') }, { name: 'etc/motd', data: Buffer.from('2\n') }]));
-    await writeFile(once, tarBytes([{ name: 'etc/motd', data: Buffer.from('1\n') }, { name: 'etc', type: '5' }]));
+    await writeFile(once, tarBytes([{ name: 'etc', type: '5' }, { name: 'etc/motd', data: Buffer.from('1\n') }, { name: 'bin', type: '5' }]));
+    const dirTwice = join(dir, 'dir-twice.tar'); // tar --no-recursion -cf dir-twice.tar etc etc
+    await writeFile(dirTwice, tarBytes([{ name: 'etc', type: '5' }, { name: './etc', type: '5' }]));
     const push = (path: string, tag: string) => publishArchive(new Repository(new MemoryTransport()), path, { compression: 'zstd', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, create: true, name: { name: 'box/root', tag } });
-    const [r2, r1] = [await push(twice, '1'), await push(once, '2')];
-    expect([r2, r1].map((r) => r.releases.map((x) => x.status))).toEqual([['published'], ['published']]);
-    expect([r2.warnings, r1.warnings]).toEqual([
-      [`${twice}: the root file system holds "etc/motd" more than once: Docker's import (its classic image store) refuses such a tar ("duplicates of file paths not supported"), so those consumers will fail to load it; containerd and Podman take the last copy`],
-      undefined,
-    ]);
+    const [r2, r1, rd] = [await push(twice, '1'), await push(once, '2'), await push(dirTwice, '3')];
+    expect([r2, r1, rd].map((r) => r.releases.map((x) => x.status))).toEqual([['published'], ['published'], ['published']]);
+    const said = (path: string, name: string) => `${path}: the root file system holds "${name}" more than once: Docker's import (its classic image store) refuses such a tar ("duplicates of file paths not supported"), so those consumers will fail to load it; containerd and Podman take the last copy`;
+    expect([r2.warnings, r1.warnings, rd.warnings]).toEqual([[said(twice, 'etc/motd')], undefined, [said(dirTwice, 'etc')]]);
   });
 });
 
