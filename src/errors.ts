@@ -27,13 +27,16 @@ export class TarportError extends Error {
   readonly retryable: boolean;
   /** An input that ends early: maybe still being written (the producer agent waits for more). */
   readonly truncated: boolean;
+  /** USAGE: the flag whose value was refused (`--keep`), so that a value from a config file or the environment is told as such. */
+  readonly flag: string | undefined;
 
-  constructor(code: ErrorCode, message: string, opts: { cause?: unknown; retryable?: boolean; truncated?: boolean } = {}) {
+  constructor(code: ErrorCode, message: string, opts: { cause?: unknown; retryable?: boolean; truncated?: boolean; flag?: string } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'TarportError';
     this.code = code;
     this.retryable = opts.retryable ?? (code === 'CONNECTION' || code === 'IO');
     this.truncated = opts.truncated ?? false;
+    this.flag = opts.flag;
   }
 }
 

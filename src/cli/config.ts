@@ -130,7 +130,7 @@ export function applyConfig(cmd: Command, config: Record<string, unknown>): void
  * unset variable in a unit file, `sign-key = ""` in a config file): refused, never read as "not
  * given", which would quietly turn off what the flag asks for (a signature, a decryption, a bound).
  */
-export function refuseEmptyValues(cmd: Command): void {
+export function refuseEmptyValues(cmd: Command, file?: string): void {
   for (const opt of cmd.options as readonly Option[]) {
     if (kindOf(opt) === 'boolean') continue;
     const attr = opt.attributeName();
@@ -139,9 +139,27 @@ export function refuseEmptyValues(cmd: Command): void {
     if (empty === undefined) continue;
     const source = cmd.getOptionValueSource(attr);
     if (source === 'env') throw new TarportError('CONFIG', `environment variable ${opt.envVar}: an empty value; unset it for ${opt.long}'s default`);
-    if (source === 'config') throw new TarportError('CONFIG', `config file key "${configKey(opt)}": an empty value; leave the key out for ${opt.long}'s default`);
+    if (source === 'config') throw new TarportError('CONFIG', `config file ${file}: key "${configKey(opt)}": an empty value; leave the key out for ${opt.long}'s default`);
     throw new TarportError('USAGE', `${opt.long} ${JSON.stringify(empty)}: an empty value; leave the flag out for its default`);
   }
+}
+
+/**
+ * A flag's value refused by its command (USAGE naming the flag) that came from the config file or the
+ * environment: told as the CONFIG fault it is, naming where the value came from, since the command
+ * line the user reads holds no such flag. Anything else is returned as it is.
+ */
+export function valueFault(e: unknown, commands: readonly Command[], file: string | undefined): unknown {
+  if (!(e instanceof TarportError) || e.code !== 'USAGE' || e.flag === undefined) return e;
+  for (const cmd of commands) {
+    const opt = (cmd.options as readonly Option[]).find((o) => o.long === e.flag);
+    if (!opt) continue;
+    const source = cmd.getOptionValueSource(opt.attributeName());
+    if (source === 'config') return new TarportError('CONFIG', `config file ${file}: key "${configKey(opt)}": ${e.message}`, { cause: e });
+    if (source === 'env') return new TarportError('CONFIG', `environment variable ${opt.envVar}: ${e.message}`, { cause: e });
+    return e;
+  }
+  return e;
 }
 
 const TRUE = new Set(['true', '1', 'yes']);

@@ -44,7 +44,7 @@ export async function transportOptions(flags: ConnectionFlags): Promise<Transpor
   let connections: number | undefined;
   if (flags.connections !== undefined) {
     connections = wholeNumber(flags.connections);
-    if (!Number.isInteger(connections) || connections < 1 || connections > 16) throw new TarportError('USAGE', `--connections ${JSON.stringify(flags.connections)}: a whole number from 1 to 16`);
+    if (!Number.isInteger(connections) || connections < 1 || connections > 16) throw new TarportError('USAGE', `--connections ${JSON.stringify(flags.connections)}: a whole number from 1 to 16`, { flag: '--connections' });
   }
   const env = process.env;
   const httpsProxy = env.HTTPS_PROXY ?? env.https_proxy;
@@ -53,7 +53,7 @@ export async function transportOptions(flags: ConnectionFlags): Promise<Transpor
   let idleTimeoutMs: number | undefined;
   if (flags.idleTimeout !== undefined) {
     idleTimeoutMs = parseDuration(flags.idleTimeout, '--idle-timeout');
-    if (!(idleTimeoutMs >= 100 && idleTimeoutMs <= 3_600_000)) throw new TarportError('USAGE', `--idle-timeout ${JSON.stringify(flags.idleTimeout)}: between 100ms and 1h`);
+    if (!(idleTimeoutMs >= 100 && idleTimeoutMs <= 3_600_000)) throw new TarportError('USAGE', `--idle-timeout ${JSON.stringify(flags.idleTimeout)}: between 100ms and 1h`, { flag: '--idle-timeout' });
   }
   return {
     ...s3Options(flags),
@@ -76,10 +76,10 @@ function s3Options(flags: ConnectionFlags): Pick<TransportOptions, 's3'> {
   const env = process.env;
   const endpoint = flags.s3Endpoint ?? env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL;
   if (endpoint !== undefined && !/^https?:\/\/[^/\s]+\/?$/.test(endpoint)) {
-    throw new TarportError('USAGE', `--s3-endpoint ${JSON.stringify(endpoint)}: expected http(s)://HOST[:PORT], the S3 server without a path (the bucket goes in the s3:// location)`);
+    throw new TarportError('USAGE', `--s3-endpoint ${JSON.stringify(endpoint)}: expected http(s)://HOST[:PORT], the S3 server without a path (the bucket goes in the s3:// location)`, { flag: '--s3-endpoint' });
   }
   const region = flags.s3Region ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION;
-  if (region !== undefined && !/^[a-z0-9-]{1,40}$/.test(region)) throw new TarportError('USAGE', `--s3-region ${JSON.stringify(region)}: expected a region name such as us-east-1`);
+  if (region !== undefined && !/^[a-z0-9-]{1,40}$/.test(region)) throw new TarportError('USAGE', `--s3-region ${JSON.stringify(region)}: expected a region name such as us-east-1`, { flag: '--s3-region' });
   // tarport ships a fixed SDK version (bundled), so the SDK's notice about its future Node support
   // is no news for a tarport user: every run on Node 20 would print it
   env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -145,12 +145,12 @@ export const CATALOG_TTL_BOUNDS = { min: 1, max: 36_500 * DAY_MS, say: 'more tha
  */
 export function parseDuration(s: string, what: string, bounds: { min?: number; max?: number; say?: string } = {}): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(s.trim());
-  if (!m) throw new TarportError('USAGE', `${what} ${JSON.stringify(s)}: expected a duration such as 30s, 5m, 12h or 90d`);
+  if (!m) throw new TarportError('USAGE', `${what} ${JSON.stringify(s)}: expected a duration such as 30s, 5m, 12h or 90d`, { flag: what });
   const n = Number(m[1]);
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: DAY_MS }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h' | 'd'];
   const ms = n * unit;
   const { min = 0, max = MAX_WAIT_MS, say = 'at most 24d (the longest a timer waits)' } = bounds;
-  if (!(ms >= min && ms <= max)) throw new TarportError('USAGE', `${what} ${JSON.stringify(s)}: ${say}`);
+  if (!(ms >= min && ms <= max)) throw new TarportError('USAGE', `${what} ${JSON.stringify(s)}: ${say}`, { flag: what });
   return ms;
 }
 

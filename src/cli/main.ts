@@ -3,7 +3,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { setNativeCacheBase } from '../archive/zstdnative.js';
 import { TarportError } from '../errors.js';
 import { VERSION } from '../version.js';
-import { applyConfig, applyEnvBooleans, collect, configSchema, envName, parseEnvBoolean, readConfigFile, refuseEmptyValues, validateConfig } from './config.js';
+import { applyConfig, applyEnvBooleans, collect, configSchema, envName, parseEnvBoolean, readConfigFile, refuseEmptyValues, validateConfig, valueFault } from './config.js';
 import type { Context } from './context.js';
 import { Output, EXIT, lineStyle, styleLine } from './output.js';
 
@@ -258,6 +258,8 @@ export async function main(argv: string[]): Promise<number> {
   setNativeCacheBase(process.env.XDG_CACHE_HOME);
 
   let program: Command;
+  // the command being run, once its flags are read: a refused value is told by where it came from
+  let acting: Command | undefined;
   const run = async (fn: (ctx: Context) => Promise<number>) => {
     const g = program.opts<{ json?: boolean; quiet?: boolean }>();
     out = new Output(g.json ?? false, g.quiet ?? false);
@@ -274,8 +276,9 @@ export async function main(argv: string[]): Promise<number> {
       applyConfig(program, cfg);
       applyConfig(action, cfg);
     }
-    refuseEmptyValues(program);
-    refuseEmptyValues(action);
+    refuseEmptyValues(program, file);
+    refuseEmptyValues(action, file);
+    acting = action;
   });
   try {
     await program.parseAsync(argv);
@@ -293,7 +296,7 @@ export async function main(argv: string[]): Promise<number> {
       // an interrupted command: what it left is as a crash leaves it (invisible, resumable)
       out.error(new TarportError('ABORTED', `interrupted by ${signalled}: stopped; nothing half-done is visible, and the next run resumes`));
       code = interruptedExitCode(signalled);
-    } else code = out.error(e);
+    } else code = out.error(valueFault(e, acting ? [acting, program] : [program], program.opts<{ config?: string }>().config));
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

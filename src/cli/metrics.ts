@@ -176,8 +176,8 @@ export function parseListen(s: string): { host: string; port: number } {
   const i = s.lastIndexOf(':');
   const host = s.slice(0, i).replace(/^\[(.*)\]$/, '$1');
   const port = Number(s.slice(i + 1));
-  if (i <= 0 || !Number.isInteger(port) || port < 1 || port > 65535) throw new TarportError('USAGE', `--metrics-listen ${JSON.stringify(s)}: expected HOST:PORT, e.g. 127.0.0.1:9464`);
-  if (!LOOPBACK.test(host)) throw new TarportError('USAGE', `--metrics-listen ${JSON.stringify(s)}: only loopback addresses (127.0.0.1, ::1, localhost); put a proxy or node_exporter's textfile collector (--metrics-file) in front for the network`);
+  if (i <= 0 || !Number.isInteger(port) || port < 1 || port > 65535) throw new TarportError('USAGE', `--metrics-listen ${JSON.stringify(s)}: expected HOST:PORT, e.g. 127.0.0.1:9464`, { flag: '--metrics-listen' });
+  if (!LOOPBACK.test(host)) throw new TarportError('USAGE', `--metrics-listen ${JSON.stringify(s)}: only loopback addresses (127.0.0.1, ::1, localhost); put a proxy or node_exporter's textfile collector (--metrics-file) in front for the network`, { flag: '--metrics-listen' });
   return { host, port };
 }
 

@@ -38,10 +38,10 @@ export function detectRuntime(flags: RuntimeFlags, exists: (p: string) => boolea
 
 export function openRuntime(flags: RuntimeFlags): Runtime {
   const want = flags.runtime ?? 'auto';
-  if (!['auto', 'docker', 'containerd', 'podman'].includes(want)) throw new TarportError('USAGE', `--runtime ${JSON.stringify(want)}: use auto, docker, containerd or podman`);
+  if (!['auto', 'docker', 'containerd', 'podman'].includes(want)) throw new TarportError('USAGE', `--runtime ${JSON.stringify(want)}: use auto, docker, containerd or podman`, { flag: '--runtime' });
   const picked = want === 'auto' ? detectRuntime(flags) : { kind: want as 'docker' | 'containerd' | 'podman', socket: undefined };
   const namespace = flags.namespace ?? 'k8s.io';
-  if (!/^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$/.test(namespace)) throw new TarportError('USAGE', `--namespace ${JSON.stringify(namespace)}: letters, digits, . _ - (containerd's namespace rule)`);
+  if (!/^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$/.test(namespace)) throw new TarportError('USAGE', `--namespace ${JSON.stringify(namespace)}: letters, digits, . _ - (containerd's namespace rule)`, { flag: '--namespace' });
   switch (picked.kind) {
     case 'docker':
       return new DockerRuntime(new DockerClient(process.env.DOCKER_HOST));

@@ -224,7 +224,7 @@ describe('an empty value for a flag that takes one', () => {
     const cases: [string[], Record<string, string>, string][] = [
       [['push', '--init', v1!, '--to', repo, '--sign-key', ''], {}, 'USAGE --sign-key "": an empty value; leave the flag out for its default'],
       [['pull', '--from', repo, '--state', dir], { TARPORT_DECRYPT_KEY: '' }, "CONFIG environment variable TARPORT_DECRYPT_KEY: an empty value; unset it for --decrypt-key's default"],
-      [['--config', cfg, 'pull', '--from', repo, '--state', dir], {}, 'CONFIG config file key "keep-images": an empty value; leave the key out for --keep-images\'s default'],
+      [['--config', cfg, 'pull', '--from', repo, '--state', dir], {}, `CONFIG config file ${cfg}: key "keep-images": an empty value; leave the key out for --keep-images's default`],
       [['pull', '--from', repo, '--state', dir, '--trust', ' '], {}, 'USAGE --trust " ": an empty value; leave the flag out for its default'],
     ];
     for (const [args, env, said] of cases) {
@@ -232,6 +232,25 @@ describe('an empty value for a flag that takes one', () => {
       expect([r.code, (JSON.parse(r.stdout) as { error: { code: string; message: string } }).error].map((x) => (typeof x === 'object' ? `${x.code} ${x.message}` : x)), args.join(' ')).toEqual([2, said]);
     }
     expect(existsSync(repo)).toBe(false); // nothing was done
+  });
+});
+
+describe('a value the command refuses, from the config file or the environment', () => {
+  it('is a CONFIG fault naming the file and key, or the variable (exit 2); from the command line, the USAGE fault it was', async () => {
+    const dir = await tempDir();
+    const cfg = join(dir, 'c.yaml');
+    await writeFile(cfg, 'keep: "x"\n');
+    const repo = join(dir, 'repo');
+    const said = async (args: string[], env: Record<string, string> = {}) => {
+      const r = await tarportInProcess(['--json', ...args], env);
+      const { code, message } = (JSON.parse(r.stdout) as { error: { code: string; message: string } }).error;
+      return [r.code, code, message];
+    };
+    const why = '--keep "x": how many versions per tag to keep, 1 or more';
+    expect(await said(['--config', cfg, 'gc', repo])).toEqual([2, 'CONFIG', `config file ${cfg}: key "keep": ${why}`]);
+    expect(await said(['gc', repo], { TARPORT_KEEP: 'x' })).toEqual([2, 'CONFIG', `environment variable TARPORT_KEEP: ${why}`]);
+    expect(await said(['gc', repo, '--keep', 'x'], { TARPORT_KEEP: '2' })).toEqual([2, 'USAGE', why]);
+    expect(await said(['poll', '--from', repo], { TARPORT_INTERVAL: '30d' })).toEqual([2, 'CONFIG', 'environment variable TARPORT_INTERVAL: --interval "30d": at most 24d (the longest a timer waits)']);
   });
 });
 

@@ -16,16 +16,16 @@ export async function keysGenerateCommand(ctx: Context, flags: KeysFlags): Promi
   const email = /<([^>]*)>\s*$/.exec(flags.uid)?.[1];
   // OpenPGP.js takes an e-mail address only with a domain that has a dot (ci@example.org)
   if (email !== undefined && !/^[^\s@<>]+@[^\s@<>.]+(\.[^\s@<>.]+)+$/.test(email)) {
-    throw new TarportError('USAGE', `--uid ${JSON.stringify(flags.uid)}: ${JSON.stringify(email)} is not an e-mail address OpenPGP tools accept; write NAME <USER@DOMAIN.TLD>, e.g. "CI <ci@example.org>", or a name alone`);
+    throw new TarportError('USAGE', `--uid ${JSON.stringify(flags.uid)}: ${JSON.stringify(email)} is not an e-mail address OpenPGP tools accept; write NAME <USER@DOMAIN.TLD>, e.g. "CI <ci@example.org>", or a name alone`, { flag: '--uid' });
   }
   if (!flags.out) throw new TarportError('USAGE', 'keys generate needs --out PREFIX');
   const type = flags.type ?? 'rsa';
-  if (type !== 'rsa' && type !== 'ecc') throw new TarportError('USAGE', `--type ${JSON.stringify(type)}: rsa or ecc`);
+  if (type !== 'rsa' && type !== 'ecc') throw new TarportError('USAGE', `--type ${JSON.stringify(type)}: rsa or ecc`, { flag: '--type' });
   let passphrase: string | undefined;
   if (flags.passphraseFile) {
     passphrase = (
       await readFile(flags.passphraseFile, 'utf8').catch((e: NodeJS.ErrnoException) => {
-        throw new TarportError('USAGE', `--passphrase-file ${flags.passphraseFile}: ${e.code === 'ENOENT' ? 'not found' : e.message}`);
+        throw new TarportError('USAGE', `--passphrase-file ${flags.passphraseFile}: ${e.code === 'ENOENT' ? 'not found' : e.message}`, { flag: '--passphrase-file' });
       })
     ).replace(/\r?\n$/, '');
   }

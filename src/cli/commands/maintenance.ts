@@ -49,7 +49,7 @@ export interface GcFlags extends ConnectionFlags {
 /** `tarport gc URL --keep N`: old versions and unreferenced objects go. */
 export async function gcCommand(ctx: Context, url: string, flags: GcFlags): Promise<number> {
   const keep = flags.keep === undefined ? NaN : wholeNumber(flags.keep);
-  if (flags.keep === undefined || !Number.isInteger(keep) || keep < 1) throw new TarportError('USAGE', `--keep ${JSON.stringify(flags.keep ?? '')}: how many versions per tag to keep, 1 or more`);
+  if (flags.keep === undefined || !Number.isInteger(keep) || keep < 1) throw new TarportError('USAGE', `--keep ${JSON.stringify(flags.keep ?? '')}: how many versions per tag to keep, 1 or more`, { flag: '--keep' });
   const graceMs = parseDuration(flags.grace ?? '1h', '--grace', { max: CATALOG_TTL_BOUNDS.max, say: 'at most 36500d (100 years)' });
   const repo = await openRepository(url, 'URL', flags, { write: !flags.dryRun, signal: ctx.signal });
   try {

@@ -51,7 +51,7 @@ async function consumerOptions(names: string[], flags: PullFlags) {
   let keepImages: number | undefined;
   if (flags.keepImages !== undefined) {
     keepImages = wholeNumber(flags.keepImages);
-    if (!Number.isInteger(keepImages) || keepImages < 0) throw new TarportError('USAGE', `--keep-images ${JSON.stringify(flags.keepImages)}: a whole number, 0 or more`);
+    if (!Number.isInteger(keepImages) || keepImages < 0) throw new TarportError('USAGE', `--keep-images ${JSON.stringify(flags.keepImages)}: a whole number, 0 or more`, { flag: '--keep-images' });
   }
   return {
     subscriptions: parseSubscriptions(names),
@@ -79,7 +79,7 @@ const ACK_TIMEOUT_MS = 5_000;
 export async function hostIdentity(flag: string | undefined): Promise<{ id: string; hostname: string }> {
   const hostname = osHostname().replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 255) || 'unnamed';
   if (flag !== undefined) {
-    if (!HOST_ID_RE.test(flag)) throw new TarportError('USAGE', `--host-id ${JSON.stringify(flag)}: 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+    if (!HOST_ID_RE.test(flag)) throw new TarportError('USAGE', `--host-id ${JSON.stringify(flag)}: 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit`, { flag: '--host-id' });
     return { id: flag, hostname };
   }
   const machineId = (await readFile('/etc/machine-id', 'utf8').catch(() => '')).trim();
@@ -155,7 +155,7 @@ export async function pollCommand(ctx: Context, names: string[], flags: PollFlag
   const options = await consumerOptions(names, flags);
   const interval = flags.interval ?? '60s';
   const intervalMs = parseDuration(interval, '--interval');
-  if (intervalMs < 100) throw new TarportError('USAGE', `--interval ${flags.interval}: at least 100ms`);
+  if (intervalMs < 100) throw new TarportError('USAGE', `--interval ${flags.interval}: at least 100ms`, { flag: '--interval' });
   const repo = await openRepository(flags.from, '--from', flags, { signal: ctx.signal });
   const print = await eventPrinter(ctx.out, describe, pollLevel);
   const sink = await openMetrics(flags, (e) => ctx.out.warn(`metrics not written: ${(e as Error).message}`));

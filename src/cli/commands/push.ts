@@ -28,14 +28,14 @@ export interface PushFlags extends ConnectionFlags, MetricsFlags {
 /** `--max-expansion`: a whole number of times a compressed archive or layer may expand; 0 lifts the limit. */
 export function maxExpansionOf(v: string | undefined): number {
   if (v === undefined) return MAX_RATIO;
-  if (!/^\d{1,9}$/.test(v.trim())) throw new TarportError('USAGE', `--max-expansion ${JSON.stringify(v)}: a whole number of times (default ${MAX_RATIO}), or 0 for no limit`);
+  if (!/^\d{1,9}$/.test(v.trim())) throw new TarportError('USAGE', `--max-expansion ${JSON.stringify(v)}: a whole number of times (default ${MAX_RATIO}), or 0 for no limit`, { flag: '--max-expansion' });
   return Number(v.trim());
 }
 
 /** `--kind`: what the archives are; `auto` (the default) tells an image by its metadata files. */
 export function kindOf(v: string | undefined): ArchiveKind {
   const k = (v ?? 'auto') as ArchiveKind;
-  if (!ARCHIVE_KINDS.includes(k)) throw new TarportError('USAGE', `--kind ${JSON.stringify(v)}: use auto, image or rootfs`);
+  if (!ARCHIVE_KINDS.includes(k)) throw new TarportError('USAGE', `--kind ${JSON.stringify(v)}: use auto, image or rootfs`, { flag: '--kind' });
   return k;
 }
 
@@ -53,7 +53,7 @@ export function compressionOf(v: string | undefined, warn?: (line: string) => vo
     return 'gzip';
   }
   const c = (v ?? 'zstd') as Compression;
-  if (!COMPRESSIONS.includes(c)) throw new TarportError('USAGE', `--compress ${JSON.stringify(v)}: use zstd, gzip or none`);
+  if (!COMPRESSIONS.includes(c)) throw new TarportError('USAGE', `--compress ${JSON.stringify(v)}: use zstd, gzip or none`, { flag: '--compress' });
   return c;
 }
 

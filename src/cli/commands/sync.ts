@@ -23,10 +23,10 @@ export interface SyncFlags extends ConnectionFlags {
 export function parseSize(s: string, what: string): number {
   if (s.toLowerCase() === 'fat32') return 4 * 1024 ** 3 - 1;
   const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b?)?(?:\s*-\s*(\d+))?$/i.exec(s.trim());
-  if (!m) throw new TarportError('USAGE', `${what} ${JSON.stringify(s)}: a size such as 4G, 700M, 4294967295 or fat32`);
+  if (!m) throw new TarportError('USAGE', `${what} ${JSON.stringify(s)}: a size such as 4G, 700M, 4294967295 or fat32`, { flag: what });
   const unit = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
   const n = Math.floor(Number(m[1]) * unit) - Number(m[3] ?? 0);
-  if (n < 4096) throw new TarportError('USAGE', `${what} ${JSON.stringify(s)}: at least 4096 bytes`);
+  if (n < 4096) throw new TarportError('USAGE', `${what} ${JSON.stringify(s)}: at least 4096 bytes`, { flag: what });
   return n;
 }
 
