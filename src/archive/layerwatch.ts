@@ -1,6 +1,6 @@
 import { createHash, type Hash } from 'node:crypto';
 import { sniffCompression } from './compression.js';
-import { HeaderDecoder, decodeHeader, isZeroBlock } from './tarheader.js';
+import { HeaderDecoder, isTarHeader, isZeroBlock } from './tarheader.js';
 
 /** An entry shaped as an image layer, seen whole as the archive went by. */
 export interface WatchedLayer {
@@ -184,10 +184,5 @@ function formOf(head: Buffer): WatchedLayer['form'] {
   const c = sniffCompression(head);
   if (c !== 'none') return c;
   if (head.length < 512 || isZeroBlock(head)) return 'other';
-  try {
-    decodeHeader(head);
-    return 'tar';
-  } catch {
-    return 'other';
-  }
+  return isTarHeader(head) ? 'tar' : 'other';
 }

@@ -5,7 +5,7 @@ import { TarportError, messageOf, wrapSystemError } from '../errors.js';
 import { DecompressionBombError, MAX_RATIO, bombGuard } from './bomb.js';
 import { CodecError, decompressor, foreignCompression, releaserOf, sniffCompression, type Compression } from './compression.js';
 import { feedFile } from './filefeed.js';
-import { HeaderDecoder, TarFormatError, decodeHeader, isZeroBlock, type EntryType } from './tarheader.js';
+import { HeaderDecoder, TarFormatError, isTarHeader, isZeroBlock, type EntryType } from './tarheader.js';
 import { linkSignals } from '../signals.js';
 
 export interface TarEntry {
@@ -69,7 +69,7 @@ export class TarArchive {
       const compression = sniffCompression(head);
       const foreign = compression === 'none' ? foreignCompression(head) : undefined;
       // a tar starts with a file name: these magic numbers are no tar header (a name of 'BZh' has NULs after it)
-      if (foreign && !looksLikeTarHeader(head)) {
+      if (foreign && !isTarHeader(head)) {
         throw new TarportError('BAD_INPUT', `${path}: ${foreign.article} ${foreign.name}-compressed archive; tarport reads plain, gzip and zstd archives: decompress it first (${foreign.undo}), or compress it with gzip or zstd`);
       }
       const r = compression === 'none' ? await indexPlain(fh, size, path, signal) : await indexCompressed(path, compression, maxExpansion, signal);
@@ -458,16 +458,6 @@ async function scan(r: BlockReader, path: string, keepSmall: boolean, signal?: A
 }
 
 const pad = (size: number) => (512 - (size % 512)) % 512;
-
-/** Whether a file's first block reads as a tar header (its checksum holds): a name may begin with any magic number. */
-function looksLikeTarHeader(head: Buffer): boolean {
-  try {
-    decodeHeader(head);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function abortError(signal: AbortSignal, path: string): TarportError {
   const reason: unknown = signal.reason;

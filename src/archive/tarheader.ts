@@ -62,6 +62,16 @@ export function isZeroBlock(buf: Buffer): boolean {
   return true;
 }
 
+/** Whether a 512-byte block reads as a tar header (its checksum holds). */
+export function isTarHeader(buf: Buffer): boolean {
+  try {
+    decodeHeader(buf);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Decodes one 512-byte header block; throws TarFormatError when it is not a tar header. */
 export function decodeHeader(buf: Buffer): RawHeader {
   const stored = numeric(buf, 148, 8);

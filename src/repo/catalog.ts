@@ -92,6 +92,11 @@ async function readCatalogBytes(store: Store, signal?: AbortSignal): Promise<{ b
   return copy ? { bytes: copy, from } : undefined;
 }
 
+/** The highest sequence of any catalog written to tarport/catalogs/ (0: none), read or not. */
+export async function highestWrittenSequence(store: Store, signal?: AbortSignal): Promise<number> {
+  return (await listCatalogFiles(store, signal)).reduce((n, f) => Math.max(n, parseCatalogFileName(f)!.sequence), 0);
+}
+
 /**
  * The newest copy in tarport/catalogs/ that reads (repair, when catalog.json itself does not): a
  * copy that is damaged too is passed over for the one before it. Undefined when none reads.
@@ -258,7 +263,7 @@ export async function convergeCatalog(store: Store, opts: ConvergeOptions): Prom
     // past every copy in catalogs/ too: a catalog.json put back from an older copy (a restore, an
     // old stick's) must not make the next catalog repeat a sequence, which consumers that saw the
     // higher one take for a replay
-    const written = (await listCatalogFiles(store, opts.signal)).reduce((n, f) => Math.max(n, parseCatalogFileName(f)!.sequence), 0);
+    const written = await highestWrittenSequence(store, opts.signal);
     const sequence = Math.max(current?.catalog.sequence ?? 0, opts.minSequence ?? 0, written) + 1;
     if (!Number.isSafeInteger(sequence)) {
       // past 2^53 - 1 a sequence no longer grows by one in JSON numbers: no reader could order it

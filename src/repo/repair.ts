@@ -1,6 +1,6 @@
 import { isTarportError } from '../errors.js';
-import { catalogLag, listCatalogFiles, newestReadableCopy, rebuildEntries, readCatalog, writeCatalogBytes, type CatalogCopy, type Sign } from './catalog.js';
-import { CATALOG_KEY, parseCatalogFileName, recordKey } from './layout.js';
+import { catalogLag, highestWrittenSequence, newestReadableCopy, rebuildEntries, readCatalog, writeCatalogBytes, type CatalogCopy, type Sign } from './catalog.js';
+import { CATALOG_KEY, recordKey } from './layout.js';
 import { signatureKey } from './read.js';
 import { checkRegistryView, writeRegistryView } from './registry.js';
 import type { Catalog, CatalogEntry } from './records.js';
@@ -69,8 +69,7 @@ export async function repairRepository(repo: Repository, opts: { ttlMs: number; 
 
 /** Whether `copy` (from catalogs/) is of the highest sequence written there: only that one may stand in for catalog.json. */
 async function isNewestCopy(store: Store, copy: CatalogCopy, signal?: AbortSignal): Promise<boolean> {
-  const highest = (await listCatalogFiles(store, signal)).reduce((n, f) => Math.max(n, parseCatalogFileName(f)!.sequence), 0);
-  return copy.catalog.sequence >= highest;
+  return copy.catalog.sequence >= (await highestWrittenSequence(store, signal));
 }
 
 /**

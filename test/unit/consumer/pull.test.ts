@@ -98,12 +98,18 @@ describe('the platform a multi-platform release was loaded for', () => {
 });
 
 
+/** A repository holding demo/root:1, a root file system release (its record names no platform). */
+async function rootfsRepo(): Promise<Repository> {
+  const archive = join(await tempDir(), 'rootfs.tar');
+  await writeFile(archive, tarBytes([{ name: 'bin/app', data: Buffer.from('#!/bin/sh\n') }]));
+  const repo = new Repository(new MemoryTransport());
+  await publishArchive(repo, archive, { create: true, compression: 'gzip', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/root', tag: '1' } });
+  return repo;
+}
+
 describe('the platform a root file system was imported for', () => {
   it('another --platform imports it again (its image is made for the platform asked); the same one, however spelled, does not', async () => {
-    const archive = join(await tempDir(), 'rootfs.tar');
-    await writeFile(archive, tarBytes([{ name: 'bin/app', data: Buffer.from('#!/bin/sh\n') }]));
-    const repo = new Repository(new MemoryTransport());
-    await publishArchive(repo, archive, { create: true, compression: 'gzip', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/root', tag: '1' } });
+    const repo = await rootfsRepo();
     const rt = new CountingRuntime(linux('amd64'));
     const stateDir = await tempDir();
     await pull(repo, rt, { subscriptions: [], stateDir, platform: linux('arm64') });
@@ -150,10 +156,7 @@ describe('the platform a load says it loaded', () => {
   });
 
   it('a root file system the runtime made for its own platform, not the one asked (Docker 20.10): a warning names both, the load says what it made, and the next run does not import it again', async () => {
-    const archive = join(await tempDir(), 'rootfs.tar');
-    await writeFile(archive, tarBytes([{ name: 'bin/app', data: Buffer.from('#!/bin/sh\n') }]));
-    const repo = new Repository(new MemoryTransport());
-    await publishArchive(repo, archive, { create: true, compression: 'gzip', catalogTtlMs: DEFAULT_CATALOG_TTL_MS, name: { name: 'demo/root', tag: '1' } });
+    const repo = await rootfsRepo();
     const rt = new CountingRuntime(linux('amd64'));
     rt.ignoresPlatform = true;
     const stateDir = await tempDir();
