@@ -91,12 +91,21 @@ function fileSink(fh: FileHandle, tap: ((chunk: Buffer) => void) | undefined): W
     const all = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
     await writeAll(fh, all, position);
     position += all.length;
-    if (tap) for (const c of chunks) tap(c);
   };
-  return new Writable({
+  const sink = new Writable({
     highWaterMark: 4 << 20,
     writev(chunks, cb) {
-      put(chunks.map((c) => c.chunk as Buffer)).then(() => cb(), cb);
+      const batch = chunks.map((c) => c.chunk as Buffer);
+      put(batch).then(() => {
+        // the next batch's write starts before this one is tapped: the file system works while the
+        // tap (the layer watch's hashing) runs on this thread, and a tap still sees only written bytes
+        cb();
+        try {
+          if (tap) for (const c of batch) tap(c);
+        } catch (e) {
+          sink.destroy(e instanceof Error ? e : new Error(String(e)));
+        }
+      }, cb);
     },
     final(cb) {
       close().then(() => cb(), cb);
@@ -105,6 +114,7 @@ function fileSink(fh: FileHandle, tap: ((chunk: Buffer) => void) | undefined): W
       close().then(() => cb(err), () => cb(err));
     },
   });
+  return sink;
 }
 
 async function writeAll(fh: FileHandle, chunk: Buffer, position: number): Promise<void> {

@@ -1,6 +1,6 @@
 // src/cli/stdin.ts: `tarport push -` copies standard input to a file of its own first; and the
 // command end to end, with a real pipe (or a redirected file) into the real CLI (helpers.ts).
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
@@ -39,6 +39,40 @@ describe('spoolStdin', () => {
     expect(s.path.startsWith(tmp)).toBe(true);
     expect((await readFile(s.path)).equals(bytes)).toBe(true);
     await s.remove();
+    expect(await readdir(tmp)).toEqual([]);
+  });
+
+  it('shows every chunk to the tap once, in order, and only once it is in the file', async () => {
+    const bytes = Buffer.from(Array.from({ length: 6 << 20 }, (_, i) => (i * 7) % 251));
+    const pieces = Array.from({ length: 96 }, (_, i) => bytes.subarray(i << 16, (i + 1) << 16));
+    const tapped: Buffer[] = [];
+    let behind = 0;
+    let path = '';
+    const s = await startSpool(Readable.from(pieces), never, {
+      tap: (c) => {
+        tapped.push(Buffer.from(c));
+        const seen = tapped.reduce((n, t) => n + t.length, 0);
+        // the file may already hold the next batch, never less than what the tap saw
+        if (statSync(path).size < seen) behind++;
+      },
+    });
+    path = s.path;
+    await s.complete;
+    expect(behind).toBe(0);
+    expect(Buffer.concat(tapped).equals(bytes)).toBe(true);
+    await s.remove();
+  });
+
+  it('a tap that throws fails the copy with its fault, and leaves nothing behind', async () => {
+    let calls = 0;
+    const s = await startSpool(Readable.from([Buffer.alloc(1 << 20, 1), Buffer.alloc(1 << 20, 2)]), never, {
+      tap: () => {
+        if (++calls === 1) throw new Error('tap broke');
+      },
+    });
+    const e = await s.complete.catch((x: unknown) => x);
+    expect(e).toMatchObject({ message: expect.stringContaining('tap broke') as unknown });
+    expect(s.fault()).toBe(e);
     expect(await readdir(tmp)).toEqual([]);
   });
 
