@@ -28,7 +28,7 @@ const DRAIN_MS = 500;
  * (docs/consumer.md). The outcome is the shell's exit: a command it left in the background that
  * still holds its output does not hold the run.
  */
-export function runHook(cmd: string, ref: string, version: number, signal?: AbortSignal, limitMs = HOOK_LIMIT_MS, graceMs = HOOK_GRACE_MS): Promise<HookOutcome> {
+export function runHook(cmd: string, ref: string, version: number, signal?: AbortSignal, limitMs = HOOK_LIMIT_MS, graceMs = HOOK_GRACE_MS, drainMs = DRAIN_MS): Promise<HookOutcome> {
   if (signal?.aborted) return Promise.resolve({ ok: false, message: `hook ${JSON.stringify(cmd)} not run: the run was cancelled`, cancelled: true });
   return new Promise((resolve) => {
     let out = '';
@@ -82,7 +82,7 @@ export function runHook(cmd: string, ref: string, version: number, signal?: Abor
         done({ ok: false, message: `hook ${JSON.stringify(cmd)} failed (${stoppedBy ?? sig ?? `exit ${code}`}): ${out.trim().split('\n').slice(-3).join(' | ')}`, ...(stoppedBy === CANCELLED ? { cancelled: true } : {}) });
       };
       // the last of its output, unless a command it left running keeps the pipes open
-      const drained = setTimeout(outcome, DRAIN_MS);
+      const drained = setTimeout(outcome, drainMs);
       child.once('close', () => {
         clearTimeout(drained);
         outcome();

@@ -129,10 +129,11 @@ describe('resume: a transfer cut twice completes and re-sends little', () => {
 
 describe('timeouts', () => {
   it('a reader slower than the timeout is not a stalled server: FTP and FTPS reads and readTo complete', async () => {
-    // the timeout also bounds the connect and the TLS handshake: 2 s, which a busy machine with files
-    // running side by side needs (400 ms failed the connect); each pause is more than twice as long
-    const TIMEOUT = 2000;
-    const PAUSE = 4500;
+    // the timeout also bounds the connect and the TLS handshake: 5 s, which a busy machine with files
+    // running side by side needs (400 ms failed the connect; 2 s left one slow handshake to a
+    // retry); each pause is more than twice as long
+    const TIMEOUT = 5000;
+    const PAUSE = 11000;
     const data = randomBytes(6 * 1024 * 1024);
     for (const url of [S.TP_FTP_URL, S.TP_FTPS_URL]) {
       const sub = `slow-${randomBytes(4).toString('hex')}`;

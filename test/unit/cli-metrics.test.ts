@@ -165,7 +165,8 @@ describe('metrics from the command line', () => {
     const child = spawn(process.execPath, [join(ROOT, 'bin/tarport.js'), 'poll', '--from', join(dir, 'nothing'), '--state', join(dir, 'st'), '--interval', '200ms', '--metrics-listen', `127.0.0.1:${port}`], { stdio: 'ignore' });
     try {
       let text = '';
-      for (let i = 0; i < 50 && !text.includes('kind="NOT_FOUND"'); i++) {
+      // up to 30 s: the CLI starts and makes its first round on a machine the other files keep busy
+      for (let i = 0; i < 150 && !text.includes('kind="NOT_FOUND"'); i++) {
         await new Promise((r) => setTimeout(r, 200));
         text = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text(), () => '');
       }

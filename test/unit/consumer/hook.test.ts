@@ -73,13 +73,15 @@ describe('runHook', () => {
   it('a command of the hook that ignores SIGTERM is killed after the grace, though the hook was reported', async () => {
     const hook = await forkingHook({ ignoreTerm: true });
     const ctl = new AbortController();
-    const running = runHook(hook.cmd, 'team/app:1', 1, ctl.signal, undefined, 1_500);
+    // a grace of 5 s: the outcome comes after the output's drain, and the child must still be
+    // there to be seen ignoring TERM on a busy machine
+    const running = runHook(hook.cmd, 'team/app:1', 1, ctl.signal, undefined, 5_000);
     const child = await hook.pidOf();
     ctl.abort();
     expect((await running).message).toBe(`hook ${JSON.stringify(hook.cmd)} failed (stopped: the run was cancelled): `);
     expect(await alive(child)).toBe(true); // TERM ignored
-    await vi.waitFor(async () => expect(await alive(child)).toBe(false), { timeout: 8000, interval: 50 });
-  }, 15_000);
+    await vi.waitFor(async () => expect(await alive(child)).toBe(false), { timeout: 15_000, interval: 50 });
+  }, 30_000);
 
   it('a hook that exits 0 leaving a command that holds its output is done, not held until the limit', async () => {
     const hook = await forkingHook({ leave: true });
@@ -93,9 +95,11 @@ describe('runHook', () => {
   it('a run cancelled after the hook exited 0 (while its output drains) has it done, and stops what it left running', async () => {
     const hook = await forkingHook({ leave: true });
     const ctl = new AbortController();
-    const running = runHook(hook.cmd, 'team/app:1', 1, ctl.signal, 60_000);
+    // a drain of 10 s, not 0.5: the cancel must come while the output drains, and noticing the
+    // child's pid file can take longer than half a second on a busy machine
+    const running = runHook(hook.cmd, 'team/app:1', 1, ctl.signal, 60_000, undefined, 10_000);
     const child = await hook.pidOf();
-    // the script exits right after naming its child; its output drains for up to 0.5 s after
+    // the script exits right after naming its child; its output drains for up to 10 s after
     await new Promise((r) => setTimeout(r, 150));
     ctl.abort();
     expect(await running).toEqual({ ok: true, message: `hook ${JSON.stringify(hook.cmd)} done` });

@@ -141,9 +141,10 @@ describe('watchFolder --once', () => {
 
   it('a file still being written is waited for (bounded by giveUpMs), then published once it settles', async () => {
     const dir = await tempDir();
+    // before the write: the settle time counts from the file's modification time, set by the write
+    const started = Date.now();
     await writeFile(join(dir, 'fresh.tar'), 'half');
     let calls = 0;
-    const started = Date.now();
     const { run } = once(dir, async (p) => (calls++, published(p)), { settleMs: 1_000, giveUpMs: 20_000 });
     expect(await run).toEqual({ published: 1, failed: 0, pending: 0, exitCode: 0 });
     expect(calls).toBe(1);
@@ -466,8 +467,10 @@ describe('watchFolder (watching): settling', () => {
       dir,
       publish: async (p) => (published.push(basename(p)), { archive: p, releases: [], uploadedBytes: 0, uploadedObjects: 0 }),
       nameFor: async () => undefined,
-      settleMs: 200,
-      giveUpMs: 500,
+      // stillness needs 1.5 s: a pause of the writer's 40 ms beat on a busy machine (a slow thread,
+      // a collection) must not read as a file that settled
+      settleMs: 1_500,
+      giveUpMs: 1_000,
       once: false,
       removeDone: false,
       signal: stop.signal,
@@ -476,13 +479,13 @@ describe('watchFolder (watching): settling', () => {
     const said = { kind: 'waiting', file: busy, reason: 'still being written after 1 s; the files after it wait for it (they are published in order)' };
     try {
       await settledFile(join(dir, 'b.tar'));
-      await vi.waitFor(() => expect(events.filter((e) => e.kind === 'waiting' && e.file === busy).length).toBeGreaterThanOrEqual(2), { timeout: 5_000, interval: 50 });
+      await vi.waitFor(() => expect(events.filter((e) => e.kind === 'waiting' && e.file === busy).length).toBeGreaterThanOrEqual(2), { timeout: 15_000, interval: 50 });
       expect(events).toContainEqual(said);
       expect(published).toEqual([]);
     } finally {
       clearInterval(writer);
     }
-    await vi.waitFor(() => expect(published).toEqual(['a.tar', 'b.tar']), { timeout: 5_000, interval: 50 });
+    await vi.waitFor(() => expect(published).toEqual(['a.tar', 'b.tar']), { timeout: 15_000, interval: 50 });
     stop.abort();
     expect(await within(run, 10_000, 'stop')).toEqual({ published: 2, failed: 0, pending: 0, exitCode: 0 });
   });

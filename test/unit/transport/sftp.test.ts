@@ -181,21 +181,23 @@ describe('SftpTransport against a server whose SFTP side hangs while its SSH sid
   it('a read the server never answers ends as a stall (CONNECTION), resumed on a new session and given up after the retries, never waited on for ever', async () => {
     const srv = await stallingSftpServer();
     try {
-      // keepalives every 400 ms, each answered: the socket is never silent for the 1.2 s timeout
-      const t = new SftpTransport(parseLocation(`sftp://u@127.0.0.1:${srv.port}/r`) as never, { timeoutMs: 1_200, retries: 1, password: 'x', knownHosts: srv.knownHosts });
+      // keepalives every second, each answered: the socket is never silent for the 3 s timeout (a
+      // timeout of a second or so could be reached by a busy machine's pause, the server being in
+      // this thread, and the fault would then be "nothing came")
+      const t = new SftpTransport(parseLocation(`sftp://u@127.0.0.1:${srv.port}/r`) as never, { timeoutMs: 3_000, retries: 1, password: 'x', knownHosts: srv.knownHosts });
       const t0 = Date.now();
       const reading = pipeline(await t.read('objects/x'), new Writable({ write: (_c, _e, cb) => cb() }));
-      const e = await Promise.race([reading.then(() => 'read to the end', (x: unknown) => x), new Promise((r) => setTimeout(() => r('still waiting after 20 s'), 20_000))]);
+      const e = await Promise.race([reading.then(() => 'read to the end', (x: unknown) => x), new Promise((r) => setTimeout(() => r('still waiting after 40 s'), 40_000))]);
       expect(e).toBeInstanceOf(TarportError);
       expect(e).toMatchObject({ code: 'CONNECTION' });
       expect((e as Error).message).toContain("the server's SFTP subsystem answered none of");
       expect(srv.stats.connections).toBe(2); // the first session and the one retry
-      expect(Date.now() - t0).toBeGreaterThanOrEqual(2 * 1_200);
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(2 * 3_000);
       await t.close();
     } finally {
       await srv.stop();
     }
-  }, 30_000);
+  }, 60_000);
 });
 
 describe('renameOver', () => {
@@ -253,9 +255,11 @@ describe('renameOver', () => {
   });
 
   it('a rename that the server takes longer than the idle timeout over (a gateway that copies) is waited for, within ten times the timeout', async () => {
-    const srv = await stallingSftpServer({ renameAfterMs: 1_600 });
+    // a timeout of 3 s (the server is in this thread: a busy machine's pause must not read as
+    // silence), the rename answered well past it
+    const srv = await stallingSftpServer({ renameAfterMs: 5_000 });
     try {
-      const t = new SftpTransport(parseLocation(`sftp://u@127.0.0.1:${srv.port}/r`) as never, { timeoutMs: 1_000, retries: 0, password: 'x', knownHosts: srv.knownHosts });
+      const t = new SftpTransport(parseLocation(`sftp://u@127.0.0.1:${srv.port}/r`) as never, { timeoutMs: 3_000, retries: 0, password: 'x', knownHosts: srv.knownHosts });
       await t.rename('x.tmp', 'x');
       expect(srv.stats.requests).toEqual(['remove /r/x', 'rename /r/x.tmp /r/x']);
       expect(srv.stats.connections).toBe(1);
@@ -263,7 +267,7 @@ describe('renameOver', () => {
     } finally {
       await srv.stop();
     }
-  }, 20_000);
+  }, 40_000);
 });
 
 describe('SftpTransport.close', () => {

@@ -74,9 +74,9 @@ describe('a silent daemon', () => {
   });
 
   /** A load archive that sends 1 KiB, waits four idle bounds for its next bytes, then sends 1 KiB more. */
-  async function* slowly() {
+  async function* slowly(idle = IDLE) {
     yield Buffer.alloc(1 << 10);
-    await new Promise((r) => setTimeout(r, IDLE * 4));
+    await new Promise((r) => setTimeout(r, idle * 4));
     yield Buffer.alloc(1 << 10);
   }
 
@@ -87,9 +87,12 @@ describe('a silent daemon', () => {
       req.on('end', () => res.end('{"stream":"Loaded image: x:1\\n"}\n'));
     });
     let downloaded = 0;
-    const ticking = setInterval(() => (downloaded += 1000), IDLE / 3);
+    // a success: a bound of a second, that a busy machine's pause before the daemon's answer is read
+    // does not reach (the failures keep the short one)
+    const idle = 1_000;
+    const ticking = setInterval(() => (downloaded += 1000), idle / 3);
     try {
-      const lines = await new DockerClient(host, undefined, { idleMs: IDLE }).load(Readable.from(slowly()), undefined, () => downloaded);
+      const lines = await new DockerClient(host, undefined, { idleMs: idle }).load(Readable.from(slowly(idle)), undefined, () => downloaded);
       expect(took).toBe(2 << 10);
       expect(lines).toEqual(['Loaded image: x:1']);
     } finally {
@@ -165,11 +168,14 @@ describe('a silent daemon', () => {
   }, 10_000);
 
   it('a libpod pull silent on its socket lives while its progress moves, and is given up once that stops', async () => {
-    const host = await daemon((_req, res) => setTimeout(() => res.end('{"id":"0123"}\n'), IDLE * 4));
+    // the success under a bound of a second (a busy machine's pause must not read as silence), the
+    // failure under the short one
+    const idle = 1_000;
+    const host = await daemon((_req, res) => setTimeout(() => res.end('{"id":"0123"}\n'), idle * 4));
     let moved = 0;
-    const ticking = setInterval(() => moved++, IDLE / 3);
+    const ticking = setInterval(() => moved++, idle / 3);
     try {
-      expect(await new LibpodClient(host, { idleMs: IDLE }).pull('127.0.0.1:1/x:load', undefined, () => moved)).toBe('sha256:0123');
+      expect(await new LibpodClient(host, { idleMs: idle }).pull('127.0.0.1:1/x:load', undefined, () => moved)).toBe('sha256:0123');
     } finally {
       clearInterval(ticking);
     }
