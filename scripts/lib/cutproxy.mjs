@@ -13,15 +13,15 @@ function eachLine(socket, fn) {
   });
 }
 
+/** How much of a late pacing timer's lost time a shaped link makes up (ms): what its queue sent meanwhile. */
+const SLACK_MS = 50;
+
 /**
  * A TCP proxy for resume tests: it forwards to a server and cuts the connection when the bytes it
  * carried cross each of `cutAt` (counted over the data it forwards). In `ftp` mode it rewrites the
  * server's passive-mode answers (227/229) so that data connections pass through it as well, and
  * counts and cuts only those. Used by the tests and by scripts/bench (plain JavaScript for both).
  */
-/** How much of a late timer's lost time a shaped link makes up (ms): what its queue would have sent meanwhile. */
-const SLACK_MS = 50;
-
 export class CuttingProxy {
   bytes = 0;
   cuts = 0;
@@ -52,6 +52,8 @@ export class CuttingProxy {
     this.rate = opts.rate ?? 0;
     /** when each direction's link is free again (performance.now()), with a rate */
     this.linkFree = { up: 0, down: 0 };
+    /** how late a direction's last pacing timer fired (ms, at most SLACK_MS): the next bytes' credit */
+    this.late = { up: 0, down: 0 };
     /** @type {number[]} Date.now() of each stall */
     this.stalls = [];
     /** every connection open now is silent (stallAll) */
@@ -68,11 +70,21 @@ export class CuttingProxy {
   pace(dir, n) {
     if (!this.rate) return 0;
     const now = performance.now();
-    // A link that had bytes queued kept sending while this process waited for its timer: a timer
-    // that fires late (a busy machine) must not cost the link that time, or the link slows with the
-    // machine's load, which no wire does. Up to SLACK_MS of lost time is made up at once.
-    this.linkFree[dir] = Math.max(now - SLACK_MS, this.linkFree[dir]) + (n * 1000) / this.rate;
+    // A link that had bytes queued kept sending while this process waited for a late timer (a busy
+    // machine): that time is made up (`late`, up to SLACK_MS), or the link would slow with the
+    // machine's load, which no wire does. A link that was idle gets no credit: it sent nothing.
+    this.linkFree[dir] = Math.max(now - this.late[dir], this.linkFree[dir]) + (n * 1000) / this.rate;
+    this.late[dir] = 0;
     return this.linkFree[dir] - now;
+  }
+
+  /** Waits `ms` holding a direction's bytes back; a timer that fires late leaves that time as credit. */
+  holdFor(dir, ms, then) {
+    const due = performance.now() + ms;
+    setTimeout(() => {
+      this.late[dir] = Math.min(SLACK_MS, Math.max(this.late[dir], performance.now() - due));
+      then();
+    }, ms);
   }
 
   async start() {
@@ -170,7 +182,7 @@ export class CuttingProxy {
       const wait = this.pace(dir, d.length);
       if (wait >= 1) {
         hold();
-        setTimeout(release, wait);
+        this.holdFor(dir, wait, release);
       }
     });
     from.on('end', () => {
