@@ -85,6 +85,7 @@ export async function startSpool(input: Readable & { isTTY?: boolean; fd?: numbe
  */
 function fileSink(fh: FileHandle, tap: ((chunk: Buffer) => void) | undefined): Writable {
   let position = 0;
+  let tapFault: Error | undefined;
   let closed: Promise<void> | undefined;
   const close = () => (closed ??= fh.close());
   const put = async (chunks: readonly Buffer[]) => {
@@ -100,10 +101,13 @@ function fileSink(fh: FileHandle, tap: ((chunk: Buffer) => void) | undefined): W
         // the next batch's write starts before this one is tapped: the file system works while the
         // tap (the layer watch's hashing) runs on this thread, and a tap still sees only written bytes
         cb();
+        // a tap that failed sees nothing more: it would have missed the rest of its batch
+        if (!tap || tapFault) return;
         try {
-          if (tap) for (const c of batch) tap(c);
+          for (const c of batch) tap(c);
         } catch (e) {
-          sink.destroy(e instanceof Error ? e : new Error(String(e)));
+          tapFault = e instanceof Error ? e : new Error('the copy of standard input: its follower failed', { cause: e });
+          sink.destroy(tapFault);
         }
       }, cb);
     },

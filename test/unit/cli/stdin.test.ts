@@ -63,9 +63,10 @@ describe('spoolStdin', () => {
     await s.remove();
   });
 
-  it('a tap that throws fails the copy with its fault, and leaves nothing behind', async () => {
+  it('a tap that throws fails the copy with its fault, sees nothing more, and leaves nothing behind', async () => {
     let calls = 0;
-    const s = await startSpool(Readable.from([Buffer.alloc(1 << 20, 1), Buffer.alloc(1 << 20, 2)]), never, {
+    const pieces = Array.from({ length: 64 }, (_, i) => Buffer.alloc(64 << 10, i));
+    const s = await startSpool(Readable.from(pieces), never, {
       tap: () => {
         if (++calls === 1) throw new Error('tap broke');
       },
@@ -73,6 +74,7 @@ describe('spoolStdin', () => {
     const e = await s.complete.catch((x: unknown) => x);
     expect(e).toMatchObject({ message: expect.stringContaining('tap broke') as unknown });
     expect(s.fault()).toBe(e);
+    expect(calls).toBe(1);
     expect(await readdir(tmp)).toEqual([]);
   });
 

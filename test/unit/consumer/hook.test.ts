@@ -16,18 +16,25 @@ async function alive(pid: number): Promise<boolean> {
  * command runs first, e.g. to ignore SIGTERM), then waits for it, or (`leave`) exits 0 at once
  * with the command still holding its output.
  */
-async function forkingHook(opts: { ignoreTerm?: boolean; leave?: boolean } = {}): Promise<{ cmd: string; pidOf: () => Promise<number> }> {
+async function forkingHook(opts: { ignoreTerm?: boolean; leave?: boolean } = {}): Promise<{ cmd: string; pidOf: () => Promise<number>; shellGone: () => Promise<void> }> {
   const dir = await tempDir();
   const script = join(dir, 'hook.sh');
   const pidFile = join(dir, 'child.pid');
+  const shellFile = join(dir, 'shell.pid');
   // a child that ignores TERM names itself once its trap is set: a TERM before that would end it
   const child = opts.ignoreTerm ? `sh -c 'trap "" TERM; echo $$ > ${pidFile}; sleep 600 & wait; sleep 600' &` : `sleep 600 &\necho $! > ${pidFile}`;
-  await writeFile(script, `#!/bin/sh\n${child}\n${opts.leave ? 'exit 0' : 'wait'}\n`, { mode: 0o755 });
+  await writeFile(script, `#!/bin/sh\necho $$ > ${shellFile}\n${child}\n${opts.leave ? 'exit 0' : 'wait'}\n`, { mode: 0o755 });
+  const pidIn = async (file: string) => {
+    await vi.waitFor(async () => expect((await readFile(file, 'utf8').catch(() => '')).trim()).toMatch(/^\d+$/), { timeout: 5000 });
+    return Number((await readFile(file, 'utf8')).trim());
+  };
   return {
     cmd: script,
-    pidOf: async () => {
-      await vi.waitFor(async () => expect((await readFile(pidFile, 'utf8').catch(() => '')).trim()).toMatch(/^\d+$/), { timeout: 5000 });
-      return Number((await readFile(pidFile, 'utf8')).trim());
+    pidOf: () => pidIn(pidFile),
+    /** Resolves once the hook's own shell has exited (gone, or a zombie not yet reaped). */
+    shellGone: async () => {
+      const shell = await pidIn(shellFile);
+      await vi.waitFor(async () => expect(await alive(shell)).toBe(false), { timeout: 5000, interval: 20 });
     },
   };
 }
@@ -99,8 +106,10 @@ describe('runHook', () => {
     // child's pid file can take longer than half a second on a busy machine
     const running = runHook(hook.cmd, 'team/app:1', 1, ctl.signal, 60_000, undefined, 10_000);
     const child = await hook.pidOf();
-    // the script exits right after naming its child; its output drains for up to 10 s after
-    await new Promise((r) => setTimeout(r, 150));
+    // the cancel comes once the shell has exited and its exit was seen, while its output drains
+    // (for up to 10 s: the command it left holds the pipes)
+    await hook.shellGone();
+    await new Promise((r) => setTimeout(r, 500));
     ctl.abort();
     expect(await running).toEqual({ ok: true, message: `hook ${JSON.stringify(hook.cmd)} done` });
     await vi.waitFor(async () => expect(await alive(child)).toBe(false), { timeout: 5000 });
