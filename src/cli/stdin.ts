@@ -1,9 +1,11 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import { fstatSync, rmSync } from 'node:fs';
-import { mkdtemp, open, rm, stat, type FileHandle } from 'node:fs/promises';
+import { mkdtemp, open, rm, stat, statfs, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { setTimeout as delay } from 'node:timers/promises';
 import { TarportError, wrapSystemError } from '../errors.js';
 
 /** How `push` names standard input (the archive `-`) in its messages and its document. */
@@ -42,33 +44,25 @@ export interface Spooling extends Spooled {
  * worked on while it comes: `tap` sees every chunk, in order, once it is in the file (a reader of
  * the file may then read it).
  */
-export async function startSpool(input: Readable & { isTTY?: boolean; fd?: number }, signal: AbortSignal, opts: { idleMs?: number; tap?: (chunk: Buffer) => void } = {}): Promise<Spooling> {
+export async function startSpool(input: Readable & { isTTY?: boolean; fd?: number }, signal: AbortSignal, opts: SpoolOptions = {}): Promise<Spooling> {
   if (input.isTTY) throw new TarportError('USAGE', `push -: ${STDIN_NAME} is a terminal; pipe an archive into it (docker save IMAGE | tarport push - --to URL)`);
   if (input.fd === 0 && isRegularFile(0)) return { path: STDIN_FILE, copied: false, complete: Promise.resolve(), fault: () => undefined, remove: async () => undefined };
+  if (input.fd === 0 && isFifo(0)) {
+    const piped = await startPipeSpool(STDIN_FILE, signal, opts);
+    if (piped) return piped;
+  }
   // a pipe that breaks before the copy's pipeline listens (while its folder and file are made) would
   // end the process with its 'error'; the fault stays on the stream, and the pipeline reports it
   input.on('error', () => undefined);
-  const dir = await mkdtemp(join(tmpdir(), 'tarport-stdin-')).catch((e: unknown) => {
-    throw wrapSystemError(e, `make a folder for ${STDIN_NAME} in ${tmpdir()} (TMPDIR)`);
-  });
-  const path = join(dir, 'standard-input.tar');
-  // a second signal or the hard exit (bin/tarport.js) skips every finally: the copy, which may be
-  // gigabytes, goes with the process all the same
-  const onExit = () => rmSync(dir, { recursive: true, force: true });
-  process.once('exit', onExit);
-  const remove = async () => {
-    process.off('exit', onExit);
-    await rm(dir, { recursive: true, force: true });
-  };
+  const { path, remove } = await spoolFile();
   let fault: Error | undefined;
   const copy = async () => {
     try {
       const fh = await open(path, 'wx');
       await pipeline(input, idleBound(opts.idleMs ?? STDIN_IDLE_MS), fileSink(fh, opts.tap), { signal });
-      const { size } = await stat(path);
-      if (size === 0) throw new TarportError('BAD_INPUT', `${STDIN_NAME}: nothing came (0 bytes), not an archive`);
+      await refuseEmpty(path);
     } catch (e) {
-      fault = e instanceof TarportError ? e : wrapSystemError(e, `copy ${STDIN_NAME} into ${tmpdir()} (TMPDIR: it needs room for the whole archive)`);
+      fault = e instanceof TarportError ? e : wrapSystemError(e, copyWhat());
       await remove();
       throw fault;
     }
@@ -77,6 +71,170 @@ export async function startSpool(input: Readable & { isTTY?: boolean; fd?: numbe
   complete.catch(() => undefined); // the caller awaits it; a failure before that is not unhandled
   return { path, copied: true, complete, fault: () => fault, remove };
 }
+
+export interface SpoolOptions {
+  /** How long the input may stay quiet (STDIN_IDLE_MS). */
+  idleMs?: number;
+  /**
+   * Sees every chunk, in order, once it is in the file. Its memory may be reused once the tap
+   * returns: a tap keeps a copy of what it keeps.
+   */
+  tap?: (chunk: Buffer) => void;
+}
+
+const copyWhat = () => `copy ${STDIN_NAME} into ${tmpdir()} (TMPDIR: it needs room for the whole archive)`;
+
+/** A folder of its own under TMPDIR for the copy, removed by `remove()`, or at exit if it comes first. */
+async function spoolFile(): Promise<{ path: string; remove: () => Promise<void>; atExit: (f: () => void) => void }> {
+  const dir = await mkdtemp(join(tmpdir(), 'tarport-stdin-')).catch((e: unknown) => {
+    throw wrapSystemError(e, `make a folder for ${STDIN_NAME} in ${tmpdir()} (TMPDIR)`);
+  });
+  // a second signal or the hard exit (bin/tarport.js) skips every finally: the copy, which may be
+  // gigabytes, goes with the process all the same
+  let also: (() => void) | undefined;
+  const onExit = () => {
+    also?.();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.once('exit', onExit);
+  const remove = async () => {
+    process.off('exit', onExit);
+    await rm(dir, { recursive: true, force: true });
+  };
+  return { path: join(dir, 'standard-input.tar'), remove, atExit: (f) => (also = f) };
+}
+
+async function refuseEmpty(path: string): Promise<void> {
+  const { size } = await stat(path);
+  if (size === 0) throw new TarportError('BAD_INPUT', `${STDIN_NAME}: nothing came (0 bytes), not an archive`);
+}
+
+/** Bytes the follower of a pipe's copy reads at a time (startPipeSpool). */
+const FOLLOW_CHUNK = 1 << 20;
+/** How long the follower waits when it has caught up with the copy: from the first, doubling to the last. */
+const FOLLOW_WAIT_MS = [1, 50] as const;
+/** How long a `cat` that was killed may take to go (one stuck in the kernel, writing to a hung disk). */
+const CAT_GONE_MS = 5_000;
+
+/**
+ * Copies a pipe (standard input when it is one: `docker save IMAGE | tarport push -`) into a file of
+ * its own with a `cat` child, and shows the file to `tap` as it grows. A pipe holds 64 KiB: read by
+ * this thread, which hashes and compresses between its reads, it kept its writer waiting, so that
+ * `docker save` streamed at the pace of the busy thread (docs/producer.md, "From a pipe"). `cat`
+ * keeps the pipe empty, and this thread reads the file in large reused buffers. `cat` opens `source`
+ * itself: a pipe that Node has made non-blocking (process.stdin does) is a new, blocking one when
+ * opened again by path. It runs in a process group of its own: a Ctrl-C reaches this process, which
+ * stops it, so that the command's own signal is what the copy fails with. Resolves undefined when
+ * `cat` cannot be started: nothing was read, and the caller copies the pipe itself.
+ */
+export async function startPipeSpool(source: string, signal: AbortSignal, opts: SpoolOptions = {}): Promise<Spooling | undefined> {
+  const { path, remove, atExit } = await spoolFile();
+  const out = await open(path, 'wx').catch(async (e: unknown) => {
+    await remove();
+    throw wrapSystemError(e, copyWhat());
+  });
+  const child = spawn('cat', [source], { stdio: ['inherit', out.fd, 'pipe'], detached: true });
+  // heard before anything else is awaited: these events come on a later tick
+  const watched = watchCat(child);
+  const starting = new Promise<boolean>((resolve) => {
+    child.once('spawn', () => resolve(true));
+    child.once('error', () => resolve(false));
+  });
+  await out.close();
+  const started = await starting;
+  if (!started) {
+    await remove();
+    return undefined;
+  }
+  atExit(() => child.kill('SIGKILL'));
+  let fault: Error | undefined;
+  const complete = followCopy(child, watched, path, signal, opts).catch(async (e: unknown) => {
+    fault = e instanceof TarportError ? e : wrapSystemError(e, copyWhat());
+    await remove();
+    throw fault;
+  });
+  complete.catch(() => undefined); // the caller awaits it; a failure before that is not unhandled
+  return { path, copied: true, complete, fault: () => fault, remove };
+}
+
+interface CatWatch {
+  /** How it ended, once it did. */
+  ended(): { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  /** Settles once it ended and its last words were read. */
+  readonly closed: Promise<void>;
+  /** The end of what it said on stderr. */
+  said(): string;
+}
+
+function watchCat(child: ChildProcess): CatWatch {
+  let said = '';
+  child.stderr!.setEncoding('utf8').on('data', (t: string) => (said = (said + t).slice(-2000)));
+  let ended: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  // 'close': cat has ended, and its last words are read
+  const closed = new Promise<void>((resolve) => child.once('close', (code, sig) => ((ended = { code, signal: sig }), resolve())));
+  return { ended: () => ended, closed, said: () => said.trim() };
+}
+
+/** Follows `cat`'s copy to its end and checks how it ended; `cat` is gone when this settles. */
+async function followCopy(child: ChildProcess, cat: CatWatch, path: string, signal: AbortSignal, opts: SpoolOptions): Promise<void> {
+  const reader = await open(path, 'r');
+  try {
+    await readAlong(reader, () => cat.ended() !== undefined, signal, opts);
+    await cat.closed;
+    await catEnded(cat.ended()!, cat.said(), path);
+    await refuseEmpty(path);
+  } finally {
+    await reader.close();
+    if (cat.ended() === undefined) {
+      child.kill('SIGKILL');
+      await Promise.race([cat.closed, delay(CAT_GONE_MS, undefined, { ref: false })]);
+    }
+  }
+}
+
+/** Reads the file as `cat` writes it, each chunk to the tap, until `cat` has ended and all is read. */
+async function readAlong(reader: FileHandle, ended: () => boolean, signal: AbortSignal, opts: SpoolOptions): Promise<void> {
+  const idleMs = opts.idleMs ?? STDIN_IDLE_MS;
+  const buf = Buffer.allocUnsafeSlow(FOLLOW_CHUNK);
+  let position = 0;
+  let grew = Date.now();
+  let wait: number = FOLLOW_WAIT_MS[0];
+  for (;;) {
+    if (signal.aborted) throw aborted(signal);
+    // what `cat` wrote before it ended is in the file: a read after that which finds nothing is the end
+    const over = ended();
+    const { bytesRead } = await reader.read(buf, 0, buf.length, position);
+    if (bytesRead > 0) {
+      position += bytesRead;
+      grew = Date.now();
+      wait = FOLLOW_WAIT_MS[0];
+      opts.tap?.(buf.subarray(0, bytesRead));
+      continue;
+    }
+    if (over) return;
+    if (Date.now() - grew > idleMs) throw quiet(idleMs);
+    await delay(wait, undefined, { signal }).catch(() => {
+      throw aborted(signal);
+    });
+    wait = Math.min(wait * 2, FOLLOW_WAIT_MS[1]);
+  }
+}
+
+/** A `cat` that failed: no space left is said as such (the folder's free space, not cat's words, tells). */
+async function catEnded(ended: { code: number | null; signal: NodeJS.Signals | null }, said: string, path: string): Promise<void> {
+  if (ended.code === 0) return;
+  const how = ended.signal ? `was stopped by ${ended.signal}` : `failed (exit ${ended.code})`;
+  const fs = await statfs(path).catch(() => undefined);
+  if (fs && fs.bavail * fs.bsize < FOLLOW_CHUNK) {
+    throw new TarportError('IO', `${copyWhat()}: no space left on device; free space, then run again`, { retryable: false });
+  }
+  throw new TarportError('IO', `${copyWhat()}: cat ${how}${said ? `: ${said}` : ''}`, { retryable: false });
+}
+
+/** The command's own reason (SIGTERM, SIGINT), or that the copy was stopped. */
+const aborted = (signal: AbortSignal) => (signal.reason instanceof TarportError ? signal.reason : new TarportError('ABORTED', `${copyWhat()}: stopped`, { cause: signal.reason }));
+
+const quiet = (ms: number) => new TarportError('BAD_INPUT', `${STDIN_NAME}: nothing came for ${ms >= 60_000 ? `${ms / 60_000} min` : `${ms / 1000} s`}; the writer of the pipe seems stuck (no archive was published)`);
 
 /**
  * Writes chunks to the file, then shows them to `tap`: what a tap saw is in the file. The chunks
@@ -137,6 +295,14 @@ export function namedAsStdin<E>(e: E, spooled: Spooled): E {
   return e;
 }
 
+function isFifo(fd: number): boolean {
+  try {
+    return fstatSync(fd).isFIFO();
+  } catch {
+    return false;
+  }
+}
+
 function isRegularFile(fd: number): boolean {
   try {
     return fstatSync(fd).isFile();
@@ -162,6 +328,6 @@ function idleBound(ms: number): Transform {
       cb(err);
     },
   });
-  timer = setTimeout(() => t.destroy(new TarportError('BAD_INPUT', `${STDIN_NAME}: nothing came for ${ms >= 60_000 ? `${ms / 60_000} min` : `${ms / 1000} s`}; the writer of the pipe seems stuck (no archive was published)`)), ms);
+  timer = setTimeout(() => t.destroy(quiet(ms)), ms);
   return t;
 }

@@ -1,14 +1,14 @@
 // src/cli/stdin.ts: `tarport push -` copies standard input to a file of its own first; and the
 // command end to end, with a real pipe (or a redirected file) into the real CLI (helpers.ts).
-import { existsSync, statSync } from 'node:fs';
-import { spawn } from 'node:child_process';
+import { createWriteStream, existsSync, statSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { writeDemoArchives } from '../../../src/archive/index.js';
-import { STDIN_NAME, startSpool } from '../../../src/cli/stdin.js';
+import { STDIN_NAME, startPipeSpool, startSpool } from '../../../src/cli/stdin.js';
 import { TarportError } from '../../../src/errors.js';
 import { ROOT, SMALL, filesBelow, tarport, tempDir, writeTar, type TarItem } from '../../helpers.js';
 
@@ -146,6 +146,136 @@ describe('spoolStdin', () => {
   });
 });
 
+/** A named pipe in `dir`, and a writer into it (it opens once the copy's `cat` opens the pipe). */
+function fifo(dir: string) {
+  const path = join(dir, 'pipe');
+  execFileSync('mkfifo', [path]);
+  const writer = createWriteStream(path);
+  // a writer whose reader went away gets EPIPE: kept here for the test to look at
+  const broken = new Promise<NodeJS.ErrnoException>((resolve) => writer.on('error', resolve));
+  return { path, writer, broken };
+}
+
+/** The copy of a pipe with its `cat`, into the test's TMPDIR (a folder of its own beside the pipe). */
+async function pipeSpool(path: string, signal: AbortSignal, opts: Parameters<typeof startPipeSpool>[2] = {}) {
+  const s = await startPipeSpool(path, signal, opts);
+  if (s === undefined) throw new Error('cat did not start');
+  return s;
+}
+
+describe('startPipeSpool (standard input that is a pipe: a cat of its own copies it)', () => {
+  let pipes: string;
+  beforeEach(async () => {
+    // beside the test's TMPDIR, not in it: TMPDIR must hold the copy only
+    pipes = await mkdtemp(join(dirname(tmp), 'tarport-stdin-pipes-'));
+  });
+  afterEach(async () => {
+    await rm(pipes, { recursive: true, force: true });
+  });
+
+  it('copies every byte into a file under TMPDIR, each shown to the tap in order and only once it is in the file', async () => {
+    const bytes = Buffer.from(Array.from({ length: 6 << 20 }, (_, i) => (i * 7) % 251));
+    const { path, writer } = fifo(pipes);
+    let file = '';
+    let behind = 0;
+    const tapped: Buffer[] = [];
+    const s = await pipeSpool(path, never, {
+      tap: (c) => {
+        tapped.push(Buffer.from(c)); // the tap's chunk is reused once it returns
+        if (statSync(file).size < tapped.reduce((n, t) => n + t.length, 0)) behind++;
+      },
+    });
+    file = s.path;
+    expect(s.copied).toBe(true);
+    // in pieces with pauses: the follower catches up and waits for more
+    for (let i = 0; i < 6; i++) {
+      writer.write(bytes.subarray(i << 20, (i + 1) << 20));
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    writer.end();
+    await s.complete;
+    expect(s.path.startsWith(tmp)).toBe(true);
+    expect((await readFile(s.path)).equals(bytes)).toBe(true);
+    expect(Buffer.concat(tapped).equals(bytes)).toBe(true);
+    expect(behind).toBe(0);
+    await s.remove();
+    expect(await readdir(tmp)).toEqual([]);
+  });
+
+  it('refuses an empty pipe as no archive, and leaves nothing behind', async () => {
+    const { path, writer } = fifo(pipes);
+    const s = await pipeSpool(path, never);
+    writer.end();
+    await expect(s.complete).rejects.toMatchObject({ code: 'BAD_INPUT', message: `${STDIN_NAME}: nothing came (0 bytes), not an archive` });
+    expect(await readdir(tmp)).toEqual([]);
+  });
+
+  it('gives up on a writer that went quiet, bounded: its cat is gone (the writer gets EPIPE) and nothing is left', async () => {
+    const { path, writer, broken } = fifo(pipes);
+    const s = await pipeSpool(path, never, { idleMs: 300 });
+    writer.write(Buffer.alloc(4096)); // some bytes, then silence: a hung docker save
+    const t0 = Date.now();
+    await expect(s.complete).rejects.toMatchObject({ code: 'BAD_INPUT', message: `${STDIN_NAME}: nothing came for 0.3 s; the writer of the pipe seems stuck (no archive was published)` });
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    expect(s.fault()).toMatchObject({ code: 'BAD_INPUT' });
+    expect(await readdir(tmp)).toEqual([]);
+    writer.write(Buffer.alloc(1 << 20)); // more than the pipe holds: only a reader could take it
+    expect((await broken).code).toBe('EPIPE');
+  });
+
+  it("stops at the command's signal while it copies: the signal's reason, its cat gone, nothing left", async () => {
+    const { path, writer, broken } = fifo(pipes);
+    const stop = new AbortController();
+    const s = await pipeSpool(path, stop.signal);
+    writer.write(Buffer.alloc(4096)); // a writer that is still writing
+    setTimeout(() => stop.abort(new TarportError('ABORTED', 'interrupted by SIGTERM', { retryable: false })), 50);
+    await expect(s.complete).rejects.toMatchObject({ code: 'ABORTED', message: 'interrupted by SIGTERM' });
+    expect(await readdir(tmp)).toEqual([]);
+    writer.write(Buffer.alloc(1 << 20));
+    expect((await broken).code).toBe('EPIPE');
+  });
+
+  it('a tap that throws fails the copy with its fault and sees nothing more; its cat is gone and nothing is left', async () => {
+    const { path, writer, broken } = fifo(pipes);
+    let calls = 0;
+    const s = await pipeSpool(path, never, {
+      tap: () => {
+        calls++;
+        throw new Error('tap broke');
+      },
+    });
+    writer.write(Buffer.alloc(64 << 10, 1));
+    const e = await s.complete.catch((x: unknown) => x);
+    expect(e).toMatchObject({ code: 'IO', message: `copy ${STDIN_NAME} into ${tmp} (TMPDIR: it needs room for the whole archive): tap broke` });
+    expect(s.fault()).toBe(e);
+    writer.write(Buffer.alloc(1 << 20));
+    expect((await broken).code).toBe('EPIPE');
+    expect(calls).toBe(1);
+    expect(await readdir(tmp)).toEqual([]);
+  });
+
+  it("a cat that fails is named with its words, exit 1's IO, and nothing is left", async () => {
+    const s = await pipeSpool(join(pipes, 'no-such-pipe'), never);
+    const e = await s.complete.catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(TarportError);
+    expect(e).toMatchObject({ code: 'IO', retryable: false, message: `copy ${STDIN_NAME} into ${tmp} (TMPDIR: it needs room for the whole archive): cat failed (exit 1): cat: ${join(pipes, 'no-such-pipe')}: No such file or directory` });
+    expect(await readdir(tmp)).toEqual([]);
+  });
+
+  it('without a cat to start, says so (undefined: the caller copies the pipe itself) and leaves nothing behind', async () => {
+    const path = join(pipes, 'pipe');
+    execFileSync('mkfifo', [path]); // nobody writes: nobody may wait to
+    const savedPath = process.env.PATH;
+    process.env.PATH = pipes; // no cat here
+    try {
+      expect(await startPipeSpool(path, never)).toBeUndefined();
+    } finally {
+      process.env.PATH = savedPath;
+    }
+    expect(await readdir(tmp)).toEqual([]);
+  });
+});
+
 describe('tarport push -', () => {
   it('publishes the archive piped into it as a file push would, and removes its copy', async () => {
     const dir = await tempDir();
@@ -165,6 +295,32 @@ describe('tarport push -', () => {
     expect((await tarport(['push', v2!, '-', '--to', repo], { TMPDIR: spool }, { pipe: v1! })).code).toBe(0);
     const versions = (await tarport(['ls', repo])).stdout.split('\n').flatMap((l) => /^tarport-demo\/hello\s+latest\s+(\d+)/.exec(l)?.[1] ?? []);
     expect(versions).toEqual(['1', '2', '3']); // v2 from the file, then v1's content from the pipe again: the next version
+  });
+
+  it('through a shell pipe (a FIFO) a cat of its own copies the input, opening it anew: the same release, no copy left', async () => {
+    const dir = await tempDir();
+    const [v1] = await writeDemoArchives(dir, undefined, SMALL);
+    const repo = join(dir, 'repo');
+    const spool = join(dir, 'tmp');
+    const bin = join(dir, 'bin');
+    const log = join(dir, 'cat.log');
+    await mkdir(spool);
+    // a cat that says how it was called, written by a child: a script this process had open for
+    // writing while another thread forked could not be run (ETXTBSY)
+    execFileSync('/bin/sh', ['-c', `mkdir "$1" && printf '#!/bin/sh\\necho "$*" >> "%s"\\nexec /bin/cat "$@"\\n' "$2" > "$1/cat" && chmod +x "$1/cat"`, 'sh', bin, log]);
+    const child = spawn('/bin/sh', ['-c', `/bin/cat "$1" | "$2" "$3" push --init - --to "$4"`, 'sh', v1!, process.execPath, join(ROOT, 'bin/tarport.js'), repo], {
+      env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, TMPDIR: spool },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (c) => (stderr += c));
+    const [code] = (await once(child, 'close')) as [number];
+    expect(code, stderr).toBe(0);
+    expect(stderr).toContain(`published tarport-demo/hello:latest v1 (image) from ${STDIN_NAME} to file://${repo}`);
+    expect(await readFile(log, 'utf8')).toBe('/dev/stdin\n');
+    expect(await readdir(spool)).toEqual([]);
+    // the same content from the file: nothing new, so the pipe's copy was whole
+    expect((await tarport(['push', v1!, '--to', repo])).stderr).toContain('unchanged tarport-demo/hello:latest: identical to v1');
   });
 
   it('refuses nothing on its input, or an archive it cannot publish, with exit 2, a message naming standard input, no release and no copy left', async () => {
