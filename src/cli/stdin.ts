@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { fstatSync, rmSync } from 'node:fs';
+import { constants as fsc, fstatSync, readFileSync, rmSync } from 'node:fs';
 import { mkdtemp, open, rm, stat, statfs, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -47,10 +47,6 @@ export interface Spooling extends Spooled {
 export async function startSpool(input: Readable & { isTTY?: boolean; fd?: number }, signal: AbortSignal, opts: SpoolOptions = {}): Promise<Spooling> {
   if (input.isTTY) throw new TarportError('USAGE', `push -: ${STDIN_NAME} is a terminal; pipe an archive into it (docker save IMAGE | tarport push - --to URL)`);
   if (input.fd === 0 && isRegularFile(0)) return { path: STDIN_FILE, copied: false, complete: Promise.resolve(), fault: () => undefined, remove: async () => undefined };
-  if (input.fd === 0 && isFifo(0)) {
-    const piped = await startPipeSpool(STDIN_FILE, signal, opts);
-    if (piped) return piped;
-  }
   // a pipe that breaks before the copy's pipeline listens (while its folder and file are made) would
   // end the process with its 'error'; the fault stays on the stream, and the pipeline reports it
   input.on('error', () => undefined);
@@ -70,6 +66,20 @@ export async function startSpool(input: Readable & { isTTY?: boolean; fd?: numbe
   const complete = copy();
   complete.catch(() => undefined); // the caller awaits it; a failure before that is not unhandled
   return { path, copied: true, complete, fault: () => fault, remove };
+}
+
+/**
+ * Standard input as `push -` reads it: a pipe is copied by a `cat` of its own (startPipeSpool) when
+ * its read end blocks, as a pipe a shell made does; anything else by startSpool. Decided before
+ * process.stdin is made: Node makes a pipe non-blocking then (for every holder of its read end),
+ * and `cat` would find it empty instead of waiting for the writer.
+ */
+export async function spoolStdin(signal: AbortSignal, opts: SpoolOptions = {}): Promise<Spooling> {
+  if (isFifo(0) && blocks(0)) {
+    const piped = await startPipeSpool('inherit', signal, opts);
+    if (piped) return piped;
+  }
+  return startSpool(process.stdin, signal, opts);
 }
 
 export interface SpoolOptions {
@@ -121,28 +131,24 @@ const CAT_GONE_MS = 5_000;
  * its own with a `cat` child, and shows the file to `tap` as it grows. A pipe holds 64 KiB: read by
  * this thread, which hashes and compresses between its reads, it kept its writer waiting, so that
  * `docker save` streamed at the pace of the busy thread (docs/producer.md, "From a pipe"). `cat`
- * keeps the pipe empty, and this thread reads the file in large reused buffers. `cat` opens `source`
- * itself: a pipe that Node has made non-blocking (process.stdin does) is a new, blocking one when
- * opened again by path. It runs in a process group of its own: a Ctrl-C reaches this process, which
- * stops it, so that the command's own signal is what the copy fails with. Resolves undefined when
+ * keeps the pipe empty, and this thread reads the file in large reused buffers. `cat` reads the pipe
+ * it is given open (`input`: this process's standard input, or a descriptor), which must block: a
+ * pipe opened again by its name would wait for a writer that has gone, and is refused to another
+ * user. It stays in this process's group: a Ctrl-C or a hang-up stops both. Resolves undefined when
  * `cat` cannot be started: nothing was read, and the caller copies the pipe itself.
  */
-export async function startPipeSpool(source: string, signal: AbortSignal, opts: SpoolOptions = {}): Promise<Spooling | undefined> {
+export async function startPipeSpool(input: 'inherit' | number, signal: AbortSignal, opts: SpoolOptions = {}): Promise<Spooling | undefined> {
   const { path, remove, atExit } = await spoolFile();
   const out = await open(path, 'wx').catch(async (e: unknown) => {
     await remove();
     throw wrapSystemError(e, copyWhat());
   });
-  const child = spawn('cat', [source], { stdio: ['inherit', out.fd, 'pipe'], detached: true });
+  const child = startCat(input, out.fd);
   // heard before anything else is awaited: these events come on a later tick
-  const watched = watchCat(child);
-  const starting = new Promise<boolean>((resolve) => {
-    child.once('spawn', () => resolve(true));
-    child.once('error', () => resolve(false));
-  });
+  const watched = child ? watchCat(child) : undefined;
+  const starting = child ? new Promise<boolean>((resolve) => (child.once('spawn', () => resolve(true)), child.once('error', () => resolve(false)))) : Promise.resolve(false);
   await out.close();
-  const started = await starting;
-  if (!started) {
+  if (!child || !watched || !(await starting)) {
     await remove();
     return undefined;
   }
@@ -155,6 +161,15 @@ export async function startPipeSpool(source: string, signal: AbortSignal, opts: 
   });
   complete.catch(() => undefined); // the caller awaits it; a failure before that is not unhandled
   return { path, copied: true, complete, fault: () => fault, remove };
+}
+
+/** `cat` from `input` into the file `out`; undefined when Node refused to start it at once. */
+function startCat(input: 'inherit' | number, out: number): ChildProcess | undefined {
+  try {
+    return spawn('cat', [], { stdio: [input, out, 'pipe'] });
+  } catch {
+    return undefined;
+  }
 }
 
 interface CatWatch {
@@ -181,6 +196,7 @@ async function followCopy(child: ChildProcess, cat: CatWatch, path: string, sign
   try {
     await readAlong(reader, () => cat.ended() !== undefined, signal, opts);
     await cat.closed;
+    await ownSignalFirst(cat.ended()!, signal);
     await catEnded(cat.ended()!, cat.said(), path);
     await refuseEmpty(path);
   } finally {
@@ -190,6 +206,19 @@ async function followCopy(child: ChildProcess, cat: CatWatch, path: string, sign
       await Promise.race([cat.closed, delay(CAT_GONE_MS, undefined, { ref: false })]);
     }
   }
+}
+
+/** How long a `cat` stopped by a Ctrl-C (or a SIGTERM to the group) waits for this process's own signal. */
+const GROUP_SIGNAL_MS = 500;
+
+/**
+ * A Ctrl-C reaches `cat` and this process together: the command's own signal is the fault (its exit
+ * code, 130 or 143), not `cat`'s end, when it comes at about the same time.
+ */
+async function ownSignalFirst(ended: { signal: NodeJS.Signals | null }, signal: AbortSignal): Promise<void> {
+  if (ended.signal !== 'SIGINT' && ended.signal !== 'SIGTERM') return;
+  if (!signal.aborted) await delay(GROUP_SIGNAL_MS, undefined, { signal, ref: false }).catch(() => undefined);
+  if (signal.aborted) throw aborted(signal);
 }
 
 /** Reads the file as `cat` writes it, each chunk to the tap, until `cat` has ended and all is read. */
@@ -293,6 +322,16 @@ async function writeAll(fh: FileHandle, chunk: Buffer, position: number): Promis
 export function namedAsStdin<E>(e: E, spooled: Spooled): E {
   if (e instanceof Error && e.message.includes(spooled.path)) e.message = e.message.replaceAll(spooled.path, STDIN_NAME);
   return e;
+}
+
+/** Whether reads of `fd` wait for data (no O_NONBLOCK in its open file's flags); false when unknown. */
+function blocks(fd: number): boolean {
+  try {
+    const flags = /^flags:\s*([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))?.[1];
+    return flags !== undefined && (parseInt(flags, 8) & fsc.O_NONBLOCK) === 0;
+  } catch {
+    return false;
+  }
 }
 
 function isFifo(fd: number): boolean {

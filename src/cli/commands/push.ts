@@ -9,7 +9,7 @@ import { CATALOG_TTL_BOUNDS, openRepository, signerFrom, type ConnectionFlags, p
 import { humanBytes, type ErrorDocument } from '../output.js';
 import { openMetrics, type MetricsFlags } from '../metrics.js';
 import { progressLine } from '../progress.js';
-import { STDIN_NAME, namedAsStdin, startSpool } from '../stdin.js';
+import { STDIN_NAME, namedAsStdin, spoolStdin } from '../stdin.js';
 import { linkSignals } from '../../signals.js';
 
 export interface PushFlags extends ConnectionFlags, MetricsFlags {
@@ -164,7 +164,7 @@ async function publishFrom(a: string, publish: (source: string | GrowingArchive)
   const stop = new AbortController();
   const watch = new LayerWatch();
   const link = linkSignals([signal, stop.signal]);
-  const spooled = await startSpool(process.stdin, link.signal, { tap: (c) => watch.write(c) }).catch((e: unknown) => {
+  const spooled = await spoolStdin(link.signal, { tap: (c) => watch.write(c) }).catch((e: unknown) => {
     link.unlink();
     throw e;
   });
