@@ -217,7 +217,8 @@ const GROUP_SIGNAL_MS = 500;
  */
 async function ownSignalFirst(ended: { signal: NodeJS.Signals | null }, signal: AbortSignal): Promise<void> {
   if (ended.signal !== 'SIGINT' && ended.signal !== 'SIGTERM') return;
-  if (!signal.aborted) await delay(GROUP_SIGNAL_MS, undefined, { signal, ref: false }).catch(() => undefined);
+  // referenced: with nothing else under way (a push to a folder) the process must not end meanwhile
+  if (!signal.aborted) await delay(GROUP_SIGNAL_MS, undefined, { signal }).catch(() => undefined);
   if (signal.aborted) throw aborted(signal);
 }
 

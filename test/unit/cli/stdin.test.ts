@@ -32,7 +32,7 @@ async function spoolStdin(input: Parameters<typeof startSpool>[0], signal: Abort
   return s;
 }
 
-describe('spoolStdin', () => {
+describe('startSpool (standard input that is no pipe, or a pipe tarport copies itself)', () => {
   it('copies every byte into a file under TMPDIR, which remove() takes away', async () => {
     const bytes = Buffer.from(Array.from({ length: 3 << 20 }, (_, i) => i % 253));
     const s = await spoolStdin(Readable.from([bytes.subarray(0, 1000), bytes.subarray(1000)]), never);
@@ -344,6 +344,28 @@ describe('tarport push -', () => {
     expect(said).toContain('unchanged tarport-demo/hello:latest: identical to v1');
     expect(await readFile(log, 'utf8')).toBe('called \ncalled \n');
     expect(await readdir(spool)).toEqual([]);
+  });
+
+  it("a cat stopped by someone else's SIGTERM fails the push with exit 1, naming it, and leaves no copy", async () => {
+    const dir = await tempDir();
+    const [v1] = await writeDemoArchives(dir, undefined, SMALL);
+    const spool = join(dir, 'tmp');
+    const bin = join(dir, 'bin');
+    await mkdir(spool);
+    // a cat that copies a little, then is stopped as `pkill cat` would (written by a child: ETXTBSY)
+    execFileSync('/bin/sh', ['-c', `mkdir "$1" && printf '#!/bin/sh\\nhead -c 1000\\nkill -TERM $$\\n' > "$1/cat" && chmod +x "$1/cat"`, 'sh', bin]);
+    const child = spawn('/bin/sh', ['-c', `/bin/cat "$1" | "$2" "$3" push --init - --to "$4"`, 'sh', v1!, process.execPath, join(ROOT, 'bin/tarport.js'), join(dir, 'repo')], {
+      env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, TMPDIR: spool },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (c) => (stderr += c));
+    const [code] = (await once(child, 'close')) as [number];
+    expect(code, stderr).toBe(1);
+    expect(stderr).toContain(`copy ${STDIN_NAME} into ${spool} (TMPDIR: it needs room for the whole archive): cat was stopped by SIGTERM`);
+    expect(stderr).not.toContain('internal error');
+    expect(await readdir(spool)).toEqual([]);
+    expect(existsSync(join(dir, 'repo'))).toBe(false);
   });
 
   it('refuses nothing on its input, or an archive it cannot publish, with exit 2, a message naming standard input, no release and no copy left', async () => {
