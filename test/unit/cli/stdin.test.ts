@@ -285,6 +285,26 @@ describe('startPipeSpool (standard input that is a pipe: a cat of its own copies
   });
 });
 
+/**
+ * Runs `script` in /bin/sh, `$1`... being `args`, with `bin` first on PATH (a `cat` of the test's)
+ * and TMPDIR `spool`: its exit code and standard error. `$T` runs the real CLI.
+ */
+async function shell(script: string, args: string[], bin: string, spool: string): Promise<{ code: number; stderr: string }> {
+  const child = spawn('/bin/sh', ['-c', script, 'sh', ...args], {
+    env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, TMPDIR: spool, T: join(ROOT, 'bin/tarport.js'), NODE: process.execPath },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (c) => (stderr += c));
+  const [code] = (await once(child, 'close')) as [number];
+  return { code, stderr };
+}
+
+/** A `cat` script in `bin`, written by a child: a script this process had open for writing while another thread forked could not be run (ETXTBSY). */
+function fakeCat(bin: string, body: string): void {
+  execFileSync('/bin/sh', ['-c', 'mkdir "$1" && printf "%s\\n" "#!/bin/sh" "$2" > "$1/cat" && chmod +x "$1/cat"', 'sh', bin, body]);
+}
+
 describe('tarport push -', () => {
   it('publishes the archive piped into it as a file push would, and removes its copy', async () => {
     const dir = await tempDir();
@@ -314,16 +334,9 @@ describe('tarport push -', () => {
     const bin = join(dir, 'bin');
     const log = join(dir, 'cat.log');
     await mkdir(spool);
-    // a cat that says how it was called, written by a child: a script this process had open for
-    // writing while another thread forked could not be run (ETXTBSY)
-    execFileSync('/bin/sh', ['-c', `mkdir "$1" && printf '#!/bin/sh\\necho "called $*" >> "%s"\\nexec /bin/cat "$@"\\n' "$2" > "$1/cat" && chmod +x "$1/cat"`, 'sh', bin, log]);
-    const child = spawn('/bin/sh', ['-c', `/bin/cat "$1" | "$2" "$3" push --init - --to "$4"`, 'sh', v1!, process.execPath, join(ROOT, 'bin/tarport.js'), repo], {
-      env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, TMPDIR: spool },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    child.stderr.on('data', (c) => (stderr += c));
-    const [code] = (await once(child, 'close')) as [number];
+    // a cat that says how it was called
+    fakeCat(bin, `echo "called $*" >> "${log}"; exec /bin/cat "$@"`);
+    const { code, stderr } = await shell('/bin/cat "$1" | "$NODE" "$T" push --init - --to "$2"', [v1!, repo], bin, spool);
     expect(code, stderr).toBe(0);
     expect(stderr).toContain(`published tarport-demo/hello:latest v1 (image) from ${STDIN_NAME} to file://${repo}`);
     expect(await readFile(log, 'utf8')).toBe('called \n'); // once, reading the pipe it was handed
@@ -333,13 +346,7 @@ describe('tarport push -', () => {
     // a named pipe redirected in, whose writer may be done before tarport starts: read, not waited on
     const named = join(dir, 'named');
     execFileSync('mkfifo', [named]);
-    const again = spawn('/bin/sh', ['-c', `/bin/cat "$1" > "$2" & "$3" "$4" push - --to "$5" < "$2"`, 'sh', v1!, named, process.execPath, join(ROOT, 'bin/tarport.js'), repo], {
-      env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, TMPDIR: spool },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let said = '';
-    again.stderr.on('data', (c) => (said += c));
-    const [code2] = (await once(again, 'close')) as [number];
+    const { code: code2, stderr: said } = await shell('/bin/cat "$1" > "$2" & "$NODE" "$T" push - --to "$3" < "$2"', [v1!, named, repo], bin, spool);
     expect(code2, said).toBe(0);
     expect(said).toContain('unchanged tarport-demo/hello:latest: identical to v1');
     expect(await readFile(log, 'utf8')).toBe('called \ncalled \n');
@@ -352,15 +359,9 @@ describe('tarport push -', () => {
     const spool = join(dir, 'tmp');
     const bin = join(dir, 'bin');
     await mkdir(spool);
-    // a cat that copies a little, then is stopped as `pkill cat` would (written by a child: ETXTBSY)
-    execFileSync('/bin/sh', ['-c', `mkdir "$1" && printf '#!/bin/sh\\nhead -c 1000\\nkill -TERM $$\\n' > "$1/cat" && chmod +x "$1/cat"`, 'sh', bin]);
-    const child = spawn('/bin/sh', ['-c', `/bin/cat "$1" | "$2" "$3" push --init - --to "$4"`, 'sh', v1!, process.execPath, join(ROOT, 'bin/tarport.js'), join(dir, 'repo')], {
-      env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, TMPDIR: spool },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    child.stderr.on('data', (c) => (stderr += c));
-    const [code] = (await once(child, 'close')) as [number];
+    // a cat that copies a little, then is stopped as `pkill cat` would
+    fakeCat(bin, 'head -c 1000; kill -TERM $$');
+    const { code, stderr } = await shell('/bin/cat "$1" | "$NODE" "$T" push --init - --to "$2"', [v1!, join(dir, 'repo')], bin, spool);
     expect(code, stderr).toBe(1);
     expect(stderr).toContain(`copy ${STDIN_NAME} into ${spool} (TMPDIR: it needs room for the whole archive): cat was stopped by SIGTERM`);
     expect(stderr).not.toContain('internal error');
