@@ -1,4 +1,4 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { closeSync, createReadStream, createWriteStream, openSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -158,6 +158,16 @@ export const SMALL = 64 << 10;
 const madeDirs: string[] = [];
 
 /** A fresh folder under the system temp dir, removed after the test file by test/setup.ts. */
+/**
+ * Writes an executable script (mode 755) by way of a child process. A script that this test process
+ * had open for writing could not be run while a child that another thread had just forked still
+ * held the descriptor, between its fork and its exec: `spawn ETXTBSY`, seen in CI in the unit
+ * project, whose files share one process.
+ */
+export function writeScript(path: string, text: string): void {
+  execFileSync('/bin/sh', ['-c', 'cat > "$1" && chmod 755 "$1"', 'sh', path], { input: text });
+}
+
 export async function tempDir(prefix = 'tarport-test-'): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   madeDirs.push(dir);

@@ -1,6 +1,6 @@
 // src/cli/stdin.ts: `tarport push -` copies standard input to a file of its own first; and the
 // command end to end, with a real pipe (or a redirected file) into the real CLI (helpers.ts).
-import { createWriteStream, existsSync, statSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, statSync } from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdir, mkdtemp, open, readFile, readdir, rm, writeFile, type FileHandle } from 'node:fs/promises';
@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { writeDemoArchives } from '../../../src/archive/index.js';
 import { STDIN_NAME, startPipeSpool, startSpool } from '../../../src/cli/stdin.js';
 import { TarportError } from '../../../src/errors.js';
-import { ROOT, SMALL, filesBelow, tarport, tempDir, writeTar, type TarItem } from '../../helpers.js';
+import { ROOT, SMALL, filesBelow, tarport, tempDir, writeScript, writeTar, type TarItem } from '../../helpers.js';
 
 let tmp: string;
 let savedTmp: string | undefined;
@@ -300,9 +300,10 @@ async function shell(script: string, args: string[], bin: string, spool: string)
   return { code, stderr };
 }
 
-/** A `cat` script in `bin`, written by a child: a script this process had open for writing while another thread forked could not be run (ETXTBSY). */
+/** A `cat` script in a new folder `bin` (writeScript: written by a child). */
 function fakeCat(bin: string, body: string): void {
-  execFileSync('/bin/sh', ['-c', 'mkdir "$1" && printf "%s\\n" "#!/bin/sh" "$2" > "$1/cat" && chmod +x "$1/cat"', 'sh', bin, body]);
+  mkdirSync(bin);
+  writeScript(join(bin, 'cat'), `#!/bin/sh\n${body}\n`);
 }
 
 describe('tarport push -', () => {

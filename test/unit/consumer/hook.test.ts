@@ -3,7 +3,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { runHook } from '../../../src/consumer/hook.js';
-import { tempDir } from '../../helpers.js';
+import { tempDir, writeScript } from '../../helpers.js';
 
 /** Whether a process is alive: a zombie (killed, not yet reaped by a PID 1 that does not reap) is not. */
 async function alive(pid: number): Promise<boolean> {
@@ -23,7 +23,7 @@ async function forkingHook(opts: { ignoreTerm?: boolean; leave?: boolean } = {})
   const shellFile = join(dir, 'shell.pid');
   // a child that ignores TERM names itself once its trap is set: a TERM before that would end it
   const child = opts.ignoreTerm ? `sh -c 'trap "" TERM; echo $$ > ${pidFile}; sleep 600 & wait; sleep 600' &` : `sleep 600 &\necho $! > ${pidFile}`;
-  await writeFile(script, `#!/bin/sh\necho $$ > ${shellFile}\n${child}\n${opts.leave ? 'exit 0' : 'wait'}\n`, { mode: 0o755 });
+  writeScript(script, `#!/bin/sh\necho $$ > ${shellFile}\n${child}\n${opts.leave ? 'exit 0' : 'wait'}\n`);
   const pidIn = async (file: string) => {
     await vi.waitFor(async () => expect((await readFile(file, 'utf8').catch(() => '')).trim()).toMatch(/^\d+$/), { timeout: 5000 });
     return Number((await readFile(file, 'utf8')).trim());
@@ -44,7 +44,7 @@ describe('runHook', () => {
     const dir = await tempDir();
     const out = join(dir, 'out');
     const script = join(dir, 'hook.sh');
-    await writeFile(script, `#!/bin/sh\necho "$1|$2|$TARPORT_REF|$TARPORT_VERSION" > ${out}\n`, { mode: 0o755 });
+    writeScript(script, `#!/bin/sh\necho "$1|$2|$TARPORT_REF|$TARPORT_VERSION" > ${out}\n`);
     const r = await runHook(script, 'team/app:1', 7);
     expect(r).toEqual({ ok: true, message: `hook ${JSON.stringify(script)} done` });
     expect(await readFile(out, 'utf8')).toBe('team/app:1|7|team/app:1|7\n');

@@ -1,10 +1,10 @@
 // src/runtime/containerd/ctr.ts: ctr driven as a child process, an import fed on its stdin.
-import { chmod, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { ctr } from '../../../../src/runtime/containerd/ctr.js';
-import { tempDir } from '../../../helpers.js';
+import { tempDir, writeScript } from '../../../helpers.js';
 
 describe('ctr with an input', () => {
   it('an input that failed before ctr started cuts the import at once, and the call fails with the input\'s fault', async () => {
@@ -13,8 +13,7 @@ describe('ctr with an input', () => {
     await writeFile(socket, '');
     // as ctr images import: reads its stdin to the end, then fails on what it got
     const bin = join(dir, 'ctr');
-    await writeFile(bin, `#!/bin/sh\nwc -c > '${dir}/got'\necho 'ctr: archive/tar: invalid tar header' >&2\nexit 1\n`);
-    await chmod(bin, 0o755);
+    writeScript(bin, `#!/bin/sh\nwc -c > '${dir}/got'\necho 'ctr: archive/tar: invalid tar header' >&2\nexit 1\n`);
     const fault = new Error('object sha256:12 in memory://test: digest mismatch');
     const input = new Readable({ read() {} }).on('error', () => undefined);
     input.destroy(fault);
@@ -35,8 +34,7 @@ describe('ctr with an input', () => {
     // as ctr when containerd stops answering: it reads none of its stdin for a while (then, to end
     // the test soon, it reads what it is given, the cut's end included, and exits)
     const bin = join(dir, 'ctr');
-    await writeFile(bin, '#!/bin/sh\nsleep 2\nexec cat > /dev/null\n');
-    await chmod(bin, 0o755);
+    writeScript(bin, '#!/bin/sh\nsleep 2\nexec cat > /dev/null\n');
     const input = new Readable({ read() { this.push(Buffer.alloc(64 << 10)); } });
     const got = await Promise.race([
       ctr({ socket, namespace: 'k8s.io', ctr: bin }, ['images', 'import', '-'], { input, intakeIdleMs: 300 }).then(() => 'imported', (e: unknown) => e),

@@ -1,12 +1,12 @@
 // src/runtime/containerd/runtime.ts: the load plan against what containerd's content store holds.
 // ctr is a script here that prints a fixed `ctr images ls` and `ctr content ls` (the real ctr runs
 // in test/integration/runtimes.test.ts).
-import { chmod, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ContainerdRuntime } from '../../../../src/runtime/index.js';
 import { reachableBlobs } from '../../../../src/runtime/containerd/runtime.js';
-import { tempDir } from '../../../helpers.js';
+import { tempDir, writeScript } from '../../../helpers.js';
 
 const d = (c: string) => `sha256:${c.repeat(64)}`;
 // three layers: diff IDs a, b, c; their stored (compressed) objects 1, 2, 3
@@ -37,8 +37,7 @@ async function runtimeWithContent(blobs: string[], loose: string[] = []): Promis
   await writeFile(join(dir, 'images.txt'), `REF TYPE DIGEST SIZE PLATFORMS LABELS\ndocker.io/team/app:1 application/vnd.oci.image.manifest.v1+json ${d('9')} 13.1 MiB linux/amd64 -\n`);
   const bin = join(dir, 'ctr');
   // ctr -a SOCKET -n NAMESPACE images|content ls
-  await writeFile(bin, `#!/bin/sh\ncase "$5" in images) cat '${dir}/images.txt' ;; content) cat '${dir}/content.txt' ;; *) exit 1 ;; esac\n`);
-  await chmod(bin, 0o755);
+  writeScript(bin, `#!/bin/sh\ncase "$5" in images) cat '${dir}/images.txt' ;; content) cat '${dir}/content.txt' ;; *) exit 1 ;; esac\n`);
   return new ContainerdRuntime({ socket, namespace: 'k8s.io', ctr: bin });
 }
 
