@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { constants as fsc, fstatSync, readFileSync, rmSync } from 'node:fs';
+import { constants as fsc, fstatSync, readFileSync, rmSync, type Stats } from 'node:fs';
 import { mkdtemp, open, rm, stat, statfs, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -46,24 +46,27 @@ export interface Spooling extends Spooled {
  */
 export async function startSpool(input: Readable & { isTTY?: boolean; fd?: number }, signal: AbortSignal, opts: SpoolOptions = {}): Promise<Spooling> {
   if (input.isTTY) throw new TarportError('USAGE', `push -: ${STDIN_NAME} is a terminal; pipe an archive into it (docker save IMAGE | tarport push - --to URL)`);
-  if (input.fd === 0 && isRegularFile(0)) return { path: STDIN_FILE, copied: false, complete: Promise.resolve(), fault: () => undefined, remove: async () => undefined };
+  if (input.fd === 0 && statOf(0)?.isFile()) return { path: STDIN_FILE, copied: false, complete: Promise.resolve(), fault: () => undefined, remove: async () => undefined };
   // a pipe that breaks before the copy's pipeline listens (while its folder and file are made) would
   // end the process with its 'error'; the fault stays on the stream, and the pipeline reports it
   input.on('error', () => undefined);
   const { path, remove } = await spoolFile();
-  let fault: Error | undefined;
   const copy = async () => {
-    try {
-      const fh = await open(path, 'wx');
-      await pipeline(input, idleBound(opts.idleMs ?? STDIN_IDLE_MS), fileSink(fh, opts.tap), { signal });
-      await refuseEmpty(path);
-    } catch (e) {
-      fault = e instanceof TarportError ? e : wrapSystemError(e, copyWhat());
-      await remove();
-      throw fault;
-    }
+    const fh = await open(path, 'wx');
+    await pipeline(input, idleBound(opts.idleMs ?? STDIN_IDLE_MS), fileSink(fh, opts.tap), { signal });
+    await refuseEmpty(path);
   };
-  const complete = copy();
+  return spooling(path, remove, copy());
+}
+
+/** A copy under way into `path`: its fault kept and the folder removed as soon as it fails. */
+function spooling(path: string, remove: () => Promise<void>, copy: Promise<void>): Spooling {
+  let fault: Error | undefined;
+  const complete = copy.catch(async (e: unknown) => {
+    fault = e instanceof TarportError ? e : wrapSystemError(e, copyWhat());
+    await remove();
+    throw fault;
+  });
   complete.catch(() => undefined); // the caller awaits it; a failure before that is not unhandled
   return { path, copied: true, complete, fault: () => fault, remove };
 }
@@ -75,7 +78,7 @@ export async function startSpool(input: Readable & { isTTY?: boolean; fd?: numbe
  * and `cat` would find it empty instead of waiting for the writer.
  */
 export async function spoolStdin(signal: AbortSignal, opts: SpoolOptions = {}): Promise<Spooling> {
-  if (isFifo(0) && blocks(0)) {
+  if (statOf(0)?.isFIFO() && blocks(0)) {
     const piped = await startPipeSpool('inherit', signal, opts);
     if (piped) return piped;
   }
@@ -123,6 +126,8 @@ async function refuseEmpty(path: string): Promise<void> {
 const FOLLOW_CHUNK = 1 << 20;
 /** How long the follower waits when it has caught up with the copy: from the first, doubling to the last. */
 const FOLLOW_WAIT_MS = [1, 50] as const;
+/** Free space under which a failed copy's folder counts as full (a file system keeps a few blocks back). */
+const NEARLY_FULL = 1 << 20;
 /** How long a `cat` that was killed may take to go (one stuck in the kernel, writing to a hung disk). */
 const CAT_GONE_MS = 5_000;
 
@@ -153,14 +158,7 @@ export async function startPipeSpool(input: 'inherit' | number, signal: AbortSig
     return undefined;
   }
   atExit(() => child.kill('SIGKILL'));
-  let fault: Error | undefined;
-  const complete = followCopy(child, watched, path, signal, opts).catch(async (e: unknown) => {
-    fault = e instanceof TarportError ? e : wrapSystemError(e, copyWhat());
-    await remove();
-    throw fault;
-  });
-  complete.catch(() => undefined); // the caller awaits it; a failure before that is not unhandled
-  return { path, copied: true, complete, fault: () => fault, remove };
+  return spooling(path, remove, followCopy(child, watched, path, signal, opts));
 }
 
 /** `cat` from `input` into the file `out`; undefined when Node refused to start it at once. */
@@ -172,9 +170,15 @@ function startCat(input: 'inherit' | number, out: number): ChildProcess | undefi
   }
 }
 
+/** How `cat` ended: its exit code, or the signal that stopped it. */
+interface CatEnd {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+}
+
 interface CatWatch {
   /** How it ended, once it did. */
-  ended(): { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  ended(): CatEnd | undefined;
   /** Settles once it ended and its last words were read. */
   readonly closed: Promise<void>;
   /** The end of what it said on stderr. */
@@ -184,7 +188,7 @@ interface CatWatch {
 function watchCat(child: ChildProcess): CatWatch {
   let said = '';
   child.stderr!.setEncoding('utf8').on('data', (t: string) => (said = (said + t).slice(-2000)));
-  let ended: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  let ended: CatEnd | undefined;
   // 'close': cat has ended, and its last words are read
   const closed = new Promise<void>((resolve) => child.once('close', (code, sig) => ((ended = { code, signal: sig }), resolve())));
   return { ended: () => ended, closed, said: () => said.trim() };
@@ -215,7 +219,7 @@ const GROUP_SIGNAL_MS = 500;
  * A Ctrl-C reaches `cat` and this process together: the command's own signal is the fault (its exit
  * code, 130 or 143), not `cat`'s end, when it comes at about the same time.
  */
-async function ownSignalFirst(ended: { signal: NodeJS.Signals | null }, signal: AbortSignal): Promise<void> {
+async function ownSignalFirst(ended: CatEnd, signal: AbortSignal): Promise<void> {
   if (ended.signal !== 'SIGINT' && ended.signal !== 'SIGTERM') return;
   // referenced: with nothing else under way (a push to a folder) the process must not end meanwhile
   if (!signal.aborted) await delay(GROUP_SIGNAL_MS, undefined, { signal }).catch(() => undefined);
@@ -251,11 +255,11 @@ async function readAlong(reader: FileHandle, ended: () => boolean, signal: Abort
 }
 
 /** A `cat` that failed: no space left is said as such (the folder's free space, not cat's words, tells). */
-async function catEnded(ended: { code: number | null; signal: NodeJS.Signals | null }, said: string, path: string): Promise<void> {
+async function catEnded(ended: CatEnd, said: string, path: string): Promise<void> {
   if (ended.code === 0) return;
   const how = ended.signal ? `was stopped by ${ended.signal}` : `failed (exit ${ended.code})`;
   const fs = await statfs(path).catch(() => undefined);
-  if (fs && fs.bavail * fs.bsize < FOLLOW_CHUNK) {
+  if (fs && fs.bavail * fs.bsize < NEARLY_FULL) {
     throw new TarportError('IO', `${copyWhat()}: no space left on device; free space, then run again`, { retryable: false });
   }
   throw new TarportError('IO', `${copyWhat()}: cat ${how}${said ? `: ${said}` : ''}`, { retryable: false });
@@ -335,19 +339,12 @@ function blocks(fd: number): boolean {
   }
 }
 
-function isFifo(fd: number): boolean {
+/** What `fd` is open on; undefined when it is not open. */
+function statOf(fd: number): Stats | undefined {
   try {
-    return fstatSync(fd).isFIFO();
+    return fstatSync(fd);
   } catch {
-    return false;
-  }
-}
-
-function isRegularFile(fd: number): boolean {
-  try {
-    return fstatSync(fd).isFile();
-  } catch {
-    return false;
+    return undefined;
   }
 }
 
